@@ -1,0 +1,1 @@
+"""The ``kgweave`` command line."""

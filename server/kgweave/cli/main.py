@@ -1,0 +1,276 @@
+"""``kgweave``: train, evaluate and query knowledge-graph embedding models.
+
+Every command has ``--json`` for machine-readable output. Errors print one line on stderr and
+exit non-zero; ``KGWEAVE_DEBUG=1`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kgweave import __version__
+from kgweave.cli.output import emit_json, emit_metrics, err
+from kgweave.errors import InvalidArgumentError, KGWeaveError
+from kgweave.settings import get_settings
+
+_TRAIN_FIELDS = (
+    "model",
+    "dim",
+    "regime",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "lr_schedule",
+    "regularizer",
+    "reg_weight",
+    "label_smoothing",
+    "num_negatives",
+    "margin",
+    "seed",
+    "eval_every",
+    "patience",
+    "valid_sample",
+    "time_budget_s",
+    "num_threads",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kgweave")
+def cli() -> None:
+    """kgweave: knowledge-graph embeddings and language models beside your graph database.
+
+    Settings come from KGWEAVE_* environment variables: KGWEAVE_DATASETS_DIR (folder of
+    datasets), KGWEAVE_DATA_DIR (kgweave's own data, default ~/.kgweave), KGWEAVE_DEVICE
+    (auto, cpu, cuda), KGWEAVE_OFFLINE (never download datasets).
+    """
+
+
+@cli.command()
+@click.option(
+    "--dataset", "-d", required=True, help="Dataset name (demo, umls, fb15k-237, ...) or folder."
+)
+@click.option(
+    "--model",
+    "-m",
+    default="complex",
+    show_default=True,
+    help="transe, distmult, complex or rotate.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write the model artifact to.",
+)
+@click.option(
+    "--dim",
+    type=int,
+    default=None,
+    help="Embedding size (complex components for complex/rotate). [200]",
+)
+@click.option(
+    "--regime",
+    type=click.Choice(["kvsall", "1vsall", "negative-sampling"]),
+    default=None,
+    help="Training regime. [kvsall]",
+)
+@click.option("--epochs", type=int, default=None, help="Maximum epochs. [100]")
+@click.option("--batch-size", type=int, default=None, help="Queries per step. [512]")
+@click.option("--optimizer", type=click.Choice(["adagrad", "adam"]), default=None, help="[adagrad]")
+@click.option("--lr", type=float, default=None, help="Learning rate. [0.1]")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "plateau"]), default=None)
+@click.option("--regularizer", type=click.Choice(["n3", "l2", "none"]), default=None, help="[n3]")
+@click.option("--reg-weight", type=float, default=None, help="Regulariser weight. [0.05]")
+@click.option("--label-smoothing", type=float, default=None)
+@click.option(
+    "--num-negatives", type=int, default=None, help="Negatives per triple (negative-sampling)."
+)
+@click.option("--margin", type=float, default=None, help="Margin (negative-sampling).")
+@click.option("--seed", type=int, default=None)
+@click.option("--eval-every", type=int, default=None, help="Epochs between validation runs. [5]")
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="Early stopping: validations without improvement (0: never). [5]",
+)
+@click.option(
+    "--valid-sample", type=int, default=None, help="Validate on a seeded sample of this size."
+)
+@click.option(
+    "--time-budget",
+    "time_budget_s",
+    type=float,
+    default=None,
+    help="Stop training after this many seconds.",
+)
+@click.option("--num-threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train(
+    dataset: str, out: Path, resume: bool, no_progress: bool, as_json: bool, **options: Any
+) -> None:
+    """Train a model on a dataset, evaluate it, and write the artifact to OUT."""
+    from pydantic import ValidationError
+
+    from kgweave.engine import open_dataset, train_model
+    from kgweave.training import TrainConfig
+
+    values = {k: v for k, v in options.items() if k in _TRAIN_FIELDS and v is not None}
+    try:
+        config = TrainConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise InvalidArgumentError(f"--{where.replace('_', '-')}: {first['msg']}") from None
+    settings = get_settings()
+    data = open_dataset(dataset, settings)
+    if not as_json:
+        s = data.summary()
+        err(
+            f"dataset {s['name']}: {s['entities']} entities, {s['relations']} relations, "
+            f"{s['train_triples']} training triples"
+        )
+    result, metrics, path = train_model(
+        data, config, out, settings, resume=resume, progress=not no_progress
+    )
+    payload = {
+        "artifact": str(path.resolve()),
+        "dataset": data.name,
+        "model": config.model,
+        "epochs_completed": result.epochs_completed,
+        "train_seconds": round(result.train_seconds, 3),
+        "stopped_because": result.stopped_because,
+        "device": result.device,
+        "valid": metrics.get("valid"),
+        "test": {k: v for k, v in metrics.get("test", {}).items() if k != "per_relation"},
+    }
+    if as_json:
+        emit_json(payload)
+        return
+    click.echo(
+        f"trained {config.model} in {result.train_seconds:.1f}s on {result.device}, "
+        f"{result.epochs_completed} epochs ({result.stopped_because})"
+    )
+    if metrics.get("valid"):
+        emit_metrics("validation (filtered):", metrics["valid"])
+    emit_metrics("test (filtered):", metrics["test"])
+    click.echo(f"model written to {path}")
+
+
+@cli.command("eval")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--dataset", "-d", required=True, help="Dataset name or folder.")
+@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--per-relation", is_flag=True, help="Also print per-relation metrics.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_(model_dir: Path, dataset: str, split: str, per_relation: bool, as_json: bool) -> None:
+    """Filtered evaluation of a trained model (both sides, realistic ranks)."""
+    from kgweave.engine import evaluate_artifact
+
+    _, result = evaluate_artifact(model_dir, dataset, split, get_settings(), progress=not as_json)
+    if as_json:
+        payload = result.to_dict()
+        if not per_relation:
+            payload.pop("per_relation")
+        emit_json(payload)
+        return
+    emit_metrics(f"{split} (filtered, {int(result.metrics['count'])} ranks):", result.metrics)
+    if per_relation:
+        click.echo(f"{'relation':<60} {'mrr':>7} {'hits@10':>8} {'count':>6}")
+        for rel, m in result.per_relation.items():
+            click.echo(
+                f"{rel[-60:]:<60} {m['mrr']:>7.4f} {m['hits@10']:>8.4f} {int(m['count']):>6}"
+            )
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--head", default=None, help="Head entity (id or exact name): predict tails.")
+@click.option("--relation", "-r", required=True, help="Relation (id or its text).")
+@click.option("--tail", default=None, help="Tail entity (id or exact name): predict heads.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many answers.")
+@click.option("--filter-known", is_flag=True, help="Drop answers already in the training graph.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def predict(
+    model_dir: Path,
+    head: str | None,
+    relation: str,
+    tail: str | None,
+    k: int,
+    filter_known: bool,
+    as_json: bool,
+) -> None:
+    """Most plausible tails for --head/--relation, or heads for --relation/--tail."""
+    from kgweave.artifact import load_artifact
+    from kgweave.device import resolve_device
+    from kgweave.predict import LinkPredictor, Query
+
+    if (head is None) == (tail is None):
+        raise InvalidArgumentError("give exactly one of --head and --tail")
+    artifact = load_artifact(model_dir, device=resolve_device(get_settings().device))
+    answers = LinkPredictor(artifact).predict(
+        [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
+    )[0]
+    if as_json:
+        emit_json([a.__dict__ for a in answers])
+        return
+    for a in answers:
+        label = f"{a.name} ({a.entity})" if a.name and a.name != a.entity else a.entity
+        mark = "  [known]" if a.known else ""
+        click.echo(f"{a.rank:>3}. {a.score:>9.4f}  {label}{mark}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def datasets(as_json: bool) -> None:
+    """List the datasets available locally (no download)."""
+    from kgweave.data import list_datasets
+
+    found = list_datasets(get_settings())
+    if as_json:
+        emit_json([{"name": d.name, "path": str(d.path), "source": d.source} for d in found])
+        return
+    for d in found:
+        click.echo(f"{d.name:<16} {d.source:<13} {d.path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI and turns every error into one line and an exit code."""
+    debug = os.environ.get("KGWEAVE_DEBUG") == "1"
+    try:
+        cli.main(args=argv, prog_name="kgweave", standalone_mode=False)
+    except click.exceptions.Abort:
+        err("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KGWeaveError as exc:
+        if debug:
+            traceback.print_exc()
+        err(f"error: {exc.message}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err("interrupted")
+        return 130
+    except Exception as exc:  # last resort: never a traceback to a user
+        if debug:
+            traceback.print_exc()
+        err(f"internal error: {type(exc).__name__}: {exc} (set KGWEAVE_DEBUG=1 for details)")
+        return 70
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

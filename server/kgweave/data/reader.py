@@ -1,0 +1,87 @@
+"""Parsing of dataset files: triples and text side files.
+
+Files are UTF-8, tab-separated, with LF or CRLF line endings. Ids stay strings (WN18RR's synset
+offsets keep their leading zeros). A malformed line is refused with the file, the line number and
+what is wrong; nothing is silently skipped except blank lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from kgweave.errors import DatasetError
+
+LabeledTriple = tuple[str, str, str]
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without its line ending), skipping blank lines."""
+    try:
+        handle = path.open("r", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc.strerror}") from exc
+    with handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                line = raw.rstrip("\r\n")
+                if line.strip():
+                    yield number, line
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}:{number + 1}: not valid UTF-8 ({exc.reason})") from exc
+
+
+def read_triples(path: Path) -> list[LabeledTriple]:
+    """Read ``head<TAB>relation<TAB>tail`` lines.
+
+    Raises:
+        DatasetError: naming ``path:line`` for a line without exactly three non-empty fields.
+    """
+    triples: list[LabeledTriple] = []
+    for number, line in _lines(path):
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise DatasetError(
+                f"{path}:{number}: expected 3 tab-separated fields (head, relation, tail), "
+                f"found {len(fields)}: {line[:80]!r}"
+            )
+        head, relation, tail = fields
+        if not head or not relation or not tail:
+            which = [n for n, v in zip(("head", "relation", "tail"), fields, strict=True) if not v]
+            raise DatasetError(f"{path}:{number}: empty {', '.join(which)} field")
+        triples.append((head, relation, tail))
+    return triples
+
+
+def read_text_map(path: Path) -> dict[str, str]:
+    """Read ``key<TAB>text`` lines (``entity2text.tsv``, ``relation2text.tsv``, ...).
+
+    The text is everything after the first tab. A key seen twice keeps its first text.
+    """
+    mapping: dict[str, str] = {}
+    for number, line in _lines(path):
+        key, sep, text = line.partition("\t")
+        if not sep or not key:
+            raise DatasetError(f"{path}:{number}: expected 'key<TAB>text', found {line[:80]!r}")
+        mapping.setdefault(key, text.strip())
+    return mapping
+
+
+def read_wikidata_descriptions(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Read FB15k-237's ``entity2wikidata.json``: (labels, short descriptions) by entity id."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable JSON file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object keyed by entity id")
+    labels: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if isinstance(value.get("label"), str):
+                labels[key] = value["label"]
+            if isinstance(value.get("description"), str):
+                descriptions[key] = value["description"]
+    return labels, descriptions

@@ -1,0 +1,129 @@
+"""Transport-free operations behind the CLI (and later the gRPC service).
+
+Each function takes plain arguments, returns plain data and raises :mod:`kgweave.errors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
+from kgweave.data import KGDataset, load_dataset, resolve_dataset
+from kgweave.device import resolve_device
+from kgweave.errors import DatasetError
+from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
+from kgweave.settings import Settings
+from kgweave.training import TrainConfig, TrainResult, train
+
+
+def open_dataset(spec: str, settings: Settings) -> KGDataset:
+    """Resolve ``spec`` (name or path) and read the dataset."""
+    path = resolve_dataset(spec, settings)
+    return load_dataset(path, name="demo" if spec == "demo" else None)
+
+
+def train_model(
+    dataset: KGDataset,
+    config: TrainConfig,
+    out: Path,
+    settings: Settings,
+    resume: bool = False,
+    progress: bool = True,
+    evaluate_test: bool = True,
+) -> tuple[TrainResult, dict[str, Any], Path]:
+    """Train, evaluate on valid and test, and write the artifact to ``out``.
+
+    Returns the training result, the metrics written to the artifact, and the artifact path.
+    """
+    device = resolve_device(settings.device)
+    result = train(
+        dataset,
+        config,
+        device=device,
+        checkpoint_dir=out / "checkpoint",
+        resume=resume,
+        progress=progress,
+    )
+    metrics: dict[str, Any] = {}
+    if result.best_valid is not None:
+        metrics["valid"] = result.best_valid.metrics
+    if evaluate_test:
+        metrics["test"] = evaluate_on(result.model, dataset, "test", progress=progress).to_dict()
+    save_artifact(
+        out,
+        result.model,
+        dataset,
+        training=config.model_dump(),
+        metrics=metrics,
+        history=result.history,
+        extra={
+            "run": {
+                "epochs_completed": result.epochs_completed,
+                "train_seconds": round(result.train_seconds, 3),
+                "stopped_because": result.stopped_because,
+                "device": result.device,
+            }
+        },
+    )
+    return result, metrics, out
+
+
+def evaluate_on(
+    model: torch.nn.Module, dataset: KGDataset, split: str, progress: bool = False
+) -> EvaluationResult:
+    """Filtered evaluation of a model trained on ``dataset`` (same id maps)."""
+    from kgweave.models import KGEModel
+
+    assert isinstance(model, KGEModel)
+    device = model.entity.weight.device
+    known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
+    return evaluate(
+        model,
+        dataset.split(split),
+        known.to(device),
+        relation_labels=dataset.relations.labels,
+        progress=progress,
+    )
+
+
+def align_dataset(artifact: ModelArtifact, dataset: KGDataset) -> KGDataset:
+    """Re-express ``dataset`` in the artifact's id maps (refusing labels the model lacks)."""
+    if (
+        artifact.entities.labels == dataset.entities.labels
+        and artifact.relations.labels == dataset.relations.labels
+    ):
+        return dataset
+    missing_e = [e for e in dataset.entities.labels if e not in artifact.entities]
+    missing_r = [r for r in dataset.relations.labels if r not in artifact.relations]
+    if missing_e or missing_r:
+        sample = (missing_e + missing_r)[:3]
+        raise DatasetError(
+            f"dataset {dataset.name!r} has {len(missing_e)} entities and {len(missing_r)} "
+            f"relations the model does not know (e.g. {', '.join(map(repr, sample))})"
+        )
+    e_map = torch.tensor([artifact.entities.index[e] for e in dataset.entities.labels])
+    r_map = torch.tensor([artifact.relations.index[r] for r in dataset.relations.labels])
+    splits = {
+        name: torch.stack((e_map[t[:, 0]], r_map[t[:, 1]], e_map[t[:, 2]]), dim=1)
+        for name, t in dataset.splits.items()
+    }
+    return KGDataset(
+        name=dataset.name,
+        entities=artifact.entities,
+        relations=artifact.relations,
+        splits=splits,
+        fingerprint=dataset.fingerprint,
+        path=dataset.path,
+    )
+
+
+def evaluate_artifact(
+    model_dir: Path, dataset_spec: str, split: str, settings: Settings, progress: bool = False
+) -> tuple[ModelArtifact, EvaluationResult]:
+    """Load a model folder and evaluate it on a dataset split."""
+    artifact = load_artifact(model_dir, device=resolve_device(settings.device))
+    dataset = align_dataset(artifact, open_dataset(dataset_spec, settings))
+    return artifact, evaluate_on(artifact.model, dataset, split, progress=progress)

@@ -1,0 +1,78 @@
+"""Typed errors of kgweave's core.
+
+Every error a user can cause is one of these. Transports map them in one place: the CLI turns
+them into one readable line and an exit code (``kgweave.cli.main``); the gRPC layer maps
+``code`` to a status code. Nothing here knows about a transport.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Transport-neutral error categories (they mirror gRPC's canonical codes)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DATA_LOSS = "DATA_LOSS"
+    INTERNAL = "INTERNAL"
+
+
+class KGWeaveError(Exception):
+    """Base class: a one-line, user-facing message plus a category."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgumentError(KGWeaveError):
+    """A request or setting that can never be valid (k out of range, unknown model name)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+    exit_code = 2
+
+
+class NotFoundError(KGWeaveError):
+    """Something named by the user does not exist (entity, relation, dataset, model folder)."""
+
+    code = ErrorCode.NOT_FOUND
+    exit_code = 3
+
+
+class DatasetError(KGWeaveError):
+    """A dataset file is malformed; the message names the file and line."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+    exit_code = 4
+
+
+class ArtifactError(KGWeaveError):
+    """A model artifact is missing parts, corrupt, or its parts disagree."""
+
+    code = ErrorCode.DATA_LOSS
+    exit_code = 5
+
+
+class FailedPreconditionError(KGWeaveError):
+    """The system is not in a state to do this yet (no model trained, offline download)."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+    exit_code = 6
+
+
+def closest_names(name: str, candidates: list[str], n: int = 3) -> list[str]:
+    """Up to ``n`` candidates that look like ``name``, for "did you mean" suggestions."""
+    import difflib
+
+    return difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)

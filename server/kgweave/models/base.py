@@ -1,0 +1,150 @@
+"""The model interface: representations plus a scoring function (interaction).
+
+Every model holds embeddings for ``num_entities`` entities and ``num_relations`` relations, where
+``num_relations`` counts reciprocal relations too: relation ``r + R`` is the inverse of ``r``, so
+head prediction ``(?, r, t)`` is tail prediction ``(t, r + R, ?)`` and one scoring path serves
+both sides.
+
+Scores are "higher is more plausible". Training paths (``score_hrt``, ``score_t``) keep
+gradients; :meth:`KGEModel.predict_t` is the eval-mode, no-grad path used for ranking and serving.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from kgweave.typing import AllScores, HRBatch, Scores, TripleBatch
+
+
+class KGEModel(nn.Module, ABC):
+    """Base class of all scoring models."""
+
+    #: registry name, e.g. ``"complex"``
+    name: ClassVar[str]
+    #: how many real numbers one entity embedding of ``dim`` holds (2 for complex models)
+    real_width: ClassVar[int] = 1
+
+    def __init__(self, num_entities: int, num_relations: int, dim: int) -> None:
+        """Args: num_relations: relations *including* reciprocals (twice the data's count)."""
+        super().__init__()
+        if num_relations % 2:
+            raise ValueError("num_relations must count reciprocal relations (an even number)")
+        self.num_entities = num_entities
+        self.num_relations = num_relations
+        self.dim = dim
+        self.entity = nn.Embedding(num_entities, dim * self.real_width)
+        self.relation = nn.Embedding(num_relations, self.relation_width)
+        self.reset_parameters()
+
+    @property
+    def relation_width(self) -> int:
+        """Width of one relation embedding row."""
+        return self.dim * self.real_width
+
+    def reset_parameters(self) -> None:
+        """Initialise embeddings (small normal by default, as for ComplEx-N3)."""
+        nn.init.normal_(self.entity.weight, std=1e-3)
+        nn.init.normal_(self.relation.weight, std=1e-3)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (stored in the artifact)."""
+        return {
+            "name": self.name,
+            "num_entities": self.num_entities,
+            "num_relations": self.num_relations,
+            "dim": self.dim,
+        }
+
+    @abstractmethod
+    def interaction(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Score broadcastable representations.
+
+        Args:
+            h: shape (..., D_e) head embeddings.
+            r: shape (..., D_r) relation embeddings.
+            t: shape (..., D_e) tail embeddings.
+        Returns:
+            shape (...) scores.
+        """
+
+    def score_hrt(self, triples: TripleBatch) -> Scores:
+        """Score a batch of triples.
+
+        Args:
+            triples: shape (B, 3) of (head, relation, tail) ids.
+        Returns:
+            shape (B,).
+        """
+        h = self.entity(triples[:, 0])
+        r = self.relation(triples[:, 1])
+        t = self.entity(triples[:, 2])
+        return self.interaction(h, r, t)
+
+    def score_candidates(self, hr: HRBatch, tails: torch.Tensor) -> torch.Tensor:
+        """Score each query against its own candidate tails (negative sampling).
+
+        Args:
+            hr: shape (B, 2); tails: shape (B, K).
+        Returns:
+            shape (B, K).
+        """
+        h = self.entity(hr[:, 0]).unsqueeze(1)
+        r = self.relation(hr[:, 1]).unsqueeze(1)
+        return self.interaction(h, r, self.entity(tails))
+
+    def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
+        """Score every entity as the tail of each query.
+
+        The default broadcasts :meth:`interaction` over entity chunks of ``chunk_size``; models
+        whose scores factor as a matrix product override it with one matmul.
+
+        Args:
+            hr: shape (B, 2) of (head, relation) ids.
+        Returns:
+            shape (B, N).
+        """
+        h = self.entity(hr[:, 0]).unsqueeze(1)
+        r = self.relation(hr[:, 1]).unsqueeze(1)
+        weight = self.entity.weight
+        parts = [
+            self.interaction(h, r, weight[start : start + chunk_size].unsqueeze(0))
+            for start in range(0, self.num_entities, chunk_size)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def score_h(self, rt: HRBatch) -> AllScores:
+        """Score every entity as the head of ``(?, r, t)`` through the reciprocal relation.
+
+        Args:
+            rt: shape (B, 2) of (relation, tail) ids, relations in ``0..R/2-1``.
+        Returns:
+            shape (B, N).
+        """
+        inverse = torch.stack((rt[:, 1], rt[:, 0] + self.num_relations // 2), dim=1)
+        return self.score_t(inverse)
+
+    @torch.no_grad()
+    def predict_t(self, hr: HRBatch) -> AllScores:
+        """Eval-mode, no-grad scores of all tails: shape (B, N). For ranking and serving."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.score_t(hr).float()
+        finally:
+            self.train(was_training)
+
+    def factors(self, triples: TripleBatch) -> list[torch.Tensor]:
+        """Per-coordinate magnitudes of the batch's embeddings, for N3 / L2 regularisation.
+
+        Returns:
+            [heads (B, d), relations (B, d), tails (B, d)].
+        """
+        return [
+            self.entity(triples[:, 0]).abs(),
+            self.relation(triples[:, 1]).abs(),
+            self.entity(triples[:, 2]).abs(),
+        ]

@@ -1,0 +1,52 @@
+"""ComplEx (Trouillon et al., 2016): ``Re(<h, r, conj(t)>)`` with complex embeddings.
+
+An embedding of ``dim`` complex components is stored as ``2 * dim`` reals: real parts first, then
+imaginary parts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kgweave.models.base import KGEModel
+from kgweave.typing import AllScores, HRBatch, TripleBatch
+
+
+def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    half = x.shape[-1] // 2
+    return x[..., :half], x[..., half:]
+
+
+class ComplEx(KGEModel):
+    """Complex bilinear scoring; models symmetric, antisymmetric and inverse relations."""
+
+    name = "complex"
+    real_width = 2
+
+    @staticmethod
+    def _query(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``h * r`` as complex numbers. Args: h, r: (..., 2d). Returns: (..., 2d)."""
+        h_re, h_im = _split(h)
+        r_re, r_im = _split(r)
+        return torch.cat((h_re * r_re - h_im * r_im, h_re * r_im + h_im * r_re), dim=-1)
+
+    def interaction(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Args: h, r, t: shape (..., 2d). Returns: shape (...)."""
+        return (self._query(h, r) * t).sum(dim=-1)
+
+    def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
+        """One matmul: ``Re(h r conj(t))`` for all t. Args: hr: (B, 2). Returns: (B, N)."""
+        query = self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
+        return query @ self.entity.weight.t()
+
+    def factors(self, triples: TripleBatch) -> list[torch.Tensor]:
+        """Moduli of the complex coordinates (Lacroix et al., 2018): three (B, d) tensors."""
+        out = []
+        for emb, ids in (
+            (self.entity, triples[:, 0]),
+            (self.relation, triples[:, 1]),
+            (self.entity, triples[:, 2]),
+        ):
+            re, im = _split(emb(ids))
+            out.append(torch.sqrt(re**2 + im**2 + 1e-12))
+        return out

@@ -1,0 +1,24 @@
+"""DistMult (Yang et al., 2015): a trilinear product, ``<h, r, t>``."""
+
+from __future__ import annotations
+
+import torch
+
+from kgweave.models.base import KGEModel
+from kgweave.typing import AllScores, HRBatch
+
+
+class DistMult(KGEModel):
+    """``score(h, r, t) = sum_i h_i r_i t_i``. Symmetric in head and tail."""
+
+    name = "distmult"
+
+    def interaction(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Args: h, r, t: shape (..., D). Returns: shape (...)."""
+        return (h * r * t).sum(dim=-1)
+
+    def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
+        """One matmul: ``(h * r) @ E^T``. Args: hr: (B, 2). Returns: (B, N)."""
+        query = self.entity(hr[:, 0]) * self.relation(hr[:, 1])
+        scores: torch.Tensor = query @ self.entity.weight.t()
+        return scores

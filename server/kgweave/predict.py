@@ -1,0 +1,146 @@
+"""Link prediction and triple scoring on a loaded model: the transport-free serving core.
+
+The CLI calls it in-process; the gRPC service will call the same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kgweave.artifact import ModelArtifact
+from kgweave.data.dataset import TailIndex, with_reciprocals
+from kgweave.errors import InvalidArgumentError, NotFoundError, closest_names
+
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class Query:
+    """``(head, relation, ?)`` when ``tail`` is None, ``(?, relation, tail)`` when ``head`` is."""
+
+    relation: str
+    head: str | None = None
+    tail: str | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One ranked candidate entity."""
+
+    rank: int
+    entity: str
+    name: str | None
+    score: float
+    known: bool  # the completed triple is in the training graph
+
+
+class LinkPredictor:
+    """Answers link-prediction and scoring requests on one model artifact."""
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self.artifact = artifact
+        self.model = artifact.model
+        self.device = artifact.model.entity.weight.device
+        num_base = len(artifact.relations)
+        self.known = TailIndex(
+            with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
+        ).to(self.device)
+        self._by_name: dict[str, list[int]] = {}
+        self._by_name_folded: dict[str, list[int]] = {}
+        for i, name in enumerate(artifact.entity_names):
+            if name:
+                self._by_name.setdefault(name, []).append(i)
+                self._by_name_folded.setdefault(name.casefold(), []).append(i)
+        self._relation_by_text = {
+            text: artifact.relations.index[r] for r, text in artifact.relation_texts.items()
+        }
+
+    # ---- resolving user input
+    def resolve_entity(self, text: str) -> int:
+        """Entity id from an id label or an exact name (case-insensitive if unambiguous)."""
+        if text in self.artifact.entities:
+            return self.artifact.entities.index[text]
+        matches = self._by_name.get(text) or self._by_name_folded.get(text.casefold())
+        if matches and len(matches) == 1:
+            return matches[0]
+        if matches:
+            ids = ", ".join(self.artifact.entities.labels[i] for i in matches[:5])
+            raise InvalidArgumentError(f"entity name {text!r} is ambiguous: use an id ({ids})")
+        hint = closest_names(text, list(self._by_name) + self.artifact.entities.labels)
+        suffix = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
+        raise NotFoundError(f"unknown entity {text!r}{suffix}")
+
+    def resolve_relation(self, text: str) -> int:
+        """Relation id from its label or its readable text."""
+        if text in self.artifact.relations:
+            return self.artifact.relations.index[text]
+        if text in self._relation_by_text:
+            return self._relation_by_text[text]
+        return self.artifact.relations.id_of(text, kind="relation")
+
+    def _hr(self, query: Query) -> tuple[int, int]:
+        """A query as a tail-prediction pair (entity, relation with reciprocals)."""
+        if (query.head is None) == (query.tail is None):
+            raise InvalidArgumentError("give exactly one of head and tail")
+        relation = self.resolve_relation(query.relation)
+        if query.head is not None:
+            return self.resolve_entity(query.head), relation
+        assert query.tail is not None
+        return self.resolve_entity(query.tail), relation + len(self.artifact.relations)
+
+    # ---- answering
+    def predict(
+        self, queries: list[Query], k: int = 10, filter_known: bool = False
+    ) -> list[list[Prediction]]:
+        """Top-``k`` entities for each query, scored in one pass."""
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
+        if not queries:
+            return []
+        hr = torch.tensor([self._hr(q) for q in queries], dtype=torch.long, device=self.device)
+        return self.predict_ids(hr, k, filter_known)
+
+    def predict_ids(self, hr: torch.Tensor, k: int, filter_known: bool) -> list[list[Prediction]]:
+        """Top-``k`` for id queries. Args: hr: shape (B, 2), relations with reciprocals."""
+        scores = self.model.predict_t(hr)  # (B, N)
+        rows, tails = self.known.lookup(hr)
+        known_mask = torch.zeros_like(scores, dtype=torch.bool)
+        known_mask[rows, tails] = True
+        if filter_known:
+            scores = scores.masked_fill(known_mask, float("-inf"))
+        k = min(k, scores.shape[1])
+        top_scores, top_ids = scores.topk(k, dim=1)
+        top_known = known_mask.gather(1, top_ids)
+        labels = self.artifact.entities.labels
+        names = self.artifact.entity_names
+        out: list[list[Prediction]] = []
+        for row_scores, row_ids, row_known in zip(
+            top_scores.tolist(), top_ids.tolist(), top_known.tolist(), strict=True
+        ):
+            out.append(
+                [
+                    Prediction(rank + 1, labels[e], names[e], s, kn)
+                    for rank, (s, e, kn) in enumerate(
+                        zip(row_scores, row_ids, row_known, strict=True)
+                    )
+                    if s != float("-inf")
+                ]
+            )
+        return out
+
+    def score(self, triples: list[tuple[str, str, str]]) -> list[float]:
+        """Scores of labelled (or named) triples, higher is more plausible."""
+        if not triples:
+            return []
+        ids = torch.tensor(
+            [
+                (self.resolve_entity(h), self.resolve_relation(r), self.resolve_entity(t))
+                for h, r, t in triples
+            ],
+            dtype=torch.long,
+            device=self.device,
+        )
+        with torch.no_grad():
+            return [float(x) for x in self.model.score_hrt(ids).float().tolist()]

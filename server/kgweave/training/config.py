@@ -1,0 +1,72 @@
+"""Training settings: one typed object, stored verbatim in the model artifact."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run. Defaults are our best general settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("complex", description="Scoring model: transe, distmult, complex, rotate.")
+    dim: int = Field(
+        200, ge=1, description="Embedding size (complex components for complex and rotate)."
+    )
+    regime: Literal["kvsall", "1vsall", "negative-sampling"] = Field(
+        "kvsall",
+        description="kvsall: every (h, r) query against all entities with all its known tails "
+        "(1-N); 1vsall: one query per triple; negative-sampling: sampled corrupt tails, for "
+        "graphs too large for 1-N. All use reciprocal relations.",
+    )
+    epochs: int = Field(100, ge=1, description="Maximum number of passes over the training data.")
+    batch_size: int = Field(512, ge=1, description="Queries per step.")
+    optimizer: Literal["adagrad", "adam"] = "adagrad"
+    lr: float = Field(0.1, gt=0, description="Learning rate.")
+    lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant",
+        description="constant; cosine decay to 1% over the epochs; plateau: halve the rate "
+        "when validation MRR stops improving.",
+    )
+    regularizer: Literal["n3", "l2", "none"] = "n3"
+    reg_weight: float = Field(0.05, ge=0, description="Weight of the regulariser.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (1-N regimes).")
+    num_negatives: int = Field(
+        256, ge=1, description="Corrupt tails per positive (negative-sampling)."
+    )
+    margin: float = Field(
+        9.0, description="Margin of the self-adversarial loss (negative-sampling)."
+    )
+    adversarial_temperature: float = Field(
+        1.0, ge=0, description="Self-adversarial sampling temperature, 0 to disable."
+    )
+    seed: int = 0
+    eval_every: int = Field(5, ge=1, description="Epochs between validation evaluations.")
+    patience: int = Field(
+        5,
+        ge=0,
+        description="Stop after this many evaluations without a better validation MRR "
+        "(0 never stops early). The best model is kept.",
+    )
+    eval_batch_size: int | None = Field(None, ge=1, description="Queries per evaluation pass.")
+    valid_sample: int | None = Field(
+        None,
+        ge=1,
+        description="Evaluate validation on a fixed seeded sample of this many "
+        "triples (fast early stopping on large graphs).",
+    )
+    amp: bool = Field(True, description="Mixed precision (bfloat16) on CUDA; ignored on CPU.")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Stop training after this many seconds (checked every step)."
+    )
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        from kgweave.models import model_class
+
+        model_class(self.model)
+        return self

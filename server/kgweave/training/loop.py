@@ -1,0 +1,230 @@
+"""The training loop: read it top to bottom.
+
+``train()`` builds the model and regime, then per epoch: the steps, then "once in a while"
+blocks (validation, early stopping, checkpoint). The best model by validation MRR is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from kgweave.data.dataset import KGDataset, with_reciprocals
+from kgweave.device import resolve_device
+from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
+from kgweave.models import KGEModel, model_class
+from kgweave.training.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
+from kgweave.training.config import TrainConfig
+from kgweave.training.regimes import make_regime
+
+#: called after every epoch with that epoch's history row
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """A trained model (best by validation MRR) and how it got there."""
+
+    model: KGEModel
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    epochs_completed: int
+    train_seconds: float
+    best_valid: EvaluationResult | None
+    stopped_because: str
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _optimizer(config: TrainConfig, model: KGEModel) -> torch.optim.Optimizer:
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=config.lr)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def _valid_triples(dataset: KGDataset, config: TrainConfig) -> torch.Tensor:
+    valid = dataset.split("valid")
+    if config.valid_sample is not None and config.valid_sample < len(valid):
+        generator = torch.Generator().manual_seed(config.seed)
+        valid = valid[torch.randperm(len(valid), generator=generator)[: config.valid_sample]]
+    return valid
+
+
+def train(
+    dataset: KGDataset,
+    config: TrainConfig,
+    device: str | torch.device = "auto",
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on ``dataset``'s training split.
+
+    Args:
+        checkpoint_dir: where to write a resumable checkpoint after each validation.
+        resume: continue from the checkpoint in ``checkpoint_dir``.
+        on_epoch: called with each epoch's history row (progress streaming).
+        should_stop: polled every step; ``True`` ends training early (cancellation).
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    num_relations = 2 * dataset.num_relations
+    model = model_class(config.model)(dataset.num_entities, num_relations, config.dim).to(dev)
+    optimizer = _optimizer(config, model)
+    scheduler: Any = None
+    if config.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.epochs, eta_min=config.lr * 0.01
+        )
+    elif config.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=1
+        )
+
+    train_triples = with_reciprocals(dataset.train, dataset.num_relations).to(dev)
+    regime = make_regime(config, train_triples, dataset.num_entities, num_relations)
+    known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations).to(dev)
+    valid = _valid_triples(dataset, config)
+    use_amp = config.amp and dev.type == "cuda"
+
+    history: list[dict[str, Any]] = []
+    best_mrr, bad_evals, start_epoch, elapsed_before = -1.0, 0, 0, 0.0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_valid: EvaluationResult | None = None
+    if resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.json").is_file():
+        model_state, best_state, opt_state, rng, saved = load_checkpoint(checkpoint_dir)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(opt_state)
+        torch.set_rng_state(rng)
+        generator.manual_seed(config.seed + saved.epoch)
+        history, best_mrr, bad_evals = saved.history, saved.best_mrr, saved.bad_evals
+        start_epoch, elapsed_before = saved.epoch, saved.elapsed_s
+        if scheduler is not None and config.lr_schedule == "cosine":
+            for _ in range(start_epoch):
+                scheduler.step()
+
+    bar = tqdm(
+        total=config.epochs * regime.triples_per_epoch,
+        initial=start_epoch * regime.triples_per_epoch,
+        unit="triples",
+        unit_scale=True,
+        desc=f"train {config.model}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    eval_seconds = 0.0  # validation time, excluded from the training time and the budget
+    stopped_because = "epochs"
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        # ---- the steps of one epoch
+        model.train()
+        loss_sum = torch.zeros((), device=dev)
+        steps = 0
+        out_of_time = False
+        for batch_ids in regime.batches(generator):
+            optimizer.zero_grad(set_to_none=True)
+            autocast = (
+                torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                if use_amp
+                else contextlib.nullcontext()
+            )
+            with autocast:
+                loss, covered = regime.batch_loss(model, batch_ids)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            loss_sum += loss.detach()
+            steps += 1
+            bar.update(covered)
+            elapsed = elapsed_before + time.perf_counter() - started - eval_seconds
+            if config.time_budget_s is not None and elapsed >= config.time_budget_s:
+                out_of_time = True
+                break
+            if should_stop is not None and should_stop():
+                stopped_because = "cancelled"
+                break
+        mean_loss = float(loss_sum / max(steps, 1))  # sync point: the CPU waits for the device
+        if not math.isfinite(mean_loss):
+            stopped_because = "diverged"
+        if scheduler is not None and config.lr_schedule == "cosine":
+            scheduler.step()
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": mean_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": elapsed_before + time.perf_counter() - started - eval_seconds,
+        }
+
+        # ---- once in a while: validation, early stopping, checkpoint
+        last = epoch == config.epochs or out_of_time or stopped_because in ("cancelled", "diverged")
+        if epoch % config.eval_every == 0 or last:
+            eval_started = time.perf_counter()
+            result = evaluate(model, valid, known, batch_size=config.eval_batch_size)
+            eval_seconds += time.perf_counter() - eval_started
+            mrr = result.metrics["mrr"]
+            row["valid_mrr"] = mrr
+            row["valid_hits@10"] = result.metrics["hits@10"]
+            if mrr > best_mrr:
+                best_mrr, bad_evals, best_valid = mrr, 0, result
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_evals += 1
+            if scheduler is not None and config.lr_schedule == "plateau":
+                scheduler.step(mrr)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", valid_mrr=f"{mrr:.4f}", refresh=False)
+            if config.patience and bad_evals >= config.patience:
+                stopped_because = "early_stopping"
+        else:
+            bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if checkpoint_dir is not None and "valid_mrr" in row:
+            save_checkpoint(
+                checkpoint_dir,
+                model,
+                best_state,
+                optimizer,
+                CheckpointState(
+                    epoch=epoch,
+                    history=history,
+                    best_mrr=best_mrr,
+                    bad_evals=bad_evals,
+                    config=config.model_dump(),
+                    elapsed_s=elapsed_before + time.perf_counter() - started - eval_seconds,
+                ),
+            )
+        if out_of_time:
+            stopped_because = "time_budget"
+        if stopped_because != "epochs":
+            break
+    bar.close()
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        config=config,
+        history=history,
+        epochs_completed=epoch,
+        train_seconds=elapsed_before + time.perf_counter() - started - eval_seconds,
+        best_valid=best_valid,
+        stopped_because=stopped_because,
+        device=str(dev),
+        extra={"valid_eval_seconds": eval_seconds},
+    )

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real benchmark datasets and small trained models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _datasets_dir() -> Path:
+    configured = os.environ.get("KGWEAVE_DATASETS_DIR")
+    return Path(configured) if configured else REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """The shared benchmark datasets (KGWEAVE_DATASETS_DIR or ../shared/datasets)."""
+    path = _datasets_dir()
+    if not (path / "umls" / "train.tsv").is_file():
+        pytest.fail(f"benchmark datasets not found at {path}: set KGWEAVE_DATASETS_DIR")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test gets its own data folder and the shared datasets, and never downloads."""
+    monkeypatch.setenv("KGWEAVE_DATA_DIR", str(tmp_path / "kgweave-data"))
+    monkeypatch.setenv("KGWEAVE_DATASETS_DIR", str(_datasets_dir()))
+    monkeypatch.setenv("KGWEAVE_OFFLINE", "1")
+    monkeypatch.setenv("KGWEAVE_DEVICE", "cpu")

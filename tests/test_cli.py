@@ -1,0 +1,184 @@
+"""The CLI end to end, in-process, on the demo graph and real datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kgweave.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "model"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "demo",
+                "--out",
+                str(out),
+                "--epochs",
+                "60",
+                "--dim",
+                "64",
+                "--batch-size",
+                "128",
+                "--no-progress",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_train_json_reports_metrics_and_artifact(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "train",
+        "-d",
+        "nations",
+        "-m",
+        "distmult",
+        "-o",
+        str(tmp_path / "m"),
+        "--epochs",
+        "5",
+        "--dim",
+        "16",
+        "--no-progress",
+        "--json",
+    )
+    assert code == 0
+    payload = json.loads(out)
+    assert Path(payload["artifact"]) == (tmp_path / "m").resolve()
+    assert {"mrr", "hits@1", "hits@3", "hits@10", "mean_rank"} <= set(payload["test"])
+    assert payload["valid"]["mrr"] > 0
+    assert (tmp_path / "m" / "config.json").is_file()
+
+
+def test_eval_matches_training_report(capsys: pytest.CaptureFixture[str], demo_model: Path) -> None:
+    code, out, _ = run(
+        capsys, "eval", str(demo_model), "--dataset", "demo", "--split", "test", "--json"
+    )
+    assert code == 0
+    metrics = json.loads(out)
+    stored = json.loads((demo_model / "config.json").read_text())["metrics"]["test"]
+    assert metrics["mrr"] == pytest.approx(stored["mrr"])
+    code, out, _ = run(capsys, "eval", str(demo_model), "--dataset", "demo")
+    assert code == 0
+    for key in ("mrr", "hits@1", "hits@3", "hits@10", "mean_rank"):
+        assert key in out
+
+
+def test_predict_by_name_learns_real_patterns(
+    capsys: pytest.CaptureFixture[str], demo_model: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "predict",
+        str(demo_model),
+        "--head",
+        "Marie Curie",
+        "--relation",
+        "born_in",
+        "-k",
+        "5",
+        "--json",
+    )
+    assert code == 0
+    answers = json.loads(out)
+    assert len(answers) == 5
+    assert answers[0]["rank"] == 1
+    assert answers[0]["score"] >= answers[-1]["score"]
+    # a learned pattern: people are born in cities, and cities lie in countries
+    demo = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
+    rows = [line.split("\t") for line in (demo / "train.tsv").read_text().splitlines() if line]
+    countries = {t for _, r, t in rows if r == "citizen_of"}
+    cities = {h for h, r, t in rows if r == "located_in" and t in countries}
+    cities |= {h for h, r, _ in rows if r == "capital_of"} | {
+        t for _, r, t in rows if r == "born_in"
+    }
+    assert sum(a["entity"] in cities for a in answers) >= 4, answers
+
+
+def test_filter_known_drops_training_facts(
+    capsys: pytest.CaptureFixture[str], demo_model: Path
+) -> None:
+    args = ("predict", str(demo_model), "--relation", "located_in", "--tail", "france", "-k", "20")
+    _, plain, _ = run(capsys, *args, "--json")
+    _, filtered, _ = run(capsys, *args, "--json", "--filter-known")
+    assert any(a["known"] for a in json.loads(plain))
+    assert not any(a["known"] for a in json.loads(filtered))
+
+
+def test_datasets_lists_local(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "datasets", "--json")
+    assert code == 0
+    names = [d["name"] for d in json.loads(out)]
+    assert names[0] == "demo" and "fb15k-237" in names
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("train", "-d", "nope", "-o", "x"), 3, "error: no dataset 'nope'"),
+        (("train", "-d", "demo", "-o", "x", "-m", "tucker"), 2, "unknown model 'tucker'"),
+        (("train", "-d", "demo", "-o", "x", "--dim", "0"), 2, "--dim"),
+        (("predict", "missing-model", "-r", "born_in", "--head", "x"), 3, "does not exist"),
+        (("predict", "m", "-r", "born_in"), 2, "exactly one of --head and --tail"),
+    ],
+)
+def test_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    code: int,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    got, out, err = run(capsys, *args)
+    assert got == code
+    assert message in err
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_entity_suggests_names(
+    capsys: pytest.CaptureFixture[str], demo_model: Path
+) -> None:
+    code, _, err = run(
+        capsys, "predict", str(demo_model), "--head", "Marie Curi", "--relation", "born_in"
+    )
+    assert code == 3
+    assert "did you mean 'Marie Curie'" in err
+    code, _, err = run(
+        capsys, "predict", str(demo_model), "--head", "Marie Curie", "--relation", "born"
+    )
+    assert code == 3 and "unknown relation 'born'" in err
+
+
+def test_malformed_dataset_file_reports_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("a\tr\tb\nb\tr\n")
+    (folder / "valid.tsv").write_text("a\tr\tb\n")
+    (folder / "test.tsv").write_text("a\tr\tb\n")
+    code, _, err = run(capsys, "train", "-d", str(folder), "-o", str(tmp_path / "m"))
+    assert code == 4
+    assert "train.tsv:2: expected 3 tab-separated fields" in err

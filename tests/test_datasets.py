@@ -1,0 +1,120 @@
+"""Dataset parsing and resolution against real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kgweave.data import list_datasets, load_dataset, resolve_dataset
+from kgweave.data.reader import read_triples
+from kgweave.errors import DatasetError, FailedPreconditionError, NotFoundError
+from kgweave.settings import get_settings
+
+
+def _write(folder: Path, name: str, text: str, newline: str = "\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(text.replace("\n", newline).encode())
+    return path
+
+
+def _tiny(folder: Path, newline: str = "\n") -> Path:
+    _write(folder, "train.tsv", "a\tr\tb\nb\tr\tc\n00012\ts\ta\n", newline)
+    _write(folder, "valid.tsv", "a\tr\tc\n", newline)
+    _write(folder, "test.tsv", "c\ts\t00012\n", newline)
+    return folder
+
+
+def test_crlf_and_leading_zeros(tmp_path: Path) -> None:
+    ds = load_dataset(_tiny(tmp_path / "crlf", newline="\r\n"))
+    assert ds.entities.labels == ["00012", "a", "b", "c"]
+    assert ds.relations.labels == ["r", "s"]
+    assert ds.train.tolist() == [[1, 0, 2], [2, 0, 3], [0, 1, 1]]
+    assert not any("\r" in e for e in ds.entities.labels + ds.relations.labels)
+    # same content with LF: same ids, same triples
+    lf = load_dataset(_tiny(tmp_path / "lf"))
+    assert lf.train.tolist() == ds.train.tolist()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a\tr\tb\na\tr\n", r"train.tsv:2: expected 3 tab-separated fields .* found 2"),
+        ("a\tr\tb\n\na\tr\tb\tx\n", r"train.tsv:3: expected 3 .* found 4"),
+        ("a\t\tb\n", r"train.tsv:1: empty relation field"),
+        ("a r b\n", r"train.tsv:1: expected 3 .* found 1"),
+    ],
+)
+def test_malformed_line_refused_with_line_number(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    _tiny(tmp_path)
+    _write(tmp_path, "train.tsv", content)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(tmp_path)
+
+
+def test_invalid_utf8_refused(tmp_path: Path) -> None:
+    _tiny(tmp_path)
+    (tmp_path / "test.tsv").write_bytes(b"a\tr\tb\n\xff\xfe\tr\tb\n")
+    with pytest.raises(DatasetError, match=r"test.tsv.*UTF-8"):
+        load_dataset(tmp_path)
+
+
+def test_missing_split_refused(tmp_path: Path) -> None:
+    _tiny(tmp_path)
+    (tmp_path / "valid.tsv").unlink()
+    with pytest.raises(DatasetError, match=r"missing valid.tsv"):
+        load_dataset(tmp_path)
+
+
+def test_fb15k237_real_files(datasets_dir: Path) -> None:
+    ds = load_dataset(datasets_dir / "fb15k-237")
+    assert ds.num_entities == 14541
+    assert ds.num_relations == 237
+    assert [len(ds.split(s)) for s in ("train", "valid", "test")] == [272115, 17535, 20466]
+    assert ds.entity_name("/m/016ywr") == "Jeremy Irons"
+    assert "/m/016ywr" in ds.entity_descriptions  # from entity2wikidata.json
+    assert ds.relation_texts["/music/artist/origin"] == "music artist origin"
+
+
+def test_wn18rr_keeps_leading_zeros(datasets_dir: Path) -> None:
+    triples = read_triples(datasets_dir / "wn18rr" / "test.tsv")
+    assert len(triples) == 3134
+    heads = {h for h, _, _ in triples}
+    assert any(h.startswith("0") and len(h) == 8 for h in heads)
+    ds = load_dataset(datasets_dir / "wn18rr")
+    assert ds.num_entities == 40943
+    assert ds.entity_name("00590383").startswith("chieftainship")
+
+
+def test_demo_graph_ships_with_text_and_templates() -> None:
+    ds = load_dataset(resolve_dataset("demo", get_settings()), name="demo")
+    assert len(ds.train) >= 300
+    assert set(ds.entity_names) >= set(ds.entities.labels)
+    assert set(ds.entity_descriptions) >= set(ds.entities.labels)
+    for relation in ds.relations.labels:
+        template = ds.relation_templates[relation]
+        assert "{head}" in template and "{tail}" in template
+
+
+def test_resolution_by_name_path_and_errors(datasets_dir: Path, tmp_path: Path) -> None:
+    settings = get_settings()
+    assert resolve_dataset("UMLS", settings) == datasets_dir / "umls"
+    assert resolve_dataset(str(datasets_dir / "nations"), settings) == datasets_dir / "nations"
+    with pytest.raises(NotFoundError, match="did you mean 'umls'"):
+        resolve_dataset("umsl", settings)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        resolve_dataset(str(tmp_path / "nope"), settings)
+    names = [d.name for d in list_datasets(settings)]
+    assert names[0] == "demo"
+    assert {"umls", "kinships", "nations", "fb15k-237", "wn18rr"} <= set(names)
+
+
+def test_offline_well_known_dataset_explains_how_to_point_at_a_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KGWEAVE_DATASETS_DIR", str(tmp_path / "empty"))
+    with pytest.raises(FailedPreconditionError, match=r"KGWEAVE_DATASETS_DIR .* fb15k-237/"):
+        resolve_dataset("fb15k-237", get_settings())
