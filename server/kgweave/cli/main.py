@@ -132,7 +132,8 @@ def train(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise InvalidArgumentError(f"--{where.replace('_', '-')}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidArgumentError(f"--{where.replace('_', '-')}: {message}") from None
     settings = get_settings()
     data = open_dataset(dataset, settings)
     if not as_json:

@@ -19,17 +19,17 @@ LabeledTriple = tuple[str, str, str]
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without its line ending), skipping blank lines."""
     try:
-        handle = path.open("r", encoding="utf-8", newline="")
+        handle = path.open("rb")
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror}") from exc
     with handle:
-        try:
-            for number, raw in enumerate(handle, start=1):
-                line = raw.rstrip("\r\n")
-                if line.strip():
-                    yield number, line
-        except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}:{number + 1}: not valid UTF-8 ({exc.reason})") from exc
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid UTF-8 ({exc.reason})") from exc
+            if line.strip():
+                yield number, line
 
 
 def read_triples(path: Path) -> list[LabeledTriple]:

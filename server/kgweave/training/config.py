@@ -66,7 +66,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        from kgweave.errors import InvalidArgumentError
         from kgweave.models import model_class
 
-        model_class(self.model)
+        try:
+            model_class(self.model)
+        except InvalidArgumentError as exc:
+            raise ValueError(exc.message) from None
         return self
