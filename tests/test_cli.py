@@ -117,7 +117,16 @@ def test_predict_by_name_learns_real_patterns(
 def test_filter_known_drops_training_facts(
     capsys: pytest.CaptureFixture[str], demo_model: Path
 ) -> None:
-    args = ("predict", str(demo_model), "--relation", "located_in", "--tail", "united_states", "-k", "20")
+    args = (
+        "predict",
+        str(demo_model),
+        "--relation",
+        "located_in",
+        "--tail",
+        "united_states",
+        "-k",
+        "20",
+    )
     _, plain, _ = run(capsys, *args, "--json")
     _, filtered, _ = run(capsys, *args, "--json", "--filter-known")
     assert any(a["known"] for a in json.loads(plain))

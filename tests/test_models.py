@@ -90,3 +90,13 @@ def test_transe_l1_matches_interaction() -> None:
 def test_odd_relation_count_refused() -> None:
     with pytest.raises(ValueError, match="reciprocal"):
         model_class("distmult")(N, 3, DIM)
+
+
+@pytest.mark.parametrize("kind", ["n3", "l2"])
+def test_dense_regularization_equals_per_triple(model, kind: str) -> None:
+    from kgweave.training.regularizers import regularization, weighted_regularization
+
+    triples = _triples()
+    per_triple = regularization(model.factors(triples), kind, 0.1)
+    dense = weighted_regularization(model, triples, kind, 0.1)
+    torch.testing.assert_close(per_triple, dense)

@@ -123,3 +123,13 @@ def test_invalid_settings_are_refused() -> None:
         TrainConfig(model="tucker")
     with pytest.raises(ValidationError):
         TrainConfig(dim=0)
+
+
+def test_resume_with_other_shapes_is_refused(nations, tmp_path: Path) -> None:
+    from kgweave.errors import ArtifactError
+
+    config = TrainConfig(model="complex", dim=16, epochs=1, batch_size=64, eval_every=1)
+    train(nations, config, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    other = config.model_copy(update={"dim": 32, "epochs": 2})
+    with pytest.raises(ArtifactError, match=r"different dim \(16 vs 32\)"):
+        train(nations, other, device="cpu", checkpoint_dir=tmp_path, resume=True, progress=False)

@@ -7,6 +7,19 @@ import torch
 from kgweave.errors import InvalidArgumentError
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn a device setting (``auto``, ``cpu``, ``cuda``, ``cuda:1``) into a torch device."""
     if name == "auto":

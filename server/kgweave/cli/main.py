@@ -39,6 +39,9 @@ _TRAIN_FIELDS = (
     "valid_sample",
     "time_budget_s",
     "num_threads",
+    "precision",
+    "adversarial_temperature",
+    "eval_batch_size",
 )
 
 
@@ -114,6 +117,19 @@ def cli() -> None:
     help="Stop training after this many seconds.",
 )
 @click.option("--num-threads", type=int, default=None, help="CPU threads for torch.")
+@click.option(
+    "--adversarial-temperature",
+    type=float,
+    default=None,
+    help="Self-adversarial temperature (negative-sampling), 0 for uniform.",
+)
+@click.option("--eval-batch-size", type=int, default=None, help="Queries per evaluation pass.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default=None,
+    help="Training matmul precision. [auto: bf16 where the hardware has it natively]",
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -137,6 +137,14 @@ class KGEModel(nn.Module, ABC):
         finally:
             self.train(was_training)
 
+    def entity_magnitudes(self) -> torch.Tensor:
+        """Per-coordinate magnitudes of every entity embedding: shape (N, d)."""
+        return self.entity.weight.abs()
+
+    def relation_magnitudes(self) -> torch.Tensor | None:
+        """Per-coordinate magnitudes of every relation embedding: (R, d), None if unpenalised."""
+        return self.relation.weight.abs()
+
     def factors(self, triples: TripleBatch) -> list[torch.Tensor]:
         """Per-coordinate magnitudes of the batch's embeddings, for N3 / L2 regularisation.
 

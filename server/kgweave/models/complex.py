@@ -39,6 +39,16 @@ class ComplEx(KGEModel):
         query = self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
         return query @ self.entity.weight.t()
 
+    def entity_magnitudes(self) -> torch.Tensor:
+        """Moduli of the complex coordinates: shape (N, d)."""
+        re, im = _split(self.entity.weight)
+        return torch.sqrt(re**2 + im**2 + 1e-12)
+
+    def relation_magnitudes(self) -> torch.Tensor:
+        """Moduli of the complex coordinates: shape (R, d)."""
+        re, im = _split(self.relation.weight)
+        return torch.sqrt(re**2 + im**2 + 1e-12)
+
     def factors(self, triples: TripleBatch) -> list[torch.Tensor]:
         """Moduli of the complex coordinates (Lacroix et al., 2018): three (B, d) tensors."""
         out = []

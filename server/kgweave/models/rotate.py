@@ -61,6 +61,15 @@ class RotatE(KGEModel):
             parts.append(-torch.sqrt(d_re**2 + d_im**2 + 1e-9).sum(dim=-1))
         return torch.cat(parts, dim=1)
 
+    def entity_magnitudes(self) -> torch.Tensor:
+        """Moduli of the complex coordinates: shape (N, d)."""
+        re, im = _split(self.entity.weight)
+        return torch.sqrt(re**2 + im**2 + 1e-12)
+
+    def relation_magnitudes(self) -> None:
+        """Rotations have unit modulus: nothing to penalise."""
+        return None
+
     def factors(self, triples: TripleBatch) -> list[torch.Tensor]:
         """Moduli of head and tail coordinates (rotations have unit modulus)."""
         out = []

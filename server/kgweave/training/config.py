@@ -23,7 +23,7 @@ class TrainConfig(BaseModel):
         "graphs too large for 1-N. All use reciprocal relations.",
     )
     epochs: int = Field(100, ge=1, description="Maximum number of passes over the training data.")
-    batch_size: int = Field(512, ge=1, description="Queries per step.")
+    batch_size: int = Field(256, ge=1, description="Queries per step.")
     optimizer: Literal["adagrad", "adam"] = "adagrad"
     lr: float = Field(0.1, gt=0, description="Learning rate.")
     lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
@@ -32,7 +32,7 @@ class TrainConfig(BaseModel):
         "when validation MRR stops improving.",
     )
     regularizer: Literal["n3", "l2", "none"] = "n3"
-    reg_weight: float = Field(0.05, ge=0, description="Weight of the regulariser.")
+    reg_weight: float = Field(0.01, ge=0, description="Weight of the regulariser.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (1-N regimes).")
     num_negatives: int = Field(
         256, ge=1, description="Corrupt tails per positive (negative-sampling)."
@@ -58,7 +58,12 @@ class TrainConfig(BaseModel):
         description="Evaluate validation on a fixed seeded sample of this many "
         "triples (fast early stopping on large graphs).",
     )
-    amp: bool = Field(True, description="Mixed precision (bfloat16) on CUDA; ignored on CPU.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Matmul precision of training steps (weights and evaluation stay fp32). "
+        "auto: bf16 mixed precision on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX) "
+        "when the graph has at least 2,000 entities; fp32 otherwise.",
+    )
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop training after this many seconds (checked every step)."
     )

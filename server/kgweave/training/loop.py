@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from kgweave.data.dataset import KGDataset, with_reciprocals
-from kgweave.device import resolve_device
+from kgweave.device import cpu_has_native_bf16, resolve_device
+from kgweave.errors import ArtifactError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel, model_class
 from kgweave.training.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
@@ -48,6 +49,15 @@ def _optimizer(config: TrainConfig, model: KGEModel) -> torch.optim.Optimizer:
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(model.parameters(), lr=config.lr)
     return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def _use_bf16(config: TrainConfig, device: torch.device, num_entities: int) -> bool:
+    """Resolve ``config.precision`` for this device and graph size."""
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and num_entities >= 2000 and cpu_has_native_bf16()
 
 
 def _valid_triples(dataset: KGDataset, config: TrainConfig) -> torch.Tensor:
@@ -99,7 +109,7 @@ def train(
     regime = make_regime(config, train_triples, dataset.num_entities, num_relations)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations).to(dev)
     valid = _valid_triples(dataset, config)
-    use_amp = config.amp and dev.type == "cuda"
+    use_bf16 = _use_bf16(config, dev, dataset.num_entities)
 
     history: list[dict[str, Any]] = []
     best_mrr, bad_evals, start_epoch, elapsed_before = -1.0, 0, 0, 0.0
@@ -107,6 +117,14 @@ def train(
     best_valid: EvaluationResult | None = None
     if resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.json").is_file():
         model_state, best_state, opt_state, rng, saved = load_checkpoint(checkpoint_dir)
+        changed = [
+            key for key in ("model", "dim", "optimizer") if saved.config.get(key) != getattr(config, key)
+        ]
+        if changed:
+            raise ArtifactError(
+                f"cannot resume from {checkpoint_dir}: it was trained with different "
+                + ", ".join(f"{k} ({saved.config.get(k)} vs {getattr(config, k)})" for k in changed)
+            )
         model.load_state_dict(model_state)
         optimizer.load_state_dict(opt_state)
         torch.set_rng_state(rng)
@@ -139,8 +157,8 @@ def train(
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
             autocast = (
-                torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                if use_amp
+                torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+                if use_bf16
                 else contextlib.nullcontext()
             )
             with autocast:
@@ -217,6 +235,8 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    if best_valid is None and best_state is not None:  # resumed, and no better model since
+        best_valid = evaluate(model, valid, known, batch_size=config.eval_batch_size)
     return TrainResult(
         model=model,
         config=config,
@@ -226,5 +246,5 @@ def train(
         best_valid=best_valid,
         stopped_because=stopped_because,
         device=str(dev),
-        extra={"valid_eval_seconds": eval_seconds},
+        extra={"valid_eval_seconds": eval_seconds, "bf16": use_bf16},
     )

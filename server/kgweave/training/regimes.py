@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from kgweave.data.dataset import TailIndex
 from kgweave.models.base import KGEModel
 from kgweave.training.config import TrainConfig
-from kgweave.training.regularizers import regularization
+from kgweave.training.regularizers import regularization, weighted_regularization
 
 
 class Regime(ABC):
@@ -51,12 +51,16 @@ class Regime(ABC):
         order = torch.randperm(self.epoch_size, generator=generator).to(device)
         yield from torch.split(order, self.config.batch_size)
 
+    #: 1-N regimes score every entity anyway: regularise from dense tables (faster backward)
+    dense_regularization = True
+
     def _regularize(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
-        if self.config.regularizer == "none" or self.config.reg_weight == 0:
+        kind, weight = self.config.regularizer, self.config.reg_weight
+        if kind == "none" or weight == 0:
             return torch.zeros((), device=triples.device)
-        return regularization(
-            model.factors(triples), self.config.regularizer, self.config.reg_weight
-        )
+        if self.dense_regularization:
+            return weighted_regularization(model, triples, kind, weight)
+        return regularization(model.factors(triples), kind, weight)
 
 
 class KvsAll(Regime):
@@ -111,6 +115,8 @@ class NegativeSampling(Regime):
     ``loss = -log σ(γ + s⁺) - Σ_i p_i log σ(-γ - s⁻_i)``, ``p = softmax(α s⁻)`` (no gradient).
     Memory per step is ``B × K`` scores, never ``B × N``: for graphs too large for 1-N.
     """
+
+    dense_regularization = False
 
     @property
     def epoch_size(self) -> int:
