@@ -42,10 +42,24 @@ def _flags(settings: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_one(python: str, script: str, dataset: pathlib.Path, settings: dict[str, Any],
-            extra: list[str], out: pathlib.Path) -> dict[str, Any]:
-    cmd = [python, str(HERE / script), "--dataset", str(dataset), *_flags(settings), *extra,
-           "--json-out", str(out)]
+def run_one(
+    python: str,
+    script: str,
+    dataset: pathlib.Path,
+    settings: dict[str, Any],
+    extra: list[str],
+    out: pathlib.Path,
+) -> dict[str, Any]:
+    cmd = [
+        python,
+        str(HERE / script),
+        "--dataset",
+        str(dataset),
+        *_flags(settings),
+        *extra,
+        "--json-out",
+        str(out),
+    ]
     print("$", " ".join(cmd), flush=True)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -58,8 +72,11 @@ def run_one(python: str, script: str, dataset: pathlib.Path, settings: dict[str,
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets-dir", type=pathlib.Path, required=True)
-    p.add_argument("--pykeen-python", default=sys.executable,
-                   help="python of an environment with pykeen==1.11.1")
+    p.add_argument(
+        "--pykeen-python",
+        default=sys.executable,
+        help="python of an environment with pykeen==1.11.1",
+    )
     p.add_argument("--cases", default="umls,kinships,nations,fb15k-237")
     p.add_argument("--fb-budget", type=float, default=600.0, help="seconds of training each")
     p.add_argument("--fb-dim", type=int, default=200)
@@ -77,16 +94,37 @@ def main() -> int:
             ours_extra: list[str] = []
             theirs_extra = ["--init-std", "0.001"]
         else:
-            settings = {**COMMON, "dim": args.fb_dim, "epochs": 1000, "batch_size": 512,
-                        "reg_weight": 0.05}
-            budget = ["--time-budget", str(args.fb_budget), "--eval-sample",
-                      str(args.fb_eval_sample)]
+            settings = {
+                **COMMON,
+                "dim": args.fb_dim,
+                "epochs": 1000,
+                "batch_size": 512,
+                "reg_weight": 0.01,
+            }
+            budget = [
+                "--time-budget",
+                str(args.fb_budget),
+                "--eval-sample",
+                str(args.fb_eval_sample),
+            ]
             ours_extra = budget
             theirs_extra = [*budget, "--budget-check", "batch", "--init-std", "0.001"]
-        ours = run_one(sys.executable, "kgweave_runner.py", dataset, settings, ours_extra,
-                       work / f"{case}-kgweave.json")
-        theirs = run_one(args.pykeen_python, "pykeen_runner.py", dataset, settings,
-                         theirs_extra, work / f"{case}-pykeen.json")
+        ours = run_one(
+            sys.executable,
+            "kgweave_runner.py",
+            dataset,
+            settings,
+            ours_extra,
+            work / f"{case}-kgweave.json",
+        )
+        theirs = run_one(
+            args.pykeen_python,
+            "pykeen_runner.py",
+            dataset,
+            settings,
+            theirs_extra,
+            work / f"{case}-pykeen.json",
+        )
         row = {
             "case": case,
             "settings": settings,

@@ -42,17 +42,21 @@ def main() -> None:
     started = time.perf_counter()
     result = evaluate(model, ds.split("test"), known, relation_labels=ds.relations.labels)
     seconds = time.perf_counter() - started
-    print(json.dumps({
-        "dataset": args.dataset,
-        "queries": int(result.metrics["count"]),
-        "entities": ds.num_entities,
-        "dim": model.dim,
-        "filter_index_seconds": round(index_seconds, 2),
-        "eval_seconds": round(seconds, 2),
-        "queries_per_second": round(result.metrics["count"] / seconds),
-        "threads": torch.get_num_threads(),
-        "mrr": result.metrics["mrr"],
-    }))
+    print(
+        json.dumps(
+            {
+                "dataset": args.dataset,
+                "queries": int(result.metrics["count"]),
+                "entities": ds.num_entities,
+                "dim": model.dim,
+                "filter_index_seconds": round(index_seconds, 2),
+                "eval_seconds": round(seconds, 2),
+                "queries_per_second": round(result.metrics["count"] / seconds),
+                "threads": torch.get_num_threads(),
+                "mrr": result.metrics["mrr"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

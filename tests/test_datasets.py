@@ -118,3 +118,67 @@ def test_offline_well_known_dataset_explains_how_to_point_at_a_copy(
     monkeypatch.setenv("KGWEAVE_DATASETS_DIR", str(tmp_path / "empty"))
     with pytest.raises(FailedPreconditionError, match=r"KGWEAVE_DATASETS_DIR .* fb15k-237/"):
         resolve_dataset("fb15k-237", get_settings())
+
+
+@pytest.fixture
+def file_server(tmp_path: Path):
+    """A real HTTP server on a free loopback port serving ``tmp_path / 'www'``."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+
+    class Quiet(handler):  # type: ignore[misc, valid-type]
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_well_known_dataset_downloads_with_checksums_into_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, datasets_dir: Path, file_server
+) -> None:
+    import shutil
+
+    from kgweave.data import sources
+
+    root, base = file_server
+    for split in ("train", "valid", "test"):
+        shutil.copy(datasets_dir / "nations" / f"{split}.tsv", root / f"{split}.txt")
+    remote = tuple(
+        sources.RemoteFile(f.name, f"{base}/{f.name.replace('.tsv', '.txt')}", f.sha256)
+        for f in sources.WELL_KNOWN["nations"]
+    )
+    monkeypatch.setitem(sources.WELL_KNOWN, "nations", remote)
+    monkeypatch.setenv("KGWEAVE_DATASETS_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("KGWEAVE_OFFLINE")
+    path = resolve_dataset("nations", get_settings())
+    assert path == get_settings().cache_dir / "nations"
+    assert load_dataset(path).num_entities == 14
+    # second time: from the cache, no server needed
+    (root / "train.txt").unlink()
+    assert resolve_dataset("nations", get_settings()) == path
+
+
+def test_download_with_wrong_checksum_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, file_server
+) -> None:
+    from kgweave.data import sources
+
+    root, base = file_server
+    (root / "train.txt").write_text("tampered\tr\tx\n")
+    remote = (sources.RemoteFile("train.tsv", f"{base}/train.txt", "0" * 64),)
+    monkeypatch.setitem(sources.WELL_KNOWN, "umls", remote)
+    monkeypatch.setenv("KGWEAVE_DATASETS_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("KGWEAVE_OFFLINE")
+    with pytest.raises(FailedPreconditionError, match="refusing it"):
+        resolve_dataset("umls", get_settings())
+    assert not (get_settings().cache_dir / "umls").exists()

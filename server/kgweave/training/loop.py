@@ -118,7 +118,9 @@ def train(
     if resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.json").is_file():
         model_state, best_state, opt_state, rng, saved = load_checkpoint(checkpoint_dir)
         changed = [
-            key for key in ("model", "dim", "optimizer") if saved.config.get(key) != getattr(config, key)
+            key
+            for key in ("model", "dim", "optimizer")
+            if saved.config.get(key) != getattr(config, key)
         ]
         if changed:
             raise ArtifactError(
