@@ -23,3 +23,10 @@ def test_every_training_setting_is_documented_and_a_flag() -> None:
 def test_every_environment_setting_has_a_description() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, f"KGWEAVE_{name.upper()} has no description"
+
+
+def test_cli_reference_is_current() -> None:
+    from kgweave.cli.reference import render
+
+    committed = (DOCS / "cli.md").read_text()
+    assert committed == render(), "regenerate: python -m kgweave.cli.reference > docs/cli.md"

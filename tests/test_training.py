@@ -133,3 +133,25 @@ def test_resume_with_other_shapes_is_refused(nations, tmp_path: Path) -> None:
     other = config.model_copy(update={"dim": 32, "epochs": 2})
     with pytest.raises(ArtifactError, match=r"different dim \(16 vs 32\)"):
         train(nations, other, device="cpu", checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_learning_rate_schedules_lower_the_rate(nations, schedule: str) -> None:
+    config = TrainConfig(
+        model="complex",
+        dim=16,
+        epochs=8,
+        batch_size=64,
+        eval_every=1,
+        patience=0,
+        lr_schedule=schedule,
+        lr=0.5,
+        reg_weight=0.0,
+    )
+    result = train(nations, config, device="cpu", progress=False)
+    rates = [h["lr"] for h in result.history]
+    assert rates[0] <= 0.5
+    if schedule == "cosine":
+        assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.005)
+    else:  # plateau halves the rate once validation MRR stops improving (lr 0.5 overfits fast)
+        assert min(rates) < 0.5

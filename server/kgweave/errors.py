@@ -64,6 +64,13 @@ class ArtifactError(KGWeaveError):
     exit_code = 5
 
 
+class GraphUnavailableError(KGWeaveError):
+    """The graph database could not be started or reached."""
+
+    code = ErrorCode.UNAVAILABLE
+    exit_code = 7
+
+
 class FailedPreconditionError(KGWeaveError):
     """The system is not in a state to do this yet (no model trained, offline download)."""
 

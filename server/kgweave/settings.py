@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     )
 
     @property
+    def graph_dir(self) -> Path:
+        """Folder of the embedded FalkorDB server: data, log, pid and port."""
+        return self.data_dir / "graph"
+
+    @property
     def cache_dir(self) -> Path:
         """Where downloaded datasets are kept."""
         return self.data_dir / "datasets"

@@ -45,6 +45,15 @@ _TRAIN_FIELDS = (
 )
 
 
+def _h(name: str, fallback: str = "") -> str:
+    """Help text of a training flag from ``TrainConfig`` itself: description and default."""
+    from kgweave.training.config import TrainConfig
+
+    field = TrainConfig.model_fields[name]
+    default = field.default if field.default is not None else "none"
+    return f"{field.description or fallback} [default: {default}]".strip()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kgweave")
 def cli() -> None:
@@ -78,57 +87,62 @@ def cli() -> None:
     "--dim",
     type=int,
     default=None,
-    help="Embedding size (complex components for complex/rotate). [200]",
+    help=_h("dim"),
 )
 @click.option(
     "--regime",
     type=click.Choice(["kvsall", "1vsall", "negative-sampling"]),
     default=None,
-    help="Training regime. [kvsall]",
+    help=_h("regime"),
 )
-@click.option("--epochs", type=int, default=None, help="Maximum epochs. [100]")
-@click.option("--batch-size", type=int, default=None, help="Queries per step. [512]")
-@click.option("--optimizer", type=click.Choice(["adagrad", "adam"]), default=None, help="[adagrad]")
-@click.option("--lr", type=float, default=None, help="Learning rate. [0.1]")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "plateau"]), default=None)
-@click.option("--regularizer", type=click.Choice(["n3", "l2", "none"]), default=None, help="[n3]")
-@click.option("--reg-weight", type=float, default=None, help="Regulariser weight. [0.05]")
-@click.option("--label-smoothing", type=float, default=None)
+@click.option("--epochs", type=int, default=None, help=_h("epochs"))
+@click.option("--batch-size", type=int, default=None, help=_h("batch_size"))
 @click.option(
-    "--num-negatives", type=int, default=None, help="Negatives per triple (negative-sampling)."
+    "--optimizer", type=click.Choice(["adagrad", "adam"]), default=None, help=_h("optimizer")
 )
-@click.option("--margin", type=float, default=None, help="Margin (negative-sampling).")
-@click.option("--seed", type=int, default=None)
-@click.option("--eval-every", type=int, default=None, help="Epochs between validation runs. [5]")
+@click.option("--lr", type=float, default=None, help=_h("lr"))
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine", "plateau"]),
+    default=None,
+    help=_h("lr_schedule"),
+)
+@click.option(
+    "--regularizer", type=click.Choice(["n3", "l2", "none"]), default=None, help=_h("regularizer")
+)
+@click.option("--reg-weight", type=float, default=None, help=_h("reg_weight"))
+@click.option("--label-smoothing", type=float, default=None, help=_h("label_smoothing"))
+@click.option("--num-negatives", type=int, default=None, help=_h("num_negatives"))
+@click.option("--margin", type=float, default=None, help=_h("margin"))
+@click.option("--seed", type=int, default=None, help=_h("seed"))
+@click.option("--eval-every", type=int, default=None, help=_h("eval_every"))
 @click.option(
     "--patience",
     type=int,
     default=None,
-    help="Early stopping: validations without improvement (0: never). [5]",
+    help=_h("patience"),
 )
-@click.option(
-    "--valid-sample", type=int, default=None, help="Validate on a seeded sample of this size."
-)
+@click.option("--valid-sample", type=int, default=None, help=_h("valid_sample"))
 @click.option(
     "--time-budget",
     "time_budget_s",
     type=float,
     default=None,
-    help="Stop training after this many seconds.",
+    help=_h("time_budget_s"),
 )
-@click.option("--num-threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--num-threads", type=int, default=None, help=_h("num_threads"))
 @click.option(
     "--adversarial-temperature",
     type=float,
     default=None,
-    help="Self-adversarial temperature (negative-sampling), 0 for uniform.",
+    help=_h("adversarial_temperature"),
 )
-@click.option("--eval-batch-size", type=int, default=None, help="Queries per evaluation pass.")
+@click.option("--eval-batch-size", type=int, default=None, help=_h("eval_batch_size"))
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16"]),
     default=None,
-    help="Training matmul precision. [auto: bf16 where the hardware has it natively]",
+    help=_h("precision"),
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -260,6 +274,58 @@ def datasets(as_json: bool) -> None:
         return
     for d in found:
         click.echo(f"{d.name:<16} {d.source:<13} {d.path}")
+
+
+@cli.group()
+def graph() -> None:
+    """Manage the embedded FalkorDB server (KGWEAVE_DATA_DIR/graph)."""
+
+
+def _server_payload(info: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {"running": True, "url": info.url, **asdict(info)}
+
+
+@graph.command("start")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def graph_start(as_json: bool) -> None:
+    """Start the embedded graph database, or reuse the one running."""
+    from kgweave.graph import EmbeddedFalkorDB
+
+    info = EmbeddedFalkorDB(get_settings().graph_dir).start()
+    if as_json:
+        emit_json(_server_payload(info))
+    else:
+        click.echo(f"FalkorDB running at {info.url} (pid {info.pid}, data {info.data_dir})")
+
+
+@graph.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def graph_status(as_json: bool) -> None:
+    """Whether the embedded graph database runs, and where."""
+    from kgweave.graph import EmbeddedFalkorDB
+
+    info = EmbeddedFalkorDB(get_settings().graph_dir).status()
+    if as_json:
+        emit_json(_server_payload(info) if info else {"running": False})
+    elif info is None:
+        click.echo("FalkorDB is not running (start it with: kgweave graph start)")
+    else:
+        click.echo(f"FalkorDB running at {info.url} (pid {info.pid}, data {info.data_dir})")
+
+
+@graph.command("stop")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def graph_stop(as_json: bool) -> None:
+    """Stop the embedded graph database cleanly (data is saved)."""
+    from kgweave.graph import EmbeddedFalkorDB
+
+    stopped = EmbeddedFalkorDB(get_settings().graph_dir).stop()
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        click.echo("FalkorDB stopped" if stopped else "FalkorDB was not running")
 
 
 def main(argv: list[str] | None = None) -> int:

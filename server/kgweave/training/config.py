@@ -24,14 +24,16 @@ class TrainConfig(BaseModel):
     )
     epochs: int = Field(100, ge=1, description="Maximum number of passes over the training data.")
     batch_size: int = Field(256, ge=1, description="Queries per step.")
-    optimizer: Literal["adagrad", "adam"] = "adagrad"
+    optimizer: Literal["adagrad", "adam"] = Field("adagrad", description="Optimiser.")
     lr: float = Field(0.1, gt=0, description="Learning rate.")
     lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
         "constant",
         description="constant; cosine decay to 1% over the epochs; plateau: halve the rate "
         "when validation MRR stops improving.",
     )
-    regularizer: Literal["n3", "l2", "none"] = "n3"
+    regularizer: Literal["n3", "l2", "none"] = Field(
+        "n3", description="N3 (sum of cubed moduli, Lacroix et al. 2018), L2 or none."
+    )
     reg_weight: float = Field(0.01, ge=0, description="Weight of the regulariser.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (1-N regimes).")
     num_negatives: int = Field(
@@ -43,7 +45,9 @@ class TrainConfig(BaseModel):
     adversarial_temperature: float = Field(
         1.0, ge=0, description="Self-adversarial sampling temperature, 0 to disable."
     )
-    seed: int = 0
+    seed: int = Field(
+        0, description="Seeds initialisation, shuffling and samples: same seed, same run."
+    )
     eval_every: int = Field(5, ge=1, description="Epochs between validation evaluations.")
     patience: int = Field(
         5,

@@ -56,7 +56,7 @@ def _use_bf16(config: TrainConfig, device: torch.device, num_entities: int) -> b
     if config.precision != "auto":
         return config.precision == "bf16"
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
     return device.type == "cpu" and num_entities >= 2000 and cpu_has_native_bf16()
 
 

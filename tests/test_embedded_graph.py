@@ -1,0 +1,82 @@
+"""The embedded FalkorDB server: start, readiness, reuse, persistence, clean stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from falkordb import FalkorDB
+
+from kgweave.graph import EmbeddedFalkorDB
+from kgweave.graph.embedded import ping
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedFalkorDB]:
+    embedded = EmbeddedFalkorDB(tmp_path / "graph")
+    yield embedded
+    embedded.stop()
+
+
+def test_start_query_reuse_and_stop(server: EmbeddedFalkorDB) -> None:
+    assert server.status() is None
+    info = server.start()
+    assert ping(info.host, info.port)
+    graph = FalkorDB(host=info.host, port=info.port).select_graph("kg")
+    graph.query("CREATE (:Entity {id: $id, name: $name})", {"id": "e1", "name": "Ada"})
+    result = graph.query("MATCH (e:Entity) RETURN e.name")
+    assert result.result_set == [["Ada"]]
+    # a second start reuses the running server
+    again = EmbeddedFalkorDB(server.folder).start()
+    assert (again.pid, again.port) == (info.pid, info.port)
+    assert server.stop() is True
+    assert not ping(info.host, info.port)
+    assert server.status() is None
+    assert server.stop() is False
+
+
+def test_data_survives_a_restart(server: EmbeddedFalkorDB) -> None:
+    info = server.start()
+    FalkorDB(host=info.host, port=info.port).select_graph("kg").query(
+        "UNWIND range(1, 100) AS i CREATE (:Entity {id: toString(i)})"
+    )
+    server.stop()
+    info = server.start()
+    result = (
+        FalkorDB(host=info.host, port=info.port)
+        .select_graph("kg")
+        .query("MATCH (e:Entity) RETURN count(e)")
+    )
+    assert result.result_set == [[100]]
+    assert Path(info.log_file).is_file()
+
+
+def test_stale_state_file_is_ignored(server: EmbeddedFalkorDB) -> None:
+    server.folder.mkdir(parents=True)
+    server.state_file.write_text(
+        '{"pid": 999999, "host": "127.0.0.1", "port": 1, "data_dir": "x", "log_file": "y",'
+        ' "started_at": 0}'
+    )
+    assert server.status() is None
+    info = server.start()
+    assert info.port != 1
+
+
+def test_cli_graph_start_status_stop(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from kgweave.cli.main import main
+
+    assert main(["graph", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"running": False}
+    try:
+        assert main(["graph", "start", "--json"]) == 0
+        started = json.loads(capsys.readouterr().out)
+        assert started["running"] and ping(started["host"], started["port"])
+        assert main(["graph", "status", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["pid"] == started["pid"]
+    finally:
+        assert main(["graph", "stop", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"stopped": True}
+    assert not ping(started["host"], started["port"])
