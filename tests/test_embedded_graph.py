@@ -80,3 +80,28 @@ def test_cli_graph_start_status_stop(capsys: pytest.CaptureFixture[str]) -> None
         assert main(["graph", "stop", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"stopped": True}
     assert not ping(started["host"], started["port"])
+
+
+def test_cli_import_and_stats_on_the_embedded_graph(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from kgweave.cli.main import main
+
+    try:
+        assert main(["import", "nations", "--no-progress", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["triples"] == 1592 + 199 + 201
+        assert main(["graph", "stats", "--json"]) == 0
+        counts = json.loads(capsys.readouterr().out)
+        assert counts["entities"] == 14 and counts["relations"] == 55
+        # importing again is idempotent (MERGE); duplicates across splits collapse
+        assert main(["import", "nations", "--splits", "train", "--no-progress", "--json"]) == 0
+        capsys.readouterr()
+        assert main(["graph", "stats", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == counts
+        assert main(["import", "nations", "--splits", "training"]) == 3
+        assert "no split 'training'" in capsys.readouterr().err
+        assert main(["graph", "stats", "--graph", "bolt://localhost:7687"]) == 6
+        assert "Neo4j backend is not part of this kgweave version" in capsys.readouterr().err
+    finally:
+        main(["graph", "stop"])

@@ -328,6 +328,56 @@ def graph_stop(as_json: bool) -> None:
         click.echo("FalkorDB stopped" if stopped else "FalkorDB was not running")
 
 
+@graph.command("stats")
+@click.option("--graph", "graph_uri", default=None, help="Graph URI (default: the embedded one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def graph_stats(graph_uri: str | None, as_json: bool) -> None:
+    """Entity, relation and triple counts of the graph."""
+    from kgweave.graph.connect import open_store
+
+    counts = open_store(graph_uri, get_settings()).counts()
+    if as_json:
+        emit_json(counts)
+    else:
+        for key, value in counts.items():
+            click.echo(f"{key:<10} {value}")
+
+
+@cli.command("import")
+@click.argument("dataset")
+@click.option("--graph", "graph_uri", default=None, help="Graph URI (default: the embedded one).")
+@click.option(
+    "--splits",
+    default="train,valid,test",
+    show_default=True,
+    help="Comma-separated splits to import.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_(
+    dataset: str, graph_uri: str | None, splits: str, no_progress: bool, as_json: bool
+) -> None:
+    """Load a dataset (name or folder) with its entity text into the graph, idempotently."""
+    from kgweave.engine import open_dataset
+    from kgweave.graph.connect import open_store
+    from kgweave.graph.sync import import_dataset
+
+    settings = get_settings()
+    data = open_dataset(dataset, settings)
+    wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
+    for split in wanted:
+        data.split(split)  # unknown split: a clear error before anything is written
+    report = import_dataset(open_store(graph_uri, settings), data, wanted, progress=not no_progress)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(
+            f"imported {report['triples']} triples and {report['entities']} entities "
+            f"of {report['dataset']} in {report['seconds']:.1f}s "
+            f"({report['triples_per_second']} triples/s)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every error into one line and an exit code."""
     debug = os.environ.get("KGWEAVE_DEBUG") == "1"

@@ -1,0 +1,182 @@
+"""The FalkorDB backend of :class:`GraphStore`, through the ``falkordb`` client."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from kgweave.errors import GraphUnavailableError, InvalidArgumentError
+from kgweave.graph.store import (
+    EntityRow,
+    GraphMapping,
+    GraphStore,
+    Triple,
+    checked_identifier,
+)
+
+
+class FalkorDBStore(GraphStore):
+    """A graph in a FalkorDB server (the embedded one, or any other)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        graph: str = "kgweave",
+        mapping: GraphMapping | None = None,
+        batch_size: int = 5_000,
+        password: str | None = None,
+    ) -> None:
+        from falkordb import FalkorDB
+
+        if batch_size < 1:
+            raise InvalidArgumentError("batch size must be at least 1")
+        self.mapping = mapping or GraphMapping()
+        self.batch_size = batch_size
+        self._db = FalkorDB(host=host, port=port, password=password)
+        self.graph = self._db.select_graph(graph)
+        m = self.mapping
+        self._label = checked_identifier(m.entity_label, "entity label")
+        self._key = checked_identifier(m.key_property, "key property")
+        self._name = checked_identifier(m.name_property, "name property")
+        self._description = checked_identifier(m.description_property, "description property")
+        self._generic = checked_identifier(m.generic_type, "generic relationship type")
+        self._relation = checked_identifier(m.relation_property, "relation property")
+
+    # ---- plumbing
+    def _query(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import ResponseError
+
+        try:
+            return list(self.graph.query(cypher, params).result_set)
+        except RedisConnectionError as exc:
+            raise GraphUnavailableError(f"FalkorDB is not reachable: {exc}") from exc
+        except ResponseError as exc:
+            raise InvalidArgumentError(f"FalkorDB refused a query: {exc}") from exc
+
+    def _batches(self, rows: Iterable[Any]) -> Iterator[list[Any]]:
+        batch: list[Any] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # ---- schema
+    def ensure_schema(self) -> None:
+        existing = self._query("CALL db.indexes() YIELD label, properties RETURN label, properties")
+        for label, properties in existing:
+            if label == self.mapping.entity_label and self.mapping.key_property in properties:
+                return
+        self._query(f"CREATE INDEX FOR (e:{self._label}) ON (e.{self._key})")
+
+    # ---- writes
+    def upsert_entities(self, rows: Iterable[EntityRow]) -> int:
+        cypher = (
+            f"UNWIND $rows AS row MERGE (e:{self._label} {{{self._key}: row.id}}) "
+            f"SET e.{self._name} = coalesce(row.name, e.{self._name}), "
+            f"e.{self._description} = coalesce(row.description, e.{self._description})"
+        )
+        written = 0
+        for batch in self._batches(rows):
+            payload = [{"id": r.id, "name": r.name, "description": r.description} for r in batch]
+            self._query(cypher, {"rows": payload})
+            written += len(batch)
+        return written
+
+    def _by_type(self, triples: Iterable[Triple]) -> dict[str | None, list[dict[str, str]]]:
+        groups: dict[str | None, list[dict[str, str]]] = defaultdict(list)
+        for h, r, t in triples:
+            groups[self.mapping.storage_type(r)].append({"h": h, "r": r, "t": t})
+        return groups
+
+    def add_triples(self, triples: Iterable[Triple]) -> int:
+        added = 0
+        for batch in self._batches(triples):
+            for rel_type, rows in self._by_type(batch).items():
+                rel = (
+                    f"[:{checked_identifier(rel_type, 'relationship type')}]"
+                    if rel_type
+                    else f"[:{self._generic} {{{self._relation}: row.r}}]"
+                )
+                self._query(
+                    f"UNWIND $rows AS row "
+                    f"MERGE (h:{self._label} {{{self._key}: row.h}}) "
+                    f"MERGE (t:{self._label} {{{self._key}: row.t}}) "
+                    f"MERGE (h)-{rel}->(t)",
+                    {"rows": rows},
+                )
+                added += len(rows)
+        return added
+
+    def remove_triples(self, triples: Iterable[Triple]) -> int:
+        removed = 0
+        for batch in self._batches(triples):
+            for rel_type, rows in self._by_type(batch).items():
+                if rel_type:
+                    match = f"-[x:{checked_identifier(rel_type, 'relationship type')}]->"
+                    where = ""
+                else:
+                    match = f"-[x:{self._generic}]->"
+                    where = f"WHERE x.{self._relation} = row.r "
+                result = self._query(
+                    f"UNWIND $rows AS row "
+                    f"MATCH (h:{self._label} {{{self._key}: row.h}}){match}"
+                    f"(t:{self._label} {{{self._key}: row.t}}) {where}"
+                    f"DELETE x RETURN count(x)",
+                    {"rows": rows},
+                )
+                removed += int(result[0][0]) if result else 0
+        return removed
+
+    # ---- reads
+    def _max_node_id(self) -> int:
+        result = self._query(f"MATCH (e:{self._label}) RETURN max(id(e))")
+        return int(result[0][0]) if result and result[0][0] is not None else -1
+
+    def _type_filter(self) -> tuple[str, dict[str, Any]]:
+        m = self.mapping
+        if m.relation_types is None:
+            return "type(x) <> $predicted", {"predicted": m.predicted_type}
+        return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
+
+    def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
+        condition, params = self._type_filter()
+        top = self._max_node_id()
+        for low in range(0, top + 1, page_size):
+            rows = self._query(
+                f"MATCH (h:{self._label})-[x]->(t:{self._label}) "
+                f"WHERE id(h) >= $low AND id(h) < $high AND {condition} "
+                f"RETURN h.{self._key}, coalesce(x.{self._relation}, type(x)), t.{self._key}",
+                {**params, "low": low, "high": low + page_size},
+            )
+            if rows:
+                yield from (
+                    [(str(h), str(r), str(t)) for h, r, t in rows[i : i + page_size]]
+                    for i in range(0, len(rows), page_size)
+                )
+
+    def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
+        top = self._max_node_id()
+        for low in range(0, top + 1, page_size):
+            rows = self._query(
+                f"MATCH (e:{self._label}) WHERE id(e) >= $low AND id(e) < $high "
+                f"RETURN e.{self._key}, e.{self._name}, e.{self._description}",
+                {"low": low, "high": low + page_size},
+            )
+            if rows:
+                yield [EntityRow(str(i), n, d) for i, n, d in rows]
+
+    def counts(self) -> dict[str, int]:
+        condition, params = self._type_filter()
+        entities = self._query(f"MATCH (e:{self._label}) RETURN count(e)")[0][0]
+        triples, relations = self._query(
+            f"MATCH (:{self._label})-[x]->(:{self._label}) WHERE {condition} "
+            f"RETURN count(x), count(DISTINCT coalesce(x.{self._relation}, type(x)))",
+            params,
+        )[0]
+        return {"entities": int(entities), "relations": int(relations), "triples": int(triples)}

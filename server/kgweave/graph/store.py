@@ -1,0 +1,120 @@
+"""The graph-store interface the rest of kgweave uses, free of any transport.
+
+A store maps kgweave's view (entities with an id, a name and a description; triples
+``(head, relation, tail)`` of entity ids and relation names) onto a property graph:
+
+- entities are nodes with ``mapping.entity_label`` keyed by ``mapping.key_property``;
+- a relation whose name is a valid relationship type becomes that type; any other name
+  (FB15k-237's ``/people/person/place_of_birth``) is stored on a relationship of the generic
+  type ``mapping.generic_type`` in the property ``mapping.relation_property``.
+
+No Cypher is built by pasting data into query text: values travel as parameters, and the only
+names put into query text (labels, relationship types, property keys) are validated first.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from kgweave.errors import InvalidArgumentError
+
+Triple = tuple[str, str, str]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: words that must not be used as bare identifiers even when quoted would allow them
+_RESERVED = {"KGWEAVE_PREDICTED"}
+
+
+def is_identifier(name: str) -> bool:
+    """Whether ``name`` can be a label, relationship type or property key as it is."""
+    return bool(_IDENTIFIER.match(name))
+
+
+def checked_identifier(name: str, what: str) -> str:
+    """``name`` quoted for Cypher, after refusing anything but a plain identifier."""
+    if not is_identifier(name):
+        raise InvalidArgumentError(
+            f"{what} {name!r} is not a valid identifier (letters, digits and '_', not starting "
+            "with a digit)"
+        )
+    return f"`{name}`"
+
+
+@dataclass(frozen=True)
+class GraphMapping:
+    """How entities and relations are found in the graph; defaults for graphs kgweave creates."""
+
+    entity_label: str = "Entity"
+    key_property: str = "id"
+    name_property: str = "name"
+    description_property: str = "description"
+    generic_type: str = "RELATED"
+    relation_property: str = "relation"
+    #: relationship types that count as relations; None: all but kgweave's own
+    relation_types: tuple[str, ...] | None = None
+    predicted_type: str = "KGWEAVE_PREDICTED"
+
+    def __post_init__(self) -> None:
+        for what, name in (
+            ("entity label", self.entity_label),
+            ("key property", self.key_property),
+            ("name property", self.name_property),
+            ("description property", self.description_property),
+            ("generic relationship type", self.generic_type),
+            ("relation property", self.relation_property),
+            ("predicted-link type", self.predicted_type),
+            *(("relationship type", t) for t in self.relation_types or ()),
+        ):
+            checked_identifier(name, what)
+
+    def storage_type(self, relation: str) -> str | None:
+        """The relationship type that stores ``relation`` itself, or None for the generic one."""
+        if is_identifier(relation) and relation not in _RESERVED | {self.generic_type}:
+            return relation
+        return None
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    """An entity with its text."""
+
+    id: str
+    name: str | None = None
+    description: str | None = None
+
+
+class GraphStore(ABC):
+    """Operations kgweave needs from a graph database."""
+
+    mapping: GraphMapping
+
+    @abstractmethod
+    def ensure_schema(self) -> None:
+        """Create the indexes and constraints kgweave relies on (idempotent)."""
+
+    @abstractmethod
+    def upsert_entities(self, rows: Iterable[EntityRow]) -> int:
+        """Create or update entities; returns how many rows were written."""
+
+    @abstractmethod
+    def add_triples(self, triples: Iterable[Triple]) -> int:
+        """Add triples (MERGE: adding one twice keeps one); missing entities are created."""
+
+    @abstractmethod
+    def remove_triples(self, triples: Iterable[Triple]) -> int:
+        """Remove triples; returns how many relationships were deleted."""
+
+    @abstractmethod
+    def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
+        """Every triple, in pages of at most ``page_size`` (bounded memory)."""
+
+    @abstractmethod
+    def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
+        """Every entity with its text, in pages."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """``entities``, ``relations`` (distinct names) and ``triples``."""

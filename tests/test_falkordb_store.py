@@ -1,0 +1,127 @@
+"""The FalkorDB graph store against a real embedded server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kgweave.data import load_dataset
+from kgweave.data.reader import read_triples
+from kgweave.errors import InvalidArgumentError
+from kgweave.graph import EmbeddedFalkorDB
+from kgweave.graph.falkordb_store import FalkorDBStore
+from kgweave.graph.store import EntityRow, GraphMapping
+
+
+@pytest.fixture(scope="module")
+def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    server = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkordb"))
+    info = server.start()
+    yield info.host, info.port
+    server.stop()
+
+
+@pytest.fixture
+def store(falkordb: tuple[str, int], request: pytest.FixtureRequest) -> FalkorDBStore:
+    host, port = falkordb
+    s = FalkorDBStore(host, port, graph=f"test_{request.node.name}"[:60], batch_size=500)
+    s.ensure_schema()
+    return s
+
+
+def _all(store: FalkorDBStore) -> set[tuple[str, str, str]]:
+    return {t for page in store.iter_triples(page_size=97) for t in page}
+
+
+def test_round_trip_umls(store: FalkorDBStore, datasets_dir: Path) -> None:
+    triples = read_triples(datasets_dir / "umls" / "train.tsv")
+    ds = load_dataset(datasets_dir / "umls")
+    store.upsert_entities(EntityRow(e, e.replace("_", " ")) for e in ds.entities.labels)
+    assert store.add_triples(triples) == len(triples)
+    assert _all(store) == set(triples)
+    assert store.counts() == {
+        "entities": ds.num_entities,
+        "relations": len({r for _, r, _ in triples}),
+        "triples": len(set(triples)),
+    }
+    # idempotent: adding again changes nothing
+    store.add_triples(triples[:100])
+    assert store.counts()["triples"] == len(set(triples))
+    names = {row.id: row.name for page in store.iter_entities(page_size=50) for row in page}
+    assert names["amino_acid_peptide_or_protein"] == "amino acid peptide or protein"
+
+
+def test_fb15k_relation_names_use_the_generic_type(
+    store: FalkorDBStore, datasets_dir: Path
+) -> None:
+    sample = read_triples(datasets_dir / "fb15k-237" / "train.tsv")[:2000]
+    store.add_triples(sample)
+    assert _all(store) == set(sample)
+    removed = store.remove_triples(sample[:10])
+    assert removed == len(set(sample[:10]))
+    assert _all(store) == set(sample) - set(sample[:10])
+
+
+def test_injection_attempts_are_data_not_cypher(store: FalkorDBStore) -> None:
+    evil = [
+        ("a", "x]->() MATCH (n) DETACH DELETE n //", "b"),
+        ("a'}) DETACH DELETE n //", "knows", "c"),
+        ("c", "KGWEAVE_PREDICTED", "a"),
+    ]
+    store.add_triples(evil)
+    assert _all(store) == set(evil)
+    assert store.counts()["entities"] == 4
+
+
+def test_invalid_mapping_names_are_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="entity label 'Entity\\) DELETE'"):
+        GraphMapping(entity_label="Entity) DELETE")
+    with pytest.raises(InvalidArgumentError, match="relationship type"):
+        GraphMapping(relation_types=("ok", "not ok"))
+
+
+def test_import_then_export_round_trip_with_stable_ids(
+    store: FalkorDBStore, datasets_dir: Path, tmp_path: Path
+) -> None:
+    from kgweave.graph.sync import export_snapshot, import_dataset
+
+    ds = load_dataset(datasets_dir / "umls")
+    report = import_dataset(store, ds, progress=False)
+    assert report["triples"] == sum(len(ds.split(s)) for s in ("train", "valid", "test"))
+    ids_path = tmp_path / "ids.json"
+    snap = export_snapshot(store, ids_path, page_size=1000)
+    exported = {
+        (snap.entities.labels[h], snap.relations.labels[r], snap.entities.labels[t])
+        for h, r, t in snap.triples.tolist()
+    }
+    expected = {
+        (ds.entities.labels[h], ds.relations.labels[r], ds.entities.labels[t])
+        for h, r, t in ds.all_triples().tolist()
+    }
+    assert exported == expected
+    assert snap.triples.tolist() == sorted(snap.triples.tolist())
+    # deterministic: the same graph exports the same ids and triples
+    again = export_snapshot(store, ids_path, page_size=333)
+    assert again.triples.tolist() == snap.triples.tolist() and again.new_entities == 0
+    # a new fact with a new entity: old ids never move, the new one comes last
+    store.add_triples([("new_thing", "isa", "amino_acid_peptide_or_protein")])
+    later = export_snapshot(store, ids_path)
+    assert later.entities.labels[: len(snap.entities)] == snap.entities.labels
+    assert later.entities.labels[-1] == "new_thing"
+    assert later.new_entities == 1 and later.new_relations == 0
+    assert len(later.triples) == len(snap.triples) + 1
+
+
+def test_import_keeps_entity_text(store: FalkorDBStore) -> None:
+    from kgweave.data import resolve_dataset
+    from kgweave.graph.sync import import_dataset
+    from kgweave.settings import get_settings
+
+    demo = load_dataset(resolve_dataset("demo", get_settings()), name="demo")
+    import_dataset(store, demo, splits=("train",), progress=False)
+    rows = {row.id: row for page in store.iter_entities() for row in page}
+    assert rows["marie_curie"].name == "Marie Curie"
+    assert "physicist" in (rows["marie_curie"].description or "")
+    assert store.counts()["triples"] == len(demo.train)
