@@ -125,3 +125,37 @@ def test_import_keeps_entity_text(store: FalkorDBStore) -> None:
     assert rows["marie_curie"].name == "Marie Curie"
     assert "physicist" in (rows["marie_curie"].description or "")
     assert store.counts()["triples"] == len(demo.train)
+
+
+def test_embeddings_write_back_and_native_vector_query(store: FalkorDBStore) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    ids = [f"e{i}" for i in range(60)]
+    store.upsert_entities(EntityRow(i) for i in ids)
+    vectors = torch.randn(60, 16)
+    assert store.write_embeddings(ids, vectors.tolist()) == 60
+    store.write_embeddings(ids, vectors.tolist())  # a new version over the old: index rebuilt
+    query = vectors[7]
+    cosine = torch.nn.functional.cosine_similarity(vectors, query.unsqueeze(0))
+    expected = [ids[i] for i in cosine.argsort(descending=True)[:3].tolist()]
+    found = [entity for entity, _ in store.nearest(query.tolist(), k=3)]
+    assert found == expected and found[0] == "e7"
+    assert "CREATE VECTOR INDEX FOR (e:`Entity`) ON (e.`embedding`)" in store.vector_index_ddl(
+        16, "cosine"
+    )
+    with pytest.raises(InvalidArgumentError, match="similarity 'dot'"):
+        store.write_embeddings(ids[:1], vectors[:1].tolist(), similarity="dot")
+
+
+def test_predicted_links_are_replaced_and_kept_apart(store: FalkorDBStore) -> None:
+    from kgweave.graph.store import PredictedLink
+
+    store.add_triples([("a", "knows", "b"), ("b", "knows", "c")])
+    v1 = [PredictedLink("a", "knows", "c", 0.9), PredictedLink("c", "knows", "a", 0.4)]
+    assert store.write_predicted_links(v1, "v1", "kgweave complex") == 2
+    v2 = [PredictedLink("a", "knows", "c", 0.95)]
+    store.write_predicted_links(v2, "v2", "kgweave complex")
+    assert store.predicted_links() == [("a", "knows", "c", 0.95, "v2")]
+    assert _all(store) == {("a", "knows", "b"), ("b", "knows", "c")}
+    assert store.counts()["triples"] == 2

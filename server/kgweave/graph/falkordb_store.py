@@ -11,9 +11,14 @@ from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
     GraphStore,
+    PredictedLink,
     Triple,
     checked_identifier,
 )
+
+SIMILARITIES = {"cosine": "cosine", "euclidean": "euclidean"}
+#: rows per write of vectors: the client sends parameters as query text
+_VECTOR_BATCH = 200
 
 
 class FalkorDBStore(GraphStore):
@@ -170,6 +175,110 @@ class FalkorDBStore(GraphStore):
             )
             if rows:
                 yield [EntityRow(str(i), n, d) for i, n, d in rows]
+
+    # ---- write-back
+    def vector_index_ddl(self, dimension: int, similarity: str) -> str:
+        """FalkorDB's vector index statement (``CREATE VECTOR INDEX ... OPTIONS {...}``)."""
+        if similarity not in SIMILARITIES:
+            raise InvalidArgumentError(
+                f"similarity {similarity!r}: choose one of {', '.join(SIMILARITIES)}"
+            )
+        prop = checked_identifier(self.mapping.embedding_property, "embedding property")
+        return (
+            f"CREATE VECTOR INDEX FOR (e:{self._label}) ON (e.{prop}) "
+            f"OPTIONS {{dimension: {int(dimension)}, "
+            f"similarityFunction: '{SIMILARITIES[similarity]}'}}"
+        )
+
+    def _has_vector_index(self) -> bool:
+        rows = self._query(
+            "CALL db.indexes() YIELD label, properties, types RETURN label, properties, types"
+        )
+        prop = self.mapping.embedding_property
+        for label, properties, types in rows:
+            if label == self.mapping.entity_label and prop in properties:
+                kinds = types.get(prop, []) if isinstance(types, dict) else []
+                if "VECTOR" in kinds:
+                    return True
+        return False
+
+    def write_embeddings(
+        self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"
+    ) -> int:
+        if len(ids) != len(vectors):
+            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if not vectors:
+            return 0
+        dimension = len(vectors[0])
+        if any(len(v) != dimension for v in vectors):
+            raise InvalidArgumentError("all vectors must have the same dimension")
+        ddl = self.vector_index_ddl(dimension, similarity)
+        prop = checked_identifier(self.mapping.embedding_property, "embedding property")
+        # A new model version replaces every vector. FalkorDB's HNSW index loses neighbours when
+        # vectors are overwritten in place, so drop the index, write, and build it afresh.
+        if self._has_vector_index():
+            self._query(f"DROP VECTOR INDEX FOR (e:{self._label}) ON (e.{prop})")
+        written = 0
+        for start in range(0, len(ids), _VECTOR_BATCH):
+            rows = [
+                {"id": i, "v": [float(x) for x in v]}
+                for i, v in zip(
+                    ids[start : start + _VECTOR_BATCH],
+                    vectors[start : start + _VECTOR_BATCH],
+                    strict=True,
+                )
+            ]
+            self._query(
+                f"UNWIND $rows AS row MATCH (e:{self._label} {{{self._key}: row.id}}) "
+                f"SET e.{prop} = vecf32(row.v)",
+                {"rows": rows},
+            )
+            written += len(rows)
+        self._query(ddl)
+        return written
+
+    def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
+        if k < 1:
+            raise InvalidArgumentError("k must be at least 1")
+        rows = self._query(
+            "CALL db.idx.vector.queryNodes($label, $property, $k, vecf32($vector)) "
+            f"YIELD node, score RETURN node.{self._key}, score ORDER BY score",
+            {
+                "label": self.mapping.entity_label,
+                "property": self.mapping.embedding_property,
+                "k": k,
+                "vector": [float(x) for x in vector],
+            },
+        )
+        return [(str(i), float(s)) for i, s in rows]
+
+    def write_predicted_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        predicted = checked_identifier(self.mapping.predicted_type, "predicted-link type")
+        self._query(f"MATCH ()-[x:{predicted}]->() DELETE x")
+        written = 0
+        for batch in self._batches(links):
+            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
+            self._query(
+                f"UNWIND $rows AS row "
+                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
+                f"CREATE (h)-[:{predicted} {{relation: row.r, score: row.s, "
+                f"model_version: $version, provenance: $provenance}}]->(t)",
+                {"rows": rows, "version": model_version, "provenance": provenance},
+            )
+            written += len(rows)
+        return written
+
+    def predicted_links(self) -> list[tuple[str, str, str, float, str]]:
+        """Every predicted link: (head, relation, tail, score, model_version)."""
+        predicted = checked_identifier(self.mapping.predicted_type, "predicted-link type")
+        rows = self._query(
+            f"MATCH (h:{self._label})-[x:{predicted}]->(t:{self._label}) "
+            f"RETURN h.{self._key}, x.relation, t.{self._key}, x.score, x.model_version"
+        )
+        return [(str(h), str(r), str(t), float(s), str(v)) for h, r, t, s, v in rows]
 
     def counts(self) -> dict[str, int]:
         condition, params = self._type_filter()

@@ -56,6 +56,7 @@ class GraphMapping:
     #: relationship types that count as relations; None: all but kgweave's own
     relation_types: tuple[str, ...] | None = None
     predicted_type: str = "KGWEAVE_PREDICTED"
+    embedding_property: str = "embedding"
 
     def __post_init__(self) -> None:
         for what, name in (
@@ -66,6 +67,7 @@ class GraphMapping:
             ("generic relationship type", self.generic_type),
             ("relation property", self.relation_property),
             ("predicted-link type", self.predicted_type),
+            ("embedding property", self.embedding_property),
             *(("relationship type", t) for t in self.relation_types or ()),
         ):
             checked_identifier(name, what)
@@ -75,6 +77,16 @@ class GraphMapping:
         if is_identifier(relation) and relation not in _RESERVED | {self.generic_type}:
             return relation
         return None
+
+
+@dataclass(frozen=True)
+class PredictedLink:
+    """A link a model proposes, written apart from real facts."""
+
+    head: str
+    relation: str
+    tail: str
+    score: float
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,22 @@ class GraphStore(ABC):
     @abstractmethod
     def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
         """Every entity with its text, in pages."""
+
+    @abstractmethod
+    def write_embeddings(
+        self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"
+    ) -> int:
+        """Store one vector per entity and make sure a vector index covers them."""
+
+    @abstractmethod
+    def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
+        """The ``k`` entities nearest to ``vector``, through the database's own vector index."""
+
+    @abstractmethod
+    def write_predicted_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        """Replace every predicted link with ``links`` (of type ``mapping.predicted_type``)."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
