@@ -159,3 +159,31 @@ def test_predicted_links_are_replaced_and_kept_apart(store: FalkorDBStore) -> No
     assert store.predicted_links() == [("a", "knows", "c", 0.95, "v2")]
     assert _all(store) == {("a", "knows", "b"), ("b", "knows", "c")}
     assert store.counts()["triples"] == 2
+
+
+def test_snapshot_diff_emits_added_and_removed_triples(
+    store: FalkorDBStore, tmp_path: Path
+) -> None:
+    from kgweave.changes import ChangeKind, EventLog
+    from kgweave.graph.diff import snapshot_diff
+
+    store.add_triples([("a", "knows", "b"), ("b", "knows", "c")])
+    with EventLog(tmp_path / "log") as log:
+        first = snapshot_diff(store, tmp_path / "state", log)
+        assert (first["added"], first["removed"], first["new_entities"]) == (2, 0, 3)
+        store.add_triples([("c", "likes", "d")])
+        store.remove_triples([("a", "knows", "b")])
+        second = snapshot_diff(store, tmp_path / "state", log)
+        assert (second["added"], second["removed"], second["new_entities"]) == (1, 1, 1)
+        events = [e for _, e in log.read(second["first_offset"])]
+        assert {(e.kind, e.entity) for e in events if e.kind == ChangeKind.ENTITY_UPSERTED} == {
+            (ChangeKind.ENTITY_UPSERTED, "d")
+        }
+        triples = {(e.kind, e.head, e.relation, e.tail) for e in events if e.head}
+        assert triples == {
+            (ChangeKind.TRIPLE_ADDED, "c", "likes", "d"),
+            (ChangeKind.TRIPLE_REMOVED, "a", "knows", "b"),
+        }
+        assert all(e.source == "snapshot-diff" for e in events)
+        third = snapshot_diff(store, tmp_path / "state", log)
+        assert (third["added"], third["removed"], third["new_entities"]) == (0, 0, 0)

@@ -102,6 +102,11 @@ class FalkorDBStore(GraphStore):
     def add_triples(self, triples: Iterable[Triple]) -> int:
         added = 0
         for batch in self._batches(triples):
+            # nodes first (one MERGE per distinct entity), then edges between matched nodes
+            entities = sorted({h for h, _, _ in batch} | {t for _, _, t in batch})
+            self._query(
+                f"UNWIND $ids AS id MERGE (:{self._label} {{{self._key}: id}})", {"ids": entities}
+            )
             for rel_type, rows in self._by_type(batch).items():
                 rel = (
                     f"[:{checked_identifier(rel_type, 'relationship type')}]"
@@ -110,8 +115,8 @@ class FalkorDBStore(GraphStore):
                 )
                 self._query(
                     f"UNWIND $rows AS row "
-                    f"MERGE (h:{self._label} {{{self._key}: row.h}}) "
-                    f"MERGE (t:{self._label} {{{self._key}: row.t}}) "
+                    f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                    f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
                     f"MERGE (h)-{rel}->(t)",
                     {"rows": rows},
                 )
