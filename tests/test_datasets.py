@@ -129,13 +129,13 @@ def file_server(tmp_path: Path):
 
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
 
-    class Quiet(handler):  # type: ignore[misc, valid-type]
+    class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -182,3 +182,15 @@ def test_download_with_wrong_checksum_is_refused(
     with pytest.raises(FailedPreconditionError, match="refusing it"):
         resolve_dataset("umls", get_settings())
     assert not (get_settings().cache_dir / "umls").exists()
+
+
+def test_well_known_checksums_match_the_reference_copies(datasets_dir: Path) -> None:
+    import hashlib
+
+    from kgweave.data.sources import WELL_KNOWN
+
+    for name, files in WELL_KNOWN.items():
+        for remote in files:
+            local = datasets_dir / name / remote.name
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()
+            assert digest == remote.sha256, f"{name}/{remote.name}"

@@ -12,7 +12,13 @@ from kgweave.cli.main import cli
 
 
 def _help(command: click.Command, name: str) -> str:
-    with click.Context(command, info_name=name, terminal_width=100, max_content_width=100) as ctx:
+    with click.Context(
+        command,
+        info_name=name,
+        terminal_width=100,
+        max_content_width=100,
+        help_option_names=["-h", "--help"],
+    ) as ctx:
         return command.get_help(ctx)
 
 

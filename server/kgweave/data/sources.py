@@ -41,17 +41,17 @@ WELL_KNOWN: dict[str, tuple[RemoteFile, ...]] = {
         RemoteFile(
             "train.tsv",
             f"{_PYKEEN}/umls/train.txt",
-            "0830fa9da8e5bba2ccdaa45b7bdc9130451ba66b09ff2708f35fccaf82473e57",
+            "873ef4925516b83e7f6f8cc02b4be51d848828710a7f65a956f0ac4a9e452f35",
         ),
         RemoteFile(
             "valid.tsv",
             f"{_PYKEEN}/umls/valid.txt",
-            "2b337a62e51a2f45c283eac98a70d21b7e0e102136be1539b2a52c652a7b0530",
+            "025c98f8a4891e2a6582ec5b40ee0d904031edad9c52554522f4b7904820c98e",
         ),
         RemoteFile(
             "test.tsv",
             f"{_PYKEEN}/umls/test.txt",
-            "3971085165b47b6aeaec68058c6d8d98b3005e929db81268410b95ae4db770ab",
+            "a7eb529a3d2810fcc96341ccc97c625a5e202f8389673aa6bd317eeebbb79014",
         ),
     ),
     "kinships": (
@@ -75,17 +75,17 @@ WELL_KNOWN: dict[str, tuple[RemoteFile, ...]] = {
         RemoteFile(
             "train.tsv",
             f"{_PYKEEN}/nations/train.txt",
-            "873ef4925516b83e7f6f8cc02b4be51d848828710a7f65a956f0ac4a9e452f35",
+            "0830fa9da8e5bba2ccdaa45b7bdc9130451ba66b09ff2708f35fccaf82473e57",
         ),
         RemoteFile(
             "valid.tsv",
             f"{_PYKEEN}/nations/valid.txt",
-            "025c98f8a4891e2a6582ec5b40ee0d904031edad9c52554522f4b7904820c98e",
+            "2b337a62e51a2f45c283eac98a70d21b7e0e102136be1539b2a52c652a7b0530",
         ),
         RemoteFile(
             "test.tsv",
             f"{_PYKEEN}/nations/test.txt",
-            "a7eb529a3d2810fcc96341ccc97c625a5e202f8389673aa6bd317eeebbb79014",
+            "3971085165b47b6aeaec68058c6d8d98b3005e929db81268410b95ae4db770ab",
         ),
     ),
     "fb15k-237": (
