@@ -187,3 +187,15 @@ def test_snapshot_diff_emits_added_and_removed_triples(
         assert all(e.source == "snapshot-diff" for e in events)
         third = snapshot_diff(store, tmp_path / "state", log)
         assert (third["added"], third["removed"], third["new_entities"]) == (0, 0, 0)
+
+
+def test_vector_query_right_after_a_large_write_back(store: FalkorDBStore) -> None:
+    # FalkorDB builds vector indexes in the background; write-back waits until it is usable
+    import torch
+
+    torch.manual_seed(1)
+    ids = [f"n{i}" for i in range(3000)]
+    store.upsert_entities(EntityRow(i) for i in ids)
+    vectors = torch.randn(3000, 64)
+    store.write_embeddings(ids, vectors.tolist())
+    assert store.nearest(vectors[1234].tolist(), k=1)[0][0] == "n1234"

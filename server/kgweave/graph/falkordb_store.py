@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -78,6 +79,7 @@ class FalkorDBStore(GraphStore):
             if label == self.mapping.entity_label and self.mapping.key_property in properties:
                 return
         self._query(f"CREATE INDEX FOR (e:{self._label}) ON (e.{self._key})")
+        self.wait_for_indexes()
 
     # ---- writes
     def upsert_entities(self, rows: Iterable[EntityRow]) -> int:
@@ -240,7 +242,26 @@ class FalkorDBStore(GraphStore):
             )
             written += len(rows)
         self._query(ddl)
+        self.wait_for_indexes()  # FalkorDB builds indexes in the background
         return written
+
+    def wait_for_indexes(self, timeout: float = 300.0) -> None:
+        """Block until every index of the entity label is operational."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self._query("CALL db.indexes() YIELD label, status RETURN label, status")
+            pending = [
+                str(status)
+                for label, status in rows
+                if label == self.mapping.entity_label and status != "OPERATIONAL"
+            ]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise GraphUnavailableError(
+                    f"indexes still building after {timeout:.0f}s: {', '.join(pending)}"
+                )
+            time.sleep(0.05)
 
     def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
         if k < 1:
