@@ -132,7 +132,7 @@ def file_server(tmp_path: Path):
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
-            pass
+            """Keep the test output clean."""
 
     handler = functools.partial(Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -110,12 +110,9 @@ def save_artifact(
     files = {WEIGHTS: _sha256(folder / WEIGHTS), ID_MAPS: _sha256(folder / ID_MAPS)}
     if history is not None:
         _write_atomic(folder / HISTORY, json.dumps(history, indent=1).encode())
-        try:
-            from kgweave.training.curves import plot_training_curve
+        from kgweave.training.curves import plot_training_curve
 
-            plot_training_curve(history, folder / CURVE, f"{model.name} on {dataset.name}")
-        except ImportError:  # matplotlib is a dependency; a broken install must not lose a model
-            pass
+        plot_training_curve(history, folder / CURVE, f"{model.name} on {dataset.name}")
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -15,8 +15,8 @@ def cpu_has_native_bf16() -> bool:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
                     return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
+    except OSError:  # no /proc (not Linux): assume no native bf16
+        return False
     return False
 
 

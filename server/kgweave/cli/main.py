@@ -281,10 +281,18 @@ def graph() -> None:
     """Manage the embedded FalkorDB server (KGWEAVE_DATA_DIR/graph)."""
 
 
-def _server_payload(info: Any) -> dict[str, Any]:
+def _report_server(info: Any, as_json: bool) -> None:
+    """Print a server's state: ``info`` is a ServerInfo, or None when nothing runs."""
     from dataclasses import asdict
 
-    return {"running": True, "url": info.url, **asdict(info)}
+    if as_json:
+        emit_json(
+            {"running": True, "url": info.url, **asdict(info)} if info else {"running": False}
+        )
+    elif info is None:
+        click.echo("FalkorDB is not running (start it with: kgweave graph start)")
+    else:
+        click.echo(f"FalkorDB running at {info.url} (pid {info.pid}, data {info.data_dir})")
 
 
 @graph.command("start")
@@ -293,11 +301,7 @@ def graph_start(as_json: bool) -> None:
     """Start the embedded graph database, or reuse the one running."""
     from kgweave.graph import EmbeddedFalkorDB
 
-    info = EmbeddedFalkorDB(get_settings().graph_dir).start()
-    if as_json:
-        emit_json(_server_payload(info))
-    else:
-        click.echo(f"FalkorDB running at {info.url} (pid {info.pid}, data {info.data_dir})")
+    _report_server(EmbeddedFalkorDB(get_settings().graph_dir).start(), as_json)
 
 
 @graph.command("status")
@@ -306,13 +310,7 @@ def graph_status(as_json: bool) -> None:
     """Whether the embedded graph database runs, and where."""
     from kgweave.graph import EmbeddedFalkorDB
 
-    info = EmbeddedFalkorDB(get_settings().graph_dir).status()
-    if as_json:
-        emit_json(_server_payload(info) if info else {"running": False})
-    elif info is None:
-        click.echo("FalkorDB is not running (start it with: kgweave graph start)")
-    else:
-        click.echo(f"FalkorDB running at {info.url} (pid {info.pid}, data {info.data_dir})")
+    _report_server(EmbeddedFalkorDB(get_settings().graph_dir).status(), as_json)
 
 
 @graph.command("stop")
