@@ -15,6 +15,7 @@ from kgweave.data import KGDataset, load_dataset, resolve_dataset
 from kgweave.device import resolve_device
 from kgweave.errors import DatasetError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
+from kgweave.models import KGEModel
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig, TrainResult, train
 
@@ -72,12 +73,9 @@ def train_model(
 
 
 def evaluate_on(
-    model: torch.nn.Module, dataset: KGDataset, split: str, progress: bool = False
+    model: KGEModel, dataset: KGDataset, split: str, progress: bool = False
 ) -> EvaluationResult:
     """Filtered evaluation of a model trained on ``dataset`` (same id maps)."""
-    from kgweave.models import KGEModel
-
-    assert isinstance(model, KGEModel)
     device = model.entity.weight.device
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     return evaluate(
