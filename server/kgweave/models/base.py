@@ -137,13 +137,13 @@ class KGEModel(nn.Module, ABC):
         finally:
             self.train(was_training)
 
-    def entity_magnitudes(self) -> torch.Tensor:
-        """Per-coordinate magnitudes of every entity embedding: shape (N, d)."""
-        return self.entity.weight.abs()
+    def entity_magnitudes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate magnitudes of the given entities: ids (K,) -> (K, d)."""
+        return torch.abs(self.entity(ids))
 
-    def relation_magnitudes(self) -> torch.Tensor | None:
-        """Per-coordinate magnitudes of every relation embedding: (R, d), None if unpenalised."""
-        return self.relation.weight.abs()
+    def relation_magnitudes(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Per-coordinate magnitudes of the given relations: (K,) -> (K, d); None if unpenalised."""
+        return torch.abs(self.relation(ids))
 
     def factors(self, triples: TripleBatch) -> list[torch.Tensor]:
         """Per-coordinate magnitudes of the batch's embeddings, for N3 / L2 regularisation.

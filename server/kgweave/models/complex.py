@@ -39,14 +39,14 @@ class ComplEx(KGEModel):
         query = self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
         return query @ self.entity.weight.t()
 
-    def entity_magnitudes(self) -> torch.Tensor:
-        """Moduli of the complex coordinates: shape (N, d)."""
-        re, im = _split(self.entity.weight)
+    def entity_magnitudes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Moduli of the complex coordinates: ids (K,) -> (K, d)."""
+        re, im = _split(self.entity(ids))
         return torch.sqrt(re**2 + im**2 + 1e-12)
 
-    def relation_magnitudes(self) -> torch.Tensor:
-        """Moduli of the complex coordinates: shape (R, d)."""
-        re, im = _split(self.relation.weight)
+    def relation_magnitudes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Moduli of the complex coordinates: ids (K,) -> (K, d)."""
+        re, im = _split(self.relation(ids))
         return torch.sqrt(re**2 + im**2 + 1e-12)
 
     def factors(self, triples: TripleBatch) -> list[torch.Tensor]:

@@ -61,12 +61,12 @@ class RotatE(KGEModel):
             parts.append(-torch.sqrt(d_re**2 + d_im**2 + 1e-9).sum(dim=-1))
         return torch.cat(parts, dim=1)
 
-    def entity_magnitudes(self) -> torch.Tensor:
-        """Moduli of the complex coordinates: shape (N, d)."""
-        re, im = _split(self.entity.weight)
+    def entity_magnitudes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Moduli of the complex coordinates: ids (K,) -> (K, d)."""
+        re, im = _split(self.entity(ids))
         return torch.sqrt(re**2 + im**2 + 1e-12)
 
-    def relation_magnitudes(self) -> None:
+    def relation_magnitudes(self, ids: torch.Tensor) -> None:
         """Rotations have unit modulus: nothing to penalise."""
         return None
 

@@ -51,7 +51,7 @@ class Regime(ABC):
         order = torch.randperm(self.epoch_size, generator=generator).to(device)
         yield from torch.split(order, self.config.batch_size)
 
-    #: 1-N regimes score every entity anyway: regularise from dense tables (faster backward)
+    #: 1-N batches repeat rows many times: regularise each distinct row once, weighted
     dense_regularization = True
 
     def _regularize(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:

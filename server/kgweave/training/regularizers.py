@@ -2,9 +2,10 @@
 
 Both penalise the embeddings of the batch's positive triples, each occurrence counted once.
 Two equivalent forms: per-triple lookups (:func:`regularization`, for negative sampling, where
-only the batch's rows are touched) and frequency-weighted dense tables
-(:func:`weighted_regularization`, for 1-N regimes, which touch every entity anyway; it avoids
-the slow backward of thousands of embedding lookups).
+only the batch's rows are touched) and frequency-weighted distinct rows
+(:func:`weighted_regularization`, for 1-N regimes, whose batches repeat the same rows many
+times: each distinct row once, weighted by its count, which avoids the slow backward of
+thousands of repeated embedding lookups).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def regularization(factors: list[torch.Tensor], kind: str, weight: float) -> tor
 def weighted_regularization(
     model: KGEModel, triples: torch.Tensor, kind: str, weight: float
 ) -> torch.Tensor:
-    """The same penalty as :func:`regularization` over ``triples``, from dense tables.
+    """The same penalty as :func:`regularization` over ``triples``, from distinct rows.
 
     Args:
         triples: shape (T, 3) positive triples of the batch.
@@ -47,12 +48,15 @@ def weighted_regularization(
     """
     power = _power(kind)
     count = max(len(triples), 1)
-    entity_counts = torch.bincount(
-        torch.cat((triples[:, 0], triples[:, 2])), minlength=model.num_entities
-    ).to(model.entity.weight.dtype)
-    total = entity_counts @ (model.entity_magnitudes() ** power).sum(dim=1)
-    relations = model.relation_magnitudes()
-    if relations is not None:
-        relation_counts = torch.bincount(triples[:, 1], minlength=model.num_relations)
-        total = total + relation_counts.to(relations.dtype) @ (relations**power).sum(dim=1)
+    # each distinct embedding row once, weighted by how often the batch uses it
+    entities, entity_counts = torch.unique(
+        torch.cat((triples[:, 0], triples[:, 2])), return_counts=True
+    )
+    magnitudes = model.entity_magnitudes(entities)
+    total: torch.Tensor = entity_counts.to(magnitudes.dtype) @ (magnitudes**power).sum(dim=1)
+    relations, relation_counts = torch.unique(triples[:, 1], return_counts=True)
+    per_relation = model.relation_magnitudes(relations)
+    if per_relation is not None:
+        counts = relation_counts.to(per_relation.dtype)
+        total = total + counts @ (per_relation**power).sum(dim=1)
     return weight * total / count
