@@ -92,9 +92,15 @@ def test_odd_relation_count_refused() -> None:
         model_class("distmult")(N, 3, DIM)
 
 
+@pytest.mark.parametrize("small_graph", [0, 10_000])
 @pytest.mark.parametrize("kind", ["n3", "l2"])
-def test_dense_regularization_equals_per_triple(model, kind: str) -> None:
+def test_dense_regularization_equals_per_triple(
+    model, kind: str, small_graph: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kgweave.training import regularizers
     from kgweave.training.regularizers import regularization, weighted_regularization
+
+    monkeypatch.setattr(regularizers, "_SMALL_GRAPH", small_graph)  # both code paths
 
     triples = _triples()
     per_triple = regularization(model.factors(triples), kind, 0.1)

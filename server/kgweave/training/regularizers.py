@@ -14,6 +14,9 @@ import torch
 
 from kgweave.models.base import KGEModel
 
+#: graphs up to this many entities regularise from the whole entity table
+_SMALL_GRAPH = 5_000
+
 
 def _power(kind: str) -> int:
     return 3 if kind == "n3" else 2
@@ -48,10 +51,14 @@ def weighted_regularization(
     """
     power = _power(kind)
     count = max(len(triples), 1)
-    # each distinct embedding row once, weighted by how often the batch uses it
-    entities, entity_counts = torch.unique(
-        torch.cat((triples[:, 0], triples[:, 2])), return_counts=True
-    )
+    # each distinct embedding row once, weighted by how often the batch uses it; on small graphs
+    # the whole table with bincount weights is cheaper than finding the distinct rows
+    used = torch.cat((triples[:, 0], triples[:, 2]))
+    if model.num_entities <= _SMALL_GRAPH:
+        entities = torch.arange(model.num_entities, device=used.device)
+        entity_counts = torch.bincount(used, minlength=model.num_entities)
+    else:
+        entities, entity_counts = torch.unique(used, return_counts=True)
     magnitudes = model.entity_magnitudes(entities)
     total: torch.Tensor = entity_counts.to(magnitudes.dtype) @ (magnitudes**power).sum(dim=1)
     relations, relation_counts = torch.unique(triples[:, 1], return_counts=True)
