@@ -112,8 +112,13 @@ class TailIndex:
             (rows, tails): two (T,) tensors; ``rows[i]`` is the batch row of ``tails[i]``.
         """
         starts = self.offsets[query_ids]
-        lengths = self.offsets[query_ids + 1] - starts
-        rows = torch.repeat_interleave(torch.arange(len(query_ids), device=starts.device), lengths)
+        return self._expand(starts, self.offsets[query_ids + 1] - starts)
+
+    def _expand(
+        self, starts: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch row, tail) for every entry of the CSR ranges ``starts[i] .. +lengths[i]``."""
+        rows = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), lengths)
         first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
         positions = first + torch.arange(len(rows), device=starts.device)
         return rows, self.tails[positions]
@@ -134,10 +139,7 @@ class TailIndex:
         found = self.keys[slot] == keys
         starts = self.offsets[slot]
         lengths = torch.where(found, self.offsets[slot + 1] - starts, torch.zeros_like(starts))
-        rows = torch.repeat_interleave(torch.arange(len(hr), device=hr.device), lengths)
-        first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-        positions = first + torch.arange(len(rows), device=hr.device)
-        return rows, self.tails[positions]
+        return self._expand(starts, lengths)
 
     def mask(self, hr: torch.Tensor) -> torch.Tensor:
         """Dense boolean mask of known tails: shape (B, N)."""
