@@ -54,6 +54,7 @@ class ModelArtifact:
     known: torch.Tensor  # (M, 3) training triples, relations without reciprocals
     config: dict[str, Any]
     relation_texts: dict[str, str] = field(default_factory=dict)
+    entity_descriptions: list[str | None] = field(default_factory=list)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -100,6 +101,9 @@ def save_artifact(
         "entities": dataset.entities.labels,
         "relations": dataset.relations.labels,
         "entity_names": [dataset.entity_names.get(e) for e in dataset.entities.labels],
+        "entity_descriptions": [
+            dataset.entity_descriptions.get(e) for e in dataset.entities.labels
+        ],
         "relation_texts": {
             r: dataset.relation_texts[r]
             for r in dataset.relations.labels
@@ -174,10 +178,15 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
         entities = IdMap(id_maps["entities"])
         relations = IdMap(id_maps["relations"])
         names = list(id_maps.get("entity_names") or [None] * len(entities))
+        descriptions = list(id_maps.get("entity_descriptions") or [None] * len(entities))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{folder / ID_MAPS}: malformed id maps ({exc})") from exc
     model_config = config["model"]
-    if model_config["num_entities"] != len(entities) or len(names) != len(entities):
+    if (
+        model_config["num_entities"] != len(entities)
+        or len(names) != len(entities)
+        or len(descriptions) != len(entities)
+    ):
         raise ArtifactError(
             f"{folder}: the model has {model_config['num_entities']} entities but the id map "
             f"has {len(entities)}"
@@ -209,4 +218,5 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
         known=known,
         config=config,
         relation_texts=dict(id_maps.get("relation_texts") or {}),
+        entity_descriptions=descriptions,
     )

@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNAVAILABLE = "UNAVAILABLE"
     DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
@@ -71,11 +72,32 @@ class GraphUnavailableError(KGWeaveError):
     exit_code = 7
 
 
+class ServiceUnavailableError(KGWeaveError):
+    """The kgweave server cannot be reached."""
+
+    code = ErrorCode.UNAVAILABLE
+    exit_code = 7
+
+
 class FailedPreconditionError(KGWeaveError):
     """The system is not in a state to do this yet (no model trained, offline download)."""
 
     code = ErrorCode.FAILED_PRECONDITION
     exit_code = 6
+
+
+class ResourceExhaustedError(KGWeaveError):
+    """The server is saturated (scoring queue full); retrying later can succeed."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+    exit_code = 8
+
+
+class DeadlineExceededError(KGWeaveError):
+    """The caller's deadline passed before the answer was ready."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+    exit_code = 9
 
 
 def closest_names(name: str, candidates: list[str], n: int = 3) -> list[str]:

@@ -80,7 +80,7 @@ class LinkPredictor:
             return self._relation_by_text[text]
         return self.artifact.relations.id_of(text, kind="relation")
 
-    def _hr(self, query: Query) -> tuple[int, int]:
+    def hr_of(self, query: Query) -> tuple[int, int]:
         """A query as a tail-prediction pair (entity, relation with reciprocals)."""
         if (query.head is None) == (query.tail is None):
             raise InvalidArgumentError("give exactly one of head and tail")
@@ -99,19 +99,31 @@ class LinkPredictor:
             raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
         if not queries:
             return []
-        hr = torch.tensor([self._hr(q) for q in queries], dtype=torch.long, device=self.device)
+        hr = torch.tensor([self.hr_of(q) for q in queries], dtype=torch.long, device=self.device)
         return self.predict_ids(hr, k, filter_known)
 
-    def predict_ids(self, hr: torch.Tensor, k: int, filter_known: bool) -> list[list[Prediction]]:
-        """Top-``k`` for id queries. Args: hr: shape (B, 2), relations with reciprocals."""
-        scores = self.model.predict_t(hr)  # (B, N)
-        rows, tails = self.known.lookup(hr)
+    def predict_ids(
+        self, hr: torch.Tensor, k: int, filter_known: bool | torch.Tensor
+    ) -> list[list[Prediction]]:
+        """Top-``k`` for id queries, scored in one pass and ranked with one top-k.
+
+        Args:
+            hr: shape (B, 2), entity and relation ids (relations with reciprocals).
+            filter_known: for all rows, or per row (bool tensor of shape (B,)): drop
+                candidates that complete a training fact.
+        """
+        with torch.no_grad():
+            scores = self.model.predict_t(hr).float()  # (B, N)
+        rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs
+        if isinstance(filter_known, torch.Tensor):
+            drop = filter_known.to(rows.device)[rows]
+            scores[rows[drop], tails[drop]] = float("-inf")
+        elif filter_known:
+            scores[rows, tails] = float("-inf")
+        k = min(k, scores.shape[1])
+        top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
         known_mask = torch.zeros_like(scores, dtype=torch.bool)
         known_mask[rows, tails] = True
-        if filter_known:
-            scores = scores.masked_fill(known_mask, float("-inf"))
-        k = min(k, scores.shape[1])
-        top_scores, top_ids = scores.topk(k, dim=1)
         top_known = known_mask.gather(1, top_ids)
         labels = self.artifact.entities.labels
         names = self.artifact.entity_names

@@ -38,6 +38,69 @@ class Settings(BaseSettings):
         default=20.0, description="Timeout in seconds for one dataset download request."
     )
 
+    # ---- the service (``kgweave serve``) and its clients
+    graph_uri: str | None = Field(
+        default=None,
+        description="Graph database to use: falkor://host:port[/graph], bolt://..., "
+        "neo4j://...; unset: the embedded FalkorDB in the data folder.",
+    )
+    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
+    grpc_port: int = Field(
+        default=50051, ge=0, le=65535, description="gRPC port (0: pick a free one)."
+    )
+    http_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="HTTP port for /metrics (Prometheus), /healthz and POST /v1/changes "
+        "(0: pick a free one).",
+    )
+    server: str = Field(
+        default="127.0.0.1:50051",
+        description="Where CLI commands without a model folder find the server (host:port).",
+    )
+    batch_max_size: int = Field(
+        default=256, ge=1, description="Most link-prediction queries scored in one pass."
+    )
+    batch_max_wait_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="Longest a query waits for others to join its batch (milliseconds).",
+    )
+    queue_max: int = Field(
+        default=4096,
+        ge=1,
+        description="Queries waiting to be scored before new ones get RESOURCE_EXHAUSTED.",
+    )
+    activation_policy: str = Field(
+        default="if_better",
+        pattern="^(if_better|always|never)$",
+        description="When a finished training job's model is served: if_better (validation "
+        "MRR beats the active model's), always, never.",
+    )
+    bootstrap_epochs: int = Field(
+        default=100,
+        ge=1,
+        description="Epochs of the first model `kgweave serve` trains when none exists.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, description="On SIGTERM, how long requests in flight may finish."
+    )
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$", description="Server logs: text or json lines."
+    )
+    log_level: str = Field(default="INFO", description="Server log level.")
+
+    @property
+    def models_dir(self) -> Path:
+        """The model registry: one artifact folder per version, and the active pointer."""
+        return self.data_dir / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Training jobs' working folders and logs."""
+        return self.data_dir / "jobs"
+
     @property
     def graph_dir(self) -> Path:
         """Folder of the embedded FalkorDB server: data, log, pid and port."""

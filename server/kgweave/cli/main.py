@@ -67,21 +67,24 @@ def cli() -> None:
 
 @cli.command()
 @click.option(
-    "--dataset", "-d", required=True, help="Dataset name (demo, umls, fb15k-237, ...) or folder."
+    "--dataset",
+    "-d",
+    default=None,
+    help="Dataset name (demo, umls, fb15k-237, ...) or folder. Required unless --remote "
+    "(which trains on a snapshot of the server's graph by default).",
 )
 @click.option(
     "--model",
     "-m",
-    default="complex",
-    show_default=True,
-    help="transe, distmult, complex or rotate.",
+    default=None,
+    help="transe, distmult, complex or rotate. [default: complex]",
 )
 @click.option(
     "--out",
     "-o",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Folder to write the model artifact to.",
+    default=None,
+    help="Folder to write the model artifact to (required unless --remote).",
 )
 @click.option(
     "--dim",
@@ -145,18 +148,49 @@ def cli() -> None:
     help=_h("precision"),
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Train as a job of the running server (KGWEAVE_SERVER) and show its live progress.",
+)
+@click.option(
+    "--activation",
+    type=click.Choice(["if_better", "always", "never"]),
+    default=None,
+    help="With --remote: when the new model is served [default: the server's setting].",
+)
+@click.option("--detach", is_flag=True, help="With --remote: print the job id and return at once.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(
-    dataset: str, out: Path, resume: bool, no_progress: bool, as_json: bool, **options: Any
+    dataset: str | None,
+    out: Path | None,
+    resume: bool,
+    remote: bool,
+    activation: str | None,
+    detach: bool,
+    no_progress: bool,
+    as_json: bool,
+    **options: Any,
 ) -> None:
-    """Train a model on a dataset, evaluate it, and write the artifact to OUT."""
+    """Train a model on a dataset, evaluate it, and write the artifact to OUT.
+
+    With --remote, the server trains it as a job (on a snapshot of its graph unless --dataset
+    is given), registers it as a new version and activates it by policy.
+    """
     from pydantic import ValidationError
 
     from kgweave.engine import open_dataset, train_model
     from kgweave.training import TrainConfig
 
     values = {k: v for k, v in options.items() if k in _TRAIN_FIELDS and v is not None}
+    if remote:
+        from kgweave.cli.remote import train_remote
+
+        train_remote(values, dataset or "", activation or "", detach, no_progress, as_json)
+        return
+    if dataset is None or out is None:
+        raise InvalidArgumentError("give --dataset and --out (or --remote to train on the server)")
     try:
         config = TrainConfig(**values)
     except ValidationError as exc:
@@ -226,7 +260,7 @@ def eval_(model_dir: Path, dataset: str, split: str, per_relation: bool, as_json
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir", type=click.Path(path_type=Path), required=False)
 @click.option("--head", default=None, help="Head entity (id or exact name): predict tails.")
 @click.option("--relation", "-r", required=True, help="Relation (id or its text).")
 @click.option("--tail", default=None, help="Tail entity (id or exact name): predict heads.")
@@ -234,7 +268,7 @@ def eval_(model_dir: Path, dataset: str, split: str, per_relation: bool, as_json
 @click.option("--filter-known", is_flag=True, help="Drop answers already in the training graph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def predict(
-    model_dir: Path,
+    model_dir: Path | None,
     head: str | None,
     relation: str,
     tail: str | None,
@@ -242,17 +276,27 @@ def predict(
     filter_known: bool,
     as_json: bool,
 ) -> None:
-    """Most plausible tails for --head/--relation, or heads for --relation/--tail."""
-    from kgweave.artifact import load_artifact
-    from kgweave.device import resolve_device
+    """Most plausible tails for --head/--relation, or heads for --relation/--tail.
+
+    With MODEL_DIR the model is loaded here; without it the running server answers.
+    """
     from kgweave.predict import LinkPredictor, Query
 
     if (head is None) == (tail is None):
         raise InvalidArgumentError("give exactly one of --head and --tail")
-    artifact = load_artifact(model_dir, device=resolve_device(get_settings().device))
-    answers = LinkPredictor(artifact).predict(
-        [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
-    )[0]
+    if model_dir is None:
+        from kgweave.api.client import Client
+
+        with Client(get_settings().server) as client:
+            _, answers = client.predict(relation, head, tail, k, filter_known)
+    else:
+        from kgweave.artifact import load_artifact
+        from kgweave.device import resolve_device
+
+        artifact = load_artifact(model_dir, device=resolve_device(get_settings().device))
+        answers = LinkPredictor(artifact).predict(
+            [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
+        )[0]
     if as_json:
         emit_json([a.__dict__ for a in answers])
         return
@@ -374,6 +418,11 @@ def import_(
             f"of {report['dataset']} in {report['seconds']:.1f}s "
             f"({report['triples_per_second']} triples/s)"
         )
+
+
+from kgweave.cli import remote as _remote  # noqa: E402  (registers serve, status, ...)
+
+_remote.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

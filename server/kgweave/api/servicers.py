@@ -1,0 +1,248 @@
+"""gRPC servicers: translate messages to :class:`KGService` calls and back, nothing more.
+
+Every method runs under :func:`_guard`, which times it for the metrics and turns a
+:class:`KGWeaveError` into its status code (``kgweave.api.status``) with the error's one-line
+message. Anything else is logged with its traceback on the server and answered INTERNAL with
+a short line: a client never sees a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from kgweave.api.status import to_grpc
+from kgweave.errors import DeadlineExceededError, KGWeaveError
+from kgweave.predict import Query
+from kgweave.serving.jobs import Job, JobState
+from kgweave.serving.served import EntityInfo
+from kgweave.serving.service import KGService
+from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
+
+_POLICY = {
+    admin_pb2.ACTIVATION_POLICY_UNSPECIFIED: None,
+    admin_pb2.ACTIVATION_POLICY_IF_BETTER: "if_better",
+    admin_pb2.ACTIVATION_POLICY_ALWAYS: "always",
+    admin_pb2.ACTIVATION_POLICY_NEVER: "never",
+}
+_JOB_STATE = {
+    JobState.QUEUED: admin_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: admin_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: admin_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: admin_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: admin_pb2.JOB_STATE_CANCELLED,
+}
+_SETTINGS_FIELDS = (
+    "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
+    "reg_weight", "seed", "eval_every", "patience", "time_budget_s",
+)  # fmt: skip
+
+
+def _guard(method: Handler[T]) -> Handler[T]:
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await method(self, request, context)
+        except KGWeaveError as exc:
+            status = to_grpc(exc)
+            code = status.name
+            await context.abort(status, exc.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = "INTERNAL"
+            log.exception("%s failed", name)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error in {name}; see the server log"
+            )
+        finally:
+            self.service.metrics.request_seconds.labels(method=name, code=code).observe(
+                time.perf_counter() - started
+            )
+        raise AssertionError("unreachable")  # abort() raises
+
+    return wrapper
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None
+
+
+def _entity(info: EntityInfo, version: str) -> knowledge_pb2.Entity:
+    return knowledge_pb2.Entity(
+        id=info.id,
+        name=info.name,
+        description=info.description,
+        degree=info.degree,
+        facts=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in info.facts],
+        model_version=version,
+    )
+
+
+class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: KGService) -> None:
+        self.service = service
+
+    @_guard
+    async def PredictLinks(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> knowledge_pb2.PredictLinksResponse:
+        queries = [
+            Query(relation=q.relation, head=q.head or None, tail=q.tail or None)
+            for q in request.queries
+        ]
+        version, future = self.service.submit_predict(
+            queries, request.k or 10, request.filter_known, _deadline(context)
+        )
+        try:
+            answers = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        return knowledge_pb2.PredictLinksResponse(
+            results=[
+                knowledge_pb2.QueryResult(
+                    candidates=[
+                        knowledge_pb2.Candidate(
+                            rank=p.rank,
+                            entity_id=p.entity,
+                            name=p.name or "",
+                            score=p.score,
+                            known=p.known,
+                        )
+                        for p in row
+                    ]
+                )
+                for row in answers
+            ],
+            model_version=version,
+        )
+
+    @_guard
+    async def ScoreTriples(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> knowledge_pb2.ScoreTriplesResponse:
+        triples = [(t.head, t.relation, t.tail) for t in request.triples]
+        version, scores = await asyncio.to_thread(self.service.score, triples)
+        if (remaining := context.time_remaining()) is not None and remaining <= 0:
+            raise DeadlineExceededError("the deadline passed while scoring")
+        return knowledge_pb2.ScoreTriplesResponse(scores=scores, model_version=version)
+
+    @_guard
+    async def GetEntity(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> knowledge_pb2.Entity:
+        version, info = self.service.entity(request.entity, request.max_facts or 20)
+        return _entity(info, version)
+
+    @_guard
+    async def SearchEntities(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> knowledge_pb2.SearchEntitiesResponse:
+        version, infos = self.service.search(request.prefix, request.limit or 10)
+        return knowledge_pb2.SearchEntitiesResponse(entities=[_entity(i, version) for i in infos])
+
+
+def job_message(job: Job) -> admin_pb2.Job:
+    return admin_pb2.Job(
+        job_id=job.job_id,
+        state=_JOB_STATE[job.state],
+        phase=job.phase,
+        epoch=job.epoch,
+        epochs=job.epochs,
+        loss=job.loss,
+        valid_mrr=job.valid_mrr,
+        eta_s=job.eta_s,
+        model_version=job.model_version,
+        activated=job.activated,
+        message=job.message,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
+
+
+def model_message(summary: dict[str, Any]) -> admin_pb2.ModelInfo:
+    return admin_pb2.ModelInfo(**summary)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: KGService) -> None:
+        self.service = service
+
+    @_guard
+    async def StartTraining(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Job:
+        settings = request.settings
+        config = {f: getattr(settings, f) for f in _SETTINGS_FIELDS if settings.HasField(f)}
+        job = await asyncio.to_thread(
+            self.service.start_training, config, request.dataset, _POLICY.get(request.activation)
+        )
+        return job_message(job)
+
+    @_guard
+    async def GetJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
+        return job_message(self.service.jobs.get(request.job_id))
+
+    async def WatchJob(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin_pb2.Job]:
+        try:
+            job = self.service.jobs.get(request.job_id)
+        except KGWeaveError as exc:
+            await context.abort(to_grpc(exc), exc.message)
+        yield job_message(job)
+        while not job.state.final:
+            revision = job.revision
+            job = await asyncio.to_thread(
+                self.service.jobs.wait_for_change, job.job_id, revision, 1.0
+            )
+            if job.revision != revision:
+                yield job_message(job)
+
+    @_guard
+    async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
+        return job_message(self.service.jobs.cancel(request.job_id))
+
+    @_guard
+    async def ListModels(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListModelsResponse:
+        models, active = await asyncio.to_thread(self.service.list_models)
+        return admin_pb2.ListModelsResponse(
+            models=[model_message(m) for m in models], active_version=active
+        )
+
+    @_guard
+    async def ActivateModel(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ModelInfo:
+        return model_message(await asyncio.to_thread(self.service.activate, request.version))
+
+    @_guard
+    async def Status(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.StatusResponse:
+        status = await asyncio.to_thread(self.service.status)
+        active = status.pop("active_model")
+        response = admin_pb2.StatusResponse(**status)
+        if active is not None:
+            response.active_model.CopyFrom(model_message(active))
+        return response

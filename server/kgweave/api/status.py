@@ -1,0 +1,55 @@
+"""kgweave errors <-> gRPC status codes: the one place where they are mapped."""
+
+from __future__ import annotations
+
+import grpc
+
+from kgweave.errors import (
+    DeadlineExceededError,
+    ErrorCode,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    KGWeaveError,
+    NotFoundError,
+    ResourceExhaustedError,
+    ServiceUnavailableError,
+)
+
+TO_GRPC: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+_FROM_GRPC: dict[grpc.StatusCode, type[KGWeaveError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAVAILABLE: ServiceUnavailableError,
+}
+
+
+def to_grpc(error: KGWeaveError) -> grpc.StatusCode:
+    """The status code a servicer answers ``error`` with."""
+    return TO_GRPC.get(error.code, grpc.StatusCode.INTERNAL)
+
+
+def from_rpc_error(error: grpc.RpcError, address: str) -> KGWeaveError:
+    """A client-side kgweave error for a failed call (one readable line)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or str(code)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ServiceUnavailableError(
+            f"no kgweave server answers at {address}: start one with `kgweave serve` or set "
+            "KGWEAVE_SERVER"
+        )
+    cls = _FROM_GRPC.get(code, KGWeaveError)
+    return cls(details)

@@ -1,0 +1,259 @@
+"""The server and the commands that talk to it: serve, status, models, score, train --remote."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kgweave.cli.output import emit_json, err
+from kgweave.errors import InvalidArgumentError
+from kgweave.settings import get_settings
+
+
+def _client() -> Any:
+    from kgweave.api.client import Client
+
+    return Client(get_settings().server)
+
+
+@click.command()
+@click.option(
+    "--port", type=int, default=None, help="gRPC port [default: KGWEAVE_GRPC_PORT, 50051]."
+)
+@click.option("--host", default=None, help="Bind address [default: KGWEAVE_GRPC_HOST, 127.0.0.1].")
+@click.option(
+    "--http-port", type=int, default=None, help="Metrics/health/changes HTTP port [default: 8080]."
+)
+@click.option("--graph", "graph_uri", default=None, help="Graph URI [default: embedded FalkorDB].")
+@click.option("--device", default=None, help="Torch device [default: auto].")
+@click.option("--no-progress", is_flag=True, help="No progress bars while preparing.")
+def serve(
+    port: int | None,
+    host: str | None,
+    http_port: int | None,
+    graph_uri: str | None,
+    device: str | None,
+    no_progress: bool,
+) -> None:
+    """Run the kgweave server (gRPC, plus HTTP metrics) until SIGTERM or Ctrl-C.
+
+    With no graph configured it starts the embedded FalkorDB, imports the demo graph if the
+    graph is empty, trains a first model if none exists, loads it, then serves.
+    """
+    import asyncio
+
+    from kgweave.api.server import serve_forever
+    from kgweave.serving.bootstrap import prepare_service
+    from kgweave.serving.logs import configure_logging
+
+    overrides = {
+        k: v
+        for k, v in {
+            "grpc_port": port,
+            "grpc_host": host,
+            "http_port": http_port,
+            "graph_uri": graph_uri,
+            "device": device,
+        }.items()
+        if v is not None
+    }
+    settings = get_settings().model_copy(update=overrides)
+    configure_logging(settings.log_format, settings.log_level)
+    service = prepare_service(settings, progress=not no_progress)
+
+    def ready(grpc_port: int, http: int) -> None:
+        err(
+            f"kgweave serving model {service.active().version} on {settings.grpc_host}:{grpc_port}"
+            f" (metrics on http://{settings.grpc_host}:{http}/metrics); Ctrl-C stops"
+        )
+
+    asyncio.run(serve_forever(service, settings, ready))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def status(as_json: bool) -> None:
+    """The server's state: active model and its metrics, graph, device, memory, uptime."""
+    with _client() as client:
+        info = client.status()
+    if as_json:
+        emit_json(info)
+        return
+    model = info.get("active_model")
+    click.echo(f"server      {get_settings().server} (kgweave {info['kgweave_version']})")
+    click.echo(f"ready       {info['ready']}")
+    if model:
+        mrr = model.get("valid_metrics", {}).get("mrr")
+        click.echo(
+            f"model       {model['version']}: {model['model']} dim {model['dim']}, "
+            f"{model['num_entities']} entities"
+            + (f", valid MRR {mrr:.4f}" if mrr is not None else "")
+        )
+    else:
+        click.echo("model       none")
+    click.echo(f"graph       {info['graph_backend']} {info['graph_uri']}")
+    click.echo(f"device      {info['device']}")
+    click.echo(f"memory      {int(info['process_memory_bytes']) / 2**20:.0f} MiB")
+    click.echo(f"uptime      {float(info['uptime_s']):.0f}s")
+    click.echo(f"jobs        {info['active_jobs']} running")
+
+
+@click.group()
+def models() -> None:
+    """Model versions registered on the server."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def models_list(as_json: bool) -> None:
+    """Every registered version, newest first; * marks the active one."""
+    with _client() as client:
+        listing = client.models()
+    if as_json:
+        emit_json(listing)
+        return
+    click.echo(
+        f"  {'version':<8} {'model':<9} {'dim':>4} {'valid mrr':>9} {'test mrr':>9}  created"
+    )
+    for m in listing.get("models", []):
+        mark = "*" if m.get("active") else " "
+        valid = m.get("valid_metrics", {}).get("mrr")
+        test = m.get("test_metrics", {}).get("mrr")
+        click.echo(
+            f"{mark} {m['version']:<8} {m['model']:<9} {m['dim']:>4} "
+            f"{valid if valid is None else f'{valid:.4f}':>9} "
+            f"{test if test is None else f'{test:.4f}':>9}  {m['created_at']}"
+        )
+
+
+@models.command("activate")
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def models_activate(version: str, as_json: bool) -> None:
+    """Serve VERSION from now on (requests in flight finish on the old one)."""
+    with _client() as client:
+        info = client.activate(version)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"model {info['version']} is active")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--triple",
+    "-t",
+    "triples",
+    nargs=3,
+    multiple=True,
+    metavar="HEAD RELATION TAIL",
+    help="A triple to score (repeatable). Without any, tab-separated triples are read from stdin.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def score(model_dir: Path | None, triples: tuple[tuple[str, str, str], ...], as_json: bool) -> None:
+    """Score triples (higher is more plausible) with MODEL_DIR, or on the server without it."""
+    rows = [tuple(t) for t in triples]
+    if not rows:
+        for number, line in enumerate(sys.stdin, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) != 3:
+                raise InvalidArgumentError(
+                    f"stdin line {number}: expected 3 tab-separated fields, got {len(parts)}"
+                )
+            rows.append((parts[0], parts[1], parts[2]))
+    if not rows:
+        raise InvalidArgumentError("no triples given (use --triple H R T or stdin)")
+    typed = [(h, r, t) for h, r, t in rows]
+    if model_dir is None:
+        with _client() as client:
+            version, scores = client.score(typed)
+    else:
+        from kgweave.artifact import load_artifact
+        from kgweave.device import resolve_device
+        from kgweave.predict import LinkPredictor
+
+        artifact = load_artifact(model_dir, device=resolve_device(get_settings().device))
+        version, scores = artifact.version, LinkPredictor(artifact).score(typed)
+    if as_json:
+        emit_json(
+            {
+                "model_version": version,
+                "scores": [
+                    {"head": h, "relation": r, "tail": t, "score": s}
+                    for (h, r, t), s in zip(typed, scores, strict=True)
+                ],
+            }
+        )
+        return
+    for (h, r, t), s in zip(typed, scores, strict=True):
+        click.echo(f"{s:>10.4f}  {h}\t{r}\t{t}")
+
+
+_REMOTE_FIELDS = (
+    "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
+    "reg_weight", "seed", "eval_every", "patience", "time_budget_s",
+)  # fmt: skip
+
+
+def train_remote(
+    values: dict[str, Any], dataset: str, activation: str, detach: bool, quiet: bool, as_json: bool
+) -> None:
+    """``kgweave train --remote``: start a job on the server and follow it."""
+    from tqdm.auto import tqdm
+
+    unsupported = sorted(set(values) - set(_REMOTE_FIELDS))
+    if unsupported:
+        flags = ", ".join("--" + u.replace("_", "-") for u in unsupported)
+        raise InvalidArgumentError(f"{flags} cannot be sent to the server (local training only)")
+    with _client() as client:
+        job = client.start_training(values, dataset, activation)
+        if detach:
+            emit_json(job) if as_json else click.echo(job["job_id"])
+            return
+        if not as_json:
+            err(f"job {job['job_id']} started on {client.address}")
+        bar = tqdm(total=None, unit="epoch", desc="job", disable=quiet or as_json)
+        try:
+            for update in client.watch(job["job_id"]):
+                job = update
+                if job.get("epochs"):
+                    bar.total = int(job["epochs"])
+                bar.n = int(job.get("epoch", 0))
+                postfix = {"phase": job.get("phase", "")}
+                if job.get("loss"):
+                    postfix["loss"] = f"{job['loss']:.4f}"
+                if job.get("valid_mrr"):
+                    postfix["valid_mrr"] = f"{job['valid_mrr']:.4f}"
+                if float(job.get("eta_s", -1)) >= 0:
+                    postfix["eta"] = f"{float(job['eta_s']):.0f}s"
+                bar.set_postfix(postfix, refresh=False)
+                bar.refresh()
+        except KeyboardInterrupt:
+            client.cancel(job["job_id"])
+            raise
+        finally:
+            bar.close()
+    if as_json:
+        emit_json(job)
+        return
+    state = job["state"].removeprefix("JOB_STATE_").lower()
+    if state != "succeeded":
+        from kgweave.errors import KGWeaveError
+
+        raise KGWeaveError(f"job {job['job_id']} {state}: {job.get('message') or 'no details'}")
+    line = f"job {job['job_id']} succeeded: model {job['model_version']}"
+    if job.get("message"):
+        line += f" ({job['message']})"
+    click.echo(line)
+
+
+def register(group: click.Group) -> None:
+    """Add the server commands to the CLI."""
+    for command in (serve, status, models, score):
+        group.add_command(command)

@@ -1,0 +1,1 @@
+"""The serving engine behind ``kgweave serve``: model registry, hot swap, batching, jobs."""

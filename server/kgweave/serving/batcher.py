@@ -1,0 +1,165 @@
+"""Micro-batching of link-prediction queries: many callers, one scoring pass, one top-k.
+
+Callers submit already-resolved queries (ids) together with the model version they captured.
+One worker thread takes the first waiting request and every other waiting one and, under
+load, lets more join for at most ``max_wait_s`` or until ``max_batch`` queries are gathered.
+It answers the requests of the batch that share a version with one ``(B, N)`` scoring pass
+and one top-k. Requests whose
+deadline has passed are answered with :class:`DeadlineExceededError` without being scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from kgweave.errors import DeadlineExceededError, ResourceExhaustedError
+from kgweave.predict import Prediction
+from kgweave.serving.served import ServedModel
+
+log = logging.getLogger(__name__)
+
+Answer = list[list[Prediction]]
+
+
+@dataclass
+class PredictJob:
+    """One caller's queries. ``hr``: shape (B, 2) on the CPU."""
+
+    model: ServedModel
+    hr: torch.Tensor
+    k: int
+    filter_known: bool
+    deadline: float | None = None  # time.monotonic() value
+    future: Future[Answer] = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """A bounded queue in front of one scoring thread."""
+
+    def __init__(
+        self,
+        max_batch: int = 256,
+        max_wait_s: float = 0.001,
+        max_queue: int = 4096,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._queue: queue.Queue[PredictJob | None] = queue.Queue(maxsize=max_queue)
+        self._on_batch = on_batch
+        self._thread = threading.Thread(target=self._run, name="kgweave-batcher", daemon=True)
+        self._closed = False
+        self._last_batch = 0
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting."""
+        return self._queue.qsize()
+
+    def submit(self, job: PredictJob) -> Future[Answer]:
+        """Queue ``job``; raises :class:`ResourceExhaustedError` when the queue is full."""
+        if self._closed:
+            raise ResourceExhaustedError("the server is shutting down")
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ResourceExhaustedError(
+                f"the scoring queue is full ({self._queue.maxsize} requests waiting); retry later"
+            ) from None
+        return job.future
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Answer what is queued, then stop the worker."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # ---- the worker
+    def _gather(self, first: PredictJob) -> tuple[list[PredictJob], bool]:
+        batch, rows = [first], len(first.hr)
+        # wait for company only under load (the last batch had several callers): a lone
+        # caller is answered at once
+        wait = self.max_wait_s if self._last_batch > 1 else 0.0
+        until = time.monotonic() + wait
+        while rows < self.max_batch:
+            remaining = until - time.monotonic()
+            try:
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+            rows += len(item.hr)
+        return batch, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch, stop = self._gather(first)
+            self._last_batch = len(batch)
+            groups: dict[int, list[PredictJob]] = {}
+            for job in batch:
+                groups.setdefault(id(job.model), []).append(job)
+            for jobs in groups.values():
+                try:
+                    self._answer(jobs)
+                except Exception as exc:  # a bug must not kill the worker: fail these requests
+                    log.exception("scoring batch failed")
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+        # anything left after close(): refuse
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and not item.future.done():
+                item.future.set_exception(ResourceExhaustedError("the server is shutting down"))
+
+    def _answer(self, jobs: list[PredictJob]) -> None:
+        now = time.monotonic()
+        live = []
+        for job in jobs:
+            if job.future.cancelled():
+                continue
+            if job.deadline is not None and now >= job.deadline:
+                job.future.set_exception(
+                    DeadlineExceededError("the deadline passed before the query was scored")
+                )
+                continue
+            live.append(job)
+        if not live:
+            return
+        model = live[0].model
+        hr = torch.cat([job.hr for job in live]).to(model.device)  # (B, 2)
+        filter_rows = torch.cat(
+            [torch.full((len(job.hr),), job.filter_known, dtype=torch.bool) for job in live]
+        )
+        k = max(job.k for job in live)
+        answers = model.predictor.predict_ids(hr, k, filter_rows)
+        if self._on_batch is not None:
+            self._on_batch(len(hr))
+        start = 0
+        for job in live:
+            part = answers[start : start + len(job.hr)]
+            start += len(job.hr)
+            if not job.future.done():
+                job.future.set_result([row[: job.k] for row in part])

@@ -1,0 +1,134 @@
+"""One model version loaded for serving: weights on the device, lookups in memory.
+
+A :class:`ServedModel` is immutable once built. The service swaps whole objects, so a request
+that captured one answers entirely from that version.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kgweave.artifact import ModelArtifact, load_artifact
+from kgweave.errors import InvalidArgumentError
+from kgweave.predict import MAX_K, LinkPredictor, Query
+
+MAX_QUERIES = 1000
+MAX_TRIPLES = 10_000
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    """An entity with its text, degree and (some of) its facts."""
+
+    id: str
+    name: str
+    description: str
+    degree: int
+    facts: list[tuple[str, str, str]]
+
+
+class ServedModel:
+    """A registered version, loaded on ``device`` and warmed up."""
+
+    def __init__(self, version: str, artifact: ModelArtifact) -> None:
+        self.version = version
+        self.artifact = artifact
+        self.predictor = LinkPredictor(artifact)
+        self.device = self.predictor.device
+        self.loaded_at = time.time()
+        labels = artifact.entities.labels
+        # prefix search over folded names and ids: sorted (key, entity id) pairs
+        keys = {(label.casefold(), i) for i, label in enumerate(labels)}
+        keys |= {(name.casefold(), i) for i, name in enumerate(artifact.entity_names) if name}
+        self._search = sorted(keys)
+        self._search_keys = [k for k, _ in self._search]
+        # facts by entity (head or tail), as row indices into the training triples
+        known = artifact.known
+        ends = torch.cat((known[:, 0], known[:, 2]))
+        order = torch.argsort(ends, stable=True)
+        self._fact_rows = (order % max(len(known), 1)).tolist()
+        self._fact_offsets = torch.searchsorted(ends[order], torch.arange(len(labels) + 1)).tolist()
+
+    @classmethod
+    def load(cls, version: str, path: Path, device: str | torch.device) -> ServedModel:
+        """Load a version's artifact onto ``device`` and warm it up."""
+        served = cls(version, load_artifact(path, device=device))
+        served.warm_up()
+        return served
+
+    def warm_up(self) -> None:
+        """Run one of each kind of request so the first real one pays no first-call costs."""
+        n = len(self.artifact.entities)
+        hr = torch.zeros(min(8, n), 2, dtype=torch.long, device=self.device)
+        self.predictor.predict_ids(hr, min(10, n), filter_known=True)
+        if n:
+            with torch.no_grad():
+                self.predictor.model.score_hrt(
+                    torch.zeros(1, 3, dtype=torch.long, device=self.device)
+                )
+
+    # ---- requests, resolved against this version
+    def resolve_queries(self, queries: list[Query]) -> torch.Tensor:
+        """Queries as ids, shape (B, 2) on the CPU; errors name the first bad query."""
+        if not queries:
+            raise InvalidArgumentError("give at least one query")
+        if len(queries) > MAX_QUERIES:
+            raise InvalidArgumentError(
+                f"at most {MAX_QUERIES} queries per call, got {len(queries)}"
+            )
+        rows = []
+        for i, query in enumerate(queries):
+            if not query.relation:
+                raise InvalidArgumentError(f"query {i}: relation is required")
+            rows.append(self.predictor.hr_of(query))
+        return torch.tensor(rows, dtype=torch.long)
+
+    def entity(self, text: str, max_facts: int = 20) -> EntityInfo:
+        if not text:
+            raise InvalidArgumentError("give an entity id or name")
+        if not 0 <= max_facts <= 1000:
+            raise InvalidArgumentError(f"max_facts must be between 0 and 1000, got {max_facts}")
+        e = self.predictor.resolve_entity(text)
+        return self._info(e, max_facts)
+
+    def _info(self, e: int, max_facts: int) -> EntityInfo:
+        art = self.artifact
+        start, end = self._fact_offsets[e], self._fact_offsets[e + 1]
+        rows = self._fact_rows[start : min(end, start + max_facts)]
+        facts = (
+            [
+                (art.entities.labels[h], art.relations.labels[r], art.entities.labels[t])
+                for h, r, t in art.known[rows].tolist()
+            ]
+            if rows
+            else []
+        )
+        descriptions = art.entity_descriptions
+        return EntityInfo(
+            id=art.entities.labels[e],
+            name=art.entity_names[e] or "",
+            description=(descriptions[e] if e < len(descriptions) else None) or "",
+            degree=end - start,
+            facts=facts,
+        )
+
+    def search(self, prefix: str, limit: int = 10) -> list[EntityInfo]:
+        """Entities whose name or id starts with ``prefix`` (case-insensitive)."""
+        if not prefix:
+            raise InvalidArgumentError("give a non-empty prefix")
+        if not 1 <= limit <= MAX_K:
+            raise InvalidArgumentError(f"limit must be between 1 and {MAX_K}, got {limit}")
+        key = prefix.casefold()
+        lo = bisect.bisect_left(self._search_keys, key)
+        hits: dict[int, str] = {}
+        for text, e in self._search[lo:]:
+            if not text.startswith(key):
+                break
+            hits.setdefault(e, text)
+        ranked = sorted(hits, key=lambda e: (len(hits[e]), hits[e]))[:limit]
+        return [self._info(e, 0) for e in ranked]

@@ -1,0 +1,237 @@
+"""The serving engine: the active model, micro-batched queries, versions and training jobs.
+
+Transport-free: the gRPC servicers, the HTTP side and the CLI call these methods and map
+:mod:`kgweave.errors` to their own status codes.
+
+Hot swap: the active model is one reference to an immutable :class:`ServedModel`. A request
+reads it once, resolves its names and is scored against that object, so it finishes on the
+version it started on even if another version is activated meanwhile; the old version is freed
+when its last request is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgweave import __version__
+from kgweave.device import resolve_device
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.predict import MAX_K, Prediction, Query
+from kgweave.serving.batcher import Answer, MicroBatcher, PredictJob
+from kgweave.serving.jobs import Job, JobManager
+from kgweave.serving.metrics import ServiceMetrics
+from kgweave.serving.registry import ModelRegistry, ModelVersion
+from kgweave.serving.served import MAX_TRIPLES, EntityInfo, ServedModel
+from kgweave.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("if_better", "always", "never")
+
+
+class KGService:
+    """Everything ``kgweave serve`` does, callable in-process."""
+
+    def __init__(self, settings: Settings, graph_backend: str = "", graph_uri: str = "") -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.registry = ModelRegistry(settings.models_dir)
+        self.metrics = ServiceMetrics()
+        self.batcher = MicroBatcher(
+            max_batch=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+            max_queue=settings.queue_max,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.jobs = JobManager(settings, self._register_job_model)
+        self.jobs.on_change = self._job_changed
+        self.graph_backend = graph_backend
+        self.graph_uri = graph_uri
+        self.started_at = time.monotonic()
+        self._active: ServedModel | None = None
+        self._swap_lock = threading.Lock()
+        #: called with the version after each activation (the gRPC health status follows it)
+        self.on_activate: Callable[[str], None] | None = None
+
+    # ---- lifecycle
+    def load_active(self) -> ServedModel | None:
+        """Serve the registry's active version (or its newest, if none is marked active)."""
+        version = self.registry.active_version()
+        if version is None:
+            versions = self.registry.versions()
+            if not versions:
+                return None
+            version = versions[0].version
+        self.activate(version)
+        return self._active
+
+    @property
+    def ready(self) -> bool:
+        """A model is loaded and warmed up."""
+        return self._active is not None
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.batcher.close()
+
+    # ---- versions
+    def activate(self, version: str) -> dict[str, Any]:
+        """Load ``version``, warm it up, then swap it in atomically."""
+        item = self.registry.get(version)
+        with self._swap_lock:
+            current = self._active
+            if current is None or current.version != version:
+                served = ServedModel.load(version, item.path, self.device)
+                self._active = served  # the swap: one reference assignment
+            self.registry.set_active(version)
+        self.metrics.set_active(version)
+        self.metrics.swaps.inc()
+        log.info("model %s active", version)
+        if self.on_activate is not None:
+            self.on_activate(version)
+        return item.summary(active=True)
+
+    def active(self) -> ServedModel:
+        served = self._active
+        if served is None:
+            raise FailedPreconditionError(
+                "no model is active yet: train one (kgweave train --remote) or activate a "
+                "registered version (kgweave models activate VERSION)"
+            )
+        return served
+
+    def list_models(self) -> tuple[list[dict[str, Any]], str]:
+        active = self._active.version if self._active else ""
+        return [v.summary(active=v.version == active) for v in self.registry.versions()], active
+
+    # ---- queries
+    def submit_predict(
+        self,
+        queries: list[Query],
+        k: int = 10,
+        filter_known: bool = False,
+        deadline: float | None = None,
+    ) -> tuple[str, Future[Answer]]:
+        """Resolve and queue queries; the future completes with one answer list per query.
+
+        ``deadline`` is a ``time.monotonic()`` value. Raises at once for bad input.
+        """
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
+        served = self.active()
+        hr = served.resolve_queries(queries)
+        future = self.batcher.submit(PredictJob(served, hr, k, filter_known, deadline))
+        self.metrics.queue_depth.set(self.batcher.depth)
+        return served.version, future
+
+    def predict(
+        self,
+        queries: list[Query],
+        k: int = 10,
+        filter_known: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[str, list[list[Prediction]]]:
+        """Blocking form of :meth:`submit_predict`."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        version, future = self.submit_predict(queries, k, filter_known, deadline)
+        return version, future.result()
+
+    def score(self, triples: list[tuple[str, str, str]]) -> tuple[str, list[float]]:
+        if not triples:
+            raise InvalidArgumentError("give at least one triple")
+        if len(triples) > MAX_TRIPLES:
+            raise InvalidArgumentError(
+                f"at most {MAX_TRIPLES} triples per call, got {len(triples)}"
+            )
+        served = self.active()
+        return served.version, served.predictor.score(triples)
+
+    def entity(self, text: str, max_facts: int = 20) -> tuple[str, EntityInfo]:
+        served = self.active()
+        return served.version, served.entity(text, max_facts)
+
+    def search(self, prefix: str, limit: int = 10) -> tuple[str, list[EntityInfo]]:
+        served = self.active()
+        return served.version, served.search(prefix, limit)
+
+    # ---- training jobs
+    def start_training(
+        self, config: dict[str, Any], dataset: str = "", policy: str | None = None
+    ) -> Job:
+        policy = policy or self.settings.activation_policy
+        if policy not in POLICIES:
+            raise InvalidArgumentError(
+                f"activation policy {policy!r}: use one of {', '.join(POLICIES)}"
+            )
+        job = self.jobs.start(config, dataset, policy)
+        self.metrics.jobs_running.set(self.jobs.active_count())
+        return job
+
+    def _register_job_model(self, folder: Path, job: Job, policy: str) -> tuple[str, bool, str]:
+        """Called when a job succeeded: register its model and apply the policy."""
+        item = self.registry.register(folder)
+        activate, why = self._decide(item, policy)
+        if activate:
+            self.activate(item.version)
+        return item.version, activate, why
+
+    def _decide(self, item: ModelVersion, policy: str) -> tuple[bool, str]:
+        if policy == "never":
+            return False, "registered; activation policy is never"
+        if policy == "always":
+            return True, "activated (policy always)"
+        current = self._active
+        new = item.valid_mrr
+        if current is None:
+            return True, "activated: no model was active"
+        old = self.registry.get(current.version).valid_mrr
+        if new is None or old is None:
+            return False, "not activated: validation MRR missing for a comparison"
+        if new > old:
+            return True, f"activated: validation MRR {new:.4f} beats {old:.4f}"
+        return False, f"not activated: validation MRR {new:.4f} does not beat {old:.4f}"
+
+    def _job_changed(self, job: Job) -> None:
+        if job.state.final:
+            self.metrics.jobs.labels(state=job.state.value).inc()
+        self.metrics.jobs_running.set(self.jobs.active_count())
+
+    # ---- status
+    def status(self) -> dict[str, Any]:
+        served = self._active
+        active = None
+        if served is not None:
+            active = self.registry.get(served.version).summary(active=True)
+        device_bytes = 0
+        if self.device.type == "cuda":
+            device_bytes = int(torch.cuda.memory_allocated(self.device))
+        return {
+            "active_model": active,
+            "graph_backend": self.graph_backend,
+            "graph_uri": self.graph_uri,
+            "device": str(self.device),
+            "process_memory_bytes": _rss_bytes(),
+            "device_memory_bytes": device_bytes,
+            "uptime_s": time.monotonic() - self.started_at,
+            "ready": self.ready,
+            "kgweave_version": __version__,
+            "active_jobs": self.jobs.active_count(),
+        }
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unknown)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -1,0 +1,166 @@
+"""One training run of the service: snapshot (or dataset), train, evaluate, write an artifact.
+
+:func:`run_training` is plain code with a progress callback; :func:`job_process_main` runs it
+in a worker process for :mod:`kgweave.serving.jobs` (so training never blocks serving), and
+``kgweave serve`` calls it in-process for the first model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kgweave.data.dataset import IdMap, KGDataset
+from kgweave.data.split import split_triples
+from kgweave.errors import FailedPreconditionError, KGWeaveError
+from kgweave.settings import Settings
+from kgweave.training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
+    """A consistent snapshot of the configured graph as a dataset with a seeded split.
+
+    Entity ids are stable across snapshots (``data_dir/graph-ids.json``).
+    """
+    from kgweave.graph.connect import open_store
+    from kgweave.graph.sync import export_snapshot
+
+    store = open_store(settings.graph_uri, settings)
+    snapshot = export_snapshot(store, settings.data_dir / "graph-ids.json")
+    if len(snapshot.triples) == 0:
+        raise FailedPreconditionError(
+            "the graph has no triples to train on: import some first (kgweave import demo)"
+        )
+    names: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
+    for page in store.iter_entities():
+        for row in page:
+            if row.name:
+                names[row.id] = row.name
+            if row.description:
+                descriptions[row.id] = row.description
+    splits = split_triples(
+        snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
+    )
+    digest = hashlib.sha256(snapshot.triples.numpy().tobytes())
+    digest.update("\n".join(snapshot.entities.labels).encode())
+    return KGDataset(
+        name="graph",
+        entities=IdMap(snapshot.entities.labels),
+        relations=IdMap(snapshot.relations.labels),
+        splits=splits,
+        fingerprint=digest.hexdigest(),
+        entity_names=names,
+        entity_descriptions=descriptions,
+    )
+
+
+def run_training(
+    spec: dict[str, Any],
+    out: Path,
+    settings: Settings,
+    report: Report,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+) -> dict[str, Any] | None:
+    """Train as ``spec`` says and write the artifact to ``out``.
+
+    ``spec``: ``{"config": TrainConfig fields, "dataset": name/path or "" for the graph}``.
+    Returns the metrics, or None when ``should_stop`` ended the run (nothing is written).
+    """
+    from kgweave.artifact import save_artifact
+    from kgweave.device import resolve_device
+    from kgweave.engine import evaluate_on, open_dataset
+    from kgweave.training import train
+
+    config = TrainConfig(**spec.get("config", {}))
+    report({"phase": "snapshot", "epochs": config.epochs})
+    dataset = (
+        open_dataset(spec["dataset"], settings)
+        if spec.get("dataset")
+        else (graph_dataset(settings, seed=config.seed))
+    )
+    report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
+    started = time.monotonic()
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        per_epoch = (time.monotonic() - started) / row["epoch"]
+        eta = per_epoch * (config.epochs - row["epoch"])
+        if config.time_budget_s is not None:
+            eta = min(eta, max(config.time_budget_s - row["seconds"], 0.0))
+        report({"phase": "training", **row, "eta_s": eta})
+
+    result = train(
+        dataset,
+        config,
+        device=resolve_device(settings.device),
+        progress=progress,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+    )
+    if result.stopped_because == "cancelled":
+        return None
+    report({"phase": "evaluating"})
+    metrics: dict[str, Any] = {}
+    if result.best_valid is not None:
+        metrics["valid"] = result.best_valid.metrics
+    if len(dataset.split("test")):
+        metrics["test"] = evaluate_on(result.model, dataset, "test").to_dict()
+    save_artifact(
+        out,
+        result.model,
+        dataset,
+        training=config.model_dump(),
+        metrics=metrics,
+        history=result.history,
+        extra={
+            "source": spec.get("dataset") or "graph",
+            "run": {
+                "epochs_completed": result.epochs_completed,
+                "train_seconds": round(result.train_seconds, 3),
+                "stopped_because": result.stopped_because,
+                "device": result.device,
+            },
+        },
+    )
+    return metrics
+
+
+def job_process_main(
+    spec: dict[str, Any], out: str, settings_json: str, events: Any, cancel: Any
+) -> None:
+    """Entry point of a training job's worker process.
+
+    Sends dicts on ``events`` (a multiprocessing queue): progress rows, then exactly one of
+    ``{"state": "succeeded", "metrics": ...}``, ``{"state": "cancelled"}`` or
+    ``{"state": "failed", "message": ...}``.
+    """
+    settings = Settings.model_validate_json(settings_json)
+    log_path = Path(out).parent / "job.log"
+    logging.basicConfig(filename=log_path, level=logging.INFO)
+    try:
+        metrics = run_training(spec, Path(out), settings, events.put, cancel.is_set)
+        if metrics is None:
+            events.put({"state": "cancelled"})
+        else:
+            events.put({"state": "succeeded", "metrics": metrics})
+    except KGWeaveError as exc:
+        events.put({"state": "failed", "message": exc.message})
+    except BaseException as exc:  # the parent must always hear how the job ended
+        with log_path.open("a") as handle:
+            handle.write(traceback.format_exc())
+        events.put(
+            {
+                "state": "failed",
+                "message": f"internal error: {type(exc).__name__}: {exc} (details in {log_path})",
+            }
+        )

@@ -1,0 +1,1 @@
+"""Generated from proto/kgweave/v1 by grpc_tools.protoc: do not edit (see docs/api.md)."""

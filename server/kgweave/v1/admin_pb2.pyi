@@ -1,0 +1,194 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ActivationPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_POLICY_UNSPECIFIED: _ClassVar[ActivationPolicy]
+    ACTIVATION_POLICY_IF_BETTER: _ClassVar[ActivationPolicy]
+    ACTIVATION_POLICY_ALWAYS: _ClassVar[ActivationPolicy]
+    ACTIVATION_POLICY_NEVER: _ClassVar[ActivationPolicy]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+ACTIVATION_POLICY_UNSPECIFIED: ActivationPolicy
+ACTIVATION_POLICY_IF_BETTER: ActivationPolicy
+ACTIVATION_POLICY_ALWAYS: ActivationPolicy
+ACTIVATION_POLICY_NEVER: ActivationPolicy
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+
+class TrainingSettings(_message.Message):
+    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
+    REGULARIZER_FIELD_NUMBER: _ClassVar[int]
+    REG_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    regime: str
+    regularizer: str
+    reg_weight: float
+    seed: int
+    eval_every: int
+    patience: int
+    time_budget_s: float
+    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ...) -> None: ...
+
+class StartTrainingRequest(_message.Message):
+    __slots__ = ("settings", "dataset", "activation")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    settings: TrainingSettings
+    dataset: str
+    activation: ActivationPolicy
+    def __init__(self, settings: _Optional[_Union[TrainingSettings, _Mapping]] = ..., dataset: _Optional[str] = ..., activation: _Optional[_Union[ActivationPolicy, str]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "state", "phase", "epoch", "epochs", "loss", "valid_mrr", "eta_s", "model_version", "activated", "message", "created_at", "updated_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALID_MRR_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    phase: str
+    epoch: int
+    epochs: int
+    loss: float
+    valid_mrr: float
+    eta_s: float
+    model_version: str
+    activated: bool
+    message: str
+    created_at: float
+    updated_at: float
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., phase: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., valid_mrr: _Optional[float] = ..., eta_s: _Optional[float] = ..., model_version: _Optional[str] = ..., activated: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("version", "model", "dim", "num_entities", "num_relations", "valid_metrics", "test_metrics", "created_at", "active", "source")
+    class ValidMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TestMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    NUM_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    NUM_RELATIONS_FIELD_NUMBER: _ClassVar[int]
+    VALID_METRICS_FIELD_NUMBER: _ClassVar[int]
+    TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    model: str
+    dim: int
+    num_entities: int
+    num_relations: int
+    valid_metrics: _containers.ScalarMap[str, float]
+    test_metrics: _containers.ScalarMap[str, float]
+    created_at: str
+    active: bool
+    source: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., num_entities: _Optional[int] = ..., num_relations: _Optional[int] = ..., valid_metrics: _Optional[_Mapping[str, float]] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[str] = ..., active: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "active_version")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    active_version: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., active_version: _Optional[str] = ...) -> None: ...
+
+class ActivateModelRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("active_model", "graph_backend", "graph_uri", "device", "process_memory_bytes", "device_memory_bytes", "uptime_s", "ready", "kgweave_version", "active_jobs")
+    ACTIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_URI_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    KGWEAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    active_model: ModelInfo
+    graph_backend: str
+    graph_uri: str
+    device: str
+    process_memory_bytes: int
+    device_memory_bytes: int
+    uptime_s: float
+    ready: bool
+    kgweave_version: str
+    active_jobs: int
+    def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ...) -> None: ...

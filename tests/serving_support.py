@@ -1,0 +1,46 @@
+"""Test support: real models trained on the demo graph, and a real gRPC server in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from pathlib import Path
+
+from kgweave.api.server import RunningServer, start_grpc
+from kgweave.serving.service import KGService
+from kgweave.serving.training_run import run_training
+from kgweave.settings import Settings
+
+
+def train_demo_model(settings: Settings, out: Path, **config: object) -> Path:
+    """A real (small) model trained on the demo graph, written as an artifact to ``out``."""
+    run_training({"config": config, "dataset": "demo"}, out, settings, lambda _e: None)
+    return out
+
+
+def registry_with(settings: Settings, models: list[Path]) -> None:
+    """Copy trained artifacts into ``settings``' registry as v0001, v0002, ..."""
+    for i, path in enumerate(models, start=1):
+        shutil.copytree(path, settings.models_dir / f"v{i:04d}")
+
+
+class ServerThread:
+    """A real gRPC server (grpc.aio) on a free port, run by an event loop in a thread."""
+
+    def __init__(self, service: KGService) -> None:
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            start_grpc(service, "127.0.0.1", 0), self.loop
+        )
+        self.running: RunningServer = future.result(timeout=30)
+        self.address = f"127.0.0.1:{self.running.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.running.stop(1.0), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.service.close()

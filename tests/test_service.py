@@ -1,0 +1,310 @@
+"""The gRPC service against a real server on a free port, with real models and real stubs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from serving_support import ServerThread, registry_with, train_demo_model
+
+from kgweave.api.server import start_http
+from kgweave.artifact import load_artifact
+from kgweave.predict import LinkPredictor, Query
+from kgweave.serving.service import KGService
+from kgweave.settings import Settings, get_settings
+from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
+
+QUERIES = [
+    Query(relation="born_in", head="Alan Turing"),
+    Query(relation="born_in", head="albert_einstein"),
+    Query(relation="located_in", head="paris"),
+    Query(relation="born_in", tail="london"),
+    Query(relation="citizen_of", tail="united_kingdom"),
+]
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> list[Path]:
+    """Two different real models of the demo graph (trained once for the whole session)."""
+    root = tmp_path_factory.mktemp("demo-models")
+    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
+    return [
+        train_demo_model(settings, root / "a", epochs=30, dim=32, seed=0),
+        train_demo_model(settings, root / "b", epochs=30, dim=48, seed=1, model="distmult"),
+    ]
+
+
+@pytest.fixture
+def served(demo_models: list[Path]) -> Iterator[ServerThread]:
+    settings = get_settings()
+    registry_with(settings, demo_models)
+    service = KGService(settings, graph_backend="falkordb (embedded)")
+    service.activate("v0001")
+    server = ServerThread(service)
+    yield server
+    server.stop()
+
+
+def stubs(address: str) -> tuple[object, object, grpc.Channel]:
+    channel = grpc.insecure_channel(address)
+    return (
+        knowledge_pb2_grpc.KnowledgeServiceStub(channel),
+        admin_pb2_grpc.AdminServiceStub(channel),
+        channel,
+    )
+
+
+def request_of(queries: list[Query], k: int = 5, filter_known: bool = False) -> object:
+    return knowledge_pb2.PredictLinksRequest(
+        queries=[
+            knowledge_pb2.LinkQuery(head=q.head or "", relation=q.relation, tail=q.tail or "")
+            for q in queries
+        ],
+        k=k,
+        filter_known=filter_known,
+    )
+
+
+def offline(path: Path, queries: list[Query], k: int, filter_known: bool) -> list[list[tuple]]:
+    predictor = LinkPredictor(load_artifact(path))
+    return [
+        [(p.entity, p.known) for p in row]
+        for row in predictor.predict(queries, k=k, filter_known=filter_known)
+    ]
+
+
+@pytest.mark.parametrize("filter_known", [False, True])
+def test_served_predictions_equal_offline_engine(
+    served: ServerThread, demo_models: list[Path], filter_known: bool
+) -> None:
+    knowledge, _, channel = stubs(served.address)
+    response = knowledge.PredictLinks(request_of(QUERIES, k=7, filter_known=filter_known))
+    assert response.model_version == "v0001"
+    predictor = LinkPredictor(load_artifact(demo_models[0]))
+    expected = predictor.predict(QUERIES, k=7, filter_known=filter_known)
+    assert len(response.results) == len(QUERIES)
+    for got, want in zip(response.results, expected, strict=True):
+        assert [c.entity_id for c in got.candidates] == [p.entity for p in want]
+        assert [c.known for c in got.candidates] == [p.known for p in want]
+        assert [c.rank for c in got.candidates] == list(range(1, len(want) + 1))
+        for c, p in zip(got.candidates, want, strict=True):
+            assert c.score == pytest.approx(p.score, rel=1e-5, abs=1e-5)
+    if filter_known:
+        assert not any(c.known for r in response.results for c in r.candidates)
+    channel.close()
+
+
+def test_score_entity_and_search(served: ServerThread, demo_models: list[Path]) -> None:
+    knowledge, _, channel = stubs(served.address)
+    triples = [("alan_turing", "born_in", "london"), ("Albert Einstein", "born_in", "ulm")]
+    response = knowledge.ScoreTriples(
+        knowledge_pb2.ScoreTriplesRequest(
+            triples=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in triples]
+        )
+    )
+    expected = LinkPredictor(load_artifact(demo_models[0])).score(triples)
+    assert list(response.scores) == pytest.approx(expected, rel=1e-5)
+
+    entity = knowledge.GetEntity(knowledge_pb2.GetEntityRequest(entity="Alan Turing"))
+    assert entity.id == "alan_turing" and entity.name == "Alan Turing"
+    assert "mathematician" in entity.description
+    assert entity.degree == len(entity.facts) > 0
+    assert all("alan_turing" in (f.head, f.tail) for f in entity.facts)
+
+    found = knowledge.SearchEntities(knowledge_pb2.SearchEntitiesRequest(prefix="alan t"))
+    assert [e.id for e in found.entities] == ["alan_turing"]
+    many = knowledge.SearchEntities(knowledge_pb2.SearchEntitiesRequest(prefix="a", limit=3))
+    assert len(many.entities) == 3
+    assert all(e.name.lower().startswith("a") or e.id.startswith("a") for e in many.entities)
+    channel.close()
+
+
+def test_concurrent_clients_during_activation_are_answered_by_one_version(
+    served: ServerThread, demo_models: list[Path]
+) -> None:
+    expected = {
+        version: offline(path, QUERIES, k=5, filter_known=False)
+        for version, path in (("v0001", demo_models[0]), ("v0002", demo_models[1]))
+    }
+    assert expected["v0001"] != expected["v0002"]  # otherwise the test proves nothing
+    _, admin, admin_channel = stubs(served.address)
+    errors: list[BaseException] = []
+    seen: dict[str, int] = {"v0001": 0, "v0002": 0}
+    stop = threading.Event()
+
+    def client() -> None:
+        knowledge, _, channel = stubs(served.address)
+        try:
+            while not stop.is_set():
+                response = knowledge.PredictLinks(request_of(QUERIES, k=5), timeout=30)
+                got = [[(c.entity_id, c.known) for c in r.candidates] for r in response.results]
+                assert got == expected[response.model_version], response.model_version
+                seen[response.model_version] += 1
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            channel.close()
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for version in ["v0002", "v0001", "v0002", "v0001", "v0002"]:
+        time.sleep(0.15)
+        info = admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+        assert info.version == version and info.active
+    time.sleep(0.15)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    admin_channel.close()
+    assert not errors, errors[:3]
+    assert seen["v0001"] > 0 and seen["v0002"] > 0
+
+
+def _code(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code(), info.value.details()
+
+
+def test_error_codes(served: ServerThread) -> None:
+    knowledge, admin, channel = stubs(served.address)
+    q = knowledge_pb2.LinkQuery
+
+    def predict(*queries: object, k: int = 5) -> object:
+        return lambda: knowledge.PredictLinks(knowledge_pb2.PredictLinksRequest(queries=queries, k=k))
+
+    code, message = _code(predict(q(head="alan_turing", relation="born_in"), k=5000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "k must be between 1 and 1000" in message
+    code, message = _code(predict(q(head="alan_turing", relation="born_in", tail="london")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "exactly one of head and tail" in message
+    code, message = _code(predict(q(relation="born_in")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, message = _code(predict())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at least one query" in message
+    code, message = _code(predict(q(head="Alan Turin", relation="born_in")))
+    assert code == grpc.StatusCode.NOT_FOUND and "'Alan Turing'" in message
+    code, message = _code(predict(q(head="alan_turing", relation="bron_in")))
+    assert code == grpc.StatusCode.NOT_FOUND and "born_in" in message
+    code, message = _code(
+        lambda: admin.ActivateModel(admin_pb2.ActivateModelRequest(version="v0009"))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND and "v0009" in message
+    code, message = _code(lambda: admin.GetJob(admin_pb2.GetJobRequest(job_id="nope")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, message = _code(
+        lambda: admin.StartTraining(
+            admin_pb2.StartTrainingRequest(
+                settings=admin_pb2.TrainingSettings(model="transX"), dataset="demo"
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "transX" in message
+    for _, message in [(0, message)]:
+        assert "Traceback" not in message and "\n" not in message
+    channel.close()
+
+
+def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scoring pass held up on purpose (the scoring itself is real) fills the queue."""
+    monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "2")
+    settings = get_settings()
+    registry_with(settings, demo_models[:1])
+    service = KGService(settings)
+    service.activate("v0001")
+    gate = threading.Event()
+    predictor = service.active().predictor
+    original = predictor.predict_ids
+
+    def held(*args: object, **kwargs: object) -> object:
+        gate.wait(timeout=30)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(predictor, "predict_ids", held)
+    server = ServerThread(service)
+    knowledge, _, channel = stubs(server.address)
+    request = request_of(QUERIES[:1])
+    try:
+        # one request held in the scoring pass, two waiting: the queue (2) is full
+        pending = [knowledge.PredictLinks.future(request, timeout=30) for _ in range(3)]
+        deadline = time.monotonic() + 10
+        while service.batcher.depth < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        code, message = _code(lambda: knowledge.PredictLinks(request, timeout=10))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in message
+        code, _ = _code(lambda: knowledge.PredictLinks(request, timeout=0.2))
+        assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        gate.set()
+        assert all(len(p.result().results) == 1 for p in pending)
+        # with room again, a short deadline on a held scoring pass is DEADLINE_EXCEEDED
+        gate.clear()
+        code, _ = _code(lambda: knowledge.PredictLinks(request, timeout=0.3))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        gate.set()
+    finally:
+        gate.set()
+        channel.close()
+        server.stop()
+
+
+def test_no_model_is_failed_precondition_and_not_serving() -> None:
+    service = KGService(get_settings())
+    server = ServerThread(service)
+    knowledge, admin, channel = stubs(server.address)
+    try:
+        code, message = _code(lambda: knowledge.PredictLinks(request_of(QUERIES[:1])))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "no model" in message
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        status = admin.Status(admin_pb2.StatusRequest())
+        assert not status.ready and not status.HasField("active_model")
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
+    knowledge, admin, channel = stubs(served.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "kgweave.v1.KnowledgeService", "kgweave.v1.AdminService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name for a in answers for s in a.list_services_response.service}
+    assert {"kgweave.v1.KnowledgeService", "kgweave.v1.AdminService"} <= names
+    assert "grpc.health.v1.Health" in names
+
+    status = admin.Status(admin_pb2.StatusRequest())
+    assert status.ready and status.active_model.version == "v0001"
+    assert status.device == "cpu" and status.process_memory_bytes > 0
+    assert status.graph_backend == "falkordb (embedded)"
+    models = admin.ListModels(admin_pb2.ListModelsRequest())
+    assert [m.version for m in models.models] == ["v0002", "v0001"]
+    assert models.active_version == "v0001"
+    assert models.models[1].valid_metrics["mrr"] > 0
+
+    knowledge.PredictLinks(request_of(QUERIES))
+    httpd = start_http(served.service, "127.0.0.1", 0)
+    port = httpd.server_address[1]
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert 'kgweave_request_seconds_count{code="OK",method="PredictLinks"}' in text
+        assert 'kgweave_active_model{version="v0001"} 1.0' in text
+        assert "kgweave_batch_queries_bucket" in text
+        health_body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()
+        assert json.loads(health_body) == {"ready": True}
+    finally:
+        httpd.shutdown()
+    channel.close()
