@@ -34,15 +34,15 @@ def render() -> str:
         "```",
     ]
     assert isinstance(cli, click.Group)
+
+    def add(command: click.Command, path: str) -> None:
+        parts.extend(["", f"## {path}", "", "```text", _help(command, path), "```"])
+        if isinstance(command, click.Group):
+            for sub in sorted(command.commands):
+                add(command.commands[sub], f"{path} {sub}")
+
     for name in sorted(cli.commands):
-        parts += [
-            "",
-            f"## kgweave {name}",
-            "",
-            "```text",
-            _help(cli.commands[name], f"kgweave {name}"),
-            "```",
-        ]
+        add(cli.commands[name], f"kgweave {name}")
     return "\n".join(parts) + "\n"
 
 

@@ -70,7 +70,13 @@ def serve(
             f" (metrics on http://{settings.grpc_host}:{http}/metrics); Ctrl-C stops"
         )
 
-    asyncio.run(serve_forever(service, settings, ready))
+    try:
+        asyncio.run(serve_forever(service, settings, ready))
+    finally:
+        if service.owns_embedded_graph:
+            from kgweave.graph.embedded import EmbeddedFalkorDB
+
+            EmbeddedFalkorDB(settings.graph_dir).stop()
 
 
 @click.command()

@@ -32,8 +32,12 @@ def prepare_service(settings: Settings, progress: bool = True) -> KGService:
     exists (training the first from a graph snapshot), and load it."""
     from kgweave.engine import open_dataset
     from kgweave.graph.connect import open_store
+    from kgweave.graph.embedded import EmbeddedFalkorDB
     from kgweave.graph.sync import import_dataset
 
+    started_embedded = (
+        not settings.graph_uri and EmbeddedFalkorDB(settings.graph_dir).status() is None
+    )
     store = open_store(settings.graph_uri, settings)
     counts = store.counts()
     if counts["triples"] == 0 and not settings.graph_uri:
@@ -41,6 +45,7 @@ def prepare_service(settings: Settings, progress: bool = True) -> KGService:
         import_dataset(store, open_dataset("demo", settings), progress=progress)
     backend, uri = describe_graph(settings)
     service = KGService(settings, graph_backend=backend, graph_uri=uri)
+    service.owns_embedded_graph = started_embedded
     if service.load_active() is None:
         log.info("no model yet: training the first one on a snapshot of the graph")
         out = settings.jobs_dir / "bootstrap" / "model"

@@ -61,6 +61,8 @@ class KGService:
         self._swap_lock = threading.Lock()
         #: called with the version after each activation (the gRPC health status follows it)
         self.on_activate: Callable[[str], None] | None = None
+        #: this process started the embedded graph server (and stops it on shutdown)
+        self.owns_embedded_graph = False
 
     # ---- lifecycle
     def load_active(self) -> ServedModel | None:

@@ -1,0 +1,104 @@
+"""`kgweave serve` end to end, as README's main job runs it on a fresh machine.
+
+From an empty data folder: the embedded FalkorDB starts, the demo graph is imported, a first
+model is trained from a graph snapshot, then the server answers the CLI's remote commands;
+SIGTERM drains and stops it (and the graph server it started).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kgweave.cli.main import main
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    address = f"127.0.0.1:{grpc_port}"
+    env = {
+        **os.environ,
+        "KGWEAVE_GRPC_PORT": str(grpc_port),
+        "KGWEAVE_HTTP_PORT": str(http_port),
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "30",
+        "KGWEAVE_LOG_FORMAT": "json",
+    }
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kgweave.cli.main", "serve", "--no-progress"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    monkeypatch.setenv("KGWEAVE_SERVER", address)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            code, out, _ = cli(capsys, "status", "--json")
+            if code == 0 and json.loads(out)["ready"]:
+                break
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        status = json.loads(out)
+        assert status["ready"], (tmp_path / "serve.log").read_text()
+        assert status["active_model"]["version"] == "v0001"
+        assert status["active_model"]["source"] == "graph"
+        assert status["graph_backend"] == "falkordb (embedded)"
+
+        code, out, _ = cli(
+            capsys, "predict", "--head", "Alan Turing", "--relation", "born_in", "-k", "3", "--json"
+        )
+        assert code == 0
+        answers = json.loads(out)
+        assert [a["rank"] for a in answers] == [1, 2, 3]
+
+        code, out, _ = cli(capsys, "score", "-t", "alan_turing", "born_in", "london", "--json")
+        assert code == 0 and json.loads(out)["model_version"] == "v0001"
+
+        code, out, _ = cli(capsys, "models", "list")
+        assert code == 0 and "* v0001" in out
+
+        code, _, err = cli(capsys, "predict", "--head", "Nobody", "--relation", "born_in")
+        assert code == 3 and err.startswith("error: unknown entity") and err.count("\n") == 1
+
+        code, out, _ = cli(capsys, "train", "--remote", "--epochs", "5", "--activation", "never")
+        assert code == 0 and "succeeded: model v0002" in out, out
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        messages = [entry["msg"] for entry in lines]
+        assert any("demo graph" in m for m in messages)
+        assert any(m.startswith("shutting down") for m in messages)
+        assert messages[-1] == "stopped"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+        main(["graph", "stop"])  # no-op when serve already stopped the server it started
+    code, _, err = cli(capsys, "status")
+    assert code == 7 and "no kgweave server answers" in err
