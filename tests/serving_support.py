@@ -33,9 +33,7 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        future = asyncio.run_coroutine_threadsafe(
-            start_grpc(service, "127.0.0.1", 0), self.loop
-        )
+        future = asyncio.run_coroutine_threadsafe(start_grpc(service, "127.0.0.1", 0), self.loop)
         self.running: RunningServer = future.result(timeout=30)
         self.address = f"127.0.0.1:{self.running.port}"
 

@@ -30,3 +30,11 @@ def test_cli_reference_is_current() -> None:
 
     committed = (DOCS / "cli.md").read_text()
     assert committed == render(), "regenerate: python -m kgweave.cli.reference > docs/cli.md"
+
+
+def test_settings_reference_is_current() -> None:
+    from kgweave.cli.reference import render_settings
+
+    committed = (DOCS / "settings.md").read_text()
+    expected = "regenerate: python -m kgweave.cli.reference --settings > docs/settings.md"
+    assert committed == render_settings(), expected

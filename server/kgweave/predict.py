@@ -5,13 +5,16 @@ The CLI calls it in-process; the gRPC service will call the same functions.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 
 from kgweave.artifact import ModelArtifact
 from kgweave.data.dataset import TailIndex, with_reciprocals
+from kgweave.device import cpu_has_native_bf16
 from kgweave.errors import InvalidArgumentError, NotFoundError, closest_names
+from kgweave.models import KGEModel
 
 MAX_K = 1000
 
@@ -36,13 +39,41 @@ class Prediction:
     known: bool  # the completed triple is in the training graph
 
 
-class LinkPredictor:
-    """Answers link-prediction and scoring requests on one model artifact."""
+def resolve_score_precision(precision: str, device: torch.device, num_entities: int) -> str:
+    """``auto``: bf16 candidate search on CUDA with bf16 and on CPUs with native bf16, for
+    graphs of at least 2,000 entities; fp32 otherwise."""
+    if precision != "auto":
+        if precision not in ("fp32", "bf16"):
+            raise InvalidArgumentError(f"score precision {precision!r}: use auto, fp32 or bf16")
+        return precision
+    if num_entities < 2000:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
-    def __init__(self, artifact: ModelArtifact) -> None:
+
+class LinkPredictor:
+    """Answers link-prediction and scoring requests on one model artifact.
+
+    With ``precision="bf16"`` the all-entities pass runs on a bfloat16 copy of the model (2-4x
+    faster on hardware with native bf16) and only finds candidates: the best
+    ``k + RESCORE_MARGIN`` of each query are then rescored exactly in fp32 and ranked by those
+    scores, so returned scores are the fp32 model's. The top-k can only differ from a pure
+    fp32 pass if a true top-k entity falls below ``k + RESCORE_MARGIN`` others under bf16
+    rounding (relative error about 0.4%).
+    """
+
+    RESCORE_MARGIN = 32
+
+    def __init__(self, artifact: ModelArtifact, precision: str = "fp32") -> None:
         self.artifact = artifact
         self.model = artifact.model
         self.device = artifact.model.entity.weight.device
+        self.precision = resolve_score_precision(precision, self.device, len(artifact.entities))
+        self._fast: KGEModel | None = None
+        if self.precision == "bf16":
+            self._fast = copy.deepcopy(self.model).to(torch.bfloat16).eval()
         num_base = len(artifact.relations)
         self.known = TailIndex(
             with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
@@ -113,7 +144,10 @@ class LinkPredictor:
                 candidates that complete a training fact.
         """
         with torch.no_grad():
-            scores = self.model.predict_t(hr).float()  # (B, N)
+            if self._fast is not None:
+                scores = self._fast.score_t(hr)  # (B, N) bf16: candidate search only
+            else:
+                scores = self.model.predict_t(hr).float()  # (B, N)
         rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs
         if isinstance(filter_known, torch.Tensor):
             drop = filter_known.to(rows.device)[rows]
@@ -121,7 +155,10 @@ class LinkPredictor:
         elif filter_known:
             scores[rows, tails] = float("-inf")
         k = min(k, scores.shape[1])
-        top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
+        if self._fast is None:
+            top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
+        else:
+            top_scores, top_ids = self._rescore(hr, scores, k)
         known_mask = torch.zeros_like(scores, dtype=torch.bool)
         known_mask[rows, tails] = True
         top_known = known_mask.gather(1, top_ids)
@@ -141,6 +178,22 @@ class LinkPredictor:
                 ]
             )
         return out
+
+    def _rescore(
+        self, hr: torch.Tensor, approx: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact fp32 top-``k`` among the best candidates of a bf16 pass.
+
+        Args: hr: (B, 2); approx: (B, N) bf16 scores, -inf where filtered. Returns (B, k) fp32
+        scores (-inf kept for filtered) and entity ids.
+        """
+        c = min(k + self.RESCORE_MARGIN, approx.shape[1])
+        cand_scores, cand = approx.topk(c, dim=1)  # (B, C)
+        with torch.no_grad():
+            exact = self.model.score_candidates(hr, cand).float()  # (B, C)
+        exact = exact.masked_fill(cand_scores == float("-inf"), float("-inf"))
+        top_scores, pos = exact.topk(k, dim=1)
+        return top_scores, cand.gather(1, pos)
 
     def score(self, triples: list[tuple[str, str, str]]) -> list[float]:
         """Scores of labelled (or named) triples, higher is more plausible."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,32 @@ class Settings(BaseSettings):
         default=None,
         description="Graph database to use: falkor://host:port[/graph], bolt://..., "
         "neo4j://...; unset: the embedded FalkorDB in the data folder.",
+    )
+    graph_user: str | None = Field(
+        default=None,
+        description="Neo4j user when the graph URI carries none (bolt://user:password@host).",
+    )
+    graph_password: SecretStr | None = Field(
+        default=None, description="Neo4j password when the graph URI carries none."
+    )
+    graph_database: str | None = Field(
+        default=None,
+        description="Neo4j database when the graph URI has no /database path; unset: the "
+        "user's home database.",
+    )
+    graph_batch_size: int = Field(
+        default=1000, ge=1, description="Rows per UNWIND write transaction sent to Neo4j."
+    )
+    graph_tls_ca: Path | None = Field(
+        default=None,
+        description="CA certificate file (PEM) to trust for Neo4j TLS instead of the system's "
+        "CAs; use with bolt+s:// or neo4j+s://.",
+    )
+    graph_retry_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long to retry an unreachable Neo4j, or a transaction that failed "
+        "transiently, before giving up (exponential backoff).",
     )
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(
@@ -82,6 +108,14 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         description="Epochs of the first model `kgweave serve` trains when none exists.",
+    )
+    score_precision: str = Field(
+        default="auto",
+        pattern="^(auto|fp32|bf16)$",
+        description="Link prediction's all-entities pass: fp32, or bf16 candidate search "
+        "followed by exact fp32 rescoring of the best k+32 (same answers, 2-4x faster where "
+        "bf16 is native). auto: bf16 on CUDA and on CPUs with native bf16 for graphs of "
+        "2,000+ entities.",
     )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long requests in flight may finish."

@@ -293,8 +293,9 @@ def predict(
         from kgweave.artifact import load_artifact
         from kgweave.device import resolve_device
 
-        artifact = load_artifact(model_dir, device=resolve_device(get_settings().device))
-        answers = LinkPredictor(artifact).predict(
+        settings = get_settings()
+        artifact = load_artifact(model_dir, device=resolve_device(settings.device))
+        answers = LinkPredictor(artifact, settings.score_precision).predict(
             [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
         )[0]
     if as_json:

@@ -1,7 +1,9 @@
-"""Render ``kgweave --help`` and every command's help as Markdown (docs/cli.md).
+"""Render ``kgweave --help`` and every command's help (docs/cli.md), and every setting
+(docs/settings.md), as Markdown.
 
-``python -m kgweave.cli.reference > docs/cli.md`` regenerates the page; a test checks that the
-committed page matches the current help texts, so they cannot drift.
+``python -m kgweave.cli.reference > docs/cli.md`` and
+``python -m kgweave.cli.reference --settings > docs/settings.md`` regenerate the pages; tests
+check that the committed pages match the code, so they cannot drift.
 """
 
 from __future__ import annotations
@@ -46,5 +48,36 @@ def render() -> str:
     return "\n".join(parts) + "\n"
 
 
+def render_settings() -> str:
+    """Every ``KGWEAVE_*`` setting with its type, default and description."""
+    from kgweave.settings import Settings
+
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `kgweave.settings.Settings` by "
+        "`python -m kgweave.cli.reference --settings > docs/settings.md`.",
+        "",
+        "Every setting is an environment variable; `kgweave serve` also takes the most used ones "
+        "as flags (`--port`, `--host`, `--http-port`, `--graph`, `--device`).",
+        "",
+        "| variable | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        kind = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        kind = kind.replace("pathlib.", "").replace("typing.", "").replace(" | ", " or ")
+        default = field.default
+        if name == "data_dir":
+            default = "~/.kgweave"
+        shown = "unset" if default is None else f"`{default}`"
+        lines.append(
+            f"| `KGWEAVE_{name.upper()}` | {kind} | {shown} | {field.description or ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render_settings() if "--settings" in sys.argv else render(), end="")

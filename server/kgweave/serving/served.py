@@ -35,10 +35,10 @@ class EntityInfo:
 class ServedModel:
     """A registered version, loaded on ``device`` and warmed up."""
 
-    def __init__(self, version: str, artifact: ModelArtifact) -> None:
+    def __init__(self, version: str, artifact: ModelArtifact, precision: str = "fp32") -> None:
         self.version = version
         self.artifact = artifact
-        self.predictor = LinkPredictor(artifact)
+        self.predictor = LinkPredictor(artifact, precision=precision)
         self.device = self.predictor.device
         self.loaded_at = time.time()
         labels = artifact.entities.labels
@@ -55,9 +55,11 @@ class ServedModel:
         self._fact_offsets = torch.searchsorted(ends[order], torch.arange(len(labels) + 1)).tolist()
 
     @classmethod
-    def load(cls, version: str, path: Path, device: str | torch.device) -> ServedModel:
+    def load(
+        cls, version: str, path: Path, device: str | torch.device, precision: str = "fp32"
+    ) -> ServedModel:
         """Load a version's artifact onto ``device`` and warm it up."""
-        served = cls(version, load_artifact(path, device=device))
+        served = cls(version, load_artifact(path, device=device), precision)
         served.warm_up()
         return served
 

@@ -92,7 +92,9 @@ class KGService:
         with self._swap_lock:
             current = self._active
             if current is None or current.version != version:
-                served = ServedModel.load(version, item.path, self.device)
+                served = ServedModel.load(
+                    version, item.path, self.device, self.settings.score_precision
+                )
                 self._active = served  # the swap: one reference assignment
             self.registry.set_active(version)
         self.metrics.set_active(version)

@@ -1,0 +1,254 @@
+"""Serving load test: PredictLinks top-10 through the real gRPC server vs in-process scoring.
+
+Usage::
+
+    python benchmarks/serve_load.py --model MODEL_DIR [--seconds 10] [--clients 1,8,64]
+
+Starts ``kgweave``'s server (the same code as ``kgweave serve``: registry, hot-swappable
+model, micro-batcher, grpc.aio) in its own process with MODEL_DIR registered and active, then
+runs closed-loop clients (one query per call, tail prediction for a random (head, relation) of
+the model's graph, k=10) from a separate process with grpc.aio, for each concurrency level.
+In the same run it measures the in-process baseline: the engine's scoring + top-k
+(``LinkPredictor.predict_ids``) called directly with batches of the same sizes. Prints and
+writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---- server process
+
+
+def run_server(model: Path, port: int, data_dir: Path) -> None:
+    from kgweave.api.server import serve_forever
+    from kgweave.serving.service import KGService
+    from kgweave.settings import Settings
+
+    settings = Settings(
+        data_dir=data_dir, grpc_port=port, http_port=0, log_level="WARNING", device="auto"
+    )
+    shutil.copytree(model, settings.models_dir / "v0001")
+    service = KGService(settings)
+    service.activate("v0001")
+    asyncio.run(serve_forever(service, settings, lambda _g, _h: print("READY", flush=True)))
+
+
+# ---- client process
+
+
+def queries_of(model: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    ids = json.loads((model / "id_maps.json").read_text())
+    from safetensors.torch import load_file
+
+    train = load_file(str(model / "model.safetensors"))["graph.train"]
+    rng = random.Random(seed)
+    rows = [train[rng.randrange(len(train))].tolist() for _ in range(n)]
+    return [(ids["entities"][h], ids["relations"][r]) for h, r, _ in rows]
+
+
+async def load(
+    address: str, queries: list[tuple[str, str]], clients: int, seconds: float, method: str
+) -> dict[str, Any]:
+    """Closed-loop clients for ``seconds``. ``method``: PredictLinks (top-10, one query per
+    call) or GetEntity (the transport ceiling: an RPC that does almost nothing)."""
+    import grpc
+
+    from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+
+    if method == "PredictLinks":
+        requests: list[Any] = [
+            knowledge_pb2.PredictLinksRequest(
+                queries=[knowledge_pb2.LinkQuery(head=h, relation=r)], k=10
+            )
+            for h, r in queries
+        ]
+    else:
+        requests = [knowledge_pb2.GetEntityRequest(entity=h, max_facts=1) for h, _ in queries]
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+        call = getattr(stub, method)
+        for request in requests[:50]:  # warm-up
+            await call(request)
+        stop_at = time.perf_counter() + seconds
+
+        async def client(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                try:
+                    await call(requests[i % len(requests)], timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+                i += clients
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - began
+    return {
+        "method": method,
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "qps": len(latencies) / elapsed,
+        "p50_ms": 1000 * percentile(latencies, 0.50),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
+        "mean_ms": 1000 * statistics.fmean(latencies),
+    }
+
+
+def run_clients(address: str, model: Path, levels: list[int], seconds: float) -> None:
+    queries = queries_of(model, 4096)
+    results = [asyncio.run(load(address, queries, c, seconds, "PredictLinks")) for c in levels]
+    results += [asyncio.run(load(address, queries, max(levels), seconds, "GetEntity"))]
+    print(json.dumps(results), flush=True)
+
+
+# ---- in-process baseline
+
+
+def in_process(
+    model: Path, batch_sizes: list[int], seconds: float, precision: str
+) -> list[dict[str, Any]]:
+    import torch
+
+    from kgweave.artifact import load_artifact
+    from kgweave.device import resolve_device
+    from kgweave.predict import LinkPredictor, Query
+
+    predictor = LinkPredictor(load_artifact(model, device=resolve_device("auto")), precision)
+    queries = queries_of(model, 4096)
+    hr_all = torch.tensor(
+        [predictor.hr_of(Query(relation=r, head=h)) for h, r in queries],
+        device=predictor.device,
+    )
+    out = []
+    for batch in batch_sizes:
+        predictor.predict_ids(hr_all[:batch], 10, False)  # warm-up
+        done, latencies = 0, []
+        stop_at = time.perf_counter() + seconds
+        began = time.perf_counter()
+        i = 0
+        while time.perf_counter() < stop_at:
+            rows = hr_all[i : i + batch] if i + batch <= len(hr_all) else hr_all[:batch]
+            started = time.perf_counter()
+            predictor.predict_ids(rows, 10, False)
+            latencies.append(time.perf_counter() - started)
+            done += len(rows)
+            i = (i + batch) % len(hr_all)
+        elapsed = time.perf_counter() - began
+        out.append(
+            {
+                "batch": batch,
+                "qps": done / elapsed,
+                "p50_ms": 1000 * percentile(latencies, 0.5),
+                "p99_ms": 1000 * percentile(latencies, 0.99),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="model artifact folder")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per level")
+    parser.add_argument("--clients", default="1,8,64")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--role", choices=["main", "server", "clients"], default="main")
+    parser.add_argument("--address", default="")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+    if args.role == "server":
+        run_server(args.model, args.port, args.data_dir)
+        return
+    if args.role == "clients":
+        run_clients(args.address, args.model, levels, args.seconds)
+        return
+
+    from kgweave.settings import get_settings
+
+    precision = get_settings().score_precision  # the server resolves the same setting
+    baseline = in_process(args.model, sorted({1, *levels, 256}), args.seconds, precision)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--role", "server", "--model", str(args.model),
+             "--port", str(port), "--data-dir", tmp],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().strip() == "READY"
+            done = subprocess.run(
+                [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
+                 "--address", f"127.0.0.1:{port}", "--clients", args.clients,
+                 "--seconds", str(args.seconds)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    served = [m for m in measured if m["method"] == "PredictLinks"]
+    ceiling = [m for m in measured if m["method"] == "GetEntity"]
+    best_in_process = max(b["qps"] for b in baseline)
+    config = json.loads((args.model / "config.json").read_text())
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "model": {**config["model"], "dataset": config["dataset"]["name"]},
+        "score_precision": precision,
+        "served": served,
+        "transport_ceiling": ceiling,
+        "in_process": baseline,
+        "served_over_best_in_process": {
+            str(s["clients"]): s["qps"] / best_in_process for s in served
+        },
+    }
+    print(f"{'clients':>7} {'qps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  method")
+    for s in served + ceiling:
+        print(
+            f"{s['clients']:>7} {s['qps']:>9.0f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} "
+            f"{s['errors']:>6}  {s['method']}"
+        )
+    print(f"{'batch':>7} {'qps':>9} {'p50 ms':>8} {'p99 ms':>8}  (in-process scoring + top-k)")
+    for b in baseline:
+        print(f"{b['batch']:>7} {b['qps']:>9.0f} {b['p50_ms']:>8.2f} {b['p99_ms']:>8.2f}")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

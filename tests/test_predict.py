@@ -1,0 +1,60 @@
+"""Link prediction's bf16 candidate search gives the fp32 answers, with fp32 scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgweave.artifact import load_artifact
+from kgweave.engine import open_dataset, train_model
+from kgweave.predict import LinkPredictor, resolve_score_precision
+from kgweave.settings import get_settings
+from kgweave.training import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def umls_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("umls") / "model"
+    settings = get_settings().model_copy(update={"datasets_dir": datasets_dir})
+    dataset = open_dataset("umls", settings)
+    train_model(
+        dataset, TrainConfig(epochs=20, dim=64), out, settings, progress=False,
+        evaluate_test=False,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("filter_known", [False, True])
+def test_bf16_candidates_rescored_match_fp32(umls_model: Path, filter_known: bool) -> None:
+    artifact = load_artifact(umls_model)
+    exact = LinkPredictor(artifact, precision="fp32")
+    fast = LinkPredictor(artifact, precision="bf16")
+    assert fast.precision == "bf16"
+    generator = torch.Generator().manual_seed(0)
+    hr = torch.stack(
+        (
+            torch.randint(0, len(artifact.entities), (200,), generator=generator),
+            torch.randint(0, 2 * len(artifact.relations), (200,), generator=generator),
+        ),
+        dim=1,
+    )
+    want = exact.predict_ids(hr, 10, filter_known)
+    got = fast.predict_ids(hr, 10, filter_known)
+    same = sum(
+        [p.entity for p in a] == [p.entity for p in b] for a, b in zip(got, want, strict=True)
+    )
+    assert same == len(want)
+    for a, b in zip(got, want, strict=True):
+        # scores are the fp32 model's, not bf16 approximations
+        assert [p.score for p in a] == pytest.approx([p.score for p in b], rel=1e-5, abs=1e-5)
+        assert [p.known for p in a] == [p.known for p in b]
+
+
+def test_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_score_precision("auto", cpu, 100) == "fp32"
+    assert resolve_score_precision("bf16", cpu, 100) == "bf16"
+    with pytest.raises(Exception, match="use auto, fp32 or bf16"):
+        resolve_score_precision("fp8", cpu, 100)
