@@ -87,31 +87,109 @@ class GetEntityRequest(_message.Message):
     def __init__(self, entity: _Optional[str] = ..., max_facts: _Optional[int] = ...) -> None: ...
 
 class Entity(_message.Message):
-    __slots__ = ("id", "name", "description", "degree", "facts", "model_version")
+    __slots__ = ("id", "name", "description", "degree", "facts", "model_version", "similarity")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DEGREE_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
     degree: int
     facts: _containers.RepeatedCompositeFieldContainer[Triple]
     model_version: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., degree: _Optional[int] = ..., facts: _Optional[_Iterable[_Union[Triple, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    similarity: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., degree: _Optional[int] = ..., facts: _Optional[_Iterable[_Union[Triple, _Mapping]]] = ..., model_version: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class SearchEntitiesRequest(_message.Message):
-    __slots__ = ("prefix", "limit")
+    __slots__ = ("prefix", "limit", "text")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     prefix: str
     limit: int
-    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    text: str
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
 class SearchEntitiesResponse(_message.Message):
     __slots__ = ("entities",)
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     entities: _containers.RepeatedCompositeFieldContainer[Entity]
     def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ...) -> None: ...
+
+class VerbalizeRequest(_message.Message):
+    __slots__ = ("entity", "triples", "max_chars")
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    TRIPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHARS_FIELD_NUMBER: _ClassVar[int]
+    entity: str
+    triples: _containers.RepeatedCompositeFieldContainer[Triple]
+    max_chars: int
+    def __init__(self, entity: _Optional[str] = ..., triples: _Optional[_Iterable[_Union[Triple, _Mapping]]] = ..., max_chars: _Optional[int] = ...) -> None: ...
+
+class VerbalizeResponse(_message.Message):
+    __slots__ = ("text", "sentences", "model_version")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    sentences: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    def __init__(self, text: _Optional[str] = ..., sentences: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class CompleteRequest(_message.Message):
+    __slots__ = ("query", "k", "kge_candidates", "generate", "write_to_graph", "min_score")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    KGE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TO_GRAPH_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    query: LinkQuery
+    k: int
+    kge_candidates: int
+    generate: bool
+    write_to_graph: bool
+    min_score: float
+    def __init__(self, query: _Optional[_Union[LinkQuery, _Mapping]] = ..., k: _Optional[int] = ..., kge_candidates: _Optional[int] = ..., generate: _Optional[bool] = ..., write_to_graph: _Optional[bool] = ..., min_score: _Optional[float] = ...) -> None: ...
+
+class CompletionCandidate(_message.Message):
+    __slots__ = ("rank", "entity_id", "name", "kge_score", "lm_logprob", "combined_score", "source", "evidence", "known")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KGE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    COMBINED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    entity_id: str
+    name: str
+    kge_score: float
+    lm_logprob: float
+    combined_score: float
+    source: str
+    evidence: str
+    known: bool
+    def __init__(self, rank: _Optional[int] = ..., entity_id: _Optional[str] = ..., name: _Optional[str] = ..., kge_score: _Optional[float] = ..., lm_logprob: _Optional[float] = ..., combined_score: _Optional[float] = ..., source: _Optional[str] = ..., evidence: _Optional[str] = ..., known: _Optional[bool] = ...) -> None: ...
+
+class CompleteResponse(_message.Message):
+    __slots__ = ("candidates", "model_version", "w_kge", "w_lm", "bias", "written")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    W_KGE_FIELD_NUMBER: _ClassVar[int]
+    W_LM_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[CompletionCandidate]
+    model_version: str
+    w_kge: float
+    w_lm: float
+    bias: float
+    written: int
+    def __init__(self, candidates: _Optional[_Iterable[_Union[CompletionCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., w_kge: _Optional[float] = ..., w_lm: _Optional[float] = ..., bias: _Optional[float] = ..., written: _Optional[int] = ...) -> None: ...

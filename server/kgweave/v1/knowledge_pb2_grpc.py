@@ -54,6 +54,16 @@ class KnowledgeServiceStub:
                 request_serializer=kgweave_dot_v1_dot_knowledge__pb2.SearchEntitiesRequest.SerializeToString,
                 response_deserializer=kgweave_dot_v1_dot_knowledge__pb2.SearchEntitiesResponse.FromString,
                 _registered_method=True)
+        self.Verbalize = channel.unary_unary(
+                '/kgweave.v1.KnowledgeService/Verbalize',
+                request_serializer=kgweave_dot_v1_dot_knowledge__pb2.VerbalizeRequest.SerializeToString,
+                response_deserializer=kgweave_dot_v1_dot_knowledge__pb2.VerbalizeResponse.FromString,
+                _registered_method=True)
+        self.Complete = channel.unary_unary(
+                '/kgweave.v1.KnowledgeService/Complete',
+                request_serializer=kgweave_dot_v1_dot_knowledge__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=kgweave_dot_v1_dot_knowledge__pb2.CompleteResponse.FromString,
+                _registered_method=True)
 
 
 class KnowledgeServiceServicer:
@@ -82,7 +92,24 @@ class KnowledgeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchEntities(self, request, context):
-        """Entities whose name (or id) starts with a prefix, case-insensitively, shortest first.
+        """Entities whose name (or id) starts with a prefix, case-insensitively, shortest first; or,
+        with `text`, the entities whose text is semantically closest to free text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verbalize(self, request, context):
+        """Graph to text: an entity with its neighbourhood, or given triples, as fluent sentences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Complete(self, request, context):
+        """LLM-driven completion of (head, relation, ?) or (?, relation, tail): candidates from the
+        embeddings' top-N and from the language model (constrained to entity names), re-ranked by
+        a combination of both scores fitted on validation, each with its verbalized evidence.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +137,16 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.SearchEntities,
                     request_deserializer=kgweave_dot_v1_dot_knowledge__pb2.SearchEntitiesRequest.FromString,
                     response_serializer=kgweave_dot_v1_dot_knowledge__pb2.SearchEntitiesResponse.SerializeToString,
+            ),
+            'Verbalize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verbalize,
+                    request_deserializer=kgweave_dot_v1_dot_knowledge__pb2.VerbalizeRequest.FromString,
+                    response_serializer=kgweave_dot_v1_dot_knowledge__pb2.VerbalizeResponse.SerializeToString,
+            ),
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=kgweave_dot_v1_dot_knowledge__pb2.CompleteRequest.FromString,
+                    response_serializer=kgweave_dot_v1_dot_knowledge__pb2.CompleteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +257,60 @@ class KnowledgeService:
             '/kgweave.v1.KnowledgeService/SearchEntities',
             kgweave_dot_v1_dot_knowledge__pb2.SearchEntitiesRequest.SerializeToString,
             kgweave_dot_v1_dot_knowledge__pb2.SearchEntitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verbalize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kgweave.v1.KnowledgeService/Verbalize',
+            kgweave_dot_v1_dot_knowledge__pb2.VerbalizeRequest.SerializeToString,
+            kgweave_dot_v1_dot_knowledge__pb2.VerbalizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kgweave.v1.KnowledgeService/Complete',
+            kgweave_dot_v1_dot_knowledge__pb2.CompleteRequest.SerializeToString,
+            kgweave_dot_v1_dot_knowledge__pb2.CompleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
