@@ -143,18 +143,16 @@ def start_http(
     return httpd
 
 
-def change_receiver(settings: Settings) -> Callable[[bytes], int]:
-    """Append posted change events to the durable event log; returns how many were taken."""
-    from kgweave.changes.log import EventLog
-
-    lock = threading.Lock()
+def change_receiver(service: KGService) -> Callable[[bytes], int]:
+    """Append posted change events to the service's durable event log; returns how many."""
 
     def receive(body: bytes) -> int:
         from kgweave.changes.http_payload import parse_change_payload
 
         events = parse_change_payload(body)
-        with lock, EventLog(settings.data_dir / "changes") as event_log:
-            event_log.append(events)
+        service.event_log.append(events)
+        if service.retrainer is not None:
+            service.retrainer.check_now()
         return len(events)
 
     return receive
@@ -171,7 +169,7 @@ async def serve_forever(
 ) -> None:
     """Run gRPC and HTTP until SIGTERM/SIGINT (or ``stop_event``), then drain and stop."""
     running = await start_grpc(service, settings.grpc_host, settings.grpc_port)
-    httpd = start_http(service, settings.grpc_host, settings.http_port, change_receiver(settings))
+    httpd = start_http(service, settings.grpc_host, settings.http_port, change_receiver(service))
     http_port = httpd.server_address[1]
     log.info(
         "serving gRPC on %s:%d, HTTP on %s:%d (model %s)",

@@ -63,6 +63,11 @@ def serve(
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
     service = prepare_service(settings, progress=not no_progress)
+    if settings.retrain_min_events > 0:
+        from kgweave.graph.connect import open_store
+
+        store = open_store(settings.graph_uri, settings)
+        service.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:
         err(

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +32,11 @@ from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.registry import ModelRegistry, ModelVersion
 from kgweave.serving.served import MAX_TRIPLES, EntityInfo, ServedModel
 from kgweave.settings import Settings
+
+if TYPE_CHECKING:
+    from kgweave.changes import EventLog
+    from kgweave.graph.store import GraphStore
+    from kgweave.serving.retrain import RetrainWatcher
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,9 @@ class KGService:
         self.on_activate: Callable[[str], None] | None = None
         #: this process started the embedded graph server (and stops it on shutdown)
         self.owns_embedded_graph = False
+        self._event_log: EventLog | None = None
+        #: retraining from change events, when enabled (kgweave.serving.retrain)
+        self.retrainer: RetrainWatcher | None = None
 
     # ---- lifecycle
     def load_active(self) -> ServedModel | None:
@@ -77,13 +85,41 @@ class KGService:
         return self._active
 
     @property
+    def event_log(self) -> EventLog:
+        """The durable change-event log (``data_dir/changes``), opened once per process."""
+        from kgweave.changes import EventLog
+
+        with self._swap_lock:
+            if self._event_log is None:
+                self._event_log = EventLog(self.settings.data_dir / "changes")
+            return self._event_log
+
+    def start_retraining(self, store_factory: Callable[[], GraphStore] | None) -> RetrainWatcher:
+        """Watch graph changes and retrain in batches (settings ``retrain_*``)."""
+        from kgweave.serving.retrain import RetrainWatcher
+
+        self.retrainer = RetrainWatcher(
+            self,
+            self.event_log,
+            self.settings.retrain_min_events,
+            self.settings.retrain_interval_s,
+            store_factory,
+        )
+        self.retrainer.start()
+        return self.retrainer
+
+    @property
     def ready(self) -> bool:
         """A model is loaded and warmed up."""
         return self._active is not None
 
     def close(self) -> None:
+        if self.retrainer is not None:
+            self.retrainer.stop()
         self.jobs.shutdown()
         self.batcher.close()
+        if self._event_log is not None:
+            self._event_log.close()
 
     # ---- versions
     def activate(self, version: str) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""Retraining from graph changes: new facts in the graph become a new model version, served
+without downtime. Real embedded FalkorDB, real training job in its own process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from kgweave.graph.connect import open_store
+from kgweave.graph.embedded import EmbeddedFalkorDB
+from kgweave.graph.store import EntityRow
+from kgweave.predict import Query
+from kgweave.serving.bootstrap import prepare_service
+from kgweave.serving.retrain import CONSUMER
+from kgweave.serving.service import KGService
+from kgweave.settings import get_settings
+
+
+@pytest.fixture
+def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[KGService]:
+    monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
+    monkeypatch.setenv("KGWEAVE_RETRAIN_MIN_EVENTS", "3")
+    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
+    monkeypatch.setenv("KGWEAVE_ACTIVATION_POLICY", "always")
+    settings = get_settings()
+    svc = prepare_service(settings, progress=False)  # embedded graph, demo, first model
+    yield svc
+    svc.close()
+    EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+def wait_for(condition: object, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_new_facts_in_the_graph_become_a_served_version(service: KGService) -> None:
+    settings = service.settings
+    store = open_store(settings.graph_uri, settings)
+    assert service.active().version == "v0001"
+    assert "srinivasa_ramanujan" not in service.active().artifact.entities
+    watcher = service.start_retraining(lambda: store)
+    wait_for(lambda: watcher.state.checks >= 2)
+    # the baseline: the graph as the first model saw it triggers nothing
+    assert watcher.state.jobs_started == 0 and watcher.state.pending == 0
+
+    store.upsert_entities([EntityRow("srinivasa_ramanujan", "Srinivasa Ramanujan", "Indian mathematician")])
+    store.add_triples(
+        [
+            ("srinivasa_ramanujan", "born_in", "london"),
+            ("srinivasa_ramanujan", "citizen_of", "united_kingdom"),
+            ("srinivasa_ramanujan", "educated_at", "university_of_cambridge"),
+        ]
+    )
+    wait_for(lambda: watcher.state.jobs_started == 1)
+    wait_for(lambda: service.active().version == "v0002", timeout=180)
+    served = service.active()
+    assert "srinivasa_ramanujan" in served.artifact.entities
+    version, answers = service.predict([Query("born_in", head="Srinivasa Ramanujan")], k=5)
+    assert version == "v0002" and len(answers[0]) == 5
+    # the events are committed once the job succeeded: nothing pending, no second job
+    wait_for(lambda: service.event_log.position(CONSUMER) == service.event_log.end_offset)
+    time.sleep(1.0)
+    assert watcher.state.jobs_started == 1
