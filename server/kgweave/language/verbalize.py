@@ -1,0 +1,614 @@
+"""Graph to text: fluent sentences for triples and short paragraphs for entities.
+
+A :class:`Verbalizer` turns ``(head, relation, tail)`` labels into one sentence with entity
+names (not ids), using a sentence template per relation. Templates use the demo graph's
+``relation2template.tsv`` syntax: a sentence with one ``{head}`` and one ``{tail}`` slot, e.g.
+``{head} was born in {tail}.``. Where a template comes from, first match wins:
+
+1. user templates (a dict passed in, e.g. from the CLI or a request);
+2. the graph's templates (``relation2template.tsv``, graph properties);
+3. readable defaults derived from the relation's name (:func:`default_template`): hand-written
+   ones for WordNet's 11 relations, rules for Freebase paths (``/people/person/place_of_birth``
+   -> ``The place of birth of {head} is {tail}.``, compound ``a./b`` paths too) and for
+   ``snake_case`` names (``born_in`` -> ``{head} was born in {tail}.``).
+
+Everything here is deterministic: the same inputs always give the same text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kgweave.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from kgweave.artifact import ModelArtifact
+    from kgweave.data.dataset import KGDataset
+
+HEAD = "{head}"
+TAIL = "{tail}"
+
+Triple = tuple[str, str, str]
+
+#: Hand-written templates for WN18RR's 11 relations (directions checked against the data:
+#: ``(primulaceae, _member_meronym, glaux)``, ``(germany, _member_of_domain_region,
+#: schadenfreude)``, ``(valency, _synset_domain_topic_of, biology)``).
+WORDNET_TEMPLATES: dict[str, str] = {
+    "_hypernym": "{head} is a kind of {tail}.",
+    "_instance_hypernym": "{head} is an instance of {tail}.",
+    "_member_meronym": "{head} has {tail} as a member.",
+    "_has_part": "{head} has {tail} as a part.",
+    "_synset_domain_topic_of": "{head} belongs to the topic of {tail}.",
+    "_member_of_domain_usage": "{head} is the usage category of {tail}.",
+    "_member_of_domain_region": "{head} is the region where {tail} is used.",
+    "_also_see": "{head} is also related to {tail}.",
+    "_verb_group": "{head} is in the same verb group as {tail}.",
+    "_derivationally_related_form": "{head} is derivationally related to {tail}.",
+    "_similar_to": "{head} is similar to {tail}.",
+}
+
+_AWARD = "/award/award_nominee/award_nominations./award/award_nomination/"
+#: Hand-written templates for the most frequent FB15k-237 relations, where the mediator
+#: ("compound value") paths are too indirect for the rules of :func:`default_template`.
+FREEBASE_TEMPLATES: dict[str, str] = {
+    _AWARD + "award_nominee": "{head} was nominated for an award together with {tail}.",
+    _AWARD + "award": "{head} was nominated for the {tail}.",
+    _AWARD + "nominated_for": "{head} was nominated for an award for {tail}.",
+    "/film/film/release_date_s./film/film_regional_release_date/film_release_region": (
+        "{head} was released in {tail}."
+    ),
+    "/film/actor/film./film/performance/film": "{head} acted in the film {tail}.",
+    "/award/award_category/nominees./award/award_nomination/nominated_for": (
+        "{tail} was nominated for the {head}."
+    ),
+    "/award/award_winner/awards_won./award/award_honor/award_winner": (
+        "{head} won an award together with {tail}."
+    ),
+    "/award/award_category/winners./award/award_honor/award_winner": "{tail} won the {head}.",
+    "/music/genre/artists": "{tail} is an artist of the {head} genre.",
+    "/people/person/places_lived./people/place_lived/location": "{head} lived in {tail}.",
+    "/people/person/spouse_s./people/marriage/type_of_union": (
+        "{head} has a marriage of type {tail}."
+    ),
+    "/award/award_winning_work/awards_won./award/award_honor/award": "{head} won the {tail}.",
+    "/sports/sports_position/players./sports/sports_team_roster/team": (
+        "{tail} has players in the position {head}."
+    ),
+    "/education/educational_institution/students_graduates./education/education/student": (
+        "{tail} studied at {head}."
+    ),
+    "/people/person/place_of_birth": "{head} was born in {tail}.",
+    "/people/deceased_person/place_of_death": "{head} died in {tail}.",
+    "/people/person/nationality": "{head} has the nationality of {tail}.",
+    "/people/person/gender": "The gender of {head} is {tail}.",
+    "/location/location/contains": "{head} contains {tail}.",
+}
+
+_PREPOSITIONS = frozenset(
+    [
+        "of",
+        "by",
+        "in",
+        "to",
+        "for",
+        "from",
+        "with",
+        "on",
+        "at",
+        "as",
+        "into",
+        "onto",
+        "about",
+        "than",
+        "under",
+        "over",
+        "after",
+        "before",
+    ]
+)
+#: participles that describe a past event ("was born in"); other participles take "is"
+_EVENT_PARTICIPLES = frozenset(
+    [
+        "born",
+        "died",
+        "founded",
+        "established",
+        "educated",
+        "married",
+        "buried",
+        "created",
+        "written",
+        "directed",
+        "produced",
+        "composed",
+        "released",
+        "published",
+        "elected",
+        "awarded",
+        "invented",
+        "discovered",
+        "designed",
+        "built",
+        "painted",
+        "killed",
+        "formed",
+        "raised",
+        "trained",
+        "named",
+        "nominated",
+        "influenced",
+        "won",
+        "signed",
+        "drafted",
+        "recorded",
+        "performed",
+        "adopted",
+        "acquired",
+        "launched",
+        "introduced",
+        "developed",
+    ]
+)
+_IRREGULAR_PARTICIPLES = frozenset(
+    [
+        "born",
+        "written",
+        "known",
+        "made",
+        "held",
+        "won",
+        "given",
+        "taken",
+        "shown",
+        "drawn",
+        "grown",
+        "driven",
+        "spoken",
+        "sung",
+        "begun",
+        "built",
+        "sold",
+        "taught",
+        "bought",
+        "thought",
+        "fought",
+        "brought",
+        "caught",
+        "left",
+        "lost",
+        "led",
+        "read",
+        "run",
+        "set",
+    ]
+)
+#: third-person verbs that read well as "{head} <verb> {tail}"
+_VERBS = frozenset(
+    [
+        "contains",
+        "adjoins",
+        "includes",
+        "has",
+        "uses",
+        "produces",
+        "owns",
+        "employs",
+        "sponsors",
+        "hosts",
+        "borders",
+        "follows",
+        "precedes",
+        "splits",
+        "replaces",
+        "represents",
+        "plays",
+        "speaks",
+        "teaches",
+        "studies",
+        "supports",
+        "participates",
+    ]
+)
+_ADVERBS = frozenset(["partially", "also", "often"])
+_INDEFINITE = frozenset(
+    ["member", "kind", "type", "instance", "subclass", "symptom", "specialization", "form"]
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _is_participle(word: str) -> bool:
+    if word in _IRREGULAR_PARTICIPLES:
+        return True
+    return word.endswith("ed") and not word.endswith("eed") and len(word) > 4
+
+
+def _is_plural(word: str) -> bool:
+    return word.endswith("s") and not word.endswith(("ss", "us", "is", "ics", "ies_"))
+
+
+def _words(segment: str) -> list[str]:
+    """``place_of_birth`` -> ``["place", "of", "birth"]``; drops Freebase's ``_s`` suffix."""
+    words = [w for w in re.split(r"[_\s]+", segment.strip().lower()) if w]
+    if len(words) > 1 and words[-1] == "s":  # release_date_s -> release date
+        words = words[:-1]
+    return words
+
+
+def phrase_template(words: Sequence[str], subject_type: Sequence[str] = ()) -> str:  # noqa: PLR0911
+    """A template from a property phrase, e.g. ``["place", "of", "birth"]``.
+
+    Rules, first match wins: a verb (``contains``) -> ``{head} contains {tail}.``; a phrase
+    ending in a preposition (``born in``, ``capital of``) -> ``{head} was born in {tail}.`` /
+    ``{head} is the capital of {tail}.``, ``countries spoken in`` -> ``{head} is spoken in
+    {tail}.``); a phrase ending in a participle (``film sets designed``) -> ``The film sets
+    designed by {head} include {tail}.``; otherwise a noun phrase -> ``The place of birth of
+    {head} is {tail}.`` (``include`` for a plural noun: ``The languages of {head} include
+    {tail}.``). Leading words repeating the subject's type are dropped (a film's ``film release
+    region`` is its ``release region``).
+    """
+    words = list(words)
+    while len(words) > 1 and words[0] in subject_type and words[1] not in _PREPOSITIONS:
+        words = words[1:]
+    if not words:
+        return "{head} is related to {tail}."
+    text = " ".join(words)
+    first, last = words[0], words[-1]
+    if text in ("is a", "isa", "type", "instance of"):
+        return "{head} is a {tail}."
+    if first in _VERBS or (len(words) > 1 and words[1] in _VERBS and first in _ADVERBS):
+        return f"{{head}} {text} {{tail}}."
+    if last in _PREPOSITIONS and len(words) > 1:
+        participles = [i for i, w in enumerate(words[:-1]) if _is_participle(w)]
+        if participles or first in ("part", "located", "based"):
+            # "countries spoken in" -> "is spoken in": the nouns before name the tail's type
+            p = participles[0] if participles else 0
+            start = p if p > 0 and _is_plural(words[p - 1]) else 0
+            rest = " ".join(words[start:])
+            verb = "was" if words[p] in _EVENT_PARTICIPLES else "is"
+            return f"{{head}} {verb} {rest} {{tail}}."
+        if first in ("is", "was", "has", "had"):
+            return f"{{head}} {text} {{tail}}."
+        if len(words) == 2 and first.endswith("s") and not first.endswith("ss"):
+            return f"{{head}} {text} {{tail}}."  # works for
+        if last == "by":  # costume design by -> The costume design of X is by Y.
+            return f"The {' '.join(words[:-1])} of {{head}} is by {{tail}}."
+        article = "a" if first in _INDEFINITE else "the"
+        return f"{{head}} is {article} {text} {{tail}}."
+    if _is_participle(last) and len(words) > 1:
+        noun = " ".join(words[:-1])
+        verb = "include" if _is_plural(words[-2]) else "is"
+        return f"The {noun} {last} by {{head}} {verb} {{tail}}."
+    verb = "include" if _is_plural(last) else "is"
+    return f"The {text} of {{head}} {verb} {{tail}}."
+
+
+def default_template(relation: str, text: str | None = None) -> str:  # noqa: PLR0911
+    """A readable template derived from a relation's name (or its readable ``text``).
+
+    Handles WordNet relations (hand-written), Freebase paths ``/domain/type/property`` (the last
+    segment is the property, the type is the subject's), compound Freebase paths
+    ``/d/t/p1./d2/t2/p2`` (``p2`` through the mediator ``p1``: the more specific of the two, or
+    ``p2 of p1``), and ``snake_case`` / ``camelCase`` / spaced names.
+    """
+    if relation in WORDNET_TEMPLATES:
+        return WORDNET_TEMPLATES[relation]
+    if relation in FREEBASE_TEMPLATES:
+        return FREEBASE_TEMPLATES[relation]
+    if relation.startswith("/"):
+        parts = [p for p in relation.split("./") if p]
+        segments = [[s for s in p.split("/") if s] for p in parts]
+        first = segments[0]
+        subject_type = _words(first[-2]) if len(first) >= 2 else []
+        p1 = _words(first[-1])
+        if len(segments) == 1:
+            return phrase_template(p1, subject_type)
+        p2 = _words(segments[-1][-1])
+        if (p2 and p2[0] in _VERBS) or (p2 and p2[-1] in _PREPOSITIONS):
+            return phrase_template(p2, subject_type)
+        p2_core = list(p2)
+        while len(p2_core) > 1 and p2_core[0] in subject_type:
+            p2_core = p2_core[1:]
+        stems = {w.rstrip("s") for w in p1}
+        if not p1 or any(w.rstrip("s") in stems for w in p2_core):
+            return phrase_template(p2_core, subject_type)
+        verb = "include" if _is_plural(p2_core[-1]) else "is"
+        return f"The {' '.join(p2_core)} of {{head}}'s {' '.join(p1)} {verb} {{tail}}."
+    base = text if text else relation
+    base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", base)  # camelCase -> camel_Case
+    words = _words(base.lstrip("_"))
+    return phrase_template(words)
+
+
+def check_template(relation: str, template: str) -> str:
+    """Validate a template: exactly one ``{head}`` and one ``{tail}``.
+
+    Raises:
+        InvalidArgumentError: naming the relation and what is wrong.
+    """
+    if template.count(HEAD) != 1 or template.count(TAIL) != 1:
+        raise InvalidArgumentError(
+            f"template for relation {relation!r} must contain {HEAD} and {TAIL} exactly once: "
+            f"{template!r}"
+        )
+    return template.strip()
+
+
+def _sentence(text: str) -> str:
+    """Capitalise the first letter and make sure the sentence ends with punctuation."""
+    text = " ".join(text.split())
+    if not text:
+        return text
+    if text[-1] not in ".!?":
+        text += "."
+    return text[0].upper() + text[1:]
+
+
+@dataclass(frozen=True)
+class RelationPhrase:
+    """A relation's template split around its slots, for language-model prompts.
+
+    ``template`` has one ``{head}`` and one ``{tail}``. :meth:`split_tail` gives the text before
+    and after the tail with the head filled in (``("Alan Turing was born in", ".")`` for
+    ``(alan_turing, born_in, ?)``); :meth:`split_head` the same around the head with the tail
+    filled in (``("", " was born in London.")`` for ``(?, born_in, london)``).
+    """
+
+    relation: str
+    template: str
+
+    def split_tail(self, head_name: str) -> tuple[str, str]:
+        """(prefix, suffix) around the tail slot, head filled in; prefix capitalised."""
+        before, _, after = self.template.partition(TAIL)
+        prefix = before.replace(HEAD, head_name).rstrip()
+        suffix = after.replace(HEAD, head_name)
+        if prefix:
+            prefix = prefix[0].upper() + prefix[1:]
+        return prefix, suffix
+
+    def split_head(self, tail_name: str) -> tuple[str, str]:
+        """(prefix, suffix) around the head slot, tail filled in; prefix capitalised."""
+        before, _, after = self.template.partition(HEAD)
+        prefix = before.replace(TAIL, tail_name).rstrip()
+        suffix = after.replace(TAIL, tail_name)
+        if prefix:
+            prefix = prefix[0].upper() + prefix[1:]
+        return prefix, suffix
+
+
+def split_lemma_definitions(names: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """WN18RR's ``entity2text`` holds ``lemma, definition``: split it into names and
+    descriptions (split at the first ``", "``)."""
+    out_names: dict[str, str] = {}
+    out_descriptions: dict[str, str] = {}
+    for key, text in names.items():
+        name, sep, definition = text.partition(", ")
+        out_names[key] = name.strip() if sep else text
+        if sep and definition.strip():
+            out_descriptions[key] = definition.strip()
+    return out_names, out_descriptions
+
+
+def _looks_like_lemma_definitions(names: Mapping[str, str]) -> bool:
+    """Most names are ``lemma, definition`` (WN18RR): at least 90% contain ``", "`` and the
+    text after it is long."""
+    if len(names) < 10:
+        return False
+    hits = sum(1 for t in names.values() if len(t.partition(", ")[2]) >= 15)
+    return hits >= 0.9 * len(names)
+
+
+class Verbalizer:
+    """Turns triples and entities into sentences.
+
+    Args:
+        names: entity label -> readable name (labels without one are shown as themselves, with
+            ``_`` turned into spaces).
+        descriptions: entity label -> short description.
+        relation_texts: relation label -> readable text (``place of birth``); used for default
+            templates of relations whose label is not readable.
+        templates: relation label -> template from the graph (``relation2template.tsv``).
+        user_templates: relation label -> template given by the user; override everything.
+        triples: labelled facts of the graph; give them for :meth:`facts_of` and to rank facts
+            by importance in :meth:`entity`.
+    """
+
+    def __init__(
+        self,
+        names: Mapping[str, str] | None = None,
+        descriptions: Mapping[str, str] | None = None,
+        relation_texts: Mapping[str, str] | None = None,
+        templates: Mapping[str, str] | None = None,
+        user_templates: Mapping[str, str] | None = None,
+        triples: Iterable[Triple] = (),
+    ) -> None:
+        self.names: dict[str, str] = dict(names or {})
+        self.descriptions: dict[str, str] = dict(descriptions or {})
+        self.relation_texts: dict[str, str] = dict(relation_texts or {})
+        self.templates: dict[str, str] = {
+            r: check_template(r, t) for r, t in (templates or {}).items()
+        }
+        for r, t in (user_templates or {}).items():
+            self.templates[r] = check_template(r, t)
+        self.triples: list[Triple] = list(triples)
+        self.relation_counts: Counter[str] = Counter(r for _, r, _ in self.triples)
+        self.degrees: Counter[str] = Counter()
+        self._facts: dict[str, list[Triple]] = {}
+        for triple in self.triples:
+            h, _, t = triple
+            self.degrees[h] += 1
+            self.degrees[t] += 1
+            self._facts.setdefault(h, []).append(triple)
+            if t != h:
+                self._facts.setdefault(t, []).append(triple)
+        self._cache: dict[str, str] = {}
+
+    # ---- construction
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: KGDataset,
+        user_templates: Mapping[str, str] | None = None,
+        splits: Sequence[str] = ("train",),
+    ) -> Verbalizer:
+        """From a dataset's text files; the facts of ``splits`` rank facts by importance."""
+        names, descriptions = dict(dataset.entity_names), dict(dataset.entity_descriptions)
+        if not descriptions and _looks_like_lemma_definitions(names):
+            names, descriptions = split_lemma_definitions(names)
+        ents, rels = dataset.entities.labels, dataset.relations.labels
+        triples = [
+            (ents[h], rels[r], ents[t])
+            for split in splits
+            for h, r, t in dataset.split(split).tolist()
+        ]
+        return cls(
+            names=names,
+            descriptions=descriptions,
+            relation_texts=dataset.relation_texts,
+            templates=dataset.relation_templates,
+            user_templates=user_templates,
+            triples=triples,
+        )
+
+    @classmethod
+    def from_artifact(
+        cls, artifact: ModelArtifact, user_templates: Mapping[str, str] | None = None
+    ) -> Verbalizer:
+        """From a model artifact: its names, descriptions, relation texts and training facts.
+
+        Templates stored in the artifact's config (``config["relation_templates"]``) are used
+        when present.
+        """
+        labels = artifact.entities.labels
+        names = {e: n for e, n in zip(labels, artifact.entity_names, strict=True) if n}
+        descriptions = {
+            e: d for e, d in zip(labels, artifact.entity_descriptions, strict=False) if d
+        }
+        if not descriptions and _looks_like_lemma_definitions(names):
+            names, descriptions = split_lemma_definitions(names)
+        rels = artifact.relations.labels
+        triples = [(labels[h], rels[r], labels[t]) for h, r, t in artifact.known.tolist()]
+        stored = artifact.config.get("relation_templates")
+        return cls(
+            names=names,
+            descriptions=descriptions,
+            relation_texts=artifact.relation_texts,
+            templates=dict(stored) if isinstance(stored, dict) else None,
+            user_templates=user_templates,
+            triples=triples,
+        )
+
+    # ---- pieces
+    def name(self, entity: str) -> str:
+        """A readable name: the known name, else the label with ``_`` as spaces."""
+        known = self.names.get(entity)
+        if known:
+            return known
+        return entity.replace("_", " ").strip() or entity
+
+    def template(self, relation: str) -> str:
+        """The template of ``relation``: user, graph, else a default from its name."""
+        found = self.templates.get(relation)
+        if found is None:
+            found = self._cache.get(relation)
+            if found is None:
+                found = default_template(relation, self._readable_text(relation))
+                self._cache[relation] = found
+        return found
+
+    def _readable_text(self, relation: str) -> str | None:
+        """Relation text only for labels that are not readable themselves (e.g. ``P19``)."""
+        text = self.relation_texts.get(relation)
+        if text and not re.search(r"[a-z]{3}", relation):
+            return text
+        return None
+
+    def relation_phrase(self, relation: str) -> RelationPhrase:
+        """The relation's template as a :class:`RelationPhrase` (for LM prompts)."""
+        return RelationPhrase(relation, self.template(relation))
+
+    def tail_prompt(self, head: str, relation: str) -> str:
+        """Text before the tail of ``(head, relation, ?)``: ``"Alan Turing was born in"``."""
+        return self.relation_phrase(relation).split_tail(self.name(head))[0]
+
+    def head_prompt(self, relation: str, tail: str) -> tuple[str, str]:
+        """(prefix, suffix) around the head of ``(?, relation, tail)``."""
+        return self.relation_phrase(relation).split_head(self.name(tail))
+
+    # ---- sentences
+    def triple(self, head: str, relation: str, tail: str) -> str:
+        """One sentence for a fact, with entity names: ``"Marie Curie was born in Warsaw."``."""
+        template = self.template(relation)
+        text = template.replace(HEAD, "\x00h").replace(TAIL, "\x00t")
+        text = text.replace("\x00h", self.name(head)).replace("\x00t", self.name(tail))
+        return _sentence(text)
+
+    def description_sentence(self, entity: str) -> str | None:
+        """``"Warsaw: capital city of Poland."``, or None without a description."""
+        description = self.descriptions.get(entity)
+        if not description:
+            return None
+        return _sentence(f"{self.name(entity)}: {description}")
+
+    def facts_of(self, entity: str) -> list[Triple]:
+        """The graph's facts (given at construction) with ``entity`` as head or tail."""
+        return list(self._facts.get(entity, []))
+
+    def importance_order(self, entity: str, facts: Iterable[Triple]) -> list[Triple]:
+        """Facts about ``entity`` from most to least important (deterministic).
+
+        Importance: facts where the entity is the head come first (they describe it); then
+        facts of rarer relations (fewer facts in the graph: more specific, like a spouse,
+        before a common one, like a field); then facts whose other entity has a higher degree
+        (better known neighbours); ties broken by relation label, then the other entity's label.
+        Duplicates are dropped.
+        """
+
+        def key(triple: Triple) -> tuple[int, int, int, str, str]:
+            h, r, t = triple
+            other = t if h == entity else h
+            return (
+                0 if h == entity else 1,
+                self.relation_counts.get(r, 0),
+                -self.degrees.get(other, 0),
+                r,
+                other,
+            )
+
+        return sorted(dict.fromkeys(facts), key=key)
+
+    def entity(
+        self, entity: str, facts: Iterable[Triple] | None = None, max_chars: int = 600
+    ) -> str:
+        """A paragraph about ``entity``: its name and description, then facts by importance.
+
+        Args:
+            facts: labelled triples about the entity; default: the graph's (:meth:`facts_of`).
+            max_chars: length limit; the paragraph stops at the last whole sentence that fits
+                (the first sentence is cut at a word boundary if it alone is too long).
+        """
+        if max_chars < 1:
+            raise InvalidArgumentError(f"max_chars must be positive, got {max_chars}")
+        chosen = self.facts_of(entity) if facts is None else list(facts)
+        sentences: list[str] = []
+        described = self.description_sentence(entity)
+        sentences.append(described if described else _sentence(self.name(entity)))
+        sentences.extend(self.triple(*f) for f in self.importance_order(entity, chosen))
+        out = ""
+        for sentence in dict.fromkeys(sentences):
+            candidate = f"{out} {sentence}" if out else sentence
+            if len(candidate) > max_chars:
+                break
+            out = candidate
+        if not out:
+            cut = sentences[0][:max_chars].rsplit(" ", 1)[0] if " " in sentences[0] else ""
+            out = cut or sentences[0][:max_chars]
+        return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a paragraph into sentences (on ``.``, ``!``, ``?`` followed by space)."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
