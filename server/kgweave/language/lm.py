@@ -1,0 +1,454 @@
+"""Causal language models: load any, build a small one, train it, score text with it.
+
+Two ways to get a model:
+
+- :func:`load_causal_lm`: any ``AutoModelForCausalLM`` from a local folder or a Hugging Face id
+  (the ``language_model`` setting);
+- :func:`build_small_lm`: a GPT-2-style model built from a config, no weights downloaded, with
+  the tokenizer trained on the graph (:mod:`kgweave.language.tokenizer`); train it with
+  :func:`train_lm`.
+
+:func:`sequence_logprob` is how the rest of kgweave uses a model: ``log P(continuation |
+prompt)`` of a verbalized fact, batched. Models are stored with ``save_pretrained`` (safetensors
+only, never pickles) by :func:`save_lm` and read back by :func:`load_lm`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kgweave.device import resolve_device
+from kgweave.errors import (
+    ArtifactError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+
+#: token positions the loss ignores (padding, and the BOS token which is never predicted)
+IGNORE_INDEX = -100
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    return resolve_device(device or "auto")
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that can only be a folder: absolute, relative with ./ or ~, or two slashes."""
+    return (
+        spec.startswith(("/", ".", "~"))
+        or spec.count("/") > 1
+        or "\\" in spec
+        or Path(spec).suffix != ""
+    )
+
+
+def _env_offline() -> bool:
+    return any(
+        os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "KGWEAVE_OFFLINE")
+    )
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    """Give a loaded tokenizer the pad/bos tokens kgweave needs (GPT-2 has only eos)."""
+    if tokenizer.eos_token is None and tokenizer.bos_token is not None:
+        tokenizer.eos_token = tokenizer.bos_token
+    if tokenizer.bos_token is None and tokenizer.eos_token is not None:
+        tokenizer.bos_token = tokenizer.eos_token
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.bos_token_id is None:
+        raise ArtifactError("the language model's tokenizer has no bos/eos token to start text")
+    return tokenizer
+
+
+def load_causal_lm(
+    spec: str | Path, device: str | torch.device | None = None, offline: bool | None = None
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a local folder or a Hugging Face id.
+
+    Args:
+        spec: a folder holding ``config.json`` + weights + tokenizer files, or a hub id such as
+            ``"gpt2"`` (read from the local Hugging Face cache, downloaded only when online).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``...
+        offline: never download; None reads ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` /
+            ``KGWEAVE_OFFLINE``.
+    Returns:
+        (model in eval mode on ``device``, tokenizer with bos/eos/pad tokens).
+    Raises:
+        NotFoundError: ``spec`` names a folder that does not exist.
+        ArtifactError: the folder exists but holds no loadable model.
+        FailedPreconditionError: ``spec`` is a hub id that is not cached and cannot be
+            downloaded (offline): use a local folder.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = _device(device)
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _load_folder(path, dev)
+    if isinstance(spec, Path) or _looks_like_path(text) or path.exists():
+        raise NotFoundError(f"language model folder {path} does not exist")
+    offline = _env_offline() if offline is None else offline
+    attempts = [True] if offline else [True, False]
+    last: Exception | None = None
+    for local_only in attempts:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(text, local_files_only=local_only)
+            model: Any = AutoModelForCausalLM.from_pretrained(text, local_files_only=local_only)
+        except (OSError, ValueError) as exc:  # not cached / no network / not a causal LM
+            last = exc
+            continue
+        return model.to(dev).eval(), _prepare_tokenizer(tokenizer)
+    how = "this machine is offline" if offline else "it could not be downloaded"
+    raise FailedPreconditionError(
+        f"language model {text!r} is not a local folder and is not in the Hugging Face cache, "
+        f"and {how}: download it elsewhere and set language_model to a local folder "
+        f"({type(last).__name__}: {str(last).splitlines()[0] if last else ''})"
+    )
+
+
+def _load_folder(folder: Path, device: torch.device) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        raise ArtifactError(f"{folder} holds no language model (no config.json)")
+    weights = list(folder.glob("*.safetensors"))
+    if not weights:
+        raise ArtifactError(f"{folder}: no .safetensors weights (kgweave loads no pickled weights)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{folder}: cannot load the language model ({exc})") from exc
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ArtifactError(
+            f"{folder}: the model has {model.get_input_embeddings().num_embeddings} token "
+            f"embeddings but the tokenizer has {len(tokenizer)} tokens"
+        )
+    return model.to(device).eval(), _prepare_tokenizer(tokenizer)
+
+
+def build_small_lm(
+    tokenizer: Any,
+    n_layer: int = 4,
+    n_embd: int = 256,
+    n_head: int = 4,
+    n_positions: int = 256,
+    dropout: float = 0.1,
+    seed: int = 0,
+) -> Any:
+    """A GPT-2-style causal LM sized for the graph's text, randomly initialised (seeded).
+
+    Args:
+        tokenizer: sets the vocabulary size and the bos/eos/pad ids.
+        n_layer, n_embd, n_head: depth, width and attention heads (``n_embd % n_head == 0``).
+        n_positions: longest sequence, in tokens.
+    Returns:
+        a ``GPT2LMHeadModel`` on the CPU, in train mode.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if n_embd % n_head:
+        raise InvalidArgumentError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    return model
+
+
+# ---- encoding text into batches
+
+
+@dataclass
+class EncodedBatch:
+    """Token ids of a batch of texts, ``<bos> text <eos>``, right-padded.
+
+    ``input_ids``, ``attention_mask``, ``labels``: shape (B, T); ``labels`` is ``input_ids``
+    with padding and the first position set to :data:`IGNORE_INDEX`. ``offsets``: per text, the
+    (char start, char end) of each token of ``input_ids`` (``(0, 0)`` for bos/eos/padding).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    offsets: list[list[tuple[int, int]]]
+
+    def to(self, device: torch.device) -> EncodedBatch:
+        return EncodedBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            self.offsets,
+        )
+
+
+def encode_texts(
+    tokenizer: Any, texts: Sequence[str], max_length: int = 256, add_eos: bool = True
+) -> EncodedBatch:
+    """Tokenize ``texts`` into one right-padded batch (truncated to ``max_length`` tokens)."""
+    if not texts:
+        raise InvalidArgumentError("no texts to encode")
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    rows: list[list[int]] = []
+    offsets: list[list[tuple[int, int]]] = []
+    for ids, offs in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+        row = [bos, *ids] + ([eos] if add_eos else [])
+        off = [(0, 0), *[(int(a), int(b)) for a, b in offs]] + ([(0, 0)] if add_eos else [])
+        rows.append(row[:max_length])
+        offsets.append(off[:max_length])
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention[i, : len(row)] = 1
+    labels = input_ids.masked_fill(attention == 0, IGNORE_INDEX)
+    labels[:, 0] = IGNORE_INDEX
+    return EncodedBatch(input_ids, attention, labels, offsets)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy.
+
+    Args:
+        logits: shape (B, T, V); labels: shape (B, T) with :data:`IGNORE_INDEX` where ignored.
+    Returns:
+        shape () mean over the predicted tokens.
+    """
+    shifted = logits[:, :-1].float()
+    target = labels[:, 1:]
+    return F.cross_entropy(
+        shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+#: the loss of one encoded batch (on the device), given the indices of its texts
+StepLoss = Callable[[EncodedBatch, Sequence[int]], torch.Tensor]
+
+
+def train_lm(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    max_length: int = 128,
+    weight_decay: float = 0.01,
+    step_loss: StepLoss | None = None,
+    extra_parameters: Sequence[torch.nn.Parameter] = (),
+) -> list[dict[str, float]]:
+    """Train a causal LM on ``texts`` with next-token cross-entropy (AdamW, cosine decay).
+
+    Args:
+        model: a causal LM (``model(input_ids=..., attention_mask=...).logits``) or any module
+            when ``step_loss`` is given.
+        texts: training texts, each wrapped as ``<bos> text <eos>``.
+        step_loss: computes the loss of one batch instead of the plain LM loss; it receives the
+            batch and the indices of its texts in ``texts`` (the fused LM uses them to find
+            entity mentions).
+        extra_parameters: trained too (e.g. a projection outside ``model``).
+    Returns:
+        one row per epoch: ``epoch``, ``loss`` (mean over the epoch's tokens), ``tokens``,
+        ``seconds``.
+    """
+    if not texts:
+        raise InvalidArgumentError("no texts to train the language model on")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise InvalidArgumentError("epochs and batch_size must be >= 1 and lr > 0")
+    dev = _device(device)
+    model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad] + [
+        p for p in extra_parameters if p.requires_grad
+    ]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(texts) / batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=epochs * steps_per_epoch, eta_min=lr * 0.05
+    )
+    generator = torch.Generator().manual_seed(seed)
+    token_counts = [
+        len(ids) + 1 for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ]
+    bar = tqdm(
+        total=epochs * sum(min(c, max_length - 1) for c in token_counts),
+        unit="tok",
+        unit_scale=True,
+        desc="train lm",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(texts), generator=generator).tolist()
+        loss_sum = torch.zeros((), device=dev)
+        tokens = 0
+        for start in range(0, len(order), batch_size):
+            ids = order[start : start + batch_size]
+            batch = encode_texts(tokenizer, [texts[i] for i in ids], max_length).to(dev)
+            predicted = int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+            optimizer.zero_grad(set_to_none=True)
+            if step_loss is not None:
+                loss = step_loss(batch, ids)
+            else:
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                loss = causal_lm_loss(logits.logits, batch.labels)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * predicted
+            tokens += predicted
+            bar.update(predicted)
+        mean = float(loss_sum) / max(tokens, 1)  # sync point: the CPU waits for the device
+        bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": mean,
+                "tokens": tokens,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        if not math.isfinite(mean):
+            break
+    bar.close()
+    model.eval()
+    return history
+
+
+# ---- scoring text
+
+
+@torch.no_grad()
+def sequence_logprob(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """``log P(continuation | <bos> prompt)`` for each pair, summed over the continuation's
+    tokens.
+
+    Prompt and continuation are tokenized separately, so split a sentence at a word boundary
+    with the space on the continuation's side (``"Marie Curie was born in"``, ``" Warsaw."``):
+    that is how byte-level BPE tokenizes the whole sentence too.
+
+    Args:
+        prompts: B strings (may be empty: the continuation is then scored from bos).
+        continuations: B non-empty strings.
+    Returns:
+        shape (B,) float32 log-probabilities on the CPU (<= 0).
+    """
+    if len(prompts) != len(continuations):
+        raise InvalidArgumentError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    if any(not c for c in continuations):
+        raise InvalidArgumentError("a continuation is empty: there is nothing to score")
+    if not prompts:
+        return torch.zeros(0)
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+    prompt_ids = _tokenize(tokenizer, prompts)
+    cont_ids = _tokenize(tokenizer, continuations)
+    out = torch.zeros(len(prompts))
+    try:
+        for start in range(0, len(prompts), batch_size):
+            rows = [
+                ([bos, *p], c)
+                for p, c in zip(
+                    prompt_ids[start : start + batch_size],
+                    cont_ids[start : start + batch_size],
+                    strict=True,
+                )
+            ]
+            width = max(len(p) + len(c) for p, c in rows)
+            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            target_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+            for i, (p, c) in enumerate(rows):
+                input_ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+                attention[i, : len(p) + len(c)] = 1
+                target_mask[i, len(p) : len(p) + len(c)] = True
+            input_ids, attention, target_mask = (
+                input_ids.to(dev),
+                attention.to(dev),
+                target_mask.to(dev),
+            )
+            logits = model(input_ids=input_ids, attention_mask=attention).logits  # (b, T, V)
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            token_logp = logp.gather(2, input_ids[:, 1:].unsqueeze(2)).squeeze(2)  # (b, T-1)
+            summed = (token_logp * target_mask[:, 1:]).sum(dim=1)
+            out[start : start + len(rows)] = summed.cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    if not any(texts):
+        return [[] for _ in texts]
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [list(x) if t else [] for x, t in zip(ids, texts, strict=True)]
+
+
+# ---- storing a model
+
+
+def save_lm(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """Write the model (``model.safetensors`` + ``config.json``) and tokenizer into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    if not (folder / "model.safetensors").is_file() and not list(folder.glob("*.safetensors")):
+        raise ArtifactError(f"{folder}: save_pretrained wrote no safetensors weights")
+    return folder
+
+
+def load_lm(folder: Path, device: str | torch.device | None = None) -> tuple[Any, Any]:
+    """Load a model folder written by :func:`save_lm` (or any local causal LM folder).
+
+    Raises:
+        NotFoundError: the folder does not exist.
+        ArtifactError: it holds no loadable model.
+    """
+    if not folder.is_dir():
+        raise NotFoundError(f"language model folder {folder} does not exist")
+    return _load_folder(folder, _device(device))
