@@ -199,3 +199,40 @@ def test_vector_query_right_after_a_large_write_back(store: FalkorDBStore) -> No
     vectors = torch.randn(3000, 64)
     store.write_embeddings(ids, vectors.tolist())
     assert store.nearest(vectors[1234].tolist(), k=1)[0][0] == "n1234"
+
+
+def test_write_back_of_a_trained_model(
+    store: FalkorDBStore, datasets_dir: Path, tmp_path: Path
+) -> None:
+    """A real demo model written back: vectors answer native vector queries like the model's
+    own cosine neighbours, predicted links are new facts, and a new version replaces them."""
+    import torch
+
+    from kgweave.artifact import load_artifact
+    from kgweave.graph.sync import import_dataset
+    from kgweave.graph.writeback import write_back
+    from kgweave.settings import get_settings
+    from serving_support import train_demo_model
+
+    settings = get_settings()
+    model = load_artifact(train_demo_model(settings, tmp_path / "m", epochs=20, dim=16))
+    demo = load_dataset(Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo")
+    import_dataset(store, demo, progress=False)
+    report = write_back(store, model, "v0001", max_links=25, progress=False)
+    assert report["embeddings"] == len(model.entities) and report["predicted_links"] == 25
+
+    table = torch.nn.functional.normalize(model.model.entity.weight.detach(), dim=1)
+    i = model.entities.index["paris"]
+    expected = (table @ table[i]).topk(4).indices.tolist()
+    found = [e for e, _ in store.nearest(model.model.entity.weight[i].tolist(), 4)]
+    assert found[0] == "paris"
+    assert len(set(found) & {model.entities.labels[j] for j in expected}) >= 3
+
+    links = store.predicted_links()
+    facts = _all(store)
+    assert len(links) == 25 and all((h, r, t) not in facts for h, r, t, _, _ in links)
+    assert {v for *_, v in links} == {"v0001"}
+    write_back(store, model, "v0002", embeddings=False, max_links=5, progress=False)
+    assert {v for *_, v in store.predicted_links()} == {"v0002"}
+    assert len(store.predicted_links()) == 5
+    assert _all(store) == facts  # real facts untouched

@@ -386,6 +386,66 @@ def graph_stats(graph_uri: str | None, as_json: bool) -> None:
             click.echo(f"{key:<10} {value}")
 
 
+@graph.command("write-back")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--graph", "graph_uri", default=None, help="Graph URI (default: the embedded one).")
+@click.option(
+    "--links-per-query",
+    type=int,
+    default=1,
+    show_default=True,
+    help="New tails proposed per training (head, relation) pair.",
+)
+@click.option(
+    "--max-links",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Keep this many predicted links, the highest-scoring (0: none).",
+)
+@click.option("--no-embeddings", is_flag=True, help="Write predicted links only.")
+@click.option("--version", "model_version", default=None, help="Version label [default: hash].")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def graph_write_back(
+    model_dir: Path,
+    graph_uri: str | None,
+    links_per_query: int,
+    max_links: int,
+    no_embeddings: bool,
+    model_version: str | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Write MODEL_DIR's embeddings (with a vector index) and predicted links into the graph.
+
+    Predicted links replace those of any earlier version; real facts are never touched.
+    """
+    from kgweave.artifact import load_artifact
+    from kgweave.graph.connect import open_store
+    from kgweave.graph.writeback import write_back
+
+    settings = get_settings()
+    artifact = load_artifact(model_dir)
+    store = open_store(graph_uri or settings.graph_uri, settings)
+    report = write_back(
+        store,
+        artifact,
+        model_version or artifact.version,
+        embeddings=not no_embeddings,
+        links_per_query=links_per_query,
+        max_links=max_links,
+        progress=not no_progress,
+    )
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(
+            f"wrote {report.get('embeddings', 0)} embeddings and {report['predicted_links']} "
+            f"predicted links of model {report['model_version']} in {report['seconds']:.1f}s"
+        )
+
+
 @cli.command("import")
 @click.argument("dataset")
 @click.option("--graph", "graph_uri", default=None, help="Graph URI (default: the embedded one).")

@@ -71,9 +71,7 @@ def render_settings() -> str:
         if name == "data_dir":
             default = "~/.kgweave"
         shown = "unset" if default is None else f"`{default}`"
-        lines.append(
-            f"| `KGWEAVE_{name.upper()}` | {kind} | {shown} | {field.description or ''} |"
-        )
+        lines.append(f"| `KGWEAVE_{name.upper()}` | {kind} | {shown} | {field.description or ''} |")
     return "\n".join(lines) + "\n"
 
 
