@@ -309,3 +309,30 @@ def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
     finally:
         httpd.shutdown()
     channel.close()
+
+
+def test_verbalize(served: ServerThread) -> None:
+    knowledge, _, channel = stubs(served.address)
+    reply = knowledge.Verbalize(
+        knowledge_pb2.VerbalizeRequest(
+            triples=[
+                knowledge_pb2.Triple(head="Alan Turing", relation="born_in", tail="london"),
+                knowledge_pb2.Triple(head="paris", relation="located_in", tail="france"),
+            ]
+        )
+    )
+    assert list(reply.sentences) == ["Alan Turing was born in London.", "Paris is located in France."]
+    assert reply.text == "Alan Turing was born in London. Paris is located in France."
+    paragraph = knowledge.Verbalize(
+        knowledge_pb2.VerbalizeRequest(entity="alan_turing", max_chars=200)
+    )
+    assert paragraph.text.startswith("Alan Turing: English mathematician")
+    assert len(paragraph.text) <= 200 and paragraph.text.endswith(".")
+    assert paragraph.model_version == "v0001"
+    code, message = _code(lambda: knowledge.Verbalize(knowledge_pb2.VerbalizeRequest()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "entity or triples" in message
+    code, message = _code(
+        lambda: knowledge.Verbalize(knowledge_pb2.VerbalizeRequest(entity="Alan Turnig"))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND and "Alan Turing" in message
+    channel.close()

@@ -132,6 +132,7 @@ def save_artifact(
             "train_triples": len(dataset.train),
         },
         "metrics": metrics,
+        "relation_templates": dict(dataset.relation_templates),
         "files": files,
         **(extra or {}),
     }

@@ -87,6 +87,19 @@ class Client:
         response = self._call(self.knowledge.ScoreTriples, request)
         return response.model_version, list(response.scores)
 
+    def verbalize(
+        self,
+        entity: str = "",
+        triples: list[tuple[str, str, str]] | None = None,
+        max_chars: int = 600,
+    ) -> dict[str, Any]:
+        request = knowledge_pb2.VerbalizeRequest(
+            entity=entity,
+            triples=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in triples or []],
+            max_chars=max_chars,
+        )
+        return to_dict(self._call(self.knowledge.Verbalize, request))
+
     # ---- admin
     def status(self) -> dict[str, Any]:
         return to_dict(self._call(self.admin.Status, admin_pb2.StatusRequest()))

@@ -159,6 +159,18 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
         version, infos = self.service.search(request.prefix, request.limit or 10)
         return knowledge_pb2.SearchEntitiesResponse(entities=[_entity(i, version) for i in infos])
 
+    @_guard
+    async def Verbalize(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> knowledge_pb2.VerbalizeResponse:
+        triples = [(t.head, t.relation, t.tail) for t in request.triples]
+        version, text, sentences = await asyncio.to_thread(
+            self.service.verbalize, request.entity, triples, request.max_chars or 600
+        )
+        return knowledge_pb2.VerbalizeResponse(
+            text=text, sentences=sentences, model_version=version
+        )
+
 
 def job_message(job: Job) -> admin_pb2.Job:
     return admin_pb2.Job(

@@ -470,7 +470,11 @@ def import_(
     wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
     for split in wanted:
         data.split(split)  # unknown split: a clear error before anything is written
-    report = import_dataset(open_store(graph_uri, settings), data, wanted, progress=not no_progress)
+    from kgweave.serving.training_run import remember_relation_text
+
+    store = open_store(graph_uri or settings.graph_uri, settings)
+    report = import_dataset(store, data, wanted, progress=not no_progress)
+    remember_relation_text(settings, data)
     if as_json:
         emit_json(report)
     else:
@@ -481,9 +485,11 @@ def import_(
         )
 
 
+from kgweave.cli import language as _language  # noqa: E402
 from kgweave.cli import remote as _remote  # noqa: E402  (registers serve, status, ...)
 
 _remote.register(cli)
+_language.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

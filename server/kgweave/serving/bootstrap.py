@@ -7,7 +7,7 @@ import shutil
 from typing import Any
 
 from kgweave.serving.service import KGService
-from kgweave.serving.training_run import run_training
+from kgweave.serving.training_run import remember_relation_text, run_training
 from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ def prepare_service(settings: Settings, progress: bool = True) -> KGService:
     counts = store.counts()
     if counts["triples"] == 0 and not settings.graph_uri:
         log.info("the embedded graph is empty: importing the demo graph")
-        import_dataset(store, open_dataset("demo", settings), progress=progress)
+        demo = open_dataset("demo", settings)
+        import_dataset(store, demo, progress=progress)
+        remember_relation_text(settings, demo)
     backend, uri = describe_graph(settings)
     service = KGService(settings, graph_backend=backend, graph_uri=uri)
     service.owns_embedded_graph = started_embedded

@@ -7,15 +7,20 @@ that captured one answers entirely from that version.
 from __future__ import annotations
 
 import bisect
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import InvalidArgumentError
 from kgweave.predict import MAX_K, LinkPredictor, Query
+
+if TYPE_CHECKING:
+    from kgweave.language.verbalize import Verbalizer
 
 MAX_QUERIES = 1000
 MAX_TRIPLES = 10_000
@@ -89,6 +94,42 @@ class ServedModel:
                 raise InvalidArgumentError(f"query {i}: relation is required")
             rows.append(self.predictor.hr_of(query))
         return torch.tensor(rows, dtype=torch.long)
+
+    @functools.cached_property
+    def verbalizer(self) -> Verbalizer:
+        """Graph-to-text for this version (built on first use)."""
+        from kgweave.language.verbalize import Verbalizer
+
+        return Verbalizer.from_artifact(self.artifact)
+
+    def verbalize(
+        self,
+        entity: str = "",
+        triples: list[tuple[str, str, str]] | None = None,
+        max_chars: int = 600,
+    ) -> tuple[str, list[str]]:
+        """An entity's paragraph, or one sentence per triple (names or ids resolved)."""
+        if bool(entity) == bool(triples):
+            raise InvalidArgumentError("give an entity or triples to verbalize (not both)")
+        if not 1 <= max_chars <= 100_000:
+            raise InvalidArgumentError(f"max_chars must be between 1 and 100000, got {max_chars}")
+        labels = self.artifact.entities.labels
+        relations = self.artifact.relations.labels
+        if entity:
+            return self.verbalizer.entity(labels[self.predictor.resolve_entity(entity)],
+                                          max_chars=max_chars), []  # fmt: skip
+        assert triples is not None
+        if len(triples) > MAX_TRIPLES:
+            raise InvalidArgumentError(f"at most {MAX_TRIPLES} triples per call")
+        sentences = [
+            self.verbalizer.triple(
+                labels[self.predictor.resolve_entity(h)],
+                relations[self.predictor.resolve_relation(r)],
+                labels[self.predictor.resolve_entity(t)],
+            )
+            for h, r, t in triples
+        ]
+        return " ".join(sentences), sentences
 
     def entity(self, text: str, max_facts: int = 20) -> EntityInfo:
         if not text:

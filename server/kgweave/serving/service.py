@@ -203,6 +203,17 @@ class KGService:
         served = self.active()
         return served.version, served.search(prefix, limit)
 
+    def verbalize(
+        self,
+        entity: str = "",
+        triples: list[tuple[str, str, str]] | None = None,
+        max_chars: int = 600,
+    ) -> tuple[str, str, list[str]]:
+        """(version, text, sentences): graph to text on the active model's graph."""
+        served = self.active()
+        text, sentences = served.verbalize(entity, triples, max_chars)
+        return served.version, text, sentences
+
     # ---- training jobs
     def start_training(
         self, config: dict[str, Any], dataset: str = "", policy: str | None = None

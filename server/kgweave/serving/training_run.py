@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
 
 
+RELATION_TEXT = "relation_text.json"
+
+
+def remember_relation_text(settings: Settings, dataset: KGDataset) -> None:
+    """Keep an imported dataset's relation texts and templates beside the graph, so models
+    trained on graph snapshots verbalize its relations with them (merged across imports)."""
+    import json
+    import os
+
+    path = settings.data_dir / RELATION_TEXT
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    texts = {**known.get("texts", {}), **dataset.relation_texts}
+    templates = {**known.get("templates", {}), **dataset.relation_templates}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"texts": texts, "templates": templates}, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
 def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
     """A consistent snapshot of the configured graph as a dataset with a seeded split.
 
@@ -53,6 +72,12 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
     )
     digest = hashlib.sha256(snapshot.triples.numpy().tobytes())
     digest.update("\n".join(snapshot.entities.labels).encode())
+    relation_text: dict[str, Any] = {}
+    if (settings.data_dir / RELATION_TEXT).is_file():
+        import json
+
+        relation_text = json.loads((settings.data_dir / RELATION_TEXT).read_text())
+    relations = set(snapshot.relations.labels)
     return KGDataset(
         name="graph",
         entities=IdMap(snapshot.entities.labels),
@@ -61,6 +86,10 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
         fingerprint=digest.hexdigest(),
         entity_names=names,
         entity_descriptions=descriptions,
+        relation_texts={r: t for r, t in relation_text.get("texts", {}).items() if r in relations},
+        relation_templates={
+            r: t for r, t in relation_text.get("templates", {}).items() if r in relations
+        },
     )
 
 

@@ -1,0 +1,128 @@
+"""Language-side commands: verbalize (graph to text) and corpus (KG-to-text for LM training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kgweave.cli.output import emit_json
+from kgweave.errors import InvalidArgumentError
+from kgweave.settings import get_settings
+
+
+@click.command()
+@click.argument("entity", required=False)
+@click.option(
+    "--model", "model_dir", type=click.Path(path_type=Path), default=None,
+    help="Use this model folder's graph (default: ask the server).",
+)  # fmt: skip
+@click.option("--dataset", "-d", default=None, help="Use this dataset's graph and text files.")
+@click.option(
+    "--triple", "-t", "triples", nargs=3, multiple=True, metavar="HEAD RELATION TAIL",
+    help="Verbalize this triple instead of an entity (repeatable).",
+)  # fmt: skip
+@click.option("--max-chars", type=int, default=600, show_default=True, help="Length limit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verbalize(
+    entity: str | None,
+    model_dir: Path | None,
+    dataset: str | None,
+    triples: tuple[tuple[str, str, str], ...],
+    max_chars: int,
+    as_json: bool,
+) -> None:
+    """Graph to text: ENTITY (id or name) with its facts, or --triple sentences.
+
+    Facts come in order of importance and stop at the length limit on a sentence boundary.
+    """
+    rows = [(h, r, t) for h, r, t in triples]
+    if bool(entity) == bool(rows):
+        raise InvalidArgumentError("give an ENTITY or --triple (not both)")
+    if model_dir is not None and dataset is not None:
+        raise InvalidArgumentError("give --model or --dataset, not both")
+    if model_dir is None and dataset is None:
+        from kgweave.api.client import Client
+
+        with Client(get_settings().server) as client:
+            reply = client.verbalize(entity or "", rows, max_chars)
+        text, sentences = reply["text"], reply["sentences"]
+    else:
+        from kgweave.language.verbalize import Verbalizer
+
+        if model_dir is not None:
+            from kgweave.artifact import load_artifact
+            from kgweave.serving.served import ServedModel
+
+            served = ServedModel("local", load_artifact(model_dir))
+            text, sentences = served.verbalize(entity or "", rows, max_chars)
+        else:
+            from kgweave.engine import open_dataset
+
+            assert dataset is not None
+            data = open_dataset(dataset, get_settings())
+            verbalizer = Verbalizer.from_dataset(data)
+            if entity:
+                label = entity if entity in data.entities else _by_name(data, entity)
+                text, sentences = verbalizer.entity(label, max_chars=max_chars), []
+            else:
+                sentences = [verbalizer.triple(h, r, t) for h, r, t in rows]
+                text = " ".join(sentences)
+    if as_json:
+        emit_json({"text": text, "sentences": sentences})
+    else:
+        click.echo("\n".join(sentences) if sentences else text)
+
+
+def _by_name(data: object, name: str) -> str:
+    from kgweave.data.dataset import KGDataset
+    from kgweave.errors import NotFoundError, closest_names
+
+    assert isinstance(data, KGDataset)
+    folded = name.casefold()
+    hits = [e for e, n in data.entity_names.items() if n.casefold() == folded]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise InvalidArgumentError(f"entity name {name!r} is ambiguous: use an id ({hits[0]}, ...)")
+    hint = closest_names(name, list(data.entity_names.values()) + data.entities.labels)
+    suffix = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
+    raise NotFoundError(f"unknown entity {name!r}{suffix}")
+
+
+@click.command()
+@click.option("--dataset", "-d", required=True, help="Dataset name or folder.")
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), required=True, help="Text file to write."
+)
+@click.option(
+    "--splits", default="train", show_default=True,
+    help="Comma-separated splits whose facts become sentences (train keeps evaluation facts out).",
+)  # fmt: skip
+@click.option("--no-descriptions", is_flag=True, help="Leave entity descriptions out.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def corpus(
+    dataset: str, out: Path, splits: str, no_descriptions: bool, no_progress: bool, as_json: bool
+) -> None:
+    """Write a KG-to-text corpus (every fact as a sentence) for language-model training."""
+    from kgweave.engine import open_dataset
+    from kgweave.language.corpus import write_corpus
+
+    data = open_dataset(dataset, get_settings())
+    wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
+    for split in wanted:
+        data.split(split)  # unknown split: NotFoundError naming the ones there are
+    report = write_corpus(
+        data, out, splits=wanted, include_descriptions=not no_descriptions,
+        progress=not no_progress,
+    )  # fmt: skip
+    if as_json:
+        emit_json({"path": str(out), **report})
+    else:
+        click.echo(", ".join(f"{v} {k}" for k, v in report.items()) + f" written to {out}")
+
+
+def register(group: click.Group) -> None:
+    for command in (verbalize, corpus):
+        group.add_command(command)
