@@ -50,7 +50,9 @@ def test_new_facts_in_the_graph_become_a_served_version(service: KGService) -> N
     # the baseline: the graph as the first model saw it triggers nothing
     assert watcher.state.jobs_started == 0 and watcher.state.pending == 0
 
-    store.upsert_entities([EntityRow("srinivasa_ramanujan", "Srinivasa Ramanujan", "Indian mathematician")])
+    store.upsert_entities(
+        [EntityRow("srinivasa_ramanujan", "Srinivasa Ramanujan", "Indian mathematician")]
+    )
     store.add_triples(
         [
             ("srinivasa_ramanujan", "born_in", "london"),

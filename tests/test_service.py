@@ -321,7 +321,10 @@ def test_verbalize(served: ServerThread) -> None:
             ]
         )
     )
-    assert list(reply.sentences) == ["Alan Turing was born in London.", "Paris is located in France."]
+    assert list(reply.sentences) == [
+        "Alan Turing was born in London.",
+        "Paris is located in France.",
+    ]
     assert reply.text == "Alan Turing was born in London. Paris is located in France."
     paragraph = knowledge.Verbalize(
         knowledge_pb2.VerbalizeRequest(entity="alan_turing", max_chars=200)
