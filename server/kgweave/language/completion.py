@@ -14,8 +14,10 @@ For a query ``(head, relation, ?)`` (or ``(?, relation, tail)``):
 3. **Re-ranking**: ``combined = w_kge * kge_score + w_lm * lm_logprob + b``.
 
 The weights are **fitted on validation** by :meth:`LMCompleter.fit_weights`: for each
-validation fact and both of its sides, the true entity is a positive and the KGE top-N
-(without other known answers) are negatives. ``method="logistic"`` (default) fits a
+validation fact and both of its sides whose true entity is among the KGE top-N (other known
+answers removed), the true entity is a positive and the rest of that top-N are negatives —
+the same candidate lists re-ranking sees at inference (adding an out-of-list true entity to
+KGE-selected negatives would reward low KGE scores). ``method="logistic"`` (default) fits a
 conditional logistic regression on the two features: the weights maximise the probability of
 the true entity under a softmax over its own query's candidates (KGE scores are comparable only
 within a query), then ``b`` is fitted so that ``sigmoid(combined)`` is a class-balanced
@@ -36,7 +38,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.language.lm import sequence_logprob
 from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.predict import LinkPredictor, Query
@@ -453,16 +455,31 @@ class LMCompleter:
         for h, r, t in rows:
             answers.setdefault((h, r, "tail"), set()).add(t)
             answers.setdefault((t, r, "head"), set()).add(h)
-        groups: list[tuple[_Scored, int]] = []  # (candidates, index of the true one)
+        # Candidate lists as at inference: the KGE top-N (other known answers removed). A query
+        # whose true answer is not among them cannot be re-ranked and is left out: adding the
+        # true entity to a list of KGE-selected negatives would teach "low KGE score = true".
+        pending: list[tuple[int, int, Side, list[int], int]] = []
+        missed: list[tuple[int, int, Side, list[int], int]] = []
         for h, r, t in rows:
             for entity, target, side in ((h, t, "tail"), (t, h, "head")):
                 s: Side = "tail" if side == "tail" else "head"
-                other = answers[(entity, r, side)] | self._known_answers(entity, r, s)
-                negatives = [
-                    c for c in self._kge_candidates(entity, r, s, self.top_n) if c not in other
-                ]
-                scored = self._score(entity, r, s, [target, *negatives])
-                groups.append((scored, 0))
+                other = (answers[(entity, r, side)] | self._known_answers(entity, r, s)) - {target}
+                top = [c for c in self._kge_candidates(entity, r, s, self.top_n) if c not in other]
+                if target in top:
+                    pending.append((entity, r, s, top, top.index(target)))
+                else:
+                    missed.append((entity, r, s, [target, *top], 0))
+        biased = not pending
+        if biased:  # no answer in any top-N: fall back to adding the true entity
+            pending = missed
+        groups: list[tuple[_Scored, int]] = [
+            (self._score(entity, r, s, cands), target_at)
+            for entity, r, s, cands, target_at in pending
+        ]
+        if not any(len(g.entities) > 1 for g, _ in groups):
+            raise FailedPreconditionError(
+                "cannot fit re-ranking weights: no validation query has a negative candidate"
+            )
         kge = torch.tensor([x for g, _ in groups for x in g.kge], dtype=torch.float64)
         lm = torch.tensor([x for g, _ in groups for x in g.lm], dtype=torch.float64)
         labels = torch.tensor(
@@ -483,6 +500,8 @@ class LMCompleter:
         fitted = FusionWeights(float(w[0]), float(w[1]), float(bias), method)
         report = {
             "queries": float(len(groups)),
+            "queries_answer_outside_top_n": float(len(missed)),
+            "fallback_true_added": float(biased),
             "candidates": float(len(labels)),
             "valid_mrr_kge": _mrr(groups, lambda kg, lm: kg),
             "valid_mrr_lm": _mrr(groups, lambda kg, lm: lm),

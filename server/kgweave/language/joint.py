@@ -1,0 +1,654 @@
+"""Joint KG-LM training (``kgweave train --joint``): one run, one artifact folder.
+
+The run, top to bottom:
+
+1. **LM -> KG.** Entity text vectors (:class:`kgweave.language.encoder.TextEncoder` over
+   ``"name: description"``, or vectors passed in) enter the KGE model: each entity's
+   representation is ``structural + P · text`` (:class:`TextEnhancedEntities`, ``P``
+   zero-initialised so training starts from the plain model), trained with the configured
+   KGE regime and loss (:mod:`kgweave.training.regimes`), plus
+2. **alignment**: an InfoNCE loss between the structural embeddings and a second projection
+   ``A · text`` of the same entities (a random batch of entities each step): it pulls the two
+   spaces together, so ``A · text`` approximates the embedding of an entity the graph has not
+   seen yet.
+3. **KG -> LM.** A causal LM (the small GPT-2-style one, trained from scratch with a tokenizer
+   trained on the graph's text, or ``language_model`` fine-tuned) learns the KG-to-text corpus
+   (every training fact verbalized) with the trained entity embeddings added at entity
+   mentions (:class:`kgweave.language.fusion.EntityFusedLM`).
+4. Optionally, the completion re-ranking weights are fitted on validation
+   (:meth:`kgweave.language.completion.LMCompleter.fit_weights`).
+
+The artifact folder::
+
+    config.json, model.safetensors, id_maps.json, ...   the normal KGE artifact (the text-
+                                                         enhanced table baked in, so every
+                                                         existing loader serves it)
+    language/
+        config.json, model.safetensors, tokenizer.json,  the LM (save_pretrained, safetensors)
+        tokenizer_config.json, generation_config.json
+        fusion.safetensors      the fusion projection (and the KGE table it reads)
+        text.safetensors        text vectors (N, Dt), P, A and the structural table
+        joint.json              written last: format, this config, fusion and completion
+                                settings, sha256 of every other file in language/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
+from kgweave.data.dataset import KGDataset, with_reciprocals
+from kgweave.device import resolve_device
+from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
+from kgweave.evaluation.ranking import build_filter, evaluate
+from kgweave.language.completion import FusionWeights, LMCompleter
+from kgweave.language.fusion import EntityFusedLM, char_spans_to_token_spans
+from kgweave.language.lm import (
+    EncodedBatch,
+    build_small_lm,
+    load_causal_lm,
+    load_lm,
+    save_lm,
+    train_lm,
+)
+from kgweave.language.tokenizer import train_tokenizer
+from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
+from kgweave.models import KGEModel, model_class
+from kgweave.predict import LinkPredictor
+from kgweave.settings import Settings
+from kgweave.training.config import TrainConfig
+from kgweave.training.regimes import make_regime
+
+LANGUAGE_DIR = "language"
+JOINT_CONFIG = "joint.json"
+FUSION_WEIGHTS = "fusion.safetensors"
+TEXT_WEIGHTS = "text.safetensors"
+JOINT_FORMAT = "kgweave-joint"
+JOINT_FORMAT_VERSION = 1
+
+
+class JointConfig(BaseModel):
+    """Everything that decides a joint run; stored verbatim in ``language/joint.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kge: TrainConfig = Field(
+        default_factory=lambda: TrainConfig.model_validate({"dim": 100, "epochs": 100}),
+        description="The KGE side: model, dim, regime, epochs, optimiser... (as `kgweave "
+        "train`). Validation every `eval_every` epochs keeps the best model.",
+    )
+    align_weight: float = Field(
+        0.1, ge=0, description="Weight of the text/KGE alignment (InfoNCE) loss; 0 disables."
+    )
+    align_temperature: float = Field(0.1, gt=0, description="InfoNCE temperature.")
+    align_batch: int = Field(256, ge=2, description="Entities per alignment step.")
+    use_text: bool = Field(
+        True,
+        description="Add projected entity text vectors to the KGE representations (LM -> KG).",
+    )
+    language_model: str | None = Field(
+        None,
+        description="Causal LM to fine-tune (local folder or Hugging Face id); unset: the "
+        "`language_model` setting, and when that is unset too, a small GPT-2-style model "
+        "trained from scratch.",
+    )
+    vocab_size: int = Field(2000, ge=300, description="Tokenizer size for the small LM.")
+    lm_layers: int = Field(4, ge=1, description="Small LM: transformer blocks.")
+    lm_width: int = Field(256, ge=8, description="Small LM: hidden width.")
+    lm_heads: int = Field(4, ge=1, description="Small LM: attention heads.")
+    lm_max_length: int = Field(128, ge=8, description="Longest training text in tokens.")
+    lm_epochs: int = Field(20, ge=1, description="Passes over the KG-to-text corpus.")
+    lm_batch_size: int = Field(32, ge=1, description="Sentences per LM step.")
+    lm_lr: float = Field(
+        2e-3, gt=0, description="LM learning rate (use ~5e-5 to fine-tune a pretrained LM)."
+    )
+    fusion_layer: int | None = Field(
+        0,
+        description="Where entity embeddings enter the LM: output of this block (0-based); "
+        "None: the input embeddings.",
+    )
+    fusion_train_entities: bool = Field(
+        False, description="Fine-tune the KGE table inside the fused LM (default: frozen)."
+    )
+    fit_completion: bool = Field(
+        True, description="Fit the completion re-ranking weights on validation."
+    )
+    completion_top_n: int = Field(20, ge=1, description="KGE candidates per completion query.")
+    seed: int = Field(0, description="Seeds every part of the run.")
+
+
+class TextEnhancedEntities(nn.Module):
+    """Entity representations ``structural + P · text`` with the interface of ``nn.Embedding``
+    that :class:`kgweave.models.KGEModel` uses (``module(ids)`` and ``module.weight``).
+
+    Args:
+        structural: the model's own entity table, (N, De).
+        text: shape (N, Dt) text vectors (a buffer, not trained).
+    """
+
+    text: torch.Tensor
+
+    def __init__(self, structural: nn.Embedding, text: torch.Tensor) -> None:
+        super().__init__()
+        if text.shape[0] != structural.num_embeddings:
+            raise InvalidArgumentError(
+                f"{text.shape[0]} text vectors for {structural.num_embeddings} entities"
+            )
+        self.structural = structural
+        self.register_buffer("text", text.detach().float().clone())
+        self.project = nn.Linear(text.shape[1], structural.embedding_dim, bias=False)
+        nn.init.zeros_(self.project.weight)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole enhanced table: shape (N, De)."""
+        table: torch.Tensor = self.structural.weight + self.project(self.text)
+        return table
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: any shape (...) -> (..., De)."""
+        rows: torch.Tensor = self.structural(ids) + self.project(self.text[ids])
+        return rows
+
+
+def alignment_loss(
+    structural: torch.Tensor, projected_text: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Symmetric InfoNCE: each entity's structural vector should be closest to its own text.
+
+    Args:
+        structural, projected_text: shape (B, De), row i of both is the same entity.
+    Returns:
+        shape () loss.
+    """
+    a = F.normalize(structural, dim=1)
+    b = F.normalize(projected_text, dim=1)
+    logits = a @ b.t() / temperature  # (B, B)
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@dataclass
+class JointResult:
+    """What a joint run produced."""
+
+    path: Path
+    metrics: dict[str, Any]
+    kge_history: list[dict[str, Any]]
+    lm_history: list[dict[str, float]]
+    completion_weights: FusionWeights | None
+    seconds: float
+
+
+@dataclass
+class JointModel:
+    """Every part of a joint artifact, loaded and verified."""
+
+    path: Path
+    artifact: ModelArtifact
+    lm: Any
+    tokenizer: Any
+    fused: EntityFusedLM
+    text_vectors: torch.Tensor  # (N, Dt)
+    text_projection: nn.Linear  # P: Dt -> De
+    align_projection: nn.Linear  # A: Dt -> De
+    structural: torch.Tensor  # (N, De)
+    completion_weights: FusionWeights
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def completer(self, top_n: int | None = None) -> LMCompleter:
+        """A :class:`LMCompleter` on these parts, with the fitted weights."""
+        return LMCompleter(
+            LinkPredictor(self.artifact),
+            self.lm,
+            self.tokenizer,
+            weights=self.completion_weights,
+            top_n=top_n or int(self.config.get("config", {}).get("completion_top_n", 20)),
+        )
+
+
+# ---- the corpus
+
+
+def fact_corpus(
+    dataset: KGDataset, verbalizer: Verbalizer
+) -> tuple[list[str], list[list[tuple[int, int, int]]]]:
+    """Every training fact as a sentence, with its entity mentions.
+
+    Returns:
+        (sentences, mentions): per sentence, (char start, char end, entity id) of the head and
+        the tail names.
+    """
+    ents, rels = dataset.entities.labels, dataset.relations.labels
+    texts: list[str] = []
+    mentions: list[list[tuple[int, int, int]]] = []
+    for h, r, t in dataset.train.tolist():
+        sentence = verbalizer.triple(ents[h], rels[r], ents[t])
+        template = verbalizer.template(rels[r])
+        order = [(h, ents[h]), (t, ents[t])]
+        if template.find(TAIL) < template.find(HEAD):
+            order.reverse()
+        folded = sentence.casefold()
+        spans: list[tuple[int, int, int]] = []
+        cursor = 0
+        for entity, label in order:
+            name = verbalizer.name(label).casefold()
+            at = folded.find(name, cursor)
+            if at >= 0 and name:
+                spans.append((at, at + len(name), entity))
+                cursor = at + len(name)
+        texts.append(sentence)
+        mentions.append(spans)
+    return texts, mentions
+
+
+# ---- LM -> KG with alignment
+
+
+def _train_kge(
+    dataset: KGDataset,
+    config: JointConfig,
+    text: torch.Tensor,
+    device: torch.device,
+    progress: bool,
+) -> tuple[KGEModel, TextEnhancedEntities, nn.Linear, list[dict[str, Any]], dict[str, float]]:
+    """Train the text-enhanced KGE model with its regime's loss plus the alignment loss."""
+    kc = config.kge
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    num_relations = 2 * dataset.num_relations
+    model = model_class(kc.model)(dataset.num_entities, num_relations, kc.dim)
+    enhanced = TextEnhancedEntities(model.entity, text)
+    if not config.use_text:
+        enhanced.project.weight.requires_grad_(False)
+    # KGEModel only calls entity(ids) and entity.weight, which TextEnhancedEntities provides
+    model.entity = enhanced  # type: ignore[assignment]
+    align = nn.Linear(text.shape[1], enhanced.structural.embedding_dim, bias=False)
+    model.to(device)
+    align.to(device)
+    params = [p for p in [*model.parameters(), *align.parameters()] if p.requires_grad]
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.Adagrad(params, lr=kc.lr)
+        if kc.optimizer == "adagrad"
+        else torch.optim.Adam(params, lr=kc.lr)
+    )
+    train_triples = with_reciprocals(dataset.train, dataset.num_relations).to(device)
+    regime = make_regime(kc, train_triples, dataset.num_entities, num_relations)
+    known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
+    known = known.to(device)
+    valid = dataset.split("valid").to(device)
+    history: list[dict[str, Any]] = []
+    best_mrr, bad = -1.0, 0
+    best_metrics: dict[str, float] = {}
+    best_state: dict[str, dict[str, torch.Tensor]] | None = None
+    bar = tqdm(
+        total=kc.epochs * regime.triples_per_epoch,
+        unit="triples",
+        unit_scale=True,
+        desc=f"joint {kc.model}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for epoch in range(1, kc.epochs + 1):
+        # ---- the steps of one epoch
+        model.train()
+        sums = torch.zeros(2, device=device)
+        steps = 0
+        for batch_ids in regime.batches(generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss, covered = regime.batch_loss(model, batch_ids)
+            align_loss = torch.zeros((), device=device)
+            if config.align_weight > 0:
+                pick = torch.randperm(dataset.num_entities, generator=generator)
+                ids = pick[: config.align_batch].to(device)
+                align_loss = alignment_loss(
+                    enhanced.structural(ids), align(enhanced.text[ids]), config.align_temperature
+                )
+            (loss + config.align_weight * align_loss).backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            sums += torch.stack((loss.detach(), align_loss.detach()))
+            steps += 1
+            bar.update(covered)
+        kge_loss, align_value = (sums / max(steps, 1)).tolist()  # sync point
+        row: dict[str, Any] = {"epoch": epoch, "loss": kge_loss, "align_loss": align_value}
+        # ---- once in a while: validation, keep the best
+        if epoch % kc.eval_every == 0 or epoch == kc.epochs:
+            result = evaluate(model, valid, known, batch_size=kc.eval_batch_size)
+            row["valid_mrr"] = result.metrics["mrr"]
+            if result.metrics["mrr"] > best_mrr:
+                best_mrr, best_metrics, bad = result.metrics["mrr"], result.metrics, 0
+                best_state = {
+                    part: {k: v.detach().clone() for k, v in sd.items()}
+                    for part, sd in (("model", model.state_dict()), ("align", align.state_dict()))
+                }
+            else:
+                bad += 1
+            bar.set_postfix(loss=f"{kge_loss:.4f}", valid_mrr=f"{row['valid_mrr']:.4f}")
+        history.append(row)
+        if not math.isfinite(kge_loss) or (kc.patience and bad >= kc.patience):
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state["model"])
+        align.load_state_dict(best_state["align"])
+    model.eval()
+    return model, enhanced, align, history, dict(best_metrics)
+
+
+def _bake(model: KGEModel, enhanced: TextEnhancedEntities) -> KGEModel:
+    """A plain model of the same class whose entity table is the enhanced one."""
+    plain = model_class(model.name)(model.num_entities, model.num_relations, model.dim)
+    with torch.no_grad():
+        plain.entity.weight.copy_(enhanced.weight.detach().cpu())
+        plain.relation.weight.copy_(model.relation.weight.detach().cpu())
+    return plain.eval()
+
+
+# ---- the whole run
+
+
+def _text_vectors(
+    dataset: KGDataset, settings: Settings, given: torch.Tensor | None, progress: bool
+) -> torch.Tensor:
+    if given is not None:
+        if given.dim() != 2 or given.shape[0] != dataset.num_entities:
+            raise InvalidArgumentError(
+                f"text vectors must have shape ({dataset.num_entities}, D), got "
+                f"{tuple(given.shape)}"
+            )
+        return given.detach().float().cpu()
+    from kgweave.language.encoder import TextEncoder
+
+    encoder = TextEncoder.from_settings(settings)
+    labels = dataset.entities.labels
+    return encoder.encode_entities(
+        [dataset.entity_names.get(e) for e in labels],
+        [dataset.entity_descriptions.get(e) for e in labels],
+        labels,
+        progress=progress,
+    )
+
+
+def train_joint(
+    dataset: KGDataset,
+    config: JointConfig,
+    out: Path,
+    settings: Settings,
+    progress: bool = True,
+    text_vectors: torch.Tensor | None = None,
+) -> JointResult:
+    """Train the KGE model and the LM together and write one artifact folder to ``out``.
+
+    Args:
+        text_vectors: shape (N, Dt) entity text vectors in the dataset's id order; default:
+            encoded with the ``text_encoder`` setting.
+    Returns:
+        where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
+    """
+    started = time.perf_counter()
+    device = resolve_device(settings.device)
+    if config.kge.num_threads:
+        torch.set_num_threads(config.kge.num_threads)
+    text = _text_vectors(dataset, settings, text_vectors, progress)
+
+    # ---- LM -> KG (+ alignment)
+    model, enhanced, align, kge_history, valid_metrics = _train_kge(
+        dataset, config, text.to(device), device, progress
+    )
+    plain = _bake(model, enhanced).to(device)
+    known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
+    test = evaluate(plain, dataset.split("test").to(device), known.to(device))
+    metrics: dict[str, Any] = {"valid": valid_metrics, "test": test.metrics}
+
+    # ---- KG -> LM
+    verbalizer = Verbalizer.from_dataset(dataset)
+    texts, mentions = fact_corpus(dataset, verbalizer)
+    spec = config.language_model or settings.language_model
+    if spec:
+        lm, tokenizer = load_causal_lm(spec, device, offline=settings.offline or None)
+    else:
+        names = [verbalizer.name(e) for e in dataset.entities.labels]
+        descriptions = [
+            s for e in dataset.entities.labels if (s := dataset.entity_descriptions.get(e))
+        ]
+        tokenizer = train_tokenizer([*texts, *names, *descriptions], config.vocab_size)
+        lm = build_small_lm(
+            tokenizer,
+            n_layer=config.lm_layers,
+            n_embd=config.lm_width,
+            n_head=config.lm_heads,
+            n_positions=max(config.lm_max_length, 16),
+            seed=config.seed,
+        )
+    fused = EntityFusedLM(
+        lm,
+        plain.entity.weight.detach(),
+        layer=config.fusion_layer,
+        train_entities=config.fusion_train_entities,
+    )
+
+    def fused_loss(batch: EncodedBatch, ids: Any) -> torch.Tensor:
+        spans = char_spans_to_token_spans(batch.offsets, [mentions[i] for i in ids])
+        loss: torch.Tensor | None = fused(
+            batch.input_ids, batch.attention_mask, spans, batch.labels
+        )[1]
+        assert loss is not None
+        return loss
+
+    lm_history = train_lm(
+        fused,
+        tokenizer,
+        texts,
+        epochs=config.lm_epochs,
+        batch_size=config.lm_batch_size,
+        lr=config.lm_lr,
+        device=device,
+        progress=progress,
+        seed=config.seed,
+        max_length=config.lm_max_length,
+        step_loss=fused_loss,
+    )
+    metrics["lm"] = {"final_loss": lm_history[-1]["loss"] if lm_history else None}
+
+    # ---- write the KGE artifact, then the language part
+    save_artifact(
+        out,
+        plain,
+        dataset,
+        training=config.kge.model_dump(),
+        metrics={"valid": valid_metrics, "test": test.metrics},
+        history=kge_history,
+        extra={"joint": {"language": LANGUAGE_DIR}, "relation_templates": verbalizer.templates},
+    )
+    language = out / LANGUAGE_DIR
+    (language / JOINT_CONFIG).unlink(missing_ok=True)
+    save_lm(fused.lm, tokenizer, language)
+    save_file(
+        {k: v.detach().float().cpu().contiguous() for k, v in fused.fusion_state().items()},
+        str(language / FUSION_WEIGHTS),
+        metadata={"format": JOINT_FORMAT},
+    )
+    save_file(
+        {
+            "text_vectors": text.contiguous(),
+            "text_projection.weight": enhanced.project.weight.detach().cpu().contiguous(),
+            "align_projection.weight": align.weight.detach().cpu().contiguous(),
+            "structural": enhanced.structural.weight.detach().cpu().contiguous(),
+        },
+        str(language / TEXT_WEIGHTS),
+        metadata={"format": JOINT_FORMAT},
+    )
+
+    # ---- completion weights, fitted on validation with the parts just written
+    weights: FusionWeights | None = None
+    if config.fit_completion:
+        completer = LMCompleter(
+            LinkPredictor(load_artifact(out, device=device)),
+            fused.lm,
+            tokenizer,
+            verbalizer=verbalizer,
+            top_n=config.completion_top_n,
+            lm_candidates=0,
+        )
+        weights = completer.fit_weights(dataset.split("valid"), seed=config.seed)
+        metrics["completion"] = weights.report
+    files = {
+        p.name: _sha256(p)
+        for p in sorted(language.iterdir())
+        if p.is_file() and p.name != JOINT_CONFIG and not p.name.endswith(".tmp")
+    }
+    joint = {
+        "format": JOINT_FORMAT,
+        "format_version": JOINT_FORMAT_VERSION,
+        "config": config.model_dump(),
+        "language_model": spec or "small",
+        "fusion": fused.config(),
+        "text_dim": int(text.shape[1]),
+        "completion_weights": (weights or FusionWeights()).to_dict(),
+        "lm_history": lm_history,
+        "metrics": metrics,
+        "files": files,
+    }
+    tmp = language / (JOINT_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(joint, indent=2), encoding="utf-8")
+    os.replace(tmp, language / JOINT_CONFIG)
+    return JointResult(
+        path=out,
+        metrics=metrics,
+        kge_history=kge_history,
+        lm_history=lm_history,
+        completion_weights=weights,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        tensors: dict[str, torch.Tensor] = load_file(str(path))
+        return tensors
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{path}: unreadable weights ({exc})") from exc
+
+
+def load_joint(folder: Path, device: str | torch.device = "cpu") -> JointModel:
+    """Load and verify every part of a joint artifact.
+
+    Raises:
+        NotFoundError: no such folder, or no model in it.
+        ArtifactError: a part is missing, corrupt (checksum), or disagrees with the others; the
+            message names the part.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    artifact = load_artifact(folder, device=dev)  # verifies the KGE part
+    language = folder / LANGUAGE_DIR
+    if not language.is_dir():
+        raise NotFoundError(f"{folder} holds a KGE model but no joint language part ({language})")
+    config_path = language / JOINT_CONFIG
+    if not config_path.is_file():
+        raise ArtifactError(f"{language}: missing {JOINT_CONFIG} (unfinished or damaged write)")
+    try:
+        joint = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
+    if not isinstance(joint, dict) or joint.get("format") != JOINT_FORMAT:
+        raise ArtifactError(f"{config_path}: not a kgweave joint config")
+    if joint.get("format_version", 0) > JOINT_FORMAT_VERSION:
+        raise ArtifactError(f"{config_path}: newer format than this kgweave reads; upgrade")
+    files = joint.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{config_path}: lists no files")
+    for required in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        FUSION_WEIGHTS,
+        TEXT_WEIGHTS,
+    ):
+        if required not in files:
+            raise ArtifactError(f"{config_path}: does not list {required}")
+    for name, expected in files.items():
+        path = language / name
+        if not path.is_file():
+            raise ArtifactError(f"{language}: missing {name}")
+        if _sha256(path) != expected:
+            raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+    lm, tokenizer = load_lm(language, dev)
+    num_entities = len(artifact.entities)
+    text = _tensors(language / TEXT_WEIGHTS)
+    fusion = _tensors(language / FUSION_WEIGHTS)
+    try:
+        vectors = text["text_vectors"]
+        p_weight, a_weight = text["text_projection.weight"], text["align_projection.weight"]
+        structural = text["structural"]
+        table = fusion["entities.weight"]
+    except KeyError as exc:
+        raise ArtifactError(f"{language}: missing tensor {exc}") from exc
+    width = artifact.model.entity.weight.shape[1]
+    if vectors.shape[0] != num_entities or table.shape[0] != num_entities:
+        raise ArtifactError(
+            f"{language}: text vectors / fusion table have {vectors.shape[0]} / "
+            f"{table.shape[0]} rows but the model has {num_entities} entities"
+        )
+    if p_weight.shape != (width, vectors.shape[1]) or structural.shape != (num_entities, width):
+        raise ArtifactError(f"{language / TEXT_WEIGHTS}: shapes disagree with the KGE model")
+    fusion_config = joint.get("fusion") or {}
+    fused = EntityFusedLM(
+        lm,
+        table,
+        layer=fusion_config.get("layer", 0),
+        train_entities=bool(fusion_config.get("train_entities", False)),
+    )
+    missing, unexpected = fused.load_state_dict(
+        {**{f"lm.{k}": v for k, v in lm.state_dict().items()}, **fusion}, strict=False
+    )
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{language / FUSION_WEIGHTS}: weights do not match the fusion config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    fused.to(dev).eval()
+    text_projection = nn.Linear(vectors.shape[1], width, bias=False)
+    align_projection = nn.Linear(vectors.shape[1], width, bias=False)
+    with torch.no_grad():
+        text_projection.weight.copy_(p_weight)
+        align_projection.weight.copy_(a_weight)
+    return JointModel(
+        path=folder,
+        artifact=artifact,
+        lm=lm,
+        tokenizer=tokenizer,
+        fused=fused,
+        text_vectors=vectors,
+        text_projection=text_projection,
+        align_projection=align_projection,
+        structural=structural,
+        completion_weights=(
+            FusionWeights.from_dict(joint["completion_weights"])
+            if isinstance(joint.get("completion_weights"), dict)
+            else FusionWeights()
+        ),
+        config=joint,
+    )
