@@ -339,3 +339,27 @@ def test_verbalize(served: ServerThread) -> None:
     )
     assert code == grpc.StatusCode.NOT_FOUND and "Alan Turing" in message
     channel.close()
+
+
+def test_semantic_search_by_free_text(served: ServerThread) -> None:
+    """Free text finds entities by meaning, with the offline MiniLM encoder."""
+    knowledge, _, channel = stubs(served.address)
+    reply = knowledge.SearchEntities(
+        knowledge_pb2.SearchEntitiesRequest(
+            text="the mathematician who founded theoretical computer science", limit=3
+        )
+    )
+    assert reply.entities[0].id == "alan_turing"
+    sims = [e.similarity for e in reply.entities]
+    assert sims == sorted(sims, reverse=True) and 0 < sims[0] <= 1.0001
+    city = knowledge.SearchEntities(
+        knowledge_pb2.SearchEntitiesRequest(text="capital city of France", limit=1)
+    )
+    assert city.entities[0].id == "paris"
+    code, message = _code(
+        lambda: knowledge.SearchEntities(
+            knowledge_pb2.SearchEntitiesRequest(prefix="al", text="alan")
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not both" in message
+    channel.close()

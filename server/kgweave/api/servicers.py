@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from kgweave.api.status import to_grpc
-from kgweave.errors import DeadlineExceededError, KGWeaveError
+from kgweave.errors import DeadlineExceededError, InvalidArgumentError, KGWeaveError
 from kgweave.predict import Query
 from kgweave.serving.jobs import Job, JobState
 from kgweave.serving.served import EntityInfo
@@ -156,6 +156,18 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def SearchEntities(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.SearchEntitiesResponse:
+        if request.prefix and request.text:
+            raise InvalidArgumentError("give prefix or text, not both")
+        if request.text:
+            version, hits = await asyncio.to_thread(
+                self.service.semantic_search, request.text, request.limit or 10
+            )
+            entities = []
+            for info, similarity in hits:
+                entity = _entity(info, version)
+                entity.similarity = similarity
+                entities.append(entity)
+            return knowledge_pb2.SearchEntitiesResponse(entities=entities)
         version, infos = self.service.search(request.prefix, request.limit or 10)
         return knowledge_pb2.SearchEntitiesResponse(entities=[_entity(i, version) for i in infos])
 

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import InvalidArgumentError
 from kgweave.predict import MAX_K, LinkPredictor, Query
 
 if TYPE_CHECKING:
+    from kgweave.language.encoder import TextEncoder
+    from kgweave.language.semantic import SemanticIndex
     from kgweave.language.verbalize import Verbalizer
 
 MAX_QUERIES = 1000
@@ -46,6 +52,8 @@ class ServedModel:
         self.predictor = LinkPredictor(artifact, precision=precision)
         self.device = self.predictor.device
         self.loaded_at = time.time()
+        self._text_lock = threading.Lock()
+        self._text_index: tuple[str, SemanticIndex] | None = None
         labels = artifact.entities.labels
         # prefix search over folded names and ids: sorted (key, entity id) pairs
         keys = {(label.casefold(), i) for i, label in enumerate(labels)}
@@ -130,6 +138,44 @@ class ServedModel:
             for h, r, t in triples
         ]
         return " ".join(sentences), sentences
+
+    def semantic_index(self, encoder: TextEncoder, cache_dir: Path) -> SemanticIndex:
+        """Entity text vectors of this version under ``encoder`` (computed once, then cached in
+        ``cache_dir`` by weights hash and encoder)."""
+        from kgweave.language.coldstart import artifact_entity_texts
+        from kgweave.language.semantic import SemanticIndex
+
+        with self._text_lock:
+            if self._text_index is not None and self._text_index[0] == encoder.spec:
+                return self._text_index[1]
+            key = hashlib.sha256(f"{self.artifact.version}|{encoder.spec}".encode()).hexdigest()
+            path = cache_dir / f"{key[:24]}.safetensors"
+            vectors = None
+            if path.is_file():
+                stored = load_file(str(path)).get("vectors")
+                if stored is not None and stored.shape[0] == len(self.artifact.entities):
+                    vectors = stored
+            if vectors is None:
+                vectors = encoder.encode(artifact_entity_texts(self.artifact), batch_size=128)
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                save_file({"vectors": vectors.contiguous()}, str(tmp))
+                os.replace(tmp, path)
+            index = SemanticIndex(vectors, self.artifact.entities.labels, encoder)
+            self._text_index = (encoder.spec, index)
+            return index
+
+    def semantic_search(
+        self, text: str, limit: int, encoder: TextEncoder, cache_dir: Path
+    ) -> list[tuple[EntityInfo, float]]:
+        """Entities whose text is closest to ``text`` (cosine under ``encoder``)."""
+        if not text.strip():
+            raise InvalidArgumentError("give a non-empty text to search for")
+        if not 1 <= limit <= MAX_K:
+            raise InvalidArgumentError(f"limit must be between 1 and {MAX_K}, got {limit}")
+        hits = self.semantic_index(encoder, cache_dir).search_one(text, limit)
+        index = self.artifact.entities.index
+        return [(self._info(index[label], 0), score) for label, score in hits]
 
     def entity(self, text: str, max_facts: int = 20) -> EntityInfo:
         if not text:

@@ -36,6 +36,7 @@ from kgweave.settings import Settings
 if TYPE_CHECKING:
     from kgweave.changes import EventLog
     from kgweave.graph.store import GraphStore
+    from kgweave.language.encoder import TextEncoder
     from kgweave.serving.retrain import RetrainWatcher
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class KGService:
         #: this process started the embedded graph server (and stops it on shutdown)
         self.owns_embedded_graph = False
         self._event_log: EventLog | None = None
+        self._encoder: TextEncoder | None = None
+        self._encoder_lock = threading.Lock()
         #: retraining from change events, when enabled (kgweave.serving.retrain)
         self.retrainer: RetrainWatcher | None = None
 
@@ -202,6 +205,25 @@ class KGService:
     def search(self, prefix: str, limit: int = 10) -> tuple[str, list[EntityInfo]]:
         served = self.active()
         return served.version, served.search(prefix, limit)
+
+    def text_encoder(self) -> TextEncoder:
+        """The sentence encoder of ``settings.text_encoder`` (loaded on first use)."""
+        from kgweave.language.encoder import TextEncoder
+
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = TextEncoder.from_settings(self.settings)
+            return self._encoder
+
+    def semantic_search(
+        self, text: str, limit: int = 10
+    ) -> tuple[str, list[tuple[EntityInfo, float]]]:
+        """Entities by meaning: cosine between ``text`` and each entity's name + description."""
+        served = self.active()
+        hits = served.semantic_search(
+            text, limit, self.text_encoder(), self.settings.data_dir / "cache" / "text-vectors"
+        )
+        return served.version, hits
 
     def verbalize(
         self,
