@@ -70,6 +70,32 @@ class Settings(BaseSettings):
         description="How long to retry an unreachable Neo4j, or a transaction that failed "
         "transiently, before giving up (exponential backoff).",
     )
+    graph_user: str | None = Field(
+        default=None,
+        description="Neo4j user when the graph URI carries none (bolt://user:password@host).",
+    )
+    graph_password: SecretStr | None = Field(
+        default=None, description="Neo4j password when the graph URI carries none."
+    )
+    graph_database: str | None = Field(
+        default=None,
+        description="Neo4j database when the graph URI has no /database path; unset: the "
+        "user's home database.",
+    )
+    graph_batch_size: int = Field(
+        default=1000, ge=1, description="Rows per UNWIND write transaction sent to Neo4j."
+    )
+    graph_tls_ca: Path | None = Field(
+        default=None,
+        description="CA certificate file (PEM) to trust for Neo4j TLS instead of the system's "
+        "CAs; use with bolt+s:// or neo4j+s://.",
+    )
+    graph_retry_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long to retry an unreachable Neo4j, or a transaction that failed "
+        "transiently, before giving up (exponential backoff).",
+    )
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(
         default=50051, ge=0, le=65535, description="gRPC port (0: pick a free one)."

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.errors import InvalidArgumentError
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
+from kgweave.graph.neo4j_store import SCHEMES, Neo4jStore, Neo4jTarget
 from kgweave.graph.store import GraphStore
 from kgweave.settings import Settings
 
@@ -14,7 +15,9 @@ from kgweave.settings import Settings
 def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> GraphStore:
     """A store for ``uri``; with no URI, the embedded FalkorDB (started if needed).
 
-    ``falkor://host:port/graph`` (or ``redis://``) reaches a FalkorDB server.
+    ``falkor://host:port/graph`` (or ``redis://``) reaches a FalkorDB server;
+    ``bolt://``, ``bolt+s://``, ``bolt+ssc://``, ``neo4j://``, ``neo4j+s://`` and
+    ``neo4j+ssc://`` reach Neo4j (see :func:`neo4j_target`).
     """
     if not uri:
         info = EmbeddedFalkorDB(settings.graph_dir).start()
@@ -27,12 +30,43 @@ def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> G
         return FalkorDBStore(
             parsed.hostname, parsed.port or 6379, graph=name, password=parsed.password
         )
-    if parsed.scheme in ("bolt", "bolt+s", "neo4j", "neo4j+s"):
-        raise FailedPreconditionError(
-            "the Neo4j backend is not part of this kgweave version yet: use the embedded "
-            "FalkorDB (no --graph) or a falkor://host:port URI"
-        )
+    if parsed.scheme in SCHEMES:
+        return open_neo4j(uri, settings)
     raise InvalidArgumentError(
-        f"graph URI {uri!r}: use falkor://host:port[/graph] (or leave it out for the embedded "
-        "database)"
+        f"graph URI {uri!r}: use falkor://host:port[/graph], bolt://host:port[/database] or "
+        "neo4j://host:port[/database] (or leave it out for the embedded database)"
+    )
+
+
+def neo4j_target(uri: str, settings: Settings) -> Neo4jTarget:
+    """Where a ``bolt://`` / ``neo4j://`` URI points, with credentials and TLS settings.
+
+    ``bolt://user:password@host:7687/database``: user, password (percent-encoded) and database
+    come from the URI when present, otherwise from ``KGWEAVE_GRAPH_USER``,
+    ``KGWEAVE_GRAPH_PASSWORD`` and ``KGWEAVE_GRAPH_DATABASE``.
+    """
+    parsed = urlsplit(uri)
+    if not parsed.hostname:
+        raise InvalidArgumentError(f"graph URI {uri!r} has no host")
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    netloc = host if parsed.port is None else f"{host}:{parsed.port}"
+    password = settings.graph_password.get_secret_value() if settings.graph_password else None
+    database = unquote(parsed.path.strip("/")) or settings.graph_database
+    if database and "/" in database:
+        raise InvalidArgumentError(f"graph URI {uri!r}: the path must be one database name")
+    return Neo4jTarget(
+        uri=urlunsplit((parsed.scheme, netloc, "", parsed.query, "")),
+        user=unquote(parsed.username) if parsed.username else settings.graph_user,
+        password=unquote(parsed.password) if parsed.password is not None else password,
+        database=database,
+        tls_ca=settings.graph_tls_ca,
+    )
+
+
+def open_neo4j(uri: str, settings: Settings) -> Neo4jStore:
+    """A :class:`Neo4jStore` for ``uri`` with the Neo4j settings (batch size, retries, TLS)."""
+    return Neo4jStore(
+        neo4j_target(uri, settings),
+        batch_size=settings.graph_batch_size,
+        retry_s=settings.graph_retry_s,
     )

@@ -1,0 +1,680 @@
+"""The Neo4j backend of :class:`GraphStore`, through the official ``neo4j`` driver.
+
+URIs: ``bolt://``, ``bolt+s://``, ``bolt+ssc://``, ``neo4j://``, ``neo4j+s://`` and
+``neo4j+ssc://`` (``+s``: TLS verified against the system's CAs, ``+ssc``: TLS accepting a
+self-signed certificate; ``tls_ca`` trusts one CA file instead). Every statement runs in a
+managed transaction (``Session.execute_write`` / ``execute_read``), which the driver retries
+with exponential backoff on transient errors (``TransientError``, ``ServiceUnavailable``,
+``SessionExpired``) for up to ``retry_s`` seconds; opening the store checks the connection
+with the same bounded patience, so an unreachable database gives one
+:class:`GraphUnavailableError`, never a driver traceback.
+
+The mapping and the semantics are those of :class:`FalkorDBStore`: batched ``UNWIND`` writes
+of ``batch_size`` rows, ``MERGE`` everywhere, values only as parameters, names in query text
+only after :func:`checked_identifier`. Reads page by the entity key (keyset pagination on the
+unique key: ``WHERE key > $after ORDER BY key LIMIT n``, then the page's edges by index
+seeks), so memory stays bounded and no page is read twice.
+
+What differs between servers lives in a :class:`Dialect`. :data:`NEO4J` is Neo4j 5's Cypher,
+checked against the manuals:
+
+- uniqueness constraint: Cypher Manual 5, "Create constraints"
+  (https://neo4j.com/docs/cypher-manual/5/constraints/create-constraints/):
+  ``CREATE CONSTRAINT name IF NOT EXISTS FOR (n:Label) REQUIRE n.property IS UNIQUE``;
+- vector index: Cypher Manual, "Vector indexes"
+  (https://neo4j.com/docs/cypher-manual/current/indexes/semantic-indexes/vector-indexes/):
+  ``CREATE VECTOR INDEX name IF NOT EXISTS FOR (n:Label) ON (n.property) OPTIONS {indexConfig:
+  {`vector.dimensions`: D, `vector.similarity_function`: 'cosine'}}``, dimensions 1..4096,
+  ``cosine`` or ``euclidean``; queried with ``db.index.vector.queryNodes(indexName,
+  numberOfNearestNeighbours, query) :: (node, score)``, scores in [0, 1], 1 most similar;
+- vectors are written with ``db.create.setNodeVectorProperty(node, key, vector)``, which the
+  Operations Manual's procedure reference
+  (https://neo4j.com/docs/operations-manual/current/procedures/#procedure_db_create_setNodeVectorProperty)
+  describes as "a more space efficient representation than Cypher's SET";
+- ``db.awaitIndex(indexName, timeOutSeconds)`` waits for the index to come online (same page).
+
+:data:`FALKORDB_BOLT` is FalkorDB's dialect for its experimental Bolt endpoint: kgweave's tests
+run the portable core of this class against a real FalkorDB through the ``neo4j`` driver
+(there is no Neo4j server on the build machines); the Neo4j-only statements are tested by
+their exact text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from kgweave.errors import GraphUnavailableError, InvalidArgumentError, KGWeaveError
+from kgweave.graph.store import (
+    EntityRow,
+    GraphMapping,
+    GraphStore,
+    PredictedLink,
+    Triple,
+    checked_identifier,
+)
+
+if TYPE_CHECKING:
+    from neo4j import Driver, ManagedTransaction
+
+SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+SIMILARITIES = ("cosine", "euclidean")
+#: Neo4j's limit on ``vector.dimensions`` (Cypher Manual, "Vector indexes")
+MAX_VECTOR_DIMENSIONS = 4096
+
+Records = list[dict[str, Any]]
+#: runs one statement in a managed transaction and returns its records
+Runner = Callable[[str, dict[str, Any]], Records]
+
+
+# ---- Neo4j 5 statements (module level so tests can check their exact text)
+def constraint_name(mapping: GraphMapping) -> str:
+    """Name of the uniqueness constraint on the entity key (also names its backing index)."""
+    return f"kgweave_{mapping.entity_label}_{mapping.key_property}_unique"
+
+
+def constraint_statement(mapping: GraphMapping) -> str:
+    """``CREATE CONSTRAINT ... IF NOT EXISTS FOR (n:Label) REQUIRE n.key IS UNIQUE``."""
+    name = checked_identifier(constraint_name(mapping), "constraint name")
+    label = checked_identifier(mapping.entity_label, "entity label")
+    key = checked_identifier(mapping.key_property, "key property")
+    return f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{label}) REQUIRE n.{key} IS UNIQUE"
+
+
+def vector_index_name(mapping: GraphMapping) -> str:
+    """Name of the vector index over the embedding property."""
+    return f"kgweave_{mapping.entity_label}_{mapping.embedding_property}"
+
+
+def _checked_vector_config(dimension: int, similarity: str) -> None:
+    if similarity not in SIMILARITIES:
+        raise InvalidArgumentError(
+            f"similarity {similarity!r}: choose one of {', '.join(SIMILARITIES)}"
+        )
+    if not 1 <= dimension <= MAX_VECTOR_DIMENSIONS:
+        raise InvalidArgumentError(
+            f"vector dimension {dimension}: Neo4j indexes 1 to {MAX_VECTOR_DIMENSIONS}"
+        )
+
+
+def vector_index_statement(mapping: GraphMapping, dimension: int, similarity: str) -> str:
+    """Neo4j 5's ``CREATE VECTOR INDEX ... IF NOT EXISTS ... OPTIONS {indexConfig: {...}}``."""
+    _checked_vector_config(dimension, similarity)
+    name = checked_identifier(vector_index_name(mapping), "vector index name")
+    label = checked_identifier(mapping.entity_label, "entity label")
+    prop = checked_identifier(mapping.embedding_property, "embedding property")
+    return (
+        f"CREATE VECTOR INDEX {name} IF NOT EXISTS FOR (n:{label}) ON (n.{prop}) "
+        f"OPTIONS {{indexConfig: {{`vector.dimensions`: {int(dimension)}, "
+        f"`vector.similarity_function`: '{similarity}'}}}}"
+    )
+
+
+def drop_index_statement(name: str) -> str:
+    """``DROP INDEX name IF EXISTS`` (Cypher Manual 5, "Drop indexes")."""
+    return f"DROP INDEX {checked_identifier(name, 'index name')} IF EXISTS"
+
+
+#: the options of one named index (``SHOW INDEXES``, Cypher Manual 5, "List indexes")
+SHOW_INDEX = "SHOW INDEXES YIELD name, type, options WHERE name = $name RETURN type, options"
+#: wait until the named index is online (Operations Manual, procedures: ``db.awaitIndex``)
+AWAIT_INDEX = "CALL db.awaitIndex($name, $timeout)"
+#: the ``k`` nearest nodes: ``db.index.vector.queryNodes(indexName, k, vector)``
+QUERY_NODES = "CALL db.index.vector.queryNodes($index, $k, $vector) YIELD node, score"
+
+
+def set_vectors_statement(mapping: GraphMapping) -> str:
+    """One ``db.create.setNodeVectorProperty`` call per row of ``$rows`` (``{id, v}``)."""
+    label = checked_identifier(mapping.entity_label, "entity label")
+    key = checked_identifier(mapping.key_property, "key property")
+    return (
+        f"UNWIND $rows AS row MATCH (n:{label} {{{key}: row.id}}) "
+        "CALL db.create.setNodeVectorProperty(n, $property, row.v)"
+    )
+
+
+# ---- dialects
+class Dialect:
+    """Neo4j 5: the statements above."""
+
+    name = "neo4j"
+
+    def ensure_schema(self, store: Neo4jStore) -> None:
+        """The uniqueness constraint on the entity key (it brings its own index)."""
+        store.write(constraint_statement(store.mapping))
+        store.write(AWAIT_INDEX, {"name": constraint_name(store.mapping), "timeout": 300})
+
+    def before_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
+        """Drop an existing vector index only when its dimension or similarity differ.
+
+        Neo4j's Lucene HNSW index follows in-place updates, so a new model version of the
+        same shape keeps its index; ``IF NOT EXISTS`` would otherwise keep a stale shape.
+        """
+        name = vector_index_name(store.mapping)
+        for row in store.read(SHOW_INDEX, {"name": name}):
+            config = (row.get("options") or {}).get("indexConfig") or {}
+            same = config.get("vector.dimensions") == dimension and (
+                str(config.get("vector.similarity_function", "")).lower() == similarity
+            )
+            if row.get("type") != "VECTOR" or not same:
+                store.write(drop_index_statement(name))
+
+    def set_vectors(self, mapping: GraphMapping) -> str:
+        return set_vectors_statement(mapping)
+
+    def vector_params(self, mapping: GraphMapping) -> dict[str, Any]:
+        return {"property": mapping.embedding_property}
+
+    def after_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
+        store.write(vector_index_statement(store.mapping, dimension, similarity))
+        store.write(AWAIT_INDEX, {"name": vector_index_name(store.mapping), "timeout": 300})
+
+    def nearest(self, mapping: GraphMapping, vector: list[float], k: int) -> tuple[str, Any]:
+        key = checked_identifier(mapping.key_property, "key property")
+        cypher = f"{QUERY_NODES} RETURN node.{key} AS id, score ORDER BY score DESC"
+        return cypher, {"index": vector_index_name(mapping), "k": k, "vector": vector}
+
+
+class FalkorDBBoltDialect(Dialect):
+    """FalkorDB through its Bolt endpoint: no constraints, its own vector syntax.
+
+    FalkorDB ignores the database name over Bolt (every managed transaction goes to the graph
+    ``falkordb``), has no ``IF NOT EXISTS``, no ``SHOW INDEXES``, no ``elementId()``; see
+    https://docs.falkordb.com/cypher/indexing/vector-index.html for its vector syntax.
+    """
+
+    name = "falkordb"
+
+    def _indexes(self, store: Neo4jStore) -> Records:
+        return store.read(
+            "CALL db.indexes() YIELD label, properties, types, status "
+            "RETURN label, properties, types, status"
+        )
+
+    def _wait(self, store: Neo4jStore, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while any(
+            r["label"] == store.mapping.entity_label and r["status"] != "OPERATIONAL"
+            for r in self._indexes(store)
+        ):
+            if time.monotonic() > deadline:
+                raise GraphUnavailableError(f"indexes still building after {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def ensure_schema(self, store: Neo4jStore) -> None:
+        m = store.mapping
+        for row in self._indexes(store):
+            if row["label"] == m.entity_label and m.key_property in row["properties"]:
+                return
+        label = checked_identifier(m.entity_label, "entity label")
+        key = checked_identifier(m.key_property, "key property")
+        store.write(f"CREATE INDEX FOR (e:{label}) ON (e.{key})")
+        self._wait(store)
+
+    def before_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
+        # FalkorDB's HNSW index loses neighbours when vectors are overwritten in place
+        m = store.mapping
+        for row in self._indexes(store):
+            types = row["types"] if isinstance(row["types"], dict) else {}
+            if row["label"] == m.entity_label and "VECTOR" in types.get(m.embedding_property, []):
+                label = checked_identifier(m.entity_label, "entity label")
+                prop = checked_identifier(m.embedding_property, "embedding property")
+                store.write(f"DROP VECTOR INDEX FOR (e:{label}) ON (e.{prop})")
+
+    def set_vectors(self, mapping: GraphMapping) -> str:
+        label = checked_identifier(mapping.entity_label, "entity label")
+        key = checked_identifier(mapping.key_property, "key property")
+        prop = checked_identifier(mapping.embedding_property, "embedding property")
+        return (
+            f"UNWIND $rows AS row MATCH (e:{label} {{{key}: row.id}}) SET e.{prop} = vecf32(row.v)"
+        )
+
+    def vector_params(self, mapping: GraphMapping) -> dict[str, Any]:
+        return {}
+
+    def after_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
+        label = checked_identifier(store.mapping.entity_label, "entity label")
+        prop = checked_identifier(store.mapping.embedding_property, "embedding property")
+        store.write(
+            f"CREATE VECTOR INDEX FOR (e:{label}) ON (e.{prop}) "
+            f"OPTIONS {{dimension: {int(dimension)}, similarityFunction: '{similarity}'}}"
+        )
+        self._wait(store)
+
+    def nearest(self, mapping: GraphMapping, vector: list[float], k: int) -> tuple[str, Any]:
+        key = checked_identifier(mapping.key_property, "key property")
+        cypher = (
+            "CALL db.idx.vector.queryNodes($label, $property, $k, vecf32($vector)) "
+            f"YIELD node, score RETURN node.{key} AS id, score ORDER BY score"
+        )
+        params = {
+            "label": mapping.entity_label,
+            "property": mapping.embedding_property,
+            "k": k,
+            "vector": vector,
+        }
+        return cypher, params
+
+
+NEO4J = Dialect()
+FALKORDB_BOLT = FalkorDBBoltDialect()
+DIALECTS = {d.name: d for d in (NEO4J, FALKORDB_BOLT)}
+
+
+# ---- connecting
+@dataclass(frozen=True)
+class Neo4jTarget:
+    """Where and how to connect (credentials kept out of ``repr``)."""
+
+    uri: str
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    tls_ca: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"Neo4jTarget(uri={self.uri!r}, user={self.user!r}, database={self.database!r})"
+
+    def driver_uri_and_tls(self) -> tuple[str, dict[str, Any]]:
+        """The URI for the driver and its TLS keyword arguments.
+
+        The driver refuses ``trusted_certificates`` together with a ``+s`` scheme, so with a
+        CA file ``bolt+s://`` becomes ``bolt://`` with ``encrypted=True`` and that CA.
+        """
+        parts = urlsplit(self.uri)
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise InvalidArgumentError(
+                f"Neo4j URI {self.uri!r}: the scheme must be one of {', '.join(SCHEMES)}"
+            )
+        if not parts.hostname:
+            raise InvalidArgumentError(f"Neo4j URI {self.uri!r} has no host")
+        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        if ":" in parts.hostname:  # IPv6 literal
+            netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        if self.tls_ca is None:
+            return urlunsplit((scheme, netloc, "", parts.query, "")), {}
+        if scheme.endswith("+ssc"):
+            raise InvalidArgumentError(
+                f"{scheme}:// accepts any self-signed certificate, a CA file contradicts it: "
+                "use bolt+s:// (or neo4j+s://) with the CA file"
+            )
+        if not self.tls_ca.is_file():
+            raise InvalidArgumentError(f"TLS CA file {self.tls_ca} does not exist")
+        from neo4j import TrustCustomCAs
+
+        plain = scheme.removesuffix("+s")
+        tls = {"encrypted": True, "trusted_certificates": TrustCustomCAs(str(self.tls_ca))}
+        return urlunsplit((plain, netloc, "", parts.query, "")), tls
+
+
+def _describe(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(message).split())
+
+
+def translate_error(exc: Exception, target: str) -> KGWeaveError:
+    """One typed kgweave error for a driver error (no driver traceback reaches users)."""
+    from neo4j import exceptions as ne
+
+    if isinstance(exc, KGWeaveError):
+        return exc
+    detail = _describe(exc)
+    table: list[tuple[type[Exception] | tuple[type[Exception], ...], KGWeaveError]] = [
+        (
+            ne.AuthError,
+            InvalidArgumentError(
+                f"Neo4j at {target} refused the credentials ({detail}): check the user and "
+                "password in the URI or KGWEAVE_GRAPH_USER / KGWEAVE_GRAPH_PASSWORD"
+            ),
+        ),
+        (
+            ne.ConfigurationError,
+            InvalidArgumentError(f"Neo4j connection settings for {target}: {detail}"),
+        ),
+        (
+            ne.ClientError,
+            InvalidArgumentError(
+                f"Neo4j at {target} refused a query "
+                f"({getattr(exc, 'code', None) or 'client error'}): {detail}"
+            ),
+        ),
+        (
+            (ne.ServiceUnavailable, ne.SessionExpired, ne.TransientError),
+            GraphUnavailableError(f"Neo4j at {target} is not reachable: {detail}"),
+        ),
+        (ne.Neo4jError, GraphUnavailableError(f"Neo4j at {target} failed a query: {detail}")),
+    ]
+    for kinds, error in table:
+        if isinstance(exc, kinds):
+            return error
+    return GraphUnavailableError(f"Neo4j at {target}: {detail}")
+
+
+class Neo4jStore(GraphStore):
+    """A graph in Neo4j 5 (or another Bolt server speaking a known :class:`Dialect`)."""
+
+    def __init__(
+        self,
+        target: Neo4jTarget,
+        mapping: GraphMapping | None = None,
+        batch_size: int = 1_000,
+        retry_s: float = 30.0,
+        dialect: Dialect = NEO4J,
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidArgumentError("batch size must be at least 1")
+        if retry_s < 0:
+            raise InvalidArgumentError("retry time must be >= 0 seconds")
+        self.target = target
+        self.mapping = mapping or GraphMapping()
+        self.batch_size = batch_size
+        self.retry_s = retry_s
+        self.dialect = dialect
+        self._where = target.uri
+        m = self.mapping
+        self._label = checked_identifier(m.entity_label, "entity label")
+        self._key = checked_identifier(m.key_property, "key property")
+        self._name = checked_identifier(m.name_property, "name property")
+        self._description = checked_identifier(m.description_property, "description property")
+        self._generic = checked_identifier(m.generic_type, "generic relationship type")
+        self._relation = checked_identifier(m.relation_property, "relation property")
+        self._predicted = checked_identifier(m.predicted_type, "predicted-link type")
+        self._driver = self._connect()
+
+    # ---- plumbing
+    def _connect(self) -> Driver:
+        """A driver whose connection was verified, retrying with backoff for ``retry_s``."""
+        from neo4j import GraphDatabase
+        from neo4j import exceptions as ne
+
+        uri, tls = self.target.driver_uri_and_tls()
+        auth = (self.target.user, self.target.password or "") if self.target.user else None
+        try:
+            driver = GraphDatabase.driver(
+                uri,
+                auth=auth,
+                max_transaction_retry_time=self.retry_s,
+                connection_timeout=min(10.0, max(self.retry_s, 1.0)),
+                user_agent="kgweave",
+                **tls,
+            )
+        except (ne.DriverError, ne.Neo4jError, ValueError) as exc:
+            raise translate_error(exc, self._where) from None
+        deadline = time.monotonic() + self.retry_s
+        delay, attempts = 0.25, 0
+        while True:
+            attempts += 1
+            try:
+                driver.verify_connectivity()
+                return driver
+            except (ne.ServiceUnavailable, ne.SessionExpired, ne.TransientError) as exc:
+                if time.monotonic() + delay > deadline:
+                    driver.close()
+                    raise GraphUnavailableError(
+                        f"Neo4j at {self._where} is not reachable ({attempts} attempts over "
+                        f"{self.retry_s:.0f}s): {_describe(exc)}"
+                    ) from None
+            except (ne.DriverError, ne.Neo4jError) as exc:
+                driver.close()
+                raise translate_error(exc, self._where) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        """Close the driver's connections."""
+        self._driver.close()
+
+    def __enter__(self) -> Neo4jStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, cypher: str, params: dict[str, Any] | None, write: bool) -> Records:
+        from neo4j import exceptions as ne
+
+        def work(tx: ManagedTransaction) -> Records:
+            return [record.data() for record in tx.run(cypher, params or {})]
+
+        try:
+            with self._driver.session(database=self.target.database) as session:
+                if write:
+                    return session.execute_write(work)
+                return session.execute_read(work)
+        except (ne.DriverError, ne.Neo4jError) as exc:
+            raise translate_error(exc, self._where) from None
+
+    def write(self, cypher: str, params: dict[str, Any] | None = None) -> Records:
+        """Run one statement in a managed write transaction (retried on transient errors)."""
+        return self._run(cypher, params, write=True)
+
+    def read(self, cypher: str, params: dict[str, Any] | None = None) -> Records:
+        """Run one statement in a managed read transaction (retried on transient errors)."""
+        return self._run(cypher, params, write=False)
+
+    def _batches(self, rows: Iterable[Any]) -> Iterator[list[Any]]:
+        batch: list[Any] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # ---- schema
+    def ensure_schema(self) -> None:
+        self.dialect.ensure_schema(self)
+
+    # ---- writes
+    def upsert_entities(self, rows: Iterable[EntityRow]) -> int:
+        cypher = (
+            f"UNWIND $rows AS row MERGE (e:{self._label} {{{self._key}: row.id}}) "
+            f"SET e.{self._name} = coalesce(row.name, e.{self._name}), "
+            f"e.{self._description} = coalesce(row.description, e.{self._description})"
+        )
+        written = 0
+        for batch in self._batches(rows):
+            payload = [{"id": r.id, "name": r.name, "description": r.description} for r in batch]
+            self.write(cypher, {"rows": payload})
+            written += len(batch)
+        return written
+
+    def _by_type(self, triples: Iterable[Triple]) -> dict[str | None, list[dict[str, str]]]:
+        groups: dict[str | None, list[dict[str, str]]] = defaultdict(list)
+        for h, r, t in triples:
+            groups[self.mapping.storage_type(r)].append({"h": h, "r": r, "t": t})
+        return groups
+
+    def add_triples(self, triples: Iterable[Triple]) -> int:
+        added = 0
+        for batch in self._batches(triples):
+            entities = sorted({h for h, _, _ in batch} | {t for _, _, t in batch})
+            self.write(
+                f"UNWIND $ids AS id MERGE (:{self._label} {{{self._key}: id}})", {"ids": entities}
+            )
+            for rel_type, rows in self._by_type(batch).items():
+                rel = (
+                    f"[:{checked_identifier(rel_type, 'relationship type')}]"
+                    if rel_type
+                    else f"[:{self._generic} {{{self._relation}: row.r}}]"
+                )
+                self.write(
+                    f"UNWIND $rows AS row "
+                    f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                    f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
+                    f"MERGE (h)-{rel}->(t)",
+                    {"rows": rows},
+                )
+                added += len(rows)
+        return added
+
+    def remove_triples(self, triples: Iterable[Triple]) -> int:
+        removed = 0
+        for batch in self._batches(triples):
+            for rel_type, rows in self._by_type(batch).items():
+                if rel_type:
+                    match = f"-[x:{checked_identifier(rel_type, 'relationship type')}]->"
+                    where = ""
+                else:
+                    match = f"-[x:{self._generic}]->"
+                    where = f"WHERE x.{self._relation} = row.r "
+                result = self.write(
+                    f"UNWIND $rows AS row "
+                    f"MATCH (h:{self._label} {{{self._key}: row.h}}){match}"
+                    f"(t:{self._label} {{{self._key}: row.t}}) {where}"
+                    f"DELETE x RETURN count(x) AS removed",
+                    {"rows": rows},
+                )
+                removed += int(result[0]["removed"]) if result else 0
+        return removed
+
+    # ---- reads (keyset pagination on the unique entity key)
+    def _type_filter(self) -> tuple[str, dict[str, Any]]:
+        m = self.mapping
+        if m.relation_types is None:
+            return "type(x) <> $predicted", {"predicted": m.predicted_type}
+        return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
+
+    def _key_pages(self, page_size: int) -> Iterator[list[Any]]:
+        """The entity keys in key order, ``page_size`` at a time (keyset pagination)."""
+        after: Any = None
+        while True:
+            where = f"e.{self._key} > $after" if after is not None else f"e.{self._key} IS NOT NULL"
+            rows = self.read(
+                f"MATCH (e:{self._label}) WHERE {where} "
+                f"RETURN e.{self._key} AS k ORDER BY e.{self._key} LIMIT $n",
+                {"after": after, "n": page_size},
+            )
+            if not rows:
+                return
+            yield [r["k"] for r in rows]
+            if len(rows) < page_size:
+                return
+            after = rows[-1]["k"]
+
+    def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
+        # the edges of one page of heads, found by equality seeks on the key: FalkorDB's index
+        # answers a two-sided string range (``> $after AND <= $last``) with keys outside it
+        if page_size < 1:
+            raise InvalidArgumentError("page size must be at least 1")
+        condition, params = self._type_filter()
+        for keys in self._key_pages(page_size):
+            rows = self.read(
+                f"UNWIND $keys AS k MATCH (h:{self._label} {{{self._key}: k}})-[x]->"
+                f"(t:{self._label}) WHERE {condition} "
+                f"RETURN h.{self._key} AS h, coalesce(x.{self._relation}, type(x)) AS r, "
+                f"t.{self._key} AS t",
+                {**params, "keys": keys},
+            )
+            for i in range(0, len(rows), page_size):
+                yield [(str(r["h"]), str(r["r"]), str(r["t"])) for r in rows[i : i + page_size]]
+
+    def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
+        if page_size < 1:
+            raise InvalidArgumentError("page size must be at least 1")
+        after: str | None = None
+        while True:
+            where = f"e.{self._key} > $after" if after is not None else f"e.{self._key} IS NOT NULL"
+            rows = self.read(
+                f"MATCH (e:{self._label}) WHERE {where} "
+                f"RETURN e.{self._key} AS id, e.{self._name} AS name, "
+                f"e.{self._description} AS description ORDER BY e.{self._key} LIMIT $n",
+                {"after": after, "n": page_size},
+            )
+            if not rows:
+                return
+            yield [EntityRow(str(r["id"]), r["name"], r["description"]) for r in rows]
+            if len(rows) < page_size:
+                return
+            after = rows[-1]["id"]
+
+    # ---- write-back
+    def write_embeddings(
+        self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"
+    ) -> int:
+        if len(ids) != len(vectors):
+            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if not vectors:
+            return 0
+        dimension = len(vectors[0])
+        if any(len(v) != dimension for v in vectors):
+            raise InvalidArgumentError("all vectors must have the same dimension")
+        _checked_vector_config(dimension, similarity)
+        self.dialect.before_vectors(self, dimension, similarity)
+        cypher = self.dialect.set_vectors(self.mapping)
+        extra = self.dialect.vector_params(self.mapping)
+        written = 0
+        for start in range(0, len(ids), self.batch_size):
+            end = start + self.batch_size
+            rows = [
+                {"id": i, "v": [float(x) for x in v]}
+                for i, v in zip(ids[start:end], vectors[start:end], strict=True)
+            ]
+            self.write(cypher, {"rows": rows, **extra})
+            written += len(rows)
+        self.dialect.after_vectors(self, dimension, similarity)
+        return written
+
+    def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
+        """Nearest first; scores as the database gives them (Neo4j: similarity in [0, 1])."""
+        if k < 1:
+            raise InvalidArgumentError("k must be at least 1")
+        cypher, params = self.dialect.nearest(self.mapping, [float(x) for x in vector], k)
+        return [(str(r["id"]), float(r["score"])) for r in self.read(cypher, params)]
+
+    def write_predicted_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        # delete the previous version in bounded transactions, then write the new one
+        while True:
+            rows = self.write(
+                f"MATCH ()-[x:{self._predicted}]->() WITH x LIMIT $n DELETE x "
+                "RETURN count(*) AS deleted",
+                {"n": self.batch_size},
+            )
+            if not rows or int(rows[0]["deleted"]) < self.batch_size:
+                break
+        written = 0
+        for batch in self._batches(links):
+            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
+            self.write(
+                f"UNWIND $rows AS row "
+                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
+                f"CREATE (h)-[:{self._predicted} {{relation: row.r, score: row.s, "
+                f"model_version: $version, provenance: $provenance}}]->(t)",
+                {"rows": rows, "version": model_version, "provenance": provenance},
+            )
+            written += len(rows)
+        return written
+
+    def predicted_links(self) -> list[tuple[str, str, str, float, str]]:
+        """Every predicted link: (head, relation, tail, score, model_version)."""
+        rows = self.read(
+            f"MATCH (h:{self._label})-[x:{self._predicted}]->(t:{self._label}) "
+            f"RETURN h.{self._key} AS h, x.relation AS r, t.{self._key} AS t, "
+            "x.score AS s, x.model_version AS v ORDER BY h, r, t"
+        )
+        return [(str(r["h"]), str(r["r"]), str(r["t"]), float(r["s"]), str(r["v"])) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        condition, params = self._type_filter()
+        entities = self.read(f"MATCH (e:{self._label}) RETURN count(e) AS n")[0]["n"]
+        row = self.read(
+            f"MATCH (:{self._label})-[x]->(:{self._label}) WHERE {condition} "
+            f"RETURN count(x) AS triples, "
+            f"count(DISTINCT coalesce(x.{self._relation}, type(x))) AS relations",
+            params,
+        )[0]
+        return {
+            "entities": int(entities),
+            "relations": int(row["relations"]),
+            "triples": int(row["triples"]),
+        }
