@@ -50,9 +50,25 @@ def test_new_facts_in_the_graph_become_a_served_version(service: KGService) -> N
     # the baseline: the graph as the first model saw it triggers nothing
     assert watcher.state.jobs_started == 0 and watcher.state.pending == 0
 
+    # an entity with text and no edges yet: served at once (cold start), no retraining
     store.upsert_entities(
         [EntityRow("srinivasa_ramanujan", "Srinivasa Ramanujan", "Indian mathematician")]
     )
+    wait_for(lambda: watcher.state.cold_entities == 1)
+    assert service.active().version == "v0001+1" and watcher.state.jobs_started == 0
+    version, answers = service.predict([Query("citizen_of", head="Srinivasa Ramanujan")], k=3)
+    assert version == "v0001+1" and len(answers[0]) == 3
+    _, answers = service.predict([Query("educated_at", tail="srinivasa_ramanujan")], k=3)
+    assert len(answers[0]) == 3
+    # people the projection puts nearest are people: the text "Indian mathematician" lands
+    # among the demo's scientists rather than among cities or works
+    hits = service.active().predictor.model.entity.weight
+    table = hits / hits.norm(dim=1, keepdim=True)
+    labels = service.active().artifact.entities.labels
+    nearest = [labels[i] for i in (table @ table[-1]).topk(6).indices.tolist()[1:]]
+    people = {h for h, r, _ in service.active().verbalizer.triples if r == "born_in"}
+    assert len(set(nearest) & people) >= 3, nearest
+
     store.add_triples(
         [
             ("srinivasa_ramanujan", "born_in", "london"),

@@ -263,6 +263,17 @@ class FalkorDBStore(GraphStore):
                 )
             time.sleep(0.05)
 
+    def entities(self, ids: Iterable[str]) -> list[EntityRow]:
+        keys = list(dict.fromkeys(ids))
+        if not keys:
+            return []
+        rows = self._query(
+            f"UNWIND $ids AS id MATCH (e:{self._label} {{{self._key}: id}}) "
+            f"RETURN e.{self._key}, e.{self._name}, e.{self._description}",
+            {"ids": keys},
+        )
+        return [EntityRow(str(i), n, d) for i, n, d in rows]
+
     def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
         if k < 1:
             raise InvalidArgumentError("k must be at least 1")

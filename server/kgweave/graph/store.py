@@ -127,6 +127,17 @@ class GraphStore(ABC):
     def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
         """Every entity with its text, in pages."""
 
+    def entities(self, ids: Iterable[str]) -> list[EntityRow]:
+        """The rows of the given entity ids that exist (any order). Backends may override this
+        page-by-page scan with a keyed lookup."""
+        wanted = set(ids)
+        found: list[EntityRow] = []
+        for page in self.iter_entities():
+            found.extend(row for row in page if row.id in wanted)
+            if len(found) == len(wanted):
+                break
+        return found
+
     @abstractmethod
     def write_embeddings(
         self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"

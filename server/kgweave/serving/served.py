@@ -20,10 +20,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kgweave.artifact import ModelArtifact, load_artifact
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import MAX_K, LinkPredictor, Query
 
 if TYPE_CHECKING:
+    from kgweave.language.coldstart import TextProjection
     from kgweave.language.encoder import TextEncoder
     from kgweave.language.semantic import SemanticIndex
     from kgweave.language.verbalize import Verbalizer
@@ -46,14 +47,25 @@ class EntityInfo:
 class ServedModel:
     """A registered version, loaded on ``device`` and warmed up."""
 
-    def __init__(self, version: str, artifact: ModelArtifact, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        version: str,
+        artifact: ModelArtifact,
+        precision: str = "fp32",
+        base_version: str | None = None,
+    ) -> None:
+        #: what answers carry; ``v0003+2`` is registry version v0003 with 2 cold-start entities
         self.version = version
+        #: the registry version this was loaded from
+        self.base_version = base_version or version
+        self.precision = precision
         self.artifact = artifact
         self.predictor = LinkPredictor(artifact, precision=precision)
         self.device = self.predictor.device
         self.loaded_at = time.time()
         self._text_lock = threading.Lock()
         self._text_index: tuple[str, SemanticIndex] | None = None
+        self._projection: TextProjection | None = None
         labels = artifact.entities.labels
         # prefix search over folded names and ids: sorted (key, entity id) pairs
         keys = {(label.casefold(), i) for i, label in enumerate(labels)}
@@ -164,6 +176,48 @@ class ServedModel:
             index = SemanticIndex(vectors, self.artifact.entities.labels, encoder)
             self._text_index = (encoder.spec, index)
             return index
+
+    def with_cold_entities(
+        self,
+        rows: list[tuple[str, str | None, str | None]],
+        encoder: TextEncoder,
+        cache_dir: Path,
+    ) -> ServedModel:
+        """A new served model that also knows ``rows`` (id, name, description): entities with
+        text and no edges, embedded by a projection of their text vectors fitted on this
+        version's entities (fitted once per version). Warmed up, ready to swap in."""
+        from kgweave.language.coldstart import TextProjection, add_cold_entities
+
+        index = self.semantic_index(encoder, cache_dir)
+        with self._text_lock:
+            if self._projection is None:
+                art = self.artifact
+                has_text = torch.tensor(
+                    [i for i, n in enumerate(art.entity_names) if n], dtype=torch.long
+                )
+                if len(has_text) < 2:
+                    raise FailedPreconditionError(
+                        "this model's entities have no text to learn a cold-start projection from"
+                    )
+                kge = art.model.entity.weight.detach().float().cpu()[has_text]
+                self._projection = TextProjection.fit(index.vectors[has_text], kge)
+            projection = self._projection
+        labels = [r[0] for r in rows]
+        artifact = add_cold_entities(
+            self.artifact, labels, [r[1] for r in rows], [r[2] for r in rows], encoder, projection
+        )
+        cold = len(artifact.entities) - len(self.artifact.entities) + self.cold_count
+        served = ServedModel(
+            f"{self.base_version}+{cold}", artifact, self.precision, self.base_version
+        )
+        served._projection = projection
+        served.warm_up()
+        return served
+
+    @property
+    def cold_count(self) -> int:
+        """Cold-start entities added to the registry version."""
+        return len(self.artifact.config.get("cold_entities", []))
 
     def semantic_search(
         self, text: str, limit: int, encoder: TextEncoder, cache_dir: Path

@@ -72,6 +72,7 @@ class KGService:
         self._event_log: EventLog | None = None
         self._encoder: TextEncoder | None = None
         self._encoder_lock = threading.Lock()
+        self._cold_lock = threading.Lock()
         #: retraining from change events, when enabled (kgweave.serving.retrain)
         self.retrainer: RetrainWatcher | None = None
 
@@ -130,7 +131,7 @@ class KGService:
         item = self.registry.get(version)
         with self._swap_lock:
             current = self._active
-            if current is None or current.version != version:
+            if current is None or current.base_version != version or current.cold_count:
                 served = ServedModel.load(
                     version, item.path, self.device, self.settings.score_precision
                 )
@@ -153,7 +154,7 @@ class KGService:
         return served
 
     def list_models(self) -> tuple[list[dict[str, Any]], str]:
-        active = self._active.version if self._active else ""
+        active = self._active.base_version if self._active else ""
         return [v.summary(active=v.version == active) for v in self.registry.versions()], active
 
     # ---- queries
@@ -215,6 +216,32 @@ class KGService:
                 self._encoder = TextEncoder.from_settings(self.settings)
             return self._encoder
 
+    def add_entities(self, rows: list[tuple[str, str | None, str | None]]) -> tuple[str, list[str]]:
+        """Cold start: serve new entities (id, name, description) that have text but no edges
+        yet, embedded from their text, until a retrained version knows them from facts.
+
+        Returns the serving version and the ids actually added (known ones are skipped).
+        """
+        with self._cold_lock:
+            served = self.active()
+            seen: set[str] = set()
+            new = []
+            for row in rows:
+                if row[0] not in served.artifact.entities and row[0] not in seen:
+                    seen.add(row[0])
+                    new.append(row)
+            if not new:
+                return served.version, []
+            extended = served.with_cold_entities(
+                new, self.text_encoder(), self.settings.data_dir / "cache" / "text-vectors"
+            )
+            with self._swap_lock:
+                if self._active is not served:  # a new version arrived meanwhile: it wins
+                    return self._active.version if self._active else "", []
+                self._active = extended
+        log.info("cold start: %d entities served by %s", len(new), extended.version)
+        return extended.version, [r[0] for r in new]
+
     def semantic_search(
         self, text: str, limit: int = 10
     ) -> tuple[str, list[tuple[EntityInfo, float]]]:
@@ -266,7 +293,7 @@ class KGService:
         new = item.valid_mrr
         if current is None:
             return True, "activated: no model was active"
-        old = self.registry.get(current.version).valid_mrr
+        old = self.registry.get(current.base_version).valid_mrr
         if new is None or old is None:
             return False, "not activated: validation MRR missing for a comparison"
         if new > old:
@@ -283,7 +310,8 @@ class KGService:
         served = self._active
         active = None
         if served is not None:
-            active = self.registry.get(served.version).summary(active=True)
+            active = self.registry.get(served.base_version).summary(active=True)
+            active["version"] = served.version
         device_bytes = 0
         if self.device.type == "cuda":
             device_bytes = int(torch.cuda.memory_allocated(self.device))
