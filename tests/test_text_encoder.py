@@ -26,7 +26,7 @@ def test_loads_offline_from_the_package(encoder: TextEncoder) -> None:
     torch.testing.assert_close(vectors.norm(dim=1), torch.ones(2))
     assert encoder.encode([]).shape == (0, 384)
     with pytest.raises(InvalidArgumentError):
-        encoder.encode("one string")  # type: ignore[arg-type]
+        encoder.encode("one string")
 
 
 def test_from_settings_uses_the_text_encoder_setting(encoder: TextEncoder) -> None:
