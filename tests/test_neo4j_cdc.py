@@ -264,6 +264,7 @@ class FakeCdc:
         self.keys: dict[str, str] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.down = False
+        self.disabled = False
 
     def __call__(self, cypher: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         self.calls.append((cypher, params))
@@ -276,6 +277,10 @@ class FakeCdc:
         if cypher == LOOKUP:
             return [{"elementId": i, "key": self.keys.get(i)} for i in params["ids"]]
         assert cypher == QUERY
+        if self.disabled:  # Neo4j's words when CDC is off
+            raise InvalidArgumentError(
+                "Change Data Capture is not currently enabled for this database [neo4j]"
+            )
         ids = ["start"] + [r["id"] for r in self.records]
         if params["from"] not in ids:
             raise InvalidArgumentError("Neo4j refused a query: invalid change identifier")
@@ -337,6 +342,9 @@ def test_poller_errors_are_clear(tmp_path: Path) -> None:
     with EventLog(tmp_path / "log") as log:
         poller = Neo4jCdcPoller(fake, log, tmp_path / "cursor.json")
         with pytest.raises(FailedPreconditionError, match="refused the CDC cursor"):
+            poller.poll_once()
+        fake.disabled = True
+        with pytest.raises(FailedPreconditionError, match="txLogEnrichment 'FULL'"):
             poller.poll_once()
         (tmp_path / "cursor.json").write_text("not json")
         with pytest.raises(FailedPreconditionError, match="not a CDC cursor file"):

@@ -175,6 +175,8 @@ def test_round_trip_umls_subset(store: Neo4jStore, datasets_dir: Path) -> None:
     store.upsert_entities([EntityRow("amino_acid_peptide_or_protein")])
     rows = {r.id: r for page in store.iter_entities() for r in page}
     assert rows["amino_acid_peptide_or_protein"].name == "amino acid peptide or protein"
+    wanted = [*entities[:20], "no_such_entity", entities[0]]
+    assert {r.id: r for r in store.entities(wanted)} == {e: rows[e] for e in entities[:20]}
 
 
 def test_pages_are_bounded_ordered_and_complete(store: Neo4jStore) -> None:

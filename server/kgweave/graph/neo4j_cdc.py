@@ -316,7 +316,12 @@ class Neo4jCdcPoller:
                 QUERY, {"from": cursor, "selectors": self.selectors, "limit": self.batch}
             )
         except KGWeaveError as exc:
-            if "cdc" in str(exc).lower() or "change identifier" in str(exc).lower():
+            text = str(exc).lower()
+            if "change data capture" in text:  # "... is not currently enabled for this database"
+                raise FailedPreconditionError(
+                    f"{exc}; enable it with ALTER DATABASE ... SET OPTION txLogEnrichment 'FULL'"
+                ) from None
+            if "cdc" in text or "change identifier" in text:
                 raise FailedPreconditionError(
                     f"Neo4j refused the CDC cursor {cursor!r} ({exc}); if the changes it points "
                     f"at were pruned, remove {self.state_file} to restart from "

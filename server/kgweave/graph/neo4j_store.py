@@ -595,6 +595,19 @@ class Neo4jStore(GraphStore):
                 return
             after = rows[-1]["id"]
 
+    def entities(self, ids: Iterable[str]) -> list[EntityRow]:
+        """The rows of the given entity ids that exist, by index seeks in batches."""
+        found: list[EntityRow] = []
+        for batch in self._batches(dict.fromkeys(ids)):
+            rows = self.read(
+                f"UNWIND $ids AS id MATCH (e:{self._label} {{{self._key}: id}}) "
+                f"RETURN e.{self._key} AS id, e.{self._name} AS name, "
+                f"e.{self._description} AS description",
+                {"ids": batch},
+            )
+            found.extend(EntityRow(str(r["id"]), r["name"], r["description"]) for r in rows)
+        return found
+
     # ---- write-back
     def write_embeddings(
         self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"
