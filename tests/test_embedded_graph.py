@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,7 +84,9 @@ def test_cli_graph_start_status_stop(capsys: pytest.CaptureFixture[str]) -> None
     assert not ping(started["host"], started["port"])
 
 
-def test_cli_import_and_stats_on_the_embedded_graph(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_import_and_stats_on_the_embedded_graph(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from kgweave.cli.main import main
@@ -101,7 +105,14 @@ def test_cli_import_and_stats_on_the_embedded_graph(capsys: pytest.CaptureFixtur
         assert json.loads(capsys.readouterr().out) == counts
         assert main(["import", "nations", "--splits", "training"]) == 3
         assert "no split 'training'" in capsys.readouterr().err
-        assert main(["graph", "stats", "--graph", "bolt://localhost:7687"]) == 6
-        assert "Neo4j backend is not part of this kgweave version" in capsys.readouterr().err
+        # an unreachable Neo4j: retried briefly, then one readable line and exit code 7
+        monkeypatch.setenv("KGWEAVE_GRAPH_RETRY_S", "0.5")
+        with socket.socket() as sock:  # a port where nothing listens
+            sock.bind(("127.0.0.1", 0))
+            dead = sock.getsockname()[1]
+        assert main(["graph", "stats", "--graph", f"bolt://127.0.0.1:{dead}"]) == 7
+        err = capsys.readouterr().err
+        assert err.startswith("error: Neo4j at bolt://127.0.0.1:") and "not reachable" in err
+        assert err.count("\n") == 1
     finally:
         main(["graph", "stop"])
