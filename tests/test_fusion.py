@@ -1,0 +1,76 @@
+"""KG to LM: entity embeddings added to a causal LM at entity mentions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgweave.errors import InvalidArgumentError
+from kgweave.language.fusion import EntityFusedLM, char_spans_to_token_spans
+from kgweave.language.lm import build_small_lm, encode_texts
+from kgweave.language.tokenizer import train_tokenizer
+
+TEXTS = ["Marie Curie was born in Warsaw.", "Pierre Curie was born in Paris."]
+
+
+def _fused(layer: int | None, train_entities: bool = False) -> tuple[EntityFusedLM, object]:
+    tokenizer = train_tokenizer(TEXTS * 5, vocab_size=300)
+    lm = build_small_lm(tokenizer, n_layer=2, n_embd=64, n_head=2, n_positions=32, dropout=0)
+    table = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    return EntityFusedLM(lm, table, layer=layer, train_entities=train_entities), tokenizer
+
+
+def _spans(tokenizer: object) -> tuple[object, torch.Tensor]:
+    batch = encode_texts(tokenizer, TEXTS)
+    mentions = [[(0, 11, 0), (24, 30, 1)], [(0, 12, 2), (25, 30, 3)]]
+    return batch, char_spans_to_token_spans(batch.offsets, mentions)
+
+
+def test_char_mentions_become_token_spans() -> None:
+    _, tokenizer = _fused(0)
+    batch, spans = _spans(tokenizer)
+    assert spans.shape == (4, 4)
+    for b, start, end, _ in spans.tolist():
+        text = tokenizer.decode(batch.input_ids[b, start:end])
+        assert text.strip() in ("Marie Curie", "Warsaw", "Pierre Curie", "Paris")
+
+
+@pytest.mark.parametrize("layer", [None, 0, 1])
+def test_forward_backward_reaches_the_projection(layer: int | None) -> None:
+    fused, tokenizer = _fused(layer)
+    batch, spans = _spans(tokenizer)
+    fused.eval()  # no dropout: plain and fused runs are comparable
+    logits, loss = fused(batch.input_ids, batch.attention_mask, spans, batch.labels)
+    plain, _ = fused(batch.input_ids, batch.attention_mask, None, batch.labels)
+    assert logits.shape == (*batch.input_ids.shape, fused.lm.config.vocab_size)
+    assert loss is not None and loss.dim() == 0
+    # before the first mention nothing changes (causal); from it on the logits do
+    first = int(spans[spans[:, 0] == 0, 1].min())
+    torch.testing.assert_close(logits[0, :first], plain[0, :first])
+    assert not torch.allclose(logits[0, first:], plain[0, first:])
+    loss.backward()
+    assert fused.project.weight.grad is not None
+    assert float(fused.project.weight.grad.abs().sum()) > 0
+    assert fused.entities.weight.grad is None  # frozen by default
+    lm_grad = fused.lm.get_input_embeddings().weight.grad
+    assert lm_grad is not None and float(lm_grad.abs().sum()) > 0
+
+
+def test_entity_table_can_be_fine_tuned() -> None:
+    fused, tokenizer = _fused(0, train_entities=True)
+    batch, spans = _spans(tokenizer)
+    _, loss = fused(batch.input_ids, batch.attention_mask, spans, batch.labels)
+    assert loss is not None
+    loss.backward()
+    grad = fused.entities.weight.grad
+    assert grad is not None
+    assert float(grad[:4].abs().sum(dim=1).min()) > 0  # every mentioned entity
+
+
+def test_bad_layer_and_entity_ids_are_refused() -> None:
+    fused, tokenizer = _fused(0)
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        EntityFusedLM(fused.lm, torch.zeros(3, 8), layer=5)
+    batch, _ = _spans(tokenizer)
+    with pytest.raises(InvalidArgumentError, match="entity id"):
+        fused(batch.input_ids, batch.attention_mask, torch.tensor([[0, 1, 2, 99]]))

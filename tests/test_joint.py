@@ -1,0 +1,118 @@
+"""Joint KG-LM training: one run on the demo graph writes one artifact that loads back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgweave.artifact import load_artifact
+from kgweave.data import load_dataset
+from kgweave.data.sources import demo_path
+from kgweave.errors import ArtifactError, NotFoundError
+from kgweave.language.joint import JointConfig, load_joint, train_joint
+from kgweave.predict import Query
+from kgweave.settings import Settings
+
+TINY = {
+    "kge": {"dim": 16, "epochs": 8, "eval_every": 4},
+    "lm_layers": 2,
+    "lm_width": 64,
+    "lm_heads": 2,
+    "lm_epochs": 2,
+    "lm_max_length": 48,
+    "vocab_size": 600,
+    "completion_top_n": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def joint_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    demo = load_dataset(demo_path(), name="demo")
+    # precomputed text vectors (the MiniLM encoder is exercised by the encoder's own tests)
+    text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
+    out = tmp_path_factory.mktemp("joint") / "model"
+    result = train_joint(
+        demo,
+        JointConfig.model_validate(TINY),
+        out,
+        Settings(device="cpu", offline=True),
+        progress=False,
+        text_vectors=text,
+    )
+    assert result.path == out
+    assert len(result.kge_history) == 8 and len(result.lm_history) == 2
+    assert {"valid", "test", "lm"} <= set(result.metrics)
+    return out
+
+
+def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> None:
+    language = joint_folder / "language"
+    for name in ("config.json", "model.safetensors", "id_maps.json"):
+        assert (joint_folder / name).is_file()
+    for name in ("model.safetensors", "tokenizer.json", "fusion.safetensors", "text.safetensors"):
+        assert (language / name).is_file()
+    assert not list(joint_folder.rglob("*.bin")) and not list(joint_folder.rglob("*.pt"))
+    # the KGE part is a normal artifact, the text-enhanced table baked in
+    artifact = load_artifact(joint_folder)
+    joint = load_joint(joint_folder)
+    torch.testing.assert_close(joint.artifact.model.entity.weight, artifact.model.entity.weight)
+    enhanced = joint.structural + joint.text_projection(joint.text_vectors)
+    torch.testing.assert_close(enhanced.detach(), artifact.model.entity.weight, atol=1e-5, rtol=0)
+    assert joint.text_vectors.shape == (len(artifact.entities), 24)
+    torch.testing.assert_close(joint.fused.entities.weight, artifact.model.entity.weight)
+    assert joint.config["files"]  # sha256 of every part
+    # the loaded parts answer a completion query with the fitted weights
+    assert joint.completion_weights.method == "logistic"
+    answers = joint.completer().complete(Query("born_in", head="Marie Curie"), k=3)
+    assert len(answers) == 3
+    w = joint.completion_weights
+    for a in answers:
+        assert a.combined == pytest.approx(w.w_kge * a.kge_score + w.w_lm * a.lm_logprob + w.bias)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupt_or_missing_parts_are_refused(joint_folder: Path, tmp_path: Path) -> None:
+    broken = _copy(joint_folder, tmp_path / "corrupt")
+    data = bytearray((broken / "language" / "text.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (broken / "language" / "text.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"text\.safetensors: checksum mismatch"):
+        load_joint(broken)
+
+    missing = _copy(joint_folder, tmp_path / "missing")
+    (missing / "language" / "fusion.safetensors").unlink()
+    with pytest.raises(ArtifactError, match=r"missing fusion\.safetensors"):
+        load_joint(missing)
+
+    unfinished = _copy(joint_folder, tmp_path / "unfinished")
+    (unfinished / "language" / "joint.json").unlink()
+    with pytest.raises(ArtifactError, match=r"missing joint\.json"):
+        load_joint(unfinished)
+
+    lm_weights = _copy(joint_folder, tmp_path / "lm")
+    (lm_weights / "language" / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_joint(lm_weights)
+
+    kge_only = _copy(joint_folder, tmp_path / "kge-only")
+    shutil.rmtree(kge_only / "language")
+    with pytest.raises(NotFoundError, match="no joint language part"):
+        load_joint(kge_only)
+
+    edited = _copy(joint_folder, tmp_path / "edited")
+    config = json.loads((edited / "language" / "joint.json").read_text())
+    config["format"] = "something-else"
+    (edited / "language" / "joint.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="not a kgweave joint config"):
+        load_joint(edited)
+
+    with pytest.raises(NotFoundError, match="does not exist"):
+        load_joint(tmp_path / "nowhere")
