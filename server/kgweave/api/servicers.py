@@ -45,7 +45,7 @@ _JOB_STATE = {
 }
 _SETTINGS_FIELDS = (
     "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
-    "reg_weight", "seed", "eval_every", "patience", "time_budget_s",
+    "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint",
 )  # fmt: skip
 
 
@@ -181,6 +181,44 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
         )
         return knowledge_pb2.VerbalizeResponse(
             text=text, sentences=sentences, model_version=version
+        )
+
+    @_guard
+    async def Complete(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> knowledge_pb2.CompleteResponse:
+        q = request.query
+        query = Query(relation=q.relation, head=q.head or None, tail=q.tail or None)
+        result = await asyncio.to_thread(
+            self.service.complete,
+            query,
+            request.k or 10,
+            request.kge_candidates or 50,
+            request.generate,
+            request.write_to_graph,
+            request.min_score,
+        )
+        w_kge, w_lm, bias = result["weights"]
+        return knowledge_pb2.CompleteResponse(
+            candidates=[
+                knowledge_pb2.CompletionCandidate(
+                    rank=c.rank,
+                    entity_id=c.entity,
+                    name=c.name,
+                    kge_score=c.kge_score,
+                    lm_logprob=c.lm_logprob,
+                    combined_score=c.combined,
+                    source=c.source,
+                    evidence=c.evidence,
+                    known=c.known,
+                )
+                for c in result["candidates"]
+            ],
+            model_version=result["model_version"],
+            w_kge=w_kge,
+            w_lm=w_lm,
+            bias=bias,
+            written=result["written"],
         )
 
 

@@ -123,6 +123,109 @@ def corpus(
         click.echo(", ".join(f"{v} {k}" for k, v in report.items()) + f" written to {out}")
 
 
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--head", default=None, help="Known head (id or name): complete the tail.")
+@click.option("--relation", "-r", required=True, help="Relation (label or text).")
+@click.option("--tail", default=None, help="Known tail (id or name): complete the head.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Answers (1-100).")
+@click.option(
+    "--kge-candidates", type=int, default=50, show_default=True,
+    help="Candidates from the embeddings before re-ranking.",
+)  # fmt: skip
+@click.option("--no-generate", is_flag=True, help="Do not let the LM propose names.")
+@click.option(
+    "--write", "write_to_graph", is_flag=True,
+    help="Add the accepted candidates to the graph as suggested links (KGWEAVE_SUGGESTED).",
+)  # fmt: skip
+@click.option(
+    "--min-score", type=float, default=0.0, show_default=True,
+    help="With --write: lowest combined score accepted.",
+)  # fmt: skip
+@click.option("--graph", "graph_uri", default=None, help="With --write and MODEL_DIR: graph URI.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def complete(
+    model_dir: Path | None,
+    head: str | None,
+    relation: str,
+    tail: str | None,
+    k: int,
+    kge_candidates: int,
+    no_generate: bool,
+    write_to_graph: bool,
+    min_score: float,
+    graph_uri: str | None,
+    as_json: bool,
+) -> None:
+    """LLM-driven completion of (--head, --relation, ?) or (?, --relation, --tail).
+
+    Candidates come from the embeddings' top-N and from the language model (constrained to
+    entity names), re-ranked by w_kge * kge + w_lm * lm_logprob + bias (weights fitted on
+    validation by `kgweave train --joint`). With MODEL_DIR it runs here; without, on the server.
+    """
+    if (head is None) == (tail is None):
+        raise InvalidArgumentError("give exactly one of --head and --tail")
+    settings = get_settings()
+    if model_dir is None:
+        from kgweave.api.client import Client
+
+        with Client(settings.server) as client:
+            reply = client.complete(
+                relation, head, tail, k, kge_candidates, not no_generate, write_to_graph,
+                min_score,
+            )  # fmt: skip
+        rows = [
+            {
+                "rank": c["rank"], "entity": c["entity_id"], "name": c["name"],
+                "kge_score": c["kge_score"], "lm_logprob": c["lm_logprob"],
+                "combined": c["combined_score"], "source": c["source"],
+                "evidence": c["evidence"], "known": c["known"],
+            }
+            for c in reply.get("candidates", [])
+        ]  # fmt: skip
+        version, weights, written = (
+            reply["model_version"], (reply["w_kge"], reply["w_lm"], reply["bias"]),
+            int(reply["written"]),
+        )  # fmt: skip
+    else:
+        from kgweave.artifact import load_artifact
+        from kgweave.device import resolve_device
+        from kgweave.predict import Query
+        from kgweave.serving.served import ServedModel
+        from kgweave.serving.service import complete_on
+
+        served = ServedModel(
+            "local", load_artifact(model_dir, device=resolve_device(settings.device))
+        )
+        store_factory = None
+        if write_to_graph:
+            from kgweave.graph.connect import open_store
+
+            store_factory = lambda: open_store(graph_uri or settings.graph_uri, settings)  # noqa: E731
+        result = complete_on(
+            served, Query(relation=relation, head=head, tail=tail), settings.language_model, k,
+            kge_candidates, not no_generate, store_factory, min_score,
+        )  # fmt: skip
+        rows = [c.__dict__ for c in result["candidates"]]
+        version, weights, written = result["model_version"], result["weights"], result["written"]
+    if as_json:
+        emit_json(
+            {"model_version": version, "weights": weights, "written": written, "candidates": rows}
+        )
+        return
+    click.echo(f"combined = {weights[0]:.3g} * kge + {weights[1]:.3g} * lm + {weights[2]:.3g}")
+    for c in rows:
+        label = f"{c['name']} ({c['entity']})" if c["name"] != c["entity"] else c["entity"]
+        mark = "  [known]" if c["known"] else ""
+        click.echo(
+            f"{c['rank']:>3}. {c['combined']:>8.3f}  kge {c['kge_score']:>7.3f}  "
+            f"lm {c['lm_logprob']:>8.2f}  {c['source']:<6}  {label}{mark}"
+        )
+        click.echo(f"       {c['evidence']}")
+    if write_to_graph:
+        click.echo(f"{written} suggested links written to the graph")
+
+
 def register(group: click.Group) -> None:
-    for command in (verbalize, corpus):
+    for command in (verbalize, corpus, complete):
         group.add_command(command)

@@ -160,6 +160,16 @@ def cli() -> None:
     help="With --remote: when the new model is served [default: the server's setting].",
 )
 @click.option("--detach", is_flag=True, help="With --remote: print the job id and return at once.")
+@click.option(
+    "--joint",
+    is_flag=True,
+    help="Joint KG-LM training: text-enhanced entities (text encoder), a language model "
+    "trained on the verbalized graph with entity embeddings fused in, completion weights "
+    "fitted on validation; one artifact (docs/language.md).",
+)
+@click.option(
+    "--lm-epochs", type=int, default=None, help="With --joint: passes of the LM over the corpus."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(
@@ -169,6 +179,8 @@ def train(
     remote: bool,
     activation: str | None,
     detach: bool,
+    joint: bool,
+    lm_epochs: int | None,
     no_progress: bool,
     as_json: bool,
     **options: Any,
@@ -187,10 +199,16 @@ def train(
     if remote:
         from kgweave.cli.remote import train_remote
 
+        if lm_epochs is not None:
+            raise InvalidArgumentError("--lm-epochs is for local --joint training only")
+        if joint:
+            values["joint"] = True
         train_remote(values, dataset or "", activation or "", detach, no_progress, as_json)
         return
     if dataset is None or out is None:
         raise InvalidArgumentError("give --dataset and --out (or --remote to train on the server)")
+    if lm_epochs is not None and not joint:
+        raise InvalidArgumentError("--lm-epochs needs --joint")
     try:
         config = TrainConfig(**values)
     except ValidationError as exc:
@@ -200,6 +218,9 @@ def train(
         raise InvalidArgumentError(f"--{where.replace('_', '-')}: {message}") from None
     settings = get_settings()
     data = open_dataset(dataset, settings)
+    if joint:
+        _train_joint(data, config, out, settings, lm_epochs, no_progress, as_json)
+        return
     if not as_json:
         s = data.summary()
         err(
@@ -231,6 +252,42 @@ def train(
         emit_metrics("validation (filtered):", metrics["valid"])
     emit_metrics("test (filtered):", metrics["test"])
     click.echo(f"model written to {path}")
+
+
+def _train_joint(
+    data: Any,
+    config: Any,
+    out: Path,
+    settings: Any,
+    lm_epochs: int | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    from kgweave.language.joint import JointConfig, train_joint
+
+    joint_config = JointConfig.model_validate(
+        {"kge": config, "language_model": settings.language_model}
+    )
+    if lm_epochs is not None:
+        joint_config = joint_config.model_copy(update={"lm_epochs": lm_epochs})
+    result = train_joint(data, joint_config, out, settings, progress=not no_progress)
+    payload = {
+        "artifact": str(result.path.resolve()),
+        "dataset": data.name,
+        "seconds": round(result.seconds, 3),
+        "metrics": result.metrics,
+        "completion_weights": result.completion_weights.to_dict()
+        if result.completion_weights
+        else None,
+    }
+    if as_json:
+        emit_json(payload)
+        return
+    click.echo(f"trained jointly on {data.name} in {result.seconds:.1f}s")
+    for name, metrics in result.metrics.items():
+        if isinstance(metrics, dict) and "mrr" in metrics:
+            emit_metrics(f"{name} (filtered):", metrics)
+    click.echo(f"model written to {result.path}")
 
 
 @cli.command("eval")

@@ -63,11 +63,14 @@ def serve(
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
     service = prepare_service(settings, progress=not no_progress)
-    if settings.retrain_min_events > 0:
+    if settings.retrain_min_events > 0 or settings.neo4j_cdc:
         from kgweave.graph.connect import open_store
 
         store = open_store(settings.graph_uri, settings)
-        service.start_retraining(lambda: store)
+        if settings.neo4j_cdc:
+            service.start_cdc(store)
+        if settings.retrain_min_events > 0:
+            service.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:
         err(
@@ -208,7 +211,7 @@ def score(model_dir: Path | None, triples: tuple[tuple[str, str, str], ...], as_
 
 _REMOTE_FIELDS = (
     "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
-    "reg_weight", "seed", "eval_every", "patience", "time_budget_s",
+    "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint",
 )  # fmt: skip
 
 

@@ -153,7 +153,7 @@ class FalkorDBStore(GraphStore):
     def _type_filter(self) -> tuple[str, dict[str, Any]]:
         m = self.mapping
         if m.relation_types is None:
-            return "type(x) <> $predicted", {"predicted": m.predicted_type}
+            return "NOT type(x) IN $own", {"own": self.own_types}
         return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
 
     def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
@@ -307,6 +307,33 @@ class FalkorDBStore(GraphStore):
             )
             written += len(rows)
         return written
+
+    def add_suggested_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
+        written = 0
+        for batch in self._batches(links):
+            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
+            self._query(
+                f"UNWIND $rows AS row "
+                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
+                f"MERGE (h)-[x:{suggested} {{relation: row.r}}]->(t) "
+                "SET x.score = row.s, x.model_version = $version, x.provenance = $provenance",
+                {"rows": rows, "version": model_version, "provenance": provenance},
+            )
+            written += len(rows)
+        return written
+
+    def suggested_links(self) -> list[tuple[str, str, str, float, str]]:
+        """Every suggested link: (head, relation, tail, score, model_version)."""
+        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
+        rows = self._query(
+            f"MATCH (h:{self._label})-[x:{suggested}]->(t:{self._label}) "
+            f"RETURN h.{self._key}, x.relation, t.{self._key}, x.score, x.model_version"
+        )
+        return [(str(h), str(r), str(t), float(s), str(v)) for h, r, t, s, v in rows]
 
     def predicted_links(self) -> list[tuple[str, str, str, float, str]]:
         """Every predicted link: (head, relation, tail, score, model_version)."""

@@ -173,8 +173,8 @@ def _relation_of(
 def _is_fact(event: Mapping[str, Any], mapping: GraphMapping) -> bool:
     """A relationship between two entities whose type counts as a relation."""
     rel_type = event.get("type")
-    if rel_type == mapping.predicted_type:
-        return False  # kgweave's own predictions are not facts
+    if rel_type in (mapping.predicted_type, mapping.suggested_type):
+        return False  # kgweave's own predictions and suggestions are not facts
     if mapping.relation_types is not None and rel_type not in (
         *mapping.relation_types,
         mapping.generic_type,

@@ -539,7 +539,7 @@ class Neo4jStore(GraphStore):
     def _type_filter(self) -> tuple[str, dict[str, Any]]:
         m = self.mapping
         if m.relation_types is None:
-            return "type(x) <> $predicted", {"predicted": m.predicted_type}
+            return "NOT type(x) IN $own", {"own": self.own_types}
         return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
 
     def _key_pages(self, page_size: int) -> Iterator[list[Any]]:
@@ -663,6 +663,24 @@ class Neo4jStore(GraphStore):
                 f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
                 f"CREATE (h)-[:{self._predicted} {{relation: row.r, score: row.s, "
                 f"model_version: $version, provenance: $provenance}}]->(t)",
+                {"rows": rows, "version": model_version, "provenance": provenance},
+            )
+            written += len(rows)
+        return written
+
+    def add_suggested_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
+        written = 0
+        for batch in self._batches(links):
+            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
+            self.write(
+                f"UNWIND $rows AS row "
+                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
+                f"MERGE (h)-[x:{suggested} {{relation: row.r}}]->(t) "
+                "SET x.score = row.s, x.model_version = $version, x.provenance = $provenance",
                 {"rows": rows, "version": model_version, "provenance": provenance},
             )
             written += len(rows)

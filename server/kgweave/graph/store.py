@@ -25,7 +25,7 @@ Triple = tuple[str, str, str]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: words that must not be used as bare identifiers even when quoted would allow them
-_RESERVED = {"KGWEAVE_PREDICTED"}
+_RESERVED = {"KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"}
 
 
 def is_identifier(name: str) -> bool:
@@ -56,6 +56,8 @@ class GraphMapping:
     #: relationship types that count as relations; None: all but kgweave's own
     relation_types: tuple[str, ...] | None = None
     predicted_type: str = "KGWEAVE_PREDICTED"
+    #: links accepted by LLM-driven completion (added to, never replaced wholesale)
+    suggested_type: str = "KGWEAVE_SUGGESTED"
     embedding_property: str = "embedding"
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class GraphMapping:
             ("generic relationship type", self.generic_type),
             ("relation property", self.relation_property),
             ("predicted-link type", self.predicted_type),
+            ("suggested-link type", self.suggested_type),
             ("embedding property", self.embedding_property),
             *(("relationship type", t) for t in self.relation_types or ()),
         ):
@@ -74,7 +77,8 @@ class GraphMapping:
 
     def storage_type(self, relation: str) -> str | None:
         """The relationship type that stores ``relation`` itself, or None for the generic one."""
-        if is_identifier(relation) and relation not in _RESERVED | {self.generic_type}:
+        own = _RESERVED | {self.generic_type, self.predicted_type, self.suggested_type}
+        if is_identifier(relation) and relation not in own:
             return relation
         return None
 
@@ -153,6 +157,18 @@ class GraphStore(ABC):
         self, links: list[PredictedLink], model_version: str, provenance: str
     ) -> int:
         """Replace every predicted link with ``links`` (of type ``mapping.predicted_type``)."""
+
+    @abstractmethod
+    def add_suggested_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        """Add (or refresh) suggested links of type ``mapping.suggested_type``, keyed by
+        (head, relation, tail), with score, model version and provenance; apart from facts."""
+
+    @property
+    def own_types(self) -> list[str]:
+        """Relationship types kgweave writes, never counted as facts."""
+        return [self.mapping.predicted_type, self.mapping.suggested_type]
 
     @abstractmethod
     def counts(self) -> dict[str, int]:

@@ -111,6 +111,9 @@ class TextEncoder:
             raise NotFoundError(
                 f"text encoder folder {location} holds no model (no modules.json or config.json)"
             )
+        from kgweave.language.lm import quiet_transformers
+
+        quiet_transformers()
         try:
             self.model: Any = SentenceTransformer(
                 location,

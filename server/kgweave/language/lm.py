@@ -39,6 +39,14 @@ from kgweave.errors import (
 IGNORE_INDEX = -100
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars or info logs from transformers: kgweave shows its own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _device(device: str | torch.device | None) -> torch.device:
     if isinstance(device, torch.device):
         return device
@@ -108,6 +116,7 @@ def load_causal_lm(
     last: Exception | None = None
     for local_only in attempts:
         try:
+            quiet_transformers()
             tokenizer = AutoTokenizer.from_pretrained(text, local_files_only=local_only)
             model: Any = AutoModelForCausalLM.from_pretrained(text, local_files_only=local_only)
         except (OSError, ValueError) as exc:  # not cached / no network / not a causal LM
@@ -131,6 +140,7 @@ def _load_folder(folder: Path, device: torch.device) -> tuple[Any, Any]:
     if not weights:
         raise ArtifactError(f"{folder}: no .safetensors weights (kgweave loads no pickled weights)")
     try:
+        quiet_transformers()
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         model: Any = AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True
@@ -435,6 +445,7 @@ def _tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
 def save_lm(model: Any, tokenizer: Any, folder: Path) -> Path:
     """Write the model (``model.safetensors`` + ``config.json``) and tokenizer into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
+    quiet_transformers()
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     if not (folder / "model.safetensors").is_file() and not list(folder.glob("*.safetensors")):

@@ -104,7 +104,7 @@ class JobManager:
     def start(self, config: dict[str, Any], dataset: str, policy: str) -> Job:
         """Queue a job and start its worker process; returns at once."""
         try:
-            TrainConfig(**config)  # refuse bad settings now, not in the worker
+            TrainConfig(**{k: v for k, v in config.items() if k != "joint"})  # refuse bad ones now
         except ValueError as exc:
             raise InvalidArgumentError(f"invalid training settings: {_first_error(exc)}") from None
         with self._lock:

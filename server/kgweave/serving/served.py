@@ -25,6 +25,7 @@ from kgweave.predict import MAX_K, LinkPredictor, Query
 
 if TYPE_CHECKING:
     from kgweave.language.coldstart import TextProjection
+    from kgweave.language.completion import LMCompleter
     from kgweave.language.encoder import TextEncoder
     from kgweave.language.semantic import SemanticIndex
     from kgweave.language.verbalize import Verbalizer
@@ -66,6 +67,8 @@ class ServedModel:
         self._text_lock = threading.Lock()
         self._text_index: tuple[str, SemanticIndex] | None = None
         self._projection: TextProjection | None = None
+        self._completer: tuple[LMCompleter, str] | None = None
+        self.completion_lock = threading.Lock()
         labels = artifact.entities.labels
         # prefix search over folded names and ids: sorted (key, entity id) pairs
         keys = {(label.casefold(), i) for i, label in enumerate(labels)}
@@ -213,6 +216,43 @@ class ServedModel:
         served._projection = projection
         served.warm_up()
         return served
+
+    def completer(self, language_model: str | None) -> tuple[LMCompleter, str]:
+        """The LLM-driven completer of this version, built on first use: the joint artifact's
+        own LM and fitted weights when the version was trained with ``--joint``, otherwise the
+        ``language_model`` setting (weights not fitted: 1, 1, 0). Returns it and a label of
+        the LM used."""
+        from kgweave.language.completion import LMCompleter
+
+        with self._text_lock:
+            if self._completer is None:
+                joint = self.artifact.path / "language" / "joint.json"
+                if joint.is_file():
+                    from kgweave.language.joint import load_joint
+
+                    parts = load_joint(self.artifact.path, device=self.device)
+                    self._completer = (
+                        LMCompleter(
+                            self.predictor, parts.lm, parts.tokenizer, self.verbalizer,
+                            parts.completion_weights,
+                        ),
+                        "joint",
+                    )  # fmt: skip
+                elif language_model:
+                    from kgweave.language.lm import load_causal_lm
+
+                    lm, tokenizer = load_causal_lm(language_model, device=self.device)
+                    self._completer = (
+                        LMCompleter(self.predictor, lm, tokenizer, self.verbalizer),
+                        language_model,
+                    )
+                else:
+                    raise FailedPreconditionError(
+                        f"model {self.version} has no language model: train one with "
+                        "`kgweave train --joint` (or --remote --joint), or set "
+                        "KGWEAVE_LANGUAGE_MODEL to a causal LM folder"
+                    )
+            return self._completer
 
     @property
     def cold_count(self) -> int:

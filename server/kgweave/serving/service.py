@@ -73,6 +73,8 @@ class KGService:
         self._encoder: TextEncoder | None = None
         self._encoder_lock = threading.Lock()
         self._cold_lock = threading.Lock()
+        self._cdc_stop: threading.Event | None = None
+        self._store: GraphStore | None = None
         #: retraining from change events, when enabled (kgweave.serving.retrain)
         self.retrainer: RetrainWatcher | None = None
 
@@ -112,12 +114,32 @@ class KGService:
         self.retrainer.start()
         return self.retrainer
 
+    def start_cdc(self, store: GraphStore) -> None:
+        """Poll Neo4j change data capture into the event log on a daemon thread."""
+        from kgweave.graph.neo4j_cdc import Neo4jCdcPoller
+        from kgweave.graph.neo4j_store import Neo4jStore
+
+        if not isinstance(store, Neo4jStore):
+            raise InvalidArgumentError("change data capture needs a Neo4j graph (bolt:// URI)")
+        poller = Neo4jCdcPoller(
+            lambda cypher, params: [dict(r) for r in store.read(cypher, params)],
+            self.event_log,
+            self.settings.data_dir / "neo4j-cdc.json",
+            mapping=store.mapping,
+        )
+        self._cdc_stop = threading.Event()
+        threading.Thread(
+            target=poller.run, args=(self._cdc_stop,), name="kgweave-cdc", daemon=True
+        ).start()
+
     @property
     def ready(self) -> bool:
         """A model is loaded and warmed up."""
         return self._active is not None
 
     def close(self) -> None:
+        if self._cdc_stop is not None:
+            self._cdc_stop.set()
         if self.retrainer is not None:
             self.retrainer.stop()
         self.jobs.shutdown()
@@ -252,6 +274,30 @@ class KGService:
         )
         return served.version, hits
 
+    def complete(
+        self,
+        query: Query,
+        k: int = 10,
+        kge_candidates: int = 50,
+        generate: bool = True,
+        write_to_graph: bool = False,
+        min_score: float = 0.0,
+    ) -> dict[str, Any]:
+        """LLM-driven completion on the active model (see :func:`complete_on`)."""
+        return complete_on(
+            self.active(), query, self.settings.language_model, k, kge_candidates, generate,
+            self.graph_store if write_to_graph else None, min_score,
+        )  # fmt: skip
+
+    def graph_store(self) -> GraphStore:
+        """The configured graph (opened on first use)."""
+        with self._encoder_lock:
+            if self._store is None:
+                from kgweave.graph.connect import open_store
+
+                self._store = open_store(self.settings.graph_uri, self.settings)
+            return self._store
+
     def verbalize(
         self,
         entity: str = "",
@@ -336,3 +382,60 @@ def _rss_bytes() -> int:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def complete_on(
+    served: ServedModel,
+    query: Query,
+    language_model: str | None,
+    k: int = 10,
+    kge_candidates: int = 50,
+    generate: bool = True,
+    store_factory: Callable[[], GraphStore] | None = None,
+    min_score: float = 0.0,
+) -> dict[str, Any]:
+    """KGE top-N plus LM-generated names, re-ranked by the fitted combination.
+
+    With ``store_factory``, the accepted candidates (combined >= ``min_score``, not already
+    facts) are added to the graph as suggested links with provenance (model versions and the
+    combination). Returns ``model_version``, ``candidates``, ``weights`` and ``written``.
+    """
+    if not 1 <= k <= 100:
+        raise InvalidArgumentError(f"k must be between 1 and 100, got {k}")
+    if not 1 <= kge_candidates <= MAX_K:
+        raise InvalidArgumentError(
+            f"kge_candidates must be between 1 and {MAX_K}, got {kge_candidates}"
+        )
+    completer, lm_label = served.completer(language_model)
+    with served.completion_lock:  # one LM pass at a time per version
+        completer.top_n = max(kge_candidates, k)
+        completer.lm_candidates = 5 if generate else 0
+        candidates = completer.complete(query, k=k)
+    w = completer.weights
+    written = 0
+    accepted = [c for c in candidates if c.combined >= min_score and not c.known]
+    if store_factory is not None and accepted:
+        from kgweave.graph.store import PredictedLink
+
+        predictor, art = served.predictor, served.artifact
+        relation = art.relations.labels[predictor.resolve_relation(query.relation)]
+        fixed = query.head if query.head is not None else query.tail
+        assert fixed is not None
+        anchor = art.entities.labels[predictor.resolve_entity(fixed)]
+        links = [
+            PredictedLink(anchor, relation, c.entity, c.combined)
+            if query.head is not None
+            else PredictedLink(c.entity, relation, anchor, c.combined)
+            for c in accepted
+        ]
+        provenance = (
+            f"kgweave complete: kge {served.version} + lm {lm_label}; "
+            f"combined = {w.w_kge:.4g}*kge + {w.w_lm:.4g}*lm + {w.bias:.4g}"
+        )
+        written = store_factory().add_suggested_links(links, served.version, provenance)
+    return {
+        "model_version": served.version,
+        "candidates": candidates,
+        "weights": (w.w_kge, w.w_lm, w.bias),
+        "written": written,
+    }

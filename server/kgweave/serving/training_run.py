@@ -111,7 +111,9 @@ def run_training(
     from kgweave.engine import evaluate_on, open_dataset
     from kgweave.training import train
 
-    config = TrainConfig(**spec.get("config", {}))
+    raw = dict(spec.get("config", {}))
+    joint = bool(raw.pop("joint", False))
+    config = TrainConfig(**raw)
     report({"phase": "snapshot", "epochs": config.epochs})
     dataset = (
         open_dataset(spec["dataset"], settings)
@@ -119,6 +121,19 @@ def run_training(
         else (graph_dataset(settings, seed=config.seed))
     )
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
+    if joint:
+        from kgweave.language.joint import JointConfig, train_joint
+
+        if should_stop is not None and should_stop():
+            return None
+        result_joint = train_joint(
+            dataset,
+            JointConfig.model_validate({"kge": config, "language_model": settings.language_model}),
+            out,
+            settings,
+            progress=progress,
+        )
+        return dict(result_joint.metrics)
     started = time.monotonic()
 
     def on_epoch(row: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class TrainingSettings(_message.Message):
-    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s")
+    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class TrainingSettings(_message.Message):
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    JOINT_FIELD_NUMBER: _ClassVar[int]
     model: str
     dim: int
     epochs: int
@@ -61,7 +62,8 @@ class TrainingSettings(_message.Message):
     eval_every: int
     patience: int
     time_budget_s: float
-    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ...) -> None: ...
+    joint: bool
+    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., joint: _Optional[bool] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("settings", "dataset", "activation")

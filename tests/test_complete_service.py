@@ -1,0 +1,138 @@
+"""LLM-driven completion through the real server: a jointly trained demo model (real MiniLM
+text vectors, small LM), Complete over gRPC, suggested links written to the embedded graph."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kgweave.data import load_dataset
+from kgweave.graph.embedded import EmbeddedFalkorDB
+from kgweave.graph.sync import import_dataset
+from kgweave.language.joint import JointConfig, train_joint
+from kgweave.serving.service import KGService
+from kgweave.settings import Settings, get_settings
+from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from serving_support import ServerThread, registry_with
+
+DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
+SMALL = {
+    "kge": {"dim": 32, "epochs": 20, "eval_every": 5},
+    "lm_layers": 2,
+    "lm_width": 64,
+    "lm_heads": 2,
+    "lm_epochs": 3,
+    "lm_max_length": 48,
+    "vocab_size": 800,
+    "completion_top_n": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def joint_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("joint") / "model"
+    settings = Settings(data_dir=out.parent / "data", device="cpu", offline=True)
+    demo = load_dataset(DEMO, name="demo")
+    train_joint(demo, JointConfig.model_validate(SMALL), out, settings, progress=False)
+    return out
+
+
+@pytest.fixture
+def served(joint_model: Path) -> Iterator[ServerThread]:
+    settings = get_settings()
+    registry_with(settings, [joint_model])
+    service = KGService(settings)
+    service.activate("v0001")
+    server = ServerThread(service)
+    yield server
+    server.stop()
+    EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+def test_complete_returns_scored_candidates_and_writes_suggestions(served: ServerThread) -> None:
+    channel = grpc.insecure_channel(served.address)
+    knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    query = knowledge_pb2.LinkQuery(head="Alan Turing", relation="born_in")
+    reply = knowledge.Complete(
+        knowledge_pb2.CompleteRequest(query=query, k=5, kge_candidates=20, generate=True),
+        timeout=120,
+    )
+    assert reply.model_version == "v0001" and len(reply.candidates) == 5
+    assert [c.rank for c in reply.candidates] == [1, 2, 3, 4, 5]
+    combined = [c.combined_score for c in reply.candidates]
+    assert combined == sorted(combined, reverse=True)
+    for c in reply.candidates:
+        expected = reply.w_kge * c.kge_score + reply.w_lm * c.lm_logprob + reply.bias
+        assert c.combined_score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        assert c.source in ("kge", "lm", "kge+lm")
+        assert c.evidence.startswith("Alan Turing was born in ") and c.name in c.evidence
+    # write the accepted candidates to the (embedded) graph as suggested links
+    store = served.service.graph_store()
+    import_dataset(store, load_dataset(DEMO, name="demo"), progress=False)
+    facts_before = store.counts()["triples"]
+    written = knowledge.Complete(
+        knowledge_pb2.CompleteRequest(
+            query=query, k=3, write_to_graph=True, min_score=-1e9, generate=False
+        ),
+        timeout=120,
+    )
+    fresh = [c for c in written.candidates if not c.known]
+    assert written.written == len(fresh) > 0
+    links = store.suggested_links()  # type: ignore[attr-defined]
+    assert {(h, r, t) for h, r, t, _, _ in links} == {
+        ("alan_turing", "born_in", c.entity_id) for c in fresh
+    }
+    assert all(v == "v0001" for *_, v in links)
+    assert store.counts()["triples"] == facts_before  # suggestions are not facts
+    channel.close()
+
+
+def test_complete_errors(served: ServerThread, demo_model_without_lm: Path) -> None:
+    channel = grpc.insecure_channel(served.address)
+    knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    bad = [
+        (knowledge_pb2.LinkQuery(head="Alan Turing", relation="born_in", tail="london"),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (knowledge_pb2.LinkQuery(head="Nobody Atall", relation="born_in"),
+         grpc.StatusCode.NOT_FOUND),
+        (knowledge_pb2.LinkQuery(head="Alan Turing", relation="bornn_in"),
+         grpc.StatusCode.NOT_FOUND),
+    ]  # fmt: skip
+    for query, code in bad:
+        with pytest.raises(grpc.RpcError) as info:
+            knowledge.Complete(knowledge_pb2.CompleteRequest(query=query), timeout=60)
+        assert info.value.code() == code, info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        knowledge.Complete(
+            knowledge_pb2.CompleteRequest(
+                query=knowledge_pb2.LinkQuery(head="Alan Turing", relation="born_in"), k=500
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # a version without a language model: FAILED_PRECONDITION saying how to get one
+    service = served.service
+    shutil.copytree(demo_model_without_lm, service.registry.root / "v0002")
+    service.activate("v0002")
+    with pytest.raises(grpc.RpcError) as info:
+        knowledge.Complete(
+            knowledge_pb2.CompleteRequest(
+                query=knowledge_pb2.LinkQuery(head="Alan Turing", relation="born_in")
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "kgweave train --joint" in info.value.details()
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def demo_model_without_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from serving_support import train_demo_model
+
+    root = tmp_path_factory.mktemp("plain")
+    return train_demo_model(
+        Settings(data_dir=root / "data", device="cpu"), root / "m", epochs=5, dim=16
+    )
