@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,3 +364,41 @@ def test_semantic_search_by_free_text(served: ServerThread) -> None:
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "not both" in message
     channel.close()
+
+
+def test_change_events_posted_over_http(served: ServerThread) -> None:
+    """POST /v1/changes (what the APOC trigger calls) lands in the durable event log."""
+    from kgweave.api.server import change_receiver
+
+    service = served.service
+    httpd = start_http(service, "127.0.0.1", 0, change_receiver(service))
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/changes"
+
+    def post(body: bytes) -> tuple[int, dict[str, object]]:
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        before = service.event_log.end_offset
+        body = {
+            "source": "neo4j-apoc",
+            "events": [
+                {"kind": "triple_added", "head": "a", "relation": "knows", "tail": "b"},
+                {"kind": "entity_upserted", "entity": "c", "properties": {"name": "C"}},
+            ],
+        }
+        status, reply = post(json.dumps(body).encode())
+        assert status == 202 and reply == {"accepted": 2}
+        events = [e for _, e in service.event_log.read(before)]
+        assert [e.kind.value for e in events] == ["triple_added", "entity_upserted"]
+        assert {e.source for e in events} == {"neo4j-apoc"}
+        status, reply = post(b'{"source": "x", "events": [{"kind": "triple_added"}]}')
+        assert status == 400 and "events[0]" in str(reply["error"])
+        assert service.event_log.end_offset == before + 2  # refused whole, nothing appended
+    finally:
+        httpd.shutdown()

@@ -136,7 +136,8 @@ def start_http(
     service: KGService, host: str, port: int, on_changes: Callable[[bytes], int] | None = None
 ) -> ThreadingHTTPServer:
     """Serve /metrics, /healthz and POST /v1/changes on a daemon thread."""
-    handler = type("Handler", (_HTTPHandler,), {"service": service, "on_changes": on_changes})
+    receive = staticmethod(on_changes) if on_changes is not None else None
+    handler = type("Handler", (_HTTPHandler,), {"service": service, "on_changes": receive})
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, name="kgweave-http", daemon=True).start()

@@ -43,8 +43,8 @@ def quiet_transformers() -> None:
     """No per-load progress bars or info logs from transformers: kgweave shows its own."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _device(device: str | torch.device | None) -> torch.device:
