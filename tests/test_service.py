@@ -223,10 +223,12 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
     service = KGService(settings)
     service.activate("v0001")
     gate = threading.Event()
+    scoring = threading.Event()
     predictor = service.active().predictor
     original = predictor.predict_ids
 
     def held(*args: object, **kwargs: object) -> object:
+        scoring.set()
         gate.wait(timeout=30)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -236,7 +238,9 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
     request = request_of(QUERIES[:1])
     try:
         # one request held in the scoring pass, two waiting: the queue (2) is full
-        pending = [knowledge.PredictLinks.future(request, timeout=30) for _ in range(3)]
+        pending = [knowledge.PredictLinks.future(request, timeout=30)]
+        assert scoring.wait(timeout=10)  # the worker is inside the (held) scoring pass
+        pending += [knowledge.PredictLinks.future(request, timeout=30) for _ in range(2)]
         deadline = time.monotonic() + 10
         while service.batcher.depth < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
