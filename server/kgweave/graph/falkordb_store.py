@@ -157,20 +157,29 @@ class FalkorDBStore(GraphStore):
         return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
 
     def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
+        """Triples by windows of head node ids, the window sized so that one query returns
+        about ``page_size`` triples (it adapts to the graph's out-degree as it goes), so
+        memory stays bounded by the page, not by the graph (one head's edges come whole)."""
         condition, params = self._type_filter()
         top = self._max_node_id()
-        for low in range(0, top + 1, page_size):
+        window, low = max(1, page_size // 8), 0
+        while low <= top:
             rows = self._query(
                 f"MATCH (h:{self._label})-[x]->(t:{self._label}) "
                 f"WHERE id(h) >= $low AND id(h) < $high AND {condition} "
                 f"RETURN h.{self._key}, coalesce(x.{self._relation}, type(x)), t.{self._key}",
-                {**params, "low": low, "high": low + page_size},
+                {**params, "low": low, "high": low + window},
             )
+            low += window
             if rows:
                 yield from (
                     [(str(h), str(r), str(t)) for h, r, t in rows[i : i + page_size]]
                     for i in range(0, len(rows), page_size)
                 )
+                target = int(window * page_size / len(rows))
+                window = max(1, min(target, 4 * window))
+            else:
+                window = min(4 * window, max(top + 1, 1))
 
     def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
         top = self._max_node_id()
