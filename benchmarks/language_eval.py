@@ -4,7 +4,7 @@ re-ranker and cold start, on a fixed seeded sample of a benchmark's test set (CP
 Usage (one dataset per process; run them one after another)::
 
     KGWEAVE_DATASETS_DIR=../shared/datasets python benchmarks/language_eval.py \\
-        --dataset wn18rr --kge-budget 240 --lm-budget 150
+        --dataset wn18rr --kge-budget 210 --lm-budget 150
     KGWEAVE_DATASETS_DIR=../shared/datasets python benchmarks/language_eval.py \\
         --dataset fb15k-237 --kge-model /tmp/runs/fb15k-237 --kge-budget 150 --lm-budget 150
 
