@@ -118,3 +118,26 @@ def test_failed_job_leaves_state_untouched(server: ServerThread) -> None:
     assert versions(admin) == (["v0001"], "v0001")
     assert server.service.active().version == "v0001"
     channel.close()
+
+
+def test_joint_job_registers_a_version_that_completes(server: ServerThread) -> None:
+    """`kgweave train --remote --joint`: the job trains KGE + LM together in its worker; the
+    new version serves Complete (the LM, its fitted weights) through the same engine."""
+    from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+
+    admin, channel = admin_stub(server)
+    job = start(admin, admin_pb2.ACTIVATION_POLICY_ALWAYS, epochs=10, dim=16, joint=True)
+    final = list(admin.WatchJob(admin_pb2.GetJobRequest(job_id=job.job_id), timeout=600))[-1]
+    assert final.state == admin_pb2.JOB_STATE_SUCCEEDED, final.message
+    assert final.model_version == "v0002" and final.activated
+    knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    reply = knowledge.Complete(
+        knowledge_pb2.CompleteRequest(
+            query=knowledge_pb2.LinkQuery(relation="born_in", tail="london"), k=3
+        ),
+        timeout=300,
+    )
+    assert reply.model_version == "v0002" and len(reply.candidates) == 3
+    assert all(c.evidence.endswith(" was born in London.") for c in reply.candidates)
+    assert reply.w_kge != 0 or reply.w_lm != 0
+    channel.close()
