@@ -65,6 +65,9 @@ Design (every number is measured here; nothing is copied in):
   ``w_kge * kge + w_lm * lm_logprob``; **final rank**: if the true entity is in the filtered
   KGE top-N, its realistic rank among those N under the combined score; otherwise its filtered
   KGE rank (everything in the top-N stays ahead of it, KGE order beyond).
+- **(d') Joint.** The same re-ranking, fitted the same way, over the text-enhanced KGE model
+  of (c) and the LM of (b): the pair ``kgweave train --joint`` produces and serves as one
+  artifact. Compared with its equal-budget plain partner (c0).
 - **(e) Cold start.** ``--cold`` entities (default 50) drawn with the seed from the entities of
   the test split whose training degree is between 1 and 100 (hubs left out: removing a hub's
   edges would change the graph much more than adding a new entity does).
@@ -675,6 +678,31 @@ def main() -> int:
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
+    # (d') the joint pair: text-enhanced KGE of (c) + the same LM, weights fitted alike
+    t0 = time.perf_counter()
+    joint_artifact = load_artifact(work / "text_kge")
+    joint = LMCompleter(
+        LinkPredictor(joint_artifact),
+        lm,
+        tokenizer,
+        verbalizer=verbalizer,
+        top_n=args.rerank_n,
+        lm_candidates=0,
+        beam_size=args.beam,
+    )
+    joint_weights = joint.fit_weights(
+        dataset.split("valid"), max_triples=args.valid_sample, seed=args.seed
+    )
+    _, r_joint, joint_inside = combined_ranks(
+        joint, joint_artifact.model.eval(), sample, known, num_base, args.rerank_n
+    )
+    record["combined_joint"] = {
+        "fusion_weights": joint_weights.to_dict(),
+        "top_n": args.rerank_n,
+        "queries_with_answer_in_top_n": joint_inside,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
     # (e) cold start
     cold_triples = touching(dataset, cold)
     cold_models = {
@@ -707,6 +735,11 @@ def main() -> int:
         row("(c0) plain KGE, budget", metrics(r_plain), f"{plain_info}"),
         row("(c) text-enhanced KGE, budget", metrics(r_text), f"{text_train}"),
         row("(d) combined re-ranker", metrics(r_comb), f"KGE top-{args.rerank_n} re-ranked"),
+        row(
+            "(d') joint: text-KGE (c) + LM",
+            metrics(r_joint),
+            f"(c)'s top-{args.rerank_n} re-ranked with the LM of (b)",
+        ),
     ]
     record["table"] = table
     record["lm_only_metrics"] = metrics(r_lm)
@@ -722,7 +755,7 @@ def main() -> int:
     print(f"cold start ({len(cold_triples)} test triples touching {len(cold)} entities):")
     for k, m in cold_metrics.items():
         print(f"  {k:32s} {m['mrr']:7.4f} {m['hits@1']:7.4f} {m['hits@10']:7.4f}")
-    print(f"fusion weights: {weights.to_dict()}")
+    print(f"fusion weights: {weights.to_dict()}; joint: {joint_weights.to_dict()}")
     print(f"wrote {out} in {record['seconds_total']:.0f} s")
     return 0
 

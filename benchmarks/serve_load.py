@@ -38,6 +38,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -80,6 +89,7 @@ async def load(
     seconds: float,
     method: str,
     per_call: int = 1,
+    server_pid: int = 0,
 ) -> dict[str, Any]:
     """Closed-loop clients for ``seconds``. ``method``: PredictLinks (top-10, one query per
     call) or GetEntity (the transport ceiling: an RPC that does almost nothing)."""
@@ -121,9 +131,16 @@ async def load(
                 latencies.append(time.perf_counter() - started)
                 i += clients
 
-        began = time.perf_counter()
+        began, client_cpu = time.perf_counter(), time.process_time()
+        server_cpu = cpu_seconds(server_pid)
         await asyncio.gather(*(client(c) for c in range(clients)))
         elapsed = time.perf_counter() - began
+        client_cpu = time.process_time() - client_cpu
+        server_end = cpu_seconds(server_pid)
+    calls = max(len(latencies), 1)
+    server_ms = None
+    if server_cpu is not None and server_end is not None:
+        server_ms = 1000 * (server_end - server_cpu) / calls
     return {
         "method": method,
         "clients": clients,
@@ -134,14 +151,23 @@ async def load(
         "p50_ms": 1000 * percentile(latencies, 0.50),
         "p99_ms": 1000 * percentile(latencies, 0.99),
         "mean_ms": 1000 * statistics.fmean(latencies),
+        # CPU time per call: where the two cores go (server process, load-generator process)
+        "server_cpu_ms_per_call": server_ms,
+        "client_cpu_ms_per_call": 1000 * client_cpu / calls,
     }
 
 
-def run_clients(address: str, model: Path, levels: list[int], seconds: float) -> None:
+def run_clients(
+    address: str, model: Path, levels: list[int], seconds: float, server_pid: int
+) -> None:
     queries = queries_of(model, 4096)
-    results = [asyncio.run(load(address, queries, c, seconds, "PredictLinks")) for c in levels]
-    results += [asyncio.run(load(address, queries, max(levels), seconds, "PredictLinks", 16))]
-    results += [asyncio.run(load(address, queries, max(levels), seconds, "GetEntity"))]
+    top = max(levels)
+    results = [
+        asyncio.run(load(address, queries, c, seconds, "PredictLinks", 1, server_pid))
+        for c in levels
+    ]
+    results += [asyncio.run(load(address, queries, top, seconds, "PredictLinks", 16, server_pid))]
+    results += [asyncio.run(load(address, queries, top, seconds, "GetEntity", 1, server_pid))]
     print(json.dumps(results), flush=True)
 
 
@@ -198,6 +224,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["main", "server", "clients"], default="main")
     parser.add_argument("--address", default="")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--server-pid", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
@@ -205,7 +232,7 @@ def main() -> None:
         run_server(args.model, args.port, args.data_dir)
         return
     if args.role == "clients":
-        run_clients(args.address, args.model, levels, args.seconds)
+        run_clients(args.address, args.model, levels, args.seconds, args.server_pid)
         return
 
     from kgweave.settings import get_settings
@@ -225,7 +252,7 @@ def main() -> None:
             done = subprocess.run(
                 [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
                  "--address", f"127.0.0.1:{port}", "--clients", args.clients,
-                 "--seconds", str(args.seconds)],
+                 "--seconds", str(args.seconds), "--server-pid", str(server.pid)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
         finally:
@@ -249,11 +276,13 @@ def main() -> None:
         },
     }
     header = f"{'clients':>7} {'qps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-    print(f"{header}  method (queries/call)")
+    print(f"{header} {'cpu ms/call server':>18} {'client':>6}  method (queries/call)")
     for s in served + ceiling:
+        server_ms = s["server_cpu_ms_per_call"]
         print(
             f"{s['clients']:>7} {s['qps']:>9.0f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} "
-            f"{s['errors']:>6}  {s['method']} ({s.get('queries_per_call', 0)})"
+            f"{s['errors']:>6} {'-' if server_ms is None else f'{server_ms:.3f}':>18} "
+            f"{s['client_cpu_ms_per_call']:>6.3f}  {s['method']} ({s['queries_per_call']})"
         )
     print(f"{'batch':>7} {'qps':>9} {'p50 ms':>8} {'p99 ms':>8}  (in-process scoring + top-k)")
     for b in baseline:

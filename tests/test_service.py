@@ -406,3 +406,38 @@ def test_change_events_posted_over_http(served: ServerThread) -> None:
         assert service.event_log.end_offset == before + 2  # refused whole, nothing appended
     finally:
         httpd.shutdown()
+
+
+def test_batcher_answers_asyncio_and_thread_callers_alike(demo_models: list[Path]) -> None:
+    """Asyncio callers are answered in their loop (one wake-up per batch), thread callers
+    directly; a caller that gave up is skipped; every answer equals the offline engine's."""
+    import asyncio
+
+    from kgweave.serving.batcher import MicroBatcher, PredictJob
+    from kgweave.serving.served import ServedModel
+
+    served = ServedModel.load("v0001", demo_models[0], "cpu")
+    expected = offline(demo_models[0], QUERIES, 3, False)
+    batcher = MicroBatcher(max_batch=64, max_wait_s=0.005)
+    try:
+
+        async def many() -> list[object]:
+            loop = asyncio.get_running_loop()
+            jobs = []
+            for q in QUERIES * 4:
+                job = PredictJob(served, served.resolve_queries([q]), 3, False)
+                job.future = loop.create_future()
+                jobs.append(job)
+            thread_job = PredictJob(served, served.resolve_queries(QUERIES), 3, False)
+            futures = [batcher.submit(job) for job in jobs]
+            thread_future = batcher.submit(thread_job)
+            futures[0].cancel()  # this caller gave up
+            answers = await asyncio.gather(*futures[1:])
+            return [*answers, await asyncio.wrap_future(thread_future)]  # type: ignore[arg-type]
+
+        answers = asyncio.run(asyncio.wait_for(many(), timeout=60))
+    finally:
+        batcher.close()
+    got = [[(p.entity, p.known) for p in row] for answer in answers[:-1] for row in answer]
+    assert got == (expected * 4)[1:]
+    assert [[(p.entity, p.known) for p in row] for row in answers[-1]] == expected

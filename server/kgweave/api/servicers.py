@@ -109,13 +109,14 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             for q in request.queries
         ]
         version, future = self.service.submit_predict(
-            queries, request.k or 10, request.filter_known, _deadline(context)
+            queries,
+            request.k or 10,
+            request.filter_known,
+            _deadline(context),
+            asyncio.get_running_loop(),
         )
-        try:
-            answers = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
+        assert isinstance(future, asyncio.Future)
+        answers = await future  # cancelling this call cancels the future: the batcher skips it
         return knowledge_pb2.PredictLinksResponse(
             results=[
                 knowledge_pb2.QueryResult(

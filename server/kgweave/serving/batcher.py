@@ -6,10 +6,15 @@ load, lets more join for at most ``max_wait_s`` or until ``max_batch`` queries a
 It answers the requests of the batch that share a version with one ``(B, N)`` scoring pass
 and one top-k. Requests whose
 deadline has passed are answered with :class:`DeadlineExceededError` without being scored.
+
+A request carries either a :class:`concurrent.futures.Future` (blocking callers) or an
+:class:`asyncio.Future` of an event loop (the gRPC servicers). Answers for asyncio futures are
+handed to their loop with one ``call_soon_threadsafe`` per batch, not one wake-up per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -17,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -27,6 +33,7 @@ from kgweave.serving.served import ServedModel
 log = logging.getLogger(__name__)
 
 Answer = list[list[Prediction]]
+AnyFuture = Future[Answer] | asyncio.Future[Answer]
 
 
 @dataclass
@@ -38,7 +45,7 @@ class PredictJob:
     k: int
     filter_known: bool
     deadline: float | None = None  # time.monotonic() value
-    future: Future[Answer] = field(default_factory=Future)
+    future: AnyFuture = field(default_factory=Future)
 
 
 class MicroBatcher:
@@ -65,7 +72,7 @@ class MicroBatcher:
         """Requests waiting."""
         return self._queue.qsize()
 
-    def submit(self, job: PredictJob) -> Future[Answer]:
+    def submit(self, job: PredictJob) -> AnyFuture:
         """Queue ``job``; raises :class:`ResourceExhaustedError` when the queue is full."""
         if self._closed:
             raise ResourceExhaustedError("the server is shutting down")
@@ -118,31 +125,35 @@ class MicroBatcher:
             for job in batch:
                 groups.setdefault(id(job.model), []).append(job)
             for jobs in groups.values():
+                settled: list[tuple[PredictJob, Answer | BaseException]] = []
                 try:
-                    self._answer(jobs)
+                    self._answer(jobs, settled)
                 except Exception as exc:  # a bug must not kill the worker: fail these requests
                     log.exception("scoring batch failed")
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                    answered = {id(job) for job, _ in settled}
+                    settled += [(job, exc) for job in jobs if id(job) not in answered]
+                _deliver(settled)
         # anything left after close(): refuse
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not None and not item.future.done():
-                item.future.set_exception(ResourceExhaustedError("the server is shutting down"))
+            if item is not None:
+                _deliver([(item, ResourceExhaustedError("the server is shutting down"))])
 
-    def _answer(self, jobs: list[PredictJob]) -> None:
+    def _answer(
+        self, jobs: list[PredictJob], settled: list[tuple[PredictJob, Answer | BaseException]]
+    ) -> None:
+        """Score the live jobs of one version; their outcomes are appended to ``settled``."""
         now = time.monotonic()
         live = []
         for job in jobs:
             if job.future.cancelled():
                 continue
             if job.deadline is not None and now >= job.deadline:
-                job.future.set_exception(
-                    DeadlineExceededError("the deadline passed before the query was scored")
+                settled.append(
+                    (job, DeadlineExceededError("the deadline passed before the query was scored"))
                 )
                 continue
             live.append(job)
@@ -161,5 +172,35 @@ class MicroBatcher:
         for job in live:
             part = answers[start : start + len(job.hr)]
             start += len(job.hr)
-            if not job.future.done():
-                job.future.set_result([row[: job.k] for row in part])
+            settled.append((job, [row[: job.k] for row in part] if job.k < k else part))
+
+
+def _settle(future: AnyFuture, outcome: Answer | BaseException) -> None:
+    if future.done():  # cancelled by its caller meanwhile
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _settle_all(items: list[tuple[AnyFuture, Answer | BaseException]]) -> None:
+    for future, outcome in items:
+        _settle(future, outcome)
+
+
+def _deliver(settled: list[tuple[PredictJob, Answer | BaseException]]) -> None:
+    """Complete the futures of ``settled``: thread futures at once, asyncio futures in their
+    own loop, one wake-up per loop."""
+    by_loop: dict[int, tuple[asyncio.AbstractEventLoop, list[tuple[AnyFuture, Any]]]] = {}
+    for job, outcome in settled:
+        if isinstance(job.future, asyncio.Future):
+            loop = job.future.get_loop()
+            by_loop.setdefault(id(loop), (loop, []))[1].append((job.future, outcome))
+        else:
+            _settle(job.future, outcome)
+    for loop, items in by_loop.values():
+        try:
+            loop.call_soon_threadsafe(_settle_all, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            log.debug("dropped %d answers for a closed event loop", len(items))

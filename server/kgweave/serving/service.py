@@ -11,6 +11,7 @@ when its last request is done.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -26,7 +27,7 @@ from kgweave import __version__
 from kgweave.device import resolve_device
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import MAX_K, Prediction, Query
-from kgweave.serving.batcher import Answer, MicroBatcher, PredictJob
+from kgweave.serving.batcher import AnyFuture, MicroBatcher, PredictJob
 from kgweave.serving.jobs import Job, JobManager
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.registry import ModelRegistry, ModelVersion
@@ -186,16 +187,22 @@ class KGService:
         k: int = 10,
         filter_known: bool = False,
         deadline: float | None = None,
-    ) -> tuple[str, Future[Answer]]:
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> tuple[str, AnyFuture]:
         """Resolve and queue queries; the future completes with one answer list per query.
 
-        ``deadline`` is a ``time.monotonic()`` value. Raises at once for bad input.
+        ``deadline`` is a ``time.monotonic()`` value. With ``loop`` the future is an asyncio
+        future of that loop (await it there); otherwise a thread future. Raises at once for bad
+        input.
         """
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
         served = self.active()
         hr = served.resolve_queries(queries)
-        future = self.batcher.submit(PredictJob(served, hr, k, filter_known, deadline))
+        job = PredictJob(served, hr, k, filter_known, deadline)
+        if loop is not None:
+            job.future = loop.create_future()
+        future = self.batcher.submit(job)
         self.metrics.queue_depth.set(self.batcher.depth)
         return served.version, future
 
@@ -209,6 +216,7 @@ class KGService:
         """Blocking form of :meth:`submit_predict`."""
         deadline = time.monotonic() + timeout if timeout is not None else None
         version, future = self.submit_predict(queries, k, filter_known, deadline)
+        assert isinstance(future, Future)
         return version, future.result()
 
     def score(self, triples: list[tuple[str, str, str]]) -> tuple[str, list[float]]:
