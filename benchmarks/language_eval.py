@@ -56,10 +56,11 @@ Design (every number is measured here; nothing is copied in):
   ComplEx dim 200 trained by ``train_model`` with the same budget on the same reduced training
   set (not the 44-minute model). Text vectors: the offline all-MiniLM-L6-v2
   (:class:`kgweave.language.encoder.TextEncoder`). FB15k-237: ``"name: description"``.
-  WN18RR: the lemma only (encoding 41k ``lemma, definition`` texts took ~8-15 minutes on this
-  CPU, over the time available), so WN18RR text carries much less than SimKGC's.
+  WN18RR: the lemma only by default (``--text full``: ``lemma, definition``, as SimKGC uses;
+  the text-enhanced model is then cached apart, so ``--reuse`` retrains only it).
 - **(d) Combined.** :class:`kgweave.language.completion.LMCompleter` on the KGE model of (a) and
-  the LM of (b); :meth:`LMCompleter.fit_weights` (logistic) on a seeded sample of
+  the LM of (b); :meth:`LMCompleter.fit_weights` (``--fit-method``, default logistic; grid maximises
+  validation MRR) on a seeded sample of
   ``--valid-sample`` validation triples (default 100) with ``top_n = --rerank-n`` (default 20).
   For each sampled test query the filtered KGE top-N is re-ranked by
   ``w_kge * kge + w_lm * lm_logprob``; **final rank**: if the true entity is in the filtered
@@ -572,6 +573,12 @@ def main() -> int:
     p.add_argument("--sample", type=int, default=300, help="test triples (x2 queries)")
     p.add_argument("--valid-sample", type=int, default=100, help="validation triples to fit on")
     p.add_argument("--rerank-n", type=int, default=20)
+    p.add_argument(
+        "--fit-method",
+        choices=["logistic", "grid"],
+        default="logistic",
+        help="how the re-ranking weights are fitted on validation (LMCompleter.fit_weights)",
+    )
     p.add_argument("--beam", type=int, default=10)
     p.add_argument("--lm-sample", type=int, default=100, help="test triples for LM-only")
     p.add_argument("--cold", type=int, default=50)
@@ -581,6 +588,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/kgweave-language-eval"))
     p.add_argument("--reuse", action="store_true", help="reuse cached models in --work-dir")
+    p.add_argument(
+        "--text",
+        choices=["auto", "name", "full"],
+        default="auto",
+        help="entity text for (c)/(d')/(e): name only, or 'name: description'; auto: full on "
+        "FB15k-237, name (lemma) only on WN18RR",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -590,6 +604,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     dataset = open_dataset(args.dataset, settings)
     fb = args.dataset == "fb15k-237"
+    lemma_only = args.text == "name" or (args.text == "auto" and not fb)
+    tag = f"{args.dataset}-{'name' if lemma_only else 'full'}"
+    # the text-enhanced model depends on the text; plain models and the LM do not
+    text_kge_dir = "text_kge" if lemma_only == (not fb) else f"text_kge-{args.text}"
     reference = None
     if args.kge_model is not None:
         reference = load_artifact(args.kge_model)
@@ -620,7 +638,7 @@ def main() -> int:
     print(f"{args.dataset}: {len(sample)} sampled test triples, {len(cold)} cold entities")
 
     text, text_info = text_vectors(
-        dataset, verbalizer, lemma_only=not fb, cache=args.work_dir / f"text-{args.dataset}.pt"
+        dataset, verbalizer, lemma_only=lemma_only, cache=work.parent / f"text-{tag}.pt"
     )
     record["text_vectors"] = {**text_info, "encoder": settings.text_encoder}
 
@@ -629,7 +647,7 @@ def main() -> int:
     plain_budget, plain_info = train_plain(train_set, config, work / "plain", args.reuse)
     train_known = build_filter(train_set.all_triples(), n, num_base)  # as train_model's
     text_model, text_train = train_text_enhanced(
-        train_set, config, text, train_known, work / "text_kge", args.reuse
+        train_set, config, text, train_known, work / text_kge_dir, args.reuse
     )
     if reference is not None:
         kge_model = reference.model.eval()
@@ -647,16 +665,20 @@ def main() -> int:
     # (b) LM only
     lm, tokenizer, lm_info = train_small_lm(dataset, verbalizer, args, work / "lm")
     record["lm"] = lm_info
+
+    def completer_on(kge: Any) -> LMCompleter:
+        return LMCompleter(
+            LinkPredictor(kge),
+            lm,
+            tokenizer,
+            verbalizer=verbalizer,
+            top_n=args.rerank_n,
+            lm_candidates=0,
+            beam_size=args.beam,
+        )
+
     artifact = load_artifact(kge_path)
-    completer = LMCompleter(
-        LinkPredictor(artifact),
-        lm,
-        tokenizer,
-        verbalizer=verbalizer,
-        top_n=args.rerank_n,
-        lm_candidates=0,
-        beam_size=args.beam,
-    )
+    completer = completer_on(artifact)
     t0 = time.perf_counter()
     lm_sample = sample[: args.lm_sample]
     r_lm = lm_only_ranks(completer, queries_of(lm_sample), known, args.beam)
@@ -666,7 +688,7 @@ def main() -> int:
     # (d) combined
     t0 = time.perf_counter()
     weights = completer.fit_weights(
-        dataset.split("valid"), max_triples=args.valid_sample, seed=args.seed
+        dataset.split("valid"), args.fit_method, max_triples=args.valid_sample, seed=args.seed
     )
     record["fusion_weights"] = weights.to_dict()
     _, r_comb, inside = combined_ranks(
@@ -680,18 +702,10 @@ def main() -> int:
 
     # (d') the joint pair: text-enhanced KGE of (c) + the same LM, weights fitted alike
     t0 = time.perf_counter()
-    joint_artifact = load_artifact(work / "text_kge")
-    joint = LMCompleter(
-        LinkPredictor(joint_artifact),
-        lm,
-        tokenizer,
-        verbalizer=verbalizer,
-        top_n=args.rerank_n,
-        lm_candidates=0,
-        beam_size=args.beam,
-    )
+    joint_artifact = load_artifact(work / text_kge_dir)
+    joint = completer_on(joint_artifact)
     joint_weights = joint.fit_weights(
-        dataset.split("valid"), max_triples=args.valid_sample, seed=args.seed
+        dataset.split("valid"), args.fit_method, max_triples=args.valid_sample, seed=args.seed
     )
     _, r_joint, joint_inside = combined_ranks(
         joint, joint_artifact.model.eval(), sample, known, num_base, args.rerank_n

@@ -148,6 +148,12 @@ def test_datasets_lists_local(capsys: pytest.CaptureFixture[str]) -> None:
         (("train", "-d", "demo", "-o", "x", "--dim", "0"), 2, "--dim"),
         (("predict", "missing-model", "-r", "born_in", "--head", "x"), 3, "does not exist"),
         (("predict", "m", "-r", "born_in"), 2, "exactly one of --head and --tail"),
+        (("train", "-d", "demo", "-o", "x", "--lm-time-budget", "5"), 2, "need --joint"),
+        (
+            ("train", "-d", "demo", "-o", "x", "--joint", "--lm-time-budget", "0"),
+            2,
+            "--lm-time-budget: Input should be greater than 0",
+        ),
     ],
 )
 def test_errors_are_one_line(

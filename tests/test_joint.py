@@ -116,3 +116,29 @@ def test_corrupt_or_missing_parts_are_refused(joint_folder: Path, tmp_path: Path
 
     with pytest.raises(NotFoundError, match="does not exist"):
         load_joint(tmp_path / "nowhere")
+
+
+def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
+    """`--time-budget` bounds the text-enhanced KGE training (validated once more at the cut,
+    bf16 autocast on), `lm_time_budget_s` the LM: far fewer epochs than configured."""
+    demo = load_dataset(demo_path(), name="demo")
+    text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
+    config = JointConfig.model_validate(
+        {
+            **TINY,
+            "kge": {"dim": 16, "epochs": 5000, "eval_every": 1000, "precision": "bf16",
+                    "time_budget_s": 0.5},
+            "lm_epochs": 500,
+            "lm_time_budget_s": 0.5,
+            "fit_completion": False,
+        }
+    )  # fmt: skip
+    result = train_joint(
+        demo, config, tmp_path / "m", Settings(device="cpu", offline=True), False, text
+    )
+    kge, lm = result.kge_history, result.lm_history
+    assert 1 <= len(kge) < 5000 and "valid_mrr" in kge[-1]
+    assert kge[-1]["seconds"] < 5.0
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in kge)
+    assert 1 <= len(lm) < 500 and lm[-1]["seconds"] < 5.0
+    assert load_joint(tmp_path / "m").config["config"]["lm_time_budget_s"] == 0.5

@@ -170,6 +170,13 @@ def cli() -> None:
 @click.option(
     "--lm-epochs", type=int, default=None, help="With --joint: passes of the LM over the corpus."
 )
+@click.option(
+    "--lm-time-budget",
+    type=float,
+    default=None,
+    help="With --joint: stop LM training after this many seconds (--time-budget bounds the "
+    "KGE part).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(
@@ -181,6 +188,7 @@ def train(
     detach: bool,
     joint: bool,
     lm_epochs: int | None,
+    lm_time_budget: float | None,
     no_progress: bool,
     as_json: bool,
     **options: Any,
@@ -199,16 +207,18 @@ def train(
     if remote:
         from kgweave.cli.remote import train_remote
 
-        if lm_epochs is not None:
-            raise InvalidArgumentError("--lm-epochs is for local --joint training only")
+        if lm_epochs is not None or lm_time_budget is not None:
+            raise InvalidArgumentError(
+                "--lm-epochs and --lm-time-budget are for local --joint training only"
+            )
         if joint:
             values["joint"] = True
         train_remote(values, dataset or "", activation or "", detach, no_progress, as_json)
         return
     if dataset is None or out is None:
         raise InvalidArgumentError("give --dataset and --out (or --remote to train on the server)")
-    if lm_epochs is not None and not joint:
-        raise InvalidArgumentError("--lm-epochs needs --joint")
+    if (lm_epochs is not None or lm_time_budget is not None) and not joint:
+        raise InvalidArgumentError("--lm-epochs and --lm-time-budget need --joint")
     try:
         config = TrainConfig(**values)
     except ValidationError as exc:
@@ -219,7 +229,8 @@ def train(
     settings = get_settings()
     data = open_dataset(dataset, settings)
     if joint:
-        _train_joint(data, config, out, settings, lm_epochs, no_progress, as_json)
+        lm = {"lm_epochs": lm_epochs, "lm_time_budget_s": lm_time_budget}
+        _train_joint(data, config, out, settings, lm, no_progress, as_json)
         return
     if not as_json:
         s = data.summary()
@@ -259,17 +270,26 @@ def _train_joint(
     config: Any,
     out: Path,
     settings: Any,
-    lm_epochs: int | None,
+    lm: dict[str, Any],
     no_progress: bool,
     as_json: bool,
 ) -> None:
+    from pydantic import ValidationError
+
     from kgweave.language.joint import JointConfig, train_joint
 
-    joint_config = JointConfig.model_validate(
-        {"kge": config, "language_model": settings.language_model}
-    )
-    if lm_epochs is not None:
-        joint_config = joint_config.model_copy(update={"lm_epochs": lm_epochs})
+    try:
+        joint_config = JointConfig.model_validate(
+            {
+                "kge": config,
+                "language_model": settings.language_model,
+                **{k: v for k, v in lm.items() if v is not None},
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = str(first["loc"][0]).removesuffix("_s").replace("_", "-")
+        raise InvalidArgumentError(f"--{where}: {first['msg']}") from None
     result = train_joint(data, joint_config, out, settings, progress=not no_progress)
     payload = {
         "artifact": str(result.path.resolve()),

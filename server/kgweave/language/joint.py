@@ -72,6 +72,7 @@ from kgweave.models import KGEModel, model_class
 from kgweave.predict import LinkPredictor
 from kgweave.settings import Settings
 from kgweave.training.config import TrainConfig
+from kgweave.training.loop import bf16_autocast, use_bf16_autocast, validation_triples
 from kgweave.training.regimes import make_regime
 
 LANGUAGE_DIR = "language"
@@ -113,6 +114,9 @@ class JointConfig(BaseModel):
     lm_heads: int = Field(4, ge=1, description="Small LM: attention heads.")
     lm_max_length: int = Field(128, ge=8, description="Longest training text in tokens.")
     lm_epochs: int = Field(20, ge=1, description="Passes over the KG-to-text corpus.")
+    lm_time_budget_s: float | None = Field(
+        None, gt=0, description="Stop LM training after this many seconds (checked every step)."
+    )
     lm_batch_size: int = Field(32, ge=1, description="Sentences per LM step.")
     lm_lr: float = Field(
         2e-3, gt=0, description="LM learning rate (use ~5e-5 to fine-tune a pretrained LM)."
@@ -267,7 +271,12 @@ def _train_kge(
     device: torch.device,
     progress: bool,
 ) -> tuple[KGEModel, TextEnhancedEntities, nn.Linear, list[dict[str, Any]], dict[str, float]]:
-    """Train the text-enhanced KGE model with its regime's loss plus the alignment loss."""
+    """Train the text-enhanced KGE model with its regime's loss plus the alignment loss.
+
+    Honours the KGE config as ``kgweave train`` does: ``precision`` (bf16 autocast),
+    ``valid_sample``, ``eval_every``/``patience`` and ``time_budget_s`` (validation time
+    excluded; validation runs once more when the budget ends an epoch early).
+    """
     kc = config.kge
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -291,7 +300,10 @@ def _train_kge(
     regime = make_regime(kc, train_triples, dataset.num_entities, num_relations)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     known = known.to(device)
-    valid = dataset.split("valid").to(device)
+    valid = validation_triples(dataset, kc).to(device)
+    use_bf16 = use_bf16_autocast(kc, device, dataset.num_entities)
+    budget = kc.time_budget_s if kc.time_budget_s is not None else math.inf
+    started, eval_seconds = time.perf_counter(), 0.0
     history: list[dict[str, Any]] = []
     best_mrr, bad = -1.0, 0
     best_metrics: dict[str, float] = {}
@@ -309,26 +321,40 @@ def _train_kge(
         model.train()
         sums = torch.zeros(2, device=device)
         steps = 0
+        out_of_time = False
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
-            loss, covered = regime.batch_loss(model, batch_ids)
-            align_loss = torch.zeros((), device=device)
-            if config.align_weight > 0:
-                pick = torch.randperm(dataset.num_entities, generator=generator)
-                ids = pick[: config.align_batch].to(device)
-                align_loss = alignment_loss(
-                    enhanced.structural(ids), align(enhanced.text[ids]), config.align_temperature
-                )
+            with bf16_autocast(device, use_bf16):
+                loss, covered = regime.batch_loss(model, batch_ids)
+                align_loss = torch.zeros((), device=device)
+                if config.align_weight > 0:
+                    pick = torch.randperm(dataset.num_entities, generator=generator)
+                    ids = pick[: config.align_batch].to(device)
+                    align_loss = alignment_loss(
+                        enhanced.structural(ids),
+                        align(enhanced.text[ids]),
+                        config.align_temperature,
+                    )
             (loss + config.align_weight * align_loss).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            sums += torch.stack((loss.detach(), align_loss.detach()))
+            sums += torch.stack((loss.detach().float(), align_loss.detach().float()))
             steps += 1
             bar.update(covered)
+            if time.perf_counter() - started - eval_seconds >= budget:
+                out_of_time = True
+                break
         kge_loss, align_value = (sums / max(steps, 1)).tolist()  # sync point
-        row: dict[str, Any] = {"epoch": epoch, "loss": kge_loss, "align_loss": align_value}
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": kge_loss,
+            "align_loss": align_value,
+            "seconds": time.perf_counter() - started - eval_seconds,
+        }
         # ---- once in a while: validation, keep the best
-        if epoch % kc.eval_every == 0 or epoch == kc.epochs:
+        if epoch % kc.eval_every == 0 or epoch == kc.epochs or out_of_time:
+            eval_started = time.perf_counter()
             result = evaluate(model, valid, known, batch_size=kc.eval_batch_size)
+            eval_seconds += time.perf_counter() - eval_started
             row["valid_mrr"] = result.metrics["mrr"]
             if result.metrics["mrr"] > best_mrr:
                 best_mrr, best_metrics, bad = result.metrics["mrr"], result.metrics, 0
@@ -340,7 +366,7 @@ def _train_kge(
                 bad += 1
             bar.set_postfix(loss=f"{kge_loss:.4f}", valid_mrr=f"{row['valid_mrr']:.4f}")
         history.append(row)
-        if not math.isfinite(kge_loss) or (kc.patience and bad >= kc.patience):
+        if out_of_time or not math.isfinite(kge_loss) or (kc.patience and bad >= kc.patience):
             break
     bar.close()
     if best_state is not None:
@@ -462,6 +488,7 @@ def train_joint(
         seed=config.seed,
         max_length=config.lm_max_length,
         step_loss=fused_loss,
+        time_budget_s=config.lm_time_budget_s,
     )
     metrics["lm"] = {"final_loss": lm_history[-1]["loss"] if lm_history else None}
 

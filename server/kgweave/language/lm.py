@@ -281,6 +281,7 @@ def train_lm(
     weight_decay: float = 0.01,
     step_loss: StepLoss | None = None,
     extra_parameters: Sequence[torch.nn.Parameter] = (),
+    time_budget_s: float | None = None,
 ) -> list[dict[str, float]]:
     """Train a causal LM on ``texts`` with next-token cross-entropy (AdamW, cosine decay).
 
@@ -292,6 +293,8 @@ def train_lm(
             batch and the indices of its texts in ``texts`` (the fused LM uses them to find
             entity mentions).
         extra_parameters: trained too (e.g. a projection outside ``model``).
+        time_budget_s: stop after this many seconds (checked every step); the last row then
+            covers the part of the epoch that ran.
     Returns:
         one row per epoch: ``epoch``, ``loss`` (mean over the epoch's tokens), ``tokens``,
         ``seconds``.
@@ -324,6 +327,8 @@ def train_lm(
     )
     history: list[dict[str, float]] = []
     started = time.perf_counter()
+    budget = time_budget_s if time_budget_s is not None else math.inf
+    out_of_time = False
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(texts), generator=generator).tolist()
         loss_sum = torch.zeros((), device=dev)
@@ -345,6 +350,9 @@ def train_lm(
             loss_sum += loss.detach() * predicted
             tokens += predicted
             bar.update(predicted)
+            if time.perf_counter() - started >= budget:
+                out_of_time = True
+                break
         mean = float(loss_sum) / max(tokens, 1)  # sync point: the CPU waits for the device
         bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
         history.append(
@@ -355,7 +363,7 @@ def train_lm(
                 "seconds": time.perf_counter() - started,
             }
         )
-        if not math.isfinite(mean):
+        if out_of_time or not math.isfinite(mean):
             break
     bar.close()
     model.eval()

@@ -51,7 +51,7 @@ def _optimizer(config: TrainConfig, model: KGEModel) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
-def _use_bf16(config: TrainConfig, device: torch.device, num_entities: int) -> bool:
+def use_bf16_autocast(config: TrainConfig, device: torch.device, num_entities: int) -> bool:
     """Resolve ``config.precision`` for this device and graph size."""
     if config.precision != "auto":
         return config.precision == "bf16"
@@ -60,7 +60,14 @@ def _use_bf16(config: TrainConfig, device: torch.device, num_entities: int) -> b
     return device.type == "cpu" and num_entities >= 2000 and cpu_has_native_bf16()
 
 
-def _valid_triples(dataset: KGDataset, config: TrainConfig) -> torch.Tensor:
+def bf16_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` when ``enabled`` (see :func:`use_bf16_autocast`)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def validation_triples(dataset: KGDataset, config: TrainConfig) -> torch.Tensor:
     valid = dataset.split("valid")
     if config.valid_sample is not None and config.valid_sample < len(valid):
         generator = torch.Generator().manual_seed(config.seed)
@@ -108,8 +115,8 @@ def train(
     train_triples = with_reciprocals(dataset.train, dataset.num_relations).to(dev)
     regime = make_regime(config, train_triples, dataset.num_entities, num_relations)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations).to(dev)
-    valid = _valid_triples(dataset, config)
-    use_bf16 = _use_bf16(config, dev, dataset.num_entities)
+    valid = validation_triples(dataset, config)
+    use_bf16 = use_bf16_autocast(config, dev, dataset.num_entities)
 
     history: list[dict[str, Any]] = []
     best_mrr, bad_evals, start_epoch, elapsed_before = -1.0, 0, 0, 0.0
@@ -158,12 +165,7 @@ def train(
         out_of_time = False
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
-            autocast = (
-                torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
-                if use_bf16
-                else contextlib.nullcontext()
-            )
-            with autocast:
+            with bf16_autocast(dev, use_bf16):
                 loss, covered = regime.batch_loss(model, batch_ids)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
