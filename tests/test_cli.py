@@ -83,6 +83,22 @@ def test_eval_matches_training_report(capsys: pytest.CaptureFixture[str], demo_m
         assert key in out
 
 
+def test_eval_plot_draws_the_rank_distribution(
+    capsys: pytest.CaptureFixture[str], demo_model: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    png = tmp_path / "ranks.png"
+    code, out, _ = run(capsys, "eval", str(demo_model), "-d", "demo", "--plot", str(png), "--json")
+    assert code == 0 and json.loads(out)["plot"] == str(png.resolve())
+    with Image.open(png) as image:  # two panels: ranks per side, MRR per relation
+        assert image.format == "PNG" and image.size == (1320, 495)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16) or []
+    assert len(colours) > 50  # drawn, not blank
+    code, _, err = run(capsys, "eval", str(demo_model), "-d", "demo", "--split", "nope")
+    assert code != 0 and "Traceback" not in err
+
+
 def test_predict_by_name_learns_real_patterns(
     capsys: pytest.CaptureFixture[str], demo_model: Path
 ) -> None:

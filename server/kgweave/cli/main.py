@@ -315,19 +315,35 @@ def _train_joint(
 @click.option("--dataset", "-d", required=True, help="Dataset name or folder.")
 @click.option("--split", default="test", show_default=True, help="train, valid or test.")
 @click.option("--per-relation", is_flag=True, help="Also print per-relation metrics.")
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a PNG: where the true answers rank (tail and head queries) and MRR per relation.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def eval_(model_dir: Path, dataset: str, split: str, per_relation: bool, as_json: bool) -> None:
+def eval_(
+    model_dir: Path, dataset: str, split: str, per_relation: bool, plot: Path | None, as_json: bool
+) -> None:
     """Filtered evaluation of a trained model (both sides, realistic ranks)."""
     from kgweave.engine import evaluate_artifact
 
     _, result = evaluate_artifact(model_dir, dataset, split, get_settings(), progress=not as_json)
+    if plot is not None:
+        from kgweave.evaluation.plots import plot_rank_distribution
+
+        plot_rank_distribution(result, plot, f"{model_dir.name} on {dataset} ({split})")
     if as_json:
         payload = result.to_dict()
         if not per_relation:
             payload.pop("per_relation")
+        if plot is not None:
+            payload["plot"] = str(plot.resolve())
         emit_json(payload)
         return
     emit_metrics(f"{split} (filtered, {int(result.metrics['count'])} ranks):", result.metrics)
+    if plot is not None:
+        click.echo(f"rank distribution written to {plot}")
     if per_relation:
         click.echo(f"{'relation':<60} {'mrr':>7} {'hits@10':>8} {'count':>6}")
         for rel, m in result.per_relation.items():

@@ -94,6 +94,8 @@ class EvaluationResult:
     tail: dict[str, float]
     head: dict[str, float]
     per_relation: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: shape (2M,) the realistic filtered ranks: M tail queries, then M head queries
+    ranks: torch.Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -135,6 +137,7 @@ def evaluate(
         tail=metrics_from_ranks(tail_ranks),
         head=metrics_from_ranks(head_ranks),
         per_relation=per_relation,
+        ranks=ranks.detach().cpu(),
     )
 
 
