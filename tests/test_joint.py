@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -119,17 +120,18 @@ def test_corrupt_or_missing_parts_are_refused(joint_folder: Path, tmp_path: Path
 
 
 def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
-    """`--time-budget` bounds the text-enhanced KGE training (validated once more at the cut,
-    bf16 autocast on), `lm_time_budget_s` the LM: far fewer epochs than configured."""
+    """`--time-budget` bounds the text-enhanced KGE training (validated at the cut, bf16
+    autocast on), `lm_time_budget_s` the LM. A budget spent by the first step stops each half
+    after that step, whatever the machine's speed: one epoch row each, not 5000 / 500."""
     demo = load_dataset(demo_path(), name="demo")
     text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
     config = JointConfig.model_validate(
         {
             **TINY,
             "kge": {"dim": 16, "epochs": 5000, "eval_every": 1000, "precision": "bf16",
-                    "time_budget_s": 0.5},
+                    "time_budget_s": 1e-9},
             "lm_epochs": 500,
-            "lm_time_budget_s": 0.5,
+            "lm_time_budget_s": 1e-9,
             "fit_completion": False,
         }
     )  # fmt: skip
@@ -137,8 +139,6 @@ def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
         demo, config, tmp_path / "m", Settings(device="cpu", offline=True), False, text
     )
     kge, lm = result.kge_history, result.lm_history
-    assert 1 <= len(kge) < 5000 and "valid_mrr" in kge[-1]
-    assert kge[-1]["seconds"] < 5.0
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in kge)
-    assert 1 <= len(lm) < 500 and lm[-1]["seconds"] < 5.0
-    assert load_joint(tmp_path / "m").config["config"]["lm_time_budget_s"] == 0.5
+    assert len(kge) == 1 and "valid_mrr" in kge[0] and math.isfinite(kge[0]["loss"])
+    assert len(lm) == 1 and lm[0]["tokens"] > 0 and math.isfinite(lm[0]["loss"])
+    assert load_joint(tmp_path / "m").config["config"]["lm_time_budget_s"] == 1e-9
