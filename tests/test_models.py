@@ -42,6 +42,14 @@ def test_one_triple_equals_pick_from_all_tails(model) -> None:
     torch.testing.assert_close(single, picked)
 
 
+def test_one_triple_equals_pick_from_all_relations(model) -> None:
+    triples = _triples()
+    all_relations = model.score_r(triples[:, [0, 2]])
+    assert all_relations.shape == (len(triples), 2 * R)
+    picked = all_relations.gather(1, triples[:, 1:2]).squeeze(1)
+    torch.testing.assert_close(model.score_hrt(triples), picked)
+
+
 def test_chunked_all_tails_equals_unchunked(model) -> None:
     hr = _triples()[:, :2]
     torch.testing.assert_close(model.score_t(hr, chunk_size=4), model.score_t(hr, chunk_size=1000))

@@ -31,6 +31,7 @@ _TRAIN_FIELDS = (
     "regularizer",
     "reg_weight",
     "label_smoothing",
+    "relation_prediction",
     "num_negatives",
     "margin",
     "seed",
@@ -115,6 +116,7 @@ def cli() -> None:
 )
 @click.option("--reg-weight", type=float, default=None, help=_h("reg_weight"))
 @click.option("--label-smoothing", type=float, default=None, help=_h("label_smoothing"))
+@click.option("--relation-prediction", type=float, default=None, help=_h("relation_prediction"))
 @click.option("--num-negatives", type=int, default=None, help=_h("num_negatives"))
 @click.option("--margin", type=float, default=None, help=_h("margin"))
 @click.option("--seed", type=int, default=None, help=_h("seed"))

@@ -116,6 +116,26 @@ class KGEModel(nn.Module, ABC):
         ]
         return torch.cat(parts, dim=1)
 
+    def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+        """Score every relation (reciprocals included) between each head and tail.
+
+        Used by the relation-prediction training objective. The default broadcasts
+        :meth:`interaction` over relation chunks; bilinear models override it with one matmul.
+
+        Args:
+            ht: shape (B, 2) of (head, tail) ids.
+        Returns:
+            shape (B, R).
+        """
+        h = self.entity(ht[:, 0]).unsqueeze(1)
+        t = self.entity(ht[:, 1]).unsqueeze(1)
+        weight = self.relation.weight
+        parts = [
+            self.interaction(h, weight[start : start + chunk_size].unsqueeze(0), t)
+            for start in range(0, self.num_relations, chunk_size)
+        ]
+        return torch.cat(parts, dim=1)
+
     def score_h(self, rt: HRBatch) -> AllScores:
         """Score every entity as the head of ``(?, r, t)`` through the reciprocal relation.
 

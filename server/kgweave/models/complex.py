@@ -39,6 +39,16 @@ class ComplEx(KGEModel):
         query = self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
         return query @ self.entity.weight.t()
 
+    def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+        """One matmul: ``Re(h r conj(t)) = r_re·Re(h conj t) - r_im·Im(h conj t)`` for all r.
+
+        Args: ht: (B, 2) of (head, tail) ids. Returns: (B, R).
+        """
+        h_re, h_im = _split(self.entity(ht[:, 0]))
+        t_re, t_im = _split(self.entity(ht[:, 1]))
+        pair = torch.cat((h_re * t_re + h_im * t_im, h_re * t_im - h_im * t_re), dim=-1)
+        return pair @ self.relation.weight.t()
+
     def entity_magnitudes(self, ids: torch.Tensor) -> torch.Tensor:
         """Moduli of the complex coordinates: ids (K,) -> (K, d)."""
         re, im = _split(self.entity(ids))

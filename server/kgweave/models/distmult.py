@@ -22,3 +22,9 @@ class DistMult(KGEModel):
         query = self.entity(hr[:, 0]) * self.relation(hr[:, 1])
         scores: torch.Tensor = query @ self.entity.weight.t()
         return scores
+
+    def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+        """One matmul: ``(h * t) @ R^T``. Args: ht: (B, 2) of (head, tail) ids. Returns: (B, R)."""
+        pair = self.entity(ht[:, 0]) * self.entity(ht[:, 1])
+        scores: torch.Tensor = pair @ self.relation.weight.t()
+        return scores

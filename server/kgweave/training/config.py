@@ -36,6 +36,13 @@ class TrainConfig(BaseModel):
     )
     reg_weight: float = Field(0.01, ge=0, description="Weight of the regulariser.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (1-N regimes).")
+    relation_prediction: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the auxiliary relation-prediction loss (Chen et al., 2021): "
+        "each positive (h, r, t) also predicts r among all relations from (h, t). "
+        "0 turns it off.",
+    )
     num_negatives: int = Field(
         256, ge=1, description="Corrupt tails per positive (negative-sampling)."
     )

@@ -1,7 +1,8 @@
 """Training regimes: how an epoch is cut into batches and how a batch becomes a loss.
 
 All regimes train on the training triples plus their reciprocals, so one tail-scoring path
-serves head and tail prediction.
+serves head and tail prediction. Each adds the regulariser and, when enabled, the
+relation-prediction loss (Chen et al., 2021) over the batch's positive triples.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ class Regime(ABC):
     #: 1-N batches repeat rows many times: regularise each distinct row once, weighted
     dense_regularization = True
 
+    def _auxiliary(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
+        """Regulariser plus weighted relation-prediction loss of the batch's positives (T, 3)."""
+        penalty = self._regularize(model, triples)
+        weight = self.config.relation_prediction
+        if weight == 0:
+            return penalty
+        relation_scores = model.score_r(triples[:, [0, 2]]).float()  # (T, R)
+        return penalty + weight * F.cross_entropy(relation_scores, triples[:, 1])
+
     def _regularize(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
         kind, weight = self.config.regularizer, self.config.reg_weight
         if kind == "none" or weight == 0:
@@ -92,7 +102,7 @@ class KvsAll(Regime):
             targets = (1 - eps) * targets + eps / self.num_entities
         loss = -(targets * F.log_softmax(scores, dim=1)).sum(dim=1).mean()
         positives = torch.stack((hr[rows, 0], hr[rows, 1], tails), dim=1)
-        return loss + self._regularize(model, positives), len(positives)
+        return loss + self._auxiliary(model, positives), len(positives)
 
 
 class OneVsAll(Regime):
@@ -106,7 +116,7 @@ class OneVsAll(Regime):
         triples = self.train[batch_ids]
         scores = model.score_t(triples[:, :2]).float()
         loss = F.cross_entropy(scores, triples[:, 2], label_smoothing=self.config.label_smoothing)
-        return loss + self._regularize(model, triples), len(triples)
+        return loss + self._auxiliary(model, triples), len(triples)
 
 
 class NegativeSampling(Regime):
@@ -138,7 +148,7 @@ class NegativeSampling(Regime):
             -F.logsigmoid(gamma + positive).mean()
             - (weights * F.logsigmoid(-gamma - negative)).sum(dim=1).mean()
         )
-        return loss + self._regularize(model, triples), len(triples)
+        return loss + self._auxiliary(model, triples), len(triples)
 
 
 def make_regime(
