@@ -78,10 +78,23 @@ def test_job_trains_streams_progress_registers_and_activates(server: ServerThrea
 
 def test_policy_never_registers_without_activating(server: ServerThread) -> None:
     admin, channel = admin_stub(server)
-    job = start(admin, admin_pb2.ACTIVATION_POLICY_NEVER, epochs=2, dim=16)
+    # every job setting travels to the worker and into the registered artifact
+    sent = {
+        "epochs": 2,
+        "dim": 16,
+        "regime": "1vsall",
+        "lr_schedule": "cosine",
+        "label_smoothing": 0.1,
+        "relation_prediction": 0.5,
+        "valid_sample": 40,
+        "precision": "fp32",
+    }
+    job = start(admin, admin_pb2.ACTIVATION_POLICY_NEVER, **sent)
     final = list(admin.WatchJob(admin_pb2.GetJobRequest(job_id=job.job_id), timeout=180))[-1]
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED and not final.activated
     assert versions(admin) == (["v0002", "v0001"], "v0001")
+    training = server.service.registry.get("v0002").config["training"]
+    assert {k: training[k] for k in sent} == pytest.approx(sent)
     channel.close()
 
 

@@ -89,6 +89,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iter
     running.stop()
 
 
+def test_training_settings_carry_every_job_field() -> None:
+    from kgweave.training.config import JOB_FIELDS, TrainConfig
+    from kgweave.v1 import admin_pb2
+
+    fields = set(admin_pb2.TrainingSettings.DESCRIPTOR.fields_by_name)
+    assert fields == {*JOB_FIELDS, "joint"}
+    assert set(JOB_FIELDS) <= set(TrainConfig.model_fields)
+
+
 def test_client_from_proto_files_only(server: tuple[ServerThread, Path], tmp_path: Path) -> None:
     running, model = server
     # the client's world: copies of the .proto files, code generated from them, nothing else

@@ -23,6 +23,7 @@ from kgweave.predict import Query
 from kgweave.serving.jobs import Job, JobState
 from kgweave.serving.served import EntityInfo
 from kgweave.serving.service import KGService
+from kgweave.training.config import JOB_FIELDS
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,7 @@ _JOB_STATE = {
     JobState.FAILED: admin_pb2.JOB_STATE_FAILED,
     JobState.CANCELLED: admin_pb2.JOB_STATE_CANCELLED,
 }
-_SETTINGS_FIELDS = (
-    "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
-    "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint",
-)  # fmt: skip
+_SETTINGS_FIELDS = (*JOB_FIELDS, "joint")
 
 
 def _guard(method: Handler[T]) -> Handler[T]:

@@ -209,19 +209,15 @@ def score(model_dir: Path | None, triples: tuple[tuple[str, str, str], ...], as_
         click.echo(f"{s:>10.4f}  {h}\t{r}\t{t}")
 
 
-_REMOTE_FIELDS = (
-    "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
-    "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint",
-)  # fmt: skip
-
-
 def train_remote(
     values: dict[str, Any], dataset: str, activation: str, detach: bool, quiet: bool, as_json: bool
 ) -> None:
     """``kgweave train --remote``: start a job on the server and follow it."""
     from tqdm.auto import tqdm
 
-    unsupported = sorted(set(values) - set(_REMOTE_FIELDS))
+    from kgweave.training.config import JOB_FIELDS  # lazy: the client needs no torch otherwise
+
+    unsupported = sorted(set(values) - {*JOB_FIELDS, "joint"})
     if unsupported:
         flags = ", ".join("--" + u.replace("_", "-") for u in unsupported)
         raise InvalidArgumentError(f"{flags} cannot be sent to the server (local training only)")

@@ -31,6 +31,7 @@ from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import JobState
 from kgweave.serving.service import KGService
+from kgweave.training.config import JOB_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,5 @@ class RetrainWatcher:
         """The active model's training settings (the defaults when none is active)."""
         if not self.service.ready:
             return {}
-        keep = (
-            "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
-            "reg_weight", "seed", "eval_every", "patience", "time_budget_s",
-        )  # fmt: skip
         training = self.service.active().artifact.config.get("training", {})
-        return {k: training[k] for k in keep if training.get(k) is not None}
+        return {k: training[k] for k in JOB_FIELDS if training.get(k) is not None}

@@ -6,6 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+#: the TrainConfig fields a server training job accepts (each a field of the proto's
+#: TrainingSettings, which adds ``joint``); the rest are local-only (threads, eval batch size)
+JOB_FIELDS = (
+    "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
+    "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "lr_schedule",
+    "label_smoothing", "relation_prediction", "valid_sample", "precision",
+)  # fmt: skip
+
 
 class TrainConfig(BaseModel):
     """Everything that decides a training run. Defaults are our best general settings."""

@@ -34,7 +34,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class TrainingSettings(_message.Message):
-    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint")
+    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint", "lr_schedule", "label_smoothing", "relation_prediction", "valid_sample", "precision")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,11 @@ class TrainingSettings(_message.Message):
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
     JOINT_FIELD_NUMBER: _ClassVar[int]
+    LR_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SMOOTHING_FIELD_NUMBER: _ClassVar[int]
+    RELATION_PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    VALID_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model: str
     dim: int
     epochs: int
@@ -63,7 +68,12 @@ class TrainingSettings(_message.Message):
     patience: int
     time_budget_s: float
     joint: bool
-    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., joint: _Optional[bool] = ...) -> None: ...
+    lr_schedule: str
+    label_smoothing: float
+    relation_prediction: float
+    valid_sample: int
+    precision: str
+    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., joint: _Optional[bool] = ..., lr_schedule: _Optional[str] = ..., label_smoothing: _Optional[float] = ..., relation_prediction: _Optional[float] = ..., valid_sample: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("settings", "dataset", "activation")
