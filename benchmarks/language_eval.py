@@ -49,10 +49,9 @@ Design (every number is measured here; nothing is copied in):
   (``use_text=True``): entity rows ``structural + P · text`` (:class:`TextEnhancedEntities`,
   ``P`` zero-initialised) plus the InfoNCE alignment loss (weight 0.1, temperature 0.1, 256
   entities per step), with the same model, regime, optimiser, bf16 autocast, validation
-  schedule and **the same wall-time budget** as its plain partner. It is run by the loop in
-  this script (``train_joint`` has no wall-time budget and would also train the fused LM); the
-  loop reuses the library's pieces (``TextEnhancedEntities``, ``alignment_loss``,
-  ``make_regime``, ``_bake``). The plain partner: WN18RR the model of (a); FB15k-237 a plain
+  schedule and **the same wall-time budget** as its plain partner, trained by the same
+  function ``train_joint`` uses (:func:`kgweave.language.joint.train_text_enhanced_kge`,
+  without the LM half). The plain partner: WN18RR the model of (a); FB15k-237 a plain
   ComplEx dim 200 trained by ``train_model`` with the same budget on the same reduced training
   set (not the 44-minute model). Text vectors: the offline all-MiniLM-L6-v2
   (:class:`kgweave.language.encoder.TextEncoder`). FB15k-237: ``"name: description"``.
@@ -89,7 +88,6 @@ Trained models, the LM and text vectors are cached under ``--work-dir`` and reus
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -103,27 +101,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset, with_reciprocals
-from kgweave.device import cpu_has_native_bf16
 from kgweave.engine import align_dataset, open_dataset, train_model
-from kgweave.evaluation.ranking import build_filter, evaluate, filtered_ranks
+from kgweave.evaluation.ranking import build_filter, filtered_ranks
 from kgweave.language.coldstart import TextProjection
 from kgweave.language.completion import LMCompleter, constrained_generate
 from kgweave.language.corpus import write_corpus
 from kgweave.language.encoder import TextEncoder, entity_texts
-from kgweave.language.joint import TextEnhancedEntities, _bake, alignment_loss
+from kgweave.language.joint import JointConfig, bake, train_text_enhanced_kge
 from kgweave.language.lm import build_small_lm, causal_lm_loss, load_lm, save_lm, train_lm
 from kgweave.language.tokenizer import train_tokenizer
 from kgweave.language.verbalize import Verbalizer
-from kgweave.models import KGEModel, model_class
+from kgweave.models import KGEModel
 from kgweave.predict import LinkPredictor
 from kgweave.settings import get_settings
 from kgweave.training import TrainConfig
-from kgweave.training.regimes import make_regime
 
 ROOT = Path(__file__).resolve().parent
 Side = str
@@ -275,89 +270,33 @@ def train_text_enhanced(
     dataset: KGDataset,
     config: TrainConfig,
     text: torch.Tensor,
-    known: Any,
     out: Path,
     reuse: bool,
     align_weight: float = 0.1,
     align_temperature: float = 0.1,
     align_batch: int = 256,
 ) -> tuple[KGEModel, dict[str, Any]]:
-    """The KGE half of ``train_joint`` (use_text) under the same wall-time budget as
-    ``train_model``: steps, bf16 autocast, validation schedule and best-model keeping alike."""
+    """The KGE half of ``train_joint`` (use_text), by the same function, under ``config``'s
+    wall-time budget: what ``kgweave train --joint`` trains before its LM half."""
     meta = out / "meta.json"
     if reuse and meta.is_file():
         return load_artifact(out).model.eval(), json.loads(meta.read_text())
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    n, num_relations = dataset.num_entities, 2 * dataset.num_relations
-    model = model_class(config.model)(n, num_relations, config.dim)
-    enhanced = TextEnhancedEntities(model.entity, text)
-    model.entity = enhanced  # type: ignore[assignment]
-    align = nn.Linear(text.shape[1], enhanced.structural.embedding_dim, bias=False)
-    params = [p for p in [*model.parameters(), *align.parameters()] if p.requires_grad]
-    optimizer = torch.optim.Adagrad(params, lr=config.lr)
-    regime = make_regime(
-        config, with_reciprocals(dataset.train, dataset.num_relations), n, num_relations
+    joint = JointConfig(
+        kge=config,
+        align_weight=align_weight,
+        align_temperature=align_temperature,
+        align_batch=align_batch,
+        seed=config.seed,
     )
-    valid = dataset.split("valid")
-    if config.valid_sample is not None and config.valid_sample < len(valid):
-        g = torch.Generator().manual_seed(config.seed)
-        valid = valid[torch.randperm(len(valid), generator=g)[: config.valid_sample]]
-    use_bf16 = n >= 2000 and cpu_has_native_bf16()
-    budget = float(config.time_budget_s or math.inf)
-    best_mrr, best_state, history = -1.0, None, []
-    started, eval_seconds, epoch, out_of_time = time.perf_counter(), 0.0, 0, False
-    bar = tqdm(desc="text-enhanced kge", unit="s", total=round(budget), dynamic_ncols=True)
-    while not out_of_time:
-        epoch += 1
-        model.train()
-        total, steps = 0.0, 0
-        for batch_ids in regime.batches(generator):
-            optimizer.zero_grad(set_to_none=True)
-            autocast = (
-                torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-                if use_bf16
-                else contextlib.nullcontext()
-            )
-            with autocast:
-                loss, _ = regime.batch_loss(model, batch_ids)
-                ids = torch.randperm(n, generator=generator)[:align_batch]
-                a_loss = alignment_loss(
-                    enhanced.structural(ids), align(enhanced.text[ids]), align_temperature
-                )
-            (loss + align_weight * a_loss).backward()
-            optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-            elapsed = time.perf_counter() - started - eval_seconds
-            bar.n = min(round(elapsed), bar.total)
-            bar.refresh()
-            if elapsed >= budget:
-                out_of_time = True
-                break
-        row: dict[str, Any] = {"epoch": epoch, "loss": total / max(steps, 1)}
-        if epoch % config.eval_every == 0 or out_of_time:
-            t0 = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                mrr = evaluate(model, valid, known).metrics["mrr"]
-            eval_seconds += time.perf_counter() - t0
-            row["valid_mrr"] = mrr
-            bar.set_postfix(epoch=epoch, valid_mrr=f"{mrr:.4f}")
-            if mrr > best_mrr:
-                best_mrr = mrr
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(row)
-    bar.close()
-    train_seconds = time.perf_counter() - started - eval_seconds
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    plain = _bake(model.eval(), enhanced)
+    model, enhanced, _, history, valid = train_text_enhanced_kge(
+        dataset, joint, text, torch.device("cpu"), progress=True
+    )
+    plain = bake(model, enhanced)
     info = {
-        "epochs": epoch,
-        "train_seconds": round(train_seconds, 1),
+        "epochs": len(history),
+        "train_seconds": round(history[-1]["seconds"], 1) if history else 0.0,
         "stopped_because": "time_budget",
-        "best_valid_mrr": best_mrr,
+        "best_valid_mrr": valid.get("mrr"),
         "align_weight": align_weight,
         "text_projection_norm": float(enhanced.project.weight.detach().norm()),
     }
@@ -645,9 +584,8 @@ def main() -> int:
     # (a) KGE only, and the budgeted pair for (c)
     train_set = without(dataset, set(cold)) if fb else dataset
     plain_budget, plain_info = train_plain(train_set, config, work / "plain", args.reuse)
-    train_known = build_filter(train_set.all_triples(), n, num_base)  # as train_model's
     text_model, text_train = train_text_enhanced(
-        train_set, config, text, train_known, work / text_kge_dir, args.reuse
+        train_set, config, text, work / text_kge_dir, args.reuse
     )
     if reference is not None:
         kge_model = reference.model.eval()

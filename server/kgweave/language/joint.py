@@ -264,7 +264,7 @@ def fact_corpus(
 # ---- LM -> KG with alignment
 
 
-def _train_kge(
+def train_text_enhanced_kge(
     dataset: KGDataset,
     config: JointConfig,
     text: torch.Tensor,
@@ -376,7 +376,7 @@ def _train_kge(
     return model, enhanced, align, history, dict(best_metrics)
 
 
-def _bake(model: KGEModel, enhanced: TextEnhancedEntities) -> KGEModel:
+def bake(model: KGEModel, enhanced: TextEnhancedEntities) -> KGEModel:
     """A plain model of the same class whose entity table is the enhanced one."""
     plain = model_class(model.name)(model.num_entities, model.num_relations, model.dim)
     with torch.no_grad():
@@ -433,10 +433,10 @@ def train_joint(
     text = _text_vectors(dataset, settings, text_vectors, progress)
 
     # ---- LM -> KG (+ alignment)
-    model, enhanced, align, kge_history, valid_metrics = _train_kge(
+    model, enhanced, align, kge_history, valid_metrics = train_text_enhanced_kge(
         dataset, config, text.to(device), device, progress
     )
-    plain = _bake(model, enhanced).to(device)
+    plain = bake(model, enhanced).to(device)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     test = evaluate(plain, dataset.split("test").to(device), known.to(device))
     metrics: dict[str, Any] = {"valid": valid_metrics, "test": test.metrics}
