@@ -12,12 +12,31 @@ gradients; :meth:`KGEModel.predict_t` is the eval-mode, no-grad path used for ra
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from kgweave.typing import AllScores, HRBatch, Scores, TripleBatch
+
+
+def _over_chunks(
+    score: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """Score every row of ``table`` in chunks and join the columns.
+
+    Args:
+        score: maps a (1, C, D) chunk of rows to (B, C) scores (broadcasting against the batch).
+        table: shape (M, D), e.g. all entity or all relation embeddings.
+    Returns:
+        shape (B, M).
+    """
+    parts = [
+        score(table[start : start + chunk_size].unsqueeze(0))
+        for start in range(0, len(table), chunk_size)
+    ]
+    return torch.cat(parts, dim=1)
 
 
 class KGEModel(nn.Module, ABC):
@@ -109,12 +128,7 @@ class KGEModel(nn.Module, ABC):
         """
         h = self.entity(hr[:, 0]).unsqueeze(1)
         r = self.relation(hr[:, 1]).unsqueeze(1)
-        weight = self.entity.weight
-        parts = [
-            self.interaction(h, r, weight[start : start + chunk_size].unsqueeze(0))
-            for start in range(0, self.num_entities, chunk_size)
-        ]
-        return torch.cat(parts, dim=1)
+        return _over_chunks(lambda t: self.interaction(h, r, t), self.entity.weight, chunk_size)
 
     def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
         """Score every relation (reciprocals included) between each head and tail.
@@ -129,12 +143,7 @@ class KGEModel(nn.Module, ABC):
         """
         h = self.entity(ht[:, 0]).unsqueeze(1)
         t = self.entity(ht[:, 1]).unsqueeze(1)
-        weight = self.relation.weight
-        parts = [
-            self.interaction(h, weight[start : start + chunk_size].unsqueeze(0), t)
-            for start in range(0, self.num_relations, chunk_size)
-        ]
-        return torch.cat(parts, dim=1)
+        return _over_chunks(lambda r: self.interaction(h, r, t), self.relation.weight, chunk_size)
 
     def score_h(self, rt: HRBatch) -> AllScores:
         """Score every entity as the head of ``(?, r, t)`` through the reciprocal relation.
