@@ -65,8 +65,10 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
     assert [c.rank for c in reply.candidates] == [1, 2, 3, 4, 5]
     combined = [c.combined_score for c in reply.candidates]
     assert combined == sorted(combined, reverse=True)
+    # the joint model carries a text fusion: the graph side is the fused score, not the KGE's
+    assert any(c.graph_score != c.kge_score for c in reply.candidates)
     for c in reply.candidates:
-        expected = reply.w_kge * c.kge_score + reply.w_lm * c.lm_logprob + reply.bias
+        expected = reply.w_kge * c.graph_score + reply.w_lm * c.lm_logprob + reply.bias
         assert c.combined_score == pytest.approx(expected, rel=1e-4, abs=1e-4)
         assert c.source in ("kge", "lm", "kge+lm")
         assert c.evidence.startswith("Alan Turing was born in ") and c.name in c.evidence

@@ -57,6 +57,7 @@ def test_combined_scores_follow_from_parts_and_fitted_weights(
             expected = weights.w_kge * a.kge_score + weights.w_lm * a.lm_logprob + weights.bias
             assert a.combined == pytest.approx(expected, abs=1e-9)
             assert a.source in ("kge", "lm", "kge+lm")
+            assert a.graph_score == a.kge_score  # no text fusion here
             assert a.lm_logprob <= 0
             assert a.name in a.evidence
     # the parts are the KGE score and the LM log-likelihood of the evidence sentence

@@ -46,7 +46,9 @@ def joint_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.path == out
     assert len(result.kge_history) == 8 and len(result.lm_history) == 2
-    assert {"valid", "test", "lm"} <= set(result.metrics)
+    assert {"valid", "test", "lm", "text_fusion"} <= set(result.metrics)
+    fused = result.metrics["text_fusion"]
+    assert 0 < fused["valid_mrr"] <= 1 and 0 < fused["test"]["mrr"] <= 1
     return out
 
 
@@ -54,7 +56,13 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
     language = joint_folder / "language"
     for name in ("config.json", "model.safetensors", "id_maps.json"):
         assert (joint_folder / name).is_file()
-    for name in ("model.safetensors", "tokenizer.json", "fusion.safetensors", "text.safetensors"):
+    for name in (
+        "model.safetensors",
+        "tokenizer.json",
+        "fusion.safetensors",
+        "text.safetensors",
+        "text_fusion.json",
+    ):
         assert (language / name).is_file()
     assert not list(joint_folder.rglob("*.bin")) and not list(joint_folder.rglob("*.pt"))
     # the KGE part is a normal artifact, the text-enhanced table baked in
@@ -66,13 +74,25 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
     assert joint.text_vectors.shape == (len(artifact.entities), 24)
     torch.testing.assert_close(joint.fused.entities.weight, artifact.model.entity.weight)
     assert joint.config["files"]  # sha256 of every part
+    # the text fusion comes back with the weights fitted on validation
+    assert joint.text_fusion is not None
+    stored = json.loads((language / "text_fusion.json").read_text())
+    torch.testing.assert_close(joint.text_fusion.weights, torch.tensor(stored["weights"]))
+    assert not torch.equal(joint.text_fusion.weights, joint.text_fusion.initial_weights())
     # the loaded parts answer a completion query with the fitted weights
     assert joint.completion_weights.method == "logistic"
     answers = joint.completer().complete(Query("born_in", head="Marie Curie"), k=3)
     assert len(answers) == 3
     w = joint.completion_weights
+    entity = joint.artifact.entities.index["marie_curie"]
+    relation = joint.artifact.relations.index["born_in"]
+    fused = joint.text_fusion.scores(joint.artifact.model, torch.tensor([[entity, relation]]))[0]
     for a in answers:
-        assert a.combined == pytest.approx(w.w_kge * a.kge_score + w.w_lm * a.lm_logprob + w.bias)
+        assert a.combined == pytest.approx(w.w_kge * a.graph_score + w.w_lm * a.lm_logprob + w.bias)
+        # the graph score is the text-fused score of the candidate
+        assert a.graph_score == pytest.approx(
+            float(fused[joint.artifact.entities.index[a.entity]]), abs=1e-5
+        )
 
 
 def _copy(src: Path, dst: Path) -> Path:

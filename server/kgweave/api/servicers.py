@@ -210,6 +210,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
                     source=c.source,
                     evidence=c.evidence,
                     known=c.known,
+                    graph_score=c.graph_score,
                 )
                 for c in result["candidates"]
             ],

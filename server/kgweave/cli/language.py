@@ -159,9 +159,11 @@ def complete(
 ) -> None:
     """LLM-driven completion of (--head, --relation, ?) or (?, --relation, --tail).
 
-    Candidates come from the embeddings' top-N and from the language model (constrained to
-    entity names), re-ranked by w_kge * kge + w_lm * lm_logprob + bias (weights fitted on
-    validation by `kgweave train --joint`). With MODEL_DIR it runs here; without, on the server.
+    Candidates come from the embeddings' top-N (fused with entity text for --joint models) and
+    from the language model (constrained to entity names), re-ranked by w_kge * graph +
+    w_lm * lm_logprob + bias (weights fitted on validation by `kgweave train --joint`; graph is
+    the text-fused score when the model has one, else the KGE score). With MODEL_DIR it runs
+    here; without, on the server.
     """
     if (head is None) == (tail is None):
         raise InvalidArgumentError("give exactly one of --head and --tail")
@@ -180,6 +182,7 @@ def complete(
                 "kge_score": c["kge_score"], "lm_logprob": c["lm_logprob"],
                 "combined": c["combined_score"], "source": c["source"],
                 "evidence": c["evidence"], "known": c["known"],
+                "graph_score": c["graph_score"],
             }
             for c in reply.get("candidates", [])
         ]  # fmt: skip
@@ -213,13 +216,16 @@ def complete(
             {"model_version": version, "weights": weights, "written": written, "candidates": rows}
         )
         return
-    click.echo(f"combined = {weights[0]:.3g} * kge + {weights[1]:.3g} * lm + {weights[2]:.3g}")
+    fused = any(c["graph_score"] != c["kge_score"] for c in rows)
+    graph = "graph (KGE + text)" if fused else "kge"
+    click.echo(f"combined = {weights[0]:.3g} * {graph} + {weights[1]:.3g} * lm + {weights[2]:.3g}")
     for c in rows:
         label = f"{c['name']} ({c['entity']})" if c["name"] != c["entity"] else c["entity"]
         mark = "  [known]" if c["known"] else ""
         click.echo(
             f"{c['rank']:>3}. {c['combined']:>8.3f}  kge {c['kge_score']:>7.3f}  "
-            f"lm {c['lm_logprob']:>8.2f}  {c['source']:<6}  {label}{mark}"
+            + (f"graph {c['graph_score']:>7.3f}  " if fused else "")
+            + f"lm {c['lm_logprob']:>8.2f}  {c['source']:<6}  {label}{mark}"
         )
         click.echo(f"       {c['evidence']}")
     if write_to_graph:

@@ -165,9 +165,10 @@ def cli() -> None:
 @click.option(
     "--joint",
     is_flag=True,
-    help="Joint KG-LM training: text-enhanced entities (text encoder), a language model "
-    "trained on the verbalized graph with entity embeddings fused in, completion weights "
-    "fitted on validation; one artifact (docs/language.md).",
+    help="Joint KG-LM training: text-enhanced entities (text encoder), a text fusion (KGE "
+    "scores plus entity-text features), a language model trained on the verbalized graph "
+    "with entity embeddings fused in, completion weights fitted on validation; one artifact "
+    "(docs/language.md).",
 )
 @click.option(
     "--lm-epochs", type=int, default=None, help="With --joint: passes of the LM over the corpus."
@@ -309,6 +310,13 @@ def _train_joint(
     for name, metrics in result.metrics.items():
         if isinstance(metrics, dict) and "mrr" in metrics:
             emit_metrics(f"{name} (filtered):", metrics)
+    fusion = result.metrics.get("text_fusion")
+    if fusion:
+        click.echo(
+            f"text fusion fitted on valid: MRR {fusion['valid_kge_mrr']:.4f} (KGE) -> "
+            f"{fusion['valid_mrr']:.4f}"
+        )
+        emit_metrics("test with text fusion (filtered):", fusion["test"])
     click.echo(f"model written to {result.path}")
 
 

@@ -10,6 +10,7 @@ test) is removed from the ranking. Ties count the realistic way: the mean of the
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +20,9 @@ from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.models.base import KGEModel
 
 HITS_AT = (1, 3, 10)
+
+#: (B, 2) queries -> (B, N) scores of every entity
+Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
 def realistic_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -44,6 +48,7 @@ def filtered_ranks(
     known: TailIndex,
     batch_size: int | None = None,
     progress: bool = False,
+    scorer: Scorer | None = None,
 ) -> torch.Tensor:
     """Filtered realistic ranks of the tails of ``queries``.
 
@@ -51,6 +56,8 @@ def filtered_ranks(
         queries: shape (Q, 3) of (head, relation, tail), relations may be reciprocal ids.
         known: index of every known triple (with reciprocals), on the model's device.
         batch_size: queries per scoring pass; by default sized to ~64M scores.
+        scorer: scores of every entity for (B, 2) queries, shape (B, N) on the model's
+            device; default ``model.predict_t`` (e.g. a text fusion's scores instead).
     Returns:
         shape (Q,) float64 ranks, on the CPU.
     """
@@ -61,7 +68,7 @@ def filtered_ranks(
     bar = tqdm(total=len(queries), unit="q", desc="evaluate", disable=not progress, leave=False)
     for start in range(0, len(queries), batch_size):
         batch = queries[start : start + batch_size].to(device)
-        scores = model.predict_t(batch[:, :2])
+        scores = (scorer or model.predict_t)(batch[:, :2])
         rows, tails = known.lookup(batch[:, :2])
         targets = batch[:, 2]
         target_scores = scores[torch.arange(len(batch), device=device), targets]
@@ -113,6 +120,7 @@ def evaluate(
     relation_labels: list[str] | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    scorer: Scorer | None = None,
 ) -> EvaluationResult:
     """Filtered evaluation of ``triples`` (shape (M, 3), relations in ``0..R/2-1``).
 
@@ -120,7 +128,9 @@ def evaluate(
     """
     num_base = model.num_relations // 2
     queries = with_reciprocals(triples, num_base)  # tails first, then heads
-    ranks = filtered_ranks(model, queries, known, batch_size=batch_size, progress=progress)
+    ranks = filtered_ranks(
+        model, queries, known, batch_size=batch_size, progress=progress, scorer=scorer
+    )
     m = len(triples)
     tail_ranks, head_ranks = ranks[:m], ranks[m:]
     per_relation: dict[str, dict[str, float]] = {}

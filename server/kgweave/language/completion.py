@@ -11,7 +11,10 @@ For a query ``(head, relation, ?)`` (or ``(?, relation, tail)``):
 2. **Evidence**: each candidate's fact verbalized as one sentence
    (:class:`kgweave.language.verbalize.Verbalizer`); ``lm_logprob`` is ``log P(sentence after
    the slot's prefix | prefix)`` under the LM (:func:`kgweave.language.lm.sequence_logprob`).
-3. **Re-ranking**: ``combined = w_kge * kge_score + w_lm * lm_logprob + b``.
+3. **Re-ranking**: ``combined = w_kge * graph_score + w_lm * lm_logprob + b``, where
+   ``graph_score`` is the KGE score, or, when the model carries a text fusion
+   (:class:`kgweave.language.textfusion.TextFusion`), the fused score of the KGE and the
+   entity-text features; the candidates then come from the fused ranking too.
 
 The weights are **fitted on validation** by :meth:`LMCompleter.fit_weights`: for each
 validation fact and both of its sides whose true entity is among the KGE top-N (other known
@@ -33,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +46,16 @@ from kgweave.language.lm import sequence_logprob
 from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.predict import LinkPredictor, Query
 
+if TYPE_CHECKING:
+    from kgweave.language.textfusion import TextFusion
+
 Side = Literal["tail", "head"]
 
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """``combined = w_kge * kge_score + w_lm * lm_logprob + bias``."""
+    """``combined = w_kge * graph_score + w_lm * lm_logprob + bias`` (``graph_score``: the
+    KGE score, or the text-fused score when there is a text fusion)."""
 
     w_kge: float = 1.0
     w_lm: float = 1.0
@@ -94,6 +101,12 @@ class CompletionCandidate:
     source: str  # "kge", "lm" or "kge+lm": which candidate generator proposed it
     evidence: str  # the verbalized fact
     known: bool  # the completed fact is in the training graph
+    #: KGE plus entity-text features (text fusion); equals kge_score without a text fusion
+    graph_score: float = math.nan
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.graph_score):
+            object.__setattr__(self, "graph_score", self.kge_score)
 
 
 @dataclass(frozen=True)
@@ -242,9 +255,10 @@ class _Scored:
     """Candidates of one query with both features (parallel lists)."""
 
     entities: list[int]
-    kge: list[float]
+    kge: list[float]  # what the re-ranker weighs: the graph score (fused when fused)
     lm: list[float]
     evidence: list[str]
+    raw_kge: list[float] = field(default_factory=list)  # the KGE score alone
 
 
 class LMCompleter:
@@ -257,6 +271,8 @@ class LMCompleter:
         verbalizer: facts to sentences; default: from the predictor's artifact.
         weights: the re-ranking weights; default unfitted (1, 1, 0) until :meth:`fit_weights`.
         top_n: KGE candidates per query; lm_candidates: names kept from constrained decoding.
+        text_fusion: when given, candidates and ``graph_score`` come from the KGE model fused
+            with entity text (:class:`kgweave.language.textfusion.TextFusion`).
     """
 
     def __init__(
@@ -269,6 +285,7 @@ class LMCompleter:
         top_n: int = 20,
         lm_candidates: int = 5,
         beam_size: int = 8,
+        text_fusion: TextFusion | None = None,
     ) -> None:
         if top_n < 1 or lm_candidates < 0 or beam_size < 1:
             raise InvalidArgumentError("top_n and beam_size must be >= 1, lm_candidates >= 0")
@@ -281,6 +298,7 @@ class LMCompleter:
         self.top_n = top_n
         self.lm_candidates = lm_candidates
         self.beam_size = beam_size
+        self.text_fusion = text_fusion
         labels = self.artifact.entities.labels
         self.names = [self.verbalizer.name(e) for e in labels]
         self._tries: dict[tuple[str, bool], EntityNameTrie] = {}
@@ -319,6 +337,10 @@ class LMCompleter:
         tails = torch.tensor([candidates], device=self.predictor.device)
         with torch.no_grad():
             kge = self.predictor.model.score_candidates(hr, tails).float()[0].tolist()
+            graph = kge
+            if self.text_fusion is not None:
+                fused = self.text_fusion.scores(self.predictor.model, hr)[0]
+                graph = fused[tails[0]].tolist()
         prefix, suffix, leading, capitalize = self.slot(entity, relation, side)
         texts = [self.evidence(entity, relation, c, side) for c in candidates]
         trie = self.trie(leading, capitalize)
@@ -327,7 +349,13 @@ class LMCompleter:
             for t, c in zip(texts, candidates, strict=True)
         ]
         lm = sequence_logprob(self.model, self.tokenizer, [prefix] * len(conts), conts).tolist()
-        return _Scored(candidates, [float(x) for x in kge], [float(x) for x in lm], texts)
+        return _Scored(
+            candidates,
+            [float(x) for x in graph],
+            [float(x) for x in lm],
+            texts,
+            [float(x) for x in kge],
+        )
 
     @staticmethod
     def _continuation(evidence: str, prefix: str, fallback: str) -> str:
@@ -390,9 +418,14 @@ class LMCompleter:
         scored = self._score(entity, relation, side, candidates)
         w = self.weights
         rows = [
-            (w.combine(kg, lm), c, kg, lm, text)
-            for c, kg, lm, text in zip(
-                scored.entities, scored.kge, scored.lm, scored.evidence, strict=True
+            (w.combine(graph, lm), c, kg, lm, text, graph)
+            for c, graph, lm, text, kg in zip(
+                scored.entities,
+                scored.kge,
+                scored.lm,
+                scored.evidence,
+                scored.raw_kge,
+                strict=True,
             )
         ]
         rows.sort(key=lambda r: (-r[0], r[1]))
@@ -408,14 +441,19 @@ class LMCompleter:
                 source="+".join(s for s in ("kge", "lm") if s in sources[c]),
                 evidence=text,
                 known=c in known,
+                graph_score=graph,
             )
-            for i, (combined, c, kg, lm, text) in enumerate(rows[:k])
+            for i, (combined, c, kg, lm, text, graph) in enumerate(rows[:k])
         ]
 
     def _kge_candidates(self, entity: int, relation: int, side: Side, n: int) -> list[int]:
         num_base = len(self.artifact.relations)
         rel = relation if side == "tail" else relation + num_base
         hr = torch.tensor([[entity, rel]], device=self.predictor.device)
+        if self.text_fusion is not None:
+            fused = self.text_fusion.scores(self.predictor.model, hr)[0]
+            top = fused.topk(min(n, len(fused)))
+            return [int(i) for i in top.indices.tolist()]
         found = self.predictor.predict_ids(hr, n, False)[0]
         index = self.artifact.entities.index
         return [index[p.entity] for p in found]

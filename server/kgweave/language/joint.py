@@ -15,7 +15,11 @@ The run, top to bottom:
    trained on the graph's text, or ``language_model`` fine-tuned) learns the KG-to-text corpus
    (every training fact verbalized) with the trained entity embeddings added at entity
    mentions (:class:`kgweave.language.fusion.EntityFusedLM`).
-4. Optionally, the completion re-ranking weights are fitted on validation
+4. **Text fusion** (``text_fusion``, on by default): link-prediction scores that add entity
+   text to the trained embeddings (text cosine, names found in descriptions and names,
+   relation popularity; :mod:`kgweave.language.textfusion`), per-relation weights fitted on
+   validation; the completer ranks and re-ranks by it.
+5. Optionally, the completion re-ranking weights are fitted on validation
    (:meth:`kgweave.language.completion.LMCompleter.fit_weights`).
 
 The artifact folder::
@@ -28,6 +32,7 @@ The artifact folder::
         tokenizer_config.json, generation_config.json
         fusion.safetensors      the fusion projection (and the KGE table it reads)
         text.safetensors        text vectors (N, Dt), P, A and the structural table
+        text_fusion.json        the fitted text-fusion weights and their fit report
         joint.json              written last: format, this config, fusion and completion
                                 settings, sha256 of every other file in language/
 """
@@ -66,6 +71,7 @@ from kgweave.language.lm import (
     save_lm,
     train_lm,
 )
+from kgweave.language.textfusion import LexicalLinks, TextFusion
 from kgweave.language.tokenizer import train_tokenizer
 from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.models import KGEModel, model_class
@@ -79,6 +85,7 @@ LANGUAGE_DIR = "language"
 JOINT_CONFIG = "joint.json"
 FUSION_WEIGHTS = "fusion.safetensors"
 TEXT_WEIGHTS = "text.safetensors"
+TEXT_FUSION = "text_fusion.json"
 JOINT_FORMAT = "kgweave-joint"
 JOINT_FORMAT_VERSION = 1
 
@@ -133,6 +140,14 @@ class JointConfig(BaseModel):
         True, description="Fit the completion re-ranking weights on validation."
     )
     completion_top_n: int = Field(20, ge=1, description="KGE candidates per completion query.")
+    text_fusion: bool = Field(
+        True,
+        description="Fit a text fusion (KGE scores plus entity-text features, per-relation "
+        "weights) on validation; completion ranks by it.",
+    )
+    text_fusion_candidates: int = Field(
+        300, ge=1, description="Text fusion fit: top entities by KGE and by text per query."
+    )
     seed: int = Field(0, description="Seeds every part of the run.")
 
 
@@ -214,6 +229,7 @@ class JointModel:
     structural: torch.Tensor  # (N, De)
     completion_weights: FusionWeights
     config: dict[str, Any] = field(default_factory=dict)
+    text_fusion: TextFusion | None = None
 
     def completer(self, top_n: int | None = None) -> LMCompleter:
         """A :class:`LMCompleter` on these parts, with the fitted weights."""
@@ -223,6 +239,7 @@ class JointModel:
             self.tokenizer,
             weights=self.completion_weights,
             top_n=top_n or int(self.config.get("config", {}).get("completion_top_n", 20)),
+            text_fusion=self.text_fusion,
         )
 
 
@@ -440,9 +457,30 @@ def train_joint(
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     test = evaluate(plain, dataset.split("test").to(device), known.to(device))
     metrics: dict[str, Any] = {"valid": valid_metrics, "test": test.metrics}
+    verbalizer = Verbalizer.from_dataset(dataset)
+
+    # ---- text fusion, fitted on validation
+    text_fusion: TextFusion | None = None
+    if config.text_fusion and len(dataset.split("valid")):
+        text_fusion = build_text_fusion(
+            text, verbalizer, dataset.entities.labels, dataset.train, dataset.num_relations
+        )
+        report = text_fusion.fit(
+            plain,
+            dataset.split("valid"),
+            known,
+            candidates=config.text_fusion_candidates,
+            progress=progress,
+            relation_labels=dataset.relations.labels,
+        )
+        fused_test = text_fusion.evaluate(plain, dataset.split("test"), known)
+        metrics["text_fusion"] = {
+            "valid_kge_mrr": report.kge_mrr,
+            "valid_mrr": report.fused_mrr,
+            "test": fused_test.metrics,
+        }
 
     # ---- KG -> LM
-    verbalizer = Verbalizer.from_dataset(dataset)
     texts, mentions = fact_corpus(dataset, verbalizer)
     spec = config.language_model or settings.language_model
     if spec:
@@ -521,6 +559,11 @@ def train_joint(
         metadata={"format": JOINT_FORMAT},
     )
 
+    if text_fusion is not None:
+        tmp = language / (TEXT_FUSION + ".tmp")
+        tmp.write_text(json.dumps(text_fusion.to_dict(), indent=1), encoding="utf-8")
+        os.replace(tmp, language / TEXT_FUSION)
+
     # ---- completion weights, fitted on validation with the parts just written
     weights: FusionWeights | None = None
     if config.fit_completion:
@@ -531,6 +574,7 @@ def train_joint(
             verbalizer=verbalizer,
             top_n=config.completion_top_n,
             lm_candidates=0,
+            text_fusion=text_fusion,
         )
         weights = completer.fit_weights(dataset.split("valid"), seed=config.seed)
         metrics["completion"] = weights.report
@@ -562,6 +606,25 @@ def train_joint(
         completion_weights=weights,
         seconds=time.perf_counter() - started,
     )
+
+
+def build_text_fusion(
+    text: torch.Tensor,
+    verbalizer: Verbalizer,
+    labels: list[str],
+    train: torch.Tensor,
+    num_relations: int,
+) -> TextFusion:
+    """An unfitted :class:`TextFusion` over the verbalizer's names and descriptions.
+
+    Args:
+        text: shape (N, Dt) text vectors in ``labels`` order; train: shape (M, 3) training
+            triples (relation popularity); num_relations: without reciprocals.
+    """
+    links = LexicalLinks(
+        [verbalizer.name(e) for e in labels], [verbalizer.descriptions.get(e) for e in labels]
+    )
+    return TextFusion(text, links, train, num_relations)
 
 
 def _sha256(path: Path) -> str:
@@ -657,6 +720,22 @@ def load_joint(folder: Path, device: str | torch.device = "cpu") -> JointModel:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     fused.to(dev).eval()
+    text_fusion: TextFusion | None = None
+    if TEXT_FUSION in files:
+        try:
+            stored = json.loads((language / TEXT_FUSION).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{language / TEXT_FUSION}: unreadable ({exc})") from exc
+        if not isinstance(stored, dict):
+            raise ArtifactError(f"{language / TEXT_FUSION}: not a kgweave text fusion")
+        verbalizer = Verbalizer.from_artifact(artifact)
+        text_fusion = build_text_fusion(
+            vectors, verbalizer, artifact.entities.labels, artifact.known, len(artifact.relations)
+        )
+        try:
+            text_fusion.load_weights(stored)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{language / TEXT_FUSION}: {exc}") from exc
     text_projection = nn.Linear(vectors.shape[1], width, bias=False)
     align_projection = nn.Linear(vectors.shape[1], width, bias=False)
     with torch.no_grad():
@@ -678,4 +757,5 @@ def load_joint(folder: Path, device: str | torch.device = "cpu") -> JointModel:
             else FusionWeights()
         ),
         config=joint,
+        text_fusion=text_fusion,
     )

@@ -234,7 +234,7 @@ class ServedModel:
                     self._completer = (
                         LMCompleter(
                             self.predictor, parts.lm, parts.tokenizer, self.verbalizer,
-                            parts.completion_weights,
+                            parts.completion_weights, text_fusion=parts.text_fusion,
                         ),
                         "joint",
                     )  # fmt: skip

@@ -157,7 +157,7 @@ class CompleteRequest(_message.Message):
     def __init__(self, query: _Optional[_Union[LinkQuery, _Mapping]] = ..., k: _Optional[int] = ..., kge_candidates: _Optional[int] = ..., generate: _Optional[bool] = ..., write_to_graph: _Optional[bool] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class CompletionCandidate(_message.Message):
-    __slots__ = ("rank", "entity_id", "name", "kge_score", "lm_logprob", "combined_score", "source", "evidence", "known")
+    __slots__ = ("rank", "entity_id", "name", "kge_score", "lm_logprob", "combined_score", "source", "evidence", "known", "graph_score")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,7 @@ class CompletionCandidate(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SCORE_FIELD_NUMBER: _ClassVar[int]
     rank: int
     entity_id: str
     name: str
@@ -176,7 +177,8 @@ class CompletionCandidate(_message.Message):
     source: str
     evidence: str
     known: bool
-    def __init__(self, rank: _Optional[int] = ..., entity_id: _Optional[str] = ..., name: _Optional[str] = ..., kge_score: _Optional[float] = ..., lm_logprob: _Optional[float] = ..., combined_score: _Optional[float] = ..., source: _Optional[str] = ..., evidence: _Optional[str] = ..., known: _Optional[bool] = ...) -> None: ...
+    graph_score: float
+    def __init__(self, rank: _Optional[int] = ..., entity_id: _Optional[str] = ..., name: _Optional[str] = ..., kge_score: _Optional[float] = ..., lm_logprob: _Optional[float] = ..., combined_score: _Optional[float] = ..., source: _Optional[str] = ..., evidence: _Optional[str] = ..., known: _Optional[bool] = ..., graph_score: _Optional[float] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("candidates", "model_version", "w_kge", "w_lm", "bias", "written")
