@@ -10,10 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
-from kgweave.language.joint import JointConfig, train_joint
+from kgweave.language.joint import JointConfig, load_text_fusion, train_joint
+from kgweave.predict import LinkPredictor, Query
+from kgweave.serving.served import ServedModel
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
@@ -90,6 +93,37 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
     }
     assert all(v == "v0001" for *_, v in links)
     assert store.counts()["triples"] == facts_before  # suggestions are not facts
+    channel.close()
+
+
+def test_predict_links_rank_by_the_text_fusion(served: ServerThread, joint_model: Path) -> None:
+    channel = grpc.insecure_channel(served.address)
+    knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    queries = [Query("born_in", head="Alan Turing"), Query("citizen_of", tail="France")]
+    request = knowledge_pb2.PredictLinksRequest(
+        queries=[
+            knowledge_pb2.LinkQuery(head=q.head or "", relation=q.relation, tail=q.tail or "")
+            for q in queries
+        ],
+        k=7,
+    )
+    reply = knowledge.PredictLinks(request, timeout=60)
+    artifact = load_artifact(joint_model)
+    fusion = load_text_fusion(joint_model, artifact)
+    assert fusion is not None
+    expected = LinkPredictor(artifact, text_fusion=fusion).predict(queries, k=7)
+    plain = LinkPredictor(artifact).predict(queries, k=7)
+    for got, want, kge in zip(reply.results, expected, plain, strict=True):
+        assert [c.entity_id for c in got.candidates] == [p.entity for p in want]
+        for c, p in zip(got.candidates, want, strict=True):
+            assert c.score == pytest.approx(p.score, rel=1e-5, abs=1e-5)
+        assert [c.score for c in got.candidates] != pytest.approx([p.score for p in kge])
+    # the setting turns it off: the embeddings alone rank
+    alone = ServedModel.load("x", joint_model, "cpu", text_fusion=False)
+    assert alone.predictor.text_fusion is None
+    assert [p.entity for p in alone.predictor.predict(queries[:1], k=7)[0]] == [
+        p.entity for p in plain[0]
+    ]
     channel.close()
 
 

@@ -13,9 +13,10 @@ import torch
 from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.data.sources import demo_path
-from kgweave.errors import ArtifactError, NotFoundError
-from kgweave.language.joint import JointConfig, load_joint, train_joint
-from kgweave.predict import Query
+from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
+from kgweave.language.joint import JointConfig, load_joint, load_text_fusion, train_joint
+from kgweave.language.textfusion import LexicalLinks, TextFusion
+from kgweave.predict import LinkPredictor, Query
 from kgweave.settings import Settings
 
 TINY = {
@@ -79,6 +80,18 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
     stored = json.loads((language / "text_fusion.json").read_text())
     torch.testing.assert_close(joint.text_fusion.weights, torch.tensor(stored["weights"]))
     assert not torch.equal(joint.text_fusion.weights, joint.text_fusion.initial_weights())
+    served_fusion = load_text_fusion(joint_folder, artifact)  # without the LM, for serving
+    assert served_fusion is not None
+    torch.testing.assert_close(served_fusion.weights, joint.text_fusion.weights)
+    torch.testing.assert_close(served_fusion.vectors, joint.text_fusion.vectors)
+    too_small = TextFusion(
+        torch.randn(3, 8),
+        LexicalLinks(["x", "y", "z"], [None, None, None]),
+        torch.zeros(0, 3, dtype=torch.long),
+        len(artifact.relations),
+    )
+    with pytest.raises(InvalidArgumentError, match="cannot rank a model"):
+        LinkPredictor(artifact, text_fusion=too_small)
     # the loaded parts answer a completion query with the fitted weights
     assert joint.completion_weights.method == "logistic"
     answers = joint.completer().complete(Query("born_in", head="Marie Curie"), k=3)
@@ -127,6 +140,15 @@ def test_corrupt_or_missing_parts_are_refused(joint_folder: Path, tmp_path: Path
     shutil.rmtree(kge_only / "language")
     with pytest.raises(NotFoundError, match="no joint language part"):
         load_joint(kge_only)
+    assert load_text_fusion(kge_only, load_artifact(kge_only)) is None
+
+    fusion_edited = _copy(joint_folder, tmp_path / "fusion-edited")
+    stored = json.loads((fusion_edited / "language" / "text_fusion.json").read_text())
+    stored["weights"][0][0] = 9.0
+    (fusion_edited / "language" / "text_fusion.json").write_text(json.dumps(stored))
+    for load in (load_joint, lambda p: load_text_fusion(p, load_artifact(p))):
+        with pytest.raises(ArtifactError, match=r"text_fusion\.json: checksum mismatch"):
+            load(fusion_edited)
 
     edited = _copy(joint_folder, tmp_path / "edited")
     config = json.loads((edited / "language" / "joint.json").read_text())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +16,9 @@ from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.device import cpu_has_native_bf16
 from kgweave.errors import InvalidArgumentError, NotFoundError, closest_names
 from kgweave.models import KGEModel
+
+if TYPE_CHECKING:
+    from kgweave.language.textfusion import TextFusion
 
 MAX_K = 1000
 
@@ -63,15 +67,32 @@ class LinkPredictor:
     scores, so returned scores are the fp32 model's. The top-k can only differ from a pure
     fp32 pass if a true top-k entity falls below ``k + RESCORE_MARGIN`` others under bf16
     rounding (relative error about 0.4%).
+
+    With a ``text_fusion`` (:class:`kgweave.language.textfusion.TextFusion`, joint models) the
+    ranking and the returned scores are the fused ones (KGE plus entity-text features), exact
+    over all entities; ``score`` stays the KGE score of each triple.
     """
 
     RESCORE_MARGIN = 32
 
-    def __init__(self, artifact: ModelArtifact, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        precision: str = "fp32",
+        text_fusion: TextFusion | None = None,
+    ) -> None:
         self.artifact = artifact
         self.model = artifact.model
         self.device = artifact.model.entity.weight.device
+        if text_fusion is not None and text_fusion.num_entities != len(artifact.entities):
+            raise InvalidArgumentError(
+                f"text fusion over {text_fusion.num_entities} entities cannot rank a model of "
+                f"{len(artifact.entities)}"
+            )
+        self.text_fusion = text_fusion.to(self.device) if text_fusion is not None else None
         self.precision = resolve_score_precision(precision, self.device, len(artifact.entities))
+        if text_fusion is not None:
+            self.precision = "fp32"  # the fused pass is exact; no bf16 candidate search
         self._fast: KGEModel | None = None
         if self.precision == "bf16":
             self._fast = copy.deepcopy(self.model).to(torch.bfloat16).eval()
@@ -145,7 +166,9 @@ class LinkPredictor:
                 candidates that complete a training fact.
         """
         with torch.no_grad():
-            if self._fast is not None:
+            if self.text_fusion is not None:
+                scores = self.text_fusion.scores(self.model, hr)  # (B, N) fused, exact
+            elif self._fast is not None:
                 scores = self._fast.score_t(hr)  # (B, N) bf16: candidate search only
             else:
                 scores = self.model.predict_t(hr).float()  # (B, N)

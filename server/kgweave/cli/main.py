@@ -381,7 +381,9 @@ def predict(
 ) -> None:
     """Most plausible tails for --head/--relation, or heads for --relation/--tail.
 
-    With MODEL_DIR the model is loaded here; without it the running server answers.
+    With MODEL_DIR the model is loaded here; without it the running server answers. Models
+    trained with --joint rank by their text fusion (KGE plus entity text) unless
+    KGWEAVE_TEXT_FUSION=false; scores are then fused log-probabilities.
     """
     from kgweave.predict import LinkPredictor, Query
 
@@ -398,7 +400,12 @@ def predict(
 
         settings = get_settings()
         artifact = load_artifact(model_dir, device=resolve_device(settings.device))
-        answers = LinkPredictor(artifact, settings.score_precision).predict(
+        fusion = None
+        if settings.text_fusion:
+            from kgweave.language.joint import load_text_fusion
+
+            fusion = load_text_fusion(model_dir, artifact)
+        answers = LinkPredictor(artifact, settings.score_precision, fusion).predict(
             [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
         )[0]
     if as_json:

@@ -271,8 +271,9 @@ class LMCompleter:
         verbalizer: facts to sentences; default: from the predictor's artifact.
         weights: the re-ranking weights; default unfitted (1, 1, 0) until :meth:`fit_weights`.
         top_n: KGE candidates per query; lm_candidates: names kept from constrained decoding.
-        text_fusion: when given, candidates and ``graph_score`` come from the KGE model fused
-            with entity text (:class:`kgweave.language.textfusion.TextFusion`).
+        text_fusion: when given (default: the predictor's), candidates and ``graph_score``
+            come from the KGE model fused with entity text
+            (:class:`kgweave.language.textfusion.TextFusion`).
     """
 
     def __init__(
@@ -298,7 +299,7 @@ class LMCompleter:
         self.top_n = top_n
         self.lm_candidates = lm_candidates
         self.beam_size = beam_size
-        self.text_fusion = text_fusion
+        self.text_fusion = text_fusion if text_fusion is not None else predictor.text_fusion
         labels = self.artifact.entities.labels
         self.names = [self.verbalizer.name(e) for e in labels]
         self._tries: dict[tuple[str, bool], EntityNameTrie] = {}

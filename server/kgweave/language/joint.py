@@ -51,7 +51,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -608,6 +608,67 @@ def train_joint(
     )
 
 
+def load_text_fusion(folder: Path, artifact: ModelArtifact) -> TextFusion | None:
+    """The text fusion of a joint artifact, without loading its LM (what serving needs).
+
+    Returns None when ``folder`` is not a joint artifact or has no text fusion.
+
+    Raises:
+        ArtifactError: the fusion or the text vectors are missing, corrupt (checksum) or do not
+            fit ``artifact``.
+    """
+    language = folder / LANGUAGE_DIR
+    config_path = language / JOINT_CONFIG
+    if not config_path.is_file():
+        return None
+    try:
+        joint = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
+    files = joint.get("files") if isinstance(joint, dict) else None
+    if not isinstance(files, dict) or TEXT_FUSION not in files:
+        return None
+    for name in (TEXT_FUSION, TEXT_WEIGHTS):
+        path = language / name
+        if name not in files or not path.is_file():
+            raise ArtifactError(f"{language}: missing {name}")
+        if _sha256(path) != files[name]:
+            raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+    try:
+        with safe_open(str(language / TEXT_WEIGHTS), framework="pt") as handle:
+            vectors = handle.get_tensor("text_vectors")
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{language / TEXT_WEIGHTS}: unreadable weights ({exc})") from exc
+    return _text_fusion_of(language, artifact, vectors)
+
+
+def _text_fusion_of(language: Path, artifact: ModelArtifact, vectors: torch.Tensor) -> TextFusion:
+    """Build the fusion of ``artifact`` from its text vectors and stored weights (verified)."""
+    if vectors.shape[0] != len(artifact.entities):
+        raise ArtifactError(
+            f"{language / TEXT_WEIGHTS}: {vectors.shape[0]} text vectors for "
+            f"{len(artifact.entities)} entities"
+        )
+    try:
+        stored = json.loads((language / TEXT_FUSION).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{language / TEXT_FUSION}: unreadable ({exc})") from exc
+    if not isinstance(stored, dict):
+        raise ArtifactError(f"{language / TEXT_FUSION}: not a kgweave text fusion")
+    fusion = build_text_fusion(
+        vectors,
+        Verbalizer.from_artifact(artifact),
+        artifact.entities.labels,
+        artifact.known,
+        len(artifact.relations),
+    )
+    try:
+        fusion.load_weights(stored)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{language / TEXT_FUSION}: {exc}") from exc
+    return fusion
+
+
 def build_text_fusion(
     text: torch.Tensor,
     verbalizer: Verbalizer,
@@ -720,22 +781,7 @@ def load_joint(folder: Path, device: str | torch.device = "cpu") -> JointModel:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     fused.to(dev).eval()
-    text_fusion: TextFusion | None = None
-    if TEXT_FUSION in files:
-        try:
-            stored = json.loads((language / TEXT_FUSION).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{language / TEXT_FUSION}: unreadable ({exc})") from exc
-        if not isinstance(stored, dict):
-            raise ArtifactError(f"{language / TEXT_FUSION}: not a kgweave text fusion")
-        verbalizer = Verbalizer.from_artifact(artifact)
-        text_fusion = build_text_fusion(
-            vectors, verbalizer, artifact.entities.labels, artifact.known, len(artifact.relations)
-        )
-        try:
-            text_fusion.load_weights(stored)
-        except ArtifactError as exc:
-            raise ArtifactError(f"{language / TEXT_FUSION}: {exc}") from exc
+    text_fusion = _text_fusion_of(language, artifact, vectors) if TEXT_FUSION in files else None
     text_projection = nn.Linear(vectors.shape[1], width, bias=False)
     align_projection = nn.Linear(vectors.shape[1], width, bias=False)
     with torch.no_grad():

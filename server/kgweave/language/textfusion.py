@@ -103,13 +103,18 @@ class Links:
         return self.indices[self.indptr[entity] : self.indptr[entity + 1]].tolist()
 
     def rows(self, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch row, target) of every link of ``entities`` (shape (B,)), on the CPU."""
-        entities = entities.cpu()
+        """(batch row, target) of every link of ``entities`` (shape (B,)), on this table's
+        device."""
+        dev = self.indptr.device
+        entities = entities.to(dev)
         starts, ends = self.indptr[entities], self.indptr[entities + 1]
         lengths = ends - starts
-        rows = torch.repeat_interleave(torch.arange(len(entities)), lengths)
+        rows = torch.repeat_interleave(torch.arange(len(entities), device=dev), lengths)
         first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-        return rows, self.indices[first + torch.arange(len(rows))]
+        return rows, self.indices[first + torch.arange(len(rows), device=dev)]
+
+    def to(self, device: torch.device) -> Links:
+        return Links(self.indptr.to(device), self.indices.to(device))
 
     @property
     def nnz(self) -> int:
@@ -163,6 +168,13 @@ class LexicalLinks:
     def tables(self) -> tuple[Links, Links, Links, Links]:
         """The four link tables, in the order of the features they feed."""
         return self.mentions, self.mentioned_by, self.suffixes, self.extended_by
+
+    def to(self, device: torch.device) -> LexicalLinks:
+        """Move the tables to ``device`` (in place) and return self."""
+        self.mentions, self.mentioned_by, self.suffixes, self.extended_by = (
+            t.to(device) for t in self.tables()
+        )
+        return self
 
 
 @dataclass
@@ -232,6 +244,19 @@ class TextFusion:
         self.weights = self._checked(weights)
         self.report: FitReport | None = None
 
+    @property
+    def device(self) -> torch.device:
+        return self.vectors.device
+
+    def to(self, device: str | torch.device) -> TextFusion:
+        """Move every table to ``device`` (in place; scoring runs there) and return self."""
+        dev = torch.device(device)
+        self.vectors = self.vectors.to(dev)
+        self._pop_keys, self._pop_values = self._pop_keys.to(dev), self._pop_values.to(dev)
+        self.weights = self.weights.to(dev)
+        self.links.to(dev)
+        return self
+
     # ---- weights
     def initial_weights(self) -> torch.Tensor:
         """KGE only: shape (2R, F)."""
@@ -247,7 +272,7 @@ class TextFusion:
             )
         if not torch.isfinite(weights).all():
             raise ArtifactError("text fusion weights are not finite")
-        return weights.detach().float().cpu()
+        return weights.detach().float().to(self.vectors.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Weights and fit report, JSON-ready (relations by reciprocal id)."""
@@ -280,14 +305,15 @@ class TextFusion:
     # ---- features
     def _popularity(self, relations: torch.Tensor) -> torch.Tensor:
         """shape (B, N): log(1 + training answers) of each entity for each row's relation."""
-        n = self.num_entities
-        out = torch.zeros(len(relations), n)
+        n, dev = self.num_entities, self.device
+        relations = relations.to(dev)
+        out = torch.zeros(len(relations), n, device=dev)
         starts = torch.searchsorted(self._pop_keys, relations * n)
         ends = torch.searchsorted(self._pop_keys, (relations + 1) * n)
         lengths = ends - starts
-        rows = torch.repeat_interleave(torch.arange(len(relations)), lengths)
+        rows = torch.repeat_interleave(torch.arange(len(relations), device=dev), lengths)
         first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-        at = first + torch.arange(len(rows))
+        at = first + torch.arange(len(rows), device=dev)
         out[rows, self._pop_keys[at] - relations[rows] * n] = self._pop_values[at]
         return out
 
@@ -300,17 +326,17 @@ class TextFusion:
         Returns:
             shape (B, F, N) float32 on the CPU.
         """
-        device = model.entity.weight.device
-        hr = hr.cpu()
-        kge = torch.log_softmax(model.predict_t(hr.to(device)).float(), dim=1).cpu()
-        out = torch.zeros(len(hr), len(FEATURES), self.num_entities)
+        device, dev = model.entity.weight.device, self.device
+        hr = hr.to(dev)
+        kge = torch.log_softmax(model.predict_t(hr.to(device)).float(), dim=1).to(dev)
+        out = torch.zeros(len(hr), len(FEATURES), self.num_entities, device=dev)
         out[:, _KGE] = kge
         out[:, _COSINE] = self.vectors[hr[:, 0]] @ self.vectors.T
         out[:, _POPULARITY] = self._popularity(hr[:, 1])
         for feature, table in zip(_LINKS, self.links.tables(), strict=True):
             rows, cols = table.rows(hr[:, 0])
             out[rows, feature, cols] = 1.0
-        return out
+        return out.cpu()
 
     @torch.no_grad()
     def scores(self, model: KGEModel, hr: torch.Tensor) -> torch.Tensor:
@@ -319,10 +345,10 @@ class TextFusion:
         Args:
             hr: shape (B, 2) of (entity, relation), reciprocal relations for head queries.
         """
-        device = model.entity.weight.device
-        hr = hr.cpu()
+        device, dev = model.entity.weight.device, self.device
+        hr = hr.to(dev)
         w = self.weights[hr[:, 1]]  # (B, F)
-        kge = torch.log_softmax(model.predict_t(hr.to(device)).float(), dim=1).cpu()
+        kge = torch.log_softmax(model.predict_t(hr.to(device)).float(), dim=1).to(dev)
         out = w[:, _KGE : _KGE + 1] * kge
         out += w[:, _COSINE : _COSINE + 1] * (self.vectors[hr[:, 0]] @ self.vectors.T)
         out += w[:, _POPULARITY : _POPULARITY + 1] * self._popularity(hr[:, 1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
     from kgweave.language.completion import LMCompleter
     from kgweave.language.encoder import TextEncoder
     from kgweave.language.semantic import SemanticIndex
+    from kgweave.language.textfusion import TextFusion
     from kgweave.language.verbalize import Verbalizer
+
+log = logging.getLogger(__name__)
 
 MAX_QUERIES = 1000
 MAX_TRIPLES = 10_000
@@ -54,6 +58,7 @@ class ServedModel:
         artifact: ModelArtifact,
         precision: str = "fp32",
         base_version: str | None = None,
+        text_fusion: TextFusion | None = None,
     ) -> None:
         #: what answers carry; ``v0003+2`` is registry version v0003 with 2 cold-start entities
         self.version = version
@@ -61,7 +66,7 @@ class ServedModel:
         self.base_version = base_version or version
         self.precision = precision
         self.artifact = artifact
-        self.predictor = LinkPredictor(artifact, precision=precision)
+        self.predictor = LinkPredictor(artifact, precision=precision, text_fusion=text_fusion)
         self.device = self.predictor.device
         self.loaded_at = time.time()
         self._text_lock = threading.Lock()
@@ -84,10 +89,22 @@ class ServedModel:
 
     @classmethod
     def load(
-        cls, version: str, path: Path, device: str | torch.device, precision: str = "fp32"
+        cls,
+        version: str,
+        path: Path,
+        device: str | torch.device,
+        precision: str = "fp32",
+        text_fusion: bool = True,
     ) -> ServedModel:
-        """Load a version's artifact onto ``device`` and warm it up."""
-        served = cls(version, load_artifact(path, device=device), precision)
+        """Load a version's artifact onto ``device`` and warm it up; with ``text_fusion``,
+        a joint artifact's text fusion ranks its link predictions."""
+        artifact = load_artifact(path, device=device)
+        fusion = None
+        if text_fusion:
+            from kgweave.language.joint import load_text_fusion
+
+            fusion = load_text_fusion(path, artifact)
+        served = cls(version, artifact, precision, text_fusion=fusion)
         served.warm_up()
         return served
 
@@ -213,6 +230,13 @@ class ServedModel:
         served = ServedModel(
             f"{self.base_version}+{cold}", artifact, self.precision, self.base_version
         )
+        if self.predictor.text_fusion is not None:
+            log.info(
+                "%s ranks by the embeddings alone: the text fusion of %s has no text vectors "
+                "for cold-start entities",
+                served.version,
+                self.base_version,
+            )
         served._projection = projection
         served.warm_up()
         return served
@@ -234,7 +258,7 @@ class ServedModel:
                     self._completer = (
                         LMCompleter(
                             self.predictor, parts.lm, parts.tokenizer, self.verbalizer,
-                            parts.completion_weights, text_fusion=parts.text_fusion,
+                            parts.completion_weights,
                         ),
                         "joint",
                     )  # fmt: skip

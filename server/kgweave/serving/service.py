@@ -156,7 +156,11 @@ class KGService:
             current = self._active
             if current is None or current.base_version != version or current.cold_count:
                 served = ServedModel.load(
-                    version, item.path, self.device, self.settings.score_precision
+                    version,
+                    item.path,
+                    self.device,
+                    self.settings.score_precision,
+                    self.settings.text_fusion,
                 )
                 self._active = served  # the swap: one reference assignment
             self.registry.set_active(version)
