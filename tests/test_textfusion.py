@@ -147,5 +147,16 @@ def test_fit_can_be_limited_to_some_features(
     others = [i for i in range(len(FEATURES)) if i != cosine]
     torch.testing.assert_close(fusion.weights[:, others], initial[:, others])
     assert fusion.weights[:, cosine].abs().sum() > 0
+    # many lexical links per query are capped at 8x the candidates, best by KGE score first:
+    # here every description names the 30 entities after it (60+ links per query)
+    names = [Verbalizer.from_dataset(demo).name(e) for e in demo.entities.labels]
+    n = len(names)
+    crowded = [" ".join(names[(i + j) % n] for j in range(1, 31)) for i in range(n)]
+    links = LexicalLinks(names, crowded)
+    assert min(len(links.mentions.of(i)) for i in range(n)) >= 20
+    capped = TextFusion(vectors, links, demo.train, demo.num_relations)
+    report = capped.fit(model, demo.split("valid"), known, candidates=1)
+    assert report.candidates <= report.queries * (1 + 8)
+    assert report.loss_after < report.loss_before
     with pytest.raises(InvalidArgumentError, match="unknown text fusion feature"):
         fusion.fit(model, demo.split("valid"), known, features=["kge", "colour"])

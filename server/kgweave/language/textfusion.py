@@ -386,7 +386,7 @@ class TextFusion:
         candidates: int = 300,
         max_iter: int = 200,
         l2: float = 1e-3,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         progress: bool = False,
         relation_labels: Sequence[str] | None = None,
         features: Sequence[str] | None = None,
@@ -405,6 +405,7 @@ class TextFusion:
             known: every known triple with reciprocals (the evaluation filter).
             features: the features to fit (default: all); the others keep their KGE-only
                 weight (``kge`` 1, others 0): for ablations.
+            batch_size: queries per feature pass; by default sized to ~64M feature values.
         """
         fitted = list(FEATURES) if features is None else list(features)
         unknown = [f for f in fitted if f not in FEATURES]
@@ -417,6 +418,8 @@ class TextFusion:
             raise InvalidArgumentError("no validation triples to fit the text fusion on")
         if candidates < 1:
             raise InvalidArgumentError(f"candidates must be at least 1, got {candidates}")
+        if batch_size is None:
+            batch_size = max(1, min(256, (64 << 20) // (len(FEATURES) * self.num_entities)))
         started = time.perf_counter()
         queries = with_reciprocals(triples.cpu(), self.num_relations)
         known_cpu = _cpu_index(known)
@@ -438,9 +441,12 @@ class TextFusion:
             for feature in _LINKS:
                 pick |= dense[:, feature] > 0
             pick &= ~filt
-            pick[rows_idx, batch[:, 2]] = True
+            pick[rows_idx, batch[:, 2]] = False  # the answer goes first, below
+            cap = 8 * k  # names common in descriptions link thousands: keep the best by KGE
+            if int(pick.sum(1).max()) > cap:
+                best = kge.masked_fill(~pick, float("-inf")).topk(cap, dim=1)
+                pick = torch.zeros_like(pick).scatter_(1, best.indices, best.values > -1e30)
             # answer first, then the other candidates, padded to the batch's widest row
-            pick[rows_idx, batch[:, 2]] = False
             width = int(pick.sum(1).max()) + 1
             order = torch.sort(pick.float(), dim=1, descending=True, stable=True).indices
             cols = torch.cat((batch[:, 2:3], order[:, : width - 1]), dim=1)  # (B, W)
