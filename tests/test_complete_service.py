@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from kgweave.artifact import load_artifact
+from kgweave.cli.main import main
 from kgweave.data import load_dataset
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
@@ -19,7 +20,7 @@ from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
-from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import ServerThread, registry_with
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
@@ -96,7 +97,12 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
     channel.close()
 
 
-def test_predict_links_rank_by_the_text_fusion(served: ServerThread, joint_model: Path) -> None:
+def test_predict_links_rank_by_the_text_fusion(
+    served: ServerThread,
+    joint_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     channel = grpc.insecure_channel(served.address)
     knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
     queries = [Query("born_in", head="Alan Turing"), Query("citizen_of", tail="France")]
@@ -118,6 +124,18 @@ def test_predict_links_rank_by_the_text_fusion(served: ServerThread, joint_model
         for c, p in zip(got.candidates, want, strict=True):
             assert c.score == pytest.approx(p.score, rel=1e-5, abs=1e-5)
         assert [c.score for c in got.candidates] != pytest.approx([p.score for p in kge])
+    # the model listing shows what the fusion reached beside the embeddings' own metrics
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    listed = admin.ListModels(admin_pb2.ListModelsRequest(), timeout=30).models[0]
+    recorded = load_artifact(joint_model).config["metrics"]["text_fusion"]
+    assert listed.fused_test_metrics["mrr"] == pytest.approx(recorded["test"]["mrr"])
+    assert listed.fused_valid_metrics["mrr"] == pytest.approx(recorded["valid_mrr"])
+    assert listed.test_metrics["mrr"] != pytest.approx(listed.fused_test_metrics["mrr"])
+    # ... and so does `kgweave models list`
+    monkeypatch.setenv("KGWEAVE_SERVER", served.address)
+    assert main(["models", "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert "fused test" in header and f"{listed.fused_test_metrics['mrr']:.4f}" in row
     # the setting turns it off: the embeddings alone rank
     alone = ServedModel.load("x", joint_model, "cpu", text_fusion=False)
     assert alone.predictor.text_fusion is None

@@ -129,17 +129,25 @@ def models_list(as_json: bool) -> None:
     if as_json:
         emit_json(listing)
         return
+    models = listing.get("models", [])
+    fused = any(m.get("fused_test_metrics") for m in models)
     click.echo(
-        f"  {'version':<8} {'model':<9} {'dim':>4} {'valid mrr':>9} {'test mrr':>9}  created"
+        f"  {'version':<8} {'model':<9} {'dim':>4} {'valid mrr':>9} {'test mrr':>9}  "
+        + (f"{'fused test':>10}  " if fused else "")
+        + "created"
     )
-    for m in listing.get("models", []):
+    for m in models:
         mark = "*" if m.get("active") else " "
         valid = m.get("valid_metrics", {}).get("mrr")
         test = m.get("test_metrics", {}).get("mrr")
+        fused_test = m.get("fused_test_metrics", {}).get("mrr")
+        fused_cell = "-" if fused_test is None else f"{fused_test:.4f}"
         click.echo(
             f"{mark} {m['version']:<8} {m['model']:<9} {m['dim']:>4} "
             f"{valid if valid is None else f'{valid:.4f}':>9} "
-            f"{test if test is None else f'{test:.4f}':>9}  {m['created_at']}"
+            f"{test if test is None else f'{test:.4f}':>9}  "
+            + (f"{fused_cell:>10}  " if fused else "")
+            + m["created_at"]
         )
 
 

@@ -536,7 +536,11 @@ def train_joint(
         plain,
         dataset,
         training=config.kge.model_dump(),
-        metrics={"valid": valid_metrics, "test": test.metrics},
+        metrics={
+            "valid": valid_metrics,
+            "test": test.metrics,
+            **({"text_fusion": metrics["text_fusion"]} if "text_fusion" in metrics else {}),
+        },
         history=kge_history,
         extra={"joint": {"language": LANGUAGE_DIR}, "relation_templates": verbalizer.templates},
     )

@@ -46,6 +46,7 @@ class ModelVersion:
         """Plain data for the transports."""
         model = self.config.get("model", {})
         metrics = self.config.get("metrics", {})
+        fusion = metrics.get("text_fusion") or {}
         return {
             "version": self.version,
             "model": model.get("name", ""),
@@ -54,6 +55,10 @@ class ModelVersion:
             "num_relations": int(model.get("num_relations", 0)) // 2,
             "valid_metrics": _numbers(metrics.get("valid", {})),
             "test_metrics": _numbers(metrics.get("test", {})),
+            "fused_valid_metrics": (
+                {"mrr": float(fusion["valid_mrr"])} if "valid_mrr" in fusion else {}
+            ),
+            "fused_test_metrics": _numbers(fusion.get("test", {})),
             "created_at": str(self.config.get("created_at", "")),
             "active": active,
             "source": str(self.config.get("source", self.config.get("dataset", {}).get("name"))),
