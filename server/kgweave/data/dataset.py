@@ -62,6 +62,20 @@ def with_reciprocals(triples: torch.Tensor, num_relations: int) -> torch.Tensor:
     return torch.cat((triples, inverse), dim=0)
 
 
+def expand_ranges(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every position of the ranges ``starts[i] .. starts[i] + lengths[i] - 1`` (a CSR gather).
+
+    Args:
+        starts, lengths: shape (B,) long, on one device.
+    Returns:
+        (rows, positions): two (T,) tensors, ``T = lengths.sum()``; ``rows[j]`` is the range
+        that ``positions[j]`` belongs to.
+    """
+    rows = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), lengths)
+    first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
+    return rows, first + torch.arange(len(rows), device=starts.device)
+
+
 class TailIndex:
     """Known tails of each (head, relation) query, in CSR form, searchable on any device.
 
@@ -118,9 +132,7 @@ class TailIndex:
         self, starts: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch row, tail) for every entry of the CSR ranges ``starts[i] .. +lengths[i]``."""
-        rows = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), lengths)
-        first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-        positions = first + torch.arange(len(rows), device=starts.device)
+        rows, positions = expand_ranges(starts, lengths)
         return rows, self.tails[positions]
 
     def lookup(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

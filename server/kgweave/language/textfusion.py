@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kgweave.data.dataset import TailIndex, with_reciprocals
+from kgweave.data.dataset import TailIndex, expand_ranges, with_reciprocals
 from kgweave.errors import ArtifactError, InvalidArgumentError
 from kgweave.evaluation.ranking import EvaluationResult, evaluate, realistic_rank
 from kgweave.models import KGEModel
@@ -105,13 +105,10 @@ class Links:
     def rows(self, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch row, target) of every link of ``entities`` (shape (B,)), on this table's
         device."""
-        dev = self.indptr.device
-        entities = entities.to(dev)
-        starts, ends = self.indptr[entities], self.indptr[entities + 1]
-        lengths = ends - starts
-        rows = torch.repeat_interleave(torch.arange(len(entities), device=dev), lengths)
-        first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-        return rows, self.indices[first + torch.arange(len(rows), device=dev)]
+        entities = entities.to(self.indptr.device)
+        starts = self.indptr[entities]
+        rows, positions = expand_ranges(starts, self.indptr[entities + 1] - starts)
+        return rows, self.indices[positions]
 
     def to(self, device: torch.device) -> Links:
         return Links(self.indptr.to(device), self.indices.to(device))
@@ -310,10 +307,7 @@ class TextFusion:
         out = torch.zeros(len(relations), n, device=dev)
         starts = torch.searchsorted(self._pop_keys, relations * n)
         ends = torch.searchsorted(self._pop_keys, (relations + 1) * n)
-        lengths = ends - starts
-        rows = torch.repeat_interleave(torch.arange(len(relations), device=dev), lengths)
-        first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-        at = first + torch.arange(len(rows), device=dev)
+        rows, at = expand_ranges(starts, ends - starts)
         out[rows, self._pop_keys[at] - relations[rows] * n] = self._pop_values[at]
         return out
 
