@@ -312,6 +312,13 @@ def _train_joint(
             emit_metrics(f"{name} (filtered):", metrics)
     fusion = result.metrics.get("text_fusion")
     if fusion:
+        held = fusion.get("held_out") or {}
+        if held:
+            verdict = "kept" if fusion.get("accepted", True) else "refused (KGE-only weights)"
+            click.echo(
+                f"text fusion on held-out validation facts: MRR {held['kge_mrr']:.4f} (KGE) "
+                f"-> {held['fused_mrr']:.4f}: {verdict}"
+            )
         click.echo(
             f"text fusion fitted on valid: MRR {fusion['valid_kge_mrr']:.4f} (KGE) -> "
             f"{fusion['valid_mrr']:.4f}"

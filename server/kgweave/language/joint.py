@@ -475,6 +475,8 @@ def train_joint(
         )
         fused_test = text_fusion.evaluate(plain, dataset.split("test"), known)
         metrics["text_fusion"] = {
+            "accepted": report.accepted,
+            "held_out": report.held_out,
             "valid_kge_mrr": report.kge_mrr,
             "valid_mrr": report.fused_mrr,
             "test": fused_test.metrics,

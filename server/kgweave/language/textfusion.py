@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,9 +186,15 @@ class FitReport:
     loss_after: float
     seconds: float
     per_relation: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: kept because it beat the embeddings on held-out validation facts (else KGE-only weights)
+    accepted: bool = True
+    #: MRR of the embeddings and of the fusion on the held-out halves (two-fold)
+    held_out: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "accepted": self.accepted,
+            "held_out": self.held_out,
             "queries": self.queries,
             "candidates": self.candidates,
             "kge_mrr": self.kge_mrr,
@@ -391,7 +397,10 @@ class TextFusion:
         top ``candidates`` entities by KGE score, by text cosine, every lexically linked
         entity and the answer; other known answers removed), minimised by L-BFGS with an L2
         pull towards the KGE-only weights (``l2``), so relations with few facts stay close to
-        the embeddings. The report's MRRs are exact (all entities, filtered).
+        the embeddings. Before the final fit on all facts, a two-fold check fits on one half
+        of the facts and ranks the other: unless the fusion beats the embeddings there
+        (exact filtered MRR), the KGE-only weights are kept (``report.accepted`` False). The
+        report's MRRs are exact (all entities, filtered).
 
         Args:
             triples: shape (M, 3) validation facts (relations without reciprocals); both
@@ -456,45 +465,78 @@ class TextFusion:
         valid = torch.cat([F.pad(m, (0, width - m.shape[1])) for m in masks])  # (Q, W)
         rel = torch.cat(relations)
         x = torch.nan_to_num(x, neginf=-1e4)
-        w0 = self.initial_weights()
-        w = w0.clone().requires_grad_(True)
+        w0 = self.initial_weights().cpu()
+        target = torch.zeros(len(x), dtype=torch.long)  # the answer sits in column 0
+        before = torch.cat(before_ranks)
 
         def effective(weights: torch.Tensor) -> torch.Tensor:
             return w0 + (weights - w0) * free
 
-        target = torch.zeros(len(x), dtype=torch.long)  # the answer sits in column 0
+        def loss_fn(rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+            xs, vs, rs, ts = x[rows], valid[rows], rel[rows], target[rows]
 
-        def loss_of(weights: torch.Tensor) -> torch.Tensor:
-            weights = effective(weights)
-            logits = (x * weights[rel][:, :, None]).sum(1).masked_fill(~valid, float("-inf"))
-            return F.cross_entropy(logits, target) + l2 * ((weights - w0) ** 2).sum()
+            def loss_of(weights: torch.Tensor) -> torch.Tensor:
+                weights = effective(weights)
+                logits = (xs * weights[rs][:, :, None]).sum(1).masked_fill(~vs, float("-inf"))
+                return F.cross_entropy(logits, ts) + l2 * ((weights - w0) ** 2).sum()
 
-        optimizer = torch.optim.LBFGS(
-            [w], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
-        )
+            return loss_of
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = loss_of(w)
-            loss.backward()  # type: ignore[no-untyped-call]
-            return loss
+        def solve(rows: torch.Tensor) -> torch.Tensor:
+            loss_of = loss_fn(rows)
+            w = w0.clone().requires_grad_(True)
+            optimizer = torch.optim.LBFGS(
+                [w], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+            )
 
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = loss_of(w)
+                loss.backward()  # type: ignore[no-untyped-call]
+                return loss
+
+            optimizer.step(closure)  # type: ignore[no-untyped-call]
+            return effective(w.detach())
+
+        def exact_ranks() -> torch.Tensor:
+            """Filtered ranks of every validation query under the current weights."""
+            out = []
+            for start in range(0, len(queries), batch_size):
+                batch = queries[start : start + batch_size]
+                fused = self.scores(model, batch[:, :2]).cpu()
+                filt = known_cpu.mask(batch[:, :2])
+                filt[torch.arange(len(batch)), batch[:, 2]] = False
+                out.append(_ranks(fused.masked_fill(filt, float("-inf")), batch[:, 2]))
+            return torch.cat(out)
+
+        # Held-out check: fit on half of the validation facts, rank the other half, both ways;
+        # the fusion is kept only if it beats the embeddings on facts it was not fitted on.
+        m = len(triples)
+        held_out: dict[str, float] = {}
+        accepted = True
+        if m >= 2:
+            order = torch.randperm(m, generator=torch.Generator().manual_seed(0))
+            half = torch.zeros(m, dtype=torch.bool)
+            half[order[: m // 2]] = True
+            fold = torch.cat((half, half))  # a fact's tail and head queries stay together
+            fused_rr, kge_rr = [], []
+            for part in (fold, ~fold):
+                self.weights = self._checked(solve(part))
+                fused_rr.append(1.0 / exact_ranks()[~part])
+                kge_rr.append(1.0 / before[~part])
+            held_out = {
+                "kge_mrr": float(torch.cat(kge_rr).mean()),
+                "fused_mrr": float(torch.cat(fused_rr).mean()),
+            }
+            accepted = held_out["fused_mrr"] > held_out["kge_mrr"]
+        everything = torch.ones(len(x), dtype=torch.bool)
         with torch.no_grad():
-            loss_before = float(loss_of(w0))
-        optimizer.step(closure)  # type: ignore[no-untyped-call]
+            loss_before = float(loss_fn(everything)(w0))
+        final = solve(everything) if accepted else w0
         with torch.no_grad():
-            loss_after = float(loss_of(w))
-        self.weights = self._checked(effective(w.detach()))
-
-        # exact filtered ranks on the same queries, before and after
-        after_ranks = []
-        for start in range(0, len(queries), batch_size):
-            batch = queries[start : start + batch_size]
-            fused = self.scores(model, batch[:, :2]).cpu()
-            filt = known_cpu.mask(batch[:, :2])
-            filt[torch.arange(len(batch)), batch[:, 2]] = False
-            after_ranks.append(_ranks(fused.masked_fill(filt, float("-inf")), batch[:, 2]))
-        before, after = torch.cat(before_ranks), torch.cat(after_ranks)
+            loss_after = float(loss_fn(everything)(final))
+        self.weights = self._checked(final)
+        after = exact_ranks()
         per_relation: dict[str, dict[str, float]] = {}
         for r in range(2 * self.num_relations):
             chosen = queries[:, 1] == r
@@ -515,6 +557,8 @@ class TextFusion:
             loss_after=loss_after,
             seconds=time.perf_counter() - started,
             per_relation=per_relation,
+            accepted=accepted,
+            held_out=held_out,
         )
         return self.report
 

@@ -57,7 +57,12 @@ class ModelVersion:
             "test_metrics": _numbers(metrics.get("test", {})),
             "fused_valid_metrics": (
                 {"mrr": float(fusion["valid_mrr"])} if "valid_mrr" in fusion else {}
-            ),
+            )
+            | {
+                f"held_out_{k}": float(v)
+                for k, v in (fusion.get("held_out") or {}).items()
+                if isinstance(v, int | float)
+            },
             "fused_test_metrics": _numbers(fusion.get("test", {})),
             "created_at": str(self.config.get("created_at", "")),
             "active": active,
