@@ -6,11 +6,12 @@ Usage::
 
 DATASET is a folder name under ``KGWEAVE_DATASETS_DIR`` (``wn18rr``, ``fb15k-237``);
 MODEL_FOLDER a model artifact trained on it (``kgweave train -d DATASET -o MODEL_FOLDER``).
-The run: encode every entity's text with the text encoder setting (all-MiniLM-L6-v2 offline
-by default; vectors cached in ``--cache``, default ``/tmp/kgweave-text-fusion``), build the
-lexical links from names and descriptions, fit the fusion weights on the validation split
-(:meth:`kgweave.language.textfusion.TextFusion.fit`), then rank the **full test split**
-(filtered, realistic ties, both directions) by the KGE scores alone and by the fused scores.
+The run: encode every entity's text as ``train --joint`` does (``language_eval.text_vectors``:
+all-MiniLM-L6-v2 offline, cached in ``--cache``, default ``/tmp/kgweave-language-eval``, shared
+with the language evaluation), build the lexical links from names and descriptions, fit the
+fusion weights on the validation split (:meth:`kgweave.language.textfusion.TextFusion.fit`),
+then rank the **full test split** (filtered, realistic ties, both directions) by the KGE
+scores alone and by the fused scores.
 Writes ``text_fusion_<dataset>.json`` (settings, timings, fitted weights, every metric and the
 per-relation breakdown) and ``text_fusion_<dataset>.png`` (per-relation MRR, both rankings)
 into ``--out`` (default ``benchmarks/results``).
@@ -30,30 +31,9 @@ import torch
 from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.evaluation.ranking import build_filter, evaluate
-from kgweave.language.encoder import TextEncoder
-from kgweave.language.textfusion import FEATURES, LexicalLinks, TextFusion
+from kgweave.language.textfusion import FEATURES, TextFusion
 from kgweave.language.verbalize import Verbalizer
-
-
-def text_vectors(
-    verbalizer: Verbalizer, labels: list[str], cache: Path
-) -> tuple[torch.Tensor, bool]:
-    """(N, Dt) vectors of ``name: description``, cached by entity labels; and whether they
-    came from the cache."""
-    if cache.is_file():
-        saved = torch.load(cache, weights_only=False)
-        if saved["labels"] == labels:
-            return saved["vectors"].float(), True
-    encoder = TextEncoder()
-    vectors = encoder.encode_entities(
-        [verbalizer.name(e) for e in labels],
-        [verbalizer.descriptions.get(e) for e in labels],
-        labels,
-        progress=True,
-    )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"labels": labels, "vectors": vectors}, cache)
-    return vectors, False
+from language_eval import text_vectors  # the same cached MiniLM vectors, `name: description`
 
 
 def plot(path: Path, title: str, kge: dict[str, dict], fused: dict[str, dict]) -> None:
@@ -82,7 +62,7 @@ def main() -> None:
     parser.add_argument("dataset")
     parser.add_argument("model", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/kgweave-text-fusion"))
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/kgweave-language-eval"))
     parser.add_argument("--candidates", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
@@ -104,16 +84,15 @@ def main() -> None:
     verbalizer = Verbalizer.from_artifact(artifact)
     timings: dict[str, float] = {}
 
+    cache = args.cache / f"text-{args.dataset}-full.pt"
+    vectors, encoded = text_vectors(dataset, verbalizer, False, cache)
+    timings["encode_s"] = encoded["seconds"]  # when the vectors were first encoded
     started = time.perf_counter()
-    cache = args.cache / f"text_vectors_{args.dataset}.pt"
-    vectors, cached = text_vectors(verbalizer, labels, cache)
-    timings["encode_s" if not cached else "load_cached_vectors_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    links = LexicalLinks(
-        [verbalizer.name(e) for e in labels], [verbalizer.descriptions.get(e) for e in labels]
+    fusion = TextFusion.from_verbalizer(
+        vectors, verbalizer, labels, artifact.known, len(relation_labels)
     )
     timings["links_s"] = time.perf_counter() - started
-    fusion = TextFusion(vectors, links, artifact.known, len(relation_labels))
+    links = fusion.links
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     report = fusion.fit(
         artifact.model,

@@ -62,12 +62,10 @@ def vectors(demo: KGDataset) -> torch.Tensor:
 
 
 def _fusion(demo: KGDataset, vectors: torch.Tensor) -> TextFusion:
-    verbalizer = Verbalizer.from_dataset(demo)
-    labels = demo.entities.labels
-    links = LexicalLinks(
-        [verbalizer.name(e) for e in labels], [verbalizer.descriptions.get(e) for e in labels]
-    )
-    return TextFusion(vectors, links, demo.train, demo.num_relations)
+    return TextFusion.from_verbalizer(
+        vectors, Verbalizer.from_dataset(demo), demo.entities.labels, demo.train,
+        demo.num_relations,
+    )  # fmt: skip
 
 
 def test_unfitted_fusion_ranks_exactly_as_the_embeddings(

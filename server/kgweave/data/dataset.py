@@ -101,6 +101,13 @@ class TailIndex:
         self.offsets[1:] = torch.cumsum(counts, 0)
         self.tails = tails
 
+    def copy_to(self, device: torch.device | str) -> TailIndex:
+        """A copy of the index on ``device``; this one stays where it is."""
+        out = TailIndex.__new__(TailIndex)
+        out.num_entities, out.num_relations = self.num_entities, self.num_relations
+        out.keys, out.offsets, out.tails = self.keys, self.offsets, self.tails
+        return out.to(torch.device(device))
+
     def to(self, device: torch.device) -> TailIndex:
         """Move the index to ``device`` (in place) and return it."""
         self.keys = self.keys.to(device)

@@ -101,12 +101,8 @@ class CompletionCandidate:
     source: str  # "kge", "lm" or "kge+lm": which candidate generator proposed it
     evidence: str  # the verbalized fact
     known: bool  # the completed fact is in the training graph
-    #: KGE plus entity-text features (text fusion); equals kge_score without a text fusion
-    graph_score: float = math.nan
-
-    def __post_init__(self) -> None:
-        if math.isnan(self.graph_score):
-            object.__setattr__(self, "graph_score", self.kge_score)
+    #: what the re-ranker weighs: the text-fused score, or kge_score without a text fusion
+    graph_score: float
 
 
 @dataclass(frozen=True)
@@ -255,10 +251,10 @@ class _Scored:
     """Candidates of one query with both features (parallel lists)."""
 
     entities: list[int]
-    kge: list[float]  # what the re-ranker weighs: the graph score (fused when fused)
+    graph: list[float]  # what the re-ranker weighs: the fused score, else the KGE score
     lm: list[float]
     evidence: list[str]
-    raw_kge: list[float] = field(default_factory=list)  # the KGE score alone
+    kge: list[float]  # the KGE score alone
 
 
 class LMCompleter:
@@ -339,7 +335,7 @@ class LMCompleter:
         with torch.no_grad():
             kge = self.predictor.model.score_candidates(hr, tails).float()[0].tolist()
             graph = kge
-            if self.text_fusion is not None:
+            if self.text_fusion is not None:  # the fused row: one pass over all entities
                 fused = self.text_fusion.scores(self.predictor.model, hr)[0]
                 graph = fused[tails[0]].tolist()
         prefix, suffix, leading, capitalize = self.slot(entity, relation, side)
@@ -421,12 +417,7 @@ class LMCompleter:
         rows = [
             (w.combine(graph, lm), c, kg, lm, text, graph)
             for c, graph, lm, text, kg in zip(
-                scored.entities,
-                scored.kge,
-                scored.lm,
-                scored.evidence,
-                scored.raw_kge,
-                strict=True,
+                scored.entities, scored.graph, scored.lm, scored.evidence, scored.kge, strict=True
             )
         ]
         rows.sort(key=lambda r: (-r[0], r[1]))
@@ -519,7 +510,7 @@ class LMCompleter:
             raise FailedPreconditionError(
                 "cannot fit re-ranking weights: no validation query has a negative candidate"
             )
-        kge = torch.tensor([x for g, _ in groups for x in g.kge], dtype=torch.float64)
+        kge = torch.tensor([x for g, _ in groups for x in g.graph], dtype=torch.float64)
         lm = torch.tensor([x for g, _ in groups for x in g.lm], dtype=torch.float64)
         labels = torch.tensor(
             [1.0 if i == g_i else 0.0 for g, g_i in groups for i in range(len(g.entities))],
@@ -626,7 +617,7 @@ def _mrr(groups: list[tuple[_Scored, int]], score: Any) -> float:
     for none: a tie counts half)."""
     total = 0.0
     for g, target in groups:
-        values = [score(kg, lm) for kg, lm in zip(g.kge, g.lm, strict=True)]
+        values = [score(kg, lm) for kg, lm in zip(g.graph, g.lm, strict=True)]
         better = sum(1 for v in values if v > values[target])
         ties = sum(1 for v in values if v == values[target]) - 1
         total += 1.0 / (1 + better + ties / 2)

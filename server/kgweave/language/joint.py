@@ -71,7 +71,7 @@ from kgweave.language.lm import (
     save_lm,
     train_lm,
 )
-from kgweave.language.textfusion import LexicalLinks, TextFusion
+from kgweave.language.textfusion import TextFusion
 from kgweave.language.tokenizer import train_tokenizer
 from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.models import KGEModel, model_class
@@ -462,7 +462,7 @@ def train_joint(
     # ---- text fusion, fitted on validation
     text_fusion: TextFusion | None = None
     if config.text_fusion and len(dataset.split("valid")):
-        text_fusion = build_text_fusion(
+        text_fusion = TextFusion.from_verbalizer(
             text, verbalizer, dataset.entities.labels, dataset.train, dataset.num_relations
         )
         report = text_fusion.fit(
@@ -614,10 +614,13 @@ def train_joint(
     )
 
 
-def load_text_fusion(folder: Path, artifact: ModelArtifact) -> TextFusion | None:
+def load_text_fusion(
+    folder: Path, artifact: ModelArtifact, verbalizer: Verbalizer | None = None
+) -> TextFusion | None:
     """The text fusion of a joint artifact, without loading its LM (what serving needs).
 
-    Returns None when ``folder`` is not a joint artifact or has no text fusion.
+    Returns None when ``folder`` is not a joint artifact or has no text fusion. ``verbalizer``:
+    the artifact's, when the caller has one already (names and descriptions come from it).
 
     Raises:
         ArtifactError: the fusion or the text vectors are missing, corrupt (checksum) or do not
@@ -645,10 +648,15 @@ def load_text_fusion(folder: Path, artifact: ModelArtifact) -> TextFusion | None
             vectors = handle.get_tensor("text_vectors")
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{language / TEXT_WEIGHTS}: unreadable weights ({exc})") from exc
-    return _text_fusion_of(language, artifact, vectors)
+    return _text_fusion_of(language, artifact, vectors, verbalizer)
 
 
-def _text_fusion_of(language: Path, artifact: ModelArtifact, vectors: torch.Tensor) -> TextFusion:
+def _text_fusion_of(
+    language: Path,
+    artifact: ModelArtifact,
+    vectors: torch.Tensor,
+    verbalizer: Verbalizer | None = None,
+) -> TextFusion:
     """Build the fusion of ``artifact`` from its text vectors and stored weights (verified)."""
     if vectors.shape[0] != len(artifact.entities):
         raise ArtifactError(
@@ -661,9 +669,9 @@ def _text_fusion_of(language: Path, artifact: ModelArtifact, vectors: torch.Tens
         raise ArtifactError(f"{language / TEXT_FUSION}: unreadable ({exc})") from exc
     if not isinstance(stored, dict):
         raise ArtifactError(f"{language / TEXT_FUSION}: not a kgweave text fusion")
-    fusion = build_text_fusion(
+    fusion = TextFusion.from_verbalizer(
         vectors,
-        Verbalizer.from_artifact(artifact),
+        verbalizer or Verbalizer.from_artifact(artifact),
         artifact.entities.labels,
         artifact.known,
         len(artifact.relations),
@@ -673,25 +681,6 @@ def _text_fusion_of(language: Path, artifact: ModelArtifact, vectors: torch.Tens
     except ArtifactError as exc:
         raise ArtifactError(f"{language / TEXT_FUSION}: {exc}") from exc
     return fusion
-
-
-def build_text_fusion(
-    text: torch.Tensor,
-    verbalizer: Verbalizer,
-    labels: list[str],
-    train: torch.Tensor,
-    num_relations: int,
-) -> TextFusion:
-    """An unfitted :class:`TextFusion` over the verbalizer's names and descriptions.
-
-    Args:
-        text: shape (N, Dt) text vectors in ``labels`` order; train: shape (M, 3) training
-            triples (relation popularity); num_relations: without reciprocals.
-    """
-    links = LexicalLinks(
-        [verbalizer.name(e) for e in labels], [verbalizer.descriptions.get(e) for e in labels]
-    )
-    return TextFusion(text, links, train, num_relations)
 
 
 def _sha256(path: Path) -> str:
@@ -710,8 +699,11 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path}: unreadable weights ({exc})") from exc
 
 
-def load_joint(folder: Path, device: str | torch.device = "cpu") -> JointModel:
-    """Load and verify every part of a joint artifact.
+def load_joint(
+    folder: Path, device: str | torch.device = "cpu", with_text_fusion: bool = True
+) -> JointModel:
+    """Load and verify every part of a joint artifact (``with_text_fusion=False``: leave the
+    text fusion out, for a caller that has loaded it already).
 
     Raises:
         NotFoundError: no such folder, or no model in it.
@@ -787,7 +779,11 @@ def load_joint(folder: Path, device: str | torch.device = "cpu") -> JointModel:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     fused.to(dev).eval()
-    text_fusion = _text_fusion_of(language, artifact, vectors) if TEXT_FUSION in files else None
+    text_fusion = (
+        _text_fusion_of(language, artifact, vectors)
+        if with_text_fusion and TEXT_FUSION in files
+        else None
+    )
     text_projection = nn.Linear(vectors.shape[1], width, bias=False)
     align_projection = nn.Linear(vectors.shape[1], width, bias=False)
     with torch.no_grad():

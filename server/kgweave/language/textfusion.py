@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from kgweave.data.dataset import TailIndex, expand_ranges, with_reciprocals
 from kgweave.errors import ArtifactError, InvalidArgumentError
 from kgweave.evaluation.ranking import EvaluationResult, evaluate, realistic_rank
+from kgweave.language.verbalize import Verbalizer
 from kgweave.models import KGEModel
 
 FEATURES = (
@@ -260,6 +261,22 @@ class TextFusion:
         self.links.to(dev)
         return self
 
+    @classmethod
+    def from_verbalizer(
+        cls,
+        text_vectors: torch.Tensor,
+        verbalizer: Verbalizer,
+        labels: Sequence[str],
+        known: torch.Tensor,
+        num_relations: int,
+    ) -> TextFusion:
+        """An unfitted fusion over the verbalizer's names and descriptions of ``labels``
+        (the entities, in id order; ``text_vectors`` in the same order)."""
+        links = LexicalLinks(
+            [verbalizer.name(e) for e in labels], [verbalizer.descriptions.get(e) for e in labels]
+        )
+        return cls(text_vectors, links, known, num_relations)
+
     # ---- weights
     def initial_weights(self) -> torch.Tensor:
         """KGE only: shape (2R, F)."""
@@ -425,7 +442,7 @@ class TextFusion:
             batch_size = max(1, min(256, (64 << 20) // (len(FEATURES) * self.num_entities)))
         started = time.perf_counter()
         queries = with_reciprocals(triples.cpu(), self.num_relations)
-        known_cpu = _cpu_index(known)
+        known_cpu = known.copy_to("cpu")
         feats, masks, relations, before_ranks = [], [], [], []
         bar = tqdm(total=len(queries), unit="q", desc="text fusion", disable=not progress)
         for start in range(0, len(queries), batch_size):
@@ -435,7 +452,7 @@ class TextFusion:
             filt = known_cpu.mask(batch[:, :2])
             filt[rows_idx, batch[:, 2]] = False
             kge = dense[:, _KGE].masked_fill(filt, float("-inf"))
-            before_ranks.append(_ranks(kge, batch[:, 2]))
+            before_ranks.append(realistic_rank(kge, batch[:, 2]))
             pick = torch.zeros_like(filt)
             k = min(candidates, self.num_entities)
             pick.scatter_(1, kge.topk(k, dim=1).indices, True)
@@ -498,7 +515,7 @@ class TextFusion:
             optimizer.step(closure)  # type: ignore[no-untyped-call]
             return effective(w.detach())
 
-        def exact_ranks() -> torch.Tensor:
+        def exactrealistic_rank() -> torch.Tensor:
             """Filtered ranks of every validation query under the current weights."""
             out = []
             for start in range(0, len(queries), batch_size):
@@ -506,7 +523,7 @@ class TextFusion:
                 fused = self.scores(model, batch[:, :2]).cpu()
                 filt = known_cpu.mask(batch[:, :2])
                 filt[torch.arange(len(batch)), batch[:, 2]] = False
-                out.append(_ranks(fused.masked_fill(filt, float("-inf")), batch[:, 2]))
+                out.append(realistic_rank(fused.masked_fill(filt, float("-inf")), batch[:, 2]))
             return torch.cat(out)
 
         # Held-out check: fit on half of the validation facts, rank the other half, both ways;
@@ -522,7 +539,7 @@ class TextFusion:
             fused_rr, kge_rr = [], []
             for part in (fold, ~fold):
                 self.weights = self._checked(solve(part))
-                fused_rr.append(1.0 / exact_ranks()[~part])
+                fused_rr.append(1.0 / exactrealistic_rank()[~part])
                 kge_rr.append(1.0 / before[~part])
             held_out = {
                 "kge_mrr": float(torch.cat(kge_rr).mean()),
@@ -536,7 +553,7 @@ class TextFusion:
         with torch.no_grad():
             loss_after = float(loss_fn(everything)(final))
         self.weights = self._checked(final)
-        after = exact_ranks()
+        after = exactrealistic_rank()
         per_relation: dict[str, dict[str, float]] = {}
         for r in range(2 * self.num_relations):
             chosen = queries[:, 1] == r
@@ -561,16 +578,3 @@ class TextFusion:
             held_out=held_out,
         )
         return self.report
-
-
-def _cpu_index(index: TailIndex) -> TailIndex:
-    """A CPU copy of a filter index (the original stays where it is)."""
-    out = TailIndex.__new__(TailIndex)
-    out.num_entities, out.num_relations = index.num_entities, index.num_relations
-    out.keys, out.offsets, out.tails = index.keys.cpu(), index.offsets.cpu(), index.tails.cpu()
-    return out
-
-
-def _ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Realistic 1-based ranks (filtered entries already ``-inf``): shape (B,) float64."""
-    return realistic_rank(scores, targets)

@@ -99,12 +99,16 @@ class ServedModel:
         """Load a version's artifact onto ``device`` and warm it up; with ``text_fusion``,
         a joint artifact's text fusion ranks its link predictions."""
         artifact = load_artifact(path, device=device)
-        fusion = None
-        if text_fusion:
+        fusion = verbalizer = None
+        if text_fusion and (path / "language" / "joint.json").is_file():
             from kgweave.language.joint import load_text_fusion
+            from kgweave.language.verbalize import Verbalizer
 
-            fusion = load_text_fusion(path, artifact)
+            verbalizer = Verbalizer.from_artifact(artifact)
+            fusion = load_text_fusion(path, artifact, verbalizer)
         served = cls(version, artifact, precision, text_fusion=fusion)
+        if verbalizer is not None:
+            served.__dict__["verbalizer"] = verbalizer  # built already: prime the cached property
         served.warm_up()
         return served
 
@@ -254,7 +258,10 @@ class ServedModel:
                 if joint.is_file():
                     from kgweave.language.joint import load_joint
 
-                    parts = load_joint(self.artifact.path, device=self.device)
+                    # the predictor holds the text fusion already (the completer takes it)
+                    parts = load_joint(
+                        self.artifact.path, device=self.device, with_text_fusion=False
+                    )
                     self._completer = (
                         LMCompleter(
                             self.predictor, parts.lm, parts.tokenizer, self.verbalizer,
