@@ -66,8 +66,10 @@ def test_job_trains_streams_progress_registers_and_activates(server: ServerThrea
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED, final.message
     phases = [u.phase for u in updates]
     assert "training" in phases and phases[-1] == "done"
-    epochs = [u.epoch for u in updates if u.phase == "training" and u.epoch]
-    assert epochs == sorted(epochs) and epochs[-1] == 20
+    # WatchJob sends the latest state on each change, so a busy client may see the last epoch
+    # only in a later phase: epochs never go back, and the job ends on its last one
+    epochs = [u.epoch for u in updates if u.epoch]
+    assert epochs == sorted(epochs) and epochs[-1] == final.epoch == 20
     assert any(u.valid_mrr > 0 for u in updates) and any(u.eta_s > 0 for u in updates)
     assert final.model_version == "v0002" and final.activated, final.message
     assert "beats" in final.message
