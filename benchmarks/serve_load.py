@@ -9,7 +9,7 @@ model, micro-batcher, grpc.aio) in its own process with MODEL_DIR registered and
 runs closed-loop clients (one query per call, tail prediction for a random (head, relation) of
 the model's graph, k=10) from a separate process with grpc.aio, for each concurrency level.
 In the same run it measures the in-process baseline: the engine's scoring + top-k
-(``LinkPredictor.predict_ids``) called directly with batches of the same sizes. Prints and
+(``LinkPredictor.top_ids``) called directly with batches of the same sizes. Prints and
 writes JSON (``--out``).
 """
 
@@ -38,13 +38,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds so far of process ``pid`` and its live child processes (the
+    native front end is the server's child); Linux ``/proc``, None elsewhere."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (child := _stat(int(entry.name))) and child[1] == str(pid):
+            total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -55,13 +66,18 @@ def percentile(values: list[float], q: float) -> float:
 # ---- server process
 
 
-def run_server(model: Path, port: int, data_dir: Path) -> None:
+def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
     from kgweave.api.server import serve_forever
     from kgweave.serving.service import KGService
     from kgweave.settings import Settings
 
     settings = Settings(
-        data_dir=data_dir, grpc_port=port, http_port=0, log_level="WARNING", device="auto"
+        data_dir=data_dir,
+        grpc_port=port,
+        http_port=0,
+        log_level="WARNING",
+        device="auto",
+        frontend=frontend,
     )
     shutil.copytree(model, settings.models_dir / "v0001")
     service = KGService(settings)
@@ -82,6 +98,75 @@ def queries_of(model: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
     return [(ids["entities"][h], ids["relations"][r]) for h, r, _ in rows]
 
 
+def requests_of(queries: list[tuple[str, str]], method: str, per_call: int) -> list[Any]:
+    """PredictLinks top-10 requests of ``per_call`` queries, or GetEntity requests."""
+    from kgweave.v1 import knowledge_pb2
+
+    if method == "PredictLinks":
+        return [
+            knowledge_pb2.PredictLinksRequest(
+                queries=[
+                    knowledge_pb2.LinkQuery(head=h, relation=r)
+                    for h, r in queries[i : i + per_call]
+                ],
+                k=10,
+            )
+            for i in range(0, len(queries) - per_call + 1, per_call)
+        ]
+    return [knowledge_pb2.GetEntityRequest(entity=h, max_facts=1) for h, _ in queries]
+
+
+LOADGEN = Path(__file__).resolve().parent / "loadgen" / "build" / "kgweave-loadgen"
+
+
+def load_native(
+    address: str,
+    queries: list[tuple[str, str]],
+    clients: int,
+    seconds: float,
+    method: str,
+    per_call: int = 1,
+    server_pid: int = 0,
+) -> dict[str, Any]:
+    """The same closed loop as :func:`load`, run by ``kgweave-loadgen`` (C++)."""
+    if not LOADGEN.is_file():
+        raise SystemExit(
+            f"{LOADGEN} is not built: cmake -S benchmarks/loadgen -B benchmarks/loadgen/build "
+            "&& cmake --build benchmarks/loadgen/build"
+        )
+    service = "AdminService" if method == "Status" else "KnowledgeService"
+    with tempfile.NamedTemporaryFile(suffix=".bin") as file:
+        for request in requests_of(queries, method, per_call):
+            data = request.SerializeToString()
+            file.write(len(data).to_bytes(4, "little") + data)
+        file.flush()
+        server_cpu = cpu_seconds(server_pid)
+        done = subprocess.run(
+            [str(LOADGEN), "--target", address, "--method", f"/kgweave.v1.{service}/{method}",
+             "--requests", file.name, "--clients", str(clients), "--seconds", str(seconds)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        server_end = cpu_seconds(server_pid)
+    got = json.loads(done.stdout)
+    calls = max(got["calls"], 1)
+    server_ms = None
+    if server_cpu is not None and server_end is not None:
+        server_ms = 1000 * (server_end - server_cpu) / calls
+    return {
+        "method": method,
+        "clients": clients,
+        "queries_per_call": per_call if method == "PredictLinks" else 0,
+        "requests": got["calls"],
+        "errors": got["errors"],
+        "qps": got["calls_per_s"] * (per_call if method == "PredictLinks" else 1),
+        "p50_ms": got["p50_ms"],
+        "p99_ms": got["p99_ms"],
+        "mean_ms": got["mean_ms"],
+        "server_cpu_ms_per_call": server_ms,
+        "client_cpu_ms_per_call": 1000 * got["cpu_seconds"] / calls,
+    }
+
+
 async def load(
     address: str,
     queries: list[tuple[str, str]],
@@ -95,21 +180,9 @@ async def load(
     call) or GetEntity (the transport ceiling: an RPC that does almost nothing)."""
     import grpc
 
-    from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+    from kgweave.v1 import knowledge_pb2_grpc
 
-    if method == "PredictLinks":
-        requests: list[Any] = [
-            knowledge_pb2.PredictLinksRequest(
-                queries=[
-                    knowledge_pb2.LinkQuery(head=h, relation=r)
-                    for h, r in queries[i : i + per_call]
-                ],
-                k=10,
-            )
-            for i in range(0, len(queries) - per_call + 1, per_call)
-        ]
-    else:
-        requests = [knowledge_pb2.GetEntityRequest(entity=h, max_facts=1) for h, _ in queries]
+    requests = requests_of(queries, method, per_call)
     latencies: list[float] = []
     errors = 0
     async with grpc.aio.insecure_channel(address) as channel:
@@ -158,16 +231,27 @@ async def load(
 
 
 def run_clients(
-    address: str, model: Path, levels: list[int], seconds: float, server_pid: int
+    address: str,
+    model: Path,
+    levels: list[int],
+    seconds: float,
+    server_pid: int,
+    loadgens: list[str],
 ) -> None:
     queries = queries_of(model, 4096)
     top = max(levels)
-    results = [
-        asyncio.run(load(address, queries, c, seconds, "PredictLinks", 1, server_pid))
-        for c in levels
-    ]
-    results += [asyncio.run(load(address, queries, top, seconds, "PredictLinks", 16, server_pid))]
-    results += [asyncio.run(load(address, queries, top, seconds, "GetEntity", 1, server_pid))]
+    runs = [(c, "PredictLinks", 1) for c in levels]
+    runs += [(top, "PredictLinks", 16), (top, "GetEntity", 1)]
+    results = []
+    for loadgen in loadgens:
+        for clients, method, per_call in runs:
+            if loadgen == "native":
+                row = load_native(address, queries, clients, seconds, method, per_call, server_pid)
+            else:
+                row = asyncio.run(
+                    load(address, queries, clients, seconds, method, per_call, server_pid)
+                )
+            results.append({**row, "loadgen": loadgen})
     print(json.dumps(results), flush=True)
 
 
@@ -191,7 +275,7 @@ def in_process(
     )
     out = []
     for batch in batch_sizes:
-        predictor.predict_ids(hr_all[:batch], 10, False)  # warm-up
+        predictor.top_ids(hr_all[:batch], 10, False)  # warm-up
         done, latencies = 0, []
         stop_at = time.perf_counter() + seconds
         began = time.perf_counter()
@@ -199,7 +283,7 @@ def in_process(
         while time.perf_counter() < stop_at:
             rows = hr_all[i : i + batch] if i + batch <= len(hr_all) else hr_all[:batch]
             started = time.perf_counter()
-            predictor.predict_ids(rows, 10, False)
+            predictor.top_ids(rows, 10, False)
             latencies.append(time.perf_counter() - started)
             done += len(rows)
             i = (i + batch) % len(hr_all)
@@ -220,6 +304,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="model artifact folder")
     parser.add_argument("--seconds", type=float, default=10.0, help="per level")
     parser.add_argument("--clients", default="1,8,64")
+    parser.add_argument(
+        "--frontends",
+        default="python,native",
+        help="gRPC front ends to load, one after the other in this run: python (grpc.aio), "
+        "native (kgweave-frontend)",
+    )
+    parser.add_argument(
+        "--loadgens",
+        default="python,native",
+        help="load generators: python (grpc.aio clients in one process), native "
+        "(kgweave-loadgen, C++: far less CPU per call on a machine the server shares)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--role", choices=["main", "server", "clients"], default="main")
     parser.add_argument("--address", default="")
@@ -229,38 +325,51 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     if args.role == "server":
-        run_server(args.model, args.port, args.data_dir)
+        run_server(args.model, args.port, args.data_dir, args.frontends)
         return
     if args.role == "clients":
-        run_clients(args.address, args.model, levels, args.seconds, args.server_pid)
+        run_clients(
+            args.address,
+            args.model,
+            levels,
+            args.seconds,
+            args.server_pid,
+            args.loadgens.split(","),
+        )
         return
 
     from kgweave.settings import get_settings
 
     precision = get_settings().score_precision  # the server resolves the same setting
     baseline = in_process(args.model, sorted({1, *levels, 256}), args.seconds, precision)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--role", "server", "--model", str(args.model),
-             "--port", str(port), "--data-dir", tmp],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            assert server.stdout.readline().strip() == "READY"
-            done = subprocess.run(
-                [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
-                 "--address", f"127.0.0.1:{port}", "--clients", args.clients,
-                 "--seconds", str(args.seconds), "--server-pid", str(server.pid)],
-                capture_output=True, text=True, check=True,
+    served: list[dict[str, Any]] = []
+    ceiling: list[dict[str, Any]] = []
+    for frontend in args.frontends.split(","):
+        port = free_port()
+        with tempfile.TemporaryDirectory() as tmp:
+            server = subprocess.Popen(
+                [sys.executable, __file__, "--role", "server", "--model", str(args.model),
+                 "--port", str(port), "--data-dir", tmp, "--frontends", frontend],
+                stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
-    served = [m for m in measured if m["method"] == "PredictLinks"]
-    ceiling = [m for m in measured if m["method"] == "GetEntity"]
+            try:
+                assert server.stdout is not None
+                assert server.stdout.readline().strip() == "READY"
+                done = subprocess.run(
+                    [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
+                     "--address", f"127.0.0.1:{port}", "--clients", args.clients,
+                     "--seconds", str(args.seconds), "--server-pid", str(server.pid),
+                     "--loadgens", args.loadgens],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        for m in measured:
+            m["frontend"] = frontend
+        served += [m for m in measured if m["method"] == "PredictLinks"]
+        ceiling += [m for m in measured if m["method"] == "GetEntity"]
     best_in_process = max(b["qps"] for b in baseline)
     config = json.loads((args.model / "config.json").read_text())
     report = {
@@ -272,17 +381,20 @@ def main() -> None:
         "transport_ceiling": ceiling,
         "in_process": baseline,
         "served_over_best_in_process": {
-            f"{s['clients']}x{s['queries_per_call']}": s["qps"] / best_in_process for s in served
+            f"{s['frontend']}/{s['loadgen']} {s['clients']}x{s['queries_per_call']}": s["qps"]
+            / best_in_process
+            for s in served
         },
     }
     header = f"{'clients':>7} {'qps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-    print(f"{header} {'cpu ms/call server':>18} {'client':>6}  method (queries/call)")
+    print(f"{header} {'cpu ms/call server':>18} {'client':>6}  front end/load generator, method")
     for s in served + ceiling:
         server_ms = s["server_cpu_ms_per_call"]
         print(
             f"{s['clients']:>7} {s['qps']:>9.0f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} "
             f"{s['errors']:>6} {'-' if server_ms is None else f'{server_ms:.3f}':>18} "
-            f"{s['client_cpu_ms_per_call']:>6.3f}  {s['method']} ({s['queries_per_call']})"
+            f"{s['client_cpu_ms_per_call']:>6.3f}  {s['frontend']}/{s['loadgen']}, {s['method']} "
+            f"({s['queries_per_call']} per call)"
         )
     print(f"{'batch':>7} {'qps':>9} {'p50 ms':>8} {'p99 ms':>8}  (in-process scoring + top-k)")
     for b in baseline:

@@ -7,6 +7,9 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
+
+from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import RunningServer, start_grpc
 from kgweave.serving.service import KGService
 from kgweave.serving.training_run import run_training
@@ -25,15 +28,35 @@ def registry_with(settings: Settings, models: list[Path]) -> None:
         shutil.copytree(path, settings.models_dir / f"v{i:04d}")
 
 
-class ServerThread:
-    """A real gRPC server (grpc.aio) on a free port, run by an event loop in a thread."""
+TRANSPORTS = ("python", "native")
 
-    def __init__(self, service: KGService) -> None:
+
+def frontend_binary() -> Path:
+    """The built kgweave-frontend, or skip: building it needs gRPC's C++ library
+    (``.ci/run`` builds it; README says how)."""
+    binary = find_frontend(Settings(frontend_binary=None))
+    if binary is None:
+        pytest.skip("kgweave-frontend is not built (cmake -S frontend -B frontend/build)")
+    return binary
+
+
+class ServerThread:
+    """A real gRPC server on a free port, run by an event loop in a thread: grpc.aio
+    (``transport="python"``) or the native front end (``"native"``) with the engine here."""
+
+    def __init__(self, service: KGService, transport: str = "python") -> None:
         self.service = service
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        future = asyncio.run_coroutine_threadsafe(start_grpc(service, "127.0.0.1", 0), self.loop)
+        if transport == "native":
+            settings = service.settings.model_copy(
+                update={"grpc_host": "127.0.0.1", "grpc_port": 0}
+            )
+            starting = start_native(service, settings, frontend_binary())
+        else:
+            starting = start_grpc(service, "127.0.0.1", 0)
+        future = asyncio.run_coroutine_threadsafe(starting, self.loop)
         self.running: RunningServer = future.result(timeout=30)
         self.address = f"127.0.0.1:{self.running.port}"
 

@@ -15,7 +15,7 @@ import pytest
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
-from serving_support import ServerThread, registry_with, train_demo_model
+from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
 
 FINAL = {admin_pb2.JOB_STATE_SUCCEEDED, admin_pb2.JOB_STATE_FAILED, admin_pb2.JOB_STATE_CANCELLED}
 
@@ -28,15 +28,26 @@ def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
     return train_demo_model(settings, root / "weak", epochs=1, dim=16, eval_every=1)
 
 
-@pytest.fixture
-def server(weak_model: Path) -> Iterator[ServerThread]:
+def _server(weak_model: Path, transport: str) -> Iterator[ServerThread]:
     settings = get_settings()
     registry_with(settings, [weak_model])
     service = KGService(settings)
     service.activate("v0001")
-    running = ServerThread(service)
+    running = ServerThread(service, transport)
     yield running
     running.stop()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def server(weak_model: Path, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """A server on each front end (the job lifecycle streams through WatchJob on both)."""
+    yield from _server(weak_model, request.param)
+
+
+@pytest.fixture
+def python_server(weak_model: Path) -> Iterator[ServerThread]:
+    """For the slow joint job: the engine is the same behind both front ends."""
+    yield from _server(weak_model, "python")
 
 
 def admin_stub(server: ServerThread) -> tuple[object, grpc.Channel]:
@@ -135,12 +146,12 @@ def test_failed_job_leaves_state_untouched(server: ServerThread) -> None:
     channel.close()
 
 
-def test_joint_job_registers_a_version_that_completes(server: ServerThread) -> None:
+def test_joint_job_registers_a_version_that_completes(python_server: ServerThread) -> None:
     """`kgweave train --remote --joint`: the job trains KGE + LM together in its worker; the
     new version serves Complete (the LM, its fitted weights) through the same engine."""
     from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
 
-    admin, channel = admin_stub(server)
+    admin, channel = admin_stub(python_server)
     job = start(admin, admin_pb2.ACTIVATION_POLICY_ALWAYS, epochs=10, dim=16, joint=True)
     final = list(admin.WatchJob(admin_pb2.GetJobRequest(job_id=job.job_id), timeout=600))[-1]
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED, final.message

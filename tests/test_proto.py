@@ -16,7 +16,7 @@ from kgweave.artifact import load_artifact
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
-from serving_support import ServerThread, registry_with, train_demo_model
+from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOS = ["kgweave/v1/knowledge.proto", "kgweave/v1/admin.proto"]
@@ -71,8 +71,10 @@ print(json.dumps({
 """
 
 
-@pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[Path]:
+@pytest.fixture(params=TRANSPORTS)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("proto-model")
     model = train_demo_model(
         Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu"),
@@ -84,7 +86,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iter
     registry_with(settings, [model])
     service = KGService(settings)
     service.activate("v0001")
-    running = ServerThread(service)
+    running = ServerThread(service, request.param)
     yield running, model  # type: ignore[misc]
     running.stop()
 

@@ -21,7 +21,7 @@ from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import ServerThread, registry_with, train_demo_model
+from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
 
 QUERIES = [
     Query(relation="born_in", head="Alan Turing"),
@@ -43,13 +43,19 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) ->
     ]
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test of a served API runs on both gRPC front ends: grpc.aio and the native one."""
+    return str(request.param)
+
+
 @pytest.fixture
-def served(demo_models: list[Path]) -> Iterator[ServerThread]:
+def served(demo_models: list[Path], transport: str) -> Iterator[ServerThread]:
     settings = get_settings()
     registry_with(settings, demo_models)
     service = KGService(settings, graph_backend="falkordb (embedded)")
     service.activate("v0001")
-    server = ServerThread(service)
+    server = ServerThread(service, transport)
     yield server
     server.stop()
 
@@ -225,14 +231,14 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
     gate = threading.Event()
     scoring = threading.Event()
     predictor = service.active().predictor
-    original = predictor.predict_ids
+    original = predictor.top_ids
 
     def held(*args: object, **kwargs: object) -> object:
         scoring.set()
         gate.wait(timeout=30)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(predictor, "predict_ids", held)
+    monkeypatch.setattr(predictor, "top_ids", held)
     server = ServerThread(service)
     knowledge, _, channel = stubs(server.address)
     request = request_of(QUERIES[:1])
@@ -261,9 +267,9 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
         server.stop()
 
 
-def test_no_model_is_failed_precondition_and_not_serving() -> None:
+def test_no_model_is_failed_precondition_and_not_serving(transport: str) -> None:
     service = KGService(get_settings())
-    server = ServerThread(service)
+    server = ServerThread(service, transport)
     knowledge, admin, channel = stubs(server.address)
     try:
         code, message = _code(lambda: knowledge.PredictLinks(request_of(QUERIES[:1])))
@@ -438,6 +444,7 @@ def test_batcher_answers_asyncio_and_thread_callers_alike(demo_models: list[Path
         answers = asyncio.run(asyncio.wait_for(many(), timeout=60))
     finally:
         batcher.close()
-    got = [[(p.entity, p.known) for p in row] for answer in answers[:-1] for row in answer]
+    rows = [served.predictor.predictions(answer) for answer in answers]  # type: ignore[arg-type]
+    got = [[(p.entity, p.known) for p in row] for answer in rows[:-1] for row in answer]
     assert got == (expected * 4)[1:]
-    assert [[(p.entity, p.known) for p in row] for row in answers[-1]] == expected
+    assert [[(p.entity, p.known) for p in row] for row in rows[-1]] == expected

@@ -44,6 +44,33 @@ class Prediction:
     known: bool  # the completed triple is in the training graph
 
 
+@dataclass
+class TopK:
+    """The top-k answers of a batch of queries as plain lists; row ``i`` answers query ``i``.
+
+    ``scores[i][j]`` is ``-inf`` where candidate ``j`` was filtered out (only when fewer than
+    k entities remain); such entries are no answers.
+    """
+
+    scores: list[list[float]]  # (B, k)
+    ids: list[list[int]]  # (B, k) entity ids
+    known: list[list[bool]]  # (B, k): the completed triple is in the training graph
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, start: int, stop: int, k: int) -> TopK:
+        """Rows ``start:stop``, cut to their best ``k``."""
+        cut = slice(start, stop)
+        if k >= (len(self.ids[0]) if self.ids else 0):
+            return TopK(self.scores[cut], self.ids[cut], self.known[cut])
+        return TopK(
+            [r[:k] for r in self.scores[cut]],
+            [r[:k] for r in self.ids[cut]],
+            [r[:k] for r in self.known[cut]],
+        )
+
+
 def resolve_score_precision(precision: str, device: torch.device, num_entities: int) -> str:
     """``auto``: bf16 candidate search on CUDA with bf16 and on CPUs with native bf16, for
     graphs of at least 2,000 entities; fp32 otherwise."""
@@ -158,7 +185,29 @@ class LinkPredictor:
     def predict_ids(
         self, hr: torch.Tensor, k: int, filter_known: bool | torch.Tensor
     ) -> list[list[Prediction]]:
-        """Top-``k`` for id queries, scored in one pass and ranked with one top-k.
+        """Top-``k`` for id queries as ranked, labelled predictions (see :meth:`top_ids`)."""
+        return self.predictions(self.top_ids(hr, k, filter_known))
+
+    def predictions(self, top: TopK) -> list[list[Prediction]]:
+        """Labelled :class:`Prediction` rows of ``top`` (filtered entries dropped)."""
+        labels = self.artifact.entities.labels
+        names = self.artifact.entity_names
+        out: list[list[Prediction]] = []
+        for row_scores, row_ids, row_known in zip(top.scores, top.ids, top.known, strict=True):
+            out.append(
+                [
+                    Prediction(rank + 1, labels[e], names[e], s, kn)
+                    for rank, (s, e, kn) in enumerate(
+                        zip(row_scores, row_ids, row_known, strict=True)
+                    )
+                    if s != float("-inf")
+                ]
+            )
+        return out
+
+    def top_ids(self, hr: torch.Tensor, k: int, filter_known: bool | torch.Tensor) -> TopK:
+        """Top-``k`` for id queries, scored in one pass and ranked with one top-k: the
+        engine's scoring + top-k, with no per-answer objects.
 
         Args:
             hr: shape (B, 2), entity and relation ids (relations with reciprocals).
@@ -186,22 +235,7 @@ class LinkPredictor:
         known_mask = torch.zeros_like(scores, dtype=torch.bool)
         known_mask[rows, tails] = True
         top_known = known_mask.gather(1, top_ids)
-        labels = self.artifact.entities.labels
-        names = self.artifact.entity_names
-        out: list[list[Prediction]] = []
-        for row_scores, row_ids, row_known in zip(
-            top_scores.tolist(), top_ids.tolist(), top_known.tolist(), strict=True
-        ):
-            out.append(
-                [
-                    Prediction(rank + 1, labels[e], names[e], s, kn)
-                    for rank, (s, e, kn) in enumerate(
-                        zip(row_scores, row_ids, row_known, strict=True)
-                    )
-                    if s != float("-inf")
-                ]
-            )
-        return out
+        return TopK(top_scores.tolist(), top_ids.tolist(), top_known.tolist())
 
     def _rescore(
         self, hr: torch.Tensor, approx: torch.Tensor, k: int

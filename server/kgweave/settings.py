@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         description="HTTP port for /metrics (Prometheus), /healthz and POST /v1/changes "
         "(0: pick a free one).",
     )
+    frontend: str = Field(
+        default="auto",
+        pattern="^(auto|native|python)$",
+        description="gRPC front end of `kgweave serve`: native (kgweave-frontend, C++: HTTP/2 "
+        "and gRPC off the Python interpreter, several times the calls per second), python "
+        "(grpc.aio), auto (native when its binary is found). Same answers either way.",
+    )
+    frontend_binary: Path | None = Field(
+        default=None,
+        description="The kgweave-frontend executable; unset: `kgweave-frontend` on PATH, then "
+        "frontend/build/ of a source checkout.",
+    )
     server: str = Field(
         default="127.0.0.1:50051",
         description="Where CLI commands without a model folder find the server (host:port).",

@@ -15,14 +15,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from kgweave.api.bridge import BatchHandler, HandlerTable
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.errors import KGWeaveError
 from kgweave.serving.service import KGService
@@ -31,58 +31,135 @@ from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_g
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 64 << 20
+
 SERVICE_NAMES = (
     knowledge_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
-@dataclass
-class RunningServer:
-    """A started gRPC server and what is needed to stop it."""
+class Health:
+    """The standard health service's status; settable from any thread."""
 
-    server: grpc.aio.Server
-    port: int
-    health: health.HealthServicer
-    service: KGService
+    def __init__(self) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self.loop = asyncio.get_running_loop()
 
-    def set_serving(self, serving: bool) -> None:
+    async def update(self, serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", *SERVICE_NAMES):
-            self.health.set(name, status)
+            await self.servicer.set(name, status)
+
+    def set_serving(self, serving: bool) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.loop.create_task(self.update(serving))
+        else:
+            asyncio.run_coroutine_threadsafe(self.update(serving), self.loop)
+
+
+def add_services(target: Any, service: KGService, health_state: Health) -> None:
+    """Register every service kgweave answers on ``target`` (a ``grpc.aio.Server`` or the
+    native front end's :class:`~kgweave.api.bridge.HandlerTable`)."""
+    knowledge = KnowledgeServicer(service)
+    knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(knowledge, target)
+    if isinstance(target, HandlerTable):
+        target.add_batch_handler(
+            "/kgweave.v1.KnowledgeService/PredictLinks",
+            BatchHandler(
+                knowledge.predict_links_calls,
+                knowledge_pb2.PredictLinksRequest.FromString,
+                knowledge_pb2.PredictLinksResponse.SerializeToString,
+            ),
+        )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), target)
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, target)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        ),
+        target,
+    )
+
+
+class RunningServer:
+    """A started gRPC endpoint and what is needed to stop it."""
+
+    #: "python" (grpc.aio) or "native" (kgweave-frontend)
+    transport = ""
+
+    def __init__(self, port: int, health_state: Health, service: KGService) -> None:
+        self.port = port
+        self.health = health_state
+        self.service = service
+        health_state.set_serving(service.ready)
+        service.on_activate = lambda _version: health_state.set_serving(True)
+
+    def set_serving(self, serving: bool) -> None:
+        self.health.set_serving(serving)
 
     async def stop(self, grace: float) -> None:
-        self.set_serving(False)
+        """Turn NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+        await self.health.update(False)
+        await self._stop(grace)
+
+    async def _stop(self, grace: float) -> None:
+        raise NotImplementedError
+
+
+class PythonServer(RunningServer):
+    transport = "python"
+
+    def __init__(
+        self, server: grpc.aio.Server, port: int, health_state: Health, service: KGService
+    ) -> None:
+        self.server = server
+        super().__init__(port, health_state, service)
+
+    async def _stop(self, grace: float) -> None:
         await self.server.stop(grace)
 
 
 async def start_grpc(service: KGService, host: str, port: int) -> RunningServer:
-    """Start the gRPC server on ``host:port`` (0: a free port); returns the bound port."""
+    """Start the Python gRPC server (grpc.aio) on ``host:port`` (0: a free port)."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ]
     )
-    knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeServicer(service), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    health_state = Health()
+    add_services(server, service, health_state)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise KGWeaveError(f"cannot listen on {host}:{port} (in use?)")
     await server.start()
-    running = RunningServer(server, bound, health_servicer, service)
-    running.set_serving(service.ready)
-    service.on_activate = lambda _version: running.set_serving(True)
-    return running
+    return PythonServer(server, bound, health_state, service)
+
+
+async def start_server(service: KGService, settings: Settings) -> RunningServer:
+    """The gRPC endpoint ``settings.frontend`` asks for: native (kgweave-frontend, C++),
+    python (grpc.aio), or auto (native when its binary is found)."""
+    from kgweave.api.frontend import find_frontend, start_native
+
+    binary = find_frontend(settings)
+    if settings.frontend == "native" or (settings.frontend == "auto" and binary is not None):
+        if binary is None:
+            raise KGWeaveError(
+                "KGWEAVE_FRONTEND=native but no kgweave-frontend binary was found; build it "
+                "(cmake -S frontend -B frontend/build && cmake --build frontend/build) or set "
+                "KGWEAVE_FRONTEND_BINARY"
+            )
+        return await start_native(service, settings, binary)
+    return await start_grpc(service, settings.grpc_host, settings.grpc_port)
 
 
 # ---- the HTTP side: metrics, health, change events
@@ -169,12 +246,12 @@ async def serve_forever(
     stop_event: asyncio.Event | None = None,
 ) -> None:
     """Run gRPC and HTTP until SIGTERM/SIGINT (or ``stop_event``), then drain and stop."""
-    running = await start_grpc(service, settings.grpc_host, settings.grpc_port)
+    running = await start_server(service, settings)
     httpd = start_http(service, settings.grpc_host, settings.http_port, change_receiver(service))
     http_port = httpd.server_address[1]
     log.info(
-        "serving gRPC on %s:%d, HTTP on %s:%d (model %s)",
-        settings.grpc_host, running.port, settings.grpc_host, http_port,
+        "serving gRPC on %s:%d (%s front end), HTTP on %s:%d (model %s)",
+        settings.grpc_host, running.port, running.transport, settings.grpc_host, http_port,
         service.active().version if service.ready else "none",
     )  # fmt: skip
     if ready is not None:

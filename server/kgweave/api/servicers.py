@@ -19,10 +19,10 @@ import grpc
 
 from kgweave.api.status import to_grpc
 from kgweave.errors import DeadlineExceededError, InvalidArgumentError, KGWeaveError
-from kgweave.predict import Query
+from kgweave.predict import Query, TopK
 from kgweave.serving.jobs import Job, JobState
-from kgweave.serving.served import EntityInfo
-from kgweave.serving.service import KGService
+from kgweave.serving.served import EntityInfo, ServedModel
+from kgweave.serving.service import KGService, LinkRequest
 from kgweave.training.config import JOB_FIELDS
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
@@ -45,6 +45,7 @@ _JOB_STATE = {
     JobState.CANCELLED: admin_pb2.JOB_STATE_CANCELLED,
 }
 _SETTINGS_FIELDS = (*JOB_FIELDS, "joint")
+_FILTERED = float("-inf")
 
 
 def _guard(method: Handler[T]) -> Handler[T]:
@@ -94,6 +95,25 @@ def _entity(info: EntityInfo, version: str) -> knowledge_pb2.Entity:
     )
 
 
+def _links(served: ServedModel, top: TopK, version: str) -> knowledge_pb2.PredictLinksResponse:
+    """A PredictLinks answer from ranked entity ids (filtered entries dropped)."""
+    labels = served.artifact.entities.labels
+    names = served.artifact.entity_names
+    response = knowledge_pb2.PredictLinksResponse(model_version=version)
+    for scores, ids, known in zip(top.scores, top.ids, top.known, strict=True):
+        add = response.results.add().candidates.add
+        for rank, (score, entity, is_known) in enumerate(zip(scores, ids, known, strict=True)):
+            if score != _FILTERED:
+                add(
+                    rank=rank + 1,
+                    entity_id=labels[entity],
+                    name=names[entity] or "",
+                    score=score,
+                    known=is_known,
+                )
+    return response
+
+
 class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: ignore[misc]
     def __init__(self, service: KGService) -> None:
         self.service = service
@@ -102,37 +122,88 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def PredictLinks(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.PredictLinksResponse:
-        queries = [
-            Query(relation=q.relation, head=q.head or None, tail=q.tail or None)
-            for q in request.queries
-        ]
-        version, future = self.service.submit_predict(
-            queries,
-            request.k or 10,
-            request.filter_known,
-            _deadline(context),
-            asyncio.get_running_loop(),
-        )
-        assert isinstance(future, asyncio.Future)
-        answers = await future  # cancelling this call cancels the future: the batcher skips it
-        return knowledge_pb2.PredictLinksResponse(
-            results=[
-                knowledge_pb2.QueryResult(
-                    candidates=[
-                        knowledge_pb2.Candidate(
-                            rank=p.rank,
-                            entity_id=p.entity,
-                            name=p.name or "",
-                            score=p.score,
-                            known=p.known,
-                        )
-                        for p in row
-                    ]
+        (answer,) = await self.predict_links([request], [_deadline(context)])
+        if isinstance(answer, KGWeaveError):
+            raise answer
+        return answer
+
+    async def predict_links(
+        self, requests: list[Any], deadlines: list[float | None], inline: bool = False
+    ) -> list[knowledge_pb2.PredictLinksResponse | KGWeaveError]:
+        """Answer many PredictLinks requests with one job; a bad request fails alone.
+
+        ``deadlines``: ``time.monotonic()`` values or None. The job goes through the
+        micro-batcher's queue, or with ``inline`` is scored at once in this thread when it
+        fits one batch (the caller gathered the calls). Cancelling the await cancels the
+        job's future: the batcher skips it.
+        """
+        batch = self.service.submit_links(
+            [
+                LinkRequest(
+                    [
+                        Query(relation=q.relation, head=q.head or None, tail=q.tail or None)
+                        for q in request.queries
+                    ],
+                    request.k or 10,
+                    request.filter_known,
+                    deadline,
                 )
-                for row in answers
+                for request, deadline in zip(requests, deadlines, strict=True)
             ],
-            model_version=version,
+            asyncio.get_running_loop(),
+            inline,
         )
+        if batch.future is not None:
+            assert isinstance(batch.future, asyncio.Future)
+            try:
+                top = await batch.future
+            except KGWeaveError as exc:  # the whole job (its deadline passed, shutting down)
+                return [exc] * len(requests)
+        now = time.monotonic()
+        answers: list[knowledge_pb2.PredictLinksResponse | KGWeaveError] = []
+        for request, span, deadline in zip(requests, batch.spans, deadlines, strict=True):
+            if isinstance(span, KGWeaveError):
+                answers.append(span)
+            elif deadline is not None and now > deadline:
+                answers.append(DeadlineExceededError("the deadline passed while scoring"))
+            else:
+                answers.append(
+                    _links(batch.served, top.rows(*span, request.k or 10), batch.version)
+                )
+        return answers
+
+    async def predict_links_calls(
+        self, requests: list[Any], deadlines: list[float | None]
+    ) -> list[knowledge_pb2.PredictLinksResponse | tuple[grpc.StatusCode, str]]:
+        """PredictLinks for a burst of calls from the native front end's bridge: each answer
+        is a response or a status code and one-line message, mapped as :func:`_guard` maps
+        them, with the same metrics."""
+        started = time.perf_counter()
+        answers: list[knowledge_pb2.PredictLinksResponse | Exception]
+        try:
+            answers = list(await self.predict_links(requests, deadlines, inline=True))
+        except KGWeaveError as exc:  # no model, queue full: every call
+            answers = [exc] * len(requests)
+        except Exception:
+            log.exception("PredictLinks failed")
+            answers = [RuntimeError()] * len(requests)
+        elapsed = time.perf_counter() - started
+        out: list[knowledge_pb2.PredictLinksResponse | tuple[grpc.StatusCode, str]] = []
+        for answer in answers:
+            if isinstance(answer, KGWeaveError):
+                status = to_grpc(answer)
+                out.append((status, answer.message))
+            elif isinstance(answer, Exception):
+                status = grpc.StatusCode.INTERNAL
+                out.append((status, "internal error in PredictLinks; see the server log"))
+            else:
+                status = grpc.StatusCode.OK
+                out.append(answer)
+            self._observe("PredictLinks", status.name, elapsed)
+        return out
+
+    def _observe(self, method: str, code: str, seconds: float) -> None:
+        self.service.metrics.request_seconds.labels(method=method, code=code).observe(seconds)
 
     @_guard
     async def ScoreTriples(  # noqa: N802

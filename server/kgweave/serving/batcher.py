@@ -1,6 +1,8 @@
 """Micro-batching of link-prediction queries: many callers, one scoring pass, one top-k.
 
-Callers submit already-resolved queries (ids) together with the model version they captured.
+Callers submit already-resolved queries (ids) together with the model version they captured;
+one job may carry the queries of many calls (the native front end's bridge submits a whole
+burst of calls as one job).
 One worker thread takes the first waiting request and every other waiting one and, under
 load, lets more join for at most ``max_wait_s`` or until ``max_batch`` queries are gathered.
 It answers the requests of the batch that share a version with one ``(B, N)`` scoring pass
@@ -27,23 +29,24 @@ from typing import Any
 import torch
 
 from kgweave.errors import DeadlineExceededError, ResourceExhaustedError
-from kgweave.predict import Prediction
+from kgweave.predict import TopK
 from kgweave.serving.served import ServedModel
 
 log = logging.getLogger(__name__)
 
-Answer = list[list[Prediction]]
+Answer = TopK
 AnyFuture = Future[Answer] | asyncio.Future[Answer]
 
 
 @dataclass
 class PredictJob:
-    """One caller's queries. ``hr``: shape (B, 2) on the CPU."""
+    """Queries scored together. ``hr``: shape (B, 2) on the CPU; ``filter_known``: for all
+    rows, or per row (bool tensor of shape (B,)). The answer is a :class:`TopK` of B rows."""
 
     model: ServedModel
     hr: torch.Tensor
     k: int
-    filter_known: bool
+    filter_known: bool | torch.Tensor
     deadline: float | None = None  # time.monotonic() value
     future: AnyFuture = field(default_factory=Future)
 
@@ -83,6 +86,21 @@ class MicroBatcher:
                 f"the scoring queue is full ({self._queue.maxsize} requests waiting); retry later"
             ) from None
         return job.future
+
+    def run_now(self, job: PredictJob) -> None:
+        """Score ``job`` in the calling thread, as one batch of its own, and complete its
+        future: for a caller that already holds a batch (the native front end's bridge
+        gathers concurrent calls itself) and would only lose time handing it to the worker."""
+        if self._closed:
+            raise ResourceExhaustedError("the server is shutting down")
+        settled: list[tuple[PredictJob, Answer | BaseException]] = []
+        try:
+            self._answer([job], settled)
+        except Exception as exc:
+            log.exception("scoring batch failed")
+            settled = [(job, exc)]
+        for item, outcome in settled:
+            _settle(item.future, outcome)
 
     def close(self, timeout: float = 5.0) -> None:
         """Answer what is queued, then stop the worker."""
@@ -162,17 +180,21 @@ class MicroBatcher:
         model = live[0].model
         hr = torch.cat([job.hr for job in live]).to(model.device)  # (B, 2)
         filter_rows = torch.cat(
-            [torch.full((len(job.hr),), job.filter_known, dtype=torch.bool) for job in live]
+            [
+                job.filter_known
+                if isinstance(job.filter_known, torch.Tensor)
+                else torch.full((len(job.hr),), job.filter_known, dtype=torch.bool)
+                for job in live
+            ]
         )
         k = max(job.k for job in live)
-        answers = model.predictor.predict_ids(hr, k, filter_rows)
+        answers = model.predictor.top_ids(hr, k, filter_rows)
         if self._on_batch is not None:
             self._on_batch(len(hr))
         start = 0
         for job in live:
-            part = answers[start : start + len(job.hr)]
+            settled.append((job, answers.rows(start, start + len(job.hr), job.k)))
             start += len(job.hr)
-            settled.append((job, [row[: job.k] for row in part] if job.k < k else part))
 
 
 def _settle(future: AnyFuture, outcome: Answer | BaseException) -> None:

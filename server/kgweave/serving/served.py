@@ -126,6 +126,10 @@ class ServedModel:
     # ---- requests, resolved against this version
     def resolve_queries(self, queries: list[Query]) -> torch.Tensor:
         """Queries as ids, shape (B, 2) on the CPU; errors name the first bad query."""
+        return torch.tensor(self.resolve_rows(queries), dtype=torch.long)
+
+    def resolve_rows(self, queries: list[Query]) -> list[tuple[int, int]]:
+        """Queries as (entity, relation) ids; errors name the first bad query."""
         if not queries:
             raise InvalidArgumentError("give at least one query")
         if len(queries) > MAX_QUERIES:
@@ -137,7 +141,7 @@ class ServedModel:
             if not query.relation:
                 raise InvalidArgumentError(f"query {i}: relation is required")
             rows.append(self.predictor.hr_of(query))
-        return torch.tensor(rows, dtype=torch.long)
+        return rows
 
     @functools.cached_property
     def verbalizer(self) -> Verbalizer:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ import torch
 
 from kgweave import __version__
 from kgweave.device import resolve_device
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, KGWeaveError
 from kgweave.predict import MAX_K, Prediction, Query
 from kgweave.serving.batcher import AnyFuture, MicroBatcher, PredictJob
 from kgweave.serving.jobs import Job, JobManager
@@ -43,6 +44,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLICIES = ("if_better", "always", "never")
+
+
+@dataclass
+class LinkRequest:
+    """One link-prediction call: its queries and options."""
+
+    queries: list[Query]
+    k: int = 10
+    filter_known: bool = False
+    deadline: float | None = None  # time.monotonic() value
+
+
+@dataclass
+class LinkBatch:
+    """Link-prediction requests queued as one job (:meth:`KGService.submit_links`)."""
+
+    version: str
+    served: ServedModel
+    #: per request: its rows ``(start, stop)`` in the job's answer, or its error
+    spans: list[tuple[int, int] | KGWeaveError]
+    #: the :class:`TopK` of all valid rows; None when no request was valid
+    future: AnyFuture | None
 
 
 class KGService:
@@ -185,30 +208,59 @@ class KGService:
         return [v.summary(active=v.version == active) for v in self.registry.versions()], active
 
     # ---- queries
-    def submit_predict(
+    def submit_links(
         self,
-        queries: list[Query],
-        k: int = 10,
-        filter_known: bool = False,
-        deadline: float | None = None,
+        requests: list[LinkRequest],
         loop: asyncio.AbstractEventLoop | None = None,
-    ) -> tuple[str, AnyFuture]:
-        """Resolve and queue queries; the future completes with one answer list per query.
+        inline: bool = False,
+    ) -> LinkBatch:
+        """Validate and resolve link-prediction requests against the active version and queue
+        the valid ones as one job: one scoring pass for a burst of calls.
 
-        ``deadline`` is a ``time.monotonic()`` value. With ``loop`` the future is an asyncio
-        future of that loop (await it there); otherwise a thread future. Raises at once for bad
-        input.
+        Each request's outcome is its rows in the job's answer or its own error (a bad
+        request fails alone). With ``loop`` the future is an asyncio future of that loop;
+        otherwise a thread future. With ``inline`` a job of at most ``batch_max_size`` queries
+        is scored in the calling thread before this returns (the native front end's bridge
+        gathers concurrent calls itself; handing them to the batcher's thread would only add
+        a thread switch and contention for the GIL). Raises for the whole batch when there
+        is no model or the queue is full.
         """
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
         served = self.active()
-        hr = served.resolve_queries(queries)
-        job = PredictJob(served, hr, k, filter_known, deadline)
+        spans: list[tuple[int, int] | KGWeaveError] = []
+        rows: list[tuple[int, int]] = []
+        filters: list[bool] = []
+        for request in requests:
+            try:
+                if not 1 <= request.k <= MAX_K:
+                    raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {request.k}")
+                ids = served.resolve_rows(request.queries)
+            except KGWeaveError as exc:
+                spans.append(exc)
+                continue
+            spans.append((len(rows), len(rows) + len(ids)))
+            rows.extend(ids)
+            filters.extend([request.filter_known] * len(ids))
+        batch = LinkBatch(served.version, served, spans, None)
+        if not rows:
+            return batch
+        valid = [r for r, span in zip(requests, spans, strict=True) if isinstance(span, tuple)]
+        deadlines = [r.deadline for r in valid]
+        job = PredictJob(
+            served,
+            torch.tensor(rows, dtype=torch.long),
+            max(r.k for r in valid),
+            filters[0] if len(set(filters)) == 1 else torch.tensor(filters),
+            None if None in deadlines else max(d for d in deadlines if d is not None),
+        )
         if loop is not None:
             job.future = loop.create_future()
-        future = self.batcher.submit(job)
+        if inline and len(rows) <= self.batcher.max_batch:
+            self.batcher.run_now(job)
+            batch.future = job.future
+            return batch
+        batch.future = self.batcher.submit(job)
         self.metrics.queue_depth.set(self.batcher.depth)
-        return served.version, future
+        return batch
 
     def predict(
         self,
@@ -217,11 +269,14 @@ class KGService:
         filter_known: bool = False,
         timeout: float | None = None,
     ) -> tuple[str, list[list[Prediction]]]:
-        """Blocking form of :meth:`submit_predict`."""
+        """Top-``k`` for ``queries`` through the micro-batcher (blocking)."""
         deadline = time.monotonic() + timeout if timeout is not None else None
-        version, future = self.submit_predict(queries, k, filter_known, deadline)
-        assert isinstance(future, Future)
-        return version, future.result()
+        batch = self.submit_links([LinkRequest(queries, k, filter_known, deadline)])
+        (span,) = batch.spans
+        if isinstance(span, KGWeaveError):
+            raise span
+        assert isinstance(batch.future, Future)
+        return batch.version, batch.served.predictor.predictions(batch.future.result())
 
     def score(self, triples: list[tuple[str, str, str]]) -> tuple[str, list[float]]:
         if not triples:

@@ -1,0 +1,423 @@
+// kgweave-frontend: the native gRPC front end of `kgweave serve`.
+//
+// It terminates HTTP/2 and gRPC in C++ and hands every call, as raw message bytes, to the
+// Python engine over one stream socket (a socketpair inherited from `kgweave serve`). The
+// engine runs the same servicers as the Python gRPC server, so answers, status codes and
+// messages are identical; only the transport differs. The front end knows no .proto: it
+// forwards any method, unary or streaming, as frames.
+//
+// Frame: u32 length (of everything after it), u8 type, u64 call id, payload (little endian).
+//   front end -> engine: OPEN (f64 seconds to the deadline, < 0 for none; method name),
+//                        MESSAGE (request bytes), HALF_CLOSE, CANCEL
+//   engine -> front end: MESSAGE (response bytes), STATUS (u32 code; details),
+//                        LAST (response bytes, then status OK)
+// Frames written by many gRPC threads are coalesced by one writer thread, so a burst of
+// calls reaches the engine in one read and is micro-batched there.
+//
+// Usage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--max-in-flight N]
+//                         [--max-message-bytes N] [--grace-seconds S]
+// Prints "LISTENING <port>" on stdout once bound. SIGTERM/SIGINT: stop accepting calls,
+// let the calls in flight finish for up to the grace period, then exit. Exits when the
+// engine closes the socket.
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+enum FrameType : uint8_t {
+  kOpen = 1,
+  kMessage = 2,
+  kHalfClose = 3,
+  kCancel = 4,
+  kStatus = 5,
+  kLast = 6,
+};
+
+constexpr size_t kHeader = 4 + 1 + 8;
+
+void PutU32(std::string* out, uint32_t v) { out->append(reinterpret_cast<const char*>(&v), 4); }
+void PutU64(std::string* out, uint64_t v) { out->append(reinterpret_cast<const char*>(&v), 8); }
+
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  out.reserve(buffer.Length());
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// One writer thread owns the socket's write side; producers append frames to a buffer.
+class BridgeWriter {
+ public:
+  explicit BridgeWriter(int fd) : fd_(fd), thread_([this] { Run(); }) {}
+  ~BridgeWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+  void Send(uint8_t type, uint64_t id, const char* payload, size_t size,
+            const std::string* prefix = nullptr) {
+    size_t extra = prefix ? prefix->size() : 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    PutU32(&pending_, static_cast<uint32_t>(1 + 8 + extra + size));
+    pending_.push_back(static_cast<char>(type));
+    PutU64(&pending_, id);
+    if (prefix) pending_.append(*prefix);
+    pending_.append(payload, size);
+    cv_.notify_one();
+  }
+
+ private:
+  void Run() {
+    std::string batch;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !pending_.empty(); });
+        if (pending_.empty() && stop_) return;
+        batch.swap(pending_);
+      }
+      size_t off = 0;
+      while (off < batch.size()) {
+        ssize_t n = ::write(fd_, batch.data() + off, batch.size() - off);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          std::cerr << "kgweave-frontend: engine socket write failed: " << std::strerror(errno)
+                    << "\n";
+          std::_Exit(3);
+        }
+        off += static_cast<size_t>(n);
+      }
+      batch.clear();
+    }
+  }
+
+  int fd_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string pending_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+class Call;
+
+// Calls in flight by id; the reader thread finds a call here to deliver the engine's frames.
+class CallTable {
+ public:
+  uint64_t Add(Call* call);
+  void Remove(uint64_t id);
+  Call* Acquire(uint64_t id);  // with a reference held; release with Call::Unref
+  size_t Size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t next_ = 1;
+  std::unordered_map<uint64_t, Call*> calls_;
+};
+
+struct Shared {
+  BridgeWriter* writer;
+  CallTable calls;
+  size_t max_in_flight;
+  std::atomic<bool> engine_gone{false};
+};
+
+class Call : public grpc::ServerGenericBidiReactor {
+ public:
+  Call(grpc::GenericCallbackServerContext* ctx, Shared* shared) : ctx_(ctx), shared_(shared) {
+    if (shared_->engine_gone.load()) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the kgweave engine has stopped"));
+      return;
+    }
+    if (shared_->calls.Size() >= shared_->max_in_flight) {
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "the server has " + std::to_string(shared_->max_in_flight) +
+                              " calls in flight; retry later"));
+      return;
+    }
+    id_ = shared_->calls.Add(this);
+    std::string open;
+    double timeout = -1.0;
+    auto deadline = ctx_->deadline();
+    if (deadline != std::chrono::system_clock::time_point::max()) {
+      timeout = std::chrono::duration<double>(deadline - std::chrono::system_clock::now()).count();
+      if (timeout < 0) timeout = 0;
+    }
+    open.append(reinterpret_cast<const char*>(&timeout), 8);
+    shared_->writer->Send(kOpen, id_, ctx_->method().data(), ctx_->method().size(), &open);
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      std::string bytes = Flatten(request_);
+      shared_->writer->Send(kMessage, id_, bytes.data(), bytes.size());
+      request_.Clear();
+      StartRead(&request_);
+    } else {
+      shared_->writer->Send(kHalfClose, id_, nullptr, 0);
+    }
+  }
+
+  // The client cancelled, its deadline passed, or the server is shutting down: tell the
+  // engine and finish now (every call must be finished, even a cancelled one, or shutdown
+  // would wait for it).
+  void OnCancel() override {
+    if (id_ != 0) shared_->writer->Send(kCancel, id_, nullptr, 0);
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    if (!writing_) Abandon();  // else when the write in flight is done
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    outbox_.pop_front();  // the message just written (gRPC no longer uses it)
+    if (!ok || cancelled_) {  // the client went away
+      Abandon();
+      return;
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    if (id_ != 0) shared_->calls.Remove(id_);
+    Unref();
+  }
+
+  // From the reader thread.
+  void DeliverMessage(const char* data, size_t size, bool last) {
+    grpc::Slice slice(data, size);  // copies into a gRPC slice
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return;
+    outbox_.emplace_back(&slice, 1);
+    if (last) {
+      finishing_ = true;
+      status_ = grpc::Status::OK;
+    }
+    Pump();
+  }
+
+  void DeliverStatus(grpc::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return;
+    finishing_ = true;
+    status_ = std::move(status);
+    Pump();
+  }
+
+  void Ref() { refs_.fetch_add(1); }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+ private:
+  // Drop what is left to send and finish as cancelled, under mu_ with no write in flight.
+  void Abandon() {
+    outbox_.clear();
+    finishing_ = true;
+    if (!finished_) {
+      finished_ = true;
+      Finish(grpc::Status::CANCELLED);
+    }
+  }
+
+  // Start the next write, or the finish, under mu_.
+  void Pump() {
+    if (writing_ || finished_) return;
+    if (!outbox_.empty()) {
+      writing_ = true;
+      if (finishing_ && outbox_.size() == 1) {
+        finished_ = true;
+        StartWriteAndFinish(&outbox_.front(), grpc::WriteOptions(), status_);
+      } else {
+        StartWrite(&outbox_.front());
+      }
+    } else if (finishing_) {
+      finished_ = true;
+      Finish(status_);
+    }
+  }
+
+  grpc::GenericCallbackServerContext* ctx_;
+  Shared* shared_;
+  uint64_t id_ = 0;
+  grpc::ByteBuffer request_;
+  std::mutex mu_;
+  std::deque<grpc::ByteBuffer> outbox_;
+  bool writing_ = false;
+  bool finishing_ = false;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  grpc::Status status_;
+  std::atomic<int> refs_{1};
+};
+
+uint64_t CallTable::Add(Call* call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t id = next_++;
+  calls_.emplace(id, call);
+  return id;
+}
+
+void CallTable::Remove(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  calls_.erase(id);
+}
+
+Call* CallTable::Acquire(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = calls_.find(id);
+  if (it == calls_.end()) return nullptr;
+  it->second->Ref();
+  return it->second;
+}
+
+class Service : public grpc::CallbackGenericService {
+ public:
+  explicit Service(Shared* shared) : shared_(shared) {}
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext* ctx) override {
+    return new Call(ctx, shared_);
+  }
+
+ private:
+  Shared* shared_;
+};
+
+// Reads the engine's frames until the socket closes.
+void ReadEngine(int fd, Shared* shared) {
+  std::string buffer;
+  std::vector<char> chunk(1 << 16);
+  for (;;) {
+    ssize_t n = ::read(fd, chunk.data(), chunk.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    buffer.append(chunk.data(), static_cast<size_t>(n));
+    size_t off = 0;
+    while (buffer.size() - off >= 4) {
+      uint32_t length;
+      std::memcpy(&length, buffer.data() + off, 4);
+      if (buffer.size() - off - 4 < length) break;
+      const char* frame = buffer.data() + off + 4;
+      uint8_t type = static_cast<uint8_t>(frame[0]);
+      uint64_t id;
+      std::memcpy(&id, frame + 1, 8);
+      const char* payload = frame + 9;
+      size_t size = length - 9;
+      if (Call* call = shared->calls.Acquire(id)) {
+        if (type == kMessage || type == kLast) {
+          call->DeliverMessage(payload, size, type == kLast);
+        } else if (type == kStatus && size >= 4) {
+          uint32_t code;
+          std::memcpy(&code, payload, 4);
+          call->DeliverStatus(grpc::Status(static_cast<grpc::StatusCode>(code),
+                                           std::string(payload + 4, size - 4)));
+        }
+        call->Unref();
+      }
+      off += 4 + length;
+    }
+    buffer.erase(0, off);
+  }
+}
+
+[[noreturn]] void Usage(const char* why) {
+  std::cerr << "kgweave-frontend: " << why
+            << "\nusage: kgweave-frontend --listen HOST:PORT --bridge-fd FD"
+               " [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]\n";
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen;
+  int fd = -1;
+  size_t max_in_flight = 4096;
+  int max_message = 64 << 20;
+  double grace = 10.0;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i + 1 >= argc) Usage(("missing value for " + arg).c_str());
+    std::string value = argv[++i];
+    if (arg == "--listen") listen = value;
+    else if (arg == "--bridge-fd") fd = std::atoi(value.c_str());
+    else if (arg == "--max-in-flight") max_in_flight = std::strtoul(value.c_str(), nullptr, 10);
+    else if (arg == "--max-message-bytes") max_message = std::atoi(value.c_str());
+    else if (arg == "--grace-seconds") grace = std::atof(value.c_str());
+    else Usage(("unknown option " + arg).c_str());
+  }
+  if (listen.empty() || fd < 0) Usage("--listen and --bridge-fd are required");
+
+  // Signals are taken by sigwait below, not by the gRPC threads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  BridgeWriter writer(fd);
+  Shared shared{&writer, {}, max_in_flight};
+  Service service(&shared);
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.RegisterCallbackGenericService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "kgweave-frontend: cannot listen on " << listen << " (in use?)\n";
+    return 1;
+  }
+  std::printf("LISTENING %d\n", port);
+  std::fflush(stdout);
+
+  std::thread reader([&] {
+    ReadEngine(fd, &shared);
+    shared.engine_gone = true;
+    kill(getpid(), SIGTERM);  // the engine is gone: stop serving
+  });
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  auto until = std::chrono::system_clock::now() +
+               std::chrono::milliseconds(static_cast<int64_t>(grace * 1000));
+  server->Shutdown(until);  // no new calls; calls in flight get the grace period
+  server->Wait();
+  ::shutdown(fd, SHUT_RDWR);
+  reader.join();
+  return 0;
+}

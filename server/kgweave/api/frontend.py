@@ -1,0 +1,128 @@
+"""Run ``kgweave-frontend``, the native gRPC front end, in front of this process's engine.
+
+The front end (C++, ``frontend/``) listens on the gRPC port and forwards every call over a
+socketpair to a :class:`~kgweave.api.bridge.Bridge` here, where the same servicers as the
+Python gRPC server answer it. The child process inherits its end of the pair, so either side
+sees the other go: the front end exits when the engine closes the socket, and the engine
+logs it if the front end dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+from kgweave.api.bridge import Bridge, HandlerTable
+from kgweave.api.server import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
+from kgweave.errors import KGWeaveError
+from kgweave.serving.service import KGService
+from kgweave.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BINARY = "kgweave-frontend"
+START_TIMEOUT_S = 15.0
+
+
+def find_frontend(settings: Settings) -> Path | None:
+    """The front end executable: the setting, then PATH, then a source checkout's build."""
+    if settings.frontend_binary is not None:
+        path = settings.frontend_binary.expanduser()
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    found = shutil.which(BINARY)
+    if found:
+        return Path(found)
+    checkout = Path(__file__).resolve().parents[3] / "frontend" / "build" / BINARY
+    return checkout if checkout.is_file() and os.access(checkout, os.X_OK) else None
+
+
+class NativeServer(RunningServer):
+    transport = "native"
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        bridge: Bridge,
+        port: int,
+        health_state: Health,
+        service: KGService,
+    ) -> None:
+        self.process = process
+        self.bridge = bridge
+        self.relay: asyncio.Task[None] | None = None
+        super().__init__(port, health_state, service)
+
+    async def _stop(self, grace: float) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace + 5.0)
+            except TimeoutError:
+                log.warning("the front end did not stop within %.1fs; killing it", grace + 5.0)
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        self.bridge.close()
+
+
+async def start_native(service: KGService, settings: Settings, binary: Path) -> NativeServer:
+    """Start the engine side of the bridge and ``binary`` listening on the gRPC address."""
+    loop = asyncio.get_running_loop()
+    table = HandlerTable()
+    health_state = Health()
+    add_services(table, service, health_state)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    process: asyncio.subprocess.Process | None = None
+
+    def lost() -> None:
+        if process is not None and process.returncode is None:
+            log.debug("front end connection closed")
+        elif process is not None:
+            log.error("the native front end exited (code %s)", process.returncode)
+
+    try:
+        _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table, lost), ours)
+        process = await asyncio.create_subprocess_exec(
+            str(binary),
+            "--listen", f"{settings.grpc_host}:{settings.grpc_port}",
+            "--bridge-fd", str(theirs.fileno()),
+            "--max-in-flight", str(settings.queue_max),
+            "--max-message-bytes", str(MAX_MESSAGE_BYTES),
+            "--grace-seconds", str(settings.shutdown_grace_s),
+            pass_fds=(theirs.fileno(),),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        theirs.close()
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
+    except TimeoutError:
+        line = b""
+    if not line.startswith(b"LISTENING "):
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        error = (await process.stderr.read()).decode(errors="replace").strip().splitlines()
+        bridge.close()
+        raise KGWeaveError(
+            f"the native front end did not start: {error[0] if error else 'no output'}"
+        )
+    port = int(line.split()[1])
+    running = NativeServer(process, bridge, port, health_state, service)
+    running.relay = loop.create_task(_relay(process.stderr))
+    return running
+
+
+async def _relay(stream: asyncio.StreamReader) -> None:
+    """The front end's stderr lines into this process's log."""
+    while line := await stream.readline():
+        log.warning("frontend: %s", line.decode(errors="replace").rstrip())

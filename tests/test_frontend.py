@@ -1,0 +1,270 @@
+"""The native gRPC front end (kgweave-frontend, C++) and its bridge to the engine.
+
+Every served-API test in test_service.py, test_jobs.py and test_proto.py runs on both front
+ends; these tests cover what only the native one does: a burst of calls answered as one
+batch, its own limits, cancellation, draining on stop, and the two processes watching each
+other. They use the real binary (built by ``.ci/run``) on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kgweave.api.frontend import find_frontend, start_native
+from kgweave.api.server import start_server
+from kgweave.artifact import load_artifact
+from kgweave.errors import KGWeaveError
+from kgweave.predict import LinkPredictor, Query
+from kgweave.serving.service import KGService
+from kgweave.settings import Settings, get_settings
+from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from serving_support import ServerThread, frontend_binary, registry_with, train_demo_model
+
+PREDICT = "/kgweave.v1.KnowledgeService/PredictLinks"
+QUERIES = [
+    Query(relation="born_in", head="alan_turing"),
+    Query(relation="located_in", head="paris"),
+    Query(relation="born_in", tail="london"),
+    Query(relation="citizen_of", tail="united_kingdom"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("frontend-model")
+    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
+    return train_demo_model(settings, root / "m", epochs=20, dim=32, seed=3)
+
+
+def _service(model: Path) -> KGService:
+    settings = get_settings()
+    registry_with(settings, [model])
+    service = KGService(settings)
+    service.activate("v0001")
+    return service
+
+
+@pytest.fixture
+def native(demo_model: Path) -> Iterator[ServerThread]:
+    frontend_binary()  # skip when not built
+    server = ServerThread(_service(demo_model), "native")
+    yield server
+    server.stop()
+
+
+def _request(query: Query, k: int = 5) -> knowledge_pb2.PredictLinksRequest:
+    return knowledge_pb2.PredictLinksRequest(
+        queries=[
+            knowledge_pb2.LinkQuery(
+                head=query.head or "", relation=query.relation, tail=query.tail or ""
+            )
+        ],
+        k=k,
+    )
+
+
+def _batches(service: KGService) -> tuple[float, float]:
+    """(scoring passes, queries scored) so far, from the service's own metrics."""
+    count = service.metrics.registry.get_sample_value("kgweave_batch_queries_count") or 0.0
+    total = service.metrics.registry.get_sample_value("kgweave_batch_queries_sum") or 0.0
+    return count, total
+
+
+def test_burst_of_calls_is_scored_in_few_passes_with_exact_answers(
+    native: ServerThread, demo_model: Path
+) -> None:
+    """256 concurrent one-query calls, a quarter of them bad: every good call gets the offline
+    engine's answer, every bad one its own NOT_FOUND, and the calls share scoring passes."""
+    predictor = LinkPredictor(load_artifact(demo_model))
+    expected = [[p.entity for p in row] for row in predictor.predict(QUERIES, k=5)]
+    channel = grpc.insecure_channel(native.address)
+    stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    stub.PredictLinks(_request(QUERIES[0]))  # connected
+    passes_before, scored_before = _batches(native.service)
+    calls = 256
+    bad = Query(relation="born_in", head="nobody_at_all")
+    futures = [
+        stub.PredictLinks.future(_request(bad if i % 4 == 3 else QUERIES[i % 4]), timeout=30)
+        for i in range(calls)
+    ]
+    for i, future in enumerate(futures):
+        if i % 4 == 3:
+            with pytest.raises(grpc.RpcError) as info:
+                future.result()
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "nobody_at_all" in (info.value.details() or "")
+        else:
+            reply = future.result()
+            assert reply.model_version == "v0001"
+            assert [c.entity_id for c in reply.results[0].candidates] == expected[i % 4]
+    passes, scored = _batches(native.service)
+    assert scored - scored_before == calls * 3 // 4  # every good query scored once
+    assert passes - passes_before < calls * 3 // 4 / 2  # ... in shared passes
+    channel.close()
+
+
+def test_malformed_and_unknown_methods(native: ServerThread) -> None:
+    channel = grpc.insecure_channel(native.address)
+    raw = channel.unary_unary(PREDICT)  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as info:
+        raw(b"\xff\xff\xff", timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "malformed request message"
+    with pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary("/kgweave.v1.KnowledgeService/Nope")(b"", timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # the server is fine afterwards
+    reply = knowledge_pb2_grpc.KnowledgeServiceStub(channel).PredictLinks(_request(QUERIES[1]))
+    assert len(reply.results[0].candidates) == 5
+    channel.close()
+
+
+class _HeldScoring:
+    """Scoring passes wait at a gate (the scoring itself is real)."""
+
+    def __init__(self, service: KGService, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.gate = threading.Event()
+        self.scoring = threading.Event()
+        predictor = service.active().predictor
+        original = predictor.top_ids
+
+        def held(*args: object, **kwargs: object) -> object:
+            self.scoring.set()
+            self.gate.wait(timeout=30)
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(predictor, "top_ids", held)
+
+
+def test_calls_in_flight_limit_deadline_and_cancel(
+    demo_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond KGWEAVE_QUEUE_MAX calls in flight the front end answers RESOURCE_EXHAUSTED; a
+    deadline passes as DEADLINE_EXCEEDED; a cancelled call leaves the others unharmed."""
+    frontend_binary()
+    monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "3")
+    service = _service(demo_model)
+    held = _HeldScoring(service, monkeypatch)
+    server = ServerThread(service, "native")
+    channel = grpc.insecure_channel(server.address)
+    stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    try:
+        first = stub.PredictLinks.future(_request(QUERIES[0]), timeout=30)
+        assert held.scoring.wait(timeout=10)  # the engine is inside the (held) scoring pass
+        cancelled = stub.PredictLinks.future(_request(QUERIES[1]), timeout=30)
+        waiting = stub.PredictLinks.future(_request(QUERIES[2]), timeout=30)
+        time.sleep(0.3)  # both reached the front end
+        with pytest.raises(grpc.RpcError) as info:
+            stub.PredictLinks(_request(QUERIES[3]), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "3 calls in flight" in (info.value.details() or "")
+        assert cancelled.cancel()
+        time.sleep(0.3)  # the cancel freed its slot
+        with pytest.raises(grpc.RpcError) as info:
+            stub.PredictLinks(_request(QUERIES[3]), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        held.gate.set()
+        assert len(first.result().results[0].candidates) == 5
+        assert len(waiting.result().results[0].candidates) == 5
+        reply = stub.PredictLinks(_request(QUERIES[3]), timeout=10)
+        assert reply.results[0].candidates
+    finally:
+        held.gate.set()
+        channel.close()
+        server.stop()
+
+
+def test_stop_drains_calls_in_flight_then_refuses(
+    demo_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping (SIGTERM in `kgweave serve`) lets a call in flight finish, then the port
+    closes and the front end process is gone."""
+    frontend_binary()
+    service = _service(demo_model)
+    held = _HeldScoring(service, monkeypatch)
+    server = ServerThread(service, "native")
+    channel = grpc.insecure_channel(server.address)
+    stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    pending = stub.PredictLinks.future(_request(QUERIES[0]), timeout=30)
+    assert held.scoring.wait(timeout=10)
+    process = server.running.process  # type: ignore[attr-defined]
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+    time.sleep(0.5)
+    held.gate.set()  # the held call completes within the grace period
+    assert len(pending.result(timeout=20).results[0].candidates) == 5
+    stopping.join(timeout=30)
+    assert process.returncode == 0
+    with pytest.raises(grpc.RpcError) as info:
+        stub.PredictLinks(_request(QUERIES[0]), timeout=2)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    channel.close()
+
+
+def test_front_end_exits_when_the_engine_goes(native: ServerThread) -> None:
+    process = native.running.process  # type: ignore[attr-defined]
+    native.loop.call_soon_threadsafe(native.running.bridge.close)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 15
+    while process.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.returncode == 0
+
+
+def test_engine_notices_a_dead_front_end(native: ServerThread) -> None:
+    """The front end killed: the bridge sees its socket close (and the error is logged)."""
+    bridge = native.running.bridge  # type: ignore[attr-defined]
+    os.kill(native.running.process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 15
+    while not bridge.closed.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bridge.closed.is_set()
+
+
+def test_start_errors_are_one_readable_line(demo_model: Path) -> None:
+    binary = frontend_binary()
+    service = _service(demo_model)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = service.settings.model_copy(update={"grpc_port": port})
+        with pytest.raises(KGWeaveError) as info:
+            asyncio.run(start_native(service, settings, binary))
+    assert "did not start" in info.value.message and f"127.0.0.1:{port}" in info.value.message
+    assert "\n" not in info.value.message
+    missing = service.settings.model_copy(
+        update={"frontend": "native", "frontend_binary": Path("/nonexistent/kgweave-frontend")}
+    )
+    assert find_frontend(missing) is None
+    with pytest.raises(KGWeaveError) as info:
+        asyncio.run(start_server(service, missing))
+    assert "no kgweave-frontend binary" in info.value.message
+    service.close()
+
+
+def test_auto_picks_native_when_built_and_python_otherwise(demo_model: Path) -> None:
+    binary = frontend_binary()
+    service = _service(demo_model)
+
+    async def transport(settings: Settings) -> str:
+        running = await start_server(service, settings)
+        try:
+            return running.transport
+        finally:
+            await running.stop(0.5)
+
+    base = service.settings.model_copy(update={"grpc_port": 0, "frontend": "auto"})
+    assert asyncio.run(transport(base.model_copy(update={"frontend_binary": binary}))) == ("native")
+    nowhere = base.model_copy(update={"frontend_binary": Path("/nonexistent/x")})
+    assert asyncio.run(transport(nowhere)) == "python"
+    service.close()
