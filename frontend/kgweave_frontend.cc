@@ -8,14 +8,17 @@
 //
 // Frame: u32 length (of everything after it), u8 type, u64 call id, payload (little endian).
 //   front end -> engine: OPEN (f64 seconds to the deadline, < 0 for none; method name),
-//                        MESSAGE (request bytes), HALF_CLOSE, CANCEL
+//                        MESSAGE (request bytes), HALF_CLOSE, CANCEL,
+//                        UNARY (f64 deadline as in OPEN, u16 method length, method, request
+//                        bytes: a whole call of a method named by --unary in one frame)
 //   engine -> front end: MESSAGE (response bytes), STATUS (u32 code; details),
 //                        LAST (response bytes, then status OK)
 // Frames written by many gRPC threads are coalesced by one writer thread, so a burst of
 // calls reaches the engine in one read and is micro-batched there.
 //
-// Usage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--max-in-flight N]
-//                         [--max-message-bytes N] [--grace-seconds S]
+// Usage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--unary M1,M2,...]
+//                         [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]
+// --unary names the methods whose client sends exactly one message (full paths).
 // Prints "LISTENING <port>" on stdout once bound. SIGTERM/SIGINT: stop accepting calls,
 // let the calls in flight finish for up to the grace period, then exit. Exits when the
 // engine closes the socket.
@@ -41,6 +44,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -52,6 +56,7 @@ enum FrameType : uint8_t {
   kCancel = 4,
   kStatus = 5,
   kLast = 6,
+  kUnary = 7,
 };
 
 constexpr size_t kHeader = 4 + 1 + 8;
@@ -149,6 +154,7 @@ struct Shared {
   BridgeWriter* writer;
   CallTable calls;
   size_t max_in_flight;
+  std::unordered_set<std::string> unary;
   std::atomic<bool> engine_gone{false};
 };
 
@@ -166,19 +172,43 @@ class Call : public grpc::ServerGenericBidiReactor {
       return;
     }
     id_ = shared_->calls.Add(this);
-    std::string open;
+    unary_ = shared_->unary.count(ctx_->method()) > 0;
+    if (!unary_) {
+      std::string open = Timeout();
+      shared_->writer->Send(kOpen, id_, ctx_->method().data(), ctx_->method().size(), &open);
+    }
+    StartRead(&request_);
+  }
+
+  // Seconds to the call's deadline as 8 bytes (f64, negative for none).
+  std::string Timeout() const {
     double timeout = -1.0;
     auto deadline = ctx_->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) {
       timeout = std::chrono::duration<double>(deadline - std::chrono::system_clock::now()).count();
       if (timeout < 0) timeout = 0;
     }
-    open.append(reinterpret_cast<const char*>(&timeout), 8);
-    shared_->writer->Send(kOpen, id_, ctx_->method().data(), ctx_->method().size(), &open);
-    StartRead(&request_);
+    return std::string(reinterpret_cast<const char*>(&timeout), 8);
   }
 
   void OnReadDone(bool ok) override {
+    if (unary_) {  // the one request: the whole call goes in one frame, no further read
+      if (!ok) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!finished_ && !cancelled_) {
+          finishing_ = finished_ = true;
+          Finish(grpc::Status(grpc::StatusCode::INTERNAL, "expected exactly one request"));
+        }
+        return;
+      }
+      std::string head = Timeout();
+      uint16_t length = static_cast<uint16_t>(ctx_->method().size());
+      head.append(reinterpret_cast<const char*>(&length), 2);
+      head.append(ctx_->method());
+      std::string bytes = Flatten(request_);
+      shared_->writer->Send(kUnary, id_, bytes.data(), bytes.size(), &head);
+      return;
+    }
     if (ok) {
       std::string bytes = Flatten(request_);
       shared_->writer->Send(kMessage, id_, bytes.data(), bytes.size());
@@ -272,6 +302,7 @@ class Call : public grpc::ServerGenericBidiReactor {
   grpc::GenericCallbackServerContext* ctx_;
   Shared* shared_;
   uint64_t id_ = 0;
+  bool unary_ = false;
   grpc::ByteBuffer request_;
   std::mutex mu_;
   std::deque<grpc::ByteBuffer> outbox_;
@@ -354,7 +385,7 @@ void ReadEngine(int fd, Shared* shared) {
 
 [[noreturn]] void Usage(const char* why) {
   std::cerr << "kgweave-frontend: " << why
-            << "\nusage: kgweave-frontend --listen HOST:PORT --bridge-fd FD"
+            << "\nusage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--unary M1,M2]"
                " [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]\n";
   std::exit(2);
 }
@@ -363,6 +394,7 @@ void ReadEngine(int fd, Shared* shared) {
 
 int main(int argc, char** argv) {
   std::string listen;
+  std::unordered_set<std::string> unary;
   int fd = -1;
   size_t max_in_flight = 4096;
   int max_message = 64 << 20;
@@ -373,6 +405,15 @@ int main(int argc, char** argv) {
     std::string value = argv[++i];
     if (arg == "--listen") listen = value;
     else if (arg == "--bridge-fd") fd = std::atoi(value.c_str());
+    else if (arg == "--unary") {
+      size_t start = 0;
+      while (start <= value.size()) {
+        size_t comma = value.find(',', start);
+        if (comma == std::string::npos) comma = value.size();
+        if (comma > start) unary.insert(value.substr(start, comma - start));
+        start = comma + 1;
+      }
+    }
     else if (arg == "--max-in-flight") max_in_flight = std::strtoul(value.c_str(), nullptr, 10);
     else if (arg == "--max-message-bytes") max_message = std::atoi(value.c_str());
     else if (arg == "--grace-seconds") grace = std::atof(value.c_str());
@@ -388,7 +429,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   BridgeWriter writer(fd);
-  Shared shared{&writer, {}, max_in_flight};
+  Shared shared{&writer, {}, max_in_flight, std::move(unary)};
   Service service(&shared);
   int port = 0;
   grpc::ServerBuilder builder;

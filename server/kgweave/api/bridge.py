@@ -9,7 +9,9 @@ context, so answers, status codes and messages are the same on both transports.
 Frames (little endian): ``u32 length`` of what follows, ``u8 type``, ``u64 call id``, payload.
 
 - front end to engine: OPEN (``f64`` seconds to the deadline, negative for none; the method
-  path), MESSAGE (request bytes), HALF_CLOSE, CANCEL;
+  path), MESSAGE (request bytes), HALF_CLOSE, CANCEL; UNARY (``f64`` as in OPEN, ``u16``
+  method length, the method path, the request bytes: a whole call of a method whose client
+  sends exactly one message, :meth:`HandlerTable.unary_methods`, in one frame);
 - engine to front end: MESSAGE (response bytes), STATUS (``u32`` code; UTF-8 details), LAST
   (response bytes, then status OK: one frame for a unary answer).
 
@@ -35,9 +37,10 @@ import grpc
 
 log = logging.getLogger(__name__)
 
-OPEN, MESSAGE, HALF_CLOSE, CANCEL, STATUS, LAST = 1, 2, 3, 4, 5, 6
+OPEN, MESSAGE, HALF_CLOSE, CANCEL, STATUS, LAST, UNARY = 1, 2, 3, 4, 5, 6, 7
 _HEAD = struct.Struct("<IBQ")  # length, type, call id
 _OPEN = struct.Struct("<d")
+_UNARY = struct.Struct("<dH")
 _CODE = struct.Struct("<I")
 _END = object()  # the client half-closed
 
@@ -81,6 +84,10 @@ class HandlerTable:
     ) -> None:
         for name, handler in handlers.items():
             self._methods[f"/{service}/{name}"] = handler
+
+    def unary_methods(self) -> list[str]:
+        """Registered methods whose client sends exactly one message."""
+        return sorted(m for m, h in self._methods.items() if h and not h.request_streaming)
 
     def lookup(self, method: str) -> grpc.RpcMethodHandler | None:
         if method not in self._methods:
@@ -208,22 +215,30 @@ class Bridge(asyncio.Protocol):
         del buffer[:offset]
 
     # ---- frames in
+    def _open(self, call_id: int, timeout: float, method: str) -> _Call | None:
+        handler = self.table.lookup(method)
+        if handler is None:
+            self.send_status(call_id, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            return None
+        deadline = self.loop.time() + timeout if timeout >= 0 else None
+        call = _Call(handler, BridgeContext(self, call_id, deadline), self.table.batch.get(method))
+        self.calls[call_id] = call
+        return call
+
     def _frame(self, kind: int, call_id: int, payload: bytes) -> None:
+        if kind == UNARY:
+            timeout, length = _UNARY.unpack_from(payload)
+            opened = self._open(call_id, timeout, payload[10 : 10 + length].decode())
+            if opened is not None:
+                opened.requests.append(payload[10 + length :])
+                self._frame(HALF_CLOSE, call_id, b"")
+            return
         if kind == OPEN:
             (timeout,) = _OPEN.unpack_from(payload)
-            method = payload[8:].decode()
-            handler = self.table.lookup(method)
-            if handler is None:
-                self.send_status(call_id, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-                return
-            deadline = self.loop.time() + timeout if timeout >= 0 else None
-            call = _Call(
-                handler, BridgeContext(self, call_id, deadline), self.table.batch.get(method)
-            )
-            self.calls[call_id] = call
-            if handler.request_streaming:
-                call.inbox = asyncio.Queue()
-                call.task = self.loop.create_task(self._run(call_id, call, None))
+            opened = self._open(call_id, timeout, payload[8:].decode())
+            if opened is not None and opened.handler.request_streaming:
+                opened.inbox = asyncio.Queue()
+                opened.task = self.loop.create_task(self._run(call_id, opened, None))
             return
         known = self.calls.get(call_id)
         if known is None:

@@ -189,6 +189,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             answers = [RuntimeError()] * len(requests)
         elapsed = time.perf_counter() - started
         out: list[knowledge_pb2.PredictLinksResponse | tuple[grpc.StatusCode, str]] = []
+        codes: dict[str, int] = {}
         for answer in answers:
             if isinstance(answer, KGWeaveError):
                 status = to_grpc(answer)
@@ -199,11 +200,12 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             else:
                 status = grpc.StatusCode.OK
                 out.append(answer)
-            self._observe("PredictLinks", status.name, elapsed)
+            codes[status.name] = codes.get(status.name, 0) + 1
+        for code, count in codes.items():
+            histogram = self.service.metrics.request_seconds.labels("PredictLinks", code)
+            for _ in range(count):
+                histogram.observe(elapsed)
         return out
-
-    def _observe(self, method: str, code: str, seconds: float) -> None:
-        self.service.metrics.request_seconds.labels(method=method, code=code).observe(seconds)
 
     @_guard
     async def ScoreTriples(  # noqa: N802
