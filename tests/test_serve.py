@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from kgweave.api.frontend import find_frontend
 from kgweave.cli.main import main
+from kgweave.settings import Settings
 
 
 def free_port() -> int:
@@ -66,6 +68,9 @@ def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
         assert status["active_model"]["version"] == "v0001"
         assert status["active_model"]["source"] == "graph"
         assert status["graph_backend"] == "falkordb (embedded)"
+        # KGWEAVE_FRONTEND=auto: the native front end whenever it is built
+        native = find_frontend(Settings()) is not None
+        assert status["frontend"] == ("native" if native else "python")
 
         code, out, _ = cli(
             capsys, "predict", "--head", "Alan Turing", "--relation", "born_in", "-k", "3", "--json"

@@ -300,6 +300,7 @@ def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
 
     status = admin.Status(admin_pb2.StatusRequest())
     assert status.ready and status.active_model.version == "v0001"
+    assert status.frontend == served.running.transport
     assert status.device == "cpu" and status.process_memory_bytes > 0
     assert status.graph_backend == "falkordb (embedded)"
     models = admin.ListModels(admin_pb2.ListModelsRequest())

@@ -100,6 +100,7 @@ class RunningServer:
         self.port = port
         self.health = health_state
         self.service = service
+        service.frontend = self.transport
         health_state.set_serving(service.ready)
         service.on_activate = lambda _version: health_state.set_serving(True)
 

@@ -99,6 +99,8 @@ def status(as_json: bool) -> None:
     model = info.get("active_model")
     click.echo(f"server      {get_settings().server} (kgweave {info['kgweave_version']})")
     click.echo(f"ready       {info['ready']}")
+    if info.get("frontend"):
+        click.echo(f"front end   {info['frontend']}")
     if model:
         mrr = model.get("valid_metrics", {}).get("mrr")
         click.echo(

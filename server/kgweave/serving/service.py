@@ -91,6 +91,8 @@ class KGService:
         self._swap_lock = threading.Lock()
         #: called with the version after each activation (the gRPC health status follows it)
         self.on_activate: Callable[[str], None] | None = None
+        #: the gRPC front end serving this engine ("native", "python"; "" when none)
+        self.frontend = ""
         #: this process started the embedded graph server (and stops it on shutdown)
         self.owns_embedded_graph = False
         self._event_log: EventLog | None = None
@@ -439,6 +441,7 @@ class KGService:
             "ready": self.ready,
             "kgweave_version": __version__,
             "active_jobs": self.jobs.active_count(),
+            "frontend": self.frontend,
         }
 
 

@@ -200,7 +200,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("active_model", "graph_backend", "graph_uri", "device", "process_memory_bytes", "device_memory_bytes", "uptime_s", "ready", "kgweave_version", "active_jobs")
+    __slots__ = ("active_model", "graph_backend", "graph_uri", "device", "process_memory_bytes", "device_memory_bytes", "uptime_s", "ready", "kgweave_version", "active_jobs", "frontend")
     ACTIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
     GRAPH_BACKEND_FIELD_NUMBER: _ClassVar[int]
     GRAPH_URI_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class StatusResponse(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     KGWEAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    FRONTEND_FIELD_NUMBER: _ClassVar[int]
     active_model: ModelInfo
     graph_backend: str
     graph_uri: str
@@ -221,4 +222,5 @@ class StatusResponse(_message.Message):
     ready: bool
     kgweave_version: str
     active_jobs: int
-    def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ...) -> None: ...
+    frontend: str
+    def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ..., frontend: _Optional[str] = ...) -> None: ...
