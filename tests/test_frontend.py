@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from kgweave.api.frontend import find_frontend, start_native
-from kgweave.api.server import start_server
+from kgweave.api.server import serve_forever, start_server
 from kgweave.artifact import load_artifact
 from kgweave.errors import KGWeaveError
 from kgweave.predict import LinkPredictor, Query
@@ -220,14 +220,51 @@ def test_front_end_exits_when_the_engine_goes(native: ServerThread) -> None:
     assert process.returncode == 0
 
 
-def test_engine_notices_a_dead_front_end(native: ServerThread) -> None:
-    """The front end killed: the bridge sees its socket close (and the error is logged)."""
-    bridge = native.running.bridge  # type: ignore[attr-defined]
-    os.kill(native.running.process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 15
-    while not bridge.closed.is_set() and time.monotonic() < deadline:
+def test_serve_stops_with_an_error_when_the_front_end_dies(demo_model: Path) -> None:
+    """`kgweave serve` does not live on answering /healthz with gRPC gone: a killed front end
+    turns health NOT_SERVING and ends serve_forever with one readable error."""
+    frontend_binary()
+    service = _service(demo_model)
+    settings = service.settings.model_copy(
+        update={"grpc_port": 0, "http_port": 0, "frontend": "native"}
+    )
+    started: list[object] = []
+
+    async def run() -> None:
+        await serve_forever(service, settings, lambda port, _http: started.append(port))
+
+    outcome: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not started and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert bridge.closed.is_set()
+    address = f"127.0.0.1:{started[0]}"
+    channel = grpc.insecure_channel(address)
+    stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    assert stub.PredictLinks(_request(QUERIES[0]), timeout=10).results
+    channel.close()
+    assert service.frontend == "native"
+    children = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit()
+        and (p / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(os.getpid())
+        and "kgweave-frontend" in (p / "cmdline").read_text()
+    ]
+    assert len(children) == 1
+    os.kill(children[0], signal.SIGKILL)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], KGWeaveError)
+    assert "native front end exited unexpectedly" in outcome[0].message
 
 
 def test_start_errors_are_one_readable_line(demo_model: Path) -> None:

@@ -79,20 +79,22 @@ async def start_native(service: KGService, settings: Settings, binary: Path) -> 
     health_state = Health()
     add_services(table, service, health_state)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    process: asyncio.subprocess.Process | None = None
+    started: list[NativeServer] = []
 
     def lost() -> None:
-        if process is not None and process.returncode is None:
-            log.debug("front end connection closed")
-        elif process is not None:
-            log.error("the native front end exited (code %s)", process.returncode)
+        if started and not started[0].stopping:
+            started[0].fail(
+                "the native front end exited unexpectedly: gRPC calls are no longer answered; "
+                "stopping"
+            )
 
+    _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table, lost), ours)
     try:
-        _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table, lost), ours)
         process = await asyncio.create_subprocess_exec(
             str(binary),
             "--listen", f"{settings.grpc_host}:{settings.grpc_port}",
             "--bridge-fd", str(theirs.fileno()),
+            "--unary", ",".join(table.unary_methods()),
             "--max-in-flight", str(settings.queue_max),
             "--max-message-bytes", str(MAX_MESSAGE_BYTES),
             "--grace-seconds", str(settings.shutdown_grace_s),
@@ -100,6 +102,9 @@ async def start_native(service: KGService, settings: Settings, binary: Path) -> 
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
+    except OSError as exc:
+        bridge.close()
+        raise KGWeaveError(f"cannot run the native front end {binary}: {exc.strerror}") from None
     finally:
         theirs.close()
     assert process.stdout is not None and process.stderr is not None
@@ -119,6 +124,7 @@ async def start_native(service: KGService, settings: Settings, binary: Path) -> 
     port = int(line.split()[1])
     running = NativeServer(process, bridge, port, health_state, service)
     running.relay = loop.create_task(_relay(process.stderr))
+    started.append(running)
     return running
 
 

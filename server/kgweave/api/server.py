@@ -100,6 +100,9 @@ class RunningServer:
         self.port = port
         self.health = health_state
         self.service = service
+        self.stopping = False
+        #: called (in the event loop) when the endpoint fails on its own; serve_forever stops
+        self.on_failure: Callable[[str], None] | None = None
         service.frontend = self.transport
         health_state.set_serving(service.ready)
         service.on_activate = lambda _version: health_state.set_serving(True)
@@ -107,8 +110,16 @@ class RunningServer:
     def set_serving(self, serving: bool) -> None:
         self.health.set_serving(serving)
 
+    def fail(self, why: str) -> None:
+        """The endpoint stopped answering by itself (the native front end died)."""
+        log.error("%s", why)
+        self.health.set_serving(False)
+        if self.on_failure is not None:
+            self.on_failure(why)
+
     async def stop(self, grace: float) -> None:
         """Turn NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+        self.stopping = True
         await self.health.update(False)
         await self._stop(grace)
 
@@ -262,9 +273,18 @@ async def serve_forever(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    failures: list[str] = []
+
+    def failed(why: str) -> None:
+        failures.append(why)
+        stop.set()
+
+    running.on_failure = failed
     await stop.wait()
     log.info("shutting down: draining requests for up to %.1fs", settings.shutdown_grace_s)
     await running.stop(settings.shutdown_grace_s)
     httpd.shutdown()
     service.close()
     log.info("stopped")
+    if failures:
+        raise KGWeaveError(failures[0])
