@@ -67,6 +67,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
+    from kgweave.serving.openmp import keep_default_for_children, prefer_passive
+
+    prefer_passive()  # as `kgweave serve` does, before torch loads
     from kgweave.api.server import serve_forever
     from kgweave.serving.service import KGService
     from kgweave.settings import Settings
@@ -80,6 +83,7 @@ def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
         frontend=frontend,
     )
     shutil.copytree(model, settings.models_dir / "v0001")
+    keep_default_for_children()
     service = KGService(settings)
     service.activate("v0001")
     asyncio.run(serve_forever(service, settings, lambda _g, _h: print("READY", flush=True)))

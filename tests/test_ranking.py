@@ -94,3 +94,20 @@ def test_tail_index_lookup_unknown_and_duplicates() -> None:
     assert sorted(zip(rows.tolist(), tails.tolist(), strict=True)) == [(0, 2), (0, 3), (2, 4)]
     mask = index.mask(torch.tensor([[1, 0]]))
     assert mask.tolist() == [[False, False, True, True, False]]
+
+
+def test_tail_index_contains_agrees_with_the_dense_mask() -> None:
+    """Membership by binary search over the sorted facts equals the dense mask, on random
+    queries: known and unknown pairs, keys beyond the last fact, an empty index."""
+    generator = torch.Generator().manual_seed(0)
+    triples = torch.randint(0, 30, (400, 3), generator=generator)
+    triples[:, 1] %= 4
+    index = TailIndex(triples, 30, 4)
+    hr = torch.cat((triples[:50, :2], torch.randint(0, 4, (20, 2), generator=generator)))
+    tails = torch.randint(0, 30, (len(hr), 12), generator=generator)
+    tails[:50, 0] = triples[:50, 2]  # known for sure
+    expected = index.mask(hr).gather(1, tails)
+    assert expected[:50, 0].all()
+    assert torch.equal(index.contains(hr, tails), expected)
+    empty = TailIndex(torch.zeros(0, 3, dtype=torch.long), 30, 4)
+    assert not empty.contains(hr, tails).any()

@@ -221,20 +221,20 @@ class LinkPredictor:
                 scores = self._fast.score_t(hr)  # (B, N) bf16: candidate search only
             else:
                 scores = self.model.predict_t(hr).float()  # (B, N)
-        rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs
         if isinstance(filter_known, torch.Tensor):
-            drop = filter_known.to(rows.device)[rows]
-            scores[rows[drop], tails[drop]] = float("-inf")
+            if bool(filter_known.any()):
+                rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs
+                drop = filter_known.to(rows.device)[rows]
+                scores[rows[drop], tails[drop]] = float("-inf")
         elif filter_known:
+            rows, tails = self.known.lookup(hr)
             scores[rows, tails] = float("-inf")
         k = min(k, scores.shape[1])
         if self._fast is None:
             top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
         else:
             top_scores, top_ids = self._rescore(hr, scores, k)
-        known_mask = torch.zeros_like(scores, dtype=torch.bool)
-        known_mask[rows, tails] = True
-        top_known = known_mask.gather(1, top_ids)
+        top_known = self.known.contains(hr, top_ids)  # (B, k)
         return TopK(top_scores.tolist(), top_ids.tolist(), top_known.tolist())
 
     def _rescore(

@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """``kgweave``: train, evaluate and query knowledge-graph embedding models.
 
 Every command has ``--json`` for machine-readable output. Errors print one line on stderr and
@@ -8,6 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+
+# before anything loads torch: `kgweave serve` lets idle OpenMP threads sleep (hence the
+# imports below this call: ruff's E402 is off for this file)
+from kgweave.serving.openmp import prefer_passive
+
+prefer_passive(sys.argv[1:2] == ["serve"])
+
 import traceback
 from pathlib import Path
 from typing import Any
@@ -602,8 +610,8 @@ def import_(
         )
 
 
-from kgweave.cli import language as _language  # noqa: E402
-from kgweave.cli import remote as _remote  # noqa: E402  (registers serve, status, ...)
+from kgweave.cli import language as _language
+from kgweave.cli import remote as _remote  # registers serve, status, ...
 
 _remote.register(cli)
 _language.register(cli)

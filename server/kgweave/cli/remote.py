@@ -48,6 +48,9 @@ def serve(
     from kgweave.api.server import serve_forever
     from kgweave.serving.bootstrap import prepare_service
     from kgweave.serving.logs import configure_logging
+    from kgweave.serving.openmp import keep_default_for_children
+
+    keep_default_for_children()  # torch is loaded: training jobs get OpenMP's default
 
     overrides = {
         k: v

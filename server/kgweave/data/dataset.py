@@ -96,6 +96,8 @@ class TailIndex:
         keep = torch.ones_like(full, dtype=torch.bool)
         keep[1:] = full[1:] != full[:-1]
         keys, tails = keys[keep], tails[keep]
+        #: every known (query, tail) as one sorted key ``query * num_entities + tail``: (T,)
+        self.facts = full[keep]
         self.keys, counts = torch.unique_consecutive(keys, return_counts=True)
         self.offsets = torch.zeros(len(self.keys) + 1, dtype=torch.long)
         self.offsets[1:] = torch.cumsum(counts, 0)
@@ -106,6 +108,7 @@ class TailIndex:
         out = TailIndex.__new__(TailIndex)
         out.num_entities, out.num_relations = self.num_entities, self.num_relations
         out.keys, out.offsets, out.tails = self.keys, self.offsets, self.tails
+        out.facts = self.facts
         return out.to(torch.device(device))
 
     def to(self, device: torch.device) -> TailIndex:
@@ -113,6 +116,7 @@ class TailIndex:
         self.keys = self.keys.to(device)
         self.offsets = self.offsets.to(device)
         self.tails = self.tails.to(device)
+        self.facts = self.facts.to(device)
         return self
 
     @property
@@ -159,6 +163,21 @@ class TailIndex:
         starts = self.offsets[slot]
         lengths = torch.where(found, self.offsets[slot + 1] - starts, torch.zeros_like(starts))
         return self._expand(starts, lengths)
+
+    def contains(self, hr: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+        """Whether each ``(head, relation, tails[i, j])`` of query row ``i`` is known.
+
+        Args:
+            hr: shape (B, 2) of (head, relation).
+            tails: shape (B, C) entity ids.
+        Returns:
+            shape (B, C) bool; one binary search per entry, no expansion of known tails.
+        """
+        if len(self.facts) == 0:
+            return torch.zeros_like(tails, dtype=torch.bool)
+        keys = (hr[:, 0] * self.num_relations + hr[:, 1]).unsqueeze(1) * self.num_entities + tails
+        slot = torch.searchsorted(self.facts, keys.reshape(-1)).clamp_(max=len(self.facts) - 1)
+        return (self.facts[slot] == keys.reshape(-1)).view_as(tails)
 
     def mask(self, hr: torch.Tensor) -> torch.Tensor:
         """Dense boolean mask of known tails: shape (B, N)."""
