@@ -13,7 +13,7 @@ from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import RunningServer, start_grpc
 from kgweave.serving.service import KGService
 from kgweave.serving.training_run import run_training
-from kgweave.settings import Settings
+from kgweave.settings import Settings, get_settings
 
 
 def train_demo_model(settings: Settings, out: Path, **config: object) -> Path:
@@ -34,9 +34,9 @@ TRANSPORTS = ("python", "native")
 def frontend_binary() -> Path:
     """The built kgweave-frontend, or skip: building it needs gRPC's C++ library
     (``.ci/run`` builds it; README says how)."""
-    binary = find_frontend(Settings(frontend_binary=None))
+    binary = find_frontend(get_settings())
     if binary is None:
-        pytest.skip("kgweave-frontend is not built (cmake -S frontend -B frontend/build)")
+        pytest.skip("kgweave-frontend is not built (bash frontend/build.sh)")
     return binary
 
 

@@ -244,8 +244,9 @@ def test_serve_stops_with_an_error_when_the_front_end_dies(demo_model: Path) -> 
     thread = threading.Thread(target=main, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not started and time.monotonic() < deadline:
+    while not started and not outcome and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert started, outcome
     address = f"127.0.0.1:{started[0]}"
     channel = grpc.insecure_channel(address)
     stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
