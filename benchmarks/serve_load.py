@@ -123,6 +123,36 @@ def requests_of(queries: list[tuple[str, str]], method: str, per_call: int) -> l
 LOADGEN = Path(__file__).resolve().parent / "loadgen" / "build" / "kgweave-loadgen"
 
 
+def result_row(
+    method: str,
+    clients: int,
+    per_call: int,
+    calls: int,
+    errors: int,
+    seconds: float,
+    latency_ms: tuple[float, float, float],
+    cpu_s: tuple[float | None, float],
+) -> dict[str, Any]:
+    """One row of the report. ``latency_ms``: p50, p99, mean; ``cpu_s``: CPU seconds of the
+    server (None where unknown) and of the load generator over the run."""
+    per_call = per_call if method == "PredictLinks" else 0
+    server_cpu, client_cpu = cpu_s
+    return {
+        "method": method,
+        "clients": clients,
+        "queries_per_call": per_call,
+        "requests": calls,
+        "errors": errors,
+        "qps": calls * max(per_call, 1) / seconds,
+        "p50_ms": latency_ms[0],
+        "p99_ms": latency_ms[1],
+        "mean_ms": latency_ms[2],
+        # CPU time per call: where the two cores go (server process, load-generator process)
+        "server_cpu_ms_per_call": None if server_cpu is None else 1000 * server_cpu / max(calls, 1),
+        "client_cpu_ms_per_call": 1000 * client_cpu / max(calls, 1),
+    }
+
+
 def load_native(
     address: str,
     queries: list[tuple[str, str]],
@@ -138,7 +168,6 @@ def load_native(
             f"{LOADGEN} is not built: cmake -S benchmarks/loadgen -B benchmarks/loadgen/build "
             "&& cmake --build benchmarks/loadgen/build"
         )
-    service = "AdminService" if method == "Status" else "KnowledgeService"
     with tempfile.NamedTemporaryFile(suffix=".bin") as file:
         for request in requests_of(queries, method, per_call):
             data = request.SerializeToString()
@@ -146,29 +175,24 @@ def load_native(
         file.flush()
         server_cpu = cpu_seconds(server_pid)
         done = subprocess.run(
-            [str(LOADGEN), "--target", address, "--method", f"/kgweave.v1.{service}/{method}",
-             "--requests", file.name, "--clients", str(clients), "--seconds", str(seconds)],
+            [str(LOADGEN), "--target", address,
+             "--method", f"/kgweave.v1.KnowledgeService/{method}", "--requests", file.name,
+             "--clients", str(clients), "--seconds", str(seconds)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         server_end = cpu_seconds(server_pid)
     got = json.loads(done.stdout)
-    calls = max(got["calls"], 1)
-    server_ms = None
-    if server_cpu is not None and server_end is not None:
-        server_ms = 1000 * (server_end - server_cpu) / calls
-    return {
-        "method": method,
-        "clients": clients,
-        "queries_per_call": per_call if method == "PredictLinks" else 0,
-        "requests": got["calls"],
-        "errors": got["errors"],
-        "qps": got["calls_per_s"] * (per_call if method == "PredictLinks" else 1),
-        "p50_ms": got["p50_ms"],
-        "p99_ms": got["p99_ms"],
-        "mean_ms": got["mean_ms"],
-        "server_cpu_ms_per_call": server_ms,
-        "client_cpu_ms_per_call": 1000 * got["cpu_seconds"] / calls,
-    }
+    server_s = None if server_cpu is None or server_end is None else server_end - server_cpu
+    return result_row(
+        method,
+        clients,
+        per_call,
+        got["calls"],
+        got["errors"],
+        got["seconds"],
+        (got["p50_ms"], got["p99_ms"], got["mean_ms"]),
+        (server_s, got["cpu_seconds"]),
+    )
 
 
 async def load(
@@ -214,24 +238,21 @@ async def load(
         elapsed = time.perf_counter() - began
         client_cpu = time.process_time() - client_cpu
         server_end = cpu_seconds(server_pid)
-    calls = max(len(latencies), 1)
-    server_ms = None
-    if server_cpu is not None and server_end is not None:
-        server_ms = 1000 * (server_end - server_cpu) / calls
-    return {
-        "method": method,
-        "clients": clients,
-        "queries_per_call": per_call if method == "PredictLinks" else 0,
-        "requests": len(latencies),
-        "errors": errors,
-        "qps": len(latencies) * (per_call if method == "PredictLinks" else 1) / elapsed,
-        "p50_ms": 1000 * percentile(latencies, 0.50),
-        "p99_ms": 1000 * percentile(latencies, 0.99),
-        "mean_ms": 1000 * statistics.fmean(latencies),
-        # CPU time per call: where the two cores go (server process, load-generator process)
-        "server_cpu_ms_per_call": server_ms,
-        "client_cpu_ms_per_call": 1000 * client_cpu / calls,
-    }
+    server_s = None if server_cpu is None or server_end is None else server_end - server_cpu
+    return result_row(
+        method,
+        clients,
+        per_call,
+        len(latencies),
+        errors,
+        elapsed,
+        (
+            1000 * percentile(latencies, 0.50),
+            1000 * percentile(latencies, 0.99),
+            1000 * statistics.fmean(latencies),
+        ),
+        (server_s, client_cpu),
+    )
 
 
 def run_clients(
