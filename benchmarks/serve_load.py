@@ -227,9 +227,9 @@ async def load(
                 started = time.perf_counter()
                 try:
                     await call(requests[i % len(requests)], timeout=10)
+                    latencies.append(time.perf_counter() - started)
                 except grpc.aio.AioRpcError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
+                    errors += 1  # failed calls are no throughput (fast refusals would be)
                 i += clients
 
         began, client_cpu = time.perf_counter(), time.process_time()
@@ -247,9 +247,9 @@ async def load(
         errors,
         elapsed,
         (
-            1000 * percentile(latencies, 0.50),
-            1000 * percentile(latencies, 0.99),
-            1000 * statistics.fmean(latencies),
+            1000 * percentile(latencies or [0.0], 0.50),
+            1000 * percentile(latencies or [0.0], 0.99),
+            1000 * statistics.fmean(latencies or [0.0]),
         ),
         (server_s, client_cpu),
     )

@@ -77,19 +77,23 @@ std::string Flatten(const grpc::ByteBuffer& buffer) {
 class BridgeWriter {
  public:
   explicit BridgeWriter(int fd) : fd_(fd), thread_([this] { Run(); }) {}
-  ~BridgeWriter() {
+  ~BridgeWriter() { Close(); }
+
+  // Write what is queued, then stop the thread (idempotent).
+  void Close() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
     }
     cv_.notify_one();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   void Send(uint8_t type, uint64_t id, const char* payload, size_t size,
             const std::string* prefix = nullptr) {
     size_t extra = prefix ? prefix->size() : 0;
     std::lock_guard<std::mutex> lock(mu_);
+    if (broken_) return;  // the engine is gone: nobody reads frames any more
     PutU32(&pending_, static_cast<uint32_t>(1 + 8 + extra + size));
     pending_.push_back(static_cast<char>(type));
     PutU64(&pending_, id);
@@ -110,12 +114,14 @@ class BridgeWriter {
       }
       size_t off = 0;
       while (off < batch.size()) {
-        ssize_t n = ::write(fd_, batch.data() + off, batch.size() - off);
+        ssize_t n = ::send(fd_, batch.data() + off, batch.size() - off, MSG_NOSIGNAL);
         if (n < 0) {
           if (errno == EINTR) continue;
-          std::cerr << "kgweave-frontend: engine socket write failed: " << std::strerror(errno)
-                    << "\n";
-          std::_Exit(3);
+          // the engine closed its end: the reader sees it too and fails the calls in flight
+          std::lock_guard<std::mutex> lock(mu_);
+          broken_ = true;
+          pending_.clear();
+          break;
         }
         off += static_cast<size_t>(n);
       }
@@ -128,6 +134,7 @@ class BridgeWriter {
   std::condition_variable cv_;
   std::string pending_;
   bool stop_ = false;
+  bool broken_ = false;
   std::thread thread_;
 };
 
@@ -136,13 +143,10 @@ class Call;
 // Calls in flight by id; the reader thread finds a call here to deliver the engine's frames.
 class CallTable {
  public:
-  uint64_t Add(Call* call);
+  uint64_t TryAdd(Call* call, size_t limit);  // 0 when `limit` calls are in flight
+  std::vector<Call*> AcquireAll();            // each with a reference held
   void Remove(uint64_t id);
   Call* Acquire(uint64_t id);  // with a reference held; release with Call::Unref
-  size_t Size() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return calls_.size();
-  }
 
  private:
   std::mutex mu_;
@@ -161,23 +165,31 @@ struct Shared {
 class Call : public grpc::ServerGenericBidiReactor {
  public:
   Call(grpc::GenericCallbackServerContext* ctx, Shared* shared) : ctx_(ctx), shared_(shared) {
+    std::lock_guard<std::mutex> lock(mu_);
     if (shared_->engine_gone.load()) {
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the kgweave engine has stopped"));
+      Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the kgweave engine has stopped"));
       return;
     }
-    if (shared_->calls.Size() >= shared_->max_in_flight) {
-      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+    id_ = shared_->calls.TryAdd(this, shared_->max_in_flight);
+    if (id_ == 0) {
+      Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           "the server has " + std::to_string(shared_->max_in_flight) +
                               " calls in flight; retry later"));
       return;
     }
-    id_ = shared_->calls.Add(this);
     unary_ = shared_->unary.count(ctx_->method()) > 0;
     if (!unary_) {
       std::string open = Timeout();
       shared_->writer->Send(kOpen, id_, ctx_->method().data(), ctx_->method().size(), &open);
+      sent_ = true;
     }
     StartRead(&request_);
+  }
+
+  // Finish a call the engine never hears of, under mu_.
+  void Reject(grpc::Status status) {
+    finishing_ = finished_ = true;
+    Finish(std::move(status));
   }
 
   // Seconds to the call's deadline as 8 bytes (f64, negative for none).
@@ -193,12 +205,10 @@ class Call : public grpc::ServerGenericBidiReactor {
 
   void OnReadDone(bool ok) override {
     if (unary_) {  // the one request: the whole call goes in one frame, no further read
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_ || cancelled_) return;
       if (!ok) {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!finished_ && !cancelled_) {
-          finishing_ = finished_ = true;
-          Finish(grpc::Status(grpc::StatusCode::INTERNAL, "expected exactly one request"));
-        }
+        Reject(grpc::Status(grpc::StatusCode::INTERNAL, "expected exactly one request"));
         return;
       }
       std::string head = Timeout();
@@ -207,6 +217,7 @@ class Call : public grpc::ServerGenericBidiReactor {
       head.append(ctx_->method());
       std::string bytes = Flatten(request_);
       shared_->writer->Send(kUnary, id_, bytes.data(), bytes.size(), &head);
+      sent_ = true;
       return;
     }
     if (ok) {
@@ -223,8 +234,8 @@ class Call : public grpc::ServerGenericBidiReactor {
   // engine and finish now (every call must be finished, even a cancelled one, or shutdown
   // would wait for it).
   void OnCancel() override {
-    if (id_ != 0) shared_->writer->Send(kCancel, id_, nullptr, 0);
     std::lock_guard<std::mutex> lock(mu_);
+    if (sent_) shared_->writer->Send(kCancel, id_, nullptr, 0);  // the engine knows the call
     cancelled_ = true;
     if (!writing_) Abandon();  // else when the write in flight is done
   }
@@ -310,15 +321,27 @@ class Call : public grpc::ServerGenericBidiReactor {
   bool finishing_ = false;
   bool finished_ = false;
   bool cancelled_ = false;
+  bool sent_ = false;  // the engine has heard of this call (OPEN or UNARY went out)
   grpc::Status status_;
   std::atomic<int> refs_{1};
 };
 
-uint64_t CallTable::Add(Call* call) {
+uint64_t CallTable::TryAdd(Call* call, size_t limit) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (calls_.size() >= limit) return 0;
   uint64_t id = next_++;
   calls_.emplace(id, call);
   return id;
+}
+
+std::vector<Call*> CallTable::AcquireAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Call*> out;
+  for (auto& entry : calls_) {
+    entry.second->Ref();
+    out.push_back(entry.second);
+  }
+  return out;
 }
 
 void CallTable::Remove(uint64_t id) {
@@ -359,6 +382,10 @@ void ReadEngine(int fd, Shared* shared) {
     while (buffer.size() - off >= 4) {
       uint32_t length;
       std::memcpy(&length, buffer.data() + off, 4);
+      if (length < 9) {
+        std::cerr << "kgweave-frontend: malformed frame from the engine; stopping\n";
+        return;
+      }
       if (buffer.size() - off - 4 < length) break;
       const char* frame = buffer.data() + off + 4;
       uint8_t type = static_cast<uint8_t>(frame[0]);
@@ -448,7 +475,12 @@ int main(int argc, char** argv) {
 
   std::thread reader([&] {
     ReadEngine(fd, &shared);
-    shared.engine_gone = true;
+    shared.engine_gone = true;  // new calls: UNAVAILABLE
+    for (Call* call : shared.calls.AcquireAll()) {  // calls in flight: UNAVAILABLE now
+      call->DeliverStatus(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "the kgweave engine has stopped"));
+      call->Unref();
+    }
     kill(getpid(), SIGTERM);  // the engine is gone: stop serving
   });
 
@@ -458,6 +490,7 @@ int main(int argc, char** argv) {
                std::chrono::milliseconds(static_cast<int64_t>(grace * 1000));
   server->Shutdown(until);  // no new calls; calls in flight get the grace period
   server->Wait();
+  writer.Close();  // the last frames (cancellations) reach the engine
   ::shutdown(fd, SHUT_RDWR);
   reader.join();
   return 0;

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kgweave.api.bridge import Bridge, HandlerTable
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import serve_forever, start_server
 from kgweave.artifact import load_artifact
@@ -120,9 +123,10 @@ def test_malformed_and_unknown_methods(native: ServerThread) -> None:
         raw(b"\xff\xff\xff", timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "malformed request message"
-    with pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary("/kgweave.v1.KnowledgeService/Nope")(b"", timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    for method in ("/kgweave.v1.KnowledgeService/Nope", b"/kgweave.v1.X/\xff"):  # not UTF-8
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(method)(b"", timeout=10)  # type: ignore[arg-type]
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     # the server is fine afterwards
     reply = knowledge_pb2_grpc.KnowledgeServiceStub(channel).PredictLinks(_request(QUERIES[1]))
     assert len(reply.results[0].candidates) == 5
@@ -212,12 +216,104 @@ def test_stop_drains_calls_in_flight_then_refuses(
 
 
 def test_front_end_exits_when_the_engine_goes(native: ServerThread) -> None:
+    """Calls in flight end UNAVAILABLE at once (not after the grace period), then the front end
+    exits cleanly."""
     process = native.running.process  # type: ignore[attr-defined]
+    channel = grpc.insecure_channel(native.address)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # a stream in flight
     native.loop.call_soon_threadsafe(native.running.bridge.close)  # type: ignore[attr-defined]
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        next(watch)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 5  # the grace period is 10 s
     deadline = time.monotonic() + 15
     while process.returncode is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.returncode == 0
+    channel.close()
+
+
+def test_a_handler_that_breaks_still_answers_and_refusals_under_deadlines_are_safe(
+    demo_model: Path,
+) -> None:
+    """Generic paths of the bridge with a handler table of its own: a response that cannot be
+    encoded ends its call INTERNAL (never unanswered); calls refused at the in-flight limit
+    whose deadlines pass at the same moment do not bring the front end down."""
+    binary = frontend_binary()
+
+    async def broken(_request: bytes, _context: object) -> None:
+        return None  # not a message
+
+    table = HandlerTable()
+    table.add_registered_method_handlers(
+        "t.T",
+        {
+            "Broken": grpc.unary_unary_rpc_method_handler(
+                broken,
+                request_deserializer=lambda b: b,
+                response_serializer=lambda m: m.SerializeToString(),
+            )
+        },
+    )
+
+    async def run() -> tuple[grpc.StatusCode, str, int | None]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        await loop.connect_accepted_socket(lambda: Bridge(table), ours)
+        process = subprocess.Popen(
+            [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()),
+             "--unary", "/t.T/Broken"],
+            pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
+        )  # fmt: skip
+        theirs.close()
+        assert process.stdout is not None
+        port = int((await loop.run_in_executor(None, process.stdout.readline)).split()[1])
+
+        def client() -> tuple[grpc.StatusCode, str]:
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            try:
+                channel.unary_unary("/t.T/Broken")(b"x", timeout=10)
+            except grpc.RpcError as exc:
+                return exc.code(), exc.details() or ""
+            finally:
+                channel.close()
+            raise AssertionError("the broken handler answered")
+
+        code, details = await loop.run_in_executor(None, client)
+        process.terminate()
+        return code, details, process.wait(timeout=15)
+
+    code, details, returncode = asyncio.run(run())
+    assert code == grpc.StatusCode.INTERNAL and "server log" in details
+    assert returncode == 0
+
+    # refusals: no call may be in flight, and deadlines of a fraction of a millisecond
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()),
+         "--max-in-flight", "0"],
+        pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
+    )  # fmt: skip
+    theirs.close()
+    assert process.stdout is not None
+    port = int(process.stdout.readline().split()[1])
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary("/t.T/Any")
+    codes: set[grpc.StatusCode] = set()
+    for i in range(100):
+        futures = [call.future(b"", timeout=0.0005 + (i % 7) * 0.0002) for _ in range(32)]
+        for future in futures:
+            with pytest.raises(grpc.RpcError) as info:
+                future.result()
+            codes.add(info.value.code())
+    assert process.poll() is None  # alive
+    assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+    channel.close()
+    process.terminate()
+    assert process.wait(timeout=15) == 0
+    ours.close()
 
 
 def test_serve_stops_with_an_error_when_the_front_end_dies(demo_model: Path) -> None:

@@ -211,7 +211,12 @@ class Bridge(asyncio.Protocol):
             _, kind, call_id = _HEAD.unpack_from(buffer, offset)
             payload = bytes(buffer[offset + 13 : offset + 4 + length])
             offset += 4 + length
-            self._frame(kind, call_id, payload)
+            try:
+                self._frame(kind, call_id, payload)
+            except Exception:  # one bad frame fails its call, never the connection
+                log.exception("bad frame %d for call %d", kind, call_id)
+                self.calls.pop(call_id, None)  # (the front end ignores a status it cannot place)
+                self.send_status(call_id, grpc.StatusCode.INTERNAL, "malformed call")
         del buffer[:offset]
 
     # ---- frames in
@@ -228,14 +233,15 @@ class Bridge(asyncio.Protocol):
     def _frame(self, kind: int, call_id: int, payload: bytes) -> None:
         if kind == UNARY:
             timeout, length = _UNARY.unpack_from(payload)
-            opened = self._open(call_id, timeout, payload[10 : 10 + length].decode())
+            method = payload[10 : 10 + length].decode(errors="replace")
+            opened = self._open(call_id, timeout, method)
             if opened is not None:
                 opened.requests.append(payload[10 + length :])
                 self._frame(HALF_CLOSE, call_id, b"")
             return
         if kind == OPEN:
             (timeout,) = _OPEN.unpack_from(payload)
-            opened = self._open(call_id, timeout, payload[8:].decode())
+            opened = self._open(call_id, timeout, payload[8:].decode(errors="replace"))
             if opened is not None and opened.handler.request_streaming:
                 opened.inbox = asyncio.Queue()
                 opened.task = self.loop.create_task(self._run(call_id, opened, None))
@@ -283,6 +289,8 @@ class Bridge(asyncio.Protocol):
         """One batch handler call for the unary calls that became complete together."""
         requests, ids, deadlines = [], [], []
         for call_id, payload, deadline in calls:
+            if call_id not in self.calls:
+                continue  # cancelled meanwhile: not scored
             try:
                 requests.append(batch.deserialize(payload))
             except Exception:
@@ -294,16 +302,18 @@ class Bridge(asyncio.Protocol):
             return
         try:
             answers = await batch.answer(requests, deadlines)
+            for call_id, answer in zip(ids, answers, strict=True):
+                if isinstance(answer, tuple):
+                    self._end(call_id, *answer)
+                else:
+                    data = batch.serialize(answer)
+                    if self.calls.pop(call_id, None) is not None:
+                        self.send(LAST, call_id, data)
         except Exception:
             log.exception("forwarded calls failed")
+        finally:  # whatever is left unanswered (an error above, a cancelled task) ends here
             for call_id in ids:
                 self._end(call_id, grpc.StatusCode.INTERNAL, "internal error; see the server log")
-            return
-        for call_id, answer in zip(ids, answers, strict=True):
-            if isinstance(answer, tuple):
-                self._end(call_id, *answer)
-            elif self.calls.pop(call_id, None) is not None:
-                self.send(LAST, call_id, batch.serialize(answer))
 
     async def _requests(self, call: _Call) -> AsyncIterator[Any]:
         assert call.inbox is not None
@@ -349,8 +359,9 @@ class Bridge(asyncio.Protocol):
                 if context._code not in (None, grpc.StatusCode.OK):
                     self._end(call_id, context._code, context._details)
                     return
+                data = serialize(response)  # before the call is taken: a failure answers it
                 if self.calls.pop(call_id, None) is not None:
-                    self.send(LAST, call_id, serialize(response))
+                    self.send(LAST, call_id, data)
                 return
             self._end(call_id, context._code or grpc.StatusCode.OK, context._details)
         except _Abort as exc:
