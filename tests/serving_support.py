@@ -60,8 +60,8 @@ class ServerThread:
         self.running: RunningServer = future.result(timeout=30)
         self.address = f"127.0.0.1:{self.running.port}"
 
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.running.stop(1.0), self.loop).result(timeout=30)
+    def stop(self, grace: float = 1.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.service.close()

@@ -15,8 +15,9 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -74,6 +75,36 @@ def _request(query: Query, k: int = 5) -> knowledge_pb2.PredictLinksRequest:
         ],
         k=k,
     )
+
+
+def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait for ``condition`` (checked every 20 ms); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def _code(call: Callable[[], object]) -> grpc.StatusCode:
+    """The status code ``call`` ends with (OK when it answers)."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def _spawn(binary: Path, *options: str) -> tuple[subprocess.Popen[bytes], socket.socket, int]:
+    """The front end alone on a free port: (process, the engine's end of the socket, port)."""
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()), *options],
+        pass_fds=(theirs.fileno(),),
+        stdout=subprocess.PIPE,
+    )
+    theirs.close()
+    assert process.stdout is not None
+    return process, ours, int(process.stdout.readline().split()[1])
 
 
 def _batches(service: KGService) -> tuple[float, float]:
@@ -167,16 +198,28 @@ def test_calls_in_flight_limit_deadline_and_cancel(
         assert held.scoring.wait(timeout=10)  # the engine is inside the (held) scoring pass
         cancelled = stub.PredictLinks.future(_request(QUERIES[1]), timeout=30)
         waiting = stub.PredictLinks.future(_request(QUERIES[2]), timeout=30)
-        time.sleep(0.3)  # both reached the front end
+
+        def probe(timeout: float) -> grpc.StatusCode:
+            return _code(lambda: stub.PredictLinks(_request(QUERIES[3]), timeout=timeout))
+
+        # once both reached the front end, a fourth call is refused (an accepted probe just
+        # times out and frees its slot)
+        _until(lambda: probe(0.2) == grpc.StatusCode.RESOURCE_EXHAUSTED)
         with pytest.raises(grpc.RpcError) as info:
             stub.PredictLinks(_request(QUERIES[3]), timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "3 calls in flight" in (info.value.details() or "")
         assert cancelled.cancel()
-        time.sleep(0.3)  # the cancel freed its slot
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictLinks(_request(QUERIES[3]), timeout=0.3)
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # the cancel frees its slot: a call is taken again, and with the engine held its
+        # deadline passes
+        codes: list[grpc.StatusCode] = []
+
+        def taken_again() -> bool:
+            codes.append(probe(0.3))
+            return codes[-1] != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        _until(taken_again)
+        assert codes[-1] == grpc.StatusCode.DEADLINE_EXCEEDED
         held.gate.set()
         assert len(first.result().results[0].candidates) == 5
         assert len(waiting.result().results[0].candidates) == 5
@@ -191,27 +234,36 @@ def test_calls_in_flight_limit_deadline_and_cancel(
 def test_stop_drains_calls_in_flight_then_refuses(
     demo_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stopping (SIGTERM in `kgweave serve`) lets a call in flight finish, then the port
-    closes and the front end process is gone."""
+    """Stopping (SIGTERM in `kgweave serve`): the front end refuses new calls at once, a call
+    in flight (here a Verbalize held in its worker thread) still finishes within the grace
+    period, then the front end process exits cleanly."""
     frontend_binary()
     service = _service(demo_model)
-    held = _HeldScoring(service, monkeypatch)
+    gate, entered = threading.Event(), threading.Event()
+    verbalize = service.verbalize
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        gate.wait(timeout=30)
+        return verbalize(*args, **kwargs)
+
+    monkeypatch.setattr(service, "verbalize", held)
     server = ServerThread(service, "native")
     channel = grpc.insecure_channel(server.address)
     stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
-    pending = stub.PredictLinks.future(_request(QUERIES[0]), timeout=30)
-    assert held.scoring.wait(timeout=10)
+    pending = stub.Verbalize.future(
+        knowledge_pb2.VerbalizeRequest(entity="alan_turing"), timeout=30
+    )
+    assert entered.wait(timeout=10)
     process = server.running.process  # type: ignore[attr-defined]
-    stopping = threading.Thread(target=server.stop)
+    stopping = threading.Thread(target=server.stop, kwargs={"grace": 20.0})
     stopping.start()
-    time.sleep(0.5)
-    held.gate.set()  # the held call completes within the grace period
-    assert len(pending.result(timeout=20).results[0].candidates) == 5
-    stopping.join(timeout=30)
-    assert process.returncode == 0
-    with pytest.raises(grpc.RpcError) as info:
-        stub.PredictLinks(_request(QUERIES[0]), timeout=2)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    entity = knowledge_pb2.GetEntityRequest(entity="paris")
+    _until(lambda: _code(lambda: stub.GetEntity(entity, timeout=2)) == grpc.StatusCode.UNAVAILABLE)
+    gate.set()  # the held call completes within the grace period
+    assert "Alan Turing" in pending.result(timeout=20).text
+    stopping.join(timeout=60)
+    assert not stopping.is_alive() and process.returncode == 0
     channel.close()
 
 
@@ -220,18 +272,17 @@ def test_front_end_exits_when_the_engine_goes(native: ServerThread) -> None:
     exits cleanly."""
     process = native.running.process  # type: ignore[attr-defined]
     channel = grpc.insecure_channel(native.address)
-    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
-    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # a stream in flight
+    # a stream in flight, whose own deadline (5 s) comes before the grace period (10 s) ends
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=5
+    )
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
     native.loop.call_soon_threadsafe(native.running.bridge.close)  # type: ignore[attr-defined]
-    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as info:
         next(watch)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert time.monotonic() - started < 5  # the grace period is 10 s
-    deadline = time.monotonic() + 15
-    while process.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.returncode == 0
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # not DEADLINE_EXCEEDED
+    exited = asyncio.run_coroutine_threadsafe(process.wait(), native.loop)
+    assert exited.result(timeout=15) == 0
     channel.close()
 
 
@@ -260,16 +311,8 @@ def test_a_handler_that_breaks_still_answers_and_refusals_under_deadlines_are_sa
 
     async def run() -> tuple[grpc.StatusCode, str, int | None]:
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
+        process, ours, port = _spawn(binary, "--unary", "/t.T/Broken")
         await loop.connect_accepted_socket(lambda: Bridge(table), ours)
-        process = subprocess.Popen(
-            [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()),
-             "--unary", "/t.T/Broken"],
-            pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
-        )  # fmt: skip
-        theirs.close()
-        assert process.stdout is not None
-        port = int((await loop.run_in_executor(None, process.stdout.readline)).split()[1])
 
         def client() -> tuple[grpc.StatusCode, str]:
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -290,15 +333,7 @@ def test_a_handler_that_breaks_still_answers_and_refusals_under_deadlines_are_sa
     assert returncode == 0
 
     # refusals: no call may be in flight, and deadlines of a fraction of a millisecond
-    ours, theirs = socket.socketpair()
-    process = subprocess.Popen(
-        [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()),
-         "--max-in-flight", "0"],
-        pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
-    )  # fmt: skip
-    theirs.close()
-    assert process.stdout is not None
-    port = int(process.stdout.readline().split()[1])
+    process, ours, port = _spawn(binary, "--max-in-flight", "0")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     call = channel.unary_unary("/t.T/Any")
     codes: set[grpc.StatusCode] = set()
@@ -325,24 +360,23 @@ def test_serve_stops_with_an_error_when_the_front_end_dies(demo_model: Path) -> 
         update={"grpc_port": 0, "http_port": 0, "frontend": "native"}
     )
     started: list[object] = []
-
-    async def run() -> None:
-        await serve_forever(service, settings, lambda port, _http: started.append(port))
-
     outcome: list[BaseException] = []
+    ready = threading.Event()  # serving, or failed to start
+
+    def serving(port: int, _http: int) -> None:
+        started.append(port)
+        ready.set()
 
     def main() -> None:
         try:
-            asyncio.run(run())
+            asyncio.run(serve_forever(service, settings, serving))
         except BaseException as exc:
             outcome.append(exc)
+            ready.set()
 
     thread = threading.Thread(target=main, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not started and not outcome and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert started, outcome
+    assert ready.wait(timeout=30) and started, outcome
     address = f"127.0.0.1:{started[0]}"
     channel = grpc.insecure_channel(address)
     stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)

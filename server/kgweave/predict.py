@@ -6,6 +6,7 @@ The CLI calls it in-process; the gRPC service will call the same functions.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,8 +57,17 @@ class TopK:
     ids: list[list[int]]  # (B, k) entity ids
     known: list[list[bool]]  # (B, k): the completed triple is in the training graph
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    def labelled(
+        self, labels: list[str], names: list[str | None]
+    ) -> Iterator[list[tuple[int, str, str | None, float, bool]]]:
+        """Per query, its answers as ``(rank, entity label, name, score, known)``, filtered
+        entries dropped."""
+        for scores, ids, known in zip(self.scores, self.ids, self.known, strict=True):
+            yield [
+                (rank + 1, labels[e], names[e], s, kn)
+                for rank, (s, e, kn) in enumerate(zip(scores, ids, known, strict=True))
+                if s != float("-inf")
+            ]
 
     def rows(self, start: int, stop: int, k: int) -> TopK:
         """Rows ``start:stop``, cut to their best ``k``."""
@@ -190,20 +200,8 @@ class LinkPredictor:
 
     def predictions(self, top: TopK) -> list[list[Prediction]]:
         """Labelled :class:`Prediction` rows of ``top`` (filtered entries dropped)."""
-        labels = self.artifact.entities.labels
-        names = self.artifact.entity_names
-        out: list[list[Prediction]] = []
-        for row_scores, row_ids, row_known in zip(top.scores, top.ids, top.known, strict=True):
-            out.append(
-                [
-                    Prediction(rank + 1, labels[e], names[e], s, kn)
-                    for rank, (s, e, kn) in enumerate(
-                        zip(row_scores, row_ids, row_known, strict=True)
-                    )
-                    if s != float("-inf")
-                ]
-            )
-        return out
+        rows = top.labelled(self.artifact.entities.labels, self.artifact.entity_names)
+        return [[Prediction(*answer) for answer in row] for row in rows]
 
     def top_ids(self, hr: torch.Tensor, k: int, filter_known: bool | torch.Tensor) -> TopK:
         """Top-``k`` for id queries, scored in one pass and ranked with one top-k: the

@@ -115,15 +115,16 @@ class BridgeContext:
     def __init__(self, bridge: Bridge, call_id: int, deadline: float | None) -> None:
         self._bridge = bridge
         self._id = call_id
-        self._deadline = deadline
-        self._code: grpc.StatusCode | None = None
-        self._details = ""
+        #: loop-time deadline (None: none); the status set by set_code / set_details
+        self.deadline = deadline
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
         self.cancelled_by_client = False
 
     def time_remaining(self) -> float | None:
-        if self._deadline is None:
+        if self.deadline is None:
             return None
-        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
 
     async def abort(self, code: grpc.StatusCode, details: str = "", *_: Any) -> None:
         raise _Abort(code, details)
@@ -132,10 +133,10 @@ class BridgeContext:
         self._bridge.send(MESSAGE, self._id, message.SerializeToString())
 
     def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
+        self.code = code
 
     def set_details(self, details: str) -> None:
-        self._details = details
+        self.details = details
 
     def cancelled(self) -> bool:
         return self.cancelled_by_client
@@ -264,7 +265,7 @@ class Bridge(asyncio.Protocol):
                 if not self._ready:
                     self.loop.call_soon(self._start_batches)
                 self._ready.setdefault(call.batch, []).append(
-                    (call_id, call.requests[0], call.context._deadline)
+                    (call_id, call.requests[0], call.context.deadline)
                 )
             else:
                 call.task = self.loop.create_task(self._run(call_id, call, call.requests[0]))
@@ -356,14 +357,14 @@ class Bridge(asyncio.Protocol):
                     response = await function(request, context)
                 else:  # a blocking handler
                     response = await asyncio.to_thread(function, request, context)
-                if context._code not in (None, grpc.StatusCode.OK):
-                    self._end(call_id, context._code, context._details)
+                if context.code not in (None, grpc.StatusCode.OK):
+                    self._end(call_id, context.code, context.details)
                     return
                 data = serialize(response)  # before the call is taken: a failure answers it
                 if self.calls.pop(call_id, None) is not None:
                     self.send(LAST, call_id, data)
                 return
-            self._end(call_id, context._code or grpc.StatusCode.OK, context._details)
+            self._end(call_id, context.code or grpc.StatusCode.OK, context.details)
         except _Abort as exc:
             self._end(call_id, exc.code, exc.details)
         except asyncio.CancelledError:

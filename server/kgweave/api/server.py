@@ -8,6 +8,7 @@ NOT_SERVING, new calls are refused and calls in flight get ``shutdown_grace_s`` 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -62,7 +63,7 @@ class Health:
             on_loop = False
         if on_loop:
             self.loop.create_task(self.update(serving))
-        else:
+        elif not self.loop.is_closed():  # (an activation after the server stopped: no one asks)
             asyncio.run_coroutine_threadsafe(self.update(serving), self.loop)
 
 
@@ -90,7 +91,7 @@ def add_services(target: Any, service: KGService, health_state: Health) -> None:
     )
 
 
-class RunningServer:
+class RunningServer(abc.ABC):
     """A started gRPC endpoint and what is needed to stop it."""
 
     #: "python" (grpc.aio) or "native" (kgweave-frontend)
@@ -107,9 +108,6 @@ class RunningServer:
         health_state.set_serving(service.ready)
         service.on_activate = lambda _version: health_state.set_serving(True)
 
-    def set_serving(self, serving: bool) -> None:
-        self.health.set_serving(serving)
-
     def fail(self, why: str) -> None:
         """The endpoint stopped answering by itself (the native front end died)."""
         log.error("%s", why)
@@ -123,8 +121,9 @@ class RunningServer:
         await self.health.update(False)
         await self._stop(grace)
 
+    @abc.abstractmethod
     async def _stop(self, grace: float) -> None:
-        raise NotImplementedError
+        """Stop the transport: no new calls, those in flight get ``grace`` seconds."""
 
 
 class PythonServer(RunningServer):
@@ -167,8 +166,7 @@ async def start_server(service: KGService, settings: Settings) -> RunningServer:
         if binary is None:
             raise KGWeaveError(
                 "KGWEAVE_FRONTEND=native but no kgweave-frontend binary was found; build it "
-                "(cmake -S frontend -B frontend/build && cmake --build frontend/build) or set "
-                "KGWEAVE_FRONTEND_BINARY"
+                "(bash frontend/build.sh) or set KGWEAVE_FRONTEND_BINARY"
             )
         return await start_native(service, settings, binary)
     return await start_grpc(service, settings.grpc_host, settings.grpc_port)

@@ -45,7 +45,16 @@ _JOB_STATE = {
     JobState.CANCELLED: admin_pb2.JOB_STATE_CANCELLED,
 }
 _SETTINGS_FIELDS = (*JOB_FIELDS, "joint")
-_FILTERED = float("-inf")
+
+
+def _failure(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and one-line message a failed call answers with: a
+    :class:`KGWeaveError`'s own (``kgweave.api.status``), else INTERNAL (the traceback goes to
+    the server log, never to the client)."""
+    if isinstance(exc, KGWeaveError):
+        return to_grpc(exc), exc.message
+    log.error("%s failed", method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
 
 
 def _guard(method: Handler[T]) -> Handler[T]:
@@ -57,19 +66,13 @@ def _guard(method: Handler[T]) -> Handler[T]:
         code = "OK"
         try:
             return await method(self, request, context)
-        except KGWeaveError as exc:
-            status = to_grpc(exc)
-            code = status.name
-            await context.abort(status, exc.message)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             code = "CANCELLED"
             raise
-        except Exception:
-            code = "INTERNAL"
-            log.exception("%s failed", name)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error in {name}; see the server log"
-            )
+        except Exception as exc:
+            status, message = _failure(name, exc)
+            code = status.name
+            await context.abort(status, message)
         finally:
             self.service.metrics.request_seconds.labels(method=name, code=code).observe(
                 time.perf_counter() - started
@@ -96,21 +99,12 @@ def _entity(info: EntityInfo, version: str) -> knowledge_pb2.Entity:
 
 
 def _links(served: ServedModel, top: TopK, version: str) -> knowledge_pb2.PredictLinksResponse:
-    """A PredictLinks answer from ranked entity ids (filtered entries dropped)."""
-    labels = served.artifact.entities.labels
-    names = served.artifact.entity_names
+    """A PredictLinks answer from ranked entity ids."""
     response = knowledge_pb2.PredictLinksResponse(model_version=version)
-    for scores, ids, known in zip(top.scores, top.ids, top.known, strict=True):
+    for row in top.labelled(served.artifact.entities.labels, served.artifact.entity_names):
         add = response.results.add().candidates.add
-        for rank, (score, entity, is_known) in enumerate(zip(scores, ids, known, strict=True)):
-            if score != _FILTERED:
-                add(
-                    rank=rank + 1,
-                    entity_id=labels[entity],
-                    name=names[entity] or "",
-                    score=score,
-                    known=is_known,
-                )
+        for rank, entity, name, score, known in row:
+            add(rank=rank, entity_id=entity, name=name or "", score=score, known=known)
     return response
 
 
@@ -153,12 +147,13 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             asyncio.get_running_loop(),
             inline,
         )
-        if batch.future is not None:
-            assert isinstance(batch.future, asyncio.Future)
-            try:
-                top = await batch.future
-            except KGWeaveError as exc:  # the whole job (its deadline passed, shutting down)
-                return [exc] * len(requests)
+        if batch.future is None:  # no valid request: every span is an error
+            return [span for span in batch.spans if isinstance(span, KGWeaveError)]
+        assert isinstance(batch.future, asyncio.Future)
+        try:
+            top = await batch.future
+        except KGWeaveError as exc:  # the whole job (its deadline passed, shutting down)
+            return [exc] * len(requests)
         now = time.monotonic()
         answers: list[knowledge_pb2.PredictLinksResponse | KGWeaveError] = []
         for request, span, deadline in zip(requests, batch.spans, deadlines, strict=True):
@@ -182,25 +177,20 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
         answers: list[knowledge_pb2.PredictLinksResponse | Exception]
         try:
             answers = list(await self.predict_links(requests, deadlines, inline=True))
-        except KGWeaveError as exc:  # no model, queue full: every call
+        except Exception as exc:  # no model, queue full, a bug: every call
             answers = [exc] * len(requests)
-        except Exception:
-            log.exception("PredictLinks failed")
-            answers = [RuntimeError()] * len(requests)
         elapsed = time.perf_counter() - started
         out: list[knowledge_pb2.PredictLinksResponse | tuple[grpc.StatusCode, str]] = []
         codes: dict[str, int] = {}
         for answer in answers:
-            if isinstance(answer, KGWeaveError):
-                status = to_grpc(answer)
-                out.append((status, answer.message))
-            elif isinstance(answer, Exception):
-                status = grpc.StatusCode.INTERNAL
-                out.append((status, "internal error in PredictLinks; see the server log"))
+            if isinstance(answer, Exception):
+                failure = _failure("PredictLinks", answer)
+                out.append(failure)
+                code = failure[0].name
             else:
-                status = grpc.StatusCode.OK
                 out.append(answer)
-            codes[status.name] = codes.get(status.name, 0) + 1
+                code = "OK"
+            codes[code] = codes.get(code, 0) + 1
         for code, count in codes.items():
             histogram = self.service.metrics.request_seconds.labels("PredictLinks", code)
             for _ in range(count):
