@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from kgweave.allocator import reuse_freed_memory
 from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.evaluation.ranking import build_filter, evaluate
@@ -30,6 +31,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=200)
     p.add_argument("--model-dir", type=pathlib.Path, default=None)
     args = p.parse_args()
+    reuse_freed_memory()  # as the `kgweave` CLI does in every command
     ds = load_dataset(args.datasets_dir / args.dataset)
     if args.model_dir is not None:
         model = load_artifact(args.model_dir).model

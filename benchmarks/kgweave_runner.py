@@ -20,6 +20,7 @@ import time
 import torch
 
 from kgweave import __version__
+from kgweave.allocator import reuse_freed_memory
 from kgweave.data import load_dataset
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.training import TrainConfig, train
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    reuse_freed_memory()  # as the `kgweave` CLI does in every command
     dataset = load_dataset(args.dataset)
     config = TrainConfig(
         model=args.model,

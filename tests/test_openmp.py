@@ -46,3 +46,35 @@ def test_serve_prefers_passive_openmp(
     argv: list[str], policy: str | None, expected: list[object]
 ) -> None:
     assert probe(*argv, policy=policy) == expected
+
+
+def test_serve_threads_leave_a_core_to_the_transport() -> None:
+    from kgweave.serving.openmp import serve_threads
+
+    assert serve_threads(0, cpus=2) == 1
+    assert serve_threads(0, cpus=16) == 15
+    assert serve_threads(0, cpus=1) == 1
+    assert serve_threads(3, cpus=2) == 3  # the setting wins
+    assert serve_threads(0) >= 1
+
+
+THREADS_PROBE = r"""
+import json, threading
+import torch
+from kgweave.serving.openmp import use_serve_threads
+default = torch.get_num_threads()
+chosen = use_serve_threads(1)
+seen = []
+worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+worker.start(); worker.join()
+print(json.dumps([default, chosen, torch.get_num_threads(), seen[0]]))
+"""
+
+
+def test_use_serve_threads_sizes_this_and_later_threads() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, check=True
+    )
+    default, chosen, here, worker = json.loads(done.stdout)
+    assert default >= 1
+    assert (chosen, here, worker) == (1, 1, 1)  # the scoring thread and a batcher started later

@@ -58,3 +58,21 @@ def test_precision_resolution() -> None:
     assert resolve_score_precision("bf16", cpu, 100) == "bf16"
     with pytest.raises(Exception, match="use auto, fp32 or bf16"):
         resolve_score_precision("fp8", cpu, 100)
+
+
+def test_prepacked_table_gives_the_same_answers(umls_model: Path) -> None:
+    artifact = load_artifact(umls_model)
+    hr = torch.stack(
+        (
+            torch.arange(len(artifact.entities)) % len(artifact.entities),
+            torch.arange(len(artifact.entities)) % (2 * len(artifact.relations)),
+        ),
+        dim=1,
+    )
+    for precision in ("fp32", "bf16"):
+        plain = LinkPredictor(artifact, precision, prepack=False).top_ids(hr, 10, True)
+        packed = LinkPredictor(artifact, precision, prepack=True).top_ids(hr, 10, True)
+        assert packed.ids == plain.ids
+        assert packed.known == plain.known
+        for a, b in zip(packed.scores, plain.scores, strict=True):
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-5)

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
@@ -260,9 +261,9 @@ async def serve_forever(
     httpd = start_http(service, settings.grpc_host, settings.http_port, change_receiver(service))
     http_port = httpd.server_address[1]
     log.info(
-        "serving gRPC on %s:%d (%s front end), HTTP on %s:%d (model %s)",
+        "serving gRPC on %s:%d (%s front end), HTTP on %s:%d (model %s, %d torch threads)",
         settings.grpc_host, running.port, running.transport, settings.grpc_host, http_port,
-        service.active().version if service.ready else "none",
+        service.active().version if service.ready else "none", torch.get_num_threads(),
     )  # fmt: skip
     if ready is not None:
         ready(running.port, int(http_port))

@@ -11,10 +11,13 @@ import os
 import sys
 
 # before anything loads torch: `kgweave serve` lets idle OpenMP threads sleep (hence the
-# imports below this call: ruff's E402 is off for this file)
+# imports below this call: ruff's E402 is off for this file); every command reuses freed
+# memory for torch's big temporaries (kgweave.allocator)
+from kgweave.allocator import reuse_freed_memory
 from kgweave.serving.openmp import prefer_passive
 
 prefer_passive(sys.argv[1:2] == ["serve"])
+reuse_freed_memory()
 
 import traceback
 from pathlib import Path
@@ -420,7 +423,10 @@ def predict(
             from kgweave.language.joint import load_text_fusion
 
             fusion = load_text_fusion(model_dir, artifact)
-        answers = LinkPredictor(artifact, settings.score_precision, fusion).predict(
+        predictor = LinkPredictor(
+            artifact, settings.score_precision, fusion, settings.score_prepack
+        )
+        answers = predictor.predict(
             [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
         )[0]
     if as_json:

@@ -48,7 +48,7 @@ def serve(
     from kgweave.api.server import serve_forever
     from kgweave.serving.bootstrap import prepare_service
     from kgweave.serving.logs import configure_logging
-    from kgweave.serving.openmp import keep_default_for_children
+    from kgweave.serving.openmp import keep_default_for_children, use_serve_threads
 
     keep_default_for_children()  # torch is loaded: training jobs get OpenMP's default
 
@@ -65,7 +65,8 @@ def serve(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
-    service = prepare_service(settings, progress=not no_progress)
+    service = prepare_service(settings, progress=not no_progress)  # may train a first model
+    use_serve_threads(settings.serve_threads)  # then a core is left to the transport
     if settings.retrain_min_events > 0 or settings.neo4j_cdc:
         from kgweave.graph.connect import open_store
 

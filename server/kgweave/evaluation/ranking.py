@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.models.base import KGEModel
+from kgweave.models.products import TailScorer
 
 HITS_AT = (1, 3, 10)
 
@@ -57,18 +58,21 @@ def filtered_ranks(
         known: index of every known triple (with reciprocals), on the model's device.
         batch_size: queries per scoring pass; by default sized to ~64M scores.
         scorer: scores of every entity for (B, 2) queries, shape (B, N) on the model's
-            device; default ``model.predict_t`` (e.g. a text fusion's scores instead).
+            device; default the model's own, through a :class:`TailScorer` (the entity table
+            prepacked once for this pass on the CPU); e.g. a text fusion's scores instead.
     Returns:
         shape (Q,) float64 ranks, on the CPU.
     """
     device = model.entity.weight.device
     if batch_size is None:
         batch_size = max(1, min(4096, (64 << 20) // max(model.num_entities, 1)))
+    if scorer is None:
+        scorer = TailScorer(model)
     out = []
     bar = tqdm(total=len(queries), unit="q", desc="evaluate", disable=not progress, leave=False)
     for start in range(0, len(queries), batch_size):
         batch = queries[start : start + batch_size].to(device)
-        scores = (scorer or model.predict_t)(batch[:, :2])
+        scores = scorer(batch[:, :2])
         rows, tails = known.lookup(batch[:, :2])
         targets = batch[:, 2]
         target_scores = scores[torch.arange(len(batch), device=device), targets]

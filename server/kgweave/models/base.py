@@ -130,6 +130,12 @@ class KGEModel(nn.Module, ABC):
         r = self.relation(hr[:, 1]).unsqueeze(1)
         return _over_chunks(lambda t: self.interaction(h, r, t), self.entity.weight, chunk_size)
 
+    def tail_query(self, hr: HRBatch) -> torch.Tensor | None:
+        """For models whose tail scores are one product with the entity table,
+        ``score_t(hr) == tail_query(hr) @ E^T``: the query vectors, shape (B, D_e). None for
+        the others (distance-based models)."""
+        return None
+
     def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
         """Score every relation (reciprocals included) between each head and tail.
 

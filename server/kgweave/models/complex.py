@@ -34,10 +34,14 @@ class ComplEx(KGEModel):
         """Args: h, r, t: shape (..., 2d). Returns: shape (...)."""
         return (self._query(h, r) * t).sum(dim=-1)
 
+    def tail_query(self, hr: HRBatch) -> torch.Tensor:
+        """``h * r`` as complex numbers: ``Re(h r conj(t)) = query . t`` for every t.
+        Args: hr: (B, 2). Returns: (B, 2d)."""
+        return self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
+
     def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
         """One matmul: ``Re(h r conj(t))`` for all t. Args: hr: (B, 2). Returns: (B, N)."""
-        query = self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
-        return query @ self.entity.weight.t()
+        return self.tail_query(hr) @ self.entity.weight.t()
 
     def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
         """One matmul: ``Re(h r conj(t)) = r_re·Re(h conj t) - r_im·Im(h conj t)`` for all r.

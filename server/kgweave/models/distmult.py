@@ -17,10 +17,14 @@ class DistMult(KGEModel):
         """Args: h, r, t: shape (..., D). Returns: shape (...)."""
         return (h * r * t).sum(dim=-1)
 
+    def tail_query(self, hr: HRBatch) -> torch.Tensor:
+        """``h * r``: ``<h, r, t> = query . t`` for every t. Args: hr: (B, 2). Returns: (B, D)."""
+        query: torch.Tensor = self.entity(hr[:, 0]) * self.relation(hr[:, 1])
+        return query
+
     def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
         """One matmul: ``(h * r) @ E^T``. Args: hr: (B, 2). Returns: (B, N)."""
-        query = self.entity(hr[:, 0]) * self.relation(hr[:, 1])
-        scores: torch.Tensor = query @ self.entity.weight.t()
+        scores: torch.Tensor = self.tail_query(hr) @ self.entity.weight.t()
         return scores
 
     def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""OpenMP's idle policy for the serving process (set before torch loads; no torch import here).
+"""OpenMP for the serving process: idle threads sleep, and one core is left to the transport.
 
 By default the OpenMP threads behind torch's CPU kernels spin for a while after each parallel
 region, waiting for the next one. A training loop wants that; a server does not: between
@@ -10,6 +10,13 @@ per call, and p99 at one client 2.8-4.0 -> 1.7 ms.
 ``OMP_WAIT_POLICY`` is read once, when OpenMP loads with torch, so ``kgweave serve`` sets it
 at the start of the process (unless the user set it) and removes it again once torch is
 loaded, so that training jobs, spawned as new processes, keep OpenMP's default.
+
+:func:`serve_threads` then sizes torch's thread pool for serving: by default one less than
+the CPUs the process may use. Scoring a burst of calls in parallel only pays when the other
+threads find a free core; on a machine the front end and the clients share, a thread that
+must wait for a core holds up the whole parallel region (measured on 2 cores, 64 clients, one
+query per call: 2 threads ~8,000 calls/s with the engine's thread a sixth of the time waiting
+for a core, 1 thread ~9,500; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,6 +34,27 @@ def prefer_passive(wanted: bool = True) -> None:
     if wanted and VARIABLE not in os.environ and "torch" not in sys.modules:
         os.environ[VARIABLE] = "PASSIVE"
         _state["set_here"] = True
+
+
+def serve_threads(setting: int, cpus: int | None = None) -> int:
+    """Threads for torch in the serving process: ``setting``, or for 0 one less than ``cpus``
+    (default: the CPUs this process may run on), at least 1."""
+    if setting > 0:
+        return setting
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) - 1)
+
+
+def use_serve_threads(setting: int) -> int:
+    """Size torch's thread pool for serving (:func:`serve_threads`), from the thread that will
+    score, before other threads start scoring (they take the size when they first run torch).
+    Returns the number of threads."""
+    import torch
+
+    threads = serve_threads(setting)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def keep_default_for_children() -> None:

@@ -59,14 +59,16 @@ class ServedModel:
         precision: str = "fp32",
         base_version: str | None = None,
         text_fusion: TextFusion | None = None,
+        prepack: bool = True,
     ) -> None:
         #: what answers carry; ``v0003+2`` is registry version v0003 with 2 cold-start entities
         self.version = version
         #: the registry version this was loaded from
         self.base_version = base_version or version
         self.precision = precision
+        self.prepack = prepack
         self.artifact = artifact
-        self.predictor = LinkPredictor(artifact, precision=precision, text_fusion=text_fusion)
+        self.predictor = LinkPredictor(artifact, precision, text_fusion, prepack)
         self.device = self.predictor.device
         self.loaded_at = time.time()
         self._text_lock = threading.Lock()
@@ -95,6 +97,7 @@ class ServedModel:
         device: str | torch.device,
         precision: str = "fp32",
         text_fusion: bool = True,
+        prepack: bool = True,
     ) -> ServedModel:
         """Load a version's artifact onto ``device`` and warm it up; with ``text_fusion``,
         a joint artifact's text fusion ranks its link predictions."""
@@ -106,7 +109,7 @@ class ServedModel:
 
             verbalizer = Verbalizer.from_artifact(artifact)
             fusion = load_text_fusion(path, artifact, verbalizer)
-        served = cls(version, artifact, precision, text_fusion=fusion)
+        served = cls(version, artifact, precision, text_fusion=fusion, prepack=prepack)
         if verbalizer is not None:
             served.__dict__["verbalizer"] = verbalizer  # built already: prime the cached property
         served.warm_up()
@@ -236,7 +239,11 @@ class ServedModel:
         )
         cold = len(artifact.entities) - len(self.artifact.entities) + self.cold_count
         served = ServedModel(
-            f"{self.base_version}+{cold}", artifact, self.precision, self.base_version
+            f"{self.base_version}+{cold}",
+            artifact,
+            self.precision,
+            self.base_version,
+            prepack=self.prepack,
         )
         if self.predictor.text_fusion is not None:
             log.info(

@@ -186,6 +186,7 @@ class KGService:
                     self.device,
                     self.settings.score_precision,
                     self.settings.text_fusion,
+                    self.settings.score_prepack,
                 )
                 self._active = served  # the swap: one reference assignment
             self.registry.set_active(version)

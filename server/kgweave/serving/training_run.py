@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kgweave.allocator import reuse_freed_memory
 from kgweave.data.dataset import IdMap, KGDataset
 from kgweave.data.split import split_triples
 from kgweave.errors import FailedPreconditionError, KGWeaveError
@@ -188,6 +189,7 @@ def job_process_main(
     ``{"state": "succeeded", "metrics": ...}``, ``{"state": "cancelled"}`` or
     ``{"state": "failed", "message": ...}``.
     """
+    reuse_freed_memory()  # a fresh process: tuned as the CLI's
     settings = Settings.model_validate_json(settings_json)
     log_path = Path(out).parent / "job.log"
     logging.basicConfig(filename=log_path, level=logging.INFO)
