@@ -67,11 +67,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
-    from kgweave.allocator import reuse_freed_memory
     from kgweave.serving.openmp import keep_default_for_children, prefer_passive, use_serve_threads
 
     prefer_passive()  # as `kgweave serve` does, before torch loads
-    reuse_freed_memory()
     from kgweave.api.server import serve_forever
     from kgweave.serving.service import KGService
     from kgweave.settings import Settings
@@ -369,7 +367,7 @@ def main() -> None:
     from kgweave.allocator import reuse_freed_memory
     from kgweave.settings import get_settings
 
-    reuse_freed_memory()  # the in-process baseline runs as tuned as the server
+    reuse_freed_memory()  # the in-process baseline at its best (kgweave.allocator)
     precision = get_settings().score_precision  # the server resolves the same setting
     baseline = in_process(args.model, sorted({1, *levels, 256}), args.seconds, precision)
     served: list[dict[str, Any]] = []

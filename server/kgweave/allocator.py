@@ -12,6 +12,13 @@ the heap instead of returning it to the system at once; the price is a resident 
 stays near its peak (a few tens of MiB here). jemalloc or tcmalloc preloaded
 (``LD_PRELOAD``), or the user's own ``MALLOC_*`` / ``GLIBC_TUNABLES`` settings, are left
 alone.
+
+Where it applies: every ``kgweave`` command but ``serve``, and training jobs (their own
+processes). Measured on 2 cores: training ComplEx dim 200 on FB15k-237 for two epochs, 58 s ->
+39 s; in-process link prediction at batch 256, 14,000 -> 30,000 queries/s (batch 64 the
+same). The serving process keeps glibc's default: under load (bursts of ~30 calls scored
+while the front end and clients run) it answered 5-10% fewer calls per second with the
+tuning, in four A/B pairs.
 """
 
 from __future__ import annotations

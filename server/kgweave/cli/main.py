@@ -11,13 +11,15 @@ import os
 import sys
 
 # before anything loads torch: `kgweave serve` lets idle OpenMP threads sleep (hence the
-# imports below this call: ruff's E402 is off for this file); every command reuses freed
-# memory for torch's big temporaries (kgweave.allocator)
+# imports below this call: ruff's E402 is off for this file); the other commands (training,
+# evaluation) reuse freed memory for torch's big temporaries (kgweave.allocator)
 from kgweave.allocator import reuse_freed_memory
 from kgweave.serving.openmp import prefer_passive
 
-prefer_passive(sys.argv[1:2] == ["serve"])
-reuse_freed_memory()
+SERVING = sys.argv[1:2] == ["serve"]
+prefer_passive(SERVING)
+if not SERVING:
+    reuse_freed_memory()
 
 import traceback
 from pathlib import Path
