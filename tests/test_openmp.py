@@ -51,11 +51,13 @@ def test_serve_prefers_passive_openmp(
 def test_serve_threads_leave_a_core_to_the_transport() -> None:
     from kgweave.serving.openmp import serve_threads
 
-    assert serve_threads(0, cpus=2) == 1
-    assert serve_threads(0, cpus=16) == 15
-    assert serve_threads(0, cpus=1) == 1
-    assert serve_threads(3, cpus=2) == 3  # the setting wins
-    assert serve_threads(0) >= 1
+    assert serve_threads(0, native=True, cpus=2) == 1
+    assert serve_threads(0, native=True, cpus=16) == 15
+    assert serve_threads(0, native=True, cpus=1) == 1
+    assert (serve_threads(0, native=True) or 0) >= 1
+    assert serve_threads(0, native=False, cpus=16) is None  # torch's default
+    assert serve_threads(3, native=True, cpus=2) == 3  # the setting wins
+    assert serve_threads(3, native=False, cpus=2) == 3
 
 
 THREADS_PROBE = r"""
@@ -63,7 +65,7 @@ import json, threading
 import torch
 from kgweave.serving.openmp import use_serve_threads
 default = torch.get_num_threads()
-chosen = use_serve_threads(1)
+chosen = use_serve_threads(1, native=True)
 seen = []
 worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
 worker.start(); worker.join()

@@ -109,10 +109,10 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Threads of torch's CPU kernels in `kgweave serve` (scoring, completion). "
-        "0: one less than the CPUs this process may use, at least 1, leaving a core to the "
-        "gRPC transport (on 2 cores: 1 thread, +15-20% PredictLinks throughput at 64 clients "
-        "and a third less CPU per call). Training jobs, in their own processes, use every "
-        "core.",
+        "0: with the native front end one less than the CPUs this process may use, at least "
+        "1, leaving a core to the gRPC transport (on 2 cores: 1 thread, +13% PredictLinks "
+        "throughput at 64 clients); with the Python front end torch's default. Training "
+        "jobs, in their own processes, use every core.",
     )
     queue_max: int = Field(
         default=4096,

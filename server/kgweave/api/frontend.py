@@ -42,6 +42,14 @@ def find_frontend(settings: Settings) -> Path | None:
     return checkout if checkout.is_file() and os.access(checkout, os.X_OK) else None
 
 
+def serves_natively(settings: Settings) -> bool:
+    """Whether ``settings`` pick the native front end (``native``, or ``auto`` with the binary
+    found)."""
+    return settings.frontend == "native" or (
+        settings.frontend == "auto" and find_frontend(settings) is not None
+    )
+
+
 class NativeServer(RunningServer):
     transport = "native"
 

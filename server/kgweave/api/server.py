@@ -160,10 +160,10 @@ async def start_grpc(service: KGService, host: str, port: int) -> RunningServer:
 async def start_server(service: KGService, settings: Settings) -> RunningServer:
     """The gRPC endpoint ``settings.frontend`` asks for: native (kgweave-frontend, C++),
     python (grpc.aio), or auto (native when its binary is found)."""
-    from kgweave.api.frontend import find_frontend, start_native
+    from kgweave.api.frontend import find_frontend, serves_natively, start_native
 
-    binary = find_frontend(settings)
-    if settings.frontend == "native" or (settings.frontend == "auto" and binary is not None):
+    if serves_natively(settings):
+        binary = find_frontend(settings)
         if binary is None:
             raise KGWeaveError(
                 "KGWEAVE_FRONTEND=native but no kgweave-frontend binary was found; build it "

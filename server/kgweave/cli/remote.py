@@ -66,7 +66,10 @@ def serve(
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
     service = prepare_service(settings, progress=not no_progress)  # may train a first model
-    use_serve_threads(settings.serve_threads)  # then a core is left to the transport
+    from kgweave.api.frontend import serves_natively
+
+    # then, with the native front end, a core is left to the transport
+    use_serve_threads(settings.serve_threads, serves_natively(settings))
     if settings.retrain_min_events > 0 or settings.neo4j_cdc:
         from kgweave.graph.connect import open_store
 

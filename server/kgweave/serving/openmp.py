@@ -11,12 +11,13 @@ per call, and p99 at one client 2.8-4.0 -> 1.7 ms.
 at the start of the process (unless the user set it) and removes it again once torch is
 loaded, so that training jobs, spawned as new processes, keep OpenMP's default.
 
-:func:`serve_threads` then sizes torch's thread pool for serving: by default one less than
-the CPUs the process may use. Scoring a burst of calls in parallel only pays when the other
-threads find a free core; on a machine the front end and the clients share, a thread that
-must wait for a core holds up the whole parallel region (measured on 2 cores, 64 clients, one
-query per call: 2 threads ~8,000 calls/s with the engine's thread a sixth of the time waiting
-for a core, 1 thread ~9,500; docs/benchmarks.md).
+:func:`serve_threads` then sizes torch's thread pool for serving: with the native front end,
+by default one less than the CPUs the process may use. Scoring a burst of calls in parallel
+only pays when the other threads find a free core; on a machine the front end and the
+clients share, a thread that must wait for a core holds up the whole parallel region
+(measured on 2 cores, 64 clients, one query per call, three A/B pairs: 2 threads 7,400-7,700
+calls/s, the engine's thread a sixth of its time waiting for a core; 1 thread 8,100-9,100;
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,25 +37,30 @@ def prefer_passive(wanted: bool = True) -> None:
         _state["set_here"] = True
 
 
-def serve_threads(setting: int, cpus: int | None = None) -> int:
-    """Threads for torch in the serving process: ``setting``, or for 0 one less than ``cpus``
-    (default: the CPUs this process may run on), at least 1."""
+def serve_threads(setting: int, native: bool, cpus: int | None = None) -> int | None:
+    """Threads for torch in the serving process: ``setting``; for 0 with the native front end
+    one less than ``cpus`` (default: the CPUs this process may run on), at least 1; for 0 with
+    the Python front end None (torch's default: its transport shares the process and the GIL,
+    and its batcher scores whole batches of 16-query calls, where every core counts)."""
     if setting > 0:
         return setting
+    if not native:
+        return None
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cpus or 1) - 1)
 
 
-def use_serve_threads(setting: int) -> int:
+def use_serve_threads(setting: int, native: bool) -> int:
     """Size torch's thread pool for serving (:func:`serve_threads`), from the thread that will
     score, before other threads start scoring (they take the size when they first run torch).
     Returns the number of threads."""
     import torch
 
-    threads = serve_threads(setting)
-    torch.set_num_threads(threads)
-    return threads
+    threads = serve_threads(setting, native)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def keep_default_for_children() -> None:
