@@ -47,7 +47,18 @@ def test_products_without_prepacking_and_with_grad() -> None:
     assert query.grad is not None
 
 
-def test_products_are_a_snapshot() -> None:
+def test_a_converted_table_is_not_kept_once_packed() -> None:
+    table = _table(40, 8, torch.bfloat16)
+    products = EntityProducts(table, keep_table=False)
+    assert (products.table is None) == ONEDNN  # only the prepacked copy stays
+    query = _table(3, 8, torch.float32, seed=3)
+    torch.testing.assert_close(
+        products(query).float(), (query.bfloat16() @ table.t()).float(), rtol=1e-2, atol=1e-2
+    )
+
+
+@pytest.mark.skipif(not ONEDNN, reason="the prepacked layout is the copy")
+def test_prepacked_products_are_a_snapshot() -> None:
     table = _table(20, 8, torch.float32)
     products = EntityProducts(table)
     query = _table(3, 8, torch.float32, seed=2)

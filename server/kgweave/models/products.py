@@ -41,37 +41,51 @@ class EntityProducts:
     """Products of query vectors with every row of a frozen table: ``query @ table^T``.
 
     Args:
-        table: shape (N, D), e.g. the entity embeddings; copied (detached), so later changes
-            to the model do not reach it.
+        table: shape (N, D), e.g. the entity embeddings (detached; the prepacked layout is a
+            copy, so later changes to the model do not reach it).
         prepack: use oneDNN's prepacked layout where available (the CPU).
         batch_hint: the batch size the layout is tuned for (any batch works).
+        keep_table: keep ``table`` beside the prepacked copy, for queries that need
+            gradients; False when ``table`` is itself a converted copy that would only cost
+            memory (then queries must not need gradients).
     """
 
-    def __init__(self, table: torch.Tensor, prepack: bool = True, batch_hint: int = 64) -> None:
-        self.table = table.detach()
+    def __init__(
+        self,
+        table: torch.Tensor,
+        prepack: bool = True,
+        batch_hint: int = 64,
+        keep_table: bool = True,
+    ) -> None:
+        self.dtype = table.dtype
+        self.table: torch.Tensor | None = table.detach()
         self.packed: torch.Tensor | None = None
-        if prepack and self._can_pack():
-            self.packed = self._try_pack(batch_hint)
+        if prepack and self._can_pack(self.table):
+            self.packed = self._try_pack(self.table, batch_hint)
+        if self.packed is not None and not keep_table:
+            self.table = None
 
-    def _can_pack(self) -> bool:
+    @staticmethod
+    def _can_pack(table: torch.Tensor) -> bool:
         return (
-            self.table.device.type == "cpu"
-            and self.table.dtype in _PACKABLE
-            and self.table.dim() == 2
-            and len(self.table) > 0
+            table.device.type == "cpu"
+            and table.dtype in _PACKABLE
+            and table.dim() == 2
+            and len(table) > 0
             and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         )
 
-    def _try_pack(self, batch_hint: int) -> torch.Tensor | None:
+    @staticmethod
+    def _try_pack(table: torch.Tensor, batch_hint: int) -> torch.Tensor | None:
         try:
-            packed = _pack(self.table.contiguous(), batch_hint)
-            probe = self.table[: min(8, len(self.table))].contiguous()  # (P, D)
+            packed = _pack(table.contiguous(), batch_hint)
+            probe = table[: min(8, len(table))].contiguous()  # (P, D)
             got = _apply(probe, packed).float()
         except (RuntimeError, AttributeError, NotImplementedError) as exc:
             log.debug("no prepacked entity table (%s); plain matmul", exc)
             return None
-        want = (probe @ self.table.t()).float()
-        tolerance = 1e-4 if self.table.dtype == torch.float32 else 2e-2
+        want = (probe @ table.t()).float()
+        tolerance = 1e-4 if table.dtype == torch.float32 else 2e-2
         scale = float(want.abs().max()) or 1.0
         if got.shape != want.shape or float((got - want).abs().max()) > tolerance * scale:
             log.warning("the prepacked entity table disagrees with matmul; using matmul")
@@ -84,11 +98,11 @@ class EntityProducts:
         return self.packed is not None
 
     def __call__(self, query: torch.Tensor) -> torch.Tensor:
-        """Args: query: shape (B, D), no gradient. Returns: shape (B, N), in the table's
-        dtype."""
-        query = query.to(self.table.dtype)
-        if self.packed is not None and query.dim() == 2 and not query.requires_grad:
+        """Args: query: shape (B, D). Returns: shape (B, N), in the table's dtype."""
+        query = query.to(self.dtype)
+        if self.packed is not None and (self.table is None or not query.requires_grad):
             return _apply(query.contiguous(), self.packed)
+        assert self.table is not None
         return query @ self.table.t()
 
 
@@ -97,8 +111,9 @@ class TailScorer:
 
     Bilinear models (those with a :meth:`KGEModel.tail_query`) score through
     :class:`EntityProducts`; the others through ``score_t`` of the model (or of a copy in
-    ``dtype``). The products work on a copy of the entity table taken here, as does a copy in
-    another dtype: for a model that is still training, build a new scorer after each change.
+    ``dtype``). The prepacked table is a copy taken here (in ``dtype``), as is a copy of the
+    model in another dtype: for a model that is still training, build a new scorer after each
+    change.
 
     Args:
         model: the model, in any mode (scores are computed as in eval mode, without grad).
@@ -114,7 +129,13 @@ class TailScorer:
         probe = torch.zeros((0, 2), dtype=torch.long, device=model.entity.weight.device)
         with torch.no_grad():
             bilinear = model.tail_query(probe) is not None
-        self.products = EntityProducts(model.entity.weight.to(dtype), prepack) if bilinear else None
+        weight = model.entity.weight
+        self.products = (
+            # a table converted to another dtype is a copy: once prepacked, not kept
+            EntityProducts(weight.to(dtype), prepack, keep_table=dtype == weight.dtype)
+            if bilinear
+            else None
+        )
         self._fallback: KGEModel | None = None
         if self.products is None:
             same = dtype == model.entity.weight.dtype
