@@ -196,8 +196,25 @@ def test_calls_in_flight_limit_deadline_and_cancel(
     try:
         first = stub.PredictLinks.future(_request(QUERIES[0]), timeout=30)
         assert held.scoring.wait(timeout=10)  # the engine is inside the (held) scoring pass
-        cancelled = stub.PredictLinks.future(_request(QUERIES[1]), timeout=30)
-        waiting = stub.PredictLinks.future(_request(QUERIES[2]), timeout=30)
+        accepted: list[grpc.Future] = []
+
+        def accept(query: Query) -> bool:
+            """Start a call that the front end takes and holds (the engine is held). The
+            front end's count can briefly include a stream the client abandoned while it
+            connected, so a refusal here is retried rather than failed."""
+            call = stub.PredictLinks.future(_request(query), timeout=30)
+            try:
+                call.result(timeout=0.2)
+            except grpc.FutureTimeoutError:
+                accepted.append(call)
+                return True
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return False
+
+        _until(lambda: accept(QUERIES[1]))
+        _until(lambda: accept(QUERIES[2]))
+        cancelled, waiting = accepted
 
         def probe(timeout: float) -> grpc.StatusCode:
             return _code(lambda: stub.PredictLinks(_request(QUERIES[3]), timeout=timeout))

@@ -132,12 +132,12 @@ class LinkPredictor:
         self.precision = resolve_score_precision(precision, self.device, len(artifact.entities))
         if text_fusion is not None:
             self.precision = "fp32"  # the fused pass is exact; no bf16 candidate search
-        # scores of every tail: exact fp32, and the bf16 candidate search when chosen; both
-        # on a snapshot of the weights (the artifact's model no longer changes)
-        self._exact = TailScorer(self.model, torch.float32, prepack)
-        self._fast: TailScorer | None = None
-        if self.precision == "bf16":
-            self._fast = TailScorer(self.model, torch.bfloat16, prepack)
+        # the all-entities pass (a text fusion has its own): exact fp32, or the bf16 candidate
+        # search; on a snapshot of the weights (the artifact's model no longer changes)
+        self._all: TailScorer | None = None
+        if text_fusion is None:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+            self._all = TailScorer(self.model, dtype, prepack)
         num_base = len(artifact.relations)
         self.known = TailIndex(
             with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
@@ -220,10 +220,9 @@ class LinkPredictor:
         with torch.no_grad():
             if self.text_fusion is not None:
                 scores = self.text_fusion.scores(self.model, hr)  # (B, N) fused, exact
-            elif self._fast is not None:
-                scores = self._fast(hr)  # (B, N) bf16: candidate search only
             else:
-                scores = self._exact(hr)  # (B, N)
+                assert self._all is not None
+                scores = self._all(hr)  # (B, N); in bf16 a candidate search only
         if isinstance(filter_known, torch.Tensor):
             if bool(filter_known.any()):
                 rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs
@@ -233,7 +232,7 @@ class LinkPredictor:
             rows, tails = self.known.lookup(hr)
             scores[rows, tails] = float("-inf")
         k = min(k, scores.shape[1])
-        if self._fast is None:
+        if self.precision == "fp32":
             top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
         else:
             top_scores, top_ids = self._rescore(hr, scores, k)
