@@ -86,7 +86,9 @@ def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
     keep_default_for_children()
     service = KGService(settings)
     service.activate("v0001")
-    use_serve_threads(settings.serve_threads, frontend == "native")  # as `kgweave serve` does
+    from kgweave.api.frontend import serves_natively
+
+    use_serve_threads(settings.serve_threads, serves_natively(settings))  # as `kgweave serve`
     asyncio.run(serve_forever(service, settings, lambda _g, _h: print("READY", flush=True)))
 
 

@@ -199,12 +199,14 @@ def test_calls_in_flight_limit_deadline_and_cancel(
         accepted: list[grpc.Future] = []
 
         def accept(query: Query) -> bool:
-            """Start a call that the front end takes and holds (the engine is held). The
-            front end's count can briefly include a stream the client abandoned while it
-            connected, so a refusal here is retried rather than failed."""
+            """Start a call that the front end takes and holds (the engine is held); a
+            refusal comes at once, so a call still open after a second was taken. A refusal
+            is retried: in about one run in three since 2026-12-02 the front end refused the
+            second of these calls as if three were in flight, and took it moments later
+            (cause not found; tracked in docs/roadmap.md)."""
             call = stub.PredictLinks.future(_request(query), timeout=30)
             try:
-                call.result(timeout=0.2)
+                call.result(timeout=1.0)
             except grpc.FutureTimeoutError:
                 accepted.append(call)
                 return True

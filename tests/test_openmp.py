@@ -51,13 +51,17 @@ def test_serve_prefers_passive_openmp(
 def test_serve_threads_leave_a_core_to_the_transport() -> None:
     from kgweave.serving.openmp import serve_threads
 
-    assert serve_threads(0, native=True, cpus=2) == 1
-    assert serve_threads(0, native=True, cpus=16) == 15
-    assert serve_threads(0, native=True, cpus=1) == 1
-    assert (serve_threads(0, native=True) or 0) >= 1
-    assert serve_threads(0, native=False, cpus=16) is None  # torch's default
-    assert serve_threads(3, native=True, cpus=2) == 3  # the setting wins
-    assert serve_threads(3, native=False, cpus=2) == 3
+    def native(cpus: int, default: int, **env: str) -> int | None:
+        return serve_threads(0, native=True, default=default, cpus=cpus, environ=env)
+
+    assert native(cpus=2, default=2) == 1
+    assert native(cpus=16, default=16) == 15
+    assert native(cpus=16, default=8) == 8  # 16 hardware threads on 8 cores: torch's 8
+    assert native(cpus=1, default=1) == 1
+    assert native(cpus=16, default=16, OMP_NUM_THREADS="4") is None  # the user's choice
+    assert serve_threads(0, native=False, default=16, cpus=16, environ={}) is None
+    assert serve_threads(3, native=True, default=2, cpus=2, environ={}) == 3  # the setting
+    assert serve_threads(3, native=False, default=2, cpus=2, environ={}) == 3
 
 
 THREADS_PROBE = r"""

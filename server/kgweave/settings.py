@@ -109,10 +109,11 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Threads of torch's CPU kernels in `kgweave serve` (scoring, completion). "
-        "0: with the native front end one less than the CPUs this process may use, at least "
-        "1, leaving a core to the gRPC transport (on 2 cores: 1 thread, +13% PredictLinks "
-        "throughput at 64 clients); with the Python front end torch's default. Training "
-        "jobs, in their own processes, use every core.",
+        "0: with the native front end one less than the CPUs this process may use (at most "
+        "torch's default, at least 1), leaving a core to the gRPC transport (on 2 cores: 1 "
+        "thread, +13% PredictLinks throughput at 64 clients); with the Python front end, or "
+        "when OMP_NUM_THREADS or MKL_NUM_THREADS is set, torch's default. Training jobs, in "
+        "their own processes, keep torch's default.",
     )
     queue_max: int = Field(
         default=4096,
@@ -158,7 +159,8 @@ class Settings(BaseSettings):
     score_prepack: bool = Field(
         default=True,
         description="On the CPU, keep the entity table of bilinear models (DistMult, ComplEx) "
-        "prepacked in oneDNN's layout for link prediction's all-entities pass: no per-call "
+        "prepacked in oneDNN's layout for link prediction's and evaluation's all-entities "
+        "pass: no per-call "
         "reorder of the table, and oneDNN's kernels instead of the BLAS sgemm (fp32 2-3x "
         "faster on CPUs where MKL is slow). Costs one more copy of the entity table in the "
         "scoring precision; false: plain matmul.",

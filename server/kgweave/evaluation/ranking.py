@@ -59,7 +59,8 @@ def filtered_ranks(
         batch_size: queries per scoring pass; by default sized to ~64M scores.
         scorer: scores of every entity for (B, 2) queries, shape (B, N) on the model's
             device; default the model's own, through a :class:`TailScorer` (the entity table
-            prepacked once for this pass on the CPU); e.g. a text fusion's scores instead.
+            prepacked once for this pass on the CPU unless ``KGWEAVE_SCORE_PREPACK`` is
+            false); e.g. a text fusion's scores instead.
     Returns:
         shape (Q,) float64 ranks, on the CPU.
     """
@@ -67,7 +68,10 @@ def filtered_ranks(
     if batch_size is None:
         batch_size = max(1, min(4096, (64 << 20) // max(model.num_entities, 1)))
     if scorer is None:
-        scorer = TailScorer(model)
+        from kgweave.settings import get_settings
+
+        # KGWEAVE_SCORE_PREPACK=false also spares evaluation the prepacked copy of the table
+        scorer = TailScorer(model, prepack=get_settings().score_prepack)
     out = []
     bar = tqdm(total=len(queries), unit="q", desc="evaluate", disable=not progress, leave=False)
     for start in range(0, len(queries), batch_size):

@@ -111,9 +111,9 @@ class TailScorer:
 
     Bilinear models (those with a :meth:`KGEModel.tail_query`) score through
     :class:`EntityProducts`; the others through ``score_t`` of the model (or of a copy in
-    ``dtype``). The prepacked table is a copy taken here (in ``dtype``), as is a copy of the
-    model in another dtype: for a model that is still training, build a new scorer after each
-    change.
+    ``dtype``). For a model whose weights no longer change: on the CPU the prepacked table is
+    a copy taken here, elsewhere the products read the live table, and the queries always
+    come from the live model, so after a change to the weights build a new scorer.
 
     Args:
         model: the model, in any mode (scores are computed as in eval mode, without grad).
@@ -129,7 +129,8 @@ class TailScorer:
         probe = torch.zeros((0, 2), dtype=torch.long, device=model.entity.weight.device)
         with torch.no_grad():
             bilinear = model.tail_query(probe) is not None
-        weight = model.entity.weight
+        with torch.no_grad():  # a table converted for scoring needs no autograd graph
+            weight = model.entity.weight.detach()
         self.products = (
             # a table converted to another dtype is a copy: once prepacked, not kept
             EntityProducts(weight.to(dtype), prepack, keep_table=dtype == weight.dtype)

@@ -37,18 +37,32 @@ def prefer_passive(wanted: bool = True) -> None:
         _state["set_here"] = True
 
 
-def serve_threads(setting: int, native: bool, cpus: int | None = None) -> int | None:
-    """Threads for torch in the serving process: ``setting``; for 0 with the native front end
-    one less than ``cpus`` (default: the CPUs this process may run on), at least 1; for 0 with
-    the Python front end None (torch's default: its transport shares the process and the GIL,
-    and its batcher scores whole batches of 16-query calls, where every core counts)."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def serve_threads(
+    setting: int,
+    native: bool,
+    default: int,
+    cpus: int | None = None,
+    environ: dict[str, str] | None = None,
+) -> int | None:
+    """Threads for torch in the serving process, or None to keep torch's ``default``.
+
+    ``setting`` when positive. Otherwise, with the native front end, one less than ``cpus``
+    (default: the CPUs this process may run on) and never more than ``default`` (torch counts
+    physical cores), at least 1; None with the Python front end (its transport shares the
+    process and the GIL, and its batcher scores whole batches of 16-query calls, where every
+    core counts) or when the user sized the pool (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``).
+    """
     if setting > 0:
         return setting
-    if not native:
+    env = os.environ if environ is None else environ
+    if not native or any(name in env for name in THREAD_VARIABLES):
         return None
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cpus or 1) - 1)
+    return max(1, min(default, (cpus or 1) - 1))
 
 
 def use_serve_threads(setting: int, native: bool) -> int:
@@ -57,7 +71,7 @@ def use_serve_threads(setting: int, native: bool) -> int:
     Returns the number of threads."""
     import torch
 
-    threads = serve_threads(setting, native)
+    threads = serve_threads(setting, native, torch.get_num_threads())
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
