@@ -199,11 +199,12 @@ def test_calls_in_flight_limit_deadline_and_cancel(
         accepted: list[grpc.Future] = []
 
         def accept(query: Query) -> bool:
-            """Start a call that the front end takes and holds (the engine is held); a
-            refusal comes at once, so a call still open after a second was taken. A refusal
-            is retried: in about one run in three since 2026-12-02 the front end refused the
-            second of these calls as if three were in flight, and took it moments later
-            (cause not found; tracked in docs/roadmap.md)."""
+            """Start a call that the front end takes and holds (the engine is held), and
+            wait until it is taken: a refusal comes at once, so a call still open after a
+            second was taken. Calls started on one channel can reach the server in another
+            order (a future started before a blocking call was seen arriving after it, its
+            refusal counting the probe), so each held call is confirmed before the next
+            starts, and a refusal (a probe still counted) is retried."""
             call = stub.PredictLinks.future(_request(query), timeout=30)
             try:
                 call.result(timeout=1.0)
