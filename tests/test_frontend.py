@@ -202,9 +202,9 @@ def test_calls_in_flight_limit_deadline_and_cancel(
             """Start a call that the front end takes and holds (the engine is held), and
             wait until it is taken: a refusal comes at once, so a call still open after a
             second was taken. Calls started on one channel can reach the server in another
-            order (a future started before a blocking call was seen arriving after it, its
-            refusal counting the probe), so each held call is confirmed before the next
-            starts, and a refusal (a probe still counted) is retried."""
+            order (a future started before a blocking probe was seen arriving after it, and
+            refused because of the probe), so each held call is confirmed taken before the
+            next call starts."""
             call = stub.PredictLinks.future(_request(query), timeout=30)
             try:
                 call.result(timeout=1.0)
