@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.models.base import KGEModel
 from kgweave.models.products import TailScorer
+from kgweave.settings import get_settings
 
 HITS_AT = (1, 3, 10)
 
@@ -68,8 +69,6 @@ def filtered_ranks(
     if batch_size is None:
         batch_size = max(1, min(4096, (64 << 20) // max(model.num_entities, 1)))
     if scorer is None:
-        from kgweave.settings import get_settings
-
         # KGWEAVE_SCORE_PREPACK=false also spares evaluation the prepacked copy of the table
         scorer = TailScorer(model, prepack=get_settings().score_prepack)
     out = []

@@ -81,6 +81,9 @@ class EntityProducts:
             packed = _pack(table.contiguous(), batch_hint)
             probe = table[: min(8, len(table))].contiguous()  # (P, D)
             got = _apply(probe, packed).float()
+        # a torch without these ops (AttributeError), without a kernel for this table
+        # (NotImplementedError), or refusing it, e.g. bf16 on a CPU without AVX-512
+        # (RuntimeError): the plain matmul serves instead
         except (RuntimeError, AttributeError, NotImplementedError) as exc:
             log.debug("no prepacked entity table (%s); plain matmul", exc)
             return None
