@@ -212,11 +212,53 @@ class LinkPredictor:
         """Top-``k`` for id queries, scored in one pass and ranked with one top-k: the
         engine's scoring + top-k, with no per-answer objects.
 
+        On the CPU a large batch is scored in passes of :meth:`rows_per_pass` rows, so that
+        each pass's intermediates (the ``(rows, N)`` scores, the candidates' embeddings when
+        rescoring) stay in cache: one pass of 256 FB15k-237 queries costs twice as much per
+        query as two passes of 128.
+
         Args:
             hr: shape (B, 2), entity and relation ids (relations with reciprocals).
             filter_known: for all rows, or per row (bool tensor of shape (B,)): drop
                 candidates that complete a training fact.
         """
+        k = min(k, len(self.artifact.entities))
+        step = self.rows_per_pass(k)
+        if len(hr) <= step:
+            top_scores, top_ids = self._top(hr, k, filter_known)
+        else:
+            parts = [
+                self._top(
+                    hr[i : i + step],
+                    k,
+                    filter_known[i : i + step]
+                    if isinstance(filter_known, torch.Tensor)
+                    else filter_known,
+                )
+                for i in range(0, len(hr), step)
+            ]
+            top_scores = torch.cat([scores for scores, _ in parts])
+            top_ids = torch.cat([ids for _, ids in parts])
+        top_known = self.known.contains(hr, top_ids)  # (B, k)
+        return TopK(top_scores.tolist(), top_ids.tolist(), top_known.tolist())
+
+    #: the elements one CPU pass may touch: (rows, N) scores plus, when rescoring, the rows'
+    #: (k + RESCORE_MARGIN, D) candidate embeddings; about L2 + a share of L3 on current CPUs
+    PASS_ELEMENTS = 1 << 22
+
+    def rows_per_pass(self, k: int) -> int:
+        """Queries scored together in one pass on this device (all of them off the CPU)."""
+        if self.device.type != "cpu":
+            return 1 << 30
+        per_row = len(self.artifact.entities)
+        if self.precision != "fp32":
+            per_row += (k + self.RESCORE_MARGIN) * self.model.entity.weight.shape[1]
+        return max(16, self.PASS_ELEMENTS // per_row)
+
+    def _top(
+        self, hr: torch.Tensor, k: int, filter_known: bool | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: (B, k) scores (-inf where filtered) and entity ids, best first."""
         with torch.no_grad():
             if self.text_fusion is not None:
                 scores = self.text_fusion.scores(self.model, hr)  # (B, N) fused, exact
@@ -231,13 +273,10 @@ class LinkPredictor:
         elif filter_known:
             rows, tails = self.known.lookup(hr)
             scores[rows, tails] = float("-inf")
-        k = min(k, scores.shape[1])
         if self.precision == "fp32":
             top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
-        else:
-            top_scores, top_ids = self._rescore(hr, scores, k)
-        top_known = self.known.contains(hr, top_ids)  # (B, k)
-        return TopK(top_scores.tolist(), top_ids.tolist(), top_known.tolist())
+            return top_scores, top_ids
+        return self._rescore(hr, scores, k)
 
     def _rescore(
         self, hr: torch.Tensor, approx: torch.Tensor, k: int
