@@ -79,7 +79,7 @@ def add_services(target: Any, service: KGService, health_state: Health) -> None:
             BatchHandler(
                 knowledge.predict_links_calls,
                 knowledge_pb2.PredictLinksRequest.FromString,
-                knowledge_pb2.PredictLinksResponse.SerializeToString,
+                bytes,  # answers come serialised (kgweave.api.wire)
             ),
         )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), target)

@@ -13,11 +13,13 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 
 from kgweave.api.status import to_grpc
+from kgweave.api.wire import link_answers
 from kgweave.errors import DeadlineExceededError, InvalidArgumentError, KGWeaveError
 from kgweave.predict import Query, TopK
 from kgweave.serving.jobs import Job, JobState
@@ -108,9 +110,37 @@ def _links(served: ServedModel, top: TopK, version: str) -> knowledge_pb2.Predic
     return response
 
 
+@dataclass
+class _LinkOutcomes:
+    """The answers of a burst of PredictLinks calls before they are written: per call its
+    rows ``(start, stop)`` in ``top`` and its k, or its error; ``version`` is "" when no call
+    was scored."""
+
+    outcomes: list[tuple[int, int, int] | KGWeaveError]
+    top: TopK = field(default_factory=lambda: TopK([], [], []))
+    version: str = ""
+    served: ServedModel | None = None
+
+    def message(self, start: int, stop: int, k: int) -> knowledge_pb2.PredictLinksResponse:
+        """The answer of the call of rows ``start:stop`` as a message."""
+        assert self.served is not None
+        return _links(self.served, self.top.rows(start, stop, k), self.version)
+
+    def wire(self) -> list[bytes | KGWeaveError]:
+        """Each call's answer as a serialised PredictLinksResponse, or its error."""
+        calls = [o for o in self.outcomes if not isinstance(o, KGWeaveError)]
+        if not calls:
+            return [o for o in self.outcomes if isinstance(o, KGWeaveError)]
+        assert self.served is not None
+        encoded = iter(link_answers(self.served).encode(self.top, calls, self.version))
+        return [o if isinstance(o, KGWeaveError) else next(encoded) for o in self.outcomes]
+
+
 class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: ignore[misc]
     def __init__(self, service: KGService) -> None:
         self.service = service
+        if service.ready:  # a version loaded before kgweave.api.wire registered its warm-up
+            link_answers(service.active())
 
     @_guard
     async def PredictLinks(  # noqa: N802
@@ -131,6 +161,15 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
         fits one batch (the caller gathered the calls). Cancelling the await cancels the
         job's future: the batcher skips it.
         """
+        answers = await self._predict_links(requests, deadlines, inline)
+        return [
+            outcome if isinstance(outcome, KGWeaveError) else answers.message(*outcome)
+            for outcome in answers.outcomes
+        ]
+
+    async def _predict_links(
+        self, requests: list[Any], deadlines: list[float | None], inline: bool
+    ) -> _LinkOutcomes:
         batch = self.service.submit_links(
             [
                 LinkRequest(
@@ -148,39 +187,37 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             inline,
         )
         if batch.future is None:  # no valid request: every span is an error
-            return [span for span in batch.spans if isinstance(span, KGWeaveError)]
+            return _LinkOutcomes([s for s in batch.spans if isinstance(s, KGWeaveError)])
         assert isinstance(batch.future, asyncio.Future)
         try:
             top = await batch.future
         except KGWeaveError as exc:  # the whole job (its deadline passed, shutting down)
-            return [exc] * len(requests)
+            return _LinkOutcomes([exc] * len(requests))
         now = time.monotonic()
-        answers: list[knowledge_pb2.PredictLinksResponse | KGWeaveError] = []
+        outcomes: list[tuple[int, int, int] | KGWeaveError] = []
         for request, span, deadline in zip(requests, batch.spans, deadlines, strict=True):
             if isinstance(span, KGWeaveError):
-                answers.append(span)
+                outcomes.append(span)
             elif deadline is not None and now > deadline:
-                answers.append(DeadlineExceededError("the deadline passed while scoring"))
+                outcomes.append(DeadlineExceededError("the deadline passed while scoring"))
             else:
-                answers.append(
-                    _links(batch.served, top.rows(*span, request.k or 10), batch.version)
-                )
-        return answers
+                outcomes.append((*span, request.k or 10))
+        return _LinkOutcomes(outcomes, top, batch.version, batch.served)
 
     async def predict_links_calls(
         self, requests: list[Any], deadlines: list[float | None]
-    ) -> list[knowledge_pb2.PredictLinksResponse | tuple[grpc.StatusCode, str]]:
+    ) -> list[bytes | tuple[grpc.StatusCode, str]]:
         """PredictLinks for a burst of calls from the native front end's bridge: each answer
-        is a response or a status code and one-line message, mapped as :func:`_guard` maps
-        them, with the same metrics."""
+        is a serialised response (:mod:`kgweave.api.wire`) or a status code and one-line
+        message, mapped as :func:`_guard` maps them, with the same metrics."""
         started = time.perf_counter()
-        answers: list[knowledge_pb2.PredictLinksResponse | Exception]
+        answers: list[bytes | Exception]
         try:
-            answers = list(await self.predict_links(requests, deadlines, inline=True))
+            answers = list((await self._predict_links(requests, deadlines, inline=True)).wire())
         except Exception as exc:  # no model, queue full, a bug: every call
             answers = [exc] * len(requests)
         elapsed = time.perf_counter() - started
-        out: list[knowledge_pb2.PredictLinksResponse | tuple[grpc.StatusCode, str]] = []
+        out: list[bytes | tuple[grpc.StatusCode, str]] = []
         codes: dict[str, int] = {}
         for answer in answers:
             if isinstance(answer, Exception):

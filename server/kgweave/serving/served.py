@@ -13,9 +13,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 MAX_QUERIES = 1000
 MAX_TRIPLES = 10_000
+
+#: what transports derive from each loaded version (pre-encoded answers, say), built by
+#: :meth:`ServedModel.warm_up` into :attr:`ServedModel.derived` so no request pays for it;
+#: transports register here, the core knows nothing of them
+WARM_UPS: list[Callable[[ServedModel], object]] = []
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class ServedModel:
         self._projection: TextProjection | None = None
         self._completer: tuple[LMCompleter, str] | None = None
         self.completion_lock = threading.Lock()
+        #: per-version data of transports (see WARM_UPS), by name
+        self.derived: dict[str, Any] = {}
         labels = artifact.entities.labels
         # prefix search over folded names and ids: sorted (key, entity id) pairs
         keys = {(label.casefold(), i) for i, label in enumerate(labels)}
@@ -125,6 +133,8 @@ class ServedModel:
                 self.predictor.model.score_hrt(
                     torch.zeros(1, 3, dtype=torch.long, device=self.device)
                 )
+        for build in WARM_UPS:
+            build(self)
 
     # ---- requests, resolved against this version
     def resolve_queries(self, queries: list[Query]) -> torch.Tensor:
