@@ -265,11 +265,13 @@ def run_clients(
     seconds: float,
     server_pid: int,
     loadgens: list[str],
+    per_call: list[int],
 ) -> None:
     queries = queries_of(model, 4096)
     top = max(levels)
     runs = [(c, "PredictLinks", 1) for c in levels]
-    runs += [(top, "PredictLinks", 16), (top, "GetEntity", 1)]
+    runs += [(top, "PredictLinks", n) for n in per_call if n > 1]
+    runs += [(top, "GetEntity", 1)]
     results = []
     for loadgen in loadgens:
         for clients, method, per_call in runs:
@@ -344,6 +346,12 @@ def main() -> None:
         help="load generators: python (grpc.aio clients in one process), native "
         "(kgweave-loadgen, C++: far less CPU per call on a machine the server shares)",
     )
+    parser.add_argument(
+        "--per-call",
+        default="1,16",
+        help="queries per PredictLinks call: each at every client level when 1, else at the "
+        "highest level only",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--role", choices=["main", "server", "clients"], default="main")
     parser.add_argument("--address", default="")
@@ -363,6 +371,7 @@ def main() -> None:
             args.seconds,
             args.server_pid,
             args.loadgens.split(","),
+            [int(n) for n in args.per_call.split(",")],
         )
         return
 
@@ -389,7 +398,7 @@ def main() -> None:
                     [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
                      "--address", f"127.0.0.1:{port}", "--clients", args.clients,
                      "--seconds", str(args.seconds), "--server-pid", str(server.pid),
-                     "--loadgens", args.loadgens],
+                     "--loadgens", args.loadgens, "--per-call", args.per_call],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
             finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kgweave.api.servicers import _links
+from kgweave.api.servicers import links_message
 from kgweave.api.wire import LinkAnswers, varint
 from kgweave.predict import MAX_K, TopK
 from kgweave.v1 import knowledge_pb2
@@ -22,7 +22,7 @@ def _message(
     artifact = SimpleNamespace(entities=SimpleNamespace(labels=labels), entity_names=names)
     served: Any = SimpleNamespace(artifact=artifact)
     start, stop, k = call
-    return _links(served, top.rows(start, stop, k), version)
+    return links_message(served, top.rows(start, stop, k), version)
 
 
 @pytest.mark.parametrize("seed", range(4))

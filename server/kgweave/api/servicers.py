@@ -100,7 +100,9 @@ def _entity(info: EntityInfo, version: str) -> knowledge_pb2.Entity:
     )
 
 
-def _links(served: ServedModel, top: TopK, version: str) -> knowledge_pb2.PredictLinksResponse:
+def links_message(
+    served: ServedModel, top: TopK, version: str
+) -> knowledge_pb2.PredictLinksResponse:
     """A PredictLinks answer from ranked entity ids."""
     response = knowledge_pb2.PredictLinksResponse(model_version=version)
     for row in top.labelled(served.artifact.entities.labels, served.artifact.entity_names):
@@ -124,7 +126,7 @@ class _LinkOutcomes:
     def message(self, start: int, stop: int, k: int) -> knowledge_pb2.PredictLinksResponse:
         """The answer of the call of rows ``start:stop`` as a message."""
         assert self.served is not None
-        return _links(self.served, self.top.rows(start, stop, k), self.version)
+        return links_message(self.served, self.top.rows(start, stop, k), self.version)
 
     def wire(self) -> list[bytes | KGWeaveError]:
         """Each call's answer as a serialised PredictLinksResponse, or its error."""
