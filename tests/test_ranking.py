@@ -11,6 +11,7 @@ from kgweave.evaluation.ranking import (
     evaluate,
     filtered_ranks,
     metrics_from_ranks,
+    ranking_batch_size,
     realistic_rank,
 )
 from kgweave.models import DistMult
@@ -62,6 +63,32 @@ def test_target_itself_is_never_filtered_and_ties_count() -> None:
     known = TailIndex(torch.tensor([[0, 0, 2], [0, 0, 4]]), 5, 2)
     # remaining better: none; tied: entity 3 -> realistic rank 1.5
     assert filtered_ranks(model, torch.tensor([[0, 0, 2]]), known).tolist() == [1.5]
+
+
+def test_ranks_do_not_depend_on_the_pass_size() -> None:
+    generator = torch.Generator().manual_seed(0)
+    model = DistMult(40, 6, 8)
+    triples = torch.stack(
+        (
+            torch.randint(0, 40, (100,), generator=generator),
+            torch.randint(0, 6, (100,), generator=generator),
+            torch.randint(0, 40, (100,), generator=generator),
+        ),
+        dim=1,
+    )
+    known = TailIndex(triples, 40, 6)
+    with torch.no_grad():
+        whole = filtered_ranks(model, triples, known)
+        for batch_size in (1, 7, 33):
+            assert torch.equal(filtered_ranks(model, triples, known, batch_size), whole)
+
+
+def test_evaluation_passes_fit_in_cache_on_the_cpu() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ranking_batch_size(14_541, cpu) == (1 << 21) // 14_541  # FB15k-237: 144 queries
+    assert ranking_batch_size(135, cpu) == 4096  # UMLS: capped
+    assert ranking_batch_size(10_000_000, cpu) == 16  # at least 16
+    assert ranking_batch_size(14_541, cuda) == 4096  # an accelerator: large passes
 
 
 def test_evaluate_both_sides_and_per_relation() -> None:
