@@ -265,12 +265,12 @@ def run_clients(
     seconds: float,
     server_pid: int,
     loadgens: list[str],
-    per_call: list[int],
+    batched: list[int],
 ) -> None:
     queries = queries_of(model, 4096)
     top = max(levels)
     runs = [(c, "PredictLinks", 1) for c in levels]
-    runs += [(top, "PredictLinks", n) for n in per_call if n > 1]
+    runs += [(top, "PredictLinks", n) for n in batched if n > 1]
     runs += [(top, "GetEntity", 1)]
     results = []
     for loadgen in loadgens:
@@ -348,9 +348,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--per-call",
-        default="1,16",
-        help="queries per PredictLinks call: each at every client level when 1, else at the "
-        "highest level only",
+        default="16",
+        help="queries per PredictLinks call for the extra runs at the highest client level "
+        "(one query per call always runs at every level)",
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--role", choices=["main", "server", "clients"], default="main")

@@ -67,6 +67,7 @@ def test_target_itself_is_never_filtered_and_ties_count() -> None:
 
 def test_ranks_do_not_depend_on_the_pass_size() -> None:
     generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
     model = DistMult(40, 6, 8)
     triples = torch.stack(
         (
@@ -89,6 +90,7 @@ def test_evaluation_passes_fit_in_cache_on_the_cpu() -> None:
     assert ranking_batch_size(135, cpu) == 4096  # UMLS: capped
     assert ranking_batch_size(10_000_000, cpu) == 16  # at least 16
     assert ranking_batch_size(14_541, cuda) == 4096  # an accelerator: large passes
+    assert ranking_batch_size(100_000_000, cuda) == 1  # ... as large as its memory allows
 
 
 def test_evaluate_both_sides_and_per_relation() -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
-from kgweave.api.servicers import links_message
+from kgweave.api.servicers import KnowledgeServicer, links_message
 from kgweave.api.wire import LinkAnswers, varint
+from kgweave.errors import KGWeaveError
 from kgweave.predict import MAX_K, TopK
+from kgweave.serving.service import KGService
+from kgweave.settings import Settings
 from kgweave.v1 import knowledge_pb2
+from serving_support import registry_with, train_demo_model
 
 
 def _message(
@@ -69,6 +78,62 @@ def test_wire_answers_of_an_empty_row_and_ranks_past_127() -> None:
     (data,) = answers.encode(many, [(0, 1, 300)], "v1")
     (result,) = knowledge_pb2.PredictLinksResponse.FromString(data).results
     assert [c.rank for c in result.candidates] == list(range(1, 301))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[KGService]:
+    root = tmp_path_factory.mktemp("wire")
+    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
+    registry_with(settings, [train_demo_model(settings, root / "m", epochs=10, dim=16)])
+    service = KGService(settings)
+    service.activate("v0001")
+    yield service
+    service.close()
+
+
+def test_a_burst_answers_alike_as_bytes_and_as_messages(service: KGService) -> None:
+    """The native front end's burst path (bytes) and the Python server's (messages): the same
+    answers, errors in place, each call with its own k, filter and deadline."""
+    query, request = knowledge_pb2.LinkQuery, knowledge_pb2.PredictLinksRequest
+    paris = query(head="paris", relation="located_in")
+    requests = [
+        request(queries=[query(head="Alan Turing", relation="born_in")], k=3),
+        request(queries=[query(head="nobody at all", relation="born_in")]),  # NOT_FOUND
+        request(queries=[query(relation="born_in", tail="london"), paris]),  # k 0: 10
+        request(
+            queries=[query(head="albert_einstein", relation="born_in")], k=1, filter_known=True
+        ),
+        request(queries=[paris], k=2),  # its deadline has passed
+        request(queries=[paris], k=MAX_K + 1),  # INVALID_ARGUMENT
+    ]
+    deadlines = [None, None, None, None, time.monotonic() - 1.0, None]
+    servicer = KnowledgeServicer(service)
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        wire = await servicer.predict_links_calls(requests, deadlines)
+        return wire, await servicer.predict_links(requests, deadlines)
+
+    wire, messages = asyncio.run(both())
+    codes = []
+    for data, message in zip(wire, messages, strict=True):
+        if isinstance(message, KGWeaveError):
+            assert isinstance(data, tuple) and data[1] == message.message
+            codes.append(data[0])
+        else:
+            assert knowledge_pb2.PredictLinksResponse.FromString(data) == message
+            codes.append(grpc.StatusCode.OK)
+    assert codes == [
+        grpc.StatusCode.OK,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ]
+    sizes = [
+        [len(r.candidates) for r in m.results] for m in messages if not isinstance(m, Exception)
+    ]
+    assert sizes == [[3], [10, 10], [1]]
 
 
 def test_varint() -> None:

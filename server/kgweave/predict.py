@@ -253,7 +253,7 @@ class LinkPredictor:
         per_row = len(self.artifact.entities)
         if self.precision != "fp32":
             per_row += (k + self.RESCORE_MARGIN) * self.model.entity.weight.shape[1]
-        return max(16, self.PASS_ELEMENTS // per_row)
+        return max(16, self.PASS_ELEMENTS // max(per_row, 1))
 
     def _top(
         self, hr: torch.Tensor, k: int, filter_known: bool | torch.Tensor

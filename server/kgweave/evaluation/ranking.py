@@ -45,18 +45,20 @@ def realistic_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 #: scores one CPU evaluation pass holds (8 MB in fp32): the pass's few sweeps over its
-#: ``(B, N)`` scores (filter, compare, count) then run in cache. FB15k-237 test, 2 cores:
-#: 4,096-query passes (238 MB) 5.7-5.9 s, 256 2.2 s; WN18RR 2.7 s -> 1.0 s at 96.
+#: ``(B, N)`` scores (filter, compare, count) then run in cache. 2 cores, ComplEx-200:
+#: FB15k-237 test 6.4-6.7 s with 4,096-query passes (238 MB), 2.4-3.7 s with these (144
+#: queries); WN18RR 2.8-2.9 s -> 1.3-1.7 s (51 queries). docs/benchmarks.md
 CPU_PASS_SCORES = 1 << 21
 #: on an accelerator: few large passes (its memory is fast and every launch costs)
 DEVICE_PASS_SCORES = 64 << 20
 
 
 def ranking_batch_size(num_entities: int, device: torch.device) -> int:
-    """Queries per evaluation pass: ``CPU_PASS_SCORES`` (or ``DEVICE_PASS_SCORES`` off the
-    CPU) scores, 16 to 4,096 queries."""
-    budget = CPU_PASS_SCORES if device.type == "cpu" else DEVICE_PASS_SCORES
-    return max(16, min(4096, budget // max(num_entities, 1)))
+    """Queries per evaluation pass: ``CPU_PASS_SCORES`` scores on the CPU (at least 16
+    queries), ``DEVICE_PASS_SCORES`` elsewhere (at least 1); at most 4,096."""
+    if device.type == "cpu":
+        return max(16, min(4096, CPU_PASS_SCORES // max(num_entities, 1)))
+    return max(1, min(4096, DEVICE_PASS_SCORES // max(num_entities, 1)))
 
 
 def filtered_ranks(
