@@ -85,16 +85,16 @@ def test_passes_of_rows_give_the_one_pass_answers(umls_model: Path, precision: s
     generator = torch.Generator().manual_seed(1)
     hr = torch.stack(
         (
-            torch.randint(0, len(artifact.entities), (50,), generator=generator),
-            torch.randint(0, 2 * len(artifact.relations), (50,), generator=generator),
+            torch.randint(0, len(artifact.entities), (150,), generator=generator),
+            torch.randint(0, 2 * len(artifact.relations), (150,), generator=generator),
         ),
         dim=1,
     )
-    per_row = torch.rand(50, generator=generator) < 0.5
+    per_row = torch.rand(150, generator=generator) < 0.5
     whole = LinkPredictor(artifact, precision)
     passes = LinkPredictor(artifact, precision)
-    passes.PASS_ELEMENTS = 1  # type: ignore[misc]  # the floor: 16 rows per pass
-    assert passes.rows_per_pass(10) == 16 and whole.rows_per_pass(10) >= 50
+    passes.PASS_ELEMENTS = 1  # type: ignore[misc]  # the floor: 64 rows per pass
+    assert passes.rows_per_pass(10) == 64 and whole.rows_per_pass(10) >= 150
     for filter_known in (False, True, per_row):
         want = whole.top_ids(hr, 10, filter_known)
         got = passes.top_ids(hr, 10, filter_known)
