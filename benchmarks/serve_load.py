@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,25 @@ def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
 
     use_serve_threads(settings.serve_threads, serves_natively(settings))  # as `kgweave serve`
     asyncio.run(serve_forever(service, settings, lambda _g, _h: print("READY", flush=True)))
+
+
+@contextlib.contextmanager
+def server_process(model: Path, frontend: str) -> Iterator[tuple[str, int]]:
+    """A server (:func:`run_server`) in its own process, ready: its address and pid."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--role", "server", "--model", str(model),
+             "--port", str(port), "--data-dir", tmp, "--frontends", frontend],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().strip() == "READY"
+            yield f"127.0.0.1:{port}", server.pid
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 # ---- client process
@@ -387,26 +408,14 @@ def main() -> None:
     served: list[dict[str, Any]] = []
     ceiling: list[dict[str, Any]] = []
     for frontend in args.frontends.split(","):
-        port = free_port()
-        with tempfile.TemporaryDirectory() as tmp:
-            server = subprocess.Popen(
-                [sys.executable, __file__, "--role", "server", "--model", str(args.model),
-                 "--port", str(port), "--data-dir", tmp, "--frontends", frontend],
-                stdout=subprocess.PIPE, text=True,
+        with server_process(args.model, frontend) as (address, pid):
+            done = subprocess.run(
+                [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
+                 "--address", address, "--clients", args.clients,
+                 "--seconds", str(args.seconds), "--server-pid", str(pid),
+                 "--loadgens", args.loadgens, "--per-call", args.per_call],
+                capture_output=True, text=True, check=True,
             )  # fmt: skip
-            try:
-                assert server.stdout is not None
-                assert server.stdout.readline().strip() == "READY"
-                done = subprocess.run(
-                    [sys.executable, __file__, "--role", "clients", "--model", str(args.model),
-                     "--address", f"127.0.0.1:{port}", "--clients", args.clients,
-                     "--seconds", str(args.seconds), "--server-pid", str(server.pid),
-                     "--loadgens", args.loadgens, "--per-call", args.per_call],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-            finally:
-                server.terminate()
-                server.wait(timeout=60)
         measured = json.loads(done.stdout.strip().splitlines()[-1])
         for m in measured:
             m["frontend"] = frontend

@@ -14,14 +14,12 @@ counts). Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import subprocess
-import sys
-import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-from serve_load import LOADGEN, free_port, in_process, queries_of, requests_of
+from serve_load import in_process, load_native, queries_of, server_process
 
 
 def baseline(model: Path, seconds: float) -> float:
@@ -39,48 +37,23 @@ def main() -> None:
     reuse_freed_memory()  # the in-process baseline at its best, as in serve_load.py
     before = baseline(args.model, args.seconds)
     queries = queries_of(args.model, 4096)
-    with tempfile.TemporaryDirectory() as tmp:
-        servers, ports = [], []
-        for i in range(2):
-            port = free_port()
-            server = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("serve_load.py")), "--role",
-                 "server", "--model", str(args.model), "--port", str(port), "--data-dir",
-                 str(Path(tmp) / f"server{i}"), "--frontends", "native"],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert server.stdout is not None
-            assert server.stdout.readline().strip() == "READY"
-            servers.append(server)
-            ports.append(port)
-        files = []
-        for i in range(2):
-            path = Path(tmp) / f"requests{i}.bin"
-            with path.open("wb") as file:
-                for request in requests_of(queries[i::2], "PredictLinks", 1):
-                    data = request.SerializeToString()
-                    file.write(len(data).to_bytes(4, "little") + data)
-            files.append(path)
-        try:
-            method = "/kgweave.v1.KnowledgeService/PredictLinks"
-            commands = [
-                [str(LOADGEN), "--target", f"127.0.0.1:{port}", "--method", method,
-                 "--requests", str(file), "--clients", str(args.clients),
-                 "--seconds", str(args.seconds)]
-                for port, file in zip(ports, files, strict=True)
-            ]  # fmt: skip
-            loads = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in commands]
-            results: list[dict[str, Any]] = [json.loads(p.communicate()[0]) for p in loads]
-        finally:
-            for server in servers:
-                server.terminate()
-                server.wait(timeout=60)
+    with contextlib.ExitStack() as servers:
+        addresses = [servers.enter_context(server_process(args.model, "native"))[0] for _ in "ab"]
+        with ThreadPoolExecutor(2) as pool:  # both load generators at once
+            results = list(
+                pool.map(
+                    lambda i: load_native(
+                        addresses[i], queries[i::2], args.clients, args.seconds, "PredictLinks"
+                    ),
+                    range(2),
+                )
+            )
     after = baseline(args.model, args.seconds)
-    total = sum(r["calls_per_s"] for r in results)
+    total = sum(r["qps"] for r in results)
     print(
         json.dumps(
             {
-                "per_server_qps": [round(r["calls_per_s"]) for r in results],
+                "per_server_qps": [round(r["qps"]) for r in results],
                 "per_server_p99_ms": [r["p99_ms"] for r in results],
                 "total_qps": round(total),
                 "in_process_batch_64_before_after": [round(before), round(after)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgweave.models import model_class
+from kgweave.models import model_class, products
 from kgweave.models.products import EntityProducts, TailScorer
 
 ONEDNN = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
@@ -51,6 +51,44 @@ def test_products_without_prepacking_and_with_grad() -> None:
     assert scores.requires_grad
     scores.sum().backward()
     assert query.grad is not None
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        AttributeError("no such op: a torch without oneDNN's linear ops"),
+        NotImplementedError("no kernel for this backend"),
+        RuntimeError("bf16 refused: a CPU without AVX-512"),
+    ],
+)
+def test_a_table_onednn_cannot_pack_is_multiplied_plainly(
+    failure: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each way prepacking fails where it is not available falls back to the plain product."""
+
+    def refuse(table: torch.Tensor, batch_hint: int) -> torch.Tensor:
+        raise failure
+
+    monkeypatch.setattr(products, "_pack", refuse)
+    table = _table(30, 8, torch.float32)
+    plain = EntityProducts(table, keep_table=False)  # the table stays: nothing was packed
+    assert not plain.prepacked and plain.table is not None
+    query = _table(4, 8, torch.float32, seed=2)
+    torch.testing.assert_close(plain(query), query @ table.t())
+
+
+@pytest.mark.skipif(not ONEDNN, reason="torch without oneDNN")
+def test_a_prepacked_table_that_disagrees_with_matmul_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    apply = products._apply
+    monkeypatch.setattr(products, "_apply", lambda query, packed: apply(query, packed) + 1.0)
+    table = _table(30, 8, torch.float32)
+    checked = EntityProducts(table)
+    assert not checked.prepacked
+    assert "disagrees with matmul" in caplog.text
+    query = _table(4, 8, torch.float32, seed=2)
+    torch.testing.assert_close(checked(query), query @ table.t())
 
 
 def test_a_converted_table_is_not_kept_once_packed() -> None:
