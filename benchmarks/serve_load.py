@@ -73,7 +73,7 @@ def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
 
     prefer_passive()  # as `kgweave serve` does, before torch loads
     from kgweave.api.server import serve_forever
-    from kgweave.serving.service import KGService
+    from kgweave.dataplane import DataPlane
     from kgweave.settings import Settings
 
     settings = Settings(
@@ -86,8 +86,8 @@ def run_server(model: Path, port: int, data_dir: Path, frontend: str) -> None:
     )
     shutil.copytree(model, settings.models_dir / "v0001")
     keep_default_for_children()
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     from kgweave.api.frontend import serves_natively
 
     use_serve_threads(settings.serve_threads, serves_natively(settings))  # as `kgweave serve`

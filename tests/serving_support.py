@@ -11,7 +11,7 @@ import pytest
 
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import RunningServer, start_grpc
-from kgweave.serving.service import KGService
+from kgweave.dataplane import DataPlane
 from kgweave.serving.training_run import run_training
 from kgweave.settings import Settings, get_settings
 
@@ -44,7 +44,7 @@ class ServerThread:
     """A real gRPC server on a free port, run by an event loop in a thread: grpc.aio
     (``transport="python"``) or the native front end (``"native"``) with the engine here."""
 
-    def __init__(self, service: KGService, transport: str = "python") -> None:
+    def __init__(self, service: DataPlane, transport: str = "python") -> None:
         self.service = service
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

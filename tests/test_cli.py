@@ -115,7 +115,7 @@ def test_predict_by_name_learns_real_patterns(
         "--json",
     )
     assert code == 0
-    answers = json.loads(out)
+    answers = json.loads(out)["results"][0]["candidates"]  # the proto's PredictLinksResponse
     assert len(answers) == 5
     assert answers[0]["rank"] == 1
     assert answers[0]["score"] >= answers[-1]["score"]
@@ -127,7 +127,7 @@ def test_predict_by_name_learns_real_patterns(
     cities |= {h for h, r, _ in rows if r == "capital_of"} | {
         t for _, r, t in rows if r == "born_in"
     }
-    assert sum(a["entity"] in cities for a in answers) >= 4, answers
+    assert sum(a["entity_id"] in cities for a in answers) >= 4, answers
 
 
 def test_filter_known_drops_training_facts(
@@ -145,8 +145,8 @@ def test_filter_known_drops_training_facts(
     )
     _, plain, _ = run(capsys, *args, "--json")
     _, filtered, _ = run(capsys, *args, "--json", "--filter-known")
-    assert any(a["known"] for a in json.loads(plain))
-    assert not any(a["known"] for a in json.loads(filtered))
+    assert any(a["known"] for a in json.loads(plain)["results"][0]["candidates"])
+    assert not any(a["known"] for a in json.loads(filtered)["results"][0]["candidates"])
 
 
 def test_datasets_lists_local(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,12 +13,12 @@ import pytest
 from kgweave.artifact import load_artifact
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
+from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
 from kgweave.language.joint import JointConfig, load_text_fusion, train_joint
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
-from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import ServerThread, registry_with
@@ -49,8 +49,8 @@ def joint_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def served(joint_model: Path) -> Iterator[ServerThread]:
     settings = get_settings()
     registry_with(settings, [joint_model])
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     server = ServerThread(service)
     yield server
     server.stop()
@@ -169,8 +169,8 @@ def test_complete_errors(served: ServerThread, demo_model_without_lm: Path) -> N
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # a version without a language model: FAILED_PRECONDITION saying how to get one
     service = served.service
-    shutil.copytree(demo_model_without_lm, service.registry.root / "v0002")
-    service.activate("v0002")
+    shutil.copytree(demo_model_without_lm, service.versions.registry.root / "v0002")
+    service.versions.activate("v0002")
     with pytest.raises(grpc.RpcError) as info:
         knowledge.Complete(
             knowledge_pb2.CompleteRequest(

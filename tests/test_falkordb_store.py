@@ -165,7 +165,7 @@ def test_snapshot_diff_emits_added_and_removed_triples(
     store: FalkorDBStore, tmp_path: Path
 ) -> None:
     from kgweave.changes import ChangeKind, EventLog
-    from kgweave.graph.diff import snapshot_diff
+    from kgweave.changes.diff import snapshot_diff
 
     store.add_triples([("a", "knows", "b"), ("b", "knows", "c")])
     with EventLog(tmp_path / "log") as log:

@@ -27,9 +27,9 @@ from kgweave.api.bridge import Bridge, HandlerTable
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import serve_forever, start_server
 from kgweave.artifact import load_artifact
+from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
 from kgweave.predict import LinkPredictor, Query
-from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
 from serving_support import ServerThread, frontend_binary, registry_with, train_demo_model
@@ -50,11 +50,11 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
     return train_demo_model(settings, root / "m", epochs=20, dim=32, seed=3)
 
 
-def _service(model: Path) -> KGService:
+def _service(model: Path) -> DataPlane:
     settings = get_settings()
     registry_with(settings, [model])
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     return service
 
 
@@ -107,7 +107,7 @@ def _spawn(binary: Path, *options: str) -> tuple[subprocess.Popen[bytes], socket
     return process, ours, int(process.stdout.readline().split()[1])
 
 
-def _batches(service: KGService) -> tuple[float, float]:
+def _batches(service: DataPlane) -> tuple[float, float]:
     """(scoring passes, queries scored) so far, from the service's own metrics."""
     count = service.metrics.registry.get_sample_value("kgweave_batch_queries_count") or 0.0
     total = service.metrics.registry.get_sample_value("kgweave_batch_queries_sum") or 0.0
@@ -167,10 +167,10 @@ def test_malformed_and_unknown_methods(native: ServerThread) -> None:
 class _HeldScoring:
     """Scoring passes wait at a gate (the scoring itself is real)."""
 
-    def __init__(self, service: KGService, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, service: DataPlane, monkeypatch: pytest.MonkeyPatch) -> None:
         self.gate = threading.Event()
         self.scoring = threading.Event()
-        predictor = service.active().predictor
+        predictor = service.versions.active().predictor
         original = predictor.top_ids
 
         def held(*args: object, **kwargs: object) -> object:
@@ -260,7 +260,7 @@ def test_stop_drains_calls_in_flight_then_refuses(
     frontend_binary()
     service = _service(demo_model)
     gate, entered = threading.Event(), threading.Event()
-    verbalize = service.verbalize
+    verbalize = service.queries.verbalize
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()

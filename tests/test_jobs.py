@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kgweave.serving.service import KGService
+from kgweave.dataplane import DataPlane
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
 from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
@@ -31,8 +31,8 @@ def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
 def _server(weak_model: Path, transport: str) -> Iterator[ServerThread]:
     settings = get_settings()
     registry_with(settings, [weak_model])
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     running = ServerThread(service, transport)
     yield running
     running.stop()
@@ -85,7 +85,7 @@ def test_job_trains_streams_progress_registers_and_activates(server: ServerThrea
     assert final.model_version == "v0002" and final.activated, final.message
     assert "beats" in final.message
     assert versions(admin) == (["v0002", "v0001"], "v0002")
-    assert server.service.active().version == "v0002"
+    assert server.service.versions.active().version == "v0002"
     channel.close()
 
 
@@ -106,7 +106,7 @@ def test_policy_never_registers_without_activating(server: ServerThread) -> None
     final = list(admin.WatchJob(admin_pb2.GetJobRequest(job_id=job.job_id), timeout=180))[-1]
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED and not final.activated
     assert versions(admin) == (["v0002", "v0001"], "v0001")
-    training = server.service.registry.get("v0002").config["training"]
+    training = server.service.versions.registry.get("v0002").config["training"]
     assert {k: training[k] for k in sent} == pytest.approx(sent)
     channel.close()
 
@@ -142,7 +142,7 @@ def test_failed_job_leaves_state_untouched(server: ServerThread) -> None:
     assert final.state == admin_pb2.JOB_STATE_FAILED
     assert "no-such-dataset" in final.message and "Traceback" not in final.message
     assert versions(admin) == (["v0001"], "v0001")
-    assert server.service.active().version == "v0001"
+    assert server.service.versions.active().version == "v0001"
     channel.close()
 
 

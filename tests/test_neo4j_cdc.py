@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from kgweave.changes import ChangeKind, EventLog
-from kgweave.errors import FailedPreconditionError, GraphUnavailableError, InvalidArgumentError
-from kgweave.graph.neo4j_cdc import (
+from kgweave.changes.neo4j_cdc import (
     CURRENT,
     EARLIEST,
     LOOKUP,
@@ -30,6 +29,7 @@ from kgweave.graph.neo4j_cdc import (
     default_selectors,
     key_constraint_statements,
 )
+from kgweave.errors import FailedPreconditionError, GraphUnavailableError, InvalidArgumentError
 from kgweave.graph.store import GraphMapping
 
 #: the manual's node example, verbatim

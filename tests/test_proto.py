@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from kgweave.artifact import load_artifact
+from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
-from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
 
@@ -84,8 +84,8 @@ def server(
     )
     settings = get_settings()
     registry_with(settings, [model])
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     running = ServerThread(service, request.param)
     yield running, model  # type: ignore[misc]
     running.stop()

@@ -8,24 +8,24 @@ from collections.abc import Iterator
 
 import pytest
 
+from kgweave.bootstrap import prepare_plane
+from kgweave.changes.retrain import CONSUMER
+from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.store import EntityRow
 from kgweave.predict import Query
-from kgweave.serving.bootstrap import prepare_service
-from kgweave.serving.retrain import CONSUMER
-from kgweave.serving.service import KGService
 from kgweave.settings import get_settings
 
 
 @pytest.fixture
-def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[KGService]:
+def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataPlane]:
     monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
     monkeypatch.setenv("KGWEAVE_RETRAIN_MIN_EVENTS", "3")
     monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
     monkeypatch.setenv("KGWEAVE_ACTIVATION_POLICY", "always")
     settings = get_settings()
-    svc = prepare_service(settings, progress=False)  # embedded graph, demo, first model
+    svc = prepare_plane(settings, progress=False)  # embedded graph, demo, first model
     yield svc
     svc.close()
     EmbeddedFalkorDB(settings.graph_dir).stop()
@@ -40,12 +40,12 @@ def wait_for(condition: object, timeout: float = 120.0) -> None:
     raise AssertionError("timed out")
 
 
-def test_new_facts_in_the_graph_become_a_served_version(service: KGService) -> None:
+def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> None:
     settings = service.settings
     store = open_store(settings.graph_uri, settings)
-    assert service.active().version == "v0001"
-    assert "srinivasa_ramanujan" not in service.active().artifact.entities
-    watcher = service.start_retraining(lambda: store)
+    assert service.versions.active().version == "v0001"
+    assert "srinivasa_ramanujan" not in service.versions.active().artifact.entities
+    watcher = service.changes.start_retraining(lambda: store)
     wait_for(lambda: watcher.state.checks >= 2)
     # the baseline: the graph as the first model saw it triggers nothing
     assert watcher.state.jobs_started == 0 and watcher.state.pending == 0
@@ -55,18 +55,20 @@ def test_new_facts_in_the_graph_become_a_served_version(service: KGService) -> N
         [EntityRow("srinivasa_ramanujan", "Srinivasa Ramanujan", "Indian mathematician")]
     )
     wait_for(lambda: watcher.state.cold_entities == 1)
-    assert service.active().version == "v0001+1" and watcher.state.jobs_started == 0
-    version, answers = service.predict([Query("citizen_of", head="Srinivasa Ramanujan")], k=3)
+    assert service.versions.active().version == "v0001+1" and watcher.state.jobs_started == 0
+    version, answers = service.queries.predict(
+        [Query("citizen_of", head="Srinivasa Ramanujan")], k=3
+    )
     assert version == "v0001+1" and len(answers[0]) == 3
-    _, answers = service.predict([Query("educated_at", tail="srinivasa_ramanujan")], k=3)
+    _, answers = service.queries.predict([Query("educated_at", tail="srinivasa_ramanujan")], k=3)
     assert len(answers[0]) == 3
     # people the projection puts nearest are people: the text "Indian mathematician" lands
     # among the demo's scientists rather than among cities or works
-    hits = service.active().predictor.model.entity.weight
+    hits = service.versions.active().predictor.model.entity.weight
     table = hits / hits.norm(dim=1, keepdim=True)
-    labels = service.active().artifact.entities.labels
+    labels = service.versions.active().artifact.entities.labels
     nearest = [labels[i] for i in (table @ table[-1]).topk(6).indices.tolist()[1:]]
-    people = {h for h, r, _ in service.active().verbalizer.triples if r == "born_in"}
+    people = {h for h, r, _ in service.versions.active().verbalizer.triples if r == "born_in"}
     assert len(set(nearest) & people) >= 3, nearest
 
     store.add_triples(
@@ -77,12 +79,14 @@ def test_new_facts_in_the_graph_become_a_served_version(service: KGService) -> N
         ]
     )
     wait_for(lambda: watcher.state.jobs_started == 1)
-    wait_for(lambda: service.active().version == "v0002", timeout=180)
-    served = service.active()
+    wait_for(lambda: service.versions.active().version == "v0002", timeout=180)
+    served = service.versions.active()
     assert "srinivasa_ramanujan" in served.artifact.entities
-    version, answers = service.predict([Query("born_in", head="Srinivasa Ramanujan")], k=5)
+    version, answers = service.queries.predict([Query("born_in", head="Srinivasa Ramanujan")], k=5)
     assert version == "v0002" and len(answers[0]) == 5
     # the events are committed once the job succeeded: nothing pending, no second job
-    wait_for(lambda: service.event_log.position(CONSUMER) == service.event_log.end_offset)
+    wait_for(
+        lambda: service.changes.event_log.position(CONSUMER) == service.changes.event_log.end_offset
+    )
     time.sleep(1.0)
     assert watcher.state.jobs_started == 1

@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kgweave.api.server import start_http
 from kgweave.artifact import load_artifact
+from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
-from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
@@ -53,8 +53,8 @@ def transport(request: pytest.FixtureRequest) -> str:
 def served(demo_models: list[Path], transport: str) -> Iterator[ServerThread]:
     settings = get_settings()
     registry_with(settings, demo_models)
-    service = KGService(settings, graph_backend="falkordb (embedded)")
-    service.activate("v0001")
+    service = DataPlane(settings, graph_backend="falkordb (embedded)")
+    service.versions.activate("v0001")
     server = ServerThread(service, transport)
     yield server
     server.stop()
@@ -226,11 +226,11 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
     monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "2")
     settings = get_settings()
     registry_with(settings, demo_models[:1])
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     gate = threading.Event()
     scoring = threading.Event()
-    predictor = service.active().predictor
+    predictor = service.versions.active().predictor
     original = predictor.top_ids
 
     def held(*args: object, **kwargs: object) -> object:
@@ -268,7 +268,7 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
 
 
 def test_no_model_is_failed_precondition_and_not_serving(transport: str) -> None:
-    service = KGService(get_settings())
+    service = DataPlane(get_settings())
     server = ServerThread(service, transport)
     knowledge, admin, channel = stubs(server.address)
     try:
@@ -379,10 +379,8 @@ def test_semantic_search_by_free_text(served: ServerThread) -> None:
 
 def test_change_events_posted_over_http(served: ServerThread) -> None:
     """POST /v1/changes (what the APOC trigger calls) lands in the durable event log."""
-    from kgweave.api.server import change_receiver
-
     service = served.service
-    httpd = start_http(service, "127.0.0.1", 0, change_receiver(service))
+    httpd = start_http(service, "127.0.0.1", 0, service.changes.receive)
     url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/changes"
 
     def post(body: bytes) -> tuple[int, dict[str, object]]:
@@ -395,7 +393,7 @@ def test_change_events_posted_over_http(served: ServerThread) -> None:
             return exc.code, json.loads(exc.read())
 
     try:
-        before = service.event_log.end_offset
+        before = service.changes.event_log.end_offset
         body = {
             "source": "neo4j-apoc",
             "events": [
@@ -405,12 +403,12 @@ def test_change_events_posted_over_http(served: ServerThread) -> None:
         }
         status, reply = post(json.dumps(body).encode())
         assert status == 202 and reply == {"accepted": 2}
-        events = [e for _, e in service.event_log.read(before)]
+        events = [e for _, e in service.changes.event_log.read(before)]
         assert [e.kind.value for e in events] == ["triple_added", "entity_upserted"]
         assert {e.source for e in events} == {"neo4j-apoc"}
         status, reply = post(b'{"source": "x", "events": [{"kind": "triple_added"}]}')
         assert status == 400 and "events[0]" in str(reply["error"])
-        assert service.event_log.end_offset == before + 2  # refused whole, nothing appended
+        assert service.changes.event_log.end_offset == before + 2  # refused whole, nothing appended
     finally:
         httpd.shutdown()
 

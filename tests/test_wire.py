@@ -14,11 +14,13 @@ from typing import Any
 import grpc
 import pytest
 
-from kgweave.api.servicers import KnowledgeServicer, links_message
+from kgweave.api.convert import links_to_pb
+from kgweave.api.servicers import KnowledgeServicer
 from kgweave.api.wire import LinkAnswers, varint
+from kgweave.arguments import MAX_K
+from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
-from kgweave.predict import MAX_K, TopK
-from kgweave.serving.service import KGService
+from kgweave.predict import TopK
 from kgweave.settings import Settings
 from kgweave.v1 import knowledge_pb2
 from serving_support import registry_with, train_demo_model
@@ -31,7 +33,7 @@ def _message(
     artifact = SimpleNamespace(entities=SimpleNamespace(labels=labels), entity_names=names)
     served: Any = SimpleNamespace(artifact=artifact)
     start, stop, k = call
-    return links_message(served, top.rows(start, stop, k), version)
+    return links_to_pb(served, top.rows(start, stop, k), version)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -81,17 +83,17 @@ def test_wire_answers_of_an_empty_row_and_ranks_past_127() -> None:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[KGService]:
+def service(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[DataPlane]:
     root = tmp_path_factory.mktemp("wire")
     settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
     registry_with(settings, [train_demo_model(settings, root / "m", epochs=10, dim=16)])
-    service = KGService(settings)
-    service.activate("v0001")
+    service = DataPlane(settings)
+    service.versions.activate("v0001")
     yield service
     service.close()
 
 
-def test_a_burst_answers_alike_as_bytes_and_as_messages(service: KGService) -> None:
+def test_a_burst_answers_alike_as_bytes_and_as_messages(service: DataPlane) -> None:
     """The native front end's burst path (bytes) and the Python server's (messages): the same
     answers, errors in place, each call with its own k, filter and deadline."""
     query, request = knowledge_pb2.LinkQuery, knowledge_pb2.PredictLinksRequest

@@ -20,8 +20,6 @@ from kgweave.models.products import TailScorer
 if TYPE_CHECKING:
     from kgweave.language.textfusion import TextFusion
 
-MAX_K = 1000
-
 
 @dataclass(frozen=True)
 class Query:
@@ -190,8 +188,6 @@ class LinkPredictor:
         self, queries: list[Query], k: int = 10, filter_known: bool = False
     ) -> list[list[Prediction]]:
         """Top-``k`` entities for each query, scored in one pass."""
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
         if not queries:
             return []
         hr = torch.tensor([self.hr_of(q) for q in queries], dtype=torch.long, device=self.device)

@@ -1,4 +1,4 @@
-"""gRPC transport: servicers over :class:`kgweave.serving.service.KGService`, server, client.
+"""gRPC transport: servicers over :class:`kgweave.dataplane.DataPlane`, server, client.
 
 The generated code of ``proto/kgweave/v1`` lives in :mod:`kgweave.v1`.
 """

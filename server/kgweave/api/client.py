@@ -1,136 +1,133 @@
-"""A small synchronous client of the kgweave server (the CLI's remote commands use it).
+"""Clients of kgweave's API: :class:`Client` over gRPC, :class:`LocalClient` in-process.
 
-Failed calls raise :mod:`kgweave.errors` types (mapped in :mod:`kgweave.api.status`), so the
-CLI prints one line and exits with the usual code.
+Both build the same request messages and return the same answers, as JSON-ready data with
+the .proto's field names (:func:`kgweave.api.convert.to_dict`): the CLI prints one shape
+whether a server answered or a model folder was opened here. :class:`LocalClient` calls the
+very servicers a server runs, over a :class:`~kgweave.dataplane.DataPlane` serving one
+folder, so validation, defaults and errors are the server's. Failed calls raise
+:mod:`kgweave.errors` types (mapped in :mod:`kgweave.api.status`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+import abc
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
-from kgweave.api.status import from_rpc_error
-from kgweave.predict import Prediction
+from kgweave.api.convert import POLICY_TO_PB, query_to_pb, to_dict, triples_to_pb
+from kgweave.api.status import from_rpc_error, from_status
+from kgweave.predict import Query
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
-T = TypeVar("T")
-
-POLICY = {
-    "": admin_pb2.ACTIVATION_POLICY_UNSPECIFIED,
-    "if_better": admin_pb2.ACTIVATION_POLICY_IF_BETTER,
-    "always": admin_pb2.ACTIVATION_POLICY_ALWAYS,
-    "never": admin_pb2.ACTIVATION_POLICY_NEVER,
-}
+#: bytes per RegisterModel message: well inside gRPC's default 4 MiB message limit
+CHUNK_BYTES = 1 << 20
 
 
-def to_dict(message: Any) -> dict[str, Any]:
-    """A message as JSON-ready data, with field names as in the .proto and defaults shown."""
-    return dict(
-        MessageToDict(
-            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-    )
+def _policy(policy: str) -> Any:
+    return POLICY_TO_PB[policy] if policy else admin_pb2.ACTIVATION_POLICY_UNSPECIFIED
 
 
-class Client:
-    """Typed calls to one server address (``host:port``)."""
+def model_chunks(folder: Path, policy: str = "") -> Iterator[admin_pb2.ModelChunk]:
+    """The files of a model folder as RegisterModel messages (policy in the first)."""
+    activation = _policy(policy)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.parent.name != "checkpoint")
+    for path in files:
+        name = path.relative_to(folder).as_posix()
+        with path.open("rb") as handle:
+            data = handle.read(CHUNK_BYTES)
+            while True:
+                yield admin_pb2.ModelChunk(path=name, data=data, activation=activation)
+                activation = admin_pb2.ACTIVATION_POLICY_UNSPECIFIED
+                data = handle.read(CHUNK_BYTES)
+                if not data:
+                    break
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
-        self.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(self.channel)
-        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
+class BaseClient(abc.ABC):
+    """kgweave's calls; a subclass says how a request reaches the servicers."""
+
+    timeout: float = 30.0
+    #: where the answers come from (a server address or a model folder), for messages
+    address: str = ""
+
+    @abc.abstractmethod
+    def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` (e.g. ``"PredictLinks"``) with ``request``; its response."""
+
+    @abc.abstractmethod
+    def watch(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """A job's updates until it ends."""
+
+    @abc.abstractmethod
+    def register(self, folder: Path, policy: str = "") -> dict[str, Any]:
+        """Register a local model folder as a new version on the server."""
+
+    @abc.abstractmethod
     def close(self) -> None:
-        self.channel.close()
+        """Release what the client holds."""
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> BaseClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
-        try:
-            return method(request, timeout=timeout or self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, self.address) from None
-
     # ---- knowledge
-    def predict(
-        self,
-        relation: str,
-        head: str | None = None,
-        tail: str | None = None,
-        k: int = 10,
-        filter_known: bool = False,
-    ) -> tuple[str, list[Prediction]]:
+    def predict(self, query: Query, k: int = 0, filter_known: bool = False) -> dict[str, Any]:
         request = knowledge_pb2.PredictLinksRequest(
-            queries=[knowledge_pb2.LinkQuery(head=head or "", relation=relation, tail=tail or "")],
-            k=k,
-            filter_known=filter_known,
+            queries=[query_to_pb(query)], k=k, filter_known=filter_known
         )
-        response = self._call(self.knowledge.PredictLinks, request)
-        return response.model_version, [
-            Prediction(c.rank, c.entity_id, c.name or None, c.score, c.known)
-            for c in response.results[0].candidates
-        ]
+        return to_dict(self._unary("PredictLinks", request))
 
-    def score(self, triples: list[tuple[str, str, str]]) -> tuple[str, list[float]]:
-        request = knowledge_pb2.ScoreTriplesRequest(
-            triples=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in triples]
-        )
-        response = self._call(self.knowledge.ScoreTriples, request)
-        return response.model_version, list(response.scores)
+    def score(self, triples: list[tuple[str, str, str]]) -> dict[str, Any]:
+        request = knowledge_pb2.ScoreTriplesRequest(triples=triples_to_pb(triples))
+        return to_dict(self._unary("ScoreTriples", request))
 
     def verbalize(
         self,
         entity: str = "",
         triples: list[tuple[str, str, str]] | None = None,
-        max_chars: int = 600,
+        max_chars: int = 0,
     ) -> dict[str, Any]:
         request = knowledge_pb2.VerbalizeRequest(
-            entity=entity,
-            triples=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in triples or []],
-            max_chars=max_chars,
+            entity=entity, triples=triples_to_pb(triples or []), max_chars=max_chars
         )
-        return to_dict(self._call(self.knowledge.Verbalize, request))
+        return to_dict(self._unary("Verbalize", request))
 
     def complete(
         self,
-        relation: str,
-        head: str | None = None,
-        tail: str | None = None,
-        k: int = 10,
-        kge_candidates: int = 50,
+        query: Query,
+        k: int = 0,
+        kge_candidates: int = 0,
         generate: bool = True,
         write_to_graph: bool = False,
         min_score: float = 0.0,
     ) -> dict[str, Any]:
         request = knowledge_pb2.CompleteRequest(
-            query=knowledge_pb2.LinkQuery(head=head or "", relation=relation, tail=tail or ""),
+            query=query_to_pb(query),
             k=k,
             kge_candidates=kge_candidates,
             generate=generate,
             write_to_graph=write_to_graph,
             min_score=min_score,
         )
-        return to_dict(self._call(self.knowledge.Complete, request, timeout=300))
+        return to_dict(self._unary("Complete", request, timeout=300))
 
     # ---- admin
     def status(self) -> dict[str, Any]:
-        return to_dict(self._call(self.admin.Status, admin_pb2.StatusRequest()))
+        return to_dict(self._unary("Status", admin_pb2.StatusRequest()))
 
     def models(self) -> dict[str, Any]:
-        return to_dict(self._call(self.admin.ListModels, admin_pb2.ListModelsRequest()))
+        return to_dict(self._unary("ListModels", admin_pb2.ListModelsRequest()))
 
     def activate(self, version: str) -> dict[str, Any]:
         request = admin_pb2.ActivateModelRequest(version=version)
-        return to_dict(self._call(self.admin.ActivateModel, request, timeout=600))
+        return to_dict(self._unary("ActivateModel", request, timeout=600))
 
     def start_training(
         self, settings: dict[str, Any], dataset: str = "", policy: str = ""
@@ -138,17 +135,88 @@ class Client:
         request = admin_pb2.StartTrainingRequest(
             settings=admin_pb2.TrainingSettings(**settings),
             dataset=dataset,
-            activation=POLICY[policy],
+            activation=_policy(policy),
         )
-        return to_dict(self._call(self.admin.StartTraining, request))
+        return to_dict(self._unary("StartTraining", request))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return to_dict(self._call(self.admin.CancelJob, admin_pb2.GetJobRequest(job_id=job_id)))
+        return to_dict(self._unary("CancelJob", admin_pb2.GetJobRequest(job_id=job_id)))
+
+
+class Client(BaseClient):
+    """Calls to a kgweave server at ``address`` (``host:port``) over gRPC."""
+
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address)
+        self._stubs = (
+            knowledge_pb2_grpc.KnowledgeServiceStub(self.channel),
+            admin_pb2_grpc.AdminServiceStub(self.channel),
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _method(self, name: str) -> Any:
+        return next(getattr(s, name) for s in self._stubs if hasattr(s, name))
+
+    def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return self._method(method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, self.address) from None
 
     def watch(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Job updates until the job ends."""
         try:
-            for job in self.admin.WatchJob(admin_pb2.GetJobRequest(job_id=job_id)):
+            for job in self._method("WatchJob")(admin_pb2.GetJobRequest(job_id=job_id)):
                 yield to_dict(job)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.address) from None
+
+    def register(self, folder: Path, policy: str = "") -> dict[str, Any]:
+        try:
+            response = self._method("RegisterModel")(model_chunks(folder, policy), timeout=600)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, self.address) from None
+        return to_dict(response)
+
+
+class _LocalContext:
+    """What the servicers use of ``grpc.aio.ServicerContext``, for an in-process call:
+    ``abort`` raises the kgweave error of the status code."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._deadline = time.monotonic() + timeout if timeout else None
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise from_status(code, details)
+
+
+class LocalClient(BaseClient):
+    """The same calls answered here, by the servicers over a data plane serving the model
+    folder ``folder`` (``kgweave predict DIR`` and the other local commands)."""
+
+    def __init__(self, folder: Path, settings: Any) -> None:
+        from kgweave.api.servicers import AdminServicer, KnowledgeServicer
+        from kgweave.dataplane import DataPlane
+
+        self.address = str(folder)
+        self.plane = DataPlane.for_folder(folder, settings)
+        self._servicers = (KnowledgeServicer(self.plane), AdminServicer(self.plane))
+
+    def close(self) -> None:
+        self.plane.close()
+
+    def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        handler = next(getattr(s, method) for s in self._servicers if hasattr(s, method))
+        return asyncio.run(handler(request, _LocalContext(timeout)))
+
+    def watch(self, job_id: str) -> Iterator[dict[str, Any]]:
+        raise from_status(grpc.StatusCode.FAILED_PRECONDITION, "a model folder runs no jobs")
+
+    def register(self, folder: Path, policy: str = "") -> dict[str, Any]:
+        raise from_status(grpc.StatusCode.FAILED_PRECONDITION, "register with a running server")

@@ -19,9 +19,9 @@ import socket
 from pathlib import Path
 
 from kgweave.api.bridge import Bridge, HandlerTable
-from kgweave.api.server import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
+from kgweave.api.endpoint import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
+from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
-from kgweave.serving.service import KGService
 from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ class NativeServer(RunningServer):
         bridge: Bridge,
         port: int,
         health_state: Health,
-        service: KGService,
+        plane: DataPlane,
     ) -> None:
         self.process = process
         self.bridge = bridge
         self.relay: asyncio.Task[None] | None = None
-        super().__init__(port, health_state, service)
+        super().__init__(port, health_state, plane)
 
     async def _stop(self, grace: float) -> None:
         if self.process.returncode is None:
@@ -80,12 +80,12 @@ class NativeServer(RunningServer):
         self.bridge.close()
 
 
-async def start_native(service: KGService, settings: Settings, binary: Path) -> NativeServer:
+async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> NativeServer:
     """Start the engine side of the bridge and ``binary`` listening on the gRPC address."""
     loop = asyncio.get_running_loop()
     table = HandlerTable()
     health_state = Health()
-    add_services(table, service, health_state)
+    add_services(table, plane, health_state)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     started: list[NativeServer] = []
 
@@ -130,7 +130,7 @@ async def start_native(service: KGService, settings: Settings, binary: Path) -> 
             f"the native front end did not start: {error[0] if error else 'no output'}"
         )
     port = int(line.split()[1])
-    running = NativeServer(process, bridge, port, health_state, service)
+    running = NativeServer(process, bridge, port, health_state, plane)
     running.relay = loop.create_task(_relay(process.stderr))
     started.append(running)
     return running

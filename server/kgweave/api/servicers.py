@@ -1,4 +1,5 @@
-"""gRPC servicers: translate messages to :class:`KGService` calls and back, nothing more.
+"""gRPC servicers: messages to :class:`~kgweave.dataplane.DataPlane` calls and back
+(:mod:`kgweave.api.convert`), nothing more.
 
 Every method runs under :func:`_guard`, which times it for the metrics and turns a
 :class:`KGWeaveError` into its status code (``kgweave.api.status``) with the error's one-line
@@ -18,35 +19,20 @@ from typing import Any, TypeVar
 
 import grpc
 
+from kgweave.api import convert
 from kgweave.api.status import to_grpc
+from kgweave.api.upload import ModelUpload
 from kgweave.api.wire import link_answers
+from kgweave.dataplane import DataPlane
 from kgweave.errors import DeadlineExceededError, InvalidArgumentError, KGWeaveError
-from kgweave.predict import Query, TopK
-from kgweave.serving.jobs import Job, JobState
-from kgweave.serving.served import EntityInfo, ServedModel
-from kgweave.serving.service import KGService, LinkRequest
-from kgweave.training.config import JOB_FIELDS
+from kgweave.predict import TopK
+from kgweave.serving.served import ServedModel
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
-
-_POLICY = {
-    admin_pb2.ACTIVATION_POLICY_UNSPECIFIED: None,
-    admin_pb2.ACTIVATION_POLICY_IF_BETTER: "if_better",
-    admin_pb2.ACTIVATION_POLICY_ALWAYS: "always",
-    admin_pb2.ACTIVATION_POLICY_NEVER: "never",
-}
-_JOB_STATE = {
-    JobState.QUEUED: admin_pb2.JOB_STATE_QUEUED,
-    JobState.RUNNING: admin_pb2.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: admin_pb2.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: admin_pb2.JOB_STATE_FAILED,
-    JobState.CANCELLED: admin_pb2.JOB_STATE_CANCELLED,
-}
-_SETTINGS_FIELDS = (*JOB_FIELDS, "joint")
 
 
 def _failure(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -76,7 +62,7 @@ def _guard(method: Handler[T]) -> Handler[T]:
             code = status.name
             await context.abort(status, message)
         finally:
-            self.service.metrics.request_seconds.labels(method=name, code=code).observe(
+            self.plane.metrics.request_seconds.labels(method=name, code=code).observe(
                 time.perf_counter() - started
             )
         raise AssertionError("unreachable")  # abort() raises
@@ -87,29 +73,6 @@ def _guard(method: Handler[T]) -> Handler[T]:
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return time.monotonic() + remaining if remaining is not None else None
-
-
-def _entity(info: EntityInfo, version: str) -> knowledge_pb2.Entity:
-    return knowledge_pb2.Entity(
-        id=info.id,
-        name=info.name,
-        description=info.description,
-        degree=info.degree,
-        facts=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in info.facts],
-        model_version=version,
-    )
-
-
-def links_message(
-    served: ServedModel, top: TopK, version: str
-) -> knowledge_pb2.PredictLinksResponse:
-    """A PredictLinks answer from ranked entity ids."""
-    response = knowledge_pb2.PredictLinksResponse(model_version=version)
-    for row in top.labelled(served.artifact.entities.labels, served.artifact.entity_names):
-        add = response.results.add().candidates.add
-        for rank, entity, name, score, known in row:
-            add(rank=rank, entity_id=entity, name=name or "", score=score, known=known)
-    return response
 
 
 @dataclass
@@ -126,7 +89,7 @@ class _LinkOutcomes:
     def message(self, start: int, stop: int, k: int) -> knowledge_pb2.PredictLinksResponse:
         """The answer of the call of rows ``start:stop`` as a message."""
         assert self.served is not None
-        return links_message(self.served, self.top.rows(start, stop, k), self.version)
+        return convert.links_to_pb(self.served, self.top.rows(start, stop, k), self.version)
 
     def wire(self) -> list[bytes | KGWeaveError]:
         """Each call's answer as a serialised PredictLinksResponse, or its error."""
@@ -139,10 +102,11 @@ class _LinkOutcomes:
 
 
 class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: ignore[misc]
-    def __init__(self, service: KGService) -> None:
-        self.service = service
-        if service.ready:  # a version loaded before kgweave.api.wire registered its warm-up
-            link_answers(service.active())
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.queries = plane.queries
+        if plane.ready:  # a version loaded before kgweave.api.wire registered its warm-up
+            link_answers(plane.versions.active())
 
     @_guard
     async def PredictLinks(  # noqa: N802
@@ -172,17 +136,9 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def _predict_links(
         self, requests: list[Any], deadlines: list[float | None], inline: bool
     ) -> _LinkOutcomes:
-        batch = self.service.submit_links(
+        batch = self.queries.submit_links(
             [
-                LinkRequest(
-                    [
-                        Query(relation=q.relation, head=q.head or None, tail=q.tail or None)
-                        for q in request.queries
-                    ],
-                    request.k or 10,
-                    request.filter_known,
-                    deadline,
-                )
+                convert.link_request_from_pb(request, deadline)
                 for request, deadline in zip(requests, deadlines, strict=True)
             ],
             asyncio.get_running_loop(),
@@ -197,13 +153,13 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             return _LinkOutcomes([exc] * len(requests))
         now = time.monotonic()
         outcomes: list[tuple[int, int, int] | KGWeaveError] = []
-        for request, span, deadline in zip(requests, batch.spans, deadlines, strict=True):
+        for span, deadline in zip(batch.spans, deadlines, strict=True):
             if isinstance(span, KGWeaveError):
                 outcomes.append(span)
             elif deadline is not None and now > deadline:
                 outcomes.append(DeadlineExceededError("the deadline passed while scoring"))
             else:
-                outcomes.append((*span, request.k or 10))
+                outcomes.append(span)
         return _LinkOutcomes(outcomes, top, batch.version, batch.served)
 
     async def predict_links_calls(
@@ -231,7 +187,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
                 code = "OK"
             codes[code] = codes.get(code, 0) + 1
         for code, count in codes.items():
-            histogram = self.service.metrics.request_seconds.labels("PredictLinks", code)
+            histogram = self.plane.metrics.request_seconds.labels("PredictLinks", code)
             for _ in range(count):
                 histogram.observe(elapsed)
         return out
@@ -240,8 +196,8 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def ScoreTriples(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.ScoreTriplesResponse:
-        triples = [(t.head, t.relation, t.tail) for t in request.triples]
-        version, scores = await asyncio.to_thread(self.service.score, triples)
+        triples = convert.triples_from_pb(request.triples)
+        version, scores = await asyncio.to_thread(self.queries.score, triples)
         if (remaining := context.time_remaining()) is not None and remaining <= 0:
             raise DeadlineExceededError("the deadline passed while scoring")
         return knowledge_pb2.ScoreTriplesResponse(scores=scores, model_version=version)
@@ -250,8 +206,8 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def GetEntity(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.Entity:
-        version, info = self.service.entity(request.entity, request.max_facts or 20)
-        return _entity(info, version)
+        version, info = self.queries.entity(request.entity, request.max_facts or None)
+        return convert.entity_to_pb(info, version)
 
     @_guard
     async def SearchEntities(  # noqa: N802
@@ -261,24 +217,25 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
             raise InvalidArgumentError("give prefix or text, not both")
         if request.text:
             version, hits = await asyncio.to_thread(
-                self.service.semantic_search, request.text, request.limit or 10
+                self.queries.semantic_search, request.text, request.limit or None
             )
-            entities = []
-            for info, similarity in hits:
-                entity = _entity(info, version)
-                entity.similarity = similarity
-                entities.append(entity)
-            return knowledge_pb2.SearchEntitiesResponse(entities=entities)
-        version, infos = self.service.search(request.prefix, request.limit or 10)
-        return knowledge_pb2.SearchEntitiesResponse(entities=[_entity(i, version) for i in infos])
+            return knowledge_pb2.SearchEntitiesResponse(
+                entities=[convert.entity_to_pb(info, version, sim) for info, sim in hits]
+            )
+        version, infos = self.queries.search(request.prefix, request.limit or None)
+        return knowledge_pb2.SearchEntitiesResponse(
+            entities=[convert.entity_to_pb(i, version) for i in infos]
+        )
 
     @_guard
     async def Verbalize(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.VerbalizeResponse:
-        triples = [(t.head, t.relation, t.tail) for t in request.triples]
         version, text, sentences = await asyncio.to_thread(
-            self.service.verbalize, request.entity, triples, request.max_chars or 600
+            self.queries.verbalize,
+            request.entity,
+            convert.triples_from_pb(request.triples),
+            request.max_chars or None,
         )
         return knowledge_pb2.VerbalizeResponse(
             text=text, sentences=sentences, model_version=version
@@ -288,125 +245,92 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def Complete(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.CompleteResponse:
-        q = request.query
-        query = Query(relation=q.relation, head=q.head or None, tail=q.tail or None)
         result = await asyncio.to_thread(
-            self.service.complete,
-            query,
-            request.k or 10,
-            request.kge_candidates or 50,
+            self.queries.complete,
+            convert.query_from_pb(request.query),
+            request.k or None,
+            request.kge_candidates or None,
             request.generate,
             request.write_to_graph,
             request.min_score,
         )
-        w_kge, w_lm, bias = result["weights"]
-        return knowledge_pb2.CompleteResponse(
-            candidates=[
-                knowledge_pb2.CompletionCandidate(
-                    rank=c.rank,
-                    entity_id=c.entity,
-                    name=c.name,
-                    kge_score=c.kge_score,
-                    lm_logprob=c.lm_logprob,
-                    combined_score=c.combined,
-                    source=c.source,
-                    evidence=c.evidence,
-                    known=c.known,
-                    graph_score=c.graph_score,
-                )
-                for c in result["candidates"]
-            ],
-            model_version=result["model_version"],
-            w_kge=w_kge,
-            w_lm=w_lm,
-            bias=bias,
-            written=result["written"],
-        )
-
-
-def job_message(job: Job) -> admin_pb2.Job:
-    return admin_pb2.Job(
-        job_id=job.job_id,
-        state=_JOB_STATE[job.state],
-        phase=job.phase,
-        epoch=job.epoch,
-        epochs=job.epochs,
-        loss=job.loss,
-        valid_mrr=job.valid_mrr,
-        eta_s=job.eta_s,
-        model_version=job.model_version,
-        activated=job.activated,
-        message=job.message,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-    )
-
-
-def model_message(summary: dict[str, Any]) -> admin_pb2.ModelInfo:
-    return admin_pb2.ModelInfo(**summary)
+        return convert.completion_to_pb(result)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
-    def __init__(self, service: KGService) -> None:
-        self.service = service
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
 
     @_guard
     async def StartTraining(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
-        settings = request.settings
-        config = {f: getattr(settings, f) for f in _SETTINGS_FIELDS if settings.HasField(f)}
         job = await asyncio.to_thread(
-            self.service.start_training, config, request.dataset, _POLICY.get(request.activation)
+            self.plane.start_training,
+            convert.training_from_pb(request.settings),
+            request.dataset,
+            convert.policy_from_pb(request.activation),
         )
-        return job_message(job)
+        return convert.job_to_pb(job)
 
     @_guard
     async def GetJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
-        return job_message(self.service.jobs.get(request.job_id))
+        return convert.job_to_pb(self.plane.jobs.get(request.job_id))
 
     async def WatchJob(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[admin_pb2.Job]:
         try:
-            job = self.service.jobs.get(request.job_id)
+            job = self.plane.jobs.get(request.job_id)
         except KGWeaveError as exc:
             await context.abort(to_grpc(exc), exc.message)
-        yield job_message(job)
+        yield convert.job_to_pb(job)
         while not job.state.final:
             revision = job.revision
             job = await asyncio.to_thread(
-                self.service.jobs.wait_for_change, job.job_id, revision, 1.0
+                self.plane.jobs.wait_for_change, job.job_id, revision, 1.0
             )
             if job.revision != revision:
-                yield job_message(job)
+                yield convert.job_to_pb(job)
 
     @_guard
     async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
-        return job_message(self.service.jobs.cancel(request.job_id))
+        return convert.job_to_pb(self.plane.jobs.cancel(request.job_id))
 
     @_guard
     async def ListModels(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListModelsResponse:
-        models, active = await asyncio.to_thread(self.service.list_models)
+        models, active = await asyncio.to_thread(self.plane.versions.list_models)
         return admin_pb2.ListModelsResponse(
-            models=[model_message(m) for m in models], active_version=active
+            models=[convert.model_to_pb(m) for m in models], active_version=active
         )
 
     @_guard
     async def ActivateModel(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelInfo:
-        return model_message(await asyncio.to_thread(self.service.activate, request.version))
+        summary = await asyncio.to_thread(self.plane.versions.activate, request.version)
+        return convert.model_to_pb(summary)
+
+    @_guard
+    async def RegisterModel(  # noqa: N802
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RegisterModelResponse:
+        with ModelUpload(self.plane.settings.jobs_dir) as upload:
+            policy: str | None = None
+            async for chunk in request_iterator:
+                if upload.empty:
+                    policy = convert.policy_from_pb(chunk.activation)
+                upload.write(chunk.path, chunk.data)
+            result = await asyncio.to_thread(self.plane.register_model, upload.finish(), policy)
+        activated, message = result.pop("activated"), result.pop("message")
+        return admin_pb2.RegisterModelResponse(
+            model=convert.model_to_pb(result), activated=activated, message=message
+        )
 
     @_guard
     async def Status(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> admin_pb2.StatusResponse:
-        status = await asyncio.to_thread(self.service.status)
-        active = status.pop("active_model")
-        response = admin_pb2.StatusResponse(**status)
-        if active is not None:
-            response.active_model.CopyFrom(model_message(active))
-        return response
+        return convert.status_to_pb(await asyncio.to_thread(self.plane.status))

@@ -51,5 +51,9 @@ def from_rpc_error(error: grpc.RpcError, address: str) -> KGWeaveError:
             f"no kgweave server answers at {address}: start one with `kgweave serve` or set "
             "KGWEAVE_SERVER"
         )
-    cls = _FROM_GRPC.get(code, KGWeaveError)
-    return cls(details)
+    return from_status(code, details)
+
+
+def from_status(code: grpc.StatusCode, details: str) -> KGWeaveError:
+    """The kgweave error a status code and its message stand for."""
+    return _FROM_GRPC.get(code, KGWeaveError)(details)

@@ -6,7 +6,7 @@ served query's Python work. The answer's shape is fixed and small, so :class:`Li
 writes the wire format itself: each entity's ``entity_id`` and ``name`` fields are encoded
 once, when a model is loaded, and an answer is joined from those pieces (about 0.3 µs per
 candidate; a numpy assembly of whole bursts was tried and lost below ~64 queries per burst).
-Parsed, the bytes equal the message :func:`kgweave.api.servicers.links_message` builds (the
+Parsed, the bytes equal the message :func:`kgweave.api.convert.links_to_pb` builds (the
 tests check it); only the encoding of a zero score differs (written, where the library leaves
 the default out), which every parser reads back as zero.
 
@@ -23,7 +23,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from kgweave.predict import MAX_K, TopK
+from kgweave.arguments import MAX_K
+from kgweave.predict import TopK
 from kgweave.serving.served import WARM_UPS, ServedModel
 
 _LEN = 2  # wire type of strings and messages

@@ -41,33 +41,25 @@ def verbalize(
         raise InvalidArgumentError("give an ENTITY or --triple (not both)")
     if model_dir is not None and dataset is not None:
         raise InvalidArgumentError("give --model or --dataset, not both")
-    if model_dir is None and dataset is None:
-        from kgweave.api.client import Client
+    if dataset is None:
+        from kgweave.cli.connect import open_client
 
-        with Client(get_settings().server) as client:
+        with open_client(model_dir) as client:
             reply = client.verbalize(entity or "", rows, max_chars)
         text, sentences = reply["text"], reply["sentences"]
     else:
+        from kgweave.engine import open_dataset
         from kgweave.language.verbalize import Verbalizer
 
-        if model_dir is not None:
-            from kgweave.artifact import load_artifact
-            from kgweave.serving.served import ServedModel
-
-            served = ServedModel("local", load_artifact(model_dir))
-            text, sentences = served.verbalize(entity or "", rows, max_chars)
+        assert dataset is not None
+        data = open_dataset(dataset, get_settings())
+        verbalizer = Verbalizer.from_dataset(data)
+        if entity:
+            label = entity if entity in data.entities else _by_name(data, entity)
+            text, sentences = verbalizer.entity(label, max_chars=max_chars), []
         else:
-            from kgweave.engine import open_dataset
-
-            assert dataset is not None
-            data = open_dataset(dataset, get_settings())
-            verbalizer = Verbalizer.from_dataset(data)
-            if entity:
-                label = entity if entity in data.entities else _by_name(data, entity)
-                text, sentences = verbalizer.entity(label, max_chars=max_chars), []
-            else:
-                sentences = [verbalizer.triple(h, r, t) for h, r, t in rows]
-                text = " ".join(sentences)
+            sentences = [verbalizer.triple(h, r, t) for h, r, t in rows]
+            text = " ".join(sentences)
     if as_json:
         emit_json({"text": text, "sentences": sentences})
     else:
@@ -167,63 +159,28 @@ def complete(
     """
     if (head is None) == (tail is None):
         raise InvalidArgumentError("give exactly one of --head and --tail")
-    settings = get_settings()
-    if model_dir is None:
-        from kgweave.api.client import Client
+    from kgweave.cli.connect import open_client
+    from kgweave.predict import Query
 
-        with Client(settings.server) as client:
-            reply = client.complete(
-                relation, head, tail, k, kge_candidates, not no_generate, write_to_graph,
-                min_score,
-            )  # fmt: skip
-        rows = [
-            {
-                "rank": c["rank"], "entity": c["entity_id"], "name": c["name"],
-                "kge_score": c["kge_score"], "lm_logprob": c["lm_logprob"],
-                "combined": c["combined_score"], "source": c["source"],
-                "evidence": c["evidence"], "known": c["known"],
-                "graph_score": c["graph_score"],
-            }
-            for c in reply.get("candidates", [])
-        ]  # fmt: skip
-        version, weights, written = (
-            reply["model_version"], (reply["w_kge"], reply["w_lm"], reply["bias"]),
-            int(reply["written"]),
+    with open_client(model_dir, graph_uri) as client:
+        reply = client.complete(
+            Query(relation=relation, head=head, tail=tail), k, kge_candidates, not no_generate,
+            write_to_graph, min_score,
         )  # fmt: skip
-    else:
-        from kgweave.artifact import load_artifact
-        from kgweave.device import resolve_device
-        from kgweave.predict import Query
-        from kgweave.serving.served import ServedModel
-        from kgweave.serving.service import complete_on
-
-        served = ServedModel(
-            "local", load_artifact(model_dir, device=resolve_device(settings.device))
-        )
-        store_factory = None
-        if write_to_graph:
-            from kgweave.graph.connect import open_store
-
-            store_factory = lambda: open_store(graph_uri or settings.graph_uri, settings)  # noqa: E731
-        result = complete_on(
-            served, Query(relation=relation, head=head, tail=tail), settings.language_model, k,
-            kge_candidates, not no_generate, store_factory, min_score,
-        )  # fmt: skip
-        rows = [c.__dict__ for c in result["candidates"]]
-        version, weights, written = result["model_version"], result["weights"], result["written"]
     if as_json:
-        emit_json(
-            {"model_version": version, "weights": weights, "written": written, "candidates": rows}
-        )
+        emit_json(reply)
         return
+    rows = reply["candidates"]
+    weights = (reply["w_kge"], reply["w_lm"], reply["bias"])
+    written = int(reply["written"])
     fused = any(c["graph_score"] != c["kge_score"] for c in rows)
     graph = "graph (KGE + text)" if fused else "kge"
     click.echo(f"combined = {weights[0]:.3g} * {graph} + {weights[1]:.3g} * lm + {weights[2]:.3g}")
     for c in rows:
-        label = f"{c['name']} ({c['entity']})" if c["name"] != c["entity"] else c["entity"]
+        label = f"{c['name']} ({c['entity_id']})" if c["name"] != c["entity_id"] else c["entity_id"]
         mark = "  [known]" if c["known"] else ""
         click.echo(
-            f"{c['rank']:>3}. {c['combined']:>8.3f}  kge {c['kge_score']:>7.3f}  "
+            f"{c['rank']:>3}. {c['combined_score']:>8.3f}  kge {c['kge_score']:>7.3f}  "
             + (f"graph {c['graph_score']:>7.3f}  " if fused else "")
             + f"lm {c['lm_logprob']:>8.2f}  {c['source']:<6}  {label}{mark}"
         )

@@ -405,39 +405,22 @@ def predict(
     trained with --joint rank by their text fusion (KGE plus entity text) unless
     KGWEAVE_TEXT_FUSION=false; scores are then fused log-probabilities.
     """
-    from kgweave.predict import LinkPredictor, Query
+    from kgweave.cli.connect import open_client
+    from kgweave.predict import Query
 
     if (head is None) == (tail is None):
         raise InvalidArgumentError("give exactly one of --head and --tail")
-    if model_dir is None:
-        from kgweave.api.client import Client
-
-        with Client(get_settings().server) as client:
-            _, answers = client.predict(relation, head, tail, k, filter_known)
-    else:
-        from kgweave.artifact import load_artifact
-        from kgweave.device import resolve_device
-
-        settings = get_settings()
-        artifact = load_artifact(model_dir, device=resolve_device(settings.device))
-        fusion = None
-        if settings.text_fusion:
-            from kgweave.language.joint import load_text_fusion
-
-            fusion = load_text_fusion(model_dir, artifact)
-        predictor = LinkPredictor(
-            artifact, settings.score_precision, fusion, settings.score_prepack
-        )
-        answers = predictor.predict(
-            [Query(relation=relation, head=head, tail=tail)], k=k, filter_known=filter_known
-        )[0]
+    with open_client(model_dir) as client:
+        reply = client.predict(Query(relation=relation, head=head, tail=tail), k, filter_known)
     if as_json:
-        emit_json([a.__dict__ for a in answers])
+        emit_json(reply)
         return
-    for a in answers:
-        label = f"{a.name} ({a.entity})" if a.name and a.name != a.entity else a.entity
-        mark = "  [known]" if a.known else ""
-        click.echo(f"{a.rank:>3}. {a.score:>9.4f}  {label}{mark}")
+    (result,) = reply["results"]
+    for c in result["candidates"]:
+        name, entity = c["name"], c["entity_id"]
+        label = f"{name} ({entity})" if name and name != entity else entity
+        mark = "  [known]" if c["known"] else ""
+        click.echo(f"{c['rank']:>3}. {c['score']:>9.4f}  {label}{mark}")
 
 
 @cli.command()

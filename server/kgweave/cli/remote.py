@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from kgweave.cli.connect import open_client
 from kgweave.cli.output import emit_json, err
 from kgweave.errors import InvalidArgumentError
 from kgweave.settings import get_settings
 
+if TYPE_CHECKING:
+    from kgweave.api.client import BaseClient
 
-def _client() -> Any:
-    from kgweave.api.client import Client
 
-    return Client(get_settings().server)
+def _client() -> BaseClient:
+    return open_client(None)
 
 
 @click.command()
@@ -46,7 +48,7 @@ def serve(
     import asyncio
 
     from kgweave.api.server import serve_forever
-    from kgweave.serving.bootstrap import prepare_service
+    from kgweave.bootstrap import prepare_plane
     from kgweave.serving.logs import configure_logging
     from kgweave.serving.openmp import keep_default_for_children, use_serve_threads
 
@@ -65,7 +67,7 @@ def serve(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
-    service = prepare_service(settings, progress=not no_progress)  # may train a first model
+    plane = prepare_plane(settings, progress=not no_progress)  # may train a first model
     from kgweave.api.frontend import serves_natively
 
     # then, with the native front end, a core is left to the transport
@@ -75,20 +77,21 @@ def serve(
 
         store = open_store(settings.graph_uri, settings)
         if settings.neo4j_cdc:
-            service.start_cdc(store)
+            plane.changes.start_cdc(store)
         if settings.retrain_min_events > 0:
-            service.start_retraining(lambda: store)
+            plane.changes.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:
         err(
-            f"kgweave serving model {service.active().version} on {settings.grpc_host}:{grpc_port}"
+            f"kgweave serving model {plane.versions.active().version} on "
+            f"{settings.grpc_host}:{grpc_port}"
             f" (metrics on http://{settings.grpc_host}:{http}/metrics); Ctrl-C stops"
         )
 
     try:
-        asyncio.run(serve_forever(service, settings, ready))
+        asyncio.run(serve_forever(plane, settings, ready))
     finally:
-        if service.owns_embedded_graph:
+        if plane.owns_embedded_graph:
             from kgweave.graph.embedded import EmbeddedFalkorDB
 
             EmbeddedFalkorDB(settings.graph_dir).stop()
@@ -173,6 +176,27 @@ def models_activate(version: str, as_json: bool) -> None:
         click.echo(f"model {info['version']} is active")
 
 
+@models.command("register")
+@click.argument("model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--activation",
+    type=click.Choice(["if_better", "always", "never"]),
+    default=None,
+    help="Activate it: if its validation MRR beats the active model's, always, or never "
+    "[default: the server's KGWEAVE_ACTIVATION_POLICY].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def models_register(model_dir: Path, activation: str | None, as_json: bool) -> None:
+    """Send a model folder trained here (kgweave train --out MODEL_DIR) to the server, where it
+    is verified and registered as a new version."""
+    with _client() as client:
+        reply = client.register(model_dir, activation or "")
+    if as_json:
+        emit_json(reply)
+        return
+    click.echo(f"registered {model_dir} as {reply['model']['version']}: {reply['message']}")
+
+
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path), required=False)
 @click.option(
@@ -201,28 +225,13 @@ def score(model_dir: Path | None, triples: tuple[tuple[str, str, str], ...], as_
     if not rows:
         raise InvalidArgumentError("no triples given (use --triple H R T or stdin)")
     typed = [(h, r, t) for h, r, t in rows]
-    if model_dir is None:
-        with _client() as client:
-            version, scores = client.score(typed)
-    else:
-        from kgweave.artifact import load_artifact
-        from kgweave.device import resolve_device
-        from kgweave.predict import LinkPredictor
-
-        artifact = load_artifact(model_dir, device=resolve_device(get_settings().device))
-        version, scores = artifact.version, LinkPredictor(artifact).score(typed)
+    with open_client(model_dir) as client:
+        reply = client.score(typed)
     if as_json:
-        emit_json(
-            {
-                "model_version": version,
-                "scores": [
-                    {"head": h, "relation": r, "tail": t, "score": s}
-                    for (h, r, t), s in zip(typed, scores, strict=True)
-                ],
-            }
-        )
+        reply["triples"] = [{"head": h, "relation": r, "tail": t} for h, r, t in typed]
+        emit_json(reply)
         return
-    for (h, r, t), s in zip(typed, scores, strict=True):
+    for (h, r, t), s in zip(typed, reply["scores"], strict=True):
         click.echo(f"{s:>10.4f}  {h}\t{r}\t{t}")
 
 

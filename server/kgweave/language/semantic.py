@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kgweave import arguments
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from kgweave.language.encoder import TextEncoder
-
-MAX_K = 1000
 
 
 class SemanticIndex:
@@ -87,8 +86,7 @@ class SemanticIndex:
             (scores, ids): two tensors of shape (B, k') with k' = min(k, N), best first; ties
             go to the lower row id.
         """
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
+        k = arguments.top_k(k)
         q = torch.nn.functional.normalize(self._queries(queries).float(), dim=1)
         q = q.to(self.vectors.device)
         k = min(k, len(self.labels))

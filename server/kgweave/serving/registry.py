@@ -135,3 +135,20 @@ class ModelRegistry:
         tmp = self.root / (ACTIVE + ".tmp")
         tmp.write_text(json.dumps({"version": version, "activated_at": time.time()}))
         os.replace(tmp, self.root / ACTIVE)
+
+
+def stage_copy(folder: Path, staging_root: Path) -> Path:
+    """A verified copy of the artifact in ``folder`` under ``staging_root``, ready for
+    :meth:`ModelRegistry.register` (which moves it in): the user's folder is left alone."""
+    import shutil
+    import tempfile
+
+    load_artifact(folder)  # refuses anything corrupt before copying
+    staging_root.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="register-", dir=staging_root)) / "model"
+    try:
+        shutil.copytree(folder, target)
+    except OSError as exc:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise ArtifactError(f"cannot copy {folder}: {exc}") from exc
+    return target

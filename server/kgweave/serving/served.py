@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgweave import arguments
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
-from kgweave.predict import MAX_K, LinkPredictor, Query
+from kgweave.predict import LinkPredictor, Query
 
 if TYPE_CHECKING:
     from kgweave.language.coldstart import TextProjection
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
     from kgweave.language.verbalize import Verbalizer
 
 log = logging.getLogger(__name__)
-
-MAX_QUERIES = 1000
-MAX_TRIPLES = 10_000
 
 #: what transports derive from each loaded version (pre-encoded answers, say), built by
 #: :meth:`ServedModel.warm_up` into :attr:`ServedModel.derived` so no request pays for it;
@@ -143,12 +141,7 @@ class ServedModel:
 
     def resolve_rows(self, queries: list[Query]) -> list[tuple[int, int]]:
         """Queries as (entity, relation) ids; errors name the first bad query."""
-        if not queries:
-            raise InvalidArgumentError("give at least one query")
-        if len(queries) > MAX_QUERIES:
-            raise InvalidArgumentError(
-                f"at most {MAX_QUERIES} queries per call, got {len(queries)}"
-            )
+        arguments.count("query", "queries", len(queries), arguments.MAX_QUERIES)
         rows = []
         for i, query in enumerate(queries):
             if not query.relation:
@@ -172,16 +165,12 @@ class ServedModel:
         """An entity's paragraph, or one sentence per triple (names or ids resolved)."""
         if bool(entity) == bool(triples):
             raise InvalidArgumentError("give an entity or triples to verbalize (not both)")
-        if not 1 <= max_chars <= 100_000:
-            raise InvalidArgumentError(f"max_chars must be between 1 and 100000, got {max_chars}")
         labels = self.artifact.entities.labels
         relations = self.artifact.relations.labels
         if entity:
             return self.verbalizer.entity(labels[self.predictor.resolve_entity(entity)],
                                           max_chars=max_chars), []  # fmt: skip
         assert triples is not None
-        if len(triples) > MAX_TRIPLES:
-            raise InvalidArgumentError(f"at most {MAX_TRIPLES} triples per call")
         sentences = [
             self.verbalizer.triple(
                 labels[self.predictor.resolve_entity(h)],
@@ -317,8 +306,6 @@ class ServedModel:
         """Entities whose text is closest to ``text`` (cosine under ``encoder``)."""
         if not text.strip():
             raise InvalidArgumentError("give a non-empty text to search for")
-        if not 1 <= limit <= MAX_K:
-            raise InvalidArgumentError(f"limit must be between 1 and {MAX_K}, got {limit}")
         hits = self.semantic_index(encoder, cache_dir).search_one(text, limit)
         index = self.artifact.entities.index
         return [(self._info(index[label], 0), score) for label, score in hits]
@@ -326,8 +313,6 @@ class ServedModel:
     def entity(self, text: str, max_facts: int = 20) -> EntityInfo:
         if not text:
             raise InvalidArgumentError("give an entity id or name")
-        if not 0 <= max_facts <= 1000:
-            raise InvalidArgumentError(f"max_facts must be between 0 and 1000, got {max_facts}")
         e = self.predictor.resolve_entity(text)
         return self._info(e, max_facts)
 
@@ -356,8 +341,6 @@ class ServedModel:
         """Entities whose name or id starts with ``prefix`` (case-insensitive)."""
         if not prefix:
             raise InvalidArgumentError("give a non-empty prefix")
-        if not 1 <= limit <= MAX_K:
-            raise InvalidArgumentError(f"limit must be between 1 and {MAX_K}, got {limit}")
         key = prefix.casefold()
         lo = bisect.bisect_left(self._search_keys, key)
         hits: dict[int, str] = {}

@@ -224,3 +224,23 @@ class StatusResponse(_message.Message):
     active_jobs: int
     frontend: str
     def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ..., frontend: _Optional[str] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("path", "data", "activation")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    data: bytes
+    activation: ActivationPolicy
+    def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., activation: _Optional[_Union[ActivationPolicy, str]] = ...) -> None: ...
+
+class RegisterModelResponse(_message.Message):
+    __slots__ = ("model", "activated", "message")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    activated: bool
+    message: str
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., activated: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,11 @@ class AdminServiceStub:
                 request_serializer=kgweave_dot_v1_dot_admin__pb2.ActivateModelRequest.SerializeToString,
                 response_deserializer=kgweave_dot_v1_dot_admin__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.RegisterModel = channel.stream_unary(
+                '/kgweave.v1.AdminService/RegisterModel',
+                request_serializer=kgweave_dot_v1_dot_admin__pb2.ModelChunk.SerializeToString,
+                response_deserializer=kgweave_dot_v1_dot_admin__pb2.RegisterModelResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/kgweave.v1.AdminService/Status',
                 request_serializer=kgweave_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
@@ -117,6 +122,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterModel(self, request_iterator, context):
+        """Register a model folder trained elsewhere (`kgweave train --out DIR`) as a new version,
+        sent as a stream of its files; the first message carries the activation policy. The
+        artifact is verified (checksums, id maps, shapes) before it becomes a version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """The active model and its metrics, the graph backend, the device, memory, uptime.
         """
@@ -156,6 +170,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ActivateModel,
                     request_deserializer=kgweave_dot_v1_dot_admin__pb2.ActivateModelRequest.FromString,
                     response_serializer=kgweave_dot_v1_dot_admin__pb2.ModelInfo.SerializeToString,
+            ),
+            'RegisterModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.RegisterModel,
+                    request_deserializer=kgweave_dot_v1_dot_admin__pb2.ModelChunk.FromString,
+                    response_serializer=kgweave_dot_v1_dot_admin__pb2.RegisterModelResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -325,6 +344,33 @@ class AdminService:
             '/kgweave.v1.AdminService/ActivateModel',
             kgweave_dot_v1_dot_admin__pb2.ActivateModelRequest.SerializeToString,
             kgweave_dot_v1_dot_admin__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/kgweave.v1.AdminService/RegisterModel',
+            kgweave_dot_v1_dot_admin__pb2.ModelChunk.SerializeToString,
+            kgweave_dot_v1_dot_admin__pb2.RegisterModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

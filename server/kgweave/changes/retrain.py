@@ -26,11 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kgweave.changes import ChangeEvent, ChangeKind, EventLog
+from kgweave.changes.events import ChangeEvent, ChangeKind
+from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
-from kgweave.serving.jobs import JobState
-from kgweave.serving.service import KGService
+from kgweave.serving.jobs import Job, JobManager, JobState
+from kgweave.serving.queries import QueryPlane
+from kgweave.serving.versions import ModelVersions
+from kgweave.settings import Settings
 from kgweave.training.config import JOB_FIELDS
 
 log = logging.getLogger(__name__)
@@ -55,18 +58,23 @@ class RetrainWatcher:
 
     def __init__(
         self,
-        service: KGService,
+        settings: Settings,
+        versions: ModelVersions,
+        queries: QueryPlane,
+        jobs: JobManager,
+        start_job: Callable[[dict[str, Any]], Job],
         event_log: EventLog,
-        min_events: int,
-        interval_s: float,
         store_factory: Callable[[], GraphStore] | None = None,
     ) -> None:
-        self.service = service
+        self.versions = versions
+        self.queries = queries
+        self.jobs = jobs
+        self._start_job = start_job
         self.log = event_log
-        self.min_events = min_events
-        self.interval_s = interval_s
+        self.min_events = settings.retrain_min_events
+        self.interval_s = settings.retrain_interval_s
         self._store_factory = store_factory
-        self._state_dir = service.settings.data_dir / "snapshot-diff"
+        self._state_dir = settings.data_dir / "snapshot-diff"
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._job: tuple[str, int] | None = None  # running job id, offset it covers
@@ -106,7 +114,7 @@ class RetrainWatcher:
     def _diff(self) -> dict[str, Any] | None:
         if self._store_factory is None:
             return None
-        from kgweave.graph.diff import snapshot_diff
+        from kgweave.changes.diff import snapshot_diff
 
         return snapshot_diff(self._store_factory(), self._state_dir, self.log)
 
@@ -127,7 +135,7 @@ class RetrainWatcher:
         if self.min_events <= 0 or self.state.pending < self.min_events:
             return
         config = self._training_config()
-        job = self.service.start_training(config, dataset="")
+        job = self._start_job(config)
         self._job = (job.job_id, end)
         self.state.jobs_started += 1
         self.state.last_job = job.job_id
@@ -145,9 +153,9 @@ class RetrainWatcher:
                 break
             events.extend(e for _, e in batch)
             self._scanned = batch[-1][0] + 1
-        if not (self.cold_start and self.service.ready):
+        if not (self.cold_start and self.versions.ready):
             return
-        known = self.service.active().artifact.entities
+        known = self.versions.active().artifact.entities
         fresh: dict[str, tuple[str | None, str | None]] = {}
         for event in events:
             if event.kind == ChangeKind.ENTITY_UPSERTED and event.entity not in known:
@@ -161,7 +169,7 @@ class RetrainWatcher:
                 fresh[row.id] = (row.name, row.description)
         rows = [(e, name, desc) for e, (name, desc) in fresh.items() if name or desc]
         if rows:
-            version, added = self.service.add_entities(rows)
+            version, added = self.queries.add_entities(rows)
             self.state.cold_entities += len(added)
             log.info("retrain: cold start of %d new entities (%s)", len(added), version)
 
@@ -169,7 +177,7 @@ class RetrainWatcher:
         if self._job is None:
             return
         job_id, offset = self._job
-        job = self.service.jobs.get(job_id)
+        job = self.jobs.get(job_id)
         if not job.state.final:
             return
         self._job = None
@@ -182,7 +190,7 @@ class RetrainWatcher:
 
     def _training_config(self) -> dict[str, Any]:
         """The active model's training settings (the defaults when none is active)."""
-        if not self.service.ready:
+        if not self.versions.ready:
             return {}
-        training = self.service.active().artifact.config.get("training", {})
+        training = self.versions.active().artifact.config.get("training", {})
         return {k: training[k] for k in JOB_FIELDS if training.get(k) is not None}

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from kgweave.changes import ChangeEvent, ChangeKind, EventLog
+from kgweave.changes.events import ChangeEvent, ChangeKind
+from kgweave.changes.log import EventLog
 from kgweave.graph.store import GraphStore
 from kgweave.graph.sync import export_snapshot
 

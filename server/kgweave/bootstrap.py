@@ -6,7 +6,7 @@ import logging
 import shutil
 from typing import Any
 
-from kgweave.serving.service import KGService
+from kgweave.dataplane import DataPlane
 from kgweave.serving.training_run import remember_relation_text, run_training
 from kgweave.settings import Settings
 
@@ -27,7 +27,7 @@ def describe_graph(settings: Settings) -> tuple[str, str]:
     return backend, f"{parsed.scheme}://{netloc}{parsed.path}"
 
 
-def prepare_service(settings: Settings, progress: bool = True) -> KGService:
+def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
     """Open the graph (importing the demo into an empty embedded one), make sure a model
     exists (training the first from a graph snapshot), and load it."""
     from kgweave.engine import open_dataset
@@ -46,9 +46,9 @@ def prepare_service(settings: Settings, progress: bool = True) -> KGService:
         import_dataset(store, demo, progress=progress)
         remember_relation_text(settings, demo)
     backend, uri = describe_graph(settings)
-    service = KGService(settings, graph_backend=backend, graph_uri=uri)
-    service.owns_embedded_graph = started_embedded
-    if service.load_active() is None:
+    plane = DataPlane(settings, graph_backend=backend, graph_uri=uri)
+    plane.owns_embedded_graph = started_embedded
+    if plane.versions.load_active() is None:
         log.info("no model yet: training the first one on a snapshot of the graph")
         out = settings.jobs_dir / "bootstrap" / "model"
         shutil.rmtree(out, ignore_errors=True)
@@ -61,6 +61,6 @@ def prepare_service(settings: Settings, progress: bool = True) -> KGService:
             {"config": {"epochs": settings.bootstrap_epochs}, "dataset": ""},
             out, settings, report, progress=progress,
         )  # fmt: skip
-        version = service.registry.register(out).version
-        service.activate(version)
-    return service
+        version = plane.versions.registry.register(out).version
+        plane.versions.activate(version)
+    return plane

@@ -43,7 +43,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kgweave.changes import ChangeEvent, ChangeKind, EventLog
+from kgweave.changes.events import ChangeEvent, ChangeKind
+from kgweave.changes.log import EventLog
 from kgweave.errors import (
     FailedPreconditionError,
     GraphUnavailableError,

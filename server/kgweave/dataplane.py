@@ -1,0 +1,160 @@
+"""The data plane: everything kgweave serves, callable in-process, under every face.
+
+The gRPC servicers, the HTTP/JSON gateway, the Cypher plugin (through gRPC) and the CLI all
+call one :class:`DataPlane`, which is made of
+
+- :attr:`DataPlane.versions`: the registry, the served version, activation and hot swap
+  (:mod:`kgweave.serving.versions`);
+- :attr:`DataPlane.queries`: link prediction, scoring, entities, search, text and completion
+  (:mod:`kgweave.serving.queries`);
+- :attr:`DataPlane.jobs`: training jobs in worker processes (:mod:`kgweave.serving.jobs`);
+- :attr:`DataPlane.changes`: the change pipeline, from graph changes to retraining
+  (:mod:`kgweave.changes.pipeline`).
+
+Layering (each imports only what is to its left): models, training, evaluation, artifact,
+engine, serving, changes, dataplane, api / cli.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kgweave import __version__
+from kgweave.changes.pipeline import ChangePipeline
+from kgweave.serving.batcher import MicroBatcher
+from kgweave.serving.jobs import Job, JobManager
+from kgweave.serving.metrics import ServiceMetrics
+from kgweave.serving.queries import QueryPlane
+from kgweave.serving.versions import ModelVersions, check_policy
+from kgweave.settings import Settings
+
+if TYPE_CHECKING:
+    from kgweave.graph.store import GraphStore
+
+
+class DataPlane:
+    """Everything ``kgweave serve`` does, callable in-process."""
+
+    def __init__(self, settings: Settings, graph_backend: str = "", graph_uri: str = "") -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.versions = ModelVersions(settings, self.metrics)
+        self.batcher = MicroBatcher(
+            max_batch=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+            max_queue=settings.queue_max,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.queries = QueryPlane(settings, self.versions, self.batcher, self.graph_store)
+        self.jobs = JobManager(
+            settings, lambda folder, _job, policy: self.versions.register(folder, policy)
+        )
+        self.jobs.on_change = self._job_changed
+        self.changes = ChangePipeline(
+            settings, self.versions, self.queries, self.jobs, self.start_training
+        )
+        self.graph_backend = graph_backend
+        self.graph_uri = graph_uri
+        self.started_at = time.monotonic()
+        #: the gRPC front end serving this plane ("native", "python"; "" when none)
+        self.frontend = ""
+        #: this process started the embedded graph server (and stops it on shutdown)
+        self.owns_embedded_graph = False
+        self._store: GraphStore | None = None
+        self._store_lock = threading.Lock()
+
+    @classmethod
+    def for_folder(cls, folder: Path, settings: Settings) -> DataPlane:
+        """A plane serving one model folder (``kgweave train --out``'s) as it is, without a
+        registry: what the CLI's local commands open."""
+        plane = cls(settings)
+        plane.versions.serve_folder(folder)
+        return plane
+
+    @property
+    def ready(self) -> bool:
+        """A model is loaded and warmed up."""
+        return self.versions.ready
+
+    def graph_store(self) -> GraphStore:
+        """The configured graph (opened on first use)."""
+        with self._store_lock:
+            if self._store is None:
+                from kgweave.graph.connect import open_store
+
+                self._store = open_store(self.settings.graph_uri, self.settings)
+            return self._store
+
+    # ---- training and registration
+    def start_training(
+        self, config: dict[str, Any], dataset: str = "", policy: str | None = None
+    ) -> Job:
+        """Start a training job; its model is registered and activated by ``policy``."""
+        policy = check_policy(policy or self.settings.activation_policy)
+        job = self.jobs.start(config, dataset, policy)
+        self.metrics.jobs_running.set(self.jobs.active_count())
+        return job
+
+    def register_model(self, folder: Path, policy: str | None = None) -> dict[str, Any]:
+        """Register a copy of the model folder ``folder`` (trained locally, say) as a new
+        version and apply ``policy`` (default: the server's). Returns the version's summary
+        with ``activated`` and ``message``."""
+        from kgweave.serving.registry import stage_copy
+
+        staged = stage_copy(folder, self.settings.jobs_dir)
+        try:
+            version, activated, why = self.versions.register(
+                staged, policy or self.settings.activation_policy
+            )
+        finally:
+            shutil.rmtree(staged.parent, ignore_errors=True)
+        summary = self.versions.registry.get(version).summary(active=activated)
+        return summary | {"activated": activated, "message": why}
+
+    def _job_changed(self, job: Job) -> None:
+        if job.state.final:
+            self.metrics.jobs.labels(state=job.state.value).inc()
+        self.metrics.jobs_running.set(self.jobs.active_count())
+
+    # ---- status and lifecycle
+    def status(self) -> dict[str, Any]:
+        """What ``kgweave status`` reports, as plain data."""
+        device = self.versions.device
+        device_bytes = 0
+        if device.type == "cuda":
+            device_bytes = int(torch.cuda.memory_allocated(device))
+        return {
+            "active_model": self.versions.active_summary(),
+            "graph_backend": self.graph_backend,
+            "graph_uri": self.graph_uri,
+            "device": str(device),
+            "process_memory_bytes": _rss_bytes(),
+            "device_memory_bytes": device_bytes,
+            "uptime_s": time.monotonic() - self.started_at,
+            "ready": self.ready,
+            "kgweave_version": __version__,
+            "active_jobs": self.jobs.active_count(),
+            "frontend": self.frontend,
+        }
+
+    def close(self) -> None:
+        """Stop the change pipeline, the jobs and the batcher."""
+        self.changes.close()
+        self.jobs.shutdown()
+        self.batcher.close()
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unknown)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
