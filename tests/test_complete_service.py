@@ -17,6 +17,7 @@ from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
 from kgweave.language.joint import JointConfig, load_text_fusion, train_joint
+from kgweave.language.textfusion import FusedScorer
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings, get_settings
@@ -117,7 +118,9 @@ def test_predict_links_rank_by_the_text_fusion(
     artifact = load_artifact(joint_model)
     fusion = load_text_fusion(joint_model, artifact)
     assert fusion is not None
-    expected = LinkPredictor(artifact, text_fusion=fusion).predict(queries, k=7)
+    expected = LinkPredictor(artifact, scorer=FusedScorer(fusion, artifact.model)).predict(
+        queries, k=7
+    )
     plain = LinkPredictor(artifact).predict(queries, k=7)
     for got, want, kge in zip(reply.results, expected, plain, strict=True):
         assert [c.entity_id for c in got.candidates] == [p.entity for p in want]
@@ -138,7 +141,7 @@ def test_predict_links_rank_by_the_text_fusion(
     assert "fused test" in header and f"{listed.fused_test_metrics['mrr']:.4f}" in row
     # the setting turns it off: the embeddings alone rank
     alone = ServedModel.load("x", joint_model, "cpu", text_fusion=False)
-    assert alone.predictor.text_fusion is None
+    assert alone.predictor.fused is None
     assert [p.entity for p in alone.predictor.predict(queries[:1], k=7)[0]] == [
         p.entity for p in plain[0]
     ]

@@ -210,7 +210,7 @@ def test_write_back_of_a_trained_model(
 
     from kgweave.artifact import load_artifact
     from kgweave.graph.sync import import_dataset
-    from kgweave.graph.writeback import write_back
+    from kgweave.serving.writeback import write_back
     from kgweave.settings import get_settings
     from serving_support import train_demo_model
 

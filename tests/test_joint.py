@@ -15,8 +15,8 @@ from kgweave.data import load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
 from kgweave.language.joint import JointConfig, load_joint, load_text_fusion, train_joint
-from kgweave.language.textfusion import LexicalLinks, TextFusion
-from kgweave.predict import LinkPredictor, Query
+from kgweave.language.textfusion import FusedScorer, LexicalLinks, TextFusion
+from kgweave.predict import Query
 from kgweave.settings import Settings
 
 TINY = {
@@ -91,7 +91,7 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
         len(artifact.relations),
     )
     with pytest.raises(InvalidArgumentError, match="cannot rank a model"):
-        LinkPredictor(artifact, text_fusion=too_small)
+        FusedScorer(too_small, artifact.model)
     # the loaded parts answer a completion query with the fitted weights
     assert joint.completion_weights.method == "logistic"
     answers = joint.completer().complete(Query("born_in", head="Marie Curie"), k=3)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,10 +14,7 @@ from kgweave.artifact import ModelArtifact
 from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.device import cpu_has_native_bf16
 from kgweave.errors import InvalidArgumentError, NotFoundError, closest_names
-from kgweave.models.products import TailScorer
-
-if TYPE_CHECKING:
-    from kgweave.language.textfusion import TextFusion
+from kgweave.models.products import EntityScorer, TailScorer
 
 
 @dataclass(frozen=True)
@@ -104,9 +100,10 @@ class LinkPredictor:
     fp32 pass if a true top-k entity falls below ``k + RESCORE_MARGIN`` others under bf16
     rounding (relative error about 0.4%).
 
-    With a ``text_fusion`` (:class:`kgweave.language.textfusion.TextFusion`, joint models) the
-    ranking and the returned scores are the fused ones (KGE plus entity-text features), exact
-    over all entities; ``score`` stays the KGE score of each triple.
+    With a ``scorer`` (an :class:`~kgweave.models.products.EntityScorer`, e.g. the text fusion
+    of joint models) the ranking and the returned scores are that scorer's (KGE plus
+    entity-text features), exact over all entities; ``score`` stays the KGE score of each
+    triple.
     """
 
     RESCORE_MARGIN = 32
@@ -115,25 +112,21 @@ class LinkPredictor:
         self,
         artifact: ModelArtifact,
         precision: str = "fp32",
-        text_fusion: TextFusion | None = None,
+        scorer: EntityScorer | None = None,
         prepack: bool = True,
     ) -> None:
         self.artifact = artifact
         self.model = artifact.model
         self.device = artifact.model.entity.weight.device
-        if text_fusion is not None and text_fusion.num_entities != len(artifact.entities):
-            raise InvalidArgumentError(
-                f"text fusion over {text_fusion.num_entities} entities cannot rank a model of "
-                f"{len(artifact.entities)}"
-            )
-        self.text_fusion = text_fusion.to(self.device) if text_fusion is not None else None
-        self.precision = resolve_score_precision(precision, self.device, len(artifact.entities))
-        if text_fusion is not None:
-            self.precision = "fp32"  # the fused pass is exact; no bf16 candidate search
-        # the all-entities pass (a text fusion has its own): exact fp32, or the bf16 candidate
-        # search; on a snapshot of the weights (the artifact's model no longer changes)
-        self._all: TailScorer | None = None
-        if text_fusion is None:
+        #: the scorer given (a text fusion), or None when the model's own pass ranks
+        self.fused = scorer
+        if scorer is not None:
+            self.precision = "fp32"  # the given scorer's scores are final: nothing to rescore
+            self._all: EntityScorer = scorer
+        else:
+            # exact fp32, or the bf16 candidate search; on a snapshot of the weights (the
+            # artifact's model no longer changes)
+            self.precision = resolve_score_precision(precision, self.device, len(artifact.entities))
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
             self._all = TailScorer(self.model, dtype, prepack)
         num_base = len(artifact.relations)
@@ -260,11 +253,7 @@ class LinkPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass: (B, k) scores (-inf where filtered) and entity ids, best first."""
         with torch.no_grad():
-            if self.text_fusion is not None:
-                scores = self.text_fusion.scores(self.model, hr)  # (B, N) fused, exact
-            else:
-                assert self._all is not None
-                scores = self._all(hr)  # (B, N); in bf16 a candidate search only
+            scores = self._all(hr)  # (B, N); in bf16 a candidate search only
         if isinstance(filter_known, torch.Tensor):
             if bool(filter_known.any()):
                 rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs
@@ -273,7 +262,7 @@ class LinkPredictor:
         elif filter_known:
             rows, tails = self.known.lookup(hr)
             scores[rows, tails] = float("-inf")
-        if self.precision == "fp32":
+        if self._all.exact:
             top_scores, top_ids = scores.topk(k, dim=1)  # (B, k)
             return top_scores, top_ids
         return self._rescore(hr, scores, k)

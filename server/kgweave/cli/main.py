@@ -539,7 +539,7 @@ def graph_write_back(
     """
     from kgweave.artifact import load_artifact
     from kgweave.graph.connect import open_store
-    from kgweave.graph.writeback import write_back
+    from kgweave.serving.writeback import write_back
 
     settings = get_settings()
     artifact = load_artifact(model_dir)

@@ -47,7 +47,7 @@ from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.predict import LinkPredictor, Query
 
 if TYPE_CHECKING:
-    from kgweave.language.textfusion import TextFusion
+    from kgweave.models.products import EntityScorer
 
 Side = Literal["tail", "head"]
 
@@ -267,9 +267,9 @@ class LMCompleter:
         verbalizer: facts to sentences; default: from the predictor's artifact.
         weights: the re-ranking weights; default unfitted (1, 1, 0) until :meth:`fit_weights`.
         top_n: KGE candidates per query; lm_candidates: names kept from constrained decoding.
-        text_fusion: when given (default: the predictor's), candidates and ``graph_score``
-            come from the KGE model fused with entity text
-            (:class:`kgweave.language.textfusion.TextFusion`).
+        ranker: when given (default: the predictor's own, if any), candidates and
+            ``graph_score`` come from it: the KGE model fused with entity text
+            (:class:`kgweave.language.textfusion.FusedScorer`).
     """
 
     def __init__(
@@ -282,7 +282,7 @@ class LMCompleter:
         top_n: int = 20,
         lm_candidates: int = 5,
         beam_size: int = 8,
-        text_fusion: TextFusion | None = None,
+        ranker: EntityScorer | None = None,
     ) -> None:
         if top_n < 1 or lm_candidates < 0 or beam_size < 1:
             raise InvalidArgumentError("top_n and beam_size must be >= 1, lm_candidates >= 0")
@@ -295,7 +295,7 @@ class LMCompleter:
         self.top_n = top_n
         self.lm_candidates = lm_candidates
         self.beam_size = beam_size
-        self.text_fusion = text_fusion if text_fusion is not None else predictor.text_fusion
+        self.ranker = ranker if ranker is not None else predictor.fused
         labels = self.artifact.entities.labels
         self.names = [self.verbalizer.name(e) for e in labels]
         self._tries: dict[tuple[str, bool], EntityNameTrie] = {}
@@ -335,8 +335,8 @@ class LMCompleter:
         with torch.no_grad():
             kge = self.predictor.model.score_candidates(hr, tails).float()[0].tolist()
             graph = kge
-            if self.text_fusion is not None:  # the fused row: one pass over all entities
-                fused = self.text_fusion.scores(self.predictor.model, hr)[0]
+            if self.ranker is not None:  # the fused row: one pass over all entities
+                fused = self.ranker(hr)[0]
                 graph = fused[tails[0]].tolist()
         prefix, suffix, leading, capitalize = self.slot(entity, relation, side)
         texts = [self.evidence(entity, relation, c, side) for c in candidates]
@@ -442,8 +442,8 @@ class LMCompleter:
         num_base = len(self.artifact.relations)
         rel = relation if side == "tail" else relation + num_base
         hr = torch.tensor([[entity, rel]], device=self.predictor.device)
-        if self.text_fusion is not None:
-            fused = self.text_fusion.scores(self.predictor.model, hr)[0]
+        if self.ranker is not None:
+            fused = self.ranker(hr)[0]
             top = fused.topk(min(n, len(fused)))
             return [int(i) for i in top.indices.tolist()]
         found = self.predictor.predict_ids(hr, n, False)[0]

@@ -71,7 +71,7 @@ from kgweave.language.lm import (
     save_lm,
     train_lm,
 )
-from kgweave.language.textfusion import TextFusion
+from kgweave.language.textfusion import FusedScorer, TextFusion
 from kgweave.language.tokenizer import train_tokenizer
 from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.models import KGEModel, model_class
@@ -239,7 +239,11 @@ class JointModel:
             self.tokenizer,
             weights=self.completion_weights,
             top_n=top_n or int(self.config.get("config", {}).get("completion_top_n", 20)),
-            text_fusion=self.text_fusion,
+            ranker=(
+                FusedScorer(self.text_fusion, self.artifact.model)
+                if self.text_fusion is not None
+                else None
+            ),
         )
 
 
@@ -573,14 +577,15 @@ def train_joint(
     # ---- completion weights, fitted on validation with the parts just written
     weights: FusionWeights | None = None
     if config.fit_completion:
+        predictor = LinkPredictor(load_artifact(out, device=device))
         completer = LMCompleter(
-            LinkPredictor(load_artifact(out, device=device)),
+            predictor,
             fused.lm,
             tokenizer,
             verbalizer=verbalizer,
             top_n=config.completion_top_n,
             lm_candidates=0,
-            text_fusion=text_fusion,
+            ranker=(FusedScorer(text_fusion, predictor.model) if text_fusion is not None else None),
         )
         weights = completer.fit_weights(dataset.split("valid"), seed=config.seed)
         metrics["completion"] = weights.report

@@ -578,3 +578,30 @@ class TextFusion:
             held_out=held_out,
         )
         return self.report
+
+
+class FusedScorer:
+    """A :class:`TextFusion` over one model as an
+    :class:`~kgweave.models.products.EntityScorer`: what
+    :class:`~kgweave.predict.LinkPredictor` ranks by for joint models, exactly like a
+    model's own pass.
+
+    Raises:
+        InvalidArgumentError: the fusion and the model have different entity counts.
+    """
+
+    exact = True
+
+    def __init__(self, fusion: TextFusion, model: KGEModel) -> None:
+        n = model.entity.weight.shape[0]
+        if fusion.num_entities != n:
+            raise InvalidArgumentError(
+                f"text fusion over {fusion.num_entities} entities cannot rank a model of {n}"
+            )
+        self.fusion = fusion.to(model.entity.weight.device)
+        self.model = model
+
+    def __call__(self, hr: torch.Tensor) -> torch.Tensor:
+        """Args: hr: shape (B, 2). Returns: shape (B, N) fused scores, float32."""
+        with torch.no_grad():
+            return self.fusion.scores(self.model, hr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Protocol
 
 import torch
 
@@ -109,6 +110,21 @@ class EntityProducts:
         return query @ self.table.t()
 
 
+class EntityScorer(Protocol):
+    """What ranks every entity for link prediction: a model's own pass
+    (:class:`TailScorer`) or one that adds more than the embeddings (the text fusion,
+    :class:`kgweave.language.textfusion.FusedScorer`). :class:`~kgweave.predict.LinkPredictor`
+    takes either and treats them alike."""
+
+    #: the scores are final; False: a candidate search whose best are rescored in fp32
+    exact: bool
+
+    def __call__(self, hr: HRBatch) -> AllScores:
+        """Args: hr: shape (B, 2) of (entity, relation) ids (reciprocal relations for head
+        queries). Returns: shape (B, N) scores of every entity as the missing one."""
+        ...
+
+
 class TailScorer:
     """Scores of every tail for queries of a model whose weights no longer change.
 
@@ -129,6 +145,7 @@ class TailScorer:
     ) -> None:
         self.model = model
         self.dtype = dtype
+        self.exact = dtype == torch.float32
         probe = torch.zeros((0, 2), dtype=torch.long, device=model.entity.weight.device)
         with torch.no_grad():
             bilinear = model.tail_query(probe) is not None

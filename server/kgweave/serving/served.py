@@ -72,7 +72,12 @@ class ServedModel:
         self.precision = precision
         self.prepack = prepack
         self.artifact = artifact
-        self.predictor = LinkPredictor(artifact, precision, text_fusion, prepack)
+        scorer = None
+        if text_fusion is not None:
+            from kgweave.language.textfusion import FusedScorer
+
+            scorer = FusedScorer(text_fusion, artifact.model)
+        self.predictor = LinkPredictor(artifact, precision, scorer, prepack)
         self.device = self.predictor.device
         self.loaded_at = time.time()
         self._text_lock = threading.Lock()
@@ -244,7 +249,7 @@ class ServedModel:
             self.base_version,
             prepack=self.prepack,
         )
-        if self.predictor.text_fusion is not None:
+        if self.predictor.fused is not None:
             log.info(
                 "%s ranks by the embeddings alone: the text fusion of %s has no text vectors "
                 "for cold-start entities",
