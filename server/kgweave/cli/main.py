@@ -22,8 +22,9 @@ if not SERVING:
     reuse_freed_memory()
 
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
 
@@ -32,40 +33,36 @@ from kgweave.cli.output import emit_json, emit_metrics, err
 from kgweave.errors import InvalidArgumentError, KGWeaveError
 from kgweave.settings import get_settings
 
-_TRAIN_FIELDS = (
-    "model",
-    "dim",
-    "regime",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "lr_schedule",
-    "regularizer",
-    "reg_weight",
-    "label_smoothing",
-    "relation_prediction",
-    "num_negatives",
-    "margin",
-    "seed",
-    "eval_every",
-    "patience",
-    "valid_sample",
-    "time_budget_s",
-    "num_threads",
-    "precision",
-    "adversarial_temperature",
-    "eval_batch_size",
-)
+#: flags whose name is not the TrainConfig field's (short forms, units dropped)
+_FLAG_NAMES = {"model": ("--model", "-m"), "time_budget_s": ("--time-budget",)}
 
 
-def _h(name: str, fallback: str = "") -> str:
-    """Help text of a training flag from ``TrainConfig`` itself: description and default."""
+def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One flag per :class:`~kgweave.training.config.TrainConfig` field, its type, choices,
+    help and default read from the field: the settings are declared once, there."""
     from kgweave.training.config import TrainConfig
 
-    field = TrainConfig.model_fields[name]
-    default = field.default if field.default is not None else "none"
-    return f"{field.description or fallback} [default: {default}]".strip()
+    for name, field in reversed(TrainConfig.model_fields.items()):
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        kind: Any = click.Choice(choices) if choices else _scalar(field.annotation)
+        default = field.default if field.default is not None else "none"
+        flags = _FLAG_NAMES.get(name, ("--" + name.replace("_", "-"),))
+        command = click.option(
+            *flags,
+            name,
+            type=kind,
+            default=None,
+            help=f"{field.description or ''} [default: {default}]".strip(),
+        )(command)
+    return command
+
+
+def _scalar(annotation: Any) -> type:
+    """int, float or str of ``X`` or ``X | None``."""
+    for candidate in (int, float, str):
+        if annotation is candidate or candidate in get_args(annotation):
+            return candidate
+    raise TypeError(f"no command-line type for {annotation!r}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,80 +85,13 @@ def cli() -> None:
     "(which trains on a snapshot of the server's graph by default).",
 )
 @click.option(
-    "--model",
-    "-m",
-    default=None,
-    help="transe, distmult, complex or rotate. [default: complex]",
-)
-@click.option(
     "--out",
     "-o",
     type=click.Path(path_type=Path),
     default=None,
     help="Folder to write the model artifact to (required unless --remote).",
 )
-@click.option(
-    "--dim",
-    type=int,
-    default=None,
-    help=_h("dim"),
-)
-@click.option(
-    "--regime",
-    type=click.Choice(["kvsall", "1vsall", "negative-sampling"]),
-    default=None,
-    help=_h("regime"),
-)
-@click.option("--epochs", type=int, default=None, help=_h("epochs"))
-@click.option("--batch-size", type=int, default=None, help=_h("batch_size"))
-@click.option(
-    "--optimizer", type=click.Choice(["adagrad", "adam"]), default=None, help=_h("optimizer")
-)
-@click.option("--lr", type=float, default=None, help=_h("lr"))
-@click.option(
-    "--lr-schedule",
-    type=click.Choice(["constant", "cosine", "plateau"]),
-    default=None,
-    help=_h("lr_schedule"),
-)
-@click.option(
-    "--regularizer", type=click.Choice(["n3", "l2", "none"]), default=None, help=_h("regularizer")
-)
-@click.option("--reg-weight", type=float, default=None, help=_h("reg_weight"))
-@click.option("--label-smoothing", type=float, default=None, help=_h("label_smoothing"))
-@click.option("--relation-prediction", type=float, default=None, help=_h("relation_prediction"))
-@click.option("--num-negatives", type=int, default=None, help=_h("num_negatives"))
-@click.option("--margin", type=float, default=None, help=_h("margin"))
-@click.option("--seed", type=int, default=None, help=_h("seed"))
-@click.option("--eval-every", type=int, default=None, help=_h("eval_every"))
-@click.option(
-    "--patience",
-    type=int,
-    default=None,
-    help=_h("patience"),
-)
-@click.option("--valid-sample", type=int, default=None, help=_h("valid_sample"))
-@click.option(
-    "--time-budget",
-    "time_budget_s",
-    type=float,
-    default=None,
-    help=_h("time_budget_s"),
-)
-@click.option("--num-threads", type=int, default=None, help=_h("num_threads"))
-@click.option(
-    "--adversarial-temperature",
-    type=float,
-    default=None,
-    help=_h("adversarial_temperature"),
-)
-@click.option("--eval-batch-size", type=int, default=None, help=_h("eval_batch_size"))
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    default=None,
-    help=_h("precision"),
-)
+@training_options
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
 @click.option(
     "--remote",
@@ -219,7 +149,7 @@ def train(
     from kgweave.engine import open_dataset, train_model
     from kgweave.training import TrainConfig
 
-    values = {k: v for k, v in options.items() if k in _TRAIN_FIELDS and v is not None}
+    values = {k: v for k, v in options.items() if v is not None}
     if remote:
         from kgweave.cli.remote import train_remote
 

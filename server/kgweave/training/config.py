@@ -6,13 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: the TrainConfig fields a server training job accepts (each a field of the proto's
-#: TrainingSettings, which adds ``joint``); the rest are local-only (threads, eval batch size)
-JOB_FIELDS = (
-    "model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer",
-    "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "lr_schedule",
-    "label_smoothing", "relation_prediction", "valid_sample", "precision",
-)  # fmt: skip
+#: marks a TrainConfig field that only local training takes (threads, evaluation batch,
+#: negative-sampling knobs): every other field is a field of the proto's TrainingSettings
+LOCAL_ONLY = {"local_only": True}
 
 
 class TrainConfig(BaseModel):
@@ -52,13 +48,21 @@ class TrainConfig(BaseModel):
         "0 turns it off.",
     )
     num_negatives: int = Field(
-        256, ge=1, description="Corrupt tails per positive (negative-sampling)."
+        256,
+        ge=1,
+        json_schema_extra=LOCAL_ONLY,
+        description="Corrupt tails per positive (negative-sampling).",
     )
     margin: float = Field(
-        9.0, description="Margin of the self-adversarial loss (negative-sampling)."
+        9.0,
+        json_schema_extra=LOCAL_ONLY,
+        description="Margin of the self-adversarial loss (negative-sampling).",
     )
     adversarial_temperature: float = Field(
-        1.0, ge=0, description="Self-adversarial sampling temperature, 0 to disable."
+        1.0,
+        ge=0,
+        json_schema_extra=LOCAL_ONLY,
+        description="Self-adversarial sampling temperature, 0 to disable.",
     )
     seed: int = Field(
         0, description="Seeds initialisation, shuffling and samples: same seed, same run."
@@ -70,7 +74,9 @@ class TrainConfig(BaseModel):
         description="Stop after this many evaluations without a better validation MRR "
         "(0 never stops early). The best model is kept.",
     )
-    eval_batch_size: int | None = Field(None, ge=1, description="Queries per evaluation pass.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, json_schema_extra=LOCAL_ONLY, description="Queries per evaluation pass."
+    )
     valid_sample: int | None = Field(
         None,
         ge=1,
@@ -86,7 +92,9 @@ class TrainConfig(BaseModel):
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop training after this many seconds (checked every step)."
     )
-    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch.")
+    num_threads: int | None = Field(
+        None, ge=1, json_schema_extra=LOCAL_ONLY, description="CPU threads for torch."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -98,3 +106,12 @@ class TrainConfig(BaseModel):
         except InvalidArgumentError as exc:
             raise ValueError(exc.message) from None
         return self
+
+
+#: the TrainConfig fields a server training job accepts (the proto's TrainingSettings adds
+#: ``joint``; tests/test_proto.py checks that it carries each of them)
+JOB_FIELDS = tuple(
+    name
+    for name, field in TrainConfig.model_fields.items()
+    if field.json_schema_extra != LOCAL_ONLY
+)
