@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 #: marks a TrainConfig field that only local training takes (threads, evaluation batch,
 #: negative-sampling knobs): every other field is a field of the proto's TrainingSettings
-LOCAL_ONLY = {"local_only": True}
+LOCAL_ONLY: JsonDict = {"local_only": True}
 
 
 class TrainConfig(BaseModel):
