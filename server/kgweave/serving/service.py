@@ -123,7 +123,9 @@ class KGService:
 
         with self._swap_lock:
             if self._event_log is None:
-                self._event_log = EventLog(self.settings.data_dir / "changes")
+                self._event_log = EventLog.from_settings(
+                    self.settings.data_dir / "changes", self.settings
+                )
             return self._event_log
 
     def start_retraining(self, store_factory: Callable[[], GraphStore] | None) -> RetrainWatcher:
