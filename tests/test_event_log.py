@@ -269,3 +269,16 @@ def test_bad_input(tmp_path: Path) -> None:
             log.commit("../etc", 0)
         with pytest.raises(InvalidArgumentError, match="outside the log"):
             log.commit("c", 5)
+
+
+def test_settings_reach_the_server_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgweave.settings import get_settings
+
+    monkeypatch.setenv("KGWEAVE_EVENT_LOG_RETENTION_S", "5")
+    monkeypatch.setenv("KGWEAVE_EVENT_LOG_SEGMENT_MB", "2")
+    monkeypatch.setenv("KGWEAVE_EVENT_LOG_SALVAGE", "true")
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / f"{0:020d}.salvage").write_bytes(b"half a rewrite")
+    with EventLog.from_settings(tmp_path, get_settings()) as log:
+        assert (log.retention_s, log.segment_bytes, log._salvage) == (5.0, 2 << 20, True)
+        assert [p.name for p in (tmp_path / "segments").iterdir()] == [f"{0:020d}.seg"]

@@ -169,6 +169,8 @@ class EventLog:
 
     # ---- open: scan, recover, salvage
     def _open_segments(self) -> None:
+        for stale in [*self.segments_dir.glob("*.salvage"), *self.segments_dir.glob("*.migrating")]:
+            stale.unlink()  # a rewrite a crash interrupted: the original is still in place
         names = sorted(p.name for p in self.segments_dir.iterdir() if _SEGMENT.match(p.name))
         for name in names:
             segment = _Segment(base=int(name[:20]), path=self.segments_dir / name)
