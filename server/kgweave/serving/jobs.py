@@ -283,9 +283,9 @@ class JobManager:
             job.updated_at = time.time()
             job.revision += 1
             snapshot = job.snapshot()
+            if persist:  # under the lock: records are written in revision order
+                self._save(snapshot)
             self._lock.notify_all()
-        if persist:
-            self._save(snapshot)
         if self.on_change is not None:
             self.on_change(snapshot)
 
