@@ -160,6 +160,11 @@ def test_damage_in_a_closed_segment_is_refused_even_at_its_end(tmp_path: Path) -
     oldest.write_bytes(data[:-3])  # not the newest segment: a committed record lost bytes
     with pytest.raises(ArtifactError, match="a newer segment after it"):
         EventLog(tmp_path, segment_bytes=500)
+    with EventLog(tmp_path, segment_bytes=500, salvage=True) as log:
+        (report,) = log.salvaged
+        last = report.lost_offsets[0]
+        assert report.lost_offsets == (last, last)  # the one record that lost its end
+        assert [o for o, _ in log.read(0)] == [o for o in range(20) if o != last]
 
 
 def test_retention_drops_whole_segments_every_consumer_is_past(tmp_path: Path) -> None:

@@ -186,11 +186,14 @@ class EventLog:
                     f"{segment.path}: segment starts at offset {segment.base}, but the one "
                     f"before it already holds offset {previous}; refusing to guess"
                 )
-            self._scan(segment, after=previous, newest=i == len(self._segments) - 1)
+            following = self._segments[i + 1].base if i + 1 < len(self._segments) else None
+            self._scan(segment, after=previous, following=following)
             previous = max(segment.last, previous)
 
-    def _scan(self, segment: _Segment, after: int, newest: bool) -> None:
-        """Index ``segment``; handle a damaged record as the module docstring says."""
+    def _scan(self, segment: _Segment, after: int, following: int | None) -> None:
+        """Index ``segment`` (``following``: the next segment's first offset, None for the
+        newest); handle a damaged record as the module docstring says."""
+        newest = following is None
         damaged: list[tuple[int, int]] = []  # byte ranges [start, end) to drop
         size = segment.path.stat().st_size
         last = after
@@ -227,7 +230,7 @@ class EventLog:
         if segment.count == 0:
             segment.last = max(segment.base - 1, after)
         if damaged:
-            self._rewrite_without(segment, damaged, after)
+            self._rewrite_without(segment, damaged, after, following)
 
     def _cut_torn_tail(self, path: Path, position: int, size: int, why: str) -> None:
         with path.open("r+b") as handle:
@@ -245,7 +248,7 @@ class EventLog:
         )
 
     def _rewrite_without(
-        self, segment: _Segment, damaged: list[tuple[int, int]], after: int
+        self, segment: _Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
     ) -> None:
         """Salvage: copy ``segment`` without the damaged ranges, then swap it in."""
         tmp = segment.path.with_suffix(".salvage")
@@ -260,7 +263,7 @@ class EventLog:
         os.replace(tmp, segment.path)
         _fsync_dir(self.segments_dir)
         # which offsets went missing: the gaps around each dropped range
-        offsets = self._offsets_around(segment, damaged, after)
+        offsets = self._offsets_around(segment, damaged, after, next_base)
         for (start, end), (before, following) in zip(damaged, offsets, strict=True):
             report = Salvage(segment.path, start, end - start, (before + 1, following - 1))
             self.salvaged.append(report)
@@ -268,7 +271,7 @@ class EventLog:
 
     @staticmethod
     def _offsets_around(
-        segment: _Segment, damaged: list[tuple[int, int]], after: int
+        segment: _Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
     ) -> list[tuple[int, int]]:
         """For each dropped range: the last offset before it and the first after it."""
         out = []
@@ -284,7 +287,9 @@ class EventLog:
                     before = offset
                 elif following is None:
                     following = offset
-            out.append((before, following if following is not None else before + 2))
+            if following is None:  # damage at the end of a closed segment
+                following = next_base if next_base is not None else before + 2
+            out.append((before, following))
             removed += end - start
         return out
 
