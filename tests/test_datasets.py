@@ -194,3 +194,60 @@ def test_well_known_checksums_match_the_reference_copies(datasets_dir: Path) -> 
             local = datasets_dir / name / remote.name
             digest = hashlib.sha256(local.read_bytes()).hexdigest()
             assert digest == remote.sha256, f"{name}/{remote.name}"
+
+
+def test_utf8_bom_is_dropped_from_the_first_id(tmp_path: Path) -> None:
+    _tiny(tmp_path)
+    _write(tmp_path, "train.tsv", "\ufeffa\tr\tb\nb\tr\tc\n00012\ts\ta\n")
+    _write(tmp_path, "entity2text.tsv", "\ufeffa\tThe A\n")
+    ds = load_dataset(tmp_path)
+    assert ds.entities.labels == ["00012", "a", "b", "c"]
+    assert ds.entity_names == {"a": "The A"}
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("train.tsv", "a\tr\tb\nb\tr\tc\x00d\n", r"train.tsv:2: contains a NUL byte \(column 6\)"),
+        ("test.tsv", "a\tr\x00\tb\n", r"test.tsv:1: contains a NUL byte"),
+        ("entity2text.tsv", "a\tThe\x00A\n", r"entity2text.tsv:1: contains a NUL byte"),
+        ("train.tsv", "a\tr\tb\x07\n", r"train.tsv:1: tail 'b\\x07' contains .* U\+0007"),
+        ("valid.tsv", "a\tr\x1b[31m\tc\n", r"valid.tsv:1: relation .* U\+001B"),
+    ],
+)
+def test_what_a_database_cannot_store_is_refused(
+    tmp_path: Path, file: str, content: str, message: str
+) -> None:
+    _tiny(tmp_path)
+    _write(tmp_path, file, content)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(tmp_path)
+
+
+def test_empty_valid_split_is_an_error_not_mrr_zero(tmp_path: Path) -> None:
+    _tiny(tmp_path)
+    _write(tmp_path, "valid.tsv", "")
+    with pytest.raises(DatasetError, match=r"valid.tsv: no triples; validation .* needs some"):
+        load_dataset(tmp_path)
+
+
+def test_entities_only_in_valid_or_test_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _tiny(tmp_path)
+    _write(tmp_path, "valid.tsv", "a\tr\tnew1\nnew2\tr\tnew1\n")
+    _write(tmp_path, "test.tsv", "c\ts\tnew3\n")
+    with caplog.at_level("WARNING", logger="kgweave.data.dataset"):
+        ds = load_dataset(tmp_path)
+    assert ds.num_entities == 7
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "valid.tsv: 2 entities appear only in valid" in warnings[0]
+    assert "'new1', 'new2'" in warnings[0]
+    assert "test.tsv: 1 entity appears only in test, not in train.tsv (e.g. 'new3')" in warnings[1]
+
+
+def test_clean_dataset_gives_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="kgweave.data.dataset"):
+        load_dataset(_tiny(tmp_path))
+    assert caplog.records == []

@@ -236,3 +236,78 @@ def test_write_back_of_a_trained_model(
     assert {v for *_, v in store.predicted_links()} == {"v0002"}
     assert len(store.predicted_links()) == 5
     assert _all(store) == facts  # real facts untouched
+
+
+def _umls_copy(datasets_dir: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("train.tsv", "valid.tsv", "test.tsv"):
+        (folder / name).write_bytes((datasets_dir / "umls" / name).read_bytes())
+    return folder
+
+
+def test_nul_byte_import_is_refused_before_any_write(
+    falkordb: tuple[str, int],
+    datasets_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The issue's case: a NUL byte aborted a FalkorDB import after 1,996 triples."""
+    from kgweave.cli.main import main
+
+    folder = _umls_copy(datasets_dir, tmp_path / "nul")
+    lines = (folder / "train.tsv").read_bytes().splitlines(keepends=True)
+    lines[3000] = lines[3000].replace(b"\t", b"\x00\t", 1)
+    (folder / "train.tsv").write_bytes(b"".join(lines))
+    host, port = falkordb
+    uri = f"falkor://{host}:{port}/nul_import"
+    code = main(["import", str(folder), "--graph", uri, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "train.tsv:3001: contains a NUL byte" in err and err.count("\n") == 1
+    store = FalkorDBStore(host, port, graph="nul_import")
+    assert store.counts()["triples"] == 0 and store.counts()["entities"] == 0
+
+
+def test_an_interrupted_import_is_completed_by_a_rerun(
+    falkordb: tuple[str, int], datasets_dir: Path, tmp_path: Path
+) -> None:
+    from kgweave.graph.sync import import_dataset
+
+    host, port = falkordb
+    store = FalkorDBStore(host, port, graph="resumed_import", batch_size=500)
+    full = read_triples(datasets_dir / "umls" / "train.tsv")
+    store.ensure_schema()
+    store.add_triples(full[:1996])  # what an import that died mid-way left behind
+    dataset = load_dataset(datasets_dir / "umls")
+    report = import_dataset(store, dataset, ("train",), progress=False)
+    assert report["triples"] == len(full)
+    assert _all(store) == set(full)
+    assert store.counts()["triples"] == len(set(full))
+    assert store.counts()["entities"] == dataset.num_entities
+
+
+def test_a_failing_import_says_how_far_it_got(falkordb: tuple[str, int]) -> None:
+    """A triple that cannot be written mid-way (one the reader would have refused: built
+    directly here) stops the import with a clear error that says a rerun completes it."""
+    import torch
+
+    from kgweave.data.dataset import IdMap, KGDataset
+    from kgweave.errors import KGWeaveError
+    from kgweave.graph.sync import import_dataset
+
+    host, port = falkordb
+    store = FalkorDBStore(host, port, graph="failing_import", batch_size=500)
+    entities = IdMap([f"e{i}" for i in range(30_000)])
+    relations = IdMap(["r", "bad\x00type"])
+    rows = [(i, 0, i + 1) for i in range(12_000)] + [(0, 1, 1)]
+    dataset = KGDataset(
+        name="bad",
+        entities=entities,
+        relations=relations,
+        splits={"train": torch.tensor(rows)},
+        fingerprint="",
+    )
+    with pytest.raises(KGWeaveError) as caught:
+        import_dataset(store, dataset, ("train",), progress=False)
+    assert "up to 10,000 of 12,001 triples written" in str(caught.value)
+    assert "run it again to complete it" in str(caught.value)

@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 class DataPlane:
     """Everything ``kgweave serve`` does, callable in-process."""
 
-    def __init__(self, settings: Settings, graph_backend: str = "", graph_uri: str = "") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        graph_backend: str = "",
+        graph_uri: str = "",
+        owns_jobs: bool = True,
+    ) -> None:
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.versions = ModelVersions(settings, self.metrics)
@@ -54,7 +60,9 @@ class DataPlane:
         )
         self.queries = QueryPlane(settings, self.versions, self.batcher, self.graph_store)
         self.jobs = JobManager(
-            settings, lambda folder, _job, policy: self.versions.register(folder, policy)
+            settings,
+            lambda folder, _job, policy: self.versions.register(folder, policy),
+            recover=owns_jobs,
         )
         self.jobs.on_change = self._job_changed
         self.changes = ChangePipeline(
@@ -74,7 +82,7 @@ class DataPlane:
     def for_folder(cls, folder: Path, settings: Settings) -> DataPlane:
         """A plane serving one model folder (``kgweave train --out``'s) as it is, without a
         registry: what the CLI's local commands open."""
-        plane = cls(settings)
+        plane = cls(settings, owns_jobs=False)  # a server may own the jobs folder
         plane.versions.serve_folder(folder)
         return plane
 

@@ -138,6 +138,25 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between checks for graph changes (snapshot diff, pending events).",
     )
+    event_log_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="Change-event log retention: a closed segment is deleted once every "
+        "consumer has committed past it and it was last written this many seconds ago (with "
+        "no consumer, age alone decides).",
+    )
+    event_log_segment_mb: int = Field(
+        default=64,
+        ge=1,
+        description="Size in MiB at which the change-event log starts a new segment (the unit "
+        "retention deletes).",
+    )
+    event_log_salvage: bool = Field(
+        default=False,
+        description="Open a change-event log with damaged records by dropping the damaged bytes "
+        "and logging the offsets lost; false: refuse to open it (torn last writes are always "
+        "cut).",
+    )
     neo4j_cdc: bool = Field(
         default=False,
         description="With a Neo4j graph (Enterprise, CDC enabled): poll db.cdc.query for "

@@ -1,81 +1,332 @@
-"""A durable, append-only change-event log with per-consumer offsets.
+"""A durable, append-only change-event log with per-consumer offsets, retention and recovery.
 
-File format (``events.log``): a sequence of records, each::
+Files (in the log's folder)::
+
+    segments/00000000000000000000.seg   records with offsets 0, 1, 2, ...
+    segments/00000000000000052311.seg   the next segment: named by the first offset it holds
+    consumers/NAME.json                 {"next_offset": N}, replaced atomically
+
+Each record::
 
     4 bytes  payload length, big-endian
-    4 bytes  CRC-32 of the payload, big-endian
+    4 bytes  CRC-32 of the offset and the payload, big-endian
+    8 bytes  the record's offset, big-endian
     n bytes  payload: one ChangeEvent as UTF-8 JSON
 
-A record's offset is its position in the sequence (0, 1, 2, ...): monotonic and never reused.
-Appends are flushed and fsynced before they return. On open the file is scanned; a torn last
-record (short, or failing its CRC — a crash mid-write) is detected and cut off, so the log
-always ends at the last complete record. Corruption *before* the last record is refused, not
-repaired: that is not a torn write.
+Offsets are monotonic and never reused: each record carries its own, so dropping old segments
+or salvaging past damaged bytes never renumbers anything. Appends are flushed and fsynced before
+they return (an acknowledged event is on disk).
 
-Consumers keep their own offsets (``consumers/NAME.json``, replaced atomically): the offset
-of the next event to read. Delivery is at-least-once: a consumer that crashes after handling
-events but before committing sees them again.
+Opening streams every segment once (bounded memory: a sparse index, one position every
+:data:`INDEX_EVERY` records, is all that is kept). A record that fails its checks is handled by
+what follows it:
+
+- nothing valid after it, at the end of the newest segment: a torn write (a crash mid-append;
+  never acknowledged). It is cut off, logged, and counted in :attr:`EventLog.recovered_bytes`.
+- any valid record after it, or damage in an older (closed) segment: committed records were
+  damaged. Opening is refused with :class:`~kgweave.errors.ArtifactError` naming the file, the
+  byte position and the last good offset; with ``salvage=True`` the damaged bytes are dropped
+  (the segment is rewritten and swapped in) and the offsets lost are reported
+  (:attr:`EventLog.salvaged`, and the server log).
+
+Retention: when a segment fills up (``segment_bytes``) a new one starts; closed segments whose
+every record is below every consumer's committed offset and that were last written more than
+``retention_s`` ago are deleted. With no consumer at all, age alone decides. A consumer whose
+offset is below the oldest retained record reads from the oldest retained one.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import logging
 import os
 import re
 import struct
 import threading
+import time
 import zlib
-from collections.abc import Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from kgweave.changes.events import ChangeEvent
 from kgweave.errors import ArtifactError, InvalidArgumentError
+from kgweave.settings import Settings
 
-_HEADER = struct.Struct(">II")
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">IIQ")
+_OFFSET = struct.Struct(">Q")
+_LEGACY_HEADER = struct.Struct(">II")
 _CONSUMER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SEGMENT = re.compile(r"^(\d{20})\.seg$")
+#: no single event is larger (an HTTP body of events is capped at 64 MiB)
+MAX_RECORD = 64 << 20
+#: one index entry every this many records
+INDEX_EVERY = 256
+_READ_BUFFER = 1 << 20
+
+
+def _crc(offset: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(_OFFSET.pack(offset)))
+
+
+def encode_record(offset: int, payload: bytes) -> bytes:
+    """One record's bytes (header and payload)."""
+    return _HEADER.pack(len(payload), _crc(offset, payload), offset) + payload
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Segment:
+    base: int  # first offset this segment may hold (its name)
+    path: Path
+    last: int = -1  # offset of its last record (base - 1 when empty)
+    size: int = 0
+    count: int = 0
+    index_offsets: array[int] = field(default_factory=lambda: array("Q"))
+    index_positions: array[int] = field(default_factory=lambda: array("Q"))
+
+    def note(self, offset: int, position: int, length: int) -> None:
+        if self.count % INDEX_EVERY == 0:
+            self.index_offsets.append(offset)
+            self.index_positions.append(position)
+        self.count += 1
+        self.last = offset
+        self.size = position + _HEADER.size + length
+
+    def start_position(self, offset: int) -> int:
+        """Byte position of an indexed record at or before ``offset``."""
+        i = bisect.bisect_right(self.index_offsets, offset) - 1
+        return self.index_positions[i] if i >= 0 else 0
+
+
+@dataclass(frozen=True)
+class Salvage:
+    """Damaged bytes dropped by ``salvage=True``: where, and which offsets were lost."""
+
+    path: Path
+    position: int
+    dropped_bytes: int
+    lost_offsets: tuple[int, int]  # first and last offset missing (inclusive), by the gap
+
+    def describe(self) -> str:
+        lost = self.lost_offsets[1] - self.lost_offsets[0] + 1
+        return (
+            f"{self.path}: dropped {self.dropped_bytes} damaged bytes at byte {self.position}; "
+            f"{lost} event(s) lost (offsets {self.lost_offsets[0]}..{self.lost_offsets[1]})"
+        )
 
 
 class EventLog:
     """The log in ``folder``; safe for concurrent use by threads of one process."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        retention_s: float = 7 * 24 * 3600.0,
+        segment_bytes: int = 64 << 20,
+        salvage: bool = False,
+    ) -> None:
         self.folder = folder
-        self.path = folder / "events.log"
+        self.segments_dir = folder / "segments"
+        self.retention_s = retention_s
+        self.segment_bytes = max(segment_bytes, 1)
         (folder / "consumers").mkdir(parents=True, exist_ok=True)
+        self.segments_dir.mkdir(exist_ok=True)
         self._lock = threading.Lock()
-        self._positions: list[int] = []  # byte position of each record
-        self.recovered_bytes = self._recover()
-        self._handle = self.path.open("ab")
+        #: bytes of a torn last record cut off on open (a crash mid-append)
+        self.recovered_bytes = 0
+        #: damaged stretches dropped on open (only with ``salvage=True``)
+        self.salvaged: list[Salvage] = []
+        self._salvage = salvage
+        self._migrate_legacy(folder / "events.log")
+        self._segments: list[_Segment] = []
+        self._open_segments()
+        self._handle = self._segments[-1].path.open("ab")
+        self.compact()
 
-    def _recover(self) -> int:
-        """Index the records; cut a torn tail. Returns the number of bytes cut."""
-        if not self.path.exists():
-            self.path.touch()
-            return 0
-        data = self.path.read_bytes()
-        position = 0
-        while position < len(data):
-            if position + _HEADER.size > len(data):
-                break
-            length, crc = _HEADER.unpack_from(data, position)
-            end = position + _HEADER.size + length
-            if end > len(data) or zlib.crc32(data[position + _HEADER.size : end]) != crc:
-                if end < len(data):
-                    raise ArtifactError(
-                        f"{self.path}: record {len(self._positions)} at byte {position} is "
-                        "corrupt and is not the last one; refusing to guess"
+    @classmethod
+    def from_settings(cls, folder: Path, settings: Settings) -> EventLog:
+        """The log with the server's ``event_log_*`` settings."""
+        return cls(
+            folder,
+            retention_s=settings.event_log_retention_s,
+            segment_bytes=settings.event_log_segment_mb << 20,
+            salvage=settings.event_log_salvage,
+        )
+
+    # ---- open: scan, recover, salvage
+    def _open_segments(self) -> None:
+        for stale in [*self.segments_dir.glob("*.salvage"), *self.segments_dir.glob("*.migrating")]:
+            stale.unlink()  # a rewrite a crash interrupted: the original is still in place
+        names = sorted(p.name for p in self.segments_dir.iterdir() if _SEGMENT.match(p.name))
+        for name in names:
+            segment = _Segment(base=int(name[:20]), path=self.segments_dir / name)
+            segment.last = segment.base - 1
+            self._segments.append(segment)
+        if not self._segments:
+            self._segments.append(self._new_segment(0))
+            return
+        previous = -1
+        for i, segment in enumerate(self._segments):
+            if segment.base <= previous:
+                raise ArtifactError(
+                    f"{segment.path}: segment starts at offset {segment.base}, but the one "
+                    f"before it already holds offset {previous}; refusing to guess"
+                )
+            following = self._segments[i + 1].base if i + 1 < len(self._segments) else None
+            self._scan(segment, after=previous, following=following)
+            previous = max(segment.last, previous)
+
+    def _scan(self, segment: _Segment, after: int, following: int | None) -> None:
+        """Index ``segment`` (``following``: the next segment's first offset, None for the
+        newest); handle a damaged record as the module docstring says."""
+        newest = following is None
+        damaged: list[tuple[int, int]] = []  # byte ranges [start, end) to drop
+        size = segment.path.stat().st_size
+        last = after
+        with segment.path.open("rb", buffering=_READ_BUFFER) as handle:
+            position = 0
+            kept = 0  # bytes before ``position`` that stay (for index positions after a drop)
+            while position < size:
+                record = _read_record(handle, position, size, last)
+                if isinstance(record, str):
+                    resume = _find_record(handle, position + 1, size, _is_record(size, last))
+                    if resume is None and newest:
+                        self._cut_torn_tail(segment.path, position, size, record)
+                        break
+                    end = size if resume is None else resume
+                    if not self._salvage:
+                        after_it = "valid records" if resume is not None else "a newer segment"
+                        raise ArtifactError(
+                            f"{segment.path}: damaged record at byte {position} ({record}) with "
+                            f"{after_it} after it; the last good offset is {last}. Refusing to "
+                            "open the change log: "
+                            "restore it from a backup, or set KGWEAVE_EVENT_LOG_SALVAGE=true to "
+                            "drop the damaged bytes and keep the rest"
+                        )
+                    damaged.append((position, end))
+                    handle.seek(end)
+                    position = end
+                    continue
+                offset, length = record
+                segment.note(offset, kept, length)
+                last = offset
+                position += _HEADER.size + length
+                kept += _HEADER.size + length
+        segment.size = kept
+        if segment.count == 0:
+            segment.last = max(segment.base - 1, after)
+        if damaged:
+            self._rewrite_without(segment, damaged, after, following)
+
+    def _cut_torn_tail(self, path: Path, position: int, size: int, why: str) -> None:
+        with path.open("r+b") as handle:
+            handle.truncate(position)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.recovered_bytes += size - position
+        log.warning(
+            "%s: cut a torn last record at byte %d (%s, %d bytes): a write a crash interrupted, "
+            "never acknowledged",
+            path,
+            position,
+            why,
+            size - position,
+        )
+
+    def _rewrite_without(
+        self, segment: _Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
+    ) -> None:
+        """Salvage: copy ``segment`` without the damaged ranges, then swap it in."""
+        tmp = segment.path.with_suffix(".salvage")
+        with segment.path.open("rb") as source, tmp.open("wb") as target:
+            position = 0
+            for start, end in [*damaged, (segment.path.stat().st_size, 0)]:
+                source.seek(position)
+                _copy(source, target, start - position)
+                position = end
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(tmp, segment.path)
+        _fsync_dir(self.segments_dir)
+        # which offsets went missing: the gaps around each dropped range
+        offsets = self._offsets_around(segment, damaged, after, next_base)
+        for (start, end), (before, following) in zip(damaged, offsets, strict=True):
+            report = Salvage(segment.path, start, end - start, (before + 1, following - 1))
+            self.salvaged.append(report)
+            log.warning("change log salvaged: %s", report.describe())
+
+    @staticmethod
+    def _offsets_around(
+        segment: _Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
+    ) -> list[tuple[int, int]]:
+        """For each dropped range: the last offset before it and the first after it."""
+        out = []
+        with segment.path.open("rb", buffering=_READ_BUFFER) as handle:
+            records = list(_iter_positions(handle))
+        removed = 0
+        for start, end in damaged:
+            kept_start = start - removed
+            before = after
+            following = None
+            for position, offset in records:
+                if position < kept_start:
+                    before = offset
+                elif following is None:
+                    following = offset
+            if following is None:  # damage at the end of a closed segment
+                following = next_base if next_base is not None else before + 2
+            out.append((before, following))
+            removed += end - start
+        return out
+
+    def _migrate_legacy(self, legacy: Path) -> None:
+        """Convert the first format (``events.log``, offsets implied) to segments, once."""
+        if not legacy.is_file():
+            return
+        target = self.segments_dir / f"{0:020d}.seg"
+        tmp = target.with_suffix(".migrating")
+        size = legacy.stat().st_size
+        with legacy.open("rb", buffering=_READ_BUFFER) as source, tmp.open("wb") as out:
+            offset = position = 0
+            while position < size:
+                payload = _read_legacy_record(source, position, size)
+                if isinstance(payload, str):
+                    resume = _find_record(
+                        source, position + 1, size, _is_legacy_record(size), _LEGACY_HEADER.size
                     )
-                break
-            self._positions.append(position)
-            position = end
-        cut = len(data) - position
-        if cut:
-            with self.path.open("r+b") as handle:
-                handle.truncate(position)
-                handle.flush()
-                os.fsync(handle.fileno())
-        return cut
+                    if resume is not None:
+                        raise ArtifactError(
+                            f"{legacy}: record {offset} at byte {position} is damaged ({payload}) "
+                            "and valid records follow it; refusing to convert the change log"
+                        )
+                    log.warning("%s: cut a torn last record at byte %d", legacy, position)
+                    break
+                out.write(encode_record(offset, payload))
+                offset += 1
+                position += _LEGACY_HEADER.size + len(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(self.segments_dir)
+        legacy.unlink()
+        _fsync_dir(self.folder)
+        log.info("%s: converted to %s (%d events)", legacy, target, offset)
 
+    # ---- lifecycle
     def close(self) -> None:
         """Close the file; the log can be opened again later."""
         with self._lock:
@@ -89,47 +340,123 @@ class EventLog:
 
     @property
     def end_offset(self) -> int:
-        """Offset the next appended event will get (= number of events)."""
-        return len(self._positions)
+        """Offset the next appended event will get (one past the newest ever appended)."""
+        return self._segments[-1].last + 1
 
+    @property
+    def first_offset(self) -> int:
+        """Offset of the oldest retained event (``end_offset`` when none is)."""
+        with self._lock:
+            for segment in self._segments:
+                if segment.count:
+                    return segment.index_offsets[0]
+            return self.end_offset
+
+    @property
+    def segment_paths(self) -> list[Path]:
+        """The segment files, oldest first."""
+        with self._lock:
+            return [s.path for s in self._segments]
+
+    # ---- writes
     def append(self, events: Iterable[ChangeEvent]) -> list[int]:
         """Append events durably; returns their offsets."""
         payloads = [json.dumps(e.to_dict(), ensure_ascii=False).encode() for e in events]
+        too_big = [len(p) for p in payloads if len(p) > MAX_RECORD]
+        if too_big:
+            raise InvalidArgumentError(
+                f"a change event of {too_big[0]} bytes is over the {MAX_RECORD}-byte limit"
+            )
         with self._lock:
-            position = self._handle.tell()
+            rolled = False
+            if self._segments[-1].size >= self.segment_bytes and self._segments[-1].count:
+                self._roll()
+                rolled = True
+            segment = self._segments[-1]
             offsets = []
             chunks = []
             for payload in payloads:
-                offsets.append(len(self._positions))
-                self._positions.append(position)
-                chunks.append(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-                position += _HEADER.size + len(payload)
+                offset = segment.last + 1
+                offsets.append(offset)
+                chunks.append(encode_record(offset, payload))
+                segment.note(offset, segment.size, len(payload))
             self._handle.write(b"".join(chunks))
             self._handle.flush()
             os.fsync(self._handle.fileno())
+        if rolled:
+            self.compact()
         return offsets
 
+    def _new_segment(self, base: int) -> _Segment:
+        segment = _Segment(base=base, path=self.segments_dir / f"{base:020d}.seg", last=base - 1)
+        segment.path.touch()
+        _fsync_dir(self.segments_dir)
+        return segment
+
+    def _roll(self) -> None:
+        self._handle.close()
+        self._segments.append(self._new_segment(self.end_offset))
+        self._handle = self._segments[-1].path.open("ab")
+
+    def compact(self, now: float | None = None) -> int:
+        """Delete closed segments every consumer is past and older than the retention.
+
+        Returns the number of events dropped. Runs on open and whenever a segment fills up.
+        """
+        floor = min(
+            (self.position(p.stem) for p in (self.folder / "consumers").glob("*.json")),
+            default=None,
+        )
+        now = time.time() if now is None else now
+        dropped = 0
+        with self._lock:
+            if floor is None:
+                floor = self.end_offset
+            while len(self._segments) > 1:
+                oldest = self._segments[0]
+                if oldest.last >= floor or now - oldest.path.stat().st_mtime < self.retention_s:
+                    break
+                oldest.path.unlink()
+                self._segments.pop(0)
+                dropped += oldest.count
+                log.info(
+                    "change log: dropped %s (%d events, offsets up to %d)",
+                    oldest.path.name,
+                    oldest.count,
+                    oldest.last,
+                )
+            if dropped:
+                _fsync_dir(self.segments_dir)
+        return dropped
+
+    # ---- reads
     def read(self, start: int, limit: int = 1000) -> list[tuple[int, ChangeEvent]]:
-        """Up to ``limit`` events from offset ``start`` on, with their offsets."""
+        """Up to ``limit`` events from offset ``start`` on (the oldest retained one at the
+        earliest), with their offsets."""
         if start < 0:
             raise InvalidArgumentError(f"offset must be >= 0, got {start}")
+        out: list[tuple[int, ChangeEvent]] = []
         with self._lock:
-            positions = self._positions[start : start + limit]
-            end_byte = (
-                self._positions[start + limit] if start + limit < len(self._positions) else None
-            )
-        if not positions:
-            return []
-        with self.path.open("rb") as handle:
-            handle.seek(positions[0])
-            blob = handle.read() if end_byte is None else handle.read(end_byte - positions[0])
-        out = []
-        for i, position in enumerate(positions):
-            local = position - positions[0]
-            length, _ = _HEADER.unpack_from(blob, local)
-            payload = blob[local + _HEADER.size : local + _HEADER.size + length]
-            out.append((start + i, ChangeEvent.from_dict(json.loads(payload))))
+            first = bisect.bisect_right([s.base for s in self._segments], start) - 1
+            for segment in self._segments[max(first, 0) :]:
+                if segment.last < start or not segment.count:
+                    continue
+                for offset, payload in self._records(segment, start):
+                    out.append((offset, ChangeEvent.from_dict(json.loads(payload))))
+                    if len(out) >= limit:
+                        return out
         return out
+
+    def _records(self, segment: _Segment, start: int) -> Iterator[tuple[int, bytes]]:
+        with segment.path.open("rb", buffering=_READ_BUFFER) as handle:
+            position = segment.start_position(start)
+            handle.seek(position)
+            while position < segment.size:
+                length, _, offset = _HEADER.unpack(handle.read(_HEADER.size))
+                payload = handle.read(length)
+                position += _HEADER.size + length
+                if offset >= start:
+                    yield offset, payload
 
     # ---- consumer offsets
     def _consumer_path(self, consumer: str) -> Path:
@@ -159,3 +486,83 @@ class EventLog:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+def _read_record(handle: BinaryIO, position: int, size: int, last: int) -> tuple[int, int] | str:
+    """The record at ``position`` as (offset, payload length), or why it is not one."""
+    header = handle.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return "short header"
+    length, crc, offset = _HEADER.unpack(header)
+    if length > MAX_RECORD or position + _HEADER.size + length > size:
+        return f"length {length} runs past the end of the file"
+    payload = handle.read(length)
+    if _crc(offset, payload) != crc:
+        return "checksum mismatch"
+    if offset <= last:
+        return f"offset {offset} does not follow {last}"
+    return offset, length
+
+
+def _read_legacy_record(handle: BinaryIO, position: int, size: int) -> bytes | str:
+    """The first format's record at ``position``: its payload, or why it is not one."""
+    header = handle.read(_LEGACY_HEADER.size)
+    if len(header) < _LEGACY_HEADER.size:
+        return "short header"
+    length, crc = _LEGACY_HEADER.unpack(header)
+    if length > MAX_RECORD or position + _LEGACY_HEADER.size + length > size:
+        return f"length {length} runs past the end of the file"
+    payload = handle.read(length)
+    return payload if zlib.crc32(payload) == crc else "checksum mismatch"
+
+
+def _is_record(size: int, last: int) -> Callable[[BinaryIO, int], object]:
+    return lambda handle, position: _read_record(handle, position, size, last)
+
+
+def _is_legacy_record(size: int) -> Callable[[BinaryIO, int], object]:
+    return lambda handle, position: _read_legacy_record(handle, position, size)
+
+
+def _find_record(
+    handle: BinaryIO,
+    start: int,
+    size: int,
+    check: Callable[[BinaryIO, int], object],
+    header_size: int = _HEADER.size,
+) -> int | None:
+    """Position of the first valid record at or after byte ``start`` (resynchronising after
+    damage), or None. Candidates are the bytes before each ``{`` that opens a JSON payload;
+    ``check(handle, position)`` reads one (returning a string when it is not a record)."""
+    chunk_start = start
+    while chunk_start < size:
+        handle.seek(chunk_start)
+        chunk = handle.read(_READ_BUFFER)
+        i = chunk.find(b"{")
+        while i >= 0:
+            candidate = chunk_start + i - header_size
+            if candidate >= start:
+                handle.seek(candidate)
+                if not isinstance(check(handle, candidate), str):
+                    return candidate
+            i = chunk.find(b"{", i + 1)
+        chunk_start += len(chunk)
+    return None
+
+
+def _iter_positions(handle: BinaryIO) -> Iterator[tuple[int, int]]:
+    position = 0
+    while header := handle.read(_HEADER.size):
+        length, _, offset = _HEADER.unpack(header)
+        yield position, offset
+        handle.seek(length, os.SEEK_CUR)
+        position += _HEADER.size + length
+
+
+def _copy(source: BinaryIO, target: BinaryIO, count: int) -> None:
+    while count > 0:
+        chunk = source.read(min(count, _READ_BUFFER))
+        if not chunk:
+            return
+        target.write(chunk)
+        count -= len(chunk)

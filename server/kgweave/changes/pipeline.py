@@ -55,7 +55,9 @@ class ChangePipeline:
         """The durable change-event log (``data_dir/changes``), opened once per process."""
         with self._lock:
             if self._log is None:
-                self._log = EventLog(self.settings.data_dir / "changes")
+                self._log = EventLog.from_settings(
+                    self.settings.data_dir / "changes", self.settings
+                )
             return self._log
 
     def receive(self, body: bytes) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from kgweave.data.reader import (
     read_wikidata_descriptions,
 )
 from kgweave.errors import DatasetError, NotFoundError, closest_names
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 
@@ -281,6 +284,12 @@ def load_dataset(path: Path, name: str | None = None) -> KGDataset:
     labeled = {split: read_triples(f) for split, f in zip(SPLITS, files, strict=True)}
     if not labeled["train"]:
         raise DatasetError(f"{path / 'train.tsv'}: no triples")
+    if not labeled["valid"]:
+        raise DatasetError(
+            f"{path / 'valid.tsv'}: no triples; validation (early stopping, model selection, "
+            "activation if_better) needs some: move a few percent of train.tsv there"
+        )
+    _warn_unseen(path, labeled)
     entities = IdMap.from_values(x for rows in labeled.values() for h, _, t in rows for x in (h, t))
     relations = IdMap.from_values(r for rows in labeled.values() for _, r, _ in rows)
     splits = {split: encode(rows, entities, relations) for split, rows in labeled.items()}
@@ -294,6 +303,31 @@ def load_dataset(path: Path, name: str | None = None) -> KGDataset:
     )
     _attach_text(dataset, path)
     return dataset
+
+
+def unseen_entities(labeled: dict[str, list[LabeledTriple]]) -> dict[str, list[str]]:
+    """Entities of each evaluation split that no training triple mentions, sorted."""
+    seen = {x for h, _, t in labeled["train"] for x in (h, t)}
+    return {
+        split: sorted({x for h, _, t in labeled[split] for x in (h, t)} - seen)
+        for split in SPLITS[1:]
+    }
+
+
+def _warn_unseen(path: Path, labeled: dict[str, list[LabeledTriple]]) -> None:
+    """Entities only in valid/test get embeddings no training step ever touches: say so."""
+    for split, unseen in unseen_entities(labeled).items():
+        if unseen:
+            examples = ", ".join(repr(e) for e in unseen[:5])
+            log.warning(
+                "%s: %d %s only in %s, not in train.tsv (e.g. %s): their "
+                "embeddings stay untrained and their triples rank near random",
+                path / f"{split}.tsv",
+                len(unseen),
+                "entity appears" if len(unseen) == 1 else "entities appear",
+                split,
+                examples,
+            )
 
 
 def _attach_text(dataset: KGDataset, path: Path) -> None:

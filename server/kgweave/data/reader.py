@@ -1,19 +1,25 @@
 """Parsing of dataset files: triples and text side files.
 
-Files are UTF-8, tab-separated, with LF or CRLF line endings. Ids stay strings (WN18RR's synset
-offsets keep their leading zeros). A malformed line is refused with the file, the line number and
-what is wrong; nothing is silently skipped except blank lines.
+Files are UTF-8, tab-separated, with LF or CRLF line endings; a UTF-8 byte order mark at the
+start of a file is dropped. Ids stay strings (WN18RR's synset offsets keep their leading zeros).
+A malformed line is refused with the file, the line number and what is wrong; nothing is silently
+skipped except blank lines. What a graph database cannot store is refused here, before anything
+is written: a NUL byte anywhere, and control characters (other than tab) in ids.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from kgweave.errors import DatasetError
 
 LabeledTriple = tuple[str, str, str]
+
+_BOM = "\ufeff"
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -28,8 +34,24 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise DatasetError(f"{path}:{number}: not valid UTF-8 ({exc.reason})") from exc
+            if number == 1:
+                line = line.removeprefix(_BOM)
+            if "\x00" in line:
+                raise DatasetError(
+                    f"{path}:{number}: contains a NUL byte (column {line.index(chr(0)) + 1}), "
+                    "which a graph database cannot store"
+                )
             if line.strip():
                 yield number, line
+
+
+def _check_id(path: Path, number: int, what: str, value: str) -> None:
+    bad = _CONTROL.search(value)
+    if bad:
+        raise DatasetError(
+            f"{path}:{number}: {what} {value[:80]!r} contains the control character "
+            f"U+{ord(bad.group()):04X}, which ids cannot hold"
+        )
 
 
 def read_triples(path: Path) -> list[LabeledTriple]:
@@ -50,6 +72,8 @@ def read_triples(path: Path) -> list[LabeledTriple]:
         if not head or not relation or not tail:
             which = [n for n, v in zip(("head", "relation", "tail"), fields, strict=True) if not v]
             raise DatasetError(f"{path}:{number}: empty {', '.join(which)} field")
+        for what, value in zip(("head", "relation", "tail"), fields, strict=True):
+            _check_id(path, number, what, value)
         triples.append((head, relation, tail))
     return triples
 
@@ -64,6 +88,7 @@ def read_text_map(path: Path) -> dict[str, str]:
         key, sep, text = line.partition("\t")
         if not sep or not key:
             raise DatasetError(f"{path}:{number}: expected 'key<TAB>text', found {line[:80]!r}")
+        _check_id(path, number, "key", key)
         mapping.setdefault(key, text.strip())
     return mapping
 

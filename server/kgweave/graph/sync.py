@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgweave.data.dataset import IdMap, KGDataset
+from kgweave.errors import KGWeaveError
 from kgweave.graph.store import EntityRow, GraphStore, Triple
 
 
@@ -27,7 +28,12 @@ def import_dataset(
     splits: tuple[str, ...] = ("train", "valid", "test"),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write a dataset's entities (with their text) and the triples of ``splits`` (MERGE)."""
+    """Write a dataset's entities (with their text) and the triples of ``splits`` (MERGE).
+
+    Not one transaction, but idempotent: an import that fails mid-way (the database went away)
+    leaves the triples written so far, and running it again completes it without duplicates.
+    What a database cannot store never gets this far: the dataset reader refuses it.
+    """
     started = time.perf_counter()
     store.ensure_schema()
     labels = dataset.entities.labels
@@ -48,7 +54,14 @@ def import_dataset(
     with tqdm(total=len(triples), unit="triples", desc="triples", disable=not progress) as bar:
         for start in range(0, len(triples), 10_000):
             chunk = triples[start : start + 10_000]
-            store.add_triples(chunk)
+            try:
+                store.add_triples(chunk)
+            except KGWeaveError as exc:  # every write is a MERGE: a rerun completes the import
+                raise type(exc)(
+                    f"{exc.message} (the import stopped with up to {start:,} of "
+                    f"{len(triples):,} triples written; it is idempotent: run it again to "
+                    "complete it)"
+                ) from exc
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     triple_seconds = seconds - entity_seconds

@@ -3,14 +3,27 @@
 A job trains into its own working folder (``jobs/<id>/model``). Only a job that succeeds
 hands its artifact to the registry; a cancelled or failed job leaves the registry and the
 active model exactly as they were. One job runs at a time.
+
+Nothing is stranded when the server dies, even by kill -9: the worker talks to the server over
+two one-way pipes, and holds only its own ends (progress out, a lifeline in). When the server is
+gone the lifeline reaches end of file and the worker exits at once. Each job's state is kept in
+``jobs/<id>/job.json`` (replaced atomically on every change of state or phase); a restarted
+server reads them back: finished jobs stay visible to GetJob, and a job that was still running
+is reported failed with phase ``interrupted`` and the reason, or, when its worker had finished
+the artifact, the model is registered (not activated). Its working files are then removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import json
 import logging
 import multiprocessing as mp
-import queue
+import os
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -62,6 +75,11 @@ class Job:
         return Job(**asdict(self))
 
 
+#: the job's record on disk, its worker's lock (held with the worker's pid while it lives), and
+#: the worker's mark that the artifact is complete
+RECORD, WORKER_LOCK, RESULT = "job.json", "worker.lock", "result.json"
+
+
 #: called with (artifact folder, job) when a job's model is ready; returns (version,
 #: activated, message). Runs on the job's monitor thread.
 OnSuccess = Callable[[Path, Job, str], tuple[str, bool, str]]
@@ -70,15 +88,22 @@ OnSuccess = Callable[[Path, Job, str], tuple[str, bool, str]]
 class JobManager:
     """Starts, watches and cancels training jobs."""
 
-    def __init__(self, settings: Settings, on_success: OnSuccess) -> None:
+    def __init__(self, settings: Settings, on_success: OnSuccess, recover: bool = True) -> None:
         self.settings = settings
         self.root = settings.jobs_dir
         self._on_success = on_success
         self._jobs: dict[str, Job] = {}
-        self._cancel: dict[str, Any] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._lifelines: dict[str, Any] = {}
+        self._policies: dict[str, str] = {}
+        self._pids: dict[str, int] = {}
         self._lock = threading.Condition()
         self._context = mp.get_context("spawn")
         self.on_change: Callable[[Job], None] | None = None
+        #: jobs found running by :meth:`recover` (reported interrupted or registered)
+        self.recovered: list[Job] = []
+        if recover:  # the serving process owns jobs/: no other one may settle its jobs
+            self.recover()
 
     # ---- queries
     def get(self, job_id: str) -> Job:
@@ -115,11 +140,14 @@ class JobManager:
                 )
             job = Job(job_id=uuid.uuid4().hex[:12], epochs=int(config.get("epochs") or 0))
             self._jobs[job.job_id] = job
+            self._cancel[job.job_id] = threading.Event()
+            self._policies[job.job_id] = policy
         folder = self.root / job.job_id
         folder.mkdir(parents=True, exist_ok=True)
-        events = self._context.Queue()
-        cancel = self._context.Event()
-        self._cancel[job.job_id] = cancel
+        self._save(job.snapshot())
+        # one-way pipes; after the start each side holds only its own ends
+        events, events_child = self._context.Pipe(duplex=False)
+        lifeline_child, lifeline = self._context.Pipe(duplex=False)
         from kgweave.serving.training_run import job_process_main
 
         process = self._context.Process(
@@ -128,14 +156,23 @@ class JobManager:
                 {"config": config, "dataset": dataset},
                 str(folder / "model"),
                 self.settings.model_dump_json(),
-                events,
-                cancel,
+                events_child,
+                lifeline_child,
             ),
             name=f"kgweave-job-{job.job_id}",
             daemon=True,
         )
-        process.start()
-        self._update(job.job_id, state=JobState.RUNNING, phase="starting")
+        self._lifelines[job.job_id] = lifeline
+        try:
+            process.start()
+        except Exception as exc:
+            log.exception("job %s: the worker could not start", job.job_id)
+            self._update(job.job_id, state=JobState.FAILED, phase="done", message=str(exc))
+            raise
+        finally:
+            events_child.close()
+            lifeline_child.close()
+        self._update(job.job_id, state=JobState.RUNNING, phase="starting", pid=process.pid or 0)
         threading.Thread(
             target=self._monitor,
             args=(job.job_id, process, events, folder, policy),
@@ -147,25 +184,108 @@ class JobManager:
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
         if not job.state.final:
-            self._cancel[job_id].set()
+            self._request_cancel(job_id)
             self._update(job_id, phase="cancelling")
         return self.get(job_id)
 
     def shutdown(self) -> None:
         """Cancel every running job (on server shutdown)."""
-        for job_id, event in list(self._cancel.items()):
+        for job_id in list(self._cancel):
             if not self.get(job_id).state.final:
-                event.set()
+                self._request_cancel(job_id)
+
+    def _request_cancel(self, job_id: str) -> None:
+        self._cancel[job_id].set()
+        with contextlib.suppress(OSError, KeyError):  # a worker that already exited
+            self._lifelines[job_id].send("cancel")
+
+    # ---- restart: the jobs a previous server left
+    def recover(self) -> None:
+        """Read back ``jobs/*/job.json``; settle jobs a dead server left running; clean up."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            record = folder / RECORD
+            try:
+                data = json.loads(record.read_text()) if record.is_file() else {}
+                job = Job(**{k: v for k, v in data.items() if k in _JOB_FIELDS}) if data else None
+                if job is not None:
+                    job.state = JobState(job.state)
+            except (OSError, ValueError, TypeError):
+                log.warning("jobs: unreadable %s; removing the job's working files", record)
+                job = None
+            if job is not None:
+                if not job.state.final:
+                    self._settle_interrupted(folder, job, str(data.get("policy", "")))
+                with self._lock:
+                    self._jobs[job.job_id] = job
+            self._clean(folder)
+
+    def _settle_interrupted(self, folder: Path, job: Job, policy: str) -> None:
+        pid = _wait_for_worker_exit(folder / WORKER_LOCK)
+        was = job.phase
+        job.state, job.phase, job.eta_s = JobState.FAILED, "interrupted", 0.0
+        job.message = (
+            f"interrupted: the server stopped while the job was {was}"
+            + (f" (its worker, pid {pid}, ended with it)" if pid else "")
+            + "; start it again"
+        )
+        if (folder / RESULT).is_file() and (folder / "model").is_dir():
+            try:
+                version, _, _ = self._on_success(folder / "model", job.snapshot(), "never")
+            except Exception as exc:  # a damaged artifact stays unregistered: say why
+                log.warning("job %s: its finished model was not registered: %s", job.job_id, exc)
+                job.message = (
+                    "interrupted: the server stopped before registering the model; it could "
+                    f"not be registered on restart: {exc}"
+                )
+            else:
+                job.state, job.phase, job.model_version = JobState.SUCCEEDED, "done", version
+                job.message = (
+                    f"the server stopped before registering the model; registered on restart "
+                    f"as {version}, not activated (policy {policy or 'unknown'} not applied)"
+                )
+        job.updated_at = time.time()
+        job.revision += 1
+        self._save(job)
+        self.recovered.append(job.snapshot())
+        log.warning("job %s: %s", job.job_id, job.message)
+
+    def _clean(self, folder: Path) -> None:
+        """Remove a finished job's working files; keep its record and log."""
+        shutil.rmtree(folder / "model", ignore_errors=True)
+        for name in (RESULT, WORKER_LOCK, RECORD + ".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
 
     # ---- internals
-    def _update(self, job_id: str, **changes: Any) -> None:
+    def _save(self, job: Job) -> None:
+        """Replace ``job.json`` atomically (a local minimal atomic write)."""
+        folder = self.root / job.job_id
+        record = {**asdict(job), "policy": self._policies.get(job.job_id, "")}
+        record["pid"] = self._pids.get(job.job_id, 0)
+        tmp = folder / (RECORD + ".tmp")
+        with tmp.open("w") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / RECORD)
+
+    def _update(self, job_id: str, pid: int = 0, **changes: Any) -> None:
         with self._lock:
+            if pid:
+                self._pids[job_id] = pid
             job = self._jobs[job_id]
+            persist = pid or any(
+                changes.get(key, getattr(job, key)) != getattr(job, key)
+                for key in ("state", "phase", "model_version")
+            )
             for key, value in changes.items():
                 setattr(job, key, value)
             job.updated_at = time.time()
             job.revision += 1
             snapshot = job.snapshot()
+            if persist:  # under the lock: records are written in revision order
+                self._save(snapshot)
             self._lock.notify_all()
         if self.on_change is not None:
             self.on_change(snapshot)
@@ -174,29 +294,29 @@ class JobManager:
         final: dict[str, Any] | None = None
         cancel_seen_at: float | None = None
         while final is None:
-            try:
-                event = events.get(timeout=0.2)
-            except queue.Empty:
+            if not events.poll(0.5):
                 if self._cancel[job_id].is_set():
                     cancel_seen_at = cancel_seen_at or time.monotonic()
                     if time.monotonic() - cancel_seen_at > 30 and process.is_alive():
                         process.terminate()  # a worker that ignores cancellation
-                if not process.is_alive():
-                    try:  # the final message may have raced the exit
-                        event = events.get(timeout=1.0)
-                    except queue.Empty:
-                        final = {
-                            "state": "cancelled" if self._cancel[job_id].is_set() else "failed",
-                            "message": f"the worker process exited with code {process.exitcode}",
-                        }
-                        break
-                else:
-                    continue
+                continue
+            try:
+                event = events.recv()
+            except (EOFError, OSError):  # the worker exited without a final message
+                process.join()
+                final = {
+                    "state": "cancelled" if self._cancel[job_id].is_set() else "failed",
+                    "message": f"the worker process exited with code {process.exitcode}",
+                }
+                break
             if "state" in event:
                 final = event
             else:
                 self._progress(job_id, event)
+        events.close()
         process.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self._lifelines.pop(job_id).close()
         state = final["state"]
         if state == "succeeded" and self._cancel[job_id].is_set():
             state = "cancelled"  # cancelled after training finished: register nothing
@@ -229,7 +349,7 @@ class JobManager:
                 ),
                 eta_s=0.0,
             )
-        shutil.rmtree(folder / "model", ignore_errors=True)  # registered versions moved out
+        self._clean(folder)  # registered versions moved out
 
     def _progress(self, job_id: str, event: dict[str, Any]) -> None:
         changes: dict[str, Any] = {}
@@ -241,6 +361,34 @@ class JobManager:
             if key in event and event[key] is not None:
                 changes[key] = event[key]
         self._update(job_id, **changes)
+
+
+_JOB_FIELDS = set(Job.__dataclass_fields__)
+
+
+def _wait_for_worker_exit(lock_path: Path) -> int:
+    """Make sure a dead server's worker is gone; returns its pid (0 when none is known).
+
+    The worker holds ``lock_path`` locked for its life, so the lock proves the pid in it is
+    still that worker: one still there (its lifeline just closed) is killed, then waited for.
+    """
+    if not lock_path.is_file():
+        return 0
+    with lock_path.open("r+") as handle:
+        try:
+            pid = int(handle.read().strip() or 0)
+        except ValueError:
+            pid = 0
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel when it is gone
+    return pid
 
 
 def _first_error(exc: ValueError) -> str:

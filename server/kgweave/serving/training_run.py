@@ -180,31 +180,62 @@ def run_training(
     return metrics
 
 
+#: exit status of a worker whose server went away (its lifeline pipe reached end of file)
+ORPHANED_EXIT = 75
+
+
 def job_process_main(
-    spec: dict[str, Any], out: str, settings_json: str, events: Any, cancel: Any
+    spec: dict[str, Any], out: str, settings_json: str, events: Any, lifeline: Any
 ) -> None:
     """Entry point of a training job's worker process.
 
-    Sends dicts on ``events`` (a multiprocessing queue): progress rows, then exactly one of
+    ``events`` is the sending end of a pipe to the server: progress rows, then exactly one of
     ``{"state": "succeeded", "metrics": ...}``, ``{"state": "cancelled"}`` or
-    ``{"state": "failed", "message": ...}``.
+    ``{"state": "failed", "message": ...}``. ``lifeline`` is the receiving end of a pipe from
+    the server, which only the server can write: ``"cancel"`` asks the run to stop; end of file
+    means the server is gone (even by kill -9), and the worker exits at once instead of
+    training for nobody. The worker holds ``worker.lock`` (with its pid) for its whole life, so
+    a restarted server knows whether it is still there. ``result.json`` beside the artifact
+    marks a finished one.
     """
+    import fcntl
+    import json
+    import os
+    import threading
+
+    folder = Path(out).parent
+    lock = (folder / "worker.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    stop = threading.Event()
+
+    def watch_server() -> None:
+        try:
+            while True:
+                if lifeline.recv() == "cancel":
+                    stop.set()
+        except (EOFError, OSError):
+            os._exit(ORPHANED_EXIT)  # the server died: nobody is waiting for this run
+
+    threading.Thread(target=watch_server, name="kgweave-lifeline", daemon=True).start()
     reuse_freed_memory()  # a fresh process: tuned as the CLI's
     settings = Settings.model_validate_json(settings_json)
-    log_path = Path(out).parent / "job.log"
+    log_path = folder / "job.log"
     logging.basicConfig(filename=log_path, level=logging.INFO)
     try:
-        metrics = run_training(spec, Path(out), settings, events.put, cancel.is_set)
+        metrics = run_training(spec, Path(out), settings, events.send, stop.is_set)
         if metrics is None:
-            events.put({"state": "cancelled"})
+            events.send({"state": "cancelled"})
         else:
-            events.put({"state": "succeeded", "metrics": metrics})
+            (folder / "result.json").write_text(json.dumps({"metrics": metrics}))
+            events.send({"state": "succeeded", "metrics": metrics})
     except KGWeaveError as exc:
-        events.put({"state": "failed", "message": exc.message})
+        events.send({"state": "failed", "message": exc.message})
     except BaseException as exc:  # the parent must always hear how the job ended
         with log_path.open("a") as handle:
             handle.write(traceback.format_exc())
-        events.put(
+        events.send(
             {
                 "state": "failed",
                 "message": f"internal error: {type(exc).__name__}: {exc} (details in {log_path})",
