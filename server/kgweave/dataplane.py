@@ -28,6 +28,7 @@ import torch
 
 from kgweave import __version__
 from kgweave.changes.pipeline import ChangePipeline
+from kgweave.changes.retrain import ServingSide
 from kgweave.serving.batcher import MicroBatcher
 from kgweave.serving.jobs import Job, JobManager
 from kgweave.serving.metrics import ServiceMetrics
@@ -66,7 +67,7 @@ class DataPlane:
         )
         self.jobs.on_change = self._job_changed
         self.changes = ChangePipeline(
-            settings, self.versions, self.queries, self.jobs, self.start_training
+            settings, ServingSide(self.versions, self.queries, self.jobs, self.start_training)
         )
         self.graph_backend = graph_backend
         self.graph_uri = graph_uri

@@ -103,6 +103,18 @@ def entity_to_pb(
     return entity
 
 
+def complete_from_pb(request: Any) -> dict[str, Any]:
+    """A CompleteRequest as the keyword arguments of :meth:`QueryPlane.complete`."""
+    return {
+        "query": query_from_pb(request.query),
+        "k": request.k or None,
+        "kge_candidates": request.kge_candidates or None,
+        "generate": request.generate,
+        "write_to_graph": request.write_to_graph,
+        "min_score": request.min_score,
+    }
+
+
 def completion_to_pb(result: Completion) -> knowledge_pb2.CompleteResponse:
     w_kge, w_lm, bias = result.weights
     return knowledge_pb2.CompleteResponse(

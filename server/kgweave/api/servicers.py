@@ -245,15 +245,8 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):  # type: i
     async def Complete(  # noqa: N802
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> knowledge_pb2.CompleteResponse:
-        result = await asyncio.to_thread(
-            self.queries.complete,
-            convert.query_from_pb(request.query),
-            request.k or None,
-            request.kge_candidates or None,
-            request.generate,
-            request.write_to_graph,
-            request.min_score,
-        )
+        arguments = convert.complete_from_pb(request)
+        result = await asyncio.to_thread(functools.partial(self.queries.complete, **arguments))
         return convert.completion_to_pb(result)
 
 

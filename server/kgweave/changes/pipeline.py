@@ -12,17 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kgweave.changes.log import EventLog
+from kgweave.changes.retrain import RetrainWatcher, ServingSide
 from kgweave.errors import InvalidArgumentError
-from kgweave.serving.jobs import Job, JobManager
-from kgweave.serving.queries import QueryPlane
-from kgweave.serving.versions import ModelVersions
 from kgweave.settings import Settings
 
 if TYPE_CHECKING:
-    from kgweave.changes.retrain import RetrainWatcher
     from kgweave.graph.store import GraphStore
 
 log = logging.getLogger(__name__)
@@ -31,19 +28,9 @@ log = logging.getLogger(__name__)
 class ChangePipeline:
     """The event log and what feeds and consumes it, owned by one serving process."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        versions: ModelVersions,
-        queries: QueryPlane,
-        jobs: JobManager,
-        start_job: Callable[[dict[str, Any]], Job],
-    ) -> None:
+    def __init__(self, settings: Settings, serving: ServingSide) -> None:
         self.settings = settings
-        self._versions = versions
-        self._queries = queries
-        self._jobs = jobs
-        self._start_job = start_job
+        self._serving = serving
         self._log: EventLog | None = None
         self._lock = threading.Lock()
         self._cdc_stop: threading.Event | None = None
@@ -72,17 +59,7 @@ class ChangePipeline:
 
     def start_retraining(self, store_factory: Callable[[], GraphStore] | None) -> RetrainWatcher:
         """Watch graph changes and retrain in batches (settings ``retrain_*``)."""
-        from kgweave.changes.retrain import RetrainWatcher
-
-        self.retrainer = RetrainWatcher(
-            self.settings,
-            self._versions,
-            self._queries,
-            self._jobs,
-            self._start_job,
-            self.event_log,
-            store_factory,
-        )
+        self.retrainer = RetrainWatcher(self.settings, self._serving, self.event_log, store_factory)
         self.retrainer.start()
         return self.retrainer
 

@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 CONSUMER = "retrain"
 
 
+@dataclass(frozen=True)
+class ServingSide:
+    """What of the serving side the change pipeline uses: the served versions, cold start,
+    and training jobs (started with the server's activation policy)."""
+
+    versions: ModelVersions
+    queries: QueryPlane
+    jobs: JobManager
+    start_job: Callable[[dict[str, Any]], Job]
+
+
 @dataclass
 class RetrainState:
     """What the watcher last did, for status and tests."""
@@ -59,17 +70,14 @@ class RetrainWatcher:
     def __init__(
         self,
         settings: Settings,
-        versions: ModelVersions,
-        queries: QueryPlane,
-        jobs: JobManager,
-        start_job: Callable[[dict[str, Any]], Job],
+        serving: ServingSide,
         event_log: EventLog,
         store_factory: Callable[[], GraphStore] | None = None,
     ) -> None:
-        self.versions = versions
-        self.queries = queries
-        self.jobs = jobs
-        self._start_job = start_job
+        self.versions = serving.versions
+        self.queries = serving.queries
+        self.jobs = serving.jobs
+        self._start_job = serving.start_job
         self.log = event_log
         self.min_events = settings.retrain_min_events
         self.interval_s = settings.retrain_interval_s

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import click
 
 if TYPE_CHECKING:
     from kgweave.api.client import BaseClient
@@ -25,3 +28,19 @@ def open_client(model_dir: Path | None = None, graph_uri: str | None = None) -> 
     from kgweave.api.client import Client
 
     return Client(settings.server)
+
+
+def link_query_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """MODEL_DIR and the query of a link-prediction or completion command: --head or --tail,
+    --relation, -k."""
+    for option in reversed(
+        (
+            click.argument("model_dir", type=click.Path(path_type=Path), required=False),
+            click.option("--head", default=None, help="Known head (id or name): find tails."),
+            click.option("--relation", "-r", required=True, help="Relation (label or its text)."),
+            click.option("--tail", default=None, help="Known tail (id or name): find heads."),
+            click.option("-k", "k", type=int, default=None, help="How many answers [default: 10]."),
+        )
+    ):
+        command = option(command)
+    return command

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from kgweave.cli.connect import link_query_options
 from kgweave.cli.output import emit_json
 from kgweave.errors import InvalidArgumentError
 from kgweave.settings import get_settings
@@ -116,14 +117,10 @@ def corpus(
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path(path_type=Path), required=False)
-@click.option("--head", default=None, help="Known head (id or name): complete the tail.")
-@click.option("--relation", "-r", required=True, help="Relation (label or text).")
-@click.option("--tail", default=None, help="Known tail (id or name): complete the head.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Answers (1-100).")
+@link_query_options
 @click.option(
-    "--kge-candidates", type=int, default=50, show_default=True,
-    help="Candidates from the embeddings before re-ranking.",
+    "--kge-candidates", type=int, default=None,
+    help="Candidates from the embeddings before re-ranking [default: 50].",
 )  # fmt: skip
 @click.option("--no-generate", is_flag=True, help="Do not let the LM propose names.")
 @click.option(
@@ -141,8 +138,8 @@ def complete(
     head: str | None,
     relation: str,
     tail: str | None,
-    k: int,
-    kge_candidates: int,
+    k: int | None,
+    kge_candidates: int | None,
     no_generate: bool,
     write_to_graph: bool,
     min_score: float,
@@ -164,8 +161,8 @@ def complete(
 
     with open_client(model_dir, graph_uri) as client:
         reply = client.complete(
-            Query(relation=relation, head=head, tail=tail), k, kge_candidates, not no_generate,
-            write_to_graph, min_score,
+            Query(relation=relation, head=head, tail=tail), k or 0, kge_candidates or 0,
+            not no_generate, write_to_graph, min_score,
         )  # fmt: skip
     if as_json:
         emit_json(reply)

@@ -29,6 +29,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 from kgweave import __version__
+from kgweave.cli.connect import link_query_options
 from kgweave.cli.output import emit_json, emit_metrics, err
 from kgweave.errors import InvalidArgumentError, KGWeaveError
 from kgweave.settings import get_settings
@@ -313,11 +314,7 @@ def eval_(
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(path_type=Path), required=False)
-@click.option("--head", default=None, help="Head entity (id or exact name): predict tails.")
-@click.option("--relation", "-r", required=True, help="Relation (id or its text).")
-@click.option("--tail", default=None, help="Tail entity (id or exact name): predict heads.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="How many answers.")
+@link_query_options
 @click.option("--filter-known", is_flag=True, help="Drop answers already in the training graph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def predict(
@@ -325,7 +322,7 @@ def predict(
     head: str | None,
     relation: str,
     tail: str | None,
-    k: int,
+    k: int | None,
     filter_known: bool,
     as_json: bool,
 ) -> None:
@@ -341,7 +338,7 @@ def predict(
     if (head is None) == (tail is None):
         raise InvalidArgumentError("give exactly one of --head and --tail")
     with open_client(model_dir) as client:
-        reply = client.predict(Query(relation=relation, head=head, tail=tail), k, filter_known)
+        reply = client.predict(Query(relation=relation, head=head, tail=tail), k or 0, filter_known)
     if as_json:
         emit_json(reply)
         return
