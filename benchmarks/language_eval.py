@@ -24,20 +24,22 @@ Design (every number is measured here; nothing is copied in):
   trained with :func:`kgweave.engine.train_model` under ``--kge-budget`` seconds of training
   (validation time excluded, as the library does). FB15k-237: the existing artifact given by
   ``--kge-model`` (ComplEx dim 400, trained 44 minutes); it is not retrained.
-- **(b) LM only.** A small GPT-2-style LM (:func:`kgweave.language.lm.build_small_lm`,
+- **(b) LM only.** A small GPT-2-style LM (:func:`kgweave.language.components.lm.build_small_lm`,
   ``--lm-layers`` 2 blocks, ``--lm-width`` 192, 4 heads, 64 positions, vocabulary 4,000: smaller
   than the joint default of 4 x 256 because a few minutes of CPU see only a fraction of the
   corpus, and a smaller model sees more of it) with a byte-level BPE tokenizer trained on the
-  KG-to-text corpus of the training split (:func:`kgweave.language.corpus.write_corpus`:
+  KG-to-text corpus of the training split (:func:`kgweave.language.joint.corpus.write_corpus`:
   description sentences and one sentence per training fact) plus the entity names
-  (:func:`kgweave.language.tokenizer.train_tokenizer`), trained by
-  :func:`kgweave.language.lm.train_lm` (AdamW 2e-3, cosine, batch 32, 64 tokens) over a seeded
+  (:func:`kgweave.language.components.tokenizer.train_tokenizer`), trained by
+  :func:`kgweave.language.components.lm.train_lm` (AdamW 2e-3, cosine, batch 32, 64 tokens) over a
+  seeded
   random subset of the corpus sized to twice what the timed throughput (16 batches after 4
   warm-up ones) fits in ``--lm-budget`` seconds; a deadline guard stops the updates when the
   budget is spent (the CPU is shared, so throughput moves during a run), and the JSON records
   the lines actually trained on. Ranking every entity by LM
   likelihood is too expensive on 2 CPU cores, so **LM-only ranking is trie-constrained beam
-  search** (:func:`kgweave.language.completion.constrained_generate`, beam ``--beam``, default
+  search** (:func:`kgweave.language.features.completion.constrained_generate`, beam ``--beam``,
+  default
   10, on the first ``--lm-sample`` (default 100) triples of the test sample, 200 queries, as
   beam search costs up to seconds per query on the shared CPU; it returns the top ``--beam``
   names by ``log P(name + rest of sentence | prompt)``). Other
@@ -45,19 +47,20 @@ Design (every number is measured here; nothing is copied in):
   rank within the list, and a true entity that was **not generated counts as unranked:
   reciprocal rank 0, no hit**. Several entities can share a name (WordNet lemmas): they then
   tie.
-- **(c) Text-enhanced KGE.** The KGE half of :func:`kgweave.language.joint.train_joint`
+- **(c) Text-enhanced KGE.** The KGE half of :func:`kgweave.language.joint.pipeline.train_joint`
   (``use_text=True``): entity rows ``structural + P · text`` (:class:`TextEnhancedEntities`,
   ``P`` zero-initialised) plus the InfoNCE alignment loss (weight 0.1, temperature 0.1, 256
   entities per step), with the same model, regime, optimiser, bf16 autocast, validation
   schedule and **the same wall-time budget** as its plain partner, trained by the same
-  function ``train_joint`` uses (:func:`kgweave.language.joint.train_text_enhanced_kge`,
+  function ``train_joint`` uses (:func:`kgweave.language.joint.pipeline.train_text_enhanced_kge`,
   without the LM half). The plain partner: WN18RR the model of (a); FB15k-237 a plain
   ComplEx dim 200 trained by ``train_model`` with the same budget on the same reduced training
   set (not the 44-minute model). Text vectors: the offline all-MiniLM-L6-v2
-  (:class:`kgweave.language.encoder.TextEncoder`). FB15k-237: ``"name: description"``.
+  (:class:`kgweave.language.components.encoder.TextEncoder`). FB15k-237: ``"name: description"``.
   WN18RR: the lemma only by default (``--text full``: ``lemma, definition``, as SimKGC uses;
   the text-enhanced model is then cached apart, so ``--reuse`` retrains only it).
-- **(d) Combined.** :class:`kgweave.language.completion.LMCompleter` on the KGE model of (a) and
+- **(d) Combined.** :class:`kgweave.language.features.completion.LMCompleter` on the KGE model of
+  (a) and
   the LM of (b); :meth:`LMCompleter.fit_weights` (``--fit-method``, default logistic; grid maximises
   validation MRR) on a seeded sample of
   ``--valid-sample`` validation triples (default 100) with ``top_n = --rerank-n`` (default 20).
@@ -73,7 +76,8 @@ Design (every number is measured here; nothing is copied in):
   edges would change the graph much more than adding a new entity does).
   FB15k-237: **truly held out**: every train and valid triple touching them is removed, and the
   budgeted plain and text-enhanced models of (c) are trained on what is left. A ridge
-  projection (:class:`kgweave.language.coldstart.TextProjection`, l2 1.0) is fitted from text
+  projection (:class:`kgweave.language.features.coldstart.TextProjection`, l2 1.0) is fitted from
+  text
   vectors to the trained embeddings of all *other* entities; the held-out rows are replaced by
   their projected text vectors; the metric is filtered MRR over all test triples touching a
   held-out entity (both sides). Reported next to the rows left as training made them (trained
@@ -107,14 +111,20 @@ from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.engine import align_dataset, open_dataset, train_model
 from kgweave.evaluation.ranking import build_filter, filtered_ranks
-from kgweave.language.coldstart import TextProjection
-from kgweave.language.completion import LMCompleter, constrained_generate
-from kgweave.language.corpus import write_corpus
-from kgweave.language.encoder import TextEncoder, entity_texts
-from kgweave.language.joint import JointConfig, bake, train_text_enhanced_kge
-from kgweave.language.lm import build_small_lm, causal_lm_loss, load_lm, save_lm, train_lm
-from kgweave.language.tokenizer import train_tokenizer
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.components.encoder import TextEncoder, entity_texts
+from kgweave.language.components.lm import (
+    build_small_lm,
+    causal_lm_loss,
+    load_lm,
+    save_lm,
+    train_lm,
+)
+from kgweave.language.components.tokenizer import train_tokenizer
+from kgweave.language.features.coldstart import TextProjection
+from kgweave.language.features.completion import LMCompleter, constrained_generate
+from kgweave.language.features.verbalize import Verbalizer
+from kgweave.language.joint.corpus import write_corpus
+from kgweave.language.joint.pipeline import JointConfig, bake, train_text_enhanced_kge
 from kgweave.models import KGEModel
 from kgweave.predict import LinkPredictor
 from kgweave.settings import get_settings
@@ -330,7 +340,7 @@ def train_small_lm(
     # first calls are several times slower), then 16 timed ones
     probe = copy.deepcopy(lm).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-3)
-    from kgweave.language.lm import encode_texts
+    from kgweave.language.components.lm import encode_texts
 
     t0 = time.perf_counter()
     for b in range(20):

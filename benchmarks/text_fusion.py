@@ -9,7 +9,8 @@ MODEL_FOLDER a model artifact trained on it (``kgweave train -d DATASET -o MODEL
 The run: encode every entity's text as ``train --joint`` does (``language_eval.text_vectors``:
 all-MiniLM-L6-v2 offline, cached in ``--cache``, default ``/tmp/kgweave-language-eval``, shared
 with the language evaluation), build the lexical links from names and descriptions, fit the
-fusion weights on the validation split (:meth:`kgweave.language.textfusion.TextFusion.fit`),
+fusion weights on the validation split
+(:meth:`kgweave.language.features.text_fusion.TextFusion.fit`),
 then rank the **full test split** (filtered, realistic ties, both directions) by the KGE
 scores alone and by the fused scores.
 Writes ``text_fusion_<dataset>.json`` (settings, timings, fitted weights, every metric and the
@@ -31,8 +32,8 @@ import torch
 from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.evaluation.ranking import build_filter, evaluate
-from kgweave.language.textfusion import FEATURES, TextFusion
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.features.text_fusion import FEATURES, TextFusion
+from kgweave.language.features.verbalize import Verbalizer
 from language_eval import text_vectors  # the same cached MiniLM vectors, `name: description`
 
 

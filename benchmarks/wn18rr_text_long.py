@@ -6,7 +6,7 @@ Usage::
 
 TEXT_CACHE: the lemma + definition MiniLM vectors that ``language_eval.py --dataset wn18rr
 --text full`` caches (default ``/tmp/kgweave-language-eval/text-wn18rr-full.pt``). The dataset
-comes from ``KGWEAVE_DATASETS_DIR``. Trains with ``kgweave.language.joint``'s
+comes from ``KGWEAVE_DATASETS_DIR``. Trains with ``kgweave.language.joint.pipeline``'s
 ``train_text_enhanced_kge`` (the KGE half of ``kgweave train --joint``), then evaluates the
 baked model on the full test split; writes ``wn18rr_text_enhanced.json`` beside this run.
 """
@@ -23,7 +23,7 @@ import torch
 
 from kgweave.data import load_dataset
 from kgweave.engine import evaluate_on
-from kgweave.language.joint import JointConfig, bake, train_text_enhanced_kge
+from kgweave.language.joint.pipeline import JointConfig, bake, train_text_enhanced_kge
 from kgweave.training import TrainConfig
 
 

@@ -13,13 +13,13 @@ from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset, load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from kgweave.language.coldstart import (
+from kgweave.language.components.encoder import DEFAULT_ENCODER, TextEncoder
+from kgweave.language.features.coldstart import (
     TextProjection,
     add_cold_entities,
     artifact_entity_texts,
     fit_projection,
 )
-from kgweave.language.encoder import DEFAULT_ENCODER, TextEncoder
 from kgweave.predict import LinkPredictor, Query
 from kgweave.training.config import TrainConfig
 from kgweave.training.loop import train

@@ -16,8 +16,8 @@ from kgweave.data import load_dataset
 from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
-from kgweave.language.joint import JointConfig, load_text_fusion, train_joint
-from kgweave.language.textfusion import FusedScorer
+from kgweave.language.features.text_fusion import FusedScorer
+from kgweave.language.joint.pipeline import JointConfig, load_text_fusion, train_joint
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings, get_settings

@@ -9,10 +9,10 @@ from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data import KGDataset, load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import InvalidArgumentError, NotFoundError
-from kgweave.language.completion import EntityNameTrie, LMCompleter, constrained_generate
-from kgweave.language.lm import build_small_lm, train_lm
-from kgweave.language.tokenizer import train_tokenizer
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.components.lm import build_small_lm, train_lm
+from kgweave.language.components.tokenizer import train_tokenizer
+from kgweave.language.features.completion import EntityNameTrie, LMCompleter, constrained_generate
+from kgweave.language.features.verbalize import Verbalizer
 from kgweave.predict import LinkPredictor, Query
 from kgweave.training import TrainConfig, train
 

@@ -10,7 +10,7 @@ import torch
 from kgweave.data import KGDataset, load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import ArtifactError, FailedPreconditionError, NotFoundError
-from kgweave.language.lm import (
+from kgweave.language.components.lm import (
     build_small_lm,
     load_causal_lm,
     load_lm,
@@ -18,8 +18,8 @@ from kgweave.language.lm import (
     sequence_logprob,
     train_lm,
 )
-from kgweave.language.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.components.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from kgweave.language.features.verbalize import Verbalizer
 
 
 @pytest.fixture(scope="module")

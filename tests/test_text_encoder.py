@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from kgweave.language.encoder import DEFAULT_ENCODER, TextEncoder, entity_texts
-from kgweave.language.semantic import SemanticIndex
+from kgweave.language.components.encoder import DEFAULT_ENCODER, TextEncoder, entity_texts
+from kgweave.language.features.semantic import SemanticIndex
 from kgweave.settings import Settings
 
 

@@ -9,13 +9,13 @@ import pytest
 from kgweave.data.dataset import KGDataset, load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import InvalidArgumentError, NotFoundError
-from kgweave.language.corpus import write_corpus
-from kgweave.language.verbalize import (
+from kgweave.language.features.verbalize import (
     WORDNET_TEMPLATES,
     Verbalizer,
     default_template,
     split_sentences,
 )
+from kgweave.language.joint.corpus import write_corpus
 
 
 @pytest.fixture(scope="module")

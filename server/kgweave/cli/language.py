@@ -50,7 +50,7 @@ def verbalize(
         text, sentences = reply["text"], reply["sentences"]
     else:
         from kgweave.engine import open_dataset
-        from kgweave.language.verbalize import Verbalizer
+        from kgweave.language.features.verbalize import Verbalizer
 
         assert dataset is not None
         data = open_dataset(dataset, get_settings())
@@ -100,7 +100,7 @@ def corpus(
 ) -> None:
     """Write a KG-to-text corpus (every fact as a sentence) for language-model training."""
     from kgweave.engine import open_dataset
-    from kgweave.language.corpus import write_corpus
+    from kgweave.language.joint.corpus import write_corpus
 
     data = open_dataset(dataset, get_settings())
     wanted = tuple(s.strip() for s in splits.split(",") if s.strip())

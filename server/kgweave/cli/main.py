@@ -223,7 +223,7 @@ def _train_joint(
 ) -> None:
     from pydantic import ValidationError
 
-    from kgweave.language.joint import JointConfig, train_joint
+    from kgweave.language.joint.pipeline import JointConfig, train_joint
 
     try:
         joint_config = JointConfig.model_validate(

@@ -1,2 +1,3 @@
-"""The language side: verbalization (graph to text), text encoder, causal LM, completion,
-joint KG-LM training."""
+"""The language side: ``components`` (text encoder, causal LM, tokenizer), ``features``
+(verbalization, completion, cold start, semantic search, text fusion) and ``joint`` (joint
+KG-LM training and its artifact)."""

@@ -113,7 +113,8 @@ class EntityProducts:
 class EntityScorer(Protocol):
     """What ranks every entity for link prediction: a model's own pass
     (:class:`TailScorer`) or one that adds more than the embeddings (the text fusion,
-    :class:`kgweave.language.textfusion.FusedScorer`). :class:`~kgweave.predict.LinkPredictor`
+    :class:`kgweave.language.features.text_fusion.FusedScorer`).
+    :class:`~kgweave.predict.LinkPredictor`
     takes either and treats them alike."""
 
     #: the scores are final; False: a candidate search whose best are rescored in fp32

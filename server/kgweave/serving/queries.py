@@ -28,7 +28,7 @@ from kgweave.settings import Settings
 
 if TYPE_CHECKING:
     from kgweave.graph.store import GraphStore
-    from kgweave.language.encoder import TextEncoder
+    from kgweave.language.components.encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Completion:
     """The answer of :meth:`QueryPlane.complete`."""
 
     model_version: str
-    candidates: list[Any]  # kgweave.language.completion.CompletionCandidate
+    candidates: list[Any]  # kgweave.language.features.completion.CompletionCandidate
     weights: tuple[float, float, float]  # w_kge, w_lm, bias
     written: int
 
@@ -178,7 +178,7 @@ class QueryPlane:
 
     def text_encoder(self) -> TextEncoder:
         """The sentence encoder of ``settings.text_encoder`` (loaded on first use)."""
-        from kgweave.language.encoder import TextEncoder
+        from kgweave.language.components.encoder import TextEncoder
 
         with self._encoder_lock:
             if self._encoder is None:

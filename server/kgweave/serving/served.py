@@ -27,12 +27,12 @@ from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import LinkPredictor, Query
 
 if TYPE_CHECKING:
-    from kgweave.language.coldstart import TextProjection
-    from kgweave.language.completion import LMCompleter
-    from kgweave.language.encoder import TextEncoder
-    from kgweave.language.semantic import SemanticIndex
-    from kgweave.language.textfusion import TextFusion
-    from kgweave.language.verbalize import Verbalizer
+    from kgweave.language.components.encoder import TextEncoder
+    from kgweave.language.features.coldstart import TextProjection
+    from kgweave.language.features.completion import LMCompleter
+    from kgweave.language.features.semantic import SemanticIndex
+    from kgweave.language.features.text_fusion import TextFusion
+    from kgweave.language.features.verbalize import Verbalizer
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ServedModel:
         self.artifact = artifact
         scorer = None
         if text_fusion is not None:
-            from kgweave.language.textfusion import FusedScorer
+            from kgweave.language.features.text_fusion import FusedScorer
 
             scorer = FusedScorer(text_fusion, artifact.model)
         self.predictor = LinkPredictor(artifact, precision, scorer, prepack)
@@ -115,8 +115,8 @@ class ServedModel:
         artifact = load_artifact(path, device=device)
         fusion = verbalizer = None
         if text_fusion and (path / "language" / "joint.json").is_file():
-            from kgweave.language.joint import load_text_fusion
-            from kgweave.language.verbalize import Verbalizer
+            from kgweave.language.features.verbalize import Verbalizer
+            from kgweave.language.joint.pipeline import load_text_fusion
 
             verbalizer = Verbalizer.from_artifact(artifact)
             fusion = load_text_fusion(path, artifact, verbalizer)
@@ -157,7 +157,7 @@ class ServedModel:
     @functools.cached_property
     def verbalizer(self) -> Verbalizer:
         """Graph-to-text for this version (built on first use)."""
-        from kgweave.language.verbalize import Verbalizer
+        from kgweave.language.features.verbalize import Verbalizer
 
         return Verbalizer.from_artifact(self.artifact)
 
@@ -189,8 +189,8 @@ class ServedModel:
     def semantic_index(self, encoder: TextEncoder, cache_dir: Path) -> SemanticIndex:
         """Entity text vectors of this version under ``encoder`` (computed once, then cached in
         ``cache_dir`` by weights hash and encoder)."""
-        from kgweave.language.coldstart import artifact_entity_texts
-        from kgweave.language.semantic import SemanticIndex
+        from kgweave.language.features.coldstart import artifact_entity_texts
+        from kgweave.language.features.semantic import SemanticIndex
 
         with self._text_lock:
             if self._text_index is not None and self._text_index[0] == encoder.spec:
@@ -221,7 +221,7 @@ class ServedModel:
         """A new served model that also knows ``rows`` (id, name, description): entities with
         text and no edges, embedded by a projection of their text vectors fitted on this
         version's entities (fitted once per version). Warmed up, ready to swap in."""
-        from kgweave.language.coldstart import TextProjection, add_cold_entities
+        from kgweave.language.features.coldstart import TextProjection, add_cold_entities
 
         index = self.semantic_index(encoder, cache_dir)
         with self._text_lock:
@@ -265,13 +265,13 @@ class ServedModel:
         own LM and fitted weights when the version was trained with ``--joint``, otherwise the
         ``language_model`` setting (weights not fitted: 1, 1, 0). Returns it and a label of
         the LM used."""
-        from kgweave.language.completion import LMCompleter
+        from kgweave.language.features.completion import LMCompleter
 
         with self._text_lock:
             if self._completer is None:
                 joint = self.artifact.path / "language" / "joint.json"
                 if joint.is_file():
-                    from kgweave.language.joint import load_joint
+                    from kgweave.language.joint.pipeline import load_joint
 
                     # the predictor holds the text fusion already (the completer takes it)
                     parts = load_joint(
@@ -285,7 +285,7 @@ class ServedModel:
                         "joint",
                     )  # fmt: skip
                 elif language_model:
-                    from kgweave.language.lm import load_causal_lm
+                    from kgweave.language.components.lm import load_causal_lm
 
                     lm, tokenizer = load_causal_lm(language_model, device=self.device)
                     self._completer = (

@@ -1,6 +1,7 @@
 """Cold start: embeddings for entities that have text but no edges yet.
 
-A :class:`TextProjection` maps text vectors (from :class:`~kgweave.language.encoder.TextEncoder`)
+A :class:`TextProjection` maps text vectors (from
+:class:`~kgweave.language.components.encoder.TextEncoder`)
 into the KGE model's entity space. It is fitted by closed-form ridge regression on the entities
 that have both a text vector and a trained embedding, and saved as ``projection.safetensors``
 plus ``projection.json`` (no pickles).
@@ -34,11 +35,11 @@ from kgweave.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from kgweave.language.encoder import entity_texts
+from kgweave.language.components.encoder import entity_texts
 from kgweave.models import KGEModel, build_model
 
 if TYPE_CHECKING:
-    from kgweave.language.encoder import TextEncoder
+    from kgweave.language.components.encoder import TextEncoder
 
 FORMAT = "kgweave-text-projection"
 FORMAT_VERSION = 1

@@ -11,7 +11,8 @@ so the ranking stays exact:
 
 - ``kge``: the embedding model's score, log-softmax-normalised over all entities (so scores
   of different queries and relations are on one scale);
-- ``text_cosine``: cosine of the entities' text vectors (:mod:`kgweave.language.encoder`);
+- ``text_cosine``: cosine of the entities' text vectors
+(:mod:`kgweave.language.components.encoder`);
 - ``name_in_description``: ``c``'s name occurs, as whole words, in ``e``'s description
   (WordNet: a gloss names its hypernym, "breadfruit: ... fruit tree");
 - ``description_names``: ``e``'s name occurs in ``c``'s description (the reverse);
@@ -24,7 +25,8 @@ so the ranking stays exact:
 Initial weights are ``kge = 1``, the others 0: an unfitted fusion ranks exactly as the
 embedding model does, and a relation without validation facts keeps that ranking.
 
-Names and descriptions are the verbalizer's (:class:`kgweave.language.verbalize.Verbalizer`),
+Names and descriptions are the verbalizer's
+(:class:`kgweave.language.features.verbalize.Verbalizer`),
 so WN18RR's ``lemma, definition`` texts are split into name and description.
 """
 
@@ -43,7 +45,7 @@ from tqdm.auto import tqdm
 from kgweave.data.dataset import TailIndex, expand_ranges, with_reciprocals
 from kgweave.errors import ArtifactError, InvalidArgumentError
 from kgweave.evaluation.ranking import EvaluationResult, evaluate, realistic_rank
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.features.verbalize import Verbalizer
 from kgweave.models import KGEModel
 
 FEATURES = (

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from kgweave.data.dataset import KGDataset
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.features.verbalize import Verbalizer
 
 
 def write_corpus(

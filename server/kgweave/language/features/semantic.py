@@ -12,7 +12,7 @@ from kgweave import arguments
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 
 if TYPE_CHECKING:
-    from kgweave.language.encoder import TextEncoder
+    from kgweave.language.components.encoder import TextEncoder
 
 
 class SemanticIndex:

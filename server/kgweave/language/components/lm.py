@@ -5,7 +5,7 @@ Two ways to get a model:
 - :func:`load_causal_lm`: any ``AutoModelForCausalLM`` from a local folder or a Hugging Face id
   (the ``language_model`` setting);
 - :func:`build_small_lm`: a GPT-2-style model built from a config, no weights downloaded, with
-  the tokenizer trained on the graph (:mod:`kgweave.language.tokenizer`); train it with
+  the tokenizer trained on the graph (:mod:`kgweave.language.components.tokenizer`); train it with
   :func:`train_lm`.
 
 :func:`sequence_logprob` is how the rest of kgweave uses a model: ``log P(continuation |

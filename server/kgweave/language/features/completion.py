@@ -9,11 +9,13 @@ For a query ``(head, relation, ?)`` (or ``(?, relation, tail)``):
    slot (``"."``, or ``" was born in London."`` for a head query) is scored after each
    complete name, so names that fit the whole sentence win.
 2. **Evidence**: each candidate's fact verbalized as one sentence
-   (:class:`kgweave.language.verbalize.Verbalizer`); ``lm_logprob`` is ``log P(sentence after
-   the slot's prefix | prefix)`` under the LM (:func:`kgweave.language.lm.sequence_logprob`).
+   (:class:`kgweave.language.features.verbalize.Verbalizer`); ``lm_logprob`` is ``log P(sentence
+   after
+   the slot's prefix | prefix)`` under the LM
+   (:func:`kgweave.language.components.lm.sequence_logprob`).
 3. **Re-ranking**: ``combined = w_kge * graph_score + w_lm * lm_logprob + b``, where
    ``graph_score`` is the KGE score, or, when the model carries a text fusion
-   (:class:`kgweave.language.textfusion.TextFusion`), the fused score of the KGE and the
+   (:class:`kgweave.language.features.text_fusion.TextFusion`), the fused score of the KGE and the
    entity-text features; the candidates then come from the fused ranking too.
 
 The weights are **fitted on validation** by :meth:`LMCompleter.fit_weights`: for each
@@ -42,8 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
-from kgweave.language.lm import sequence_logprob
-from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
+from kgweave.language.components.lm import sequence_logprob
+from kgweave.language.features.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.predict import LinkPredictor, Query
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ Side = Literal["tail", "head"]
 
 
 @dataclass(frozen=True)
-class FusionWeights:
+class RerankWeights:
     """``combined = w_kge * graph_score + w_lm * lm_logprob + bias`` (``graph_score``: the
     KGE score, or the text-fused score when there is a text fusion)."""
 
@@ -78,7 +80,7 @@ class FusionWeights:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FusionWeights:
+    def from_dict(cls, data: dict[str, Any]) -> RerankWeights:
         return cls(
             float(data["w_kge"]),
             float(data["w_lm"]),
@@ -263,13 +265,13 @@ class LMCompleter:
     Args:
         predictor: the KGE side (its artifact names the entities and relations).
         model, tokenizer: a causal LM and its tokenizer (e.g. from
-            :func:`kgweave.language.lm.load_lm`).
+            :func:`kgweave.language.components.lm.load_lm`).
         verbalizer: facts to sentences; default: from the predictor's artifact.
         weights: the re-ranking weights; default unfitted (1, 1, 0) until :meth:`fit_weights`.
         top_n: KGE candidates per query; lm_candidates: names kept from constrained decoding.
         ranker: when given (default: the predictor's own, if any), candidates and
             ``graph_score`` come from it: the KGE model fused with entity text
-            (:class:`kgweave.language.textfusion.FusedScorer`).
+            (:class:`kgweave.language.features.text_fusion.FusedScorer`).
     """
 
     def __init__(
@@ -278,7 +280,7 @@ class LMCompleter:
         model: Any,
         tokenizer: Any,
         verbalizer: Verbalizer | None = None,
-        weights: FusionWeights | None = None,
+        weights: RerankWeights | None = None,
         top_n: int = 20,
         lm_candidates: int = 5,
         beam_size: int = 8,
@@ -291,7 +293,7 @@ class LMCompleter:
         self.model = model
         self.tokenizer = tokenizer
         self.verbalizer = verbalizer or Verbalizer.from_artifact(self.artifact)
-        self.weights = weights or FusionWeights()
+        self.weights = weights or RerankWeights()
         self.top_n = top_n
         self.lm_candidates = lm_candidates
         self.beam_size = beam_size
@@ -464,7 +466,7 @@ class LMCompleter:
         method: Literal["logistic", "grid"] = "logistic",
         max_triples: int | None = None,
         seed: int = 0,
-    ) -> FusionWeights:
+    ) -> RerankWeights:
         """Fit ``w_kge``, ``w_lm`` and ``b`` on validation facts and use them from now on.
 
         Args:
@@ -527,7 +529,7 @@ class LMCompleter:
             raise InvalidArgumentError(f"unknown fitting method {method!r}: logistic or grid")
         w = w_std / std
         bias = b_std - float((w_std * mean / std).sum())
-        fitted = FusionWeights(float(w[0]), float(w[1]), float(bias), method)
+        fitted = RerankWeights(float(w[0]), float(w[1]), float(bias), method)
         report = {
             "queries": float(len(groups)),
             "queries_answer_outside_top_n": float(len(missed)),
@@ -537,7 +539,7 @@ class LMCompleter:
             "valid_mrr_lm": _mrr(groups, lambda kg, lm: lm),
             "valid_mrr_combined": _mrr(groups, fitted.combine),
         }
-        self.weights = FusionWeights(fitted.w_kge, fitted.w_lm, fitted.bias, method, report)
+        self.weights = RerankWeights(fitted.w_kge, fitted.w_lm, fitted.bias, method, report)
         return self.weights
 
 

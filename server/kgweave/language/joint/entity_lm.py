@@ -1,6 +1,6 @@
 """KG to LM: a causal language model that sees knowledge-graph embeddings at entity mentions.
 
-:class:`EntityFusedLM` wraps any causal LM. Where the text mentions an entity (a token span
+:class:`EntityAwareLM` wraps any causal LM. Where the text mentions an entity (a token span
 given as ``(batch, start, end, entity_id)``), it adds a learned projection of that entity's
 KGE embedding to the LM's hidden states:
 
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.lm import causal_lm_loss
+from kgweave.language.components.lm import causal_lm_loss
 
 
 def transformer_blocks(lm: nn.Module) -> nn.ModuleList:
@@ -55,7 +55,7 @@ def char_spans_to_token_spans(
 
     Args:
         offsets: per text, the (char start, char end) of each token (``(0, 0)`` for special
-            tokens and padding), as in :class:`kgweave.language.lm.EncodedBatch`.
+            tokens and padding), as in :class:`kgweave.language.components.lm.EncodedBatch`.
         mentions: per text, (char start, char end, entity id) of each mention.
     Returns:
         shape (S, 4) long: (batch row, first token, end token exclusive, entity id); mentions
@@ -72,7 +72,7 @@ def char_spans_to_token_spans(
     return torch.tensor(rows, dtype=torch.long)
 
 
-class EntityFusedLM(nn.Module):
+class EntityAwareLM(nn.Module):
     """A causal LM plus KGE embeddings added at entity mentions (see the module docstring).
 
     Args:

@@ -2,7 +2,7 @@
 
 The run, top to bottom:
 
-1. **LM -> KG.** Entity text vectors (:class:`kgweave.language.encoder.TextEncoder` over
+1. **LM -> KG.** Entity text vectors (:class:`kgweave.language.components.encoder.TextEncoder` over
    ``"name: description"``, or vectors passed in) enter the KGE model: each entity's
    representation is ``structural + P · text`` (:class:`TextEnhancedEntities`, ``P``
    zero-initialised so training starts from the plain model), trained with the configured
@@ -14,13 +14,14 @@ The run, top to bottom:
 3. **KG -> LM.** A causal LM (the small GPT-2-style one, trained from scratch with a tokenizer
    trained on the graph's text, or ``language_model`` fine-tuned) learns the KG-to-text corpus
    (every training fact verbalized) with the trained entity embeddings added at entity
-   mentions (:class:`kgweave.language.fusion.EntityFusedLM`).
+   mentions (:class:`kgweave.language.joint.entity_lm.EntityAwareLM`).
 4. **Text fusion** (``text_fusion``, on by default): link-prediction scores that add entity
    text to the trained embeddings (text cosine, names found in descriptions and names,
-   relation popularity; :mod:`kgweave.language.textfusion`), per-relation weights fitted on
+   relation popularity; :mod:`kgweave.language.features.text_fusion`), per-relation weights fitted
+   on
    validation; the completer ranks and re-ranks by it.
 5. Optionally, the completion re-ranking weights are fitted on validation
-   (:meth:`kgweave.language.completion.LMCompleter.fit_weights`).
+   (:meth:`kgweave.language.features.completion.LMCompleter.fit_weights`).
 
 The artifact folder::
 
@@ -61,9 +62,7 @@ from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.device import resolve_device
 from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
 from kgweave.evaluation.ranking import build_filter, evaluate
-from kgweave.language.completion import FusionWeights, LMCompleter
-from kgweave.language.fusion import EntityFusedLM, char_spans_to_token_spans
-from kgweave.language.lm import (
+from kgweave.language.components.lm import (
     EncodedBatch,
     build_small_lm,
     load_causal_lm,
@@ -71,9 +70,11 @@ from kgweave.language.lm import (
     save_lm,
     train_lm,
 )
-from kgweave.language.textfusion import FusedScorer, TextFusion
-from kgweave.language.tokenizer import train_tokenizer
-from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
+from kgweave.language.components.tokenizer import train_tokenizer
+from kgweave.language.features.completion import LMCompleter, RerankWeights
+from kgweave.language.features.text_fusion import FusedScorer, TextFusion
+from kgweave.language.features.verbalize import HEAD, TAIL, Verbalizer
+from kgweave.language.joint.entity_lm import EntityAwareLM, char_spans_to_token_spans
 from kgweave.models import KGEModel, model_class
 from kgweave.predict import LinkPredictor
 from kgweave.settings import Settings
@@ -210,7 +211,7 @@ class JointResult:
     metrics: dict[str, Any]
     kge_history: list[dict[str, Any]]
     lm_history: list[dict[str, float]]
-    completion_weights: FusionWeights | None
+    completion_weights: RerankWeights | None
     seconds: float
 
 
@@ -222,12 +223,12 @@ class JointModel:
     artifact: ModelArtifact
     lm: Any
     tokenizer: Any
-    fused: EntityFusedLM
+    fused: EntityAwareLM
     text_vectors: torch.Tensor  # (N, Dt)
     text_projection: nn.Linear  # P: Dt -> De
     align_projection: nn.Linear  # A: Dt -> De
     structural: torch.Tensor  # (N, De)
-    completion_weights: FusionWeights
+    completion_weights: RerankWeights
     config: dict[str, Any] = field(default_factory=dict)
     text_fusion: TextFusion | None = None
 
@@ -419,7 +420,7 @@ def _text_vectors(
                 f"{tuple(given.shape)}"
             )
         return given.detach().float().cpu()
-    from kgweave.language.encoder import TextEncoder
+    from kgweave.language.components.encoder import TextEncoder
 
     encoder = TextEncoder.from_settings(settings)
     labels = dataset.entities.labels
@@ -505,7 +506,7 @@ def train_joint(
             n_positions=max(config.lm_max_length, 16),
             seed=config.seed,
         )
-    fused = EntityFusedLM(
+    fused = EntityAwareLM(
         lm,
         plain.entity.weight.detach(),
         layer=config.fusion_layer,
@@ -575,7 +576,7 @@ def train_joint(
         os.replace(tmp, language / TEXT_FUSION)
 
     # ---- completion weights, fitted on validation with the parts just written
-    weights: FusionWeights | None = None
+    weights: RerankWeights | None = None
     if config.fit_completion:
         predictor = LinkPredictor(load_artifact(out, device=device))
         completer = LMCompleter(
@@ -601,7 +602,7 @@ def train_joint(
         "language_model": spec or "small",
         "fusion": fused.config(),
         "text_dim": int(text.shape[1]),
-        "completion_weights": (weights or FusionWeights()).to_dict(),
+        "completion_weights": (weights or RerankWeights()).to_dict(),
         "lm_history": lm_history,
         "metrics": metrics,
         "files": files,
@@ -769,7 +770,7 @@ def load_joint(
     if p_weight.shape != (width, vectors.shape[1]) or structural.shape != (num_entities, width):
         raise ArtifactError(f"{language / TEXT_WEIGHTS}: shapes disagree with the KGE model")
     fusion_config = joint.get("fusion") or {}
-    fused = EntityFusedLM(
+    fused = EntityAwareLM(
         lm,
         table,
         layer=fusion_config.get("layer", 0),
@@ -805,9 +806,9 @@ def load_joint(
         align_projection=align_projection,
         structural=structural,
         completion_weights=(
-            FusionWeights.from_dict(joint["completion_weights"])
+            RerankWeights.from_dict(joint["completion_weights"])
             if isinstance(joint.get("completion_weights"), dict)
-            else FusionWeights()
+            else RerankWeights()
         ),
         config=joint,
         text_fusion=text_fusion,

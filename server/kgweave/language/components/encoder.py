@@ -111,7 +111,7 @@ class TextEncoder:
             raise NotFoundError(
                 f"text encoder folder {location} holds no model (no modules.json or config.json)"
             )
-        from kgweave.language.lm import quiet_transformers
+        from kgweave.language.components.lm import quiet_transformers
 
         quiet_transformers()
         try:

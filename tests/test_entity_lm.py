@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.fusion import EntityFusedLM, char_spans_to_token_spans
-from kgweave.language.lm import build_small_lm, encode_texts
-from kgweave.language.tokenizer import train_tokenizer
+from kgweave.language.components.lm import build_small_lm, encode_texts
+from kgweave.language.components.tokenizer import train_tokenizer
+from kgweave.language.joint.entity_lm import EntityAwareLM, char_spans_to_token_spans
 
 TEXTS = ["Marie Curie was born in Warsaw.", "Pierre Curie was born in Paris."]
 
 
-def _fused(layer: int | None, train_entities: bool = False) -> tuple[EntityFusedLM, object]:
+def _fused(layer: int | None, train_entities: bool = False) -> tuple[EntityAwareLM, object]:
     tokenizer = train_tokenizer(TEXTS * 5, vocab_size=300)
     lm = build_small_lm(tokenizer, n_layer=2, n_embd=64, n_head=2, n_positions=32, dropout=0)
     table = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
-    return EntityFusedLM(lm, table, layer=layer, train_entities=train_entities), tokenizer
+    return EntityAwareLM(lm, table, layer=layer, train_entities=train_entities), tokenizer
 
 
 def _spans(tokenizer: object) -> tuple[object, torch.Tensor]:
@@ -70,7 +70,7 @@ def test_entity_table_can_be_fine_tuned() -> None:
 def test_bad_layer_and_entity_ids_are_refused() -> None:
     fused, tokenizer = _fused(0)
     with pytest.raises(InvalidArgumentError, match="out of range"):
-        EntityFusedLM(fused.lm, torch.zeros(3, 8), layer=5)
+        EntityAwareLM(fused.lm, torch.zeros(3, 8), layer=5)
     batch, _ = _spans(tokenizer)
     with pytest.raises(InvalidArgumentError, match="entity id"):
         fused(batch.input_ids, batch.attention_mask, torch.tensor([[0, 1, 2, 99]]))

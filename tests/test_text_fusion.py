@@ -9,9 +9,9 @@ from kgweave.data import KGDataset, load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import ArtifactError, InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
-from kgweave.language.encoder import TextEncoder
-from kgweave.language.textfusion import FEATURES, LexicalLinks, TextFusion, words
-from kgweave.language.verbalize import Verbalizer
+from kgweave.language.components.encoder import TextEncoder
+from kgweave.language.features.text_fusion import FEATURES, LexicalLinks, TextFusion, words
+from kgweave.language.features.verbalize import Verbalizer
 from kgweave.models import KGEModel
 from kgweave.training import TrainConfig, train
 

@@ -8,7 +8,7 @@ always give the same ``tokenizer.json``.
 Byte-level means every string can be encoded (no unknown token), and a word's tokens do not
 depend on the text before it as long as the word starts after a space: ``" Warsaw"`` is
 tokenized the same at the end of any sentence. Constrained decoding over entity names
-(:mod:`kgweave.language.completion`) relies on that.
+(:mod:`kgweave.language.features.completion`) relies on that.
 """
 
 from __future__ import annotations

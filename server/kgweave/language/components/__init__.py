@@ -1,0 +1,1 @@
+"""The language side's parts: the text encoder, causal language models, the tokenizer."""
