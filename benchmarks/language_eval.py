@@ -105,6 +105,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kgweave.language.features.constrained import constrained_generate
 from tqdm.auto import tqdm
 
 from kgweave.artifact import load_artifact, save_artifact
@@ -121,7 +122,7 @@ from kgweave.language.components.lm import (
 )
 from kgweave.language.components.tokenizer import train_tokenizer
 from kgweave.language.features.coldstart import TextProjection
-from kgweave.language.features.completion import LMCompleter, constrained_generate
+from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.verbalize import Verbalizer
 from kgweave.language.joint.corpus import write_corpus
 from kgweave.language.joint.pipeline import JointConfig, bake, train_text_enhanced_kge

@@ -35,16 +35,21 @@ it keeps fitting to one LM pass per validation fact and side.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.language.components.lm import sequence_logprob
+from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
+from kgweave.language.features.rerank import (
+    RerankWeights,
+    Scored,
+    fit_grid,
+    fit_logistic,
+    group_mrr,
+)
 from kgweave.language.features.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.predict import LinkPredictor, Query
 
@@ -52,42 +57,6 @@ if TYPE_CHECKING:
     from kgweave.models.products import EntityScorer
 
 Side = Literal["tail", "head"]
-
-
-@dataclass(frozen=True)
-class RerankWeights:
-    """``combined = w_kge * graph_score + w_lm * lm_logprob + bias`` (``graph_score``: the
-    KGE score, or the text-fused score when there is a text fusion)."""
-
-    w_kge: float = 1.0
-    w_lm: float = 1.0
-    bias: float = 0.0
-    method: str = "unfitted"
-    #: what fitting saw: queries, candidates, validation MRR of KGE alone and combined
-    report: dict[str, float] = field(default_factory=dict)
-
-    def combine(self, kge_score: float, lm_logprob: float) -> float:
-        """The combined score of one candidate."""
-        return self.w_kge * kge_score + self.w_lm * lm_logprob + self.bias
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "w_kge": self.w_kge,
-            "w_lm": self.w_lm,
-            "bias": self.bias,
-            "method": self.method,
-            "report": dict(self.report),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RerankWeights:
-        return cls(
-            float(data["w_kge"]),
-            float(data["w_lm"]),
-            float(data["bias"]),
-            str(data.get("method", "unfitted")),
-            {k: float(v) for k, v in dict(data.get("report") or {}).items()},
-        )
 
 
 @dataclass(frozen=True)
@@ -105,158 +74,6 @@ class CompletionCandidate:
     known: bool  # the completed fact is in the training graph
     #: what the re-ranker weighs: the text-fused score, or kge_score without a text fusion
     graph_score: float
-
-
-@dataclass(frozen=True)
-class GeneratedName:
-    """A complete entity name produced by constrained decoding."""
-
-    entity: int
-    text: str
-    logprob: float  # log P(name tokens + suffix | prompt)
-
-
-class _Node:
-    __slots__ = ("children", "entities")
-
-    def __init__(self) -> None:
-        self.children: dict[int, _Node] = {}
-        self.entities: list[int] = []
-
-
-class EntityNameTrie:
-    """Prefix trie over the token ids of every entity name.
-
-    Args:
-        tokenizer: tokenizes each name as ``leading + name`` (``leading=" "`` for a name after
-            a space, ``""`` at the start of a sentence, where ``capitalize`` upper-cases the
-            first letter as the verbalizer does).
-        names: entity id -> name.
-    """
-
-    def __init__(
-        self, tokenizer: Any, names: Sequence[str], leading: str = " ", capitalize: bool = False
-    ) -> None:
-        self.leading = leading
-        self.capitalize = capitalize
-        self.root = _Node()
-        self.texts = [self.surface(n) for n in names]
-        token_lists = tokenizer([leading + t for t in self.texts], add_special_tokens=False)[
-            "input_ids"
-        ]
-        for entity, tokens in enumerate(token_lists):
-            if not tokens:
-                continue
-            node = self.root
-            for token in tokens:
-                node = node.children.setdefault(int(token), _Node())
-            node.entities.append(entity)
-
-    def surface(self, name: str) -> str:
-        """How a name appears in the slot (capitalised at the start of a sentence)."""
-        return name[:1].upper() + name[1:] if self.capitalize else name
-
-    def allowed(self, tokens: Sequence[int]) -> list[int]:
-        """Tokens that may follow ``tokens`` (a prefix of some name); [] when none."""
-        node = self._walk(tokens)
-        return sorted(node.children) if node is not None else []
-
-    def complete(self, tokens: Sequence[int]) -> list[int]:
-        """Entities whose name is exactly ``tokens``."""
-        node = self._walk(tokens)
-        return list(node.entities) if node is not None else []
-
-    def _walk(self, tokens: Sequence[int]) -> _Node | None:
-        node: _Node | None = self.root
-        for token in tokens:
-            assert node is not None
-            node = node.children.get(token)
-            if node is None:
-                return None
-        return node
-
-
-def _model_device(model: Any) -> torch.device:
-    return next(model.parameters()).device  # type: ignore[no-any-return]
-
-
-@torch.no_grad()
-def constrained_generate(
-    model: Any,
-    tokenizer: Any,
-    trie: EntityNameTrie,
-    prompt: str,
-    suffix: str = "",
-    beam_size: int = 8,
-    num_return: int = 5,
-    max_steps: int = 48,
-) -> list[GeneratedName]:
-    """Beam search that can only spell entity names.
-
-    Every step extends each beam by one token among those the trie allows after it; a beam at a
-    complete name also yields that name as a finished hypothesis, scored with the name's tokens
-    plus ``log P(suffix | prompt + name)``. Greedy decoding is ``beam_size=1``.
-
-    Args:
-        prompt: the text before the slot (no trailing space; the trie's ``leading`` adds it).
-        suffix: the text after the slot, scored after each complete name ("" to skip).
-    Returns:
-        up to ``num_return`` names, best first, each a real entity's name.
-    """
-    if not prompt.strip() and not suffix.strip():
-        raise InvalidArgumentError("empty prompt: give the text before or after the slot")
-    if beam_size < 1 or num_return < 1:
-        raise InvalidArgumentError("beam_size and num_return must be at least 1")
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    prefix = [tokenizer.bos_token_id]
-    if prompt:
-        prefix += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    beams: list[tuple[list[int], float]] = [([], 0.0)]
-    finished: dict[int, tuple[str, float]] = {}  # entity -> (text, name logprob)
-    try:
-        for _ in range(max_steps):
-            if not beams:
-                break
-            input_ids = torch.tensor([prefix + b for b, _ in beams], device=device)
-            logits = model(input_ids=input_ids).logits[:, -1].float()  # (beams, V)
-            logp = torch.log_softmax(logits, dim=-1).cpu()
-            expansions: list[tuple[float, list[int]]] = []
-            for (tokens, score), row in zip(beams, logp, strict=True):
-                for token in trie.allowed(tokens):
-                    expansions.append((score + float(row[token]), [*tokens, token]))
-            expansions.sort(key=lambda x: -x[0])
-            beams = []
-            for score, tokens in expansions[:beam_size]:
-                for entity in trie.complete(tokens):
-                    if entity not in finished or finished[entity][1] < score:
-                        finished[entity] = (trie.texts[entity], score)
-                if trie.allowed(tokens):
-                    beams.append((tokens, score))
-    finally:
-        model.train(was_training)
-    if not finished:
-        return []
-    entities = list(finished)
-    totals = [finished[e][1] for e in entities]
-    if suffix:
-        heads = [prompt + trie.leading + finished[e][0] for e in entities]
-        extra = sequence_logprob(model, tokenizer, heads, [suffix] * len(entities))
-        totals = [t + float(x) for t, x in zip(totals, extra.tolist(), strict=True)]
-    order = sorted(range(len(entities)), key=lambda i: -totals[i])[:num_return]
-    return [GeneratedName(entities[i], finished[entities[i]][0], totals[i]) for i in order]
-
-
-@dataclass
-class _Scored:
-    """Candidates of one query with both features (parallel lists)."""
-
-    entities: list[int]
-    graph: list[float]  # what the re-ranker weighs: the fused score, else the KGE score
-    lm: list[float]
-    evidence: list[str]
-    kge: list[float]  # the KGE score alone
 
 
 class LMCompleter:
@@ -328,7 +145,7 @@ class LMCompleter:
             labels[head], self.artifact.relations.labels[relation], labels[tail]
         )
 
-    def _score(self, entity: int, relation: int, side: Side, candidates: list[int]) -> _Scored:
+    def _score(self, entity: int, relation: int, side: Side, candidates: list[int]) -> Scored:
         """KGE scores and LM log-likelihoods of the candidates of one query."""
         num_base = len(self.artifact.relations)
         rel = relation if side == "tail" else relation + num_base
@@ -348,7 +165,7 @@ class LMCompleter:
             for t, c in zip(texts, candidates, strict=True)
         ]
         lm = sequence_logprob(self.model, self.tokenizer, [prefix] * len(conts), conts).tolist()
-        return _Scored(
+        return Scored(
             candidates,
             [float(x) for x in graph],
             [float(x) for x in lm],
@@ -504,7 +321,7 @@ class LMCompleter:
         biased = not pending
         if biased:  # no answer in any top-N: fall back to adding the true entity
             pending = missed
-        groups: list[tuple[_Scored, int]] = [
+        groups: list[tuple[Scored, int]] = [
             (self._score(entity, r, s, cands), target_at)
             for entity, r, s, cands, target_at in pending
         ]
@@ -522,9 +339,9 @@ class LMCompleter:
         std = torch.stack((kge.std(), lm.std())).clamp(min=1e-6)
         z = (torch.stack((kge, lm), dim=1) - mean) / std  # (C, 2)
         if method == "logistic":
-            w_std, b_std = _logistic(z, labels, [len(g.entities) for g, _ in groups])
+            w_std, b_std = fit_logistic(z, labels, [len(g.entities) for g, _ in groups])
         elif method == "grid":
-            w_std, b_std = _grid(z, groups), 0.0
+            w_std, b_std = fit_grid(z, groups), 0.0
         else:
             raise InvalidArgumentError(f"unknown fitting method {method!r}: logistic or grid")
         w = w_std / std
@@ -535,92 +352,9 @@ class LMCompleter:
             "queries_answer_outside_top_n": float(len(missed)),
             "fallback_true_added": float(biased),
             "candidates": float(len(labels)),
-            "valid_mrr_kge": _mrr(groups, lambda kg, lm: kg),
-            "valid_mrr_lm": _mrr(groups, lambda kg, lm: lm),
-            "valid_mrr_combined": _mrr(groups, fitted.combine),
+            "valid_mrr_kge": group_mrr(groups, lambda kg, lm: kg),
+            "valid_mrr_lm": group_mrr(groups, lambda kg, lm: lm),
+            "valid_mrr_combined": group_mrr(groups, fitted.combine),
         }
         self.weights = RerankWeights(fitted.w_kge, fitted.w_lm, fitted.bias, method, report)
         return self.weights
-
-
-def _logistic(
-    z: torch.Tensor, labels: torch.Tensor, sizes: Sequence[int]
-) -> tuple[torch.Tensor, float]:
-    """Conditional logistic regression, then a calibrating bias (LBFGS, float64).
-
-    The weights maximise the likelihood of the true candidate within each query's list
-    (softmax over the list: KGE scores are only comparable within a query, so this separates
-    true facts from their own query's negatives); the bias then makes ``sigmoid(combined)``
-    a class-balanced probability of being true (the ranking does not depend on it).
-
-    Args: z: shape (C, 2) standardised features, queries' candidates contiguous;
-        labels: shape (C,) in {0, 1}, one 1 per query; sizes: candidates per query.
-    Returns: weights (2,) and bias, in standardised units.
-    """
-    width = max(sizes)
-    group = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(list(sizes)))
-    within = torch.arange(len(z)) - torch.repeat_interleave(
-        torch.cumsum(torch.tensor([0, *sizes[:-1]]), 0), torch.tensor(list(sizes))
-    )
-    features = torch.zeros(len(sizes), width, 2, dtype=z.dtype)
-    features[group, within] = z
-    mask = torch.zeros(len(sizes), width, dtype=torch.bool)
-    mask[group, within] = True
-    target = torch.zeros(len(sizes), dtype=torch.long)
-    target[group[labels > 0]] = within[labels > 0]
-    weights = torch.zeros(2, dtype=z.dtype, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
-
-    def listwise() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = (features @ weights).masked_fill(~mask, float("-inf"))  # (G, width)
-        loss = F.cross_entropy(logits, target) + 1e-3 * (weights**2).sum()
-        loss.backward()  # type: ignore[no-untyped-call]
-        return loss
-
-    optimizer.step(listwise)  # type: ignore[no-untyped-call]
-    found = weights.detach()
-    positives = float(labels.sum())
-    pos_weight = torch.tensor((len(labels) - positives) / max(positives, 1.0), dtype=z.dtype)
-    base = z @ found
-    bias = torch.zeros(1, dtype=z.dtype, requires_grad=True)
-    calibrate = torch.optim.LBFGS([bias], max_iter=100, line_search_fn="strong_wolfe")
-
-    def pooled() -> torch.Tensor:
-        calibrate.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(base + bias, labels, pos_weight=pos_weight)
-        loss.backward()  # type: ignore[no-untyped-call]
-        return loss
-
-    calibrate.step(pooled)  # type: ignore[no-untyped-call]
-    return found, float(bias.detach()[0])
-
-
-def _grid(z: torch.Tensor, groups: list[tuple[_Scored, int]], steps: int = 21) -> torch.Tensor:
-    """The mix ``(1 - a) * z_kge + a * z_lm`` (a in 0..1) with the best MRR; ties: smaller a."""
-    best_a, best = 0.0, -1.0
-    sizes = [len(g.entities) for g, _ in groups]
-    for i in range(steps):
-        a = i / (steps - 1)
-        scores = ((1 - a) * z[:, 0] + a * z[:, 1]).tolist()
-        rr, start = 0.0, 0
-        for size, (_, target) in zip(sizes, groups, strict=True):
-            part = scores[start : start + size]
-            rr += 1.0 / (1 + sum(1 for x in part if x > part[target]))
-            start += size
-        mrr = rr / len(groups)
-        if mrr > best + 1e-12:
-            best_a, best = a, mrr
-    return torch.tensor([1 - best_a, best_a], dtype=z.dtype)
-
-
-def _mrr(groups: list[tuple[_Scored, int]], score: Any) -> float:
-    """MRR of the true candidate within each group under ``score(kge, lm)`` (ties: optimistic
-    for none: a tie counts half)."""
-    total = 0.0
-    for g, target in groups:
-        values = [score(kg, lm) for kg, lm in zip(g.graph, g.lm, strict=True)]
-        better = sum(1 for v in values if v > values[target])
-        ties = sum(1 for v in values if v == values[target]) - 1
-        total += 1.0 / (1 + better + ties / 2)
-    return total / max(len(groups), 1) if groups else math.nan

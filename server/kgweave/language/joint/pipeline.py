@@ -71,7 +71,8 @@ from kgweave.language.components.lm import (
     train_lm,
 )
 from kgweave.language.components.tokenizer import train_tokenizer
-from kgweave.language.features.completion import LMCompleter, RerankWeights
+from kgweave.language.features.completion import LMCompleter
+from kgweave.language.features.rerank import RerankWeights
 from kgweave.language.features.text_fusion import FusedScorer, TextFusion
 from kgweave.language.features.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.language.joint.entity_lm import EntityAwareLM, char_spans_to_token_spans

@@ -1,0 +1,154 @@
+"""Constrained decoding: a causal LM that can only spell entity names (beam search over a
+prefix trie of the tokenized names), for LLM-driven completion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kgweave.errors import InvalidArgumentError
+from kgweave.language.components.lm import sequence_logprob
+
+
+@dataclass(frozen=True)
+class GeneratedName:
+    """A complete entity name produced by constrained decoding."""
+
+    entity: int
+    text: str
+    logprob: float  # log P(name tokens + suffix | prompt)
+
+
+class _Node:
+    __slots__ = ("children", "entities")
+
+    def __init__(self) -> None:
+        self.children: dict[int, _Node] = {}
+        self.entities: list[int] = []
+
+
+class EntityNameTrie:
+    """Prefix trie over the token ids of every entity name.
+
+    Args:
+        tokenizer: tokenizes each name as ``leading + name`` (``leading=" "`` for a name after
+            a space, ``""`` at the start of a sentence, where ``capitalize`` upper-cases the
+            first letter as the verbalizer does).
+        names: entity id -> name.
+    """
+
+    def __init__(
+        self, tokenizer: Any, names: Sequence[str], leading: str = " ", capitalize: bool = False
+    ) -> None:
+        self.leading = leading
+        self.capitalize = capitalize
+        self.root = _Node()
+        self.texts = [self.surface(n) for n in names]
+        token_lists = tokenizer([leading + t for t in self.texts], add_special_tokens=False)[
+            "input_ids"
+        ]
+        for entity, tokens in enumerate(token_lists):
+            if not tokens:
+                continue
+            node = self.root
+            for token in tokens:
+                node = node.children.setdefault(int(token), _Node())
+            node.entities.append(entity)
+
+    def surface(self, name: str) -> str:
+        """How a name appears in the slot (capitalised at the start of a sentence)."""
+        return name[:1].upper() + name[1:] if self.capitalize else name
+
+    def allowed(self, tokens: Sequence[int]) -> list[int]:
+        """Tokens that may follow ``tokens`` (a prefix of some name); [] when none."""
+        node = self._walk(tokens)
+        return sorted(node.children) if node is not None else []
+
+    def complete(self, tokens: Sequence[int]) -> list[int]:
+        """Entities whose name is exactly ``tokens``."""
+        node = self._walk(tokens)
+        return list(node.entities) if node is not None else []
+
+    def _walk(self, tokens: Sequence[int]) -> _Node | None:
+        node: _Node | None = self.root
+        for token in tokens:
+            assert node is not None
+            node = node.children.get(token)
+            if node is None:
+                return None
+        return node
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device  # type: ignore[no-any-return]
+
+
+@torch.no_grad()
+def constrained_generate(
+    model: Any,
+    tokenizer: Any,
+    trie: EntityNameTrie,
+    prompt: str,
+    suffix: str = "",
+    beam_size: int = 8,
+    num_return: int = 5,
+    max_steps: int = 48,
+) -> list[GeneratedName]:
+    """Beam search that can only spell entity names.
+
+    Every step extends each beam by one token among those the trie allows after it; a beam at a
+    complete name also yields that name as a finished hypothesis, scored with the name's tokens
+    plus ``log P(suffix | prompt + name)``. Greedy decoding is ``beam_size=1``.
+
+    Args:
+        prompt: the text before the slot (no trailing space; the trie's ``leading`` adds it).
+        suffix: the text after the slot, scored after each complete name ("" to skip).
+    Returns:
+        up to ``num_return`` names, best first, each a real entity's name.
+    """
+    if not prompt.strip() and not suffix.strip():
+        raise InvalidArgumentError("empty prompt: give the text before or after the slot")
+    if beam_size < 1 or num_return < 1:
+        raise InvalidArgumentError("beam_size and num_return must be at least 1")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    prefix = [tokenizer.bos_token_id]
+    if prompt:
+        prefix += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    beams: list[tuple[list[int], float]] = [([], 0.0)]
+    finished: dict[int, tuple[str, float]] = {}  # entity -> (text, name logprob)
+    try:
+        for _ in range(max_steps):
+            if not beams:
+                break
+            input_ids = torch.tensor([prefix + b for b, _ in beams], device=device)
+            logits = model(input_ids=input_ids).logits[:, -1].float()  # (beams, V)
+            logp = torch.log_softmax(logits, dim=-1).cpu()
+            expansions: list[tuple[float, list[int]]] = []
+            for (tokens, score), row in zip(beams, logp, strict=True):
+                for token in trie.allowed(tokens):
+                    expansions.append((score + float(row[token]), [*tokens, token]))
+            expansions.sort(key=lambda x: -x[0])
+            beams = []
+            for score, tokens in expansions[:beam_size]:
+                for entity in trie.complete(tokens):
+                    if entity not in finished or finished[entity][1] < score:
+                        finished[entity] = (trie.texts[entity], score)
+                if trie.allowed(tokens):
+                    beams.append((tokens, score))
+    finally:
+        model.train(was_training)
+    if not finished:
+        return []
+    entities = list(finished)
+    totals = [finished[e][1] for e in entities]
+    if suffix:
+        heads = [prompt + trie.leading + finished[e][0] for e in entities]
+        extra = sequence_logprob(model, tokenizer, heads, [suffix] * len(entities))
+        totals = [t + float(x) for t, x in zip(totals, extra.tolist(), strict=True)]
+    order = sorted(range(len(entities)), key=lambda i: -totals[i])[:num_return]
+    return [GeneratedName(entities[i], finished[entities[i]][0], totals[i]) for i in order]
