@@ -23,7 +23,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kgweave.api.bridge import Bridge, HandlerTable
+from kgweave import __version__
+from kgweave.api.bridge import Bridge, HandlerTable, Hello, hello, read_hello
+from kgweave.api.frame_protocol import VERSION
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import serve_forever, start_server
 from kgweave.artifact import load_artifact
@@ -95,8 +97,10 @@ def _code(call: Callable[[], object]) -> grpc.StatusCode:
 
 
 def _spawn(binary: Path, *options: str) -> tuple[subprocess.Popen[bytes], socket.socket, int]:
-    """The front end alone on a free port: (process, the engine's end of the socket, port)."""
+    """The front end alone on a free port, after the handshake: (process, the engine's end of
+    the socket, port)."""
     ours, theirs = socket.socketpair()
+    ours.sendall(hello("kgweave tests"))
     process = subprocess.Popen(
         [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()), *options],
         pass_fds=(theirs.fileno(),),
@@ -104,7 +108,9 @@ def _spawn(binary: Path, *options: str) -> tuple[subprocess.Popen[bytes], socket
     )
     theirs.close()
     assert process.stdout is not None
-    return process, ours, int(process.stdout.readline().split()[1])
+    port = int(process.stdout.readline().split()[1])
+    assert read_hello(ours) == Hello(VERSION, f"kgweave-frontend {__version__}")
+    return process, ours, port
 
 
 def _batches(service: KGService) -> tuple[float, float]:
