@@ -33,6 +33,7 @@ import grpc
 
 from kgweave.api import frame_protocol as fp
 from kgweave.api.frame_protocol import CANCEL, HALF_CLOSE, LAST, MESSAGE, OPEN, STATUS, UNARY
+from kgweave.errors import echo
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ class Bridge(asyncio.Protocol):
                 elif inspect.isawaitable(result):
                     await result  # writes with context.write
                 else:
-                    raise TypeError(f"{function!r} is not an async streaming handler")
+                    raise TypeError(f"{echo(function)} is not an async streaming handler")
             else:
                 if inspect.iscoroutinefunction(function):
                     response = await function(request, context)

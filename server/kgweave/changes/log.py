@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kgweave.changes.events import ChangeEvent
-from kgweave.errors import ArtifactError, InvalidArgumentError
+from kgweave.errors import ArtifactError, InvalidArgumentError, echo
 
 _HEADER = struct.Struct(">II")
 _CONSUMER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -135,7 +135,7 @@ class EventLog:
     def _consumer_path(self, consumer: str) -> Path:
         if not _CONSUMER.match(consumer):
             raise InvalidArgumentError(
-                f"consumer name {consumer!r}: use 1-64 letters, digits, '_', '-' or '.'"
+                f"consumer name {echo(consumer)}: use 1-64 letters, digits, '_', '-' or '.'"
             )
         return self.folder / "consumers" / f"{consumer}.json"
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.language.lm import sequence_logprob
 from kgweave.language.verbalize import HEAD, TAIL, Verbalizer
 from kgweave.predict import LinkPredictor, Query
@@ -524,7 +524,7 @@ class LMCompleter:
         elif method == "grid":
             w_std, b_std = _grid(z, groups), 0.0
         else:
-            raise InvalidArgumentError(f"unknown fitting method {method!r}: logistic or grid")
+            raise InvalidArgumentError(f"unknown fitting method {echo(method)}: logistic or grid")
         w = w_std / std
         bias = b_std - float((w_std * mean / std).sum())
         fitted = FusionWeights(float(w[0]), float(w[1]), float(bias), method)

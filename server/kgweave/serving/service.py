@@ -26,7 +26,7 @@ import torch
 
 from kgweave import __version__
 from kgweave.device import resolve_device
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError, KGWeaveError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, KGWeaveError, echo
 from kgweave.predict import MAX_K, Prediction, Query
 from kgweave.serving.batcher import AnyFuture, MicroBatcher, PredictJob
 from kgweave.serving.jobs import Job, JobManager
@@ -386,7 +386,7 @@ class KGService:
         policy = policy or self.settings.activation_policy
         if policy not in POLICIES:
             raise InvalidArgumentError(
-                f"activation policy {policy!r}: use one of {', '.join(POLICIES)}"
+                f"activation policy {echo(policy)}: use one of {', '.join(POLICIES)}"
             )
         job = self.jobs.start(config, dataset, policy)
         self.metrics.jobs_running.set(self.jobs.active_count())
