@@ -33,6 +33,7 @@ import grpc
 
 from kgweave.api import frame_protocol as fp
 from kgweave.api.frame_protocol import CANCEL, HALF_CLOSE, LAST, MESSAGE, OPEN, STATUS, UNARY
+from kgweave.api.malformed import MALFORMED
 from kgweave.errors import echo
 
 log = logging.getLogger(__name__)
@@ -330,7 +331,7 @@ class Bridge(asyncio.Protocol):
             try:
                 requests.append(batch.deserialize(payload))
             except Exception:
-                self._end(call_id, grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
+                self._end(call_id, grpc.StatusCode.INVALID_ARGUMENT, MALFORMED)
                 continue
             ids.append(call_id)
             deadlines.append(deadline)
@@ -355,7 +356,11 @@ class Bridge(asyncio.Protocol):
         assert call.inbox is not None
         deserialize = call.handler.request_deserializer
         while (item := await call.inbox.get()) is not _END:
-            yield deserialize(item) if deserialize else item
+            try:
+                request = deserialize(item) if deserialize else item
+            except Exception:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED) from None
+            yield request
 
     async def _run(self, call_id: int, call: _Call, payload: bytes | None) -> None:
         handler, context = call.handler, call.context
@@ -366,9 +371,7 @@ class Bridge(asyncio.Protocol):
                 try:
                     request: Any = deserialize(payload) if deserialize else payload
                 except Exception:
-                    self._end(
-                        call_id, grpc.StatusCode.INVALID_ARGUMENT, "malformed request message"
-                    )
+                    self._end(call_id, grpc.StatusCode.INVALID_ARGUMENT, MALFORMED)
                     return
             else:
                 request = self._requests(call)

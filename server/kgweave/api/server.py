@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from kgweave.api.bridge import BatchHandler, HandlerTable
+from kgweave.api.malformed import Guarded
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.errors import KGWeaveError
 from kgweave.serving.service import KGService
@@ -71,6 +72,8 @@ class Health:
 def add_services(target: Any, service: KGService, health_state: Health) -> None:
     """Register every service kgweave answers on ``target`` (a ``grpc.aio.Server`` or the
     native front end's :class:`~kgweave.api.bridge.HandlerTable`)."""
+    if not isinstance(target, HandlerTable):  # (the bridge answers malformed bytes itself)
+        target = Guarded(target)
     knowledge = KnowledgeServicer(service)
     knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(knowledge, target)
     if isinstance(target, HandlerTable):
