@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,53 @@ def _check(spec: dict[str, Any]) -> None:
         raise SystemExit("frame_protocol.toml: two frame kinds share a value")
 
 
-def render_python(spec: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class Constant:
+    """One named constant, as both languages spell it; ``fmt``: the struct it is the size of."""
+
+    name: str  # Python: OPEN, HEADER_SIZE; C++: kOpen, kHeaderSize
+    ctype: str
+    value: int
+    comment: str
+    fmt: str | None = None
+
+    @property
+    def cpp_name(self) -> str:
+        return "k" + _camel(self.name)
+
+
+def constants(spec: dict[str, Any]) -> list[Constant]:
+    """Every constant both sides define, in order."""
     header = spec["header"]
+    found = [
+        Constant("VERSION", "uint32_t", spec["version"], "the version sent in HELLO"),
+        *(Constant(f["name"], "uint8_t", f["value"], f["direction"]) for f in spec["frame"]),
+        Constant(
+            "HEADER_SIZE",
+            "size_t",
+            _size(header),
+            ", ".join(h["name"] for h in header),
+            _fmt(header),
+        ),
+        Constant("LENGTH_SIZE", "size_t", _size(header[:1]), "the length field", _fmt(header[:1])),
+        Constant("AFTER_LENGTH_SIZE", "size_t", _size(header[1:]), "length counts these too"),
+    ]
+    for frame in spec["frame"]:
+        if "prefix" in frame:
+            fields = ", ".join(f"{p[1]} {p[0]}" for p in frame["prefix"])
+            found.append(
+                Constant(
+                    f"{frame['name']}_PREFIX_SIZE",
+                    "size_t",
+                    _size(frame["prefix"]),
+                    f"payload starts with {fields}",
+                    _fmt(frame["prefix"]),
+                )
+            )
+    return found
+
+
+def render_python(spec: dict[str, Any]) -> str:
     lines = [
         '"""The frame protocol of kgweave-frontend and the engine: frontend/frame_protocol.md.',
         "",
@@ -62,38 +108,17 @@ def render_python(spec: dict[str, Any]) -> str:
         "",
         "import struct",
         "",
-        "#: the protocol version both sides send in HELLO and check at start-up",
-        f"VERSION = {spec['version']}",
-        "",
-        "# frame kinds",
     ]
-    lines += [f"{f['name']} = {f['value']}  # {f['direction']}" for f in spec["frame"]]
-    lines += [
-        "",
-        f"#: {', '.join(h['name'] for h in header)}",
-        f'HEADER = struct.Struct("{_fmt(header)}")',
-        f"HEADER_SIZE = {_size(header)}",
-        "#: the length field alone",
-        f'LENGTH = struct.Struct("{_fmt(header[:1])}")',
-        f"LENGTH_SIZE = {_size(header[:1])}",
-        "#: what the length counts besides the payload",
-        f"AFTER_LENGTH_SIZE = {_size(header[1:])}",
-    ]
-    for frame in spec["frame"]:
-        if "prefix" in frame:
-            name = frame["name"]
-            lines += [
-                f"#: {name} payload starts with: {', '.join(p[0] for p in frame['prefix'])}",
-                f'{name}_PREFIX = struct.Struct("{_fmt(frame["prefix"])}")',
-                f"{name}_PREFIX_SIZE = {_size(frame['prefix'])}",
-            ]
+    for c in constants(spec):
+        lines.append(f"{c.name} = {c.value}  # {c.comment}")
+        if c.fmt is not None:  # HEADER_SIZE -> HEADER = struct.Struct("<IBQ")
+            lines.append(f'{c.name.removesuffix("_SIZE")} = struct.Struct("{c.fmt}")')
     return "\n".join(lines) + "\n"
 
 
 def render_cpp(spec: dict[str, Any]) -> str:
-    header = spec["header"]
     lines = [
-        "// The frame protocol between kgweave-frontend and the engine (frame_protocol.md).",
+        "// The frame protocol of kgweave-frontend and the engine: frame_protocol.md.",
         f"// {MARK}",
         "#pragma once",
         "",
@@ -102,28 +127,10 @@ def render_cpp(spec: dict[str, Any]) -> str:
         "",
         "namespace kgweave_frame {",
         "",
-        "// the protocol version both sides send in HELLO and check at start-up",
-        f"constexpr uint32_t kVersion = {spec['version']};",
-        "",
-        "enum Kind : uint8_t {",
     ]
-    lines += [f"  k{_camel(f['name'])} = {f['value']},  // {f['direction']}" for f in spec["frame"]]
     lines += [
-        "};",
-        "",
-        f"// {', '.join(h['name'] for h in header)} (little-endian)",
-        f"constexpr size_t kHeaderSize = {_size(header)};",
-        f"constexpr size_t kLengthSize = {_size(header[:1])};",
-        "// what the length counts besides the payload",
-        f"constexpr size_t kAfterLengthSize = {_size(header[1:])};",
+        f"constexpr {c.ctype} {c.cpp_name} = {c.value};  // {c.comment}" for c in constants(spec)
     ]
-    for frame in spec["frame"]:
-        if "prefix" in frame:
-            fields = ", ".join(f"{TYPES[p[1]][2]} {p[0]}" for p in frame["prefix"])
-            lines += [
-                f"// {frame['name']} payload starts with: {fields}",
-                f"constexpr size_t k{_camel(frame['name'])}PrefixSize = {_size(frame['prefix'])};",
-            ]
     lines += ["", "}  // namespace kgweave_frame"]
     return "\n".join(lines) + "\n"
 

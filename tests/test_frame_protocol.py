@@ -8,6 +8,7 @@ import importlib.util
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,11 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gen", REPO / "frontend" / "gen_frame_protocol.py"
-    )
+    name = "gen_frame_protocol"
+    spec = importlib.util.spec_from_file_location(name, REPO / "frontend" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # (dataclasses look their module up)
     spec.loader.exec_module(module)
     return module
 
