@@ -11,7 +11,8 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from kgweave.errors import ECHO_MAX_CHARS, echo, echo_all
+from kgweave.api.client import Client
+from kgweave.errors import ECHO_MAX_CHARS, NotFoundError, echo, echo_all
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
@@ -71,6 +72,10 @@ def test_a_huge_unknown_name_is_not_found_with_a_short_message(server: ServerThr
         error = _error(admin.GetJob, admin_pb2.GetJobRequest(job_id=HUGE))
         assert error.code() == grpc.StatusCode.NOT_FOUND
         assert len(error.details() or "") < 300
+    # the CLI's client (kgweave predict --server) says the same short line
+    with Client(server.address) as client, pytest.raises(NotFoundError) as info:
+        client.predict("born_in", head=HUGE)
+    assert info.value.message.startswith(f"unknown entity {echo(HUGE)}")
 
 
 def test_malformed_bytes_are_invalid_argument_on_every_kind_of_method(
