@@ -18,9 +18,8 @@
 // --unary names the methods whose client sends exactly one message (full paths).
 // First exchanges HELLO frames with the engine: on another frame protocol version it prints
 // one line on stderr and exits with status 3. Prints "LISTENING <port>" on stdout once bound.
-// SIGTERM/SIGINT: stop accepting calls,
-// let the calls in flight finish for up to the grace period, then exit. Exits when the
-// engine closes the socket.
+// SIGTERM/SIGINT: stop accepting calls, let the calls in flight finish for up to the grace
+// period, then exit. Exits when the engine closes the socket.
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
@@ -63,14 +62,16 @@ constexpr int kExitProtocol = 3;  // the engine speaks another frame protocol ve
 // Little-endian on every host (frame_protocol.md).
 template <typename T>
 void PutLE(std::string* out, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  char bytes[sizeof(T)];
+  for (size_t i = 0; i < sizeof(T); ++i) bytes[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out->append(bytes, sizeof(T));
 }
 void PutU16(std::string* out, uint16_t v) { PutLE(out, v); }
 void PutU32(std::string* out, uint32_t v) { PutLE(out, v); }
 void PutU64(std::string* out, uint64_t v) { PutLE(out, v); }
 void PutF64(std::string* out, double v) {
   uint64_t bits;
-  static_assert(sizeof(bits) == sizeof(v), "f64 is 8 bytes");
+  static_assert(sizeof(bits) == sizeof(v) && sizeof(v) == kOpenPrefixSize, "f64 is 8 bytes");
   std::memcpy(&bits, &v, 8);
   PutU64(out, bits);
 }
