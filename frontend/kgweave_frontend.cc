@@ -6,22 +6,20 @@
 // messages are identical; only the transport differs. The front end knows no .proto: it
 // forwards any method, unary or streaming, as frames.
 //
-// Frame: u32 length (of everything after it), u8 type, u64 call id, payload (little endian).
-//   front end -> engine: OPEN (f64 seconds to the deadline, < 0 for none; method name),
-//                        MESSAGE (request bytes), HALF_CLOSE, CANCEL,
-//                        UNARY (f64 deadline as in OPEN, u16 method length, method, request
-//                        bytes: a whole call of a method named by --unary in one frame)
-//   engine -> front end: MESSAGE (response bytes), STATUS (u32 code; details),
-//                        LAST (response bytes, then status OK)
+// The frames, their sizes, byte order (little-endian) and the start-up handshake are specified
+// in frame_protocol.md; frame_protocol.h holds the constants (both generated, with the
+// engine's kgweave/api/frame_protocol.py, from frame_protocol.toml).
 // Frames written by many gRPC threads are coalesced by one writer thread, so a burst of
 // calls reaches the engine in one read and is micro-batched there.
 //
 // Usage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--unary M1,M2,...]
 //                         [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]
+//        kgweave-frontend --version
 // --unary names the methods whose client sends exactly one message (full paths).
-// Prints "LISTENING <port>" on stdout once bound. SIGTERM/SIGINT: stop accepting calls,
-// let the calls in flight finish for up to the grace period, then exit. Exits when the
-// engine closes the socket.
+// First exchanges HELLO frames with the engine: on another frame protocol version it prints
+// one line on stderr and exits with status 3. Prints "LISTENING <port>" on stdout once bound.
+// SIGTERM/SIGINT: stop accepting calls, let the calls in flight finish for up to the grace
+// period, then exit. Exits when the engine closes the socket.
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
@@ -30,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -47,22 +46,51 @@
 #include <unordered_set>
 #include <vector>
 
+#include "frame_protocol.h"
+
+#ifndef KGWEAVE_VERSION
+#define KGWEAVE_VERSION "unknown"
+#endif
+
 namespace {
 
-enum FrameType : uint8_t {
-  kOpen = 1,
-  kMessage = 2,
-  kHalfClose = 3,
-  kCancel = 4,
-  kStatus = 5,
-  kLast = 6,
-  kUnary = 7,
-};
+using namespace kgweave_frame;
 
-constexpr size_t kHeader = 4 + 1 + 8;
+constexpr char kSoftware[] = "kgweave-frontend " KGWEAVE_VERSION;
+constexpr int kExitProtocol = 3;  // the engine speaks another frame protocol version
 
-void PutU32(std::string* out, uint32_t v) { out->append(reinterpret_cast<const char*>(&v), 4); }
-void PutU64(std::string* out, uint64_t v) { out->append(reinterpret_cast<const char*>(&v), 8); }
+// Little-endian on every host (frame_protocol.md).
+template <typename T>
+void PutLE(std::string* out, T v) {
+  char bytes[sizeof(T)];
+  for (size_t i = 0; i < sizeof(T); ++i) bytes[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out->append(bytes, sizeof(T));
+}
+void PutU16(std::string* out, uint16_t v) { PutLE(out, v); }
+void PutU32(std::string* out, uint32_t v) { PutLE(out, v); }
+void PutU64(std::string* out, uint64_t v) { PutLE(out, v); }
+void PutF64(std::string* out, double v) {
+  uint64_t bits;
+  static_assert(sizeof(bits) == sizeof(v) && sizeof(v) == kOpenPrefixSize, "f64 is 8 bytes");
+  std::memcpy(&bits, &v, 8);
+  PutU64(out, bits);
+}
+template <typename T>
+T GetLE(const char* in) {
+  T v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(static_cast<uint8_t>(in[i])) << (8 * i);
+  return v;
+}
+uint16_t GetU16(const char* in) { return GetLE<uint16_t>(in); }
+uint32_t GetU32(const char* in) { return GetLE<uint32_t>(in); }
+uint64_t GetU64(const char* in) { return GetLE<uint64_t>(in); }
+
+// length, kind, call id: the header of a frame whose payload has `payload` bytes.
+void PutHeader(std::string* out, uint8_t kind, uint64_t id, size_t payload) {
+  PutU32(out, static_cast<uint32_t>(kAfterLengthSize + payload));
+  out->push_back(static_cast<char>(kind));
+  PutU64(out, id);
+}
 
 std::string Flatten(const grpc::ByteBuffer& buffer) {
   std::vector<grpc::Slice> slices;
@@ -94,9 +122,7 @@ class BridgeWriter {
     size_t extra = prefix ? prefix->size() : 0;
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_) return;  // the engine is gone: nobody reads frames any more
-    PutU32(&pending_, static_cast<uint32_t>(1 + 8 + extra + size));
-    pending_.push_back(static_cast<char>(type));
-    PutU64(&pending_, id);
+    PutHeader(&pending_, type, id, extra + size);
     if (prefix) pending_.append(*prefix);
     pending_.append(payload, size);
     cv_.notify_one();
@@ -192,7 +218,7 @@ class Call : public grpc::ServerGenericBidiReactor {
     Finish(std::move(status));
   }
 
-  // Seconds to the call's deadline as 8 bytes (f64, negative for none).
+  // Seconds to the call's deadline (f64, negative for none): OPEN's and UNARY's prefix.
   std::string Timeout() const {
     double timeout = -1.0;
     auto deadline = ctx_->deadline();
@@ -200,7 +226,9 @@ class Call : public grpc::ServerGenericBidiReactor {
       timeout = std::chrono::duration<double>(deadline - std::chrono::system_clock::now()).count();
       if (timeout < 0) timeout = 0;
     }
-    return std::string(reinterpret_cast<const char*>(&timeout), 8);
+    std::string out;
+    PutF64(&out, timeout);
+    return out;
   }
 
   void OnReadDone(bool ok) override {
@@ -212,8 +240,7 @@ class Call : public grpc::ServerGenericBidiReactor {
         return;
       }
       std::string head = Timeout();
-      uint16_t length = static_cast<uint16_t>(ctx_->method().size());
-      head.append(reinterpret_cast<const char*>(&length), 2);
+      PutU16(&head, static_cast<uint16_t>(ctx_->method().size()));
       head.append(ctx_->method());
       std::string bytes = Flatten(request_);
       shared_->writer->Send(kUnary, id_, bytes.data(), bytes.size(), &head);
@@ -379,35 +406,92 @@ void ReadEngine(int fd, Shared* shared) {
     if (n <= 0) break;
     buffer.append(chunk.data(), static_cast<size_t>(n));
     size_t off = 0;
-    while (buffer.size() - off >= 4) {
-      uint32_t length;
-      std::memcpy(&length, buffer.data() + off, 4);
-      if (length < 9) {
+    while (buffer.size() - off >= kLengthSize) {
+      uint32_t length = GetU32(buffer.data() + off);
+      if (length < kAfterLengthSize) {
         std::cerr << "kgweave-frontend: malformed frame from the engine; stopping\n";
         return;
       }
-      if (buffer.size() - off - 4 < length) break;
-      const char* frame = buffer.data() + off + 4;
+      if (buffer.size() - off - kLengthSize < length) break;
+      const char* frame = buffer.data() + off + kLengthSize;
       uint8_t type = static_cast<uint8_t>(frame[0]);
-      uint64_t id;
-      std::memcpy(&id, frame + 1, 8);
-      const char* payload = frame + 9;
-      size_t size = length - 9;
+      uint64_t id = GetU64(frame + 1);
+      const char* payload = frame + kAfterLengthSize;
+      size_t size = length - kAfterLengthSize;
       if (Call* call = shared->calls.Acquire(id)) {
         if (type == kMessage || type == kLast) {
           call->DeliverMessage(payload, size, type == kLast);
-        } else if (type == kStatus && size >= 4) {
-          uint32_t code;
-          std::memcpy(&code, payload, 4);
-          call->DeliverStatus(grpc::Status(static_cast<grpc::StatusCode>(code),
-                                           std::string(payload + 4, size - 4)));
+        } else if (type == kStatus && size >= kStatusPrefixSize) {
+          call->DeliverStatus(
+              grpc::Status(static_cast<grpc::StatusCode>(GetU32(payload)),
+                           std::string(payload + kStatusPrefixSize, size - kStatusPrefixSize)));
         }
         call->Unref();
       }
-      off += 4 + length;
+      off += kLengthSize + length;
     }
     buffer.erase(0, off);
   }
+}
+
+// Write all of `data` to `fd` (before the writer thread exists); false when the engine is gone.
+bool WriteAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, char* out, size_t size) {
+  size_t off = 0;
+  while (off < size) {
+    ssize_t n = ::read(fd, out + off, size - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+[[noreturn]] void ProtocolError(const std::string& why) {
+  std::cerr << "kgweave-frontend: " << why << "\n";
+  std::exit(kExitProtocol);
+}
+
+// The handshake (frame_protocol.md): send our HELLO, then read the engine's and check its
+// version. Returns the engine's software name.
+std::string Handshake(int fd) {
+  std::string hello;
+  std::string software = kSoftware;
+  PutHeader(&hello, kHello, 0, kHelloPrefixSize + software.size());
+  PutU32(&hello, kVersion);
+  PutU16(&hello, static_cast<uint16_t>(software.size()));
+  hello.append(software);
+  if (!WriteAll(fd, hello)) ProtocolError("the engine closed the socket before the handshake");
+  char head[kHeaderSize + kHelloPrefixSize];
+  if (!ReadAll(fd, head, sizeof(head)) || static_cast<uint8_t>(head[kLengthSize]) != kHello ||
+      GetU32(head) < kAfterLengthSize + kHelloPrefixSize ||
+      GetU32(head) > kAfterLengthSize + kHelloPrefixSize + UINT16_MAX) {
+    ProtocolError(
+        "the engine did not start with a HELLO frame: it predates frame protocol versions; "
+        "this kgweave-frontend speaks frame protocol " +
+        std::to_string(kVersion));
+  }
+  uint32_t protocol = GetU32(head + kHeaderSize);
+  size_t rest = GetU32(head) - kAfterLengthSize - kHelloPrefixSize;
+  std::string engine(rest, '\0');
+  if (!ReadAll(fd, engine.data(), rest)) ProtocolError("the engine closed the socket mid-HELLO");
+  engine.resize(std::min<size_t>(GetU16(head + kHeaderSize + sizeof(uint32_t)), rest));
+  if (protocol != kVersion) {
+    ProtocolError("the engine (" + engine + ") speaks frame protocol " +
+                  std::to_string(protocol) + ", this kgweave-frontend speaks " +
+                  std::to_string(kVersion) + ": rebuild with bash frontend/build.sh");
+  }
+  return engine;
 }
 
 [[noreturn]] void Usage(const char* why) {
@@ -426,6 +510,10 @@ int main(int argc, char** argv) {
   size_t max_in_flight = 4096;
   int max_message = 64 << 20;
   double grace = 10.0;
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    std::printf("%s (frame protocol %u)\n", kSoftware, kVersion);
+    return 0;
+  }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) Usage(("missing value for " + arg).c_str());
@@ -447,6 +535,7 @@ int main(int argc, char** argv) {
     else Usage(("unknown option " + arg).c_str());
   }
   if (listen.empty() || fd < 0) Usage("--listen and --bridge-fd are required");
+  Handshake(fd);  // before listening: a mismatched pair never takes a call
 
   // Signals are taken by sigwait below, not by the gRPC threads.
   sigset_t signals;

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kgweave.api.bridge import Bridge, HandlerTable
+from kgweave import __version__
+from kgweave.api import frame_protocol as fp
+from kgweave.api.bridge import Bridge, HandlerTable, Hello, hello, read_hello
+from kgweave.api.frame_protocol import VERSION
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import serve_forever, start_server
 from kgweave.artifact import load_artifact
@@ -95,8 +99,10 @@ def _code(call: Callable[[], object]) -> grpc.StatusCode:
 
 
 def _spawn(binary: Path, *options: str) -> tuple[subprocess.Popen[bytes], socket.socket, int]:
-    """The front end alone on a free port: (process, the engine's end of the socket, port)."""
+    """The front end alone on a free port, after the handshake: (process, the engine's end of
+    the socket, port)."""
     ours, theirs = socket.socketpair()
+    ours.sendall(hello("kgweave tests"))
     process = subprocess.Popen(
         [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno()), *options],
         pass_fds=(theirs.fileno(),),
@@ -104,7 +110,9 @@ def _spawn(binary: Path, *options: str) -> tuple[subprocess.Popen[bytes], socket
     )
     theirs.close()
     assert process.stdout is not None
-    return process, ours, int(process.stdout.readline().split()[1])
+    port = int(process.stdout.readline().split()[1])
+    assert read_hello(ours) == Hello(VERSION, f"kgweave-frontend {__version__}")
+    return process, ours, port
 
 
 def _batches(service: DataPlane) -> tuple[float, float]:
@@ -455,4 +463,70 @@ def test_auto_picks_native_when_built_and_python_otherwise(demo_model: Path) -> 
     assert asyncio.run(transport(base.model_copy(update={"frontend_binary": binary}))) == ("native")
     nowhere = base.model_copy(update={"frontend_binary": Path("/nonexistent/x")})
     assert asyncio.run(transport(nowhere)) == "python"
+    service.close()
+
+
+FAKE_FRONT_END = """#!{python}
+import signal, socket, struct, sys
+sock = socket.socket(fileno=int(sys.argv[sys.argv.index("--bridge-fd") + 1]))
+if {protocol} > 0:  # protocol 0: a front end built before the handshake sends no HELLO
+    sock.sendall(struct.pack("<IBQIH", 9 + 6 + 4, 8, 0, {protocol}, 4) + b"fake")
+print("LISTENING 1", flush=True)
+signal.pause()
+"""
+
+
+def test_a_front_end_of_another_protocol_version_stops_serve_with_one_line(
+    demo_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ends check the frame protocol version at start-up: the real binary refuses an
+    engine of another version before it listens (exit 3, one line), and the engine turns a
+    front end of another version, or one that sends no version, into one line at start."""
+    binary = frontend_binary()
+    service = _service(demo_model)
+    settings = service.settings.model_copy(update={"grpc_port": 0})
+
+    def start_error(front_end: Path) -> str:
+        with pytest.raises(KGWeaveError) as info:
+            asyncio.run(start_native(service, settings, front_end))
+        return info.value.message
+
+    # the real binary, raw: an engine that speaks the next version
+    ours, theirs = socket.socketpair()
+    header = fp.HEADER.pack(fp.AFTER_LENGTH_SIZE + fp.HELLO_PREFIX_SIZE + 4, fp.HELLO, 0)
+    ours.sendall(header + fp.HELLO_PREFIX.pack(VERSION + 1, 4) + b"next")
+    process = subprocess.run(
+        [str(binary), "--listen", "127.0.0.1:0", "--bridge-fd", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    theirs.close()
+    assert process.returncode == 3 and process.stdout == ""  # it never listened
+    assert process.stderr == (
+        f"kgweave-frontend: the engine (next) speaks frame protocol {VERSION + 1}, this "
+        f"kgweave-frontend speaks {VERSION}: rebuild with bash frontend/build.sh\n"
+    )
+    assert read_hello(ours) == Hello(VERSION, f"kgweave-frontend {__version__}")
+    ours.close()
+
+    # front ends of other versions, as `kgweave serve` reports them
+    for protocol in (VERSION + 1, 0):
+        fake = tmp_path / f"frontend-{protocol}"
+        fake.write_text(FAKE_FRONT_END.format(python=sys.executable, protocol=protocol))
+        fake.chmod(0o755)
+        assert start_error(fake) == (
+            f"kgweave-frontend at {fake} speaks frame protocol {protocol}, this kgweave needs "
+            f"{VERSION}: rebuild with bash frontend/build.sh"
+        )
+
+    # the real binary with an engine of the next version: the binary refuses, the engine
+    # says why
+    monkeypatch.setattr(fp, "VERSION", VERSION + 1)
+    assert start_error(binary) == (
+        f"kgweave-frontend at {binary} speaks frame protocol {VERSION}, this kgweave needs "
+        f"{VERSION + 1}: rebuild with bash frontend/build.sh"
+    )
     service.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 
 
 def cpu_has_native_bf16() -> bool:
@@ -27,7 +27,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise InvalidArgumentError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from exc
+        raise InvalidArgumentError(
+            f"unknown device {echo(name)}: use auto, cpu or cuda[:N]"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device {name!r} asked for but CUDA is not available here")
+        raise InvalidArgumentError(f"device {echo(name)} asked for but CUDA is not available here")
     return device

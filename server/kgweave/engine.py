@@ -13,7 +13,7 @@ import torch
 from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
 from kgweave.data import KGDataset, load_dataset, resolve_dataset
 from kgweave.device import resolve_device
-from kgweave.errors import DatasetError
+from kgweave.errors import DatasetError, echo
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel
 from kgweave.settings import Settings
@@ -99,7 +99,7 @@ def align_dataset(artifact: ModelArtifact, dataset: KGDataset) -> KGDataset:
     if missing_e or missing_r:
         sample = (missing_e + missing_r)[:3]
         raise DatasetError(
-            f"dataset {dataset.name!r} has {len(missing_e)} entities and {len(missing_r)} "
+            f"dataset {echo(dataset.name)} has {len(missing_e)} entities and {len(missing_r)} "
             f"relations the model does not know (e.g. {', '.join(map(repr, sample))})"
         )
     e_map = torch.tensor([artifact.entities.index[e] for e in dataset.entities.labels])

@@ -7,6 +7,7 @@ them into one readable line and an exit code (``kgweave.cli.main``); the gRPC la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 
@@ -105,3 +106,33 @@ def closest_names(name: str, candidates: list[str], n: int = 3) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+
+
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """`` (did you mean 'a', 'b'?)`` naming the candidates closest to ``name`` (each cut like
+    :func:`echo`), or "" when none is close: the end of a "not found" message."""
+    hint = closest_names(name, candidates)
+    return f" (did you mean {', '.join(map(echo, hint))}?)" if hint else ""
+
+
+#: the most characters of a value (a name, a URI, a field) that an error message repeats: a
+#: 20 KB unknown name must not make a 20 KB message (gRPC refuses status details beyond its
+#: metadata limit and the call would fail RESOURCE_EXHAUSTED instead of NOT_FOUND)
+ECHO_MAX_CHARS = 80
+
+
+def echo(value: object, limit: int = ECHO_MAX_CHARS) -> str:
+    """``value`` quoted for an error message (``repr``: one line, quotes, escapes), cut after
+    ``limit`` characters with "…". Every message that repeats what a user gave uses it."""
+    if isinstance(value, str | bytes):
+        cut = len(value) > limit
+        return repr(value[:limit]) + ("…" if cut else "")
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def echo_all(values: Sequence[object], most: int = 5) -> str:
+    """Up to ``most`` of ``values`` quoted by :func:`echo`, comma-separated, then how many
+    there were when some were left out."""
+    shown = ", ".join(echo(v) for v in values[:most])
+    return shown if len(values) <= most else f"{shown}, … ({len(values)} in all)"

@@ -13,7 +13,7 @@ import torch
 from kgweave.artifact import ModelArtifact
 from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.device import cpu_has_native_bf16
-from kgweave.errors import InvalidArgumentError, NotFoundError, closest_names
+from kgweave.errors import InvalidArgumentError, NotFoundError, did_you_mean, echo
 from kgweave.models.products import EntityScorer, TailScorer
 
 
@@ -79,7 +79,7 @@ def resolve_score_precision(precision: str, device: torch.device, num_entities: 
     graphs of at least 2,000 entities; fp32 otherwise."""
     if precision != "auto":
         if precision not in ("fp32", "bf16"):
-            raise InvalidArgumentError(f"score precision {precision!r}: use auto, fp32 or bf16")
+            raise InvalidArgumentError(f"score precision {echo(precision)}: use auto, fp32 or bf16")
         return precision
     if num_entities < 2000:
         return "fp32"
@@ -153,10 +153,9 @@ class LinkPredictor:
             return matches[0]
         if matches:
             ids = ", ".join(self.artifact.entities.labels[i] for i in matches[:5])
-            raise InvalidArgumentError(f"entity name {text!r} is ambiguous: use an id ({ids})")
-        hint = closest_names(text, list(self._by_name) + self.artifact.entities.labels)
-        suffix = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
-        raise NotFoundError(f"unknown entity {text!r}{suffix}")
+            raise InvalidArgumentError(f"entity name {echo(text)} is ambiguous: use an id ({ids})")
+        suffix = did_you_mean(text, list(self._by_name) + self.artifact.entities.labels)
+        raise NotFoundError(f"unknown entity {echo(text)}{suffix}")
 
     def resolve_relation(self, text: str) -> int:
         """Relation id from its label or its readable text."""

@@ -6,14 +6,10 @@ method handlers the Python gRPC server registers (:class:`HandlerTable` collects
 a ``grpc.aio.Server`` does), with a :class:`BridgeContext` in place of the gRPC servicer
 context, so answers, status codes and messages are the same on both transports.
 
-Frames (little endian): ``u32 length`` of what follows, ``u8 type``, ``u64 call id``, payload.
-
-- front end to engine: OPEN (``f64`` seconds to the deadline, negative for none; the method
-  path), MESSAGE (request bytes), HALF_CLOSE, CANCEL; UNARY (``f64`` as in OPEN, ``u16``
-  method length, the method path, the request bytes: a whole call of a method whose client
-  sends exactly one message, :meth:`HandlerTable.unary_methods`, in one frame);
-- engine to front end: MESSAGE (response bytes), STATUS (``u32`` code; UTF-8 details), LAST
-  (response bytes, then status OK: one frame for a unary answer).
+The frames, their byte order (little-endian), sizes and the start-up handshake are specified in
+``frontend/frame_protocol.md``; the constants come from :mod:`kgweave.api.frame_protocol`,
+generated with the C++ side's from one definition. :func:`hello` and :func:`read_hello` are
+the engine's half of the handshake (:mod:`kgweave.api.frontend` runs it).
 
 Frames written during one event-loop turn leave in one write, and the front end coalesces its
 frames the same way, so a burst of calls costs a few system calls. Unary calls of a method
@@ -28,21 +24,59 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import struct
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from kgweave.api import frame_protocol as fp
+from kgweave.api.frame_protocol import CANCEL, HALF_CLOSE, LAST, MESSAGE, OPEN, STATUS, UNARY
+from kgweave.api.malformed import MALFORMED
+from kgweave.errors import echo
+
 log = logging.getLogger(__name__)
 
-OPEN, MESSAGE, HALF_CLOSE, CANCEL, STATUS, LAST, UNARY = 1, 2, 3, 4, 5, 6, 7
-_HEAD = struct.Struct("<IBQ")  # length, type, call id
-_OPEN = struct.Struct("<d")
-_UNARY = struct.Struct("<dH")
-_CODE = struct.Struct("<I")
 _END = object()  # the client half-closed
+
+
+@dataclass(frozen=True)
+class Hello:
+    """What a HELLO frame says: the sender's frame protocol version and software."""
+
+    protocol: int
+    software: str
+
+
+def hello(software: str) -> bytes:
+    """The HELLO frame this side writes first (``software``: e.g. ``kgweave 0.1.0``)."""
+    name = software.encode()[: 2**16 - 1]
+    payload = fp.HELLO_PREFIX.pack(fp.VERSION, len(name)) + name
+    return fp.HEADER.pack(fp.AFTER_LENGTH_SIZE + len(payload), fp.HELLO, 0) + payload
+
+
+def read_hello(sock: socket.socket) -> Hello | None:
+    """Take the peer's HELLO from the start of what ``sock`` received so far, without waiting
+    (the front end writes it before it prints ``LISTENING`` or exits, so by then it is there);
+    None when the first frame is not a whole HELLO (a front end older than the handshake).
+    Frames after it stay in the socket."""
+    size = fp.HEADER_SIZE + fp.HELLO_PREFIX_SIZE
+    try:
+        head = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        if len(head) < size:
+            return None
+        length, kind, _ = fp.HEADER.unpack_from(head)
+        if kind != fp.HELLO or not size <= fp.LENGTH_SIZE + length <= size + 2**16 - 1:
+            return None
+        frame = sock.recv(fp.LENGTH_SIZE + length, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        if len(frame) < fp.LENGTH_SIZE + length:
+            return None
+        sock.recv(len(frame))  # taken: what follows is the bridge's
+    except BlockingIOError:
+        return None
+    protocol, name_length = fp.HELLO_PREFIX.unpack_from(frame, fp.HEADER_SIZE)
+    return Hello(protocol, frame[size : size + name_length].decode(errors="replace"))
 
 
 @dataclass(frozen=True)
@@ -205,13 +239,13 @@ class Bridge(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         offset, size = 0, len(buffer)
-        while size - offset >= 4:
-            (length,) = struct.unpack_from("<I", buffer, offset)
-            if size - offset - 4 < length:
+        while size - offset >= fp.HEADER_SIZE:
+            (length,) = fp.LENGTH.unpack_from(buffer, offset)
+            if size - offset - fp.LENGTH_SIZE < length:
                 break
-            _, kind, call_id = _HEAD.unpack_from(buffer, offset)
-            payload = bytes(buffer[offset + 13 : offset + 4 + length])
-            offset += 4 + length
+            _, kind, call_id = fp.HEADER.unpack_from(buffer, offset)
+            payload = bytes(buffer[offset + fp.HEADER_SIZE : offset + fp.LENGTH_SIZE + length])
+            offset += fp.LENGTH_SIZE + length
             try:
                 self._frame(kind, call_id, payload)
             except Exception:  # one bad frame fails its call, never the connection
@@ -233,16 +267,18 @@ class Bridge(asyncio.Protocol):
 
     def _frame(self, kind: int, call_id: int, payload: bytes) -> None:
         if kind == UNARY:
-            timeout, length = _UNARY.unpack_from(payload)
-            method = payload[10 : 10 + length].decode(errors="replace")
+            timeout, length = fp.UNARY_PREFIX.unpack_from(payload)
+            start = fp.UNARY_PREFIX_SIZE
+            method = payload[start : start + length].decode(errors="replace")
             opened = self._open(call_id, timeout, method)
             if opened is not None:
-                opened.requests.append(payload[10 + length :])
+                opened.requests.append(payload[start + length :])
                 self._frame(HALF_CLOSE, call_id, b"")
             return
         if kind == OPEN:
-            (timeout,) = _OPEN.unpack_from(payload)
-            opened = self._open(call_id, timeout, payload[8:].decode(errors="replace"))
+            (timeout,) = fp.OPEN_PREFIX.unpack_from(payload)
+            method = payload[fp.OPEN_PREFIX_SIZE :].decode(errors="replace")
+            opened = self._open(call_id, timeout, method)
             if opened is not None and opened.handler.request_streaming:
                 opened.inbox = asyncio.Queue()
                 opened.task = self.loop.create_task(self._run(call_id, opened, None))
@@ -295,7 +331,7 @@ class Bridge(asyncio.Protocol):
             try:
                 requests.append(batch.deserialize(payload))
             except Exception:
-                self._end(call_id, grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
+                self._end(call_id, grpc.StatusCode.INVALID_ARGUMENT, MALFORMED)
                 continue
             ids.append(call_id)
             deadlines.append(deadline)
@@ -320,7 +356,11 @@ class Bridge(asyncio.Protocol):
         assert call.inbox is not None
         deserialize = call.handler.request_deserializer
         while (item := await call.inbox.get()) is not _END:
-            yield deserialize(item) if deserialize else item
+            try:
+                request = deserialize(item) if deserialize else item
+            except Exception:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED) from None
+            yield request
 
     async def _run(self, call_id: int, call: _Call, payload: bytes | None) -> None:
         handler, context = call.handler, call.context
@@ -331,9 +371,7 @@ class Bridge(asyncio.Protocol):
                 try:
                     request: Any = deserialize(payload) if deserialize else payload
                 except Exception:
-                    self._end(
-                        call_id, grpc.StatusCode.INVALID_ARGUMENT, "malformed request message"
-                    )
+                    self._end(call_id, grpc.StatusCode.INVALID_ARGUMENT, MALFORMED)
                     return
             else:
                 request = self._requests(call)
@@ -351,7 +389,7 @@ class Bridge(asyncio.Protocol):
                 elif inspect.isawaitable(result):
                     await result  # writes with context.write
                 else:
-                    raise TypeError(f"{function!r} is not an async streaming handler")
+                    raise TypeError(f"{echo(function)} is not an async streaming handler")
             else:
                 if inspect.iscoroutinefunction(function):
                     response = await function(request, context)
@@ -379,13 +417,13 @@ class Bridge(asyncio.Protocol):
 
     # ---- frames out
     def send_status(self, call_id: int, code: grpc.StatusCode, details: str) -> None:
-        self.send(STATUS, call_id, _CODE.pack(code.value[0]) + details.encode())
+        self.send(STATUS, call_id, fp.STATUS_PREFIX.pack(code.value[0]) + details.encode())
 
     def send(self, kind: int, call_id: int, payload: bytes) -> None:
         """Queue a frame; everything queued in one loop turn leaves in one write."""
         if not self._out:
             self.loop.call_soon(self._flush)
-        self._out.append(_HEAD.pack(9 + len(payload), kind, call_id))
+        self._out.append(fp.HEADER.pack(fp.AFTER_LENGTH_SIZE + len(payload), kind, call_id))
         self._out.append(payload)
 
     def _flush(self) -> None:

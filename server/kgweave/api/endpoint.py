@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from kgweave.api.bridge import BatchHandler, HandlerTable
+from kgweave.api.malformed import Guarded
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.dataplane import DataPlane
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
@@ -57,6 +58,8 @@ class Health:
 def add_services(target: Any, plane: DataPlane, health_state: Health) -> None:
     """Register every service kgweave answers on ``target`` (a ``grpc.aio.Server`` or the
     native front end's :class:`~kgweave.api.bridge.HandlerTable`)."""
+    if not isinstance(target, HandlerTable):  # (the bridge answers malformed bytes itself)
+        target = Guarded(target)
     knowledge = KnowledgeServicer(plane)
     knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(knowledge, target)
     if isinstance(target, HandlerTable):

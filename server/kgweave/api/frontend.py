@@ -4,7 +4,9 @@ The front end (C++, ``frontend/``) listens on the gRPC port and forwards every c
 socketpair to a :class:`~kgweave.api.bridge.Bridge` here, where the same servicers as the
 Python gRPC server answer it. The child process inherits its end of the pair, so either side
 sees the other go: the front end exits when the engine closes the socket, and the engine
-logs it if the front end dies.
+logs it if the front end dies. Before the bridge starts, the two exchange HELLO frames
+(``frontend/frame_protocol.md``): a front end speaking another frame protocol version stops
+``kgweave serve`` with one line that says to rebuild it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import signal
 import socket
 from pathlib import Path
 
-from kgweave.api.bridge import Bridge, HandlerTable
+from kgweave import __version__
+from kgweave.api import frame_protocol
+from kgweave.api.bridge import Bridge, HandlerTable, hello, read_hello
 from kgweave.api.endpoint import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
 from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BINARY = "kgweave-frontend"
 START_TIMEOUT_S = 15.0
+#: the front end's exit status when the engine speaks another frame protocol version
+EXIT_PROTOCOL = 3
 
 
 def find_frontend(settings: Settings) -> Path | None:
@@ -96,7 +102,7 @@ async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> Na
                 "stopping"
             )
 
-    _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table, lost), ours)
+    ours.sendall(hello(f"kgweave {__version__}"))  # waits in the socket for the front end
     try:
         process = await asyncio.create_subprocess_exec(
             str(binary),
@@ -111,7 +117,7 @@ async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> Na
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
     except OSError as exc:
-        bridge.close()
+        ours.close()
         raise KGWeaveError(f"cannot run the native front end {binary}: {exc.strerror}") from None
     finally:
         theirs.close()
@@ -120,15 +126,25 @@ async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> Na
         line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
     except TimeoutError:
         line = b""
-    if not line.startswith(b"LISTENING "):
+    # the front end wrote its HELLO before it printed LISTENING or exited: it is here now
+    theirs_hello = read_hello(ours)
+    mismatch = theirs_hello is None or theirs_hello.protocol != frame_protocol.VERSION
+    if not line.startswith(b"LISTENING ") or mismatch:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
         error = (await process.stderr.read()).decode(errors="replace").strip().splitlines()
-        bridge.close()
+        ours.close()
+        if mismatch and (line.startswith(b"LISTENING ") or process.returncode == EXIT_PROTOCOL):
+            spoken = theirs_hello.protocol if theirs_hello is not None else 0
+            raise KGWeaveError(
+                f"{BINARY} at {binary} speaks frame protocol {spoken}, this kgweave needs "
+                f"{frame_protocol.VERSION}: rebuild with bash frontend/build.sh"
+            )
         raise KGWeaveError(
             f"the native front end did not start: {error[0] if error else 'no output'}"
         )
+    _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table, lost), ours)
     port = int(line.split()[1])
     running = NativeServer(process, bridge, port, health_state, plane)
     running.relay = loop.create_task(_relay(process.stderr))

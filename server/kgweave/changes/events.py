@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 
 
 class ChangeKind(StrEnum):
@@ -56,5 +56,5 @@ class ChangeEvent:
         try:
             kind = ChangeKind(data["kind"])
         except (KeyError, ValueError):
-            raise InvalidArgumentError(f"unknown change kind {data.get('kind')!r}") from None
+            raise InvalidArgumentError(f"unknown change kind {echo(data.get('kind'))}") from None
         return cls(**{**data, "kind": kind})

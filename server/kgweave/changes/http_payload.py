@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from kgweave.changes.events import ChangeEvent, ChangeKind
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo, echo_all
 
 #: most events one body may carry (a trigger posts one transaction's changes)
 MAX_EVENTS = 100_000
@@ -35,7 +35,9 @@ _FIELDS = {"kind", "head", "relation", "tail", "entity", "properties", "time"}
 def _text(event: dict[str, Any], name: str, where: str) -> str:
     value = event.get(name)
     if not isinstance(value, str) or not value:
-        raise InvalidArgumentError(f"{where}: {name!r} must be a non-empty string, got {value!r}")
+        raise InvalidArgumentError(
+            f"{where}: {echo(name)} must be a non-empty string, got {echo(value)}"
+        )
     return value
 
 
@@ -45,13 +47,13 @@ def _event(raw: Any, index: int, source: str, now: float) -> ChangeEvent:
         raise InvalidArgumentError(f"{where}: an event must be a JSON object")
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
-        raise InvalidArgumentError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        raise InvalidArgumentError(f"{where}: unknown field(s) {echo_all(unknown)}")
     try:
         kind = ChangeKind(str(raw.get("kind")))
     except ValueError:
         choices = ", ".join(k.value for k in ChangeKind)
         raise InvalidArgumentError(
-            f"{where}: kind {raw.get('kind')!r} is not one of {choices}"
+            f"{where}: kind {echo(raw.get('kind'))} is not one of {choices}"
         ) from None
     properties = raw.get("properties") or {}
     if not isinstance(properties, dict):
@@ -95,11 +97,11 @@ def parse_change_payload(body: bytes) -> list[ChangeEvent]:
         )
     unknown = sorted(set(data) - {"source", "events"})
     if unknown:
-        raise InvalidArgumentError(f"change payload: unknown field(s) {', '.join(unknown)}")
+        raise InvalidArgumentError(f"change payload: unknown field(s) {echo_all(unknown)}")
     source = data.get("source")
     if not isinstance(source, str) or not _SOURCE.match(source):
         raise InvalidArgumentError(
-            f"change payload: 'source' must be 1-64 letters, digits or _.:- , got {source!r}"
+            f"change payload: 'source' must be 1-64 letters, digits or _.:- , got {echo(source)}"
         )
     events = data.get("events")
     if not isinstance(events, list):

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kgweave.changes.events import ChangeEvent
-from kgweave.errors import ArtifactError, InvalidArgumentError
+from kgweave.errors import ArtifactError, InvalidArgumentError, echo
 from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -462,7 +462,7 @@ class EventLog:
     def _consumer_path(self, consumer: str) -> Path:
         if not _CONSUMER.match(consumer):
             raise InvalidArgumentError(
-                f"consumer name {consumer!r}: use 1-64 letters, digits, '_', '-' or '.'"
+                f"consumer name {echo(consumer)}: use 1-64 letters, digits, '_', '-' or '.'"
             )
         return self.folder / "consumers" / f"{consumer}.json"
 

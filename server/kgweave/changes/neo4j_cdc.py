@@ -50,6 +50,7 @@ from kgweave.errors import (
     GraphUnavailableError,
     InvalidArgumentError,
     KGWeaveError,
+    echo,
 )
 from kgweave.graph.store import GraphMapping, checked_identifier
 
@@ -227,7 +228,7 @@ def convert_record(
     m = mapping or GraphMapping()
     event = record.get("event")
     if not isinstance(event, Mapping):
-        raise InvalidArgumentError(f"CDC record {record.get('id')!r} has no event map")
+        raise InvalidArgumentError(f"CDC record {echo(record.get('id'))} has no event map")
     when = _epoch((record.get("metadata") or {}).get("txCommitTime"))
     when = when if when is not None else 0.0
     known = known_keys or {}
@@ -236,7 +237,7 @@ def convert_record(
     if event.get("eventType") == "r":
         return _relationship_events(record, m, known, when)
     raise InvalidArgumentError(
-        f"CDC record {record.get('id')!r}: unknown eventType {event.get('eventType')!r}"
+        f"CDC record {echo(record.get('id'))}: unknown eventType {echo(event.get('eventType'))}"
     )
 
 
@@ -267,7 +268,7 @@ class Neo4jCdcPoller:
         batch: int = 1000,
     ) -> None:
         if start not in ("current", "earliest"):
-            raise InvalidArgumentError(f"start {start!r}: choose current or earliest")
+            raise InvalidArgumentError(f"start {echo(start)}: choose current or earliest")
         if batch < 1:
             raise InvalidArgumentError("batch must be at least 1")
         self.query = query
@@ -324,8 +325,8 @@ class Neo4jCdcPoller:
                 ) from None
             if "cdc" in text or "change identifier" in text:
                 raise FailedPreconditionError(
-                    f"Neo4j refused the CDC cursor {cursor!r} ({exc}); if the changes it points "
-                    f"at were pruned, remove {self.state_file} to restart from "
+                    f"Neo4j refused the CDC cursor {echo(cursor)} ({exc}); if the changes it "
+                    f"points at were pruned, remove {self.state_file} to restart from "
                     f"db.cdc.{self.start}()"
                 ) from None
             raise

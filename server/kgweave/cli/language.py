@@ -8,7 +8,7 @@ import click
 
 from kgweave.cli.connect import link_query_options
 from kgweave.cli.output import emit_json
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 from kgweave.settings import get_settings
 
 
@@ -69,7 +69,7 @@ def verbalize(
 
 def _by_name(data: object, name: str) -> str:
     from kgweave.data.dataset import KGDataset
-    from kgweave.errors import NotFoundError, closest_names
+    from kgweave.errors import NotFoundError, did_you_mean
 
     assert isinstance(data, KGDataset)
     folded = name.casefold()
@@ -77,10 +77,11 @@ def _by_name(data: object, name: str) -> str:
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise InvalidArgumentError(f"entity name {name!r} is ambiguous: use an id ({hits[0]}, ...)")
-    hint = closest_names(name, list(data.entity_names.values()) + data.entities.labels)
-    suffix = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
-    raise NotFoundError(f"unknown entity {name!r}{suffix}")
+        raise InvalidArgumentError(
+            f"entity name {echo(name)} is ambiguous: use an id ({hits[0]}, ...)"
+        )
+    suffix = did_you_mean(name, list(data.entity_names.values()) + data.entities.labels)
+    raise NotFoundError(f"unknown entity {echo(name)}{suffix}")
 
 
 @click.command()

@@ -16,7 +16,7 @@ from kgweave.data.reader import (
     read_triples,
     read_wikidata_descriptions,
 )
-from kgweave.errors import DatasetError, NotFoundError, closest_names
+from kgweave.errors import DatasetError, NotFoundError, did_you_mean, echo
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ class IdMap:
         try:
             return self.index[label]
         except KeyError:
-            hint = closest_names(label, self.labels)
-            suffix = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
-            raise NotFoundError(f"unknown {kind} {label!r}{suffix}") from None
+            suffix = did_you_mean(label, self.labels)
+            raise NotFoundError(f"unknown {kind} {echo(label)}{suffix}") from None
 
 
 def with_reciprocals(triples: torch.Tensor, num_relations: int) -> torch.Tensor:
@@ -223,7 +222,8 @@ class KGDataset:
         """Triples of one split: shape (M, 3)."""
         if name not in self.splits:
             raise NotFoundError(
-                f"dataset {self.name!r} has no split {name!r} (has {', '.join(self.splits)})"
+                f"dataset {echo(self.name)} has no split {echo(name)} "
+                f"(has {', '.join(self.splits)})"
             )
         return self.splits[name]
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from kgweave.errors import DatasetError
+from kgweave.errors import DatasetError, echo
 
 LabeledTriple = tuple[str, str, str]
 
@@ -66,7 +66,7 @@ def read_triples(path: Path) -> list[LabeledTriple]:
         if len(fields) != 3:
             raise DatasetError(
                 f"{path}:{number}: expected 3 tab-separated fields (head, relation, tail), "
-                f"found {len(fields)}: {line[:80]!r}"
+                f"found {len(fields)}: {echo(line)}"
             )
         head, relation, tail = fields
         if not head or not relation or not tail:
@@ -87,7 +87,7 @@ def read_text_map(path: Path) -> dict[str, str]:
     for number, line in _lines(path):
         key, sep, text = line.partition("\t")
         if not sep or not key:
-            raise DatasetError(f"{path}:{number}: expected 'key<TAB>text', found {line[:80]!r}")
+            raise DatasetError(f"{path}:{number}: expected 'key<TAB>text', found {echo(line)}")
         _check_id(path, number, "key", key)
         mapping.setdefault(key, text.strip())
     return mapping

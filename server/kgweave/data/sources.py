@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from kgweave.errors import FailedPreconditionError, NotFoundError, closest_names
+from kgweave.errors import FailedPreconditionError, NotFoundError, did_you_mean, echo
 from kgweave.settings import Settings
 
 
@@ -202,14 +202,12 @@ def resolve_dataset(spec: str, settings: Settings) -> Path:
     if key in WELL_KNOWN:
         return _download(key, settings)
     names = [d.name for d in list_datasets(settings)] + sorted(WELL_KNOWN)
-    hint = closest_names(spec, names)
     where = (
         f"KGWEAVE_DATASETS_DIR={settings.datasets_dir}"
         if settings.datasets_dir
         else "KGWEAVE_DATASETS_DIR is not set"
     )
-    suffix = f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
-    raise NotFoundError(f"no dataset {spec!r} ({where}){suffix}")
+    raise NotFoundError(f"no dataset {echo(spec)} ({where}){did_you_mean(spec, names)}")
 
 
 def _offline_advice(name: str) -> str:
@@ -224,7 +222,7 @@ def _download(name: str, settings: Settings) -> Path:
     target = settings.cache_dir / name
     if settings.offline:
         raise FailedPreconditionError(
-            f"dataset {name!r} is not available locally and KGWEAVE_OFFLINE is set: "
+            f"dataset {echo(name)} is not available locally and KGWEAVE_OFFLINE is set: "
             + _offline_advice(name)
         )
     partial = settings.cache_dir / f".{name}.partial"
@@ -238,7 +236,7 @@ def _download(name: str, settings: Settings) -> Path:
                 payload = resp.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise FailedPreconditionError(
-                f"dataset {name!r} is not available locally and could not be downloaded "
+                f"dataset {echo(name)} is not available locally and could not be downloaded "
                 f"({remote.url}: {getattr(exc, 'reason', exc)}): " + _offline_advice(name)
             ) from exc
         digest = hashlib.sha256(payload).hexdigest()

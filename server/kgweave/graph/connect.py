@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.neo4j_store import SCHEMES, Neo4jStore, Neo4jTarget
@@ -25,7 +25,7 @@ def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> G
     parsed = urlparse(uri)
     if parsed.scheme in ("falkor", "falkordb", "redis"):
         if not parsed.hostname:
-            raise InvalidArgumentError(f"graph URI {uri!r} has no host")
+            raise InvalidArgumentError(f"graph URI {echo(uri)} has no host")
         name = parsed.path.strip("/") or graph
         return FalkorDBStore(
             parsed.hostname, parsed.port or 6379, graph=name, password=parsed.password
@@ -33,7 +33,7 @@ def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> G
     if parsed.scheme in SCHEMES:
         return open_neo4j(uri, settings)
     raise InvalidArgumentError(
-        f"graph URI {uri!r}: use falkor://host:port[/graph], bolt://host:port[/database] or "
+        f"graph URI {echo(uri)}: use falkor://host:port[/graph], bolt://host:port[/database] or "
         "neo4j://host:port[/database] (or leave it out for the embedded database)"
     )
 
@@ -47,13 +47,13 @@ def neo4j_target(uri: str, settings: Settings) -> Neo4jTarget:
     """
     parsed = urlsplit(uri)
     if not parsed.hostname:
-        raise InvalidArgumentError(f"graph URI {uri!r} has no host")
+        raise InvalidArgumentError(f"graph URI {echo(uri)} has no host")
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     netloc = host if parsed.port is None else f"{host}:{parsed.port}"
     password = settings.graph_password.get_secret_value() if settings.graph_password else None
     database = unquote(parsed.path.strip("/")) or settings.graph_database
     if database and "/" in database:
-        raise InvalidArgumentError(f"graph URI {uri!r}: the path must be one database name")
+        raise InvalidArgumentError(f"graph URI {echo(uri)}: the path must be one database name")
     return Neo4jTarget(
         uri=urlunsplit((parsed.scheme, netloc, "", parsed.query, "")),
         user=unquote(parsed.username) if parsed.username else settings.graph_user,

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kgweave.errors import GraphUnavailableError, InvalidArgumentError
+from kgweave.errors import GraphUnavailableError, InvalidArgumentError, echo
 from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
@@ -197,7 +197,7 @@ class FalkorDBStore(GraphStore):
         """FalkorDB's vector index statement (``CREATE VECTOR INDEX ... OPTIONS {...}``)."""
         if similarity not in SIMILARITIES:
             raise InvalidArgumentError(
-                f"similarity {similarity!r}: choose one of {', '.join(SIMILARITIES)}"
+                f"similarity {echo(similarity)}: choose one of {', '.join(SIMILARITIES)}"
             )
         prop = checked_identifier(self.mapping.embedding_property, "embedding property")
         return (

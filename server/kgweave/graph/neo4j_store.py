@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from kgweave.errors import GraphUnavailableError, InvalidArgumentError, KGWeaveError
+from kgweave.errors import GraphUnavailableError, InvalidArgumentError, KGWeaveError, echo
 from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
@@ -94,7 +94,7 @@ def vector_index_name(mapping: GraphMapping) -> str:
 def _checked_vector_config(dimension: int, similarity: str) -> None:
     if similarity not in SIMILARITIES:
         raise InvalidArgumentError(
-            f"similarity {similarity!r}: choose one of {', '.join(SIMILARITIES)}"
+            f"similarity {echo(similarity)}: choose one of {', '.join(SIMILARITIES)}"
         )
     if not 1 <= dimension <= MAX_VECTOR_DIMENSIONS:
         raise InvalidArgumentError(
@@ -290,10 +290,10 @@ class Neo4jTarget:
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
             raise InvalidArgumentError(
-                f"Neo4j URI {self.uri!r}: the scheme must be one of {', '.join(SCHEMES)}"
+                f"Neo4j URI {echo(self.uri)}: the scheme must be one of {', '.join(SCHEMES)}"
             )
         if not parts.hostname:
-            raise InvalidArgumentError(f"Neo4j URI {self.uri!r} has no host")
+            raise InvalidArgumentError(f"Neo4j URI {echo(self.uri)} has no host")
         netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
         if ":" in parts.hostname:  # IPv6 literal
             netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 
 Triple = tuple[str, str, str]
 
@@ -37,7 +37,7 @@ def checked_identifier(name: str, what: str) -> str:
     """``name`` quoted for Cypher, after refusing anything but a plain identifier."""
     if not is_identifier(name):
         raise InvalidArgumentError(
-            f"{what} {name!r} is not a valid identifier (letters, digits and '_', not starting "
+            f"{what} {echo(name)} is not a valid identifier (letters, digits and '_', not starting "
             "with a digit)"
         )
     return f"`{name}`"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 from kgweave.models.base import KGEModel
 from kgweave.models.complex import ComplEx
 from kgweave.models.distmult import DistMult
@@ -20,7 +20,7 @@ def model_class(name: str) -> type[KGEModel]:
         return MODELS[name.lower()]
     except KeyError:
         raise InvalidArgumentError(
-            f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}"
+            f"unknown model {echo(name)}: choose one of {', '.join(sorted(MODELS))}"
         ) from None
 
 

@@ -33,7 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
 
@@ -110,7 +110,7 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                raise NotFoundError(f"no job {job_id!r}")
+                raise NotFoundError(f"no job {echo(job_id)}")
             return job.snapshot()
 
     def active_count(self) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kgweave.artifact import CONFIG, load_artifact
-from kgweave.errors import ArtifactError, NotFoundError, closest_names
+from kgweave.errors import ArtifactError, NotFoundError, did_you_mean, echo
 
 ACTIVE = "active.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -100,9 +100,7 @@ class ModelRegistry:
             if item.version == version:
                 return item
         known = [v.version for v in self.versions()]
-        hint = closest_names(version, known)
-        suffix = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
-        raise NotFoundError(f"no model version {version!r}{suffix}")
+        raise NotFoundError(f"no model version {echo(version)}{did_you_mean(version, known)}")
 
     def register(self, artifact_dir: Path) -> ModelVersion:
         """Verify the artifact in ``artifact_dir`` and move it in as the next version."""

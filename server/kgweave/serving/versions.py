@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from kgweave.device import resolve_device
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.registry import ModelRegistry, ModelVersion
 from kgweave.serving.served import ServedModel
@@ -34,7 +34,7 @@ def check_policy(policy: str) -> str:
     """``policy`` if it is one of :data:`POLICIES`, else InvalidArgumentError."""
     if policy not in POLICIES:
         raise InvalidArgumentError(
-            f"activation policy {policy!r}: use one of {', '.join(POLICIES)}"
+            f"activation policy {echo(policy)}: use one of {', '.join(POLICIES)}"
         )
     return policy
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kgweave.device import resolve_device
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
 
 if TYPE_CHECKING:
     from kgweave.settings import Settings
@@ -125,14 +125,14 @@ class TextEncoder:
                 raise NotFoundError(f"text encoder folder {location}: cannot load ({exc})") from exc
             how = "offline is set" if offline else "the download failed"
             raise FailedPreconditionError(
-                f"text encoder {spec!r} is not in the local Hugging Face cache and {how}: "
+                f"text encoder {echo(spec)} is not in the local Hugging Face cache and {how}: "
                 f"download it where there is a network (huggingface-cli download {spec} "
                 f"--local-dir DIR) and set KGWEAVE_TEXT_ENCODER=DIR, or use {DEFAULT_ENCODER}"
             ) from exc
         self.model.eval()
         dim = self.model.get_embedding_dimension()
         if not dim:
-            raise FailedPreconditionError(f"text encoder {spec!r} does not say its vector size")
+            raise FailedPreconditionError(f"text encoder {echo(spec)} does not say its vector size")
         self._dim = int(dim)
 
     @classmethod

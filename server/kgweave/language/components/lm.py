@@ -33,6 +33,7 @@ from kgweave.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    echo,
 )
 
 #: token positions the loss ignores (padding, and the BOS token which is never predicted)
@@ -125,7 +126,7 @@ def load_causal_lm(
         return model.to(dev).eval(), _prepare_tokenizer(tokenizer)
     how = "this machine is offline" if offline else "it could not be downloaded"
     raise FailedPreconditionError(
-        f"language model {text!r} is not a local folder and is not in the Hugging Face cache, "
+        f"language model {echo(text)} is not a local folder and is not in the Hugging Face cache, "
         f"and {how}: download it elsewhere and set language_model to a local folder "
         f"({type(last).__name__}: {str(last).splitlines()[0] if last else ''})"
     )

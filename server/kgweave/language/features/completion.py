@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.language.components.lm import sequence_logprob
 from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
 from kgweave.language.features.rerank import (
@@ -343,7 +343,7 @@ class LMCompleter:
         elif method == "grid":
             w_std, b_std = fit_grid(z, groups), 0.0
         else:
-            raise InvalidArgumentError(f"unknown fitting method {method!r}: logistic or grid")
+            raise InvalidArgumentError(f"unknown fitting method {echo(method)}: logistic or grid")
         w = w_std / std
         bias = b_std - float((w_std * mean / std).sum())
         fitted = RerankWeights(float(w[0]), float(w[1]), float(bias), method)

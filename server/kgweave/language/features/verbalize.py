@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import InvalidArgumentError, echo
 
 if TYPE_CHECKING:
     from kgweave.artifact import ModelArtifact
@@ -331,8 +331,8 @@ def check_template(relation: str, template: str) -> str:
     """
     if template.count(HEAD) != 1 or template.count(TAIL) != 1:
         raise InvalidArgumentError(
-            f"template for relation {relation!r} must contain {HEAD} and {TAIL} exactly once: "
-            f"{template!r}"
+            f"template for relation {echo(relation)} must contain {HEAD} and {TAIL} exactly once: "
+            f"{echo(template)}"
         )
     return template.strip()
 
