@@ -15,15 +15,9 @@ from kgweave.errors import (
     ServiceUnavailableError,
 )
 
+#: every category's gRPC code is its own name (its HTTP status: kgweave.errors.HTTP_STATUS)
 TO_GRPC: dict[ErrorCode, grpc.StatusCode] = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
-    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    code: grpc.StatusCode[code.value] for code in ErrorCode
 }
 
 _FROM_GRPC: dict[grpc.StatusCode, type[KGWeaveError]] = {
