@@ -105,28 +105,17 @@ class HTTPError(Exception):
         return cls(HTTP_STATUS[error.code], error.code, error.message)
 
 
-def _grpc_failure(code: grpc.StatusCode, message: str) -> HTTPError:
-    """The HTTP answer of a servicer's abort: its gRPC code is one of ours by name."""
-    ours = ErrorCode.__members__.get(code.name, ErrorCode.INTERNAL)
-    return HTTPError(HTTP_STATUS[ours], ours, message)
-
-
-class _AbortedError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class GatewayContext:
     """What the servicers use of ``grpc.aio.ServicerContext``: no deadline, and ``abort``
-    raising what the gateway turns into an HTTP error."""
+    (where the servicers' guard sends every error, a :class:`KGWeaveError`'s code and message
+    or INTERNAL) raising the HTTP error of that code: a gRPC code is one of ours by name."""
 
     def time_remaining(self) -> float | None:
         return None
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise _AbortedError(code, details)
+        ours = ErrorCode.__members__.get(code.name, ErrorCode.INTERNAL)
+        raise HTTPError(HTTP_STATUS[ours], ours, details)
 
 
 # ---- JSON bodies
@@ -334,6 +323,8 @@ class HTTPApp:
                 _Gateway("knowledge", "GetEntity", knowledge_pb2.GetEntityRequest),
                 self._entity_request(scope),
             )
+        if path == "/v1/changes" and self.on_changes is None:
+            raise HTTPError(404, ErrorCode.NOT_FOUND, "this server takes no change events")
         body = await self._body(scope, receive)
         value = parse_json(body, self.limits.max_json_depth)
         if path == "/v1/changes":
@@ -364,8 +355,10 @@ class HTTPApp:
             )
         cap = self.limits.max_body_bytes
         over = HTTPError(413, ErrorCode.INVALID_ARGUMENT, f"the body is over {cap} bytes")
-        declared = headers.get(b"content-length")
-        if declared is not None and int(declared) > cap:  # h11 let only digits through
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit():  # (h11 lets only digits through; HTTP/2 is checked here)
+            _refuse("Content-Length must be a number of bytes")
+        if int(declared) > cap:
             raise over
         chunks: list[bytes] = []
         size = 0
@@ -390,8 +383,7 @@ class HTTPApp:
             ) from None
 
     async def _changes(self, body: bytes) -> _Answer:
-        if self.on_changes is None:
-            raise HTTPError(404, ErrorCode.NOT_FOUND, "this server takes no change events")
+        assert self.on_changes is not None
         try:
             accepted = await asyncio.to_thread(self.on_changes, body)
         except KGWeaveError as exc:
@@ -401,11 +393,7 @@ class HTTPApp:
     async def _call(self, route: _Gateway, value: Any) -> _Answer:
         request = to_message(value, route.request())
         handler = getattr(self.servicers[route.servicer], route.method)
-        try:
-            response = await handler(request, GatewayContext())
-        except _AbortedError as aborted:
-            raise _grpc_failure(aborted.code, aborted.message) from None
-        return _Answer(200, message_json(response))
+        return _Answer(200, message_json(await handler(request, GatewayContext())))
 
 
 # ---- the server
