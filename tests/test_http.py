@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from kgweave.api.http import HTTPLimits, HTTPServer, change_receiver, start_http
+from kgweave.api.http import HTTPLimits, HTTPServer, change_receiver, serve_http, start_http
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
@@ -387,3 +388,75 @@ def test_apoc_load_json_params_posts_as_apoc_does(served: Served) -> None:
     )
     assert (status, answer) == (202, {"accepted": 1})
     assert served.service.event_log.end_offset == before + 1
+
+
+# ---- binding, stopping, fuzzing
+
+
+def test_http_host_is_its_own_setting(served: Served) -> None:
+    """KGWEAVE_HTTP_HOST binds the HTTP side apart from gRPC; unset, it follows the gRPC host."""
+    settings = served.service.settings.model_copy(
+        update={"grpc_host": "127.0.0.1", "http_host": "127.0.0.2", "http_port": 0}
+    )
+    own = serve_http(served.service, settings)
+    follows = serve_http(served.service, settings.model_copy(update={"http_host": None}))
+    try:
+        assert own.host == "127.0.0.2" and follows.host == "127.0.0.1"
+        with socket.create_connection(("127.0.0.2", own.port), timeout=HANG_S) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(sock)[0] == 200
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", own.port), timeout=HANG_S).close()
+    finally:
+        own.stop()
+        follows.stop()
+
+
+def test_stop_lets_a_request_in_flight_finish(served: Served) -> None:
+    server = start_http(served.service, "127.0.0.1", 0, grace_s=HANG_S)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HANG_S) as sock:
+        body = json.dumps(PREDICT).encode()
+        sock.sendall(head("/v1/predict", f"Content-Type: {JSON}", f"Content-Length: {len(body)}"))
+        sock.sendall(body[:5])
+        while server.app.in_flight < 1:  # until the server has the request
+            time.sleep(0.001)
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        while True:  # until it accepts no new connection
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=HANG_S).close()
+            except ConnectionRefusedError:
+                break
+        sock.sendall(body[5:])
+        status, _, answer = read_answer(sock)
+    stopping.join()
+    assert status == 200 and json.loads(answer)["results"]
+
+
+def test_fuzzed_bodies_never_get_a_500(served: Served) -> None:
+    """Mutated requests (fixed seed) on every POST route: each gets a JSON answer below 500."""
+    rng = random.Random(16)
+    seeds = [
+        json.dumps(PREDICT).encode(),
+        b'{"triples": [{"head": "paris", "relation": "located_in", "tail": "france"}]}',
+        b'{"entity": "alan_turing", "maxChars": 50}',
+        b'{"query": {"head": "Alan Turing", "relation": "born_in"}, "k": 2}',
+        b'{"prefix": "al", "limit": 2}',
+        b'{"source": "fuzz", "events": [{"kind": "triple_added", "head": "a", '
+        b'"relation": "r", "tail": "b"}]}',
+    ]
+    paths = [*(f"/v1/{p}" for p in ("predict", "score", "verbalize", "complete", "search")),
+             "/v1/changes"]  # fmt: skip
+    pieces = [b"{", b"}", b"[", b"]", b'"', b"\\u", b"\\ud800", b"null", b"-1", b"1e999",
+              b"\x00", b"\xff", b",", b":", b"true", b'"k"', b"2147483648"]  # fmt: skip
+    for i in range(300):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(body) + 1)
+            if rng.random() < 0.5:
+                body[at:at] = rng.choice(pieces)
+            else:
+                del body[at : at + rng.randint(1, 8)]
+        status, answer = call(served.http.port, "POST", rng.choice(paths), bytes(body))
+        assert status < 500, (i, bytes(body), answer)
+        assert status in (200, 202) or set(answer) == {"code", "message"}, (i, answer)
