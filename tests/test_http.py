@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import random
 import shutil
 import socket
@@ -217,7 +218,12 @@ def _bad_json(served: Served, path: str, body: bytes, status: int, words: str) -
     assert words in answer["message"], answer
 
 
-def test_malformed_bodies_are_400(served: Served) -> None:
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Bad input is the client's fault: nothing on the server logs an error (a traceback)."""
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_malformed_bodies_are_400(served: Served, caplog: pytest.LogCaptureFixture) -> None:
     deep_list = b"[" * 10_000 + b"]" * 10_000
     deep_object = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
     shallow_but_deep = b'{"queries": ' + b"[" * 40 + b"]" * 40 + b"}"
@@ -235,6 +241,7 @@ def test_malformed_bodies_are_400(served: Served) -> None:
     _bad_json(served, "/v1/score", b'{"triples": [{"head": 1}]}', 400, "ScoreTriplesRequest")
     _bad_json(served, "/v1/predict", b'{"nope": 1}', 400, "nope")
     _bad_json(served, "/v1/changes", b'{"source": "x", "events": [{}]}', 400, "events[0]")
+    no_errors_logged(caplog)
 
 
 def test_content_type_must_be_json(served: Served) -> None:
@@ -267,7 +274,7 @@ def test_routes_and_methods(served: Served) -> None:
     assert 'kgweave_request_seconds_count{code="OK",method="PredictLinks"}' in text
 
 
-def test_broken_framing_is_a_clear_answer(served: Served) -> None:
+def test_broken_framing_is_a_clear_answer(served: Served, caplog: pytest.LogCaptureFixture) -> None:
     port = served.http.port
     predict = head("/v1/predict", f"Content-Type: {JSON}")[:-2]
     for length in ("-1", "abc", "1e3", " "):
@@ -293,6 +300,7 @@ def test_broken_framing_is_a_clear_answer(served: Served) -> None:
             pass
         status, _, body = read_answer(sock)
     assert status == 413 and json.loads(body)["code"] == "INVALID_ARGUMENT"
+    no_errors_logged(caplog)
 
 
 # ---- slow and half-sent requests
@@ -433,7 +441,7 @@ def test_stop_lets_a_request_in_flight_finish(served: Served) -> None:
     assert status == 200 and json.loads(answer)["results"]
 
 
-def test_fuzzed_bodies_never_get_a_500(served: Served) -> None:
+def test_fuzzed_bodies_never_get_a_500(served: Served, caplog: pytest.LogCaptureFixture) -> None:
     """Mutated requests (fixed seed) on every POST route: each gets a JSON answer below 500."""
     rng = random.Random(16)
     seeds = [
@@ -460,3 +468,4 @@ def test_fuzzed_bodies_never_get_a_500(served: Served) -> None:
         status, answer = call(served.http.port, "POST", rng.choice(paths), bytes(body))
         assert status < 500, (i, bytes(body), answer)
         assert status in (200, 202) or set(answer) == {"code", "message"}, (i, answer)
+    no_errors_logged(caplog)
