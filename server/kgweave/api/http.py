@@ -65,6 +65,10 @@ from kgweave.settings import Settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
 
 log = logging.getLogger(__name__)
+#: Hypercorn's own messages: its warnings and errors (its start-up line would only repeat
+#: what ``kgweave serve`` logs)
+_hypercorn_log = logging.getLogger(f"{__name__}.hypercorn")
+_hypercorn_log.setLevel(logging.WARNING)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -413,7 +417,7 @@ class HTTPServer:
         config.backlog = limits.backlog
         config.keep_alive_timeout = limits.idle_timeout_s
         config.graceful_timeout = grace_s
-        config.errorlog = log
+        config.errorlog = _hypercorn_log
         config.accesslog = None
         config.include_server_header = False
         self.config = config
