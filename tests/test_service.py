@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from kgweave.api.server import start_http
+from kgweave.api.http import start_http
 from kgweave.artifact import load_artifact
 from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
@@ -310,7 +310,7 @@ def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
 
     knowledge.PredictLinks(request_of(QUERIES))
     httpd = start_http(served.service, "127.0.0.1", 0)
-    port = httpd.server_address[1]
+    port = httpd.port
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert 'kgweave_request_seconds_count{code="OK",method="PredictLinks"}' in text
@@ -319,7 +319,7 @@ def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
         health_body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()
         assert json.loads(health_body) == {"ready": True}
     finally:
-        httpd.shutdown()
+        httpd.stop()
     channel.close()
 
 
@@ -381,7 +381,7 @@ def test_change_events_posted_over_http(served: ServerThread) -> None:
     """POST /v1/changes (what the APOC trigger calls) lands in the durable event log."""
     service = served.service
     httpd = start_http(service, "127.0.0.1", 0, service.changes.receive)
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/changes"
+    url = f"http://127.0.0.1:{httpd.port}/v1/changes"
 
     def post(body: bytes) -> tuple[int, dict[str, object]]:
         request = urllib.request.Request(url, data=body, method="POST")
@@ -407,10 +407,10 @@ def test_change_events_posted_over_http(served: ServerThread) -> None:
         assert [e.kind.value for e in events] == ["triple_added", "entity_upserted"]
         assert {e.source for e in events} == {"neo4j-apoc"}
         status, reply = post(b'{"source": "x", "events": [{"kind": "triple_added"}]}')
-        assert status == 400 and "events[0]" in str(reply["error"])
+        assert status == 400 and "events[0]" in str(reply["message"])
         assert service.changes.event_log.end_offset == before + 2  # refused whole, nothing appended
     finally:
-        httpd.shutdown()
+        httpd.stop()
 
 
 def test_batcher_answers_asyncio_and_thread_callers_alike(demo_models: list[Path]) -> None:

@@ -1,8 +1,9 @@
 """Typed errors of kgweave's core.
 
 Every error a user can cause is one of these. Transports map them in one place: the CLI turns
-them into one readable line and an exit code (``kgweave.cli.main``); the gRPC layer maps
-``code`` to a status code. Nothing here knows about a transport.
+them into one readable line and an exit code (``kgweave.cli.main``); an error's ``code`` is
+its gRPC status code by name (``kgweave.api.status``) and its HTTP status by
+:data:`HTTP_STATUS` (``kgweave.api.http``). Nothing here imports a transport.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
+
+
+#: The HTTP status of each category, beside its gRPC code (the member's name): google.rpc's
+#: own mapping of its canonical codes to HTTP, which gRPC-JSON gateways use too.
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FAILED_PRECONDITION: 400,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DATA_LOSS: 500,
+    ErrorCode.INTERNAL: 500,
+}
 
 
 class KGWeaveError(Exception):

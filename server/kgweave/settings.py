@@ -74,12 +74,17 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         default=50051, ge=0, le=65535, description="gRPC port (0: pick a free one)."
     )
+    http_host: str | None = Field(
+        default=None,
+        description="Address the HTTP server (metrics, health, change events, JSON API) binds; "
+        "unset: the gRPC host.",
+    )
     http_port: int = Field(
         default=8080,
         ge=0,
         le=65535,
-        description="HTTP port for /metrics (Prometheus), /healthz and POST /v1/changes "
-        "(0: pick a free one).",
+        description="HTTP port for /metrics (Prometheus), /healthz, POST /v1/changes and the "
+        "JSON API (/v1/predict, ...; docs/api.md) (0: pick a free one).",
     )
     frontend: str = Field(
         default="auto",

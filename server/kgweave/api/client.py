@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import grpc
 
 from kgweave.api.convert import POLICY_TO_PB, query_to_pb, to_dict, triples_to_pb
+from kgweave.api.inprocess import InProcessContext
 from kgweave.api.status import from_rpc_error, from_status
 from kgweave.predict import Query
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
@@ -182,20 +182,6 @@ class Client(BaseClient):
         return to_dict(response)
 
 
-class _LocalContext:
-    """What the servicers use of ``grpc.aio.ServicerContext``, for an in-process call:
-    ``abort`` raises the kgweave error of the status code."""
-
-    def __init__(self, timeout: float | None) -> None:
-        self._deadline = time.monotonic() + timeout if timeout else None
-
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise from_status(code, details)
-
-
 class LocalClient(BaseClient):
     """The same calls answered here, by the servicers over a data plane serving the model
     folder ``folder`` (``kgweave predict DIR`` and the other local commands)."""
@@ -213,7 +199,7 @@ class LocalClient(BaseClient):
 
     def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
         handler = next(getattr(s, method) for s in self._servicers if hasattr(s, method))
-        return asyncio.run(handler(request, _LocalContext(timeout)))
+        return asyncio.run(handler(request, InProcessContext(timeout)))
 
     def watch(self, job_id: str) -> Iterator[dict[str, Any]]:
         raise from_status(grpc.StatusCode.FAILED_PRECONDITION, "a model folder runs no jobs")

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import grpc
 import torch
 
 from kgweave.api.endpoint import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
 from kgweave.api.frontend import find_frontend, serves_natively, start_native
+from kgweave.api.http import serve_http
 from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
 from kgweave.settings import Settings
@@ -74,65 +71,6 @@ async def start_server(plane: DataPlane, settings: Settings) -> RunningServer:
     return await start_grpc(plane, settings.grpc_host, settings.grpc_port)
 
 
-# ---- the HTTP side: metrics, health, change events
-
-
-class _HTTPHandler(BaseHTTPRequestHandler):
-    plane: DataPlane
-    on_changes: Callable[[bytes], int] | None = None
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-    def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        if self.path == "/metrics":
-            self.plane.metrics.queue_depth.set(self.plane.batcher.depth)
-            self._send(200, self.plane.metrics.render(), "text/plain; version=0.0.4")
-        elif self.path == "/healthz":
-            ready = self.plane.ready
-            self._send(200 if ready else 503, json.dumps({"ready": ready}).encode())
-        else:
-            self._send(404, b'{"error": "not found"}')
-
-    def do_POST(self) -> None:
-        if self.path != "/v1/changes" or self.on_changes is None:
-            self._send(404, b'{"error": "not found"}')
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 64 << 20:
-            self._send(413, b'{"error": "payload over 64 MiB"}')
-            return
-        try:
-            accepted = self.on_changes(self.rfile.read(length))
-        except KGWeaveError as exc:
-            self._send(400, json.dumps({"error": exc.message}).encode())
-            return
-        except Exception:
-            log.exception("change payload failed")
-            self._send(500, b'{"error": "internal error; see the server log"}')
-            return
-        self._send(202, json.dumps({"accepted": accepted}).encode())
-
-
-def start_http(
-    plane: DataPlane, host: str, port: int, on_changes: Callable[[bytes], int] | None = None
-) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and POST /v1/changes on a daemon thread."""
-    receive = staticmethod(on_changes) if on_changes is not None else None
-    handler = type("Handler", (_HTTPHandler,), {"plane": plane, "on_changes": receive})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, name="kgweave-http", daemon=True).start()
-    return httpd
-
-
 # ---- the whole server
 
 
@@ -144,11 +82,11 @@ async def serve_forever(
 ) -> None:
     """Run gRPC and HTTP until SIGTERM/SIGINT (or ``stop_event``), then drain and stop."""
     running = await start_server(plane, settings)
-    httpd = start_http(plane, settings.grpc_host, settings.http_port, plane.changes.receive)
-    http_port = httpd.server_address[1]
+    httpd = serve_http(plane, settings)
+    http_port = httpd.port
     log.info(
         "serving gRPC on %s:%d (%s front end), HTTP on %s:%d (model %s, %d torch threads)",
-        settings.grpc_host, running.port, running.transport, settings.grpc_host, http_port,
+        settings.grpc_host, running.port, running.transport, httpd.host, http_port,
         plane.versions.active().version if plane.ready else "none", torch.get_num_threads(),
     )  # fmt: skip
     if ready is not None:
@@ -167,8 +105,7 @@ async def serve_forever(
     running.on_failure = failed
     await stop.wait()
     log.info("shutting down: draining requests for up to %.1fs", settings.shutdown_grace_s)
-    await running.stop(settings.shutdown_grace_s)
-    httpd.shutdown()
+    await asyncio.gather(running.stop(settings.shutdown_grace_s), asyncio.to_thread(httpd.stop))
     plane.close()
     log.info("stopped")
     if failures:

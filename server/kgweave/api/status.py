@@ -15,15 +15,9 @@ from kgweave.errors import (
     ServiceUnavailableError,
 )
 
+#: every category's gRPC code is its own name (its HTTP status: kgweave.errors.HTTP_STATUS)
 TO_GRPC: dict[ErrorCode, grpc.StatusCode] = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
-    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    code: grpc.StatusCode[code.value] for code in ErrorCode
 }
 
 _FROM_GRPC: dict[grpc.StatusCode, type[KGWeaveError]] = {
@@ -56,4 +50,9 @@ def from_rpc_error(error: grpc.RpcError, address: str) -> KGWeaveError:
 
 def from_status(code: grpc.StatusCode, details: str) -> KGWeaveError:
     """The kgweave error a status code and its message stand for."""
-    return _FROM_GRPC.get(code, KGWeaveError)(details)
+    known = _FROM_GRPC.get(code)
+    if known is not None:
+        return known(details)
+    error = KGWeaveError(details)
+    error.code = ErrorCode.__members__.get(code.name, ErrorCode.INTERNAL)
+    return error
