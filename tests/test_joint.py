@@ -14,7 +14,8 @@ from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
-from kgweave.language.features.text_fusion import FusedScorer, LexicalLinks, TextFusion
+from kgweave.language.features.lexical_links import LexicalLinks
+from kgweave.language.features.text_fusion import FusedScorer, TextFusion
 from kgweave.language.joint.pipeline import JointConfig, load_joint, load_text_fusion, train_joint
 from kgweave.predict import Query
 from kgweave.settings import Settings

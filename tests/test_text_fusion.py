@@ -10,7 +10,8 @@ from kgweave.data.sources import demo_path
 from kgweave.errors import ArtifactError, InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.language.components.encoder import TextEncoder
-from kgweave.language.features.text_fusion import FEATURES, LexicalLinks, TextFusion, words
+from kgweave.language.features.lexical_links import LexicalLinks, words
+from kgweave.language.features.text_fusion import FEATURES, TextFusion
 from kgweave.language.features.verbalize import Verbalizer
 from kgweave.models import KGEModel
 from kgweave.training import TrainConfig, train
