@@ -41,6 +41,7 @@ their exact text.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -149,13 +150,15 @@ class Dialect:
         store.write(constraint_statement(store.mapping))
         store.write(AWAIT_INDEX, {"name": constraint_name(store.mapping), "timeout": 300})
 
-    def before_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
+    def before_vectors(
+        self, store: Neo4jStore, dimension: int, similarity: str, mapping: GraphMapping
+    ) -> None:
         """Drop an existing vector index only when its dimension or similarity differ.
 
         Neo4j's Lucene HNSW index follows in-place updates, so a new model version of the
         same shape keeps its index; ``IF NOT EXISTS`` would otherwise keep a stale shape.
         """
-        name = vector_index_name(store.mapping)
+        name = vector_index_name(mapping)
         for row in store.read(SHOW_INDEX, {"name": name}):
             config = (row.get("options") or {}).get("indexConfig") or {}
             same = config.get("vector.dimensions") == dimension and (
@@ -170,9 +173,11 @@ class Dialect:
     def vector_params(self, mapping: GraphMapping) -> dict[str, Any]:
         return {"property": mapping.embedding_property}
 
-    def after_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
-        store.write(vector_index_statement(store.mapping, dimension, similarity))
-        store.write(AWAIT_INDEX, {"name": vector_index_name(store.mapping), "timeout": 300})
+    def after_vectors(
+        self, store: Neo4jStore, dimension: int, similarity: str, mapping: GraphMapping
+    ) -> None:
+        store.write(vector_index_statement(mapping, dimension, similarity))
+        store.write(AWAIT_INDEX, {"name": vector_index_name(mapping), "timeout": 300})
 
     def nearest(self, mapping: GraphMapping, vector: list[float], k: int) -> tuple[str, Any]:
         key = checked_identifier(mapping.key_property, "key property")
@@ -216,9 +221,11 @@ class FalkorDBBoltDialect(Dialect):
         store.write(f"CREATE INDEX FOR (e:{label}) ON (e.{key})")
         self._wait(store)
 
-    def before_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
+    def before_vectors(
+        self, store: Neo4jStore, dimension: int, similarity: str, mapping: GraphMapping
+    ) -> None:
         # FalkorDB's HNSW index loses neighbours when vectors are overwritten in place
-        m = store.mapping
+        m = mapping
         for row in self._indexes(store):
             types = row["types"] if isinstance(row["types"], dict) else {}
             if row["label"] == m.entity_label and "VECTOR" in types.get(m.embedding_property, []):
@@ -237,9 +244,11 @@ class FalkorDBBoltDialect(Dialect):
     def vector_params(self, mapping: GraphMapping) -> dict[str, Any]:
         return {}
 
-    def after_vectors(self, store: Neo4jStore, dimension: int, similarity: str) -> None:
-        label = checked_identifier(store.mapping.entity_label, "entity label")
-        prop = checked_identifier(store.mapping.embedding_property, "embedding property")
+    def after_vectors(
+        self, store: Neo4jStore, dimension: int, similarity: str, mapping: GraphMapping
+    ) -> None:
+        label = checked_identifier(mapping.entity_label, "entity label")
+        prop = checked_identifier(mapping.embedding_property, "embedding property")
         store.write(
             f"CREATE VECTOR INDEX FOR (e:{label}) ON (e.{prop}) "
             f"OPTIONS {{dimension: {int(dimension)}, similarityFunction: '{similarity}'}}"
@@ -610,8 +619,13 @@ class Neo4jStore(GraphStore):
 
     # ---- write-back
     def write_embeddings(
-        self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"
+        self,
+        ids: list[str],
+        vectors: list[list[float]],
+        similarity: str = "cosine",
+        prop: str | None = None,
     ) -> int:
+        mapping = self._vector_mapping(prop)
         if len(ids) != len(vectors):
             raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} vectors")
         if not vectors:
@@ -620,9 +634,9 @@ class Neo4jStore(GraphStore):
         if any(len(v) != dimension for v in vectors):
             raise InvalidArgumentError("all vectors must have the same dimension")
         _checked_vector_config(dimension, similarity)
-        self.dialect.before_vectors(self, dimension, similarity)
-        cypher = self.dialect.set_vectors(self.mapping)
-        extra = self.dialect.vector_params(self.mapping)
+        self.dialect.before_vectors(self, dimension, similarity, mapping)
+        cypher = self.dialect.set_vectors(mapping)
+        extra = self.dialect.vector_params(mapping)
         written = 0
         for start in range(0, len(ids), self.batch_size):
             end = start + self.batch_size
@@ -632,15 +646,27 @@ class Neo4jStore(GraphStore):
             ]
             self.write(cypher, {"rows": rows, **extra})
             written += len(rows)
-        self.dialect.after_vectors(self, dimension, similarity)
+        self.dialect.after_vectors(self, dimension, similarity, mapping)
         return written
 
-    def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
+    def _vector_mapping(self, prop: str | None) -> GraphMapping:
+        """The mapping with ``prop`` as its vector property (the dialects index that one)."""
+        if prop is None or prop == self.mapping.embedding_property:
+            return self.mapping
+        return dataclasses.replace(self.mapping, embedding_property=prop)
+
+    def nearest(
+        self, vector: list[float], k: int, prop: str | None = None
+    ) -> list[tuple[str, float]]:
         """Nearest first; scores as the database gives them (Neo4j: similarity in [0, 1])."""
         if k < 1:
             raise InvalidArgumentError("k must be at least 1")
-        cypher, params = self.dialect.nearest(self.mapping, [float(x) for x in vector], k)
+        mapping = self._vector_mapping(prop)
+        cypher, params = self.dialect.nearest(mapping, [float(x) for x in vector], k)
         return [(str(r["id"]), float(r["score"])) for r in self.read(cypher, params)]
+
+    def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
+        self.write(cypher, params)
 
     def write_predicted_links(
         self, links: list[PredictedLink], model_version: str, provenance: str

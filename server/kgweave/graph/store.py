@@ -18,6 +18,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kgweave.errors import InvalidArgumentError, echo
 
@@ -59,6 +60,10 @@ class GraphMapping:
     #: links accepted by LLM-driven completion (added to, never replaced wholesale)
     suggested_type: str = "KGWEAVE_SUGGESTED"
     embedding_property: str = "embedding"
+    #: the vectors of the relation-aware nearest-neighbour search (see kgweave.serving.writeback)
+    search_property: str = "kgweave_search"
+    #: nodes holding each relation's vectors and the model's kind, for Cypher functions
+    relation_label: str = "KGWEAVE_Relation"
 
     def __post_init__(self) -> None:
         for what, name in (
@@ -71,6 +76,8 @@ class GraphMapping:
             ("predicted-link type", self.predicted_type),
             ("suggested-link type", self.suggested_type),
             ("embedding property", self.embedding_property),
+            ("search property", self.search_property),
+            ("relation label", self.relation_label),
             *(("relationship type", t) for t in self.relation_types or ()),
         ):
             checked_identifier(name, what)
@@ -91,6 +98,17 @@ class PredictedLink:
     relation: str
     tail: str
     score: float
+
+
+@dataclass(frozen=True)
+class RelationVectors:
+    """One relation's vectors as kgweave writes them back: its own and its reciprocal's (which
+    ranks heads), with the model that reads them (``model``: its name and options)."""
+
+    id: str
+    name: str
+    embedding: list[float]
+    inverse_embedding: list[float]
 
 
 @dataclass(frozen=True)
@@ -144,13 +162,59 @@ class GraphStore(ABC):
 
     @abstractmethod
     def write_embeddings(
-        self, ids: list[str], vectors: list[list[float]], similarity: str = "cosine"
+        self,
+        ids: list[str],
+        vectors: list[list[float]],
+        similarity: str = "cosine",
+        prop: str | None = None,
     ) -> int:
-        """Store one vector per entity and make sure a vector index covers them."""
+        """Store one vector per entity in ``prop`` (default ``mapping.embedding_property``)
+        and make sure a vector index covers them."""
 
     @abstractmethod
-    def nearest(self, vector: list[float], k: int) -> list[tuple[str, float]]:
-        """The ``k`` entities nearest to ``vector``, through the database's own vector index."""
+    def nearest(
+        self, vector: list[float], k: int, prop: str | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` entities nearest to ``vector`` in ``prop``, through the database's own
+        vector index (FalkorDB answers distances, lower first; Neo4j similarities, higher
+        first)."""
+
+    @abstractmethod
+    def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
+        """Run one write statement (values as parameters), in its own transaction."""
+
+    #: rows per statement when writing vectors
+    vector_batch: int = 200
+
+    def write_relations(
+        self, rows: list[RelationVectors], model: dict[str, object], model_version: str
+    ) -> int:
+        """Replace every ``mapping.relation_label`` node with one per relation of ``rows``,
+        carrying its vectors, the model (``name``, ``p``) and the version."""
+        label = checked_identifier(self.mapping.relation_label, "relation label")
+        self.execute(f"MATCH (r:{label}) DETACH DELETE r")
+        for start in range(0, len(rows), self.vector_batch):
+            batch = [
+                {"id": r.id, "name": r.name, "v": r.embedding, "inverse": r.inverse_embedding}
+                for r in rows[start : start + self.vector_batch]
+            ]
+            self.execute(
+                f"UNWIND $rows AS row CREATE (:{label} {{id: row.id, name: row.name, "
+                "embedding: row.v, inverse_embedding: row.inverse, model: $model, p: $p, "
+                "model_version: $version})",
+                {
+                    "rows": batch,
+                    "model": str(model.get("name", "")),
+                    "p": int(str(model.get("p", 2))),
+                    "version": model_version,
+                },
+            )
+        return len(rows)
+
+    def install_functions(self) -> bool:
+        """Install kgweave's Cypher functions where the database takes user code (FalkorDB's
+        UDFs); False where it does not (Neo4j: the kgweave plugin has them)."""
+        return False
 
     @abstractmethod
     def write_predicted_links(

@@ -3,6 +3,17 @@
 - Entity embeddings become a vector property with the database's own vector index, so
   ``db.idx.vector.queryNodes`` (FalkorDB) or ``db.index.vector.queryNodes`` (Neo4j) finds
   nearest neighbours.
+- Relation-aware search: every relation becomes a ``mapping.relation_label`` node with its
+  vector and its reciprocal's, and every entity gets a second vector
+  (``mapping.search_property``, euclidean index) such that the entities nearest to a query
+  vector built from ``(h, r)`` are the model's best tails. For DistMult and ComplEx a tail's
+  score is an inner product ``q . t`` with ``q = h * r``; appending ``sqrt(M^2 - |t|^2)`` to
+  each entity (``M`` the largest norm) and 0 to the query makes
+  ``|q' - t'|^2 = |q|^2 + M^2 - 2 q . t``: the nearest is the best scored. For TransE the
+  distance is the score itself (exact for p = 2); for RotatE the rotated head is compared
+  with the entities (a candidate search; rescore with ``kgweave.score``). On FalkorDB the
+  ``kgweave`` functions (``kgweave/graph/udf/kgweave.js``) compute scores and query vectors
+  in Cypher.
 - Predicted links: for every (head, relation) pair of the training graph, the best tails the
   model proposes that are not facts yet; the highest-scoring ``max_links`` become relationships
   of their own type (``KGWEAVE_PREDICTED``) with score, model version and provenance, replacing
@@ -20,7 +31,8 @@ from tqdm.auto import tqdm
 
 from kgweave.artifact import ModelArtifact
 from kgweave.errors import InvalidArgumentError
-from kgweave.graph.store import GraphStore, PredictedLink
+from kgweave.graph.store import GraphStore, PredictedLink, RelationVectors
+from kgweave.models import KGEModel
 from kgweave.predict import LinkPredictor
 
 
@@ -55,6 +67,55 @@ def predicted_links(
     return [PredictedLink(e[h], r_labels[r], e[t], s) for s, h, r, t in best]
 
 
+def search_vectors(model: KGEModel) -> torch.Tensor:
+    """Each entity's vector for the relation-aware euclidean search.
+
+    Returns: shape (N, D + 1) for bilinear models (the entity and ``sqrt(M^2 - |e|^2)``),
+    (N, D) otherwise (the entity itself).
+    """
+    with torch.no_grad():
+        weight = model.entity.weight.detach().float().cpu()
+        probe = torch.zeros((0, 2), dtype=torch.long, device=model.entity.weight.device)
+        if model.tail_query(probe) is None:
+            return weight
+        norms = weight.pow(2).sum(dim=1)
+        extra = (norms.max() - norms).clamp_min(0).sqrt()
+        return torch.cat((weight, extra.unsqueeze(1)), dim=1)
+
+
+def relation_vectors(artifact: ModelArtifact) -> list[RelationVectors]:
+    """Each relation's vector and its reciprocal's (row ``r + R``), with its readable name."""
+    weight = artifact.model.relation.weight.detach().float().cpu()
+    base = len(artifact.relations)
+    return [
+        RelationVectors(
+            label,
+            artifact.relation_texts.get(label, label),
+            weight[r].tolist(),
+            weight[r + base].tolist(),
+        )
+        for r, label in enumerate(artifact.relations.labels)
+    ]
+
+
+def write_search(store: GraphStore, artifact: ModelArtifact, model_version: str) -> dict[str, int]:
+    """The relation-aware search: relation nodes, each entity's search vector (euclidean
+    index) and, where the database takes them, the Cypher functions."""
+    model = artifact.model
+    relations = store.write_relations(
+        relation_vectors(artifact), {"name": model.name, **model.config()}, model_version
+    )
+    vectors = search_vectors(model).tolist()
+    written = store.write_embeddings(
+        artifact.entities.labels, vectors, "euclidean", store.mapping.search_property
+    )
+    return {
+        "relations": relations,
+        "search_vectors": written,
+        "functions": store.install_functions(),
+    }
+
+
 def write_back(
     store: GraphStore,
     artifact: ModelArtifact,
@@ -70,6 +131,7 @@ def write_back(
     if embeddings:
         vectors = artifact.model.entity.weight.detach().float().cpu().tolist()
         report["embeddings"] = store.write_embeddings(artifact.entities.labels, vectors)
+        report |= write_search(store, artifact, model_version)
     # facts the model did not train on (validation, test, new ones) may already be in the
     # graph: over-generate, drop those, keep the best max_links
     links = predicted_links(artifact, links_per_query, 2 * max_links + 100, progress=progress)
