@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from kgweave.api.client import Client
 from kgweave.dataplane import DataPlane
 from kgweave.errors import ECHO_MAX_CHARS, NotFoundError, echo, echo_all
+from kgweave.predict import Query
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
@@ -74,7 +75,7 @@ def test_a_huge_unknown_name_is_not_found_with_a_short_message(server: ServerThr
         assert len(error.details() or "") < 300
     # the CLI's client (kgweave predict --server) says the same short line
     with Client(server.address) as client, pytest.raises(NotFoundError) as info:
-        client.predict("born_in", head=HUGE)
+        client.predict(Query("born_in", head=HUGE))
     assert info.value.message.startswith(f"unknown entity {echo(HUGE)}")
 
 

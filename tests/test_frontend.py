@@ -275,7 +275,7 @@ def test_stop_drains_calls_in_flight_then_refuses(
         gate.wait(timeout=30)
         return verbalize(*args, **kwargs)
 
-    monkeypatch.setattr(service, "verbalize", held)
+    monkeypatch.setattr(service.queries, "verbalize", held)
     server = ServerThread(service, "native")
     channel = grpc.insecure_channel(server.address)
     stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)

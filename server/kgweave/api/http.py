@@ -60,6 +60,7 @@ from kgweave.errors import (
     ErrorCode,
     InvalidArgumentError,
     KGWeaveError,
+    echo,
 )
 from kgweave.settings import Settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
@@ -292,7 +293,7 @@ class HTTPApp:
         posts = path in _GATEWAY or path == "/v1/changes"
         gets = path in _GET or (path.startswith(_ENTITIES) and len(path) > len(_ENTITIES))
         if not posts and not gets:
-            raise HTTPError(404, ErrorCode.NOT_FOUND, f"no route {path!r}"[:200])
+            raise HTTPError(404, ErrorCode.NOT_FOUND, f"no route {echo(path)}")
         allowed = "POST" if posts else "GET"
         if method != allowed:
             raise HTTPError(
@@ -342,7 +343,7 @@ class HTTPApp:
             raise HTTPError(
                 415,
                 ErrorCode.INVALID_ARGUMENT,
-                f"send Content-Type: application/json (got {content_type[:60] or 'none'!r})",
+                f"send Content-Type: application/json (got {echo(content_type or 'none', 60)})",
             )
         cap = self.limits.max_body_bytes
         over = HTTPError(413, ErrorCode.INVALID_ARGUMENT, f"the body is over {cap} bytes")

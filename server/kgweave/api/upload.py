@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
 
-from kgweave.errors import InvalidArgumentError, ResourceExhaustedError
+from kgweave.errors import InvalidArgumentError, ResourceExhaustedError, echo
 
 #: what one upload may hold: a model folder with its language side fits well inside
 MAX_UPLOAD_BYTES = 8 << 30
@@ -30,8 +30,7 @@ def _checked(path: str) -> PurePosixPath:
         or "\x00" in path
         or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
     ):
-        shown = path if len(path) <= 80 else path[:80] + "…"
-        raise InvalidArgumentError(f"RegisterModel: bad file path {shown!r} in the model folder")
+        raise InvalidArgumentError(f"RegisterModel: bad file path {echo(path)} in the model folder")
     return PurePosixPath(*parts)
 
 
@@ -58,7 +57,7 @@ class ModelUpload:
         name = _checked(path)
         if name != self._path:
             if name in self._seen:
-                raise InvalidArgumentError(f"RegisterModel: file {path!r} was sent twice")
+                raise InvalidArgumentError(f"RegisterModel: file {echo(path)} was sent twice")
             if len(self._seen) >= MAX_FILES:
                 raise ResourceExhaustedError(f"RegisterModel: over {MAX_FILES} files")
             self._close_file()

@@ -63,7 +63,7 @@ def _scalar(annotation: Any) -> type:
     for candidate in (int, float, str):
         if annotation is candidate or candidate in get_args(annotation):
             return candidate
-    raise TypeError(f"no command-line type for {annotation!r}")
+    raise TypeError(f"no command-line type for {annotation}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

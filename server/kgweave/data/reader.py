@@ -49,7 +49,7 @@ def _check_id(path: Path, number: int, what: str, value: str) -> None:
     bad = _CONTROL.search(value)
     if bad:
         raise DatasetError(
-            f"{path}:{number}: {what} {value[:80]!r} contains the control character "
+            f"{path}:{number}: {what} {echo(value)} contains the control character "
             f"U+{ord(bad.group()):04X}, which ids cannot hold"
         )
 

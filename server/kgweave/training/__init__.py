@@ -21,4 +21,4 @@ def __getattr__(name: str) -> Any:
         from kgweave.training import loop
 
         return getattr(loop, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise AttributeError(f"module {__name__} has no attribute {name}")
