@@ -126,3 +126,44 @@ def test_a_relation_node_is_needed(written: tuple[FalkorDBStore, ModelArtifact])
     store, _ = written
     with pytest.raises(Exception, match="relation node"):
         store._query("MATCH (h:Entity {id: 'paris'}) RETURN kgweave.score(h, h.id, h)")
+
+
+def test_each_activated_version_is_written_back_with_its_name(
+    falkordb: tuple[str, int], tmp_path: Path, datasets_dir: Path
+) -> None:
+    """KGWEAVE_WRITEBACK_ON_ACTIVATE: activating a version writes it into the graph (relation
+    nodes, search vectors, predicted links) labelled with the registry version; the next
+    activation relabels everything."""
+    from kgweave.dataplane import DataPlane
+    from serving_support import registry_with
+
+    host, port = falkordb
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        datasets_dir=datasets_dir,
+        device="cpu",
+        graph_uri=f"falkordb://{host}:{port}/activation",
+        writeback_on_activate=True,
+        writeback_links=7,
+    )
+    store = FalkorDBStore(host, port, graph="activation")
+    store.ensure_schema()
+    import_dataset(store, load_dataset(DEMO), progress=False)
+    models = [
+        train_demo_model(settings, tmp_path / name, epochs=3, dim=8, eval_every=3)
+        for name in ("a", "b")
+    ]
+    registry_with(settings, models)
+    plane = DataPlane(settings)
+    try:
+        assert plane.writeback is not None
+        for version in ("v0001", "v0002"):
+            plane.versions.activate(version)
+            assert plane.writeback.wait_idle(timeout=600), "write-back never finished"
+            assert plane.writeback.last_error == ""
+            assert {v for *_, v in store.predicted_links()} == {version}
+            assert len(store.predicted_links()) == 7
+            labels = store._query("MATCH (r:KGWEAVE_Relation) RETURN DISTINCT r.model_version")
+            assert labels == [[version]]
+    finally:
+        plane.close()

@@ -34,6 +34,7 @@ from kgweave.serving.jobs import Job, JobManager
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.queries import QueryPlane
 from kgweave.serving.versions import ModelVersions, check_policy
+from kgweave.serving.writeback import WriteBackOnActivate
 from kgweave.settings import Settings
 
 if TYPE_CHECKING:
@@ -78,6 +79,10 @@ class DataPlane:
         self.owns_embedded_graph = False
         self._store: GraphStore | None = None
         self._store_lock = threading.Lock()
+        self.writeback: WriteBackOnActivate | None = None
+        if settings.writeback_on_activate:
+            self.writeback = WriteBackOnActivate(self.graph_store, settings.writeback_links)
+            self.versions.after_activate.append(self.writeback.activated)
 
     @classmethod
     def for_folder(cls, folder: Path, settings: Settings) -> DataPlane:
@@ -154,8 +159,10 @@ class DataPlane:
         }
 
     def close(self) -> None:
-        """Stop the change pipeline, the jobs and the batcher."""
+        """Stop the change pipeline, the write-back, the jobs and the batcher."""
         self.changes.close()
+        if self.writeback is not None:
+            self.writeback.close()
         self.jobs.shutdown()
         self.batcher.close()
 

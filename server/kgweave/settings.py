@@ -131,6 +131,17 @@ class Settings(BaseSettings):
         description="When a finished training job's model is served: if_better (validation "
         "MRR beats the active model's), always, never.",
     )
+    writeback_on_activate: bool = Field(
+        default=False,
+        description="Write each newly activated version back into the graph, labelled with its "
+        "version: entity embeddings, the relation-aware search (relation nodes, search "
+        "vectors, FalkorDB's kgweave.* functions) and predicted links.",
+    )
+    writeback_links: int = Field(
+        default=10_000,
+        ge=0,
+        description="Predicted links written per version by the write-back on activation.",
+    )
     retrain_min_events: int = Field(
         default=0,
         ge=0,

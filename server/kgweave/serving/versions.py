@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from kgweave.artifact import ModelArtifact
 from kgweave.device import resolve_device
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.serving.metrics import ServiceMetrics
@@ -50,6 +51,8 @@ class ModelVersions:
         self._lock = threading.Lock()
         #: called with the version after each activation (the gRPC health status follows it)
         self.on_activate: Callable[[str], None] | None = None
+        #: called with each newly activated version and its artifact (write-back to the graph)
+        self.after_activate: list[Callable[[str, ModelArtifact], None]] = []
 
     @functools.cached_property
     def registry(self) -> ModelRegistry:
@@ -109,6 +112,10 @@ class ModelVersions:
         log.info("model %s active", version)
         if self.on_activate is not None:
             self.on_activate(version)
+        now = self._active
+        if now is not None:
+            for listener in self.after_activate:
+                listener(now.version, now.artifact)
         return item.summary(active=True)
 
     def serve_folder(self, folder: Path) -> ServedModel:

@@ -23,7 +23,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,6 +37,8 @@ from kgweave.errors import InvalidArgumentError
 from kgweave.graph.store import GraphStore, PredictedLink, RelationVectors
 from kgweave.models import KGEModel
 from kgweave.predict import LinkPredictor
+
+log = logging.getLogger(__name__)
 
 
 def predicted_links(
@@ -142,3 +147,63 @@ def write_back(
     report["predicted_links"] = store.write_predicted_links(links, model_version, provenance)
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+class WriteBackOnActivate:
+    """Writes each activated version back into the graph on a thread of its own, latest
+    first: activations that arrive while one is written are coalesced into the newest, so
+    the graph ends at the version being served. Failures are logged and kept in
+    :attr:`last_error`; serving never waits for the graph."""
+
+    def __init__(self, store: Callable[[], GraphStore], max_links: int = 10_000) -> None:
+        self._store = store
+        self.max_links = max_links
+        self._pending: tuple[str, ModelArtifact] | None = None
+        self._wake = threading.Condition()
+        self._closed = False
+        self._busy = False
+        #: the version last written, and the last failure ("" when none)
+        self.written = ""
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._run, name="kgweave-writeback", daemon=True)
+        self._thread.start()
+
+    def activated(self, version: str, artifact: ModelArtifact) -> None:
+        """Queue ``version`` (replacing any version still waiting)."""
+        with self._wake:
+            self._pending = (version, artifact)
+            self._wake.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """True once nothing is queued or being written (for tests and shutdown)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._pending is not None or self._closed)
+                if self._closed:
+                    return
+                assert self._pending is not None
+                version, artifact = self._pending
+                self._pending, self._busy = None, True
+            try:
+                write_back(
+                    self._store(), artifact, version, max_links=self.max_links, progress=False
+                )
+                self.written, self.last_error = version, ""
+                log.info("write-back: %s written into the graph", version)
+            except Exception as exc:  # the graph may be down: serving goes on
+                self.last_error = str(exc)
+                log.warning("write-back of %s failed: %s", version, exc)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
