@@ -42,90 +42,36 @@ import json
 import logging
 import os
 import re
-import struct
 import threading
 import time
-import zlib
-from array import array
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from kgweave.changes.events import ChangeEvent
+from kgweave.changes.segments import (
+    HEADER,
+    LEGACY_HEADER,
+    MAX_RECORD,
+    READ_BUFFER,
+    SEGMENT,
+    Salvage,
+    Segment,
+    copy,
+    encode_record,
+    find_record,
+    fsync_dir,
+    is_legacy_record,
+    is_record,
+    iter_positions,
+    read_legacy_record,
+    read_record,
+)
 from kgweave.errors import ArtifactError, InvalidArgumentError, echo
 from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">IIQ")
-_OFFSET = struct.Struct(">Q")
-_LEGACY_HEADER = struct.Struct(">II")
 _CONSUMER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_SEGMENT = re.compile(r"^(\d{20})\.seg$")
-#: no single event is larger (an HTTP body of events is capped at 64 MiB)
-MAX_RECORD = 64 << 20
-#: one index entry every this many records
-INDEX_EVERY = 256
-_READ_BUFFER = 1 << 20
-
-
-def _crc(offset: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_OFFSET.pack(offset)))
-
-
-def encode_record(offset: int, payload: bytes) -> bytes:
-    """One record's bytes (header and payload)."""
-    return _HEADER.pack(len(payload), _crc(offset, payload), offset) + payload
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class _Segment:
-    base: int  # first offset this segment may hold (its name)
-    path: Path
-    last: int = -1  # offset of its last record (base - 1 when empty)
-    size: int = 0
-    count: int = 0
-    index_offsets: array[int] = field(default_factory=lambda: array("Q"))
-    index_positions: array[int] = field(default_factory=lambda: array("Q"))
-
-    def note(self, offset: int, position: int, length: int) -> None:
-        if self.count % INDEX_EVERY == 0:
-            self.index_offsets.append(offset)
-            self.index_positions.append(position)
-        self.count += 1
-        self.last = offset
-        self.size = position + _HEADER.size + length
-
-    def start_position(self, offset: int) -> int:
-        """Byte position of an indexed record at or before ``offset``."""
-        i = bisect.bisect_right(self.index_offsets, offset) - 1
-        return self.index_positions[i] if i >= 0 else 0
-
-
-@dataclass(frozen=True)
-class Salvage:
-    """Damaged bytes dropped by ``salvage=True``: where, and which offsets were lost."""
-
-    path: Path
-    position: int
-    dropped_bytes: int
-    lost_offsets: tuple[int, int]  # first and last offset missing (inclusive), by the gap
-
-    def describe(self) -> str:
-        lost = self.lost_offsets[1] - self.lost_offsets[0] + 1
-        return (
-            f"{self.path}: dropped {self.dropped_bytes} damaged bytes at byte {self.position}; "
-            f"{lost} event(s) lost (offsets {self.lost_offsets[0]}..{self.lost_offsets[1]})"
-        )
 
 
 class EventLog:
@@ -152,7 +98,7 @@ class EventLog:
         self.salvaged: list[Salvage] = []
         self._salvage = salvage
         self._migrate_legacy(folder / "events.log")
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._open_segments()
         self._handle = self._segments[-1].path.open("ab")
         self.compact()
@@ -171,9 +117,9 @@ class EventLog:
     def _open_segments(self) -> None:
         for stale in [*self.segments_dir.glob("*.salvage"), *self.segments_dir.glob("*.migrating")]:
             stale.unlink()  # a rewrite a crash interrupted: the original is still in place
-        names = sorted(p.name for p in self.segments_dir.iterdir() if _SEGMENT.match(p.name))
+        names = sorted(p.name for p in self.segments_dir.iterdir() if SEGMENT.match(p.name))
         for name in names:
-            segment = _Segment(base=int(name[:20]), path=self.segments_dir / name)
+            segment = Segment(base=int(name[:20]), path=self.segments_dir / name)
             segment.last = segment.base - 1
             self._segments.append(segment)
         if not self._segments:
@@ -190,20 +136,20 @@ class EventLog:
             self._scan(segment, after=previous, following=following)
             previous = max(segment.last, previous)
 
-    def _scan(self, segment: _Segment, after: int, following: int | None) -> None:
+    def _scan(self, segment: Segment, after: int, following: int | None) -> None:
         """Index ``segment`` (``following``: the next segment's first offset, None for the
         newest); handle a damaged record as the module docstring says."""
         newest = following is None
         damaged: list[tuple[int, int]] = []  # byte ranges [start, end) to drop
         size = segment.path.stat().st_size
         last = after
-        with segment.path.open("rb", buffering=_READ_BUFFER) as handle:
+        with segment.path.open("rb", buffering=READ_BUFFER) as handle:
             position = 0
             kept = 0  # bytes before ``position`` that stay (for index positions after a drop)
             while position < size:
-                record = _read_record(handle, position, size, last)
+                record = read_record(handle, position, size, last)
                 if isinstance(record, str):
-                    resume = _find_record(handle, position + 1, size, _is_record(size, last))
+                    resume = find_record(handle, position + 1, size, is_record(size, last))
                     if resume is None and newest:
                         self._cut_torn_tail(segment.path, position, size, record)
                         break
@@ -224,8 +170,8 @@ class EventLog:
                 offset, length = record
                 segment.note(offset, kept, length)
                 last = offset
-                position += _HEADER.size + length
-                kept += _HEADER.size + length
+                position += HEADER.size + length
+                kept += HEADER.size + length
         segment.size = kept
         if segment.count == 0:
             segment.last = max(segment.base - 1, after)
@@ -248,7 +194,7 @@ class EventLog:
         )
 
     def _rewrite_without(
-        self, segment: _Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
+        self, segment: Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
     ) -> None:
         """Salvage: copy ``segment`` without the damaged ranges, then swap it in."""
         tmp = segment.path.with_suffix(".salvage")
@@ -256,12 +202,12 @@ class EventLog:
             position = 0
             for start, end in [*damaged, (segment.path.stat().st_size, 0)]:
                 source.seek(position)
-                _copy(source, target, start - position)
+                copy(source, target, start - position)
                 position = end
             target.flush()
             os.fsync(target.fileno())
         os.replace(tmp, segment.path)
-        _fsync_dir(self.segments_dir)
+        fsync_dir(self.segments_dir)
         # which offsets went missing: the gaps around each dropped range
         offsets = self._offsets_around(segment, damaged, after, next_base)
         for (start, end), (before, following) in zip(damaged, offsets, strict=True):
@@ -271,12 +217,12 @@ class EventLog:
 
     @staticmethod
     def _offsets_around(
-        segment: _Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
+        segment: Segment, damaged: list[tuple[int, int]], after: int, next_base: int | None
     ) -> list[tuple[int, int]]:
         """For each dropped range: the last offset before it and the first after it."""
         out = []
-        with segment.path.open("rb", buffering=_READ_BUFFER) as handle:
-            records = list(_iter_positions(handle))
+        with segment.path.open("rb", buffering=READ_BUFFER) as handle:
+            records = list(iter_positions(handle))
         removed = 0
         for start, end in damaged:
             kept_start = start - removed
@@ -300,13 +246,13 @@ class EventLog:
         target = self.segments_dir / f"{0:020d}.seg"
         tmp = target.with_suffix(".migrating")
         size = legacy.stat().st_size
-        with legacy.open("rb", buffering=_READ_BUFFER) as source, tmp.open("wb") as out:
+        with legacy.open("rb", buffering=READ_BUFFER) as source, tmp.open("wb") as out:
             offset = position = 0
             while position < size:
-                payload = _read_legacy_record(source, position, size)
+                payload = read_legacy_record(source, position, size)
                 if isinstance(payload, str):
-                    resume = _find_record(
-                        source, position + 1, size, _is_legacy_record(size), _LEGACY_HEADER.size
+                    resume = find_record(
+                        source, position + 1, size, is_legacy_record(size), LEGACY_HEADER.size
                     )
                     if resume is not None:
                         raise ArtifactError(
@@ -317,13 +263,13 @@ class EventLog:
                     break
                 out.write(encode_record(offset, payload))
                 offset += 1
-                position += _LEGACY_HEADER.size + len(payload)
+                position += LEGACY_HEADER.size + len(payload)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
-        _fsync_dir(self.segments_dir)
+        fsync_dir(self.segments_dir)
         legacy.unlink()
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         log.info("%s: converted to %s (%d events)", legacy, target, offset)
 
     # ---- lifecycle
@@ -387,10 +333,10 @@ class EventLog:
             self.compact()
         return offsets
 
-    def _new_segment(self, base: int) -> _Segment:
-        segment = _Segment(base=base, path=self.segments_dir / f"{base:020d}.seg", last=base - 1)
+    def _new_segment(self, base: int) -> Segment:
+        segment = Segment(base=base, path=self.segments_dir / f"{base:020d}.seg", last=base - 1)
         segment.path.touch()
-        _fsync_dir(self.segments_dir)
+        fsync_dir(self.segments_dir)
         return segment
 
     def _roll(self) -> None:
@@ -426,7 +372,7 @@ class EventLog:
                     oldest.last,
                 )
             if dropped:
-                _fsync_dir(self.segments_dir)
+                fsync_dir(self.segments_dir)
         return dropped
 
     # ---- reads
@@ -447,14 +393,14 @@ class EventLog:
                         return out
         return out
 
-    def _records(self, segment: _Segment, start: int) -> Iterator[tuple[int, bytes]]:
-        with segment.path.open("rb", buffering=_READ_BUFFER) as handle:
+    def _records(self, segment: Segment, start: int) -> Iterator[tuple[int, bytes]]:
+        with segment.path.open("rb", buffering=READ_BUFFER) as handle:
             position = segment.start_position(start)
             handle.seek(position)
             while position < segment.size:
-                length, _, offset = _HEADER.unpack(handle.read(_HEADER.size))
+                length, _, offset = HEADER.unpack(handle.read(HEADER.size))
                 payload = handle.read(length)
-                position += _HEADER.size + length
+                position += HEADER.size + length
                 if offset >= start:
                     yield offset, payload
 
@@ -486,83 +432,3 @@ class EventLog:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-
-
-def _read_record(handle: BinaryIO, position: int, size: int, last: int) -> tuple[int, int] | str:
-    """The record at ``position`` as (offset, payload length), or why it is not one."""
-    header = handle.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return "short header"
-    length, crc, offset = _HEADER.unpack(header)
-    if length > MAX_RECORD or position + _HEADER.size + length > size:
-        return f"length {length} runs past the end of the file"
-    payload = handle.read(length)
-    if _crc(offset, payload) != crc:
-        return "checksum mismatch"
-    if offset <= last:
-        return f"offset {offset} does not follow {last}"
-    return offset, length
-
-
-def _read_legacy_record(handle: BinaryIO, position: int, size: int) -> bytes | str:
-    """The first format's record at ``position``: its payload, or why it is not one."""
-    header = handle.read(_LEGACY_HEADER.size)
-    if len(header) < _LEGACY_HEADER.size:
-        return "short header"
-    length, crc = _LEGACY_HEADER.unpack(header)
-    if length > MAX_RECORD or position + _LEGACY_HEADER.size + length > size:
-        return f"length {length} runs past the end of the file"
-    payload = handle.read(length)
-    return payload if zlib.crc32(payload) == crc else "checksum mismatch"
-
-
-def _is_record(size: int, last: int) -> Callable[[BinaryIO, int], object]:
-    return lambda handle, position: _read_record(handle, position, size, last)
-
-
-def _is_legacy_record(size: int) -> Callable[[BinaryIO, int], object]:
-    return lambda handle, position: _read_legacy_record(handle, position, size)
-
-
-def _find_record(
-    handle: BinaryIO,
-    start: int,
-    size: int,
-    check: Callable[[BinaryIO, int], object],
-    header_size: int = _HEADER.size,
-) -> int | None:
-    """Position of the first valid record at or after byte ``start`` (resynchronising after
-    damage), or None. Candidates are the bytes before each ``{`` that opens a JSON payload;
-    ``check(handle, position)`` reads one (returning a string when it is not a record)."""
-    chunk_start = start
-    while chunk_start < size:
-        handle.seek(chunk_start)
-        chunk = handle.read(_READ_BUFFER)
-        i = chunk.find(b"{")
-        while i >= 0:
-            candidate = chunk_start + i - header_size
-            if candidate >= start:
-                handle.seek(candidate)
-                if not isinstance(check(handle, candidate), str):
-                    return candidate
-            i = chunk.find(b"{", i + 1)
-        chunk_start += len(chunk)
-    return None
-
-
-def _iter_positions(handle: BinaryIO) -> Iterator[tuple[int, int]]:
-    position = 0
-    while header := handle.read(_HEADER.size):
-        length, _, offset = _HEADER.unpack(header)
-        yield position, offset
-        handle.seek(length, os.SEEK_CUR)
-        position += _HEADER.size + length
-
-
-def _copy(source: BinaryIO, target: BinaryIO, count: int) -> None:
-    while count > 0:
-        chunk = source.read(min(count, _READ_BUFFER))
-        if not chunk:
-            return
-        target.write(chunk)
-        count -= len(chunk)
