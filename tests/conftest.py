@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,14 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KGWEAVE_DATASETS_DIR", str(_datasets_dir()))
     monkeypatch.setenv("KGWEAVE_OFFLINE", "1")
     monkeypatch.setenv("KGWEAVE_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="module")
+def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real embedded FalkorDB server for a test module: (host, port)."""
+    from kgweave.graph import EmbeddedFalkorDB
+
+    server = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkordb"))
+    info = server.start()
+    yield info.host, info.port
+    server.stop()

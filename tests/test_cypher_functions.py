@@ -4,7 +4,6 @@ model's own top-10 (PredictLinks) through FalkorDB's vector index."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import torch
 
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.data import load_dataset
-from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.sync import import_dataset
 from kgweave.predict import LinkPredictor, Query
@@ -22,14 +20,6 @@ from serving_support import train_demo_model
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
 MODELS = ("distmult", "complex", "transe", "rotate")
-
-
-@pytest.fixture(scope="module")
-def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    server = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkordb"))
-    info = server.start()
-    yield info.host, info.port
-    server.stop()
 
 
 @pytest.fixture(scope="module", params=MODELS)

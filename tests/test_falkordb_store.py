@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,8 @@ import pytest
 from kgweave.data import load_dataset
 from kgweave.data.reader import read_triples
 from kgweave.errors import InvalidArgumentError
-from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.store import EntityRow, GraphMapping
-
-
-@pytest.fixture(scope="module")
-def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    server = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkordb"))
-    info = server.start()
-    yield info.host, info.port
-    server.stop()
 
 
 @pytest.fixture
