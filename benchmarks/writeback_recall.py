@@ -46,14 +46,15 @@ SEARCH = (
 
 
 def trained(args: argparse.Namespace, work: pathlib.Path) -> ModelArtifact:
-    if args.model_dir is not None:
-        return load_artifact(args.model_dir)
+    if args.model_dir is not None and (args.model_dir / "config.json").is_file():
+        return load_artifact(args.model_dir)  # trained before: --model-dir is reused
     settings = Settings(data_dir=work / "data", datasets_dir=args.datasets_dir, device="cpu")
     data = open_dataset(args.dataset, settings)
     config = TrainConfig(
         model=args.model, dim=args.dim, time_budget_s=args.time_budget, eval_every=1000
     )
-    _, _, path = train_model(data, config, work / "model", settings, evaluate_test=False)
+    out = args.model_dir or work / "model"
+    _, _, path = train_model(data, config, out, settings, evaluate_test=False)
     return load_artifact(path)
 
 
@@ -64,7 +65,12 @@ def main() -> None:
     p.add_argument("--model", default="complex")
     p.add_argument("--dim", type=int, default=200)
     p.add_argument("--time-budget", type=float, default=120.0)
-    p.add_argument("--model-dir", type=pathlib.Path, default=None)
+    p.add_argument(
+        "--model-dir",
+        type=pathlib.Path,
+        default=None,
+        help="a trained model folder; if it holds none yet, the model trained here is kept there",
+    )
     p.add_argument("--queries", type=int, default=500, help="test triples (both sides each)")
     p.add_argument("--out", type=pathlib.Path, default=None)
     args = p.parse_args()

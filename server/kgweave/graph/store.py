@@ -190,7 +190,8 @@ class GraphStore(ABC):
         self, rows: list[RelationVectors], model: dict[str, object], model_version: str
     ) -> int:
         """Replace every ``mapping.relation_label`` node with one per relation of ``rows``,
-        carrying its vectors, the model (``name``, ``p``) and the version."""
+        carrying its vectors, the model (``name``, ``p``, ``search_norm``: the radius of the
+        search vectors) and the version."""
         label = checked_identifier(self.mapping.relation_label, "relation label")
         self.execute(f"MATCH (r:{label}) DETACH DELETE r")
         for start in range(0, len(rows), self.vector_batch):
@@ -201,11 +202,12 @@ class GraphStore(ABC):
             self.execute(
                 f"UNWIND $rows AS row CREATE (:{label} {{id: row.id, name: row.name, "
                 "embedding: row.v, inverse_embedding: row.inverse, model: $model, p: $p, "
-                "model_version: $version})",
+                "search_norm: $norm, model_version: $version})",
                 {
                     "rows": batch,
                     "model": str(model.get("name", "")),
                     "p": int(str(model.get("p", 2))),
+                    "norm": float(str(model.get("search_norm", 0.0))),
                     "version": model_version,
                 },
             )

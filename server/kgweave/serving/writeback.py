@@ -107,12 +107,15 @@ def write_search(store: GraphStore, artifact: ModelArtifact, model_version: str)
     """The relation-aware search: relation nodes, each entity's search vector (euclidean
     index) and, where the database takes them, the Cypher functions."""
     model = artifact.model
+    search = search_vectors(model)
+    radius = float(search.norm(dim=1).max()) if len(search) else 0.0
     relations = store.write_relations(
-        relation_vectors(artifact), {"name": model.name, **model.config()}, model_version
+        relation_vectors(artifact),
+        {"name": model.name, **model.config(), "search_norm": radius},
+        model_version,
     )
-    vectors = search_vectors(model).tolist()
     written = store.write_embeddings(
-        artifact.entities.labels, vectors, "euclidean", store.mapping.search_property
+        artifact.entities.labels, search.tolist(), "euclidean", store.mapping.search_property
     )
     return {
         "relations": relations,

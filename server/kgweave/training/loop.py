@@ -30,6 +30,24 @@ from kgweave.training.regimes import make_regime
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
+class TrainingHooks:
+    """What a caller adds to the one training loop (joint training's text side): by default
+    nothing. Subclasses override what they need."""
+
+    #: the name of the extra loss in the history rows (``align_loss``, say)
+    extra_loss_name = "extra_loss"
+
+    def build(self, model: KGEModel) -> list[torch.nn.Module]:
+        """Change the fresh model if needed (wrap its entity table, say) and return extra
+        modules trained with it: their trainable parameters join the optimizer and their
+        state is kept with the best model."""
+        return []
+
+    def extra_loss(self, model: KGEModel, generator: torch.Generator) -> torch.Tensor | None:
+        """A loss added to every step's regime loss (already weighted), or None."""
+        return None
+
+
 @dataclass
 class TrainResult:
     """A trained model (best by validation MRR) and how it got there."""
@@ -45,10 +63,15 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _optimizer(config: TrainConfig, model: KGEModel) -> torch.optim.Optimizer:
+def _optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
     if config.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=config.lr)
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
+        return torch.optim.Adagrad(params, lr=config.lr)
+    return torch.optim.Adam(params, lr=config.lr)
+
+
+def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def use_bf16_autocast(config: TrainConfig, device: torch.device, num_entities: int) -> bool:
@@ -84,6 +107,7 @@ def train(
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    hooks: TrainingHooks | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``dataset``'s training split.
 
@@ -92,7 +116,10 @@ def train(
         resume: continue from the checkpoint in ``checkpoint_dir``.
         on_epoch: called with each epoch's history row (progress streaming).
         should_stop: polled every step; ``True`` ends training early (cancellation).
+        hooks: extra modules and losses (:class:`TrainingHooks`); the modules are in
+            ``result.extra["modules"]``.
     """
+    hooks = hooks or TrainingHooks()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -100,8 +127,11 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
 
     num_relations = 2 * dataset.num_relations
-    model = model_class(config.model)(dataset.num_entities, num_relations, config.dim).to(dev)
-    optimizer = _optimizer(config, model)
+    model = model_class(config.model)(dataset.num_entities, num_relations, config.dim)
+    extras = hooks.build(model)
+    model.to(dev)
+    trained = torch.nn.ModuleList([model, *extras]).to(dev)  # one optimizer, train/eval mode
+    optimizer = _optimizer(config, trained)
     scheduler: Any = None
     if config.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -121,6 +151,7 @@ def train(
     history: list[dict[str, Any]] = []
     best_mrr, bad_evals, start_epoch, elapsed_before = -1.0, 0, 0, 0.0
     best_state: dict[str, torch.Tensor] | None = None
+    best_extras: list[dict[str, torch.Tensor]] = [_copy_state(m) for m in extras]
     best_valid: EvaluationResult | None = None
     if resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.json").is_file():
         model_state, best_state, opt_state, rng, saved = load_checkpoint(checkpoint_dir)
@@ -159,17 +190,21 @@ def train(
     epoch = start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         # ---- the steps of one epoch
-        model.train()
-        loss_sum = torch.zeros((), device=dev)
+        trained.train()
+        loss_sum = torch.zeros(2, device=dev)  # the regime's loss, the hooks' extra loss
         steps = 0
         out_of_time = False
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
             with bf16_autocast(dev, use_bf16):
                 loss, covered = regime.batch_loss(model, batch_ids)
-            loss.backward()  # type: ignore[no-untyped-call]
+                extra = hooks.extra_loss(model, generator)
+            total = loss if extra is None else loss + extra
+            total.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            loss_sum += loss.detach()
+            loss_sum += torch.stack(
+                (loss.detach().float(), (extra if extra is not None else loss * 0).detach().float())
+            )
             steps += 1
             bar.update(covered)
             elapsed = elapsed_before + time.perf_counter() - started - eval_seconds
@@ -179,7 +214,7 @@ def train(
             if should_stop is not None and should_stop():
                 stopped_because = "cancelled"
                 break
-        mean_loss = float(loss_sum / max(steps, 1))  # sync point: the CPU waits for the device
+        mean_loss, mean_extra = (loss_sum / max(steps, 1)).tolist()  # sync point: CPU waits
         if not math.isfinite(mean_loss):
             stopped_because = "diverged"
         if scheduler is not None and config.lr_schedule == "cosine":
@@ -190,6 +225,8 @@ def train(
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": elapsed_before + time.perf_counter() - started - eval_seconds,
         }
+        if extras:
+            row[hooks.extra_loss_name] = mean_extra
 
         # ---- once in a while: validation, early stopping, checkpoint
         last = epoch == config.epochs or out_of_time or stopped_because in ("cancelled", "diverged")
@@ -203,6 +240,7 @@ def train(
             if mrr > best_mrr:
                 best_mrr, bad_evals, best_valid = mrr, 0, result
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_extras = [_copy_state(m) for m in extras]
             else:
                 bad_evals += 1
             if scheduler is not None and config.lr_schedule == "plateau":
@@ -238,7 +276,9 @@ def train(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+        for module, state in zip(extras, best_extras, strict=True):
+            module.load_state_dict(state)
+    trained.eval()
     if best_valid is None and best_state is not None:  # resumed, and no better model since
         best_valid = evaluate(model, valid, known, batch_size=config.eval_batch_size)
     return TrainResult(
@@ -250,5 +290,5 @@ def train(
         best_valid=best_valid,
         stopped_because=stopped_because,
         device=str(dev),
-        extra={"valid_eval_seconds": eval_seconds, "bf16": use_bf16},
+        extra={"valid_eval_seconds": eval_seconds, "bf16": use_bf16, "modules": extras},
     )

@@ -21,7 +21,10 @@ function kgwRelation(r, inverse) {
         throw new Error('kgweave: give a relation node (:__RELATION__)');
     }
     const a = r.attributes;
-    return { model: a.model, p: a.p, v: inverse ? a.inverse_embedding : a.embedding };
+    return {
+        model: a.model, p: a.p, norm: a.search_norm,
+        v: inverse ? a.inverse_embedding : a.embedding,
+    };
 }
 
 function kgwComplex(h, r) {
@@ -84,9 +87,15 @@ function kgwScore(hNode, r, tNode, inverse) {
 function kgwSearch(node, r, inverse) {
     const rel = kgwRelation(r, inverse);
     const q = kgwQuery(kgwVector(node, '__EMBEDDING__'), rel);
+    if (rel.model !== 'distmult' && rel.model !== 'complex') { return q; }
     // bilinear models: entities carry one extra coordinate that turns the inner product into
-    // a euclidean distance; the query's is 0
-    return (rel.model === 'distmult' || rel.model === 'complex') ? q.concat([0]) : q;
+    // a euclidean distance (all lie on the sphere of radius `search_norm`); the query's is 0,
+    // and it is scaled to that radius too (the ranking by q . t does not change, and float32
+    // distances keep their precision whatever the size of h * r)
+    let size = 0;
+    for (let i = 0; i < q.length; i++) { size += q[i] * q[i]; }
+    const scale = size > 0 ? rel.norm / Math.sqrt(size) : 0;
+    return q.map((x) => x * scale).concat([0]);
 }
 
 function score(h, r, t) { return kgwScore(h, r, t, false); }

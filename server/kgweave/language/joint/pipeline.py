@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -55,10 +54,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
-from kgweave.data.dataset import KGDataset, with_reciprocals
+from kgweave.data.dataset import KGDataset
 from kgweave.device import resolve_device
 from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
 from kgweave.evaluation.ranking import build_filter, evaluate
@@ -80,8 +78,7 @@ from kgweave.models import KGEModel, model_class
 from kgweave.predict import LinkPredictor
 from kgweave.settings import Settings
 from kgweave.training.config import TrainConfig
-from kgweave.training.loop import bf16_autocast, use_bf16_autocast, validation_triples
-from kgweave.training.regimes import make_regime
+from kgweave.training.loop import TrainingHooks, train
 
 LANGUAGE_DIR = "language"
 JOINT_CONFIG = "joint.json"
@@ -287,6 +284,42 @@ def fact_corpus(
 # ---- LM -> KG with alignment
 
 
+class TextSideHooks(TrainingHooks):
+    """Joint training's additions to the one training loop: the entity table becomes
+    ``structural + P · text`` (:class:`TextEnhancedEntities`), and every step adds the
+    weighted alignment loss of a random batch of entities (``align_weight``)."""
+
+    extra_loss_name = "align_loss"
+
+    def __init__(self, config: JointConfig, text: torch.Tensor) -> None:
+        self.config = config
+        self.text = text
+        self.enhanced: TextEnhancedEntities | None = None
+        self.align: nn.Linear | None = None
+
+    def build(self, model: KGEModel) -> list[nn.Module]:
+        enhanced = TextEnhancedEntities(model.entity, self.text)
+        if not self.config.use_text:
+            enhanced.project.weight.requires_grad_(False)
+        # KGEModel only calls entity(ids) and entity.weight, which TextEnhancedEntities provides
+        model.entity = enhanced  # type: ignore[assignment]
+        self.enhanced = enhanced
+        self.align = nn.Linear(self.text.shape[1], enhanced.structural.embedding_dim, bias=False)
+        return [self.align]
+
+    def extra_loss(self, model: KGEModel, generator: torch.Generator) -> torch.Tensor | None:
+        c = self.config
+        if c.align_weight <= 0:
+            return None
+        assert self.enhanced is not None and self.align is not None
+        pick = torch.randperm(self.enhanced.text.shape[0], generator=generator)
+        ids = pick[: c.align_batch].to(self.enhanced.text.device)
+        loss = alignment_loss(
+            self.enhanced.structural(ids), self.align(self.enhanced.text[ids]), c.align_temperature
+        )
+        return c.align_weight * loss
+
+
 def train_text_enhanced_kge(
     dataset: KGDataset,
     config: JointConfig,
@@ -294,109 +327,16 @@ def train_text_enhanced_kge(
     device: torch.device,
     progress: bool,
 ) -> tuple[KGEModel, TextEnhancedEntities, nn.Linear, list[dict[str, Any]], dict[str, float]]:
-    """Train the text-enhanced KGE model with its regime's loss plus the alignment loss.
-
-    Honours the KGE config as ``kgweave train`` does: ``precision`` (bf16 autocast),
-    ``valid_sample``, ``eval_every``/``patience`` and ``time_budget_s`` (validation time
-    excluded; validation runs once more when the budget ends an epoch early).
-    """
-    kc = config.kge
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    num_relations = 2 * dataset.num_relations
-    model = model_class(kc.model)(dataset.num_entities, num_relations, kc.dim)
-    enhanced = TextEnhancedEntities(model.entity, text)
-    if not config.use_text:
-        enhanced.project.weight.requires_grad_(False)
-    # KGEModel only calls entity(ids) and entity.weight, which TextEnhancedEntities provides
-    model.entity = enhanced  # type: ignore[assignment]
-    align = nn.Linear(text.shape[1], enhanced.structural.embedding_dim, bias=False)
-    model.to(device)
-    align.to(device)
-    params = [p for p in [*model.parameters(), *align.parameters()] if p.requires_grad]
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.Adagrad(params, lr=kc.lr)
-        if kc.optimizer == "adagrad"
-        else torch.optim.Adam(params, lr=kc.lr)
-    )
-    train_triples = with_reciprocals(dataset.train, dataset.num_relations).to(device)
-    regime = make_regime(kc, train_triples, dataset.num_entities, num_relations)
-    known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
-    known = known.to(device)
-    valid = validation_triples(dataset, kc).to(device)
-    use_bf16 = use_bf16_autocast(kc, device, dataset.num_entities)
-    budget = kc.time_budget_s if kc.time_budget_s is not None else math.inf
-    started, eval_seconds = time.perf_counter(), 0.0
-    history: list[dict[str, Any]] = []
-    best_mrr, bad = -1.0, 0
-    best_metrics: dict[str, float] = {}
-    best_state: dict[str, dict[str, torch.Tensor]] | None = None
-    bar = tqdm(
-        total=kc.epochs * regime.triples_per_epoch,
-        unit="triples",
-        unit_scale=True,
-        desc=f"joint {kc.model}",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    for epoch in range(1, kc.epochs + 1):
-        # ---- the steps of one epoch
-        model.train()
-        sums = torch.zeros(2, device=device)
-        steps = 0
-        out_of_time = False
-        for batch_ids in regime.batches(generator):
-            optimizer.zero_grad(set_to_none=True)
-            with bf16_autocast(device, use_bf16):
-                loss, covered = regime.batch_loss(model, batch_ids)
-                align_loss = torch.zeros((), device=device)
-                if config.align_weight > 0:
-                    pick = torch.randperm(dataset.num_entities, generator=generator)
-                    ids = pick[: config.align_batch].to(device)
-                    align_loss = alignment_loss(
-                        enhanced.structural(ids),
-                        align(enhanced.text[ids]),
-                        config.align_temperature,
-                    )
-            (loss + config.align_weight * align_loss).backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            sums += torch.stack((loss.detach().float(), align_loss.detach().float()))
-            steps += 1
-            bar.update(covered)
-            if time.perf_counter() - started - eval_seconds >= budget:
-                out_of_time = True
-                break
-        kge_loss, align_value = (sums / max(steps, 1)).tolist()  # sync point
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": kge_loss,
-            "align_loss": align_value,
-            "seconds": time.perf_counter() - started - eval_seconds,
-        }
-        # ---- once in a while: validation, keep the best
-        if epoch % kc.eval_every == 0 or epoch == kc.epochs or out_of_time:
-            eval_started = time.perf_counter()
-            result = evaluate(model, valid, known, batch_size=kc.eval_batch_size)
-            eval_seconds += time.perf_counter() - eval_started
-            row["valid_mrr"] = result.metrics["mrr"]
-            if result.metrics["mrr"] > best_mrr:
-                best_mrr, best_metrics, bad = result.metrics["mrr"], result.metrics, 0
-                best_state = {
-                    part: {k: v.detach().clone() for k, v in sd.items()}
-                    for part, sd in (("model", model.state_dict()), ("align", align.state_dict()))
-                }
-            else:
-                bad += 1
-            bar.set_postfix(loss=f"{kge_loss:.4f}", valid_mrr=f"{row['valid_mrr']:.4f}")
-        history.append(row)
-        if out_of_time or not math.isfinite(kge_loss) or (kc.patience and bad >= kc.patience):
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state["model"])
-        align.load_state_dict(best_state["align"])
-    model.eval()
-    return model, enhanced, align, history, dict(best_metrics)
+    """Train the text-enhanced KGE model with its regime's loss plus the alignment loss: the
+    one training loop (:func:`kgweave.training.train`, the KGE config's every setting) with
+    :class:`TextSideHooks`. Returns the model, its enhanced entity table, the alignment
+    projection, the history and the best validation metrics."""
+    hooks = TextSideHooks(config, text)
+    kge = config.kge.model_copy(update={"seed": config.seed})
+    result = train(dataset, kge, device=device, progress=progress, hooks=hooks)
+    assert hooks.enhanced is not None and hooks.align is not None
+    valid = dict(result.best_valid.metrics) if result.best_valid is not None else {}
+    return result.model, hooks.enhanced, hooks.align, result.history, valid
 
 
 def bake(model: KGEModel, enhanced: TextEnhancedEntities) -> KGEModel:
