@@ -1,14 +1,14 @@
 package io.kgweave.neo4j;
 
 import java.io.IOException;
-import java.io.Reader;
+import java.io.StringReader;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.attribute.FileTime;
 import java.util.List;
 import java.util.Locale;
+import java.util.Objects;
 import java.util.Properties;
 import java.util.concurrent.atomic.AtomicReference;
 import org.neo4j.configuration.Config;
@@ -19,7 +19,7 @@ import org.neo4j.configuration.GraphDatabaseSettings;
  * they live in {@code kgweave.conf} beside it (the conf folder: $NEO4J_CONF, the server's
  * --config-dir, or NEO4J_HOME/conf), like APOC's apoc.conf; a Java system property of the same
  * name ({@code server.jvm.additional=-Dkgweave.address=host:port} in neo4j.conf) wins over the
- * file. The file is re-read when it changes.
+ * file.
  */
 record KgweaveConfig(
     String address, boolean tls, String token, long deadlineMs, String entityLabel,
@@ -30,21 +30,30 @@ record KgweaveConfig(
       "kgweave.address", "kgweave.tls", "kgweave.token", "kgweave.deadline_ms",
       "kgweave.entity_label", "kgweave.key_property");
 
-  private record Cached(Path path, FileTime modified, KgweaveConfig config) {}
+  /** The last file read, its text (null: absent), the system properties, and the result. */
+  private record Cached(Path path, String text, String properties, KgweaveConfig config) {}
 
   private static final AtomicReference<Cached> CACHE = new AtomicReference<>();
 
-  /** The settings for the database whose Neo4j configuration is {@code neo4j}. */
+  /**
+   * The settings for the database whose Neo4j configuration is {@code neo4j}. The file is read
+   * on every call (a few hundred bytes, against a network round trip) and parsed when its text
+   * changes, so an edit takes effect at the next call.
+   */
   static KgweaveConfig of(Config neo4j) {
     Path file = confDir(neo4j).resolve(FILE);
-    FileTime modified = modified(file);
+    String text = read(file);
+    StringBuilder properties = new StringBuilder();
+    for (String key : KEYS) {
+      properties.append(System.getProperty(key)).append('\n');
+    }
     Cached cached = CACHE.get();
-    if (cached != null && cached.path.equals(file) && java.util.Objects.equals(
-        cached.modified, modified)) {
+    if (cached != null && cached.path.equals(file) && Objects.equals(cached.text, text)
+        && cached.properties.equals(properties.toString())) {
       return cached.config;
     }
-    KgweaveConfig config = load(file, modified != null);
-    CACHE.set(new Cached(file, modified, config));
+    KgweaveConfig config = parse(file, text);
+    CACHE.set(new Cached(file, text, properties.toString(), config));
     return config;
   }
 
@@ -62,9 +71,9 @@ record KgweaveConfig(
     return neo4j.get(GraphDatabaseSettings.neo4j_home).resolve("conf");
   }
 
-  private static FileTime modified(Path file) {
+  private static String read(Path file) {
     try {
-      return Files.getLastModifiedTime(file);
+      return Files.readString(file, StandardCharsets.UTF_8);
     } catch (NoSuchFileException e) {
       return null;
     } catch (IOException e) {
@@ -72,12 +81,13 @@ record KgweaveConfig(
     }
   }
 
-  private static KgweaveConfig load(Path file, boolean exists) {
+  private static KgweaveConfig parse(Path file, String text) {
     Properties values = new Properties();
+    boolean exists = text != null;
     if (exists) {
-      try (Reader reader = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
-        values.load(reader);
-      } catch (IOException e) {
+      try {
+        values.load(new StringReader(text));
+      } catch (IOException | IllegalArgumentException e) {
         throw KgweaveException.invalidArgument("cannot read " + file + ": " + e.getMessage());
       }
       for (String key : values.stringPropertyNames()) {

@@ -64,11 +64,11 @@ final class KgweaveServer implements AutoCloseable {
   }
 
   KnowledgeServiceGrpc.KnowledgeServiceBlockingStub knowledge() {
-    return KnowledgeServiceGrpc.newBlockingStub(channel).withDeadlineAfter(120, TimeUnit.SECONDS);
+    return KnowledgeServiceGrpc.newBlockingStub(channel).withDeadlineAfter(START_GUARD_S, TimeUnit.SECONDS);
   }
 
   AdminServiceGrpc.AdminServiceBlockingStub admin() {
-    return AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(120, TimeUnit.SECONDS);
+    return AdminServiceGrpc.newBlockingStub(channel).withDeadlineAfter(START_GUARD_S, TimeUnit.SECONDS);
   }
 
   /** Follow the health stream until SERVING; fail at once if the server process exits. */

@@ -66,6 +66,9 @@ class PluginTest {
   static final Path DEMO = Path.of(System.getProperty("kgweave.pythonpath", "../../../server"))
       .resolve("kgweave/demo");
 
+  /** Entities the tests MATCH by id: always given a node. */
+  static final Set<String> MATCHED = Set.of("alan_turing", "london", "marie_curie");
+
   KgweaveServer server;
   Neo4j neo4j;
   Driver driver;
@@ -87,7 +90,7 @@ class PluginTest {
     for (int i = 0; i < lines.size(); i++) {
       String[] parts = lines.get(i).split("\t");
       allEntities.add(parts[0]);
-      if (i % 2 == 0) {
+      if (i % 2 == 0 || MATCHED.contains(parts[0])) {
         inGraph.add(parts[0]);
         rows.add(Map.of("id", parts[0], "name", parts[1]));
       }
@@ -290,33 +293,6 @@ class PluginTest {
   }
 
   @Test
-  void completeEqualsComplete() {
-    CompleteResponse expected = server.knowledge().complete(CompleteRequest.newBuilder()
-        .setQuery(tails("alan_turing", "field_of_work")).setK(5).setKgeCandidates(50)
-        .setGenerate(false).build());
-    List<Record> rows = cypher("MATCH (p:Entity {id: 'alan_turing'}) "
-        + "CALL kgweave.complete(p, 'field_of_work', 5, {generate: false}) YIELD rank, candidate,"
-        + " entity, node, isNew, graphScore, kgeScore, lmScore, combinedScore, evidence, source, "
-        + "known, version RETURN *", Map.of());
-    assertEquals(expected.getCandidatesCount(), rows.size());
-    for (int i = 0; i < rows.size(); i++) {
-      CompletionCandidate c = expected.getCandidates(i);
-      Record r = rows.get(i);
-      assertEquals(c.getEntityId(), r.get("entity").asString());
-      assertEquals(c.getName().isEmpty() ? c.getEntityId() : c.getName(),
-          r.get("candidate").asString());
-      assertEquals((double) c.getGraphScore(), r.get("graphScore").asDouble());
-      assertEquals((double) c.getKgeScore(), r.get("kgeScore").asDouble());
-      assertEquals((double) c.getLmLogprob(), r.get("lmScore").asDouble());
-      assertEquals((double) c.getCombinedScore(), r.get("combinedScore").asDouble());
-      assertEquals(c.getEvidence(), r.get("evidence").asString());
-      assertEquals(!inGraph.contains(c.getEntityId()), r.get("isNew").asBoolean());
-      assertNode(c.getEntityId(), r.get("node"));
-      assertEquals(expected.getModelVersion(), r.get("version").asString());
-    }
-  }
-
-  @Test
   void searchAndSimilarEqualSearchEntities() {
     String text = "the mathematician who broke Enigma";
     List<Entity> expected = server.knowledge().searchEntities(
@@ -362,8 +338,35 @@ class PluginTest {
         row.get("validMetrics").get("mrr").asDouble());
   }
 
+  void completeEqualsComplete() {
+    CompleteResponse expected = server.knowledge().complete(CompleteRequest.newBuilder()
+        .setQuery(tails("alan_turing", "field_of_work")).setK(5).setKgeCandidates(50)
+        .setGenerate(false).build());
+    List<Record> rows = cypher("MATCH (p:Entity {id: 'alan_turing'}) "
+        + "CALL kgweave.complete(p, 'field_of_work', 5, {generate: false}) YIELD rank, candidate,"
+        + " entity, node, isNew, graphScore, kgeScore, lmScore, combinedScore, evidence, source, "
+        + "known, version RETURN *", Map.of());
+    assertEquals(expected.getCandidatesCount(), rows.size());
+    for (int i = 0; i < rows.size(); i++) {
+      CompletionCandidate c = expected.getCandidates(i);
+      Record r = rows.get(i);
+      assertEquals(c.getEntityId(), r.get("entity").asString());
+      assertEquals(c.getName().isEmpty() ? c.getEntityId() : c.getName(),
+          r.get("candidate").asString());
+      assertEquals((double) c.getGraphScore(), r.get("graphScore").asDouble());
+      assertEquals((double) c.getKgeScore(), r.get("kgeScore").asDouble());
+      assertEquals((double) c.getLmLogprob(), r.get("lmScore").asDouble());
+      assertEquals((double) c.getCombinedScore(), r.get("combinedScore").asDouble());
+      assertEquals(c.getEvidence(), r.get("evidence").asString());
+      assertEquals(!inGraph.contains(c.getEntityId()), r.get("isNew").asBoolean());
+      assertNode(c.getEntityId(), r.get("node"));
+      assertEquals(expected.getModelVersion(), r.get("version").asString());
+    }
+  }
+
+  /** Trains a joint (KGE + LM) version, which kgweave.complete needs, and completes with it. */
   @Test
-  void adminProceduresAreAdminOnlyAndTrainWatchAndActivate() {
+  void adminProceduresTrainWatchActivateAndTheNewVersionCompletes() {
     List<Record> procedures = cypher("SHOW PROCEDURES YIELD name, admin "
         + "WHERE name STARTS WITH 'kgweave.admin.' RETURN name, admin", Map.of());
     assertEquals(4, procedures.size());
@@ -375,8 +378,12 @@ class PluginTest {
     assertEquals(models.getActiveVersion(), rows.stream().filter(r -> r.get("active").asBoolean())
         .findFirst().orElseThrow().get("version").asString());
 
-    Record job = cypher("CALL kgweave.admin.train({epochs: 2, dim: 16, activation: 'never'})",
-        Map.of()).get(0);
+    assertTrue(cypherError("MATCH (p:Entity {id: 'alan_turing'}) "
+        + "CALL kgweave.complete(p, 'field_of_work', 5) YIELD candidate RETURN candidate", Map.of())
+        .startsWith("kgweave: FAILED_PRECONDITION: model " + models.getActiveVersion()
+            + " has no language model"));
+    Record job = cypher("CALL kgweave.admin.train({joint: true, epochs: 10, dim: 16, "
+        + "activation: 'never'})", Map.of()).get(0);
     String jobId = job.get("jobId").asString();
     Iterator<Job> updates = server.admin().watchJob(
         GetJobRequest.newBuilder().setJobId(jobId).build());
@@ -391,10 +398,20 @@ class PluginTest {
     assertEquals(last.getModelVersion(), done.get("version").asString());
     assertFalse(done.get("activated").asBoolean());
 
+    String joint = last.getModelVersion();
     String active = models.getActiveVersion();
-    Record activated = cypher("CALL kgweave.admin.activate($v)", Map.of("v", active)).get(0);
-    assertTrue(activated.get("active").asBoolean());
-    assertEquals(active, activated.get("version").asString());
+    try {
+      Record activated = cypher("CALL kgweave.admin.activate($v)", Map.of("v", joint)).get(0);
+      assertTrue(activated.get("active").asBoolean());
+      assertEquals(joint, activated.get("version").asString());
+      assertEquals(joint, server.admin().status(StatusRequest.getDefaultInstance())
+          .getActiveModel().getVersion());
+      completeEqualsComplete();
+    } finally {
+      cypher("CALL kgweave.admin.activate($v)", Map.of("v", active));
+    }
+    assertEquals(active, server.admin().status(StatusRequest.getDefaultInstance())
+        .getActiveModel().getVersion());
 
     assertTrue(cypherError("CALL kgweave.admin.job('no-such-job')", Map.of())
         .startsWith("kgweave: NOT_FOUND: "));
@@ -423,6 +440,31 @@ class PluginTest {
         + "YIELD entity RETURN entity", Map.of()).contains("has no 'id' property"));
     assertTrue(cypherError("RETURN kgweave.scoreAll([['alan_turing', 'born_in']]) AS s", Map.of())
         .contains("triple 0 must be [head, relation, tail]"));
+  }
+
+  @Test
+  void kgweaveConfIsReadWhenItChangesAndChecked() {
+    cypher("CREATE (:Person {qid: 'london', name: 'London as a Person'})", Map.of());
+    String search = "CALL kgweave.search('London', 1, {mode: 'prefix'}) YIELD entity, node "
+        + "RETURN entity, node";
+    try {
+      Plugin.writeConf(neo4j, "kgweave.address=" + server.address(),
+          "kgweave.deadline_ms=120000", "kgweave.entity_label=Person", "kgweave.key_property=qid");
+      Record row = cypher(search, Map.of()).get(0);
+      assertEquals("london", row.get("entity").asString());
+      assertEquals("London as a Person", row.get("node").get("name").asString());
+      Plugin.writeConf(neo4j, "kgweave.adress=" + server.address());
+      assertTrue(cypherError(search, Map.of())
+          .startsWith("kgweave: INVALID_ARGUMENT: unknown setting 'kgweave.adress' in "));
+      Plugin.writeConf(neo4j, "kgweave.address=" + server.address(), "kgweave.deadline_ms=soon");
+      assertTrue(cypherError(search, Map.of())
+          .startsWith("kgweave: INVALID_ARGUMENT: kgweave.deadline_ms must be a positive number"));
+    } finally {
+      Plugin.writeConf(neo4j, "kgweave.address=" + server.address(), "kgweave.deadline_ms=120000");
+      cypher("MATCH (p:Person) DELETE p", Map.of());
+    }
+    Record row = cypher(search, Map.of()).get(0);
+    assertEquals("london", row.get("node").get("id").asString());
   }
 
   @Test

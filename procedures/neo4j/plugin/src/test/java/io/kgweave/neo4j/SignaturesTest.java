@@ -2,6 +2,7 @@ package io.kgweave.neo4j;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -20,8 +21,12 @@ import org.neo4j.harness.Neo4jBuilders;
  * {@code mvn -q -B test -Dtest=SignaturesTest -Dkgweave.signatures.write=true}.
  */
 class SignaturesTest {
-  static final Path FILE = Path.of(System.getProperty("kgweave.docs", "../../../docs"))
-      .resolve("cypher-signatures.md");
+  static final Path DOCS = Path.of(System.getProperty("kgweave.docs", "../../../docs"));
+  static final Path FILE = DOCS.resolve("cypher-signatures.md");
+  /** The cookbook holds the same text between these markers. */
+  static final Path COOKBOOK = DOCS.resolve("cypher.md");
+  static final String BEGIN = "<!-- signatures:begin -->\n";
+  static final String END = "<!-- signatures:end -->\n";
 
   static String generate(GraphDatabaseService db) {
     StringBuilder out = new StringBuilder();
@@ -58,12 +63,22 @@ class SignaturesTest {
     try (Neo4j neo4j = Plugin.register(Neo4jBuilders.newInProcessBuilder())
         .withDisabledServer().build()) {
       String generated = generate(neo4j.defaultDatabaseService());
+      String cookbook = Files.readString(COOKBOOK, StandardCharsets.UTF_8);
+      int begin = cookbook.indexOf(BEGIN);
+      int end = cookbook.indexOf(END);
+      assertTrue(begin >= 0 && end > begin, COOKBOOK + " lacks the signatures markers");
+      String withSignatures = cookbook.substring(0, begin + BEGIN.length()) + generated
+          + cookbook.substring(end);
       if (Boolean.getBoolean("kgweave.signatures.write")) {
         Files.writeString(FILE, generated, StandardCharsets.UTF_8);
+        Files.writeString(COOKBOOK, withSignatures, StandardCharsets.UTF_8);
       }
+      String stale = " is stale: regenerate it with "
+          + "mvn -q -B test -Dtest=SignaturesTest -Dkgweave.signatures.write=true";
       String committed = Files.exists(FILE) ? Files.readString(FILE, StandardCharsets.UTF_8) : "";
-      assertEquals(generated, committed, FILE + " is stale: regenerate it with "
-          + "mvn -q -B test -Dtest=SignaturesTest -Dkgweave.signatures.write=true");
+      assertEquals(generated, committed, FILE + stale);
+      assertEquals(withSignatures, Files.readString(COOKBOOK, StandardCharsets.UTF_8),
+          COOKBOOK + stale);
     }
   }
 }
