@@ -1,0 +1,118 @@
+package io.kgweave.neo4j;
+
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ChannelCredentials;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ClientInterceptors;
+import io.grpc.ForwardingClientCall;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
+import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
+import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.kgweave.v1.AdminServiceGrpc;
+import io.kgweave.v1.KnowledgeServiceGrpc;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+
+/**
+ * One gRPC channel per (address, TLS, token) for the whole database process, shared by every
+ * procedure call; each call gets a fresh deadline.
+ */
+public final class KgweaveClient {
+  /** Most queries the server takes in one PredictLinks call. */
+  public static final int MAX_QUERIES_PER_CALL = 1000;
+
+  private static final Metadata.Key<String> AUTHORIZATION =
+      Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+  private static final int MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+  private static final Map<String, KgweaveClient> CLIENTS = new ConcurrentHashMap<>();
+
+  static {
+    Runtime.getRuntime().addShutdownHook(new Thread(KgweaveClient::closeAll, "kgweave-close"));
+  }
+
+  private final String address;
+  private final long deadlineMs;
+  private final ManagedChannel channel;
+  private final Channel intercepted;
+
+  private KgweaveClient(String address, boolean tls, String token, long deadlineMs) {
+    this.address = address;
+    this.deadlineMs = deadlineMs;
+    ChannelCredentials credentials =
+        tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create();
+    this.channel = NettyChannelBuilder.forTarget(address, credentials)
+        .maxInboundMessageSize(MAX_MESSAGE_BYTES)
+        .build();
+    this.intercepted = token.isEmpty()
+        ? channel
+        : ClientInterceptors.intercept(channel, new BearerToken(token));
+  }
+
+  /** The shared client for this database's configuration. */
+  static KgweaveClient of(KgweaveConfig config) {
+    String address = config.address();
+    boolean tls = config.tls();
+    String token = config.token();
+    long deadlineMs = config.deadlineMs();
+    String key = address + "|" + tls + "|" + token + "|" + deadlineMs;
+    return CLIENTS.computeIfAbsent(key, k -> new KgweaveClient(address, tls, token, deadlineMs));
+  }
+
+  /** Close every channel (tests, JVM shutdown). */
+  public static void closeAll() {
+    for (KgweaveClient client : CLIENTS.values()) {
+      client.channel.shutdownNow();
+    }
+    CLIENTS.clear();
+  }
+
+  public String address() {
+    return address;
+  }
+
+  /** A KnowledgeService call with the configured deadline; failures become one-line errors. */
+  public <T> T knowledge(Function<KnowledgeServiceGrpc.KnowledgeServiceBlockingStub, T> call) {
+    return invoke(call, KnowledgeServiceGrpc.newBlockingStub(intercepted));
+  }
+
+  /** An AdminService call with the configured deadline; failures become one-line errors. */
+  public <T> T admin(Function<AdminServiceGrpc.AdminServiceBlockingStub, T> call) {
+    return invoke(call, AdminServiceGrpc.newBlockingStub(intercepted));
+  }
+
+  private <S extends io.grpc.stub.AbstractStub<S>, T> T invoke(Function<S, T> call, S stub) {
+    try {
+      return call.apply(stub.withDeadlineAfter(deadlineMs, TimeUnit.MILLISECONDS));
+    } catch (StatusRuntimeException e) {
+      throw KgweaveException.fromGrpc(e, address, deadlineMs);
+    }
+  }
+
+  private static final class BearerToken implements ClientInterceptor {
+    private final String value;
+
+    BearerToken(String token) {
+      this.value = token.regionMatches(true, 0, "bearer ", 0, 7) ? token : "Bearer " + token;
+    }
+
+    @Override
+    public <Q, R> ClientCall<Q, R> interceptCall(
+        MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(method, options)) {
+        @Override
+        public void start(Listener<R> listener, Metadata headers) {
+          headers.put(AUTHORIZATION, value);
+          super.start(listener, headers);
+        }
+      };
+    }
+  }
+}
