@@ -30,6 +30,7 @@ import click
 from kgweave import __version__
 from kgweave.cli.output import emit_json, emit_metrics, err
 from kgweave.errors import InvalidArgumentError, KGWeaveError
+from kgweave.serving.activation import POLICIES
 from kgweave.settings import get_settings
 
 _TRAIN_FIELDS = (
@@ -170,7 +171,7 @@ def cli() -> None:
 )
 @click.option(
     "--activation",
-    type=click.Choice(["if_better", "always", "never"]),
+    type=click.Choice(POLICIES),
     default=None,
     help="With --remote: when the new model is served [default: the server's setting].",
 )

@@ -226,6 +226,18 @@ def score(model_dir: Path | None, triples: tuple[tuple[str, str, str], ...], as_
         click.echo(f"{s:>10.4f}  {h}\t{r}\t{t}")
 
 
+def job_postfix(job: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's fields for a job update (a WatchJob message as JSON)."""
+    postfix = {"phase": str(job.get("phase", ""))}
+    for key in ("loss", "valid_mrr"):
+        # protobuf's JSON form writes NaN and inf as the strings "NaN" and "Infinity"
+        if job.get(key):
+            postfix[key] = f"{float(job[key]):.4f}"
+    if float(job.get("eta_s", -1)) >= 0:
+        postfix["eta"] = f"{float(job['eta_s']):.0f}s"
+    return postfix
+
+
 def train_remote(
     values: dict[str, Any], dataset: str, activation: str, detach: bool, quiet: bool, as_json: bool
 ) -> None:
@@ -252,14 +264,7 @@ def train_remote(
                 if job.get("epochs"):
                     bar.total = int(job["epochs"])
                 bar.n = int(job.get("epoch", 0))
-                postfix = {"phase": job.get("phase", "")}
-                if job.get("loss"):
-                    postfix["loss"] = f"{job['loss']:.4f}"
-                if job.get("valid_mrr"):
-                    postfix["valid_mrr"] = f"{job['valid_mrr']:.4f}"
-                if float(job.get("eta_s", -1)) >= 0:
-                    postfix["eta"] = f"{float(job['eta_s']):.0f}s"
-                bar.set_postfix(postfix, refresh=False)
+                bar.set_postfix(job_postfix(job), refresh=False)
                 bar.refresh()
         except KeyboardInterrupt:
             client.cancel(job["job_id"])

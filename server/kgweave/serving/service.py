@@ -28,6 +28,7 @@ from kgweave import __version__
 from kgweave.device import resolve_device
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, KGWeaveError
 from kgweave.predict import MAX_K, Prediction, Query
+from kgweave.serving.activation import POLICIES, decide
 from kgweave.serving.batcher import AnyFuture, MicroBatcher, PredictJob
 from kgweave.serving.jobs import Job, JobManager
 from kgweave.serving.metrics import ServiceMetrics
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from kgweave.serving.retrain import RetrainWatcher
 
 log = logging.getLogger(__name__)
-
-POLICIES = ("if_better", "always", "never")
 
 
 @dataclass
@@ -106,13 +105,11 @@ class KGService:
 
     # ---- lifecycle
     def load_active(self) -> ServedModel | None:
-        """Serve the registry's active version (or its newest, if none is marked active)."""
-        version = self.registry.active_version()
+        """Serve the registry's active version (or its last known good one: see
+        :meth:`ModelRegistry.choose_active`)."""
+        version = self.registry.choose_active()
         if version is None:
-            versions = self.registry.versions()
-            if not versions:
-                return None
-            version = versions[0].version
+            return None
         self.activate(version)
         return self._active
 
@@ -394,27 +391,16 @@ class KGService:
 
     def _register_job_model(self, folder: Path, job: Job, policy: str) -> tuple[str, bool, str]:
         """Called when a job succeeded: register its model and apply the policy."""
-        item = self.registry.register(folder)
+        item = self.registry.register(folder, policy)
         activate, why = self._decide(item, policy)
         if activate:
             self.activate(item.version)
         return item.version, activate, why
 
     def _decide(self, item: ModelVersion, policy: str) -> tuple[bool, str]:
-        if policy == "never":
-            return False, "registered; activation policy is never"
-        if policy == "always":
-            return True, "activated (policy always)"
         current = self._active
-        new = item.valid_mrr
-        if current is None:
-            return True, "activated: no model was active"
-        old = self.registry.get(current.base_version).valid_mrr
-        if new is None or old is None:
-            return False, "not activated: validation MRR missing for a comparison"
-        if new > old:
-            return True, f"activated: validation MRR {new:.4f} beats {old:.4f}"
-        return False, f"not activated: validation MRR {new:.4f} does not beat {old:.4f}"
+        active = self.registry.get(current.base_version) if current is not None else None
+        return decide(policy, item, active)
 
     def _job_changed(self, job: Job) -> None:
         if job.state.final:
