@@ -78,11 +78,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def open_atomic(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+def open_atomic(
+    path: Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
+) -> Iterator[IO[Any]]:
     """A handle (``mode`` "w" or "wb") to stream a file that replaces ``path`` atomically and
     durably when the block ends without an error; on an error ``path`` is untouched."""
     encoding = None if "b" in mode else encoding
-    with atomic_path(path) as tmp, tmp.open(mode, encoding=encoding) as handle:
+    with atomic_path(path) as tmp, tmp.open(mode, encoding=encoding, newline=newline) as handle:
         yield handle
 
 

@@ -201,21 +201,12 @@ class ModelRegistry:
         if not path.is_file():
             return None, "is missing"
         try:
-            text = path.read_text(encoding="utf-8")
+            version, problem = _parse_active(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             return None, f"is unreadable ({exc})"
-        if not text.strip():
-            return None, "is empty"
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None, "is not valid JSON"
-        version = data.get("version") if isinstance(data, dict) else None
-        if not isinstance(version, str) or not _VERSION.match(version):
-            return None, "names no version"
-        if not (self.root / version / CONFIG).is_file():
+        if version is not None and not (self.root / version / CONFIG).is_file():
             return None, f"names {version}, which does not exist"
-        return version, ""
+        return version, problem
 
     def _journal(self) -> dict[str, Any]:
         """The journal (a damaged one reads as empty: it only narrows the fallbacks)."""
@@ -232,3 +223,17 @@ class ModelRegistry:
                     k: e for k, e in data["registered"].items() if isinstance(e, dict)
                 }
         return journal
+
+
+def _parse_active(text: str) -> tuple[str | None, str]:
+    """(version, "") from the text of ``active.json``, or (None, what is wrong with it)."""
+    if not text.strip():
+        return None, "is empty"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, "is not valid JSON"
+    version = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(version, str) or not _VERSION.match(version):
+        return None, "names no version"
+    return version, ""
