@@ -166,6 +166,19 @@ def test_diverged_job_fails_clearly_and_registers_nothing(
     channel.close()
 
 
+def test_job_on_another_dataset_does_not_replace_the_served_model(server: ServerThread) -> None:
+    """Regression (issue 16): `if_better` compared a validation MRR measured on another
+    dataset with the served model's, and the job replaced the served graph's model."""
+    admin, channel = admin_stub(server)
+    job = start(admin, admin_pb2.ACTIVATION_POLICY_IF_BETTER, dataset="nations", epochs=5, dim=16)
+    final = list(admin.WatchJob(admin_pb2.GetJobRequest(job_id=job.job_id), timeout=180))[-1]
+    assert final.state == admin_pb2.JOB_STATE_SUCCEEDED, final.message
+    assert final.model_version == "v0002" and not final.activated
+    assert "not comparable, v0002 was trained on other data (nations" in final.message
+    assert versions(admin) == (["v0002", "v0001"], "v0001")
+    channel.close()
+
+
 def test_remote_progress_shows_non_finite_numbers() -> None:
     """Regression: protobuf's JSON form gives a NaN loss as the string "NaN", and formatting
     it with ``:.4f`` killed `train --remote` (exit 70 "Unknown format code 'f'")."""

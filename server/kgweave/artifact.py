@@ -325,10 +325,7 @@ def read_config(folder: Path) -> dict[str, Any]:
             message names the file and the field.
     """
     path = folder / CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable ({exc})") from exc
+    config = atomic.read_json(path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a kgweave model config")
     version = config.get("format_version")

@@ -113,6 +113,18 @@ def move_in(source: Path, target: Path) -> None:
         fsync_dir(source.parent)
 
 
+def read_json(path: Path) -> Any:
+    """A JSON document of an artifact.
+
+    Raises:
+        ArtifactError: the file cannot be read or is not JSON (the message names it).
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc})") from exc
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()

@@ -625,10 +625,7 @@ def load_text_fusion(
     config_path = language / JOINT_CONFIG
     if not config_path.is_file():
         return None
-    try:
-        joint = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
+    joint = atomic.read_json(config_path)
     files = joint.get("files") if isinstance(joint, dict) else None
     if not isinstance(files, dict) or TEXT_FUSION not in files:
         return None
@@ -701,10 +698,7 @@ def load_joint(
     config_path = language / JOINT_CONFIG
     if not config_path.is_file():
         raise ArtifactError(f"{language}: missing {JOINT_CONFIG} (unfinished or damaged write)")
-    try:
-        joint = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
+    joint = atomic.read_json(config_path)
     if not isinstance(joint, dict) or joint.get("format") != JOINT_FORMAT:
         raise ArtifactError(f"{config_path}: not a kgweave joint config")
     if joint.get("format_version", 0) > JOINT_FORMAT_VERSION:
