@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         default="if_better",
         pattern="^(if_better|always|never)$",
         description="When a finished training job's model is served: if_better (validation "
-        "MRR beats the active model's), always, never.",
+        "MRR beats the active model's, both measured on the same data), always, never.",
     )
     retrain_min_events: int = Field(
         default=0,
