@@ -146,6 +146,53 @@ def test_failed_job_leaves_state_untouched(server: ServerThread) -> None:
     channel.close()
 
 
+def test_diverged_job_fails_clearly_and_registers_nothing(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue 16): `kgweave train --remote --lr 1e30 --epochs 10` was evaluated as
+    MRR 2.0, registered and activated by if_better, and the client died with exit 70 "Unknown
+    format code 'f'" on the NaN loss."""
+    from kgweave.cli.main import main
+
+    monkeypatch.setenv("KGWEAVE_SERVER", server.address)
+    code = main(["train", "--remote", "-d", "demo", "--lr", "1e30", "--epochs", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code not in (0, 70), err
+    assert "failed: training diverged at epoch" in err[-1], err
+    assert "Traceback" not in "\n".join(err) and "Unknown format" not in "\n".join(err)
+    admin, channel = admin_stub(server)
+    assert versions(admin) == (["v0001"], "v0001")
+    assert server.service.versions.active().version == "v0001"
+    channel.close()
+
+
+def test_job_on_another_dataset_does_not_replace_the_served_model(server: ServerThread) -> None:
+    """Regression (issue 16): `if_better` compared a validation MRR measured on another
+    dataset with the served model's, and the job replaced the served graph's model."""
+    admin, channel = admin_stub(server)
+    job = start(admin, admin_pb2.ACTIVATION_POLICY_IF_BETTER, dataset="nations", epochs=5, dim=16)
+    final = list(admin.WatchJob(admin_pb2.GetJobRequest(job_id=job.job_id), timeout=180))[-1]
+    assert final.state == admin_pb2.JOB_STATE_SUCCEEDED, final.message
+    assert final.model_version == "v0002" and not final.activated
+    assert "not comparable, v0002 was trained on other data (nations" in final.message
+    assert versions(admin) == (["v0002", "v0001"], "v0001")
+    channel.close()
+
+
+def test_remote_progress_shows_non_finite_numbers() -> None:
+    """Regression: protobuf's JSON form gives a NaN loss as the string "NaN", and formatting
+    it with ``:.4f`` killed `train --remote` (exit 70 "Unknown format code 'f'")."""
+    from kgweave.cli.remote import job_postfix
+
+    update = {"phase": "training", "loss": "NaN", "valid_mrr": "Infinity", "eta_s": 3.0}
+    assert job_postfix(update) == {
+        "phase": "training",
+        "loss": "nan",
+        "valid_mrr": "inf",
+        "eta": "3s",
+    }
+
+
 def test_joint_job_registers_a_version_that_completes(python_server: ServerThread) -> None:
     """`kgweave train --remote --joint`: the job trains KGE + LM together in its worker; the
     new version serves Complete (the LM, its fitted weights) through the same engine."""

@@ -2,44 +2,100 @@
 
 Layout of a model folder::
 
-    config.json          format, versions, model + training config, dataset fingerprint,
-                         metrics, creation time, sha256 of every other file
+    config.json          format, versions, model + training config, dataset and validation
+                         fingerprints, metrics, creation time, sha256 of every other file,
+                         and a sha256 of each of its own fields (``config_sha256``)
     model.safetensors    embeddings (``entity.weight``, ``relation.weight``) and
                          ``graph.train`` (the training triples, for --filter-known)
     id_maps.json         entity and relation labels in id order, entity names
     history.json         per-epoch loss / validation MRR
     training_curve.png   the same as a plot
 
-``config.json`` is written last, so a folder without it is an unfinished write. Loading checks
-that the hashes, the id maps and the weight shapes all agree before anything is used.
+``config.json`` is written last, so a folder without it is an unfinished write; every file is
+written atomically and fsynced (:mod:`kgweave.atomic`). Loading validates ``config.json``
+against :class:`ArtifactConfig` and its own checksums, then checks that the other files' hashes,
+the id maps and the weight shapes all agree, and that no weight is NaN or infinite, before
+anything is used. docs/artifact.md
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from kgweave import __version__
+from kgweave import __version__, atomic
 from kgweave.data.dataset import IdMap, KGDataset
-from kgweave.errors import ArtifactError, NotFoundError
+from kgweave.errors import ArtifactError, DivergedError, NotFoundError
 from kgweave.models import KGEModel, build_model
 
+log = logging.getLogger(__name__)
+
 FORMAT = "kgweave-model"
-FORMAT_VERSION = 1
+#: 2: ``config_sha256`` (config.json's own fields checksummed), every file in ``files``
+#: (history and curve too), ``dataset.valid_fingerprint``. Version 1 still loads (its config is
+#: validated but not covered by a checksum; a warning says so).
+FORMAT_VERSION = 2
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 ID_MAPS = "id_maps.json"
 HISTORY = "history.json"
 CURVE = "training_curve.png"
+#: config.json's field holding the sha256 of each of its other top-level fields
+CONFIG_SHA256 = "config_sha256"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class ModelSection(_Section):
+    """``config.json`` ``model``: enough to rebuild the model (extra options allowed)."""
+
+    name: str
+    num_entities: int = Field(ge=1)
+    num_relations: int = Field(ge=2)
+    dim: int = Field(ge=1)
+
+
+class DatasetSection(_Section):
+    """``config.json`` ``dataset``: what the model was trained and validated on."""
+
+    name: str
+    #: sha256 of the dataset (split files) or of the graph snapshot
+    fingerprint: str
+    num_entities: int = Field(ge=0)
+    num_relations: int = Field(ge=0)
+    train_triples: int = Field(ge=0)
+    #: sha256 of the validation triples (by label) that the validation metrics were measured
+    #: on (format 2; None in format 1)
+    valid_fingerprint: str | None = None
+    valid_triples: int | None = Field(default=None, ge=0)
+
+
+class ArtifactConfig(_Section):
+    """The schema of ``config.json`` (checked on every load)."""
+
+    format: Literal["kgweave-model"]
+    format_version: int = Field(ge=1)
+    kgweave_version: str
+    created_at: str
+    model: ModelSection
+    training: dict[str, Any]
+    dataset: DatasetSection
+    metrics: dict[str, Any]
+    relation_templates: dict[str, str] = Field(default_factory=dict)
+    files: dict[str, str]
+    config_sha256: dict[str, str] | None = None
 
 
 @dataclass
@@ -66,18 +122,43 @@ class ModelArtifact:
         return str(self.config["files"][WEIGHTS])[:12]
 
 
-def _sha256(path: Path) -> str:
+def triples_fingerprint(triples: torch.Tensor, dataset: KGDataset) -> str:
+    """sha256 of ``triples`` (shape (M, 3) ids of ``dataset``) as a sorted set of labelled
+    triples: the same triples give the same fingerprint whatever the id order or file order."""
+    entities, relations = dataset.entities.labels, dataset.relations.labels
+    rows = sorted(f"{entities[h]}\t{relations[r]}\t{entities[t]}\n" for h, r, t in triples.tolist())
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for row in rows:
+        digest.update(row.encode("utf-8"))
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def validation_triples_of(dataset: KGDataset, training: dict[str, Any]) -> torch.Tensor:
+    """The validation triples a run with settings ``training`` measured its metrics on (the
+    whole valid split, or the seeded ``valid_sample`` of it)."""
+    from pydantic import ValidationError as ConfigError
+
+    from kgweave.training import TrainConfig
+    from kgweave.training.loop import validation_triples
+
+    try:
+        config = TrainConfig.model_validate(training)
+    except ConfigError:  # not a TrainConfig (a hand-made artifact): the whole split
+        return dataset.split("valid")
+    return validation_triples(dataset, config)
+
+
+def config_checksums(config: dict[str, Any]) -> dict[str, str]:
+    """sha256 of each top-level field of an artifact's config (``config_sha256`` aside)."""
+    return {k: atomic.sha256_json(v) for k, v in config.items() if k != CONFIG_SHA256}
+
+
+def _check_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def save_artifact(
@@ -89,14 +170,24 @@ def save_artifact(
     history: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` trained on ``dataset`` as an artifact folder; returns the folder."""
+    """Write ``model`` trained on ``dataset`` as an artifact folder; returns the folder.
+
+    Raises:
+        DivergedError: a weight is NaN or infinite (nothing is written).
+    """
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = _check_finite(tensors)
+    if bad is not None:
+        raise DivergedError(
+            f"the model's {bad} holds NaN or infinite values: training diverged (lower the "
+            "learning rate); no artifact was written"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).unlink(missing_ok=True)  # the folder is "unfinished" until config.json
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic.fsync_dir(folder)
     tensors["graph.train"] = dataset.train.to(torch.int64).contiguous()
-    tmp = folder / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, folder / WEIGHTS)
+    with atomic.atomic_path(folder / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     id_maps = {
         "entities": dataset.entities.labels,
         "relations": dataset.relations.labels,
@@ -110,13 +201,19 @@ def save_artifact(
             if r in dataset.relation_texts
         },
     }
-    _write_atomic(folder / ID_MAPS, json.dumps(id_maps, ensure_ascii=False).encode())
-    files = {WEIGHTS: _sha256(folder / WEIGHTS), ID_MAPS: _sha256(folder / ID_MAPS)}
+    atomic.write_json(folder / ID_MAPS, id_maps)
+    written = [WEIGHTS, ID_MAPS]
     if history is not None:
-        _write_atomic(folder / HISTORY, json.dumps(history, indent=1).encode())
+        atomic.write_text(folder / HISTORY, json.dumps(history, indent=1))
         from kgweave.training.curves import plot_training_curve
 
+        # matplotlib picks the format from the name: plotted in place (covered by config.json,
+        # which is written after it), then made durable
         plot_training_curve(history, folder / CURVE, f"{model.name} on {dataset.name}")
+        atomic.fsync_file(folder / CURVE)
+        written += [HISTORY, CURVE]
+    files = {name: atomic.sha256_file(folder / name) for name in written}
+    valid = validation_triples_of(dataset, training)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,13 +227,16 @@ def save_artifact(
             "num_entities": dataset.num_entities,
             "num_relations": dataset.num_relations,
             "train_triples": len(dataset.train),
+            "valid_fingerprint": triples_fingerprint(valid, dataset),
+            "valid_triples": len(valid),
         },
         "metrics": metrics,
         "relation_templates": dict(dataset.relation_templates),
         "files": files,
         **(extra or {}),
     }
-    _write_atomic(folder / CONFIG, json.dumps(config, indent=2).encode())
+    config[CONFIG_SHA256] = config_checksums(config)
+    atomic.write_text(folder / CONFIG, json.dumps(config, indent=2))
     return folder
 
 
@@ -152,24 +252,14 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
     config_path = folder / CONFIG
     if not config_path.is_file():
         raise NotFoundError(f"{folder} holds no kgweave model (no {CONFIG})")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ArtifactError(f"{config_path}: not a kgweave model config")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ArtifactError(
-            f"{folder}: format version {config['format_version']} is newer than this kgweave "
-            f"({__version__}) understands; upgrade kgweave"
-        )
+    config = read_config(folder)
     for name in (WEIGHTS, ID_MAPS):
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{folder}: missing {name}")
-        expected = config.get("files", {}).get(name)
-        if expected != _sha256(path):
-            raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+        if name not in config["files"]:
+            raise ArtifactError(f"{config_path}: field files lists no {name}")
+    for name, expected in config["files"].items():
+        if Path(name).name != name:
+            raise ArtifactError(f"{config_path}: field files names {name!r}, not a file here")
+        atomic.verify_sha256(folder / name, expected)
     try:
         tensors = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError) as exc:
@@ -208,6 +298,9 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
         raise ArtifactError(
             f"{folder / WEIGHTS}: weights {actual_shapes} do not match the config {expected_shapes}"
         )
+    bad = _check_finite(tensors)
+    if bad is not None:
+        raise ArtifactError(f"{folder / WEIGHTS}: {bad} holds NaN or infinite values")
     model.load_state_dict(tensors)
     model.to(device).eval()
     return ModelArtifact(
@@ -221,3 +314,61 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
         relation_texts=dict(id_maps.get("relation_texts") or {}),
         entity_descriptions=descriptions,
     )
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """``folder``'s ``config.json``, checked against its own checksums (format 2) and the
+    :class:`ArtifactConfig` schema.
+
+    Raises:
+        ArtifactError: unreadable, edited after it was written, or not of the schema; the
+            message names the file and the field.
+    """
+    path = folder / CONFIG
+    config = atomic.read_json(path)
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a kgweave model config")
+    version = config.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{folder}: format version {version} is newer than this kgweave "
+            f"({__version__}) understands; upgrade kgweave"
+        )
+    if isinstance(version, int) and version >= 2:
+        _verify_config_checksums(path, config)
+    try:
+        ArtifactConfig.model_validate(config)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ArtifactError(
+            f"{path}: field {where}: {error['msg']} (got {_short(error.get('input'))})"
+        ) from None
+    if version == 1:
+        log.warning(
+            "%s: format version 1, whose config.json is not covered by a checksum; retrain or "
+            "re-save it to get format %d",
+            folder,
+            FORMAT_VERSION,
+        )
+    return config
+
+
+def _verify_config_checksums(path: Path, config: dict[str, Any]) -> None:
+    recorded = config.get(CONFIG_SHA256)
+    if not isinstance(recorded, dict):
+        raise ArtifactError(f"{path}: field {CONFIG_SHA256} is missing or not an object")
+    actual = config_checksums(config)
+    for name in sorted(set(recorded) | set(actual)):
+        if name not in actual:
+            raise ArtifactError(f"{path}: field {name} is missing (it was written, then removed)")
+        if recorded.get(name) != actual[name]:
+            raise ArtifactError(
+                f"{path}: field {name} does not match its checksum ({CONFIG_SHA256}): the file "
+                "was edited or is corrupt"
+            )
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

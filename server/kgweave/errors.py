@@ -81,6 +81,14 @@ class ArtifactError(KGWeaveError):
     exit_code = 5
 
 
+class DivergedError(KGWeaveError):
+    """Training diverged: the loss, the weights or the scores are NaN or infinite, so the
+    model is refused (never evaluated as good, written as an artifact, or served)."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+    exit_code = 10
+
+
 class GraphUnavailableError(KGWeaveError):
     """The graph database could not be started or reached."""
 

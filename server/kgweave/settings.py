@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         default="if_better",
         pattern="^(if_better|always|never)$",
         description="When a finished training job's model is served: if_better (validation "
-        "MRR beats the active model's), always, never.",
+        "MRR beats the active model's, both measured on the same data), always, never.",
     )
     writeback_on_activate: bool = Field(
         default=False,

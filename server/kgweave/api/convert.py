@@ -12,14 +12,14 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from kgweave.predict import Prediction, Query, TopK
+from kgweave.serving.activation import POLICIES
 from kgweave.serving.jobs import Job, JobState
 from kgweave.serving.queries import Completion, LinkRequest
 from kgweave.serving.served import EntityInfo, ServedModel
-from kgweave.serving.versions import POLICIES
 from kgweave.training.config import JOB_FIELDS
 from kgweave.v1 import admin_pb2, knowledge_pb2
 
-#: the proto's activation-policy enum by policy name (kgweave.serving.versions.POLICIES)
+#: the proto's activation-policy enum by policy name (kgweave.serving.activation.POLICIES)
 POLICY_TO_PB: dict[str, Any] = {
     name: admin_pb2.ActivationPolicy.Value(f"ACTIVATION_POLICY_{name.upper()}") for name in POLICIES
 }

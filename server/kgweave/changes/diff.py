@@ -8,13 +8,13 @@ re-emits the same events next time: at-least-once, never lost.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.graph.store import GraphStore
@@ -55,15 +55,14 @@ def snapshot_diff(store: GraphStore, state_dir: Path, log: EventLog) -> dict[str
         for h, p, t in removed.tolist()
     ]
     offsets = log.append(events) if events else []
-    tmp = state_dir / "snapshot.safetensors.tmp"
-    save_file(
-        {
-            "triples": snap.triples.contiguous(),
-            "entities_known": torch.zeros(len(e), dtype=torch.int8),
-        },
-        str(tmp),
-    )
-    os.replace(tmp, previous_path)
+    with atomic.atomic_path(previous_path) as tmp:
+        save_file(
+            {
+                "triples": snap.triples.contiguous(),
+                "entities_known": torch.zeros(len(e), dtype=torch.int8),
+            },
+            str(tmp),
+        )
     return {
         "added": len(added),
         "removed": len(removed),

@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from kgweave import atomic
 from kgweave.changes.events import ChangeEvent
 from kgweave.changes.segments import (
     HEADER,
@@ -59,7 +60,6 @@ from kgweave.changes.segments import (
     copy,
     encode_record,
     find_record,
-    fsync_dir,
     is_legacy_record,
     is_record,
     iter_positions,
@@ -207,7 +207,7 @@ class EventLog:
             target.flush()
             os.fsync(target.fileno())
         os.replace(tmp, segment.path)
-        fsync_dir(self.segments_dir)
+        atomic.fsync_dir(self.segments_dir)
         # which offsets went missing: the gaps around each dropped range
         offsets = self._offsets_around(segment, damaged, after, next_base)
         for (start, end), (before, following) in zip(damaged, offsets, strict=True):
@@ -267,9 +267,9 @@ class EventLog:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
-        fsync_dir(self.segments_dir)
+        atomic.fsync_dir(self.segments_dir)
         legacy.unlink()
-        fsync_dir(self.folder)
+        atomic.fsync_dir(self.folder)
         log.info("%s: converted to %s (%d events)", legacy, target, offset)
 
     # ---- lifecycle
@@ -336,7 +336,7 @@ class EventLog:
     def _new_segment(self, base: int) -> Segment:
         segment = Segment(base=base, path=self.segments_dir / f"{base:020d}.seg", last=base - 1)
         segment.path.touch()
-        fsync_dir(self.segments_dir)
+        atomic.fsync_dir(self.segments_dir)
         return segment
 
     def _roll(self) -> None:
@@ -372,7 +372,7 @@ class EventLog:
                     oldest.last,
                 )
             if dropped:
-                fsync_dir(self.segments_dir)
+                atomic.fsync_dir(self.segments_dir)
         return dropped
 
     # ---- reads
@@ -425,10 +425,4 @@ class EventLog:
             raise InvalidArgumentError(
                 f"offset {next_offset} is outside the log (0..{self.end_offset})"
             )
-        path = self._consumer_path(consumer)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as handle:
-            json.dump({"next_offset": next_offset}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic.write_json(self._consumer_path(consumer), {"next_offset": next_offset})

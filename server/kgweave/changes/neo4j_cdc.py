@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.errors import (
@@ -295,13 +295,7 @@ class Neo4jCdcPoller:
             ) from None
 
     def _save(self, cursor: str) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        with tmp.open("w") as handle:
-            json.dump({"cursor": cursor}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.state_file)
+        atomic.write_json(self.state_file, {"cursor": cursor})
 
     # ---- polling
     def poll_once(self) -> int:

@@ -35,14 +35,6 @@ def encode_record(offset: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), record_crc(offset, payload), offset) + payload
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class Segment:
     base: int  # first offset this segment may hold (its name)

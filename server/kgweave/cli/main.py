@@ -32,6 +32,7 @@ from kgweave import __version__
 from kgweave.cli.connect import link_query_options
 from kgweave.cli.output import emit_json, emit_metrics, err
 from kgweave.errors import InvalidArgumentError, KGWeaveError
+from kgweave.serving.activation import POLICIES
 from kgweave.settings import get_settings
 
 #: flags whose name is not the TrainConfig field's (short forms, units dropped)
@@ -101,7 +102,7 @@ def cli() -> None:
 )
 @click.option(
     "--activation",
-    type=click.Choice(["if_better", "always", "never"]),
+    type=click.Choice(POLICIES),
     default=None,
     help="With --remote: when the new model is served [default: the server's setting].",
 )

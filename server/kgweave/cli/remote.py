@@ -116,7 +116,7 @@ def status(as_json: bool) -> None:
         click.echo(
             f"model       {model['version']}: {model['model']} dim {model['dim']}, "
             f"{model['num_entities']} entities"
-            + (f", valid MRR {mrr:.4f}" if mrr is not None else "")
+            + (f", valid MRR {_number(mrr)}" if mrr is not None else "")
         )
     else:
         click.echo("model       none")
@@ -153,11 +153,11 @@ def models_list(as_json: bool) -> None:
         valid = m.get("valid_metrics", {}).get("mrr")
         test = m.get("test_metrics", {}).get("mrr")
         fused_test = m.get("fused_test_metrics", {}).get("mrr")
-        fused_cell = "-" if fused_test is None else f"{fused_test:.4f}"
+        fused_cell = "-" if fused_test is None else _number(fused_test)
         click.echo(
             f"{mark} {m['version']:<8} {m['model']:<9} {m['dim']:>4} "
-            f"{valid if valid is None else f'{valid:.4f}':>9} "
-            f"{test if test is None else f'{test:.4f}':>9}  "
+            f"{valid if valid is None else _number(valid):>9} "
+            f"{test if test is None else _number(test):>9}  "
             + (f"{fused_cell:>10}  " if fused else "")
             + m["created_at"]
         )
@@ -235,6 +235,23 @@ def score(model_dir: Path | None, triples: tuple[tuple[str, str, str], ...], as_
         click.echo(f"{s:>10.4f}  {h}\t{r}\t{t}")
 
 
+def _number(value: str | float) -> str:
+    """A metric with 4 decimals; protobuf's JSON form writes NaN and inf as the strings "NaN"
+    and "Infinity", which ``:.4f`` refuses."""
+    return f"{float(value):.4f}"
+
+
+def job_postfix(job: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's fields for a job update (a WatchJob message as JSON)."""
+    postfix = {"phase": str(job.get("phase", ""))}
+    for key in ("loss", "valid_mrr"):
+        if job.get(key):
+            postfix[key] = _number(job[key])
+    if float(job.get("eta_s", -1)) >= 0:
+        postfix["eta"] = f"{float(job['eta_s']):.0f}s"
+    return postfix
+
+
 def train_remote(
     values: dict[str, Any], dataset: str, activation: str, detach: bool, quiet: bool, as_json: bool
 ) -> None:
@@ -261,14 +278,7 @@ def train_remote(
                 if job.get("epochs"):
                     bar.total = int(job["epochs"])
                 bar.n = int(job.get("epoch", 0))
-                postfix = {"phase": job.get("phase", "")}
-                if job.get("loss"):
-                    postfix["loss"] = f"{job['loss']:.4f}"
-                if job.get("valid_mrr"):
-                    postfix["valid_mrr"] = f"{job['valid_mrr']:.4f}"
-                if float(job.get("eta_s", -1)) >= 0:
-                    postfix["eta"] = f"{float(job['eta_s']):.0f}s"
-                bar.set_postfix(postfix, refresh=False)
+                bar.set_postfix(job_postfix(job), refresh=False)
                 bar.refresh()
         except KeyboardInterrupt:
             client.cancel(job["job_id"])

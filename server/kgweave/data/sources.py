@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from kgweave import atomic
+from kgweave.atomic import sha256_file
 from kgweave.errors import FailedPreconditionError, NotFoundError, did_you_mean, echo
 from kgweave.settings import Settings
 
@@ -229,7 +231,7 @@ def _download(name: str, settings: Settings) -> Path:
     partial.mkdir(parents=True, exist_ok=True)
     for remote in WELL_KNOWN[name]:
         destination = partial / remote.name
-        if destination.is_file() and _sha256(destination) == remote.sha256:
+        if destination.is_file() and sha256_file(destination) == remote.sha256:
             continue
         try:
             with urllib.request.urlopen(remote.url, timeout=settings.download_timeout_s) as resp:
@@ -245,10 +247,6 @@ def _download(name: str, settings: Settings) -> Path:
                 f"download of {remote.url} has sha256 {digest}, expected {remote.sha256}; "
                 "refusing it: " + _offline_advice(name)
             )
-        destination.write_bytes(payload)
-    partial.replace(target)
+        atomic.write_bytes(destination, payload)
+    atomic.move_in(partial, target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgweave.data.dataset import TailIndex, with_reciprocals
+from kgweave.errors import DivergedError
 from kgweave.models.base import KGEModel
 from kgweave.models.products import TailScorer
 from kgweave.settings import get_settings
@@ -53,6 +54,12 @@ CPU_PASS_SCORES = 1 << 21
 DEVICE_PASS_SCORES = 64 << 20
 
 
+_NON_FINITE = (
+    "the model's scores are NaN or infinite: training diverged (lower the learning rate); "
+    "a diverged model is never evaluated, saved or served"
+)
+
+
 def ranking_batch_size(num_entities: int, device: torch.device) -> int:
     """Queries per evaluation pass: ``CPU_PASS_SCORES`` scores on the CPU (at least 16
     queries), ``DEVICE_PASS_SCORES`` elsewhere (at least 1); at most 4,096."""
@@ -81,6 +88,8 @@ def filtered_ranks(
             false); e.g. a text fusion's scores instead.
     Returns:
         shape (Q,) float64 ranks, on the CPU.
+    Raises:
+        DivergedError: a score is NaN or infinite.
     """
     device = model.entity.weight.device
     if batch_size is None:
@@ -93,6 +102,10 @@ def filtered_ranks(
     for start in range(0, len(queries), batch_size):
         batch = queries[start : start + batch_size].to(device)
         scores = scorer(batch[:, :2])
+        # NaN compares false both ways, so it would rank as "better than everything" (MRR 2.0):
+        # refuse. One row-sum sweep catches any NaN or inf (a quarter of a comparison's cost)
+        if not bool(torch.isfinite(scores.sum(dim=1)).all()):
+            raise DivergedError(_NON_FINITE)
         rows, tails = known.lookup(batch[:, :2])
         targets = batch[:, 2]
         target_scores = scores[torch.arange(len(batch), device=device), targets]

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kgweave import atomic
 from kgweave.errors import FailedPreconditionError, GraphUnavailableError
 
 
@@ -153,9 +154,7 @@ class EmbeddedFalkorDB:
                     log_file=str(self.log_file),
                     started_at=time.time(),
                 )
-                tmp = self.state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(asdict(info)))
-                os.replace(tmp, self.state_file)
+                atomic.write_json(self.state_file, asdict(info))
                 return info
             time.sleep(0.05)
         process.kill()

@@ -8,7 +8,6 @@ at the end, and old ids never move, so a model trained on an earlier snapshot st
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from kgweave import atomic
 from kgweave.data.dataset import IdMap, KGDataset
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import EntityRow, GraphStore, Triple
@@ -117,10 +117,9 @@ class StableIds:
         return self._e[h], self._r[r], self._e[t]
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"entities": self.entities, "relations": self.relations}))
-        os.replace(tmp, self.path)
+        atomic.write_text(
+            self.path, json.dumps({"entities": self.entities, "relations": self.relations})
+        )
 
 
 def export_snapshot(store: GraphStore, ids_path: Path, page_size: int = 50_000) -> Snapshot:

@@ -33,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from kgweave import atomic
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
@@ -259,16 +260,11 @@ class JobManager:
 
     # ---- internals
     def _save(self, job: Job) -> None:
-        """Replace ``job.json`` atomically (a local minimal atomic write)."""
+        """Replace ``job.json`` atomically."""
         folder = self.root / job.job_id
         record = {**asdict(job), "policy": self._policies.get(job.job_id, "")}
         record["pid"] = self._pids.get(job.job_id, 0)
-        tmp = folder / (RECORD + ".tmp")
-        with tmp.open("w") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / RECORD)
+        atomic.write_json(folder / RECORD, record)
 
     def _update(self, job_id: str, pid: int = 0, **changes: Any) -> None:
         with self._lock:

@@ -6,15 +6,24 @@ Layout::
       v0001/          a model artifact (kgweave.artifact), never changed once registered
       v0002/
       active.json     {"version": "v0002", "activated_at": ...}, replaced atomically
+      journal.json    the activations (newest last) and each version's registration policy
 
 A version is registered by moving a finished artifact folder in (one rename on the same file
-system), so a reader never sees half a version.
+system), so a reader never sees half a version. Every write is atomic and fsynced, file and
+folder (:mod:`kgweave.atomic`).
+
+Which version to serve at start (:meth:`ModelRegistry.choose_active`) is never a guess: the one
+``active.json`` names; if that file is empty, corrupt or names a missing version, the last
+version activated before it (known good, from the journal), logged as a warning; with no such
+record, a clear error. Only a registry that was never activated at all (no ``active.json``, no
+journal: made by hand or by an old kgweave) serves its newest version, and never one
+registered with the policy ``never``.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import re
 import threading
 import time
@@ -22,10 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kgweave import atomic
 from kgweave.artifact import CONFIG, load_artifact
-from kgweave.errors import ArtifactError, NotFoundError, did_you_mean, echo
+from kgweave.errors import ArtifactError, FailedPreconditionError, NotFoundError, did_you_mean, echo
+from kgweave.serving.activation import NEVER
+
+log = logging.getLogger(__name__)
 
 ACTIVE = "active.json"
+JOURNAL = "journal.json"
+#: activations kept in the journal
+HISTORY = 50
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -102,8 +118,9 @@ class ModelRegistry:
         known = [v.version for v in self.versions()]
         raise NotFoundError(f"no model version {echo(version)}{did_you_mean(version, known)}")
 
-    def register(self, artifact_dir: Path) -> ModelVersion:
-        """Verify the artifact in ``artifact_dir`` and move it in as the next version."""
+    def register(self, artifact_dir: Path, policy: str = "") -> ModelVersion:
+        """Verify the artifact in ``artifact_dir`` and move it in as the next version
+        (``policy``: the activation policy it was registered under, kept in the journal)."""
         load_artifact(artifact_dir)  # refuses anything corrupt before it becomes a version
         with self._lock:
             numbers = [
@@ -112,27 +129,112 @@ class ModelRegistry:
             version = f"v{max(numbers, default=0) + 1:04d}"
             target = self.root / version
             try:
-                os.replace(artifact_dir, target)
+                atomic.move_in(artifact_dir, target)
             except OSError as exc:
                 raise ArtifactError(f"cannot register {artifact_dir}: {exc}") from exc
+            journal = self._journal()
+            journal["registered"][version] = {"policy": policy, "registered_at": time.time()}
+            atomic.write_json(self.root / JOURNAL, journal, indent=1)
         return self.get(version)
 
     def active_version(self) -> str | None:
-        path = self.root / ACTIVE
-        if not path.is_file():
+        """The version ``active.json`` names, if it is readable and that version exists."""
+        version, _problem = self._read_active()
+        return version
+
+    def choose_active(self) -> str | None:
+        """The version to serve at start: ``active.json``'s; else (the file is empty, corrupt
+        or names a missing version) the last known good one, with a warning in the log; None
+        when no version was ever registered or activated.
+
+        Raises:
+            FailedPreconditionError: ``active.json`` is unusable and no earlier activation
+                is recorded (the message says how to choose one).
+        """
+        version, problem = self._read_active()
+        if version is not None:
+            return version
+        existing = {v.version for v in self.versions()}
+        journal = self._journal()
+        for entry in reversed(journal["activations"]):
+            earlier = entry.get("version")
+            if earlier in existing:
+                log.warning(
+                    "%s %s: serving %s, the last version activated before (known good)",
+                    self.root / ACTIVE,
+                    problem,
+                    earlier,
+                )
+                return str(earlier)
+        if (self.root / ACTIVE).exists():
+            raise FailedPreconditionError(
+                f"{self.root / ACTIVE} {problem} and no earlier activation is recorded: write "
+                '{"version": "vNNNN"} into it to choose the version to serve'
+            )
+        never = {v for v, e in journal["registered"].items() if e.get("policy") == NEVER}
+        candidates = sorted(existing - never, key=lambda v: int(v[1:]), reverse=True)
+        if not candidates:
             return None
-        try:
-            version = json.loads(path.read_text(encoding="utf-8")).get("version")
-        except (OSError, ValueError):
-            return None
-        return str(version) if version and (self.root / version / CONFIG).is_file() else None
+        log.warning(
+            "no version of %s was ever activated: serving the newest, %s", self.root, candidates[0]
+        )
+        return candidates[0]
 
     def set_active(self, version: str) -> None:
-        """Point ``active.json`` at ``version`` (atomic replace)."""
+        """Point ``active.json`` at ``version`` and record the activation (atomic, durable)."""
         self.get(version)
-        tmp = self.root / (ACTIVE + ".tmp")
-        tmp.write_text(json.dumps({"version": version, "activated_at": time.time()}))
-        os.replace(tmp, self.root / ACTIVE)
+        entry = {"version": version, "activated_at": time.time()}
+        with self._lock:
+            atomic.write_json(self.root / ACTIVE, entry)
+            journal = self._journal()
+            history = journal["activations"]
+            if not history or history[-1].get("version") != version:
+                history.append(entry)
+            journal["activations"] = history[-HISTORY:]
+            atomic.write_json(self.root / JOURNAL, journal, indent=1)
+
+    def _read_active(self) -> tuple[str | None, str]:
+        """(version, "") from ``active.json``, or (None, what is wrong with it)."""
+        path = self.root / ACTIVE
+        if not path.is_file():
+            return None, "is missing"
+        try:
+            version, problem = _parse_active(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"is unreadable ({exc})"
+        if version is not None and not (self.root / version / CONFIG).is_file():
+            return None, f"names {version}, which does not exist"
+        return version, problem
+
+    def _journal(self) -> dict[str, Any]:
+        """The journal (a damaged one reads as empty: it only narrows the fallbacks)."""
+        journal: dict[str, Any] = {"activations": [], "registered": {}}
+        try:
+            data = json.loads((self.root / JOURNAL).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return journal
+        if isinstance(data, dict):
+            if isinstance(data.get("activations"), list):
+                journal["activations"] = [e for e in data["activations"] if isinstance(e, dict)]
+            if isinstance(data.get("registered"), dict):
+                journal["registered"] = {
+                    k: e for k, e in data["registered"].items() if isinstance(e, dict)
+                }
+        return journal
+
+
+def _parse_active(text: str) -> tuple[str | None, str]:
+    """(version, "") from the text of ``active.json``, or (None, what is wrong with it)."""
+    if not text.strip():
+        return None, "is empty"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, "is not valid JSON"
+    version = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(version, str) or not _VERSION.match(version):
+        return None, "names no version"
+    return version, ""
 
 
 def stage_copy(folder: Path, staging_root: Path) -> Path:

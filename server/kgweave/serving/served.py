@@ -10,7 +10,6 @@ import bisect
 import functools
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from kgweave import arguments
+from kgweave import arguments, atomic
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import LinkPredictor, Query
@@ -204,10 +203,8 @@ class ServedModel:
                     vectors = stored
             if vectors is None:
                 vectors = encoder.encode(artifact_entity_texts(self.artifact), batch_size=128)
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                save_file({"vectors": vectors.contiguous()}, str(tmp))
-                os.replace(tmp, path)
+                with atomic.atomic_path(path) as tmp:
+                    save_file({"vectors": vectors.contiguous()}, str(tmp))
             index = SemanticIndex(vectors, self.artifact.entities.labels, encoder)
             self._text_index = (encoder.spec, index)
             return index

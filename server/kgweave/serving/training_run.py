@@ -34,16 +34,14 @@ def remember_relation_text(settings: Settings, dataset: KGDataset) -> None:
     """Keep an imported dataset's relation texts and templates beside the graph, so models
     trained on graph snapshots verbalize its relations with them (merged across imports)."""
     import json
-    import os
+
+    from kgweave import atomic
 
     path = settings.data_dir / RELATION_TEXT
     known = json.loads(path.read_text()) if path.is_file() else {}
     texts = {**known.get("texts", {}), **dataset.relation_texts}
     templates = {**known.get("templates", {}), **dataset.relation_templates}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"texts": texts, "templates": templates}, ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic.write_json(path, {"texts": texts, "templates": templates})
 
 
 def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:

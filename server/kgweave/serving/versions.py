@@ -20,15 +20,13 @@ import torch
 from kgweave.artifact import ModelArtifact
 from kgweave.device import resolve_device
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
+from kgweave.serving.activation import POLICIES, decide
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.registry import ModelRegistry, ModelVersion
 from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: what happens to a newly registered version (settings.activation_policy, the proto's enum)
-POLICIES = ("if_better", "always", "never")
 
 
 def check_policy(policy: str) -> str:
@@ -81,13 +79,11 @@ class ModelVersions:
         return served
 
     def load_active(self) -> ServedModel | None:
-        """Serve the registry's active version (or its newest, if none is marked active)."""
-        version = self.registry.active_version()
+        """Serve the registry's active version (or its last known good one: see
+        :meth:`ModelRegistry.choose_active`)."""
+        version = self.registry.choose_active()
         if version is None:
-            versions = self.registry.versions()
-            if not versions:
-                return None
-            version = versions[0].version
+            return None
         self.activate(version)
         return self._active
 
@@ -151,28 +147,19 @@ class ModelVersions:
     def register(self, folder: Path, policy: str) -> tuple[str, bool, str]:
         """Register the artifact in ``folder`` (moved into the registry) and apply
         ``policy``. Returns (version, activated, why)."""
-        item = self.registry.register(folder)
-        activate, why = self.decide(item, check_policy(policy))
+        policy = check_policy(policy)
+        item = self.registry.register(folder, policy)
+        activate, why = self.decide(item, policy)
         if activate:
             self.activate(item.version)
         return item.version, activate, why
 
     def decide(self, item: ModelVersion, policy: str) -> tuple[bool, str]:
-        """Whether a newly registered version is activated under ``policy``, and why."""
-        if policy == "never":
-            return False, "registered; activation policy is never"
-        if policy == "always":
-            return True, "activated (policy always)"
+        """Whether a newly registered version is activated under ``policy``, and why
+        (:func:`kgweave.serving.activation.decide`: versions of other data never compared)."""
         current = self._active
-        new = item.valid_mrr
-        if current is None:
-            return True, "activated: no model was active"
-        old = self.registry.get(current.base_version).valid_mrr
-        if new is None or old is None:
-            return False, "not activated: validation MRR missing for a comparison"
-        if new > old:
-            return True, f"activated: validation MRR {new:.4f} beats {old:.4f}"
-        return False, f"not activated: validation MRR {new:.4f} does not beat {old:.4f}"
+        active = self.registry.get(current.base_version) if current is not None else None
+        return decide(policy, item, active)
 
     def active_summary(self) -> dict[str, Any] | None:
         """The active version's registry summary (its served name, cold starts included)."""

@@ -7,7 +7,6 @@ tensors, RNG state) and ``checkpoint.json`` (epoch, history, optimizer scalars, 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgweave import atomic
 from kgweave.errors import ArtifactError
 
 _TENSORS = "checkpoint.safetensors"
@@ -75,9 +75,8 @@ def save_checkpoint(
     opt_tensors, opt_scalars = flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
     tensors["rng.cpu"] = torch.get_rng_state()
-    tmp = folder / (_TENSORS + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / _TENSORS)
+    with atomic.atomic_path(folder / _TENSORS) as tmp:
+        save_file(tensors, str(tmp))
     payload = {
         "epoch": state.epoch,
         "history": state.history,
@@ -87,9 +86,7 @@ def save_checkpoint(
         "elapsed_s": state.elapsed_s,
         "optimizer": opt_scalars,
     }
-    tmp_json = folder / (_STATE + ".tmp")
-    tmp_json.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp_json, folder / _STATE)
+    atomic.write_text(folder / _STATE, json.dumps(payload, indent=1))
 
 
 def load_checkpoint(

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.device import cpu_has_native_bf16, resolve_device
-from kgweave.errors import ArtifactError
+from kgweave.errors import ArtifactError, DivergedError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel, model_class
 from kgweave.training.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
@@ -216,7 +216,11 @@ def train(
                 break
         mean_loss, mean_extra = (loss_sum / max(steps, 1)).tolist()  # sync point: CPU waits
         if not math.isfinite(mean_loss):
-            stopped_because = "diverged"
+            bar.close()
+            raise DivergedError(
+                f"training diverged at epoch {epoch}: the loss is {mean_loss} (lower the "
+                f"learning rate, now {config.lr:g}); the model is not saved"
+            )
         if scheduler is not None and config.lr_schedule == "cosine":
             scheduler.step()
         row: dict[str, Any] = {

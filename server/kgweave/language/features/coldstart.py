@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from kgweave import atomic
 from kgweave.artifact import ModelArtifact
 from kgweave.data.dataset import IdMap
 from kgweave.errors import (
@@ -134,13 +134,10 @@ class TextProjection:
             "weight": self.weight.detach().float().cpu().contiguous(),
             "bias": self.bias.detach().float().cpu().contiguous(),
         }
-        tmp = folder / (WEIGHTS + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, folder / WEIGHTS)
+        with atomic.atomic_path(folder / WEIGHTS) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT})
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.info}
-        tmp = folder / (CONFIG + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        os.replace(tmp, folder / CONFIG)
+        atomic.write_text(folder / CONFIG, json.dumps(config, indent=2))
         return folder
 
     @classmethod

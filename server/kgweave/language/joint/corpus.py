@@ -7,12 +7,12 @@ splits' order and the files' order. The same dataset always gives the same bytes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from kgweave import atomic
 from kgweave.data.dataset import KGDataset
 from kgweave.errors import InvalidArgumentError
 from kgweave.language.features.verbalize import Verbalizer
@@ -43,12 +43,10 @@ def write_corpus(
     triples = [dataset.split(s) for s in splits]  # NotFoundError for unknown splits first
     verbalizer = Verbalizer.from_dataset(dataset, user_templates=user_templates, splits=())
     entities, relations = dataset.entities.labels, dataset.relations.labels
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     counts = {"facts": 0, "descriptions": 0, "lines": 0, "bytes": 0}
     total = sum(len(t) for t in triples) + (len(entities) if include_descriptions else 0)
     with (
-        tmp.open("w", encoding="utf-8", newline="\n") as out,
+        atomic.open_atomic(path, "w", newline="\n") as out,
         tqdm(total=total, unit="lines", desc="corpus", disable=not progress) as bar,
     ):
 
@@ -70,5 +68,4 @@ def write_corpus(
                 emit(verbalizer.triple(entities[h], relations[r], entities[t]))
                 counts["facts"] += 1
                 bar.update(1)
-    os.replace(tmp, path)
     return counts

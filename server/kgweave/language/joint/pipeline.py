@@ -40,9 +40,7 @@ The artifact folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +53,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kgweave import atomic
 from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset
 from kgweave.device import resolve_device
@@ -512,9 +511,7 @@ def train_joint(
     )
 
     if text_fusion is not None:
-        tmp = language / (TEXT_FUSION + ".tmp")
-        tmp.write_text(json.dumps(text_fusion.to_dict(), indent=1), encoding="utf-8")
-        os.replace(tmp, language / TEXT_FUSION)
+        atomic.write_text(language / TEXT_FUSION, json.dumps(text_fusion.to_dict(), indent=1))
 
     # ---- completion weights, fitted on validation with the parts just written
     weights: RerankWeights | None = None
@@ -532,7 +529,7 @@ def train_joint(
         weights = completer.fit_weights(dataset.split("valid"), seed=config.seed)
         metrics["completion"] = weights.report
     files = {
-        p.name: _sha256(p)
+        p.name: atomic.sha256_file(p)
         for p in sorted(language.iterdir())
         if p.is_file() and p.name != JOINT_CONFIG and not p.name.endswith(".tmp")
     }
@@ -548,9 +545,7 @@ def train_joint(
         "metrics": metrics,
         "files": files,
     }
-    tmp = language / (JOINT_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(joint, indent=2), encoding="utf-8")
-    os.replace(tmp, language / JOINT_CONFIG)
+    atomic.write_text(language / JOINT_CONFIG, json.dumps(joint, indent=2))
     return JointResult(
         path=out,
         metrics=metrics,
@@ -577,19 +572,12 @@ def load_text_fusion(
     config_path = language / JOINT_CONFIG
     if not config_path.is_file():
         return None
-    try:
-        joint = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
+    joint = atomic.read_json(config_path)
     files = joint.get("files") if isinstance(joint, dict) else None
     if not isinstance(files, dict) or TEXT_FUSION not in files:
         return None
     for name in (TEXT_FUSION, TEXT_WEIGHTS):
-        path = language / name
-        if name not in files or not path.is_file():
-            raise ArtifactError(f"{language}: missing {name}")
-        if _sha256(path) != files[name]:
-            raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+        atomic.verify_sha256(language / name, files.get(name))
     try:
         with safe_open(str(language / TEXT_WEIGHTS), framework="pt") as handle:
             vectors = handle.get_tensor("text_vectors")
@@ -630,14 +618,6 @@ def _text_fusion_of(
     return fusion
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         tensors: dict[str, torch.Tensor] = load_file(str(path))
@@ -665,10 +645,7 @@ def load_joint(
     config_path = language / JOINT_CONFIG
     if not config_path.is_file():
         raise ArtifactError(f"{language}: missing {JOINT_CONFIG} (unfinished or damaged write)")
-    try:
-        joint = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{config_path}: unreadable ({exc})") from exc
+    joint = atomic.read_json(config_path)
     if not isinstance(joint, dict) or joint.get("format") != JOINT_FORMAT:
         raise ArtifactError(f"{config_path}: not a kgweave joint config")
     if joint.get("format_version", 0) > JOINT_FORMAT_VERSION:
@@ -686,11 +663,7 @@ def load_joint(
         if required not in files:
             raise ArtifactError(f"{config_path}: does not list {required}")
     for name, expected in files.items():
-        path = language / name
-        if not path.is_file():
-            raise ArtifactError(f"{language}: missing {name}")
-        if _sha256(path) != expected:
-            raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+        atomic.verify_sha256(language / name, expected)
     lm, tokenizer = load_lm(language, dev)
     num_entities = len(artifact.entities)
     text = _tensors(language / TEXT_WEIGHTS)

@@ -1,0 +1,96 @@
+"""The activation policy: whether a newly registered version replaces the served one.
+
+Pure: it reads the two versions' configs and decides; the service applies the answer. The
+policy names are defined here once (settings, CLI and proto converters refer to them).
+
+``if_better`` compares validation MRRs only when they were measured alike: the same data (the
+dataset's or graph snapshot's fingerprint, which also fixes the filter of the filtered ranking)
+and the same validation triples (``dataset.valid_fingerprint``, recorded since artifact format
+2). Otherwise it refuses to compare, and the version stays registered, not activated, with the
+reason; activate it by hand (``kgweave models activate VERSION``) or train with ``always``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # the registry reads NEVER from here
+    from kgweave.serving.registry import ModelVersion
+
+IF_BETTER: Final = "if_better"
+ALWAYS: Final = "always"
+NEVER: Final = "never"
+#: every activation policy, the default first
+POLICIES: Final = (IF_BETTER, ALWAYS, NEVER)
+
+
+def decide(policy: str, new: ModelVersion, active: ModelVersion | None) -> tuple[bool, str]:
+    """(activate?, the reason, one line) for ``new`` under ``policy``, ``active`` being the
+    version served now (None when none is).
+
+    Raises:
+        ValueError: ``policy`` is not one of :data:`POLICIES` (callers validate it first).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"activation policy {policy!r}: use one of {', '.join(POLICIES)}")
+    if policy == NEVER:
+        return False, "registered; activation policy is never"
+    if policy == ALWAYS:
+        return True, "activated (policy always)"
+    if active is None:
+        return True, "activated: no model was active"
+    return _if_better(new, active)
+
+
+def _if_better(new: ModelVersion, active: ModelVersion) -> tuple[bool, str]:
+    unlike = _unlike(new, active)
+    if unlike:
+        return False, (
+            f"not activated: validation MRRs are not comparable, {unlike} "
+            f"(activate it by hand: kgweave models activate {new.version})"
+        )
+    old_mrr, new_mrr = active.valid_mrr, new.valid_mrr
+    if new_mrr is None or old_mrr is None:
+        return False, "not activated: validation MRR missing for a comparison"
+    if not (math.isfinite(new_mrr) and 0.0 <= new_mrr <= 1.0):
+        return False, f"not activated: validation MRR {new_mrr} is not a valid MRR"
+    if new_mrr > old_mrr:
+        return True, f"activated: validation MRR {new_mrr:.4f} beats {old_mrr:.4f}"
+    return False, f"not activated: validation MRR {new_mrr:.4f} does not beat {old_mrr:.4f}"
+
+
+def _unlike(new: ModelVersion, active: ModelVersion) -> str:
+    """Why the two versions' validation metrics cannot be compared ("" when they can)."""
+    a, b = _data(active.config), _data(new.config)
+    if a["fingerprint"] is None or b["fingerprint"] is None:
+        return "a version records no data fingerprint"
+    if a["fingerprint"] != b["fingerprint"]:
+        return (
+            f"{new.version} was trained on other data ({b['name']}, {_short(b['fingerprint'])}) "
+            f"than {active.version} ({a['name']}, {_short(a['fingerprint'])})"
+        )
+    for version, data in ((active.version, a), (new.version, b)):
+        if data["valid_fingerprint"] is None:
+            return (
+                f"{version} records no validation fingerprint (artifact format 1: retrain it "
+                "to compare)"
+            )
+    if a["valid_fingerprint"] != b["valid_fingerprint"]:
+        return (
+            f"{new.version} was validated on other triples ({b['valid_triples']}, "
+            f"{_short(b['valid_fingerprint'])}) than {active.version} ({a['valid_triples']}, "
+            f"{_short(a['valid_fingerprint'])})"
+        )
+    return ""
+
+
+def _data(config: dict[str, Any]) -> dict[str, Any]:
+    dataset = config.get("dataset")
+    dataset = dataset if isinstance(dataset, dict) else {}
+    keys = ("name", "fingerprint", "valid_fingerprint", "valid_triples")
+    return {k: dataset.get(k) for k in keys}
+
+
+def _short(fingerprint: object) -> str:
+    return f"sha256 {str(fingerprint)[:12]}"
