@@ -5,6 +5,7 @@ Each function takes plain arguments, returns plain data and raises :mod:`kgweave
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,17 @@ from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig, TrainResult, train
+from kgweave.training.loop import EpochCallback
 
 
 def open_dataset(spec: str, settings: Settings) -> KGDataset:
     """Resolve ``spec`` (name or path) and read the dataset."""
     path = resolve_dataset(spec, settings)
     return load_dataset(path, name="demo" if spec == "demo" else None)
+
+
+class TrainingCancelledError(Exception):
+    """``should_stop`` ended a :func:`train_model` run: nothing was written."""
 
 
 def train_model(
@@ -34,20 +40,38 @@ def train_model(
     resume: bool = False,
     progress: bool = True,
     evaluate_test: bool = True,
+    on_epoch: EpochCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint: bool = True,
+    extra: dict[str, Any] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> tuple[TrainResult, dict[str, Any], Path]:
-    """Train, evaluate on valid and test, and write the artifact to ``out``.
+    """Train, evaluate on valid and test, and write the artifact to ``out``: what
+    ``kgweave train`` and the server's training jobs both run.
 
+    ``on_epoch``/``should_stop``: progress and cancellation (:func:`kgweave.training.train`);
+    ``checkpoint``: a resumable checkpoint in ``out/checkpoint``; ``extra``: more config
+    entries for the artifact; ``on_phase``: told "evaluating" when training is done.
     Returns the training result, the metrics written to the artifact, and the artifact path.
+
+    Raises:
+        TrainingCancelledError: ``should_stop`` ended the run (no artifact is written).
     """
     device = resolve_device(settings.device)
     result = train(
         dataset,
         config,
         device=device,
-        checkpoint_dir=out / "checkpoint",
+        checkpoint_dir=out / "checkpoint" if checkpoint else None,
         resume=resume,
         progress=progress,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
     )
+    if result.stopped_because == "cancelled":
+        raise TrainingCancelledError
+    if on_phase is not None:
+        on_phase("evaluating")
     metrics: dict[str, Any] = {}
     if result.best_valid is not None:
         metrics["valid"] = result.best_valid.metrics
@@ -61,12 +85,13 @@ def train_model(
         metrics=metrics,
         history=result.history,
         extra={
+            **(extra or {}),
             "run": {
                 "epochs_completed": result.epochs_completed,
                 "train_seconds": round(result.train_seconds, 3),
                 "stopped_because": result.stopped_because,
                 "device": result.device,
-            }
+            },
         },
     )
     return result, metrics, out

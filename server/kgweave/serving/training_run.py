@@ -105,10 +105,7 @@ def run_training(
     ``spec``: ``{"config": TrainConfig fields, "dataset": name/path or "" for the graph}``.
     Returns the metrics, or None when ``should_stop`` ended the run (nothing is written).
     """
-    from kgweave.artifact import save_artifact
-    from kgweave.device import resolve_device
-    from kgweave.engine import evaluate_on, open_dataset
-    from kgweave.training import train
+    from kgweave.engine import TrainingCancelledError, open_dataset, train_model
 
     raw = dict(spec.get("config", {}))
     joint = bool(raw.pop("joint", False))
@@ -142,39 +139,22 @@ def run_training(
             eta = min(eta, max(config.time_budget_s - row["seconds"], 0.0))
         report({"phase": "training", **row, "eta_s": eta})
 
-    result = train(
-        dataset,
-        config,
-        device=resolve_device(settings.device),
-        progress=progress,
-        on_epoch=on_epoch,
-        should_stop=should_stop,
-    )
-    if result.stopped_because == "cancelled":
+    try:
+        _, metrics, _ = train_model(
+            dataset,
+            config,
+            out,
+            settings,
+            progress=progress,
+            evaluate_test=len(dataset.split("test")) > 0,
+            on_epoch=on_epoch,
+            should_stop=should_stop,
+            checkpoint=False,
+            extra={"source": spec.get("dataset") or "graph"},
+            on_phase=lambda phase: report({"phase": phase}),
+        )
+    except TrainingCancelledError:
         return None
-    report({"phase": "evaluating"})
-    metrics: dict[str, Any] = {}
-    if result.best_valid is not None:
-        metrics["valid"] = result.best_valid.metrics
-    if len(dataset.split("test")):
-        metrics["test"] = evaluate_on(result.model, dataset, "test").to_dict()
-    save_artifact(
-        out,
-        result.model,
-        dataset,
-        training=config.model_dump(),
-        metrics=metrics,
-        history=result.history,
-        extra={
-            "source": spec.get("dataset") or "graph",
-            "run": {
-                "epochs_completed": result.epochs_completed,
-                "train_seconds": round(result.train_seconds, 3),
-                "stopped_because": result.stopped_because,
-                "device": result.device,
-            },
-        },
-    )
     return metrics
 
 
