@@ -7,6 +7,7 @@ SIGTERM drains and stops it (and the graph server it started).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,13 +15,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kgweave.api.frontend import find_frontend
+from kgweave.api.ports import port_in_use
+from kgweave.api.server import start_grpc
 from kgweave.cli.main import main
-from kgweave.settings import Settings
+from kgweave.errors import KGWeaveError
+from kgweave.serving.service import KGService
+from kgweave.settings import Settings, get_settings
 
 
 def free_port() -> int:
@@ -33,6 +39,55 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port some other server listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_port_in_use_is_seen_and_a_free_one_is_not(listening: int) -> None:
+    assert port_in_use("127.0.0.1", listening)
+    assert not port_in_use("127.0.0.1", free_port())
+    assert not port_in_use("127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("KGWEAVE_GRPC_PORT", "error: port {port} is in use: set KGWEAVE_GRPC_PORT"),
+        ("KGWEAVE_HTTP_PORT", "error: HTTP port {port} is in use: set KGWEAVE_HTTP_PORT"),
+    ],
+)
+def test_serve_on_a_port_in_use_fails_at_once_in_one_line(
+    tmp_path: Path, listening: int, setting: str, message: str
+) -> None:
+    """Before the bootstrap (no graph started, nothing trained): one line, exit code 2."""
+    env = {**os.environ, "KGWEAVE_GRPC_PORT": str(free_port()),
+           "KGWEAVE_HTTP_PORT": str(free_port()), setting: str(listening)}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "kgweave.cli.main", "serve", "--no-progress"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message.format(port=listening)), done.stderr
+    assert done.stderr.count("\n") == 1 and "or stop the other server" in done.stderr
+    data = Path(env["KGWEAVE_DATA_DIR"])
+    assert not (data / "graph").exists() and not (data / "models").exists()
+
+
+def test_python_front_end_on_a_port_in_use_is_a_kgweave_error(listening: int) -> None:
+    """Even past the check (another server took the port since): a typed one-line error."""
+    service = KGService(get_settings())
+    try:
+        with pytest.raises(KGWeaveError, match=f"cannot listen on 127.0.0.1:{listening}"):
+            asyncio.run(start_grpc(service, "127.0.0.1", listening))
+    finally:
+        service.close()
 
 
 def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
         default="text", pattern="^(text|json)$", description="Server logs: text or json lines."
     )
     log_level: str = Field(default="INFO", description="Server log level.")
+    debug: bool = Field(
+        default=False,
+        description="CLI and server: print the Python traceback of an error (an `internal "
+        "error` line says to set it) after its one-line message.",
+    )
 
     @property
     def models_dir(self) -> Path:

@@ -627,7 +627,8 @@ _language.register(cli)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every error into one line and an exit code."""
-    debug = os.environ.get("KGWEAVE_DEBUG") == "1"
+    # the `debug` setting, read without Settings: it must work when other settings are invalid
+    debug = os.environ.get("KGWEAVE_DEBUG", "").lower() in ("1", "true", "yes", "on")
     try:
         cli.main(args=argv, prog_name="kgweave", standalone_mode=False)
     except click.exceptions.Abort:
@@ -647,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # last resort: never a traceback to a user
         if debug:
             traceback.print_exc()
-        err(f"internal error: {type(exc).__name__}: {exc} (set KGWEAVE_DEBUG=1 for details)")
+        err(f"internal error: {type(exc).__name__}: {exc} (KGWEAVE_DEBUG=1 shows the traceback)")
         return 70
     return 0
 

@@ -45,6 +45,7 @@ def serve(
     """
     import asyncio
 
+    from kgweave.api.ports import check_ports_free
     from kgweave.api.server import serve_forever
     from kgweave.serving.bootstrap import prepare_service
     from kgweave.serving.logs import configure_logging
@@ -65,6 +66,7 @@ def serve(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
+    check_ports_free(settings)  # at once, not after the bootstrap's training
     service = prepare_service(settings, progress=not no_progress)  # may train a first model
     from kgweave.api.frontend import serves_natively
 
