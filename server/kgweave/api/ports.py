@@ -21,9 +21,11 @@ def port_in_use(host: str, port: int) -> bool:
     """
     if port == 0:
         return False
-    host = host.strip("[]") or None  # "[::]" -> "::"; "" -> every address
+    bind_host = host.strip("[]") or None  # "[::]" -> "::"; "" -> every address
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        addresses = socket.getaddrinfo(
+            bind_host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except socket.gaierror:
         return False  # an unknown host is the bind's own error to report
     for family, kind, proto, _name, address in addresses:
