@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -297,6 +298,9 @@ def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
     names = {s.name for a in answers for s in a.list_services_response.service}
     assert {"kgweave.v1.KnowledgeService", "kgweave.v1.AdminService"} <= names
     assert "grpc.health.v1.Health" in names
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= (
+        names
+    )
 
     status = admin.Status(admin_pb2.StatusRequest())
     assert status.ready and status.active_model.version == "v0001"
@@ -351,6 +355,51 @@ def test_verbalize(served: ServerThread) -> None:
     )
     assert code == grpc.StatusCode.NOT_FOUND and "Alan Turing" in message
     channel.close()
+
+
+def test_reflection_v1_lists_and_describes_services(served: ServerThread) -> None:
+    """Modern tools (grpcurl >= 1.9) ask grpc.reflection.v1 first; its messages are v1alpha's."""
+    channel = grpc.insecure_channel(served.address)
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asked = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="kgweave.v1.KnowledgeService"
+        ),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+        ),
+    ]
+    listed, knowledge, itself = list(call(iter(asked), timeout=60))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"kgweave.v1.KnowledgeService", "grpc.reflection.v1.ServerReflection"} <= names
+    for answer, package in ((knowledge, "kgweave.v1"), (itself, "grpc.reflection.v1")):
+        files = answer.file_descriptor_response.file_descriptor_proto
+        described = [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
+        assert any(f.package == package and f.service for f in described), answer
+    channel.close()
+
+
+def test_server_warm_up_loads_the_text_encoder(demo_models: list[Path]) -> None:
+    """`kgweave serve` warms semantic search before it reports ready: the encoder is loaded
+    and the active version's text vectors are encoded (and cached) before any request."""
+    from kgweave.serving.bootstrap import warm_semantic_search
+
+    settings = get_settings()
+    registry_with(settings, demo_models)
+    service = KGService(settings)
+    try:
+        service.activate("v0001")
+        cache = settings.data_dir / "cache" / "text-vectors"
+        assert service._encoder is None and not cache.exists()
+        assert warm_semantic_search(service)
+        assert service._encoder is not None and len(list(cache.glob("*.safetensors"))) == 1
+    finally:
+        service.close()
 
 
 def test_semantic_search_by_free_text(served: ServerThread) -> None:

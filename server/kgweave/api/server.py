@@ -22,9 +22,9 @@ from typing import Any
 import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from kgweave.api.bridge import BatchHandler, HandlerTable
+from kgweave.api.reflection import add_reflection
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.errors import KGWeaveError
 from kgweave.serving.service import KGService
@@ -84,12 +84,7 @@ def add_services(target: Any, service: KGService, health_state: Health) -> None:
         )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), target)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, target)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        ),
-        target,
-    )
+    add_reflection(target, (*SERVICE_NAMES, health.SERVICE_NAME))
 
 
 class RunningServer(abc.ABC):
