@@ -99,6 +99,18 @@ def test_eval_plot_draws_the_rank_distribution(
     assert code != 0 and "Traceback" not in err
 
 
+def test_eval_plot_title_names_the_model_and_the_data(demo_model: Path, datasets_dir: Path) -> None:
+    """Not the folder's name ("model on demo"): the model, its size, what it was trained on."""
+    from kgweave.artifact import load_artifact
+    from kgweave.evaluation.plots import evaluation_title
+
+    artifact = load_artifact(demo_model)
+    assert evaluation_title(artifact, "demo", "test") == "ComplEx (dim 64) on demo test"
+    assert evaluation_title(artifact, f"{datasets_dir / 'umls'}/", "valid") == (
+        "ComplEx (dim 64, trained on demo) on umls valid"
+    )
+
+
 def test_predict_by_name_learns_real_patterns(
     capsys: pytest.CaptureFixture[str], demo_model: Path
 ) -> None:
