@@ -85,11 +85,13 @@ class ServerThread:
         else:
             starting = start_grpc(service, "127.0.0.1", 0)
         future = asyncio.run_coroutine_threadsafe(starting, self.loop)
-        self.running: RunningServer = future.result(timeout=30)
+        self.running: RunningServer = future.result(timeout=HANG_GUARD_S)
         self.address = f"127.0.0.1:{self.running.port}"
 
     def stop(self, grace: float = 1.0) -> None:
-        asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=60)
+        asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(
+            timeout=HANG_GUARD_S
+        )
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=HANG_GUARD_S)
         self.service.close()

@@ -21,7 +21,7 @@ from kgweave.serving.served import ServedModel
 from kgweave.serving.service import KGService
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import ServerThread, registry_with
+from serving_support import HANG_GUARD_S, ServerThread, registry_with
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
 SMALL = {
@@ -63,7 +63,7 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
     query = knowledge_pb2.LinkQuery(head="Alan Turing", relation="born_in")
     reply = knowledge.Complete(
         knowledge_pb2.CompleteRequest(query=query, k=5, kge_candidates=20, generate=True),
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     assert reply.model_version == "v0001" and len(reply.candidates) == 5
     assert [c.rank for c in reply.candidates] == [1, 2, 3, 4, 5]
@@ -84,7 +84,7 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
         knowledge_pb2.CompleteRequest(
             query=query, k=3, write_to_graph=True, min_score=-1e9, generate=False
         ),
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     fresh = [c for c in written.candidates if not c.known]
     assert written.written == len(fresh) > 0
@@ -113,7 +113,7 @@ def test_predict_links_rank_by_the_text_fusion(
         ],
         k=7,
     )
-    reply = knowledge.PredictLinks(request, timeout=60)
+    reply = knowledge.PredictLinks(request, timeout=HANG_GUARD_S)
     artifact = load_artifact(joint_model)
     fusion = load_text_fusion(joint_model, artifact)
     assert fusion is not None
@@ -126,7 +126,7 @@ def test_predict_links_rank_by_the_text_fusion(
         assert [c.score for c in got.candidates] != pytest.approx([p.score for p in kge])
     # the model listing shows what the fusion reached beside the embeddings' own metrics
     admin = admin_pb2_grpc.AdminServiceStub(channel)
-    listed = admin.ListModels(admin_pb2.ListModelsRequest(), timeout=30).models[0]
+    listed = admin.ListModels(admin_pb2.ListModelsRequest(), timeout=HANG_GUARD_S).models[0]
     recorded = load_artifact(joint_model).config["metrics"]["text_fusion"]
     assert listed.fused_test_metrics["mrr"] == pytest.approx(recorded["test"]["mrr"])
     assert listed.fused_valid_metrics["mrr"] == pytest.approx(recorded["valid_mrr"])
@@ -178,7 +178,7 @@ def test_complete_errors(served: ServerThread, demo_model_without_lm: Path) -> N
     ]  # fmt: skip
     for query, code in bad:
         with pytest.raises(grpc.RpcError) as info:
-            knowledge.Complete(knowledge_pb2.CompleteRequest(query=query), timeout=60)
+            knowledge.Complete(knowledge_pb2.CompleteRequest(query=query), timeout=HANG_GUARD_S)
         assert info.value.code() == code, info.value.details()
     with pytest.raises(grpc.RpcError) as info:
         knowledge.Complete(
