@@ -145,24 +145,36 @@ def test_predict_links_rank_by_the_text_fusion(
     channel.close()
 
 
-def test_complete_cli_text_has_column_headers(
-    joint_model: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`kgweave complete MODEL_DIR ...` prints a header over its columns, aligned with them."""
-    args = ["complete", str(joint_model), "--head", "Alan Turing", "--relation", "born_in"]
-    assert main([*args, "-k", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+def _assert_columns(out: str, fused: bool) -> None:
+    """A header over the columns of `kgweave complete`'s text, aligned with them."""
+    lines = out.splitlines()
     assert lines[0].startswith("combined = ")
     header, first, evidence = lines[1:4]
-    columns = header.split()
-    assert columns[:6] == ["rank", "combined", "kge", "graph", "lm", "source"], header
+    names = ["rank", "combined", "kge", *(["graph"] if fused else []), "lm", "source"]
+    assert header.split()[: len(names)] == names, header
     assert first.split()[0] == "1."
-    for name in columns[1:5]:  # each number ends where its column's name ends
+    for name in names[1:-1]:  # each number ends where its column's name ends
         end = header.index(name) + len(name)
         assert first[end - 1].isdigit() and first[end] == " ", (name, header, first)
     start = header.index("entity")  # the entity's name starts under "entity"
     assert first[start - 1] == " " and first[start] != " ", (header, first)
     assert evidence.strip().startswith("Alan Turing was born in ")
+
+
+def test_complete_cli_text_has_column_headers(
+    served: ServerThread,
+    joint_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kgweave complete` prints a header over its columns: in-process on a model folder, and
+    from the server (whose text fusion adds the graph column)."""
+    args = ["complete", "--head", "Alan Turing", "--relation", "born_in", "-k", "3"]
+    assert main([*args, str(joint_model)]) == 0
+    _assert_columns(capsys.readouterr().out, fused=False)
+    monkeypatch.setenv("KGWEAVE_SERVER", served.address)
+    assert main(args) == 0
+    _assert_columns(capsys.readouterr().out, fused=True)
 
 
 def test_complete_errors(served: ServerThread, demo_model_without_lm: Path) -> None:
