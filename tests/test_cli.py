@@ -200,6 +200,39 @@ def test_errors_are_one_line(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("debug", [None, "1", "true"])
+def test_internal_error_is_one_line_that_says_how_to_see_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, debug: str | None
+) -> None:
+    """A bug (not a user error) is one line and exit 70; KGWEAVE_DEBUG (a documented setting,
+    any of pydantic's true values) adds the traceback."""
+    import kgweave.engine
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(kgweave.engine, "evaluate_artifact", broken)  # the failure injected
+    if debug is None:
+        monkeypatch.delenv("KGWEAVE_DEBUG", raising=False)
+    else:
+        monkeypatch.setenv("KGWEAVE_DEBUG", debug)
+    code, _, err = run(capsys, "eval", "some-model", "-d", "demo")
+    assert code == 70
+    last = "internal error: RuntimeError: a bug (KGWEAVE_DEBUG=1 shows the traceback)"
+    assert err.splitlines()[-1] == last
+    assert ("Traceback" in err) == bool(debug), err
+
+
+def test_an_invalid_setting_is_one_line_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KGWEAVE_GRPC_PORT", "fifty")
+    code, out, err = run(capsys, "datasets")
+    assert code == 2 and out == "", err
+    assert err.startswith("error: KGWEAVE_GRPC_PORT='fifty': Input should be a valid integer")
+    assert err.count("\n") == 1
+
+
 def test_unknown_entity_suggests_names(
     capsys: pytest.CaptureFixture[str], demo_model: Path
 ) -> None:

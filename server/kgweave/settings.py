@@ -216,5 +216,20 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Read the settings from the environment now."""
-    return Settings()
+    """Read the settings from the environment now.
+
+    Raises:
+        InvalidArgumentError: one line naming the first bad variable and why
+            (``KGWEAVE_GRPC_PORT='x': Input should be a valid integer, ...``).
+    """
+    from pydantic import ValidationError
+
+    from kgweave.errors import InvalidArgumentError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "KGWEAVE_" + "_".join(str(p) for p in first["loc"]).upper()
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidArgumentError(f"{name}={first.get('input')!r}: {message}") from None
