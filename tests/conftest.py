@@ -16,6 +16,26 @@ def _datasets_dir() -> Path:
     return Path(configured) if configured else REPO.parent / "shared" / "datasets"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        help="also run the tests marked slow (long real trainings: minutes on 2 cores); CI "
+        "(.ci/run) runs them",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --run-slow (or an explicit -m), the slow tests are deselected, not skipped:
+    the default run stays a few minutes on 2 cores."""
+    if config.getoption("--run-slow") or config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     """The shared benchmark datasets (KGWEAVE_DATASETS_DIR or ../shared/datasets)."""

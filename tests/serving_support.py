@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,32 @@ from kgweave.api.server import RunningServer, start_grpc
 from kgweave.dataplane import DataPlane
 from kgweave.serving.training_run import run_training
 from kgweave.settings import Settings, get_settings
+from kgweave.v1 import admin_pb2
+
+#: Tests wait on explicit conditions (a job's terminal state, a server's readiness), never on
+#: a machine's speed; this only keeps a test that truly hangs from hanging the whole suite:
+#: far beyond any run, on any machine (the slowest training here takes minutes on 2 loaded
+#: cores)
+HANG_GUARD_S = 3600.0
+
+FINAL = {admin_pb2.JOB_STATE_SUCCEEDED, admin_pb2.JOB_STATE_FAILED, admin_pb2.JOB_STATE_CANCELLED}
+
+
+def wait_until(condition: Callable[[], bool], what: str, poll_s: float = 0.05) -> None:
+    """Return once ``condition()`` holds (checked every ``poll_s``); fail only on a hang."""
+    guard = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        assert time.monotonic() < guard, f"hung for {HANG_GUARD_S:.0f} s waiting for {what}"
+        time.sleep(poll_s)
+
+
+def job_updates(admin: object, job_id: str) -> list[admin_pb2.Job]:
+    """Every update WatchJob streams for a job, up to its terminal state (the stream ends
+    when the job does: the test waits as long as the job takes, not a fixed deadline)."""
+    request = admin_pb2.GetJobRequest(job_id=job_id)
+    updates = list(admin.WatchJob(request, timeout=HANG_GUARD_S))  # type: ignore[attr-defined]
+    assert updates and updates[-1].state in FINAL, updates[-1:]
+    return updates
 
 
 def train_demo_model(settings: Settings, out: Path, **config: object) -> Path:
@@ -57,11 +85,13 @@ class ServerThread:
         else:
             starting = start_grpc(service, "127.0.0.1", 0)
         future = asyncio.run_coroutine_threadsafe(starting, self.loop)
-        self.running: RunningServer = future.result(timeout=30)
+        self.running: RunningServer = future.result(timeout=HANG_GUARD_S)
         self.address = f"127.0.0.1:{self.running.port}"
 
     def stop(self, grace: float = 1.0) -> None:
-        asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=60)
+        asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(
+            timeout=HANG_GUARD_S
+        )
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=HANG_GUARD_S)
         self.service.close()

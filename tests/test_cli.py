@@ -99,6 +99,18 @@ def test_eval_plot_draws_the_rank_distribution(
     assert code != 0 and "Traceback" not in err
 
 
+def test_eval_plot_title_names_the_model_and_the_data(demo_model: Path, datasets_dir: Path) -> None:
+    """Not the folder's name ("model on demo"): the model, its size, what it was trained on."""
+    from kgweave.artifact import load_artifact
+    from kgweave.evaluation.plots import evaluation_title
+
+    artifact = load_artifact(demo_model)
+    assert evaluation_title(artifact, "demo", "test") == "ComplEx (dim 64) on demo test"
+    assert evaluation_title(artifact, f"{datasets_dir / 'umls'}/", "valid") == (
+        "ComplEx (dim 64, trained on demo) on umls valid"
+    )
+
+
 def test_predict_by_name_learns_real_patterns(
     capsys: pytest.CaptureFixture[str], demo_model: Path
 ) -> None:
@@ -186,6 +198,39 @@ def test_errors_are_one_line(
     assert message in err
     assert "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("debug", [None, "1", "true"])
+def test_internal_error_is_one_line_that_says_how_to_see_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, debug: str | None
+) -> None:
+    """A bug (not a user error) is one line and exit 70; KGWEAVE_DEBUG (a documented setting,
+    any of pydantic's true values) adds the traceback."""
+    import kgweave.engine
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(kgweave.engine, "evaluate_artifact", broken)  # the failure injected
+    if debug is None:
+        monkeypatch.delenv("KGWEAVE_DEBUG", raising=False)
+    else:
+        monkeypatch.setenv("KGWEAVE_DEBUG", debug)
+    code, _, err = run(capsys, "eval", "some-model", "-d", "demo")
+    assert code == 70
+    last = "internal error: RuntimeError: a bug (KGWEAVE_DEBUG=1 shows the traceback)"
+    assert err.splitlines()[-1] == last
+    assert ("Traceback" in err) == bool(debug), err
+
+
+def test_an_invalid_setting_is_one_line_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KGWEAVE_GRPC_PORT", "fifty")
+    code, out, err = run(capsys, "datasets")
+    assert code == 2 and out == "", err
+    assert err.startswith("error: KGWEAVE_GRPC_PORT='fifty': Input should be a valid integer")
+    assert err.count("\n") == 1
 
 
 def test_unknown_entity_suggests_names(

@@ -22,7 +22,7 @@ from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import ServerThread, registry_with
+from serving_support import HANG_GUARD_S, ServerThread, registry_with
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
 SMALL = {
@@ -64,7 +64,7 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
     query = knowledge_pb2.LinkQuery(head="Alan Turing", relation="born_in")
     reply = knowledge.Complete(
         knowledge_pb2.CompleteRequest(query=query, k=5, kge_candidates=20, generate=True),
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     assert reply.model_version == "v0001" and len(reply.candidates) == 5
     assert [c.rank for c in reply.candidates] == [1, 2, 3, 4, 5]
@@ -85,7 +85,7 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
         knowledge_pb2.CompleteRequest(
             query=query, k=3, write_to_graph=True, min_score=-1e9, generate=False
         ),
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     fresh = [c for c in written.candidates if not c.known]
     assert written.written == len(fresh) > 0
@@ -114,7 +114,7 @@ def test_predict_links_rank_by_the_text_fusion(
         ],
         k=7,
     )
-    reply = knowledge.PredictLinks(request, timeout=60)
+    reply = knowledge.PredictLinks(request, timeout=HANG_GUARD_S)
     artifact = load_artifact(joint_model)
     fusion = load_text_fusion(joint_model, artifact)
     assert fusion is not None
@@ -129,7 +129,7 @@ def test_predict_links_rank_by_the_text_fusion(
         assert [c.score for c in got.candidates] != pytest.approx([p.score for p in kge])
     # the model listing shows what the fusion reached beside the embeddings' own metrics
     admin = admin_pb2_grpc.AdminServiceStub(channel)
-    listed = admin.ListModels(admin_pb2.ListModelsRequest(), timeout=30).models[0]
+    listed = admin.ListModels(admin_pb2.ListModelsRequest(), timeout=HANG_GUARD_S).models[0]
     recorded = load_artifact(joint_model).config["metrics"]["text_fusion"]
     assert listed.fused_test_metrics["mrr"] == pytest.approx(recorded["test"]["mrr"])
     assert listed.fused_valid_metrics["mrr"] == pytest.approx(recorded["valid_mrr"])
@@ -148,6 +148,38 @@ def test_predict_links_rank_by_the_text_fusion(
     channel.close()
 
 
+def _assert_columns(out: str, fused: bool) -> None:
+    """A header over the columns of `kgweave complete`'s text, aligned with them."""
+    lines = out.splitlines()
+    assert lines[0].startswith("combined = ")
+    header, first, evidence = lines[1:4]
+    names = ["rank", "combined", "kge", *(["graph"] if fused else []), "lm", "source"]
+    assert header.split()[: len(names)] == names, header
+    assert first.split()[0] == "1."
+    for name in names[1:-1]:  # each number ends where its column's name ends
+        end = header.index(name) + len(name)
+        assert first[end - 1].isdigit() and first[end] == " ", (name, header, first)
+    start = header.index("entity")  # the entity's name starts under "entity"
+    assert first[start - 1] == " " and first[start] != " ", (header, first)
+    assert evidence.strip().startswith("Alan Turing was born in ")
+
+
+def test_complete_cli_text_has_column_headers(
+    served: ServerThread,
+    joint_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kgweave complete` prints a header over its columns: in-process on a model folder, and
+    from the server (whose text fusion adds the graph column)."""
+    args = ["complete", "--head", "Alan Turing", "--relation", "born_in", "-k", "3"]
+    assert main([*args, str(joint_model)]) == 0
+    _assert_columns(capsys.readouterr().out, fused=False)
+    monkeypatch.setenv("KGWEAVE_SERVER", served.address)
+    assert main(args) == 0
+    _assert_columns(capsys.readouterr().out, fused=True)
+
+
 def test_complete_errors(served: ServerThread, demo_model_without_lm: Path) -> None:
     channel = grpc.insecure_channel(served.address)
     knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
@@ -161,7 +193,7 @@ def test_complete_errors(served: ServerThread, demo_model_without_lm: Path) -> N
     ]  # fmt: skip
     for query, code in bad:
         with pytest.raises(grpc.RpcError) as info:
-            knowledge.Complete(knowledge_pb2.CompleteRequest(query=query), timeout=60)
+            knowledge.Complete(knowledge_pb2.CompleteRequest(query=query), timeout=HANG_GUARD_S)
         assert info.value.code() == code, info.value.details()
     with pytest.raises(grpc.RpcError) as info:
         knowledge.Complete(

@@ -16,7 +16,7 @@ from kgweave.artifact import load_artifact
 from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
 from kgweave.settings import Settings, get_settings
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import HANG_GUARD_S, TRANSPORTS, ServerThread, registry_with, train_demo_model
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOS = ["kgweave/v1/knowledge.proto", "kgweave/v1/admin.proto"]
@@ -120,7 +120,7 @@ def test_client_from_proto_files_only(server: tuple[ServerThread, Path], tmp_pat
         cwd=out,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
         check=True,
     )
     answer = json.loads(done.stdout)

@@ -3,8 +3,7 @@ without downtime. Real embedded FalkorDB, real training job in its own process."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -16,6 +15,7 @@ from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.store import EntityRow
 from kgweave.predict import Query
 from kgweave.settings import get_settings
+from serving_support import wait_until
 
 
 @pytest.fixture
@@ -31,13 +31,9 @@ def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataPlane]:
     EmbeddedFalkorDB(settings.graph_dir).stop()
 
 
-def wait_for(condition: object, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+def wait_for(condition: Callable[[], bool]) -> None:
+    """Until ``condition`` holds: a retraining job takes what it takes on this machine."""
+    wait_until(condition, "the retraining watcher", poll_s=0.1)
 
 
 def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> None:
@@ -79,7 +75,7 @@ def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> N
         ]
     )
     wait_for(lambda: watcher.state.jobs_started == 1)
-    wait_for(lambda: service.versions.active().version == "v0002", timeout=180)
+    wait_for(lambda: service.versions.active().version == "v0002")
     served = service.versions.active()
     assert "srinivasa_ramanujan" in served.artifact.entities
     version, answers = service.queries.predict([Query("born_in", head="Srinivasa Ramanujan")], k=5)
@@ -88,5 +84,6 @@ def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> N
     wait_for(
         lambda: service.changes.event_log.position(CONSUMER) == service.changes.event_log.end_offset
     )
-    time.sleep(1.0)
+    checks = watcher.state.checks  # two more checks of the graph start no second job
+    wait_for(lambda: watcher.state.checks >= checks + 2)
     assert watcher.state.jobs_started == 1

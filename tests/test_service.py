@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -21,7 +21,14 @@ from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import (
+    HANG_GUARD_S,
+    TRANSPORTS,
+    ServerThread,
+    registry_with,
+    train_demo_model,
+    wait_until,
+)
 
 QUERIES = [
     Query(relation="born_in", head="Alan Turing"),
@@ -151,7 +158,7 @@ def test_concurrent_clients_during_activation_are_answered_by_one_version(
         knowledge, _, channel = stubs(served.address)
         try:
             while not stop.is_set():
-                response = knowledge.PredictLinks(request_of(QUERIES, k=5), timeout=30)
+                response = knowledge.PredictLinks(request_of(QUERIES, k=5), timeout=HANG_GUARD_S)
                 got = [[(c.entity_id, c.known) for c in r.candidates] for r in response.results]
                 assert got == expected[response.model_version], response.model_version
                 seen[response.model_version] += 1
@@ -163,14 +170,22 @@ def test_concurrent_clients_during_activation_are_answered_by_one_version(
     threads = [threading.Thread(target=client) for _ in range(12)]
     for t in threads:
         t.start()
+
+    def answered_by(version: str, calls: int = 3) -> None:
+        """Until the clients got ``calls`` more answers from ``version`` (or one failed)."""
+        before = seen[version]
+        wait_until(lambda: seen[version] >= before + calls or bool(errors), f"{version} answers")
+
+    active = "v0001"
     for version in ["v0002", "v0001", "v0002", "v0001", "v0002"]:
-        time.sleep(0.15)
+        answered_by(active)
         info = admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
         assert info.version == version and info.active
-    time.sleep(0.15)
+        active = version
+    answered_by(active)
     stop.set()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=HANG_GUARD_S)
     admin_channel.close()
     assert not errors, errors[:3]
     assert seen["v0001"] > 0 and seen["v0002"] > 0
@@ -235,7 +250,7 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
 
     def held(*args: object, **kwargs: object) -> object:
         scoring.set()
-        gate.wait(timeout=30)
+        gate.wait(timeout=HANG_GUARD_S)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(predictor, "top_ids", held)
@@ -244,13 +259,11 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
     request = request_of(QUERIES[:1])
     try:
         # one request held in the scoring pass, two waiting: the queue (2) is full
-        pending = [knowledge.PredictLinks.future(request, timeout=30)]
-        assert scoring.wait(timeout=10)  # the worker is inside the (held) scoring pass
-        pending += [knowledge.PredictLinks.future(request, timeout=30) for _ in range(2)]
-        deadline = time.monotonic() + 10
-        while service.batcher.depth < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        code, message = _code(lambda: knowledge.PredictLinks(request, timeout=10))
+        pending = [knowledge.PredictLinks.future(request, timeout=HANG_GUARD_S)]
+        assert scoring.wait(timeout=HANG_GUARD_S)  # the worker is inside the (held) scoring pass
+        pending += [knowledge.PredictLinks.future(request, timeout=HANG_GUARD_S) for _ in range(2)]
+        wait_until(lambda: service.batcher.depth >= 2, "two requests queued", poll_s=0.01)
+        code, message = _code(lambda: knowledge.PredictLinks(request, timeout=HANG_GUARD_S))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in message
         code, _ = _code(lambda: knowledge.PredictLinks(request, timeout=0.2))
         assert code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -297,6 +310,9 @@ def test_health_reflection_status_and_metrics(served: ServerThread) -> None:
     names = {s.name for a in answers for s in a.list_services_response.service}
     assert {"kgweave.v1.KnowledgeService", "kgweave.v1.AdminService"} <= names
     assert "grpc.health.v1.Health" in names
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= (
+        names
+    )
 
     status = admin.Status(admin_pb2.StatusRequest())
     assert status.ready and status.active_model.version == "v0001"
@@ -351,6 +367,51 @@ def test_verbalize(served: ServerThread) -> None:
     )
     assert code == grpc.StatusCode.NOT_FOUND and "Alan Turing" in message
     channel.close()
+
+
+def test_reflection_v1_lists_and_describes_services(served: ServerThread) -> None:
+    """Modern tools (grpcurl >= 1.9) ask grpc.reflection.v1 first; its messages are v1alpha's."""
+    channel = grpc.insecure_channel(served.address)
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asked = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="kgweave.v1.KnowledgeService"
+        ),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+        ),
+    ]
+    listed, knowledge, itself = list(call(iter(asked), timeout=HANG_GUARD_S))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"kgweave.v1.KnowledgeService", "grpc.reflection.v1.ServerReflection"} <= names
+    for answer, package in ((knowledge, "kgweave.v1"), (itself, "grpc.reflection.v1")):
+        files = answer.file_descriptor_response.file_descriptor_proto
+        described = [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
+        assert any(f.package == package and f.service for f in described), answer
+    channel.close()
+
+
+def test_server_warm_up_loads_the_text_encoder(demo_models: list[Path]) -> None:
+    """`kgweave serve` warms semantic search before it reports ready: the encoder is loaded
+    and the active version's text vectors are encoded (and cached) before any request."""
+    from kgweave.bootstrap import warm_semantic_search
+
+    settings = get_settings()
+    registry_with(settings, demo_models)
+    service = DataPlane(settings)
+    try:
+        service.versions.activate("v0001")
+        cache = settings.data_dir / "cache" / "text-vectors"
+        assert service.queries._encoder is None and not cache.exists()
+        assert warm_semantic_search(service)
+        assert service.queries._encoder is not None and len(list(cache.glob("*.safetensors"))) == 1
+    finally:
+        service.close()
 
 
 def test_semantic_search_by_free_text(served: ServerThread) -> None:
@@ -440,7 +501,7 @@ def test_batcher_answers_asyncio_and_thread_callers_alike(demo_models: list[Path
             answers = await asyncio.gather(*futures[1:])
             return [*answers, await asyncio.wrap_future(thread_future)]  # type: ignore[arg-type]
 
-        answers = asyncio.run(asyncio.wait_for(many(), timeout=60))
+        answers = asyncio.run(asyncio.wait_for(many(), timeout=HANG_GUARD_S))
     finally:
         batcher.close()
     rows = [served.predictor.predictions(answer) for answer in answers]  # type: ignore[arg-type]

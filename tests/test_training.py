@@ -117,6 +117,27 @@ def test_time_budget_and_cancellation_stop_training(nations) -> None:
     assert cancelled.epochs_completed == 1
 
 
+def test_progress_bar_says_when_a_run_stops_early(
+    nations, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bar that ends short of 100% says why: early stopping, time budget."""
+    # an lr far below float precision: validation MRR never improves on the first evaluation
+    stalled = TrainConfig(
+        model="complex", dim=8, epochs=50, batch_size=256, eval_every=1, patience=1, lr=1e-12
+    )
+    result = train(nations, stalled, device="cpu", progress=True)
+    assert result.stopped_because == "early_stopping" and result.epochs_completed == 2
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "stopped early at epoch 2: no better validation MRR in 1 evaluation" in bar, bar
+    budget = stalled.model_copy(update={"time_budget_s": 1e-9, "patience": 0})
+    assert train(nations, budget, device="cpu", progress=True).stopped_because == "time_budget"
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "stopped early at epoch 1: time budget of 1e-09s spent" in bar, bar
+    full = stalled.model_copy(update={"epochs": 1})
+    assert train(nations, full, device="cpu", progress=True).stopped_because == "epochs"
+    assert "stopped early" not in capsys.readouterr().err
+
+
 def test_invalid_settings_are_refused() -> None:
     from pydantic import ValidationError
 

@@ -198,6 +198,36 @@ def test_snake_and_camel_case_defaults() -> None:
     assert default_template("spouse") == "The spouse of {head} is {tail}."
 
 
+@pytest.mark.parametrize(
+    ("relation", "sentence"),
+    [
+        ("causes", "Virus causes pathologic function."),
+        ("treats", "Virus treats pathologic function."),
+        ("affects", "Virus affects pathologic function."),
+        ("disrupts", "Virus disrupts pathologic function."),
+        ("measures", "Virus measures pathologic function."),
+        ("performs", "Virus performs pathologic function."),
+        ("complicates", "Virus complicates pathologic function."),
+        ("carries_out", "Virus carries out pathologic function."),
+        ("assesses_effect_of", "Virus assesses the effect of pathologic function."),
+        ("adjacent_to", "Virus is adjacent to pathologic function."),
+    ],
+)
+def test_verb_form_relations_read_as_verbs(relation: str, sentence: str) -> None:
+    """UMLS-style verb names are verbs, not plural nouns ("The causes of virus include ...")."""
+    assert Verbalizer().triple("virus", relation, "pathologic_function") == sentence
+
+
+def test_every_umls_relation_reads_head_first(datasets_dir: Path) -> None:
+    """No UMLS relation is turned into a noun phrase about the head ("The treats of ...")."""
+    umls = load_dataset(datasets_dir / "umls")
+    verbalizer = Verbalizer.from_dataset(umls, splits=())
+    for relation in umls.relations.labels:
+        sentence = verbalizer.triple("xhead", relation, "ytail")
+        assert sentence.startswith("Xhead "), (relation, sentence)
+        assert " the adjacent" not in sentence, (relation, sentence)
+
+
 def test_from_artifact_matches_from_dataset(tmp_path: Path, demo: KGDataset) -> None:
     from kgweave.artifact import load_artifact, save_artifact
     from kgweave.models import build_model

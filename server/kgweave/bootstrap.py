@@ -1,4 +1,5 @@
-"""What ``kgweave serve`` does before it listens: graph, first model, loaded and warm."""
+"""What ``kgweave serve`` does before it listens: graph, first model, loaded and warm
+(semantic search included)."""
 
 from __future__ import annotations
 
@@ -63,4 +64,28 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
         )  # fmt: skip
         version = plane.versions.registry.register(out).version
         plane.versions.activate(version)
+    warm_semantic_search(plane)
     return plane
+
+
+def warm_semantic_search(plane: DataPlane) -> bool:
+    """Load the text encoder and the active model's text index before the server reports
+    ready, so the first semantic ``SearchEntities`` pays neither (where the model has entity
+    text; a version activated later builds its index with the encoder already loaded).
+
+    A failure (say, an encoder that cannot be loaded offline) is logged, not fatal: the
+    server answers everything else, and semantic search reports the error itself.
+    """
+    from kgweave.errors import KGWeaveError
+
+    served = plane.versions.active()
+    names = [name for name in served.artifact.entity_names if name]
+    if not names:
+        return False
+    try:
+        plane.queries.semantic_search(names[0], 1)
+    except (KGWeaveError, OSError) as exc:
+        log.warning("semantic search not warmed up: %s", exc)
+        return False
+    log.info("semantic search warm: encoder %s", plane.settings.text_encoder)
+    return True

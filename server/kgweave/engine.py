@@ -1,6 +1,8 @@
-"""Transport-free operations behind the CLI (and later the gRPC service).
+"""Transport-free operations on datasets and model folders: open a dataset, train, evaluate.
 
-Each function takes plain arguments, returns plain data and raises :mod:`kgweave.errors`.
+The CLI's local commands call them, and the server's training jobs and bootstrap
+(``serving/training_run.py``, ``bootstrap.py``) reuse them. Each function takes plain
+arguments, returns plain data and raises :mod:`kgweave.errors`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Link prediction and triple scoring on a loaded model: the transport-free serving core.
 
-The CLI calls it in-process; the gRPC service will call the same functions.
+The CLI calls it in-process on a model folder; the server (``serving/served.py``, behind both
+gRPC front ends and the HTTP side) calls the same :class:`LinkPredictor`.
 """
 
 from __future__ import annotations

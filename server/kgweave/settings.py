@@ -223,6 +223,11 @@ class Settings(BaseSettings):
         default="text", pattern="^(text|json)$", description="Server logs: text or json lines."
     )
     log_level: str = Field(default="INFO", description="Server log level.")
+    debug: bool = Field(
+        default=False,
+        description="CLI and server: print the Python traceback of an error (an `internal "
+        "error` line says to set it) after its one-line message.",
+    )
 
     @property
     def models_dir(self) -> Path:
@@ -246,5 +251,20 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Read the settings from the environment now."""
-    return Settings()
+    """Read the settings from the environment now.
+
+    Raises:
+        InvalidArgumentError: one line naming the first bad variable and why
+            (``KGWEAVE_GRPC_PORT='x': Input should be a valid integer, ...``).
+    """
+    from pydantic import ValidationError
+
+    from kgweave.errors import InvalidArgumentError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "KGWEAVE_" + "_".join(str(p) for p in first["loc"]).upper()
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidArgumentError(f"{name}={first.get('input')!r}: {message}") from None

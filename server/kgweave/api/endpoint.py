@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from kgweave.api.bridge import BatchHandler, HandlerTable
 from kgweave.api.malformed import Guarded
+from kgweave.api.reflection import add_reflection
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.dataplane import DataPlane
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
@@ -73,12 +73,7 @@ def add_services(target: Any, plane: DataPlane, health_state: Health) -> None:
         )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(plane), target)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, target)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        ),
-        target,
-    )
+    add_reflection(target, (*SERVICE_NAMES, health.SERVICE_NAME))
 
 
 class RunningServer(abc.ABC):

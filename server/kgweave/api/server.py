@@ -50,7 +50,10 @@ async def start_grpc(plane: DataPlane, host: str, port: int) -> RunningServer:
     )
     health_state = Health()
     add_services(server, plane, health_state)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio >= 1.6x raises "Failed to bind" where it returned 0
+        bound = 0
     if bound == 0:
         raise KGWeaveError(f"cannot listen on {host}:{port} (in use?)")
     await server.start()

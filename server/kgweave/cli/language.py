@@ -174,13 +174,18 @@ def complete(
     fused = any(c["graph_score"] != c["kge_score"] for c in rows)
     graph = "graph (KGE + text)" if fused else "kge"
     click.echo(f"combined = {weights[0]:.3g} * {graph} + {weights[1]:.3g} * lm + {weights[2]:.3g}")
+    click.echo(
+        f"{'rank':>4} {'combined':>8}  {'kge':>7}  "
+        + (f"{'graph':>7}  " if fused else "")
+        + f"{'lm':>8}  {'source':<6}  entity (evidence below)"
+    )
     for c in rows:
         label = f"{c['name']} ({c['entity_id']})" if c["name"] != c["entity_id"] else c["entity_id"]
         mark = "  [known]" if c["known"] else ""
         click.echo(
-            f"{c['rank']:>3}. {c['combined_score']:>8.3f}  kge {c['kge_score']:>7.3f}  "
-            + (f"graph {c['graph_score']:>7.3f}  " if fused else "")
-            + f"lm {c['lm_logprob']:>8.2f}  {c['source']:<6}  {label}{mark}"
+            f"{c['rank']:>3}. {c['combined_score']:>8.3f}  {c['kge_score']:>7.3f}  "
+            + (f"{c['graph_score']:>7.3f}  " if fused else "")
+            + f"{c['lm_logprob']:>8.2f}  {c['source']:<6}  {label}{mark}"
         )
         click.echo(f"       {c['evidence']}")
     if write_to_graph:

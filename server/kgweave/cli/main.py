@@ -14,10 +14,12 @@ import sys
 # imports below this call: ruff's E402 is off for this file); the other commands (training,
 # evaluation) reuse freed memory for torch's big temporaries (kgweave.allocator)
 from kgweave.allocator import reuse_freed_memory
+from kgweave.serving.logs import quiet_grpc_core
 from kgweave.serving.openmp import prefer_passive
 
 SERVING = sys.argv[1:2] == ["serve"]
 prefer_passive(SERVING)
+quiet_grpc_core()  # before grpc loads: its C core's lines would mix into ours
 if not SERVING:
     reuse_freed_memory()
 
@@ -290,11 +292,13 @@ def eval_(
     """Filtered evaluation of a trained model (both sides, realistic ranks)."""
     from kgweave.engine import evaluate_artifact
 
-    _, result = evaluate_artifact(model_dir, dataset, split, get_settings(), progress=not as_json)
+    artifact, result = evaluate_artifact(
+        model_dir, dataset, split, get_settings(), progress=not as_json
+    )
     if plot is not None:
-        from kgweave.evaluation.plots import plot_rank_distribution
+        from kgweave.evaluation.plots import evaluation_title, plot_rank_distribution
 
-        plot_rank_distribution(result, plot, f"{model_dir.name} on {dataset} ({split})")
+        plot_rank_distribution(result, plot, evaluation_title(artifact, dataset, split))
     if as_json:
         payload = result.to_dict()
         if not per_relation:
@@ -538,7 +542,8 @@ _language.register(cli)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every error into one line and an exit code."""
-    debug = os.environ.get("KGWEAVE_DEBUG") == "1"
+    # the `debug` setting, read without Settings: it must work when other settings are invalid
+    debug = os.environ.get("KGWEAVE_DEBUG", "").lower() in ("1", "true", "yes", "on")
     try:
         cli.main(args=argv, prog_name="kgweave", standalone_mode=False)
     except click.exceptions.Abort:
@@ -558,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # last resort: never a traceback to a user
         if debug:
             traceback.print_exc()
-        err(f"internal error: {type(exc).__name__}: {exc} (set KGWEAVE_DEBUG=1 for details)")
+        err(f"internal error: {type(exc).__name__}: {exc} (KGWEAVE_DEBUG=1 shows the traceback)")
         return 70
     return 0
 

@@ -47,6 +47,7 @@ def serve(
     """
     import asyncio
 
+    from kgweave.api.ports import check_ports_free
     from kgweave.api.server import serve_forever
     from kgweave.bootstrap import prepare_plane
     from kgweave.serving.logs import configure_logging
@@ -67,6 +68,7 @@ def serve(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
+    check_ports_free(settings)  # at once, not after the bootstrap's training
     plane = prepare_plane(settings, progress=not no_progress)  # may train a first model
     from kgweave.api.frontend import serves_natively
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+
+#: gRPC's C core (under grpcio and under the native front end) logs to stderr in its own
+#: format (``E1205 08:10:59.443765 11145 add_port.cc:83] ...``), which would break the
+#: server's log lines (a JSON log most of all); kgweave reports what fails itself
+GRPC_CORE_VERBOSITY = "NONE"
 
 
 class JSONFormatter(logging.Formatter):
@@ -24,8 +30,18 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def quiet_grpc_core() -> None:
+    """Silence gRPC's C-core log lines, unless the user set ``GRPC_VERBOSITY``.
+
+    The C core reads the variable once, when grpc is first imported (and the native front end
+    inherits it), so the CLI calls this at the start of the process.
+    """
+    os.environ.setdefault("GRPC_VERBOSITY", GRPC_CORE_VERBOSITY)
+
+
 def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
-    """Log to stderr in ``fmt`` (text or json) at ``level``."""
+    """Log to stderr in ``fmt`` (text or json) at ``level``; Python grpc's own loggers only
+    from WARNING up, in the same format."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
@@ -34,3 +50,4 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))

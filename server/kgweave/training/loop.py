@@ -98,6 +98,18 @@ def validation_triples(dataset: KGDataset, config: TrainConfig) -> torch.Tensor:
     return valid
 
 
+def stop_reason(stopped_because: str, config: TrainConfig) -> str:
+    """Why a run ended before its last epoch, in words (for the progress bar)."""
+    if stopped_because == "early_stopping":
+        plural = "s" if config.patience != 1 else ""
+        return f"no better validation MRR in {config.patience} evaluation{plural}"
+    if stopped_because == "time_budget":
+        return f"time budget of {config.time_budget_s:g}s spent"
+    if stopped_because == "diverged":
+        return "the loss diverged"
+    return stopped_because
+
+
 def train(
     dataset: KGDataset,
     config: TrainConfig,
@@ -276,6 +288,9 @@ def train(
             stopped_because = "time_budget"
         if stopped_because != "epochs":
             break
+    if stopped_because != "epochs":  # say so on the bar, which would end short of 100%
+        why = stop_reason(stopped_because, config)
+        bar.set_postfix_str(f"{bar.postfix}, stopped early at epoch {epoch}: {why}", refresh=True)
     bar.close()
 
     if best_state is not None:

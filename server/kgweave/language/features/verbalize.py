@@ -211,7 +211,49 @@ _VERBS = frozenset(
         "studies",
         "supports",
         "participates",
+        # verb-form relation names of biomedical and other graphs (UMLS: ``causes``, ``treats``)
+        "affects",
+        "analyzes",
+        "assesses",
+        "carries",
+        "causes",
+        "complicates",
+        "diagnoses",
+        "disrupts",
+        "exhibits",
+        "indicates",
+        "interconnects",
+        "manages",
+        "measures",
+        "performs",
+        "practices",
+        "prevents",
+        "surrounds",
+        "treats",
+        "regulates",
+        "inhibits",
+        "activates",
+        "encodes",
+        "targets",
+        "influences",
+        "requires",
+        "involves",
+        "reduces",
+        "increases",
+        "decreases",
+        "controls",
+        "governs",
+        "funds",
+        "attends",
+        "visits",
+        "knows",
+        "likes",
+        "loves",
     ]
+)
+#: adjectives that take a preposition: ``adjacent_to`` -> ``{head} is adjacent to {tail}.``
+_ADJECTIVES = frozenset(
+    ["adjacent", "similar", "close", "equal", "equivalent", "opposite", "near", "next", "prone"]
 )
 _ADVERBS = frozenset(["partially", "also", "often"])
 _INDEFINITE = frozenset(
@@ -241,7 +283,10 @@ def _words(segment: str) -> list[str]:
 def phrase_template(words: Sequence[str], subject_type: Sequence[str] = ()) -> str:  # noqa: PLR0911
     """A template from a property phrase, e.g. ``["place", "of", "birth"]``.
 
-    Rules, first match wins: a verb (``contains``) -> ``{head} contains {tail}.``; a phrase
+    Rules, first match wins: a verb (``contains``, UMLS's ``causes``) -> ``{head} contains
+    {tail}.`` (with ``the`` before a noun and preposition: ``assesses_effect_of`` -> ``{head}
+    assesses the effect of {tail}.``); an adjective and a preposition (``adjacent_to``) ->
+    ``{head} is adjacent to {tail}.``; a phrase
     ending in a preposition (``born in``, ``capital of``) -> ``{head} was born in {tail}.`` /
     ``{head} is the capital of {tail}.``, ``countries spoken in`` -> ``{head} is spoken in
     {tail}.``); a phrase ending in a participle (``film sets designed``) -> ``The film sets
@@ -259,6 +304,14 @@ def phrase_template(words: Sequence[str], subject_type: Sequence[str] = ()) -> s
     first, last = words[0], words[-1]
     if text in ("is a", "isa", "type", "instance of"):
         return "{head} is a {tail}."
+    if (
+        first in _VERBS
+        and len(words) > 2
+        and last in _PREPOSITIONS
+        and words[1] not in _PREPOSITIONS
+    ):
+        # assesses_effect_of -> {head} assesses the effect of {tail}.
+        return f"{{head}} {first} the {' '.join(words[1:])} {{tail}}."
     if first in _VERBS or (len(words) > 1 and words[1] in _VERBS and first in _ADVERBS):
         return f"{{head}} {text} {{tail}}."
     if last in _PREPOSITIONS and len(words) > 1:
@@ -272,6 +325,8 @@ def phrase_template(words: Sequence[str], subject_type: Sequence[str] = ()) -> s
             return f"{{head}} {verb} {rest} {{tail}}."
         if first in ("is", "was", "has", "had"):
             return f"{{head}} {text} {{tail}}."
+        if first in _ADJECTIVES:
+            return f"{{head}} is {text} {{tail}}."
         if len(words) == 2 and first.endswith("s") and not first.endswith("ss"):
             return f"{{head}} {text} {{tail}}."  # works for
         if last == "by":  # costume design by -> The costume design of X is by Y.
