@@ -354,7 +354,10 @@ def test_neo4j_vector_index_statements() -> None:
         "CREATE VECTOR INDEX `kgweave_Entity_embedding` IF NOT EXISTS "
         "FOR (n:`Entity`) ON (n.`embedding`) "
         "OPTIONS {indexConfig: {`vector.dimensions`: 128, "
-        "`vector.similarity_function`: 'cosine'}}"
+        "`vector.similarity_function`: 'cosine', `vector.quantization.enabled`: false}}"
+    )
+    assert vector_index_statement(mapping, 8, "euclidean", exact=False).endswith(
+        "{`vector.dimensions`: 8, `vector.similarity_function`: 'euclidean'}}"
     )
     assert set_vectors_statement(mapping) == (
         "UNWIND $rows AS row MATCH (n:`Entity` {`id`: row.id}) "
@@ -407,3 +410,8 @@ def test_neo4j_vector_index_is_rebuilt_only_when_its_shape_changes() -> None:
     changed = _Recorder(GraphMapping(), [same])
     NEO4J.before_vectors(changed, 32, "cosine")  # type: ignore[arg-type]
     assert changed.writes == ["DROP INDEX `kgweave_Entity_embedding` IF EXISTS"]
+    # a quantizing index (Neo4j 5.23+'s default) is replaced by an exact one
+    config = {**same["options"]["indexConfig"], "vector.quantization.enabled": True}  # type: ignore[index]
+    quantized = _Recorder(GraphMapping(), [{"type": "VECTOR", "options": {"indexConfig": config}}])
+    NEO4J.before_vectors(quantized, 16, "cosine")  # type: ignore[arg-type]
+    assert quantized.writes == ["DROP INDEX `kgweave_Entity_embedding` IF EXISTS"]
