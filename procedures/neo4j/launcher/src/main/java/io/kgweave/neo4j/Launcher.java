@@ -29,7 +29,8 @@ import org.neo4j.harness.Neo4jBuilders;
  * Starts a Neo4j 5 Community DBMS through Neo4j's test harness, with APOC Core, until SIGTERM.
  *
  * <p>Layout of {@code --data DIR}: {@code DIR/data} holds the databases, their transaction logs
- * and the DBMS's users (it persists between runs); {@code DIR/plugins} is refreshed at every start
+ * and the DBMS's users (it persists between runs); {@code DIR/logs} Neo4j's {@code debug.log};
+ * {@code DIR/plugins} is refreshed at every start
  * with APOC Core and the jars of {@code --plugins}; {@code DIR/run} holds the harness's working
  * folder (configuration, certificates, {@code neo4j.log}), which the harness deletes when it stops.
  *
@@ -197,6 +198,8 @@ public final class Launcher {
         Path run = o.data.resolve("run");
         Neo4jBuilder b = Neo4jBuilders.newInProcessBuilder(run)
                 .withConfig(GraphDatabaseSettings.data_directory, o.data.resolve("data"))
+                // debug.log (APOC trigger errors land there), query.log, security.log
+                .withConfig(GraphDatabaseSettings.logs_directory, o.data.resolve("logs"))
                 .withConfig(GraphDatabaseSettings.plugin_dir, plugins)
                 .withConfig(GraphDatabaseSettings.auth_enabled, o.auth)
                 .withConfig(GraphDatabaseSettings.procedure_unrestricted, List.of("apoc.*", "kgweave.*"))
