@@ -29,7 +29,6 @@ import pytest
 
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
-from kgweave.data.reader import read_triples
 from kgweave.errors import InvalidArgumentError
 from kgweave.graph.embedded import free_port
 from kgweave.graph.neo4j_server import Neo4jInfo, Neo4jServer, source_root
@@ -156,19 +155,11 @@ def test_no_server_notifications_on_the_terminal(
 def test_round_trip_and_stable_snapshot_ids(
     store: Neo4jStore, datasets_dir: Path, tmp_path: Path
 ) -> None:
-    from kgweave.graph.sync import export_snapshot, import_dataset
+    from graph_support import umls_round_trip
+    from kgweave.graph.sync import export_snapshot
 
-    umls = load_dataset(datasets_dir / "umls")
-    report = import_dataset(store, umls, splits=("valid",), progress=False)
-    assert report["triples"] == len(umls.split("valid"))
-    snap = export_snapshot(store, tmp_path / "ids.json", page_size=50)
+    snap = umls_round_trip(store, datasets_dir, tmp_path / "ids.json")
     labels = snap.entities.labels
-    exported = {(labels[h], snap.relations.labels[r], labels[t]) for h, r, t in snap.triples.tolist()}
-    expected = {
-        (umls.entities.labels[h], umls.relations.labels[r], umls.entities.labels[t])
-        for h, r, t in umls.split("valid").tolist()
-    }
-    assert exported == expected
     # a new fact with a new entity: old ids stay, the new one is appended
     store.add_triples([("zz_new_entity", "isa", labels[0])])
     again = export_snapshot(store, tmp_path / "ids.json", page_size=7)
@@ -177,13 +168,9 @@ def test_round_trip_and_stable_snapshot_ids(
 
 
 def test_text_quotes_and_generic_relations(store: Neo4jStore, datasets_dir: Path) -> None:
-    sample = read_triples(datasets_dir / "fb15k-237" / "train.tsv")[:300]
-    store.add_triples(sample)
-    assert _all(store) == set(sample)
-    rows = store.read("MATCH ()-[x:RELATED]->() RETURN count(x) AS n")
-    assert rows[0]["n"] == len(set(sample))
-    assert store.remove_triples(sample[:10]) == len(set(sample[:10]))
-    assert _all(store) == set(sample) - set(sample[:10])
+    from graph_support import fb15k_generic_relations
+
+    fb15k_generic_relations(store, datasets_dir)
     # both quote kinds are data (FalkorDB's Bolt endpoint refuses single quotes; Neo4j not)
     evil = [("o'brien", "x]->() MATCH (n) DETACH DELETE n //", 'say "hi"')]
     store.upsert_entities([EntityRow("o'brien", "Pat O'Brien", 'the "real" one')])
@@ -217,7 +204,9 @@ def test_a_user_graph_with_its_own_labels_key_and_types(neo4j: RealNeo4j, tmp_pa
         assert _all(user, page_size=3) == {("p1", "KNOWS", "p2"), ("p2", "MENTORS", "p3")}
         assert user.counts() == {"entities": 8, "relations": 2, "triples": 2}
         user.add_triples([("p4", "KNOWS", "p5"), ("p9", "MENTORS", "p1")])
-        assert user.read("MATCH (:Person {uid: 'p4'})-[x:KNOWS]->() RETURN count(x) AS n")[0]["n"] == 1
+        assert (
+            user.read("MATCH (:Person {uid: 'p4'})-[x:KNOWS]->() RETURN count(x) AS n")[0]["n"] == 1
+        )
         rows = {r.id: r for page in user.iter_entities(page_size=4) for r in page}
         assert rows["p1"].name == "Person 1" and "acme" not in rows and len(rows) == 9
         snap = export_snapshot(user, tmp_path / "ids.json", page_size=3)
@@ -467,9 +456,14 @@ def test_apoc_trigger_sends_each_kind_of_change(neo4j: RealNeo4j, store: Neo4jSt
                 "CREATE (:Entity {id: 'bob'})-[:knows]->(:Entity {id: 'eve'})",
                 ("triple_added", "bob", "knows", "eve"),
             ),
-            ("MATCH (n:Entity) WHERE n.id IN ['bob', 'eve'] DETACH DELETE n",
-             ("triple_removed", "bob", "knows", "eve")),  # fmt: skip
-            ("CREATE (:Other {id: 'x'})-[:KGWEAVE_PREDICTED]->(:Entity {id: 'y'})", ("entity_upserted", "y")),
+            (
+                "MATCH (n:Entity) WHERE n.id IN ['bob', 'eve'] DETACH DELETE n",
+                ("triple_removed", "bob", "knows", "eve"),
+            ),
+            (
+                "CREATE (:Other {id: 'x'})-[:KGWEAVE_PREDICTED]->(:Entity {id: 'y'})",
+                ("entity_upserted", "y"),
+            ),
         ]
         for cypher, event in steps:
             store.write(cypher)
@@ -500,9 +494,11 @@ def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, ser
 
     # what APOC sends, byte for byte in its framing: a chunked POST
     connection = http.client.HTTPConnection("127.0.0.1", serving, timeout=60)
-    body = json.dumps({"source": "neo4j-apoc", "events": [{"kind": "entity_deleted", "entity": "nobody"}]})
-    connection.request("POST", "/v1/changes", iter([body.encode()]),
-                       {"Content-Type": "application/json", "Transfer-Encoding": "chunked"})  # fmt: skip
+    body = json.dumps(
+        {"source": "neo4j-apoc", "events": [{"kind": "entity_deleted", "entity": "nobody"}]}
+    )
+    headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    connection.request("POST", "/v1/changes", iter([body.encode()]), headers)
     assert connection.getresponse().status == 202
     _install_trigger(neo4j, f"127.0.0.1:{serving}")
     try:

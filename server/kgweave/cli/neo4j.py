@@ -23,7 +23,9 @@ def _print(described: dict[str, object], as_json: bool) -> None:
     if as_json:
         emit_json(described)
     elif not described["running"]:
-        click.echo(f"Neo4j is not running (start it with: kgweave neo4j start; data {described['folder']})")
+        click.echo(
+            f"Neo4j is not running (start it with: kgweave neo4j start; data {described['folder']})"
+        )
     else:
         click.echo(
             f"Neo4j running at {described['bolt_uri']} (pid {described['pid']}, data "
@@ -43,7 +45,12 @@ def neo4j() -> None:
 
 @neo4j.command("start")
 @click.option("--bolt-port", type=click.IntRange(1, 65535), default=7687, show_default=True)
-@click.option("--http-port", type=click.IntRange(1, 65535), default=None, help="Neo4j's HTTP port (default: off).")
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Neo4j's HTTP port (default: off).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address Bolt listens on.")
 @click.option(
     "--plugins",

@@ -67,7 +67,9 @@ def launcher_jar(build: bool = True) -> Path:
             "`kgweave neo4j` needs a kgweave source checkout"
         )
     if not build:
-        raise FailedPreconditionError(f"the Neo4j launcher is not built: cd {folder} && mvn package")
+        raise FailedPreconditionError(
+            f"the Neo4j launcher is not built: cd {folder} && mvn package"
+        )
     _tool("java", "kgweave neo4j needs Java 17 or later (e.g. apt-get install openjdk-17-jdk)")
     mvn = _tool("mvn", "kgweave neo4j builds its launcher with Maven (apt-get install maven)")
     done = subprocess.run(
@@ -152,7 +154,9 @@ class Neo4jServer:
 
     def command(self, bolt_port: int, http_port: int | None, host: str) -> list[str]:
         """The java command line (plugin jars on the class path, as Neo4j's own script does)."""
-        java = _tool("java", "kgweave neo4j needs Java 17 or later (apt-get install openjdk-17-jdk)")
+        java = _tool(
+            "java", "kgweave neo4j needs Java 17 or later (apt-get install openjdk-17-jdk)"
+        )
         classpath = [str(launcher_jar())]
         args = ["--data", str(self.folder), "--host", host, "--bolt-port", str(bolt_port)]
         args += ["--password-file", str(self.password_file)]
@@ -229,7 +233,8 @@ class Neo4jServer:
                         pass
             if time.monotonic() > deadline:
                 raise GraphUnavailableError(
-                    f"Neo4j did not accept a Bolt login within {timeout:.0f}s (log: {self.log_file})"
+                    f"Neo4j did not accept a Bolt login within {timeout:.0f}s "
+                    f"(log: {self.log_file})"
                 )
             time.sleep(0.2)
 
