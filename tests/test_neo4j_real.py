@@ -498,9 +498,7 @@ def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, ser
         {"source": "neo4j-apoc", "events": [{"kind": "entity_deleted", "entity": "nobody"}]}
     )
     headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
-    connection.request(
-        "POST", "/v1/changes", iter([body.encode()]), headers, encode_chunked=True
-    )
+    connection.request("POST", "/v1/changes", iter([body.encode()]), headers, encode_chunked=True)
     assert connection.getresponse().status == 202
     _install_trigger(neo4j, f"127.0.0.1:{serving}")
     try:
