@@ -60,3 +60,14 @@ def test_password_comes_from_the_data_folder_only_for_local_uris() -> None:
     assert (given.user, given.password) == ("me", "secret")
     other_user = settings.model_copy(update={"graph_user": "alice"})
     assert neo4j_target("bolt://127.0.0.1:7687", other_user).password is None
+
+
+def test_plugin_jars_of_a_maven_target(tmp_path: Path) -> None:
+    from kgweave.graph.neo4j_server import plugin_jars
+
+    names = ["kgweave-neo4j-plugin-0.1.jar", "original-kgweave-neo4j-plugin-0.1.jar",
+             "x-sources.jar", "x-javadoc.jar", "x-tests.jar", "notes.txt"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).write_text("")
+    assert [p.name for p in plugin_jars(tmp_path)] == ["kgweave-neo4j-plugin-0.1.jar"]
+    assert plugin_jars(tmp_path / "missing") == []

@@ -367,11 +367,11 @@ def serving(
             process.wait()
 
 
-def _install_trigger(neo4j: RealNeo4j, address: str) -> None:
+def _install_trigger(neo4j: RealNeo4j, address: str, phase: str = "afterAsync") -> None:
     """install.sh's statement for ``address``, run against the system database; returns once
     the trigger is active in the database (``apoc.trigger.list`` there), not just stored."""
     statement = subprocess.run(
-        ["sh", str(TRIGGER_INSTALL), "--print", address, "neo4j"],
+        ["sh", str(TRIGGER_INSTALL), "--print", "--phase", phase, address, "neo4j"],
         capture_output=True, text=True, check=True,
     ).stdout.strip().removesuffix(";")  # fmt: skip
     neo4j.system(statement)
@@ -430,12 +430,11 @@ class _Receiver(ThreadingHTTPServer):
 
 def test_apoc_trigger_sends_each_kind_of_change(neo4j: RealNeo4j, store: Neo4jStore) -> None:
     """The template, installed by install.sh's statement with real APOC Core, fires after each
-    commit; every body parses with kgweave's parser. Each step waits for its own event: the
-    trigger runs afterAsync, and a relationship whose pre-existing endpoint is deleted by a later
-    transaction before the trigger ran is not reported (the entity's deletion is)."""
+    commit; every body parses with kgweave's parser. Phase ``after``: the default ``afterAsync``
+    was seen to drop a transaction's events now and then (procedures/neo4j/README.md)."""
     store.write("CREATE (:Entity {id: 'london'})")
     receiver = _Receiver()
-    _install_trigger(neo4j, f"127.0.0.1:{receiver.server_address[1]}")
+    _install_trigger(neo4j, f"127.0.0.1:{receiver.server_address[1]}", phase="after")
     try:
         steps = [
             (
@@ -500,7 +499,7 @@ def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, ser
     headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     connection.request("POST", "/v1/changes", iter([body.encode()]), headers, encode_chunked=True)
     assert connection.getresponse().status == 202
-    _install_trigger(neo4j, f"127.0.0.1:{serving}")
+    _install_trigger(neo4j, f"127.0.0.1:{serving}", phase="after")
     try:
         before = len(_logged_events(neo4j.data_dir))
         store.write("CREATE (:Entity {id: 'ada', name: 'Ada Lovelace'})")

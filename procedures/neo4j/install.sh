@@ -1,13 +1,23 @@
 #!/usr/bin/env sh
-# Install kgweave's APOC trigger: ./install.sh [--print] KGWEAVE_HOST[:HTTP_PORT] [DATABASE]
+# Install kgweave's APOC trigger: ./install.sh [--print] [--phase after] KGWEAVE_HOST[:HTTP_PORT] [DATABASE]
 # KGWEAVE_HOST[:HTTP_PORT]: where kgweave serve's HTTP port answers (port 8080 when left out).
 # Needs cypher-shell on PATH and NEO4J_ADDRESS / NEO4J_USERNAME / NEO4J_PASSWORD in the
 # environment (an admin user: triggers are installed from the system database).
 # --print writes the statement to stdout instead (run it against the system database with a
 # driver or Neo4j Browser; kgweave's tests do that with the official Python driver).
+# --phase after posts in the committing thread, after the commit (see README.md: APOC's default
+# afterAsync phase can drop a transaction's changes; after delays each commit's return).
 set -eu
 print=no
-if [ "${1:-}" = "--print" ]; then print=yes; shift; fi
+phase=afterAsync
+while :; do
+  case "${1:-}" in
+    --print) print=yes; shift ;;
+    --phase) phase="${2:?--phase needs after or afterAsync}"; shift 2 ;;
+    *) break ;;
+  esac
+done
+case "$phase" in after|afterAsync) ;; *) echo "--phase: after or afterAsync" >&2; exit 2 ;; esac
 address="${1:?usage: install.sh [--print] KGWEAVE_HOST[:HTTP_PORT] [DATABASE]}"
 database="${2:-neo4j}"
 case "$address$database" in
@@ -21,6 +31,7 @@ esac
 here="$(cd "$(dirname "$0")" && pwd)"
 render() {
   sed -e "s/KGWEAVE_HOST:8080/$address/" -e "s/^  'neo4j',$/  '$database',/" \
+    -e "s/^  {phase: 'afterAsync'},$/  {phase: '$phase'},/" \
     "$here/kgweave-trigger.cypher"
 }
 if [ "$print" = yes ]; then

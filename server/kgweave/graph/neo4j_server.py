@@ -48,6 +48,20 @@ def default_plugins_dir() -> Path:
     return source_root() / "procedures" / "neo4j" / "plugin" / "target"
 
 
+def plugin_jars(folder: Path) -> list[Path]:
+    """The plugin jars of a folder (a Maven ``target``): not the shade plugin's
+    ``original-*.jar`` (the same procedures again, unshaded), sources, javadoc or tests; the
+    launcher copies the same ones into Neo4j's plugins folder."""
+    if not folder.is_dir():
+        return []
+    skipped = ("-sources.jar", "-javadoc.jar", "-tests.jar")
+    return [
+        jar
+        for jar in sorted(folder.glob("*.jar"))
+        if not jar.name.startswith("original-") and not jar.name.endswith(skipped)
+    ]
+
+
 def _tool(name: str, why: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -162,8 +176,9 @@ class Neo4jServer:
         args += ["--password-file", str(self.password_file)]
         if http_port is not None:
             args += ["--http-port", str(http_port)]
-        if self.plugins is not None and self.plugins.is_dir():
-            classpath.append(str(self.plugins / "*"))
+        jars = plugin_jars(self.plugins) if self.plugins is not None else []
+        if jars:
+            classpath += [str(jar) for jar in jars]
             args += ["--plugins", str(self.plugins)]
         heap = [f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
         return [java, *heap, "-cp", os.pathsep.join(classpath), MAIN_CLASS, *args]

@@ -155,6 +155,16 @@ public final class Launcher {
         throw new IOException("apoc-core jar not found next to the launcher (lib/apoc-core-*.jar)");
     }
 
+    /**
+     * Whether a jar of a Maven {@code target} folder is a plugin: not the shade plugin's
+     * {@code original-*.jar} (the same procedures again, unshaded) nor sources, javadoc or tests.
+     */
+    static boolean isPluginJar(String name) {
+        return name.endsWith(".jar") && !name.startsWith("original-")
+                && !name.endsWith("-sources.jar") && !name.endsWith("-javadoc.jar")
+                && !name.endsWith("-tests.jar");
+    }
+
     /** Fill {@code DIR/plugins} afresh: APOC Core's procedures plus every jar of {@code --plugins}. */
     static Path preparePlugins(Options o) throws IOException {
         Path dir = o.data.resolve("plugins");
@@ -168,7 +178,11 @@ public final class Launcher {
         jars.add(apocJar());
         if (o.plugins != null) {
             try (DirectoryStream<Path> extra = Files.newDirectoryStream(o.plugins, "*.jar")) {
-                extra.forEach(jars::add);
+                for (Path jar : extra) {
+                    if (isPluginJar(jar.getFileName().toString())) {
+                        jars.add(jar);
+                    }
+                }
             }
         }
         for (Path jar : jars) {
