@@ -6,7 +6,8 @@
 # --print writes the statement to stdout instead (run it against the system database with a
 # driver or Neo4j Browser; kgweave's tests do that with the official Python driver).
 # --phase after posts in the committing thread, after the commit (see README.md: APOC's default
-# afterAsync phase can drop a transaction's changes; after delays each commit's return).
+# afterAsync phase can drop a transaction's changes; with after, each commit waits for the POST
+# and, when kgweave is unreachable, clients see an error for writes that did commit).
 set -eu
 print=no
 phase=afterAsync
