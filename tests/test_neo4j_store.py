@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 
-from kgweave.data import load_dataset
 from kgweave.data.reader import read_triples
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError
 from kgweave.graph.embedded import free_port
@@ -193,13 +192,9 @@ def test_pages_are_bounded_ordered_and_complete(store: Neo4jStore) -> None:
 
 
 def test_fb15k_relation_names_use_the_generic_type(store: Neo4jStore, datasets_dir: Path) -> None:
-    sample = read_triples(datasets_dir / "fb15k-237" / "train.tsv")[:300]
-    store.add_triples(sample)
-    assert _all(store) == set(sample)
-    rows = store.read("MATCH ()-[x:RELATED]->() RETURN count(x) AS n")
-    assert rows[0]["n"] == len(set(sample))
-    assert store.remove_triples(sample[:10]) == len(set(sample[:10]))
-    assert _all(store) == set(sample) - set(sample[:10])
+    from graph_support import fb15k_generic_relations
+
+    fb15k_generic_relations(store, datasets_dir)
 
 
 def test_injection_attempts_are_data_not_cypher(store: Neo4jStore) -> None:
@@ -251,21 +246,10 @@ def test_import_and_snapshot_through_the_store(
 ) -> None:
     # UMLS rather than the demo graph: the demo's descriptions hold apostrophes, which
     # FalkorDB's Bolt endpoint refuses (see the module docstring)
-    from kgweave.graph.sync import export_snapshot, import_dataset
+    from graph_support import umls_round_trip
+    from kgweave.graph.sync import export_snapshot
 
-    umls = load_dataset(datasets_dir / "umls")
-    report = import_dataset(store, umls, splits=("valid",), progress=False)
-    assert report["triples"] == len(umls.split("valid"))
-    snap = export_snapshot(store, tmp_path / "ids.json", page_size=50)
-    exported = {
-        (snap.entities.labels[h], snap.relations.labels[r], snap.entities.labels[t])
-        for h, r, t in snap.triples.tolist()
-    }
-    expected = {
-        (umls.entities.labels[h], umls.relations.labels[r], umls.entities.labels[t])
-        for h, r, t in umls.split("valid").tolist()
-    }
-    assert exported == expected
+    snap = umls_round_trip(store, datasets_dir, tmp_path / "ids.json")
     again = export_snapshot(store, tmp_path / "ids.json", page_size=7)
     assert again.triples.tolist() == snap.triples.tolist() and again.new_entities == 0
 
@@ -352,7 +336,10 @@ def test_neo4j_vector_index_statements() -> None:
         "CREATE VECTOR INDEX `kgweave_Entity_embedding` IF NOT EXISTS "
         "FOR (n:`Entity`) ON (n.`embedding`) "
         "OPTIONS {indexConfig: {`vector.dimensions`: 128, "
-        "`vector.similarity_function`: 'cosine'}}"
+        "`vector.similarity_function`: 'cosine', `vector.quantization.enabled`: false}}"
+    )
+    assert vector_index_statement(mapping, 8, "euclidean", exact=False).endswith(
+        "{`vector.dimensions`: 8, `vector.similarity_function`: 'euclidean'}}"
     )
     assert set_vectors_statement(mapping) == (
         "UNWIND $rows AS row MATCH (n:`Entity` {`id`: row.id}) "
@@ -405,3 +392,8 @@ def test_neo4j_vector_index_is_rebuilt_only_when_its_shape_changes() -> None:
     changed = _Recorder(GraphMapping(), [same])
     NEO4J.before_vectors(changed, 32, "cosine")  # type: ignore[arg-type]
     assert changed.writes == ["DROP INDEX `kgweave_Entity_embedding` IF EXISTS"]
+    # a quantizing index (Neo4j 5.23+'s default) is replaced by an exact one
+    config = {**same["options"]["indexConfig"], "vector.quantization.enabled": True}  # type: ignore[index]
+    quantized = _Recorder(GraphMapping(), [{"type": "VECTOR", "options": {"indexConfig": config}}])
+    NEO4J.before_vectors(quantized, 16, "cosine")  # type: ignore[arg-type]
+    assert quantized.writes == ["DROP INDEX `kgweave_Entity_embedding` IF EXISTS"]

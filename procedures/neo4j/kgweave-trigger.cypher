@@ -11,25 +11,46 @@
 // Signature (APOC 5 reference, apoc.trigger.install):
 //   apoc.trigger.install(databaseName, name, statement, selector, config)
 // HTTP (APOC 5 reference, apoc.load.jsonParams): apoc.load.jsonParams(url, headers, payload)
-// sends `payload` as the request body; the `method` header picks POST.
+// sends `payload` as the request body (chunked: Transfer-Encoding: chunked, no Content-Length);
+// the `method` header picks POST.
+//
+// Run against a real Neo4j 5.26 with APOC Core 5.26 (tests/test_neo4j_real.py): afterAsync
+// statements run later, in their own transaction, so what they read from the database is the
+// state at that time, not the transaction's. Deleted nodes have no labels or properties left,
+// and a node or relationship deleted by a later transaction reads as empty. So the events are
+// built from what APOC captured at commit: $assignedLabels / $assignedNodeProperties for
+// created entities, $removedLabels / $removedNodeProperties for deleted ones,
+// $assigned/$removedRelationshipProperties for the `relation` property; only the endpoints of
+// relationships between pre-existing entities are read from the database.
 CALL apoc.trigger.install(
   'neo4j',
   'kgweave',
   'WITH
-     [n IN $createdNodes WHERE n:Entity AND n.id IS NOT NULL |
-       {kind: "entity_upserted", entity: toString(n.id),
-        properties: {name: n.name, description: n.description}}] AS upserted,
-     [n IN $deletedNodes WHERE n:Entity AND n.id IS NOT NULL |
-       {kind: "entity_deleted", entity: toString(n.id)}] AS deleted,
+     coalesce($assignedLabels.Entity, []) AS labelled, coalesce($removedLabels.Entity, []) AS unlabelled,
+     coalesce($assignedNodeProperties.id, []) AS newIds, coalesce($removedNodeProperties.id, []) AS oldIds
+   WITH labelled, unlabelled, newIds, oldIds,
+     [p IN newIds WHERE p.node IN $createdNodes AND p.node IN labelled AND p.new IS NOT NULL |
+       {kind: "entity_upserted", entity: toString(p.new),
+        properties: {
+          name: head([q IN coalesce($assignedNodeProperties.name, []) WHERE q.node = p.node | q.new]),
+          description: head([q IN coalesce($assignedNodeProperties.description, []) WHERE q.node = p.node | q.new])}}] AS upserted,
+     [p IN oldIds WHERE p.node IN $deletedNodes AND p.node IN unlabelled AND p.old IS NOT NULL |
+       {kind: "entity_deleted", entity: toString(p.old)}] AS deleted,
      [r IN $createdRelationships
-       WHERE NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"] AND startNode(r):Entity AND endNode(r):Entity |
-       {kind: "triple_added", head: toString(startNode(r).id),
-        relation: coalesce(r.relation, type(r)), tail: toString(endNode(r).id)}] AS added,
+       WHERE NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"]
+         AND (startNode(r) IN labelled OR startNode(r):Entity) AND (endNode(r) IN labelled OR endNode(r):Entity) |
+       {kind: "triple_added",
+        head: toString(coalesce(head([p IN newIds WHERE p.node = startNode(r) | p.new]), startNode(r).id)),
+        relation: coalesce(head([p IN coalesce($assignedRelationshipProperties.relation, []) WHERE p.relationship = r | p.new]), type(r)),
+        tail: toString(coalesce(head([p IN newIds WHERE p.node = endNode(r) | p.new]), endNode(r).id))}] AS added,
      [r IN $deletedRelationships
-       WHERE NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"] AND startNode(r):Entity AND endNode(r):Entity |
-       {kind: "triple_removed", head: toString(startNode(r).id),
-        relation: coalesce(r.relation, type(r)), tail: toString(endNode(r).id)}] AS removed
-   WITH upserted + deleted + added + removed AS events
+       WHERE NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"]
+         AND (startNode(r) IN unlabelled OR startNode(r):Entity) AND (endNode(r) IN unlabelled OR endNode(r):Entity) |
+       {kind: "triple_removed",
+        head: toString(coalesce(head([p IN oldIds WHERE p.node = startNode(r) | p.old]), startNode(r).id)),
+        relation: coalesce(head([p IN coalesce($removedRelationshipProperties.relation, []) WHERE p.relationship = r | p.old]), type(r)),
+        tail: toString(coalesce(head([p IN oldIds WHERE p.node = endNode(r) | p.old]), endNode(r).id))}] AS removed
+   WITH [e IN upserted + deleted + added + removed WHERE e.entity IS NOT NULL OR (e.head IS NOT NULL AND e.tail IS NOT NULL)] AS events
    WHERE size(events) > 0
    CALL apoc.load.jsonParams(
      "http://KGWEAVE_HOST:8080/v1/changes",

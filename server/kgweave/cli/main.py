@@ -534,10 +534,12 @@ def import_(
 
 
 from kgweave.cli import language as _language
+from kgweave.cli import neo4j as _neo4j
 from kgweave.cli import remote as _remote  # registers serve, status, ...
 
 _remote.register(cli)
 _language.register(cli)
+_neo4j.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

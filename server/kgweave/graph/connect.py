@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 from kgweave.errors import InvalidArgumentError, echo
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
+from kgweave.graph.neo4j_server import USER, local_password
 from kgweave.graph.neo4j_store import SCHEMES, Neo4jStore, Neo4jTarget
 from kgweave.graph.store import GraphStore
 from kgweave.settings import Settings
@@ -43,7 +44,9 @@ def neo4j_target(uri: str, settings: Settings) -> Neo4jTarget:
 
     ``bolt://user:password@host:7687/database``: user, password (percent-encoded) and database
     come from the URI when present, otherwise from ``KGWEAVE_GRAPH_USER``,
-    ``KGWEAVE_GRAPH_PASSWORD`` and ``KGWEAVE_GRAPH_DATABASE``.
+    ``KGWEAVE_GRAPH_PASSWORD`` and ``KGWEAVE_GRAPH_DATABASE``; with no password at all, a local
+    URI on the port of ``kgweave neo4j``'s DBMS logs in as ``neo4j`` with the password kept in
+    ``<data_dir>/neo4j/password``.
     """
     parsed = urlsplit(uri)
     if not parsed.hostname:
@@ -54,10 +57,16 @@ def neo4j_target(uri: str, settings: Settings) -> Neo4jTarget:
     database = unquote(parsed.path.strip("/")) or settings.graph_database
     if database and "/" in database:
         raise InvalidArgumentError(f"graph URI {echo(uri)}: the path must be one database name")
+    user = unquote(parsed.username) if parsed.username else settings.graph_user
+    if parsed.password is not None:
+        password = unquote(parsed.password)
+    elif password is None and user in (None, USER):
+        password = local_password(settings.data_dir / "neo4j", parsed.hostname, parsed.port)
+        user = USER if password is not None else user
     return Neo4jTarget(
         uri=urlunsplit((parsed.scheme, netloc, "", parsed.query, "")),
-        user=unquote(parsed.username) if parsed.username else settings.graph_user,
-        password=unquote(parsed.password) if parsed.password is not None else password,
+        user=user,
+        password=password,
         database=database,
         tls_ca=settings.graph_tls_ca,
     )

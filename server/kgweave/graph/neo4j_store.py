@@ -103,16 +103,26 @@ def _checked_vector_config(dimension: int, similarity: str) -> None:
         )
 
 
-def vector_index_statement(mapping: GraphMapping, dimension: int, similarity: str) -> str:
-    """Neo4j 5's ``CREATE VECTOR INDEX ... IF NOT EXISTS ... OPTIONS {indexConfig: {...}}``."""
+def vector_index_statement(
+    mapping: GraphMapping, dimension: int, similarity: str, exact: bool = True
+) -> str:
+    """Neo4j 5's ``CREATE VECTOR INDEX ... IF NOT EXISTS ... OPTIONS {indexConfig: {...}}``.
+
+    ``exact``: ``vector.quantization.enabled: false``. Neo4j 5.23+ quantizes the stored vectors
+    by default (index provider ``vector-2.0``), and on a real Neo4j 5.26 that reorders the
+    neighbours of a model's embeddings (a node's own score is 0.988, not 1); kgweave's vectors
+    are small, so the index keeps them exact. Neo4j before 5.23 does not know the option
+    (:meth:`Dialect.after_vectors` then creates the index without it).
+    """
     _checked_vector_config(dimension, similarity)
     name = checked_identifier(vector_index_name(mapping), "vector index name")
     label = checked_identifier(mapping.entity_label, "entity label")
     prop = checked_identifier(mapping.embedding_property, "embedding property")
+    quantization = ", `vector.quantization.enabled`: false" if exact else ""
     return (
         f"CREATE VECTOR INDEX {name} IF NOT EXISTS FOR (n:{label}) ON (n.{prop}) "
         f"OPTIONS {{indexConfig: {{`vector.dimensions`: {int(dimension)}, "
-        f"`vector.similarity_function`: '{similarity}'}}}}"
+        f"`vector.similarity_function`: '{similarity}'{quantization}}}}}"
     )
 
 
@@ -153,7 +163,8 @@ class Dialect:
     def before_vectors(
         self, store: Neo4jStore, dimension: int, similarity: str, mapping: GraphMapping
     ) -> None:
-        """Drop an existing vector index only when its dimension or similarity differ.
+        """Drop an existing vector index only when its dimension or similarity differ, or
+        when it quantizes the vectors (see :func:`vector_index_statement`).
 
         Neo4j's Lucene HNSW index follows in-place updates, so a new model version of the
         same shape keeps its index; ``IF NOT EXISTS`` would otherwise keep a stale shape.
@@ -161,8 +172,10 @@ class Dialect:
         name = vector_index_name(mapping)
         for row in store.read(SHOW_INDEX, {"name": name}):
             config = (row.get("options") or {}).get("indexConfig") or {}
-            same = config.get("vector.dimensions") == dimension and (
-                str(config.get("vector.similarity_function", "")).lower() == similarity
+            same = (
+                config.get("vector.dimensions") == dimension
+                and str(config.get("vector.similarity_function", "")).lower() == similarity
+                and config.get("vector.quantization.enabled") is not True
             )
             if row.get("type") != "VECTOR" or not same:
                 store.write(drop_index_statement(name))
@@ -176,7 +189,12 @@ class Dialect:
     def after_vectors(
         self, store: Neo4jStore, dimension: int, similarity: str, mapping: GraphMapping
     ) -> None:
-        store.write(vector_index_statement(mapping, dimension, similarity))
+        try:
+            store.write(vector_index_statement(mapping, dimension, similarity))
+        except InvalidArgumentError as exc:  # Neo4j before 5.23: no quantization option
+            if "quantization" not in str(exc):
+                raise
+            store.write(vector_index_statement(mapping, dimension, similarity, exact=False))
         store.write(AWAIT_INDEX, {"name": vector_index_name(mapping), "timeout": 300})
 
     def nearest(self, mapping: GraphMapping, vector: list[float], k: int) -> tuple[str, Any]:
@@ -411,6 +429,9 @@ class Neo4jStore(GraphStore):
                 max_transaction_retry_time=self.retry_s,
                 connection_timeout=min(10.0, max(self.retry_s, 1.0)),
                 user_agent="kgweave",
+                # no server notifications ("label does not exist" on an empty graph) as
+                # multi-line warnings on the user's terminal
+                notifications_min_severity="OFF",
                 **tls,
             )
         except (ne.DriverError, ne.Neo4jError, ValueError) as exc:
