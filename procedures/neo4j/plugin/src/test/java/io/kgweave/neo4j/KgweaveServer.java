@@ -36,7 +36,7 @@ final class KgweaveServer implements AutoCloseable {
   private final Process process;
 
   KgweaveServer() throws IOException {
-    String command = System.getProperty("kgweave.command", "/work/main/.venv/bin/kgweave");
+    String command = System.getProperty("kgweave.command", "../../../.venv/bin/kgweave");
     String pythonPath = System.getProperty("kgweave.pythonpath", "");
     dataDir = Files.createTempDirectory("kgweave-plugin-test");
     log = dataDir.resolve("serve.log");
