@@ -264,7 +264,7 @@ def test_write_back_of_a_trained_model(store: Neo4jStore, tmp_path: Path) -> Non
     """A real demo model written back: Neo4j's vector index answers like the model's own cosine
     neighbours, predicted links are new facts, and a new version replaces them."""
     import torch
-    from kgweave.graph.writeback import write_back
+    from kgweave.serving.writeback import write_back
 
     from kgweave.artifact import load_artifact
     from kgweave.graph.sync import import_dataset

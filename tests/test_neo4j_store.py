@@ -387,13 +387,13 @@ def test_neo4j_vector_index_is_rebuilt_only_when_its_shape_changes() -> None:
         },
     }
     kept = _Recorder(GraphMapping(), [same])
-    NEO4J.before_vectors(kept, 16, "cosine")  # type: ignore[arg-type]
+    NEO4J.before_vectors(kept, 16, "cosine", GraphMapping())  # type: ignore[arg-type]
     assert kept.writes == []
     changed = _Recorder(GraphMapping(), [same])
-    NEO4J.before_vectors(changed, 32, "cosine")  # type: ignore[arg-type]
+    NEO4J.before_vectors(changed, 32, "cosine", GraphMapping())  # type: ignore[arg-type]
     assert changed.writes == ["DROP INDEX `kgweave_Entity_embedding` IF EXISTS"]
     # a quantizing index (Neo4j 5.23+'s default) is replaced by an exact one
     config = {**same["options"]["indexConfig"], "vector.quantization.enabled": True}  # type: ignore[index]
     quantized = _Recorder(GraphMapping(), [{"type": "VECTOR", "options": {"indexConfig": config}}])
-    NEO4J.before_vectors(quantized, 16, "cosine")  # type: ignore[arg-type]
+    NEO4J.before_vectors(quantized, 16, "cosine", GraphMapping())  # type: ignore[arg-type]
     assert quantized.writes == ["DROP INDEX `kgweave_Entity_embedding` IF EXISTS"]
