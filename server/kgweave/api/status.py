@@ -11,8 +11,10 @@ from kgweave.errors import (
     InvalidArgumentError,
     KGWeaveError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     ServiceUnavailableError,
+    UnauthenticatedError,
 )
 
 #: every category's gRPC code is its own name (its HTTP status: kgweave.errors.HTTP_STATUS)
@@ -28,6 +30,8 @@ _FROM_GRPC: dict[grpc.StatusCode, type[KGWeaveError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: ServiceUnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
