@@ -19,15 +19,11 @@ HEADER = struct.Struct("<IBQ")
 LENGTH_SIZE = 4  # the length field
 LENGTH = struct.Struct("<I")
 AFTER_LENGTH_SIZE = 9  # length counts these too
-OPEN_PREFIX_SIZE = (
-    12  # payload starts with f64 timeout, u16 method_length, u16 authorization_length
-)
+OPEN_PREFIX_SIZE = 12  # payload starts with f64 timeout, u16 method_length, u16 auth_length
 OPEN_PREFIX = struct.Struct("<dHH")
 STATUS_PREFIX_SIZE = 4  # payload starts with u32 code
 STATUS_PREFIX = struct.Struct("<I")
-UNARY_PREFIX_SIZE = (
-    12  # payload starts with f64 timeout, u16 method_length, u16 authorization_length
-)
+UNARY_PREFIX_SIZE = 12  # payload starts with f64 timeout, u16 method_length, u16 auth_length
 UNARY_PREFIX = struct.Struct("<dHH")
 HELLO_PREFIX_SIZE = 6  # payload starts with u32 protocol, u16 software_length
 HELLO_PREFIX = struct.Struct("<IH")
