@@ -403,6 +403,73 @@ def test_the_cli_connects_with_tls_and_a_token(
     assert "v0001 is active" in capsys.readouterr().out
 
 
+# ---- kgweave serve, end to end
+
+
+def test_serve_with_tls_client_certificates_and_generated_tokens(
+    certs: Certs,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh data folder, `kgweave serve` with KGWEAVE_AUTH and mTLS: the tokens file is
+    written and announced, the embedded FalkorDB gets its password, the CLI is answered over
+    TLS with the generated token, health is open, and SIGTERM stops it all."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from kgweave.cli.main import main
+
+    secure = {
+        "KGWEAVE_AUTH": "true",
+        "KGWEAVE_TLS_CERT": str(certs.server_cert),
+        "KGWEAVE_TLS_KEY": str(certs.server_key),
+        "KGWEAVE_TLS_CLIENT_CA": str(certs.ca),
+    }
+    env = {
+        **os.environ, **secure, "KGWEAVE_GRPC_PORT": "0", "KGWEAVE_HTTP_PORT": "0",
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "5",
+    }  # fmt: skip
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kgweave.cli.main", "serve", "--no-progress"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    settings = get_settings()
+    try:
+        deadline = time.monotonic() + 300  # (a bound on a hang, not a timing assert)
+        while "Ctrl-C stops" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        text = log_path.read_text()
+        assert f"wrote an admin and a read token to {settings.tokens_file} (0600)" in text
+        assert "(TLS, client certificates), tokens required" in text
+        ready = next(line for line in text.splitlines() if "Ctrl-C stops" in line)
+        address = ready.split(" on ", 1)[1].split(" ", 1)[0]
+        tokens = json.loads(settings.tokens_file.read_text())
+        assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE((settings.graph_dir / "password").stat().st_mode) == 0o600
+        monkeypatch.setenv("KGWEAVE_SERVER", address)
+        monkeypatch.setenv("KGWEAVE_TLS_CA", str(certs.ca))
+        monkeypatch.setenv("KGWEAVE_TLS_CLIENT_CERT", str(certs.client_cert))
+        monkeypatch.setenv("KGWEAVE_TLS_CLIENT_KEY", str(certs.client_key))
+        assert main(["status", "--json"]) == 10
+        monkeypatch.setenv("KGWEAVE_TOKEN", tokens["read"][0])
+        assert main(["status", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["ready"] is True
+        channel = _channel(address, certs, (certs.client_cert, certs.client_key))
+        assert _grpc_codes(channel, None)["health"] == OK
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log_path.read_text()
+
+
 # ---- start-up checks of kgweave serve
 
 

@@ -46,8 +46,8 @@ def from_rpc_error(error: grpc.RpcError, address: str) -> KGWeaveError:
     details = (error.details() if hasattr(error, "details") else None) or str(code)
     if code == grpc.StatusCode.UNAVAILABLE:
         return ServiceUnavailableError(
-            f"no kgweave server answers at {address}: start one with `kgweave serve` or set "
-            "KGWEAVE_SERVER"
+            f"no kgweave server answers at {address}: start one with `kgweave serve`, set "
+            "KGWEAVE_SERVER, or, if it serves TLS, KGWEAVE_TLS_CA (docs/security.md)"
         )
     return from_status(code, details)
 
