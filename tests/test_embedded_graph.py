@@ -153,13 +153,15 @@ def test_a_server_started_without_a_password_is_still_reused(server: EmbeddedFal
     """An install from before passwords: its running server (no password, a server.json
     without password_file) is reused as it is; the password comes with its next start."""
     import json
+    import stat
     import subprocess
     import time
 
     from kgweave.graph.embedded import _binaries, free_port
 
     redis_server, module = _binaries()
-    server.folder.mkdir(parents=True)
+    (server.folder / "data").mkdir(parents=True, mode=0o755)
+    server.folder.chmod(0o755)
     port = free_port()
     process = subprocess.Popen(
         [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -187,3 +189,5 @@ def test_a_server_started_without_a_password_is_still_reused(server: EmbeddedFal
     restarted = server.start()
     assert restarted.port != port and restarted.password()
     assert server.password_file.is_file()
+    for folder in (server.folder, server.folder / "data"):  # made 0755 above: tightened
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

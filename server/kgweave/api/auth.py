@@ -33,7 +33,7 @@ from kgweave.errors import (
     UnauthenticatedError,
     echo,
 )
-from kgweave.private import write_private
+from kgweave.private import private_dir, write_private
 from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,10 @@ def bind_hosts(settings: Settings) -> list[str]:
 def load_security(settings: Settings, say: Callable[[str], None] = log.warning) -> Security:
     """Check the security settings of ``kgweave serve`` before anything starts: TLS files,
     tokens, and no open door (a non-loopback bind address with auth off is refused unless
-    KGWEAVE_ALLOW_INSECURE). Every problem is one :class:`KGWeaveError` line."""
+    KGWEAVE_ALLOW_INSECURE). Every problem is one :class:`KGWeaveError` line. The data folder
+    is created 0700 when missing."""
     tls = tls_files(settings)
+    private_dir(settings.data_dir)
     exposed = [h for h in dict.fromkeys(bind_hosts(settings)) if not is_loopback(h)]
     if not auth_required(settings):
         if exposed and not settings.allow_insecure:

@@ -160,9 +160,9 @@ class EmbeddedFalkorDB:
         if running is not None:
             return running
         redis_server, module = _binaries()
-        private_dir(self.folder)
-        os.chmod(self.folder, 0o700)  # (a folder made by an older kgweave: tightened)
         data = private_dir(self.folder / "data")
+        for folder in (self.folder, data):  # (folders made by an older kgweave: tightened)
+            os.chmod(folder, 0o700)
         write_private(self.config_file, f"requirepass {self.password()}\n")
         port = free_port(self.host)
         module_args = [module]
