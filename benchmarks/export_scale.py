@@ -70,7 +70,9 @@ def main() -> None:
         server = EmbeddedFalkorDB(Path(tmp) / "graph")
         info = server.start()
         try:
-            store = FalkorDBStore(info.host, info.port, graph="scale", batch_size=5000)
+            store = FalkorDBStore(
+                info.host, info.port, graph="scale", batch_size=5000, password=info.password()
+            )
             store.ensure_schema()
             started = time.perf_counter()
             for start in range(0, args.entities, 50_000):

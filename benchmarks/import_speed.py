@@ -31,7 +31,9 @@ def main() -> None:
         server = EmbeddedFalkorDB(pathlib.Path(folder))
         info = server.start()
         try:
-            store = FalkorDBStore(info.host, info.port, batch_size=args.batch_size)
+            store = FalkorDBStore(
+                info.host, info.port, batch_size=args.batch_size, password=info.password()
+            )
             report = import_dataset(store, dataset, progress=False)
             report["counts"] = store.counts()
             report["batch_size"] = args.batch_size

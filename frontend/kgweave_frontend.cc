@@ -14,7 +14,10 @@
 //
 // Usage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--unary M1,M2,...]
 //                         [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]
+//                         [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 //        kgweave-frontend --version
+// --tls-cert/--tls-key: serve TLS with this certificate chain and key (PEM files);
+// --tls-client-ca: also require client certificates signed by these CAs (mTLS).
 // --unary names the methods whose client sends exactly one message (full paths).
 // First exchanges HELLO frames with the engine: on another frame protocol version it prints
 // one line on stderr and exits with status 3. Prints "LISTENING <port>" on stdout once bound.
@@ -37,7 +40,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,7 +76,7 @@ void PutU32(std::string* out, uint32_t v) { PutLE(out, v); }
 void PutU64(std::string* out, uint64_t v) { PutLE(out, v); }
 void PutF64(std::string* out, double v) {
   uint64_t bits;
-  static_assert(sizeof(bits) == sizeof(v) && sizeof(v) == kOpenPrefixSize, "f64 is 8 bytes");
+  static_assert(sizeof(bits) == sizeof(v) && sizeof(v) == 8, "f64 is 8 bytes");
   std::memcpy(&bits, &v, 8);
   PutU64(out, bits);
 }
@@ -205,8 +210,8 @@ class Call : public grpc::ServerGenericBidiReactor {
     }
     unary_ = shared_->unary.count(ctx_->method()) > 0;
     if (!unary_) {
-      std::string open = Timeout();
-      shared_->writer->Send(kOpen, id_, ctx_->method().data(), ctx_->method().size(), &open);
+      std::string open = Head();
+      shared_->writer->Send(kOpen, id_, nullptr, 0, &open);
       sent_ = true;
     }
     StartRead(&request_);
@@ -218,16 +223,28 @@ class Call : public grpc::ServerGenericBidiReactor {
     Finish(std::move(status));
   }
 
-  // Seconds to the call's deadline (f64, negative for none): OPEN's and UNARY's prefix.
-  std::string Timeout() const {
+  // OPEN's and UNARY's start (frame_protocol.md): the seconds to the call's deadline (f64,
+  // negative for none), the lengths of the method path and of the `authorization` metadata,
+  // then both. The engine checks the authorization: its rules are written once, there.
+  std::string Head() const {
     double timeout = -1.0;
     auto deadline = ctx_->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) {
       timeout = std::chrono::duration<double>(deadline - std::chrono::system_clock::now()).count();
       if (timeout < 0) timeout = 0;
     }
+    std::string authorization;
+    auto found = ctx_->client_metadata().find("authorization");
+    if (found != ctx_->client_metadata().end()) {
+      authorization.assign(found->second.data(),
+                           std::min<size_t>(found->second.size(), UINT16_MAX));
+    }
     std::string out;
     PutF64(&out, timeout);
+    PutU16(&out, static_cast<uint16_t>(ctx_->method().size()));
+    PutU16(&out, static_cast<uint16_t>(authorization.size()));
+    out.append(ctx_->method());
+    out.append(authorization);
     return out;
   }
 
@@ -239,9 +256,7 @@ class Call : public grpc::ServerGenericBidiReactor {
         Reject(grpc::Status(grpc::StatusCode::INTERNAL, "expected exactly one request"));
         return;
       }
-      std::string head = Timeout();
-      PutU16(&head, static_cast<uint16_t>(ctx_->method().size()));
-      head.append(ctx_->method());
+      std::string head = Head();
       std::string bytes = Flatten(request_);
       shared_->writer->Send(kUnary, id_, bytes.data(), bytes.size(), &head);
       sent_ = true;
@@ -494,10 +509,36 @@ std::string Handshake(int fd) {
   return engine;
 }
 
+// The whole of a PEM file, or exit with one line naming it.
+std::string ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    std::cerr << "kgweave-frontend: cannot read the TLS " << what << " " << path << "\n";
+    std::exit(1);
+  }
+  return text.str();
+}
+
+// Plain TCP, or TLS (with client certificates required when a client CA is given).
+std::shared_ptr<grpc::ServerCredentials> Credentials(const std::string& cert,
+                                                     const std::string& key,
+                                                     const std::string& client_ca) {
+  if (cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options(
+      client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                        : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_key_cert_pairs.push_back({ReadPem(key, "key"), ReadPem(cert, "certificate")});
+  if (!client_ca.empty()) options.pem_root_certs = ReadPem(client_ca, "client CA");
+  return grpc::SslServerCredentials(options);
+}
+
 [[noreturn]] void Usage(const char* why) {
   std::cerr << "kgweave-frontend: " << why
             << "\nusage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--unary M1,M2]"
-               " [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]\n";
+               " [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]"
+               " [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n";
   std::exit(2);
 }
 
@@ -510,6 +551,7 @@ int main(int argc, char** argv) {
   size_t max_in_flight = 4096;
   int max_message = 64 << 20;
   double grace = 10.0;
+  std::string tls_cert, tls_key, tls_client_ca;
   if (argc == 2 && std::string(argv[1]) == "--version") {
     std::printf("%s (frame protocol %u)\n", kSoftware, kVersion);
     return 0;
@@ -532,9 +574,14 @@ int main(int argc, char** argv) {
     else if (arg == "--max-in-flight") max_in_flight = std::strtoul(value.c_str(), nullptr, 10);
     else if (arg == "--max-message-bytes") max_message = std::atoi(value.c_str());
     else if (arg == "--grace-seconds") grace = std::atof(value.c_str());
+    else if (arg == "--tls-cert") tls_cert = value;
+    else if (arg == "--tls-key") tls_key = value;
+    else if (arg == "--tls-client-ca") tls_client_ca = value;
     else Usage(("unknown option " + arg).c_str());
   }
   if (listen.empty() || fd < 0) Usage("--listen and --bridge-fd are required");
+  if (tls_cert.empty() != tls_key.empty()) Usage("--tls-cert and --tls-key go together");
+  if (!tls_client_ca.empty() && tls_cert.empty()) Usage("--tls-client-ca needs --tls-cert");
   Handshake(fd);  // before listening: a mismatched pair never takes a call
 
   // Signals are taken by sigwait below, not by the gRPC threads.
@@ -549,7 +596,7 @@ int main(int argc, char** argv) {
   Service service(&shared);
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, Credentials(tls_cert, tls_key, tls_client_ca), &port);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

@@ -55,11 +55,11 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """A real embedded FalkorDB server for a test module: (host, port)."""
+def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str | None]]:
+    """A real embedded FalkorDB server for a test module: (host, port, password)."""
     from kgweave.graph import EmbeddedFalkorDB
 
     server = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkordb"))
     info = server.start()
-    yield info.host, info.port
+    yield info.host, info.port, info.password()
     server.stop()

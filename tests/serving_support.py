@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kgweave.api.auth import Security
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import RunningServer, start_grpc
 from kgweave.dataplane import DataPlane
@@ -72,7 +73,9 @@ class ServerThread:
     """A real gRPC server on a free port, run by an event loop in a thread: grpc.aio
     (``transport="python"``) or the native front end (``"native"``) with the engine here."""
 
-    def __init__(self, service: DataPlane, transport: str = "python") -> None:
+    def __init__(
+        self, service: DataPlane, transport: str = "python", security: Security | None = None
+    ) -> None:
         self.service = service
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -81,9 +84,9 @@ class ServerThread:
             settings = service.settings.model_copy(
                 update={"grpc_host": "127.0.0.1", "grpc_port": 0}
             )
-            starting = start_native(service, settings, frontend_binary())
+            starting = start_native(service, settings, frontend_binary(), security)
         else:
-            starting = start_grpc(service, "127.0.0.1", 0)
+            starting = start_grpc(service, "127.0.0.1", 0, security)
         future = asyncio.run_coroutine_threadsafe(starting, self.loop)
         self.running: RunningServer = future.result(timeout=HANG_GUARD_S)
         self.address = f"127.0.0.1:{self.running.port}"

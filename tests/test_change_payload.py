@@ -109,8 +109,11 @@ def test_trigger_installs_with_apoc5_signature_after_commit() -> None:
     for parameter in ("$createdNodes", "$deletedNodes", "$createdRelationships",
                       "$deletedRelationships"):  # fmt: skip
         assert parameter in statement
-    assert 'apoc.load.jsonParams(\n     "http://KGWEAVE_HOST:8080/v1/changes"' in statement
-    assert '{method: "POST", `Content-Type`: "application/json"}' in statement
+    assert 'apoc.load.jsonParams(\n     "KGWEAVE_URL/v1/changes"' in statement
+    assert (
+        '{method: "POST", `Content-Type`: "application/json", '
+        'Authorization: "Bearer KGWEAVE_TOKEN"}' in statement
+    )
     assert 'apoc.convert.toJson({source: "neo4j-apoc", events: events})' in statement
     assert 'NOT type(r) IN ["KGWEAVE_PREDICTED", "KGWEAVE_SUGGESTED"]' in statement
 

@@ -25,7 +25,7 @@ MODELS = ("distmult", "complex", "transe", "rotate")
 @pytest.fixture(scope="module", params=MODELS)
 def written(
     request: pytest.FixtureRequest,
-    falkordb: tuple[str, int],
+    falkordb: tuple[str, int, str | None],
     tmp_path_factory: pytest.TempPathFactory,
     datasets_dir: Path,
 ) -> tuple[FalkorDBStore, ModelArtifact]:
@@ -37,7 +37,8 @@ def written(
     if kind in ("transe", "rotate"):
         config |= {"regime": "negative-sampling", "num_negatives": 16, "lr": 0.05}
     artifact = load_artifact(train_demo_model(settings, root / "model", **config))
-    store = FalkorDBStore(*falkordb, graph=f"functions_{kind}")
+    host, port, password = falkordb
+    store = FalkorDBStore(host, port, graph=f"functions_{kind}", password=password)
     store.ensure_schema()
     import_dataset(store, load_dataset(DEMO), progress=False)
     report = write_back(store, artifact, "v0007", max_links=0, progress=False)
@@ -119,7 +120,7 @@ def test_a_relation_node_is_needed(written: tuple[FalkorDBStore, ModelArtifact])
 
 
 def test_each_activated_version_is_written_back_with_its_name(
-    falkordb: tuple[str, int], tmp_path: Path, datasets_dir: Path
+    falkordb: tuple[str, int, str | None], tmp_path: Path, datasets_dir: Path
 ) -> None:
     """KGWEAVE_WRITEBACK_ON_ACTIVATE: activating a version writes it into the graph (relation
     nodes, search vectors, predicted links) labelled with the registry version; the next
@@ -127,16 +128,16 @@ def test_each_activated_version_is_written_back_with_its_name(
     from kgweave.dataplane import DataPlane
     from serving_support import registry_with
 
-    host, port = falkordb
+    host, port, password = falkordb
     settings = Settings(
         data_dir=tmp_path / "data",
         datasets_dir=datasets_dir,
         device="cpu",
-        graph_uri=f"falkordb://{host}:{port}/activation",
+        graph_uri=f"falkordb://:{password}@{host}:{port}/activation",
         writeback_on_activate=True,
         writeback_links=7,
     )
-    store = FalkorDBStore(host, port, graph="activation")
+    store = FalkorDBStore(host, port, graph="activation", password=password)
     store.ensure_schema()
     import_dataset(store, load_dataset(DEMO), progress=False)
     models = [

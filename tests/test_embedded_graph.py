@@ -24,7 +24,7 @@ def test_start_query_reuse_and_stop(server: EmbeddedFalkorDB) -> None:
     assert server.status() is None
     info = server.start()
     assert ping(info.host, info.port)
-    graph = FalkorDB(host=info.host, port=info.port).select_graph("kg")
+    graph = FalkorDB(host=info.host, port=info.port, password=info.password()).select_graph("kg")
     graph.query("CREATE (:Entity {id: $id, name: $name})", {"id": "e1", "name": "Ada"})
     result = graph.query("MATCH (e:Entity) RETURN e.name")
     assert result.result_set == [["Ada"]]
@@ -39,13 +39,13 @@ def test_start_query_reuse_and_stop(server: EmbeddedFalkorDB) -> None:
 
 def test_data_survives_a_restart(server: EmbeddedFalkorDB) -> None:
     info = server.start()
-    FalkorDB(host=info.host, port=info.port).select_graph("kg").query(
+    FalkorDB(host=info.host, port=info.port, password=info.password()).select_graph("kg").query(
         "UNWIND range(1, 100) AS i CREATE (:Entity {id: toString(i)})"
     )
     server.stop()
     info = server.start()
     result = (
-        FalkorDB(host=info.host, port=info.port)
+        FalkorDB(host=info.host, port=info.port, password=info.password())
         .select_graph("kg")
         .query("MATCH (e:Entity) RETURN count(e)")
     )
@@ -115,3 +115,79 @@ def test_cli_import_and_stats_on_the_embedded_graph(
         assert err.count("\n") == 1
     finally:
         main(["graph", "stop"])
+
+
+def test_a_password_is_required_and_the_files_are_private(server: EmbeddedFalkorDB) -> None:
+    import stat
+
+    from redis.exceptions import AuthenticationError
+
+    info = server.start()
+    password = info.password()
+    assert password and password == server.password_file.read_text().strip()
+    with pytest.raises(AuthenticationError):  # a client without the password is refused
+        FalkorDB(host=info.host, port=info.port).select_graph("kg").query("RETURN 1")
+    with pytest.raises(AuthenticationError):
+        FalkorDB(host=info.host, port=info.port, password="wrong").select_graph("kg").query(
+            "RETURN 1"
+        )
+    graph = FalkorDB(host=info.host, port=info.port, password=password).select_graph("kg")
+    graph.query("CREATE (:Entity {id: 'e1'})")
+    # the password is neither on the server's command line nor in server.json
+    assert password.encode() not in Path(f"/proc/{info.pid}/cmdline").read_bytes()
+    assert password not in server.state_file.read_text()
+    server.stop()  # (SHUTDOWN SAVE: the RDB file is written)
+    # every file is this user's only
+    assert stat.S_IMODE(server.folder.stat().st_mode) == 0o700
+    files = [p for p in server.folder.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"password", "redis.conf", "falkordb.log", "dump.rdb"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for path in (p for p in server.folder.rglob("*") if p.is_dir()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    # the next start keeps the same password
+    assert server.start().password() == password
+
+
+def test_a_server_started_without_a_password_is_still_reused(server: EmbeddedFalkorDB) -> None:
+    """An install from before passwords: its running server (no password, a server.json
+    without password_file) is reused as it is; the password comes with its next start."""
+    import json
+    import stat
+    import subprocess
+    import time
+
+    from kgweave.graph.embedded import _binaries, free_port
+
+    redis_server, module = _binaries()
+    (server.folder / "data").mkdir(parents=True, mode=0o755)
+    server.folder.chmod(0o755)
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(server.folder), "--loadmodule", module],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while not ping("127.0.0.1", port):
+            assert process.poll() is None, "redis-server exited"
+            time.sleep(0.05)  # (a poll interval: the loop waits for the server to answer)
+        old = {"pid": process.pid, "host": "127.0.0.1", "port": port,
+               "data_dir": str(server.folder), "log_file": "", "started_at": 0}  # fmt: skip
+        server.state_file.write_text(json.dumps(old))
+        info = server.start()
+        assert info.port == port and info.password() is None
+        from kgweave.graph.connect import open_store
+        from kgweave.settings import get_settings
+
+        settings = get_settings().model_copy(update={"data_dir": server.folder.parent})
+        assert settings.graph_dir == server.folder
+        assert open_store(None, settings).counts()["entities"] == 0
+    finally:
+        process.terminate()
+        process.wait()
+    restarted = server.start()
+    assert restarted.port != port and restarted.password()
+    assert server.password_file.is_file()
+    for folder in (server.folder, server.folder / "data"):  # made 0755 above: tightened
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -14,9 +14,10 @@ from kgweave.graph.store import EntityRow, GraphMapping
 
 
 @pytest.fixture
-def store(falkordb: tuple[str, int], request: pytest.FixtureRequest) -> FalkorDBStore:
-    host, port = falkordb
-    s = FalkorDBStore(host, port, graph=f"test_{request.node.name}"[:60], batch_size=500)
+def store(falkordb: tuple[str, int, str | None], request: pytest.FixtureRequest) -> FalkorDBStore:
+    host, port, password = falkordb
+    name = f"test_{request.node.name}"[:60]
+    s = FalkorDBStore(host, port, graph=name, batch_size=500, password=password)
     s.ensure_schema()
     return s
 
@@ -236,7 +237,7 @@ def _umls_copy(datasets_dir: Path, folder: Path) -> Path:
 
 
 def test_nul_byte_import_is_refused_before_any_write(
-    falkordb: tuple[str, int],
+    falkordb: tuple[str, int, str | None],
     datasets_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -248,23 +249,23 @@ def test_nul_byte_import_is_refused_before_any_write(
     lines = (folder / "train.tsv").read_bytes().splitlines(keepends=True)
     lines[3000] = lines[3000].replace(b"\t", b"\x00\t", 1)
     (folder / "train.tsv").write_bytes(b"".join(lines))
-    host, port = falkordb
-    uri = f"falkor://{host}:{port}/nul_import"
+    host, port, password = falkordb
+    uri = f"falkor://:{password}@{host}:{port}/nul_import"
     code = main(["import", str(folder), "--graph", uri, "--no-progress"])
     err = capsys.readouterr().err
     assert code == 4, err
     assert "train.tsv:3001: contains a NUL byte" in err and err.count("\n") == 1
-    store = FalkorDBStore(host, port, graph="nul_import")
+    store = FalkorDBStore(host, port, graph="nul_import", password=password)
     assert store.counts()["triples"] == 0 and store.counts()["entities"] == 0
 
 
 def test_an_interrupted_import_is_completed_by_a_rerun(
-    falkordb: tuple[str, int], datasets_dir: Path, tmp_path: Path
+    falkordb: tuple[str, int, str | None], datasets_dir: Path, tmp_path: Path
 ) -> None:
     from kgweave.graph.sync import import_dataset
 
-    host, port = falkordb
-    store = FalkorDBStore(host, port, graph="resumed_import", batch_size=500)
+    host, port, password = falkordb
+    store = FalkorDBStore(host, port, graph="resumed_import", batch_size=500, password=password)
     full = read_triples(datasets_dir / "umls" / "train.tsv")
     store.ensure_schema()
     store.add_triples(full[:1996])  # what an import that died mid-way left behind
@@ -276,7 +277,7 @@ def test_an_interrupted_import_is_completed_by_a_rerun(
     assert store.counts()["entities"] == dataset.num_entities
 
 
-def test_a_failing_import_says_how_far_it_got(falkordb: tuple[str, int]) -> None:
+def test_a_failing_import_says_how_far_it_got(falkordb: tuple[str, int, str | None]) -> None:
     """A triple that cannot be written mid-way (one the reader would have refused: built
     directly here) stops the import with a clear error that says a rerun completes it."""
     import torch
@@ -285,8 +286,8 @@ def test_a_failing_import_says_how_far_it_got(falkordb: tuple[str, int]) -> None
     from kgweave.errors import KGWeaveError
     from kgweave.graph.sync import import_dataset
 
-    host, port = falkordb
-    store = FalkorDBStore(host, port, graph="failing_import", batch_size=500)
+    host, port, password = falkordb
+    store = FalkorDBStore(host, port, graph="failing_import", batch_size=500, password=password)
     entities = IdMap([f"e{i}" for i in range(30_000)])
     relations = IdMap(["r", "bad\x00type"])
     rows = [(i, 0, i + 1) for i in range(12_000)] + [(0, 1, 1)]

@@ -41,7 +41,7 @@ def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
 def graph_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkordb"))
     info = server.start()
-    yield f"falkor://{info.host}:{info.port}/recovery"
+    yield f"falkor://:{info.password()}@{info.host}:{info.port}/recovery"
     server.stop()
 
 

@@ -264,10 +264,10 @@ def test_write_back_of_a_trained_model(store: Neo4jStore, tmp_path: Path) -> Non
     """A real demo model written back: Neo4j's vector index answers like the model's own cosine
     neighbours, predicted links are new facts, and a new version replaces them."""
     import torch
-    from kgweave.serving.writeback import write_back
 
     from kgweave.artifact import load_artifact
     from kgweave.graph.sync import import_dataset
+    from kgweave.serving.writeback import write_back
     from kgweave.settings import get_settings
     from serving_support import train_demo_model
 

@@ -1,8 +1,11 @@
-#!/usr/bin/env sh
-# Install kgweave's APOC trigger: ./install.sh [--print] [--phase after] KGWEAVE_HOST[:HTTP_PORT] [DATABASE]
-# KGWEAVE_HOST[:HTTP_PORT]: where kgweave serve's HTTP port answers (port 8080 when left out).
+#!/usr/bin/env bash
+# Install kgweave's APOC trigger:
+#   ./install.sh [--print] [--phase after] KGWEAVE_HOST[:HTTP_PORT]|KGWEAVE_URL [DATABASE]
+# KGWEAVE_HOST[:HTTP_PORT]: where kgweave serve's HTTP port answers (http, port 8080 when left
+# out); or a URL (https://kgweave.internal:8080 for a kgweave serving TLS).
 # Needs cypher-shell on PATH and NEO4J_ADDRESS / NEO4J_USERNAME / NEO4J_PASSWORD in the
-# environment (an admin user: triggers are installed from the system database).
+# environment (an admin user: triggers are installed from the system database); with auth on in
+# kgweave, KGWEAVE_TOKEN (its admin token: change events are an admin operation).
 # --print writes the statement to stdout instead (run it against the system database with a
 # driver or Neo4j Browser; kgweave's tests do that with the official Python driver).
 # --phase after posts in the committing thread, after the commit (see README.md: APOC's default
@@ -19,20 +22,22 @@ while :; do
   esac
 done
 case "$phase" in after|afterAsync) ;; *) echo "--phase: after or afterAsync" >&2; exit 2 ;; esac
-address="${1:?usage: install.sh [--print] KGWEAVE_HOST[:HTTP_PORT] [DATABASE]}"
+address="${1:?usage: install.sh [--print] [--phase after] KGWEAVE_HOST[:HTTP_PORT]|KGWEAVE_URL [DATABASE]}"
 database="${2:-neo4j}"
-case "$address$database" in
-  *"'"*|*'"'*|*' '*|*/*|*'&'*|*'\'*)
-    echo "host and database must not contain quotes, spaces, '/', '&' or '\\'" >&2; exit 2 ;;
+token="${KGWEAVE_TOKEN:-}"
+case "$address$database$token" in
+  *"'"*|*'"'*|*' '*|*'|'*|*'&'*|*'\'*)
+    echo "host, database and token must not contain quotes, spaces, |, & or \\" >&2; exit 2 ;;
 esac
 case "$address" in
-  *:[0-9]*) ;;
-  *) address="$address:8080" ;;
+  *://*) url="${address%/}" ;;
+  *:[0-9]*) url="http://$address" ;;
+  *) url="http://$address:8080" ;;
 esac
 here="$(cd "$(dirname "$0")" && pwd)"
 render() {
-  sed -e "s/KGWEAVE_HOST:8080/$address/" -e "s/^  'neo4j',$/  '$database',/" \
-    -e "s/^  {phase: 'afterAsync'},$/  {phase: '$phase'},/" \
+  sed -e "s|KGWEAVE_URL|$url|" -e "s|KGWEAVE_TOKEN|$token|" \
+    -e "s/^  'neo4j',$/  '$database',/" -e "s/^  {phase: 'afterAsync'},$/  {phase: '$phase'},/" \
     "$here/kgweave-trigger.cypher"
 }
 if [ "$print" = yes ]; then
@@ -44,4 +49,3 @@ if ! command -v cypher-shell >/dev/null 2>&1; then
   exit 2
 fi
 render | cypher-shell -d system
-echo "installed; APOC activates it within apoc.trigger.refresh (default 60 s)"

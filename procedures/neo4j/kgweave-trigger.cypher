@@ -3,8 +3,9 @@
 //
 // Run against the SYSTEM database (APOC 5: "the apoc.trigger.* procedures are intended to be
 // executed in the system database"), as an admin user, with apoc.trigger.enabled=true in
-// apoc.conf. See README.md next to this file. Placeholders: KGWEAVE_HOST (kgweave's HTTP
-// address) and the database name 'neo4j'. The labels, keys and types follow kgweave's default
+// apoc.conf. See README.md next to this file. Placeholders: KGWEAVE_URL (kgweave's HTTP base
+// URL, e.g. https://kgweave.internal:8080), KGWEAVE_TOKEN (its admin token; empty when kgweave
+// runs without auth) and the database name 'neo4j'. The labels, keys and types follow kgweave's default
 // mapping: (:Entity {id, name, description}), [:RELATED {relation}] for relation names that are
 // not identifiers, kgweave's own [:KGWEAVE_PREDICTED] and [:KGWEAVE_SUGGESTED] links left out.
 //
@@ -53,8 +54,8 @@ CALL apoc.trigger.install(
    WITH [e IN upserted + deleted + added + removed WHERE e.entity IS NOT NULL OR (e.head IS NOT NULL AND e.tail IS NOT NULL)] AS events
    WHERE size(events) > 0
    CALL apoc.load.jsonParams(
-     "http://KGWEAVE_HOST:8080/v1/changes",
-     {method: "POST", `Content-Type`: "application/json"},
+     "KGWEAVE_URL/v1/changes",
+     {method: "POST", `Content-Type`: "application/json", Authorization: "Bearer KGWEAVE_TOKEN"},
      apoc.convert.toJson({source: "neo4j-apoc", events: events})
    ) YIELD value
    RETURN value',

@@ -65,12 +65,16 @@ def _commit(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, file_mode: int | None = None) -> Iterator[Path]:
     """A temporary path to write in place of ``path`` (e.g. ``safetensors.save_file``); when
     the block ends without an error it is fsynced and renamed over ``path`` and the folder is
-    fsynced. On any error the temporary file is removed and ``path`` is untouched."""
+    fsynced. On any error the temporary file is removed and ``path`` is untouched.
+    ``file_mode``: the permissions the file gets (0o600 for secrets), else the umask's."""
     tmp = _new_tmp(path)
     try:
+        if file_mode is not None:  # created with the mode before anything is written
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode))
+            os.chmod(tmp, file_mode)
         yield tmp
         _commit(tmp, path)
     finally:
@@ -88,15 +92,16 @@ def open_atomic(
         yield handle
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``, atomically and durably."""
-    with atomic_path(path) as tmp:
+def write_bytes(path: Path, data: bytes, file_mode: int | None = None) -> None:
+    """Replace ``path`` with ``data``, atomically and durably (``file_mode``: see
+    :func:`atomic_path`)."""
+    with atomic_path(path, file_mode) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str, file_mode: int | None = None) -> None:
     """Replace ``path`` with UTF-8 ``text``, atomically and durably."""
-    write_bytes(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"), file_mode)
 
 
 def write_json(path: Path, value: Any, indent: int | None = None) -> None:

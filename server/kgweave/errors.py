@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 #: The HTTP status of each category, beside its gRPC code (the member's name): google.rpc's
@@ -36,6 +38,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.DATA_LOSS: 500,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
 }
 
 
@@ -122,6 +126,20 @@ class DeadlineExceededError(KGWeaveError):
 
     code = ErrorCode.DEADLINE_EXCEEDED
     exit_code = 9
+
+
+class UnauthenticatedError(KGWeaveError):
+    """A call without a valid bearer token where the server requires one."""
+
+    code = ErrorCode.UNAUTHENTICATED
+    exit_code = 10
+
+
+class PermissionDeniedError(KGWeaveError):
+    """A valid token that may not do this (a read-only token on an admin operation)."""
+
+    code = ErrorCode.PERMISSION_DENIED
+    exit_code = 11
 
 
 def closest_names(name: str, candidates: list[str], n: int = 3) -> list[str]:

@@ -102,6 +102,67 @@ class Settings(BaseSettings):
         default="127.0.0.1:50051",
         description="Where CLI commands without a model folder find the server (host:port).",
     )
+    # ---- security (docs/security.md)
+    tls_cert: Path | None = Field(
+        default=None,
+        description="Server certificate chain (PEM) of `kgweave serve`: with KGWEAVE_TLS_KEY, gRPC "
+        "(both front ends) and HTTP are served over TLS only.",
+    )
+    tls_key: Path | None = Field(default=None, description="Private key (PEM) of KGWEAVE_TLS_CERT.")
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) of `kgweave serve`'s clients: set, every gRPC and "
+        "HTTP client must present a certificate they signed (mTLS). Needs KGWEAVE_TLS_CERT.",
+    )
+    auth: bool = Field(
+        default=False,
+        description="Require a bearer token on every call but health (and metrics unless "
+        "KGWEAVE_AUTH_METRICS): admin operations the admin token, queries any token. On by "
+        "itself when KGWEAVE_ADMIN_TOKEN or KGWEAVE_READ_TOKENS is set. Tokens: those settings "
+        "and the data folder's tokens.json (0600; generated on first start when empty).",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="The admin token of `kgweave serve` (training, activation, cancel, model "
+        "upload, change events; queries too).",
+    )
+    read_tokens: SecretStr | None = Field(
+        default=None,
+        description="Read-only tokens of `kgweave serve`, comma-separated: queries, status, "
+        "models and jobs, no admin operation.",
+    )
+    auth_metrics: bool = Field(
+        default=False,
+        description="With auth on, /metrics needs a token too (health always stays open).",
+    )
+    allow_insecure: bool = Field(
+        default=False,
+        description="Let `kgweave serve` bind a non-loopback address with auth off (anyone who "
+        "reaches the port may train, activate and query). Without it such a start is refused.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the CLI and the Python client send to the server.",
+    )
+    tls: bool = Field(
+        default=False,
+        description="The CLI and the Python client reach KGWEAVE_SERVER over TLS (trusting the "
+        "system's CAs, or KGWEAVE_TLS_CA). On by itself when KGWEAVE_TLS_CA is set.",
+    )
+    tls_ca: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) the CLI and the Python client trust for the server; "
+        "set: connect with TLS.",
+    )
+    tls_client_cert: Path | None = Field(
+        default=None,
+        description="Client certificate (PEM) the CLI and the Python client present (mTLS), "
+        "with KGWEAVE_TLS_CLIENT_KEY.",
+    )
+    tls_client_key: Path | None = Field(
+        default=None, description="Private key (PEM) of KGWEAVE_TLS_CLIENT_CERT."
+    )
+
     batch_max_size: int = Field(
         default=256, ge=1, description="Most link-prediction queries scored in one pass."
     )
@@ -243,6 +304,11 @@ class Settings(BaseSettings):
     def graph_dir(self) -> Path:
         """Folder of the embedded FalkorDB server: data, log, pid and port."""
         return self.data_dir / "graph"
+
+    @property
+    def tokens_file(self) -> Path:
+        """The server's bearer tokens (0600), generated when auth is on and none are set."""
+        return self.data_dir / "tokens.json"
 
     @property
     def cache_dir(self) -> Path:

@@ -32,9 +32,11 @@ from typing import Any
 import grpc
 
 from kgweave.api import frame_protocol as fp
+from kgweave.api.auth import Authorizer
 from kgweave.api.frame_protocol import CANCEL, HALF_CLOSE, LAST, MESSAGE, OPEN, STATUS, UNARY
 from kgweave.api.malformed import MALFORMED
-from kgweave.errors import echo
+from kgweave.api.status import to_grpc
+from kgweave.errors import KGWeaveError, echo
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +207,28 @@ class _Call:
         self.task: asyncio.Task[None] | None = None
 
 
+def _method_and_authorization(
+    payload: bytes, start: int, length: int, auth_length: int
+) -> tuple[str, str]:
+    """The method path and the ``authorization`` metadata of an OPEN or UNARY frame."""
+    method = payload[start : start + length].decode(errors="replace")
+    end = start + length + auth_length
+    return method, payload[start + length : end].decode(errors="replace")
+
+
 class Bridge(asyncio.Protocol):
     """One front-end connection: parses frames, runs calls, writes their answers."""
 
-    def __init__(self, table: HandlerTable, on_lost: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        table: HandlerTable,
+        on_lost: Callable[[], None] | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self.table = table
         self.on_lost = on_lost
+        #: the access rules every call is checked against (None: no tokens required)
+        self.authorizer = authorizer
         self.loop = asyncio.get_running_loop()
         self.calls: dict[int, _Call] = {}
         self._buffer = bytearray()
@@ -255,8 +273,14 @@ class Bridge(asyncio.Protocol):
         del buffer[:offset]
 
     # ---- frames in
-    def _open(self, call_id: int, timeout: float, method: str) -> _Call | None:
+    def _open(self, call_id: int, timeout: float, method: str, authorization: str) -> _Call | None:
         handler = self.table.lookup(method)
+        if self.authorizer is not None and handler is not None:
+            try:
+                self.authorizer.check(method, authorization)
+            except KGWeaveError as error:
+                self.send_status(call_id, to_grpc(error), error.message)
+                return None
         if handler is None:
             self.send_status(call_id, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
             return None
@@ -267,18 +291,19 @@ class Bridge(asyncio.Protocol):
 
     def _frame(self, kind: int, call_id: int, payload: bytes) -> None:
         if kind == UNARY:
-            timeout, length = fp.UNARY_PREFIX.unpack_from(payload)
+            timeout, length, auth_length = fp.UNARY_PREFIX.unpack_from(payload)
             start = fp.UNARY_PREFIX_SIZE
-            method = payload[start : start + length].decode(errors="replace")
-            opened = self._open(call_id, timeout, method)
+            method, authorization = _method_and_authorization(payload, start, length, auth_length)
+            opened = self._open(call_id, timeout, method, authorization)
             if opened is not None:
-                opened.requests.append(payload[start + length :])
+                opened.requests.append(payload[start + length + auth_length :])
                 self._frame(HALF_CLOSE, call_id, b"")
             return
         if kind == OPEN:
-            (timeout,) = fp.OPEN_PREFIX.unpack_from(payload)
-            method = payload[fp.OPEN_PREFIX_SIZE :].decode(errors="replace")
-            opened = self._open(call_id, timeout, method)
+            timeout, length, auth_length = fp.OPEN_PREFIX.unpack_from(payload)
+            start = fp.OPEN_PREFIX_SIZE
+            method, authorization = _method_and_authorization(payload, start, length, auth_length)
+            opened = self._open(call_id, timeout, method, authorization)
             if opened is not None and opened.handler.request_streaming:
                 opened.inbox = asyncio.Queue()
                 opened.task = self.loop.create_task(self._run(call_id, opened, None))

@@ -144,16 +144,38 @@ class BaseClient(abc.ABC):
 
 
 class Client(BaseClient):
-    """Calls to a kgweave server at ``address`` (``host:port``) over gRPC."""
+    """Calls to a kgweave server at ``address`` (``host:port``) over gRPC: over TLS with
+    ``credentials`` (:func:`kgweave.api.auth.channel_credentials`), sending ``token`` as
+    ``authorization: Bearer <token>`` when given. :meth:`from_settings` takes all three from
+    ``KGWEAVE_SERVER``, ``KGWEAVE_TLS``/``KGWEAVE_TLS_CA``/``KGWEAVE_TLS_CLIENT_*`` and
+    ``KGWEAVE_TOKEN``."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if credentials is not None:
+            self.channel = grpc.secure_channel(address, credentials)
+        else:
+            self.channel = grpc.insecure_channel(address)
         self._stubs = (
             knowledge_pb2_grpc.KnowledgeServiceStub(self.channel),
             admin_pb2_grpc.AdminServiceStub(self.channel),
         )
+
+    @classmethod
+    def from_settings(cls, settings: Any, timeout: float = 30.0) -> Client:
+        """A client of the server the settings name, with their TLS and token."""
+        from kgweave.api.auth import channel_credentials
+
+        token = settings.token.get_secret_value() if settings.token is not None else None
+        return cls(settings.server, timeout, channel_credentials(settings), token)
 
     def close(self) -> None:
         self.channel.close()
@@ -163,20 +185,25 @@ class Client(BaseClient):
 
     def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:
-            return self._method(method)(request, timeout=timeout or self.timeout)
+            return self._method(method)(
+                request, timeout=timeout or self.timeout, metadata=self.metadata
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.address) from None
 
     def watch(self, job_id: str) -> Iterator[dict[str, Any]]:
         try:
-            for job in self._method("WatchJob")(admin_pb2.GetJobRequest(job_id=job_id)):
+            request = admin_pb2.GetJobRequest(job_id=job_id)
+            for job in self._method("WatchJob")(request, metadata=self.metadata):
                 yield to_dict(job)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.address) from None
 
     def register(self, folder: Path, policy: str = "") -> dict[str, Any]:
         try:
-            response = self._method("RegisterModel")(model_chunks(folder, policy), timeout=600)
+            response = self._method("RegisterModel")(
+                model_chunks(folder, policy), timeout=600, metadata=self.metadata
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.address) from None
         return to_dict(response)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kgweave import __version__
 from kgweave.api import frame_protocol
+from kgweave.api.auth import Security
 from kgweave.api.bridge import Bridge, HandlerTable, hello, read_hello
 from kgweave.api.endpoint import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
 from kgweave.dataplane import DataPlane
@@ -86,8 +87,23 @@ class NativeServer(RunningServer):
         self.bridge.close()
 
 
-async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> NativeServer:
-    """Start the engine side of the bridge and ``binary`` listening on the gRPC address."""
+def tls_options(security: Security) -> list[str]:
+    """The front end's TLS options (its certificate, key and client CAs: the files it reads)."""
+    if security.tls is None:
+        return []
+    options = ["--tls-cert", str(security.tls.cert), "--tls-key", str(security.tls.key)]
+    if security.tls.client_ca is not None:
+        options += ["--tls-client-ca", str(security.tls.client_ca)]
+    return options
+
+
+async def start_native(
+    plane: DataPlane, settings: Settings, binary: Path, security: Security | None = None
+) -> NativeServer:
+    """Start the engine side of the bridge and ``binary`` listening on the gRPC address, with
+    TLS and tokens as ``security`` says (None: neither). Tokens are checked here, in the
+    engine: the front end forwards each call's ``authorization`` metadata."""
+    security = security or Security()
     loop = asyncio.get_running_loop()
     table = HandlerTable()
     health_state = Health()
@@ -112,6 +128,7 @@ async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> Na
             "--max-in-flight", str(settings.queue_max),
             "--max-message-bytes", str(MAX_MESSAGE_BYTES),
             "--grace-seconds", str(settings.shutdown_grace_s),
+            *tls_options(security),
             pass_fds=(theirs.fileno(),),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -144,7 +161,9 @@ async def start_native(plane: DataPlane, settings: Settings, binary: Path) -> Na
         raise KGWeaveError(
             f"the native front end did not start: {error[0] if error else 'no output'}"
         )
-    _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table, lost), ours)
+    _, bridge = await loop.connect_accepted_socket(
+        lambda: Bridge(table, lost, security.authorizer), ours
+    )
     port = int(line.split()[1])
     running = NativeServer(process, bridge, port, health_state, plane)
     running.relay = loop.create_task(_relay(process.stderr))

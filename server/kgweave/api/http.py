@@ -35,6 +35,12 @@ Every error is ``{"code": "NOT_FOUND", "message": "..."}`` with the HTTP status 
 (:data:`kgweave.errors.HTTP_STATUS`, the table the gRPC codes come from too). POST bodies must
 be ``Content-Type: application/json`` (415 otherwise: a web page cannot post JSON across
 origins without a CORS preflight, which this server never grants).
+
+With tokens on (:mod:`kgweave.api.auth`), each route is checked by the rules of the servicer
+method it calls (``POST /v1/changes`` needs the admin token; ``/healthz`` is open, and
+``/metrics`` unless ``KGWEAVE_AUTH_METRICS``) from its ``Authorization: Bearer`` header,
+before any body is read: 401 without a valid token, 403 for a read token on an admin route.
+With TLS on, Hypercorn serves HTTPS only (and asks for client certificates with mTLS).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +59,7 @@ from urllib.parse import parse_qs, unquote
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from kgweave.api.auth import CHANGES, METRICS, Authorizer, Security
 from kgweave.api.inprocess import InProcessContext
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.dataplane import DataPlane
@@ -188,6 +196,12 @@ class _Gateway:
     method: str
     request: type[Message]
 
+    @property
+    def path(self) -> str:
+        """The gRPC method path: what the access rules know it by."""
+        service = "KnowledgeService" if self.servicer == "knowledge" else "AdminService"
+        return f"/kgweave.v1.{service}/{self.method}"
+
 
 _GATEWAY = {
     "/v1/predict": _Gateway("knowledge", "PredictLinks", knowledge_pb2.PredictLinksRequest),
@@ -196,6 +210,8 @@ _GATEWAY = {
     "/v1/complete": _Gateway("knowledge", "Complete", knowledge_pb2.CompleteRequest),
     "/v1/search": _Gateway("knowledge", "SearchEntities", knowledge_pb2.SearchEntitiesRequest),
 }
+_STATUS = _Gateway("admin", "Status", admin_pb2.StatusRequest)
+_GET_ENTITY = _Gateway("knowledge", "GetEntity", knowledge_pb2.GetEntityRequest)
 _ENTITIES = "/v1/entities/"
 _GET = ("/metrics", "/healthz", "/v1/status")
 _UNLIMITED = ("/metrics", "/healthz")
@@ -222,10 +238,12 @@ class HTTPApp:
         plane: DataPlane,
         on_changes: ChangeReceiver | None = None,
         limits: HTTPLimits | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.plane = plane
         self.on_changes = on_changes
         self.limits = limits or HTTPLimits()
+        self.authorizer = authorizer
         self.servicers: dict[str, Any] = {
             "knowledge": KnowledgeServicer(plane),
             "admin": AdminServicer(plane),
@@ -302,6 +320,7 @@ class HTTPApp:
                 f"use {allowed} for {path}"[:200],
                 ((b"allow", allowed.encode()),),
             )
+        self._authorize(scope, path, gets)
         if path == "/metrics":
             self.plane.metrics.queue_depth.set(self.plane.batcher.depth)
             return _Answer(200, self.plane.metrics.render(), b"text/plain; version=0.0.4")
@@ -309,12 +328,9 @@ class HTTPApp:
             ready = self.plane.ready
             return _Answer(200 if ready else 503, json.dumps({"ready": ready}).encode())
         if path == "/v1/status":
-            return await self._call(_Gateway("admin", "Status", admin_pb2.StatusRequest), {})
+            return await self._call(_STATUS, {})
         if gets:
-            return await self._call(
-                _Gateway("knowledge", "GetEntity", knowledge_pb2.GetEntityRequest),
-                self._entity_request(scope),
-            )
+            return await self._call(_GET_ENTITY, self._entity_request(scope))
         if path == "/v1/changes" and self.on_changes is None:
             raise HTTPError(404, ErrorCode.NOT_FOUND, "this server takes no change events")
         body = await self._body(scope, receive)
@@ -322,6 +338,27 @@ class HTTPApp:
         if path == "/v1/changes":
             return await self._changes(body)
         return await self._call(_GATEWAY[path], value)
+
+    def _authorize(self, scope: Scope, path: str, gets: bool) -> None:
+        """Raise 401/403 unless the request's bearer token may use the route ``path``."""
+        if self.authorizer is None:
+            return
+        if path in _GATEWAY:
+            method = _GATEWAY[path].path
+        elif path == "/v1/status":
+            method = _STATUS.path
+        elif gets and path.startswith(_ENTITIES):
+            method = _GET_ENTITY.path
+        else:
+            method = {"/v1/changes": CHANGES, "/metrics": METRICS}.get(path, f"GET {path}")
+        header = dict(scope["headers"]).get(b"authorization")
+        try:
+            self.authorizer.check(method, header.decode("latin-1") if header else None)
+        except KGWeaveError as exc:
+            failure = HTTPError.of(exc)
+            if exc.code == ErrorCode.UNAUTHENTICATED:
+                failure.headers = ((b"www-authenticate", b'Bearer realm="kgweave"'),)
+            raise failure from None
 
     def _entity_request(self, scope: Scope) -> dict[str, Any]:
         raw = scope.get("raw_path") or scope["path"].encode()
@@ -398,7 +435,9 @@ class HTTPApp:
 class HTTPServer:
     """Hypercorn serving :class:`HTTPApp` on a bound socket, in its own thread and loop."""
 
-    def __init__(self, app: HTTPApp, sock: socket.socket, grace_s: float) -> None:
+    def __init__(
+        self, app: HTTPApp, sock: socket.socket, grace_s: float, security: Security | None = None
+    ) -> None:
         from hypercorn.config import Config
 
         self.app = app
@@ -412,6 +451,12 @@ class HTTPServer:
         config.errorlog = _hypercorn_log
         config.accesslog = None
         config.include_server_header = False
+        tls = security.tls if security is not None else None
+        if tls is not None:  # HTTPS only (the bound socket is Hypercorn's secure bind)
+            config.certfile, config.keyfile = str(tls.cert), str(tls.key)
+            if tls.client_ca is not None:
+                config.ca_certs = str(tls.client_ca)
+                config.verify_mode = ssl.CERT_REQUIRED
         self.config = config
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -447,8 +492,10 @@ def start_http(
     on_changes: ChangeReceiver | None = None,
     limits: HTTPLimits | None = None,
     grace_s: float = 10.0,
+    security: Security | None = None,
 ) -> HTTPServer:
-    """Serve the HTTP side on ``host:port`` (0: a free port) in a thread of its own."""
+    """Serve the HTTP side on ``host:port`` (0: a free port) in a thread of its own, with TLS
+    and tokens as ``security`` says (None: neither)."""
     limits = limits or HTTPLimits()
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -463,12 +510,15 @@ def start_http(
             raise
     except OSError as exc:
         raise KGWeaveError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
-    return HTTPServer(HTTPApp(plane, on_changes, limits), sock, grace_s)
+    authorizer = security.authorizer if security is not None else None
+    return HTTPServer(HTTPApp(plane, on_changes, limits, authorizer), sock, grace_s, security)
 
 
-def serve_http(plane: DataPlane, settings: Settings) -> HTTPServer:
+def serve_http(
+    plane: DataPlane, settings: Settings, security: Security | None = None
+) -> HTTPServer:
     """The HTTP side of ``kgweave serve``: bound to ``http_host`` (else the gRPC host),
     change events into the service's log, ``shutdown_grace_s`` for requests in flight."""
     host = settings.http_host or settings.grpc_host
     grace = settings.shutdown_grace_s
-    return start_http(plane, host, settings.http_port, plane.changes.receive, None, grace)
+    return start_http(plane, host, settings.http_port, plane.changes.receive, None, grace, security)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import grpc
 import torch
 
+from kgweave.api.auth import AuthInterceptor, Security, load_security
 from kgweave.api.endpoint import MAX_MESSAGE_BYTES, Health, RunningServer, add_services
 from kgweave.api.frontend import find_frontend, serves_natively, start_native
 from kgweave.api.http import serve_http
@@ -40,18 +41,33 @@ class PythonServer(RunningServer):
         await self.server.stop(grace)
 
 
-async def start_grpc(plane: DataPlane, host: str, port: int) -> RunningServer:
-    """Start the Python gRPC server (grpc.aio) on ``host:port`` (0: a free port)."""
+async def start_grpc(
+    plane: DataPlane, host: str, port: int, security: Security | None = None
+) -> RunningServer:
+    """Start the Python gRPC server (grpc.aio) on ``host:port`` (0: a free port), with TLS
+    and tokens as ``security`` says (None: neither)."""
+    security = security or Security()
+    auth = security.authorizer
     server = grpc.aio.server(
+        interceptors=[AuthInterceptor(auth)] if auth is not None else None,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     health_state = Health()
     add_services(server, plane, health_state)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if security.tls is not None:
+            chain, key, client_ca = security.tls.read()
+            credentials = grpc.ssl_server_credentials(
+                [(key, chain)],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:  # grpcio >= 1.6x raises "Failed to bind" where it returned 0
         bound = 0
     if bound == 0:
@@ -60,7 +76,9 @@ async def start_grpc(plane: DataPlane, host: str, port: int) -> RunningServer:
     return PythonServer(server, bound, health_state, plane)
 
 
-async def start_server(plane: DataPlane, settings: Settings) -> RunningServer:
+async def start_server(
+    plane: DataPlane, settings: Settings, security: Security | None = None
+) -> RunningServer:
     """The gRPC endpoint ``settings.frontend`` asks for: native (kgweave-frontend, C++),
     python (grpc.aio), or auto (native when its binary is found)."""
     if serves_natively(settings):
@@ -70,8 +88,8 @@ async def start_server(plane: DataPlane, settings: Settings) -> RunningServer:
                 "KGWEAVE_FRONTEND=native but no kgweave-frontend binary was found; build it "
                 "(bash frontend/build.sh) or set KGWEAVE_FRONTEND_BINARY"
             )
-        return await start_native(plane, settings, binary)
-    return await start_grpc(plane, settings.grpc_host, settings.grpc_port)
+        return await start_native(plane, settings, binary, security)
+    return await start_grpc(plane, settings.grpc_host, settings.grpc_port, security)
 
 
 # ---- the whole server
@@ -82,10 +100,14 @@ async def serve_forever(
     settings: Settings,
     ready: Callable[[int, int], None] | None = None,
     stop_event: asyncio.Event | None = None,
+    security: Security | None = None,
 ) -> None:
-    """Run gRPC and HTTP until SIGTERM/SIGINT (or ``stop_event``), then drain and stop."""
-    running = await start_server(plane, settings)
-    httpd = serve_http(plane, settings)
+    """Run gRPC and HTTP until SIGTERM/SIGINT (or ``stop_event``), then drain and stop.
+    ``security``: TLS and tokens (None: checked from ``settings`` now)."""
+    if security is None:
+        security = load_security(settings)
+    running = await start_server(plane, settings, security)
+    httpd = serve_http(plane, settings, security)
     http_port = httpd.port
     log.info(
         "serving gRPC on %s:%d (%s front end), HTTP on %s:%d (model %s, %d torch threads)",

@@ -11,8 +11,10 @@ from kgweave.errors import (
     InvalidArgumentError,
     KGWeaveError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     ServiceUnavailableError,
+    UnauthenticatedError,
 )
 
 #: every category's gRPC code is its own name (its HTTP status: kgweave.errors.HTTP_STATUS)
@@ -28,6 +30,8 @@ _FROM_GRPC: dict[grpc.StatusCode, type[KGWeaveError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: ServiceUnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
@@ -42,8 +46,8 @@ def from_rpc_error(error: grpc.RpcError, address: str) -> KGWeaveError:
     details = (error.details() if hasattr(error, "details") else None) or str(code)
     if code == grpc.StatusCode.UNAVAILABLE:
         return ServiceUnavailableError(
-            f"no kgweave server answers at {address}: start one with `kgweave serve` or set "
-            "KGWEAVE_SERVER"
+            f"no kgweave server answers at {address}: start one with `kgweave serve`, set "
+            "KGWEAVE_SERVER, or, if it serves TLS, KGWEAVE_TLS_CA (docs/security.md)"
         )
     return from_status(code, details)
 

@@ -27,7 +27,7 @@ def open_client(model_dir: Path | None = None, graph_uri: str | None = None) -> 
         return LocalClient(model_dir, settings)
     from kgweave.api.client import Client
 
-    return Client(settings.server)
+    return Client.from_settings(settings)
 
 
 def link_query_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -69,6 +69,10 @@ def serve(
     settings = get_settings().model_copy(update=overrides)
     configure_logging(settings.log_format, settings.log_level)
     check_ports_free(settings)  # at once, not after the bootstrap's training
+    from kgweave.api.auth import load_security
+
+    # TLS files, tokens and bind addresses are checked before anything starts or trains
+    security = load_security(settings, say=err)
     plane = prepare_plane(settings, progress=not no_progress)  # may train a first model
     from kgweave.api.frontend import serves_natively
 
@@ -84,14 +88,19 @@ def serve(
             plane.changes.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:
+        scheme = "https" if security.tls is not None else "http"
+        http_host = settings.http_host or settings.grpc_host
         err(
             f"kgweave serving model {plane.versions.active().version} on "
             f"{settings.grpc_host}:{grpc_port}"
-            f" (metrics on http://{settings.grpc_host}:{http}/metrics); Ctrl-C stops"
-        )
+            + (" (TLS" + (", client certificates" if security.tls.client_ca else "") + ")"
+               if security.tls is not None else "")
+            + (", tokens required" if security.authorizer is not None else "")
+            + f" (metrics on {scheme}://{http_host}:{http}/metrics); Ctrl-C stops"
+        )  # fmt: skip
 
     try:
-        asyncio.run(serve_forever(plane, settings, ready))
+        asyncio.run(serve_forever(plane, settings, ready, security=security))
     finally:
         if plane.owns_embedded_graph:
             from kgweave.graph.embedded import EmbeddedFalkorDB

@@ -10,6 +10,7 @@ from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.neo4j_server import USER, local_password
 from kgweave.graph.neo4j_store import SCHEMES, Neo4jStore, Neo4jTarget
 from kgweave.graph.store import GraphStore
+from kgweave.private import private_dir
 from kgweave.settings import Settings
 
 
@@ -21,8 +22,9 @@ def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> G
     ``neo4j+ssc://`` reach Neo4j (see :func:`neo4j_target`).
     """
     if not uri:
+        private_dir(settings.data_dir)  # (0700 when kgweave creates it)
         info = EmbeddedFalkorDB(settings.graph_dir).start()
-        return FalkorDBStore(info.host, info.port, graph=graph)
+        return FalkorDBStore(info.host, info.port, graph=graph, password=info.password())
     parsed = urlparse(uri)
     if parsed.scheme in ("falkor", "falkordb", "redis"):
         if not parsed.hostname:

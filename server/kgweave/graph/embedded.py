@@ -6,6 +6,12 @@ port, a log file, and a readiness check (PING, then the graph module answering
 ``GRAPH.LIST``). A server it already started is reused: its pid and port are kept in
 ``server.json``. ``stop()`` asks for a clean shutdown (data saved) and waits for the process to
 end.
+
+The server requires a password (Redis ``requirepass``): generated at its first start, kept in
+``password`` (0600) in its folder (0700), given to the server in a 0600 config file, never on
+its command line. The server runs with umask 077, so its data and log files are 0600 too. A
+server started by an older kgweave, without a password, is still reused while it runs; the
+password comes with its next start.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kgweave import atomic
 from kgweave.errors import FailedPreconditionError, GraphUnavailableError
+from kgweave.private import private_dir, write_private
 
 
 @dataclass(frozen=True)
@@ -34,10 +41,23 @@ class ServerInfo:
     data_dir: str
     log_file: str
     started_at: float
+    #: the file holding the server's password ("": a server started without one)
+    password_file: str = ""
 
     @property
     def url(self) -> str:
         return f"falkor://{self.host}:{self.port}"
+
+    def password(self) -> str | None:
+        """The password the server requires (None: none)."""
+        if not self.password_file:
+            return None
+        try:
+            return Path(self.password_file).read_text().strip()
+        except OSError as exc:
+            raise GraphUnavailableError(
+                f"cannot read the embedded FalkorDB's password {self.password_file}: {exc.strerror}"
+            ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -47,23 +67,37 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _redis_command(host: str, port: int, *parts: str, timeout: float = 1.0) -> bytes:
-    """Send one RESP command and return the raw reply's first line."""
+def _resp(*parts: str) -> bytes:
     payload = f"*{len(parts)}\r\n".encode()
     for part in parts:
         data = part.encode()
         payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    return payload
+
+
+def _redis_command(
+    host: str, port: int, *parts: str, timeout: float = 1.0, password: str | None = None
+) -> bytes:
+    """Send one RESP command (after AUTH with ``password``) and return the raw reply's first
+    line (AUTH's error when it failed)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(payload)
+        if password is not None:
+            sock.sendall(_resp("AUTH", password))
+            reply = sock.recv(4096).split(b"\r\n", 1)[0]
+            if reply != b"+OK":
+                return reply
+        sock.sendall(_resp(*parts))
         return sock.recv(4096).split(b"\r\n", 1)[0]
 
 
-def ping(host: str, port: int) -> bool:
-    """Whether a Redis-protocol server answers PING on host:port."""
+def ping(host: str, port: int, password: str | None = None) -> bool:
+    """Whether a Redis-protocol server answers PING on host:port: with ``password``, once
+    authenticated with it; without, a server that asks for a password answers too."""
     try:
-        return _redis_command(host, port, "PING") == b"+PONG"
+        reply = _redis_command(host, port, "PING", password=password)
     except OSError:
         return False
+    return reply == b"+PONG" or (password is None and reply.startswith(b"-NOAUTH"))
 
 
 def _alive(pid: int) -> bool:
@@ -95,6 +129,8 @@ class EmbeddedFalkorDB:
         self.bolt_port = bolt_port
         self.state_file = folder / "server.json"
         self.log_file = folder / "falkordb.log"
+        self.password_file = folder / "password"
+        self.config_file = folder / "redis.conf"
 
     def status(self) -> ServerInfo | None:
         """The running server started from this folder, or None."""
@@ -104,9 +140,19 @@ class EmbeddedFalkorDB:
             info = ServerInfo(**json.loads(self.state_file.read_text()))
         except (ValueError, TypeError):
             return None
-        if _alive(info.pid) and ping(info.host, info.port):
+        if _alive(info.pid) and ping(info.host, info.port, info.password()):
             return info
         return None
+
+    def password(self) -> str:
+        """The server's password, generated (0600) when there is none yet."""
+        if self.password_file.is_file():
+            known = self.password_file.read_text().strip()
+            if known:
+                return known
+        password = secrets.token_hex(32)
+        write_private(self.password_file, password + "\n")
+        return password
 
     def start(self, timeout: float = 30.0) -> ServerInfo:
         """Start a server, or return the one already running from this folder."""
@@ -114,14 +160,17 @@ class EmbeddedFalkorDB:
         if running is not None:
             return running
         redis_server, module = _binaries()
-        data = self.folder / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        data = private_dir(self.folder / "data")
+        for folder in (self.folder, data):  # (folders made by an older kgweave: tightened)
+            os.chmod(folder, 0o700)
+        write_private(self.config_file, f"requirepass {self.password()}\n")
         port = free_port(self.host)
         module_args = [module]
         if self.bolt_port is not None:
             module_args += ["BOLT_PORT", str(self.bolt_port)]
         command = [
             redis_server,
+            str(self.config_file),  # the password: a 0600 file, not the command line
             "--bind", self.host,
             "--port", str(port),
             "--dir", str(data),
@@ -138,6 +187,7 @@ class EmbeddedFalkorDB:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # outlives the CLI that started it
+            umask=0o077,  # its data, append-only and log files: 0600
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -153,8 +203,9 @@ class EmbeddedFalkorDB:
                     data_dir=str(data),
                     log_file=str(self.log_file),
                     started_at=time.time(),
+                    password_file=str(self.password_file),
                 )
-                atomic.write_json(self.state_file, asdict(info))
+                write_private(self.state_file, json.dumps(asdict(info)))
                 return info
             time.sleep(0.05)
         process.kill()
@@ -165,7 +216,7 @@ class EmbeddedFalkorDB:
     def _graph_ready(self, port: int) -> bool:
         """The graph module answers (``GRAPH.LIST`` replies with an array)."""
         try:
-            reply = _redis_command(self.host, port, "GRAPH.LIST")
+            reply = _redis_command(self.host, port, "GRAPH.LIST", password=self.password())
         except OSError:
             return False
         return reply.startswith(b"*")
@@ -177,7 +228,9 @@ class EmbeddedFalkorDB:
             self.state_file.unlink(missing_ok=True)
             return False
         with contextlib.suppress(OSError):  # the connection drops as the server exits
-            _redis_command(info.host, info.port, "SHUTDOWN", "SAVE", timeout=timeout)
+            _redis_command(
+                info.host, info.port, "SHUTDOWN", "SAVE", timeout=timeout, password=info.password()
+            )
         deadline = time.monotonic() + timeout
         while _alive(info.pid) and time.monotonic() < deadline:
             _reap(info.pid)
