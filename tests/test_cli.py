@@ -102,7 +102,7 @@ def test_eval_plot_draws_the_rank_distribution(
 def test_eval_plot_title_names_the_model_and_the_data(demo_model: Path, datasets_dir: Path) -> None:
     """Not the folder's name ("model on demo"): the model, its size, what it was trained on."""
     from kgweave.artifact import load_artifact
-    from kgweave.evaluation.plots import evaluation_title
+    from kgweave.cli.output import evaluation_title
 
     artifact = load_artifact(demo_model)
     assert evaluation_title(artifact, "demo", "test") == "ComplEx (dim 64) on demo test"

@@ -16,6 +16,8 @@ RANK = {
     "typing": 0,
     "errors": 0,
     "arguments": 1,
+    "atomic": 1,
+    "private": 1,
     "settings": 1,
     "device": 1,
     "allocator": 1,

@@ -296,7 +296,8 @@ def eval_(
         model_dir, dataset, split, get_settings(), progress=not as_json
     )
     if plot is not None:
-        from kgweave.evaluation.plots import evaluation_title, plot_rank_distribution
+        from kgweave.cli.output import evaluation_title
+        from kgweave.evaluation.plots import plot_rank_distribution
 
         plot_rank_distribution(result, plot, evaluation_title(artifact, dataset, split))
     if as_json:

@@ -5,29 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import EvaluationResult
-
-if TYPE_CHECKING:
-    from kgweave.artifact import ModelArtifact
-
-
-def evaluation_title(artifact: ModelArtifact, dataset: str, split: str) -> str:
-    """What was evaluated, for a plot's title: ``ComplEx (dim 64) on umls test``, or
-    ``ComplEx (dim 64, trained on demo) on umls test`` when the datasets differ.
-
-    ``dataset`` is the name or folder given to ``kgweave eval``; the model's own name, size
-    and training dataset come from the artifact (not from the folder it was written to).
-    """
-    model = artifact.model
-    evaluated = Path(dataset).name or dataset
-    trained = str(artifact.config.get("dataset", {}).get("name") or "")
-    about = f"dim {model.dim}" + (
-        f", trained on {trained}" if trained not in ("", evaluated) else ""
-    )
-    return f"{type(model).__name__} ({about}) on {evaluated} {split}"
 
 
 def plot_rank_distribution(
@@ -108,4 +88,4 @@ def _short(name: str, width: int = 40) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
-__all__ = ["evaluation_title", "plot_rank_distribution"]
+__all__ = ["plot_rank_distribution"]

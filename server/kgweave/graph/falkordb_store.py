@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError, echo
+from kgweave.graph.cypher_store import CypherStore
 from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
-    GraphStore,
     PredictedLink,
     Triple,
     checked_identifier,
@@ -28,7 +27,7 @@ HNSW_EF_RUNTIME = 400
 _VECTOR_BATCH = 200
 
 
-class FalkorDBStore(GraphStore):
+class FalkorDBStore(CypherStore):
     """A graph in a FalkorDB server (the embedded one, or any other)."""
 
     def __init__(
@@ -42,21 +41,14 @@ class FalkorDBStore(GraphStore):
     ) -> None:
         from falkordb import FalkorDB
 
-        if batch_size < 1:
-            raise InvalidArgumentError("batch size must be at least 1")
-        self.mapping = mapping or GraphMapping()
-        self.batch_size = batch_size
+        super().__init__(mapping, batch_size)
         self._db = FalkorDB(host=host, port=port, password=password)
         self.graph = self._db.select_graph(graph)
-        m = self.mapping
-        self._label = checked_identifier(m.entity_label, "entity label")
-        self._key = checked_identifier(m.key_property, "key property")
-        self._name = checked_identifier(m.name_property, "name property")
-        self._description = checked_identifier(m.description_property, "description property")
-        self._generic = checked_identifier(m.generic_type, "generic relationship type")
-        self._relation = checked_identifier(m.relation_property, "relation property")
 
     # ---- plumbing
+    def rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        return self._query(cypher, params)
+
     def _query(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
@@ -68,16 +60,6 @@ class FalkorDBStore(GraphStore):
         except ResponseError as exc:
             raise InvalidArgumentError(f"FalkorDB refused a query: {exc}") from exc
 
-    def _batches(self, rows: Iterable[Any]) -> Iterator[list[Any]]:
-        batch: list[Any] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
     # ---- schema
     def ensure_schema(self) -> None:
         existing = self._query("CALL db.indexes() YIELD label, properties RETURN label, properties")
@@ -87,80 +69,10 @@ class FalkorDBStore(GraphStore):
         self._query(f"CREATE INDEX FOR (e:{self._label}) ON (e.{self._key})")
         self.wait_for_indexes()
 
-    # ---- writes
-    def upsert_entities(self, rows: Iterable[EntityRow]) -> int:
-        cypher = (
-            f"UNWIND $rows AS row MERGE (e:{self._label} {{{self._key}: row.id}}) "
-            f"SET e.{self._name} = coalesce(row.name, e.{self._name}), "
-            f"e.{self._description} = coalesce(row.description, e.{self._description})"
-        )
-        written = 0
-        for batch in self._batches(rows):
-            payload = [{"id": r.id, "name": r.name, "description": r.description} for r in batch]
-            self._query(cypher, {"rows": payload})
-            written += len(batch)
-        return written
-
-    def _by_type(self, triples: Iterable[Triple]) -> dict[str | None, list[dict[str, str]]]:
-        groups: dict[str | None, list[dict[str, str]]] = defaultdict(list)
-        for h, r, t in triples:
-            groups[self.mapping.storage_type(r)].append({"h": h, "r": r, "t": t})
-        return groups
-
-    def add_triples(self, triples: Iterable[Triple]) -> int:
-        added = 0
-        for batch in self._batches(triples):
-            # nodes first (one MERGE per distinct entity), then edges between matched nodes
-            entities = sorted({h for h, _, _ in batch} | {t for _, _, t in batch})
-            self._query(
-                f"UNWIND $ids AS id MERGE (:{self._label} {{{self._key}: id}})", {"ids": entities}
-            )
-            for rel_type, rows in self._by_type(batch).items():
-                rel = (
-                    f"[:{checked_identifier(rel_type, 'relationship type')}]"
-                    if rel_type
-                    else f"[:{self._generic} {{{self._relation}: row.r}}]"
-                )
-                self._query(
-                    f"UNWIND $rows AS row "
-                    f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
-                    f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
-                    f"MERGE (h)-{rel}->(t)",
-                    {"rows": rows},
-                )
-                added += len(rows)
-        return added
-
-    def remove_triples(self, triples: Iterable[Triple]) -> int:
-        removed = 0
-        for batch in self._batches(triples):
-            for rel_type, rows in self._by_type(batch).items():
-                if rel_type:
-                    match = f"-[x:{checked_identifier(rel_type, 'relationship type')}]->"
-                    where = ""
-                else:
-                    match = f"-[x:{self._generic}]->"
-                    where = f"WHERE x.{self._relation} = row.r "
-                result = self._query(
-                    f"UNWIND $rows AS row "
-                    f"MATCH (h:{self._label} {{{self._key}: row.h}}){match}"
-                    f"(t:{self._label} {{{self._key}: row.t}}) {where}"
-                    f"DELETE x RETURN count(x)",
-                    {"rows": rows},
-                )
-                removed += int(result[0][0]) if result else 0
-        return removed
-
     # ---- reads
     def _max_node_id(self) -> int:
         result = self._query(f"MATCH (e:{self._label}) RETURN max(id(e))")
         return int(result[0][0]) if result and result[0][0] is not None else -1
-
-    def _type_filter(self) -> tuple[str, dict[str, Any]]:
-        m = self.mapping
-        if m.relation_types is None:
-            return "NOT type(x) IN $own", {"own": self.own_types}
-        return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
 
     def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
         """Triples by windows of head node ids, the window sized so that one query returns
@@ -311,9 +223,6 @@ class FalkorDBStore(GraphStore):
             },
         )
         return [(str(i), float(s)) for i, s in rows]
-
-    def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
-        self._query(cypher, params)
 
     def install_functions(self) -> bool:
         """Load (or replace) the ``kgweave`` UDF library: ``kgweave.score``,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +50,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError, KGWeaveError, echo
+from kgweave.graph.cypher_store import CypherStore
 from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
-    GraphStore,
     PredictedLink,
     Triple,
     checked_identifier,
@@ -383,7 +382,7 @@ def translate_error(exc: Exception, target: str) -> KGWeaveError:
     return GraphUnavailableError(f"Neo4j at {target}: {detail}")
 
 
-class Neo4jStore(GraphStore):
+class Neo4jStore(CypherStore):
     """A graph in Neo4j 5 (or another Bolt server speaking a known :class:`Dialect`)."""
 
     def __init__(
@@ -394,24 +393,13 @@ class Neo4jStore(GraphStore):
         retry_s: float = 30.0,
         dialect: Dialect = NEO4J,
     ) -> None:
-        if batch_size < 1:
-            raise InvalidArgumentError("batch size must be at least 1")
         if retry_s < 0:
             raise InvalidArgumentError("retry time must be >= 0 seconds")
+        super().__init__(mapping, batch_size)
         self.target = target
-        self.mapping = mapping or GraphMapping()
-        self.batch_size = batch_size
         self.retry_s = retry_s
         self.dialect = dialect
         self._where = target.uri
-        m = self.mapping
-        self._label = checked_identifier(m.entity_label, "entity label")
-        self._key = checked_identifier(m.key_property, "key property")
-        self._name = checked_identifier(m.name_property, "name property")
-        self._description = checked_identifier(m.description_property, "description property")
-        self._generic = checked_identifier(m.generic_type, "generic relationship type")
-        self._relation = checked_identifier(m.relation_property, "relation property")
-        self._predicted = checked_identifier(m.predicted_type, "predicted-link type")
         self._driver = self._connect()
 
     # ---- plumbing
@@ -480,6 +468,9 @@ class Neo4jStore(GraphStore):
         except (ne.DriverError, ne.Neo4jError) as exc:
             raise translate_error(exc, self._where) from None
 
+    def rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        return [list(record.values()) for record in self.write(cypher, params)]
+
     def write(self, cypher: str, params: dict[str, Any] | None = None) -> Records:
         """Run one statement in a managed write transaction (retried on transient errors)."""
         return self._run(cypher, params, write=True)
@@ -488,90 +479,12 @@ class Neo4jStore(GraphStore):
         """Run one statement in a managed read transaction (retried on transient errors)."""
         return self._run(cypher, params, write=False)
 
-    def _batches(self, rows: Iterable[Any]) -> Iterator[list[Any]]:
-        batch: list[Any] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
     # ---- schema
     def ensure_schema(self) -> None:
         self.dialect.ensure_schema(self)
 
     # ---- writes
-    def upsert_entities(self, rows: Iterable[EntityRow]) -> int:
-        cypher = (
-            f"UNWIND $rows AS row MERGE (e:{self._label} {{{self._key}: row.id}}) "
-            f"SET e.{self._name} = coalesce(row.name, e.{self._name}), "
-            f"e.{self._description} = coalesce(row.description, e.{self._description})"
-        )
-        written = 0
-        for batch in self._batches(rows):
-            payload = [{"id": r.id, "name": r.name, "description": r.description} for r in batch]
-            self.write(cypher, {"rows": payload})
-            written += len(batch)
-        return written
-
-    def _by_type(self, triples: Iterable[Triple]) -> dict[str | None, list[dict[str, str]]]:
-        groups: dict[str | None, list[dict[str, str]]] = defaultdict(list)
-        for h, r, t in triples:
-            groups[self.mapping.storage_type(r)].append({"h": h, "r": r, "t": t})
-        return groups
-
-    def add_triples(self, triples: Iterable[Triple]) -> int:
-        added = 0
-        for batch in self._batches(triples):
-            entities = sorted({h for h, _, _ in batch} | {t for _, _, t in batch})
-            self.write(
-                f"UNWIND $ids AS id MERGE (:{self._label} {{{self._key}: id}})", {"ids": entities}
-            )
-            for rel_type, rows in self._by_type(batch).items():
-                rel = (
-                    f"[:{checked_identifier(rel_type, 'relationship type')}]"
-                    if rel_type
-                    else f"[:{self._generic} {{{self._relation}: row.r}}]"
-                )
-                self.write(
-                    f"UNWIND $rows AS row "
-                    f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
-                    f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
-                    f"MERGE (h)-{rel}->(t)",
-                    {"rows": rows},
-                )
-                added += len(rows)
-        return added
-
-    def remove_triples(self, triples: Iterable[Triple]) -> int:
-        removed = 0
-        for batch in self._batches(triples):
-            for rel_type, rows in self._by_type(batch).items():
-                if rel_type:
-                    match = f"-[x:{checked_identifier(rel_type, 'relationship type')}]->"
-                    where = ""
-                else:
-                    match = f"-[x:{self._generic}]->"
-                    where = f"WHERE x.{self._relation} = row.r "
-                result = self.write(
-                    f"UNWIND $rows AS row "
-                    f"MATCH (h:{self._label} {{{self._key}: row.h}}){match}"
-                    f"(t:{self._label} {{{self._key}: row.t}}) {where}"
-                    f"DELETE x RETURN count(x) AS removed",
-                    {"rows": rows},
-                )
-                removed += int(result[0]["removed"]) if result else 0
-        return removed
-
     # ---- reads (keyset pagination on the unique entity key)
-    def _type_filter(self) -> tuple[str, dict[str, Any]]:
-        m = self.mapping
-        if m.relation_types is None:
-            return "NOT type(x) IN $own", {"own": self.own_types}
-        return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
-
     def _key_pages(self, page_size: int) -> Iterator[list[Any]]:
         """The entity keys in key order, ``page_size`` at a time (keyset pagination)."""
         after: Any = None
@@ -685,9 +598,6 @@ class Neo4jStore(GraphStore):
         mapping = self._vector_mapping(prop)
         cypher, params = self.dialect.nearest(mapping, [float(x) for x in vector], k)
         return [(str(r["id"]), float(r["score"])) for r in self.read(cypher, params)]
-
-    def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
-        self.write(cypher, params)
 
     def write_predicted_links(
         self, links: list[PredictedLink], model_version: str, provenance: str

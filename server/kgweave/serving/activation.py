@@ -13,10 +13,22 @@ reason; activate it by hand (``kgweave models activate VERSION``) or train with 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
-if TYPE_CHECKING:  # the registry reads NEVER from here
-    from kgweave.serving.registry import ModelVersion
+
+class ModelVersion(Protocol):
+    """What the policy reads of a registered version
+    (:class:`kgweave.serving.registry.ModelVersion`)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    @property
+    def valid_mrr(self) -> float | None: ...
+
 
 IF_BETTER: Final = "if_better"
 ALWAYS: Final = "always"
