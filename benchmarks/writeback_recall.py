@@ -80,7 +80,7 @@ def main() -> None:
         server = EmbeddedFalkorDB(work / "falkordb")
         info = server.start()
         try:
-            store = FalkorDBStore(info.host, info.port, graph="recall")
+            store = FalkorDBStore(info.host, info.port, graph="recall", password=info.password())
             store.ensure_schema()
             data = load_dataset(args.datasets_dir / args.dataset)
             import_dataset(store, data, progress=False)
