@@ -78,7 +78,9 @@ def train_model(
     if result.best_valid is not None:
         metrics["valid"] = result.best_valid.metrics
     if evaluate_test:
-        metrics["test"] = evaluate_on(result.model, dataset, "test", progress=progress).to_dict()
+        metrics["test"] = evaluate_on(
+            result.model, dataset, "test", progress=progress, prepack=settings.score_prepack
+        ).to_dict()
     save_artifact(
         out,
         result.model,
@@ -100,9 +102,14 @@ def train_model(
 
 
 def evaluate_on(
-    model: KGEModel, dataset: KGDataset, split: str, progress: bool = False
+    model: KGEModel,
+    dataset: KGDataset,
+    split: str,
+    progress: bool = False,
+    prepack: bool = True,
 ) -> EvaluationResult:
-    """Filtered evaluation of a model trained on ``dataset`` (same id maps)."""
+    """Filtered evaluation of a model trained on ``dataset`` (same id maps); ``prepack``:
+    see :func:`kgweave.evaluation.ranking.filtered_ranks` (``settings.score_prepack``)."""
     device = model.entity.weight.device
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     return evaluate(
@@ -111,6 +118,7 @@ def evaluate_on(
         known.to(device),
         relation_labels=dataset.relations.labels,
         progress=progress,
+        prepack=prepack,
     )
 
 
@@ -151,4 +159,6 @@ def evaluate_artifact(
     """Load a model folder and evaluate it on a dataset split."""
     artifact = load_artifact(model_dir, device=resolve_device(settings.device))
     dataset = align_dataset(artifact, open_dataset(dataset_spec, settings))
-    return artifact, evaluate_on(artifact.model, dataset, split, progress=progress)
+    return artifact, evaluate_on(
+        artifact.model, dataset, split, progress=progress, prepack=settings.score_prepack
+    )

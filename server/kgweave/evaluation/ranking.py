@@ -20,7 +20,6 @@ from kgweave.data.dataset import TailIndex, with_reciprocals
 from kgweave.errors import DivergedError
 from kgweave.models.base import KGEModel
 from kgweave.models.products import TailScorer
-from kgweave.settings import get_settings
 
 HITS_AT = (1, 3, 10)
 
@@ -75,6 +74,7 @@ def filtered_ranks(
     batch_size: int | None = None,
     progress: bool = False,
     scorer: Scorer | None = None,
+    prepack: bool = True,
 ) -> torch.Tensor:
     """Filtered realistic ranks of the tails of ``queries``.
 
@@ -84,8 +84,9 @@ def filtered_ranks(
         batch_size: queries per scoring pass; by default :func:`ranking_batch_size`.
         scorer: scores of every entity for (B, 2) queries, shape (B, N) on the model's
             device; default the model's own, through a :class:`TailScorer` (the entity table
-            prepacked once for this pass on the CPU unless ``KGWEAVE_SCORE_PREPACK`` is
-            false); e.g. a text fusion's scores instead.
+            prepacked once for this pass on the CPU unless ``prepack`` is false, as
+            ``KGWEAVE_SCORE_PREPACK=false`` asks of ``kgweave eval``); e.g. a text fusion's
+            scores instead.
     Returns:
         shape (Q,) float64 ranks, on the CPU.
     Raises:
@@ -95,8 +96,7 @@ def filtered_ranks(
     if batch_size is None:
         batch_size = ranking_batch_size(model.num_entities, device)
     if scorer is None:
-        # KGWEAVE_SCORE_PREPACK=false also spares evaluation the prepacked copy of the table
-        scorer = TailScorer(model, prepack=get_settings().score_prepack)
+        scorer = TailScorer(model, prepack=prepack)
     out = []
     bar = tqdm(total=len(queries), unit="q", desc="evaluate", disable=not progress, leave=False)
     for start in range(0, len(queries), batch_size):
@@ -158,6 +158,7 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool = False,
     scorer: Scorer | None = None,
+    prepack: bool = True,
 ) -> EvaluationResult:
     """Filtered evaluation of ``triples`` (shape (M, 3), relations in ``0..R/2-1``).
 
@@ -166,7 +167,13 @@ def evaluate(
     num_base = model.num_relations // 2
     queries = with_reciprocals(triples, num_base)  # tails first, then heads
     ranks = filtered_ranks(
-        model, queries, known, batch_size=batch_size, progress=progress, scorer=scorer
+        model,
+        queries,
+        known,
+        batch_size=batch_size,
+        progress=progress,
+        scorer=scorer,
+        prepack=prepack,
     )
     m = len(triples)
     tail_ranks, head_ranks = ranks[:m], ranks[m:]
