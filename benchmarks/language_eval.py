@@ -52,7 +52,7 @@ Design (every number is measured here; nothing is copied in):
   ``P`` zero-initialised) plus the InfoNCE alignment loss (weight 0.1, temperature 0.1, 256
   entities per step), with the same model, regime, optimiser, bf16 autocast, validation
   schedule and **the same wall-time budget** as its plain partner, trained by the same
-  function ``train_joint`` uses (:func:`kgweave.language.joint.pipeline.train_text_enhanced_kge`,
+  function ``train_joint`` uses (:func:`kgweave.language.joint.text_side.train_text_enhanced_kge`,
   without the LM half). The plain partner: WN18RR the model of (a); FB15k-237 a plain
   ComplEx dim 200 trained by ``train_model`` with the same budget on the same reduced training
   set (not the 44-minute model). Text vectors: the offline all-MiniLM-L6-v2
@@ -105,7 +105,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kgweave.language.features.constrained import constrained_generate
 from tqdm.auto import tqdm
 
 from kgweave.artifact import load_artifact, save_artifact
@@ -123,9 +122,11 @@ from kgweave.language.components.lm import (
 from kgweave.language.components.tokenizer import train_tokenizer
 from kgweave.language.features.coldstart import TextProjection
 from kgweave.language.features.completion import LMCompleter
+from kgweave.language.features.constrained import constrained_generate
 from kgweave.language.features.verbalize import Verbalizer
+from kgweave.language.joint.config import JointConfig
 from kgweave.language.joint.corpus import write_corpus
-from kgweave.language.joint.pipeline import JointConfig, bake, train_text_enhanced_kge
+from kgweave.language.joint.text_side import bake, train_text_enhanced_kge
 from kgweave.models import KGEModel
 from kgweave.predict import LinkPredictor
 from kgweave.settings import get_settings

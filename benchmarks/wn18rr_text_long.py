@@ -23,7 +23,8 @@ import torch
 
 from kgweave.data import load_dataset
 from kgweave.engine import evaluate_on
-from kgweave.language.joint.pipeline import JointConfig, bake, train_text_enhanced_kge
+from kgweave.language.joint.config import JointConfig
+from kgweave.language.joint.text_side import bake, train_text_enhanced_kge
 from kgweave.training import TrainConfig
 
 

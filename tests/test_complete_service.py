@@ -17,7 +17,9 @@ from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
 from kgweave.language.features.text_fusion import FusedScorer
-from kgweave.language.joint.pipeline import JointConfig, load_text_fusion, train_joint
+from kgweave.language.joint.artifact import load_text_fusion
+from kgweave.language.joint.config import JointConfig
+from kgweave.language.joint.pipeline import train_joint
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings, get_settings

@@ -16,7 +16,9 @@ from kgweave.data.sources import demo_path
 from kgweave.errors import ArtifactError, InvalidArgumentError, NotFoundError
 from kgweave.language.features.lexical_links import LexicalLinks
 from kgweave.language.features.text_fusion import FusedScorer, TextFusion
-from kgweave.language.joint.pipeline import JointConfig, load_joint, load_text_fusion, train_joint
+from kgweave.language.joint.artifact import load_joint, load_text_fusion
+from kgweave.language.joint.config import JointConfig
+from kgweave.language.joint.pipeline import train_joint
 from kgweave.predict import Query
 from kgweave.settings import Settings
 

@@ -226,7 +226,8 @@ def _train_joint(
 ) -> None:
     from pydantic import ValidationError
 
-    from kgweave.language.joint.pipeline import JointConfig, train_joint
+    from kgweave.language.joint.config import JointConfig
+    from kgweave.language.joint.pipeline import train_joint
 
     try:
         joint_config = JointConfig.model_validate(

@@ -115,7 +115,7 @@ class ServedModel:
         fusion = verbalizer = None
         if text_fusion and (path / "language" / "joint.json").is_file():
             from kgweave.language.features.verbalize import Verbalizer
-            from kgweave.language.joint.pipeline import load_text_fusion
+            from kgweave.language.joint.artifact import load_text_fusion
 
             verbalizer = Verbalizer.from_artifact(artifact)
             fusion = load_text_fusion(path, artifact, verbalizer)
@@ -268,7 +268,7 @@ class ServedModel:
             if self._completer is None:
                 joint = self.artifact.path / "language" / "joint.json"
                 if joint.is_file():
-                    from kgweave.language.joint.pipeline import load_joint
+                    from kgweave.language.joint.artifact import load_joint
 
                     # the predictor holds the text fusion already (the completer takes it)
                     parts = load_joint(

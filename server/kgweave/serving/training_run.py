@@ -118,7 +118,8 @@ def run_training(
     )
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
     if joint:
-        from kgweave.language.joint.pipeline import JointConfig, train_joint
+        from kgweave.language.joint.config import JointConfig
+        from kgweave.language.joint.pipeline import train_joint
 
         if should_stop is not None and should_stop():
             return None
