@@ -9,12 +9,8 @@ import pytest
 from kgweave.data.dataset import KGDataset, load_dataset
 from kgweave.data.sources import demo_path
 from kgweave.errors import InvalidArgumentError, NotFoundError
-from kgweave.language.features.verbalize import (
-    WORDNET_TEMPLATES,
-    Verbalizer,
-    default_template,
-    split_sentences,
-)
+from kgweave.language.features.relation_phrases import WORDNET_TEMPLATES, default_template
+from kgweave.language.features.verbalize import Verbalizer, split_sentences
 from kgweave.language.joint.corpus import write_corpus
 
 

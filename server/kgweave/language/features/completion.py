@@ -43,6 +43,7 @@ import torch
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.language.components.lm import sequence_logprob
 from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
+from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import (
     RerankWeights,
     Scored,
@@ -50,7 +51,7 @@ from kgweave.language.features.rerank import (
     fit_logistic,
     group_mrr,
 )
-from kgweave.language.features.verbalize import HEAD, TAIL, Verbalizer
+from kgweave.language.features.verbalize import Verbalizer
 from kgweave.predict import LinkPredictor, Query
 
 if TYPE_CHECKING:

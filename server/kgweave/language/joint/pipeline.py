@@ -64,9 +64,10 @@ from kgweave.language.components.lm import (
 )
 from kgweave.language.components.tokenizer import train_tokenizer
 from kgweave.language.features.completion import LMCompleter
+from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import RerankWeights
 from kgweave.language.features.text_fusion import FusedScorer, TextFusion
-from kgweave.language.features.verbalize import HEAD, TAIL, Verbalizer
+from kgweave.language.features.verbalize import Verbalizer
 from kgweave.language.joint.config import (
     FUSION_WEIGHTS,
     JOINT_CONFIG,
