@@ -35,19 +35,18 @@ import pytest
 from kgweave.data.reader import read_triples
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError
 from kgweave.graph.embedded import free_port
-from kgweave.graph.neo4j_store import (
+from kgweave.graph.neo4j_dialects import (
     AWAIT_INDEX,
     FALKORDB_BOLT,
     NEO4J,
     QUERY_NODES,
     SHOW_INDEX,
-    Neo4jStore,
-    Neo4jTarget,
     constraint_statement,
     drop_index_statement,
     set_vectors_statement,
     vector_index_statement,
 )
+from kgweave.graph.neo4j_store import Neo4jStore, Neo4jTarget
 from kgweave.graph.store import EntityRow, GraphMapping, PredictedLink
 
 #: rows per UNWIND: FalkorDB's Bolt endpoint crashes on messages over about 4 KB, and a batch of
