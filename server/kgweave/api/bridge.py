@@ -16,6 +16,9 @@ frames the same way, so a burst of calls costs a few system calls. Unary calls o
 with a :class:`BatchHandler` (PredictLinks) that complete in one read are answered by one
 handler call, which queues them as one job for the micro-batcher: while a batch is scored, the
 next calls gather in the socket, so batches grow with the load and no timer is needed.
+
+Size (over 400 lines): one endpoint of one protocol; framing, call state, cancellation and the
+batched PredictLinks path share the connection's state, so they stay together.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ method it calls (``POST /v1/changes`` needs the admin token; ``/healthz`` is ope
 ``/metrics`` unless ``KGWEAVE_AUTH_METRICS``) from its ``Authorization: Bearer`` header,
 before any body is read: 401 without a valid token, 403 for a read token on an admin route.
 With TLS on, Hypercorn serves HTTPS only (and asks for client certificates with mTLS).
+
+Size (over 400 lines): the ASGI app, its limits, JSON parsing and the gateway routes share one
+request path; the server start and stop are at the end.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ Retention: when a segment fills up (``segment_bytes``) a new one starts; closed 
 every record is below every consumer's committed offset and that were last written more than
 ``retention_s`` ago are deleted. With no consumer at all, age alone decides. A consumer whose
 offset is below the oldest retained record reads from the oldest retained one.
+
+Size (over 400 lines): the log's recovery (torn tails, salvage, conversion of the first format)
+is part of opening it; the record format is in segments.py.
 """
 
 from __future__ import annotations

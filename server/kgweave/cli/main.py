@@ -3,6 +3,9 @@
 
 Every command has ``--json`` for machine-readable output. Errors print one line on stderr and
 exit non-zero; ``KGWEAVE_DEBUG=1`` adds the traceback.
+
+Size (over 400 lines): the group and the model commands (train, eval, predict); the others are
+in cli/graph.py, cli/remote.py, cli/language.py and cli/neo4j.py.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ checked against the manuals:
 run the portable core of this class against a real FalkorDB through the ``neo4j`` driver
 (there is no Neo4j server on the build machines); the Neo4j-only statements are tested by
 their exact text.
+
+Size (over 400 lines): the store's operations only; the statements and dialects are in
+neo4j_dialects.py, the shared Cypher writes in cypher_store.py.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Two ways to get a model:
 :func:`sequence_logprob` is how the rest of kgweave uses a model: ``log P(continuation |
 prompt)`` of a verbalized fact, batched. Models are stored with ``save_pretrained`` (safetensors
 only, never pickles) by :func:`save_lm` and read back by :func:`load_lm`.
+
+Size (over 400 lines): loading, building, training and scoring causal LMs share the tokenizer
+preparation and batching helpers; the small-LM half goes when a pretrained LM becomes the
+default (issue 20).
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 the graph's own templates or derived from the relation's name (Freebase paths, WordNet's
 relations, ``snake_case`` names, verb forms).
 :class:`~kgweave.language.features.verbalize.Verbalizer` turns facts into sentences with them;
-deterministic."""
+deterministic.
+
+Size (over 400 lines): mostly word lists (prepositions, participles, verbs) that the template
+rules read.
+"""
 
 from __future__ import annotations
 
