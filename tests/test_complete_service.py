@@ -172,11 +172,12 @@ def test_complete_cli_text_has_column_headers(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`kgweave complete` prints a header over its columns: in-process on a model folder, and
-    from the server (whose text fusion adds the graph column)."""
+    """`kgweave complete` prints a header over its columns, the same in-process on a model
+    folder and from the server (the data plane serves both: the joint model's text fusion adds
+    the graph column in each)."""
     args = ["complete", "--head", "Alan Turing", "--relation", "born_in", "-k", "3"]
     assert main([*args, str(joint_model)]) == 0
-    _assert_columns(capsys.readouterr().out, fused=False)
+    _assert_columns(capsys.readouterr().out, fused=True)
     monkeypatch.setenv("KGWEAVE_SERVER", served.address)
     assert main(args) == 0
     _assert_columns(capsys.readouterr().out, fused=True)

@@ -17,6 +17,7 @@ from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
     GraphStore,
+    PredictedLink,
     Triple,
     checked_identifier,
 )
@@ -43,6 +44,14 @@ class CypherStore(GraphStore):
     @abstractmethod
     def rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         """Run one write statement; its rows, each a list of the returned values in order."""
+
+    @abstractmethod
+    def read_rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        """Run one read statement; its rows, as :meth:`rows`."""
+
+    @abstractmethod
+    def _delete_predicted(self) -> None:
+        """Delete every predicted link (in bounded transactions where the database needs it)."""
 
     def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
         self.rows(cypher, params)
@@ -121,7 +130,76 @@ class CypherStore(GraphStore):
                 removed += int(result[0][0]) if result else 0
         return removed
 
+    # ---- kgweave's own links: predicted (replaced per version) and suggested (merged)
+    def write_predicted_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        self._delete_predicted()
+        return self._write_links(links, self._predicted, model_version, provenance, merge=False)
+
+    def add_suggested_links(
+        self, links: list[PredictedLink], model_version: str, provenance: str
+    ) -> int:
+        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
+        return self._write_links(links, suggested, model_version, provenance, merge=True)
+
+    def _write_links(
+        self,
+        links: list[PredictedLink],
+        link_type: str,
+        model_version: str,
+        provenance: str,
+        merge: bool,
+    ) -> int:
+        """Links of ``link_type`` (quoted) between existing entities: created anew, or merged
+        by (head, relation, tail) with their score, version and provenance refreshed."""
+        make = (
+            f"MERGE (h)-[x:{link_type} {{relation: row.r}}]->(t) "
+            "SET x.score = row.s, x.model_version = $version, x.provenance = $provenance"
+            if merge
+            else f"CREATE (h)-[:{link_type} {{relation: row.r, score: row.s, "
+            "model_version: $version, provenance: $provenance}]->(t)"
+        )
+        written = 0
+        for batch in self._batches(links):
+            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
+            self.rows(
+                f"UNWIND $rows AS row "
+                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
+                f"MATCH (t:{self._label} {{{self._key}: row.t}}) " + make,
+                {"rows": rows, "version": model_version, "provenance": provenance},
+            )
+            written += len(rows)
+        return written
+
+    def predicted_links(self) -> list[tuple[str, str, str, float, str]]:
+        """Every predicted link: (head, relation, tail, score, model_version)."""
+        return self._links(self._predicted)
+
+    def suggested_links(self) -> list[tuple[str, str, str, float, str]]:
+        """Every suggested link: (head, relation, tail, score, model_version)."""
+        return self._links(checked_identifier(self.mapping.suggested_type, "suggested-link type"))
+
+    def _links(self, link_type: str) -> list[tuple[str, str, str, float, str]]:
+        rows = self.read_rows(
+            f"MATCH (h:{self._label})-[x:{link_type}]->(t:{self._label}) "
+            f"RETURN h.{self._key} AS h, x.relation AS r, t.{self._key} AS t, "
+            "x.score AS s, x.model_version AS v ORDER BY h, r, t"
+        )
+        return [(str(h), str(r), str(t), float(s), str(v)) for h, r, t, s, v in rows]
+
     # ---- reads
+    def counts(self) -> dict[str, int]:
+        condition, params = self._type_filter()
+        ((entities,),) = self.read_rows(f"MATCH (e:{self._label}) RETURN count(e) AS n")
+        ((triples, relations),) = self.read_rows(
+            f"MATCH (:{self._label})-[x]->(:{self._label}) WHERE {condition} "
+            f"RETURN count(x) AS triples, "
+            f"count(DISTINCT coalesce(x.{self._relation}, type(x))) AS relations",
+            params,
+        )
+        return {"entities": int(entities), "relations": int(relations), "triples": int(triples)}
+
     def _type_filter(self) -> tuple[str, dict[str, Any]]:
         """The WHERE condition on relationship ``x`` that keeps facts (not kgweave's links)."""
         m = self.mapping

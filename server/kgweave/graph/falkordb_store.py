@@ -11,7 +11,6 @@ from kgweave.graph.cypher_store import CypherStore
 from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
-    PredictedLink,
     Triple,
     checked_identifier,
 )
@@ -238,70 +237,11 @@ class FalkorDBStore(CypherStore):
             raise GraphUnavailableError(f"FalkorDB refused kgweave's functions: {exc}") from None
         return True
 
-    def write_predicted_links(
-        self, links: list[PredictedLink], model_version: str, provenance: str
-    ) -> int:
-        predicted = checked_identifier(self.mapping.predicted_type, "predicted-link type")
-        self._query(f"MATCH ()-[x:{predicted}]->() DELETE x")
-        written = 0
-        for batch in self._batches(links):
-            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
-            self._query(
-                f"UNWIND $rows AS row "
-                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
-                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
-                f"CREATE (h)-[:{predicted} {{relation: row.r, score: row.s, "
-                f"model_version: $version, provenance: $provenance}}]->(t)",
-                {"rows": rows, "version": model_version, "provenance": provenance},
-            )
-            written += len(rows)
-        return written
+    def _delete_predicted(self) -> None:
+        self._query(f"MATCH ()-[x:{self._predicted}]->() DELETE x")
 
-    def add_suggested_links(
-        self, links: list[PredictedLink], model_version: str, provenance: str
-    ) -> int:
-        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
-        written = 0
-        for batch in self._batches(links):
-            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
-            self._query(
-                f"UNWIND $rows AS row "
-                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
-                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
-                f"MERGE (h)-[x:{suggested} {{relation: row.r}}]->(t) "
-                "SET x.score = row.s, x.model_version = $version, x.provenance = $provenance",
-                {"rows": rows, "version": model_version, "provenance": provenance},
-            )
-            written += len(rows)
-        return written
-
-    def suggested_links(self) -> list[tuple[str, str, str, float, str]]:
-        """Every suggested link: (head, relation, tail, score, model_version)."""
-        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
-        rows = self._query(
-            f"MATCH (h:{self._label})-[x:{suggested}]->(t:{self._label}) "
-            f"RETURN h.{self._key}, x.relation, t.{self._key}, x.score, x.model_version"
-        )
-        return [(str(h), str(r), str(t), float(s), str(v)) for h, r, t, s, v in rows]
-
-    def predicted_links(self) -> list[tuple[str, str, str, float, str]]:
-        """Every predicted link: (head, relation, tail, score, model_version)."""
-        predicted = checked_identifier(self.mapping.predicted_type, "predicted-link type")
-        rows = self._query(
-            f"MATCH (h:{self._label})-[x:{predicted}]->(t:{self._label}) "
-            f"RETURN h.{self._key}, x.relation, t.{self._key}, x.score, x.model_version"
-        )
-        return [(str(h), str(r), str(t), float(s), str(v)) for h, r, t, s, v in rows]
-
-    def counts(self) -> dict[str, int]:
-        condition, params = self._type_filter()
-        entities = self._query(f"MATCH (e:{self._label}) RETURN count(e)")[0][0]
-        triples, relations = self._query(
-            f"MATCH (:{self._label})-[x]->(:{self._label}) WHERE {condition} "
-            f"RETURN count(x), count(DISTINCT coalesce(x.{self._relation}, type(x)))",
-            params,
-        )[0]
-        return {"entities": int(entities), "relations": int(relations), "triples": int(triples)}
+    def read_rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        return self._query(cypher, params)
 
 
 #: the name Cypher calls kgweave's FalkorDB functions by (``kgweave.score(...)``)

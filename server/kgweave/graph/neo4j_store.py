@@ -58,9 +58,7 @@ from kgweave.graph.neo4j_dialects import NEO4J, Dialect, Records, checked_vector
 from kgweave.graph.store import (
     EntityRow,
     GraphMapping,
-    PredictedLink,
     Triple,
-    checked_identifier,
 )
 
 if TYPE_CHECKING:
@@ -376,10 +374,8 @@ class Neo4jStore(CypherStore):
         cypher, params = self.dialect.nearest(mapping, [float(x) for x in vector], k)
         return [(str(r["id"]), float(r["score"])) for r in self.read(cypher, params)]
 
-    def write_predicted_links(
-        self, links: list[PredictedLink], model_version: str, provenance: str
-    ) -> int:
-        # delete the previous version in bounded transactions, then write the new one
+    def _delete_predicted(self) -> None:
+        # in bounded transactions
         while True:
             rows = self.write(
                 f"MATCH ()-[x:{self._predicted}]->() WITH x LIMIT $n DELETE x "
@@ -388,58 +384,6 @@ class Neo4jStore(CypherStore):
             )
             if not rows or int(rows[0]["deleted"]) < self.batch_size:
                 break
-        written = 0
-        for batch in self._batches(links):
-            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
-            self.write(
-                f"UNWIND $rows AS row "
-                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
-                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
-                f"CREATE (h)-[:{self._predicted} {{relation: row.r, score: row.s, "
-                f"model_version: $version, provenance: $provenance}}]->(t)",
-                {"rows": rows, "version": model_version, "provenance": provenance},
-            )
-            written += len(rows)
-        return written
 
-    def add_suggested_links(
-        self, links: list[PredictedLink], model_version: str, provenance: str
-    ) -> int:
-        suggested = checked_identifier(self.mapping.suggested_type, "suggested-link type")
-        written = 0
-        for batch in self._batches(links):
-            rows = [{"h": p.head, "r": p.relation, "t": p.tail, "s": float(p.score)} for p in batch]
-            self.write(
-                f"UNWIND $rows AS row "
-                f"MATCH (h:{self._label} {{{self._key}: row.h}}) "
-                f"MATCH (t:{self._label} {{{self._key}: row.t}}) "
-                f"MERGE (h)-[x:{suggested} {{relation: row.r}}]->(t) "
-                "SET x.score = row.s, x.model_version = $version, x.provenance = $provenance",
-                {"rows": rows, "version": model_version, "provenance": provenance},
-            )
-            written += len(rows)
-        return written
-
-    def predicted_links(self) -> list[tuple[str, str, str, float, str]]:
-        """Every predicted link: (head, relation, tail, score, model_version)."""
-        rows = self.read(
-            f"MATCH (h:{self._label})-[x:{self._predicted}]->(t:{self._label}) "
-            f"RETURN h.{self._key} AS h, x.relation AS r, t.{self._key} AS t, "
-            "x.score AS s, x.model_version AS v ORDER BY h, r, t"
-        )
-        return [(str(r["h"]), str(r["r"]), str(r["t"]), float(r["s"]), str(r["v"])) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        condition, params = self._type_filter()
-        entities = self.read(f"MATCH (e:{self._label}) RETURN count(e) AS n")[0]["n"]
-        row = self.read(
-            f"MATCH (:{self._label})-[x]->(:{self._label}) WHERE {condition} "
-            f"RETURN count(x) AS triples, "
-            f"count(DISTINCT coalesce(x.{self._relation}, type(x))) AS relations",
-            params,
-        )[0]
-        return {
-            "entities": int(entities),
-            "relations": int(row["relations"]),
-            "triples": int(row["triples"]),
-        }
+    def read_rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        return [list(record.values()) for record in self.read(cypher, params)]
