@@ -190,7 +190,7 @@ def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
             capsys, "predict", "--head", "Alan Turing", "--relation", "born_in", "-k", "3", "--json"
         )
         assert code == 0
-        answers = json.loads(out)
+        answers = json.loads(out)["results"][0]["candidates"]  # the proto's field names
         assert [a["rank"] for a in answers] == [1, 2, 3]
 
         code, out, _ = cli(capsys, "score", "-t", "alan_turing", "born_in", "london", "--json")

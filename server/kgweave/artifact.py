@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from kgweave import __version__, atomic
 from kgweave.data.dataset import IdMap, KGDataset
-from kgweave.errors import ArtifactError, DivergedError, NotFoundError
+from kgweave.errors import ArtifactError, DivergedError, NotFoundError, echo
 from kgweave.models import KGEModel, build_model
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
             raise ArtifactError(f"{config_path}: field files lists no {name}")
     for name, expected in config["files"].items():
         if Path(name).name != name:
-            raise ArtifactError(f"{config_path}: field files names {name!r}, not a file here")
+            raise ArtifactError(f"{config_path}: field files names {echo(name)}, not a file here")
         atomic.verify_sha256(folder / name, expected)
     try:
         tensors = load_file(str(folder / WEIGHTS))

@@ -325,7 +325,7 @@ def get_settings() -> Settings:
     """
     from pydantic import ValidationError
 
-    from kgweave.errors import InvalidArgumentError
+    from kgweave.errors import InvalidArgumentError, echo
 
     try:
         return Settings()
@@ -333,4 +333,4 @@ def get_settings() -> Settings:
         first = exc.errors()[0]
         name = "KGWEAVE_" + "_".join(str(p) for p in first["loc"]).upper()
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidArgumentError(f"{name}={first.get('input')!r}: {message}") from None
+        raise InvalidArgumentError(f"{name}={echo(first.get('input'))}: {message}") from None

@@ -19,9 +19,9 @@ SIMILARITIES = {"cosine": "cosine", "euclidean": "euclidean"}
 #: HNSW options of kgweave's vector indexes: neighbours per node and search breadths, above
 #: FalkorDB's defaults (16, 200, 10) so the relation-aware top-10 keeps its recall on
 #: FB15k-237-sized graphs (benchmarks/writeback_recall.py)
-HNSW_M = 48
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_RUNTIME = 400
+HNSW_M = 64
+HNSW_EF_CONSTRUCTION = 400
+HNSW_EF_RUNTIME = 1500
 #: rows per write of vectors: the client sends parameters as query text
 _VECTOR_BATCH = 200
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any, Final, Protocol
 
+from kgweave.errors import echo
+
 
 class ModelVersion(Protocol):
     """What the policy reads of a registered version
@@ -45,7 +47,7 @@ def decide(policy: str, new: ModelVersion, active: ModelVersion | None) -> tuple
         ValueError: ``policy`` is not one of :data:`POLICIES` (callers validate it first).
     """
     if policy not in POLICIES:
-        raise ValueError(f"activation policy {policy!r}: use one of {', '.join(POLICIES)}")
+        raise ValueError(f"activation policy {echo(policy)}: use one of {', '.join(POLICIES)}")
     if policy == NEVER:
         return False, "registered; activation policy is never"
     if policy == ALWAYS:
