@@ -109,6 +109,7 @@ class ChangeApplier:
         self._base: ServedModel | None = None
         self._projection: TextProjection | None = None
         self._text_failed = ""
+        self._refresh = False  # the projection got ready: make text rows for waiting entities
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._applied = threading.Condition()
@@ -123,6 +124,31 @@ class ChangeApplier:
     # ---- lifecycle
     def start(self) -> None:
         self._thread.start()
+        self._prepare_text()
+
+    def _prepare_text(self) -> None:
+        """Fit the cold-start projection of the loaded version in the background (encoding
+        its entity texts once), so new entities with text do not wait for it: until it is
+        ready they are placed by their neighbours, then their rows are made from text."""
+        base = self._base
+        if self._encoder is None or base is None:
+            return
+
+        def fit() -> None:
+            try:
+                assert self._encoder is not None
+                projection = base.cold_projection(self._encoder(), self._cache_dir)
+            except KGWeaveError as exc:
+                self._text_failed = exc.message
+                log.warning("new entities are placed by their neighbours: %s", exc.message)
+                return
+            with self.versions.swap_lock:
+                if self._base is base:
+                    self._projection = projection
+                    self._refresh = True
+            self._wake.set()
+
+        threading.Thread(target=fit, name="kgweave-apply-text", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -150,9 +176,13 @@ class ChangeApplier:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if not self.apply_pending():
-                    self._wake.wait(0.2)
-                    self._wake.clear()
+                if self.apply_pending():
+                    continue
+                if self._refresh:
+                    self._refresh = False
+                    self.refresh_rows()
+                self._wake.wait(0.2)
+                self._wake.clear()
             except KGWeaveError as exc:
                 self.state.last_error = exc.message
                 log.warning("applying graph changes failed: %s", exc.message)
@@ -206,6 +236,27 @@ class ChangeApplier:
                  seconds)  # fmt: skip
         return True
 
+    def refresh_rows(self) -> None:
+        """Make text rows for new entities that were placed by neighbours while the
+        projection was being fitted (same events, better rows: swapped in as one model)."""
+        with self.versions.swap_lock:
+            active, base = self.versions.current, self._base
+            if active is None or base is None or active.base_version != base.version:
+                return
+            overlay = copy.deepcopy(self.overlay)
+            if not any(
+                overlay.origins.get(e) != "text" and any(overlay.texts.get(e, (None, None)))
+                for e in overlay.new_entities
+            ):
+                return
+            self._make_rows(overlay, base)
+            served = self._derive(base, overlay)
+            overlay.save(self.folder)
+            self.versions.replace(active, served)
+            with self._applied:
+                self.overlay = overlay
+        log.info("cold start: text rows made for new entities (%s)", served.version)
+
     def _facts_of(self, entity: str) -> list[Triple]:
         """The loaded version's facts that touch ``entity``."""
         base = self._base
@@ -220,6 +271,8 @@ class ChangeApplier:
         :meth:`ModelVersions.activate` before the swap, under its swap lock)."""
         self._base = loaded
         self._projection = None
+        if self._thread.is_alive():
+            self._prepare_text()
         overlay = self.overlay
         if overlay.base_version != loaded.version:
             overlay = copy.deepcopy(overlay)
@@ -297,12 +350,10 @@ class ChangeApplier:
     ) -> dict[str, torch.Tensor]:
         """Rows from text through the encoder and the version's projection ({} without an
         encoder or with too little text to fit a projection; the reason is logged once)."""
-        if self._encoder is None:
-            return {}
+        if self._encoder is None or self._projection is None:
+            return {}  # no encoder, or the projection is not fitted yet (_prepare_text)
         try:
             encoder = self._encoder()
-            if self._projection is None:
-                self._projection = base.cold_projection(encoder, self._cache_dir)
             from kgweave.language.components.encoder import entity_texts
 
             names = [overlay.texts[e][0] for e in entities]

@@ -99,6 +99,21 @@ class ChangePipeline:
             )
         return self.applier
 
+    def status(self) -> dict[str, int | str] | None:
+        """The applier's progress (None when it is off): the ChangesStatus message's fields."""
+        applier = self.applier
+        if applier is None:
+            return None
+        summary = applier.overlay.summary()
+        return {
+            "applied_offset": applier.overlay.next_offset,
+            "end_offset": self.event_log.end_offset,
+            "batches": applier.state.batches,
+            "events": applier.state.events,
+            **{k: v for k, v in summary.items() if k not in ("base_version", "next_offset")},
+            "last_error": applier.state.last_error,
+        }
+
     def start_applying(self) -> ChangeApplier:
         """Apply graph changes to the served model at once, on the applier's thread."""
         applier = self.prepare_applying()

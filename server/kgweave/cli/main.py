@@ -530,9 +530,11 @@ def import_(
 
 from kgweave.cli import language as _language
 from kgweave.cli import remote as _remote  # registers serve, status, ...
+from kgweave.cli import write as _write
 
 _remote.register(cli)
 _language.register(cli)
+cli.add_command(_write.write)  # kgweave write (graph changes through the server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from kgweave.v1 import knowledge_pb2 as kgweave_dot_v1_dot_knowledge__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kgweave/v1/admin.proto\x12\nkgweave.v1\"\xde\x05\n\x10TrainingSettings\x12\x12\n\x05model\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x03\x64im\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x0f\n\x02lr\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x16\n\toptimizer\x18\x06 \x01(\tH\x05\x88\x01\x01\x12\x13\n\x06regime\x18\x07 \x01(\tH\x06\x88\x01\x01\x12\x18\n\x0bregularizer\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x17\n\nreg_weight\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x05H\t\x88\x01\x01\x12\x17\n\neval_every\x18\x0b \x01(\x05H\n\x88\x01\x01\x12\x15\n\x08patience\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x1a\n\rtime_budget_s\x18\r \x01(\x01H\x0c\x88\x01\x01\x12\x12\n\x05joint\x18\x0e \x01(\x08H\r\x88\x01\x01\x12\x18\n\x0blr_schedule\x18\x0f \x01(\tH\x0e\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\x10 \x01(\x01H\x0f\x88\x01\x01\x12 \n\x13relation_prediction\x18\x11 \x01(\x01H\x10\x88\x01\x01\x12\x19\n\x0cvalid_sample\x18\x12 \x01(\x05H\x11\x88\x01\x01\x12\x16\n\tprecision\x18\x13 \x01(\tH\x12\x88\x01\x01\x42\x08\n\x06_modelB\x06\n\x04_dimB\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x05\n\x03_lrB\x0c\n\n_optimizerB\t\n\x07_regimeB\x0e\n\x0c_regularizerB\r\n\x0b_reg_weightB\x07\n\x05_seedB\r\n\x0b_eval_everyB\x0b\n\t_patienceB\x10\n\x0e_time_budget_sB\x08\n\x06_jointB\x0e\n\x0c_lr_scheduleB\x12\n\x10_label_smoothingB\x16\n\x14_relation_predictionB\x0f\n\r_valid_sampleB\x0c\n\n_precision\"\x89\x01\n\x14StartTrainingRequest\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.kgweave.v1.TrainingSettings\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x30\n\nactivation\x18\x03 \x01(\x0e\x32\x1c.kgweave.v1.ActivationPolicy\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfb\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.kgweave.v1.JobState\x12\r\n\x05phase\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\x11\n\tvalid_mrr\x18\x07 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x08 \x01(\x01\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x11\n\tactivated\x18\n \x01(\x08\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x12\n\ncreated_at\x18\x0c \x01(\x01\x12\x12\n\nupdated_at\x18\r \x01(\x01\"\x87\x05\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x14\n\x0cnum_entities\x18\x04 \x01(\x05\x12\x15\n\rnum_relations\x18\x05 \x01(\x05\x12>\n\rvalid_metrics\x18\x06 \x03(\x0b\x32\'.kgweave.v1.ModelInfo.ValidMetricsEntry\x12<\n\x0ctest_metrics\x18\x07 \x03(\x0b\x32&.kgweave.v1.ModelInfo.TestMetricsEntry\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x08\x12\x0e\n\x06source\x18\n \x01(\t\x12I\n\x13\x66used_valid_metrics\x18\x0b \x03(\x0b\x32,.kgweave.v1.ModelInfo.FusedValidMetricsEntry\x12G\n\x12\x66used_test_metrics\x18\x0c \x03(\x0b\x32+.kgweave.v1.ModelInfo.FusedTestMetricsEntry\x1a\x33\n\x11ValidMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16\x46usedValidMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x37\n\x15\x46usedTestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"S\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.kgweave.v1.ModelInfo\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\t\"\'\n\x14\x41\x63tivateModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x0f\n\rStatusRequest\"\x93\x02\n\x0eStatusResponse\x12+\n\x0c\x61\x63tive_model\x18\x01 \x01(\x0b\x32\x15.kgweave.v1.ModelInfo\x12\x15\n\rgraph_backend\x18\x02 \x01(\t\x12\x11\n\tgraph_uri\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x1c\n\x14process_memory_bytes\x18\x05 \x01(\x03\x12\x1b\n\x13\x64\x65vice_memory_bytes\x18\x06 \x01(\x03\x12\x10\n\x08uptime_s\x18\x07 \x01(\x01\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x17\n\x0fkgweave_version\x18\t \x01(\t\x12\x13\n\x0b\x61\x63tive_jobs\x18\n \x01(\x05\x12\x10\n\x08\x66rontend\x18\x0b \x01(\t\"Z\n\nModelChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x30\n\nactivation\x18\x03 \x01(\x0e\x32\x1c.kgweave.v1.ActivationPolicy\"a\n\x15RegisterModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.kgweave.v1.ModelInfo\x12\x11\n\tactivated\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t*\x91\x01\n\x10\x41\x63tivationPolicy\x12!\n\x1d\x41\x43TIVATION_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43TIVATION_POLICY_IF_BETTER\x10\x01\x12\x1c\n\x18\x41\x43TIVATION_POLICY_ALWAYS\x10\x02\x12\x1b\n\x17\x41\x43TIVATION_POLICY_NEVER\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xa1\x04\n\x0c\x41\x64minService\x12\x42\n\rStartTraining\x12 .kgweave.v1.StartTrainingRequest\x1a\x0f.kgweave.v1.Job\x12\x34\n\x06GetJob\x12\x19.kgweave.v1.GetJobRequest\x1a\x0f.kgweave.v1.Job\x12\x38\n\x08WatchJob\x12\x19.kgweave.v1.GetJobRequest\x1a\x0f.kgweave.v1.Job0\x01\x12\x37\n\tCancelJob\x12\x19.kgweave.v1.GetJobRequest\x1a\x0f.kgweave.v1.Job\x12K\n\nListModels\x12\x1d.kgweave.v1.ListModelsRequest\x1a\x1e.kgweave.v1.ListModelsResponse\x12H\n\rActivateModel\x12 .kgweave.v1.ActivateModelRequest\x1a\x15.kgweave.v1.ModelInfo\x12L\n\rRegisterModel\x12\x16.kgweave.v1.ModelChunk\x1a!.kgweave.v1.RegisterModelResponse(\x01\x12?\n\x06Status\x12\x19.kgweave.v1.StatusRequest\x1a\x1a.kgweave.v1.StatusResponseBI\n\rio.kgweave.v1P\x01Z6github.com/kgweave/kgweave/gen/go/kgweave/v1;kgweavev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kgweave/v1/admin.proto\x12\nkgweave.v1\x1a\x1akgweave/v1/knowledge.proto\"\xde\x05\n\x10TrainingSettings\x12\x12\n\x05model\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x03\x64im\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x0f\n\x02lr\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x16\n\toptimizer\x18\x06 \x01(\tH\x05\x88\x01\x01\x12\x13\n\x06regime\x18\x07 \x01(\tH\x06\x88\x01\x01\x12\x18\n\x0bregularizer\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x17\n\nreg_weight\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x05H\t\x88\x01\x01\x12\x17\n\neval_every\x18\x0b \x01(\x05H\n\x88\x01\x01\x12\x15\n\x08patience\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x1a\n\rtime_budget_s\x18\r \x01(\x01H\x0c\x88\x01\x01\x12\x12\n\x05joint\x18\x0e \x01(\x08H\r\x88\x01\x01\x12\x18\n\x0blr_schedule\x18\x0f \x01(\tH\x0e\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\x10 \x01(\x01H\x0f\x88\x01\x01\x12 \n\x13relation_prediction\x18\x11 \x01(\x01H\x10\x88\x01\x01\x12\x19\n\x0cvalid_sample\x18\x12 \x01(\x05H\x11\x88\x01\x01\x12\x16\n\tprecision\x18\x13 \x01(\tH\x12\x88\x01\x01\x42\x08\n\x06_modelB\x06\n\x04_dimB\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x05\n\x03_lrB\x0c\n\n_optimizerB\t\n\x07_regimeB\x0e\n\x0c_regularizerB\r\n\x0b_reg_weightB\x07\n\x05_seedB\r\n\x0b_eval_everyB\x0b\n\t_patienceB\x10\n\x0e_time_budget_sB\x08\n\x06_jointB\x0e\n\x0c_lr_scheduleB\x12\n\x10_label_smoothingB\x16\n\x14_relation_predictionB\x0f\n\r_valid_sampleB\x0c\n\n_precision\"\x89\x01\n\x14StartTrainingRequest\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.kgweave.v1.TrainingSettings\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x30\n\nactivation\x18\x03 \x01(\x0e\x32\x1c.kgweave.v1.ActivationPolicy\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfb\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.kgweave.v1.JobState\x12\r\n\x05phase\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\x11\n\tvalid_mrr\x18\x07 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x08 \x01(\x01\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x11\n\tactivated\x18\n \x01(\x08\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x12\n\ncreated_at\x18\x0c \x01(\x01\x12\x12\n\nupdated_at\x18\r \x01(\x01\"\x87\x05\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x14\n\x0cnum_entities\x18\x04 \x01(\x05\x12\x15\n\rnum_relations\x18\x05 \x01(\x05\x12>\n\rvalid_metrics\x18\x06 \x03(\x0b\x32\'.kgweave.v1.ModelInfo.ValidMetricsEntry\x12<\n\x0ctest_metrics\x18\x07 \x03(\x0b\x32&.kgweave.v1.ModelInfo.TestMetricsEntry\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x08\x12\x0e\n\x06source\x18\n \x01(\t\x12I\n\x13\x66used_valid_metrics\x18\x0b \x03(\x0b\x32,.kgweave.v1.ModelInfo.FusedValidMetricsEntry\x12G\n\x12\x66used_test_metrics\x18\x0c \x03(\x0b\x32+.kgweave.v1.ModelInfo.FusedTestMetricsEntry\x1a\x33\n\x11ValidMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16\x46usedValidMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x37\n\x15\x46usedTestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"S\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.kgweave.v1.ModelInfo\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\t\"\'\n\x14\x41\x63tivateModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x0f\n\rStatusRequest\"\xbf\x02\n\x0eStatusResponse\x12+\n\x0c\x61\x63tive_model\x18\x01 \x01(\x0b\x32\x15.kgweave.v1.ModelInfo\x12\x15\n\rgraph_backend\x18\x02 \x01(\t\x12\x11\n\tgraph_uri\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x1c\n\x14process_memory_bytes\x18\x05 \x01(\x03\x12\x1b\n\x13\x64\x65vice_memory_bytes\x18\x06 \x01(\x03\x12\x10\n\x08uptime_s\x18\x07 \x01(\x01\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x17\n\x0fkgweave_version\x18\t \x01(\t\x12\x13\n\x0b\x61\x63tive_jobs\x18\n \x01(\x05\x12\x10\n\x08\x66rontend\x18\x0b \x01(\t\x12*\n\x07\x63hanges\x18\x0c \x01(\x0b\x32\x19.kgweave.v1.ChangesStatus\"\xe7\x01\n\rChangesStatus\x12\x16\n\x0e\x61pplied_offset\x18\x01 \x01(\x03\x12\x12\n\nend_offset\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\x03\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\x12\x13\n\x0b\x66\x61\x63ts_added\x18\x05 \x01(\x03\x12\x15\n\rfacts_removed\x18\x06 \x01(\x03\x12\x16\n\x0e\x65ntities_added\x18\x07 \x01(\x03\x12\x18\n\x10\x65ntities_deleted\x18\x08 \x01(\x03\x12\x17\n\x0frelations_added\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\"_\n\x0b\x45ntityWrite\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x0e\n\x0c_description\"\xb0\x01\n\x11WriteFactsRequest\x12!\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\x0b\x32\x12.kgweave.v1.Triple\x12#\n\x07removed\x18\x02 \x03(\x0b\x32\x12.kgweave.v1.Triple\x12)\n\x08\x65ntities\x18\x03 \x03(\x0b\x32\x17.kgweave.v1.EntityWrite\x12\x18\n\x10\x64\x65leted_entities\x18\x04 \x03(\t\x12\x0e\n\x06wait_s\x18\x05 \x01(\x01\"[\n\x12WriteFactsResponse\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x05\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x0f\n\x07version\x18\x04 \x01(\t\"Z\n\nModelChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x30\n\nactivation\x18\x03 \x01(\x0e\x32\x1c.kgweave.v1.ActivationPolicy\"a\n\x15RegisterModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.kgweave.v1.ModelInfo\x12\x11\n\tactivated\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t*\x91\x01\n\x10\x41\x63tivationPolicy\x12!\n\x1d\x41\x43TIVATION_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43TIVATION_POLICY_IF_BETTER\x10\x01\x12\x1c\n\x18\x41\x43TIVATION_POLICY_ALWAYS\x10\x02\x12\x1b\n\x17\x41\x43TIVATION_POLICY_NEVER\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xee\x04\n\x0c\x41\x64minService\x12\x42\n\rStartTraining\x12 .kgweave.v1.StartTrainingRequest\x1a\x0f.kgweave.v1.Job\x12\x34\n\x06GetJob\x12\x19.kgweave.v1.GetJobRequest\x1a\x0f.kgweave.v1.Job\x12\x38\n\x08WatchJob\x12\x19.kgweave.v1.GetJobRequest\x1a\x0f.kgweave.v1.Job0\x01\x12\x37\n\tCancelJob\x12\x19.kgweave.v1.GetJobRequest\x1a\x0f.kgweave.v1.Job\x12K\n\nListModels\x12\x1d.kgweave.v1.ListModelsRequest\x1a\x1e.kgweave.v1.ListModelsResponse\x12H\n\rActivateModel\x12 .kgweave.v1.ActivateModelRequest\x1a\x15.kgweave.v1.ModelInfo\x12L\n\rRegisterModel\x12\x16.kgweave.v1.ModelChunk\x1a!.kgweave.v1.RegisterModelResponse(\x01\x12?\n\x06Status\x12\x19.kgweave.v1.StatusRequest\x1a\x1a.kgweave.v1.StatusResponse\x12K\n\nWriteFacts\x12\x1d.kgweave.v1.WriteFactsRequest\x1a\x1e.kgweave.v1.WriteFactsResponseBI\n\rio.kgweave.v1P\x01Z6github.com/kgweave/kgweave/gen/go/kgweave/v1;kgweavev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,42 +41,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_FUSEDVALIDMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_FUSEDTESTMETRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_FUSEDTESTMETRICSENTRY']._serialized_options = b'8\001'
-  _globals['_ACTIVATIONPOLICY']._serialized_start=2486
-  _globals['_ACTIVATIONPOLICY']._serialized_end=2631
-  _globals['_JOBSTATE']._serialized_start=2634
-  _globals['_JOBSTATE']._serialized_end=2788
-  _globals['_TRAININGSETTINGS']._serialized_start=39
-  _globals['_TRAININGSETTINGS']._serialized_end=773
-  _globals['_STARTTRAININGREQUEST']._serialized_start=776
-  _globals['_STARTTRAININGREQUEST']._serialized_end=913
-  _globals['_GETJOBREQUEST']._serialized_start=915
-  _globals['_GETJOBREQUEST']._serialized_end=946
-  _globals['_JOB']._serialized_start=949
-  _globals['_JOB']._serialized_end=1200
-  _globals['_MODELINFO']._serialized_start=1203
-  _globals['_MODELINFO']._serialized_end=1850
-  _globals['_MODELINFO_VALIDMETRICSENTRY']._serialized_start=1632
-  _globals['_MODELINFO_VALIDMETRICSENTRY']._serialized_end=1683
-  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_start=1685
-  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_end=1735
-  _globals['_MODELINFO_FUSEDVALIDMETRICSENTRY']._serialized_start=1737
-  _globals['_MODELINFO_FUSEDVALIDMETRICSENTRY']._serialized_end=1793
-  _globals['_MODELINFO_FUSEDTESTMETRICSENTRY']._serialized_start=1795
-  _globals['_MODELINFO_FUSEDTESTMETRICSENTRY']._serialized_end=1850
-  _globals['_LISTMODELSREQUEST']._serialized_start=1852
-  _globals['_LISTMODELSREQUEST']._serialized_end=1871
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1873
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1956
-  _globals['_ACTIVATEMODELREQUEST']._serialized_start=1958
-  _globals['_ACTIVATEMODELREQUEST']._serialized_end=1997
-  _globals['_STATUSREQUEST']._serialized_start=1999
-  _globals['_STATUSREQUEST']._serialized_end=2014
-  _globals['_STATUSRESPONSE']._serialized_start=2017
-  _globals['_STATUSRESPONSE']._serialized_end=2292
-  _globals['_MODELCHUNK']._serialized_start=2294
-  _globals['_MODELCHUNK']._serialized_end=2384
-  _globals['_REGISTERMODELRESPONSE']._serialized_start=2386
-  _globals['_REGISTERMODELRESPONSE']._serialized_end=2483
-  _globals['_ADMINSERVICE']._serialized_start=2791
-  _globals['_ADMINSERVICE']._serialized_end=3336
+  _globals['_ACTIVATIONPOLICY']._serialized_start=3161
+  _globals['_ACTIVATIONPOLICY']._serialized_end=3306
+  _globals['_JOBSTATE']._serialized_start=3309
+  _globals['_JOBSTATE']._serialized_end=3463
+  _globals['_TRAININGSETTINGS']._serialized_start=67
+  _globals['_TRAININGSETTINGS']._serialized_end=801
+  _globals['_STARTTRAININGREQUEST']._serialized_start=804
+  _globals['_STARTTRAININGREQUEST']._serialized_end=941
+  _globals['_GETJOBREQUEST']._serialized_start=943
+  _globals['_GETJOBREQUEST']._serialized_end=974
+  _globals['_JOB']._serialized_start=977
+  _globals['_JOB']._serialized_end=1228
+  _globals['_MODELINFO']._serialized_start=1231
+  _globals['_MODELINFO']._serialized_end=1878
+  _globals['_MODELINFO_VALIDMETRICSENTRY']._serialized_start=1660
+  _globals['_MODELINFO_VALIDMETRICSENTRY']._serialized_end=1711
+  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_start=1713
+  _globals['_MODELINFO_TESTMETRICSENTRY']._serialized_end=1763
+  _globals['_MODELINFO_FUSEDVALIDMETRICSENTRY']._serialized_start=1765
+  _globals['_MODELINFO_FUSEDVALIDMETRICSENTRY']._serialized_end=1821
+  _globals['_MODELINFO_FUSEDTESTMETRICSENTRY']._serialized_start=1823
+  _globals['_MODELINFO_FUSEDTESTMETRICSENTRY']._serialized_end=1878
+  _globals['_LISTMODELSREQUEST']._serialized_start=1880
+  _globals['_LISTMODELSREQUEST']._serialized_end=1899
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1901
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1984
+  _globals['_ACTIVATEMODELREQUEST']._serialized_start=1986
+  _globals['_ACTIVATEMODELREQUEST']._serialized_end=2025
+  _globals['_STATUSREQUEST']._serialized_start=2027
+  _globals['_STATUSREQUEST']._serialized_end=2042
+  _globals['_STATUSRESPONSE']._serialized_start=2045
+  _globals['_STATUSRESPONSE']._serialized_end=2364
+  _globals['_CHANGESSTATUS']._serialized_start=2367
+  _globals['_CHANGESSTATUS']._serialized_end=2598
+  _globals['_ENTITYWRITE']._serialized_start=2600
+  _globals['_ENTITYWRITE']._serialized_end=2695
+  _globals['_WRITEFACTSREQUEST']._serialized_start=2698
+  _globals['_WRITEFACTSREQUEST']._serialized_end=2874
+  _globals['_WRITEFACTSRESPONSE']._serialized_start=2876
+  _globals['_WRITEFACTSRESPONSE']._serialized_end=2967
+  _globals['_MODELCHUNK']._serialized_start=2969
+  _globals['_MODELCHUNK']._serialized_end=3059
+  _globals['_REGISTERMODELRESPONSE']._serialized_start=3061
+  _globals['_REGISTERMODELRESPONSE']._serialized_end=3158
+  _globals['_ADMINSERVICE']._serialized_start=3466
+  _globals['_ADMINSERVICE']._serialized_end=4088
 # @@protoc_insertion_point(module_scope)
