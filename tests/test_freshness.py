@@ -37,8 +37,8 @@ class Api:
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
     def write(self, **fields: object) -> admin_pb2.WriteFactsResponse:
-        def triples(rows: object) -> list[knowledge_pb2.Triple]:
-            return [knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in rows]  # type: ignore[attr-defined]
+        def triples(rows: object) -> list[admin_pb2.Fact]:
+            return [admin_pb2.Fact(head=h, relation=r, tail=t) for h, r, t in rows]  # type: ignore[attr-defined]
 
         request = admin_pb2.WriteFactsRequest(
             added=triples(fields.get("added", [])),

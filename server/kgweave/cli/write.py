@@ -59,13 +59,13 @@ def write(
     """
     from kgweave.cli.connect import open_client
     from kgweave.errors import InvalidArgumentError
-    from kgweave.v1 import admin_pb2, knowledge_pb2
+    from kgweave.v1 import admin_pb2
 
     if (name is not None or description is not None) and entity is None:
         raise InvalidArgumentError("--name and --description describe an --entity: give its id")
     request = admin_pb2.WriteFactsRequest(
-        added=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in added],
-        removed=[knowledge_pb2.Triple(head=h, relation=r, tail=t) for h, r, t in removed],
+        added=[admin_pb2.Fact(head=h, relation=r, tail=t) for h, r, t in added],
+        removed=[admin_pb2.Fact(head=h, relation=r, tail=t) for h, r, t in removed],
         entities=[admin_pb2.EntityWrite(id=entity, name=name, description=description)]
         if entity is not None
         else [],

@@ -1,4 +1,3 @@
-from kgweave.v1 import knowledge_pb2 as _knowledge_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -252,6 +251,16 @@ class ChangesStatus(_message.Message):
     last_error: str
     def __init__(self, applied_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., facts_added: _Optional[int] = ..., facts_removed: _Optional[int] = ..., entities_added: _Optional[int] = ..., entities_deleted: _Optional[int] = ..., relations_added: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
+class Fact(_message.Message):
+    __slots__ = ("head", "relation", "tail")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    head: str
+    relation: str
+    tail: str
+    def __init__(self, head: _Optional[str] = ..., relation: _Optional[str] = ..., tail: _Optional[str] = ...) -> None: ...
+
 class EntityWrite(_message.Message):
     __slots__ = ("id", "name", "description")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -269,12 +278,12 @@ class WriteFactsRequest(_message.Message):
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     DELETED_ENTITIES_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
-    added: _containers.RepeatedCompositeFieldContainer[_knowledge_pb2.Triple]
-    removed: _containers.RepeatedCompositeFieldContainer[_knowledge_pb2.Triple]
+    added: _containers.RepeatedCompositeFieldContainer[Fact]
+    removed: _containers.RepeatedCompositeFieldContainer[Fact]
     entities: _containers.RepeatedCompositeFieldContainer[EntityWrite]
     deleted_entities: _containers.RepeatedScalarFieldContainer[str]
     wait_s: float
-    def __init__(self, added: _Optional[_Iterable[_Union[_knowledge_pb2.Triple, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[_knowledge_pb2.Triple, _Mapping]]] = ..., entities: _Optional[_Iterable[_Union[EntityWrite, _Mapping]]] = ..., deleted_entities: _Optional[_Iterable[str]] = ..., wait_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, added: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., entities: _Optional[_Iterable[_Union[EntityWrite, _Mapping]]] = ..., deleted_entities: _Optional[_Iterable[str]] = ..., wait_s: _Optional[float] = ...) -> None: ...
 
 class WriteFactsResponse(_message.Message):
     __slots__ = ("events", "next_offset", "applied", "version")
