@@ -36,15 +36,21 @@ class Api:
         self.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
-    def write(self, **fields: object) -> admin_pb2.WriteFactsResponse:
-        def triples(rows: object) -> list[admin_pb2.Fact]:
-            return [admin_pb2.Fact(head=h, relation=r, tail=t) for h, r, t in rows]  # type: ignore[attr-defined]
+    def write(
+        self,
+        added: list[tuple[str, str, str]] | None = None,
+        removed: list[tuple[str, str, str]] | None = None,
+        entities: list[admin_pb2.EntityWrite] | None = None,
+        deleted: list[str] | None = None,
+    ) -> admin_pb2.WriteFactsResponse:
+        def facts(rows: list[tuple[str, str, str]] | None) -> list[admin_pb2.Fact]:
+            return [admin_pb2.Fact(head=h, relation=r, tail=t) for h, r, t in rows or []]
 
         request = admin_pb2.WriteFactsRequest(
-            added=triples(fields.get("added", [])),
-            removed=triples(fields.get("removed", [])),
-            entities=fields.get("entities", []),
-            deleted_entities=fields.get("deleted", []),
+            added=facts(added),
+            removed=facts(removed),
+            entities=entities or [],
+            deleted_entities=deleted or [],
         )
         reply: admin_pb2.WriteFactsResponse = self.admin.WriteFacts(request, timeout=60)
         return reply
@@ -72,7 +78,7 @@ class Api:
     def code(self, call: Callable[[], object]) -> grpc.StatusCode:
         with pytest.raises(grpc.RpcError) as caught:
             call()
-        return caught.value.code()  # type: ignore[no-any-return]
+        return caught.value.code()
 
 
 @pytest.fixture
