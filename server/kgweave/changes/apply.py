@@ -210,6 +210,7 @@ class ChangeApplier:
                 return False  # nothing served yet, or an activation is under way
             overlay = copy.deepcopy(self.overlay)
             overlay.fold(events, self._facts_of)
+            _prune(overlay, base.artifact)  # what the version knows stays out of the overlay
             overlay.next_offset = end
             self._make_rows(overlay, base)
             served = self._derive(base, overlay)
