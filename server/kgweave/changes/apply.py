@@ -205,20 +205,15 @@ class ChangeApplier:
         events = [event for _, event in batch]
         end = batch[-1][0] + 1
         with self.versions.swap_lock:
-            active, base = self.versions.current, self._base
-            if active is None or base is None or active.base_version != base.version:
+            serving = self._serving()
+            if serving is None:
                 return False  # nothing served yet, or an activation is under way
+            active, base = serving
             overlay = copy.deepcopy(self.overlay)
             overlay.fold(events, self._facts_of)
             _prune(overlay, base.artifact)  # what the version knows stays out of the overlay
             overlay.next_offset = end
-            self._make_rows(overlay, base)
-            served = self._derive(base, overlay)
-            overlay.save(self.folder)  # 1: durable
-            self.versions.replace(active, served)  # 2: served, whole batch at once
-            with self._applied:
-                self.overlay = overlay
-                self._applied.notify_all()
+            served = self._publish(active, base, overlay)
         self.log.commit(CONSUMER, end)  # 3: the log may let go of it
         now = time.time()
         seconds = time.monotonic() - began
@@ -241,22 +236,35 @@ class ChangeApplier:
         """Make text rows for new entities that were placed by neighbours while the
         projection was being fitted (same events, better rows: swapped in as one model)."""
         with self.versions.swap_lock:
-            active, base = self.versions.current, self._base
-            if active is None or base is None or active.base_version != base.version:
-                return
-            overlay = copy.deepcopy(self.overlay)
-            if not any(
+            serving = self._serving()
+            overlay = self.overlay
+            if serving is None or not any(
                 overlay.origins.get(e) != "text" and any(overlay.texts.get(e, (None, None)))
                 for e in overlay.new_entities
             ):
                 return
-            self._make_rows(overlay, base)
-            served = self._derive(base, overlay)
-            overlay.save(self.folder)
-            self.versions.replace(active, served)
-            with self._applied:
-                self.overlay = overlay
+            served = self._publish(*serving, copy.deepcopy(overlay))
         log.info("cold start: text rows made for new entities (%s)", served.version)
+
+    def _serving(self) -> tuple[ServedModel, ServedModel] | None:
+        """The served model and the version it derives from; None when nothing is served or
+        an activation is under way (call under the swap lock)."""
+        active, base = self.versions.current, self._base
+        if active is None or base is None or active.base_version != base.version:
+            return None
+        return active, base
+
+    def _publish(self, active: ServedModel, base: ServedModel, overlay: Overlay) -> ServedModel:
+        """Rows for what is new, then derive, persist (1) and swap in (2) (under the swap
+        lock): the model serving ``overlay``."""
+        self._make_rows(overlay, base)
+        served = self._derive(base, overlay)
+        overlay.save(self.folder)  # 1: durable
+        self.versions.replace(active, served)  # 2: served, the whole batch at once
+        with self._applied:
+            self.overlay = overlay
+            self._applied.notify_all()
+        return served
 
     def _facts_of(self, entity: str) -> list[Triple]:
         """The loaded version's facts that touch ``entity``."""
