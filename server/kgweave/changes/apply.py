@@ -107,6 +107,7 @@ class ChangeApplier:
         )
         self.state = ApplyState(applied_offset=self.overlay.next_offset)
         self._base: ServedModel | None = None
+        self._facts: BaseFacts | None = None  # the loaded version's facts, for lookups
         self._projection: TextProjection | None = None
         self._text_failed = ""
         self._refresh = False  # the projection got ready: make text rows for waiting entities
@@ -211,7 +212,7 @@ class ChangeApplier:
             active, base = serving
             overlay = copy.deepcopy(self.overlay)
             overlay.fold(events, self._facts_of)
-            _prune(overlay, base.artifact)  # what the version knows stays out of the overlay
+            _prune(overlay, self._base_facts(base))  # what the version knows stays out
             overlay.next_offset = end
             served = self._publish(active, base, overlay)
         self.log.commit(CONSUMER, end)  # 3: the log may let go of it
@@ -266,6 +267,11 @@ class ChangeApplier:
             self._applied.notify_all()
         return served
 
+    def _base_facts(self, base: ServedModel) -> BaseFacts:
+        if self._facts is None or self._facts.artifact is not base.artifact:
+            self._facts = BaseFacts(base.artifact)
+        return self._facts
+
     def _facts_of(self, entity: str) -> list[Triple]:
         """The loaded version's facts that touch ``entity``."""
         base = self._base
@@ -285,7 +291,7 @@ class ChangeApplier:
         overlay = self.overlay
         if overlay.base_version != loaded.version:
             overlay = copy.deepcopy(overlay)
-            _prune(overlay, loaded.artifact)
+            _prune(overlay, self._base_facts(loaded))
             overlay.base_version = loaded.version
             # rows made in another version's space mean nothing in this one: make them again
             overlay.new_entities, overlay.origins = [], {}
@@ -379,7 +385,7 @@ class ChangeApplier:
     # ---- the derived served model
     def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
         art = base.artifact
-        artifact, excluded = derive_artifact(art, overlay)
+        artifact, excluded = derive_artifact(art, overlay, self._base_facts(base))
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",
@@ -395,6 +401,7 @@ class ChangeApplier:
 
 
 def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
+    """One int64 per (head, relation, tail)."""
     return (triples[:, 0] * n_relations + triples[:, 1]) * n_entities + triples[:, 2]
 
 
@@ -407,30 +414,55 @@ def _ids(facts: set[Triple] | list[Triple], entities: IdMap, relations: IdMap) -
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
 
 
-def _prune(overlay: Overlay, artifact: ModelArtifact) -> None:
-    """Drop from ``overlay`` what ``artifact``'s version knows already (a rebase)."""
-    e, r = artifact.entities, artifact.relations
-    base = _keys(artifact.known.cpu(), max(len(e), 1), max(len(r), 1))
-    for facts, keep_if_known in ((overlay.added, False), (overlay.removed, True)):
-        listed = sorted(facts)
-        resolvable = [f for f in listed if f[0] in e and f[1] in r and f[2] in e]
-        if not resolvable:
-            if keep_if_known:
-                facts.clear()
-            continue
-        hits = torch.isin(_keys(_ids(resolvable, e, r), len(e), len(r)), base).tolist()
-        known = {f for f, hit in zip(resolvable, hits, strict=True) if hit}
-        if keep_if_known:
-            facts.intersection_update(known)
-        else:
-            facts.difference_update(known)
+class BaseFacts:
+    """The known facts of one loaded version, sorted by key, for lookups in O(log n) (built
+    once per version, not per batch)."""
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self.artifact = artifact
+        self.n_e, self.n_r = max(len(artifact.entities), 1), max(len(artifact.relations), 1)
+        self.keys, self.order = torch.sort(_keys(artifact.known.cpu(), self.n_e, self.n_r))
+
+    def rows(self, facts: list[Triple]) -> list[int]:
+        """Each fact's row in the version's known facts, -1 where it has none."""
+        e, r = self.artifact.entities, self.artifact.relations
+        found = [-1] * len(facts)
+        at = [i for i, (h, p, t) in enumerate(facts) if h in e and p in r and t in e]
+        if not at or not len(self.keys):
+            return found
+        ids = torch.tensor([(e.index[h], r.index[p], e.index[t]) for h, p, t in
+                            (facts[i] for i in at)], dtype=torch.long)  # fmt: skip
+        keys = _keys(ids, self.n_e, self.n_r)
+        pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+        hit = (self.keys[pos] == keys).tolist()
+        rows = self.order[pos].tolist()
+        for i, h, row in zip(at, hit, rows, strict=True):
+            if h:
+                found[i] = row
+        return found
 
 
-def derive_artifact(art: ModelArtifact, overlay: Overlay) -> tuple[ModelArtifact, frozenset[int]]:
+def _prune(overlay: Overlay, base: BaseFacts) -> None:
+    """Drop from ``overlay`` what the version knows already (added facts it has, removals of
+    facts it does not have)."""
+    added = sorted(overlay.added)
+    overlay.added.difference_update(
+        f for f, row in zip(added, base.rows(added), strict=True) if row >= 0
+    )
+    removed = sorted(overlay.removed)
+    overlay.removed.difference_update(
+        f for f, row in zip(removed, base.rows(removed), strict=True) if row < 0
+    )
+
+
+def derive_artifact(
+    art: ModelArtifact, overlay: Overlay, base: BaseFacts | None = None
+) -> tuple[ModelArtifact, frozenset[int]]:
     """``art`` with ``overlay`` applied, and the ids of the deleted entities (``art`` is not
-    modified; unchanged tensors are shared)."""
+    modified; unchanged tensors are shared). ``base``: ``art``'s :class:`BaseFacts`."""
     from kgweave.language.features.coldstart import extend_model
 
+    base = base if base is not None and base.artifact is art else BaseFacts(art)
     num_r = len(art.relations)
     entities = IdMap([*art.entities.labels, *overlay.new_entities])
     relations = IdMap([*art.relations.labels, *overlay.new_relations])
@@ -454,14 +486,17 @@ def derive_artifact(art: ModelArtifact, overlay: Overlay) -> tuple[ModelArtifact
             descriptions[i] = description
     excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
     known = art.known.cpu()
-    n_e, n_r = len(entities), max(len(relations), 1)
-    keys = _keys(known, n_e, n_r)
-    keep = ~torch.isin(keys, _keys(_ids(overlay.removed, entities, relations), n_e, n_r))
+    keep = torch.ones(len(known), dtype=torch.bool)
+    gone_rows = [row for row in base.rows(sorted(overlay.removed)) if row >= 0]
+    if gone_rows:
+        keep[torch.tensor(gone_rows, dtype=torch.long)] = False
     if excluded:
-        gone = torch.tensor(sorted(excluded), dtype=torch.long)
-        keep &= ~(torch.isin(known[:, 0], gone) | torch.isin(known[:, 2], gone))
-    added = _ids(overlay.added, entities, relations)
-    added = added[~torch.isin(_keys(added, n_e, n_r), keys)]
+        deleted = torch.zeros(len(entities), dtype=torch.bool)
+        deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
+        keep &= ~(deleted[known[:, 0]] | deleted[known[:, 2]])
+    fresh = sorted(overlay.added)
+    fresh = [f for f, row in zip(fresh, base.rows(fresh), strict=True) if row < 0]
+    added = _ids(fresh, entities, relations)
     config = dict(art.config)
     config["model"] = model.config()
     config["cold_entities"] = list(overlay.new_entities)
