@@ -49,6 +49,8 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
     backend, uri = describe_graph(settings)
     plane = DataPlane(settings, graph_backend=backend, graph_uri=uri)
     plane.owns_embedded_graph = started_embedded
+    if settings.apply_changes:
+        plane.changes.prepare_applying()  # before the first load: it serves the overlay
     if plane.versions.load_active() is None:
         log.info("no model yet: training the first one on a snapshot of the graph")
         out = settings.jobs_dir / "bootstrap" / "model"
@@ -65,6 +67,8 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
         version = plane.versions.registry.register(out).version
         plane.versions.activate(version)
     warm_semantic_search(plane)
+    if settings.apply_changes:
+        plane.changes.start_applying()
     return plane
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kgweave import __version__
-from kgweave.changes.pipeline import ChangePipeline
+from kgweave.changes.pipeline import ChangePipeline, WriteResult
 from kgweave.changes.retrain import ServingSide
 from kgweave.serving.batcher import MicroBatcher
 from kgweave.serving.jobs import Job, JobManager
@@ -132,6 +132,19 @@ class DataPlane:
         summary = self.versions.registry.get(version).summary(active=activated)
         return summary | {"activated": activated, "message": why}
 
+    def write_facts(
+        self,
+        added: list[tuple[str, str, str]],
+        removed: list[tuple[str, str, str]],
+        entities: list[tuple[str, str | None, str | None]],
+        deleted: list[str],
+        wait_s: float = 0.0,
+    ) -> WriteResult:
+        """Write to the graph and the change log in one step, then wait until served (``wait_s``
+        0: up to 10 s; negative: not at all). See :meth:`ChangePipeline.write`."""
+        wait = 10.0 if wait_s == 0 else max(wait_s, 0.0)
+        return self.changes.write(self.graph_store(), added, removed, entities, deleted, wait)
+
     def _job_changed(self, job: Job) -> None:
         if job.state.final:
             self.metrics.jobs.labels(state=job.state.value).inc()
@@ -156,6 +169,7 @@ class DataPlane:
             "kgweave_version": __version__,
             "active_jobs": self.jobs.active_count(),
             "frontend": self.frontend,
+            "changes": self.changes.status(),
         }
 
     def close(self) -> None:

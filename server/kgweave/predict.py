@@ -115,8 +115,12 @@ class LinkPredictor:
         precision: str = "fp32",
         scorer: EntityScorer | None = None,
         prepack: bool = True,
+        excluded: frozenset[int] = frozenset(),
     ) -> None:
         self.artifact = artifact
+        #: entity ids that neither resolve nor are ever candidates (deleted from the graph)
+        self.excluded = excluded
+        self._excluded_ids = torch.tensor(sorted(excluded), dtype=torch.long)
         self.model = artifact.model
         self.device = artifact.model.entity.weight.device
         #: the scorer given (a text fusion), or None when the model's own pass ranks
@@ -134,10 +138,11 @@ class LinkPredictor:
         self.known = TailIndex(
             with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
         ).to(self.device)
+        self._excluded_ids = self._excluded_ids.to(self.device)
         self._by_name: dict[str, list[int]] = {}
         self._by_name_folded: dict[str, list[int]] = {}
         for i, name in enumerate(artifact.entity_names):
-            if name:
+            if name and i not in excluded:
                 self._by_name.setdefault(name, []).append(i)
                 self._by_name_folded.setdefault(name.casefold(), []).append(i)
         self._relation_by_text = {
@@ -147,14 +152,17 @@ class LinkPredictor:
     # ---- resolving user input
     def resolve_entity(self, text: str) -> int:
         """Entity id from an id label or an exact name (case-insensitive if unambiguous)."""
-        if text in self.artifact.entities:
-            return self.artifact.entities.index[text]
+        found = self.artifact.entities.index.get(text)
+        if found is not None and found not in self.excluded:
+            return found
         matches = self._by_name.get(text) or self._by_name_folded.get(text.casefold())
         if matches and len(matches) == 1:
             return matches[0]
         if matches:
             ids = ", ".join(self.artifact.entities.labels[i] for i in matches[:5])
             raise InvalidArgumentError(f"entity name {echo(text)} is ambiguous: use an id ({ids})")
+        if found is not None:
+            raise NotFoundError(f"entity {echo(text)} was deleted from the graph")
         suffix = did_you_mean(text, list(self._by_name) + self.artifact.entities.labels)
         raise NotFoundError(f"unknown entity {echo(text)}{suffix}")
 
@@ -254,6 +262,8 @@ class LinkPredictor:
         """One pass: (B, k) scores (-inf where filtered) and entity ids, best first."""
         with torch.no_grad():
             scores = self._all(hr)  # (B, N); in bf16 a candidate search only
+        if self.excluded:
+            scores[:, self._excluded_ids] = float("-inf")
         if isinstance(filter_known, torch.Tensor):
             if bool(filter_known.any()):
                 rows, tails = self.known.lookup(hr)  # (K,), (K,): known (row, tail) pairs

@@ -203,6 +203,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Predicted links written per version by the write-back on activation.",
     )
+    apply_changes: bool = Field(
+        default=True,
+        description="Apply graph change events to the served model at once (facts known, "
+        "entities added and deleted, no training), persisted across restarts; false: changes "
+        "reach the model only through retraining.",
+    )
     retrain_min_events: int = Field(
         default=0,
         ge=0,

@@ -125,6 +125,11 @@ class BaseClient(abc.ABC):
     def models(self) -> dict[str, Any]:
         return to_dict(self._unary("ListModels", admin_pb2.ListModelsRequest()))
 
+    def write_facts(self, request: admin_pb2.WriteFactsRequest) -> dict[str, Any]:
+        """WriteFacts: graph, then change log, then served (see the proto)."""
+        timeout = max(request.wait_s, 10.0) + 30.0
+        return to_dict(self._unary("WriteFacts", request, timeout=timeout))
+
     def activate(self, version: str) -> dict[str, Any]:
         request = admin_pb2.ActivateModelRequest(version=version)
         return to_dict(self._unary("ActivateModel", request, timeout=600))

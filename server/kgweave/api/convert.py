@@ -177,7 +177,28 @@ def model_to_pb(summary: dict[str, Any]) -> admin_pb2.ModelInfo:
 def status_to_pb(status: dict[str, Any]) -> admin_pb2.StatusResponse:
     status = dict(status)
     active = status.pop("active_model")
+    changes = status.pop("changes", None)
     response = admin_pb2.StatusResponse(**status)
+    if changes is not None:
+        response.changes.CopyFrom(admin_pb2.ChangesStatus(**changes))
     if active is not None:
         response.active_model.CopyFrom(model_to_pb(active))
     return response
+
+
+def write_from_pb(request: Any) -> dict[str, Any]:
+    """A WriteFacts request as :meth:`DataPlane.write_facts` keywords."""
+    return {
+        "added": triples_from_pb(request.added),
+        "removed": triples_from_pb(request.removed),
+        "entities": [
+            (
+                e.id,
+                e.name if e.HasField("name") else None,
+                e.description if e.HasField("description") else None,
+            )
+            for e in request.entities
+        ],
+        "deleted": list(request.deleted_entities),
+        "wait_s": request.wait_s,
+    }

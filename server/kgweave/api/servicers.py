@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -289,6 +289,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     @_guard
     async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
         return convert.job_to_pb(self.plane.jobs.cancel(request.job_id))
+
+    @_guard
+    async def WriteFacts(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.WriteFactsResponse:
+        done = await asyncio.to_thread(self.plane.write_facts, **convert.write_from_pb(request))
+        return admin_pb2.WriteFactsResponse(**asdict(done))
 
     @_guard
     async def ListModels(  # noqa: N802

@@ -2,8 +2,9 @@
 
 Each run exports the current triples (:func:`export_snapshot`, stable ids), compares them with
 the snapshot saved by the previous run, appends one event per added or removed triple (and per
-new entity) to the event log, and only then saves the new snapshot. A crash between the two
-re-emits the same events next time: at-least-once, never lost.
+new entity, with its name and description) to the event log, and only then saves the new
+snapshot. A crash between the two re-emits the same events next time: at-least-once, never
+lost.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
-from kgweave.graph.store import GraphStore
+from kgweave.graph.store import EntityRow, GraphStore
 from kgweave.graph.sync import export_snapshot
 
 SOURCE = "snapshot-diff"
@@ -26,6 +27,13 @@ SOURCE = "snapshot-diff"
 def _keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch.Tensor:
     """One int64 per triple: ((h * R) + r) * E + t."""
     return (triples[:, 0] * num_relations + triples[:, 1]) * num_entities + triples[:, 2]
+
+
+def _text_of(row: EntityRow | None) -> dict[str, Any]:
+    """A new entity's name and description as event properties (the applier's cold start)."""
+    if row is None:
+        return {}
+    return {k: v for k, v in (("name", row.name), ("description", row.description)) if v}
 
 
 def snapshot_diff(store: GraphStore, state_dir: Path, log: EventLog) -> dict[str, Any]:
@@ -42,9 +50,16 @@ def snapshot_diff(store: GraphStore, state_dir: Path, log: EventLog) -> dict[str
     added = snap.triples[~torch.isin(current_keys, previous_keys)]
     removed = previous[~torch.isin(previous_keys, current_keys)]
     e, r = snap.entities.labels, snap.relations.labels
+    fresh = e[known_entities:]
+    rows = {row.id: row for row in store.entities(fresh)} if fresh else {}
     events = [
-        ChangeEvent(ChangeKind.ENTITY_UPSERTED, entity=label, source=SOURCE)
-        for label in e[known_entities:]
+        ChangeEvent(
+            ChangeKind.ENTITY_UPSERTED,
+            entity=label,
+            properties=_text_of(rows.get(label)),
+            source=SOURCE,
+        )
+        for label in fresh
     ]
     events += [
         ChangeEvent(ChangeKind.TRIPLE_ADDED, head=e[h], relation=r[p], tail=e[t], source=SOURCE)

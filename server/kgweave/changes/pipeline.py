@@ -3,8 +3,11 @@
 Inputs, all landing in one durable event log (``data_dir/changes``): events posted to
 ``POST /v1/changes`` (the Neo4j APOC trigger, or any client), the Neo4j CDC poller
 (:mod:`kgweave.changes.neo4j_cdc`, Enterprise) and the periodic snapshot diff
-(:mod:`kgweave.changes.diff`, any backend). The retrain watcher (:mod:`kgweave.changes.retrain`)
-consumes the log: cold start for new entities, then training jobs in batches.
+(:mod:`kgweave.changes.diff`, any backend), and the write API (:meth:`ChangePipeline.write`:
+graph first, then the log). Two consumers read it: the change applier
+(:mod:`kgweave.changes.apply`, consumer ``serve``) applies each batch to the served model at
+once, and the retrain watcher (:mod:`kgweave.changes.retrain`, consumer ``retrain``) starts
+training jobs in batches.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kgweave.changes.apply import ChangeApplier
+from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.changes.retrain import RetrainWatcher, ServingSide
 from kgweave.errors import InvalidArgumentError
@@ -21,6 +27,20 @@ from kgweave.settings import Settings
 
 if TYPE_CHECKING:
     from kgweave.graph.store import GraphStore
+
+Triple = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :meth:`ChangePipeline.write` did: the events appended, the log offset after
+    them, whether they are served already and by which version."""
+
+    events: int
+    next_offset: int
+    applied: bool
+    version: str
+
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +56,9 @@ class ChangePipeline:
         self._cdc_stop: threading.Event | None = None
         #: retraining from change events, when started (:meth:`start_retraining`)
         self.retrainer: RetrainWatcher | None = None
+        #: graph changes applied to the served model at once, when started
+        #: (:meth:`start_applying`)
+        self.applier: ChangeApplier | None = None
 
     @property
     def event_log(self) -> EventLog:
@@ -53,9 +76,109 @@ class ChangePipeline:
 
         events = parse_change_payload(body)
         self.event_log.append(events)
+        self._appended()
+        return len(events)
+
+    def _appended(self) -> None:
+        if self.applier is not None:
+            self.applier.wake()
         if self.retrainer is not None:
             self.retrainer.check_now()
-        return len(events)
+
+    def prepare_applying(self) -> ChangeApplier:
+        """Create the change applier; it hooks into activation, so versions loaded from now
+        on are served with the applied changes (call before the first version loads)."""
+        if self.applier is None:
+            versions = self._serving.versions
+            self.applier = ChangeApplier(
+                self.settings,
+                versions,
+                self.event_log,
+                versions.metrics,
+                self._serving.queries.text_encoder,
+            )
+        return self.applier
+
+    def status(self) -> dict[str, int | str] | None:
+        """The applier's progress (None when it is off): the ChangesStatus message's fields."""
+        applier = self.applier
+        if applier is None:
+            return None
+        summary = applier.overlay.summary()
+        return {
+            "applied_offset": applier.overlay.next_offset,
+            "end_offset": self.event_log.end_offset,
+            "batches": applier.state.batches,
+            "events": applier.state.events,
+            **{k: v for k, v in summary.items() if k not in ("base_version", "next_offset")},
+            "last_error": applier.state.last_error,
+        }
+
+    def start_applying(self) -> ChangeApplier:
+        """Apply graph changes to the served model at once, on the applier's thread."""
+        applier = self.prepare_applying()
+        current = self._serving.versions.current
+        if current is not None and applier.base is None:
+            # a version was served before the applier existed: load it again through it
+            self._serving.versions.activate(current.base_version, reload=True)
+        applier.start()
+        return applier
+
+    def write(
+        self,
+        store: GraphStore,
+        added: list[Triple],
+        removed: list[Triple],
+        entities: list[tuple[str, str | None, str | None]],
+        deleted: list[str],
+        wait_s: float,
+    ) -> WriteResult:
+        """Write to the graph, then append the events to the log, then wait (up to
+        ``wait_s``) until they are served.
+
+        The graph is the source of truth, so it is written first: a crash after the graph
+        write and before the append loses the events, but the graph has the change and the
+        snapshot diff (the retrain watcher's, ``retrain_interval_s``) emits it again. The
+        events are acknowledged once appended (fsynced); ``applied`` says whether they were
+        served within ``wait_s`` (else they are within the next batch)."""
+        from kgweave.graph.store import EntityRow
+
+        events = [
+            ChangeEvent(
+                ChangeKind.ENTITY_UPSERTED,
+                entity=e,
+                properties={
+                    k: v for k, v in (("name", name), ("description", desc)) if v is not None
+                },
+            )
+            for e, name, desc in entities
+        ]
+        events += [ChangeEvent(ChangeKind.TRIPLE_ADDED, head=h, relation=r, tail=t)
+                   for h, r, t in added]  # fmt: skip
+        events += [ChangeEvent(ChangeKind.TRIPLE_REMOVED, head=h, relation=r, tail=t)
+                   for h, r, t in removed]  # fmt: skip
+        events += [ChangeEvent(ChangeKind.ENTITY_DELETED, entity=e) for e in deleted]
+        if not events:
+            raise InvalidArgumentError(
+                "nothing to write: give facts to add or remove, or entities to upsert or delete"
+            )
+        if entities:
+            store.upsert_entities(EntityRow(e, name, desc) for e, name, desc in entities)
+        if added:
+            store.add_triples(added)
+        if removed:
+            store.remove_triples(removed)
+        if deleted:
+            store.delete_entities(deleted)
+        offsets = self.event_log.append(events)
+        end = offsets[-1] + 1
+        self._appended()
+        applier = self.applier
+        applied = False
+        if applier is not None and wait_s > 0:
+            applied = applier.wait_applied(end, wait_s)
+        current = self._serving.versions.current
+        return WriteResult(len(events), end, applied, current.version if current else "")
 
     def start_retraining(self, store_factory: Callable[[], GraphStore] | None) -> RetrainWatcher:
         """Watch graph changes and retrain in batches (settings ``retrain_*``)."""
@@ -82,9 +205,11 @@ class ChangePipeline:
         ).start()
 
     def close(self) -> None:
-        """Stop the CDC poller and the retrain watcher, close the log."""
+        """Stop the CDC poller, the applier and the retrain watcher, close the log."""
         if self._cdc_stop is not None:
             self._cdc_stop.set()
+        if self.applier is not None:
+            self.applier.stop()
         if self.retrainer is not None:
             self.retrainer.stop()
         if self._log is not None:

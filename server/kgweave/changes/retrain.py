@@ -9,10 +9,11 @@ Every ``interval_s`` the watcher (a daemon thread of the server):
    ``min_events`` and no job is running, it starts a training job on a fresh graph snapshot with
    the active model's settings, activated by the server's policy (hot swap, no downtime);
 3. commits the consumer offset only when that job succeeds, so a failed or cancelled job is
-   retried at the next check: at-least-once, nothing lost;
-4. meanwhile, new entities that arrive with text but no edges yet are served at once (cold
-   start: their embedding is a projection of their text vector) until a retrained version
-   knows them from facts.
+   retried at the next check: at-least-once, nothing lost.
+
+Meanwhile every change is served at once, without training, by the change applier
+(:mod:`kgweave.changes.apply`: facts known, new entities placed from their text or
+neighbours, deleted entities gone), which reads the same log as its own consumer.
 
 On its first run it records the graph as it is as the baseline (the active model was trained on
 it), so starting the watcher does not retrain by itself.
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
@@ -43,8 +43,9 @@ CONSUMER = "retrain"
 
 @dataclass(frozen=True)
 class ServingSide:
-    """What of the serving side the change pipeline uses: the served versions, cold start,
-    and training jobs (started with the server's activation policy)."""
+    """What of the serving side the change pipeline uses: the served versions, the query
+    plane (its text encoder), and training jobs (started with the server's activation
+    policy)."""
 
     versions: ModelVersions
     queries: QueryPlane
@@ -61,7 +62,6 @@ class RetrainState:
     jobs_started: int = 0
     last_job: str = ""
     last_error: str = ""
-    cold_entities: int = 0
 
 
 class RetrainWatcher:
@@ -86,8 +86,6 @@ class RetrainWatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._job: tuple[str, int] | None = None  # running job id, offset it covers
-        self._scanned = event_log.end_offset  # cold start looks at events after this offset
-        self.cold_start = True
         self.state = RetrainState()
         self._thread = threading.Thread(target=self._run, name="kgweave-retrain", daemon=True)
 
@@ -134,7 +132,6 @@ class RetrainWatcher:
             self.log.commit(CONSUMER, self.log.end_offset)
             log.info("retrain: baseline of %d triples recorded", diff["added"])
         self.state.checks += 1
-        self._cold_start()
         self._settle_job()
         if self._job is not None:
             return
@@ -150,36 +147,6 @@ class RetrainWatcher:
         log.info(
             "retrain: %d change events pending, started job %s", self.state.pending, job.job_id
         )
-
-    def _cold_start(self) -> None:
-        """Serve entities upserted since the last check that the active model does not know."""
-        end = self.log.end_offset
-        events: list[ChangeEvent] = []
-        while self._scanned < end:
-            batch = self.log.read(self._scanned, limit=1000)
-            if not batch:
-                break
-            events.extend(e for _, e in batch)
-            self._scanned = batch[-1][0] + 1
-        if not (self.cold_start and self.versions.ready):
-            return
-        known = self.versions.active().artifact.entities
-        fresh: dict[str, tuple[str | None, str | None]] = {}
-        for event in events:
-            if event.kind == ChangeKind.ENTITY_UPSERTED and event.entity not in known:
-                props = event.properties
-                fresh[str(event.entity)] = (props.get("name"), props.get("description"))
-            elif event.kind == ChangeKind.ENTITY_DELETED:
-                fresh.pop(str(event.entity), None)
-        missing = [e for e, (name, desc) in fresh.items() if not (name or desc)]
-        if missing and self._store_factory is not None:
-            for row in self._store_factory().entities(missing):
-                fresh[row.id] = (row.name, row.description)
-        rows = [(e, name, desc) for e, (name, desc) in fresh.items() if name or desc]
-        if rows:
-            version, added = self.queries.add_entities(rows)
-            self.state.cold_entities += len(added)
-            log.info("retrain: cold start of %d new entities (%s)", len(added), version)
 
     def _settle_job(self) -> None:
         if self._job is None:

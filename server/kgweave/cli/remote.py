@@ -136,6 +136,12 @@ def status(as_json: bool) -> None:
     click.echo(f"memory      {int(info['process_memory_bytes']) / 2**20:.0f} MiB")
     click.echo(f"uptime      {float(info['uptime_s']):.0f}s")
     click.echo(f"jobs        {info['active_jobs']} running")
+    if info.get("changes"):
+        c = info["changes"]
+        click.echo(
+            f"changes     served up to log offset {c['applied_offset']} of {c['end_offset']}"
+            + (f" (last error: {c['last_error']})" if c["last_error"] else "")
+        )
 
 
 @click.group()

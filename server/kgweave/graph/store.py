@@ -141,6 +141,17 @@ class GraphStore(ABC):
     def remove_triples(self, triples: Iterable[Triple]) -> int:
         """Remove triples; returns how many relationships were deleted."""
 
+    def delete_entities(self, ids: Iterable[str]) -> None:
+        """Delete entities with every edge that touches them (DETACH DELETE)."""
+        label = checked_identifier(self.mapping.entity_label, "entity label")
+        key = checked_identifier(self.mapping.key_property, "key property")
+        wanted = sorted(set(ids))
+        if wanted:
+            self.execute(
+                f"UNWIND $ids AS id MATCH (e:{label} {{{key}: id}}) DETACH DELETE e",
+                {"ids": wanted},
+            )
+
     @abstractmethod
     def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
         """Every triple, in pages of at most ``page_size`` (bounded memory)."""

@@ -22,6 +22,8 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_APPLY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 class ServiceMetrics:
@@ -62,6 +64,29 @@ class ServiceMetrics:
         )
         self.swaps = Counter(
             "kgweave_model_activations_total", "Model activations.", registry=self.registry
+        )
+
+        self.changes_applied = Counter(
+            "kgweave_changes_applied_total",
+            "Graph change events applied to the served model.",
+            registry=self.registry,
+        )
+        self.change_batches = Counter(
+            "kgweave_change_batches_total",
+            "Change batches applied (one derived model swapped in per batch).",
+            registry=self.registry,
+        )
+        self.change_apply_seconds = Histogram(
+            "kgweave_change_apply_seconds",
+            "Time to apply one change batch (fold, derive, persist, swap).",
+            buckets=_APPLY_BUCKETS,
+            registry=self.registry,
+        )
+        self.change_lag_seconds = Histogram(
+            "kgweave_change_lag_seconds",
+            "From a change event's time to the moment it is served, per event.",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
         )
 
     def set_active(self, version: str) -> None:

@@ -81,7 +81,6 @@ class QueryPlane:
         self.graph_store = graph_store
         self._encoder: TextEncoder | None = None
         self._encoder_lock = threading.Lock()
-        self._cold_lock = threading.Lock()
 
     # ---- link prediction
     def submit_links(
@@ -198,29 +197,6 @@ class QueryPlane:
     @property
     def _vector_cache(self) -> Any:
         return self.settings.data_dir / "cache" / "text-vectors"
-
-    def add_entities(self, rows: list[tuple[str, str | None, str | None]]) -> tuple[str, list[str]]:
-        """Cold start: serve new entities (id, name, description) that have text but no edges
-        yet, embedded from their text, until a retrained version knows them from facts.
-
-        Returns the serving version and the ids actually added (known ones are skipped).
-        """
-        with self._cold_lock:
-            served = self.versions.active()
-            seen: set[str] = set()
-            new = []
-            for row in rows:
-                if row[0] not in served.artifact.entities and row[0] not in seen:
-                    seen.add(row[0])
-                    new.append(row)
-            if not new:
-                return served.version, []
-            extended = served.with_cold_entities(new, self.text_encoder(), self._vector_cache)
-            if not self.versions.replace(served, extended):  # a new version arrived: it wins
-                current = self.versions.current
-                return current.version if current else "", []
-        log.info("cold start: %d entities served by %s", len(new), extended.version)
-        return extended.version, [r[0] for r in new]
 
     # ---- text
     def verbalize(

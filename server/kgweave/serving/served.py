@@ -63,8 +63,10 @@ class ServedModel:
         base_version: str | None = None,
         text_fusion: TextFusion | None = None,
         prepack: bool = True,
+        excluded: frozenset[int] = frozenset(),
     ) -> None:
-        #: what answers carry; ``v0003+2`` is registry version v0003 with 2 cold-start entities
+        #: what answers carry; ``v0003@120`` is registry version v0003 with the graph changes
+        #: of the event log up to offset 120 applied (:mod:`kgweave.changes.apply`)
         self.version = version
         #: the registry version this was loaded from
         self.base_version = base_version or version
@@ -72,11 +74,15 @@ class ServedModel:
         self.prepack = prepack
         self.artifact = artifact
         scorer = None
+        #: the text fusion ranking this version's links (None: the embeddings alone)
+        self.text_fusion = text_fusion
         if text_fusion is not None:
             from kgweave.language.features.text_fusion import FusedScorer
 
             scorer = FusedScorer(text_fusion, artifact.model)
-        self.predictor = LinkPredictor(artifact, precision, scorer, prepack)
+        self.predictor = LinkPredictor(artifact, precision, scorer, prepack, excluded)
+        #: entity ids deleted from the graph: they resolve to nothing and are never answers
+        self.excluded = excluded
         self.device = self.predictor.device
         self.loaded_at = time.time()
         self._text_lock = threading.Lock()
@@ -88,8 +94,12 @@ class ServedModel:
         self.derived: dict[str, Any] = {}
         labels = artifact.entities.labels
         # prefix search over folded names and ids: sorted (key, entity id) pairs
-        keys = {(label.casefold(), i) for i, label in enumerate(labels)}
-        keys |= {(name.casefold(), i) for i, name in enumerate(artifact.entity_names) if name}
+        keys = {(label.casefold(), i) for i, label in enumerate(labels) if i not in excluded}
+        keys |= {
+            (name.casefold(), i)
+            for i, name in enumerate(artifact.entity_names)
+            if name and i not in excluded
+        }
         self._search = sorted(keys)
         self._search_keys = [k for k, _ in self._search]
         # facts by entity (head or tail), as row indices into the training triples
@@ -197,10 +207,15 @@ class ServedModel:
             key = hashlib.sha256(f"{self.artifact.version}|{encoder.spec}".encode()).hexdigest()
             path = cache_dir / f"{key[:24]}.safetensors"
             vectors = None
+            n = len(self.artifact.entities)
             if path.is_file():
                 stored = load_file(str(path)).get("vectors")
-                if stored is not None and stored.shape[0] == len(self.artifact.entities):
+                if stored is not None and stored.shape[0] == n:
                     vectors = stored
+                elif stored is not None and stored.shape[0] < n:
+                    # entities added by graph changes (the same weights hash): encode those only
+                    texts = artifact_entity_texts(self.artifact)[stored.shape[0] :]
+                    vectors = torch.cat((stored, encoder.encode(texts, batch_size=128)))
             if vectors is None:
                 vectors = encoder.encode(artifact_entity_texts(self.artifact), batch_size=128)
                 with atomic.atomic_path(path) as tmp:
@@ -209,23 +224,18 @@ class ServedModel:
             self._text_index = (encoder.spec, index)
             return index
 
-    def with_cold_entities(
-        self,
-        rows: list[tuple[str, str | None, str | None]],
-        encoder: TextEncoder,
-        cache_dir: Path,
-    ) -> ServedModel:
-        """A new served model that also knows ``rows`` (id, name, description): entities with
-        text and no edges, embedded by a projection of their text vectors fitted on this
-        version's entities (fitted once per version). Warmed up, ready to swap in."""
-        from kgweave.language.features.coldstart import TextProjection, add_cold_entities
+    def cold_projection(self, encoder: TextEncoder, cache_dir: Path) -> TextProjection:
+        """The map from text vectors into this version's entity space (cold start), fitted
+        once per version on its entities that have text (ridge regression)."""
+        from kgweave.language.features.coldstart import TextProjection
 
         index = self.semantic_index(encoder, cache_dir)
         with self._text_lock:
             if self._projection is None:
                 art = self.artifact
                 has_text = torch.tensor(
-                    [i for i, n in enumerate(art.entity_names) if n], dtype=torch.long
+                    [i for i, n in enumerate(art.entity_names) if n and i not in self.excluded],
+                    dtype=torch.long,
                 )
                 if len(has_text) < 2:
                     raise FailedPreconditionError(
@@ -233,29 +243,7 @@ class ServedModel:
                     )
                 kge = art.model.entity.weight.detach().float().cpu()[has_text]
                 self._projection = TextProjection.fit(index.vectors[has_text], kge)
-            projection = self._projection
-        labels = [r[0] for r in rows]
-        artifact = add_cold_entities(
-            self.artifact, labels, [r[1] for r in rows], [r[2] for r in rows], encoder, projection
-        )
-        cold = len(artifact.entities) - len(self.artifact.entities) + self.cold_count
-        served = ServedModel(
-            f"{self.base_version}+{cold}",
-            artifact,
-            self.precision,
-            self.base_version,
-            prepack=self.prepack,
-        )
-        if self.predictor.fused is not None:
-            log.info(
-                "%s ranks by the embeddings alone: the text fusion of %s has no text vectors "
-                "for cold-start entities",
-                served.version,
-                self.base_version,
-            )
-        served._projection = projection
-        served.warm_up()
-        return served
+            return self._projection
 
     def completer(self, language_model: str | None) -> tuple[LMCompleter, str]:
         """The LLM-driven completer of this version, built on first use: the joint artifact's
@@ -299,7 +287,7 @@ class ServedModel:
 
     @property
     def cold_count(self) -> int:
-        """Cold-start entities added to the registry version."""
+        """Entities added to the registry version by graph changes."""
         return len(self.artifact.config.get("cold_entities", []))
 
     def semantic_search(
@@ -310,7 +298,11 @@ class ServedModel:
             raise InvalidArgumentError("give a non-empty text to search for")
         hits = self.semantic_index(encoder, cache_dir).search_one(text, limit)
         index = self.artifact.entities.index
-        return [(self._info(index[label], 0), score) for label, score in hits]
+        return [
+            (self._info(index[label], 0), score)
+            for label, score in hits
+            if index[label] not in self.excluded
+        ]
 
     def entity(self, text: str, max_facts: int = 20) -> EntityInfo:
         if not text:

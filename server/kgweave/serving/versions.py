@@ -51,6 +51,12 @@ class ModelVersions:
         self.on_activate: Callable[[str], None] | None = None
         #: called with each newly activated version and its artifact (write-back to the graph)
         self.after_activate: list[Callable[[str, ModelArtifact], None]] = []
+        #: turns a freshly loaded version into what is served (the graph changes applied on
+        #: top of it, :mod:`kgweave.changes.apply`); called under :attr:`swap_lock`
+        self.derive: Callable[[ServedModel], ServedModel] | None = None
+        #: held while an activation loads, derives and swaps, and while a change batch is
+        #: applied, so neither swaps in a model the other has made stale
+        self.swap_lock = threading.RLock()
 
     @functools.cached_property
     def registry(self) -> ModelRegistry:
@@ -87,12 +93,13 @@ class ModelVersions:
         self.activate(version)
         return self._active
 
-    def activate(self, version: str) -> dict[str, Any]:
-        """Load ``version``, warm it up, then swap it in atomically."""
+    def activate(self, version: str, reload: bool = False) -> dict[str, Any]:
+        """Load ``version`` (unless it is served already and not ``reload``), derive what is
+        served from it (:attr:`derive`), warm it up, then swap it in atomically."""
         item = self.registry.get(version)
-        with self._lock:
+        with self.swap_lock:
             current = self._active
-            if current is None or current.base_version != version or current.cold_count:
+            if reload or current is None or current.base_version != version:
                 served = ServedModel.load(
                     version,
                     item.path,
@@ -101,7 +108,10 @@ class ModelVersions:
                     self.settings.text_fusion,
                     self.settings.score_prepack,
                 )
-                self._active = served  # the swap: one reference assignment
+                if self.derive is not None:
+                    served = self.derive(served)
+                with self._lock:
+                    self._active = served  # the swap: one reference assignment
             self.registry.set_active(version)
         self.metrics.set_active(version)
         self.metrics.swaps.inc()
@@ -130,7 +140,7 @@ class ModelVersions:
         return served
 
     def replace(self, old: ServedModel, new: ServedModel) -> bool:
-        """Swap in ``new`` (derived from ``old``: cold-start entities added) unless another
+        """Swap in ``new`` (derived from ``old``: graph changes applied) unless another
         version was activated since ``old`` was read; returns whether it was swapped in."""
         with self._lock:
             if self._active is not old:

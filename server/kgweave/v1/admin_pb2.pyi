@@ -200,7 +200,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("active_model", "graph_backend", "graph_uri", "device", "process_memory_bytes", "device_memory_bytes", "uptime_s", "ready", "kgweave_version", "active_jobs", "frontend")
+    __slots__ = ("active_model", "graph_backend", "graph_uri", "device", "process_memory_bytes", "device_memory_bytes", "uptime_s", "ready", "kgweave_version", "active_jobs", "frontend", "changes")
     ACTIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
     GRAPH_BACKEND_FIELD_NUMBER: _ClassVar[int]
     GRAPH_URI_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +212,7 @@ class StatusResponse(_message.Message):
     KGWEAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
     FRONTEND_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     active_model: ModelInfo
     graph_backend: str
     graph_uri: str
@@ -223,7 +224,78 @@ class StatusResponse(_message.Message):
     kgweave_version: str
     active_jobs: int
     frontend: str
-    def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ..., frontend: _Optional[str] = ...) -> None: ...
+    changes: ChangesStatus
+    def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ..., frontend: _Optional[str] = ..., changes: _Optional[_Union[ChangesStatus, _Mapping]] = ...) -> None: ...
+
+class ChangesStatus(_message.Message):
+    __slots__ = ("applied_offset", "end_offset", "batches", "events", "facts_added", "facts_removed", "entities_added", "entities_deleted", "relations_added", "last_error")
+    APPLIED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    FACTS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    FACTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_ADDED_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    RELATIONS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    applied_offset: int
+    end_offset: int
+    batches: int
+    events: int
+    facts_added: int
+    facts_removed: int
+    entities_added: int
+    entities_deleted: int
+    relations_added: int
+    last_error: str
+    def __init__(self, applied_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., facts_added: _Optional[int] = ..., facts_removed: _Optional[int] = ..., entities_added: _Optional[int] = ..., entities_deleted: _Optional[int] = ..., relations_added: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class Fact(_message.Message):
+    __slots__ = ("head", "relation", "tail")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    head: str
+    relation: str
+    tail: str
+    def __init__(self, head: _Optional[str] = ..., relation: _Optional[str] = ..., tail: _Optional[str] = ...) -> None: ...
+
+class EntityWrite(_message.Message):
+    __slots__ = ("id", "name", "description")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class WriteFactsRequest(_message.Message):
+    __slots__ = ("added", "removed", "entities", "deleted_entities", "wait_s")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    added: _containers.RepeatedCompositeFieldContainer[Fact]
+    removed: _containers.RepeatedCompositeFieldContainer[Fact]
+    entities: _containers.RepeatedCompositeFieldContainer[EntityWrite]
+    deleted_entities: _containers.RepeatedScalarFieldContainer[str]
+    wait_s: float
+    def __init__(self, added: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., entities: _Optional[_Iterable[_Union[EntityWrite, _Mapping]]] = ..., deleted_entities: _Optional[_Iterable[str]] = ..., wait_s: _Optional[float] = ...) -> None: ...
+
+class WriteFactsResponse(_message.Message):
+    __slots__ = ("events", "next_offset", "applied", "version")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    next_offset: int
+    applied: bool
+    version: str
+    def __init__(self, events: _Optional[int] = ..., next_offset: _Optional[int] = ..., applied: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("path", "data", "activation")

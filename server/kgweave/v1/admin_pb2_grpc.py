@@ -74,6 +74,11 @@ class AdminServiceStub:
                 request_serializer=kgweave_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kgweave_dot_v1_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.WriteFacts = channel.unary_unary(
+                '/kgweave.v1.AdminService/WriteFacts',
+                request_serializer=kgweave_dot_v1_dot_admin__pb2.WriteFactsRequest.SerializeToString,
+                response_deserializer=kgweave_dot_v1_dot_admin__pb2.WriteFactsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -138,6 +143,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteFacts(self, request, context):
+        """Write facts and entities to the graph database, then append them to the change-event log
+        (the graph stays the source of truth), then wait until they are served: added facts known,
+        removed ones not, new entities answering, deleted ones NOT_FOUND (docs/graph.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +194,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=kgweave_dot_v1_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=kgweave_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
+            ),
+            'WriteFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteFacts,
+                    request_deserializer=kgweave_dot_v1_dot_admin__pb2.WriteFactsRequest.FromString,
+                    response_serializer=kgweave_dot_v1_dot_admin__pb2.WriteFactsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +417,33 @@ class AdminService:
             '/kgweave.v1.AdminService/Status',
             kgweave_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
             kgweave_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kgweave.v1.AdminService/WriteFacts',
+            kgweave_dot_v1_dot_admin__pb2.WriteFactsRequest.SerializeToString,
+            kgweave_dot_v1_dot_admin__pb2.WriteFactsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,532 @@
+"""Graph changes served at once: the change applier.
+
+The applier is the event log's consumer ``serve``, on its own thread. Each batch of events
+after its overlay's offset is folded into a copy of the :class:`~kgweave.changes.overlay.Overlay`,
+one new immutable :class:`~kgweave.serving.served.ServedModel` is derived from the loaded
+registry version plus that overlay, and then, in this order:
+
+1. the overlay (with its new ``next_offset``) is saved atomically next to the data
+   (``data_dir/overlay/overlay.safetensors``);
+2. the derived model is swapped in (one reference assignment): requests see the whole batch or
+   none of it;
+3. the consumer offset is committed (for the log's retention).
+
+A crash before 1 serves the old overlay on restart and re-applies the batch from the log; a
+crash between 1 and 3 re-reads events the overlay holds already, and folding them in again
+changes nothing (every event is an assignment). So no acknowledged event is lost, none takes
+effect twice, and no half-applied batch is ever served.
+
+What a batch does to the served world:
+
+- added facts become known (``filter_known``, ``known`` flags, GetEntity facts); removed facts
+  stop being known;
+- entities the version does not know get rows: from their text (name, description) through the
+  text encoder and the version's cold-start projection; else the mean of their neighbours'
+  rows (the other ends of their added facts); else the mean of all entity rows. They resolve
+  by id and by name. A row is made once (again only when an entity without text gets text);
+- deleted entities stop resolving (NOT_FOUND), are masked out of every top-k, and their facts
+  stop being known;
+- relations the version does not know get rows: the mean of the version's relation rows
+  (forward and inverse separately), so they can be queried at once, with scores that carry no
+  relation-specific signal until a retrained version learns them.
+
+When another version is activated (a retrain, ``kgweave models activate``), the overlay is
+rebased on it before it is swapped in (:meth:`ChangeApplier.rebase`, through
+``ModelVersions.derive``): what the new version knows already is dropped from the overlay, and
+the rows of entities it still does not know are made again in its embedding space. At start-up
+the saved overlay is applied to the loaded version the same way, so cold-start entities,
+deletions and added facts survive a restart without re-reading the log.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from kgweave.artifact import ModelArtifact
+from kgweave.changes.log import EventLog
+from kgweave.changes.overlay import Overlay, Triple
+from kgweave.data.dataset import IdMap
+from kgweave.errors import KGWeaveError
+from kgweave.models import KGEModel, build_model
+from kgweave.serving.metrics import ServiceMetrics
+from kgweave.serving.served import ServedModel
+from kgweave.serving.versions import ModelVersions
+from kgweave.settings import Settings
+
+if TYPE_CHECKING:
+    from kgweave.language.components.encoder import TextEncoder
+    from kgweave.language.features.coldstart import TextProjection
+
+log = logging.getLogger(__name__)
+
+#: the applier's consumer name in the event log
+CONSUMER = "serve"
+#: most events folded into one batch (one derived model per batch)
+MAX_BATCH = 100_000
+
+
+@dataclass
+class ApplyState:
+    """What the applier did, for status and tests."""
+
+    batches: int = 0
+    events: int = 0
+    applied_offset: int = 0
+    served_version: str = ""
+    last_error: str = ""
+    last_apply_s: float = 0.0
+
+
+class ChangeApplier:
+    """Applies the event log's change batches to the served version (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        versions: ModelVersions,
+        event_log: EventLog,
+        metrics: ServiceMetrics,
+        encoder: Callable[[], TextEncoder] | None = None,
+    ) -> None:
+        self.versions = versions
+        self.log = event_log
+        self.metrics = metrics
+        self._encoder = encoder
+        self._cache_dir = settings.data_dir / "text-vectors"
+        self.folder = settings.data_dir / "overlay"
+        self.overlay = Overlay.load(self.folder) or Overlay(
+            next_offset=event_log.position(CONSUMER)
+        )
+        self.state = ApplyState(applied_offset=self.overlay.next_offset)
+        self._base: ServedModel | None = None
+        self._facts: BaseFacts | None = None  # the loaded version's facts, for lookups
+        self._projection: TextProjection | None = None
+        self._text_failed = ""
+        self._refresh = False  # the projection got ready: make text rows for waiting entities
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._applied = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="kgweave-apply", daemon=True)
+        versions.derive = self.rebase
+
+    @property
+    def base(self) -> ServedModel | None:
+        """The registry version the served model is derived from, as loaded."""
+        return self._base
+
+    # ---- lifecycle
+    def start(self) -> None:
+        self._thread.start()
+        self._prepare_text()
+
+    def _prepare_text(self) -> None:
+        """Fit the cold-start projection of the loaded version in the background (encoding
+        its entity texts once), so new entities with text do not wait for it: until it is
+        ready they are placed by their neighbours, then their rows are made from text."""
+        base = self._base
+        if self._encoder is None or base is None:
+            return
+
+        def fit() -> None:
+            try:
+                assert self._encoder is not None
+                projection = base.cold_projection(self._encoder(), self._cache_dir)
+            except KGWeaveError as exc:
+                self._text_failed = exc.message
+                log.warning("new entities are placed by their neighbours: %s", exc.message)
+                return
+            with self.versions.swap_lock:
+                if self._base is base:
+                    self._projection = projection
+                    self._refresh = True
+            self._wake.set()
+
+        threading.Thread(target=fit, name="kgweave-apply-text", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        if self.versions.derive == self.rebase:
+            self.versions.derive = None
+
+    def wake(self) -> None:
+        """Events were appended: apply them without waiting for the next poll."""
+        self._wake.set()
+
+    def wait_applied(self, offset: int, timeout: float) -> bool:
+        """Block until every event below ``offset`` is served (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        with self._applied:
+            while self.overlay.next_offset < offset:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._applied.wait(left)
+            return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.apply_pending():
+                    continue
+                if self._refresh:
+                    self._refresh = False
+                    self.refresh_rows()
+                self._wake.wait(0.2)
+                self._wake.clear()
+            except KGWeaveError as exc:
+                self.state.last_error = exc.message
+                log.warning("applying graph changes failed: %s", exc.message)
+                self._stop.wait(1.0)
+            except Exception as exc:
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("applying graph changes failed")
+                self._stop.wait(1.0)
+
+    # ---- one batch
+    def apply_pending(self) -> bool:
+        """Apply one batch of pending events; returns whether there was one."""
+        start = self.overlay.next_offset
+        if start >= self.log.end_offset:
+            return False
+        batch = self.log.read(start, limit=MAX_BATCH)
+        if not batch:
+            return False
+        began = time.monotonic()
+        events = [event for _, event in batch]
+        end = batch[-1][0] + 1
+        with self.versions.swap_lock:
+            serving = self._serving()
+            if serving is None:
+                return False  # nothing served yet, or an activation is under way
+            active, base = serving
+            overlay = copy.deepcopy(self.overlay)
+            overlay.fold(events, self._facts_of)
+            _prune(overlay, self._base_facts(base))  # what the version knows stays out
+            overlay.next_offset = end
+            served = self._publish(active, base, overlay)
+        self.log.commit(CONSUMER, end)  # 3: the log may let go of it
+        now = time.time()
+        seconds = time.monotonic() - began
+        self.metrics.changes_applied.inc(len(events))
+        self.metrics.change_batches.inc()
+        self.metrics.change_apply_seconds.observe(seconds)
+        for event in events:
+            self.metrics.change_lag_seconds.observe(max(0.0, now - event.time))
+        self.state.batches += 1
+        self.state.events += len(events)
+        self.state.applied_offset = end
+        self.state.served_version = served.version
+        self.state.last_apply_s = seconds
+        self.state.last_error = ""
+        log.info("applied %d graph changes: %s served (%.3f s)", len(events), served.version,
+                 seconds)  # fmt: skip
+        return True
+
+    def refresh_rows(self) -> None:
+        """Make text rows for new entities that were placed by neighbours while the
+        projection was being fitted (same events, better rows: swapped in as one model)."""
+        with self.versions.swap_lock:
+            serving = self._serving()
+            overlay = self.overlay
+            if serving is None or not any(
+                overlay.origins.get(e) != "text" and any(overlay.texts.get(e, (None, None)))
+                for e in overlay.new_entities
+            ):
+                return
+            served = self._publish(*serving, copy.deepcopy(overlay))
+        log.info("cold start: text rows made for new entities (%s)", served.version)
+
+    def _serving(self) -> tuple[ServedModel, ServedModel] | None:
+        """The served model and the version it derives from; None when nothing is served or
+        an activation is under way (call under the swap lock)."""
+        active, base = self.versions.current, self._base
+        if active is None or base is None or active.base_version != base.version:
+            return None
+        return active, base
+
+    def _publish(self, active: ServedModel, base: ServedModel, overlay: Overlay) -> ServedModel:
+        """Rows for what is new, then derive, persist (1) and swap in (2) (under the swap
+        lock): the model serving ``overlay``."""
+        self._make_rows(overlay, base)
+        served = self._derive(base, overlay)
+        overlay.save(self.folder)  # 1: durable
+        self.versions.replace(active, served)  # 2: served, the whole batch at once
+        with self._applied:
+            self.overlay = overlay
+            self._applied.notify_all()
+        return served
+
+    def _base_facts(self, base: ServedModel) -> BaseFacts:
+        if self._facts is None or self._facts.artifact is not base.artifact:
+            self._facts = BaseFacts(base.artifact)
+        return self._facts
+
+    def _facts_of(self, entity: str) -> list[Triple]:
+        """The loaded version's facts that touch ``entity``."""
+        base = self._base
+        if base is None or entity not in base.artifact.entities:
+            return []
+        info = base._info(base.artifact.entities.index[entity], max_facts=1 << 30)
+        return info.facts
+
+    # ---- a new version: the overlay follows it
+    def rebase(self, loaded: ServedModel) -> ServedModel:
+        """The freshly loaded ``loaded`` with the overlay applied (called by
+        :meth:`ModelVersions.activate` before the swap, under its swap lock)."""
+        self._base = loaded
+        self._projection = None
+        if self._thread.is_alive():
+            self._prepare_text()
+        overlay = self.overlay
+        if overlay.base_version != loaded.version:
+            overlay = copy.deepcopy(overlay)
+            _prune(overlay, self._base_facts(loaded))
+            overlay.base_version = loaded.version
+            # rows made in another version's space mean nothing in this one: make them again
+            overlay.new_entities, overlay.origins = [], {}
+            overlay.entity_rows = torch.zeros(0, 0)
+            overlay.new_relations, overlay.relation_rows = [], torch.zeros(0, 2, 0)
+            self._make_rows(overlay, loaded)
+            overlay.save(self.folder)
+            with self._applied:
+                self.overlay = overlay
+        if overlay.empty:
+            return loaded
+        return self._derive(loaded, overlay)
+
+    # ---- rows for new entities and relations
+    def _make_rows(self, overlay: Overlay, base: ServedModel) -> None:
+        art = base.artifact
+        known = art.entities
+        have = set(overlay.new_entities)
+        wanted = sorted(e for e in overlay.mentioned() if e not in known and e not in have)
+        redo = [
+            e
+            for e in overlay.new_entities
+            if overlay.origins.get(e) != "text" and any(overlay.texts.get(e, (None, None)))
+        ]
+        table = art.model.entity.weight.detach().float().cpu()
+        if overlay.entity_rows.numel() == 0:
+            overlay.entity_rows = torch.zeros(0, table.shape[1])
+        rows: dict[str, torch.Tensor] = {}
+        texted = [e for e in [*wanted, *redo] if any(overlay.texts.get(e, (None, None)))]
+        if texted:
+            rows.update(self._text_rows(overlay, base, texted))
+        index = {e: i for i, e in enumerate(overlay.new_entities)}
+        for e in [*wanted, *redo]:
+            if e in rows:
+                overlay.origins[e] = "text"
+                continue
+            if e in index and overlay.origins.get(e) == "neighbours":
+                continue  # keep the row it has
+            neighbours = [f[2] if f[0] == e else f[0] for f in overlay.added if e in (f[0], f[2])]
+            vectors = [table[known.index[n]] for n in neighbours if n in known]
+            vectors += [overlay.entity_rows[index[n]] for n in neighbours if n in index]
+            if vectors:
+                rows[e], overlay.origins[e] = torch.stack(vectors).mean(0), "neighbours"
+            else:
+                rows[e], overlay.origins[e] = table.mean(0), "mean"
+        for e, row in rows.items():
+            if e in index:
+                overlay.entity_rows[index[e]] = row
+        fresh = [e for e in wanted if e in rows]
+        if fresh:
+            overlay.new_entities.extend(fresh)
+            overlay.entity_rows = torch.cat(
+                (overlay.entity_rows, torch.stack([rows[e] for e in fresh]))
+            )
+        # relations
+        relations = {f[1] for f in overlay.added} - set(art.relations.labels)
+        missing = sorted(relations - set(overlay.new_relations))
+        if missing:
+            weight = art.model.relation.weight.detach().float().cpu()
+            half = len(art.relations)
+            mean = torch.stack((weight[:half].mean(0), weight[half:].mean(0)))  # (2, Wr)
+            if overlay.relation_rows.numel() == 0:
+                overlay.relation_rows = torch.zeros(0, 2, weight.shape[1])
+            overlay.new_relations.extend(missing)
+            overlay.relation_rows = torch.cat(
+                (overlay.relation_rows, mean.unsqueeze(0).expand(len(missing), 2, -1))
+            )
+
+    def _text_rows(
+        self, overlay: Overlay, base: ServedModel, entities: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """Rows from text through the encoder and the version's projection ({} without an
+        encoder or with too little text to fit a projection; the reason is logged once)."""
+        if self._encoder is None or self._projection is None:
+            return {}  # no encoder, or the projection is not fitted yet (_prepare_text)
+        try:
+            encoder = self._encoder()
+            from kgweave.language.components.encoder import entity_texts
+
+            names = [overlay.texts[e][0] for e in entities]
+            descriptions = [overlay.texts[e][1] for e in entities]
+            vectors = encoder.encode(entity_texts(names, descriptions, entities))
+            projected = self._projection.project(vectors).cpu()
+        except KGWeaveError as exc:
+            if self._text_failed != exc.message:
+                self._text_failed = exc.message
+                log.warning("new entities are placed by their neighbours: %s", exc.message)
+            return {}
+        return {e: projected[i] for i, e in enumerate(entities)}
+
+    # ---- the derived served model
+    def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
+        art = base.artifact
+        artifact, excluded = derive_artifact(art, overlay, self._base_facts(base))
+        fusion = base.text_fusion if artifact.model is art.model else None
+        served = ServedModel(
+            f"{base.version}@{overlay.next_offset}",
+            artifact,
+            base.precision,
+            base.version,
+            text_fusion=fusion,
+            prepack=base.prepack,
+            excluded=excluded,
+        )
+        served.warm_up()
+        return served
+
+
+def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
+    """One int64 per (head, relation, tail)."""
+    return (triples[:, 0] * n_relations + triples[:, 1]) * n_entities + triples[:, 2]
+
+
+def _ids(facts: set[Triple] | list[Triple], entities: IdMap, relations: IdMap) -> torch.Tensor:
+    rows = [
+        (entities.index[h], relations.index[r], entities.index[t])
+        for h, r, t in facts
+        if h in entities and r in relations and t in entities
+    ]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+
+class BaseFacts:
+    """The known facts of one loaded version, sorted by key, for lookups in O(log n) (built
+    once per version, not per batch)."""
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self.artifact = artifact
+        self.n_e, self.n_r = max(len(artifact.entities), 1), max(len(artifact.relations), 1)
+        self.keys, self.order = torch.sort(_keys(artifact.known.cpu(), self.n_e, self.n_r))
+
+    def rows(self, facts: list[Triple]) -> list[int]:
+        """Each fact's row in the version's known facts, -1 where it has none."""
+        e, r = self.artifact.entities, self.artifact.relations
+        found = [-1] * len(facts)
+        at = [i for i, (h, p, t) in enumerate(facts) if h in e and p in r and t in e]
+        if not at or not len(self.keys):
+            return found
+        ids = torch.tensor([(e.index[h], r.index[p], e.index[t]) for h, p, t in
+                            (facts[i] for i in at)], dtype=torch.long)  # fmt: skip
+        keys = _keys(ids, self.n_e, self.n_r)
+        pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+        hit = (self.keys[pos] == keys).tolist()
+        rows = self.order[pos].tolist()
+        for i, h, row in zip(at, hit, rows, strict=True):
+            if h:
+                found[i] = row
+        return found
+
+
+def _prune(overlay: Overlay, base: BaseFacts) -> None:
+    """Drop from ``overlay`` what the version knows already (added facts it has, removals of
+    facts it does not have)."""
+    added = sorted(overlay.added)
+    overlay.added.difference_update(
+        f for f, row in zip(added, base.rows(added), strict=True) if row >= 0
+    )
+    removed = sorted(overlay.removed)
+    overlay.removed.difference_update(
+        f for f, row in zip(removed, base.rows(removed), strict=True) if row < 0
+    )
+
+
+def derive_artifact(
+    art: ModelArtifact, overlay: Overlay, base: BaseFacts | None = None
+) -> tuple[ModelArtifact, frozenset[int]]:
+    """``art`` with ``overlay`` applied, and the ids of the deleted entities (``art`` is not
+    modified; unchanged tensors are shared). ``base``: ``art``'s :class:`BaseFacts`."""
+    from kgweave.language.features.coldstart import extend_model
+
+    base = base if base is not None and base.artifact is art else BaseFacts(art)
+    num_r = len(art.relations)
+    entities = IdMap([*art.entities.labels, *overlay.new_entities])
+    relations = IdMap([*art.relations.labels, *overlay.new_relations])
+    model = art.model
+    if overlay.new_entities:
+        model = extend_model(model, overlay.entity_rows)
+    if overlay.new_relations:
+        model = _extend_relations(model, num_r, overlay.relation_rows)
+    names: list[str | None] = [*art.entity_names, *([None] * len(overlay.new_entities))]
+    descriptions: list[str | None] = [
+        *art.entity_descriptions,
+        *([None] * (len(entities) - len(art.entity_descriptions))),
+    ]
+    for entity, (name, description) in overlay.texts.items():
+        i = entities.index.get(entity)
+        if i is None:
+            continue
+        if name is not None:
+            names[i] = name
+        if description is not None:
+            descriptions[i] = description
+    excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
+    known = art.known.cpu()
+    keep = torch.ones(len(known), dtype=torch.bool)
+    gone_rows = [row for row in base.rows(sorted(overlay.removed)) if row >= 0]
+    if gone_rows:
+        keep[torch.tensor(gone_rows, dtype=torch.long)] = False
+    if excluded:
+        deleted = torch.zeros(len(entities), dtype=torch.bool)
+        deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
+        keep &= ~(deleted[known[:, 0]] | deleted[known[:, 2]])
+    fresh = sorted(overlay.added)
+    fresh = [f for f, row in zip(fresh, base.rows(fresh), strict=True) if row < 0]
+    added = _ids(fresh, entities, relations)
+    config = dict(art.config)
+    config["model"] = model.config()
+    config["cold_entities"] = list(overlay.new_entities)
+    config["overlay"] = overlay.summary()
+    artifact = ModelArtifact(
+        path=art.path,
+        model=model,
+        entities=entities,
+        relations=relations,
+        entity_names=names,
+        known=torch.cat((known[keep], added)).to(art.known.device),
+        config=config,
+        relation_texts=dict(art.relation_texts),
+        entity_descriptions=descriptions,
+    )
+    return artifact, excluded
+
+
+def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:
+    """A copy of ``model`` with forward rows ``rows[:, 0]`` appended after its ``num_r``
+    relations and inverse rows ``rows[:, 1]`` after their reciprocals."""
+    config = model.config()
+    config["num_relations"] = 2 * (num_r + len(rows))
+    extended = build_model(config)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith("relation.") and tensor.dim() >= 1 and tensor.shape[0] == 2 * num_r:
+            r = rows.to(tensor.device, tensor.dtype)
+            state[key] = torch.cat((tensor[:num_r], r[:, 0], tensor[num_r:], r[:, 1]))
+        else:
+            state[key] = tensor
+    extended.load_state_dict(state)
+    return extended.to(model.entity.weight.device).eval()
