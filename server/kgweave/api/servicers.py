@@ -4,7 +4,9 @@
 Every method runs under :func:`_guard`, which times it for the metrics and turns a
 :class:`KGWeaveError` into its status code (``kgweave.api.status``) with the error's one-line
 message. Anything else is logged with its traceback on the server and answered INTERNAL with
-a short line: a client never sees a stack trace.
+a short line: a client never sees a stack trace. Overload is the micro-batcher's to refuse
+(RESOURCE_EXHAUSTED beyond ``KGWEAVE_QUEUE_MAX`` queries waiting), answered and counted here
+like any other error.
 """
 
 from __future__ import annotations
@@ -278,13 +280,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         except KGWeaveError as exc:
             await context.abort(to_grpc(exc), exc.message)
         yield convert.job_to_pb(job)
-        while not job.state.final:
-            revision = job.revision
-            job = await asyncio.to_thread(
-                self.plane.jobs.wait_for_change, job.job_id, revision, 1.0
-            )
-            if job.revision != revision:
-                yield convert.job_to_pb(job)
+        while not job.state.final:  # waits in the event loop: a stream holds no thread
+            job = await self.plane.jobs.next_change(job.job_id, job.revision)
+            yield convert.job_to_pb(job)
 
     @_guard
     async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
