@@ -48,6 +48,7 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
     backend, uri = describe_graph(settings)
     plane = DataPlane(settings, graph_backend=backend, graph_uri=uri)
     plane.owns_embedded_graph = started_embedded
+    plane.graph_health.start()  # serve watches the graph (and owns the embedded one)
     if plane.versions.load_active() is None:
         log.info("no model yet: training the first one on a snapshot of the graph")
         out = settings.jobs_dir / "bootstrap" / "model"
