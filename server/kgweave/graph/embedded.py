@@ -218,9 +218,12 @@ class EmbeddedFalkorDB:
         )
 
     def _previous_port(self) -> int | None:
-        """The port of the server that ran from this folder before, when it is free now."""
+        """The port of the server that ran from this folder before (an unprivileged one),
+        when it is free now."""
         try:
             port = int(json.loads(self.state_file.read_text())["port"])
+            if port < 1024:  # (a port free_port never picked: not one of ours)
+                return None
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis binds
                 sock.bind((self.host, port))
