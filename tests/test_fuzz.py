@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fuzz_support import Tally, fuzz_grpc, fuzz_http, methods
 from kgweave.api.http import start_http
 from kgweave.dataplane import DataPlane
+from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
 from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
@@ -44,6 +45,8 @@ def served(request: pytest.FixtureRequest, demo_model: Path) -> Iterator[ServerT
     server = ServerThread(plane, str(request.param))
     yield server
     server.stop()
+    # a fuzzed job on the graph ("" dataset) or Complete writing to it starts the embedded one
+    EmbeddedFalkorDB(settings.graph_dir).stop()
 
 
 def _still_healthy(address: str) -> None:
