@@ -9,27 +9,25 @@ batches were acknowledged; the log read back with :class:`~kgweave.changes.log.E
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kgweave.changes.log import EventLog
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.settings import Settings, get_settings
+from process_support import (
+    HANG_GUARD_S,
+    ServeProcess,
+    free_port,
+    logged_events,
+    post_events,
+    until,
+)
 from serving_support import registry_with, train_demo_model
 
-HANG_GUARD_S = 300.0
 BATCH = 20  # events per POST
 
 
@@ -38,70 +36,6 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
     root = tmp_path_factory.mktemp("crash-model")
     settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
     return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _until(condition: Callable[[], bool], why: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S
-    while not condition():
-        assert time.monotonic() < deadline, f"hang guard: {why}"
-        time.sleep(0.05)
-
-
-class Serve:
-    """``kgweave serve`` in a subprocess of its own (this checkout's code)."""
-
-    def __init__(self, http_port: int, grpc_port: int, log: Path) -> None:
-        env = {
-            **os.environ,
-            "KGWEAVE_GRPC_PORT": str(grpc_port),
-            "KGWEAVE_HTTP_PORT": str(http_port),
-            "KGWEAVE_FRONTEND": "python",
-            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        }
-        self.http_port = http_port
-        self.log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from kgweave.cli.main import main; raise SystemExit(main())",
-             "serve", "--no-progress"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def healthy(self) -> bool:
-        assert self.process.poll() is None, "kgweave serve exited"
-        try:
-            url = f"http://127.0.0.1:{self.http_port}/healthz"
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
-
-    def end(self, sig: int) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        self.process.wait(timeout=HANG_GUARD_S)
-        self.log.close()
-
-
-def post(port: int, first: int) -> int:
-    """POST one batch of events (heads ``h<first>`` ...); returns the HTTP status."""
-    events = [
-        {"kind": "triple_added", "head": f"h{first + i}", "relation": "r", "tail": "t"}
-        for i in range(BATCH)
-    ]
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/changes",
-        data=json.dumps({"source": "crash-test", "events": events}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return int(answer.status)
 
 
 @pytest.fixture
@@ -115,8 +49,8 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_event(
 ) -> None:
     settings = get_settings()
     registry_with(settings, [demo_model])
-    http_port, grpc_port = _free_port(), _free_port()
-    serve = Serve(http_port, grpc_port, tmp_path / "serve.log")
+    http_port, grpc_port = free_port(), free_port()
+    serve = ServeProcess(http_port, grpc_port, tmp_path / "serve.log").wait_healthy()
     acknowledged: list[int] = []  # first head number of each acknowledged batch
     stop = threading.Event()
 
@@ -124,36 +58,27 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_event(
         n = 0
         while not stop.is_set():
             try:
-                status = post(http_port, n)
+                status = post_events(http_port, n, BATCH)
             except (OSError, urllib.error.URLError):  # the server is gone
                 return
             if status == 202:
                 acknowledged.append(n)
             n += BATCH
 
+    after = 10**9  # a batch after the restart: accepted, and offsets go on
     try:
-        _until(serve.healthy, "serve did not become healthy")
         writer = threading.Thread(target=ingest, daemon=True)
         writer.start()
-        _until(lambda: len(acknowledged) >= 50, "ingestion did not progress")
-        serve.process.kill()  # kill -9, mid-ingestion
-        serve.process.wait(timeout=HANG_GUARD_S)
+        until(lambda: len(acknowledged) >= 50, "ingestion did not progress")
+        serve.kill()  # kill -9, mid-ingestion
         writer.join(timeout=HANG_GUARD_S)
         assert not writer.is_alive()
-        serve.log.close()
-        serve = Serve(http_port, grpc_port, tmp_path / "serve.log")
-        _until(serve.healthy, "serve did not come back")
-        after = 10**9  # a batch after the restart: accepted, and offsets go on
-        assert post(http_port, after) == 202
+        serve = ServeProcess(http_port, grpc_port, tmp_path / "serve.log").wait_healthy()
+        assert post_events(http_port, after, BATCH) == 202
     finally:
         stop.set()
-        serve.end(signal.SIGTERM)
-    with EventLog(settings.data_dir / "changes") as log:
-        records = []
-        offset = log.first_offset
-        while batch := log.read(offset, 10_000):
-            records += batch
-            offset = batch[-1][0] + 1
+        serve.end()
+    records = logged_events(settings.data_dir / "changes")
     offsets = [o for o, _ in records]
     assert offsets == sorted(set(offsets))  # unique, increasing
     heads = [event.head for _, event in records]
