@@ -255,9 +255,10 @@ class JobManager:
                 version, _, _ = self._on_success(folder / "model", job.snapshot(), "never")
             except Exception as exc:  # a damaged artifact stays unregistered: say why
                 log.warning("job %s: its finished model was not registered: %s", job.job_id, exc)
-                job.message = (
+                job.message = public_message(
                     "interrupted: the server stopped before registering the model; it could "
-                    f"not be registered on restart: {exc}"
+                    f"not be registered on restart: {getattr(exc, 'message', None) or exc}",
+                    self.settings,
                 )
             else:
                 job.state, job.phase, job.model_version = JobState.SUCCEEDED, "done", version
@@ -396,8 +397,9 @@ class JobManager:
 _JOB_FIELDS = set(Job.__dataclass_fields__)
 
 
-#: an absolute path (POSIX) in a message: a server path a client must not read
-_PATH = re.compile(r"(?<![\w.~>])(?:/[^\s/:;,'\"()<>\[\]]+)+/?")
+#: an absolute path (POSIX) in a message: a server path a client must not read (a quoted one
+#: is an echo of what the client sent, e.g. a Freebase id '/m/027rn', and stays)
+_PATH = re.compile(r"(?<![\w.~>'\"])(?:/[^\s/:;,'\"()<>\[\]]+)+/?")
 
 
 def public_message(message: str, settings: Settings) -> str:
