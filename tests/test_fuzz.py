@@ -92,3 +92,22 @@ def test_fuzzed_http_requests_get_proper_statuses(served: ServerThread) -> None:
         _still_healthy(served.address)
     finally:
         httpd.stop()
+
+
+def test_register_model_found_by_the_fuzzer(served: ServerThread) -> None:
+    """What the fuzzer found (a 20 KB file name: INTERNAL; a broken config.json: DATA_LOSS
+    with the server's staging path) is INVALID_ARGUMENT with a message in the client's terms."""
+    from kgweave.v1 import admin_pb2, admin_pb2_grpc
+
+    with grpc.insecure_channel(served.address) as channel:
+        register = admin_pb2_grpc.AdminServiceStub(channel).RegisterModel
+        for chunks in (
+            [admin_pb2.ModelChunk(path="x" * 20_000, data=b"{}")],
+            [admin_pb2.ModelChunk(path="config.json", data=b"not json")],
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                register(iter(chunks), timeout=60)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = info.value.details() or ""
+            assert "/" not in details.replace("x" * 80, ""), details
+            assert len(details) < 400

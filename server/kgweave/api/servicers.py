@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,8 +27,14 @@ from kgweave.api.status import to_grpc
 from kgweave.api.upload import ModelUpload
 from kgweave.api.wire import link_answers
 from kgweave.dataplane import DataPlane
-from kgweave.errors import DeadlineExceededError, InvalidArgumentError, KGWeaveError
+from kgweave.errors import (
+    ArtifactError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    KGWeaveError,
+)
 from kgweave.predict import TopK
+from kgweave.serving.jobs import public_message
 from kgweave.serving.served import ServedModel
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
@@ -314,7 +321,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                 if upload.empty:
                     policy = convert.policy_from_pb(chunk.activation)
                 upload.write(chunk.path, chunk.data)
-            result = await asyncio.to_thread(self.plane.register_model, upload.finish(), policy)
+            try:
+                result = await asyncio.to_thread(self.plane.register_model, upload.finish(), policy)
+            except ArtifactError as exc:  # what the client sent is no model: its own error
+                said = re.sub(r"\S*/model/", "", exc.message)  # (the server's staging path)
+                raise InvalidArgumentError(
+                    "RegisterModel: not a valid model folder: "
+                    + public_message(said, self.plane.settings)
+                ) from None
         activated, message = result.pop("activated"), result.pop("message")
         return admin_pb2.RegisterModelResponse(
             model=convert.model_to_pb(result), activated=activated, message=message

@@ -29,6 +29,7 @@ def _checked(path: str) -> PurePosixPath:
         or "\\" in path
         or "\x00" in path
         or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+        or any(len(p.encode()) > 255 for p in parts)  # (longer than a file system name)
     ):
         shown = path if len(path) <= 80 else path[:80] + "…"
         raise InvalidArgumentError(f"RegisterModel: bad file path {shown!r} in the model folder")
