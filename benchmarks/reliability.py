@@ -110,6 +110,12 @@ def fuzz(
             healthy, crashed = False, True
         finally:
             code = serve.end()
+        errors = [  # the server's own account of improper answers (its tracebacks' last lines)
+            line
+            for line in (root / "serve.log").read_text(errors="replace").splitlines()
+            if line.startswith(("Traceback", '  File "' + str(REPO)))
+            or "Error" in line.split(":", 1)[0]
+        ]
         return {
             "frontend": frontend,
             "grpc_calls": grpc_tally.calls,
@@ -118,6 +124,7 @@ def fuzz(
             "http_requests": http_tally.calls,
             "http_statuses": http_tally.by_code(),
             "http_improper": http_tally.bad,
+            "server_errors": errors[-30:] if grpc_tally.bad or http_tally.bad else [],
             "crashed": crashed or not healthy,
             "exit_code_on_sigterm": code,
             "seconds": round(time.monotonic() - started, 1),
@@ -228,6 +235,7 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only", choices=("fuzz", "ingestion", "swaps"), default=None)
     args = parser.parse_args()
     os.environ.setdefault("KGWEAVE_DEVICE", "cpu")
     os.environ.setdefault("KGWEAVE_OFFLINE", "1")
@@ -243,10 +251,15 @@ def main() -> None:
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"),
             "seed": args.seed,
-            "fuzz": [fuzz(models, f, args.calls, args.http_calls, args.seed) for f in frontends],
-            "ingestion": ingestion(models, args.kills),
-            "swaps": swaps(models, args.swaps),
         }
+        if args.only in (None, "fuzz"):
+            report["fuzz"] = [
+                fuzz(models, f, args.calls, args.http_calls, args.seed) for f in frontends
+            ]
+        if args.only in (None, "ingestion"):
+            report["ingestion"] = ingestion(models, args.kills)
+        if args.only in (None, "swaps"):
+            report["swaps"] = swaps(models, args.swaps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(report, indent=2)
