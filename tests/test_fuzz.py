@@ -19,34 +19,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fuzz_support import Tally, fuzz_grpc, fuzz_http, methods
 from kgweave.api.http import start_http
-from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
-from kgweave.settings import Settings, get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import TRANSPORTS, ServerThread, serving_plane
+
+pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
+
 
 SEED = int(os.environ.get("KGWEAVE_FUZZ_SEED", "16"))
 CALLS = int(os.environ.get("KGWEAVE_FUZZ_CALLS", "400"))
 
 
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("fuzz-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=0)
-
-
 @pytest.fixture(params=TRANSPORTS)
 def served(request: pytest.FixtureRequest, demo_model: Path) -> Iterator[ServerThread]:
-    settings = get_settings()
-    registry_with(settings, [demo_model])
-    plane = DataPlane(settings)
-    plane.versions.activate("v0001")
+    plane = serving_plane(demo_model)
     server = ServerThread(plane, str(request.param))
     yield server
     server.stop()
     # a fuzzed job on the graph ("" dataset) or Complete writing to it starts the embedded one
-    EmbeddedFalkorDB(settings.graph_dir).stop()
+    EmbeddedFalkorDB(plane.settings.graph_dir).stop()
 
 
 def _still_healthy(address: str) -> None:
@@ -95,8 +86,9 @@ def test_fuzzed_http_requests_get_proper_statuses(served: ServerThread) -> None:
 
 
 def test_register_model_found_by_the_fuzzer(served: ServerThread) -> None:
-    """What the fuzzer found (a 20 KB file name: INTERNAL; a broken config.json: DATA_LOSS
-    with the server's staging path) is INVALID_ARGUMENT with a message in the client's terms."""
+    """What the fuzzer found (a 20 KB file name, "./", a file and a folder of one name:
+    INTERNAL; a broken config.json: DATA_LOSS with the server's staging path) is
+    INVALID_ARGUMENT with a message in the client's terms."""
     from kgweave.v1 import admin_pb2, admin_pb2_grpc
 
     with grpc.insecure_channel(served.address) as channel:
@@ -104,10 +96,16 @@ def test_register_model_found_by_the_fuzzer(served: ServerThread) -> None:
         for chunks in (
             [admin_pb2.ModelChunk(path="x" * 20_000, data=b"{}")],
             [admin_pb2.ModelChunk(path="config.json", data=b"not json")],
+            [admin_pb2.ModelChunk(path="./", data=b"x")],  # the folder itself
+            [
+                admin_pb2.ModelChunk(path="a", data=b"x"),
+                admin_pb2.ModelChunk(path="a/b", data=b"y"),
+            ],
         ):
             with pytest.raises(grpc.RpcError) as info:
                 register(iter(chunks), timeout=60)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             details = info.value.details() or ""
-            assert "/" not in details.replace("x" * 80, ""), details
+            assert str(served.service.settings.data_dir) not in details, details
+            assert "upload-" not in details and "Errno" not in details, details
             assert len(details) < 400

@@ -26,32 +26,14 @@ from kgweave.errors import InvalidArgumentError, NotFoundError
 from kgweave.serving.jobs import public_message
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import ServerThread, serving_plane
+
+pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
 
 HANG_GUARD_S = 120.0  # only ever reached when something hangs
 #: a unary call that takes milliseconds when served; a thread pool starved by streams made
 #: Status take 14-25 s (issue 16) and 80 s with 500 streams here
 UNARY_GUARD_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("reliability-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=0)
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def _plane(model: Path) -> DataPlane:
-    settings = get_settings()
-    registry_with(settings, [model])
-    plane = DataPlane(settings)
-    plane.versions.activate("v0001")
-    return plane
 
 
 def _until(condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> None:
@@ -100,7 +82,7 @@ def test_overload_is_resource_exhausted_and_counted_never_cancelled(
     and KGWEAVE_QUEUE_MAX=50: every call ends OK or RESOURCE_EXHAUSTED, none CANCELLED; on
     the Python front end every refusal is in the metrics and no health check is refused."""
     monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "50")
-    plane = _plane(demo_model)
+    plane = serving_plane(demo_model)
     held = HeldScoring(plane, monkeypatch)
     server = ServerThread(plane, transport)
     total = 3000
@@ -161,7 +143,7 @@ def test_queue_max_counts_queries_not_calls(
     """KGWEAVE_QUEUE_MAX=50: a 40-query call waits, a 20-query call is refused (60 > 50)
     although only one call waits, a 10-query call still fits."""
     monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "50")
-    plane = _plane(demo_model)
+    plane = serving_plane(demo_model)
     held = HeldScoring(plane, monkeypatch)
     server = ServerThread(plane, "python")
     channel = grpc.insecure_channel(server.address)
@@ -193,7 +175,7 @@ def test_500_watch_streams_leave_unary_calls_answered(
 ) -> None:
     """500 open WatchJob streams on a running job hold no worker thread: Status, ScoreTriples
     (both run in the shared thread pool) and GetJob still answer."""
-    plane = _plane(demo_model)
+    plane = serving_plane(demo_model)
     server = ServerThread(plane, transport)
     channel = grpc.insecure_channel(server.address)
     admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -309,7 +291,8 @@ def test_dataset_is_confined_to_the_datasets_folder(own_datasets: Path) -> None:
 def test_job_dataset_paths_are_refused_and_messages_name_no_server_path(
     demo_model: Path, own_datasets: Path, transport: str
 ) -> None:
-    plane = _plane(demo_model)
+
+    plane = serving_plane(demo_model)
     server = ServerThread(plane, transport)
     channel = grpc.insecure_channel(server.address)
     admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -360,7 +343,7 @@ def test_public_message_hides_server_paths() -> None:
 
 
 def test_unknown_job_watch_is_not_found(demo_model: Path) -> None:
-    plane = _plane(demo_model)
+    plane = serving_plane(demo_model)
     server = ServerThread(plane, "python")
     channel = grpc.insecure_channel(server.address)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kgweave.graph.embedded import EmbeddedFalkorDB
-from kgweave.settings import Settings, get_settings
+from kgweave.settings import get_settings
 from process_support import (
     HANG_GUARD_S,
     ServeProcess,
@@ -26,16 +26,11 @@ from process_support import (
     post_events,
     until,
 )
-from serving_support import registry_with, train_demo_model
+from serving_support import registry_with
+
+pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
 
 BATCH = 20  # events per POST
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("crash-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=0)
 
 
 @pytest.fixture
@@ -47,6 +42,7 @@ def embedded_cleanup() -> Iterator[None]:
 def test_kill_9_during_ingestion_loses_no_acknowledged_event(
     demo_model: Path, tmp_path: Path, embedded_cleanup: None
 ) -> None:
+
     settings = get_settings()
     registry_with(settings, [demo_model])
     http_port, grpc_port = free_port(), free_port()

@@ -25,20 +25,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kgweave.api.endpoint import GRAPH_SERVICE
 from kgweave.api.http import start_http
 from kgweave.cli.main import main
-from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB, ServerInfo, owner
-from kgweave.settings import Settings, get_settings
+from kgweave.settings import get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
-from serving_support import ServerThread, registry_with, train_demo_model
+from serving_support import ServerThread, serving_plane
+
+pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
 
 HANG_GUARD_S = 120.0
-
-
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("graph-health-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=0)
 
 
 @pytest.fixture
@@ -75,19 +69,12 @@ def _grpc_health(address: str, service: str) -> int:
         return int(stub.Check(request, timeout=HANG_GUARD_S).status)
 
 
-def _plane(model: Path, settings: Settings) -> DataPlane:
-    registry_with(settings, [model])
-    plane = DataPlane(settings)
-    plane.versions.activate("v0001")
-    return plane
-
-
 def test_graph_down_is_degraded_not_dead(demo_model: Path, falkordb: ServerInfo) -> None:
     """Watching a FalkorDB it does not own (given by URI): when it dies, serving answers on,
     /healthz stays 200 and says "graph": "down", gRPC health reports kgweave.graph
     NOT_SERVING and the overall status SERVING; when it is back, "up" again."""
     settings = get_settings().model_copy(update={"graph_uri": falkordb.url})
-    plane = _plane(demo_model, settings)
+    plane = serving_plane(demo_model, settings)
     plane.graph_health.start()
     assert not plane.graph_health.owns_embedded
     server = ServerThread(plane, "python")
@@ -131,7 +118,7 @@ def test_serving_owns_the_embedded_database_and_restarts_it(
     restarted by that process on the same port; `kgweave graph start|stop` refuse meanwhile
     and `graph status` names the owner. Once serving stops, the CLI may stop it."""
     settings = get_settings()
-    plane = _plane(demo_model, settings)
+    plane = serving_plane(demo_model, settings)
     plane.graph_health.start()
 
     def kgweave(*argv: str) -> tuple[int, str]:

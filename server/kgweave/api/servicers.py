@@ -32,6 +32,7 @@ from kgweave.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
     KGWeaveError,
+    echo,
 )
 from kgweave.predict import TopK
 from kgweave.serving.jobs import public_message
@@ -320,7 +321,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             async for chunk in request_iterator:
                 if upload.empty:
                     policy = convert.policy_from_pb(chunk.activation)
-                upload.write(chunk.path, chunk.data)
+                try:
+                    upload.write(chunk.path, chunk.data)
+                except OSError as exc:  # "a" and "a/b" both sent, say: the client's folder
+                    raise InvalidArgumentError(
+                        f"RegisterModel: cannot store {echo(chunk.path)} in the model folder "
+                        f"({exc.strerror or 'rejected'})"
+                    ) from None
             try:
                 result = await asyncio.to_thread(self.plane.register_model, upload.finish(), policy)
             except ArtifactError as exc:  # what the client sent is no model: its own error

@@ -25,6 +25,7 @@ def _checked(path: str) -> PurePosixPath:
     parts = PurePosixPath(path).parts
     if (
         not path
+        or not parts  # ("./": the folder itself)
         or path.startswith("/")
         or "\\" in path
         or "\x00" in path
