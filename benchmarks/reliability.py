@@ -48,7 +48,7 @@ from fuzz_support import Tally, fuzz_grpc, fuzz_http  # noqa: E402
 from process_support import (  # noqa: E402
     HANG_GUARD_S,
     ServeProcess,
-    free_port,
+    free_ports,
     logged_events,
     post_events,
     until,
@@ -97,7 +97,7 @@ def fuzz(
 ) -> dict[str, Any]:
     with data_folder(models[:1]) as root:
         serve = ServeProcess(
-            free_port(), free_port(), root / "serve.log", {"KGWEAVE_FRONTEND": frontend}
+            *free_ports(), root / "serve.log", {"KGWEAVE_FRONTEND": frontend}
         ).wait_healthy()
         started = time.monotonic()
         grpc_tally, http_tally = Tally(), Tally()
@@ -133,7 +133,7 @@ def fuzz(
 
 def ingestion(models: list[Path], kills: int) -> dict[str, Any]:
     with data_folder(models[:1]) as root:
-        http_port, grpc_port = free_port(), free_port()
+        http_port, grpc_port = free_ports()
         acknowledged: list[int] = []
         first = 0
         for _ in range(kills):
@@ -176,7 +176,7 @@ def swaps(models: list[Path], count: int, clients: int = 8) -> dict[str, Any]:
     from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
     with data_folder(models) as root:
-        serve = ServeProcess(free_port(), free_port(), root / "serve.log").wait_healthy()
+        serve = ServeProcess(*free_ports(), root / "serve.log").wait_healthy()
         channel = grpc.insecure_channel(serve.address)
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)

@@ -18,10 +18,17 @@ from typing import Any
 HANG_GUARD_S = 300.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int = 2) -> list[int]:
+    """``count`` distinct loopback ports nobody listens on now (held together while picked, so
+    two calls cannot hand out the same one)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def until(condition: Callable[[], bool], why: str, timeout: float = HANG_GUARD_S) -> None:

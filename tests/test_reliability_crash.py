@@ -21,7 +21,7 @@ from kgweave.settings import get_settings
 from process_support import (
     HANG_GUARD_S,
     ServeProcess,
-    free_port,
+    free_ports,
     logged_events,
     post_events,
     until,
@@ -45,7 +45,7 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_event(
 
     settings = get_settings()
     registry_with(settings, [demo_model])
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports()
     serve = ServeProcess(http_port, grpc_port, tmp_path / "serve.log").wait_healthy()
     acknowledged: list[int] = []  # first head number of each acknowledged batch
     stop = threading.Event()
