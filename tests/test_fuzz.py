@@ -21,6 +21,7 @@ from fuzz_support import Tally, fuzz_grpc, fuzz_http, methods
 from kgweave.api.http import start_http
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from process_support import until
 from serving_support import TRANSPORTS, ServerThread, serving_plane
 
 pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
@@ -35,8 +36,10 @@ def served(request: pytest.FixtureRequest, demo_model: Path) -> Iterator[ServerT
     plane = serving_plane(demo_model)
     server = ServerThread(plane, str(request.param))
     yield server
+    # a fuzzed job on the graph ("" dataset) or Complete writing to it starts the embedded
+    # database: once every job has ended (its worker gone), stop it
+    until(lambda: plane.jobs.active_count() == 0, "a fuzzed training job did not end")
     server.stop()
-    # a fuzzed job on the graph ("" dataset) or Complete writing to it starts the embedded one
     EmbeddedFalkorDB(plane.settings.graph_dir).stop()
 
 
