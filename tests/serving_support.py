@@ -57,6 +57,15 @@ def registry_with(settings: Settings, models: list[Path]) -> None:
         shutil.copytree(path, settings.models_dir / f"v{i:04d}")
 
 
+def serving_plane(model: Path, settings: Settings | None = None) -> DataPlane:
+    """A data plane serving ``model`` as v0001 from this test's registry."""
+    settings = settings or get_settings()
+    registry_with(settings, [model])
+    plane = DataPlane(settings)
+    plane.versions.activate("v0001")
+    return plane
+
+
 TRANSPORTS = ("python", "native")
 
 

@@ -137,11 +137,13 @@ def test_cancelled_job_leaves_registry_and_active_model_untouched(server: Server
 
 
 def test_failed_job_leaves_state_untouched(server: ServerThread) -> None:
+    """An unknown dataset is refused before a job starts (NOT_FOUND, no server path)."""
     admin, channel = admin_stub(server)
-    job = start(admin, admin_pb2.ACTIVATION_POLICY_ALWAYS, dataset="no-such-dataset", epochs=1)
-    final = job_updates(admin, job.job_id)[-1]
-    assert final.state == admin_pb2.JOB_STATE_FAILED
-    assert "no-such-dataset" in final.message and "Traceback" not in final.message
+    with pytest.raises(grpc.RpcError) as info:
+        start(admin, admin_pb2.ACTIVATION_POLICY_ALWAYS, dataset="no-such-dataset", epochs=1)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    message = info.value.details() or ""
+    assert "no-such-dataset" in message and "/" not in message
     assert versions(admin) == (["v0001"], "v0001")
     assert server.service.versions.active().version == "v0001"
     channel.close()

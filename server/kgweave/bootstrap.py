@@ -51,6 +51,7 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
     plane.owns_embedded_graph = started_embedded
     if settings.apply_changes:
         plane.changes.prepare_applying()  # before the first load: it serves the overlay
+    plane.graph_health.start()  # serve watches the graph (and owns the embedded one)
     if plane.versions.load_active() is None:
         log.info("no model yet: training the first one on a snapshot of the graph")
         out = settings.jobs_dir / "bootstrap" / "model"

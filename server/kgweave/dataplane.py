@@ -30,6 +30,7 @@ from kgweave import __version__
 from kgweave.changes.pipeline import ChangePipeline, WriteResult
 from kgweave.changes.retrain import ServingSide
 from kgweave.serving.batcher import MicroBatcher
+from kgweave.serving.graph_health import GraphHealth
 from kgweave.serving.jobs import Job, JobManager
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.queries import QueryPlane
@@ -72,6 +73,8 @@ class DataPlane:
         )
         self.graph_backend = graph_backend
         self.graph_uri = graph_uri
+        #: the graph database's state; watched (and the embedded one restarted) under serve
+        self.graph_health = GraphHealth(settings)
         self.started_at = time.monotonic()
         #: the gRPC front end serving this plane ("native", "python"; "" when none)
         self.frontend = ""
@@ -179,6 +182,7 @@ class DataPlane:
             self.writeback.close()
         self.jobs.shutdown()
         self.batcher.close()
+        self.graph_health.stop()
 
 
 def _rss_bytes() -> int:

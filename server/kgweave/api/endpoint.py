@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,6 +21,9 @@ from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_g
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 << 20
+
+#: the gRPC health service name that reports the graph database (kgweave.serving.graph_health)
+GRAPH_SERVICE = "kgweave.graph"
 
 SERVICE_NAMES = (
     knowledge_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name,
@@ -45,14 +48,24 @@ class Health:
             await self.servicer.set(name, status)
 
     def set_serving(self, serving: bool) -> None:
+        self._submit(lambda: self.update(serving))
+
+    def set_graph(self, up: bool) -> None:
+        """The graph database's state as service ``kgweave.graph``; the others stay SERVING
+        (queries are answered from the model in memory)."""
+        response = health_pb2.HealthCheckResponse
+        status = response.SERVING if up else response.NOT_SERVING
+        self._submit(lambda: self.servicer.set(GRAPH_SERVICE, status))
+
+    def _submit(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
         try:
             on_loop = asyncio.get_running_loop() is self.loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self.loop.create_task(self.update(serving))
+            self.loop.create_task(make())
         elif not self.loop.is_closed():  # (an activation after the server stopped: no one asks)
-            asyncio.run_coroutine_threadsafe(self.update(serving), self.loop)
+            asyncio.run_coroutine_threadsafe(make(), self.loop)
 
 
 def add_services(target: Any, plane: DataPlane, health_state: Health) -> None:
@@ -92,6 +105,9 @@ class RunningServer(abc.ABC):
         plane.frontend = self.transport
         health_state.set_serving(plane.ready)
         plane.versions.on_activate = lambda _version: health_state.set_serving(True)
+        plane.graph_health.listeners.append(health_state.set_graph)
+        if plane.graph_health.state != "unknown":
+            health_state.set_graph(plane.graph_health.state == "up")
 
     def fail(self, why: str) -> None:
         """The endpoint stopped answering by itself (the native front end died)."""

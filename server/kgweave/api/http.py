@@ -328,8 +328,11 @@ class HTTPApp:
             self.plane.metrics.queue_depth.set(self.plane.batcher.depth)
             return _Answer(200, self.plane.metrics.render(), b"text/plain; version=0.0.4")
         if path == "/healthz":
-            ready = self.plane.ready
-            return _Answer(200 if ready else 503, json.dumps({"ready": ready}).encode())
+            ready = self.plane.ready  # the graph down: still 200, "graph": "down" (degraded)
+            health: dict[str, object] = {"ready": ready}
+            if (graph := self.plane.graph_health.state) != "unknown":  # (watched under serve)
+                health["graph"] = graph
+            return _Answer(200 if ready else 503, json.dumps(health).encode())
         if path == "/v1/status":
             return await self._call(_STATUS, {})
         if gets:

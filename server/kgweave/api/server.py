@@ -27,6 +27,9 @@ from kgweave.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: calls gRPC's core may hold before the event loop takes them (see start_grpc)
+PENDING_CALLS_MAX = 1 << 16
+
 
 class PythonServer(RunningServer):
     transport = "python"
@@ -53,6 +56,11 @@ async def start_grpc(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # calls not yet taken by the event loop: gRPC's defaults (1,000 soft, 3,000 hard)
+            # end the excess CANCELLED before any handler or metric sees them; admission is
+            # the servicers' (RESOURCE_EXHAUSTED beyond KGWEAVE_QUEUE_MAX, counted)
+            ("grpc.server.max_pending_requests", PENDING_CALLS_MAX),
+            ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_MAX),
         ],
     )
     health_state = Health()

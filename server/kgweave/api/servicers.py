@@ -4,7 +4,9 @@
 Every method runs under :func:`_guard`, which times it for the metrics and turns a
 :class:`KGWeaveError` into its status code (``kgweave.api.status``) with the error's one-line
 message. Anything else is logged with its traceback on the server and answered INTERNAL with
-a short line: a client never sees a stack trace.
+a short line: a client never sees a stack trace. Overload is the micro-batcher's to refuse
+(RESOURCE_EXHAUSTED beyond ``KGWEAVE_QUEUE_MAX`` queries waiting), answered and counted here
+like any other error.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -24,8 +27,15 @@ from kgweave.api.status import to_grpc
 from kgweave.api.upload import ModelUpload
 from kgweave.api.wire import link_answers
 from kgweave.dataplane import DataPlane
-from kgweave.errors import DeadlineExceededError, InvalidArgumentError, KGWeaveError
+from kgweave.errors import (
+    ArtifactError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    KGWeaveError,
+    echo,
+)
 from kgweave.predict import TopK
+from kgweave.serving.jobs import public_message
 from kgweave.serving.served import ServedModel
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
@@ -278,13 +288,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         except KGWeaveError as exc:
             await context.abort(to_grpc(exc), exc.message)
         yield convert.job_to_pb(job)
-        while not job.state.final:
-            revision = job.revision
-            job = await asyncio.to_thread(
-                self.plane.jobs.wait_for_change, job.job_id, revision, 1.0
-            )
-            if job.revision != revision:
-                yield convert.job_to_pb(job)
+        while not job.state.final:  # waits in the event loop: a stream holds no thread
+            job = await self.plane.jobs.next_change(job.job_id, job.revision)
+            yield convert.job_to_pb(job)
 
     @_guard
     async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> admin_pb2.Job:  # noqa: N802
@@ -322,8 +328,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             async for chunk in request_iterator:
                 if upload.empty:
                     policy = convert.policy_from_pb(chunk.activation)
-                upload.write(chunk.path, chunk.data)
-            result = await asyncio.to_thread(self.plane.register_model, upload.finish(), policy)
+                try:
+                    upload.write(chunk.path, chunk.data)
+                except OSError as exc:  # "a" and "a/b" both sent, say: the client's folder
+                    raise InvalidArgumentError(
+                        f"RegisterModel: cannot store {echo(chunk.path)} in the model folder "
+                        f"({exc.strerror or 'rejected'})"
+                    ) from None
+            try:
+                result = await asyncio.to_thread(self.plane.register_model, upload.finish(), policy)
+            except ArtifactError as exc:  # what the client sent is no model: its own error
+                said = re.sub(r"\S*/model/", "", exc.message)  # (the server's staging path)
+                raise InvalidArgumentError(
+                    "RegisterModel: not a valid model folder: "
+                    + public_message(said, self.plane.settings)
+                ) from None
         activated, message = result.pop("activated"), result.pop("message")
         return admin_pb2.RegisterModelResponse(
             model=convert.model_to_pb(result), activated=activated, message=message

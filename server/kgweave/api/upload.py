@@ -25,10 +25,12 @@ def _checked(path: str) -> PurePosixPath:
     parts = PurePosixPath(path).parts
     if (
         not path
+        or not parts  # ("./": the folder itself)
         or path.startswith("/")
         or "\\" in path
         or "\x00" in path
         or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+        or any(len(p.encode()) > 255 for p in parts)  # (longer than a file system name)
     ):
         raise InvalidArgumentError(f"RegisterModel: bad file path {echo(path)} in the model folder")
     return PurePosixPath(*parts)

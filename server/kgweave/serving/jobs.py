@@ -11,10 +11,16 @@ gone the lifeline reaches end of file and the worker exits at once. Each job's s
 server reads them back: finished jobs stay visible to GetJob, and a job that was still running
 is reported failed with phase ``interrupted`` and the reason, or, when its worker had finished
 the artifact, the model is registered (not activated). Its working files are then removed.
+
+A job reads the graph, or a dataset confined to the server's datasets folder and cache
+(:func:`~kgweave.data.sources.confine_dataset`). What a client reads of a failed job says what
+failed in its own terms; server paths and internal detail go to the server log only
+(:func:`public_message`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -22,6 +28,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import threading
@@ -99,6 +106,8 @@ class JobManager:
         self._policies: dict[str, str] = {}
         self._pids: dict[str, int] = {}
         self._lock = threading.Condition()
+        #: asyncio watchers per job: futures woken (in their own loops) on the next change
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._context = mp.get_context("spawn")
         self.on_change: Callable[[Job], None] | None = None
         #: jobs found running by :meth:`recover` (reported interrupted or registered)
@@ -118,12 +127,20 @@ class JobManager:
         with self._lock:
             return sum(not j.state.final for j in self._jobs.values())
 
-    def wait_for_change(self, job_id: str, revision: int, timeout: float) -> Job:
-        """The job once its revision differs from ``revision`` (or after ``timeout``)."""
+    async def next_change(self, job_id: str, revision: int) -> Job:
+        """The job once its revision differs from ``revision``, awaited in the event loop:
+        a watcher (a WatchJob stream) holds no thread while it waits."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None:
-                self._lock.wait_for(lambda: job.revision != revision, timeout=timeout)
+            if job is None or job.revision != revision:
+                return self.get(job_id)
+            self._watchers.setdefault(job_id, []).append(waiter)
+        try:
+            await waiter
+        finally:
+            with self._lock, contextlib.suppress(KeyError, ValueError):
+                self._watchers[job_id].remove(waiter)
         return self.get(job_id)
 
     # ---- commands
@@ -133,6 +150,9 @@ class JobManager:
             TrainConfig(**{k: v for k, v in config.items() if k != "joint"})  # refuse bad ones now
         except ValueError as exc:
             raise InvalidArgumentError(f"invalid training settings: {_first_error(exc)}") from None
+        from kgweave.data.sources import confine_dataset
+
+        dataset = confine_dataset(dataset, self.settings)
         with self._lock:
             running = [j.job_id for j in self._jobs.values() if not j.state.final]
             if running:
@@ -168,8 +188,9 @@ class JobManager:
             process.start()
         except Exception as exc:
             log.exception("job %s: the worker could not start", job.job_id)
-            self._update(job.job_id, state=JobState.FAILED, phase="done", message=str(exc))
-            raise
+            why = "the training worker could not start; see the server log"
+            self._update(job.job_id, state=JobState.FAILED, phase="done", message=why)
+            raise FailedPreconditionError(why) from exc
         finally:
             events_child.close()
             lifeline_child.close()
@@ -235,9 +256,10 @@ class JobManager:
                 version, _, _ = self._on_success(folder / "model", job.snapshot(), "never")
             except Exception as exc:  # a damaged artifact stays unregistered: say why
                 log.warning("job %s: its finished model was not registered: %s", job.job_id, exc)
-                job.message = (
+                job.message = public_message(
                     "interrupted: the server stopped before registering the model; it could "
-                    f"not be registered on restart: {exc}"
+                    f"not be registered on restart: {getattr(exc, 'message', None) or exc}",
+                    self.settings,
                 )
             else:
                 job.state, job.phase, job.model_version = JobState.SUCCEEDED, "done", version
@@ -283,6 +305,10 @@ class JobManager:
             if persist:  # under the lock: records are written in revision order
                 self._save(snapshot)
             self._lock.notify_all()
+            watchers = self._watchers.pop(job_id, [])
+        for waiter in watchers:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: no one is waiting
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
         if self.on_change is not None:
             self.on_change(snapshot)
 
@@ -324,7 +350,11 @@ class JobManager:
                 )
             except Exception as exc:
                 log.exception("registering job %s failed", job_id)
-                self._update(job_id, state=JobState.FAILED, phase="done", message=str(exc))
+                why = public_message(
+                    f"the model could not be registered: {getattr(exc, 'message', None) or exc}",
+                    self.settings,
+                )
+                self._update(job_id, state=JobState.FAILED, phase="done", message=why)
             else:
                 self._update(
                     job_id,
@@ -336,13 +366,14 @@ class JobManager:
                     eta_s=0.0,
                 )
         else:
+            if final.get("detail"):
+                log.warning("job %s failed: %s", job_id, final["detail"])
+            message = final.get("message", "cancelled by request" if state == "cancelled" else "")
             self._update(
                 job_id,
                 state=JobState(state),
                 phase="done",
-                message=final.get(
-                    "message", "cancelled by request" if state == "cancelled" else ""
-                ),
+                message=public_message(message, self.settings),
                 eta_s=0.0,
             )
         self._clean(folder)  # registered versions moved out
@@ -360,6 +391,35 @@ class JobManager:
 
 
 _JOB_FIELDS = set(Job.__dataclass_fields__)
+
+
+#: an absolute path (POSIX) in a message: a server path a client must not read (a quoted one
+#: is an echo of what the client sent, e.g. a Freebase id '/m/027rn', and stays)
+_PATH = re.compile(r"(?<![\w.~>'\"])(?:/[^\s/:;,'\"()<>\[\]]+)+/?")
+
+
+def public_message(message: str, settings: Settings) -> str:
+    """``message`` as a client may read it: the server's folders and any other absolute path
+    replaced by what they are (the whole message goes to the server log when it differs)."""
+    public = message
+    folders = (
+        (settings.datasets_dir, "<datasets folder>"),
+        (settings.cache_dir, "<dataset cache>"),
+        (settings.data_dir, "<data folder>"),
+        (Path.home(), "~"),
+    )
+    for folder, name in folders:
+        if folder is not None and str(folder) not in ("", "/"):
+            public = public.replace(str(folder), name)
+    public = _PATH.sub("<server path>", public)
+    if public != message:
+        log.info("job message (server side): %s", message)
+    return public
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # (cancelled meanwhile: the stream ended)
+        waiter.set_result(None)
 
 
 def _wait_for_worker_exit(lock_path: Path) -> int:

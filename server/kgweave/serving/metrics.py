@@ -45,7 +45,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "kgweave_queue_depth", "Requests waiting to be scored.", registry=self.registry
+            "kgweave_queue_depth", "Queries waiting to be scored.", registry=self.registry
         )
         self.active_model = Gauge(
             "kgweave_active_model",

@@ -214,9 +214,11 @@ def job_process_main(
     except BaseException as exc:  # the parent must always hear how the job ended
         with log_path.open("a") as handle:
             handle.write(traceback.format_exc())
-        events.send(
+        events.send(  # the client reads "message"; "detail" goes to the server log only
             {
                 "state": "failed",
-                "message": f"internal error: {type(exc).__name__}: {exc} (details in {log_path})",
+                "message": f"internal error in the training job ({type(exc).__name__}); "
+                "see the server log",
+                "detail": f"{type(exc).__name__}: {exc} (traceback in {log_path})",
             }
         )
