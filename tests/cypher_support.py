@@ -57,6 +57,15 @@ def plugin_folder() -> Path:
     return target
 
 
+class FullJitNeo4j(Neo4jServer):
+    """The launcher's JVM with the full JIT (C2): ``kgweave neo4j`` stops at C1 and uses the
+    serial GC to start fast; a production Neo4j runs C2. For steady-state measurements."""
+
+    def command(self, bolt_port: int, http_port: int | None, host: str) -> list[str]:
+        fast_start = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+        return [a for a in super().command(bolt_port, http_port, host) if a not in fast_start]
+
+
 @dataclass
 class CypherStack:
     folder: Path
@@ -99,14 +108,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def cypher_stack(folder: Path, bootstrap_epochs: int = 5) -> Iterator[CypherStack]:
+def cypher_stack(
+    folder: Path, bootstrap_epochs: int = 5, full_jit: bool = False
+) -> Iterator[CypherStack]:
     """Neo4j with the plugin, the demo imported, and ``kgweave serve`` on it, all on free
-    ports under ``folder``; everything stopped on exit."""
+    ports under ``folder`` (``full_jit``: :class:`FullJitNeo4j`); everything stopped on exit."""
     plugins = plugin_folder()
     grpc_port, http_port = free_port(), free_port()
     conf = folder / "conf"
     conf.mkdir(parents=True, exist_ok=True)
-    server = Neo4jServer(folder / "neo4j", plugins=plugins)
+    server = (FullJitNeo4j if full_jit else Neo4jServer)(folder / "neo4j", plugins=plugins)
     saved = os.environ.get("NEO4J_CONF")
     os.environ["NEO4J_CONF"] = str(conf)  # the plugin's conf folder, inherited by the JVM
     try:
