@@ -88,7 +88,8 @@ class CypherStack:
         self.conf_file.write_text(f"kgweave.address={address}\nkgweave.deadline_ms={deadline_ms}\n")
 
 
-def _healthy(port: int) -> bool:
+def serve_ready(port: int) -> bool:
+    """kgweave serve's ``/healthz`` on ``port`` says ready."""
     try:
         with socket.create_connection(("127.0.0.1", port), 1) as sock:
             sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
@@ -97,7 +98,8 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (serve drains), then wait; kill only if it does not end."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -152,7 +154,7 @@ def cypher_stack(
                 [*cli, "serve", "--no-progress"], env=env, stdout=out, stderr=subprocess.STDOUT
             )
         guard = time.monotonic() + HANG_GUARD_S
-        while not _healthy(http_port):
+        while not serve_ready(http_port):
             if serve.poll() is not None:
                 raise RuntimeError(f"kgweave serve exited: {log.read_text()[-2000:]}")
             if time.monotonic() > guard:
@@ -165,5 +167,5 @@ def cypher_stack(
         yield stack
     finally:
         if serve is not None:
-            _stop(serve)
+            stop_process(serve)
         server.stop()
