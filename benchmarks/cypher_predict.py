@@ -12,8 +12,10 @@ with the same model, the same heads and relation, k answers each:
 
 - single: ``MATCH (p:Entity {id: $id}) CALL kgweave.predict.tails(p, $r, $k)`` from one Bolt
   session (official ``neo4j`` driver), ``--calls`` calls after ``--warmup``: p50, p99; beside it
-  the same MATCH without the CALL (what Bolt and Cypher cost alone), and one-query
-  ``PredictLinks`` calls over gRPC (Python stub, one channel): p50, p99.
+  the same MATCH without the CALL (what Bolt and Cypher cost alone), one-query
+  ``PredictLinks`` calls over gRPC (Python stub, one channel), and ``kgweave.status()`` beside
+  gRPC ``Status`` (a call with no work: the plugin's own cost). Interleaved, one of each per
+  round, so the machine's other load falls on all alike.
 - batch: ``--rows`` heads (the demo's entities, cycled) matched and collected, then one
   ``kgweave.predict.tailsBatch`` (the plugin sends ``PredictLinks`` calls of 1,000 queries),
   answers counted in the database (``count(*)``) and, second, all returned to the client;
@@ -47,13 +49,14 @@ sys.path[:0] = [str(ROOT / "server"), str(ROOT / "tests")]
 import grpc  # noqa: E402
 
 from cypher_support import cypher_stack, missing_tools  # noqa: E402
-from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc  # noqa: E402
+from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc  # noqa: E402
 
 SINGLE = (
     "MATCH (p:Entity {id: $id}) CALL kgweave.predict.tails(p, $relation, $k) "
     "YIELD entity, score RETURN entity, score"
 )
 MATCH_ONLY = "MATCH (p:Entity {id: $id}) RETURN p.id AS entity"
+STATUS = "CALL kgweave.status() YIELD ready RETURN ready"
 BATCH = (
     "UNWIND $ids AS id MATCH (p:Entity {id: id}) WITH collect(p) AS heads "
     "CALL kgweave.predict.tailsBatch(heads, $relation, $k) YIELD index, entity, score "
@@ -69,14 +72,20 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     return {"p50_ms": at(0.50), "p99_ms": at(0.99), "mean_ms": statistics.fmean(ordered) * 1e3}
 
 
-def timed(call: Callable[[int], Any], count: int, warmup: int) -> list[float]:
+def interleaved(
+    calls: dict[str, Callable[[int], Any]], count: int, warmup: int
+) -> dict[str, list[float]]:
+    """Each call ``count`` times after ``warmup``, in rounds of one call of each: load from
+    other work on the machine falls on all of them alike."""
     for i in range(warmup):
-        call(i)
-    samples = []
-    for i in range(count):
-        start = time.perf_counter()
-        call(warmup + i)
-        samples.append(time.perf_counter() - start)
+        for call in calls.values():
+            call(i)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(warmup, warmup + count):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(i)
+            samples[name].append(time.perf_counter() - start)
     return samples
 
 
@@ -94,6 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         grpc.insecure_channel(stack.grpc_address) as channel,
     ):
         stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
         load_start = loadavg()
         records, _, _ = driver.execute_query("MATCH (e:Entity) RETURN e.id AS id ORDER BY id")
         entities = [r["id"] for r in records]
@@ -112,11 +122,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 request = knowledge_pb2.PredictLinksRequest(queries=[query], k=k)
                 assert len(stub.PredictLinks(request, timeout=60).results[0].candidates) == k
 
-            single = {
-                "cypher_predict_tails": percentiles(timed(cypher_single, args.calls, args.warmup)),
-                "cypher_match_only": percentiles(timed(cypher_match, args.calls, args.warmup)),
-                "grpc_predict_links": percentiles(timed(grpc_single, args.calls, args.warmup)),
-            }
+            def cypher_status(_: int) -> None:
+                assert session.run(STATUS).single(strict=True)["ready"]
+
+            def grpc_status(_: int) -> None:
+                assert admin.Status(admin_pb2.StatusRequest(), timeout=60).active_model.version
+
+            samples = interleaved(
+                {
+                    "cypher_predict_tails": cypher_single,
+                    "cypher_match_only": cypher_match,
+                    "grpc_predict_links": grpc_single,
+                    "cypher_status": cypher_status,
+                    "grpc_status": grpc_status,
+                },
+                args.calls,
+                args.warmup,
+            )
+            single = {name: percentiles(times) for name, times in samples.items()}
 
             ids = [entities[i % len(entities)] for i in range(args.rows)]
             requests = [
