@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +24,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from cypher_support import CypherStack, cypher_stack, missing_tools
+from cypher_support import HANG_GUARD_S, CypherStack, cypher_stack, missing_tools
 from kgweave.api.client import Client
 from kgweave.graph.embedded import free_port
 from kgweave.graph.neo4j_server import source_root
@@ -150,8 +151,12 @@ def test_predict_heads_with_filter_known_equal_predict_links(driver: Any, client
         "{filterKnown: true}) YIELD node, entity, name, score, rank, known, version "
         "RETURN * ORDER BY rank",
     )
-    assert_rows_equal(rows, expected, node_ids(driver))
+    graph = node_ids(driver)
+    assert_rows_equal(rows, expected, graph)
     assert not any(row["known"] for row in rows)
+    by_name = cypher(driver, PREDICT.format(side="heads"), entity="London", relation="born_in",
+                     k=7, options={"filterKnown": True})  # fmt: skip
+    assert_rows_equal(by_name, expected, graph)
 
 
 def test_batch_forms_over_a_match_equal_one_predict_links(driver: Any, client: Client) -> None:
@@ -326,8 +331,12 @@ def test_sixteen_cypher_sessions_at_once_equal_grpc(driver: Any, client: Client)
     assert len(heads) == 16
     graph = node_ids(driver)
 
+    together = threading.Barrier(16)
+
     def one(head: str) -> list[dict[str, Any]]:
         with driver.session(database="neo4j") as session:
+            session.run("RETURN 1").consume()  # connected: all 16 then call at once
+            together.wait(timeout=HANG_GUARD_S)  # a hang guard only
             query = PREDICT.format(side="tails")
             params = {"entity": head, "relation": "located_in", "k": 4, "options": {}}
             return [r.data() for r in session.run(query, params)]
