@@ -1,8 +1,11 @@
 """The Cypher path end to end from Python: a real Neo4j 5.26 with real APOC Core and the kgweave
 plugin jar, a real ``kgweave serve`` whose graph is that Neo4j, and every procedure and function
 called through the official ``neo4j`` driver, each answer checked against the same query over
-gRPC (:class:`kgweave.api.client.Client`). One Neo4j and one serve for the module
-(tests/cypher_support.py). Skipped only when java or mvn is missing.
+gRPC (:class:`kgweave.api.client.Client`); errors (unknown entity, bad k, server down) equal
+to gRPC's; 16 Bolt sessions calling at once; ``apoc.load.jsonParams`` against serve's JSON
+gateway (``POST /v1/predict``); every non-admin recipe of docs/cypher.md on the imported graph.
+One Neo4j and one serve for the module (tests/cypher_support.py, about 45 s on 2 cores).
+Skipped only when java or mvn is missing; the launcher and plugin jars are built when missing.
 
 ``kgweave.complete`` needs a model trained with ``--joint`` (or ``KGWEAVE_LANGUAGE_MODEL``);
 training one here costs minutes on 2 cores, so this module checks that Cypher gives gRPC's
