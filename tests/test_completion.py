@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
 
 from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data import KGDataset, load_dataset
@@ -13,6 +12,7 @@ from kgweave.errors import InvalidArgumentError, NotFoundError
 from kgweave.language.components.lm import build_small_lm, train_lm
 from kgweave.language.components.tokenizer import train_tokenizer
 from kgweave.language.features.completion import LMCompleter
+from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
 from kgweave.language.features.verbalize import Verbalizer
 from kgweave.predict import LinkPredictor, Query
 from kgweave.training import TrainConfig, train

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from cypher_support import serve_ready, stop_process
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
 from kgweave.errors import InvalidArgumentError
@@ -395,22 +394,12 @@ def serving(
         def healthy() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"kgweave serve exited: {log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", http_port), 1) as sock:
-                    sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-                    return b'"ready": true' in sock.recv(4096)
-            except OSError:
-                return False
+            return serve_ready(http_port)
 
         _wait_for(healthy, "kgweave serve on the real Neo4j to be ready", timeout=600)
         yield http_port
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _install_trigger(neo4j: RealNeo4j, address: str, phase: str = "afterAsync") -> None:
