@@ -63,7 +63,8 @@ def test_every_method_is_fuzzed() -> None:
     assert "/kgweave.v1.KnowledgeService/PredictLinks" in paths
     assert "/kgweave.v1.AdminService/RegisterModel" in paths  # client streaming
     assert "/kgweave.v1.AdminService/WatchJob" in paths  # server streaming
-    assert len(paths) == 15
+    assert "/kgweave.v1.AdminService/WriteFacts" in paths  # graph changes through kgweave
+    assert len(paths) == 16
 
 
 def test_fuzzed_grpc_calls_get_proper_statuses(served: ServerThread) -> None:

@@ -152,7 +152,9 @@ async def start_native(
         await process.wait()
         error = (await process.stderr.read()).decode(errors="replace").strip().splitlines()
         ours.close()
-        if mismatch and (line.startswith(b"LISTENING ") or process.returncode == EXIT_PROTOCOL):
+        # (the version it sent decides; its exit status can be lost to asyncio's child watcher)
+        said_version = theirs_hello is not None or line.startswith(b"LISTENING ")
+        if mismatch and (said_version or process.returncode == EXIT_PROTOCOL):
             spoken = theirs_hello.protocol if theirs_hello is not None else 0
             raise KGWeaveError(
                 f"{BINARY} at {binary} speaks frame protocol {spoken}, this kgweave needs "

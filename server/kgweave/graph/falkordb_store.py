@@ -157,6 +157,9 @@ class FalkorDBStore(CypherStore):
         # vectors are overwritten in place, so drop the index, write, and build it afresh.
         if self._has_vector_index(name):
             self._query(f"DROP VECTOR INDEX FOR (e:{self._label}) ON (e.{quoted})")
+            # dropping one field rebuilds the label's other indexes in the background; a
+            # query through them meanwhile can crash FalkorDB 4.x (seen in TagIndex_OpenReader)
+            self.wait_for_indexes()
         written = 0
         for start in range(0, len(ids), _VECTOR_BATCH):
             rows = [

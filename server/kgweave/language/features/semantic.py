@@ -86,7 +86,8 @@ class SemanticIndex:
             (scores, ids): two tensors of shape (B, k') with k' = min(k, N), best first; ties
             go to the lower row id.
         """
-        k = arguments.top_k(k)
+        if not 1 <= k <= arguments.MAX_K:
+            raise InvalidArgumentError(f"k must be between 1 and {arguments.MAX_K}, got {k}")
         q = torch.nn.functional.normalize(self._queries(queries).float(), dim=1)
         q = q.to(self.vectors.device)
         k = min(k, len(self.labels))
