@@ -214,6 +214,14 @@ def test_score_and_score_all_equal_score_triples(driver: Any, client: Client) ->
     (by_name,) = cypher(driver, "RETURN kgweave.score('Alan Turing', 'born_in', 'London') AS s")
     (direct,) = client.score([("alan_turing", "born_in", "london")])["scores"]
     assert f32(by_name["s"]) == f32(direct)
+    # a generic relationship (names that are no valid type) stands for its relation property
+    (generic,) = cypher(
+        driver,
+        "MATCH (h:Entity {id: 'alan_turing'}), (t:Entity {id: 'london'}) "
+        "CREATE (h)-[g:RELATED {relation: 'born_in'}]->(t) "
+        "WITH g, kgweave.scoreAll([g]) AS scores DELETE g RETURN scores",
+    )
+    assert [f32(s) for s in generic["scores"]] == [f32(direct)]
 
 
 def test_verbalize_and_verbalize_triples_equal_verbalize(driver: Any, client: Client) -> None:

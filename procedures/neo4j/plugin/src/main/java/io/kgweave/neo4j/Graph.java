@@ -61,16 +61,26 @@ final class Graph {
         what + " must be a node, an id or a name, not " + describe(value));
   }
 
-  /** A relation given as a string or as a relationship (its type). */
+  /**
+   * A relation given as a string or as a relationship: its {@code relation} property where it
+   * has one (kgweave's generic {@code RELATED} relationships, for names that are no valid type),
+   * else its type.
+   */
   static String relation(Object value) {
     if (value instanceof String text && !text.isBlank()) {
       return text;
     }
     if (value instanceof Relationship rel) {
-      return rel.getType().name();
+      return relationOf(rel);
     }
     throw KgweaveException.invalidArgument(
         "relation must be a non-empty string, not " + describe(value));
+  }
+
+  /** The relation a relationship stands for (see {@link #relation}). */
+  static String relationOf(Relationship rel) {
+    Object named = rel.getProperty("relation", null);
+    return named instanceof String text && !text.isBlank() ? text : rel.getType().name();
   }
 
   /** A triple given as [head, relation, tail], {head, relation, tail} or a relationship. */
@@ -79,7 +89,7 @@ final class Graph {
     if (value instanceof Relationship rel) {
       return io.kgweave.v1.Triple.newBuilder()
           .setHead(entity(rel.getStartNode(), where + " head"))
-          .setRelation(rel.getType().name())
+          .setRelation(relationOf(rel))
           .setTail(entity(rel.getEndNode(), where + " tail"))
           .build();
     }

@@ -26,7 +26,7 @@ public class KgweaveFunctions {
   @Description("kgweave.score(head, relation, tail) - the active model's plausibility score of "
       + "one triple (higher is more plausible; the scale is the model's). head and tail: nodes "
       + "(their key property) or entity ids or names; relation: a label, its text, or a "
-      + "relationship (its type).")
+      + "relationship (its relation property, else its type).")
   public Double score(
       @Name("head") Object head, @Name("relation") Object relation, @Name("tail") Object tail) {
     return scoreAll(List.of(Arrays.asList(head, relation, tail))).get(0);
@@ -35,7 +35,7 @@ public class KgweaveFunctions {
   @UserFunction(name = "kgweave.scoreAll")
   @Description("kgweave.scoreAll(triples) - scores of many triples in one call (10,000 per call), "
       + "in order. Each triple: [head, relation, tail], {head, relation, tail}, or a relationship "
-      + "(start node, type, end node).")
+      + "(start node, its relation, end node).")
   public List<Double> scoreAll(@Name("triples") List<Object> triples) {
     if (triples == null) {
       throw KgweaveException.invalidArgument("kgweave.scoreAll needs a list of triples, not null");

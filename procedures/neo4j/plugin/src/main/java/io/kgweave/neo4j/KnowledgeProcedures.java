@@ -152,7 +152,7 @@ public class KnowledgeProcedures {
   @Procedure(name = "kgweave.verbalize.triples", mode = Mode.READ)
   @Description("kgweave.verbalize.triples(triples) - one fluent sentence per triple, in order. "
       + "Each triple: [head, relation, tail], {head, relation, tail}, or a relationship (start "
-      + "node, type, end node); entities as nodes, ids or names.")
+      + "node, its relation, end node); entities as nodes, ids or names.")
   public Stream<Sentence> verbalizeTriples(@Name("triples") List<Object> triples) {
     if (triples == null || triples.isEmpty()) {
       throw KgweaveException.invalidArgument("kgweave.verbalize.triples needs at least one triple");
