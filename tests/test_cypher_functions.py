@@ -126,7 +126,7 @@ def test_each_activated_version_is_written_back_with_its_name(
     nodes, search vectors, predicted links) labelled with the registry version; the next
     activation relabels everything."""
     from kgweave.dataplane import DataPlane
-    from serving_support import registry_with
+    from serving_support import HANG_GUARD_S, registry_with
 
     host, port, password = falkordb
     settings = Settings(
@@ -150,7 +150,7 @@ def test_each_activated_version_is_written_back_with_its_name(
         assert plane.writeback is not None
         for version in ("v0001", "v0002"):
             plane.versions.activate(version)
-            assert plane.writeback.wait_idle(timeout=600), "write-back never finished"
+            assert plane.writeback.wait_idle(timeout=HANG_GUARD_S), "write-back never finished"
             assert plane.writeback.last_error == ""
             assert {v for *_, v in store.predicted_links()} == {version}
             assert len(store.predicted_links()) == 7

@@ -34,7 +34,7 @@ from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import HANG_GUARD_S, TRANSPORTS, ServerThread, registry_with, train_demo_model
 
 #: a bound on every call, so that a broken server fails the test instead of hanging it
 HANG_S = 60.0
@@ -478,7 +478,7 @@ def test_serve_with_tls_client_certificates_and_generated_tokens(
         assert _grpc_codes(channel, None)["health"] == OK
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 0, log_path.read_text()
+        assert process.wait(timeout=HANG_GUARD_S) == 0, log_path.read_text()
 
 
 # ---- start-up checks of kgweave serve

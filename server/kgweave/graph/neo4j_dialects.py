@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError, echo
 from kgweave.graph.store import (
     GraphMapping,
     checked_identifier,
 )
-
-if TYPE_CHECKING:
-    pass
 
 SIMILARITIES = ("cosine", "euclidean")
 #: Neo4j's limit on ``vector.dimensions`` (Cypher Manual, "Vector indexes")
@@ -253,4 +250,3 @@ class FalkorDBBoltDialect(Dialect):
 
 NEO4J = Dialect()
 FALKORDB_BOLT = FalkorDBBoltDialect()
-DIALECTS = {d.name: d for d in (NEO4J, FALKORDB_BOLT)}

@@ -13,12 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kgweave.errors import InvalidArgumentError, echo
-
-if TYPE_CHECKING:
-    pass
 
 HEAD = "{head}"
 TAIL = "{tail}"
