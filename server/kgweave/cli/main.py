@@ -376,6 +376,7 @@ def datasets(as_json: bool) -> None:
 
 from kgweave.cli import graph as _graph
 from kgweave.cli import language as _language
+from kgweave.cli import lm as _lm
 from kgweave.cli import neo4j as _neo4j
 from kgweave.cli import remote as _remote  # registers serve, status, ...
 from kgweave.cli import write as _write
@@ -385,6 +386,7 @@ _graph.register(cli)
 _language.register(cli)
 _neo4j.register(cli)
 cli.add_command(_write.write)  # kgweave write (graph changes through the server)
+cli.add_command(_lm.lm)  # kgweave lm fetch | list
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,8 +94,9 @@ def load_causal_lm(
     """Load a causal LM and its tokenizer from a local folder or a Hugging Face id.
 
     Args:
-        spec: a folder holding ``config.json`` + weights + tokenizer files, or a hub id such as
-            ``"gpt2"`` (read from the local Hugging Face cache, downloaded only when online).
+        spec: a folder holding ``config.json`` + weights + tokenizer files, a ``.gguf`` file (or
+            a folder holding one), or a hub id such as ``"gpt2"`` (read from the local Hugging
+            Face cache, downloaded only when online).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``...
         offline: never download; None reads ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` /
             ``KGWEAVE_OFFLINE``.
@@ -112,6 +113,9 @@ def load_causal_lm(
     dev = _device(device)
     text = str(spec)
     path = Path(text).expanduser()
+    gguf = _gguf_file(path)
+    if gguf is not None:
+        return _load_gguf(gguf, dev)
     if path.is_dir():
         return _load_folder(path, dev)
     if isinstance(spec, Path) or _looks_like_path(text) or path.exists():
@@ -134,6 +138,33 @@ def load_causal_lm(
         f"and {how}: download it elsewhere and set language_model to a local folder "
         f"({type(last).__name__}: {str(last).splitlines()[0] if last else ''})"
     )
+
+
+def _gguf_file(path: Path) -> Path | None:
+    """``path`` itself when it is a ``.gguf`` file, or the one ``.gguf`` file of a folder
+    without ``config.json``; else None."""
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and not (path / "config.json").is_file():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) > 1:
+            raise ArtifactError(f"{path} holds {len(found)} .gguf files: name the one to load")
+        return found[0] if found else None
+    return None
+
+
+def _load_gguf(gguf: Path, device: torch.device) -> tuple[Any, Any]:
+    """A GGUF causal LM, de-quantized by transformers (needs the ``gguf`` package); slow to
+    read (~20 s for 135M parameters on 2 cores): ``kgweave lm fetch`` converts once instead."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        quiet_transformers()
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise ArtifactError(f"{gguf}: cannot load the GGUF language model ({exc})") from exc
+    return model.to(device).eval(), _prepare_tokenizer(tokenizer)
 
 
 def _load_folder(folder: Path, device: torch.device) -> tuple[Any, Any]:
