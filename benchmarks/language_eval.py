@@ -122,7 +122,6 @@ from kgweave.language.components.lm import (
 from kgweave.language.components.tokenizer import train_tokenizer
 from kgweave.language.features.coldstart import TextProjection
 from kgweave.language.features.completion import LMCompleter
-from kgweave.language.features.constrained import constrained_generate
 from kgweave.language.features.verbalize import Verbalizer
 from kgweave.language.joint.config import JointConfig
 from kgweave.language.joint.corpus import write_corpus
@@ -415,16 +414,7 @@ def lm_only_ranks(
 ) -> list[float]:
     out: list[float] = []
     for entity, relation, side, answer in tqdm(queries, desc="lm-only (beam search)"):
-        prefix, suffix, leading, capitalize = completer.slot(entity, relation, side)
-        found = constrained_generate(
-            completer.model,
-            completer.tokenizer,
-            completer.trie(leading, capitalize),
-            prefix,
-            suffix,
-            beam_size=beam,
-            num_return=beam,
-        )
+        found = completer.generate(entity, relation, side, beam_size=beam, num_return=beam)
         others = answers_of(known, entity, relation, side, completer) - {answer}
         kept = [(g.entity, g.logprob) for g in found if g.entity not in others]
         ids = [e for e, _ in kept]

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,45 +148,61 @@ def requests_of(queries: list[tuple[str, str]], method: str, per_call: int) -> l
 LOADGEN = Path(__file__).resolve().parent / "loadgen" / "build" / "kgweave-loadgen"
 
 
-def result_row(
-    method: str,
-    clients: int,
-    per_call: int,
-    calls: int,
-    errors: int,
-    seconds: float,
-    latency_ms: tuple[float, float, float],
-    cpu_s: tuple[float | None, float],
-) -> dict[str, Any]:
-    """One row of the report. ``latency_ms``: p50, p99, mean; ``cpu_s``: CPU seconds of the
-    server (None where unknown) and of the load generator over the run."""
-    per_call = per_call if method == "PredictLinks" else 0
-    server_cpu, client_cpu = cpu_s
-    return {
-        "method": method,
-        "clients": clients,
-        "queries_per_call": per_call,
-        "requests": calls,
-        "errors": errors,
-        "qps": calls * max(per_call, 1) / seconds,
-        "p50_ms": latency_ms[0],
-        "p99_ms": latency_ms[1],
-        "mean_ms": latency_ms[2],
-        # CPU time per call: where the two cores go (server process, load-generator process)
-        "server_cpu_ms_per_call": None if server_cpu is None else 1000 * server_cpu / max(calls, 1),
-        "client_cpu_ms_per_call": 1000 * client_cpu / max(calls, 1),
-    }
+def cpu_used(pid: int, start: float | None) -> float | None:
+    """CPU seconds process ``pid`` (with its children) used since :func:`cpu_seconds` said
+    ``start``; None where unknown."""
+    end = cpu_seconds(pid)
+    return None if start is None or end is None else end - start
 
 
-def load_native(
-    address: str,
-    queries: list[tuple[str, str]],
-    clients: int,
-    seconds: float,
-    method: str,
-    per_call: int = 1,
-    server_pid: int = 0,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LoadRun:
+    """One closed-loop measurement: ``clients`` callers of ``method`` (PredictLinks top-10 with
+    ``per_call`` queries a call, or GetEntity: the transport ceiling, an RPC that does almost
+    nothing) on ``address`` for ``seconds``; the CPU time of ``server_pid`` is measured."""
+
+    address: str
+    queries: list[tuple[str, str]]
+    clients: int
+    seconds: float
+    method: str = "PredictLinks"
+    per_call: int = 1
+    server_pid: int = 0
+
+    def requests(self) -> list[Any]:
+        return requests_of(self.queries, self.method, self.per_call)
+
+    def row(
+        self,
+        calls: int,
+        errors: int,
+        seconds: float,
+        latency_ms: tuple[float, float, float],
+        cpu_s: tuple[float | None, float],
+    ) -> dict[str, Any]:
+        """One row of the report. ``latency_ms``: p50, p99, mean; ``cpu_s``: CPU seconds of
+        the server (None where unknown) and of the load generator over the run."""
+        per_call = self.per_call if self.method == "PredictLinks" else 0
+        server_cpu, client_cpu = cpu_s
+        return {
+            "method": self.method,
+            "clients": self.clients,
+            "queries_per_call": per_call,
+            "requests": calls,
+            "errors": errors,
+            "qps": calls * max(per_call, 1) / seconds,
+            "p50_ms": latency_ms[0],
+            "p99_ms": latency_ms[1],
+            "mean_ms": latency_ms[2],
+            # CPU time per call: where the two cores go (server process, load generator)
+            "server_cpu_ms_per_call": (
+                None if server_cpu is None else 1000 * server_cpu / max(calls, 1)
+            ),
+            "client_cpu_ms_per_call": 1000 * client_cpu / max(calls, 1),
+        }
+
+
+def load_native(run: LoadRun) -> dict[str, Any]:
     """The same closed loop as :func:`load`, run by ``kgweave-loadgen`` (C++)."""
     if not LOADGEN.is_file():
         raise SystemExit(
@@ -193,24 +210,20 @@ def load_native(
             "&& cmake --build benchmarks/loadgen/build"
         )
     with tempfile.NamedTemporaryFile(suffix=".bin") as file:
-        for request in requests_of(queries, method, per_call):
+        for request in run.requests():
             data = request.SerializeToString()
             file.write(len(data).to_bytes(4, "little") + data)
         file.flush()
-        server_cpu = cpu_seconds(server_pid)
+        server_cpu = cpu_seconds(run.server_pid)
         done = subprocess.run(
-            [str(LOADGEN), "--target", address,
-             "--method", f"/kgweave.v1.KnowledgeService/{method}", "--requests", file.name,
-             "--clients", str(clients), "--seconds", str(seconds)],
+            [str(LOADGEN), "--target", run.address,
+             "--method", f"/kgweave.v1.KnowledgeService/{run.method}", "--requests", file.name,
+             "--clients", str(run.clients), "--seconds", str(run.seconds)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        server_end = cpu_seconds(server_pid)
+        server_s = cpu_used(run.server_pid, server_cpu)
     got = json.loads(done.stdout)
-    server_s = None if server_cpu is None or server_end is None else server_end - server_cpu
-    return result_row(
-        method,
-        clients,
-        per_call,
+    return run.row(
         got["calls"],
         got["errors"],
         got["seconds"],
@@ -219,30 +232,21 @@ def load_native(
     )
 
 
-async def load(
-    address: str,
-    queries: list[tuple[str, str]],
-    clients: int,
-    seconds: float,
-    method: str,
-    per_call: int = 1,
-    server_pid: int = 0,
-) -> dict[str, Any]:
-    """Closed-loop clients for ``seconds``. ``method``: PredictLinks (top-10, one query per
-    call) or GetEntity (the transport ceiling: an RPC that does almost nothing)."""
+async def load(run: LoadRun) -> dict[str, Any]:
+    """Closed-loop grpc.aio clients in this process for ``run.seconds``."""
     import grpc
 
     from kgweave.v1 import knowledge_pb2_grpc
 
-    requests = requests_of(queries, method, per_call)
+    requests = run.requests()
     latencies: list[float] = []
     errors = 0
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(run.address) as channel:
         stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
-        call = getattr(stub, method)
+        call = getattr(stub, run.method)
         for request in requests[:50]:  # warm-up
             await call(request)
-        stop_at = time.perf_counter() + seconds
+        stop_at = time.perf_counter() + run.seconds
 
         async def client(offset: int) -> None:
             nonlocal errors
@@ -254,19 +258,15 @@ async def load(
                     latencies.append(time.perf_counter() - started)
                 except grpc.aio.AioRpcError:
                     errors += 1  # failed calls are no throughput (fast refusals would be)
-                i += clients
+                i += run.clients
 
         began, client_cpu = time.perf_counter(), time.process_time()
-        server_cpu = cpu_seconds(server_pid)
-        await asyncio.gather(*(client(c) for c in range(clients)))
+        server_cpu = cpu_seconds(run.server_pid)
+        await asyncio.gather(*(client(c) for c in range(run.clients)))
         elapsed = time.perf_counter() - began
         client_cpu = time.process_time() - client_cpu
-        server_end = cpu_seconds(server_pid)
-    server_s = None if server_cpu is None or server_end is None else server_end - server_cpu
-    return result_row(
-        method,
-        clients,
-        per_call,
+        server_s = cpu_used(run.server_pid, server_cpu)
+    return run.row(
         len(latencies),
         errors,
         elapsed,
@@ -296,12 +296,8 @@ def run_clients(
     results = []
     for loadgen in loadgens:
         for clients, method, per_call in runs:
-            if loadgen == "native":
-                row = load_native(address, queries, clients, seconds, method, per_call, server_pid)
-            else:
-                row = asyncio.run(
-                    load(address, queries, clients, seconds, method, per_call, server_pid)
-                )
+            run = LoadRun(address, queries, clients, seconds, method, per_call, server_pid)
+            row = load_native(run) if loadgen == "native" else asyncio.run(load(run))
             results.append({**row, "loadgen": loadgen})
     print(json.dumps(results), flush=True)
 

@@ -19,7 +19,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from serve_load import in_process, load_native, queries_of, server_process
+from serve_load import LoadRun, in_process, load_native, queries_of, server_process
 
 
 def baseline(model: Path, seconds: float) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
             results = list(
                 pool.map(
                     lambda i: load_native(
-                        addresses[i], queries[i::2], args.clients, args.seconds, "PredictLinks"
+                        LoadRun(addresses[i], queries[i::2], args.clients, args.seconds)
                     ),
                     range(2),
                 )

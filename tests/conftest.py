@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# support modules that test modules both import and load as plugins (``pytest_plugins``, for
+# their fixtures): rewritten on their first import, so their asserts explain themselves
+pytest.register_assert_rewrite("serving_support", "reliability_support")
+
 
 def _datasets_dir() -> Path:
     configured = os.environ.get("KGWEAVE_DATASETS_DIR")

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kgweave.settings import Settings
-from serving_support import TRANSPORTS, train_demo_model
+from serving_support import demo_model_in
+
+pytest_plugins = ["serving_support"]  # fixture: transport
 
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
     """A small real model of the demo graph, trained once per test module."""
-    root = tmp_path_factory.mktemp("reliability-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=0)
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Both gRPC front ends: grpc.aio ("python") and kgweave-frontend ("native")."""
-    return str(request.param)
+    return demo_model_in(tmp_path_factory, datasets_dir, "reliability-model", epochs=5, dim=16)

@@ -1,4 +1,6 @@
-"""Test support: real models trained on the demo graph, and a real gRPC server in a thread."""
+"""Test support: real models trained on the demo graph, and a real gRPC server in a thread.
+
+Also a pytest plugin (``pytest_plugins = ["serving_support"]``): the ``transport`` fixture."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from kgweave.api.auth import Security
@@ -17,7 +21,7 @@ from kgweave.api.server import RunningServer, start_grpc
 from kgweave.dataplane import DataPlane
 from kgweave.serving.training_run import run_training
 from kgweave.settings import Settings, get_settings
-from kgweave.v1 import admin_pb2
+from kgweave.v1 import admin_pb2, knowledge_pb2_grpc
 
 #: Tests wait on explicit conditions (a job's terminal state, a server's readiness), never on
 #: a machine's speed; this only keeps a test that truly hangs from hanging the whole suite:
@@ -51,6 +55,29 @@ def train_demo_model(settings: Settings, out: Path, **config: object) -> Path:
     return out
 
 
+def demo_model_in(
+    factory: pytest.TempPathFactory, datasets_dir: Path, name: str, **config: object
+) -> Path:
+    """:func:`train_demo_model` in a fresh temporary folder ``name`` (with its own data folder),
+    for module- and session-scoped fixtures."""
+    root = factory.mktemp(name)
+    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
+    return train_demo_model(settings, root / "m", **config)
+
+
+def two_demo_models(
+    factory: pytest.TempPathFactory, datasets_dir: Path, name: str, epochs: int, dims: list[int]
+) -> list[Path]:
+    """Two real models of the demo graph that answer differently: the default kind (seed 0,
+    ``dims[0]``) and DistMult (seed 1, ``dims[1]``)."""
+    return [
+        demo_model_in(factory, datasets_dir, f"{name}-a", epochs=epochs, dim=dims[0], seed=0),
+        demo_model_in(
+            factory, datasets_dir, f"{name}-b", epochs=epochs, dim=dims[1], seed=1, model="distmult"
+        ),
+    ]
+
+
 def registry_with(settings: Settings, models: list[Path]) -> None:
     """Copy trained artifacts into ``settings``' registry as v0001, v0002, ..."""
     for i, path in enumerate(models, start=1):
@@ -67,6 +94,63 @@ def serving_plane(model: Path, settings: Settings | None = None) -> DataPlane:
 
 
 TRANSPORTS = ("python", "native")
+
+
+def serve_model(model: Path, transport: str = "python") -> Iterator[ServerThread]:
+    """For fixtures (``yield from``): a real server of ``model`` as v0001 of this test's
+    registry, on ``transport``, stopped when the test ends."""
+    running = ServerThread(serving_plane(model), transport)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both gRPC front ends, for the tests of a served API: grpc.aio ("python") and
+    kgweave-frontend ("native"). A test module gets this fixture with
+    ``pytest_plugins = ["serving_support"]``."""
+    return str(request.param)
+
+
+class HeldScoring:
+    """The active model's scoring passes wait for :attr:`gate` (the scoring stays real):
+    :attr:`scoring` is set once a pass is held, :attr:`held_rows` counts the rows held."""
+
+    def __init__(self, plane: DataPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.gate = threading.Event()
+        self.scoring = threading.Event()
+        self.held_rows = 0
+        predictor = plane.versions.active().predictor
+        original = predictor.top_ids
+
+        def held(hr: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self.gate.is_set():
+                self.held_rows += len(hr)
+                self.scoring.set()
+                self.gate.wait(timeout=HANG_GUARD_S)
+            return original(hr, *args, **kwargs)
+
+        monkeypatch.setattr(predictor, "top_ids", held)
+
+
+class HeldServer:
+    """A real server of ``model`` (as v0001, on ``transport``) whose scoring passes wait for
+    ``held.gate``, with a KnowledgeService stub on it; :meth:`close` opens the gate and stops
+    it all."""
+
+    def __init__(
+        self, model: Path, monkeypatch: pytest.MonkeyPatch, transport: str = "python"
+    ) -> None:
+        self.plane = serving_plane(model)
+        self.held = HeldScoring(self.plane, monkeypatch)
+        self.server = ServerThread(self.plane, transport)
+        self.channel = grpc.insecure_channel(self.server.address)
+        self.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.held.gate.set()
+        self.channel.close()
+        self.server.stop()
 
 
 def frontend_binary() -> Path:

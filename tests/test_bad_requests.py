@@ -12,32 +12,24 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
 from kgweave.api.client import Client
-from kgweave.dataplane import DataPlane
 from kgweave.errors import ECHO_MAX_CHARS, NotFoundError, echo, echo_all
 from kgweave.predict import Query
-from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import TRANSPORTS, ServerThread, demo_model_in, serve_model
 
 HUGE = "x" * 20_000  # 20 KB: beyond gRPC's 8 KB limit for status details
 
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("bad-requests-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=1)
+    return demo_model_in(
+        tmp_path_factory, datasets_dir, "bad-requests-model", epochs=5, dim=16, seed=1
+    )
 
 
 @pytest.fixture(params=TRANSPORTS)
 def server(request: pytest.FixtureRequest, demo_model: Path) -> Iterator[ServerThread]:
-    settings = get_settings()
-    registry_with(settings, [demo_model])
-    service = DataPlane(settings)
-    service.versions.activate("v0001")
-    running = ServerThread(service, request.param)
-    yield running
-    running.stop()
+    yield from serve_model(demo_model, request.param)
 
 
 def _error(call: object, *args: object) -> grpc.RpcError:

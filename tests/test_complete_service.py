@@ -13,7 +13,6 @@ import pytest
 from kgweave.artifact import load_artifact
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
-from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.sync import import_dataset
 from kgweave.language.features.text_fusion import FusedScorer
@@ -24,7 +23,7 @@ from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import HANG_GUARD_S, ServerThread, registry_with
+from serving_support import HANG_GUARD_S, ServerThread, serve_model
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
 SMALL = {
@@ -50,14 +49,8 @@ def joint_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def served(joint_model: Path) -> Iterator[ServerThread]:
-    settings = get_settings()
-    registry_with(settings, [joint_model])
-    service = DataPlane(settings)
-    service.versions.activate("v0001")
-    server = ServerThread(service)
-    yield server
-    server.stop()
-    EmbeddedFalkorDB(settings.graph_dir).stop()
+    yield from serve_model(joint_model)
+    EmbeddedFalkorDB(get_settings().graph_dir).stop()
 
 
 def test_complete_returns_scored_candidates_and_writes_suggestions(served: ServerThread) -> None:

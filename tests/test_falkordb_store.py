@@ -6,6 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from graph_support import (
+    injection_is_data,
+    labelled,
+    nearest_is_cosine,
+    predicted_links_replaced,
+    stored_triples,
+)
 from kgweave.data import load_dataset
 from kgweave.data.reader import read_triples
 from kgweave.errors import InvalidArgumentError
@@ -22,16 +29,12 @@ def store(falkordb: tuple[str, int, str | None], request: pytest.FixtureRequest)
     return s
 
 
-def _all(store: FalkorDBStore) -> set[tuple[str, str, str]]:
-    return {t for page in store.iter_triples(page_size=97) for t in page}
-
-
 def test_round_trip_umls(store: FalkorDBStore, datasets_dir: Path) -> None:
     triples = read_triples(datasets_dir / "umls" / "train.tsv")
     ds = load_dataset(datasets_dir / "umls")
     store.upsert_entities(EntityRow(e, e.replace("_", " ")) for e in ds.entities.labels)
     assert store.add_triples(triples) == len(triples)
-    assert _all(store) == set(triples)
+    assert stored_triples(store) == set(triples)
     assert store.counts() == {
         "entities": ds.num_entities,
         "relations": len({r for _, r, _ in triples}),
@@ -49,21 +52,14 @@ def test_fb15k_relation_names_use_the_generic_type(
 ) -> None:
     sample = read_triples(datasets_dir / "fb15k-237" / "train.tsv")[:2000]
     store.add_triples(sample)
-    assert _all(store) == set(sample)
+    assert stored_triples(store) == set(sample)
     removed = store.remove_triples(sample[:10])
     assert removed == len(set(sample[:10]))
-    assert _all(store) == set(sample) - set(sample[:10])
+    assert stored_triples(store) == set(sample) - set(sample[:10])
 
 
 def test_injection_attempts_are_data_not_cypher(store: FalkorDBStore) -> None:
-    evil = [
-        ("a", "x]->() MATCH (n) DETACH DELETE n //", "b"),
-        ("a'}) DETACH DELETE n //", "knows", "c"),
-        ("c", "KGWEAVE_PREDICTED", "a"),
-    ]
-    store.add_triples(evil)
-    assert _all(store) == set(evil)
-    assert store.counts()["entities"] == 4
+    injection_is_data(store, quote="'")
 
 
 def test_invalid_mapping_names_are_refused() -> None:
@@ -83,15 +79,7 @@ def test_import_then_export_round_trip_with_stable_ids(
     assert report["triples"] == sum(len(ds.split(s)) for s in ("train", "valid", "test"))
     ids_path = tmp_path / "ids.json"
     snap = export_snapshot(store, ids_path, page_size=1000)
-    exported = {
-        (snap.entities.labels[h], snap.relations.labels[r], snap.entities.labels[t])
-        for h, r, t in snap.triples.tolist()
-    }
-    expected = {
-        (ds.entities.labels[h], ds.relations.labels[r], ds.entities.labels[t])
-        for h, r, t in ds.all_triples().tolist()
-    }
-    assert exported == expected
+    assert labelled(snap, snap.triples) == labelled(ds, ds.all_triples())
     assert snap.triples.tolist() == sorted(snap.triples.tolist())
     # deterministic: the same graph exports the same ids and triples
     again = export_snapshot(store, ids_path, page_size=333)
@@ -119,24 +107,10 @@ def test_import_keeps_entity_text(store: FalkorDBStore) -> None:
 
 
 def test_embeddings_write_back_and_native_vector_query(store: FalkorDBStore) -> None:
-    import torch
-
-    torch.manual_seed(0)
-    ids = [f"e{i}" for i in range(60)]
-    store.upsert_entities(EntityRow(i) for i in ids)
-    vectors = torch.randn(60, 16)
-    assert store.write_embeddings(ids, vectors.tolist()) == 60
-    store.write_embeddings(ids, vectors.tolist())  # a new version over the old: index rebuilt
-    query = vectors[7]
-    cosine = torch.nn.functional.cosine_similarity(vectors, query.unsqueeze(0))
-    expected = [ids[i] for i in cosine.argsort(descending=True)[:3].tolist()]
-    found = [entity for entity, _ in store.nearest(query.tolist(), k=3)]
-    assert found == expected and found[0] == "e7"
+    nearest_is_cosine(store, 60)  # the second write drops the HNSW index and builds it afresh
     assert "CREATE VECTOR INDEX FOR (e:`Entity`) ON (e.`embedding`)" in store.vector_index_ddl(
         16, "cosine"
     )
-    with pytest.raises(InvalidArgumentError, match="similarity 'dot'"):
-        store.write_embeddings(ids[:1], vectors[:1].tolist(), similarity="dot")
 
 
 def test_predicted_links_are_replaced_and_kept_apart(store: FalkorDBStore) -> None:
@@ -148,7 +122,7 @@ def test_predicted_links_are_replaced_and_kept_apart(store: FalkorDBStore) -> No
     v2 = [PredictedLink("a", "knows", "c", 0.95)]
     store.write_predicted_links(v2, "v2", "kgweave complex")
     assert store.predicted_links() == [("a", "knows", "c", 0.95, "v2")]
-    assert _all(store) == {("a", "knows", "b"), ("b", "knows", "c")}
+    assert stored_triples(store) == {("a", "knows", "b"), ("b", "knows", "c")}
     assert store.counts()["triples"] == 2
 
 
@@ -219,14 +193,7 @@ def test_write_back_of_a_trained_model(
     assert found[0] == "paris"
     assert len(set(found) & {model.entities.labels[j] for j in expected}) >= 3
 
-    links = store.predicted_links()
-    facts = _all(store)
-    assert len(links) == 25 and all((h, r, t) not in facts for h, r, t, _, _ in links)
-    assert {v for *_, v in links} == {"v0001"}
-    write_back(store, model, "v0002", embeddings=False, max_links=5, progress=False)
-    assert {v for *_, v in store.predicted_links()} == {"v0002"}
-    assert len(store.predicted_links()) == 5
-    assert _all(store) == facts  # real facts untouched
+    predicted_links_replaced(store, model, stored_triples(store), 25)
 
 
 def _umls_copy(datasets_dir: Path, folder: Path) -> Path:
@@ -272,7 +239,7 @@ def test_an_interrupted_import_is_completed_by_a_rerun(
     dataset = load_dataset(datasets_dir / "umls")
     report = import_dataset(store, dataset, ("train",), progress=False)
     assert report["triples"] == len(full)
-    assert _all(store) == set(full)
+    assert stored_triples(store) == set(full)
     assert store.counts()["triples"] == len(set(full))
     assert store.counts()["entities"] == dataset.num_entities
 

@@ -11,48 +11,34 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kgweave.dataplane import DataPlane
-from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
 from serving_support import (
     FINAL,
     HANG_GUARD_S,
     TRANSPORTS,
     ServerThread,
+    demo_model_in,
     job_updates,
-    registry_with,
-    train_demo_model,
+    serve_model,
 )
 
 
 @pytest.fixture(scope="module")
 def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
     """A real but barely trained demo model (1 epoch): any decent job beats it."""
-    root = tmp_path_factory.mktemp("weak")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "weak", epochs=1, dim=16, eval_every=1)
-
-
-def _server(weak_model: Path, transport: str) -> Iterator[ServerThread]:
-    settings = get_settings()
-    registry_with(settings, [weak_model])
-    service = DataPlane(settings)
-    service.versions.activate("v0001")
-    running = ServerThread(service, transport)
-    yield running
-    running.stop()
+    return demo_model_in(tmp_path_factory, datasets_dir, "weak", epochs=1, dim=16, eval_every=1)
 
 
 @pytest.fixture(params=TRANSPORTS)
 def server(weak_model: Path, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     """A server on each front end (the job lifecycle streams through WatchJob on both)."""
-    yield from _server(weak_model, request.param)
+    yield from serve_model(weak_model, request.param)
 
 
 @pytest.fixture
 def python_server(weak_model: Path) -> Iterator[ServerThread]:
     """For the slow joint job: the engine is the same behind both front ends."""
-    yield from _server(weak_model, "python")
+    yield from serve_model(weak_model, "python")
 
 
 def admin_stub(server: ServerThread) -> tuple[object, grpc.Channel]:

@@ -114,6 +114,13 @@ MANUAL_RELATIONSHIP = {
 COMMIT_2023_03_03 = 1677844470.773  # 2023-03-03T11:54:40.773Z
 
 
+def _state(operation: str, state: dict[str, Any]) -> dict[str, Any]:
+    """An event's before and after: a deletion ("d") had ``state``, else it has it now."""
+    if operation == "d":
+        return {"before": state, "after": None}
+    return {"before": None, "after": state}
+
+
 def _entity_node(element: str, key: str, operation: str = "c", **props: str) -> dict[str, Any]:
     """A node change on an Entity with key constraints, shaped like the manual's example."""
     record = copy.deepcopy(MANUAL_NODE)
@@ -122,16 +129,8 @@ def _entity_node(element: str, key: str, operation: str = "c", **props: str) -> 
     event["elementId"] = element
     event["keys"] = {"Entity": [{"id": key}]}
     event["labels"] = ["Entity"]
-    full = {"properties": {"id": key, **props}, "labels": ["Entity"]}
     event["operation"] = operation
-    event["state"] = (
-        {"before": full, "after": None}
-        if operation == "d"
-        else {
-            "before": None,
-            "after": full,
-        }
-    )
+    event["state"] = _state(operation, {"properties": {"id": key, **props}, "labels": ["Entity"]})
     return record
 
 
@@ -150,15 +149,7 @@ def _fact(
             "keys": {"Entity": [{"id": key}]} if keys else {},
             "labels": ["Entity"],
         }
-    state = {"properties": dict(props)}
-    event["state"] = (
-        {"before": state, "after": None}
-        if operation == "d"
-        else {
-            "before": None,
-            "after": state,
-        }
-    )
+    event["state"] = _state(operation, {"properties": dict(props)})
     return record
 
 

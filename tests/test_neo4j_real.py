@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from cypher_support import serve_ready, stop_process
+from graph_support import predicted_links_replaced, stored_triples
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
 from kgweave.errors import InvalidArgumentError
@@ -81,10 +82,6 @@ def store(neo4j: RealNeo4j) -> Iterator[Neo4jStore]:
     with Neo4jStore(neo4j.target(), batch_size=100) as opened:
         opened.write("MATCH (n) DETACH DELETE n")
         yield opened
-
-
-def _all(store: Neo4jStore, page_size: int = 40) -> set[tuple[str, str, str]]:
-    return {t for page in store.iter_triples(page_size=page_size) for t in page}
 
 
 def _wait_for(
@@ -173,7 +170,7 @@ def test_text_quotes_and_generic_relations(store: Neo4jStore, datasets_dir: Path
     evil = [("o'brien", "x]->() MATCH (n) DETACH DELETE n //", 'say "hi"')]
     store.upsert_entities([EntityRow("o'brien", "Pat O'Brien", 'the "real" one')])
     store.add_triples(evil)
-    assert evil[0] in _all(store)
+    assert evil[0] in stored_triples(store)
     assert store.entities(["o'brien"]) == [EntityRow("o'brien", "Pat O'Brien", 'the "real" one')]
 
 
@@ -199,7 +196,7 @@ def test_a_user_graph_with_its_own_labels_key_and_types(neo4j: RealNeo4j, tmp_pa
             "(a)-[:WORKS_AT]->(:Company {uid: 'acme'})"
         )
         user.ensure_schema()
-        assert _all(user, page_size=3) == {("p1", "KNOWS", "p2"), ("p2", "MENTORS", "p3")}
+        assert stored_triples(user, page_size=3) == {("p1", "KNOWS", "p2"), ("p2", "MENTORS", "p3")}
         assert user.counts() == {"entities": 8, "relations": 2, "triples": 2}
         user.add_triples([("p4", "KNOWS", "p5"), ("p9", "MENTORS", "p1")])
         assert (
@@ -272,7 +269,7 @@ def test_write_back_of_a_trained_model(store: Neo4jStore, tmp_path: Path) -> Non
 
     model = load_artifact(train_demo_model(get_settings(), tmp_path / "m", epochs=20, dim=16))
     import_dataset(store, load_dataset(DEMO), progress=False)
-    facts = _all(store)
+    facts = stored_triples(store)
     report = write_back(store, model, "v0001", max_links=150, progress=False)
     assert report["embeddings"] == len(model.entities) and report["predicted_links"] == 150
 
@@ -286,13 +283,7 @@ def test_write_back_of_a_trained_model(store: Neo4jStore, tmp_path: Path) -> Non
     )
     assert [r["id"] for r in rows] == expected and expected[0] == "paris"
 
-    links = store.predicted_links()
-    assert len(links) == 150 and all((h, r, t) not in facts for h, r, t, _, _ in links)
-    assert {v for *_, v in links} == {"v0001"}
-    write_back(store, model, "v0002", embeddings=False, max_links=5, progress=False)
-    assert {v for *_, v in store.predicted_links()} == {"v0002"}
-    assert len(store.predicted_links()) == 5
-    assert _all(store) == facts  # real facts untouched
+    predicted_links_replaced(store, model, facts, 150)
 
 
 #: the relation-aware top-k in plain Cypher (no plugin: what Aura users can run): the ComplEx
@@ -342,7 +333,7 @@ def test_predicted_links_are_replaced_in_bounded_batches(store: Neo4jStore) -> N
     assert store.write_predicted_links(v1, "v1", "kgweave complex") == 250
     store.write_predicted_links([PredictedLink("a", "knows", "c", 0.95)], "v2", "kgweave complex")
     assert store.predicted_links() == [("a", "knows", "c", 0.95, "v2")]
-    assert _all(store) == {("a", "knows", "b"), ("b", "knows", "c")}
+    assert stored_triples(store) == {("a", "knows", "b"), ("b", "knows", "c")}
 
 
 # ---- the APOC trigger into a real kgweave serve

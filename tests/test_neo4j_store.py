@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from graph_support import injection_is_data, nearest_is_cosine, stored_triples
 from kgweave.data.reader import read_triples
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError
 from kgweave.graph.embedded import free_port
@@ -147,10 +148,6 @@ def store(bolt_store: Neo4jStore) -> Neo4jStore:
     return bolt_store
 
 
-def _all(store: Neo4jStore, page_size: int = 40) -> set[tuple[str, str, str]]:
-    return {t for page in store.iter_triples(page_size=page_size) for t in page}
-
-
 # ---- the portable core against a real Bolt server
 def test_round_trip_umls_subset(store: Neo4jStore, datasets_dir: Path) -> None:
     triples = read_triples(datasets_dir / "umls" / "train.tsv")[:600]
@@ -159,7 +156,7 @@ def test_round_trip_umls_subset(store: Neo4jStore, datasets_dir: Path) -> None:
         entities
     )
     assert store.add_triples(triples) == len(triples)
-    assert _all(store) == set(triples)
+    assert stored_triples(store) == set(triples)
     assert store.counts() == {
         "entities": len(entities),
         "relations": len({r for _, r, _ in triples}),
@@ -197,16 +194,7 @@ def test_fb15k_relation_names_use_the_generic_type(store: Neo4jStore, datasets_d
 
 
 def test_injection_attempts_are_data_not_cypher(store: Neo4jStore) -> None:
-    # FalkorDB's Bolt endpoint refuses any parameter string holding a single quote ("unknown
-    # error", nothing executed), so the quote here is a double one; Neo4j takes both
-    evil = [
-        ("a", "x]->() MATCH (n) DETACH DELETE n //", "b"),
-        ('a"}) DETACH DELETE n //', "knows", "c"),
-        ("c", "KGWEAVE_PREDICTED", "a"),
-    ]
-    store.add_triples(evil)
-    assert _all(store) == set(evil)
-    assert store.counts()["entities"] == 4
+    injection_is_data(store, quote='"')
 
 
 def test_predicted_links_are_replaced_and_kept_apart(store: Neo4jStore) -> None:
@@ -217,27 +205,12 @@ def test_predicted_links_are_replaced_and_kept_apart(store: Neo4jStore) -> None:
     v2 = [PredictedLink("a", "knows", "c", 0.95)]
     store.write_predicted_links(v2, "v2", "kgweave complex")  # deletes 20 in batches of 8
     assert store.predicted_links() == [("a", "knows", "c", 0.95, "v2")]
-    assert _all(store) == {("a", "knows", "b"), ("b", "knows", "c")}
+    assert stored_triples(store) == {("a", "knows", "b"), ("b", "knows", "c")}
     assert store.counts()["triples"] == 2
 
 
 def test_embeddings_write_back_and_vector_query(store: Neo4jStore) -> None:
-    import torch
-
-    torch.manual_seed(0)
-    ids = [f"e{i}" for i in range(40)]
-    store.upsert_entities(EntityRow(i) for i in ids)
-    vectors = torch.randn(40, 16)
-    assert store.write_embeddings(ids, vectors.tolist()) == 40
-    store.write_embeddings(ids, vectors.tolist())  # a new version over the old one
-    query = vectors[7]
-    cosine = torch.nn.functional.cosine_similarity(vectors, query.unsqueeze(0))
-    expected = [ids[i] for i in cosine.argsort(descending=True)[:3].tolist()]
-    assert [entity for entity, _ in store.nearest(query.tolist(), k=3)] == expected
-    with pytest.raises(InvalidArgumentError, match="similarity 'dot'"):
-        store.write_embeddings(ids[:1], vectors[:1].tolist(), similarity="dot")
-    with pytest.raises(InvalidArgumentError, match="same dimension"):
-        store.write_embeddings(ids[:2], [[1.0, 2.0], [1.0]])
+    nearest_is_cosine(store, 40)
 
 
 def test_import_and_snapshot_through_the_store(

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from kgweave.artifact import load_artifact
-from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
-from kgweave.settings import Settings, get_settings
-from serving_support import HANG_GUARD_S, TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import HANG_GUARD_S, TRANSPORTS, ServerThread, demo_model_in, serving_plane
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOS = ["kgweave/v1/knowledge.proto", "kgweave/v1/admin.proto"]
@@ -75,18 +73,8 @@ print(json.dumps({
 def server(
     tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path, request: pytest.FixtureRequest
 ) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("proto-model")
-    model = train_demo_model(
-        Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu"),
-        root / "m",
-        epochs=20,
-        dim=32,
-    )
-    settings = get_settings()
-    registry_with(settings, [model])
-    service = DataPlane(settings)
-    service.versions.activate("v0001")
-    running = ServerThread(service, request.param)
+    model = demo_model_in(tmp_path_factory, datasets_dir, "proto-model", epochs=20, dim=32)
+    running = ServerThread(serving_plane(model), request.param)
     yield running, model  # type: ignore[misc]
     running.stop()
 

@@ -14,11 +14,10 @@ import pytest
 from kgweave.api.client import Client, model_chunks
 from kgweave.api.upload import ModelUpload
 from kgweave.cli.main import main
-from kgweave.dataplane import DataPlane
 from kgweave.errors import InvalidArgumentError, KGWeaveError
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
-from serving_support import ServerThread, registry_with, train_demo_model
+from serving_support import ServerThread, serving_plane, train_demo_model
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +32,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> tupl
 
 @pytest.fixture
 def server(models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
-    settings = get_settings()
-    registry_with(settings, [models[0]])
-    plane = DataPlane(settings)
-    plane.versions.activate("v0001")
-    running = ServerThread(plane, "python")
+    running = ServerThread(serving_plane(models[0]), "python")
     monkeypatch.setenv("KGWEAVE_SERVER", running.address)
     yield running
     running.stop()

@@ -26,7 +26,7 @@ from kgweave.errors import InvalidArgumentError, NotFoundError
 from kgweave.serving.jobs import public_message
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import ServerThread, serving_plane
+from serving_support import HeldScoring, HeldServer, ServerThread, serving_plane
 
 pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
 
@@ -41,26 +41,6 @@ def _until(condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> None
     while not condition():
         assert time.monotonic() < deadline, "condition not reached (hang guard)"
         time.sleep(0.01)
-
-
-class HeldScoring:
-    """The active model's scoring passes wait for :attr:`gate` (the scoring stays real)."""
-
-    def __init__(self, plane: DataPlane, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.gate = threading.Event()
-        self.scoring = threading.Event()
-        self.held_rows = 0
-        predictor = plane.versions.active().predictor
-        original = predictor.top_ids
-
-        def held(hr: Any, *args: Any, **kwargs: Any) -> Any:
-            if not self.gate.is_set():
-                self.held_rows += len(hr)
-                self.scoring.set()
-                self.gate.wait(timeout=HANG_GUARD_S)
-            return original(hr, *args, **kwargs)
-
-        monkeypatch.setattr(predictor, "top_ids", held)
 
 
 def _links(n: int) -> knowledge_pb2.PredictLinksRequest:
@@ -143,11 +123,8 @@ def test_queue_max_counts_queries_not_calls(
     """KGWEAVE_QUEUE_MAX=50: a 40-query call waits, a 20-query call is refused (60 > 50)
     although only one call waits, a 10-query call still fits."""
     monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "50")
-    plane = serving_plane(demo_model)
-    held = HeldScoring(plane, monkeypatch)
-    server = ServerThread(plane, "python")
-    channel = grpc.insecure_channel(server.address)
-    knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    served = HeldServer(demo_model, monkeypatch)
+    plane, held, knowledge = served.plane, served.held, served.knowledge
     try:
         first = knowledge.PredictLinks.future(_links(1), timeout=HANG_GUARD_S)
         assert held.scoring.wait(timeout=HANG_GUARD_S)
@@ -165,9 +142,7 @@ def test_queue_max_counts_queries_not_calls(
         assert len(ten.result().results) == 10
         assert plane.batcher.depth == 0
     finally:
-        held.gate.set()
-        channel.close()
-        server.stop()
+        served.close()
 
 
 def test_500_watch_streams_leave_unary_calls_answered(

@@ -15,9 +15,11 @@ import grpc
 import pytest
 
 from kgweave.dataplane import DataPlane
-from kgweave.settings import Settings, get_settings
+from kgweave.settings import get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
-from serving_support import TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import ServerThread, registry_with, two_demo_models
+
+pytest_plugins = ["serving_support"]  # fixture: transport
 
 HANG_GUARD_S = 120.0
 SWAPS = 12
@@ -31,17 +33,7 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> list[Path]:
-    root = tmp_path_factory.mktemp("swap-models")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return [
-        train_demo_model(settings, root / "a", epochs=5, dim=16, seed=0),
-        train_demo_model(settings, root / "b", epochs=5, dim=24, seed=1, model="distmult"),
-    ]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    return two_demo_models(tmp_path_factory, datasets_dir, "swap", 5, [16, 24])
 
 
 Answer = tuple[tuple[str, ...], ...]

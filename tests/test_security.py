@@ -32,9 +32,16 @@ from kgweave.api.auth import (
 from kgweave.api.http import HTTPServer, start_http
 from kgweave.dataplane import DataPlane
 from kgweave.errors import KGWeaveError
-from kgweave.settings import Settings, get_settings
+from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from serving_support import HANG_GUARD_S, TRANSPORTS, ServerThread, registry_with, train_demo_model
+from serving_support import (
+    HANG_GUARD_S,
+    TRANSPORTS,
+    ServerThread,
+    demo_model_in,
+    registry_with,
+    serving_plane,
+)
 
 #: a bound on every call, so that a broken server fails the test instead of hanging it
 HANG_S = 60.0
@@ -114,9 +121,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("security-model")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "m", epochs=5, dim=16, seed=3)
+    return demo_model_in(tmp_path_factory, datasets_dir, "security-model", epochs=5, dim=16, seed=3)
 
 
 @dataclass
@@ -135,10 +140,7 @@ def serve(demo_model: Path) -> Iterator[Callable[[str, Security], Served]]:
     started: list[Served] = []
 
     def start(transport: str, security: Security) -> Served:
-        settings = get_settings()
-        registry_with(settings, [demo_model])
-        plane = DataPlane(settings)
-        plane.versions.activate("v0001")
+        plane = serving_plane(demo_model)
         grpc_server = ServerThread(plane, transport, security)
         httpd = start_http(plane, "127.0.0.1", 0, plane.changes.receive, security=security)
         started.append(Served(grpc_server, httpd))

@@ -19,16 +19,18 @@ from kgweave.api.http import start_http
 from kgweave.artifact import load_artifact
 from kgweave.dataplane import DataPlane
 from kgweave.predict import LinkPredictor, Query
-from kgweave.settings import Settings, get_settings
+from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import (
     HANG_GUARD_S,
-    TRANSPORTS,
+    HeldServer,
     ServerThread,
     registry_with,
-    train_demo_model,
+    two_demo_models,
     wait_until,
 )
+
+pytest_plugins = ["serving_support"]  # fixture: transport (every served test runs on both)
 
 QUERIES = [
     Query(relation="born_in", head="Alan Turing"),
@@ -42,18 +44,7 @@ QUERIES = [
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> list[Path]:
     """Two different real models of the demo graph (trained once for the whole session)."""
-    root = tmp_path_factory.mktemp("demo-models")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return [
-        train_demo_model(settings, root / "a", epochs=30, dim=32, seed=0),
-        train_demo_model(settings, root / "b", epochs=30, dim=48, seed=1, model="distmult"),
-    ]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every test of a served API runs on both gRPC front ends: grpc.aio and the native one."""
-    return str(request.param)
+    return two_demo_models(tmp_path_factory, datasets_dir, "demo", 30, [32, 48])
 
 
 @pytest.fixture
@@ -239,28 +230,13 @@ def test_error_codes(served: ServerThread) -> None:
 def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """A scoring pass held up on purpose (the scoring itself is real) fills the queue."""
     monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "2")
-    settings = get_settings()
-    registry_with(settings, demo_models[:1])
-    service = DataPlane(settings)
-    service.versions.activate("v0001")
-    gate = threading.Event()
-    scoring = threading.Event()
-    predictor = service.versions.active().predictor
-    original = predictor.top_ids
-
-    def held(*args: object, **kwargs: object) -> object:
-        scoring.set()
-        gate.wait(timeout=HANG_GUARD_S)
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(predictor, "top_ids", held)
-    server = ServerThread(service)
-    knowledge, _, channel = stubs(server.address)
+    served = HeldServer(demo_models[0], monkeypatch)
+    service, gate, knowledge = served.plane, served.held.gate, served.knowledge
     request = request_of(QUERIES[:1])
     try:
         # one request held in the scoring pass, two waiting: the queue (2) is full
         pending = [knowledge.PredictLinks.future(request, timeout=HANG_GUARD_S)]
-        assert scoring.wait(timeout=HANG_GUARD_S)  # the worker is inside the (held) scoring pass
+        assert served.held.scoring.wait(timeout=HANG_GUARD_S)  # the worker is in the held pass
         pending += [knowledge.PredictLinks.future(request, timeout=HANG_GUARD_S) for _ in range(2)]
         wait_until(lambda: service.batcher.depth >= 2, "two requests queued", poll_s=0.01)
         code, message = _code(lambda: knowledge.PredictLinks(request, timeout=HANG_GUARD_S))
@@ -275,9 +251,7 @@ def test_queue_full_and_deadline(demo_models: list[Path], monkeypatch: pytest.Mo
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         gate.set()
     finally:
-        gate.set()
-        channel.close()
-        server.stop()
+        served.close()
 
 
 def test_no_model_is_failed_precondition_and_not_serving(transport: str) -> None:

@@ -23,6 +23,14 @@ def nations(datasets_dir: Path):
     return load_dataset(datasets_dir / "nations")
 
 
+def _small(**overrides: object) -> TrainConfig:
+    """A small ComplEx run (Nations-sized) evaluated every epoch; each test sets what it is
+    about (``overrides``, validated like any other configuration)."""
+    return TrainConfig.model_validate(
+        {"model": "complex", "dim": 16, "batch_size": 64, "eval_every": 1, **overrides}
+    )
+
+
 @pytest.mark.slow
 def test_short_umls_run_reaches_quality(umls) -> None:
     config = TrainConfig(model="complex", dim=64, epochs=30, batch_size=256, eval_every=10)
@@ -54,7 +62,7 @@ def test_other_regimes_learn(nations, regime: str) -> None:
 
 
 def test_seeded_runs_are_reproducible(nations) -> None:
-    config = TrainConfig(model="complex", dim=16, epochs=3, batch_size=64, eval_every=3)
+    config = _small(epochs=3, eval_every=3)
     a = train(nations, config, device="cpu", progress=False)
     b = train(nations, config, device="cpu", progress=False)
     torch.testing.assert_close(a.model.entity.weight, b.model.entity.weight)
@@ -62,7 +70,7 @@ def test_seeded_runs_are_reproducible(nations) -> None:
 
 
 def test_resume_continues_from_checkpoint(nations, tmp_path: Path) -> None:
-    full = TrainConfig(model="complex", dim=16, epochs=6, batch_size=64, eval_every=1, patience=0)
+    full = _small(epochs=6, patience=0)
     straight = train(nations, full, device="cpu", progress=False)
     half = full.model_copy(update={"epochs": 3})
     train(nations, half, device="cpu", checkpoint_dir=tmp_path, progress=False)
@@ -76,16 +84,7 @@ def test_resume_continues_from_checkpoint(nations, tmp_path: Path) -> None:
 
 
 def test_early_stopping_keeps_best_model(nations) -> None:
-    config = TrainConfig(
-        model="complex",
-        dim=16,
-        epochs=200,
-        batch_size=64,
-        eval_every=1,
-        patience=2,
-        lr=0.5,
-        reg_weight=0.0,
-    )
+    config = _small(epochs=200, patience=2, lr=0.5, reg_weight=0.0)
     result = train(nations, config, device="cpu", progress=False)
     assert result.stopped_because == "early_stopping"
     assert result.epochs_completed < 200
@@ -94,9 +93,7 @@ def test_early_stopping_keeps_best_model(nations) -> None:
 
 
 def test_time_budget_and_cancellation_stop_training(nations) -> None:
-    config = TrainConfig(
-        model="complex", dim=16, epochs=10_000, batch_size=64, time_budget_s=0.5, eval_every=10_000
-    )
+    config = _small(epochs=10_000, time_budget_s=0.5, eval_every=10_000)
     result = train(nations, config, device="cpu", progress=False)
     assert result.stopped_because == "time_budget"
     assert result.epochs_completed < 10_000
@@ -150,7 +147,7 @@ def test_invalid_settings_are_refused() -> None:
 def test_resume_with_other_shapes_is_refused(nations, tmp_path: Path) -> None:
     from kgweave.errors import ArtifactError
 
-    config = TrainConfig(model="complex", dim=16, epochs=1, batch_size=64, eval_every=1)
+    config = _small(epochs=1)
     train(nations, config, device="cpu", checkpoint_dir=tmp_path, progress=False)
     other = config.model_copy(update={"dim": 32, "epochs": 2})
     with pytest.raises(ArtifactError, match=r"different dim \(16 vs 32\)"):
@@ -158,9 +155,7 @@ def test_resume_with_other_shapes_is_refused(nations, tmp_path: Path) -> None:
 
 
 def test_cosine_schedule_decays_to_one_percent(nations) -> None:
-    config = TrainConfig(
-        model="complex", dim=16, epochs=8, batch_size=64, eval_every=8, lr_schedule="cosine", lr=0.5
-    )
+    config = _small(epochs=8, eval_every=8, lr_schedule="cosine", lr=0.5)
     rates = [h["lr"] for h in train(nations, config, device="cpu", progress=False).history]
     assert rates == sorted(rates, reverse=True)
     assert rates[0] < 0.5 and rates[-1] == pytest.approx(0.005)
@@ -168,17 +163,7 @@ def test_cosine_schedule_decays_to_one_percent(nations) -> None:
 
 def test_plateau_schedule_halves_the_rate_when_validation_stalls(nations) -> None:
     # a learning rate too small to change any rank: validation MRR stalls from the start
-    config = TrainConfig(
-        model="complex",
-        dim=16,
-        epochs=5,
-        batch_size=64,
-        eval_every=1,
-        patience=0,
-        lr_schedule="plateau",
-        lr=1e-7,
-        reg_weight=0.0,
-    )
+    config = _small(epochs=5, patience=0, lr_schedule="plateau", lr=1e-7, reg_weight=0.0)
     result = train(nations, config, device="cpu", progress=False)
     assert len({h["valid_mrr"] for h in result.history}) == 1
     rates = [h["lr"] for h in result.history]
@@ -202,9 +187,9 @@ def _relation_mrr(model: torch.nn.Module, dataset, triples: torch.Tensor) -> flo
 
 
 def test_relation_prediction_objective_teaches_relations(nations) -> None:
-    base = {"model": "complex", "dim": 16, "epochs": 20, "batch_size": 64, "eval_every": 20}
-    plain = train(nations, TrainConfig(**base), device="cpu", progress=False)
-    aux = train(nations, TrainConfig(**base, relation_prediction=1.0), device="cpu", progress=False)
+    plain = train(nations, _small(epochs=20, eval_every=20), device="cpu", progress=False)
+    aux_config = _small(epochs=20, eval_every=20, relation_prediction=1.0)
+    aux = train(nations, aux_config, device="cpu", progress=False)
     test = nations.split("test")
     plain_mrr = _relation_mrr(plain.model, nations, test)
     aux_mrr = _relation_mrr(aux.model, nations, test)

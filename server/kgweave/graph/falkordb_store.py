@@ -10,6 +10,7 @@ from kgweave.errors import GraphUnavailableError, InvalidArgumentError, echo
 from kgweave.graph.cypher_store import CypherStore
 from kgweave.graph.store import (
     EntityRow,
+    EntityVectors,
     GraphMapping,
     Triple,
     checked_identifier,
@@ -136,49 +137,24 @@ class FalkorDBStore(CypherStore):
                     return True
         return False
 
-    def write_embeddings(
-        self,
-        ids: list[str],
-        vectors: list[list[float]],
-        similarity: str = "cosine",
-        prop: str | None = None,
-    ) -> int:
-        if len(ids) != len(vectors):
-            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} vectors")
-        if not vectors:
-            return 0
-        dimension = len(vectors[0])
-        if any(len(v) != dimension for v in vectors):
-            raise InvalidArgumentError("all vectors must have the same dimension")
-        name = prop or self.mapping.embedding_property
-        ddl = self.vector_index_ddl(dimension, similarity, name)
-        quoted = checked_identifier(name, "vector property")
+    def _write_vectors(self, checked: EntityVectors) -> None:
+        ddl = self.vector_index_ddl(checked.dimension, checked.similarity, checked.prop)
+        quoted = checked_identifier(checked.prop, "vector property")
         # A new model version replaces every vector. FalkorDB's HNSW index loses neighbours when
         # vectors are overwritten in place, so drop the index, write, and build it afresh.
-        if self._has_vector_index(name):
+        if self._has_vector_index(checked.prop):
             self._query(f"DROP VECTOR INDEX FOR (e:{self._label}) ON (e.{quoted})")
             # dropping one field rebuilds the label's other indexes in the background; a
             # query through them meanwhile can crash FalkorDB 4.x (seen in TagIndex_OpenReader)
             self.wait_for_indexes()
-        written = 0
-        for start in range(0, len(ids), _VECTOR_BATCH):
-            rows = [
-                {"id": i, "v": [float(x) for x in v]}
-                for i, v in zip(
-                    ids[start : start + _VECTOR_BATCH],
-                    vectors[start : start + _VECTOR_BATCH],
-                    strict=True,
-                )
-            ]
+        for rows in checked.rows(_VECTOR_BATCH):
             self._query(
                 f"UNWIND $rows AS row MATCH (e:{self._label} {{{self._key}: row.id}}) "
                 f"SET e.{quoted} = vecf32(row.v)",
                 {"rows": rows},
             )
-            written += len(rows)
         self._query(ddl)
         self.wait_for_indexes()  # FalkorDB builds indexes in the background
-        return written
 
     def wait_for_indexes(self, timeout: float = 300.0) -> None:
         """Block until every index of the entity label is operational."""

@@ -57,6 +57,7 @@ from kgweave.graph.cypher_store import CypherStore
 from kgweave.graph.neo4j_dialects import NEO4J, Dialect, Records, checked_vector_config
 from kgweave.graph.store import (
     EntityRow,
+    EntityVectors,
     GraphMapping,
     Triple,
 )
@@ -327,36 +328,16 @@ class Neo4jStore(CypherStore):
         return found
 
     # ---- write-back
-    def write_embeddings(
-        self,
-        ids: list[str],
-        vectors: list[list[float]],
-        similarity: str = "cosine",
-        prop: str | None = None,
-    ) -> int:
-        mapping = self._vector_mapping(prop)
-        if len(ids) != len(vectors):
-            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} vectors")
-        if not vectors:
-            return 0
-        dimension = len(vectors[0])
-        if any(len(v) != dimension for v in vectors):
-            raise InvalidArgumentError("all vectors must have the same dimension")
+    def _write_vectors(self, checked: EntityVectors) -> None:
+        mapping = self._vector_mapping(checked.prop)
+        dimension, similarity = checked.dimension, checked.similarity
         checked_vector_config(dimension, similarity)
         self.dialect.before_vectors(self, dimension, similarity, mapping)
         cypher = self.dialect.set_vectors(mapping)
         extra = self.dialect.vector_params(mapping)
-        written = 0
-        for start in range(0, len(ids), self.batch_size):
-            end = start + self.batch_size
-            rows = [
-                {"id": i, "v": [float(x) for x in v]}
-                for i, v in zip(ids[start:end], vectors[start:end], strict=True)
-            ]
+        for rows in checked.rows(self.batch_size):
             self.write(cypher, {"rows": rows, **extra})
-            written += len(rows)
         self.dialect.after_vectors(self, dimension, similarity, mapping)
-        return written
 
     def _vector_mapping(self, prop: str | None) -> GraphMapping:
         """The mapping with ``prop`` as its vector property (the dialects index that one)."""

@@ -112,6 +112,27 @@ class RelationVectors:
 
 
 @dataclass(frozen=True)
+class EntityVectors:
+    """What :meth:`GraphStore.write_embeddings` writes, checked: one vector per id, at least
+    one, all of ``dimension``; ``prop`` is a valid identifier."""
+
+    ids: list[str]
+    vectors: list[list[float]]
+    dimension: int
+    similarity: str
+    prop: str
+
+    def rows(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        """``{"id", "v"}`` parameter rows, ``size`` at a time."""
+        for start in range(0, len(self.ids), size):
+            end = start + size
+            yield [
+                {"id": i, "v": [float(x) for x in v]}
+                for i, v in zip(self.ids[start:end], self.vectors[start:end], strict=True)
+            ]
+
+
+@dataclass(frozen=True)
 class EntityRow:
     """An entity with its text."""
 
@@ -171,7 +192,6 @@ class GraphStore(ABC):
                 break
         return found
 
-    @abstractmethod
     def write_embeddings(
         self,
         ids: list[str],
@@ -180,7 +200,22 @@ class GraphStore(ABC):
         prop: str | None = None,
     ) -> int:
         """Store one vector per entity in ``prop`` (default ``mapping.embedding_property``)
-        and make sure a vector index covers them."""
+        and make sure a vector index covers them; returns how many were written."""
+        name = prop or self.mapping.embedding_property
+        checked_identifier(name, "vector property")
+        if len(ids) != len(vectors):
+            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if not vectors:
+            return 0
+        dimension = len(vectors[0])
+        if any(len(v) != dimension for v in vectors):
+            raise InvalidArgumentError("all vectors must have the same dimension")
+        self._write_vectors(EntityVectors(ids, vectors, dimension, similarity, name))
+        return len(ids)
+
+    @abstractmethod
+    def _write_vectors(self, checked: EntityVectors) -> None:
+        """:meth:`write_embeddings` once its input is checked."""
 
     @abstractmethod
     def nearest(

@@ -42,7 +42,11 @@ import torch
 
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.language.components.lm import sequence_logprob
-from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
+from kgweave.language.features.constrained import (
+    EntityNameTrie,
+    GeneratedName,
+    constrained_generate,
+)
 from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import (
     RerankWeights,
@@ -138,6 +142,17 @@ class LMCompleter:
         leading = " " if prefix and before[-1:].isspace() else ""
         return prefix, suffix, leading, not prefix
 
+    def generate(
+        self, entity: int, relation: int, side: Side, beam_size: int, num_return: int
+    ) -> list[GeneratedName]:
+        """The language model's own answers for the missing slot: entity names spelled by
+        constrained beam search (:func:`constrained_generate`)."""
+        prefix, suffix, leading, capitalize = self.slot(entity, relation, side)
+        trie = self.trie(leading, capitalize)
+        return constrained_generate(
+            self.model, self.tokenizer, trie, prefix, suffix, beam_size, num_return
+        )
+
     def evidence(self, entity: int, relation: int, candidate: int, side: Side) -> str:
         """The verbalized fact that puts ``candidate`` in the missing slot."""
         labels = self.artifact.entities.labels
@@ -216,16 +231,7 @@ class LMCompleter:
         for c in self._kge_candidates(entity, relation, side, self.top_n):
             sources.setdefault(c, set()).add("kge")
         if self.lm_candidates:
-            prefix, suffix, leading, capitalize = self.slot(entity, relation, side)
-            generated = constrained_generate(
-                self.model,
-                self.tokenizer,
-                self.trie(leading, capitalize),
-                prefix,
-                suffix,
-                beam_size=self.beam_size,
-                num_return=self.lm_candidates,
-            )
+            generated = self.generate(entity, relation, side, self.beam_size, self.lm_candidates)
             for g in generated:
                 sources.setdefault(g.entity, set()).add("lm")
         known = self._known_answers(entity, relation, side)

@@ -403,18 +403,16 @@ class RelationPhrase:
 
     def split_tail(self, head_name: str) -> tuple[str, str]:
         """(prefix, suffix) around the tail slot, head filled in; prefix capitalised."""
-        before, _, after = self.template.partition(TAIL)
-        prefix = before.replace(HEAD, head_name).rstrip()
-        suffix = after.replace(HEAD, head_name)
-        if prefix:
-            prefix = prefix[0].upper() + prefix[1:]
-        return prefix, suffix
+        return self._split(TAIL, HEAD, head_name)
 
     def split_head(self, tail_name: str) -> tuple[str, str]:
         """(prefix, suffix) around the head slot, tail filled in; prefix capitalised."""
-        before, _, after = self.template.partition(HEAD)
-        prefix = before.replace(TAIL, tail_name).rstrip()
-        suffix = after.replace(TAIL, tail_name)
+        return self._split(HEAD, TAIL, tail_name)
+
+    def _split(self, slot: str, filled: str, name: str) -> tuple[str, str]:
+        before, _, after = self.template.partition(slot)
+        prefix = before.replace(filled, name).rstrip()
+        suffix = after.replace(filled, name)
         if prefix:
             prefix = prefix[0].upper() + prefix[1:]
         return prefix, suffix
