@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kgweave import atomic
+from kgweave import atomic, killpoints
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
@@ -330,6 +330,9 @@ class JobManager:
                     "state": "cancelled" if self._cancel[job_id].is_set() else "failed",
                     "message": f"the worker process exited with code {process.exitcode}",
                 }
+                if (folder / RESULT).is_file():  # after it finished the artifact: register it
+                    log.warning("job %s: %s after its model was written", job_id, final["message"])
+                    final = {"state": "succeeded"}
                 break
             if "state" in event:
                 final = event
@@ -344,6 +347,7 @@ class JobManager:
             state = "cancelled"  # cancelled after training finished: register nothing
         if state == "succeeded":
             self._update(job_id, phase="registering")
+            killpoints.reached("registering", server=True)
             try:
                 version, activated, message = self._on_success(
                     folder / "model", self.get(job_id), policy
