@@ -170,7 +170,7 @@ KILLS = {
     # kill -9 of the worker alone: its server reports the job failed at once
     "worker:training": ("failed", "done", "the worker process exited with code -9"),
     # ... after it marked the artifact finished: the server registers it (and applies the policy)
-    "worker:saved": ("succeeded", "done", "activated (policy always)"),
+    "worker:saved": ("succeeded", "done", r"activated \(policy always\)"),
     # the server and the worker together (a crash): interrupted, reported on restart
     "crash:training": ("failed", "interrupted", "while the job was (snapshot|training) "),
     "crash:evaluating": ("failed", "interrupted", "while the job was (training|evaluating) "),
@@ -303,6 +303,8 @@ def test_an_unfinished_job_is_reported_and_leftovers_cleaned(
     settings = get_settings()
     folder = _left_running(settings, "unf1n15hed", "evaluating", weak_model)
     (folder / "model" / "config.json").unlink()  # an artifact the worker never finished
+    # the record's temporary file, left by a server killed while it replaced job.json
+    (folder / ".job.json.4242.140627165984448.tmp").write_text('{"job_id": "unf1n')
     leftover = settings.jobs_dir / "bootstrap" / "model"
     leftover.mkdir(parents=True)
     (leftover / "embeddings.safetensors").write_bytes(b"partial")
@@ -320,6 +322,7 @@ def test_an_unfinished_job_is_reported_and_leftovers_cleaned(
         )
         assert service.versions.registry.versions() == []
         assert not (folder / "model").exists() and not leftover.exists()
+        assert sorted(p.name for p in folder.iterdir()) == ["job.json", "job.log"]
         assert service.jobs.get("d0ne").model_version == "v0007"  # finished jobs stay visible
         assert service.jobs.active_count() == 0
     finally:

@@ -276,9 +276,10 @@ class JobManager:
     def _clean(self, folder: Path) -> None:
         """Remove a finished job's working files; keep its record and log."""
         shutil.rmtree(folder / "model", ignore_errors=True)
-        for name in (RESULT, WORKER_LOCK, RECORD + ".tmp"):
+        # (a record's temporary file: the server was killed while it replaced job.json)
+        for path in [folder / RESULT, folder / WORKER_LOCK, *atomic.leftovers(folder / RECORD)]:
             with contextlib.suppress(FileNotFoundError):
-                (folder / name).unlink()
+                path.unlink()
 
     # ---- internals
     def _save(self, job: Job) -> None:
