@@ -7,7 +7,7 @@
 
 namespace kgweave_frame {
 
-constexpr uint32_t kVersion = 2;  // the version sent in HELLO
+constexpr uint32_t kVersion = 3;  // the version sent in HELLO
 constexpr uint8_t kOpen = 1;  // front end -> engine
 constexpr uint8_t kMessage = 2;  // both
 constexpr uint8_t kHalfClose = 3;  // front end -> engine
@@ -16,6 +16,7 @@ constexpr uint8_t kStatus = 5;  // engine -> front end
 constexpr uint8_t kLast = 6;  // engine -> front end
 constexpr uint8_t kUnary = 7;  // front end -> engine
 constexpr uint8_t kHello = 8;  // both
+constexpr uint8_t kRefused = 9;  // front end -> engine
 constexpr size_t kHeaderSize = 13;  // length, kind, call_id
 constexpr size_t kLengthSize = 4;  // the length field
 constexpr size_t kAfterLengthSize = 9;  // length counts these too
@@ -23,5 +24,6 @@ constexpr size_t kOpenPrefixSize = 12;  // payload starts with f64 timeout, u16 
 constexpr size_t kStatusPrefixSize = 4;  // payload starts with u32 code
 constexpr size_t kUnaryPrefixSize = 12;  // payload starts with f64 timeout, u16 method_length, u16 auth_length
 constexpr size_t kHelloPrefixSize = 6;  // payload starts with u32 protocol, u16 software_length
+constexpr size_t kRefusedPrefixSize = 4;  // payload starts with u32 count
 
 }  // namespace kgweave_frame

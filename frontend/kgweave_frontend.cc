@@ -12,6 +12,12 @@
 // Frames written by many gRPC threads are coalesced by one writer thread, so a burst of
 // calls reaches the engine in one read and is micro-batched there.
 //
+// Admission is the engine's: it refuses PredictLinks queries beyond KGWEAVE_QUEUE_MAX waiting
+// (counted in queries, as on the Python front end). This front end only bounds the calls it
+// holds (--max-in-flight, a safety bound far above any queue); the calls it refuses there
+// (RESOURCE_EXHAUSTED) are reported to the engine in REFUSED frames, so that the engine's
+// metrics count every refusal whichever side made it.
+//
 // Usage: kgweave-frontend --listen HOST:PORT --bridge-fd FD [--unary M1,M2,...]
 //                         [--max-in-flight N] [--max-message-bytes N] [--grace-seconds S]
 //                         [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
@@ -122,6 +128,15 @@ class BridgeWriter {
     if (thread_.joinable()) thread_.join();
   }
 
+  // A call of `method` was refused here: reported in the next write (one REFUSED frame per
+  // method for all the refusals since the last one).
+  void Refused(const std::string& method) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_) return;
+    ++refused_[method];
+    cv_.notify_one();
+  }
+
   void Send(uint8_t type, uint64_t id, const char* payload, size_t size,
             const std::string* prefix = nullptr) {
     size_t extra = prefix ? prefix->size() : 0;
@@ -139,9 +154,16 @@ class BridgeWriter {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !pending_.empty(); });
-        if (pending_.empty() && stop_) return;
+        cv_.wait(lock, [this] { return stop_ || !pending_.empty() || !refused_.empty(); });
+        if (pending_.empty() && refused_.empty() && stop_) return;
         batch.swap(pending_);
+        for (const auto& entry : refused_) {  // count (u32), then the method path
+          uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(entry.second, UINT32_MAX));
+          PutHeader(&batch, kRefused, 0, kRefusedPrefixSize + entry.first.size());
+          PutU32(&batch, count);
+          batch.append(entry.first);
+        }
+        refused_.clear();
       }
       size_t off = 0;
       while (off < batch.size()) {
@@ -152,6 +174,7 @@ class BridgeWriter {
           std::lock_guard<std::mutex> lock(mu_);
           broken_ = true;
           pending_.clear();
+          refused_.clear();
           break;
         }
         off += static_cast<size_t>(n);
@@ -164,6 +187,7 @@ class BridgeWriter {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string pending_;
+  std::unordered_map<std::string, uint64_t> refused_;  // calls refused by method, not sent yet
   bool stop_ = false;
   bool broken_ = false;
   std::thread thread_;
@@ -203,6 +227,7 @@ class Call : public grpc::ServerGenericBidiReactor {
     }
     id_ = shared_->calls.TryAdd(this, shared_->max_in_flight);
     if (id_ == 0) {
+      shared_->writer->Refused(ctx_->method());
       Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           "the server has " + std::to_string(shared_->max_in_flight) +
                               " calls in flight; retry later"));

@@ -53,10 +53,12 @@ def test_both_sides_define_the_same_constants() -> None:
         "kLast": fp.LAST,
         "kUnary": fp.UNARY,
         "kHello": fp.HELLO,
+        "kRefused": fp.REFUSED,
         "kOpenPrefixSize": fp.OPEN_PREFIX_SIZE,
         "kStatusPrefixSize": fp.STATUS_PREFIX_SIZE,
         "kUnaryPrefixSize": fp.UNARY_PREFIX_SIZE,
         "kHelloPrefixSize": fp.HELLO_PREFIX_SIZE,
+        "kRefusedPrefixSize": fp.REFUSED_PREFIX_SIZE,
     }
     assert cpp == python
     # the sizes are those of the structs the engine packs with (explicit little-endian)
@@ -67,6 +69,7 @@ def test_both_sides_define_the_same_constants() -> None:
         (fp.STATUS_PREFIX, fp.STATUS_PREFIX_SIZE),
         (fp.UNARY_PREFIX, fp.UNARY_PREFIX_SIZE),
         (fp.HELLO_PREFIX, fp.HELLO_PREFIX_SIZE),
+        (fp.REFUSED_PREFIX, fp.REFUSED_PREFIX_SIZE),
     ]:
         assert struct_.size == size and struct_.format.startswith("<")
     assert fp.LENGTH_SIZE + fp.AFTER_LENGTH_SIZE == fp.HEADER_SIZE

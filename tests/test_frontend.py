@@ -2,8 +2,8 @@
 
 Every served-API test in test_service.py, test_jobs.py and test_proto.py runs on both front
 ends; these tests cover what only the native one does: a burst of calls answered as one
-batch, its own limits, cancellation, draining on stop, and the two processes watching each
-other. They use the real binary (built by ``.ci/run``) on a free port.
+batch, its own limits (and their refusals counted by the engine), cancellation, draining on
+stop, and the two processes watching each other; and admission by queries, alike on both. They use the real binary (built by ``.ci/run``) on a free port.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kgweave import __version__
 from kgweave.api import frame_protocol as fp
+from kgweave.api import frontend
 from kgweave.api.bridge import Bridge, HandlerTable, Hello, hello, read_hello
+from kgweave.api.endpoint import Health, add_services
 from kgweave.api.frame_protocol import VERSION
 from kgweave.api.frontend import find_frontend, start_native
 from kgweave.api.server import serve_forever, start_server
@@ -192,11 +194,13 @@ class _HeldScoring:
 def test_calls_in_flight_limit_deadline_and_cancel(
     demo_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Beyond KGWEAVE_QUEUE_MAX calls in flight the front end answers RESOURCE_EXHAUSTED; a
+    """Beyond its bound of calls in flight (CALLS_MAX, here 3) the front end answers
+    RESOURCE_EXHAUSTED itself, and the engine counts every such refusal in its metrics; a
     deadline passes as DEADLINE_EXCEEDED; a cancelled call leaves the others unharmed."""
     frontend_binary()
-    monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "3")
+    monkeypatch.setattr(frontend, "CALLS_MAX", 3)
     service = _service(demo_model)
+    refusals = [0]  # seen by the client
     held = _HeldScoring(service, monkeypatch)
     server = ServerThread(service, "native")
     channel = grpc.insecure_channel(server.address)
@@ -221,6 +225,7 @@ def test_calls_in_flight_limit_deadline_and_cancel(
                 return True
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                refusals[0] += 1
             return False
 
         _until(lambda: accept(QUERIES[1]))
@@ -228,7 +233,9 @@ def test_calls_in_flight_limit_deadline_and_cancel(
         cancelled, waiting = accepted
 
         def probe(timeout: float) -> grpc.StatusCode:
-            return _code(lambda: stub.PredictLinks(_request(QUERIES[3]), timeout=timeout))
+            code = _code(lambda: stub.PredictLinks(_request(QUERIES[3]), timeout=timeout))
+            refusals[0] += code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return code
 
         # once both reached the front end, a fourth call is refused (an accepted probe just
         # times out and frees its slot)
@@ -237,6 +244,7 @@ def test_calls_in_flight_limit_deadline_and_cancel(
             stub.PredictLinks(_request(QUERIES[3]), timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "3 calls in flight" in (info.value.details() or "")
+        refusals[0] += 1
         assert cancelled.cancel()
         # the cancel frees its slot: a call is taken again, and with the engine held its
         # deadline passes
@@ -253,10 +261,21 @@ def test_calls_in_flight_limit_deadline_and_cancel(
         assert len(waiting.result().results[0].candidates) == 5
         reply = stub.PredictLinks(_request(QUERIES[3]), timeout=10)
         assert reply.results[0].candidates
+        # every refusal the front end made reaches the engine's metrics (REFUSED frames),
+        # as the engine's own refusals do on both front ends
+        _until(lambda: _refused(service, "PredictLinks") == refusals[0])
+        assert refusals[0] >= 2  # the probe that found the bound full, and the call after it
     finally:
         held.gate.set()
         channel.close()
         server.stop()
+
+
+def _refused(service: DataPlane, method: str) -> float:
+    """Calls of ``method`` answered RESOURCE_EXHAUSTED, from the service's metrics."""
+    labels = {"method": method, "code": "RESOURCE_EXHAUSTED"}
+    value = service.metrics.registry.get_sample_value("kgweave_request_seconds_count", labels)
+    return value or 0.0
 
 
 def test_stop_drains_calls_in_flight_then_refuses(
@@ -360,23 +379,56 @@ def test_a_handler_that_breaks_still_answers_and_refusals_under_deadlines_are_sa
     assert code == grpc.StatusCode.INTERNAL and "server log" in details
     assert returncode == 0
 
-    # refusals: no call may be in flight, and deadlines of a fraction of a millisecond
+    # refusals: no call may be in flight, and deadlines of a fraction of a millisecond; the
+    # engine's end hears of every refusal in REFUSED frames (call id 0, counts by method)
     process, ours, port = _spawn(binary, "--max-in-flight", "0")
+    frames: list[tuple[int, int, bytes]] = []
+    reader = threading.Thread(target=_read_frames, args=(ours, frames))
+    reader.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     call = channel.unary_unary("/t.T/Any")
-    codes: set[grpc.StatusCode] = set()
+    codes: list[grpc.StatusCode] = []
     for i in range(100):
         futures = [call.future(b"", timeout=0.0005 + (i % 7) * 0.0002) for _ in range(32)]
         for future in futures:
             with pytest.raises(grpc.RpcError) as info:
                 future.result()
-            codes.add(info.value.code())
+            codes.append(info.value.code())
     assert process.poll() is None  # alive
-    assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+    assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
     channel.close()
     process.terminate()
     assert process.wait(timeout=15) == 0
+    reader.join()  # the front end closed its end
     ours.close()
+    assert frames and {(kind, call_id) for kind, call_id, _ in frames} == {(fp.REFUSED, 0)}
+    refused = 0
+    for _, _, payload in frames:
+        (count,) = fp.REFUSED_PREFIX.unpack_from(payload)
+        assert payload[fp.REFUSED_PREFIX_SIZE :] == b"/t.T/Any"
+        refused += count
+    # every refusal a client saw was reported (a call whose deadline passed first may have
+    # been refused too, unseen)
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) <= refused <= len(codes)
+
+
+def _split_frames(data: bytes, frames: list[tuple[int, int, bytes]]) -> bytes:
+    """Append the whole frames at the start of ``data`` to ``frames`` as (kind, call id,
+    payload); returns what is left (the start of a frame not all received yet)."""
+    while len(data) >= fp.HEADER_SIZE:
+        length, kind, call_id = fp.HEADER.unpack_from(data)
+        if len(data) < fp.LENGTH_SIZE + length:
+            break
+        frames.append((kind, call_id, data[fp.HEADER_SIZE : fp.LENGTH_SIZE + length]))
+        data = data[fp.LENGTH_SIZE + length :]
+    return data
+
+
+def _read_frames(sock: socket.socket, frames: list[tuple[int, int, bytes]]) -> None:
+    """Every frame ``sock`` receives, until the peer closes."""
+    data = b""
+    while chunk := sock.recv(1 << 16):
+        data = _split_frames(data + chunk, frames)
 
 
 def test_serve_stops_with_an_error_when_the_front_end_dies(demo_model: Path) -> None:
@@ -530,3 +582,100 @@ def test_a_front_end_of_another_protocol_version_stops_serve_with_one_line(
         f"{VERSION + 1}: rebuild with bash frontend/build.sh"
     )
     service.close()
+
+
+def _links(n: int) -> knowledge_pb2.PredictLinksRequest:
+    query = knowledge_pb2.LinkQuery(head="alan_turing", relation="born_in")
+    return knowledge_pb2.PredictLinksRequest(queries=[query] * n, k=3)
+
+
+@pytest.mark.parametrize("transport", ["python", "native"])
+def test_a_call_of_many_queries_counts_as_many_on_both_front_ends(
+    demo_model: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KGWEAVE_QUEUE_MAX=50 bounds queries, not calls: one call of 60 queries is refused
+    (the native front end scored it as one call), one of 50 is answered, and the refusal is
+    counted in the metrics."""
+    if transport == "native":
+        frontend_binary()
+    monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "50")
+    service = _service(demo_model)
+    server = ServerThread(service, transport)
+    channel = grpc.insecure_channel(server.address)
+    stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.PredictLinks(_links(60), timeout=30)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.details() == (
+            "the scoring queue is full (0 of 50 queries waiting); retry later"
+        )
+        assert len(stub.PredictLinks(_links(50), timeout=30).results) == 50
+        assert _refused(service, "PredictLinks") == 1
+    finally:
+        channel.close()
+        server.stop()
+
+
+def _unary_frame(call_id: int, method: str, request: bytes) -> bytes:
+    """A UNARY frame as the front end writes it (no deadline, no authorization)."""
+    path = method.encode()
+    payload = fp.UNARY_PREFIX.pack(-1.0, len(path), 0) + path + request
+    return fp.HEADER.pack(fp.AFTER_LENGTH_SIZE + len(payload), fp.UNARY, call_id) + payload
+
+
+def _answers(sock: socket.socket, count: int) -> dict[int, tuple[int, bytes]]:
+    """The engine's first ``count`` answers by call id: (frame kind, payload)."""
+    data, frames = b"", list[tuple[int, int, bytes]]()
+    while len(frames) < count:
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the engine closed the socket"
+        data = _split_frames(data + chunk, frames)
+    return {call_id: (kind, payload) for kind, call_id, payload in frames}
+
+
+def test_a_burst_is_admitted_call_by_call_by_its_queries(
+    demo_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that reach the engine together (scored inline as one pass) are admitted in order
+    by their queries, as the Python front end's calls are one by one: with
+    KGWEAVE_QUEUE_MAX=50, calls of 40, 20, 10 and 1 queries give OK, RESOURCE_EXHAUSTED
+    (40 queries ahead of it), OK, RESOURCE_EXHAUSTED; each refusal counted. The burst is in
+    the socket before the bridge reads, so it arrives as one read."""
+    monkeypatch.setenv("KGWEAVE_QUEUE_MAX", "50")
+    service = _service(demo_model)
+    sizes = {1: 40, 2: 20, 3: 10, 4: 1}
+    ours, theirs = socket.socketpair()
+
+    async def run() -> None:
+        table = HandlerTable()
+        add_services(table, service, Health())
+        theirs.sendall(
+            b"".join(
+                _unary_frame(i, PREDICT, _links(n).SerializeToString()) for i, n in sizes.items()
+            )
+        )
+        loop = asyncio.get_running_loop()
+        _, bridge = await loop.connect_accepted_socket(lambda: Bridge(table), ours)
+        answers = await loop.run_in_executor(None, _answers, theirs, len(sizes))
+        bridge.close()
+        for call_id in (1, 3):
+            kind, payload = answers[call_id]
+            assert kind == fp.LAST
+            reply = knowledge_pb2.PredictLinksResponse.FromString(payload)
+            assert len(reply.results) == sizes[call_id]
+        for call_id, waiting in ((2, 40), (4, 50)):
+            kind, payload = answers[call_id]
+            assert kind == fp.STATUS
+            (code,) = fp.STATUS_PREFIX.unpack_from(payload)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            assert payload[fp.STATUS_PREFIX_SIZE :].decode() == (
+                f"the scoring queue is full ({waiting} of 50 queries waiting); retry later"
+            )
+
+    try:
+        asyncio.run(run())
+        assert _refused(service, "PredictLinks") == 2
+    finally:
+        theirs.close()
+        service.close()

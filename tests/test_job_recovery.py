@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 
+from kgweave import killpoints
 from kgweave.dataplane import DataPlane
 from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.embedded import free_port
@@ -68,7 +70,8 @@ def alive(pid: int) -> bool:
 class Serve:
     """A real `kgweave serve` subprocess (Python front end) on free ports."""
 
-    def __init__(self, log: Path, graph_uri: str) -> None:
+    def __init__(self, log: Path, graph_uri: str, kill: str = "") -> None:
+        """``kill``: a kill point for this server and its job workers (kgweave.killpoints)."""
         self.port = free_port()
         env = {
             **os.environ,
@@ -76,6 +79,7 @@ class Serve:
             "KGWEAVE_HTTP_PORT": str(free_port()),
             "KGWEAVE_GRAPH_URI": graph_uri,
             "KGWEAVE_FRONTEND": "python",
+            killpoints.ENV: kill,
         }
         self.log = log
         with log.open("a") as out:
@@ -96,6 +100,17 @@ class Serve:
         except grpc.RpcError:
             return False
 
+    def train(self, epochs: int) -> Any:
+        """Start a small job on the demo dataset, activated by the policy ``always``."""
+        return self.admin.StartTraining(
+            admin_pb2.StartTrainingRequest(
+                settings=admin_pb2.TrainingSettings(epochs=epochs, dim=16),
+                dataset="demo",
+                activation=admin_pb2.ACTIVATION_POLICY_ALWAYS,
+            ),
+            timeout=30,
+        )
+
     def job(self, job_id: str) -> Any:
         return self.admin.GetJob(admin_pb2.GetJobRequest(job_id=job_id), timeout=30)
 
@@ -115,14 +130,7 @@ def test_kill_9_of_serve_during_a_job_strands_nothing(
     first = Serve(log, graph_uri)
     pid = 0
     try:
-        job = first.admin.StartTraining(
-            admin_pb2.StartTrainingRequest(
-                settings=admin_pb2.TrainingSettings(epochs=100_000, dim=16),
-                dataset="demo",
-                activation=admin_pb2.ACTIVATION_POLICY_ALWAYS,
-            ),
-            timeout=30,
-        )
+        job = first.train(epochs=100_000)
         wait_until(lambda: first.job(job.job_id).epoch >= 1, "the job to train an epoch")
         record = json.loads((settings.jobs_dir / job.job_id / "job.json").read_text())
         pid = record["pid"]
@@ -150,6 +158,85 @@ def test_kill_9_of_serve_during_a_job_strands_nothing(
         folder = settings.jobs_dir / job.job_id
         assert sorted(p.name for p in folder.iterdir()) == ["job.json", "job.log"]
         assert json.loads((folder / "job.json").read_text())["phase"] == "interrupted"
+    finally:
+        second.close()
+    assert second.process.returncode == 0, log.read_text()
+
+
+#: kill point -> the job as the restarted server reports it: (state, phase, what its message
+#: says). A crash can come before the server recorded the phase the worker just reported, so
+#: an interrupted job names the phase it was in or the one before ("training|evaluating").
+KILLS = {
+    # kill -9 of the worker alone: its server reports the job failed at once
+    "worker:training": ("failed", "done", "the worker process exited with code -9"),
+    # ... after it marked the artifact finished: the server registers it (and applies the policy)
+    "worker:saved": ("succeeded", "done", r"activated \(policy always\)"),
+    # the server and the worker together (a crash): interrupted, reported on restart
+    "crash:training": ("failed", "interrupted", "while the job was (snapshot|training) "),
+    "crash:evaluating": ("failed", "interrupted", "while the job was (training|evaluating) "),
+    "crash:saving": ("failed", "interrupted", "while the job was (training|evaluating) "),
+    # the server while it registers the finished model: registered on restart, not activated
+    "server:registering": (
+        "succeeded",
+        "done",
+        "the server stopped before registering the model; registered on restart as v0002, "
+        "not activated",
+    ),
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_kill_9_at_a_point_of_a_job_then_restart(
+    kill: str, weak_model: Path, graph_uri: str, tmp_path: Path
+) -> None:
+    """kill -9 at a named point of a job (kgweave.killpoints: the process stops itself there,
+    nothing depends on timing), then a restart: the job is reported failed, interrupted or
+    recovered as KILLS says; nothing half-written is registered, nothing unfinished is
+    served (v0001 stays active unless the job succeeded while its server lived); no worker is
+    left and jobs/ keeps only the job's record and log."""
+    settings = get_settings()
+    registry_with(settings, [weak_model])
+    log = tmp_path / "serve.log"
+    who = kill.partition(":")[0]
+    first = Serve(log, graph_uri, kill=kill)
+    try:
+        job = first.train(epochs=2)
+        folder = settings.jobs_dir / job.job_id
+        if who == "worker":  # the server lives on and settles the job
+            wait_until(lambda: first.job(job.job_id).phase == "done", "the job to end")
+        else:
+            wait_until(lambda: first.process.poll() is not None, "the kill point to stop serve")
+            assert first.process.returncode == -signal.SIGKILL, log.read_text()
+        pid = json.loads((folder / "job.json").read_text())["pid"]
+        wait_until(lambda: not alive(pid), f"worker {pid} to exit")
+        model = folder / "model"
+        if kill == "crash:saving":  # killed with the artifact half written
+            assert (model / "model.safetensors").is_file() and (model / "id_maps.json").is_file()
+            assert not (model / "config.json").exists()
+        if kill == "server:registering":  # the finished artifact waits in jobs/
+            assert (folder / "result.json").is_file() and (model / "config.json").is_file()
+    finally:
+        first.close()
+    state, phase, message = KILLS[kill]
+    registered = state == "succeeded"
+    active = "v0002" if kill == "worker:saved" else "v0001"
+    second = Serve(log, graph_uri)
+    try:
+        after = second.job(job.job_id)
+        assert (admin_pb2.JobState.Name(after.state), after.phase) == (
+            f"JOB_STATE_{state.upper()}",
+            phase,
+        ), after
+        assert re.search(message, after.message), after.message
+        assert after.message.startswith("interrupted: ") == (phase == "interrupted")
+        assert after.model_version == ("v0002" if registered else "")
+        listing = second.admin.ListModels(admin_pb2.ListModelsRequest(), timeout=30)
+        versions = ["v0002", "v0001"] if registered else ["v0001"]
+        assert [m.version for m in listing.models] == versions
+        assert listing.active_version == active
+        status = second.admin.Status(admin_pb2.StatusRequest(), timeout=30)
+        assert status.active_model.version == active and status.active_jobs == 0
+        assert sorted(p.name for p in folder.iterdir()) == ["job.json", "job.log"]
     finally:
         second.close()
     assert second.process.returncode == 0, log.read_text()
@@ -216,6 +303,8 @@ def test_an_unfinished_job_is_reported_and_leftovers_cleaned(
     settings = get_settings()
     folder = _left_running(settings, "unf1n15hed", "evaluating", weak_model)
     (folder / "model" / "config.json").unlink()  # an artifact the worker never finished
+    # the record's temporary file, left by a server killed while it replaced job.json
+    (folder / ".job.json.4242.140627165984448.tmp").write_text('{"job_id": "unf1n')
     leftover = settings.jobs_dir / "bootstrap" / "model"
     leftover.mkdir(parents=True)
     (leftover / "embeddings.safetensors").write_bytes(b"partial")
@@ -233,6 +322,7 @@ def test_an_unfinished_job_is_reported_and_leftovers_cleaned(
         )
         assert service.versions.registry.versions() == []
         assert not (folder / "model").exists() and not leftover.exists()
+        assert sorted(p.name for p in folder.iterdir()) == ["job.json", "job.log"]
         assert service.jobs.get("d0ne").model_version == "v0007"  # finished jobs stay visible
         assert service.jobs.active_count() == 0
     finally:

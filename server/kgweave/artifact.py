@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from kgweave import __version__, atomic
+from kgweave import __version__, atomic, killpoints
 from kgweave.data.dataset import IdMap, KGDataset
 from kgweave.errors import ArtifactError, DivergedError, NotFoundError, echo
 from kgweave.models import KGEModel, build_model
@@ -202,6 +202,7 @@ def save_artifact(
         },
     }
     atomic.write_json(folder / ID_MAPS, id_maps)
+    killpoints.reached("saving")  # (tests: a crash with the artifact half written)
     written = [WEIGHTS, ID_MAPS]
     if history is not None:
         atomic.write_text(folder / HISTORY, json.dumps(history, indent=1))

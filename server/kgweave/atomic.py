@@ -57,6 +57,12 @@ def _new_tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
 
 
+def leftovers(path: Path) -> list[Path]:
+    """Temporary files of ``path`` that writers killed mid-write left beside it (only safe to
+    remove when no writer of ``path`` runs)."""
+    return sorted(path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"))
+
+
 def _commit(tmp: Path, path: Path) -> None:
     """fsync ``tmp``, rename it over ``path``, fsync the folder."""
     fsync_file(tmp)

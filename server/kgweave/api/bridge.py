@@ -36,7 +36,16 @@ import grpc
 
 from kgweave.api import frame_protocol as fp
 from kgweave.api.auth import Authorizer
-from kgweave.api.frame_protocol import CANCEL, HALF_CLOSE, LAST, MESSAGE, OPEN, STATUS, UNARY
+from kgweave.api.frame_protocol import (
+    CANCEL,
+    HALF_CLOSE,
+    LAST,
+    MESSAGE,
+    OPEN,
+    REFUSED,
+    STATUS,
+    UNARY,
+)
 from kgweave.api.malformed import MALFORMED
 from kgweave.api.status import to_grpc
 from kgweave.errors import KGWeaveError, echo
@@ -227,9 +236,12 @@ class Bridge(asyncio.Protocol):
         table: HandlerTable,
         on_lost: Callable[[], None] | None = None,
         authorizer: Authorizer | None = None,
+        on_refused: Callable[[str, int], None] | None = None,
     ) -> None:
         self.table = table
         self.on_lost = on_lost
+        #: told (method path, count) of the calls the front end refused itself (REFUSED)
+        self.on_refused = on_refused
         #: the access rules every call is checked against (None: no tokens required)
         self.authorizer = authorizer
         self.loop = asyncio.get_running_loop()
@@ -293,6 +305,12 @@ class Bridge(asyncio.Protocol):
         return call
 
     def _frame(self, kind: int, call_id: int, payload: bytes) -> None:
+        if kind == REFUSED:
+            (count,) = fp.REFUSED_PREFIX.unpack_from(payload)
+            method = payload[fp.REFUSED_PREFIX_SIZE :].decode(errors="replace")
+            if self.on_refused is not None:
+                self.on_refused(method, count)
+            return
         if kind == UNARY:
             timeout, length, auth_length = fp.UNARY_PREFIX.unpack_from(payload)
             start = fp.UNARY_PREFIX_SIZE

@@ -32,6 +32,11 @@ from kgweave.settings import Settings
 log = logging.getLogger(__name__)
 
 BINARY = "kgweave-frontend"
+#: calls the front end holds at once before it refuses new ones itself (RESOURCE_EXHAUSTED,
+#: reported to the engine and counted); a safety bound on the transport, as the Python front
+#: end's (:data:`kgweave.api.server.PENDING_CALLS_MAX`) is. Admission under load is the
+#: engine's: PredictLinks queries beyond ``KGWEAVE_QUEUE_MAX`` waiting, on both front ends.
+CALLS_MAX = 1 << 16
 START_TIMEOUT_S = 15.0
 #: the front end's exit status when the engine speaks another frame protocol version
 EXIT_PROTOCOL = 3
@@ -125,7 +130,7 @@ async def start_native(
             "--listen", f"{settings.grpc_host}:{settings.grpc_port}",
             "--bridge-fd", str(theirs.fileno()),
             "--unary", ",".join(table.unary_methods()),
-            "--max-in-flight", str(settings.queue_max),
+            "--max-in-flight", str(CALLS_MAX),
             "--max-message-bytes", str(MAX_MESSAGE_BYTES),
             "--grace-seconds", str(settings.shutdown_grace_s),
             *tls_options(security),
@@ -163,8 +168,17 @@ async def start_native(
         raise KGWeaveError(
             f"the native front end did not start: {error[0] if error else 'no output'}"
         )
+
+    def refused(method: str, count: int) -> None:
+        """Calls the front end refused at its bound: counted as the servicers count their
+        own refusals (an unknown method under "unknown": the front end refused it unread)."""
+        name = method.rsplit("/", 1)[-1] if table.lookup(method) is not None else "unknown"
+        histogram = plane.metrics.request_seconds.labels(method=name, code="RESOURCE_EXHAUSTED")
+        for _ in range(count):
+            histogram.observe(0.0)
+
     _, bridge = await loop.connect_accepted_socket(
-        lambda: Bridge(table, lost, security.authorizer), ours
+        lambda: Bridge(table, lost, security.authorizer, refused), ours
     )
     port = int(line.split()[1])
     running = NativeServer(process, bridge, port, health_state, plane)

@@ -88,13 +88,17 @@ class MicroBatcher:
         rows = len(job.hr)
         with self._count_lock:
             if self._waiting + rows > self.max_queue:
-                raise ResourceExhaustedError(
-                    f"the scoring queue is full ({self._waiting} of {self.max_queue} queries "
-                    "waiting); retry later"
-                )
+                raise self.full(self._waiting)
             self._waiting += rows
         self._queue.put_nowait(job)
         return job.future
+
+    def full(self, waiting: int) -> ResourceExhaustedError:
+        """The refusal of queries that would take ``waiting`` queries past ``max_queue``."""
+        return ResourceExhaustedError(
+            f"the scoring queue is full ({waiting} of {self.max_queue} queries waiting); "
+            "retry later"
+        )
 
     def _taken(self, job: PredictJob) -> PredictJob:
         """``job`` left the queue: its queries no longer wait."""

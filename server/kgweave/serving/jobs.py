@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kgweave import atomic
+from kgweave import atomic, killpoints
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
@@ -276,9 +276,10 @@ class JobManager:
     def _clean(self, folder: Path) -> None:
         """Remove a finished job's working files; keep its record and log."""
         shutil.rmtree(folder / "model", ignore_errors=True)
-        for name in (RESULT, WORKER_LOCK, RECORD + ".tmp"):
+        # (a record's temporary file: the server was killed while it replaced job.json)
+        for path in [folder / RESULT, folder / WORKER_LOCK, *atomic.leftovers(folder / RECORD)]:
             with contextlib.suppress(FileNotFoundError):
-                (folder / name).unlink()
+                path.unlink()
 
     # ---- internals
     def _save(self, job: Job) -> None:
@@ -330,6 +331,9 @@ class JobManager:
                     "state": "cancelled" if self._cancel[job_id].is_set() else "failed",
                     "message": f"the worker process exited with code {process.exitcode}",
                 }
+                if (folder / RESULT).is_file():  # after it finished the artifact: register it
+                    log.warning("job %s: %s after its model was written", job_id, final["message"])
+                    final = {"state": "succeeded"}
                 break
             if "state" in event:
                 final = event
@@ -344,6 +348,7 @@ class JobManager:
             state = "cancelled"  # cancelled after training finished: register nothing
         if state == "succeeded":
             self._update(job_id, phase="registering")
+            killpoints.reached("registering", server=True)
             try:
                 version, activated, message = self._on_success(
                     folder / "model", self.get(job_id), policy

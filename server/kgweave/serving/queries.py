@@ -93,12 +93,16 @@ class QueryPlane:
         the valid ones as one job: one scoring pass for a burst of calls.
 
         Each request's outcome is its rows and k in the job's answer or its own error (a bad
-        request fails alone). With ``loop`` the future is an asyncio future of that loop;
-        otherwise a thread future. With ``inline`` a job of at most ``batch_max_size`` queries
-        is scored in the calling thread before this returns (the native front end's bridge
-        gathers concurrent calls itself; handing them to the batcher's thread would only add
-        a thread switch and contention for the GIL). Raises for the whole batch when there
-        is no model or the queue is full.
+        request fails alone). Requests are admitted in order by their queries, as the batcher
+        admits jobs: one whose queries would take those waiting (queued, or ahead of it here)
+        past ``KGWEAVE_QUEUE_MAX`` is refused alone (RESOURCE_EXHAUSTED), whether the job is
+        then queued or scored inline, so a burst the native front end gathered is bounded as
+        the Python front end's calls are. With ``loop`` the future is an asyncio future of
+        that loop; otherwise a thread future. With ``inline`` a job of at most
+        ``batch_max_size`` queries is scored in the calling thread before this returns (the
+        native front end's bridge gathers concurrent calls itself; handing them to the
+        batcher's thread would only add a thread switch and contention for the GIL). Raises
+        for the whole batch when there is no model, or the queue filled meanwhile.
         """
         served = self.versions.active()
         spans: list[tuple[int, int, int] | KGWeaveError] = []
@@ -106,12 +110,16 @@ class QueryPlane:
         filters: list[bool] = []
         ks: list[int] = []
         deadlines: list[float | None] = []
+        waiting = self.batcher.depth
         for request in requests:
             try:
                 k = arguments.top_k(request.k)
                 ids = served.resolve_rows(request.queries)
             except KGWeaveError as exc:
                 spans.append(exc)
+                continue
+            if waiting + len(rows) + len(ids) > self.batcher.max_queue:
+                spans.append(self.batcher.full(waiting + len(rows)))
                 continue
             spans.append((len(rows), len(rows) + len(ids), k))
             rows.extend(ids)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kgweave import killpoints
 from kgweave.allocator import reuse_freed_memory
 from kgweave.data.dataset import IdMap, KGDataset
 from kgweave.data.split import split_triples
@@ -202,12 +203,19 @@ def job_process_main(
     settings = Settings.model_validate_json(settings_json)
     log_path = folder / "job.log"
     logging.basicConfig(filename=log_path, level=logging.INFO)
+
+    def report(event: dict[str, Any]) -> None:
+        events.send(event)
+        if "epoch" in event or event.get("phase") == "evaluating":  # (tests: kgweave.killpoints)
+            killpoints.reached("training" if "epoch" in event else "evaluating")
+
     try:
-        metrics = run_training(spec, Path(out), settings, events.send, stop.is_set)
+        metrics = run_training(spec, Path(out), settings, report, stop.is_set)
         if metrics is None:
             events.send({"state": "cancelled"})
         else:
             (folder / "result.json").write_text(json.dumps({"metrics": metrics}))
+            killpoints.reached("saved")
             events.send({"state": "succeeded", "metrics": metrics})
     except KGWeaveError as exc:
         events.send({"state": "failed", "message": exc.message})

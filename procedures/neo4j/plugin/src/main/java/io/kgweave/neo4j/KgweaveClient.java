@@ -7,12 +7,10 @@ import io.grpc.ClientCall;
 import io.grpc.ClientInterceptor;
 import io.grpc.ClientInterceptors;
 import io.grpc.ForwardingClientCall;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.StatusRuntimeException;
-import io.grpc.TlsChannelCredentials;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
 import io.kgweave.v1.AdminServiceGrpc;
 import io.kgweave.v1.KnowledgeServiceGrpc;
@@ -22,7 +20,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 
 /**
- * One gRPC channel per (address, TLS, token) for the whole database process, shared by every
+ * One gRPC channel per (address, TLS settings, token) for the whole database process, shared by every
  * procedure call; each call gets a fresh deadline.
  */
 public final class KgweaveClient {
@@ -43,11 +41,10 @@ public final class KgweaveClient {
   private final ManagedChannel channel;
   private final Channel intercepted;
 
-  private KgweaveClient(String address, boolean tls, String token, long deadlineMs) {
+  private KgweaveClient(
+      String address, ChannelCredentials credentials, String token, long deadlineMs) {
     this.address = address;
     this.deadlineMs = deadlineMs;
-    ChannelCredentials credentials =
-        tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create();
     this.channel = NettyChannelBuilder.forTarget(address, credentials)
         .maxInboundMessageSize(MAX_MESSAGE_BYTES)
         .build();
@@ -58,12 +55,8 @@ public final class KgweaveClient {
 
   /** The shared client for this database's configuration. */
   static KgweaveClient of(KgweaveConfig config) {
-    String address = config.address();
-    boolean tls = config.tls();
-    String token = config.token();
-    long deadlineMs = config.deadlineMs();
-    String key = address + "|" + tls + "|" + token + "|" + deadlineMs;
-    return CLIENTS.computeIfAbsent(key, k -> new KgweaveClient(address, tls, token, deadlineMs));
+    return CLIENTS.computeIfAbsent(config.channelKey(), k -> new KgweaveClient(
+        config.address(), config.credentials(), config.token(), config.deadlineMs()));
   }
 
   /** Close every channel (tests, JVM shutdown). */

@@ -1,5 +1,8 @@
 package io.kgweave.neo4j;
 
+import io.grpc.ChannelCredentials;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.TlsChannelCredentials;
 import java.io.IOException;
 import java.io.StringReader;
 import java.nio.charset.StandardCharsets;
@@ -20,15 +23,48 @@ import org.neo4j.configuration.GraphDatabaseSettings;
  * --config-dir, or NEO4J_HOME/conf), like APOC's apoc.conf; a Java system property of the same
  * name ({@code server.jvm.additional=-Dkgweave.address=host:port} in neo4j.conf) wins over the
  * file.
+ *
+ * <p>TLS: {@code kgweave.tls=true} trusts the JVM's CAs; {@code kgweave.tls_ca} (a PEM file of
+ * CA certificates) trusts those instead and turns TLS on by itself; {@code
+ * kgweave.tls_client_cert} and {@code kgweave.tls_client_key} (PEM, the key PKCS#8) present a
+ * client certificate, for a server that requires one (mTLS). Null paths: unset.
  */
 record KgweaveConfig(
     String address, boolean tls, String token, long deadlineMs, String entityLabel,
-    String keyProperty) {
+    String keyProperty, Path tlsCa, Path tlsClientCert, Path tlsClientKey) {
 
   static final String FILE = "kgweave.conf";
   static final List<String> KEYS = List.of(
       "kgweave.address", "kgweave.tls", "kgweave.token", "kgweave.deadline_ms",
-      "kgweave.entity_label", "kgweave.key_property");
+      "kgweave.entity_label", "kgweave.key_property", "kgweave.tls_ca",
+      "kgweave.tls_client_cert", "kgweave.tls_client_key");
+
+  /** The channel's credentials: plaintext, or TLS with the configured CAs and certificate. */
+  ChannelCredentials credentials() {
+    if (!tls) {
+      return InsecureChannelCredentials.create();
+    }
+    TlsChannelCredentials.Builder builder = TlsChannelCredentials.newBuilder();
+    try {
+      if (tlsCa != null) {
+        builder.trustManager(tlsCa.toFile());
+      }
+      if (tlsClientCert != null) {
+        builder.keyManager(tlsClientCert.toFile(), tlsClientKey.toFile());
+      }
+    } catch (IOException | IllegalArgumentException e) {
+      throw KgweaveException.invalidArgument("cannot use the TLS files of " + FILE + ": "
+          + e.getMessage());
+    }
+    return builder.build();
+  }
+
+  /** What decides the channel (a different value: another channel). */
+  String channelKey() {
+    return String.join("|", address, Boolean.toString(tls), String.valueOf(tlsCa),
+        String.valueOf(tlsClientCert), String.valueOf(tlsClientKey), token,
+        Long.toString(deadlineMs));
+  }
 
   /** The last file read, its text (null: absent), the system properties, and the result. */
   private record Cached(Path path, String text, String properties, KgweaveConfig config) {}
@@ -122,12 +158,40 @@ record KgweaveConfig(
       throw KgweaveException.invalidArgument(
           "kgweave.deadline_ms must be a positive number of milliseconds" + where);
     }
+    Path ca = pemFile(values, "kgweave.tls_ca", where);
+    Path clientCert = pemFile(values, "kgweave.tls_client_cert", where);
+    Path clientKey = pemFile(values, "kgweave.tls_client_key", where);
+    if ((clientCert == null) != (clientKey == null)) {
+      throw KgweaveException.invalidArgument(
+          "kgweave.tls_client_cert and kgweave.tls_client_key go together" + where);
+    }
+    boolean useTls = tls.equals("true") || ca != null;
+    if (clientCert != null && !useTls) {
+      throw KgweaveException.invalidArgument(
+          "kgweave.tls_client_cert needs TLS (kgweave.tls=true or kgweave.tls_ca)" + where);
+    }
     return new KgweaveConfig(
         address,
-        tls.equals("true"),
+        useTls,
         values.getProperty("kgweave.token", "").trim(),
         deadlineMs,
         values.getProperty("kgweave.entity_label", "Entity").trim(),
-        values.getProperty("kgweave.key_property", "id").trim());
+        values.getProperty("kgweave.key_property", "id").trim(),
+        ca,
+        clientCert,
+        clientKey);
+  }
+
+  /** A PEM file setting: null when unset or empty; an error when it names no readable file. */
+  private static Path pemFile(Properties values, String key, String where) {
+    String value = values.getProperty(key, "").trim();
+    if (value.isEmpty()) {
+      return null;
+    }
+    Path path = Path.of(value);
+    if (!Files.isReadable(path) || Files.isDirectory(path)) {
+      throw KgweaveException.invalidArgument(key + ": cannot read " + value + where);
+    }
+    return path;
   }
 }

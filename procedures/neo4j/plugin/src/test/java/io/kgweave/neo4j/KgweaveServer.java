@@ -1,8 +1,10 @@
 package io.kgweave.neo4j;
 
+import io.grpc.ChannelCredentials;
 import io.grpc.Context;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
@@ -17,6 +19,7 @@ import java.nio.file.Path;
 import java.util.Comparator;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
@@ -36,6 +39,14 @@ final class KgweaveServer implements AutoCloseable {
   private final Process process;
 
   KgweaveServer() throws IOException {
+    this(Map.of(), InsecureChannelCredentials.create());
+  }
+
+  /**
+   * With more environment for {@code kgweave serve} (TLS, tokens) and the credentials the
+   * tests' own channel needs to reach it (health needs no token).
+   */
+  KgweaveServer(Map<String, String> env, ChannelCredentials credentials) throws IOException {
     String command = System.getProperty("kgweave.command", "../../../.venv/bin/kgweave");
     String pythonPath = System.getProperty("kgweave.pythonpath", "");
     dataDir = Files.createTempDirectory("kgweave-plugin-test");
@@ -54,8 +65,9 @@ final class KgweaveServer implements AutoCloseable {
       builder.environment().put(
           "PYTHONPATH", old == null ? pythonPath : pythonPath + File.pathSeparator + old);
     }
+    builder.environment().putAll(env);
     process = builder.start();
-    channel = ManagedChannelBuilder.forAddress("127.0.0.1", grpcPort).usePlaintext().build();
+    channel = Grpc.newChannelBuilderForAddress("127.0.0.1", grpcPort, credentials).build();
     awaitServing();
   }
 

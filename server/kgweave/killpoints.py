@@ -1,0 +1,41 @@
+"""Named points where crash tests stop a process with SIGKILL, deterministically.
+
+Read only by tests (``tests/test_job_recovery.py``); unset, :func:`reached` does nothing.
+``KGWEAVE_TEST_KILL=<who>:<point>`` kills, when the process reaches ``<point>``:
+
+- ``worker``: the job's worker process itself (kill -9 of the worker; its server lives on);
+- ``crash``: the worker's server first (its parent, ``kgweave serve``), then the worker, as a
+  crash of the machine would;
+- ``server``: the serving process, at a point of its own.
+
+Points of a training job: ``training`` (its first epoch reported), ``evaluating`` (training
+done, the evaluation starting), ``saving`` (the artifact half written: its weights, not yet
+its config), ``saved`` (the artifact complete and marked finished, the server not yet told),
+and in the server ``registering`` (about to register a finished job's model).
+
+Not a setting (:mod:`kgweave.settings`): nothing an operator sets, and it can only stop a
+process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "KGWEAVE_TEST_KILL"
+POINTS = ("training", "evaluating", "saving", "saved", "registering")
+
+
+def reached(point: str, server: bool = False) -> None:
+    """``point`` is reached, in a job's worker (or, with ``server``, in the serving process):
+    SIGKILL as ``KGWEAVE_TEST_KILL`` says, if it names this point and this process."""
+    wanted = os.environ.get(ENV, "")
+    if not wanted:
+        return
+    who, _, where = wanted.partition(":")
+    if where != point or (who == "server") != server:
+        return
+    if who == "crash":
+        os.kill(os.getppid(), signal.SIGKILL)
+    if who in ("crash", "worker", "server"):
+        os.kill(os.getpid(), signal.SIGKILL)
