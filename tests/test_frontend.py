@@ -3,7 +3,8 @@
 Every served-API test in test_service.py, test_jobs.py and test_proto.py runs on both front
 ends; these tests cover what only the native one does: a burst of calls answered as one
 batch, its own limits (and their refusals counted by the engine), cancellation, draining on
-stop, and the two processes watching each other; and admission by queries, alike on both. They use the real binary (built by ``.ci/run``) on a free port.
+stop, and the two processes watching each other; and admission by queries, alike on both.
+They use the real binary (built by ``.ci/run``) on a free port.
 """
 
 from __future__ import annotations
