@@ -23,6 +23,7 @@ from kgweave.tuning.study import open_study, parse_budget, run_search
 #: every trial here is tiny: a few epochs of a small model on one thread (the search, its
 #: pruning and its files are what is tested, not the quality)
 TINY = ("--epochs", "4", "--eval-every", "2", "--dim", "16", "--num-threads", "1")
+#: (a server job takes no --num-threads: local training only)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -264,3 +265,49 @@ def test_train_with_no_flags_prints_and_stores_its_recipe(
     assert "recipe small: a small graph" in err
     stored = json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]
     assert stored["name"] == "small" and stored["statistics"]["entities"] == 14
+
+
+# ---- as a server job
+
+
+def test_tune_remote_runs_a_search_job_and_registers_the_best_model(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from kgweave.dataplane import DataPlane
+    from serving_support import ServerThread, registry_with, train_demo_model
+
+    settings = get_settings()
+    first = train_demo_model(settings, tmp_path / "first", epochs=1, dim=16, eval_every=1)
+    registry_with(settings, [first])
+    plane = DataPlane(settings)
+    plane.versions.activate("v0001")
+    server = ServerThread(plane)
+    monkeypatch.setenv("KGWEAVE_SERVER", server.address)
+    seen: list[Any] = []
+    plane.jobs.on_change = seen.append  # every change of the job, as WatchJob streams them
+    try:
+        code, out, err = run(
+            capsys, "tune", "--remote", "-d", "nations", "--trials", "2", *TINY[:-2],
+            "--activation", "always", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        job = json.loads(out)
+        assert job["state"] == "JOB_STATE_SUCCEEDED", job["message"]
+        assert job["model_version"] == "v0002" and job["activated"]
+        # trials counted as the job's epochs, the best validation MRR so far as valid_mrr
+        assert job["epochs"] == 2 and job["epoch"] == 2 and job["valid_mrr"] > 0
+        assert "tuning" in [j.phase for j in seen]
+        trials = [j.epoch for j in seen if j.phase == "tuning"]
+        assert trials == sorted(trials) and trials[-1] == 2
+        active = plane.versions.active()
+        assert active.version == "v0002"
+        # a bad search is refused at the start, in one line
+        code, _, err = run(capsys, "tune", "--remote", "-d", "nations", "--trials", "1",
+                           "--pruner", "none", "--study", "bad name")  # fmt: skip
+        assert code == InvalidArgumentError.exit_code
+        assert err.strip().splitlines() == [
+            "error: --study: 'bad name' is not a study name: letters, digits, '.', '_' and '-' "
+            "(at most 100, starting with a letter or digit)"
+        ]
+    finally:
+        server.stop()
