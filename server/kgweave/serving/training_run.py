@@ -119,6 +119,11 @@ def run_training(
     )
     if tuning is not None:
         return run_search_job(tuning, raw, dataset, out, settings, report, should_stop)
+    from kgweave.tuning.recipes import recipe_for
+
+    # settings the job leaves unset come from the graph's recipe, as for kgweave train
+    chosen = recipe_for(dataset.train, dataset.num_entities, dataset.num_relations)
+    config = TrainConfig(**{**chosen.settings, **raw})
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
     if joint:
         from kgweave.language.joint.config import JointConfig
@@ -154,7 +159,7 @@ def run_training(
             on_epoch=on_epoch,
             should_stop=should_stop,
             checkpoint=False,
-            extra={"source": spec.get("dataset") or "graph"},
+            extra={"source": spec.get("dataset") or "graph", "recipe": chosen.to_dict()},
             on_phase=lambda phase: report({"phase": phase}),
         )
     except TrainingCancelledError:
