@@ -101,9 +101,10 @@ def tune(
     """Search training settings within a budget: Optuna's TPE draws them, trials that fall
     behind are pruned on their validation MRR, the study is stored so that it can continue.
 
-    The settings given as flags are held fixed; the others (model with --model any, dim,
-    regime, batch size, optimiser and learning rate, schedule, regulariser and weight, label
-    smoothing) are searched. Writes the best trial's model (as trained in the search), a recipe
+    A training flag given holds its setting fixed (the defaults shown are kgweave train's);
+    the settings of the search table left unset (model with --model any, dim, regime, batch
+    size, optimiser and learning rate, schedule, regulariser and weight, label smoothing,
+    negative sampling's knobs) are searched. Writes the best trial's model (as trained in the search), a recipe
     file that `kgweave train --recipe` reproduces, a table of trials and two plots.
     """
     from kgweave.tuning.study import default_study_name, parse_budget, run_tuning
