@@ -104,8 +104,9 @@ def tune(
     A training flag given holds its setting fixed (the defaults shown are kgweave train's);
     the settings of the search table left unset (model with --model any, dim, regime, batch
     size, optimiser and learning rate, schedule, regulariser and weight, label smoothing,
-    negative sampling's knobs) are searched. Writes the best trial's model (as trained in the search), a recipe
-    file that `kgweave train --recipe` reproduces, a table of trials and two plots.
+    negative sampling's knobs) are searched. Writes the best trial's model (as trained in
+    the search), a recipe file that `kgweave train --recipe` reproduces, a table of trials
+    and two plots.
     """
     from kgweave.tuning.study import default_study_name, parse_budget, run_tuning
 
