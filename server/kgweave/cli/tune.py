@@ -50,7 +50,8 @@ def _tune_options(command: Any) -> Any:
 @click.option(
     "--trial-budget",
     default=None,
-    help="Longest training of one trial (same units as --budget) [default: --budget / 5].",
+    help="Longest training of one trial (same units as --budget) [default: no cap but the "
+    "budget's end: the pruner stops trials that fall behind].",
 )
 @click.option(
     "--study",

@@ -258,8 +258,6 @@ def run_tuning(
     fixed = {**base, **fixed}
     path = study_path(settings, name)
     out = out or settings.data_dir / "tuning" / name
-    if trial_budget_s is None and budget_s is not None:
-        trial_budget_s = budget_s / 5
     shape = TrainConfig(**fixed)
     study = open_study(
         path,
