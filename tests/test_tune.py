@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +313,25 @@ def test_tune_remote_runs_a_search_job_and_registers_the_best_model(
         ]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("tuning", "message"),
+    [
+        ({}, "give budget_s, trials or both"),
+        ({"budget_s": math.nan}, "budget_s must be a finite number ≥ 0, got nan"),
+        ({"trials": 2, "trial_budget_s": -math.inf}, "trial_budget_s must be a finite"),
+        ({"trials": 2, "pruner": "sometimes"}, "pruner 'sometimes' is not one of"),
+        ({"trials": 2, "study": "../x"}, "'../x' is not a study name"),
+    ],
+)
+def test_a_search_job_that_cannot_run_is_refused(tuning: dict[str, Any], message: str) -> None:
+    from kgweave.api.convert import job_from_pb
+    from kgweave.serving.jobs import JobManager
+    from kgweave.v1 import admin_pb2
+
+    request = admin_pb2.StartTrainingRequest(tuning=admin_pb2.TuningSettings(**tuning))
+    jobs = JobManager(get_settings(), on_success=lambda *_: ("", False, ""))
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        jobs.start(job_from_pb(request), "nations", "never")
+    assert jobs.active_count() == 0

@@ -157,7 +157,8 @@ def job_from_pb(request: Any) -> dict[str, Any]:
     TuningSettings fields) when it asks for a search."""
     config = training_from_pb(request.settings)
     if request.HasField("tuning"):
-        config["tuning"] = to_dict(request.tuning)
+        tuning = request.tuning  # its values as sent (NaN stays a float, for the check)
+        config["tuning"] = {f.name: getattr(tuning, f.name) for f in tuning.DESCRIPTOR.fields}
     return config
 
 

@@ -10,6 +10,7 @@ graph, so a search never ends below the defaults it started from.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -206,8 +207,9 @@ def check_tuning(tuning: dict[str, Any]) -> None:
     if not tuning.get("budget_s") and not tuning.get("trials"):
         raise InvalidArgumentError("tuning: give budget_s, trials or both")
     for key in ("budget_s", "trial_budget_s", "trials"):
-        if (tuning.get(key) or 0) < 0:
-            raise InvalidArgumentError(f"tuning: {key} must not be negative")
+        value = tuning.get(key) or 0
+        if not math.isfinite(value) or value < 0:
+            raise InvalidArgumentError(f"tuning: {key} must be a finite number ≥ 0, got {value}")
     if tuning.get("pruner") and tuning["pruner"] not in PRUNERS:
         raise InvalidArgumentError(
             f"tuning: pruner {echo(tuning['pruner'])} is not one of {', '.join(PRUNERS)}"
