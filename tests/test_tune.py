@@ -335,3 +335,19 @@ def test_a_search_job_that_cannot_run_is_refused(tuning: dict[str, Any], message
     with pytest.raises(InvalidArgumentError, match=re.escape(message)):
         jobs.start(job_from_pb(request), "nations", "never")
     assert jobs.active_count() == 0
+
+
+def test_a_diverged_trial_counts_as_mrr_0_and_keeps_no_model(tmp_path: Path) -> None:
+    settings = get_settings()
+    data = open_dataset("nations", settings)
+    fixed: dict[str, Any] = {
+        "model": "complex", "dim": 8, "epochs": 3, "eval_every": 1, "lr": 1e30,
+        "optimizer": "adagrad", "num_threads": 1,
+    }  # fmt: skip
+    study = open_study(tmp_path / "s.db", "diverged", optuna.pruners.NopPruner(), {"fixed": fixed})
+    run_search(study, data, fixed, settings, tmp_path / "out", trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.0
+    assert trial.user_attrs["stopped_because"] == "diverged"
+    with pytest.raises(FailedPreconditionError, match="pruned, diverged or failed"):
+        finish(study, data, settings, tmp_path / "out")

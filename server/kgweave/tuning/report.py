@@ -174,13 +174,17 @@ def finish(
     when it is not there (a study resumed with another output folder). Returns the report."""
     import optuna
 
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [  # a diverged trial completes with MRR 0 and no model: not a candidate
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "recipe" in t.user_attrs
+    ]
     if not complete:
         raise FailedPreconditionError(
-            "no trial completed within the budget (every one was pruned, failed or cut): "
+            "no trial completed within the budget (every one was pruned, diverged or failed): "
             "give a larger --budget or more --trials"
         )
-    best = study.best_trial
+    best = max(complete, key=lambda t: t.value or 0.0)
     recipe = dict(best.user_attrs["recipe"])
     model_dir = out / "model"
     how = "kept from the search"
