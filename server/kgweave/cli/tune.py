@@ -120,6 +120,11 @@ def tune(
     if search_models:
         del fixed["model"]
     if remote:
+        if out is not None or resume:
+            raise InvalidArgumentError(
+                "--out and --resume are for local searches (a server job continues a study "
+                "given the same --study name; its best model becomes a version)"
+            )
         tuning = {
             "budget_s": budget_s or 0.0,
             "trials": trials or 0,
@@ -134,12 +139,11 @@ def tune(
         return
     if dataset is None:
         raise InvalidArgumentError("give --dataset (or --remote to search on the server's graph)")
+    from kgweave.cli.recipe import train_config
     from kgweave.engine import open_dataset
 
     if not search_models:
         fixed.setdefault("model", "complex")
-    from kgweave.cli.recipe import train_config
-
     train_config(fixed)  # a bad flag is refused before the dataset is read
     settings = get_settings()
     data = open_dataset(dataset, settings)
