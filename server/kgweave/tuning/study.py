@@ -257,6 +257,8 @@ def run_tuning(
 
     graph = recipes.recipe_for(data.train, data.num_entities, data.num_relations)
     base = {k: v for k, v in graph.settings.items() if k not in space.fields()}
+    if graph.settings.get("regime") == "negative-sampling":  # 1-N would not fit: not searched
+        base["regime"] = "negative-sampling"
     fixed = {**base, **fixed}
     path = study_path(settings, name)
     out = out or settings.data_dir / "tuning" / name
