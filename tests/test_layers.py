@@ -30,6 +30,7 @@ RANK = {
     "predict": 6,
     "engine": 6,
     "language": 7,
+    "tuning": 7,  # hyperparameter search and graph recipes: trains through engine
     "serving": 8,
     "changes": 9,
     "dataplane": 10,

@@ -74,6 +74,25 @@ def train_model(
         raise TrainingCancelledError
     if on_phase is not None:
         on_phase("evaluating")
+    metrics = write_result(
+        result, dataset, out, settings, progress=progress, evaluate_test=evaluate_test, extra=extra
+    )
+    return result, metrics, out
+
+
+def write_result(
+    result: TrainResult,
+    dataset: KGDataset,
+    out: Path,
+    settings: Settings,
+    progress: bool = False,
+    evaluate_test: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a finished training run on test (when ``evaluate_test``) and write its
+    artifact to ``out``: the second half of :func:`train_model` (a search keeps its best
+    trial's model with it). Returns the metrics written."""
+    config = result.config
     metrics: dict[str, Any] = {}
     if result.best_valid is not None:
         metrics["valid"] = result.best_valid.metrics
@@ -98,7 +117,7 @@ def train_model(
             },
         },
     )
-    return result, metrics, out
+    return metrics
 
 
 def evaluate_on(

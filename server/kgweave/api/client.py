@@ -135,12 +135,18 @@ class BaseClient(abc.ABC):
         return to_dict(self._unary("ActivateModel", request, timeout=600))
 
     def start_training(
-        self, settings: dict[str, Any], dataset: str = "", policy: str = ""
+        self,
+        settings: dict[str, Any],
+        dataset: str = "",
+        policy: str = "",
+        tuning: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """A training job; with ``tuning`` (TuningSettings fields), a search."""
         request = admin_pb2.StartTrainingRequest(
             settings=admin_pb2.TrainingSettings(**settings),
             dataset=dataset,
             activation=_policy(policy),
+            tuning=admin_pb2.TuningSettings(**tuning) if tuning else None,
         )
         return to_dict(self._unary("StartTraining", request))
 

@@ -152,6 +152,16 @@ def training_from_pb(settings: Any) -> dict[str, Any]:
     return {f: getattr(settings, f) for f in TRAINING_FIELDS if settings.HasField(f)}
 
 
+def job_from_pb(request: Any) -> dict[str, Any]:
+    """A StartTrainingRequest's job: its training settings, and ``tuning`` (the
+    TuningSettings fields) when it asks for a search."""
+    config = training_from_pb(request.settings)
+    if request.HasField("tuning"):
+        tuning = request.tuning  # its values as sent (NaN stays a float, for the check)
+        config["tuning"] = {f.name: getattr(tuning, f.name) for f in tuning.DESCRIPTOR.fields}
+    return config
+
+
 def job_to_pb(job: Job) -> admin_pb2.Job:
     return admin_pb2.Job(
         job_id=job.job_id,

@@ -270,7 +270,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     ) -> admin_pb2.Job:
         job = await asyncio.to_thread(
             self.plane.start_training,
-            convert.training_from_pb(request.settings),
+            convert.job_from_pb(request),
             request.dataset,
             convert.policy_from_pb(request.activation),
         )

@@ -5,7 +5,7 @@ Every command has ``--json`` for machine-readable output. Errors print one line 
 exit non-zero; ``KGWEAVE_DEBUG=1`` adds the traceback.
 
 Size (over 400 lines): the group and the model commands (train, eval, predict); the others are
-in cli/graph.py, cli/remote.py, cli/language.py and cli/neo4j.py.
+in cli/graph.py, cli/remote.py, cli/language.py, cli/neo4j.py and cli/tune.py.
 """
 
 from __future__ import annotations
@@ -27,49 +27,18 @@ if not SERVING:
     reuse_freed_memory()
 
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import click
 
 from kgweave import __version__
 from kgweave.cli.connect import link_query_options
+from kgweave.cli.options import training_options
 from kgweave.cli.output import emit_json, emit_metrics, err
 from kgweave.errors import InvalidArgumentError, KGWeaveError
 from kgweave.serving.activation import POLICIES
 from kgweave.settings import get_settings
-
-#: flags whose name is not the TrainConfig field's (short forms, units dropped)
-_FLAG_NAMES = {"model": ("--model", "-m"), "time_budget_s": ("--time-budget",)}
-
-
-def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """One flag per :class:`~kgweave.training.config.TrainConfig` field, its type, choices,
-    help and default read from the field: the settings are declared once, there."""
-    from kgweave.training.config import TrainConfig
-
-    for name, field in reversed(TrainConfig.model_fields.items()):
-        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
-        kind: Any = click.Choice(choices) if choices else _scalar(field.annotation)
-        default = field.default if field.default is not None else "none"
-        flags = _FLAG_NAMES.get(name, ("--" + name.replace("_", "-"),))
-        command = click.option(
-            *flags,
-            name,
-            type=kind,
-            default=None,
-            help=f"{field.description or ''} [default: {default}]".strip(),
-        )(command)
-    return command
-
-
-def _scalar(annotation: Any) -> type:
-    """int, float or str of ``X`` or ``X | None``."""
-    for candidate in (int, float, str):
-        if annotation is candidate or candidate in get_args(annotation):
-            return candidate
-    raise TypeError(f"no command-line type for {annotation}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,6 +68,13 @@ def cli() -> None:
     help="Folder to write the model artifact to (required unless --remote).",
 )
 @training_options
+@click.option(
+    "--recipe",
+    default=None,
+    help="Settings to start from: a recipe file (JSON of the settings, as kgweave tune writes), "
+    "'defaults' (the defaults below), or 'auto': chosen from the graph's statistics "
+    "(docs/training.md, Tuning). Flags given override it. [default: auto]",
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
 @click.option(
     "--remote",
@@ -135,6 +111,7 @@ def cli() -> None:
 def train(
     dataset: str | None,
     out: Path | None,
+    recipe: str | None,
     resume: bool,
     remote: bool,
     activation: str | None,
@@ -151,10 +128,7 @@ def train(
     With --remote, the server trains it as a job (on a snapshot of its graph unless --dataset
     is given), registers it as a new version and activates it by policy.
     """
-    from pydantic import ValidationError
-
     from kgweave.engine import open_dataset, train_model
-    from kgweave.training import TrainConfig
 
     values = {k: v for k, v in options.items() if v is not None}
     if remote:
@@ -166,21 +140,22 @@ def train(
             )
         if joint:
             values["joint"] = True
+        if recipe not in (None, "auto", "defaults"):
+            from kgweave.cli.recipe import job_settings, read_recipe
+
+            values = {**job_settings(read_recipe(Path(recipe))), **values}
         train_remote(values, dataset or "", activation or "", detach, no_progress, as_json)
         return
     if dataset is None or out is None:
         raise InvalidArgumentError("give --dataset and --out (or --remote to train on the server)")
     if (lm_epochs is not None or lm_time_budget is not None) and not joint:
         raise InvalidArgumentError("--lm-epochs and --lm-time-budget need --joint")
-    try:
-        config = TrainConfig(**values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidArgumentError(f"--{where.replace('_', '-')}: {message}") from None
+    from kgweave.cli.recipe import describe, settings_for, train_config
+
+    train_config(values)  # a bad flag is refused before the dataset is read
     settings = get_settings()
     data = open_dataset(dataset, settings)
+    config, recipe_record = settings_for(recipe, values, data)
     if joint:
         lm = {"lm_epochs": lm_epochs, "lm_time_budget_s": lm_time_budget}
         _train_joint(data, config, out, settings, lm, no_progress, as_json)
@@ -191,8 +166,15 @@ def train(
             f"dataset {s['name']}: {s['entities']} entities, {s['relations']} relations, "
             f"{s['train_triples']} training triples"
         )
+        err(describe(recipe_record))
     result, metrics, path = train_model(
-        data, config, out, settings, resume=resume, progress=not no_progress
+        data,
+        config,
+        out,
+        settings,
+        resume=resume,
+        progress=not no_progress,
+        extra={"recipe": recipe_record},
     )
     payload = {
         "artifact": str(path.resolve()),
@@ -204,6 +186,7 @@ def train(
         "device": result.device,
         "valid": metrics.get("valid"),
         "test": {k: v for k, v in metrics.get("test", {}).items() if k != "per_relation"},
+        "recipe": recipe_record,
     }
     if as_json:
         emit_json(payload)
@@ -379,12 +362,14 @@ from kgweave.cli import language as _language
 from kgweave.cli import lm as _lm
 from kgweave.cli import neo4j as _neo4j
 from kgweave.cli import remote as _remote  # registers serve, status, ...
+from kgweave.cli import tune as _tune
 from kgweave.cli import write as _write
 
 _remote.register(cli)
 _graph.register(cli)
 _language.register(cli)
 _neo4j.register(cli)
+_tune.register(cli)
 cli.add_command(_write.write)  # kgweave write (graph changes through the server)
 cli.add_command(_lm.lm)  # kgweave lm fetch | list
 

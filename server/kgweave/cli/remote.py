@@ -270,9 +270,16 @@ def job_postfix(job: dict[str, Any]) -> dict[str, str]:
 
 
 def train_remote(
-    values: dict[str, Any], dataset: str, activation: str, detach: bool, quiet: bool, as_json: bool
+    values: dict[str, Any],
+    dataset: str,
+    activation: str,
+    detach: bool,
+    quiet: bool,
+    as_json: bool,
+    tuning: dict[str, Any] | None = None,
 ) -> None:
-    """``kgweave train --remote``: start a job on the server and follow it."""
+    """``kgweave train --remote``: start a job on the server and follow it; with ``tuning``
+    (``kgweave tune --remote``), a search whose epochs are trials."""
     from tqdm.auto import tqdm
 
     from kgweave.training.config import JOB_FIELDS  # lazy: the client needs no torch otherwise
@@ -282,13 +289,14 @@ def train_remote(
         flags = ", ".join("--" + u.replace("_", "-") for u in unsupported)
         raise InvalidArgumentError(f"{flags} cannot be sent to the server (local training only)")
     with _client() as client:
-        job = client.start_training(values, dataset, activation)
+        job = client.start_training(values, dataset, activation, tuning)
         if detach:
             emit_json(job) if as_json else click.echo(job["job_id"])
             return
         if not as_json:
             err(f"job {job['job_id']} started on {client.address}")
-        bar = tqdm(total=None, unit="epoch", desc="job", disable=quiet or as_json)
+        unit = "trial" if tuning else "epoch"
+        bar = tqdm(total=None, unit=unit, desc="job", disable=quiet or as_json)
         try:
             for update in client.watch(job["job_id"]):
                 job = update

@@ -147,7 +147,12 @@ class JobManager:
     def start(self, config: dict[str, Any], dataset: str, policy: str) -> Job:
         """Queue a job and start its worker process; returns at once."""
         try:
-            TrainConfig(**{k: v for k, v in config.items() if k != "joint"})  # refuse bad ones now
+            # refuse bad ones now
+            TrainConfig(**{k: v for k, v in config.items() if k not in ("joint", "tuning")})
+            if "tuning" in config:
+                from kgweave.tuning.study import check_tuning
+
+                check_tuning(config["tuning"])
         except ValueError as exc:
             raise InvalidArgumentError(f"invalid training settings: {_first_error(exc)}") from None
         from kgweave.data.sources import confine_dataset
@@ -159,7 +164,9 @@ class JobManager:
                 raise FailedPreconditionError(
                     f"job {running[0]} is still running; wait for it or cancel it first"
                 )
-            job = Job(job_id=uuid.uuid4().hex[:12], epochs=int(config.get("epochs") or 0))
+            # a search counts trials as its epochs
+            epochs = config["tuning"].get("trials") if "tuning" in config else config.get("epochs")
+            job = Job(job_id=uuid.uuid4().hex[:12], epochs=int(epochs or 0))
             self._jobs[job.job_id] = job
             self._cancel[job.job_id] = threading.Event()
             self._policies[job.job_id] = policy

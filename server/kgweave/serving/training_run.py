@@ -110,6 +110,7 @@ def run_training(
 
     raw = dict(spec.get("config", {}))
     joint = bool(raw.pop("joint", False))
+    tuning = raw.pop("tuning", None)
     config = TrainConfig(**raw)
     report({"phase": "snapshot", "epochs": config.epochs})
     dataset = (
@@ -117,6 +118,13 @@ def run_training(
         if spec.get("dataset")
         else (graph_dataset(settings, seed=config.seed))
     )
+    if tuning is not None:
+        return run_search_job(tuning, raw, dataset, out, settings, report, should_stop)
+    from kgweave.tuning.recipes import recipe_for
+
+    # settings the job leaves unset come from the graph's recipe, as for kgweave train
+    chosen = recipe_for(dataset.train, dataset.num_entities, dataset.num_relations)
+    config = TrainConfig(**{**chosen.settings, **raw})
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
     if joint:
         from kgweave.language.joint.config import JointConfig
@@ -152,11 +160,62 @@ def run_training(
             on_epoch=on_epoch,
             should_stop=should_stop,
             checkpoint=False,
-            extra={"source": spec.get("dataset") or "graph"},
+            extra={"source": spec.get("dataset") or "graph", "recipe": chosen.to_dict()},
             on_phase=lambda phase: report({"phase": phase}),
         )
     except TrainingCancelledError:
         return None
+    return metrics
+
+
+def run_search_job(
+    tuning: dict[str, Any],
+    fixed: dict[str, Any],
+    dataset: KGDataset,
+    out: Path,
+    settings: Settings,
+    report: Report,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any] | None:
+    """A search job (``kgweave tune --remote``): trials reported as epochs, the best valid MRR
+    as valid_mrr; the best trial's model is written to ``out``. None when cancelled."""
+    import shutil
+
+    from kgweave.tuning.study import default_study_name, run_tuning
+
+    if not tuning.get("search_models"):
+        fixed = {"model": "complex", **fixed}
+    started, budget = time.monotonic(), tuning.get("budget_s") or None
+    trials = tuning.get("trials") or None
+
+    def on_trial(study: Any, trial: Any) -> None:
+        done = len(study.trials)
+        best = max((t.value for t in study.trials if t.value is not None), default=0.0)
+        eta = max(budget - (time.monotonic() - started), 0.0) if budget else -1.0
+        report({"phase": "tuning", "epoch": done, "epochs": trials or 0, "valid_mrr": best,
+                "eta_s": eta})  # fmt: skip
+
+    report({"phase": "tuning", "epochs": trials or 0})
+    name = tuning.get("study") or default_study_name(dataset.name, fixed)
+    search_out = out.parent / "search"
+    summary = run_tuning(
+        dataset,
+        fixed,
+        settings,
+        name,
+        search_out,
+        budget_s=budget,
+        trials=trials,
+        trial_budget_s=tuning.get("trial_budget_s") or None,
+        pruner=tuning.get("pruner") or "median",
+        on_trial=on_trial,
+        should_stop=should_stop,
+    )
+    if should_stop is not None and should_stop():
+        return None
+    shutil.rmtree(out, ignore_errors=True)
+    (search_out / "model").rename(out)
+    metrics: dict[str, Any] = {"valid": {"mrr": summary["best_valid_mrr"]}, "test": summary["test"]}
     return metrics
 
 

@@ -47,6 +47,11 @@ class TrainingHooks:
         """A loss added to every step's regime loss (already weighted), or None."""
         return None
 
+    def on_evaluation(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Called after each validation with its filtered metrics (``mrr``, ``hits@10``...);
+        False stops training there (a pruned search trial, say). The best model is kept."""
+        return True
+
 
 @dataclass
 class TrainResult:
@@ -107,6 +112,8 @@ def stop_reason(stopped_because: str, config: TrainConfig) -> str:
         return f"time budget of {config.time_budget_s:g}s spent"
     if stopped_because == "diverged":
         return "the loss diverged"
+    if stopped_because == "stopped_by_hook":
+        return "stopped after validation by its caller (a pruned search trial, say)"
     return stopped_because
 
 
@@ -264,6 +271,8 @@ def train(
             bar.set_postfix(loss=f"{mean_loss:.4f}", valid_mrr=f"{mrr:.4f}", refresh=False)
             if config.patience and bad_evals >= config.patience:
                 stopped_because = "early_stopping"
+            if not hooks.on_evaluation(epoch, result.metrics):
+                stopped_because = "stopped_by_hook"
         else:
             bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
         history.append(row)

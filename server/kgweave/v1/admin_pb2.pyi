@@ -76,14 +76,32 @@ class TrainingSettings(_message.Message):
     def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., joint: _Optional[bool] = ..., lr_schedule: _Optional[str] = ..., label_smoothing: _Optional[float] = ..., relation_prediction: _Optional[float] = ..., valid_sample: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("settings", "dataset", "activation")
+    __slots__ = ("settings", "dataset", "activation", "tuning")
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    TUNING_FIELD_NUMBER: _ClassVar[int]
     settings: TrainingSettings
     dataset: str
     activation: ActivationPolicy
-    def __init__(self, settings: _Optional[_Union[TrainingSettings, _Mapping]] = ..., dataset: _Optional[str] = ..., activation: _Optional[_Union[ActivationPolicy, str]] = ...) -> None: ...
+    tuning: TuningSettings
+    def __init__(self, settings: _Optional[_Union[TrainingSettings, _Mapping]] = ..., dataset: _Optional[str] = ..., activation: _Optional[_Union[ActivationPolicy, str]] = ..., tuning: _Optional[_Union[TuningSettings, _Mapping]] = ...) -> None: ...
+
+class TuningSettings(_message.Message):
+    __slots__ = ("budget_s", "trials", "trial_budget_s", "search_models", "pruner", "study")
+    BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_MODELS_FIELD_NUMBER: _ClassVar[int]
+    PRUNER_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    budget_s: float
+    trials: int
+    trial_budget_s: float
+    search_models: bool
+    pruner: str
+    study: str
+    def __init__(self, budget_s: _Optional[float] = ..., trials: _Optional[int] = ..., trial_budget_s: _Optional[float] = ..., search_models: _Optional[bool] = ..., pruner: _Optional[str] = ..., study: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
