@@ -17,6 +17,7 @@ RANK = {
     "errors": 0,
     "arguments": 1,
     "atomic": 1,
+    "killpoints": 1,
     "private": 1,
     "settings": 1,
     "device": 1,
