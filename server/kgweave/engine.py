@@ -85,7 +85,7 @@ def train_model(
         out,
         result.model,
         dataset,
-        training=config.model_dump(),
+        training=result.config.model_dump(),  # with the validation sample it ended with
         metrics=metrics,
         history=result.history,
         extra={
