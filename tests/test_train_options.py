@@ -30,8 +30,9 @@ from kgweave.training.validation import (
     mrr_half_width,
     sample_size_for,
 )
+from test_models import N, R, _triples
 
-N, R, DIM = 30, 6, 8
+DIM = 8
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +52,6 @@ def model(request: pytest.FixtureRequest) -> KGEModel:
     with torch.no_grad():  # away from the tiny default so that dropout visibly matters
         built.entity.weight.normal_(std=0.5)
     return built
-
-
-def _triples(n: int = 40) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    return torch.stack(
-        (
-            torch.randint(N, (n,), generator=g),
-            torch.randint(2 * R, (n,), generator=g),
-            torch.randint(N, (n,), generator=g),
-        ),
-        dim=1,
-    )
 
 
 def _paths(model: KGEModel) -> dict[str, torch.Tensor]:
