@@ -21,7 +21,7 @@ from kgweave.engine import evaluate_on
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.models import MODELS, KGEModel, model_class
 from kgweave.training import TrainConfig, train
-from kgweave.training.loop import TrainingHooks, validation_triples
+from kgweave.training.loop import TrainingHooks, check_memory, validation_triples
 from kgweave.training.regularizers import per_triple_regularization, weighted_regularization
 from kgweave.training.schedule import LearningRate
 from kgweave.training.validation import (
@@ -520,3 +520,17 @@ def test_start_training_with_a_huge_dim_is_invalid_argument() -> None:
     finally:
         channel.close()
         server.stop()
+
+
+def test_tables_larger_than_memory_are_refused_before_training() -> None:
+    from kgweave.errors import InvalidArgumentError
+
+    config = TrainConfig(dim=8192)  # within limits, yet too large for a huge graph
+    cpu = torch.device("cpu")
+    check_memory(config, 14_541, 474, cpu, memory_bytes=16 << 30)  # FB15k-237: ~4.5 GiB
+    with pytest.raises(
+        InvalidArgumentError, match=r"dim 8192 for 2000000 entities needs about 610\.5 GiB"
+    ):
+        check_memory(config, 2_000_000, 474, cpu, memory_bytes=16 << 30)
+    with pytest.raises(InvalidArgumentError, match="lower --dim"):
+        check_memory(config, 10**9, 2, cpu)  # this machine's own memory

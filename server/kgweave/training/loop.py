@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.device import cpu_has_native_bf16, resolve_device
-from kgweave.errors import ArtifactError, DivergedError
+from kgweave.errors import ArtifactError, DivergedError, InvalidArgumentError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel, model_class
 from kgweave.training.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
@@ -160,6 +161,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
 
     num_relations = 2 * dataset.num_relations
+    check_memory(config, dataset.num_entities, num_relations, dev)
     model = model_class(config.model)(dataset.num_entities, num_relations, config.dim)
     model.initialize(config.init, config.init_scale)
     model.set_dropout(config.entity_dropout, config.relation_dropout)
@@ -348,6 +350,40 @@ def train(
             "seed": config.seed,
         },
     )
+
+
+#: copies of the embedding tables a run holds: weights, gradients, two optimizer states (Adam),
+#: the best model
+TABLE_COPIES = 5
+
+
+def check_memory(
+    config: TrainConfig,
+    num_entities: int,
+    num_relations: int,
+    device: torch.device,
+    memory_bytes: int | None = None,
+) -> None:
+    """Refuse a run whose embedding tables alone cannot fit: ``TABLE_COPIES`` fp32 copies of
+    (entities + relations) × dim × the model's width, against the device's memory
+    (``memory_bytes``; default: the GPU's, or the machine's physical memory).
+
+    Raises:
+        InvalidArgumentError: naming the sizes and saying to lower ``--dim``.
+    """
+    width = config.dim * model_class(config.model).real_width
+    need = TABLE_COPIES * 4 * width * (num_entities + num_relations)
+    if memory_bytes is None:
+        if device.type == "cuda":
+            memory_bytes = int(torch.cuda.get_device_properties(device).total_memory)
+        else:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory_bytes:
+        raise InvalidArgumentError(
+            f"dim {config.dim} for {num_entities} entities needs about {need / 2**30:.1f} GiB "
+            f"for the embedding tables alone, more than the {memory_bytes / 2**30:.1f} GiB "
+            f"of {device.type}: lower --dim"
+        )
 
 
 def _ranks(result: EvaluationResult) -> torch.Tensor:
