@@ -237,7 +237,7 @@ def train(
 def _train_seeds(
     data: Any, config: Any, seeds: int, out: Path, settings: Any, no_progress: bool, as_json: bool
 ) -> None:
-    from kgweave.training.seeds import train_seeds
+    from kgweave.cli.seeds import train_seeds
 
     def told(run: dict[str, Any]) -> None:
         if not as_json:
