@@ -195,7 +195,7 @@ def test_a_trial_below_the_pruners_threshold_is_stopped_at_its_first_validation(
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.PRUNED
         assert trial.user_attrs["epochs_completed"] == 2  # stopped at its first validation
-        assert trial.user_attrs["stopped_because"] == "stopped_by_hook"
+        assert trial.user_attrs["stopped_because"] == "pruned"
         assert list(trial.intermediate_values) == [2]
     assert not (tmp_path / "out" / "model").exists()
     with pytest.raises(FailedPreconditionError, match="no trial completed"):

@@ -92,7 +92,6 @@ def write_result(
     """Evaluate a finished training run on test (when ``evaluate_test``) and write its
     artifact to ``out``: the second half of :func:`train_model` (a search keeps its best
     trial's model with it). Returns the metrics written."""
-    config = result.config
     metrics: dict[str, Any] = {}
     if result.best_valid is not None:
         metrics["valid"] = result.best_valid.metrics
@@ -104,7 +103,7 @@ def write_result(
         out,
         result.model,
         dataset,
-        training=config.model_dump(),
+        training=result.config.model_dump(),  # with the validation sample it ended with
         metrics=metrics,
         history=result.history,
         extra={

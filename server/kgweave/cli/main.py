@@ -77,6 +77,13 @@ def cli() -> None:
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUT/checkpoint.")
 @click.option(
+    "--seeds",
+    type=int,
+    default=None,
+    help="Train with K seeds (--seed, --seed + 1, ...) and report mean ± spread; OUT keeps the "
+    "seed with the best validation MRR. [default: 1]",
+)
+@click.option(
     "--remote",
     is_flag=True,
     help="Train as a job of the running server (KGWEAVE_SERVER) and show its live progress.",
@@ -113,6 +120,7 @@ def train(
     out: Path | None,
     recipe: str | None,
     resume: bool,
+    seeds: int | None,
     remote: bool,
     activation: str | None,
     detach: bool,
@@ -131,6 +139,8 @@ def train(
     from kgweave.engine import open_dataset, train_model
 
     values = {k: v for k, v in options.items() if v is not None}
+    if seeds is not None and (remote or joint or resume):
+        raise InvalidArgumentError("--seeds is for local training without --joint or --resume")
     if remote:
         from kgweave.cli.remote import train_remote
 
@@ -167,6 +177,9 @@ def train(
             f"{s['train_triples']} training triples"
         )
         err(describe(recipe_record))
+    if seeds is not None:
+        _train_seeds(data, config, seeds, out, settings, no_progress, as_json)
+        return
     result, metrics, path = train_model(
         data,
         config,
@@ -184,6 +197,8 @@ def train(
         "train_seconds": round(result.train_seconds, 3),
         "stopped_because": result.stopped_because,
         "device": result.device,
+        "seed": config.seed,
+        "validation": result.extra["validation"],
         "valid": metrics.get("valid"),
         "test": {k: v for k, v in metrics.get("test", {}).items() if k != "per_relation"},
         "recipe": recipe_record,
@@ -193,12 +208,36 @@ def train(
         return
     click.echo(
         f"trained {config.model} in {result.train_seconds:.1f}s on {result.device}, "
-        f"{result.epochs_completed} epochs ({result.stopped_because})"
+        f"{result.epochs_completed} epochs ({result.stopped_because}), seed {config.seed}"
     )
+    click.echo(result.extra["validation"]["described"])
     if metrics.get("valid"):
         emit_metrics("validation (filtered):", metrics["valid"])
     emit_metrics("test (filtered):", metrics["test"])
     click.echo(f"model written to {path}")
+
+
+def _train_seeds(
+    data: Any, config: Any, seeds: int, out: Path, settings: Any, no_progress: bool, as_json: bool
+) -> None:
+    from kgweave.cli.seeds import train_seeds
+
+    def told(run: dict[str, Any]) -> None:
+        if not as_json:
+            valid = (run["valid"] or {}).get("mrr", float("nan"))
+            err(f"seed {run['seed']}: valid MRR {valid:.4f}, test MRR {run['test']['mrr']:.4f}")
+
+    report = train_seeds(data, config, seeds, out, settings, not no_progress, told)
+    if as_json:
+        emit_json({"artifact": str(report.path.resolve()), **report.to_dict()})
+        return
+    for split, metrics in report.summary.items():
+        click.echo(f"{split} (filtered), mean ± sd over {len(report.seeds)} seeds:")
+        for name, s in metrics.items():
+            click.echo(
+                f"  {name:<10} {s['mean']:.4f} ± {s['sd']:.4f}  [{s['min']:.4f}, {s['max']:.4f}]"
+            )
+    click.echo(f"model of seed {report.kept_seed} (best validation MRR) written to {report.path}")
 
 
 def _train_joint(

@@ -7,6 +7,11 @@ both sides.
 
 Scores are "higher is more plausible". Training paths (``score_hrt``, ``score_t``) keep
 gradients; :meth:`KGEModel.predict_t` is the eval-mode, no-grad path used for ranking and serving.
+
+Dropout (LibKGE style): in training mode, every embedding a scoring path looks up (the batch's
+rows and the whole table that 1-N scoring multiplies with) passes through dropout with
+``entity_dropout`` / ``relation_dropout`` (set by the training loop; 0 by default, and never in
+eval mode). The regularisers read the raw embeddings (``entity_magnitudes``, ``factors``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kgweave.typing import AllScores, HRBatch, Scores, TripleBatch
@@ -46,6 +52,12 @@ class KGEModel(nn.Module, ABC):
     name: ClassVar[str]
     #: how many real numbers one entity embedding of ``dim`` holds (2 for complex models)
     real_width: ClassVar[int] = 1
+    #: dropout probabilities of looked-up embeddings in training mode (:meth:`set_dropout`)
+    entity_dropout: float = 0.0
+    relation_dropout: float = 0.0
+
+    #: initialisations :meth:`initialize` knows besides each model's own ("default")
+    INITS: ClassVar[tuple[str, ...]] = ("normal", "uniform", "xavier_uniform", "xavier_normal")
 
     def __init__(self, num_entities: int, num_relations: int, dim: int) -> None:
         """Args: num_relations: relations *including* reciprocals (twice the data's count)."""
@@ -68,6 +80,63 @@ class KGEModel(nn.Module, ABC):
         """Initialise embeddings (small normal by default, as for ComplEx-N3)."""
         nn.init.normal_(self.entity.weight, std=1e-3)
         nn.init.normal_(self.relation.weight, std=1e-3)
+
+    def initialized_tables(self) -> list[torch.Tensor]:
+        """The tables :meth:`initialize` sets (RotatE keeps its relation phases)."""
+        return [self.entity.weight, self.relation.weight]
+
+    @torch.no_grad()
+    def initialize(self, init: str, scale: float | None = None) -> None:
+        """Re-initialise the embeddings (from torch's global generator).
+
+        Args:
+            init: ``default`` (keep :meth:`reset_parameters`' values), ``normal`` (std
+                ``scale``), ``uniform`` (in ``[-scale, scale]``), ``xavier_uniform`` or
+                ``xavier_normal`` (gain ``scale``; each table is an (N, D) matrix).
+            scale: default 1e-3 for normal and uniform, 1 for the xavier ones.
+        """
+        if init == "default":
+            return
+        if init not in self.INITS:
+            raise ValueError(f"unknown init {init!r}: choose default or one of {self.INITS}")
+        xavier = init.startswith("xavier")
+        value = (1.0 if xavier else 1e-3) if scale is None else scale
+        for table in self.initialized_tables():
+            if init == "normal":
+                nn.init.normal_(table, std=value)
+            elif init == "uniform":
+                nn.init.uniform_(table, -value, value)
+            elif init == "xavier_uniform":
+                nn.init.xavier_uniform_(table, gain=value)
+            else:
+                nn.init.xavier_normal_(table, gain=value)
+
+    def set_dropout(self, entity: float, relation: float) -> None:
+        """Dropout of looked-up entity and relation embeddings in training mode."""
+        for p in (entity, relation):
+            if not 0 <= p < 1:
+                raise ValueError(f"dropout must be in [0, 1), not {p}")
+        self.entity_dropout, self.relation_dropout = entity, relation
+
+    def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        return F.dropout(x, p) if p and self.training else x
+
+    def lookup_entities(self, ids: torch.Tensor) -> torch.Tensor:
+        """Entity embeddings of ``ids`` as scoring sees them (dropout while training):
+        ids (...) -> (..., D_e)."""
+        return self._drop(self.entity(ids), self.entity_dropout)
+
+    def lookup_relations(self, ids: torch.Tensor) -> torch.Tensor:
+        """Relation embeddings as scoring sees them: ids (...) -> (..., D_r)."""
+        return self._drop(self.relation(ids), self.relation_dropout)
+
+    def entity_table(self) -> torch.Tensor:
+        """The whole entity table as scoring sees it: (N, D_e)."""
+        return self._drop(self.entity.weight, self.entity_dropout)
+
+    def relation_table(self) -> torch.Tensor:
+        """The whole relation table as scoring sees it: (R, D_r)."""
+        return self._drop(self.relation.weight, self.relation_dropout)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (stored in the artifact)."""
@@ -98,9 +167,9 @@ class KGEModel(nn.Module, ABC):
         Returns:
             shape (B,).
         """
-        h = self.entity(triples[:, 0])
-        r = self.relation(triples[:, 1])
-        t = self.entity(triples[:, 2])
+        h = self.lookup_entities(triples[:, 0])
+        r = self.lookup_relations(triples[:, 1])
+        t = self.lookup_entities(triples[:, 2])
         return self.interaction(h, r, t)
 
     def score_candidates(self, hr: HRBatch, tails: torch.Tensor) -> torch.Tensor:
@@ -111,9 +180,9 @@ class KGEModel(nn.Module, ABC):
         Returns:
             shape (B, K).
         """
-        h = self.entity(hr[:, 0]).unsqueeze(1)
-        r = self.relation(hr[:, 1]).unsqueeze(1)
-        return self.interaction(h, r, self.entity(tails))
+        h = self.lookup_entities(hr[:, 0]).unsqueeze(1)
+        r = self.lookup_relations(hr[:, 1]).unsqueeze(1)
+        return self.interaction(h, r, self.lookup_entities(tails))
 
     def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
         """Score every entity as the tail of each query.
@@ -126,9 +195,9 @@ class KGEModel(nn.Module, ABC):
         Returns:
             shape (B, N).
         """
-        h = self.entity(hr[:, 0]).unsqueeze(1)
-        r = self.relation(hr[:, 1]).unsqueeze(1)
-        return _over_chunks(lambda t: self.interaction(h, r, t), self.entity.weight, chunk_size)
+        h = self.lookup_entities(hr[:, 0]).unsqueeze(1)
+        r = self.lookup_relations(hr[:, 1]).unsqueeze(1)
+        return _over_chunks(lambda t: self.interaction(h, r, t), self.entity_table(), chunk_size)
 
     def tail_query(self, hr: HRBatch) -> torch.Tensor | None:
         """For models whose tail scores are one product with the entity table,
@@ -147,9 +216,9 @@ class KGEModel(nn.Module, ABC):
         Returns:
             shape (B, R).
         """
-        h = self.entity(ht[:, 0]).unsqueeze(1)
-        t = self.entity(ht[:, 1]).unsqueeze(1)
-        return _over_chunks(lambda r: self.interaction(h, r, t), self.relation.weight, chunk_size)
+        h = self.lookup_entities(ht[:, 0]).unsqueeze(1)
+        t = self.lookup_entities(ht[:, 1]).unsqueeze(1)
+        return _over_chunks(lambda r: self.interaction(h, r, t), self.relation_table(), chunk_size)
 
     def score_h(self, rt: HRBatch) -> AllScores:
         """Score every entity as the head of ``(?, r, t)`` through the reciprocal relation.

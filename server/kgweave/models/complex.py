@@ -37,21 +37,21 @@ class ComplEx(KGEModel):
     def tail_query(self, hr: HRBatch) -> torch.Tensor:
         """``h * r`` as complex numbers: ``Re(h r conj(t)) = query . t`` for every t.
         Args: hr: (B, 2). Returns: (B, 2d)."""
-        return self._query(self.entity(hr[:, 0]), self.relation(hr[:, 1]))
+        return self._query(self.lookup_entities(hr[:, 0]), self.lookup_relations(hr[:, 1]))
 
     def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
         """One matmul: ``Re(h r conj(t))`` for all t. Args: hr: (B, 2). Returns: (B, N)."""
-        return self.tail_query(hr) @ self.entity.weight.t()
+        return self.tail_query(hr) @ self.entity_table().t()
 
     def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
         """One matmul: ``Re(h r conj(t)) = r_re·Re(h conj t) - r_im·Im(h conj t)`` for all r.
 
         Args: ht: (B, 2) of (head, tail) ids. Returns: (B, R).
         """
-        h_re, h_im = _split(self.entity(ht[:, 0]))
-        t_re, t_im = _split(self.entity(ht[:, 1]))
+        h_re, h_im = _split(self.lookup_entities(ht[:, 0]))
+        t_re, t_im = _split(self.lookup_entities(ht[:, 1]))
         pair = torch.cat((h_re * t_re + h_im * t_im, h_re * t_im - h_im * t_re), dim=-1)
-        return pair @ self.relation.weight.t()
+        return pair @ self.relation_table().t()
 
     def entity_magnitudes(self, ids: torch.Tensor) -> torch.Tensor:
         """Moduli of the complex coordinates: ids (K,) -> (K, d)."""

@@ -19,16 +19,16 @@ class DistMult(KGEModel):
 
     def tail_query(self, hr: HRBatch) -> torch.Tensor:
         """``h * r``: ``<h, r, t> = query . t`` for every t. Args: hr: (B, 2). Returns: (B, D)."""
-        query: torch.Tensor = self.entity(hr[:, 0]) * self.relation(hr[:, 1])
+        query: torch.Tensor = self.lookup_entities(hr[:, 0]) * self.lookup_relations(hr[:, 1])
         return query
 
     def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
         """One matmul: ``(h * r) @ E^T``. Args: hr: (B, 2). Returns: (B, N)."""
-        scores: torch.Tensor = self.tail_query(hr) @ self.entity.weight.t()
+        scores: torch.Tensor = self.tail_query(hr) @ self.entity_table().t()
         return scores
 
     def score_r(self, ht: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
         """One matmul: ``(h * t) @ R^T``. Args: ht: (B, 2) of (head, tail) ids. Returns: (B, R)."""
-        pair = self.entity(ht[:, 0]) * self.entity(ht[:, 1])
-        scores: torch.Tensor = pair @ self.relation.weight.t()
+        pair = self.lookup_entities(ht[:, 0]) * self.lookup_entities(ht[:, 1])
+        scores: torch.Tensor = pair @ self.relation_table().t()
         return scores

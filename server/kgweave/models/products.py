@@ -166,15 +166,16 @@ class TailScorer:
     def __call__(self, hr: HRBatch) -> AllScores:
         """Args: hr: shape (B, 2) of (entity, relation) ids. Returns: shape (B, N) in
         ``dtype``."""
-        with torch.no_grad():
-            if self.products is not None:
-                query = self.model.tail_query(hr)
-                assert query is not None
-                return self.products(query)
-            assert self._fallback is not None
-            was_training = self._fallback.training
-            self._fallback.eval()
-            try:
-                return self._fallback.score_t(hr).to(self.dtype)
-            finally:
-                self._fallback.train(was_training)
+        model = self._fallback if self.products is None else self.model
+        assert model is not None
+        was_training = model.training
+        model.eval()  # no dropout (KGEModel.set_dropout) in a ranking pass
+        try:
+            with torch.no_grad():
+                if self.products is not None:
+                    query = model.tail_query(hr)
+                    assert query is not None
+                    return self.products(query)
+                return model.score_t(hr).to(self.dtype)
+        finally:
+            model.train(was_training)

@@ -33,6 +33,10 @@ class RotatE(KGEModel):
         nn.init.uniform_(self.entity.weight, -bound, bound)
         nn.init.uniform_(self.relation.weight, -math.pi, math.pi)
 
+    def initialized_tables(self) -> list[torch.Tensor]:
+        """Only the entities: the relations are phases, uniform on the circle."""
+        return [self.entity.weight]
+
     def interaction(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Args: h, t: shape (..., 2d); r: shape (..., d) phases. Returns: shape (...)."""
         h_re, h_im = _split(h)
@@ -47,12 +51,12 @@ class RotatE(KGEModel):
 
         Args: hr: (B, 2). Returns: (B, N). Memory per chunk: B × chunk_size × d.
         """
-        h_re, h_im = _split(self.entity(hr[:, 0]))
-        r = self.relation(hr[:, 1])
+        h_re, h_im = _split(self.lookup_entities(hr[:, 0]))
+        r = self.lookup_relations(hr[:, 1])
         cos, sin = torch.cos(r), torch.sin(r)
         q_re = (h_re * cos - h_im * sin).unsqueeze(1)  # (B, 1, d)
         q_im = (h_re * sin + h_im * cos).unsqueeze(1)
-        t_re, t_im = _split(self.entity.weight)
+        t_re, t_im = _split(self.entity_table())
         chunk_size = max(1, min(chunk_size, (1 << 24) // max(len(hr) * self.dim, 1)))
         parts = []
         for start in range(0, self.num_entities, chunk_size):

@@ -37,10 +37,10 @@ class TransE(KGEModel):
 
     def score_t(self, hr: HRBatch, chunk_size: int = 1024) -> AllScores:
         """All tails at once with ``torch.cdist``. Args: hr: (B, 2). Returns: (B, N)."""
-        query = self.entity(hr[:, 0]) + self.relation(hr[:, 1])
+        query = self.lookup_entities(hr[:, 0]) + self.lookup_relations(hr[:, 1])
+        weight = self.entity_table()
         if self.p == 2:
             # |q - t|^2 = |q|^2 + |t|^2 - 2 q.t: one matmul; clamp guards rounding below zero
-            weight = self.entity.weight
             sq = (query**2).sum(-1, keepdim=True) + (weight**2).sum(-1) - 2 * query @ weight.t()
             return -torch.sqrt(sq.clamp_min(1e-9))
-        return -torch.cdist(query, self.entity.weight, p=1.0)
+        return -torch.cdist(query, weight, p=1.0)

@@ -7,7 +7,7 @@ tensors, RNG state) and ``checkpoint.json`` (epoch, history, optimizer scalars, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class CheckpointState:
     bad_evals: int
     config: dict[str, Any]
     elapsed_s: float
+    #: the learning-rate schedule's state and the validation sample's size
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -84,6 +86,7 @@ def save_checkpoint(
         "bad_evals": state.bad_evals,
         "config": state.config,
         "elapsed_s": state.elapsed_s,
+        "extra": state.extra,
         "optimizer": opt_scalars,
     }
     atomic.write_text(folder / _STATE, json.dumps(payload, indent=1))
@@ -114,5 +117,6 @@ def load_checkpoint(
         bad_evals=payload["bad_evals"],
         config=payload["config"],
         elapsed_s=payload.get("elapsed_s", 0.0),
+        extra=payload.get("extra", {}),
     )
     return model_state, best, optimizer, tensors["rng.cpu"], state

@@ -2,12 +2,16 @@
 
 ``train()`` builds the model and regime, then per epoch: the steps, then "once in a while"
 blocks (validation, early stopping, checkpoint). The best model by validation MRR is kept.
+The learning rate of each step comes from :mod:`kgweave.training.schedule`, the validation
+triples from :mod:`kgweave.training.validation`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,20 +23,33 @@ from tqdm.auto import tqdm
 
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.device import cpu_has_native_bf16, resolve_device
-from kgweave.errors import ArtifactError, DivergedError
+from kgweave.errors import ArtifactError, DivergedError, InvalidArgumentError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel, model_class
 from kgweave.training.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from kgweave.training.config import TrainConfig
 from kgweave.training.regimes import make_regime
+from kgweave.training.schedule import LearningRate
+from kgweave.training.validation import ValidationSet, validation_triples
+
+__all__ = ["TrainResult", "TrainingHooks", "train", "validation_triples"]
+
+log = logging.getLogger(__name__)
 
 #: called after every epoch with that epoch's history row
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
 class TrainingHooks:
-    """What a caller adds to the one training loop (joint training's text side): by default
-    nothing. Subclasses override what they need."""
+    """What a caller adds to the one training loop (joint training's text side, a tuner's
+    pruner): by default nothing. Subclasses override what they need:
+
+    - :meth:`build`: change the fresh model, add trained modules;
+    - :meth:`extra_loss`: a loss added to every step;
+    - :meth:`on_evaluation`: ``on_evaluation(epoch: int, metrics: dict[str, float]) -> bool``,
+      called after every validation; returning False stops the run (``stopped_because``
+      ``"pruned"``; the best model so far is kept and returned).
+    """
 
     #: the name of the extra loss in the history rows (``align_loss``, say)
     extra_loss_name = "extra_loss"
@@ -48,8 +65,10 @@ class TrainingHooks:
         return None
 
     def on_evaluation(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Called after each validation with its filtered metrics (``mrr``, ``hits@10``...);
-        False stops training there (a pruned search trial, say). The best model is kept."""
+        """After each validation: ``epoch`` (1-based) and the validation metrics of the model
+        of that epoch (``mrr``, ``hits@1``, ``hits@3``, ``hits@10``, ``mean_rank``,
+        ``count``), measured on the run's validation triples (the whole split or a sample
+        within ±0.005 MRR of it). Return False to stop training now (a pruner)."""
         return True
 
 
@@ -95,14 +114,6 @@ def bf16_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def validation_triples(dataset: KGDataset, config: TrainConfig) -> torch.Tensor:
-    valid = dataset.split("valid")
-    if config.valid_sample is not None and config.valid_sample < len(valid):
-        generator = torch.Generator().manual_seed(config.seed)
-        valid = valid[torch.randperm(len(valid), generator=generator)[: config.valid_sample]]
-    return valid
-
-
 def stop_reason(stopped_because: str, config: TrainConfig) -> str:
     """Why a run ended before its last epoch, in words (for the progress bar)."""
     if stopped_because == "early_stopping":
@@ -112,8 +123,8 @@ def stop_reason(stopped_because: str, config: TrainConfig) -> str:
         return f"time budget of {config.time_budget_s:g}s spent"
     if stopped_because == "diverged":
         return "the loss diverged"
-    if stopped_because == "stopped_by_hook":
-        return "stopped after validation by its caller (a pruned search trial, say)"
+    if stopped_because == "pruned":
+        return "a training hook stopped it (pruned)"
     return stopped_because
 
 
@@ -135,8 +146,12 @@ def train(
         resume: continue from the checkpoint in ``checkpoint_dir``.
         on_epoch: called with each epoch's history row (progress streaming).
         should_stop: polled every step; ``True`` ends training early (cancellation).
-        hooks: extra modules and losses (:class:`TrainingHooks`); the modules are in
-            ``result.extra["modules"]``.
+        hooks: extra modules, losses and a per-validation callback
+            (:class:`TrainingHooks`); the modules are in ``result.extra["modules"]``.
+
+    ``result.config`` is ``config`` with the validation sample it ended with (a sample too
+    small for ±0.005 MRR grows: :mod:`kgweave.training.validation`); ``result.extra``
+    holds ``validation`` (what was validated on) and ``seed``.
     """
     hooks = hooks or TrainingHooks()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -146,25 +161,21 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
 
     num_relations = 2 * dataset.num_relations
+    check_memory(config, dataset.num_entities, num_relations, dev)
     model = model_class(config.model)(dataset.num_entities, num_relations, config.dim)
+    model.initialize(config.init, config.init_scale)
+    model.set_dropout(config.entity_dropout, config.relation_dropout)
     extras = hooks.build(model)
     model.to(dev)
     trained = torch.nn.ModuleList([model, *extras]).to(dev)  # one optimizer, train/eval mode
     optimizer = _optimizer(config, trained)
-    scheduler: Any = None
-    if config.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=config.epochs, eta_min=config.lr * 0.01
-        )
-    elif config.lr_schedule == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.5, patience=1
-        )
 
     train_triples = with_reciprocals(dataset.train, dataset.num_relations).to(dev)
     regime = make_regime(config, train_triples, dataset.num_entities, num_relations)
+    steps_per_epoch = math.ceil(regime.epoch_size / config.batch_size)
+    rate = LearningRate(config, optimizer, steps_per_epoch)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations).to(dev)
-    valid = validation_triples(dataset, config)
+    validation = ValidationSet(dataset, config)
     use_bf16 = use_bf16_autocast(config, dev, dataset.num_entities)
 
     history: list[dict[str, Any]] = []
@@ -190,9 +201,9 @@ def train(
         generator.manual_seed(config.seed + saved.epoch)
         history, best_mrr, bad_evals = saved.history, saved.best_mrr, saved.bad_evals
         start_epoch, elapsed_before = saved.epoch, saved.elapsed_s
-        if scheduler is not None and config.lr_schedule == "cosine":
-            for _ in range(start_epoch):
-                scheduler.step()
+        rate.restore(saved.extra.get("schedule", {}), start_epoch, steps_per_epoch)
+        validation.size = int(saved.extra.get("valid_size", validation.size))
+    log.info("%s", validation.describe())
 
     bar = tqdm(
         total=config.epochs * regime.triples_per_epoch,
@@ -215,6 +226,7 @@ def train(
         out_of_time = False
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
+            rate.step()
             with bf16_autocast(dev, use_bf16):
                 loss, covered = regime.batch_loss(model, batch_ids)
                 extra = hooks.extra_loss(model, generator)
@@ -240,12 +252,11 @@ def train(
                 f"training diverged at epoch {epoch}: the loss is {mean_loss} (lower the "
                 f"learning rate, now {config.lr:g}); the model is not saved"
             )
-        if scheduler is not None and config.lr_schedule == "cosine":
-            scheduler.step()
+        rate.end_epoch(epoch)
         row: dict[str, Any] = {
             "epoch": epoch,
             "loss": mean_loss,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": rate.rate,  # of the next step: after the cosine decay, before the plateau's
             "seconds": elapsed_before + time.perf_counter() - started - eval_seconds,
         }
         if extras:
@@ -255,7 +266,16 @@ def train(
         last = epoch == config.epochs or out_of_time or stopped_because in ("cancelled", "diverged")
         if epoch % config.eval_every == 0 or last:
             eval_started = time.perf_counter()
-            result = evaluate(model, valid, known, batch_size=config.eval_batch_size)
+            trained.eval()  # no dropout while validating
+            result = evaluate(model, validation.triples, known, batch_size=config.eval_batch_size)
+            while validation.grow_if_needed(_ranks(result)):  # a sample too small to trust
+                log.info("%s", validation.describe())
+                result = evaluate(
+                    model, validation.triples, known, batch_size=config.eval_batch_size
+                )
+                if best_state is not None:  # the best so far, re-measured on the new sample
+                    best_valid = _evaluate_state(model, best_state, validation, known, config)
+                    best_mrr = best_valid.metrics["mrr"]
             eval_seconds += time.perf_counter() - eval_started
             mrr = result.metrics["mrr"]
             row["valid_mrr"] = mrr
@@ -266,13 +286,12 @@ def train(
                 best_extras = [_copy_state(m) for m in extras]
             else:
                 bad_evals += 1
-            if scheduler is not None and config.lr_schedule == "plateau":
-                scheduler.step(mrr)
+            rate.evaluated(mrr)
             bar.set_postfix(loss=f"{mean_loss:.4f}", valid_mrr=f"{mrr:.4f}", refresh=False)
             if config.patience and bad_evals >= config.patience:
                 stopped_because = "early_stopping"
-            if not hooks.on_evaluation(epoch, result.metrics):
-                stopped_because = "stopped_by_hook"
+            if not hooks.on_evaluation(epoch, dict(result.metrics)):
+                stopped_because = "pruned"
         else:
             bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
         history.append(row)
@@ -291,6 +310,7 @@ def train(
                     bad_evals=bad_evals,
                     config=config.model_dump(),
                     elapsed_s=elapsed_before + time.perf_counter() - started - eval_seconds,
+                    extra={"schedule": rate.state(), "valid_size": validation.size},
                 ),
             )
         if out_of_time:
@@ -308,7 +328,11 @@ def train(
             module.load_state_dict(state)
     trained.eval()
     if best_valid is None and best_state is not None:  # resumed, and no better model since
-        best_valid = evaluate(model, valid, known, batch_size=config.eval_batch_size)
+        best_valid = evaluate(model, validation.triples, known, batch_size=config.eval_batch_size)
+    if validation.requested is not None:  # the sample it ended with (grown, maybe whole)
+        config = config.model_copy(
+            update={"valid_sample": validation.size if validation.sampled else None}
+        )
     return TrainResult(
         model=model,
         config=config,
@@ -318,5 +342,66 @@ def train(
         best_valid=best_valid,
         stopped_because=stopped_because,
         device=str(dev),
-        extra={"valid_eval_seconds": eval_seconds, "bf16": use_bf16, "modules": extras},
+        extra={
+            "valid_eval_seconds": eval_seconds,
+            "bf16": use_bf16,
+            "modules": extras,
+            "validation": {**validation.summary(), "described": validation.describe()},
+            "seed": config.seed,
+        },
     )
+
+
+#: copies of the embedding tables a run holds: weights, gradients, two optimizer states (Adam),
+#: the best model
+TABLE_COPIES = 5
+
+
+def check_memory(
+    config: TrainConfig,
+    num_entities: int,
+    num_relations: int,
+    device: torch.device,
+    memory_bytes: int | None = None,
+) -> None:
+    """Refuse a run whose embedding tables alone cannot fit: ``TABLE_COPIES`` fp32 copies of
+    (entities + relations) × dim × the model's width, against the device's memory
+    (``memory_bytes``; default: the GPU's, or the machine's physical memory).
+
+    Raises:
+        InvalidArgumentError: naming the sizes and saying to lower ``--dim``.
+    """
+    width = config.dim * model_class(config.model).real_width
+    need = TABLE_COPIES * 4 * width * (num_entities + num_relations)
+    if memory_bytes is None:
+        if device.type == "cuda":
+            memory_bytes = int(torch.cuda.get_device_properties(device).total_memory)
+        else:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory_bytes:
+        raise InvalidArgumentError(
+            f"dim {config.dim} for {num_entities} entities needs about {need / 2**30:.1f} GiB "
+            f"for the embedding tables alone, more than the {memory_bytes / 2**30:.1f} GiB "
+            f"of {device.type}: lower --dim"
+        )
+
+
+def _ranks(result: EvaluationResult) -> torch.Tensor:
+    assert result.ranks is not None
+    return result.ranks
+
+
+def _evaluate_state(
+    model: KGEModel,
+    state: dict[str, torch.Tensor],
+    validation: ValidationSet,
+    known: Any,
+    config: TrainConfig,
+) -> EvaluationResult:
+    """Validate the model with weights ``state``, then give it its own weights back."""
+    current = _copy_state(model)
+    model.load_state_dict(state)
+    try:
+        return evaluate(model, validation.triples, known, batch_size=config.eval_batch_size)
+    finally:
+        model.load_state_dict(current)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from kgweave.data.dataset import TailIndex
 from kgweave.models.base import KGEModel
 from kgweave.training.config import TrainConfig
-from kgweave.training.regularizers import regularization, weighted_regularization
+from kgweave.training.regularizers import per_triple_regularization, weighted_regularization
 
 
 class Regime(ABC):
@@ -65,12 +65,14 @@ class Regime(ABC):
         return penalty + weight * F.cross_entropy(relation_scores, triples[:, 1])
 
     def _regularize(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
-        kind, weight = self.config.regularizer, self.config.reg_weight
-        if kind == "none" or weight == 0:
+        kind = self.config.regularizer
+        entity_weight, relation_weight = self.config.reg_weights()
+        if kind == "none" or entity_weight == relation_weight == 0:
             return torch.zeros((), device=triples.device)
-        if self.dense_regularization:
-            return weighted_regularization(model, triples, kind, weight)
-        return regularization(model.factors(triples), kind, weight)
+        penalty = (
+            weighted_regularization if self.dense_regularization else per_triple_regularization
+        )
+        return penalty(model, triples, kind, entity_weight, relation_weight)
 
 
 class KvsAll(Regime):
