@@ -57,9 +57,9 @@ def _not(field: str, *values: Any) -> Condition:
     return lambda drawn: drawn.get(field) not in values
 
 
-#: the searched settings, in drawing order (a condition reads rows above it). The training
-#: options of issue 19's first part (entity/relation dropout, per-side regulariser weights,
-#: initialisation, warm-up) join as one row each once TrainConfig has them.
+#: the searched settings, in drawing order (a condition reads rows above it): one row per
+#: TrainConfig field searched (per-side regulariser weights: the relation side's weight is
+#: searched relative to nothing else, the entity side follows ``reg_weight``).
 SPACE: tuple[Param, ...] = (
     Param("model", "choice", ("complex", "distmult", "rotate", "transe")),
     Param("dim", "choice", (64, 128, 200, 256, 500)),
@@ -76,6 +76,13 @@ SPACE: tuple[Param, ...] = (
     Param("label_smoothing", "float", low=0.0, high=0.3, when=_not("regime", "negative-sampling")),
     Param("num_negatives", "choice", (64, 128, 256), when=_is("regime", "negative-sampling")),
     Param("margin", "choice", (0.0, 6.0, 9.0, 12.0), when=_is("regime", "negative-sampling")),
+    Param("plateau_factor", "choice", (0.1, 0.3, 0.5), when=_is("lr_schedule", "plateau")),
+    Param("plateau_patience", "choice", (1, 2, 4), when=_is("lr_schedule", "plateau")),
+    Param("warmup_epochs", "choice", (0, 1, 3)),
+    Param("relation_reg_weight", "log", low=1e-4, high=0.3, when=_not("regularizer", "none")),
+    Param("entity_dropout", "float", low=0.0, high=0.5),
+    Param("relation_dropout", "float", low=0.0, high=0.5),
+    Param("init", "choice", ("default", "normal", "xavier_uniform", "xavier_normal")),
 )
 
 
