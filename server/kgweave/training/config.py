@@ -65,14 +65,12 @@ class TrainConfig(BaseModel):
         0.5,
         gt=0,
         lt=1,
-        json_schema_extra=LOCAL_ONLY,
         description="plateau schedule: the factor that lowers the learning rate.",
     )
     plateau_patience: int = Field(
         1,
         ge=0,
         le=MAX_EPOCHS,
-        json_schema_extra=LOCAL_ONLY,
         description="plateau schedule: evaluations without a better validation MRR tolerated "
         "before the rate is lowered.",
     )
@@ -80,7 +78,6 @@ class TrainConfig(BaseModel):
         0,
         ge=0,
         le=MAX_EPOCHS,
-        json_schema_extra=LOCAL_ONLY,
         description="Linear learning-rate warm-up over this many epochs (per step, from "
         "lr/steps up to lr), before the schedule; 0 = none.",
     )
@@ -97,33 +94,28 @@ class TrainConfig(BaseModel):
         None,
         ge=0,
         le=MAX_WEIGHT,
-        json_schema_extra=LOCAL_ONLY,
         description="Regulariser weight of entity embeddings (default: reg_weight).",
     )
     relation_reg_weight: float | None = Field(
         None,
         ge=0,
         le=MAX_WEIGHT,
-        json_schema_extra=LOCAL_ONLY,
         description="Regulariser weight of relation embeddings (default: reg_weight).",
     )
     entity_dropout: float = Field(
         0.0,
         ge=0,
         lt=1,
-        json_schema_extra=LOCAL_ONLY,
         description="Dropout on looked-up entity embeddings while training (LibKGE); 0 = off.",
     )
     relation_dropout: float = Field(
         0.0,
         ge=0,
         lt=1,
-        json_schema_extra=LOCAL_ONLY,
         description="Dropout on looked-up relation embeddings while training; 0 = off.",
     )
     init: Literal["default", "normal", "uniform", "xavier_uniform", "xavier_normal"] = Field(
         "default",
-        json_schema_extra=LOCAL_ONLY,
         description="Embedding initialisation: default (each model's own), normal (std "
         "init_scale), uniform (in ±init_scale), xavier_uniform or xavier_normal (gain "
         "init_scale).",
@@ -132,7 +124,6 @@ class TrainConfig(BaseModel):
         None,
         gt=0,
         le=MAX_INIT_SCALE,
-        json_schema_extra=LOCAL_ONLY,
         description="Scale of init: normal std / uniform bound (default 0.001), xavier gain "
         "(default 1).",
     )
@@ -149,21 +140,18 @@ class TrainConfig(BaseModel):
         256,
         ge=1,
         le=MAX_NEGATIVES,
-        json_schema_extra=LOCAL_ONLY,
         description="Corrupt tails per positive (negative-sampling).",
     )
     margin: float = Field(
         9.0,
         ge=-MAX_MARGIN,
         le=MAX_MARGIN,
-        json_schema_extra=LOCAL_ONLY,
         description="Margin of the self-adversarial loss (negative-sampling).",
     )
     adversarial_temperature: float = Field(
         1.0,
         ge=0,
         le=MAX_TEMPERATURE,
-        json_schema_extra=LOCAL_ONLY,
         description="Self-adversarial sampling temperature, 0 to disable.",
     )
     seed: int = Field(

@@ -34,7 +34,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class TrainingSettings(_message.Message):
-    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint", "lr_schedule", "label_smoothing", "relation_prediction", "valid_sample", "precision")
+    __slots__ = ("model", "dim", "epochs", "batch_size", "lr", "optimizer", "regime", "regularizer", "reg_weight", "seed", "eval_every", "patience", "time_budget_s", "joint", "lr_schedule", "label_smoothing", "relation_prediction", "valid_sample", "precision", "plateau_factor", "plateau_patience", "warmup_epochs", "entity_reg_weight", "relation_reg_weight", "entity_dropout", "relation_dropout", "init", "init_scale", "num_negatives", "margin", "adversarial_temperature")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,18 @@ class TrainingSettings(_message.Message):
     RELATION_PREDICTION_FIELD_NUMBER: _ClassVar[int]
     VALID_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PLATEAU_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    PLATEAU_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_REG_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RELATION_REG_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    RELATION_DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    INIT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    NUM_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     model: str
     dim: int
     epochs: int
@@ -73,7 +85,19 @@ class TrainingSettings(_message.Message):
     relation_prediction: float
     valid_sample: int
     precision: str
-    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., joint: _Optional[bool] = ..., lr_schedule: _Optional[str] = ..., label_smoothing: _Optional[float] = ..., relation_prediction: _Optional[float] = ..., valid_sample: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    plateau_factor: float
+    plateau_patience: int
+    warmup_epochs: int
+    entity_reg_weight: float
+    relation_reg_weight: float
+    entity_dropout: float
+    relation_dropout: float
+    init: str
+    init_scale: float
+    num_negatives: int
+    margin: float
+    adversarial_temperature: float
+    def __init__(self, model: _Optional[str] = ..., dim: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., regime: _Optional[str] = ..., regularizer: _Optional[str] = ..., reg_weight: _Optional[float] = ..., seed: _Optional[int] = ..., eval_every: _Optional[int] = ..., patience: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., joint: _Optional[bool] = ..., lr_schedule: _Optional[str] = ..., label_smoothing: _Optional[float] = ..., relation_prediction: _Optional[float] = ..., valid_sample: _Optional[int] = ..., precision: _Optional[str] = ..., plateau_factor: _Optional[float] = ..., plateau_patience: _Optional[int] = ..., warmup_epochs: _Optional[int] = ..., entity_reg_weight: _Optional[float] = ..., relation_reg_weight: _Optional[float] = ..., entity_dropout: _Optional[float] = ..., relation_dropout: _Optional[float] = ..., init: _Optional[str] = ..., init_scale: _Optional[float] = ..., num_negatives: _Optional[int] = ..., margin: _Optional[float] = ..., adversarial_temperature: _Optional[float] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("settings", "dataset", "activation", "tuning")
