@@ -497,11 +497,13 @@ class LMCompleter:
             report[f"{name}_cv_mrr"] = _cross_validated(groups, feature, method, has_text)
             for key in ("w_kge", "w_text", "w_lm"):
                 report[f"{name}_{key}"] = float(getattr(weights, key) or 0.0)
+            report.update({f"{name}_{k}": v for k, v in weights.report.items()})
             if feature is not None and (best is None or report[f"{name}_cv_mrr"] > best[0]):
                 best = (report[f"{name}_cv_mrr"], weights)
         assert best is not None
         chosen = best[1]
         report["valid_mrr_combined"] = _mrr(groups, chosen)
+        report.update(chosen.report)  # z_kge, z_text, z_lm: the standardised weights
         self.weights = RerankWeights(
             chosen.w_kge, chosen.w_lm, chosen.bias, method, report, chosen.w_text,
             chosen.lm_feature,
@@ -539,7 +541,10 @@ def _fit(
     bias = b_std - float((w_std * mean / std).sum())
     w_text = w[1] if has_text else 0.0
     w_lm = w[-1] if feature is not None else 0.0
-    return RerankWeights(w[0], w_lm, bias, method, {}, w_text, feature or "logprob")
+    z = w_std.tolist()  # standardised: comparable across features
+    scale = {"z_kge": z[0], "z_text": z[1] if has_text else 0.0}
+    scale["z_lm"] = z[-1] if feature is not None else 0.0
+    return RerankWeights(w[0], w_lm, bias, method, scale, w_text, feature or "logprob")
 
 
 def _mrr(groups: list[tuple[Scored, int]], weights: RerankWeights) -> float:
