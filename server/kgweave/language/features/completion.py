@@ -541,9 +541,9 @@ def _fit(
     bias = b_std - float((w_std * mean / std).sum())
     w_text = w[1] if has_text else 0.0
     w_lm = w[-1] if feature is not None else 0.0
-    z = w_std.tolist()  # standardised: comparable across features
-    scale = {"z_kge": z[0], "z_text": z[1] if has_text else 0.0}
-    scale["z_lm"] = z[-1] if feature is not None else 0.0
+    zw = [float(x) for x in w_std.tolist()]  # standardised: comparable across features
+    scale = {"z_kge": zw[0], "z_text": zw[1] if has_text else 0.0}
+    scale["z_lm"] = zw[-1] if feature is not None else 0.0
     return RerankWeights(w[0], w_lm, bias, method, scale, w_text, feature or "logprob")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.components.lm import sequence_logprob
+from kgweave.language.features.lm_scoring import LMScorer, start_token_id
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def constrained_generate(
     device = _model_device(model)
     was_training = model.training
     model.eval()
-    prefix = [tokenizer.bos_token_id]
+    prefix = [start_token_id(tokenizer)]  # as LMScorer: plain text, not a chat turn
     if prompt:
         prefix += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     beams: list[tuple[list[int], float]] = [([], 0.0)]
@@ -147,9 +147,10 @@ def constrained_generate(
     entities = list(finished)
     totals = [finished[e][1] for e in entities]
     if suffix:
+        scorer = LMScorer(model, tokenizer)
         heads = [prompt + trie.leading + finished[e][0] for e in entities]
-        extra = sequence_logprob(model, tokenizer, heads, [suffix] * len(entities))
-        totals = [t + float(x) for t, x in zip(totals, extra.tolist(), strict=True)]
+        extra = [scorer.score(head, [suffix])[0] for head in heads]
+        totals = [t + x for t, x in zip(totals, extra, strict=True)]
     order = sorted(range(len(entities)), key=lambda i: -totals[i])[:num_return]
     return [GeneratedName(entities[i], finished[entities[i]][0], totals[i]) for i in order]
 
@@ -175,7 +176,7 @@ def generate_names(
         suffix: the text after the slot (``"."``); its first word ends a name.
         leading: what the slot starts with (``" "`` after a word); added to the prompt only
             when the prompt lacks it.
-        start_id: the token the text starts with (default the tokenizer's BOS).
+        start_id: the token the text starts with (default :func:`start_token_id`).
         proper_names: the graph's names are capitalised (FB15k-237, not WordNet lemmas): a
             name also ends before its first lower-case word other than a name particle
             ("of", "de", "van", ...), so "France and is the largest city" gives "France".
@@ -187,7 +188,7 @@ def generate_names(
     if beam_size < 1 or num_return < 1:
         raise InvalidArgumentError("beam_size and num_return must be at least 1")
     device = _model_device(model)
-    start = tokenizer.bos_token_id if start_id is None else start_id
+    start = start_token_id(tokenizer) if start_id is None else start_id
     ids = [start, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
     was_training = model.training
     model.eval()
