@@ -38,7 +38,8 @@ How each number is made (nothing is copied in):
   the KGE top-N and their gain is measured against KGE alone.
 - **Speed.** LM scoring uses :class:`kgweave.language.features.lm_scoring.LMScorer` (one
   cached prompt pass per query); sequences/s is recorded per LM. ``--threads`` (default 1)
-  torch threads: on a shared 2-core machine one thread scored 7x faster than two.
+  torch threads: on the shared 2-core machine one thread scored 4x faster than two
+  (`benchmarks/lm_scoring_speed.py`).
 """
 
 from __future__ import annotations
