@@ -465,7 +465,13 @@ def combined_ranks(
                 continue
             inside += 1
             scored = completer._score(entity, relation, side, top[j])
-            combined = [w.combine(k, m) for k, m in zip(scored.kge, scored.lm, strict=True)]
+            text = scored.text or [None] * len(top[j])  # the completers here have no fusion
+            combined = [
+                w.combine(k, m, t, g)
+                for k, m, t, g in zip(
+                    scored.kge, scored.lm, text, scored.marginal or [], strict=True
+                )
+            ]
             final.append(realistic(combined, top[j].index(answer)))
     return kge, final, inside
 

@@ -67,9 +67,17 @@ def test_complete_returns_scored_candidates_and_writes_suggestions(served: Serve
     assert combined == sorted(combined, reverse=True)
     # the joint model carries a text fusion: the graph side is the fused score, not the KGE's
     assert any(c.graph_score != c.kge_score for c in reply.candidates)
-    for c in reply.candidates:
-        expected = reply.w_kge * c.graph_score + reply.w_lm * c.lm_logprob + reply.bias
-        assert c.combined_score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    # the served completer gives the same answers, each combined from its three signals
+    completer, _ = served.service.versions.active().completer(None)
+    w = completer.weights
+    assert w.w_text is not None and reply.w_kge == pytest.approx(w.w_kge, rel=1e-6)
+    mine = completer.complete(Query("born_in", head="Alan Turing"), k=5)
+    assert [a.entity for a in mine] == [c.entity_id for c in reply.candidates]
+    for a, c in zip(mine, reply.candidates, strict=True):
+        lm = a.lm_logprob - (a.lm_marginal if w.lm_feature == "pmi" else 0.0)
+        expected = w.w_kge * a.kge_score + w.w_text * a.graph_score + w.w_lm * lm + w.bias
+        assert a.combined == pytest.approx(expected, rel=1e-6)
+        assert c.combined_score == pytest.approx(a.combined, rel=1e-4, abs=1e-4)
         assert c.source in ("kge", "lm", "kge+lm")
         assert c.evidence.startswith("Alan Turing was born in ") and c.name in c.evidence
     # write the accepted candidates to the (embedded) graph as suggested links

@@ -47,6 +47,8 @@ def test_combined_scores_follow_from_parts_and_fitted_weights(
     weights = completer.fit_weights(demo.split("valid"), max_triples=12)
     assert weights.method == "logistic"
     assert weights.report["queries"] >= 1
+    assert weights.w_text == 0.0  # no text fusion: two signals
+    assert weights.lm_feature in ("logprob", "pmi")
     assert completer.weights is weights
     for query in (Query("born_in", head="Marie Curie"), Query("citizen_of", tail="France")):
         answers = completer.complete(query, k=8)
@@ -55,7 +57,8 @@ def test_combined_scores_follow_from_parts_and_fitted_weights(
         combined = [a.combined for a in answers]
         assert combined == sorted(combined, reverse=True)
         for a in answers:
-            expected = weights.w_kge * a.kge_score + weights.w_lm * a.lm_logprob + weights.bias
+            lm = a.lm_logprob - (a.lm_marginal if weights.lm_feature == "pmi" else 0.0)
+            expected = weights.w_kge * a.kge_score + weights.w_lm * lm + weights.bias
             assert a.combined == pytest.approx(expected, abs=1e-9)
             assert a.source in ("kge", "lm", "kge+lm")
             assert a.graph_score == a.kge_score  # no text fusion here

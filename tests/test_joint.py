@@ -104,7 +104,9 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
     relation = joint.artifact.relations.index["born_in"]
     fused = joint.text_fusion.scores(joint.artifact.model, torch.tensor([[entity, relation]]))[0]
     for a in answers:
-        assert a.combined == pytest.approx(w.w_kge * a.graph_score + w.w_lm * a.lm_logprob + w.bias)
+        lm = a.lm_logprob - (a.lm_marginal if w.lm_feature == "pmi" else 0.0)
+        text = (w.w_text or 0.0) * a.graph_score  # three signals: KGE, text-fused, LM
+        assert a.combined == pytest.approx(w.w_kge * a.kge_score + text + w.w_lm * lm + w.bias)
         # the graph score is the text-fused score of the candidate
         assert a.graph_score == pytest.approx(
             float(fused[joint.artifact.entities.index[a.entity]]), abs=1e-5

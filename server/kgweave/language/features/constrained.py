@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.components.lm import sequence_logprob
+from kgweave.language.features.lm_scoring import LMScorer, start_token_id
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def constrained_generate(
     device = _model_device(model)
     was_training = model.training
     model.eval()
-    prefix = [tokenizer.bos_token_id]
+    prefix = [start_token_id(tokenizer)]  # as LMScorer: plain text, not a chat turn
     if prompt:
         prefix += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     beams: list[tuple[list[int], float]] = [([], 0.0)]
@@ -147,8 +147,123 @@ def constrained_generate(
     entities = list(finished)
     totals = [finished[e][1] for e in entities]
     if suffix:
+        scorer = LMScorer(model, tokenizer)
         heads = [prompt + trie.leading + finished[e][0] for e in entities]
-        extra = sequence_logprob(model, tokenizer, heads, [suffix] * len(entities))
-        totals = [t + float(x) for t, x in zip(totals, extra.tolist(), strict=True)]
+        extra = [scorer.score(head, [suffix])[0] for head in heads]
+        totals = [t + x for t, x in zip(totals, extra, strict=True)]
     order = sorted(range(len(entities)), key=lambda i: -totals[i])[:num_return]
     return [GeneratedName(entities[i], finished[entities[i]][0], totals[i]) for i in order]
+
+
+@torch.no_grad()
+def generate_names(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    suffix: str,
+    leading: str = " ",
+    beam_size: int = 8,
+    num_return: int = 5,
+    max_new_tokens: int = 12,
+    start_id: int | None = None,
+    proper_names: bool = False,
+) -> list[str]:
+    """Names the LM writes freely after ``prompt`` (beam search, no trie): each beam's text up
+    to where ``suffix`` starts (or the first sentence punctuation or line break), stripped.
+
+    Args:
+        prompt: the text before the slot (not empty: a causal LM writes left to right).
+        suffix: the text after the slot (``"."``); its first word ends a name.
+        leading: what the slot starts with (``" "`` after a word); added to the prompt only
+            when the prompt lacks it.
+        start_id: the token the text starts with (default :func:`start_token_id`).
+        proper_names: the graph's names are capitalised (FB15k-237, not WordNet lemmas): a
+            name also ends before its first lower-case word other than a name particle
+            ("of", "de", "van", ...), so "France and is the largest city" gives "France".
+    Returns:
+        up to ``num_return`` distinct names, most likely first (may be fewer, or none).
+    """
+    if not prompt.strip():
+        raise InvalidArgumentError("empty prompt: free generation needs the text before the slot")
+    if beam_size < 1 or num_return < 1:
+        raise InvalidArgumentError("beam_size and num_return must be at least 1")
+    device = _model_device(model)
+    start = start_token_id(tokenizer) if start_id is None else start_id
+    ids = [start, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            input_ids=torch.tensor([ids], device=device),
+            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
+            max_new_tokens=max_new_tokens,
+            num_beams=max(beam_size, num_return),
+            num_return_sequences=max(beam_size, num_return),
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    finally:
+        model.train(was_training)
+    stops = [x for x in (suffix.strip().split(" ")[0] if suffix.strip() else "", "\n") if x]
+    names: list[str] = []
+    for row in out[:, len(ids) :].tolist():
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        name = _cut(text, stops, proper_names)
+        if name and name not in names:
+            names.append(name)
+    return names[:num_return]
+
+
+#: lower-case words that occur inside proper names
+_PARTICLES = frozenset(
+    [
+        "of",
+        "de",
+        "da",
+        "del",
+        "della",
+        "der",
+        "den",
+        "di",
+        "du",
+        "la",
+        "le",
+        "van",
+        "von",
+        "y",
+        "the",
+        "upon",
+        "on",
+        "am",
+        "an",
+        "im",
+        "zu",
+        "and",
+        "for",
+    ]
+)
+
+
+def _cut(text: str, stops: Sequence[str], proper_names: bool = False) -> str:
+    """``text`` up to the first stop (or sentence punctuation), stripped; "" when it runs on
+    without one (the name may be cut short) or is too long to be a name."""
+    end = len(text)
+    for stop in (*stops, ".", ",", ";", ":", "!", "?", "(", "\n"):
+        at = text.find(stop)
+        if 0 <= at < end:
+            end = at
+    if end == len(text):
+        return ""
+    name = text[:end].strip().strip("\"'")
+    if proper_names:
+        words = name.split()
+        keep = 0
+        for i, word in enumerate(words):
+            if word[:1].islower() and (i == 0 or word not in _PARTICLES):
+                break
+            keep = i + 1
+        while keep and words[keep - 1] in _PARTICLES:  # "France and" -> "France"
+            keep -= 1
+        name = " ".join(words[:keep])
+    return name if 0 < len(name) <= 80 else ""
