@@ -116,7 +116,7 @@ def complete_from_pb(request: Any) -> dict[str, Any]:
 
 
 def completion_to_pb(result: Completion) -> knowledge_pb2.CompleteResponse:
-    w_kge, w_lm, bias = result.weights
+    w = result.weights
     return knowledge_pb2.CompleteResponse(
         candidates=[
             knowledge_pb2.CompletionCandidate(
@@ -130,14 +130,18 @@ def completion_to_pb(result: Completion) -> knowledge_pb2.CompleteResponse:
                 evidence=c.evidence,
                 known=c.known,
                 graph_score=c.graph_score,
+                lm_marginal=c.lm_marginal,
+                new=c.new,
             )
             for c in result.candidates
         ],
         model_version=result.model_version,
-        w_kge=w_kge,
-        w_lm=w_lm,
-        bias=bias,
+        w_kge=w.w_kge,
+        w_lm=w.w_lm,
+        bias=w.bias,
         written=result.written,
+        w_text=w.w_text,
+        lm_feature=w.lm_feature,
     )
 
 

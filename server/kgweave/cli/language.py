@@ -169,11 +169,15 @@ def complete(
         emit_json(reply)
         return
     rows = reply["candidates"]
-    weights = (reply["w_kge"], reply["w_lm"], reply["bias"])
     written = int(reply["written"])
     fused = any(c["graph_score"] != c["kge_score"] for c in rows)
-    graph = "graph (KGE + text)" if fused else "kge"
-    click.echo(f"combined = {weights[0]:.3g} * {graph} + {weights[1]:.3g} * lm + {weights[2]:.3g}")
+    lm = "(lm - lm_marginal)" if reply.get("lm_feature") == "pmi" else "lm"
+    if reply.get("w_text") is None:  # the two-signal form of models fitted before
+        graph = "graph (KGE + text)" if fused else "kge"
+        terms = f"{reply['w_kge']:.3g} * {graph}"
+    else:
+        terms = f"{reply['w_kge']:.3g} * kge + {reply['w_text']:.3g} * graph (KGE + text)"
+    click.echo(f"combined = {terms} + {reply['w_lm']:.3g} * {lm} + {reply['bias']:.3g}")
     click.echo(
         f"{'rank':>4} {'combined':>8}  {'kge':>7}  "
         + (f"{'graph':>7}  " if fused else "")

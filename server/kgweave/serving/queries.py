@@ -29,6 +29,7 @@ from kgweave.settings import Settings
 if TYPE_CHECKING:
     from kgweave.graph.store import GraphStore
     from kgweave.language.components.encoder import TextEncoder
+    from kgweave.language.features.rerank import RerankWeights
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Completion:
 
     model_version: str
     candidates: list[Any]  # kgweave.language.features.completion.CompletionCandidate
-    weights: tuple[float, float, float]  # w_kge, w_lm, bias
+    weights: RerankWeights  # the fitted combination the candidates were ranked by
     written: int
 
 
@@ -283,8 +284,7 @@ def complete_on(
             for c in accepted
         ]
         provenance = (
-            f"kgweave complete: kge {served.version} + lm {lm_label}; "
-            f"combined = {w.w_kge:.4g}*kge + {w.w_lm:.4g}*lm + {w.bias:.4g}"
+            f"kgweave complete: kge {served.version} + lm {lm_label}; combined = {w.describe()}"
         )
         written = store_factory().add_suggested_links(links, served.version, provenance)
-    return Completion(served.version, candidates, (w.w_kge, w.w_lm, w.bias), written)
+    return Completion(served.version, candidates, w, written)

@@ -157,7 +157,7 @@ class CompleteRequest(_message.Message):
     def __init__(self, query: _Optional[_Union[LinkQuery, _Mapping]] = ..., k: _Optional[int] = ..., kge_candidates: _Optional[int] = ..., generate: _Optional[bool] = ..., write_to_graph: _Optional[bool] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class CompletionCandidate(_message.Message):
-    __slots__ = ("rank", "entity_id", "name", "kge_score", "lm_logprob", "combined_score", "source", "evidence", "known", "graph_score")
+    __slots__ = ("rank", "entity_id", "name", "kge_score", "lm_logprob", "combined_score", "source", "evidence", "known", "graph_score", "lm_marginal", "new")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +168,8 @@ class CompletionCandidate(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     GRAPH_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LM_MARGINAL_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIELD_NUMBER: _ClassVar[int]
     rank: int
     entity_id: str
     name: str
@@ -178,20 +180,26 @@ class CompletionCandidate(_message.Message):
     evidence: str
     known: bool
     graph_score: float
-    def __init__(self, rank: _Optional[int] = ..., entity_id: _Optional[str] = ..., name: _Optional[str] = ..., kge_score: _Optional[float] = ..., lm_logprob: _Optional[float] = ..., combined_score: _Optional[float] = ..., source: _Optional[str] = ..., evidence: _Optional[str] = ..., known: _Optional[bool] = ..., graph_score: _Optional[float] = ...) -> None: ...
+    lm_marginal: float
+    new: bool
+    def __init__(self, rank: _Optional[int] = ..., entity_id: _Optional[str] = ..., name: _Optional[str] = ..., kge_score: _Optional[float] = ..., lm_logprob: _Optional[float] = ..., combined_score: _Optional[float] = ..., source: _Optional[str] = ..., evidence: _Optional[str] = ..., known: _Optional[bool] = ..., graph_score: _Optional[float] = ..., lm_marginal: _Optional[float] = ..., new: _Optional[bool] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("candidates", "model_version", "w_kge", "w_lm", "bias", "written")
+    __slots__ = ("candidates", "model_version", "w_kge", "w_lm", "bias", "written", "w_text", "lm_feature")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     W_KGE_FIELD_NUMBER: _ClassVar[int]
     W_LM_FIELD_NUMBER: _ClassVar[int]
     BIAS_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    W_TEXT_FIELD_NUMBER: _ClassVar[int]
+    LM_FEATURE_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[CompletionCandidate]
     model_version: str
     w_kge: float
     w_lm: float
     bias: float
     written: int
-    def __init__(self, candidates: _Optional[_Iterable[_Union[CompletionCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., w_kge: _Optional[float] = ..., w_lm: _Optional[float] = ..., bias: _Optional[float] = ..., written: _Optional[int] = ...) -> None: ...
+    w_text: float
+    lm_feature: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[CompletionCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., w_kge: _Optional[float] = ..., w_lm: _Optional[float] = ..., bias: _Optional[float] = ..., written: _Optional[int] = ..., w_text: _Optional[float] = ..., lm_feature: _Optional[str] = ...) -> None: ...

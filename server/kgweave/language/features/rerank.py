@@ -56,6 +56,16 @@ class RerankWeights:
         text = text_score if text_score is not None else 0.0
         return self.w_kge * kge_score + self.w_text * text + self.w_lm * lm + self.bias
 
+    def describe(self) -> str:
+        """The formula with its weights, e.g. ``0.8*kge + 1.2*text + 0.16*pmi + -0.3``."""
+        lm = "pmi" if self.lm_feature == "pmi" else "lm"
+        if self.w_text is None:
+            return f"{self.w_kge:.4g}*graph + {self.w_lm:.4g}*{lm} + {self.bias:.4g}"
+        return (
+            f"{self.w_kge:.4g}*kge + {self.w_text:.4g}*text + {self.w_lm:.4g}*{lm} "
+            f"+ {self.bias:.4g}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "w_kge": self.w_kge,
