@@ -33,8 +33,8 @@ def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
     return train_demo_model(settings, root / "weak", epochs=1, dim=16, eval_every=1)
 
 
-def _server(weak_model: Path, transport: str) -> Iterator[ServerThread]:
-    settings = get_settings()
+def _server(weak_model: Path, transport: str, **overrides: object) -> Iterator[ServerThread]:
+    settings = get_settings().model_copy(update=overrides)
     registry_with(settings, [weak_model])
     service = DataPlane(settings)
     service.versions.activate("v0001")
@@ -51,8 +51,9 @@ def server(weak_model: Path, request: pytest.FixtureRequest) -> Iterator[ServerT
 
 @pytest.fixture
 def python_server(weak_model: Path) -> Iterator[ServerThread]:
-    """For the slow joint job: the engine is the same behind both front ends."""
-    yield from _server(weak_model, "python")
+    """For the slow joint job: the engine is the same behind both front ends (the small
+    scratch LM: the pretrained one's joint run is test_lora's)."""
+    yield from _server(weak_model, "python", language_model="small")
 
 
 def admin_stub(server: ServerThread) -> tuple[object, grpc.Channel]:

@@ -23,6 +23,7 @@ from kgweave.predict import Query
 from kgweave.settings import Settings
 
 TINY = {
+    "language_model": "small",  # the scratch LM: fast; the pretrained one is test_lora's
     "kge": {"dim": 16, "epochs": 8, "eval_every": 4},
     "lm_layers": 2,
     "lm_width": 64,

@@ -55,14 +55,7 @@ from kgweave.data.dataset import KGDataset
 from kgweave.device import resolve_device
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
-from kgweave.language.components.lm import (
-    EncodedBatch,
-    build_small_lm,
-    load_causal_lm,
-    save_lm,
-    train_lm,
-)
-from kgweave.language.components.tokenizer import train_tokenizer
+from kgweave.language.components.lm import EncodedBatch, train_lm
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import RerankWeights
@@ -74,11 +67,19 @@ from kgweave.language.joint.config import (
     JOINT_FORMAT,
     JOINT_FORMAT_VERSION,
     LANGUAGE_DIR,
+    LM_LOSS_PLOT,
     TEXT_FUSION,
     TEXT_WEIGHTS,
     JointConfig,
 )
 from kgweave.language.joint.entity_lm import EntityAwareLM, char_spans_to_token_spans
+from kgweave.language.joint.lm_side import (
+    lm_spec,
+    plot_lm_loss,
+    prepare_lm,
+    save_language_model,
+    uses_adapters,
+)
 from kgweave.language.joint.text_side import (
     bake,
     train_text_enhanced_kge,
@@ -214,25 +215,11 @@ def train_joint(
             "test": fused_test.metrics,
         }
 
-    # ---- KG -> LM
+    # ---- KG -> LM: the training facts only (validation and test facts never reach the LM)
     texts, mentions = fact_corpus(dataset, verbalizer)
-    spec = config.language_model or settings.language_model
-    if spec:
-        lm, tokenizer = load_causal_lm(spec, device, offline=settings.offline or None)
-    else:
-        names = [verbalizer.name(e) for e in dataset.entities.labels]
-        descriptions = [
-            s for e in dataset.entities.labels if (s := dataset.entity_descriptions.get(e))
-        ]
-        tokenizer = train_tokenizer([*texts, *names, *descriptions], config.vocab_size)
-        lm = build_small_lm(
-            tokenizer,
-            n_layer=config.lm_layers,
-            n_embd=config.lm_width,
-            n_head=config.lm_heads,
-            n_positions=max(config.lm_max_length, 16),
-            seed=config.seed,
-        )
+    lm, tokenizer, base_model, lm_lr = prepare_lm(
+        config, settings, dataset, verbalizer, texts, device, progress
+    )
     fused = EntityAwareLM(
         lm,
         plain.entity.weight.detach(),
@@ -248,21 +235,29 @@ def train_joint(
         assert loss is not None
         return loss
 
+    step_losses: list[float] = []
     lm_history = train_lm(
         fused,
         tokenizer,
         texts,
         epochs=config.lm_epochs,
         batch_size=config.lm_batch_size,
-        lr=config.lm_lr,
+        lr=lm_lr,
         device=device,
         progress=progress,
         seed=config.seed,
         max_length=config.lm_max_length,
         step_loss=fused_loss,
         time_budget_s=config.lm_time_budget_s,
+        max_steps=config.lm_max_steps,
+        step_losses=step_losses,
     )
-    metrics["lm"] = {"final_loss": lm_history[-1]["loss"] if lm_history else None}
+    metrics["lm"] = {
+        "final_loss": lm_history[-1]["loss"] if lm_history else None,
+        "steps": len(step_losses),
+        "corpus_facts": len(texts),
+        "adapters": uses_adapters(fused.lm),
+    }
 
     # ---- write the KGE artifact, then the language part
     save_artifact(
@@ -280,7 +275,9 @@ def train_joint(
     )
     language = out / LANGUAGE_DIR
     (language / JOINT_CONFIG).unlink(missing_ok=True)
-    save_lm(fused.lm, tokenizer, language)
+    save_language_model(fused.lm, tokenizer, language, base_model)
+    if step_losses:
+        plot_lm_loss(step_losses, lm_history, language / LM_LOSS_PLOT)
     save_file(
         {k: v.detach().float().cpu().contiguous() for k, v in fused.fusion_state().items()},
         str(language / FUSION_WEIGHTS),
@@ -324,7 +321,8 @@ def train_joint(
         "format": JOINT_FORMAT,
         "format_version": JOINT_FORMAT_VERSION,
         "config": config.model_dump(),
-        "language_model": spec or "small",
+        "language_model": lm_spec(config, settings),
+        "base_model": base_model,
         "fusion": fused.config(),
         "text_dim": int(text.shape[1]),
         "completion_weights": (weights or RerankWeights()).to_dict(),
