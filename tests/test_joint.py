@@ -188,3 +188,25 @@ def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
     assert len(kge) == 1 and "valid_mrr" in kge[0] and math.isfinite(kge[0]["loss"])
     assert len(lm) == 1 and lm[0]["tokens"] > 0 and math.isfinite(lm[0]["loss"])
     assert load_joint(tmp_path / "m").config["config"]["lm_time_budget_s"] == 1e-9
+
+
+def test_held_out_facts_never_reach_the_lm_corpus(datasets_dir: Path) -> None:
+    """The LM trains on the verbalized training facts only: no validation or test fact's
+    sentence is in the corpus (unless a training fact says the very same)."""
+    from kgweave.language.features.verbalize import Verbalizer
+    from kgweave.language.joint.pipeline import fact_corpus
+
+    umls = load_dataset(datasets_dir / "umls", name="umls")
+    verbalizer = Verbalizer.from_dataset(umls)
+    texts, mentions = fact_corpus(umls, verbalizer)
+    assert len(texts) == len(mentions) == len(umls.train)
+    ents, rels = umls.entities.labels, umls.relations.labels
+    train = {tuple(t) for t in umls.train.tolist()}
+    corpus = set(texts)
+    held_out = [
+        verbalizer.triple(ents[h], rels[r], ents[t])
+        for split in ("valid", "test")
+        for h, r, t in umls.split(split).tolist()
+        if (h, r, t) not in train
+    ]
+    assert held_out and not corpus & set(held_out)

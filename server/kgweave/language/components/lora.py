@@ -89,7 +89,8 @@ def save_adapters(peft_lm: Any, folder: Path, base_label: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     for config in peft_lm.peft_config.values():
         config.base_model_name_or_path = base_label
-    peft_lm.save_pretrained(str(folder), safe_serialization=True)
+    # no embedding layers are adapted: peft need not look the base up to decide
+    peft_lm.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
     (folder / "README.md").unlink(missing_ok=True)  # peft's model card template
     written = [folder / ADAPTER_WEIGHTS, folder / ADAPTER_CONFIG]
     if not all(p.is_file() for p in written):
