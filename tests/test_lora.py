@@ -32,6 +32,7 @@ from kgweave.language.components.pretrained import DEFAULT_LM
 from kgweave.language.joint.artifact import load_joint
 from kgweave.language.joint.config import JointConfig
 from kgweave.language.joint.pipeline import train_joint
+from kgweave.serving.served import ServedModel
 from kgweave.settings import Settings
 
 TEXTS = [
@@ -193,6 +194,11 @@ def test_joint_run_with_the_pretrained_lm_is_served_by_complete(
     assert result.metrics["lm"]["corpus_facts"] == len(nations.train)
     loaded = load_joint(out, settings=settings)
     assert hasattr(loaded.lm, "peft_config")
+    # served: the LM is loaded and warmed with the version, once for the versions of a folder
+    served = ServedModel.load("v0001", out, "cpu")
+    assert served.language_loaded
+    again = ServedModel.load("v0001", out, "cpu")
+    assert again.completer(None)[0].model is served.completer(None)[0].model
     # served from the folder, in another data folder: the base is found where it was trained
     relation = nations.relations.labels[0]
     head = nations.entities.labels[0]

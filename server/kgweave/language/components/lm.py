@@ -13,8 +13,10 @@ prompt)`` of a verbalized fact, batched. Models are stored with ``save_pretraine
 only, never pickles) by :func:`save_lm` and read back by :func:`load_lm`.
 
 Size (over 400 lines): loading, building, training and scoring causal LMs share the tokenizer
-preparation and batching helpers; the small-LM half goes when a pretrained LM becomes the
-default (issue 20).
+preparation and batching helpers. The pretrained default LM (SmolLM2) is fetched by
+:mod:`kgweave.language.components.pretrained` and fine-tuned through LoRA adapters
+(:mod:`kgweave.language.components.lora`); the small scratch LM stays (``language_model:
+small``) for fast runs and tests.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ The run, top to bottom:
    ``A · text`` of the same entities (a random batch of entities each step): it pulls the two
    spaces together, so ``A · text`` approximates the embedding of an entity the graph has not
    seen yet.
-3. **KG -> LM.** A causal LM (the small GPT-2-style one, trained from scratch with a tokenizer
-   trained on the graph's text, or ``language_model`` fine-tuned) learns the KG-to-text corpus
-   (every training fact verbalized) with the trained entity embeddings added at entity
-   mentions (:class:`kgweave.language.joint.entity_lm.EntityAwareLM`).
+3. **KG -> LM.** A causal LM (by default the packaged SmolLM2-135M-Instruct with LoRA
+   adapters, base frozen; or ``small``, a GPT-2-style one trained from scratch with a tokenizer
+   trained on the graph's text: :mod:`kgweave.language.joint.lm_side`) learns the KG-to-text
+   corpus (every training fact verbalized; validation and test facts never) with the trained
+   entity embeddings added at entity mentions
+   (:class:`kgweave.language.joint.entity_lm.EntityAwareLM`).
 4. **Text fusion** (``text_fusion``, on by default): link-prediction scores that add entity
    text to the trained embeddings (text cosine, names found in descriptions and names,
    relation popularity; :mod:`kgweave.language.features.text_fusion`), per-relation weights fitted
@@ -29,13 +31,16 @@ The artifact folder::
                                                          enhanced table baked in, so every
                                                          existing loader serves it)
     language/
-        config.json, model.safetensors, tokenizer.json,  the LM (save_pretrained, safetensors)
-        tokenizer_config.json, generation_config.json
+        adapter_model.safetensors, adapter_config.json   a pretrained LM's LoRA adapters (the
+                                                         base named in joint.json, not copied)
+        or config.json, model.safetensors, tokenizer.json...   the whole LM (small, or no LoRA)
+        lm_loss.png             the LM's training loss per step
         fusion.safetensors      the fusion projection (and the KGE table it reads)
         text.safetensors        text vectors (N, Dt), P, A and the structural table
         text_fusion.json        the fitted text-fusion weights and their fit report
-        joint.json              written last: format, this config, fusion and completion
-                                settings, sha256 of every other file in language/
+        joint.json              written last: format, this config, the base LM's identity,
+                                fusion and completion settings, sha256 of every other file
+                                in language/
 """
 
 from __future__ import annotations
