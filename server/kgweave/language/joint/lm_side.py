@@ -150,7 +150,9 @@ def plot_lm_loss(step_losses: list[float], history: list[dict[str, float]], path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(range(1, len(step_losses) + 1), step_losses, color="tab:blue", lw=0.8, label="step")
+    few = len(step_losses) < 50  # a point per step where a line would hide them
+    ax.plot(range(1, len(step_losses) + 1), step_losses, color="tab:blue", lw=0.8,
+            marker="." if few else None, label="step")  # fmt: skip
     if history and step_losses:
         every = len(step_losses) / len(history)
         ax.plot(
