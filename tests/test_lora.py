@@ -191,6 +191,7 @@ def test_joint_run_with_the_pretrained_lm_is_served_by_complete(
     assert joint["language_model"] == DEFAULT_LM and joint["base_model"]["kind"] == "packaged"
     assert {ADAPTER_WEIGHTS, ADAPTER_CONFIG, "lm_loss.png"} <= set(joint["files"])
     assert result.metrics["lm"]["steps"] == 3 and result.metrics["lm"]["adapters"]
+    assert result.metrics["lm"]["time_budget_s"] is None  # steps given: no CPU default
     assert result.metrics["lm"]["corpus_facts"] == len(nations.train)
     loaded = load_joint(out, settings=settings)
     assert hasattr(loaded.lm, "peft_config")

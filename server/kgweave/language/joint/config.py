@@ -52,6 +52,13 @@ class JointConfig(BaseModel):
     lm_time_budget_s: float | None = Field(
         None, gt=0, description="Stop LM training after this many seconds (checked every step)."
     )
+    lm_cpu_budget_s: float | None = Field(
+        300.0,
+        gt=0,
+        description="On a CPU, a pretrained LM with neither `lm_time_budget_s` nor "
+        "`lm_max_steps` set stops after this many seconds (a GPU trains the full "
+        "`lm_epochs`); None: no limit.",
+    )
     lm_max_steps: int | None = Field(
         None, ge=1, description="Stop LM training after this many optimiser steps."
     )

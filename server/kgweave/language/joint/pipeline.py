@@ -61,6 +61,7 @@ from kgweave.device import resolve_device
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.language.components.lm import EncodedBatch, train_lm
+from kgweave.language.components.pretrained import SMALL_LM
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import RerankWeights
@@ -240,6 +241,14 @@ def train_joint(
         assert loss is not None
         return loss
 
+    budget = config.lm_time_budget_s
+    if (
+        budget is None
+        and config.lm_max_steps is None
+        and device.type == "cpu"
+        and base_model["kind"] != SMALL_LM
+    ):
+        budget = config.lm_cpu_budget_s  # a pretrained LM on a CPU: bounded unless asked
     step_losses: list[float] = []
     lm_history = train_lm(
         fused,
@@ -253,13 +262,14 @@ def train_joint(
         seed=config.seed,
         max_length=config.lm_max_length,
         step_loss=fused_loss,
-        time_budget_s=config.lm_time_budget_s,
+        time_budget_s=budget,
         max_steps=config.lm_max_steps,
         step_losses=step_losses,
     )
     metrics["lm"] = {
         "final_loss": lm_history[-1]["loss"] if lm_history else None,
         "steps": len(step_losses),
+        "time_budget_s": budget,
         "corpus_facts": len(texts),
         "adapters": uses_adapters(fused.lm),
     }
