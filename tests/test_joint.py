@@ -181,9 +181,13 @@ def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
             "fit_completion": False,
         }
     )  # fmt: skip
+    stale = tmp_path / "m" / "language" / "adapter_model.safetensors"  # an earlier run's
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"adapters of another run")
     result = train_joint(
         demo, config, tmp_path / "m", Settings(device="cpu", offline=True), False, text
     )
+    assert not stale.exists()
     kge, lm = result.kge_history, result.lm_history
     assert len(kge) == 1 and "valid_mrr" in kge[0] and math.isfinite(kge[0]["loss"])
     assert len(lm) == 1 and lm[0]["tokens"] > 0 and math.isfinite(lm[0]["loss"])

@@ -46,6 +46,7 @@ The artifact folder::
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,7 +290,9 @@ def train_joint(
         extra={"joint": {"language": LANGUAGE_DIR}, "relation_templates": verbalizer.templates},
     )
     language = out / LANGUAGE_DIR
-    (language / JOINT_CONFIG).unlink(missing_ok=True)
+    (language / JOINT_CONFIG).unlink(missing_ok=True)  # first: a half-written part never loads
+    if language.is_dir():  # an earlier run's LM files (whole LM or adapters) must not linger
+        shutil.rmtree(language)
     save_language_model(fused.lm, tokenizer, language, base_model)
     if step_losses:
         plot_lm_loss(step_losses, lm_history, language / LM_LOSS_PLOT)
