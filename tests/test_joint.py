@@ -214,3 +214,16 @@ def test_held_out_facts_never_reach_the_lm_corpus(datasets_dir: Path) -> None:
         if (h, r, t) not in train
     ]
     assert held_out and not corpus & set(held_out)
+
+
+def test_a_missing_default_lm_fails_before_training_and_says_how_to_fetch(tmp_path: Path) -> None:
+    """Offline with the default LM not fetched: the run stops at once (not after the KGE half)
+    with the command that fetches it, and writes nothing."""
+    from kgweave.errors import FailedPreconditionError
+
+    demo = load_dataset(demo_path(), name="demo")
+    config = JointConfig.model_validate({k: v for k, v in TINY.items() if k != "language_model"})
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", offline=True)
+    with pytest.raises(FailedPreconditionError, match="run `kgweave lm fetch`"):
+        train_joint(demo, config, tmp_path / "m", settings, progress=False)
+    assert not (tmp_path / "m").exists()

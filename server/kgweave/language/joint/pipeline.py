@@ -62,7 +62,7 @@ from kgweave.device import resolve_device
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.language.components.lm import EncodedBatch, train_lm
-from kgweave.language.components.pretrained import SMALL_LM
+from kgweave.language.components.pretrained import SMALL_LM, resolve_language_model
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import RerankWeights
@@ -184,6 +184,9 @@ def train_joint(
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
     """
     started = time.perf_counter()
+    spec = lm_spec(config, settings)
+    if spec != SMALL_LM:  # fetch the LM, or fail for want of it, before the KGE half runs
+        resolve_language_model(spec, settings.data_dir, fetch=not settings.offline, log=progress)
     device = resolve_device(settings.device)
     if config.kge.num_threads:
         torch.set_num_threads(config.kge.num_threads)
@@ -339,7 +342,7 @@ def train_joint(
         "format": JOINT_FORMAT,
         "format_version": JOINT_FORMAT_VERSION,
         "config": config.model_dump(),
-        "language_model": lm_spec(config, settings),
+        "language_model": spec,
         "base_model": base_model,
         "fusion": fused.config(),
         "text_dim": int(text.shape[1]),
