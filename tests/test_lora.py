@@ -16,7 +16,12 @@ import torch
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
 from kgweave.errors import ArtifactError
-from kgweave.language.components.lm import encode_texts, load_causal_lm, train_lm
+from kgweave.language.components.lm import (
+    encode_texts,
+    load_causal_lm,
+    sequence_logprob,
+    train_lm,
+)
 from kgweave.language.components.lora import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -199,7 +204,17 @@ def test_joint_run_with_the_pretrained_lm_is_served_by_complete(
     served = ServedModel.load("v0001", out, "cpu")
     assert served.language_loaded
     again = ServedModel.load("v0001", out, "cpu")
-    assert again.completer(None)[0].model is served.completer(None)[0].model
+    served_lm = served.completer(None)[0].model
+    assert again.completer(None)[0].model is served_lm
+    # served with the adapters merged into the base: the same scores, within float rounding
+    assert not hasattr(served_lm, "peft_config")
+    prompts, continuations = ["Marie Curie was born in"] * 2, [" Warsaw.", " Paris."]
+    torch.testing.assert_close(
+        sequence_logprob(served_lm, loaded.tokenizer, prompts, continuations),
+        sequence_logprob(loaded.lm, loaded.tokenizer, prompts, continuations),
+        rtol=0,
+        atol=1e-3,
+    )
     # served from the folder, in another data folder: the base is found where it was trained
     relation = nations.relations.labels[0]
     head = nations.entities.labels[0]
