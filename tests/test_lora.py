@@ -200,6 +200,13 @@ def test_joint_run_with_the_pretrained_lm_is_served_by_complete(
     assert result.metrics["lm"]["corpus_facts"] == len(nations.train)
     loaded = load_joint(out, settings=settings)
     assert hasattr(loaded.lm, "peft_config")
+    other = tmp_path / "other-base"  # the same adapters, said to belong to another GGUF
+    shutil.copytree(out, other)
+    edited = json.loads((other / "language" / "joint.json").read_text())
+    edited["base_model"]["gguf_sha256"] = "f" * 64
+    (other / "language" / "joint.json").write_text(json.dumps(edited))
+    with pytest.raises(ArtifactError, match="another base model"):
+        load_joint(other, settings=settings)
     # served: the LM is loaded and warmed with the version, once for the versions of a folder
     served = ServedModel.load("v0001", out, "cpu")
     assert served.language_loaded
