@@ -96,10 +96,14 @@ def serving_plane(model: Path, settings: Settings | None = None) -> DataPlane:
 TRANSPORTS = ("python", "native")
 
 
-def serve_model(model: Path, transport: str = "python") -> Iterator[ServerThread]:
+def serve_model(
+    model: Path, transport: str = "python", **overrides: object
+) -> Iterator[ServerThread]:
     """For fixtures (``yield from``): a real server of ``model`` as v0001 of this test's
-    registry, on ``transport``, stopped when the test ends."""
-    running = ServerThread(serving_plane(model), transport)
+    registry, on ``transport`` (settings ``overrides`` on this test's), stopped when the test
+    ends."""
+    settings = get_settings().model_copy(update=overrides) if overrides else None
+    running = ServerThread(serving_plane(model, settings), transport)
     yield running
     running.stop()
 

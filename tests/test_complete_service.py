@@ -27,6 +27,7 @@ from serving_support import HANG_GUARD_S, ServerThread, serve_model
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
 SMALL = {
+    "language_model": "small",
     "kge": {"dim": 32, "epochs": 20, "eval_every": 5},
     "lm_layers": 2,
     "lm_width": 64,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from kgweave.errors import InvalidArgumentError
 from kgweave.language.components.lm import build_small_lm, encode_texts
 from kgweave.language.components.tokenizer import train_tokenizer
-from kgweave.language.joint.entity_lm import EntityAwareLM, char_spans_to_token_spans
+from kgweave.language.joint.entity_lm import (
+    EntityAwareLM,
+    char_spans_to_token_spans,
+    transformer_blocks,
+)
 
 TEXTS = ["Marie Curie was born in Warsaw.", "Pierre Curie was born in Paris."]
 
@@ -74,3 +80,42 @@ def test_bad_layer_and_entity_ids_are_refused() -> None:
     batch, _ = _spans(tokenizer)
     with pytest.raises(InvalidArgumentError, match="entity id"):
         fused(batch.input_ids, batch.attention_mask, torch.tensor([[0, 1, 2, 99]]))
+
+
+def test_fusion_on_the_real_llama_changes_hidden_states_only_at_entity_tokens(
+    pretrained_lm: Path,
+) -> None:
+    """SmolLM2 (Llama blocks, whose forward returns a tensor): the block the fusion hooks
+    changes exactly the mention tokens; later blocks see them (logits move from there on)."""
+    from kgweave.language.components.lm import load_causal_lm
+
+    lm, tokenizer = load_causal_lm(pretrained_lm, device="cpu")
+    table = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    fused = EntityAwareLM(lm, table, layer=0)
+    with torch.no_grad():
+        fused.project.weight.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    seen: list[torch.Tensor] = []
+
+    def record(module: object, inputs: object, output: object) -> None:
+        seen.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[arg-type]
+
+    # registered after the fusion's hook on the same block: sees the fused output
+    handle = transformer_blocks(lm)[0].register_forward_hook(record)
+    batch, spans = _spans(tokenizer)
+    assert len(spans) == 4
+    try:
+        with torch.no_grad():
+            fused_logits, _ = fused(batch.input_ids, batch.attention_mask, spans)
+            plain_logits, _ = fused(batch.input_ids, batch.attention_mask, None)
+    finally:
+        handle.remove()
+        fused.remove_hook()
+    with_entities, without = seen
+    mask = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+    for b, start, end, _ in spans.tolist():
+        mask[b, start:end] = True
+    changed = (with_entities - without).abs().amax(dim=-1) > 0
+    assert torch.equal(changed, mask)
+    first = int(spans[spans[:, 0] == 0, 1].min())
+    torch.testing.assert_close(fused_logits[0, :first], plain_logits[0, :first])
+    assert not torch.allclose(fused_logits[0, first:], plain_logits[0, first:])

@@ -37,8 +37,9 @@ def server(weak_model: Path, request: pytest.FixtureRequest) -> Iterator[ServerT
 
 @pytest.fixture
 def python_server(weak_model: Path) -> Iterator[ServerThread]:
-    """For the slow joint job: the engine is the same behind both front ends."""
-    yield from serve_model(weak_model, "python")
+    """For the slow joint job: the engine is the same behind both front ends (the small
+    scratch LM: the pretrained one's joint run is test_lora's)."""
+    yield from serve_model(weak_model, "python", language_model="small")
 
 
 def admin_stub(server: ServerThread) -> tuple[object, grpc.Channel]:

