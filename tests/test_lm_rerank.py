@@ -58,7 +58,6 @@ def test_scorer_matches_full_passes_and_prefers_true_facts(smol: tuple[Any, Any]
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
     conts = [" Warsaw.", " the city of Kraków, Poland.", " Paris."]
-    scorer.start = tokenizer.bos_token_id  # the same start as sequence_logprob: same numbers
     full = sequence_logprob(lm, tokenizer, ["Marie Curie was born in"] * 3, conts).tolist()
     assert scorer.score("Marie Curie was born in", conts) == pytest.approx(full, abs=1e-3)
     assert scorer.sequences == 3 and scorer.sequences_per_second > 0

@@ -90,6 +90,24 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+_DOCUMENT_STARTS = ("<|endoftext|>", "<s>", "<|begin_of_text|>")
+
+
+def start_token_id(tokenizer: Any) -> int:
+    """The token plain text starts with: the tokenizer's BOS, unless that is a chat-template
+    token (``<|im_start|>``) and a document separator exists (SmolLM2: ``<|endoftext|>``)."""
+    bos = tokenizer.bos_token_id
+    if bos is not None and tokenizer.bos_token not in ("<|im_start|>",):
+        return int(bos)
+    vocab = tokenizer.get_vocab()
+    for token in _DOCUMENT_STARTS:
+        if token in vocab:
+            return int(vocab[token])
+    if bos is None:
+        raise InvalidArgumentError("the tokenizer has no start token to score text from")
+    return int(bos)
+
+
 def load_causal_lm(
     spec: str | Path, device: str | torch.device | None = None, offline: bool | None = None
 ) -> tuple[Any, Any]:
@@ -267,7 +285,7 @@ def encode_texts(
     if not texts:
         raise InvalidArgumentError("no texts to encode")
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    bos, eos, pad = start_token_id(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id
     rows: list[list[int]] = []
     offsets: list[list[tuple[int, int]]] = []
     for ids, offs in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
@@ -458,7 +476,7 @@ def sequence_logprob(
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+    bos, pad = start_token_id(tokenizer), tokenizer.pad_token_id
     prompt_ids = _tokenize(tokenizer, prompts)
     cont_ids = _tokenize(tokenizer, continuations)
     out = torch.zeros(len(prompts))

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.features.lm_scoring import LMScorer, start_token_id
+from kgweave.language.components.lm import start_token_id
+from kgweave.language.features.lm_scoring import LMScorer
 
 
 @dataclass(frozen=True)

@@ -25,26 +25,10 @@ from typing import Any
 import torch
 
 from kgweave.errors import InvalidArgumentError
+from kgweave.language.components.lm import start_token_id
+
 
 #: document-start tokens tried before the tokenizer's own BOS when that BOS is a chat token
-_DOCUMENT_STARTS = ("<|endoftext|>", "<s>", "<|begin_of_text|>")
-
-
-def start_token_id(tokenizer: Any) -> int:
-    """The token plain text starts with: the tokenizer's BOS, unless that is a chat-template
-    token (``<|im_start|>``) and a document separator exists (SmolLM2: ``<|endoftext|>``)."""
-    bos = tokenizer.bos_token_id
-    if bos is not None and tokenizer.bos_token not in ("<|im_start|>",):
-        return int(bos)
-    vocab = tokenizer.get_vocab()
-    for token in _DOCUMENT_STARTS:
-        if token in vocab:
-            return int(vocab[token])
-    if bos is None:
-        raise InvalidArgumentError("the tokenizer has no start token to score text from")
-    return int(bos)
-
-
 class LMScorer:
     """``log P(continuation | <start> prompt)`` for many continuations of one prompt.
 
