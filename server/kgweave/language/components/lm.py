@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,12 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    # renames announced by transformers 5 for code written against 4.x and 5.x alike
+    warnings.filterwarnings(
+        "ignore",
+        category=FutureWarning,
+        message=r"`(past_key_values|is_gradient_checkpointing)` is deprecated",
+    )
 
 
 def _device(device: str | torch.device | None) -> torch.device:
