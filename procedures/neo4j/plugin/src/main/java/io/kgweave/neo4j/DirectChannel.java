@@ -529,9 +529,8 @@ final class DirectChannel extends Channel {
             goingAway = true;
             int last = payload.length >= 4 ? readInt(payload, 0) & 0x7fffffff : 0;
             if (stream > last) {
-              status = Status.UNAVAILABLE.withDescription("the server is going away");
-              finish(true);
-              return true;
+              // the server did not take this call: safe to send it again on a fresh connection
+              throw new Stale(new IOException("the kgweave server is going away"));
             }
             return false;
           }
