@@ -2,13 +2,14 @@
 
 Usage::
 
-    python benchmarks/cypher_predict.py [--calls 300] [--warmup 50] [--rows 10000] [--k 10]
+    python benchmarks/cypher_predict.py [--calls 300] [--warmup 50] [--max-warmup 2000]
+        [--rows 10000] [--k 10] [--frontend python|native]
         [--out benchmarks/results/cypher_predict.json]
 
 Starts the whole Cypher path (tests/cypher_support.py): a real Neo4j 5.26 with APOC Core and
 the kgweave plugin jar (launcher in procedures/neo4j/launcher), the demo graph imported into
-it, and ``kgweave serve`` (python gRPC front end) on that Neo4j with its bootstrap model. Then,
-with the same model, the same heads and relation, k answers each:
+it, and ``kgweave serve`` (``--frontend``'s gRPC front end) on that Neo4j with its bootstrap
+model. Then, with the same model, the same heads and relation, k answers each:
 
 - single: ``MATCH (p:Entity {id: $id}) CALL kgweave.predict.tails(p, $r, $k)`` from one Bolt
   session (official ``neo4j`` driver), ``--calls`` calls after ``--warmup``: p50, p99; beside it
