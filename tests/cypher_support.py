@@ -111,10 +111,11 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def cypher_stack(
-    folder: Path, bootstrap_epochs: int = 5, full_jit: bool = False
+    folder: Path, bootstrap_epochs: int = 5, full_jit: bool = False, frontend: str = "python"
 ) -> Iterator[CypherStack]:
     """Neo4j with the plugin, the demo imported, and ``kgweave serve`` on it, all on free
-    ports under ``folder`` (``full_jit``: :class:`FullJitNeo4j`); everything stopped on exit."""
+    ports under ``folder`` (``full_jit``: :class:`FullJitNeo4j`; ``frontend``: serve's
+    ``KGWEAVE_FRONTEND``); everything stopped on exit."""
     plugins = plugin_folder()
     grpc_port, http_port = free_port(), free_port()
     conf = folder / "conf"
@@ -139,7 +140,7 @@ def cypher_stack(
             "KGWEAVE_GRPC_PORT": str(grpc_port),
             "KGWEAVE_HTTP_PORT": str(http_port),
             "KGWEAVE_BOOTSTRAP_EPOCHS": str(bootstrap_epochs),
-            "KGWEAVE_FRONTEND": "python",
+            "KGWEAVE_FRONTEND": frontend,
         }
         cli = [sys.executable, "-m", "kgweave.cli.main"]
         imported = subprocess.run(

@@ -7,6 +7,7 @@ import io.grpc.ClientCall;
 import io.grpc.ClientInterceptor;
 import io.grpc.ClientInterceptors;
 import io.grpc.ForwardingClientCall;
+import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
@@ -20,8 +21,10 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 
 /**
- * One gRPC channel per (address, TLS settings, token) for the whole database process, shared by every
- * procedure call; each call gets a fresh deadline.
+ * One gRPC channel per (address, TLS, token) for the whole database process, shared by every
+ * procedure call; each call gets a fresh deadline. Plaintext addresses use {@link
+ * DirectChannel} (each call runs on the calling thread, over pooled connections); TLS uses
+ * grpc-java's Netty channel.
  */
 public final class KgweaveClient {
   /** Most queries the server takes in one PredictLinks call. */
@@ -38,19 +41,31 @@ public final class KgweaveClient {
 
   private final String address;
   private final long deadlineMs;
+  /** The Netty channel (TLS), or null when {@link #direct} serves the calls. */
   private final ManagedChannel channel;
-  private final Channel intercepted;
+  private final DirectChannel direct;
+  private final KnowledgeServiceGrpc.KnowledgeServiceBlockingStub knowledge;
+  private final AdminServiceGrpc.AdminServiceBlockingStub admin;
 
   private KgweaveClient(
       String address, ChannelCredentials credentials, String token, long deadlineMs) {
     this.address = address;
     this.deadlineMs = deadlineMs;
-    this.channel = NettyChannelBuilder.forTarget(address, credentials)
-        .maxInboundMessageSize(MAX_MESSAGE_BYTES)
-        .build();
-    this.intercepted = token.isEmpty()
-        ? channel
-        : ClientInterceptors.intercept(channel, new BearerToken(token));
+    boolean plaintext = credentials instanceof InsecureChannelCredentials;
+    if (plaintext && DirectChannel.supports(address)) {
+      this.direct = new DirectChannel(address, MAX_MESSAGE_BYTES);
+      this.channel = null;
+    } else {
+      this.direct = null;
+      this.channel = NettyChannelBuilder.forTarget(address, credentials)
+          .maxInboundMessageSize(MAX_MESSAGE_BYTES)
+          .build();
+    }
+    Channel base = direct != null ? direct : channel;
+    Channel intercepted =
+        token.isEmpty() ? base : ClientInterceptors.intercept(base, new BearerToken(token));
+    this.knowledge = KnowledgeServiceGrpc.newBlockingStub(intercepted);
+    this.admin = AdminServiceGrpc.newBlockingStub(intercepted);
   }
 
   /** The shared client for this database's configuration. */
@@ -62,7 +77,11 @@ public final class KgweaveClient {
   /** Close every channel (tests, JVM shutdown). */
   public static void closeAll() {
     for (KgweaveClient client : CLIENTS.values()) {
-      client.channel.shutdownNow();
+      if (client.channel != null) {
+        client.channel.shutdownNow();
+      } else {
+        client.direct.close();
+      }
     }
     CLIENTS.clear();
   }
@@ -73,12 +92,12 @@ public final class KgweaveClient {
 
   /** A KnowledgeService call with the configured deadline; failures become one-line errors. */
   public <T> T knowledge(Function<KnowledgeServiceGrpc.KnowledgeServiceBlockingStub, T> call) {
-    return invoke(call, KnowledgeServiceGrpc.newBlockingStub(intercepted));
+    return invoke(call, knowledge);
   }
 
   /** An AdminService call with the configured deadline; failures become one-line errors. */
   public <T> T admin(Function<AdminServiceGrpc.AdminServiceBlockingStub, T> call) {
-    return invoke(call, AdminServiceGrpc.newBlockingStub(intercepted));
+    return invoke(call, admin);
   }
 
   private <S extends io.grpc.stub.AbstractStub<S>, T> T invoke(Function<S, T> call, S stub) {
