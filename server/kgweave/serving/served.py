@@ -389,6 +389,7 @@ _JOINT_LANGUAGE_KEEP = 2
 
 def joint_language(path: Path, device: torch.device) -> JointLanguage:
     """The LM side of the joint artifact in ``path`` on ``device``, loaded once."""
+    from kgweave.language.components.lora import merged_for_inference
     from kgweave.language.joint.artifact import load_joint
 
     digest = hashlib.sha256((path / "language" / "joint.json").read_bytes()).hexdigest()
@@ -400,11 +401,7 @@ def joint_language(path: Path, device: torch.device) -> JointLanguage:
             return found
         # the predictor holds the text fusion already (the completer takes it)
         parts = load_joint(path, device=device, with_text_fusion=False)
-        lm = parts.lm
-        if hasattr(lm, "merge_and_unload"):
-            # LoRA adapters merged into the base weights: one matmul per projection, about
-            # twice as fast on a CPU; log-probabilities within ~1e-5 of the unmerged model's
-            lm = lm.merge_and_unload()
+        lm = merged_for_inference(parts.lm)
         loaded = JointLanguage(lm, parts.tokenizer, parts.fused, parts.completion_weights)
         _JOINT_LANGUAGE[key] = loaded
         while len(_JOINT_LANGUAGE) > _JOINT_LANGUAGE_KEEP:

@@ -62,6 +62,7 @@ from kgweave.device import resolve_device
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.language.components.lm import EncodedBatch, train_lm
+from kgweave.language.components.lora import merged_for_inference
 from kgweave.language.components.pretrained import SMALL_LM, resolve_language_model
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.relation_phrases import HEAD, TAIL
@@ -322,9 +323,10 @@ def train_joint(
     weights: RerankWeights | None = None
     if config.fit_completion:
         predictor = LinkPredictor(load_artifact(out, device=device))
+        # the adapters are saved above: merged into the base now, as serving does
         completer = LMCompleter(
             predictor,
-            fused.lm,
+            merged_for_inference(fused.lm),
             tokenizer,
             verbalizer=verbalizer,
             top_n=config.completion_top_n,
