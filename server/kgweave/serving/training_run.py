@@ -66,9 +66,12 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
                 names[row.id] = row.name
             if row.description:
                 descriptions[row.id] = row.description
-    splits = split_triples(
-        snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
-    )
+    splits = _fixed_split(settings, snapshot.triples, snapshot.entities.labels,
+                          snapshot.relations.labels)  # fmt: skip
+    if splits is None:
+        splits = split_triples(
+            snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
+        )
     digest = hashlib.sha256(snapshot.triples.numpy().tobytes())
     digest.update("\n".join(snapshot.entities.labels).encode())
     relation_text: dict[str, Any] = {}
@@ -90,6 +93,32 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
             r: t for r, t in relation_text.get("templates", {}).items() if r in relations
         },
     )
+
+
+def _fixed_split(
+    settings: Settings, triples: Any, entities: list[str], relations: list[str]
+) -> dict[str, Any] | None:
+    """Splits that hold out exactly the graph's fixed validation set
+    (:mod:`kgweave.changes.validation`) and train on every other fact; None when the graph
+    has no fixed set yet (the first version's seeded split then makes it)."""
+    import torch
+
+    from kgweave.changes.validation import load_fixed
+
+    fixed = load_fixed(settings)
+    if fixed is None:
+        return None
+    e = {label: i for i, label in enumerate(entities)}
+    r = {label: i for i, label in enumerate(relations)}
+    wanted = {(e[h], r[p], e[t]) for h, p, t in fixed.triples if h in e and p in r and t in e}
+    held = torch.tensor([tuple(row) in wanted for row in triples.tolist()], dtype=torch.bool)
+    if not bool(held.any()):
+        return None
+    return {
+        "train": triples[~held],
+        "valid": triples[held],
+        "test": torch.zeros(0, 3, dtype=torch.long),
+    }
 
 
 def run_training(
@@ -159,6 +188,22 @@ def run_training(
     return metrics
 
 
+def run_job(
+    spec: dict[str, Any],
+    out: Path,
+    settings: Settings,
+    report: Report,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
+    """A job worker's run, by the spec's ``kind``: ``incremental`` (a warm-started update from
+    graph changes, :mod:`kgweave.changes.incremental`), else a training run."""
+    if spec.get("kind") == "incremental":
+        from kgweave.changes.incremental import run_incremental
+
+        return run_incremental(spec, out, settings, report, should_stop)
+    return run_training(spec, out, settings, report, should_stop)
+
+
 #: exit status of a worker whose server went away (its lifeline pipe reached end of file)
 ORPHANED_EXIT = 75
 
@@ -203,7 +248,7 @@ def job_process_main(
     log_path = folder / "job.log"
     logging.basicConfig(filename=log_path, level=logging.INFO)
     try:
-        metrics = run_training(spec, Path(out), settings, events.send, stop.is_set)
+        metrics = run_job(spec, Path(out), settings, events.send, stop.is_set)
         if metrics is None:
             events.send({"state": "cancelled"})
         else:
