@@ -46,6 +46,7 @@ from typing import Any
 
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.log import EventLog
+from kgweave.changes.validation import load_fixed
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
@@ -119,6 +120,10 @@ class RetrainWatcher:
         self._diffed = threading.Event()  # the first diff ran (the baseline is recorded)
         #: the running job: its id, the consumer it commits and the offset it covers
         self._job: tuple[str, str, int] | None = None
+        #: the new facts of the running update, and of the last one registered: a version
+        #: that was not activated is not trained again on the same facts
+        self._training: frozenset[tuple[str, str, str]] = frozenset()
+        self._trained: frozenset[tuple[str, str, str]] = frozenset()
         self._last_full = time.monotonic()
         self._last_counts: dict[str, int] | None = None
         self._diffs_since_full = 0
@@ -253,8 +258,12 @@ class RetrainWatcher:
             offset = overlay.next_offset
             if offset <= position:
                 return  # the applier has not reached the pending events yet
-            if not overlay.added:
-                self.log.commit(INCREMENTAL, offset)  # nothing to train on: removals only
+            fixed = load_fixed(self.settings)
+            new = frozenset(overlay.added - set(fixed.triples if fixed is not None else ()))
+            if not new or new == self._trained:
+                # nothing to train on: removals, facts the fixed validation set holds out, or
+                # what the last update (not activated) was trained on already
+                self.log.commit(INCREMENTAL, offset)
                 return
             folder = self._staging / f"overlay-{offset}"
             overlay.save(folder)
@@ -269,7 +278,7 @@ class RetrainWatcher:
         except KGWeaveError:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        self._job = (job.job_id, INCREMENTAL, offset)
+        self._job, self._training = (job.job_id, INCREMENTAL, offset), new
         self.state.updates_started += 1
         self.state.last_job = job.job_id
         log.info(
@@ -295,6 +304,7 @@ class RetrainWatcher:
                 self._last_full = time.monotonic()
             else:
                 self.state.updates_registered += 1
+                self._trained = self._training
             log.info("retrain: job %s registered %s (%s)", job_id, job.model_version, job.message)
         else:
             self.state.last_error = f"job {job_id} {job.state.value}: {job.message}"

@@ -72,6 +72,12 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
         splits = split_triples(
             snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
         )
+        # the first version of this graph: its validation split becomes the fixed set
+        from kgweave.changes.validation import make_fixed
+
+        e, r = snapshot.entities.labels, snapshot.relations.labels
+        valid = [(e[h], r[p], e[t]) for h, p, t in splits["valid"].tolist()]
+        make_fixed(settings, valid, "the first graph snapshot trained on", seed=seed)
     digest = hashlib.sha256(snapshot.triples.numpy().tobytes())
     digest.update("\n".join(snapshot.entities.labels).encode())
     relation_text: dict[str, Any] = {}
@@ -140,11 +146,21 @@ def run_training(
     joint = bool(raw.pop("joint", False))
     config = TrainConfig(**raw)
     report({"phase": "snapshot", "epochs": config.epochs})
+    from kgweave.changes.validation import load_fixed
+
+    fixed = None if spec.get("dataset") else load_fixed(settings)
     dataset = (
         open_dataset(spec["dataset"], settings)
         if spec.get("dataset")
         else (graph_dataset(settings, seed=config.seed))
     )
+    extra: dict[str, Any] = {"source": spec.get("dataset") or "graph"}
+    if fixed is not None and load_fixed(settings) == fixed:
+        # its validation split is the graph's fixed set: judged on it against the active one
+        extra["fixed_valid"] = {
+            "fingerprint": fixed.fingerprint,
+            "triples": len(dataset.split("valid")),
+        }
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
     if joint:
         from kgweave.language.joint.config import JointConfig
@@ -180,7 +196,7 @@ def run_training(
             on_epoch=on_epoch,
             should_stop=should_stop,
             checkpoint=False,
-            extra={"source": spec.get("dataset") or "graph"},
+            extra=extra,
             on_phase=lambda phase: report({"phase": phase}),
         )
     except TrainingCancelledError:
