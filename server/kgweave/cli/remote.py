@@ -174,8 +174,8 @@ def models_list(as_json: bool) -> None:
         fused_cell = "-" if fused_test is None else _number(fused_test)
         click.echo(
             f"{mark} {m['version']:<8} {m['model']:<9} {m['dim']:>4} "
-            f"{valid if valid is None else _number(valid):>9} "
-            f"{test if test is None else _number(test):>9}  "
+            f"{'-' if valid is None else _number(valid):>9} "
+            f"{'-' if test is None else _number(test):>9}  "
             + (f"{fused_cell:>10}  " if fused else "")
             + f"{m['created_at']:<25}  {m.get('decision') or '-'}"
         )
