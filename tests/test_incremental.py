@@ -15,6 +15,7 @@ import grpc
 import pytest
 import torch
 
+from kgweave.artifact import load_artifact
 from kgweave.bootstrap import prepare_plane
 from kgweave.changes.retrain import INCREMENTAL
 from kgweave.changes.validation import load_fixed, path_of
@@ -283,7 +284,11 @@ def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
         for h, r, t in written:
             assert (h, r, t) in set(server.facts(h) or [])
         config = json.loads((settings.models_dir / "v0002" / "config.json").read_text())
-        assert config["source"] == "incremental" and config["incremental"]["new_facts"] == 5
+        assert config["source"] == "incremental" and config["incremental"]["new_facts"] >= 5
+        trained = load_artifact(settings.models_dir / "v0002")
+        e, r = trained.entities.labels, trained.relations.labels
+        known = {(e[h], r[p], e[t]) for h, p, t in trained.known.tolist()}
+        assert set(written) <= known
         assert sorted(p.name for p in settings.models_dir.glob("v*")) == ["v0001", "v0002"]
         records = [json.loads(p.read_text()) for p in jobs.glob("*/job.json")]
         states = sorted((r["state"], r["phase"]) for r in records)
