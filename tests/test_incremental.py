@@ -11,10 +11,10 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import torch
 
+import test_freshness as freshness
 from kgweave.artifact import load_artifact
 from kgweave.bootstrap import prepare_plane
 from kgweave.changes.retrain import INCREMENTAL
@@ -24,7 +24,7 @@ from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.settings import get_settings
-from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
+from kgweave.v1 import admin_pb2, knowledge_pb2
 from serving_support import HANG_GUARD_S, ServerThread, job_updates, wait_until
 from test_freshness_crash import free_port
 
@@ -33,23 +33,8 @@ def wait_for(condition: Callable[[], bool], what: str = "an incremental update")
     wait_until(condition, what, poll_s=0.1)
 
 
-class Api:
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
-        self.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(self.channel)
-        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
-
-    def write(
-        self,
-        added: list[tuple[str, str, str]],
-        entities: list[admin_pb2.EntityWrite] | None = None,
-    ) -> admin_pb2.WriteFactsResponse:
-        request = admin_pb2.WriteFactsRequest(
-            added=[admin_pb2.Fact(head=h, relation=r, tail=t) for h, r, t in added],
-            entities=entities or [],
-        )
-        reply: admin_pb2.WriteFactsResponse = self.admin.WriteFacts(request, timeout=HANG_GUARD_S)
-        return reply
+class Api(freshness.Api):
+    """The gRPC services of a running server, and what these tests read of them."""
 
     def candidate(self, head: str, relation: str, tail: str) -> knowledge_pb2.Candidate:
         """The candidate ``tail`` for (head, relation, ?) over every entity."""
@@ -61,12 +46,6 @@ class Api:
         )
         (found,) = [c for c in reply.results[0].candidates if c.entity_id == tail]
         return found
-
-    def facts(self, entity: str) -> set[tuple[str, str, str]]:
-        reply = self.knowledge.GetEntity(
-            knowledge_pb2.GetEntityRequest(entity=entity, max_facts=1000), timeout=HANG_GUARD_S
-        )
-        return {(f.head, f.relation, f.tail) for f in reply.facts}
 
     def models(self) -> dict[str, admin_pb2.ModelInfo]:
         reply = self.admin.ListModels(admin_pb2.ListModelsRequest(), timeout=HANG_GUARD_S)
@@ -152,11 +131,13 @@ def test_written_fact_is_known_then_trained_then_served(
 
     # a new entity with text and two facts: a cold-start row at once, a trained row next
     stored = path_of(plane.settings).read_bytes()
+    emmy = admin_pb2.EntityWrite(
+        id="emmy_noether", name="Emmy Noether", description="German mathematician"
+    )
     reply = api.write(
-        [("emmy_noether", "citizen_of", "germany"), ("emmy_noether", "field_of_work",
-                                                     "mathematics")],
-        [admin_pb2.EntityWrite(id="emmy_noether", name="Emmy Noether",
-                               description="German mathematician")],
+        added=[("emmy_noether", "citizen_of", "germany"),
+               ("emmy_noether", "field_of_work", "mathematics")],
+        entities=[emmy],
     )  # fmt: skip
     assert reply.applied and reply.version.startswith("v0002@")
     assert applier.overlay.origins.get("emmy_noether") in ("text", "neighbours")

@@ -156,17 +156,10 @@ class RetrainWatcher:
     def _run_diff(self) -> None:
         with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        first = True
+        baseline = [True]  # the first run records the baseline
         while not self._stop.is_set():
-            try:
-                self._diff(baseline=first)
-                first = False
-            except KGWeaveError as exc:
-                self.state.last_error = exc.message
-                log.warning("snapshot diff failed: %s", exc.message)
-            except Exception as exc:
-                self.state.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("snapshot diff failed")
+            if self._guarded("snapshot diff", lambda: self._diff(baseline=baseline[0])):
+                baseline[0] = False
             self._diffed.set()
             self._wake.set()
             self._stop.wait(self.interval_s)
@@ -199,17 +192,25 @@ class RetrainWatcher:
     # ---- the watcher
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                if self._diffed.is_set():
-                    self._check()
-            except KGWeaveError as exc:
-                self.state.last_error = exc.message
-                log.warning("retrain check failed: %s", exc.message)
-            except Exception as exc:
-                self.state.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("retrain check failed")
+            if self._diffed.is_set():
+                self._guarded("retrain check", self._check)
             self._wake.wait(self.interval_s)
             self._wake.clear()
+
+    def _guarded(self, what: str, step: Callable[[], None]) -> bool:
+        """Run one step of a loop; a failure is logged and kept in the state, and the loop
+        goes on. Returns whether it succeeded."""
+        try:
+            step()
+        except KGWeaveError as exc:
+            self.state.last_error = exc.message
+            log.warning("%s failed: %s", what, exc.message)
+        except Exception as exc:
+            self.state.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed", what)
+        else:
+            return True
+        return False
 
     def _check(self) -> None:
         self.state.checks += 1
