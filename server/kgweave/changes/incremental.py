@@ -12,9 +12,10 @@ job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). T
    concatenation (removed ones dropped, added ones appended: no export of the graph);
 2. it is scored on the fixed validation set (:mod:`kgweave.changes.validation`; made once,
    from the facts the version held out, the first time);
-3. ``incremental_steps`` optimizer steps (1vsAll over all entities) on the new facts, both
+3. ``incremental_steps`` Adam steps (``incremental_lr``) on the queries of the new facts, both
    directions (reciprocals), mixed with a seeded replay sample of ``incremental_replay``
-   known facts per new fact;
+   known facts per new fact, with the version's objective (KvsAll: each query's targets are
+   all its known tails; else 1vsAll);
 4. it is scored again on the same facts with the same filter, and written as an artifact whose
    config carries both scores (``fixed_valid``): the activation policy compares them
    (:mod:`kgweave.serving.activation`).
@@ -29,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.models import build_model
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
-from kgweave.training.regimes import OneVsAll
+from kgweave.training.regimes import KvsAll, OneVsAll, Regime
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,32 @@ def _ids(facts: list[Triple], artifact: ModelArtifact) -> torch.Tensor:
     e, r = artifact.entities.index, artifact.relations.index
     rows = [(e[h], r[p], e[t]) for h, p, t in facts if h in e and p in r and t in e]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+
+class ChosenQueries(KvsAll):
+    """KvsAll over every known fact (each query's targets are all its known tails, as the
+    version was trained), its epochs made of the queries of ``chosen`` only: the new facts
+    and the replay sample (shape (C, 3), with reciprocals)."""
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        num_entities: int,
+        config: TrainConfig,
+        num_relations: int,
+        chosen: torch.Tensor,
+    ) -> None:
+        super().__init__(train, num_entities, config, num_relations)
+        keys = chosen[:, 0] * num_relations + chosen[:, 1]
+        self.chosen = torch.unique(torch.searchsorted(self.index.keys, keys))
+
+    @property
+    def epoch_size(self) -> int:
+        return len(self.chosen)
+
+    def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        order = self.chosen[torch.randperm(len(self.chosen), generator=generator)]
+        yield from torch.split(order, self.config.batch_size)
 
 
 def run_incremental(
@@ -145,16 +172,17 @@ def run_incremental(
     replay_n = min(len(old), max(int(len(new) * settings.incremental_replay), config.batch_size))
     replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
     triples = with_reciprocals(torch.cat((new, replay)), n_r)
-    batch = min(config.batch_size, len(triples))
-    lr = settings.incremental_lr or config.lr
-    config = config.model_copy(update={"batch_size": batch, "lr": lr})
-    regime = OneVsAll(triples, n_e, config)
+    regime: Regime
+    if config.regime == "kvsall":  # the version's own objective: every known tail a target
+        regime = ChosenQueries(with_reciprocals(known, n_r), n_e, config, 2 * n_r, triples)
+    else:
+        regime = OneVsAll(triples, n_e, config)
+    batch = min(config.batch_size, regime.epoch_size)
+    regime.config = config.model_copy(update={"batch_size": batch})
+    # fresh optimizer state on warm weights: Adam's small, bounded steps (Adagrad's first
+    # steps are lr-sized per coordinate, which undoes what the version learned)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.Adagrad(params, lr=lr)
-        if config.optimizer == "adagrad"
-        else torch.optim.Adam(params, lr=lr)
-    )
+    optimizer = torch.optim.Adam(params, lr=settings.incremental_lr)
     report({"phase": "training", "epoch": 0, "epochs": settings.incremental_steps})
     model.train()
     steps, losses = 0, []
