@@ -347,13 +347,13 @@ def incremental(args: argparse.Namespace) -> None:
 
     from kgweave.bootstrap import prepare_plane
     from kgweave.changes.retrain import INCREMENTAL
-    from kgweave.changes.validation import make_fixed
     from kgweave.engine import open_dataset
     from kgweave.graph.connect import open_store
     from kgweave.graph.embedded import EmbeddedFalkorDB
     from kgweave.predict import Query
     from kgweave.serving.registry import ModelRegistry
     from kgweave.serving.training_run import run_training
+    from kgweave.serving.validation import make_fixed
     from kgweave.settings import get_settings
 
     settings = get_settings()

@@ -18,11 +18,11 @@ import test_freshness as freshness
 from kgweave.artifact import load_artifact
 from kgweave.bootstrap import prepare_plane
 from kgweave.changes.retrain import INCREMENTAL
-from kgweave.changes.validation import load_fixed, path_of
 from kgweave.cli.main import main
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
+from kgweave.serving.validation import load_fixed, path_of
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
 from serving_support import HANG_GUARD_S, ServerThread, job_updates, wait_until

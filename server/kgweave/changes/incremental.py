@@ -10,7 +10,7 @@ job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). T
    rows the applier gave them (from their text through the encoder and the version's
    cold-start projection, else the mean of their neighbours), known facts updated by
    concatenation (removed ones dropped, added ones appended: no export of the graph);
-2. it is scored on the fixed validation set (:mod:`kgweave.changes.validation`; made once,
+2. it is scored on the fixed validation set (:mod:`kgweave.serving.validation`; made once,
    from the facts the version held out, the first time);
 3. ``incremental_steps`` Adam steps (``incremental_lr``) on the queries of the new facts, both
    directions (reciprocals), mixed with a seeded replay sample of ``incremental_replay``
@@ -39,11 +39,11 @@ import torch
 from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
 from kgweave.changes.apply import BaseFacts, derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
-from kgweave.changes.validation import FixedValidation, load_fixed, make_fixed
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.models import build_model
+from kgweave.serving.validation import FixedValidation, load_fixed, make_fixed
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
 from kgweave.training.regimes import KvsAll, OneVsAll, Regime

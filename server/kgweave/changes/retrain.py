@@ -23,7 +23,7 @@ Two daemon threads of the server:
      from that version and trains a bounded number of steps.
 
   Both register their model and apply the server's activation policy (hot swap; versions
-  judged on the fixed validation set, :mod:`kgweave.changes.validation`). A consumer's offset
+  judged on the fixed validation set, :mod:`kgweave.serving.validation`). A consumer's offset
   is committed only when its job has registered a model, so a failed, cancelled or killed job
   is retried: at-least-once, nothing lost. The served world never waits for either: every
   change is applied at once by the change applier (:mod:`kgweave.changes.apply`).
@@ -46,11 +46,11 @@ from typing import Any
 
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.log import EventLog
-from kgweave.changes.validation import load_fixed
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
 from kgweave.serving.queries import QueryPlane
+from kgweave.serving.validation import load_fixed
 from kgweave.serving.versions import ModelVersions
 from kgweave.settings import Settings
 from kgweave.training.config import JOB_FIELDS
@@ -270,6 +270,7 @@ class RetrainWatcher:
             overlay.save(folder)
         spec = {
             "kind": "incremental",
+            "runner": "kgweave.changes.incremental:run_incremental",
             "base": str(self.versions.registry.get(overlay.base_version).path),
             "base_version": overlay.base_version,
             "overlay": str(folder),

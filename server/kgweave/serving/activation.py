@@ -5,7 +5,7 @@ policy names are defined here once (settings, CLI and proto converters refer to 
 
 Under ``if_better`` two guards come first. A version that would lose the active joint model's
 language side (``kgweave complete``, text fusion) is not activated. A version judged on the
-graph's fixed validation set (:mod:`kgweave.changes.validation`; ``config.fixed_valid``) is
+graph's fixed validation set (:mod:`kgweave.serving.validation`; ``config.fixed_valid``) is
 activated unless its MRR there falls more than ``tolerance`` below the active version's on the
 same facts: an incremental update measures both in one run (``base_mrr``), a full retrain on
 the graph holds those facts out as its validation split. Otherwise ``if_better`` compares

@@ -73,7 +73,7 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
             snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
         )
         # the first version of this graph: its validation split becomes the fixed set
-        from kgweave.changes.validation import make_fixed
+        from kgweave.serving.validation import make_fixed
 
         e, r = snapshot.entities.labels, snapshot.relations.labels
         valid = [(e[h], r[p], e[t]) for h, p, t in splits["valid"].tolist()]
@@ -105,11 +105,11 @@ def _fixed_split(
     settings: Settings, triples: Any, entities: list[str], relations: list[str]
 ) -> dict[str, Any] | None:
     """Splits that hold out exactly the graph's fixed validation set
-    (:mod:`kgweave.changes.validation`) and train on every other fact; None when the graph
+    (:mod:`kgweave.serving.validation`) and train on every other fact; None when the graph
     has no fixed set yet (the first version's seeded split then makes it)."""
     import torch
 
-    from kgweave.changes.validation import load_fixed
+    from kgweave.serving.validation import load_fixed
 
     fixed = load_fixed(settings)
     if fixed is None:
@@ -146,7 +146,7 @@ def run_training(
     joint = bool(raw.pop("joint", False))
     config = TrainConfig(**raw)
     report({"phase": "snapshot", "epochs": config.epochs})
-    from kgweave.changes.validation import load_fixed
+    from kgweave.serving.validation import load_fixed
 
     fixed = None if spec.get("dataset") else load_fixed(settings)
     dataset = (
@@ -211,12 +211,18 @@ def run_job(
     report: Report,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any] | None:
-    """A job worker's run, by the spec's ``kind``: ``incremental`` (a warm-started update from
-    graph changes, :mod:`kgweave.changes.incremental`), else a training run."""
-    if spec.get("kind") == "incremental":
-        from kgweave.changes.incremental import run_incremental
+    """A job worker's run: the spec's ``runner`` (``"module:function"`` in kgweave, taking
+    these arguments; a layer above names its own, e.g. the incremental update of
+    :mod:`kgweave.changes.incremental`), else a training run."""
+    runner = spec.get("runner")
+    if runner:
+        import importlib
 
-        return run_incremental(spec, out, settings, report, should_stop)
+        module, _, name = str(runner).partition(":")
+        if not module.startswith("kgweave."):
+            raise FailedPreconditionError(f"job runner {runner} is not kgweave's")
+        run: Callable[..., dict[str, Any] | None] = getattr(importlib.import_module(module), name)
+        return run(spec, out, settings, report, should_stop)
     return run_training(spec, out, settings, report, should_stop)
 
 
