@@ -19,6 +19,26 @@ data plane of ``kgweave serve`` (change applier on), measures through the gRPC A
 
 Each probe polls in a tight loop, so a latency includes up to one GetEntity round trip.
 Prints and writes one JSON object; draws the latencies as a plot.
+
+Incremental updates and quality (``--incremental``)::
+
+    python benchmarks/freshness.py --incremental [--dataset umls] [--epochs 100] [--dim 64]
+        [--steps 100] [--batches 20] [--entity-probes 5]
+        [--out benchmarks/results/freshness_incremental.json]
+        [--plot docs/img/freshness_incremental.png]
+
+Holds out 5% of the dataset's training facts; trains the first model on the rest (the
+dataset's valid and test splits kept, valid stored as the graph's fixed validation set) and
+serves it on the data plane of ``kgweave serve`` over a fresh embedded FalkorDB holding those
+facts, with the change applier and the retrain watcher (incremental updates) on. Then streams
+the held-out facts in as ``--batches`` batches through the write path (graph + log), one
+batch after the previous one is served, and measures per batch the seconds from the write's
+acknowledgement to an incremental update trained on it being served, and the served model's
+test MRR (filtered, every split as the filter). Compares the last served model with a full
+retrain on the final graph (every training fact, the same settings) and with the stale first
+model. Last, ``--entity-probes`` new entities with a name, a description and two facts: the
+seconds until they answer link prediction (cold start) and until a version trained on them is
+served.
 """
 
 from __future__ import annotations
@@ -73,9 +93,22 @@ def main() -> None:
         default=None,
         help="a text-vectors folder of an earlier run (the entity texts encoded once)",
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/freshness.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/freshness.png"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--incremental", action="store_true", help="incremental updates, quality")
+    parser.add_argument("--dataset", default="umls", help="(--incremental) the dataset")
+    parser.add_argument("--epochs", type=int, default=100, help="(--incremental) first model")
+    parser.add_argument("--dim", type=int, default=64, help="(--incremental) embedding size")
+    parser.add_argument("--steps", type=int, default=100, help="(--incremental) per update")
+    parser.add_argument("--batches", type=int, default=20, help="(--incremental)")
+    parser.add_argument("--entity-probes", type=int, default=5, help="(--incremental)")
     args = parser.parse_args()
+    name = "freshness_incremental" if args.incremental else "freshness"
+    args.out = args.out or Path(f"benchmarks/results/{name}.json")
+    args.plot = args.plot or Path(f"docs/img/{name}.png")
+    if args.incremental:
+        incremental(args)
+        return
 
     import os
     import shutil
@@ -291,6 +324,201 @@ def plot(
     right.set_xlabel("percentile")
     right.set_ylabel("PredictLinks latency (ms)")
     right.set_title("PredictLinks, one client")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+Triple = tuple[str, str, str]
+
+
+def incremental(args: argparse.Namespace) -> None:
+    """``--incremental``: update latency, new entities trained, quality over streamed batches."""
+    import os
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kgweave-incremental-"))
+    os.environ["KGWEAVE_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("KGWEAVE_DEVICE", "cpu")
+    os.environ["KGWEAVE_RETRAIN_INTERVAL_S"] = "0.5"
+    os.environ["KGWEAVE_FULL_RETRAIN_DRIFT"] = "0"  # incremental updates only
+    os.environ["KGWEAVE_INCREMENTAL_STEPS"] = str(args.steps)
+    import torch
+
+    from kgweave.bootstrap import prepare_plane
+    from kgweave.changes.retrain import INCREMENTAL
+    from kgweave.engine import open_dataset
+    from kgweave.graph.connect import open_store
+    from kgweave.graph.embedded import EmbeddedFalkorDB
+    from kgweave.predict import Query
+    from kgweave.serving.registry import ModelRegistry
+    from kgweave.serving.training_run import run_training
+    from kgweave.serving.validation import make_fixed
+    from kgweave.settings import get_settings
+
+    settings = get_settings()
+    dataset = open_dataset(args.dataset, settings)
+    e, r = dataset.entities.labels, dataset.relations.labels
+
+    def labelled(split: str) -> list[Triple]:
+        return [(e[h], r[p], e[t]) for h, p, t in dataset.split(split).tolist()]
+
+    train, valid, test = labelled("train"), labelled("valid"), labelled("test")
+    rng = random.Random(0)
+    rng.shuffle(train)
+    held = train[: len(train) // 20]  # 5%, streamed in
+    first = train[len(held) :]
+    base_ds = data_dir / "first-graph"
+    base_ds.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", first), ("valid", valid), ("test", test)):
+        (base_ds / f"{name}.tsv").write_text("".join(f"{h}\t{p}\t{t}\n" for h, p, t in rows))
+    config = {"epochs": args.epochs, "dim": args.dim, "seed": 0}
+    record: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "dataset": args.dataset,
+        "protocol": {
+            "held_out_facts": len(held),
+            "batches": args.batches,
+            "first_model_facts": len(first),
+            "config": config,
+            "incremental_steps": args.steps,
+            "incremental_replay": settings.incremental_replay,
+            "validation_tolerance": settings.validation_tolerance,
+        },
+    }
+    began = time.monotonic()
+    model = data_dir / "first-model"
+    run_training({"config": config, "dataset": str(base_ds)}, model, settings, lambda _e: None)
+    full_dir = data_dir / "full-retrain"
+    full = run_training({"config": config, "dataset": args.dataset}, full_dir, settings,
+                        lambda _e: None)  # fmt: skip
+    record["train_s"] = round(time.monotonic() - began, 1)
+    registry = ModelRegistry(settings.models_dir)
+    registry.register(model)
+    make_fixed(settings, valid, "benchmark: the dataset's valid split")
+    store = open_store(settings.graph_uri, settings)
+    store.add_triples(first + valid)  # the graph: what the first model knows, and held out
+    plane = prepare_plane(settings, progress=False)
+    watcher = plane.changes.start_retraining(lambda: store)
+    until(lambda: watcher.state.checks >= 1, 600)
+    every = labelled("train") + valid + test
+
+    def test_mrr() -> float:
+        """The served version's filtered test MRR (every split filters)."""
+        from kgweave.evaluation.ranking import build_filter, evaluate
+
+        art = plane.versions.active().artifact
+        ei, ri = art.entities.index, art.relations.index
+
+        def ids(rows: list[Triple]) -> torch.Tensor:
+            return torch.tensor([(ei[h], ri[p], ei[t]) for h, p, t in rows
+                                 if h in ei and p in ri and t in ei]).reshape(-1, 3)  # fmt: skip
+
+        known = build_filter(ids(every), len(art.entities), len(art.relations))
+        return float(evaluate(art.model, ids(test), known).metrics["mrr"])
+
+    stale = test_mrr()
+    log = plane.changes.event_log
+    rows = []
+    size = -(-len(held) // args.batches)
+    for i in range(args.batches):
+        batch = held[i * size : (i + 1) * size]
+        if not batch:
+            break
+        registered = watcher.state.updates_registered
+        wrote = plane.write_facts(batch, [], [], [], wait_s=-1.0)
+        acked = time.monotonic()
+
+        def served(end: int = wrote.next_offset) -> bool:
+            update = plane.versions.active().artifact.config.get("incremental") or {}
+            return int(update.get("offset", -1)) >= end
+
+        until(lambda end=wrote.next_offset: served(end) or log.position(INCREMENTAL) >= end,
+              1800)  # fmt: skip
+        seconds = time.monotonic() - acked
+        info = plane.versions.registry.versions()[0]
+        rows.append(
+            {
+                "batch": i + 1,
+                "facts": len(batch),
+                "served_s": round(seconds, 3) if served() else None,
+                "version": info.version,
+                "activated": served(),
+                "decision": info.decision,
+                "test_mrr": round(test_mrr(), 4),
+                "updates": watcher.state.updates_registered - registered,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    latencies = [row["served_s"] for row in rows if row["served_s"] is not None]
+    record["batches"] = rows
+    record["update_served"] = summary(latencies) if latencies else {}
+    record["refused"] = sum(not row["activated"] for row in rows)
+    record["quality"] = {
+        "stale_first_model_test_mrr": round(stale, 4),
+        "final_served_test_mrr": rows[-1]["test_mrr"],
+        "full_retrain_test_mrr": round(float(full["test"]["mrr"]), 4) if full else None,
+    }
+
+    # new entities: cold start at once, trained rows once an update is served
+    cold_s, trained_s = [], []
+    for i in range(args.entity_probes):
+        entity = f"fresh_{i}"
+        a, b = rng.sample(e, 2)
+        text = (entity, f"Fresh {i}", "a new concept")
+        plane.write_facts([(entity, r[0], a), (b, r[1], entity)], [], [text], [], -1.0)
+        acked = time.monotonic()
+
+        def answers(entity: str = entity) -> bool:
+            try:
+                _, found = plane.queries.predict([Query(r[0], head=entity)], k=5)
+            except Exception:
+                return False
+            return len(found[0]) == 5
+
+        until(answers, 600)
+        cold_s.append(time.monotonic() - acked)
+        until(lambda entity=entity: entity in plane.versions.active().artifact.entities
+              and entity not in plane.versions.active().artifact.config.get("cold_entities", []),
+              1800)  # fmt: skip
+        trained_s.append(time.monotonic() - acked)
+    record["new_entity_cold"] = summary(cold_s) if cold_s else {}
+    record["new_entity_trained"] = summary(trained_s) if trained_s else {}
+    record["machine"] = f"{os.cpu_count()} CPUs (shared with other jobs), device cpu"
+    print(json.dumps(record, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    plot_incremental(args.plot, record)
+    plane.close()
+    EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+def plot_incremental(path: Path, record: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["batches"]
+    x = [row["batch"] for row in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(x, [row["served_s"] if row["served_s"] is not None else float("nan")
+                  for row in rows], marker="o")  # fmt: skip
+    left.axhline(5.0, color="grey", linestyle=":", label="5 s target")
+    left.set_xlabel("batch")
+    left.set_ylabel("write acknowledged to update served (s)")
+    left.set_title(f"{record['dataset']}: freshness of incremental updates")
+    left.legend(fontsize=8)
+    quality = record["quality"]
+    right.plot(x, [row["test_mrr"] for row in rows], marker="o", label="served model")
+    right.axhline(quality["stale_first_model_test_mrr"], color="grey", linestyle=":",
+                  label="stale first model")  # fmt: skip
+    if quality["full_retrain_test_mrr"] is not None:
+        right.axhline(quality["full_retrain_test_mrr"], color="black", linestyle="--",
+                      label="full retrain, final graph")  # fmt: skip
+    right.set_xlabel("batch")
+    right.set_ylabel("test MRR (filtered)")
+    right.set_title("quality over the streamed batches")
     right.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

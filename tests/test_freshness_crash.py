@@ -94,6 +94,7 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(
         "KGWEAVE_HTTP_PORT": str(http_port),
         "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
         "KGWEAVE_FRONTEND": "python",
+        "KGWEAVE_INCREMENTAL_UPDATES": "false",  # the overlay alone (test_incremental trains)
     }
     log = tmp_path / "serve.log"
     server = Server(env, log)

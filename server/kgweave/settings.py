@@ -221,6 +221,69 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between checks for graph changes (snapshot diff, pending events).",
     )
+    incremental_updates: bool = Field(
+        default=True,
+        description="Train an incremental update when graph change events add facts: warm-start "
+        "from the active version (new entities and relations get rows from their text or "
+        "neighbours), train on the new facts (both directions) mixed with a replay sample of "
+        "known ones for a bounded number of steps in a job worker, register and activate it "
+        "(judged on the fixed validation set). Needs the change applier (apply_changes).",
+    )
+    incremental_min_events: int = Field(
+        default=1,
+        ge=1,
+        description="Change events pending before an incremental update starts (one update "
+        "runs at a time; events arriving meanwhile go into the next).",
+    )
+    incremental_steps: int = Field(
+        default=50,
+        ge=1,
+        description="Optimizer steps of one incremental update.",
+    )
+    incremental_replay: float = Field(
+        default=4.0,
+        ge=0,
+        description="Known facts replayed per new fact in an incremental update (so nothing is "
+        "forgotten); at least one batch of them is always replayed when there are any.",
+    )
+    incremental_lr: float = Field(
+        default=0.001,
+        gt=0,
+        description="Learning rate of incremental updates (Adam, fresh state on the warm "
+        "weights: a small step keeps what the version learned; measured in docs/benchmarks.md).",
+    )
+    full_retrain_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds between scheduled full retrains on a graph snapshot, in a job "
+        "worker (0: no schedule; retrain_min_events and full_retrain_drift still trigger one).",
+    )
+    full_retrain_drift: float = Field(
+        default=0.2,
+        ge=0,
+        description="A full retrain starts once the change events since the last full "
+        "retrain reach this fraction of the active version's known facts (0: never by drift).",
+    )
+    validation_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Facts in the fixed validation set (held out by the first version, stored "
+        "once in the data folder with the graph's identity) that every later version is "
+        "judged on.",
+    )
+    validation_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="Most a new version's MRR on the fixed validation set may fall below the "
+        "version it replaces (measured in the same run) and still be activated.",
+    )
+    snapshot_diff_full_every: int = Field(
+        default=10,
+        ge=1,
+        description="The snapshot diff first compares the graph's counts with its last run and "
+        "skips the export when they agree; every this many checks it compares all facts anyway "
+        "(a removal plus an addition keeps the counts).",
+    )
     event_log_retention_s: float = Field(
         default=7 * 24 * 3600.0,
         ge=0,

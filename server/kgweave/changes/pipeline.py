@@ -181,8 +181,11 @@ class ChangePipeline:
         return WriteResult(len(events), end, applied, current.version if current else "")
 
     def start_retraining(self, store_factory: Callable[[], GraphStore] | None) -> RetrainWatcher:
-        """Watch graph changes and retrain in batches (settings ``retrain_*``)."""
-        self.retrainer = RetrainWatcher(self.settings, self._serving, self.event_log, store_factory)
+        """Watch graph changes: incremental updates of what the applier serves (settings
+        ``incremental_*``) and full retrains (``retrain_*``, ``full_retrain_*``)."""
+        self.retrainer = RetrainWatcher(
+            self.settings, self._serving, self.event_log, store_factory, self.applier
+        )
         self.retrainer.start()
         return self.retrainer
 

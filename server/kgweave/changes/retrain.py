@@ -1,44 +1,65 @@
-"""Retraining in batches from graph change events, with no downtime.
+"""Retraining from graph change events, with no downtime: incremental updates and full retrains.
 
-Every ``interval_s`` the watcher (a daemon thread of the server):
+Two daemon threads of the server:
 
-1. runs the snapshot diff of the graph (works on any backend), which appends one event per added
-   or removed triple and per new entity to the durable event log; events posted by the Neo4j
-   APOC trigger (POST /v1/changes) or appended by the CDC poller land in the same log;
-2. counts the events its consumer (``retrain``) has not committed; once there are at least
-   ``min_events`` and no job is running, it starts a training job on a fresh graph snapshot with
-   the active model's settings, activated by the server's policy (hot swap, no downtime);
-3. commits the consumer offset only when that job succeeds, so a failed or cancelled job is
-   retried at the next check: at-least-once, nothing lost.
+- the snapshot diff (``kgweave-diff``, at lowered OS priority, every ``interval_s``): the
+  safety net that works on any backend. It first compares the graph's counts with its last
+  run and exports nothing when they agree (every ``snapshot_diff_full_every`` checks it
+  compares all facts anyway: a removal plus an addition keeps the counts); otherwise it
+  exports the graph and appends one event per added or removed triple and per new entity to
+  the durable event log. Events posted by the Neo4j APOC trigger (POST /v1/changes), written
+  through WriteFacts or appended by the CDC poller land in the same log, at once;
+- the watcher (``kgweave-retrain``), woken by every append and every ``interval_s``. One job
+  runs at a time; when none is running it starts
 
-Meanwhile every change is served at once, without training, by the change applier
-(:mod:`kgweave.changes.apply`: facts known, new entities placed from their text or
-neighbours, deleted entities gone), which reads the same log as its own consumer.
+  1. a full retrain on a fresh graph snapshot with the active model's settings, in a job
+     worker, when the events since the last one (its consumer ``retrain``) reach
+     ``min_events`` (when set), or ``full_retrain_drift`` of the active version's known
+     facts, or (with some pending) ``full_retrain_interval_s`` has passed since the last;
+  2. else an incremental update (consumer ``incremental``) once ``incremental_min_events``
+     are pending and the change applier's overlay holds facts the active version was not
+     trained on: the overlay as served (a copy, up to one log offset) and the version it is
+     based on go to a job worker (:mod:`kgweave.changes.incremental`), which warm-starts
+     from that version and trains a bounded number of steps.
 
-On its first run it records the graph as it is as the baseline (the active model was trained on
-it), so starting the watcher does not retrain by itself.
+  Both register their model and apply the server's activation policy (hot swap; versions
+  judged on the fixed validation set, :mod:`kgweave.serving.validation`). A consumer's offset
+  is committed only when its job has registered a model, so a failed, cancelled or killed job
+  is retried: at-least-once, nothing lost. The served world never waits for either: every
+  change is applied at once by the change applier (:mod:`kgweave.changes.apply`).
+
+On its first run the diff records the graph as it is as the baseline (the active model was
+trained on it), so starting the watcher does not retrain by itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
 from kgweave.serving.queries import QueryPlane
+from kgweave.serving.validation import load_fixed
 from kgweave.serving.versions import ModelVersions
 from kgweave.settings import Settings
 from kgweave.training.config import JOB_FIELDS
 
 log = logging.getLogger(__name__)
 
+#: the event-log consumers of full retrains and of incremental updates
 CONSUMER = "retrain"
+INCREMENTAL = "incremental"
 
 
 @dataclass(frozen=True)
@@ -59,13 +80,20 @@ class RetrainState:
 
     checks: int = 0
     pending: int = 0
+    #: full retrains started
     jobs_started: int = 0
+    #: incremental updates started, and those that registered a version
+    updates_started: int = 0
+    updates_registered: int = 0
     last_job: str = ""
     last_error: str = ""
+    #: snapshot diffs run, and those the counts let skip the export
+    diffs: int = 0
+    diffs_skipped: int = 0
 
 
 class RetrainWatcher:
-    """Starts training jobs when enough graph changes have accumulated."""
+    """Starts full retrains and incremental updates from graph changes (see the module doc)."""
 
     def __init__(
         self,
@@ -73,92 +101,213 @@ class RetrainWatcher:
         serving: ServingSide,
         event_log: EventLog,
         store_factory: Callable[[], GraphStore] | None = None,
+        applier: ChangeApplier | None = None,
     ) -> None:
+        self.settings = settings
         self.versions = serving.versions
         self.queries = serving.queries
         self.jobs = serving.jobs
         self._start_job = serving.start_job
         self.log = event_log
+        self.applier = applier
         self.min_events = settings.retrain_min_events
         self.interval_s = settings.retrain_interval_s
         self._store_factory = store_factory
         self._state_dir = settings.data_dir / "snapshot-diff"
+        self._staging = settings.data_dir / "incremental"
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._job: tuple[str, int] | None = None  # running job id, offset it covers
+        self._diffed = threading.Event()  # the first diff ran (the baseline is recorded)
+        #: the running job: its id, the consumer it commits and the offset it covers
+        self._job: tuple[str, str, int] | None = None
+        #: the new facts of the running update, and of the last one registered: a version
+        #: that was not activated is not trained again on the same facts
+        self._training: frozenset[tuple[str, str, str]] = frozenset()
+        self._trained: frozenset[tuple[str, str, str]] = frozenset()
+        self._last_full = time.monotonic()
+        self._last_counts: dict[str, int] | None = None
+        self._diffs_since_full = 0
         self.state = RetrainState()
         self._thread = threading.Thread(target=self._run, name="kgweave-retrain", daemon=True)
+        self._diff_thread = threading.Thread(
+            target=self._run_diff, name="kgweave-diff", daemon=True
+        )
 
     def start(self) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)  # a dead server's overlay copies
+        if self._store_factory is None:
+            self._diffed.set()
+        else:
+            self._diff_thread.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=30)
+        for thread in (self._thread, self._diff_thread):
+            if thread.is_alive():
+                thread.join(timeout=30)
 
     def check_now(self) -> None:
         """Run a check without waiting for the interval."""
         self._wake.set()
 
-    # ---- the loop
-    def _run(self) -> None:
-        first = True
+    # ---- the snapshot diff: a safety net, off the serving threads' way
+    def _run_diff(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        baseline = [True]  # the first run records the baseline
         while not self._stop.is_set():
-            try:
-                self._check(baseline=first)
-                first = False
-            except KGWeaveError as exc:
-                self.state.last_error = exc.message
-                log.warning("retrain check failed: %s", exc.message)
-            except Exception as exc:
-                self.state.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("retrain check failed")
+            if self._guarded("snapshot diff", lambda: self._diff(baseline=baseline[0])):
+                baseline[0] = False
+            self._diffed.set()
+            self._wake.set()
+            self._stop.wait(self.interval_s)
+
+    def _diff(self, baseline: bool) -> None:
+        assert self._store_factory is not None
+        from kgweave.changes.diff import snapshot_diff
+
+        store = self._store_factory()
+        had_state = (self._state_dir / "snapshot.safetensors").is_file()
+        counts = store.counts()
+        self.state.diffs += 1
+        if (
+            had_state
+            and counts == self._last_counts
+            and self._diffs_since_full + 1 < self.settings.snapshot_diff_full_every
+        ):
+            self._diffs_since_full += 1
+            self.state.diffs_skipped += 1
+            return
+        diff = snapshot_diff(store, self._state_dir, self.log)
+        self._last_counts, self._diffs_since_full = counts, 0
+        if baseline and not had_state:
+            # the graph as it is now is what the active model was trained on
+            end = self.log.end_offset
+            self.log.commit(CONSUMER, end)
+            self.log.commit(INCREMENTAL, end)
+            log.info("retrain: baseline of %d triples recorded", diff["added"])
+
+    # ---- the watcher
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._diffed.is_set():
+                self._guarded("retrain check", self._check)
             self._wake.wait(self.interval_s)
             self._wake.clear()
 
-    def _diff(self) -> dict[str, Any] | None:
-        if self._store_factory is None:
-            return None
-        from kgweave.changes.diff import snapshot_diff
+    def _guarded(self, what: str, step: Callable[[], None]) -> bool:
+        """Run one step of a loop; a failure is logged and kept in the state, and the loop
+        goes on. Returns whether it succeeded."""
+        try:
+            step()
+        except KGWeaveError as exc:
+            self.state.last_error = exc.message
+            log.warning("%s failed: %s", what, exc.message)
+        except Exception as exc:
+            self.state.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed", what)
+        else:
+            return True
+        return False
 
-        return snapshot_diff(self._store_factory(), self._state_dir, self.log)
-
-    def _check(self, baseline: bool) -> None:
-        had_state = (self._state_dir / "snapshot.safetensors").is_file()
-        diff = self._diff()
-        if baseline and diff is not None and not had_state:
-            # the graph as it is now is what the active model was trained on
-            self.log.commit(CONSUMER, self.log.end_offset)
-            log.info("retrain: baseline of %d triples recorded", diff["added"])
+    def _check(self) -> None:
         self.state.checks += 1
         self._settle_job()
         if self._job is not None:
             return
         end = self.log.end_offset
         self.state.pending = end - self.log.position(CONSUMER)
-        if self.min_events <= 0 or self.state.pending < self.min_events:
+        if self._full_due():
+            job = self._start_job(self._training_config())
+            self._job = (job.job_id, CONSUMER, end)
+            self.state.jobs_started += 1
+            self.state.last_job = job.job_id
+            log.info(
+                "retrain: %d change events pending, started job %s", self.state.pending, job.job_id
+            )
             return
-        config = self._training_config()
-        job = self._start_job(config)
-        self._job = (job.job_id, end)
-        self.state.jobs_started += 1
+        self._start_update()
+
+    def _full_due(self) -> bool:
+        pending = self.state.pending
+        if pending <= 0:
+            return False
+        if self.min_events > 0 and pending >= self.min_events:
+            return True
+        drift = self.settings.full_retrain_drift
+        if drift > 0 and self.versions.ready:
+            known = len(self.versions.active().artifact.known)
+            if pending >= max(drift * known, 1):
+                return True
+        every = self.settings.full_retrain_interval_s
+        return every > 0 and time.monotonic() - self._last_full >= every
+
+    def _start_update(self) -> None:
+        """Start an incremental update of the overlay as served, when it is due."""
+        applier = self.applier
+        if not self.settings.incremental_updates or applier is None:
+            return
+        position = self.log.position(INCREMENTAL)
+        if self.log.end_offset - position < self.settings.incremental_min_events:
+            return
+        with self.versions.swap_lock:  # the overlay and the version it is based on, together
+            overlay, current = applier.overlay, self.versions.current
+            if current is None or overlay.base_version != current.base_version:
+                return  # an activation is under way
+            offset = overlay.next_offset
+            if offset <= position:
+                return  # the applier has not reached the pending events yet
+            fixed = load_fixed(self.settings)
+            new = frozenset(overlay.added - set(fixed.triples if fixed is not None else ()))
+            if not new or new == self._trained:
+                # nothing to train on: removals, facts the fixed validation set holds out, or
+                # what the last update (not activated) was trained on already
+                self.log.commit(INCREMENTAL, offset)
+                return
+            folder = self._staging / f"overlay-{offset}"
+            overlay.save(folder)
+        spec = {
+            "kind": "incremental",
+            "runner": "kgweave.changes.incremental:run_incremental",
+            "base": str(self.versions.registry.get(overlay.base_version).path),
+            "base_version": overlay.base_version,
+            "overlay": str(folder),
+        }
+        try:
+            job = self.jobs.start({}, "", self.settings.activation_policy, spec=spec)
+        except KGWeaveError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._job, self._training = (job.job_id, INCREMENTAL, offset), new
+        self.state.updates_started += 1
         self.state.last_job = job.job_id
         log.info(
-            "retrain: %d change events pending, started job %s", self.state.pending, job.job_id
+            "incremental update: %d new facts on %s, job %s",
+            len(overlay.added),
+            overlay.base_version,
+            job.job_id,
         )
 
     def _settle_job(self) -> None:
         if self._job is None:
             return
-        job_id, offset = self._job
+        job_id, consumer, offset = self._job
         job = self.jobs.get(job_id)
         if not job.state.final:
             return
         self._job = None
+        if consumer == INCREMENTAL:
+            shutil.rmtree(self._staging / f"overlay-{offset}", ignore_errors=True)
         if job.state == JobState.SUCCEEDED:
-            self.log.commit(CONSUMER, offset)
-            log.info("retrain: job %s registered %s", job_id, job.model_version)
+            self.log.commit(consumer, offset)
+            if consumer == CONSUMER:
+                self._last_full = time.monotonic()
+            else:
+                self.state.updates_registered += 1
+                self._trained = self._training
+            log.info("retrain: job %s registered %s (%s)", job_id, job.model_version, job.message)
         else:
             self.state.last_error = f"job {job_id} {job.state.value}: {job.message}"
             log.warning("retrain: job %s %s (%s); will retry", job_id, job.state, job.message)

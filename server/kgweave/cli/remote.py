@@ -78,13 +78,14 @@ def serve(
 
     # then, with the native front end, a core is left to the transport
     use_serve_threads(settings.serve_threads, serves_natively(settings))
-    if settings.retrain_min_events > 0 or settings.neo4j_cdc:
+    updates = settings.incremental_updates and settings.apply_changes
+    if settings.retrain_min_events > 0 or settings.neo4j_cdc or updates:
         from kgweave.graph.connect import open_store
 
         store = open_store(settings.graph_uri, settings)
         if settings.neo4j_cdc:
             plane.changes.start_cdc(store)
-        if settings.retrain_min_events > 0:
+        if settings.retrain_min_events > 0 or updates:
             plane.changes.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:
@@ -163,7 +164,7 @@ def models_list(as_json: bool) -> None:
     click.echo(
         f"  {'version':<8} {'model':<9} {'dim':>4} {'valid mrr':>9} {'test mrr':>9}  "
         + (f"{'fused test':>10}  " if fused else "")
-        + "created"
+        + f"{'created':<25}  decision"
     )
     for m in models:
         mark = "*" if m.get("active") else " "
@@ -173,10 +174,10 @@ def models_list(as_json: bool) -> None:
         fused_cell = "-" if fused_test is None else _number(fused_test)
         click.echo(
             f"{mark} {m['version']:<8} {m['model']:<9} {m['dim']:>4} "
-            f"{valid if valid is None else _number(valid):>9} "
-            f"{test if test is None else _number(test):>9}  "
+            f"{'-' if valid is None else _number(valid):>9} "
+            f"{'-' if test is None else _number(test):>9}  "
             + (f"{fused_cell:>10}  " if fused else "")
-            + m["created_at"]
+            + f"{m['created_at']:<25}  {m.get('decision') or '-'}"
         )
 
 

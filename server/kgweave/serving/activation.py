@@ -3,7 +3,13 @@
 Pure: it reads the two versions' configs and decides; the service applies the answer. The
 policy names are defined here once (settings, CLI and proto converters refer to them).
 
-``if_better`` compares validation MRRs only when they were measured alike: the same data (the
+Under ``if_better`` two guards come first. A version that would lose the active joint model's
+language side (``kgweave complete``, text fusion) is not activated. A version judged on the
+graph's fixed validation set (:mod:`kgweave.serving.validation`; ``config.fixed_valid``) is
+activated unless its MRR there falls more than ``tolerance`` below the active version's on the
+same facts: an incremental update measures both in one run (``base_mrr``), a full retrain on
+the graph holds those facts out as its validation split. Otherwise ``if_better`` compares
+validation MRRs only when they were measured alike: the same data (the
 dataset's or graph snapshot's fingerprint, which also fixes the filter of the filtered ranking)
 and the same validation triples (``dataset.valid_fingerprint``, recorded since artifact format
 2). Otherwise it refuses to compare, and the version stays registered, not activated, with the
@@ -39,9 +45,12 @@ NEVER: Final = "never"
 POLICIES: Final = (IF_BETTER, ALWAYS, NEVER)
 
 
-def decide(policy: str, new: ModelVersion, active: ModelVersion | None) -> tuple[bool, str]:
+def decide(
+    policy: str, new: ModelVersion, active: ModelVersion | None, tolerance: float = 0.01
+) -> tuple[bool, str]:
     """(activate?, the reason, one line) for ``new`` under ``policy``, ``active`` being the
-    version served now (None when none is).
+    version served now (None when none is); ``tolerance``: the most MRR on the fixed
+    validation set may drop.
 
     Raises:
         ValueError: ``policy`` is not one of :data:`POLICIES` (callers validate it first).
@@ -54,7 +63,59 @@ def decide(policy: str, new: ModelVersion, active: ModelVersion | None) -> tuple
         return True, "activated (policy always)"
     if active is None:
         return True, "activated: no model was active"
+    if "joint" in active.config and "joint" not in new.config:
+        return False, (
+            f"not activated: {active.version} is a joint model and {new.version} has no "
+            "language side (kgweave complete and text fusion would stop working)"
+        )
+    judged = _on_fixed_set(new, active, tolerance)
+    if judged is not None:
+        return judged
     return _if_better(new, active)
+
+
+def fixed_mrr(config: dict[str, Any]) -> float | None:
+    """A version's MRR on the fixed validation set (None when it was not measured there)."""
+    fixed = config.get("fixed_valid")
+    if not isinstance(fixed, dict):
+        return None
+    value = fixed.get("mrr")
+    if value is None:  # a full retrain: its validation split is the fixed set
+        value = config.get("metrics", {}).get("valid", {}).get("mrr")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _on_fixed_set(
+    new: ModelVersion, active: ModelVersion, tolerance: float
+) -> tuple[bool, str] | None:
+    """The fixed-validation-set judgement of ``new`` against ``active``; None when the two
+    were not measured on the same fixed set."""
+    fixed = new.config.get("fixed_valid")
+    if not isinstance(fixed, dict):
+        return None
+    new_mrr = fixed_mrr(new.config)
+    if fixed.get("base_version") == active.version:  # measured in the same run
+        old_mrr = fixed.get("base_mrr")
+        old_mrr = float(old_mrr) if isinstance(old_mrr, int | float) else None
+    else:
+        theirs = active.config.get("fixed_valid")
+        if not isinstance(theirs, dict) or theirs.get("fingerprint") != fixed.get("fingerprint"):
+            return None
+        old_mrr = fixed_mrr(active.config)
+    if new_mrr is None or old_mrr is None:
+        return True, "activated: no fixed validation facts to judge it on yet"
+    if not (math.isfinite(new_mrr) and 0.0 <= new_mrr <= 1.0):
+        return False, f"not activated: fixed-set MRR {new_mrr} is not a valid MRR"
+    if new_mrr < old_mrr - tolerance:
+        return False, (
+            f"not activated: MRR on the fixed validation set {new_mrr:.4f} is "
+            f"{old_mrr - new_mrr:.4f} below {active.version}'s {old_mrr:.4f} "
+            f"(tolerance {tolerance:g})"
+        )
+    return True, (
+        f"activated: MRR on the fixed validation set {new_mrr:.4f} vs {active.version}'s "
+        f"{old_mrr:.4f} (tolerance {tolerance:g})"
+    )
 
 
 def _if_better(new: ModelVersion, active: ModelVersion) -> tuple[bool, str]:

@@ -144,20 +144,26 @@ class JobManager:
         return self.get(job_id)
 
     # ---- commands
-    def start(self, config: dict[str, Any], dataset: str, policy: str) -> Job:
-        """Queue a job and start its worker process; returns at once."""
-        try:
-            # refuse bad ones now
-            TrainConfig(**{k: v for k, v in config.items() if k not in ("joint", "tuning")})
-            if "tuning" in config:
-                from kgweave.tuning.study import check_tuning
+    def start(
+        self, config: dict[str, Any], dataset: str, policy: str, spec: dict[str, Any] | None = None
+    ) -> Job:
+        """Queue a job and start its worker process; returns at once. ``spec``: the worker's
+        spec as it is (an incremental update, :mod:`kgweave.changes.incremental`) instead of
+        a training run (or a search: ``config["tuning"]``) of ``config`` on ``dataset``."""
+        if spec is None:
+            try:  # refuse bad ones now
+                TrainConfig(**{k: v for k, v in config.items() if k not in ("joint", "tuning")})
+                if "tuning" in config:
+                    from kgweave.tuning.study import check_tuning
 
-                check_tuning(config["tuning"])
-        except ValueError as exc:
-            raise InvalidArgumentError(f"invalid training settings: {_first_error(exc)}") from None
-        from kgweave.data.sources import confine_dataset
+                    check_tuning(config["tuning"])
+            except ValueError as exc:
+                raise InvalidArgumentError(
+                    f"invalid training settings: {_first_error(exc)}"
+                ) from None
+            from kgweave.data.sources import confine_dataset
 
-        dataset = confine_dataset(dataset, self.settings)
+            dataset = confine_dataset(dataset, self.settings)
         with self._lock:
             running = [j.job_id for j in self._jobs.values() if not j.state.final]
             if running:
@@ -181,7 +187,7 @@ class JobManager:
         process = self._context.Process(
             target=job_process_main,
             args=(
-                {"config": config, "dataset": dataset},
+                spec if spec is not None else {"config": config, "dataset": dataset},
                 str(folder / "model"),
                 self.settings.model_dump_json(),
                 events_child,

@@ -52,6 +52,8 @@ class ModelVersion:
     version: str
     path: Path
     config: dict[str, Any]
+    #: why it was or was not activated when registered (the policy's reason)
+    decision: str = ""
 
     @property
     def valid_mrr(self) -> float | None:
@@ -83,6 +85,7 @@ class ModelVersion:
             "created_at": str(self.config.get("created_at", "")),
             "active": active,
             "source": str(self.config.get("source", self.config.get("dataset", {}).get("name"))),
+            "decision": self.decision,
         }
 
 
@@ -101,6 +104,7 @@ class ModelRegistry:
     def versions(self) -> list[ModelVersion]:
         """Every registered version, newest first (unreadable folders are skipped)."""
         out = []
+        registered = self._journal()["registered"]
         for path in self.root.iterdir():
             if not (_VERSION.match(path.name) and (path / CONFIG).is_file()):
                 continue
@@ -108,7 +112,8 @@ class ModelRegistry:
                 config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            out.append(ModelVersion(path.name, path, config))
+            decision = str(registered.get(path.name, {}).get("decision", ""))
+            out.append(ModelVersion(path.name, path, config, decision))
         return sorted(out, key=lambda v: int(v.version[1:]), reverse=True)
 
     def get(self, version: str) -> ModelVersion:
@@ -136,6 +141,14 @@ class ModelRegistry:
             journal["registered"][version] = {"policy": policy, "registered_at": time.time()}
             atomic.write_json(self.root / JOURNAL, journal, indent=1)
         return self.get(version)
+
+    def record_decision(self, version: str, why: str) -> None:
+        """Keep the activation policy's reason for ``version`` in the journal (listed with
+        the version: ``kgweave models list``)."""
+        with self._lock:
+            journal = self._journal()
+            journal["registered"].setdefault(version, {})["decision"] = why
+            atomic.write_json(self.root / JOURNAL, journal, indent=1)
 
     def active_version(self) -> str | None:
         """The version ``active.json`` names, if it is readable and that version exists."""

@@ -67,9 +67,18 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
                 names[row.id] = row.name
             if row.description:
                 descriptions[row.id] = row.description
-    splits = split_triples(
-        snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
-    )
+    splits = _fixed_split(settings, snapshot.triples, snapshot.entities.labels,
+                          snapshot.relations.labels)  # fmt: skip
+    if splits is None:
+        splits = split_triples(
+            snapshot.triples, len(snapshot.entities), len(snapshot.relations), seed=seed
+        )
+        # the first version of this graph: its validation split becomes the fixed set
+        from kgweave.serving.validation import make_fixed
+
+        e, r = snapshot.entities.labels, snapshot.relations.labels
+        valid = [(e[h], r[p], e[t]) for h, p, t in splits["valid"].tolist()]
+        make_fixed(settings, valid, "the first graph snapshot trained on", seed=seed)
     digest = hashlib.sha256(snapshot.triples.numpy().tobytes())
     digest.update("\n".join(snapshot.entities.labels).encode())
     relation_text: dict[str, Any] = {}
@@ -93,6 +102,32 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
     )
 
 
+def _fixed_split(
+    settings: Settings, triples: Any, entities: list[str], relations: list[str]
+) -> dict[str, Any] | None:
+    """Splits that hold out exactly the graph's fixed validation set
+    (:mod:`kgweave.serving.validation`) and train on every other fact; None when the graph
+    has no fixed set yet (the first version's seeded split then makes it)."""
+    import torch
+
+    from kgweave.serving.validation import load_fixed
+
+    fixed = load_fixed(settings)
+    if fixed is None:
+        return None
+    e = {label: i for i, label in enumerate(entities)}
+    r = {label: i for i, label in enumerate(relations)}
+    wanted = {(e[h], r[p], e[t]) for h, p, t in fixed.triples if h in e and p in r and t in e}
+    held = torch.tensor([tuple(row) in wanted for row in triples.tolist()], dtype=torch.bool)
+    if not bool(held.any()):
+        return None
+    return {
+        "train": triples[~held],
+        "valid": triples[held],
+        "test": torch.zeros(0, 3, dtype=torch.long),
+    }
+
+
 def run_training(
     spec: dict[str, Any],
     out: Path,
@@ -113,6 +148,9 @@ def run_training(
     tuning = raw.pop("tuning", None)
     config = TrainConfig(**raw)
     report({"phase": "snapshot", "epochs": config.epochs})
+    from kgweave.serving.validation import load_fixed
+
+    fixed = None if spec.get("dataset") else load_fixed(settings)
     dataset = (
         open_dataset(spec["dataset"], settings)
         if spec.get("dataset")
@@ -125,6 +163,13 @@ def run_training(
     # settings the job leaves unset come from the graph's recipe, as for kgweave train
     chosen = recipe_for(dataset.train, dataset.num_entities, dataset.num_relations)
     config = TrainConfig(**{**chosen.settings, **raw})
+    extra: dict[str, Any] = {"source": spec.get("dataset") or "graph", "recipe": chosen.to_dict()}
+    if fixed is not None and load_fixed(settings) == fixed:
+        # its validation split is the graph's fixed set: judged on it against the active one
+        extra["fixed_valid"] = {
+            "fingerprint": fixed.fingerprint,
+            "triples": len(dataset.split("valid")),
+        }
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
     if joint:
         from kgweave.language.joint.config import JointConfig
@@ -160,7 +205,7 @@ def run_training(
             on_epoch=on_epoch,
             should_stop=should_stop,
             checkpoint=False,
-            extra={"source": spec.get("dataset") or "graph", "recipe": chosen.to_dict()},
+            extra=extra,
             on_phase=lambda phase: report({"phase": phase}),
         )
     except TrainingCancelledError:
@@ -219,6 +264,28 @@ def run_search_job(
     return metrics
 
 
+def run_job(
+    spec: dict[str, Any],
+    out: Path,
+    settings: Settings,
+    report: Report,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
+    """A job worker's run: the spec's ``runner`` (``"module:function"`` in kgweave, taking
+    these arguments; a layer above names its own, e.g. the incremental update of
+    :mod:`kgweave.changes.incremental`), else a training run."""
+    runner = spec.get("runner")
+    if runner:
+        import importlib
+
+        module, _, name = str(runner).partition(":")
+        if not module.startswith("kgweave."):
+            raise FailedPreconditionError(f"job runner {runner} is not kgweave's")
+        run: Callable[..., dict[str, Any] | None] = getattr(importlib.import_module(module), name)
+        return run(spec, out, settings, report, should_stop)
+    return run_training(spec, out, settings, report, should_stop)
+
+
 #: exit status of a worker whose server went away (its lifeline pipe reached end of file)
 ORPHANED_EXIT = 75
 
@@ -269,7 +336,7 @@ def job_process_main(
             killpoints.reached("training" if "epoch" in event else "evaluating")
 
     try:
-        metrics = run_training(spec, Path(out), settings, report, stop.is_set)
+        metrics = run_job(spec, Path(out), settings, report, stop.is_set)
         if metrics is None:
             events.send({"state": "cancelled"})
         else:

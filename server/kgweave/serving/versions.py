@@ -161,6 +161,7 @@ class ModelVersions:
         policy = check_policy(policy)
         item = self.registry.register(folder, policy)
         activate, why = self.decide(item, policy)
+        self.registry.record_decision(item.version, why)
         if activate:
             self.activate(item.version)
         return item.version, activate, why
@@ -170,7 +171,7 @@ class ModelVersions:
         (:func:`kgweave.serving.activation.decide`: versions of other data never compared)."""
         current = self._active
         active = self.registry.get(current.base_version) if current is not None else None
-        return decide(policy, item, active)
+        return decide(policy, item, active, self.settings.validation_tolerance)
 
     def active_summary(self) -> dict[str, Any] | None:
         """The active version's registry summary (its served name, cold starts included)."""

@@ -164,7 +164,7 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., phase: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., valid_mrr: _Optional[float] = ..., eta_s: _Optional[float] = ..., model_version: _Optional[str] = ..., activated: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "model", "dim", "num_entities", "num_relations", "valid_metrics", "test_metrics", "created_at", "active", "source", "fused_valid_metrics", "fused_test_metrics")
+    __slots__ = ("version", "model", "dim", "num_entities", "num_relations", "valid_metrics", "test_metrics", "created_at", "active", "source", "fused_valid_metrics", "fused_test_metrics", "decision")
     class ValidMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class ModelInfo(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FUSED_VALID_METRICS_FIELD_NUMBER: _ClassVar[int]
     FUSED_TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     dim: int
@@ -217,7 +218,8 @@ class ModelInfo(_message.Message):
     source: str
     fused_valid_metrics: _containers.ScalarMap[str, float]
     fused_test_metrics: _containers.ScalarMap[str, float]
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., num_entities: _Optional[int] = ..., num_relations: _Optional[int] = ..., valid_metrics: _Optional[_Mapping[str, float]] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[str] = ..., active: _Optional[bool] = ..., source: _Optional[str] = ..., fused_valid_metrics: _Optional[_Mapping[str, float]] = ..., fused_test_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    decision: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., num_entities: _Optional[int] = ..., num_relations: _Optional[int] = ..., valid_metrics: _Optional[_Mapping[str, float]] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[str] = ..., active: _Optional[bool] = ..., source: _Optional[str] = ..., fused_valid_metrics: _Optional[_Mapping[str, float]] = ..., fused_test_metrics: _Optional[_Mapping[str, float]] = ..., decision: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,272 @@
+"""Incremental updates: a new version warm-started from the served one, trained on the new facts.
+
+Runs in a job worker process (:func:`kgweave.serving.training_run.job_process_main`, spec kind
+``incremental``), never in the serving process. Its input is immutable: the registry folder of
+the version the overlay is based on, and a copy of the change applier's overlay taken when the
+job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). Then:
+
+1. the served world is rebuilt as the server serves it (:func:`derive_artifact`): the
+   version's weights, id maps extended by the overlay's new entities and relations with the
+   rows the applier gave them (from their text through the encoder and the version's
+   cold-start projection, else the mean of their neighbours), known facts updated by
+   concatenation (removed ones dropped, added ones appended: no export of the graph);
+2. it is scored on the fixed validation set (:mod:`kgweave.serving.validation`; made once,
+   from the facts the version held out, the first time);
+3. ``incremental_steps`` Adam steps (``incremental_lr``) on the queries of the new facts, both
+   directions (reciprocals), mixed with a seeded replay sample of ``incremental_replay``
+   known facts per new fact, with the version's objective (KvsAll: each query's targets are
+   all its known tails; else 1vsAll);
+4. it is scored again on the same facts with the same filter, and written as an artifact whose
+   config carries both scores (``fixed_valid``): the activation policy compares them
+   (:mod:`kgweave.serving.activation`).
+
+No artifact is written when the run is cancelled; a worker killed midway leaves only its job
+folder, which the restarted server cleans up (the overlay and the log are untouched: the next
+update covers the same events).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
+from kgweave.changes.apply import BaseFacts, derive_artifact
+from kgweave.changes.overlay import Overlay, Triple
+from kgweave.data.dataset import KGDataset, with_reciprocals
+from kgweave.errors import FailedPreconditionError
+from kgweave.evaluation.ranking import build_filter, evaluate
+from kgweave.models import build_model
+from kgweave.serving.validation import FixedValidation, load_fixed, make_fixed
+from kgweave.settings import Settings
+from kgweave.training import TrainConfig
+from kgweave.training.regimes import KvsAll, OneVsAll, Regime
+
+log = logging.getLogger(__name__)
+
+#: the job spec's ``kind`` for an incremental update
+KIND = "incremental"
+#: the artifact config's ``source`` of an incremental version
+SOURCE = "incremental"
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def fixed_validation(
+    settings: Settings, base: ModelArtifact, version: str, overlay: Overlay
+) -> FixedValidation:
+    """The graph's fixed validation set (made by the first training on a graph snapshot);
+    for a graph whose versions predate it, made now from the facts ``base`` held out: the
+    graph's facts it was not trained on and that came in through no change event."""
+    fixed = load_fixed(settings)
+    if fixed is not None:
+        return fixed
+    from kgweave.graph.connect import open_store
+
+    store = open_store(settings.graph_uri, settings)
+    facts = BaseFacts(base)
+    held_out: list[Triple] = []
+    for page in store.iter_triples(page_size=50_000):
+        rows = facts.rows(list(page))
+        held_out += [
+            t for t, row in zip(page, rows, strict=True) if row < 0 and t not in overlay.added
+        ]
+    # only facts the version can rank: its own entities and relations
+    e, r = base.entities, base.relations
+    held_out = [t for t in held_out if t[0] in e and t[1] in r and t[2] in e]
+    return make_fixed(settings, held_out, version)
+
+
+def _ids(facts: list[Triple], artifact: ModelArtifact) -> torch.Tensor:
+    e, r = artifact.entities.index, artifact.relations.index
+    rows = [(e[h], r[p], e[t]) for h, p, t in facts if h in e and p in r and t in e]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+
+class ChosenQueries(KvsAll):
+    """KvsAll over every known fact (each query's targets are all its known tails, as the
+    version was trained), its epochs made of the queries of ``chosen`` only: the new facts
+    and the replay sample (shape (C, 3), with reciprocals)."""
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        num_entities: int,
+        config: TrainConfig,
+        num_relations: int,
+        chosen: torch.Tensor,
+    ) -> None:
+        super().__init__(train, num_entities, config, num_relations)
+        keys = chosen[:, 0] * num_relations + chosen[:, 1]
+        self.chosen = torch.unique(torch.searchsorted(self.index.keys, keys))
+
+    @property
+    def epoch_size(self) -> int:
+        return len(self.chosen)
+
+    def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        order = self.chosen[torch.randperm(len(self.chosen), generator=generator)]
+        yield from torch.split(order, self.config.batch_size)
+
+
+def run_incremental(
+    spec: dict[str, Any],
+    out: Path,
+    settings: Settings,
+    report: Report,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
+    """Run one incremental update (see the module doc) and write its artifact to ``out``.
+
+    ``spec``: ``{"kind": "incremental", "base": registry folder, "base_version": name,
+    "overlay": folder holding the overlay copy}``. Returns the metrics, or None when
+    ``should_stop`` ended the run (nothing is written)."""
+    started = time.monotonic()
+    report({"phase": "loading"})
+    base_dir, version = Path(spec["base"]), str(spec["base_version"])
+    art = load_artifact(base_dir)
+    overlay = Overlay.load(Path(spec["overlay"]))
+    if overlay is None or overlay.base_version != version:
+        raise FailedPreconditionError(
+            f"the incremental update's change overlay is missing or not based on {version}"
+        )
+    derived, _excluded = derive_artifact(art, overlay)
+    model = derived.model
+    if model is art.model:  # no new rows: train a copy, the loaded version stays as it was
+        model = build_model(art.model.config())
+        model.load_state_dict(art.model.state_dict())
+    n_e, n_r = len(derived.entities), len(derived.relations)
+    deleted = set(overlay.deleted)
+    known = derived.known.cpu()
+    # ---- the fixed validation set, ranked among every entity with the same filter twice
+    fixed = fixed_validation(settings, art, version, overlay)
+    held = set(fixed.triples)  # held out by every version: the rest is all trained on
+    new = _ids(sorted(f for f in overlay.added
+                      if f not in held and f[0] not in deleted and f[2] not in deleted),
+               derived)  # fmt: skip
+    if not len(new):
+        raise FailedPreconditionError("the incremental update has no new facts to train on")
+    gone = overlay.removed
+    valid_facts = [t for t in fixed.triples if t not in gone and not deleted & {t[0], t[2]}]
+    valid = _ids(valid_facts, derived)
+    known_filter = build_filter(torch.cat((known, valid)), n_e, n_r)
+    report({"phase": "evaluating"})
+    model.eval()
+    before = evaluate(model, valid, known_filter).metrics if len(valid) else {}
+
+    # ---- training: the new facts and a replay sample, both directions
+    training = dict(art.config.get("training", {}))
+    try:
+        base_config = TrainConfig.model_validate(training)
+    except ValueError:
+        base_config = TrainConfig.model_validate({})
+    config = base_config
+    generator = torch.Generator().manual_seed(config.seed + overlay.next_offset)
+    # the fixed set is never trained on, even where the overlay made it known (the graph
+    # has it): out of the targets, the replay sample and the version's training facts
+    keys = _keys(known, n_e, n_r)
+    fixed_rows = torch.isin(keys, _keys(_ids(sorted(held), derived), n_e, n_r))
+    training_facts = known[~fixed_rows]
+    old = known[~fixed_rows & ~torch.isin(keys, _keys(new, n_e, n_r))]
+    replay_n = min(len(old), max(int(len(new) * settings.incremental_replay), config.batch_size))
+    replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
+    triples = with_reciprocals(torch.cat((new, replay)), n_r)
+    regime: Regime
+    if config.regime == "kvsall":  # the version's own objective: every known tail a target
+        targets = with_reciprocals(training_facts, n_r)
+        regime = ChosenQueries(targets, n_e, config, 2 * n_r, triples)
+    else:
+        regime = OneVsAll(triples, n_e, config)
+    batch = min(config.batch_size, regime.epoch_size)
+    regime.config = config.model_copy(update={"batch_size": batch})
+    # fresh optimizer state on warm weights: Adam's small, bounded steps (Adagrad's first
+    # steps are lr-sized per coordinate, which undoes what the version learned)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.incremental_lr)
+    report({"phase": "training", "epoch": 0, "epochs": settings.incremental_steps})
+    model.train()
+    steps, losses = 0, []
+    while steps < settings.incremental_steps:
+        for batch_ids in regime.batches(generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss, _covered = regime.batch_loss(model, batch_ids)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            losses.append(loss.detach())
+            steps += 1
+            if steps >= settings.incremental_steps:
+                break
+            if should_stop is not None and should_stop():
+                return None
+    model.eval()
+    mean_loss = float(torch.stack(losses).mean())  # sync point
+    if should_stop is not None and should_stop():
+        return None
+
+    # ---- judged on the same facts, with the same filter
+    report({"phase": "evaluating", "loss": mean_loss})
+    after = evaluate(model, valid, known_filter).metrics if len(valid) else {}
+    metrics: dict[str, Any] = {"valid": after}
+    judged = {
+        "mrr": after.get("mrr"),
+        "base_mrr": before.get("mrr"),
+        "base_version": version,
+        "fingerprint": fixed.fingerprint,
+        "triples": len(valid),
+    }
+    labels = derived.entities.labels
+    dataset = KGDataset(
+        name="graph",
+        entities=derived.entities,
+        relations=derived.relations,
+        splits={"train": training_facts, "valid": valid, "test": known[:0]},
+        fingerprint=_fingerprint(training_facts, derived),
+        entity_names=_present(labels, derived.entity_names),
+        entity_descriptions=_present(labels, derived.entity_descriptions),
+        relation_texts=dict(art.relation_texts),
+        relation_templates=dict(art.config.get("relation_templates", {})),
+    )
+    report({"phase": "saving"})
+    save_artifact(
+        out,
+        model,
+        dataset,
+        training=base_config.model_dump(),  # what a full retrain of it uses
+        metrics=metrics,
+        extra={
+            "source": SOURCE,
+            "fixed_valid": judged,  # the activation policy compares mrr with base_mrr
+            "incremental": {
+                "base_version": version,
+                "offset": overlay.next_offset,
+                "new_facts": len(new),
+                "replayed": len(replay),
+                "steps": steps,
+                "loss": mean_loss,
+                "new_entities": list(overlay.new_entities),
+                "new_relations": list(overlay.new_relations),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        },
+    )
+    return metrics
+
+
+def _keys(triples: torch.Tensor, n_e: int, n_r: int) -> torch.Tensor:
+    return (triples[:, 0] * n_r + triples[:, 1]) * n_e + triples[:, 2]
+
+
+def _present(labels: list[str], values: list[str | None]) -> dict[str, str]:
+    return {label: value for label, value in zip(labels, values, strict=True) if value}
+
+
+def _fingerprint(known: torch.Tensor, artifact: ModelArtifact) -> str:
+    digest = hashlib.sha256(known.numpy().tobytes())
+    digest.update("\n".join(artifact.entities.labels).encode())
+    return digest.hexdigest()

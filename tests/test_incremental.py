@@ -1,0 +1,286 @@
+"""Incremental updates from graph changes (changes/incremental.py, changes/retrain.py): a
+write is known at once, then a warm-started update trained on it in a job worker is
+registered, judged on the fixed validation set and served. Real gRPC server, real embedded
+FalkorDB, real job worker processes; small steps on the demo graph."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import test_freshness as freshness
+from kgweave.artifact import load_artifact
+from kgweave.bootstrap import prepare_plane
+from kgweave.changes.retrain import INCREMENTAL
+from kgweave.cli.main import main
+from kgweave.dataplane import DataPlane
+from kgweave.graph.connect import open_store
+from kgweave.graph.embedded import EmbeddedFalkorDB
+from kgweave.serving.validation import load_fixed, path_of
+from kgweave.settings import get_settings
+from kgweave.v1 import admin_pb2, knowledge_pb2
+from serving_support import HANG_GUARD_S, ServerThread, job_updates, wait_until
+from test_freshness_crash import free_port
+
+
+def wait_for(condition: Callable[[], bool], what: str = "an incremental update") -> None:
+    wait_until(condition, what, poll_s=0.1)
+
+
+class Api(freshness.Api):
+    """The gRPC services of a running server, and what these tests read of them."""
+
+    def candidate(self, head: str, relation: str, tail: str) -> knowledge_pb2.Candidate:
+        """The candidate ``tail`` for (head, relation, ?) over every entity."""
+        reply = self.knowledge.PredictLinks(
+            knowledge_pb2.PredictLinksRequest(
+                queries=[knowledge_pb2.LinkQuery(head=head, relation=relation)], k=1000
+            ),
+            timeout=HANG_GUARD_S,
+        )
+        (found,) = [c for c in reply.results[0].candidates if c.entity_id == tail]
+        return found
+
+    def models(self) -> dict[str, admin_pb2.ModelInfo]:
+        reply = self.admin.ListModels(admin_pb2.ListModelsRequest(), timeout=HANG_GUARD_S)
+        return {m.version: m for m in reply.models}
+
+
+@pytest.fixture
+def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DataPlane, Api]]:
+    monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
+    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
+    monkeypatch.setenv("KGWEAVE_INCREMENTAL_STEPS", "30")
+    monkeypatch.setenv("KGWEAVE_FULL_RETRAIN_DRIFT", "0")  # only incremental updates here
+    settings = get_settings()
+    plane = prepare_plane(settings, progress=False)  # embedded graph, demo, first model
+    server = ServerThread(plane)
+    api = Api(server.address)
+    store = open_store(settings.graph_uri, settings)
+    watcher = plane.changes.start_retraining(lambda: store)
+    wait_for(lambda: watcher.state.checks >= 1, "the baseline")
+    try:
+        yield plane, api
+    finally:
+        api.channel.close()
+        server.stop()
+        EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+@pytest.fixture
+def tolerant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judged on the fixed set with a wide tolerance: a test of the path, not of the policy."""
+    monkeypatch.setenv("KGWEAVE_VALIDATION_TOLERANCE", "1")
+
+
+@pytest.fixture
+def wrecking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updates with a learning rate that wrecks the warm-started weights."""
+    monkeypatch.setenv("KGWEAVE_INCREMENTAL_LR", "5")
+    monkeypatch.setenv("KGWEAVE_INCREMENTAL_STEPS", "40")
+
+
+def base(plane: DataPlane) -> str:
+    return plane.versions.active().base_version
+
+
+def test_written_fact_is_known_then_trained_then_served(
+    tolerant: None, running: tuple[DataPlane, Api]
+) -> None:
+    plane, api = running
+    watcher = plane.changes.retrainer
+    assert watcher is not None and base(plane) == "v0001"
+    fact = ("albert_einstein", "born_in", "paris")
+    before = api.candidate(*fact)
+    assert not before.known
+
+    # known at once (the overlay), before any training
+    reply = api.write([fact])
+    assert reply.applied and reply.version.startswith("v0001@")
+    assert api.candidate(*fact).known and fact in api.facts("albert_einstein")
+
+    # then an incremental update trains on it and is served
+    wait_for(lambda: base(plane) == "v0002")
+    served = plane.versions.active()
+    assert served.artifact.config["source"] == "incremental"
+    update = served.artifact.config["incremental"]
+    assert update["base_version"] == "v0001" and update["new_facts"] >= 1
+    after = api.candidate(*fact)
+    assert after.known and after.score > before.score, (before, after)
+    assert after.rank <= before.rank
+    # the version knows the fact itself: nothing of it is left in the overlay
+    applier = plane.changes.applier
+    assert applier is not None and fact not in applier.overlay.added
+    # judged on the fixed validation set, which holds none of the new facts; the reason is
+    # with the version and in the job's final event
+    fixed = load_fixed(plane.settings)
+    assert fixed is not None and len(fixed.triples) > 0 and fact not in fixed.triples
+    assert served.artifact.config["fixed_valid"]["fingerprint"] == fixed.fingerprint
+    info = api.models()["v0002"]
+    assert info.active and info.decision.startswith("activated: MRR on the fixed validation set")
+    final = job_updates(api.admin, watcher.state.last_job)[-1]
+    assert final.activated and final.model_version == "v0002"
+    assert final.message == info.decision
+    wait_for(lambda: plane.changes.event_log.position(INCREMENTAL) >= reply.next_offset)
+
+    # a new entity with text and two facts: a cold-start row at once, a trained row next
+    stored = path_of(plane.settings).read_bytes()
+    emmy = admin_pb2.EntityWrite(
+        id="emmy_noether", name="Emmy Noether", description="German mathematician"
+    )
+    reply = api.write(
+        added=[("emmy_noether", "citizen_of", "germany"),
+               ("emmy_noether", "field_of_work", "mathematics")],
+        entities=[emmy],
+    )  # fmt: skip
+    assert reply.applied and reply.version.startswith("v0002@")
+    assert applier.overlay.origins.get("emmy_noether") in ("text", "neighbours")
+    assert len(api.facts("Emmy Noether")) == 2
+    cold = plane.versions.active()
+    cold_row = cold.predictor.model.entity.weight[
+        cold.artifact.entities.index["emmy_noether"]
+    ].clone()
+    wait_for(lambda: base(plane) == "v0003")
+    trained = plane.versions.active()
+    assert "emmy_noether" in trained.artifact.entities and not applier.overlay.new_entities
+    row = trained.predictor.model.entity.weight[trained.artifact.entities.index["emmy_noether"]]
+    assert not torch.equal(row, cold_row)
+    assert trained.artifact.entity_names[trained.artifact.entities.index["emmy_noether"]] == (
+        "Emmy Noether"
+    )
+    assert len(api.facts("Emmy Noether")) == 2
+    assert api.candidate("emmy_noether", "citizen_of", "germany").known
+    # the fixed validation set is stored once: the same file for every version
+    assert path_of(plane.settings).read_bytes() == stored
+    assert watcher.state.jobs_started == 0  # no full retrain: updates only
+
+
+def test_a_worse_update_is_refused_with_its_reason(
+    wrecking: None,
+    running: tuple[DataPlane, Api],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plane, api = running
+    watcher = plane.changes.retrainer
+    assert watcher is not None
+    fact = ("alan_turing", "born_in", "paris")
+    reply = api.write([fact])
+    assert reply.applied
+    wait_for(lambda: watcher.state.updates_registered >= 1)
+    info = api.models()["v0002"]
+    assert not info.active and base(plane) == "v0001"
+    assert info.decision.startswith("not activated: MRR on the fixed validation set"), info
+    assert "below v0001's" in info.decision and "tolerance 0.01" in info.decision
+    final = job_updates(api.admin, watcher.state.last_job)[-1]
+    assert final.state == admin_pb2.JOB_STATE_SUCCEEDED and not final.activated
+    assert final.message == info.decision
+    # the fact stays served as known (the overlay), on the version still active
+    assert api.candidate(*fact).known
+    assert plane.versions.active().version.startswith("v0001@")
+    # the reason is a column of `kgweave models list`
+    monkeypatch.setenv("KGWEAVE_SERVER", api.channel._channel.target().decode())  # type: ignore[attr-defined]
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "decision" in out.splitlines()[0]
+    line = next(row for row in out.splitlines() if "v0002" in row)
+    assert "not activated: MRR on the fixed validation set" in line
+
+
+def worker_pids(jobs: Path) -> list[int]:
+    """Pids of job workers alive now (each holds its job's worker.lock with its pid)."""
+    pids = []
+    for lock in jobs.glob("*/worker.lock"):
+        try:
+            pid = int(lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        if pid and Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+    return pids
+
+
+def running_update(jobs: Path) -> bool:
+    for record in jobs.glob("*/job.json"):
+        try:
+            job = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if job.get("state") == "running" and job.get("phase") == "training":
+            return True
+    return False
+
+
+def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of the job worker mid-update, then of the server with another update running:
+    after a restart every acknowledged fact is served, the update is done again and
+    registered whole, and no half version or overlay is left."""
+    from test_freshness_crash import Server
+
+    settings = get_settings()
+    env = {
+        **os.environ,
+        "KGWEAVE_GRPC_PORT": str(free_port()),
+        "KGWEAVE_HTTP_PORT": str(free_port()),
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
+        "KGWEAVE_FRONTEND": "python",
+        "KGWEAVE_RETRAIN_INTERVAL_S": "0.3",
+        "KGWEAVE_FULL_RETRAIN_DRIFT": "0",
+        "KGWEAVE_VALIDATION_TOLERANCE": "1",
+        "KGWEAVE_INCREMENTAL_STEPS": "100000000",  # an update that lasts until it is killed
+    }
+    log = tmp_path / "serve.log"
+    server = Server(env, log)
+    written = [(f"probe_{i}", "born_in", "london") for i in range(5)]
+    try:
+        for h, r, t in written:
+            request = admin_pb2.WriteFactsRequest(added=[admin_pb2.Fact(head=h, relation=r,
+                                                                        tail=t)])  # fmt: skip
+            server.admin.WriteFacts(request, timeout=HANG_GUARD_S)
+        jobs = settings.jobs_dir
+        wait_for(lambda: running_update(jobs) and bool(worker_pids(jobs)), "an update running")
+        (pid,) = worker_pids(jobs)
+        os.kill(pid, signal.SIGKILL)  # the worker dies mid-update
+        # the job fails, its events stay pending, and the update is started again
+        wait_for(lambda: any(p != pid for p in worker_pids(jobs)) and running_update(jobs),
+                 "the update retried")  # fmt: skip
+        os.kill(server.process.pid, signal.SIGKILL)  # now the server, mid-update
+        server.process.wait()
+        server.channel.close()
+        wait_for(lambda: not worker_pids(jobs), "the orphaned worker to exit")
+        assert [p.name for p in settings.models_dir.glob("v*")] == ["v0001"]
+
+        env["KGWEAVE_INCREMENTAL_STEPS"] = "5"
+        server = Server(env, log)
+        # every acknowledged fact served at once from the saved overlay, then by an update
+        for h, r, t in written:
+            assert (h, r, t) in set(server.facts(h) or [])
+        wait_for(lambda: server.status().active_model.version.startswith("v0002"), "v0002")
+        for h, r, t in written:
+            assert (h, r, t) in set(server.facts(h) or [])
+        config = json.loads((settings.models_dir / "v0002" / "config.json").read_text())
+        assert config["source"] == "incremental" and config["incremental"]["new_facts"] >= 5
+        trained = load_artifact(settings.models_dir / "v0002")
+        e, r = trained.entities.labels, trained.relations.labels
+        known = {(e[h], r[p], e[t]) for h, p, t in trained.known.tolist()}
+        assert set(written) <= known
+        assert sorted(p.name for p in settings.models_dir.glob("v*")) == ["v0001", "v0002"]
+        records = [json.loads(p.read_text()) for p in jobs.glob("*/job.json")]
+        states = sorted((r["state"], r["phase"]) for r in records)
+        assert states == [("failed", "done"), ("failed", "interrupted"), ("succeeded", "done")]
+        assert not list(jobs.glob("*/model"))  # working files cleaned up
+        assert not server.status().changes.last_error
+    finally:
+        server.channel.close()
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=HANG_GUARD_S)
+        for pid in worker_pids(settings.jobs_dir):
+            os.kill(pid, signal.SIGKILL)
+        EmbeddedFalkorDB(settings.graph_dir).stop()
