@@ -104,8 +104,9 @@ def tune(
 
     A training flag given holds its setting fixed (the defaults shown are kgweave train's);
     the settings of the search table left unset (model with --model any, dim, regime, batch
-    size, optimiser and learning rate, schedule, regulariser and weight, label smoothing,
-    negative sampling's knobs) are searched. Writes the best trial's model (as trained in
+    size, optimiser and learning rate, schedule (plateau factor and patience), warm-up,
+    regulariser and its weight per side, entity and relation dropout, initialisation, label
+    smoothing, negative sampling's knobs) are searched. Writes the best trial's model (as trained in
     the search), a recipe file that `kgweave train --recipe` reproduces, a table of trials
     and two plots.
     """

@@ -60,6 +60,9 @@ final class KgweaveServer implements AutoCloseable {
     builder.environment().put("KGWEAVE_HTTP_PORT", "0");
     builder.environment().put("KGWEAVE_BOOTSTRAP_EPOCHS", "30");
     builder.environment().put("KGWEAVE_OFFLINE", "true");
+    // joint jobs in these tests train the small scratch LM (the pretrained one is tested in
+    // Python, tests/test_lora.py): seconds, not minutes, and nothing to fetch
+    builder.environment().put("KGWEAVE_LANGUAGE_MODEL", "small");
     if (!pythonPath.isEmpty()) {
       String old = System.getenv("PYTHONPATH");
       builder.environment().put(
