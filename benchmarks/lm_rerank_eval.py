@@ -5,7 +5,7 @@ Usage (one dataset per process)::
 
     KGWEAVE_DATASETS_DIR=../shared/datasets python benchmarks/lm_rerank_eval.py \\
         --dataset fb15k-237 --kge-model MODEL_DIR [--lm-tuned JOINT_MODEL_DIR] \\
-        [--finetune-budget 300] --sample 100 --valid-sample 60 --top-n 10
+        [--finetune-budget 600] --sample 100 --valid-sample 60 --top-n 10
 
 Writes ``benchmarks/results/lm_rerank_<dataset>.json`` and a plot
 ``docs/img/lm-rerank-<dataset>.png`` (MRR by row with 95% bootstrap intervals, and the fitted
@@ -31,9 +31,13 @@ How each number is made (nothing is copied in):
   cross-validated MRR). An answer outside the top-N keeps its fused rank. Rows: the LM as it
   ships (zero-shot), the LM of a joint model (``--lm-tuned``: a model folder of ``kgweave train
   --joint``, its ``language/`` LM, or any causal LM folder), and with ``--finetune-budget`` a
-  quick fine-tune made here: the last ``--finetune-blocks`` transformer blocks of the zero-shot
-  LM trained (AdamW 1e-4, batch 16) on the verbalized **training** facts (seeded order) for
-  that many seconds; validation and test facts never reach it. ``--no-text``: no text fusion
+  fine-tune made here through the product's own LoRA path: ``lm_side.prepare_lm`` wraps the
+  zero-shot LM in ``peft`` LoRA adapters with the joint defaults (rank 8 on the attention
+  projections, lr 5e-4, batch 32), ``pipeline.fact_corpus`` verbalizes the **training**
+  facts and ``train_lm`` trains on them (seeded order, each text after the start token
+  ``LMScorer`` scores from) for that many seconds; the adapters are saved under
+  ``--work-dir`` and merged for scoring, as serving does; validation and test facts never
+  reach it. ``--no-text``: no text fusion
   (encoding every entity's text is the slow part on a shared CPU); the LM rows then re-rank
   the KGE top-N and their gain is measured against KGE alone.
 - **Speed.** LM scoring uses :class:`kgweave.language.features.lm_scoring.LMScorer` (one
@@ -61,12 +65,16 @@ from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.data.dataset import with_reciprocals
 from kgweave.evaluation.ranking import build_filter
-from kgweave.language.components.lm import causal_lm_loss, load_causal_lm, save_lm, train_lm
+from kgweave.language.components.lm import load_causal_lm, train_lm
+from kgweave.language.components.lora import describe, load_adapters, save_adapters
 from kgweave.language.components.pretrained import resolve_language_model
 from kgweave.language.features.completion import LMCompleter
 from kgweave.language.features.lm_scoring import LMScorer
 from kgweave.language.features.text_fusion import FusedScorer, TextFusion
 from kgweave.language.features.verbalize import Verbalizer
+from kgweave.language.joint.config import JointConfig
+from kgweave.language.joint.lm_side import prepare_lm
+from kgweave.language.joint.pipeline import fact_corpus
 from kgweave.predict import LinkPredictor
 from kgweave.settings import get_settings
 from language_eval import text_vectors  # the cached MiniLM vectors, `name: description`
@@ -134,57 +142,59 @@ def load_tuned(path: Path) -> tuple[Any, Any]:
 def finetune(
     base: str, dataset: Any, verbalizer: Verbalizer, args: argparse.Namespace, out: Path
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """The last blocks of the zero-shot LM trained on verbalized training facts for a budget."""
+    """LoRA adapters trained on the verbalized training facts for a time budget, the way
+    ``kgweave train --joint`` fine-tunes its LM (without the entity fusion, which scoring does
+    not read): :func:`prepare_lm` wraps the base in peft adapters with the joint defaults,
+    :func:`fact_corpus` verbalizes the training facts only, :func:`train_lm` trains them from
+    the start token scoring reads. The adapters are saved in ``out`` and merged for scoring
+    (as serving does)."""
     meta = out / "finetune.json"
     if args.reuse and meta.is_file():
-        lm, tokenizer = load_causal_lm(out, device="cpu")
-        return lm, tokenizer, json.loads(meta.read_text())
-    lm, tokenizer = load_causal_lm(base, device="cpu")
-    blocks = lm.model.layers[-args.finetune_blocks :]
-    for p in lm.parameters():
-        p.requires_grad_(False)
-    trained = [p for b in blocks for p in b.parameters()] + list(lm.model.norm.parameters())
-    for p in trained:
-        p.requires_grad_(True)
-    labels, rels = dataset.entities.labels, dataset.relations.labels
-    facts = dataset.train.tolist()
-    random.Random(args.seed).shuffle(facts)
-    texts = [verbalizer.triple(labels[h], rels[r], labels[t]) for h, r, t in facts[:50_000]]
-    start = LMScorer(lm, tokenizer).start  # train after the token scoring starts from
-    seen = [0]
-
-    def step(batch: Any, ids: Any) -> torch.Tensor:
-        seen[0] += len(ids)
-        input_ids = batch.input_ids.clone()
-        input_ids[:, 0] = start
-        logits = lm(input_ids=input_ids, attention_mask=batch.attention_mask).logits
-        return causal_lm_loss(logits, batch.labels)
-
+        lm, tokenizer = load_causal_lm(base, device="cpu")
+        return (
+            load_adapters(lm, out).merge_and_unload().eval(),
+            tokenizer,
+            json.loads(meta.read_text()),
+        )
+    config = JointConfig(language_model=base, lm_lora=True, seed=args.seed)
+    texts, _ = fact_corpus(dataset, verbalizer)  # training facts only
+    lm, tokenizer, identity, lr = prepare_lm(
+        config, get_settings(), dataset, verbalizer, texts, torch.device("cpu")
+    )
+    losses: list[float] = []
     history = train_lm(
         lm,
         tokenizer,
         texts,
         epochs=1,
-        batch_size=16,
-        lr=1e-4,
+        batch_size=config.lm_batch_size,
+        lr=lr,
         device="cpu",
         progress=True,
         seed=args.seed,
-        max_length=48,
-        step_loss=step,
+        max_length=config.lm_max_length,
         time_budget_s=args.finetune_budget,
+        step_losses=losses,
     )
+    last = history[-1] if history else {"loss": None, "tokens": 0, "seconds": 0.0}
     info = {
-        "blocks": args.finetune_blocks,
-        "trained_parameters": sum(p.numel() for p in trained),
-        "facts_seen": seen[0],
-        "loss": history[-1]["loss"] if history else None,
-        "tokens": history[-1]["tokens"] if history else 0,
-        "seconds": history[-1]["seconds"] if history else 0.0,
+        "method": "LoRA (peft) via language.joint.lm_side.prepare_lm",
+        "lora": {"rank": config.lora_rank, "alpha": config.lora_alpha, "mlp": config.lora_mlp},
+        "lr": lr,
+        "batch_size": config.lm_batch_size,
+        "trained_parameters": sum(p.numel() for p in lm.parameters() if p.requires_grad),
+        "facts_seen": min(len(losses) * config.lm_batch_size, len(texts)),
+        "corpus_facts": len(texts),
+        "steps": len(losses),
+        "first_step_loss": losses[0] if losses else None,
+        "loss": last["loss"],
+        "tokens": last["tokens"],
+        "seconds": last["seconds"],
+        "tokens_per_s": round(last["tokens"] / last["seconds"], 1) if last["seconds"] else 0.0,
     }
-    save_lm(lm, tokenizer, out)
+    save_adapters(lm, out, describe(identity))
     meta.write_text(json.dumps(info, indent=2))
-    return lm.eval(), tokenizer, info
+    return lm.merge_and_unload().eval(), tokenizer, info
 
 
 # ---- one LM row
@@ -295,7 +305,6 @@ def main() -> int:
     p.add_argument("--lm", default=None, help="zero-shot LM (default: the packaged SmolLM2)")
     p.add_argument("--lm-tuned", type=Path, action="append", default=[])
     p.add_argument("--finetune-budget", type=float, default=0.0, help="seconds; 0: no row")
-    p.add_argument("--finetune-blocks", type=int, default=2)
     p.add_argument("--sample", type=int, default=100, help="test triples (x2 queries)")
     p.add_argument("--valid-sample", type=int, default=60)
     p.add_argument("--top-n", type=int, default=10)
@@ -370,9 +379,7 @@ def main() -> int:
         lms.append((f"+ LM fine-tuned ({path.name})", lm, tok, {"lm": str(path)}))
     if args.finetune_budget > 0:
         lm, tok, info = finetune(base, dataset, verbalizer, args, work / "finetuned")
-        label = (
-            f"+ LM fine-tuned here ({args.finetune_blocks} blocks, {args.finetune_budget:.0f} s)"
-        )
+        label = f"+ LM LoRA-fine-tuned here ({args.finetune_budget:.0f} s)"
         lms.append((label, lm, tok, {"finetune": info}))
     for name, lm, tok, info in lms:
         res = lm_row(
