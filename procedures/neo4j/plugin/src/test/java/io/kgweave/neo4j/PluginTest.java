@@ -389,6 +389,13 @@ class PluginTest {
     assertTrue(ran >= 10, ran + " recipes");
   }
 
+  /** The registry version of a served one ({@code v0002@750}: v0002 with the change log's events
+   * up to offset 750 applied, kgweave's overlay). */
+  private static String registryVersion(String served) {
+    int at = served.indexOf('@');
+    return at < 0 ? served : served.substring(0, at);
+  }
+
   /** Trains a joint (KGE + LM) version, which kgweave.complete needs, and completes with it. */
   @Test
   void adminProceduresTrainWatchActivateAndTheNewVersionCompletes() {
@@ -430,15 +437,15 @@ class PluginTest {
       Record activated = cypher("CALL kgweave.admin.activate($v)", Map.of("v", joint)).get(0);
       assertTrue(activated.get("active").asBoolean());
       assertEquals(joint, activated.get("version").asString());
-      assertEquals(joint, server.admin().status(StatusRequest.getDefaultInstance())
-          .getActiveModel().getVersion());
+      assertEquals(joint, registryVersion(server.admin().status(
+          StatusRequest.getDefaultInstance()).getActiveModel().getVersion()));
       completeEqualsComplete();
       cookbookRecipesRun();
     } finally {
       cypher("CALL kgweave.admin.activate($v)", Map.of("v", active));
     }
-    assertEquals(active, server.admin().status(StatusRequest.getDefaultInstance())
-        .getActiveModel().getVersion());
+    assertEquals(active, registryVersion(server.admin().status(
+        StatusRequest.getDefaultInstance()).getActiveModel().getVersion()));
 
     assertTrue(cypherError("CALL kgweave.admin.job('no-such-job')", Map.of())
         .startsWith("kgweave: NOT_FOUND: "));
