@@ -158,6 +158,28 @@ def realistic(scores: list[float], at: int) -> float:
     return 1.0 + better + tied / 2.0
 
 
+def filtered(
+    score_fn: Any, queries: torch.Tensor, known: Any, top_n: int
+) -> tuple[list[float], list[list[int]]]:
+    """Filtered realistic ranks of the answers, and each query's filtered top-N."""
+    ranks: list[float] = []
+    tops: list[list[int]] = []
+    for start in range(0, len(queries), 64):
+        batch = queries[start : start + 64]
+        with torch.no_grad():
+            scores = score_fn(batch[:, :2]).float().clone()
+        rows, tails = known.lookup(batch[:, :2])
+        idx = torch.arange(len(batch))
+        target = scores[idx, batch[:, 2]].clone()
+        scores[rows, tails] = float("-inf")
+        scores[idx, batch[:, 2]] = target
+        better = (scores > target.unsqueeze(1)).sum(1)
+        tied = (scores == target.unsqueeze(1)).sum(1) - 1
+        ranks += (1.0 + better.double() + tied.double() / 2).tolist()
+        tops += scores.topk(top_n, dim=1).indices.tolist()
+    return ranks, tops
+
+
 def kge_ranks(model: KGEModel, triples: torch.Tensor, known: Any, num_base: int) -> list[float]:
     """Filtered realistic ranks, tail queries then head queries (reciprocals)."""
     with torch.no_grad():
@@ -444,35 +466,22 @@ def combined_ranks(
     plain = queries_of(triples)
     kge, final, inside = [], [], 0
     w = completer.weights
-    for start in tqdm(range(0, len(queries), 64), desc="combined re-ranking"):
-        batch = queries[start : start + 64]
-        with torch.no_grad():
-            scores = model.predict_t(batch[:, :2]).float()
-        rows, tails = known.lookup(batch[:, :2])
-        idx = torch.arange(len(batch))
-        target = scores[idx, batch[:, 2]].clone()
-        scores[rows, tails] = float("-inf")
-        scores[idx, batch[:, 2]] = target
-        better = (scores > target.unsqueeze(1)).sum(1)
-        tied = (scores == target.unsqueeze(1)).sum(1) - 1
-        ranks = (1.0 + better.double() + tied.double() / 2).tolist()
-        top = scores.topk(top_n, dim=1).indices.tolist()
-        for j, rank in enumerate(ranks):
-            entity, relation, side, answer = plain[start + j]
-            kge.append(rank)
-            if answer not in top[j]:
-                final.append(rank)
-                continue
-            inside += 1
-            scored = completer._score(entity, relation, side, top[j])
-            text = scored.text or [None] * len(top[j])  # the completers here have no fusion
-            combined = [
-                w.combine(k, m, t, g)
-                for k, m, t, g in zip(
-                    scored.kge, scored.lm, text, scored.marginal or [], strict=True
-                )
-            ]
-            final.append(realistic(combined, top[j].index(answer)))
+    ranks, tops = filtered(model.predict_t, queries, known, top_n)
+    pairs = list(zip(ranks, tops, strict=True))
+    for j, (rank, top) in enumerate(tqdm(pairs, desc="combined re-ranking")):
+        entity, relation, side, answer = plain[j]
+        kge.append(rank)
+        if answer not in top:
+            final.append(rank)
+            continue
+        inside += 1
+        scored = completer._score(entity, relation, side, top)
+        text = scored.text or [None] * len(top)  # the completers here have no fusion
+        combined = [
+            w.combine(k, m, t, g)
+            for k, m, t, g in zip(scored.kge, scored.lm, text, scored.marginal or [], strict=True)
+        ]
+        final.append(realistic(combined, top.index(answer)))
     return kge, final, inside
 
 

@@ -77,39 +77,16 @@ from kgweave.language.joint.lm_side import prepare_lm
 from kgweave.language.joint.pipeline import fact_corpus
 from kgweave.predict import LinkPredictor
 from kgweave.settings import get_settings
-from language_eval import text_vectors  # the cached MiniLM vectors, `name: description`
+from language_eval import (  # the cached MiniLM vectors, `name: description`; filtered ranks
+    filtered,
+    realistic,
+    text_vectors,
+)
 
 ROOT = Path(__file__).resolve().parent
 
 
 # ---- ranks and intervals
-
-
-def realistic(scores: list[float], at: int) -> float:
-    better = sum(1 for s in scores if s > scores[at])
-    return 1.0 + better + (sum(1 for s in scores if s == scores[at]) - 1) / 2.0
-
-
-def filtered(
-    score_fn: Any, queries: torch.Tensor, known: Any, top_n: int
-) -> tuple[list[float], list[list[int]]]:
-    """Filtered realistic ranks of the answers, and each query's filtered top-N."""
-    ranks: list[float] = []
-    tops: list[list[int]] = []
-    for start in range(0, len(queries), 64):
-        batch = queries[start : start + 64]
-        with torch.no_grad():
-            scores = score_fn(batch[:, :2]).float().clone()
-        rows, tails = known.lookup(batch[:, :2])
-        idx = torch.arange(len(batch))
-        target = scores[idx, batch[:, 2]].clone()
-        scores[rows, tails] = float("-inf")
-        scores[idx, batch[:, 2]] = target
-        better = (scores > target.unsqueeze(1)).sum(1)
-        tied = (scores == target.unsqueeze(1)).sum(1) - 1
-        ranks += (1.0 + better.double() + tied.double() / 2).tolist()
-        tops += scores.topk(top_n, dim=1).indices.tolist()
-    return ranks, tops
 
 
 def metrics(ranks: list[float]) -> dict[str, float]:

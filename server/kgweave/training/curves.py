@@ -26,6 +26,13 @@ def plot_training_curve(history: list[dict[str, Any]], path: Path, title: str) -
         ax2.plot(*zip(*evals, strict=True), color="tab:orange", marker="o", label="valid MRR")
         ax2.set_ylabel("filtered MRR (valid)", color="tab:orange")
         ax2.set_ylim(0, 1)
+    return save_figure(fig, ax, path, title)
+
+
+def save_figure(fig: Any, ax: Any, path: Path, title: str) -> Path:
+    """Title, layout, the PNG at ``path`` (its folder made); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kgweave import atomic
 from kgweave.errors import FailedPreconditionError
+from kgweave.training.curves import save_figure
 
 if TYPE_CHECKING:
     import optuna
@@ -96,7 +97,7 @@ def plot_trials(study: optuna.Study, path: Path, title: str) -> Path:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return _save(fig, ax, path, title)
+    return save_figure(fig, ax, path, title)
 
 
 def importance(study: optuna.Study) -> tuple[dict[str, float], str]:
@@ -131,19 +132,7 @@ def plot_importance(found: dict[str, float], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5), dpi=110)
     ax.barh(names, [found[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance for validation MRR (Optuna, PED-ANOVA; sums to 1)")
-    return _save(fig, ax, path, title)
-
-
-def _save(fig: Any, ax: Any, path: Path, title: str) -> Path:
-    """Title, layout, the PNG at ``path``; the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, title)
 
 
 def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
