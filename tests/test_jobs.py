@@ -91,9 +91,20 @@ def test_policy_never_registers_without_activating(server: ServerThread) -> None
         "lr_schedule": "cosine",
         "label_smoothing": 0.1,
         "relation_prediction": 0.5,
-        "valid_sample": 40,
         "precision": "fp32",
-    }
+        "plateau_factor": 0.3,
+        "plateau_patience": 2,
+        "warmup_epochs": 1,
+        "entity_reg_weight": 0.02,
+        "relation_reg_weight": 0.005,
+        "entity_dropout": 0.1,
+        "relation_dropout": 0.05,
+        "init": "xavier_uniform",
+        "init_scale": 0.5,
+        "num_negatives": 64,
+        "margin": 6.0,
+        "adversarial_temperature": 0.5,
+    }  # (valid_sample is not here: a sample too small for ±0.005 MRR grows to the split)
     job = start(admin, admin_pb2.ACTIVATION_POLICY_NEVER, **sent)
     final = job_updates(admin, job.job_id)[-1]
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED and not final.activated

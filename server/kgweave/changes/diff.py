@@ -36,8 +36,13 @@ def _text_of(row: EntityRow | None) -> dict[str, Any]:
     return {k: v for k, v in (("name", row.name), ("description", row.description)) if v}
 
 
-def snapshot_diff(store: GraphStore, state_dir: Path, log: EventLog) -> dict[str, Any]:
-    """Emit the graph's changes since the last run into ``log``; returns counts and offsets."""
+def snapshot_diff(
+    store: GraphStore, state_dir: Path, log: EventLog, emit: bool = True
+) -> dict[str, Any]:
+    """Emit the graph's changes since the last run into ``log``; returns counts and offsets.
+
+    ``emit=False`` records the graph as the baseline without emitting anything (the served
+    model was trained on it: its facts are not changes)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     previous_path = state_dir / "snapshot.safetensors"
     saved = load_file(str(previous_path)) if previous_path.is_file() else {}
@@ -69,7 +74,7 @@ def snapshot_diff(store: GraphStore, state_dir: Path, log: EventLog) -> dict[str
         ChangeEvent(ChangeKind.TRIPLE_REMOVED, head=e[h], relation=r[p], tail=e[t], source=SOURCE)
         for h, p, t in removed.tolist()
     ]
-    offsets = log.append(events) if events else []
+    offsets = log.append(events) if events and emit else []
     with atomic.atomic_path(previous_path) as tmp:
         save_file(
             {

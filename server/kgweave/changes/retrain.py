@@ -180,13 +180,11 @@ class RetrainWatcher:
             self._diffs_since_full += 1
             self.state.diffs_skipped += 1
             return
-        diff = snapshot_diff(store, self._state_dir, self.log)
+        # the first run's graph is what the active model was trained on: a baseline, no events
+        first = baseline and not had_state
+        diff = snapshot_diff(store, self._state_dir, self.log, emit=not first)
         self._last_counts, self._diffs_since_full = counts, 0
-        if baseline and not had_state:
-            # the graph as it is now is what the active model was trained on
-            end = self.log.end_offset
-            self.log.commit(CONSUMER, end)
-            self.log.commit(INCREMENTAL, end)
+        if first:
             log.info("retrain: baseline of %d triples recorded", diff["added"])
 
     # ---- the watcher

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kgweave.errors import echo
 from kgweave.typing import AllScores, HRBatch, Scores, TripleBatch
 
 
@@ -98,7 +99,7 @@ class KGEModel(nn.Module, ABC):
         if init == "default":
             return
         if init not in self.INITS:
-            raise ValueError(f"unknown init {init!r}: choose default or one of {self.INITS}")
+            raise ValueError(f"unknown init {echo(init)}: choose default or one of {self.INITS}")
         xavier = init.startswith("xavier")
         value = (1.0 if xavier else 1e-3) if scale is None else scale
         for table in self.initialized_tables():

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from kgweave.atomic import read_json, sha256_file
-from kgweave.errors import ArtifactError, FailedPreconditionError, InvalidArgumentError
+from kgweave.errors import ArtifactError, FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.language.components.pretrained import (
     MANIFEST,
     PACKAGED_LMS,
@@ -241,7 +241,7 @@ def locate_base(identity: dict[str, Any], data_dir: Path, fetch: bool = False) -
         return str(path)
     if kind == "hub":
         return str(identity.get("id"))
-    raise ArtifactError(f"unknown base model identity {identity!r}")
+    raise ArtifactError(f"unknown base model identity {echo(str(identity))}")
 
 
 def check_loaded_base(identity: dict[str, Any], lm: Any) -> None:
