@@ -29,9 +29,9 @@ from kgweave.graph.neo4j_server import (
     plugin_jars,
     source_root,
 )
+from process_support import HANG_GUARD_S
 
 #: only keeps a hung start from hanging a run; never reached by a slow but working one
-HANG_GUARD_S = 1800.0
 PLUGIN_DIR = source_root() / "procedures" / "neo4j" / "plugin"
 
 
@@ -103,7 +103,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=120)
+            process.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -22,12 +22,12 @@ from kgweave.dataplane import DataPlane
 from kgweave.serving.training_run import run_training
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, knowledge_pb2_grpc
+from process_support import HANG_GUARD_S
 
 #: Tests wait on explicit conditions (a job's terminal state, a server's readiness), never on
 #: a machine's speed; this only keeps a test that truly hangs from hanging the whole suite:
 #: far beyond any run, on any machine (the slowest training here takes minutes on 2 loaded
 #: cores)
-HANG_GUARD_S = 3600.0
 
 FINAL = {admin_pb2.JOB_STATE_SUCCEEDED, admin_pb2.JOB_STATE_FAILED, admin_pb2.JOB_STATE_CANCELLED}
 

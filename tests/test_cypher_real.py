@@ -53,7 +53,7 @@ def driver(stack: CypherStack) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def client(stack: CypherStack) -> Iterator[Client]:
-    with Client(stack.grpc_address, timeout=120) as opened:
+    with Client(stack.grpc_address, timeout=HANG_GUARD_S) as opened:
         yield opened
 
 
@@ -84,7 +84,7 @@ def cypher_error(driver: Any, query: str, **params: Any) -> str:
 def grpc_error(call: Any, request: Any) -> str:
     """``kgweave: CODE: details`` of a gRPC call that must fail."""
     with pytest.raises(grpc.RpcError) as caught:
-        call(request, timeout=120)
+        call(request, timeout=HANG_GUARD_S)
     error: Any = caught.value
     return f"kgweave: {error.code().name}: {error.details()}"
 
@@ -242,7 +242,7 @@ def test_search_and_similar_equal_search_entities(driver: Any, knowledge: Any) -
     graph = node_ids(driver)
     text = "the mathematician who broke Enigma"
     request = knowledge_pb2.SearchEntitiesRequest(text=text, limit=5)
-    expected = knowledge.SearchEntities(request, timeout=120).entities
+    expected = knowledge.SearchEntities(request, timeout=HANG_GUARD_S).entities
     rows = cypher(driver, "CALL kgweave.search($text, 5) YIELD entity, node, similarity "
                   "RETURN * ORDER BY similarity DESC", text=text)  # fmt: skip
     assert [(r["entity"], r["similarity"]) for r in rows] == [
@@ -255,10 +255,12 @@ def test_search_and_similar_equal_search_entities(driver: Any, knowledge: Any) -
     ).entities
     by_prefix = cypher(driver, "CALL kgweave.search('mar', 4, {mode: 'prefix'}) YIELD entity")
     assert [r["entity"] for r in by_prefix] == [e.id for e in prefix] != []
-    curie = knowledge.GetEntity(knowledge_pb2.GetEntityRequest(entity="marie_curie"), timeout=120)
+    curie = knowledge.GetEntity(
+        knowledge_pb2.GetEntityRequest(entity="marie_curie"), timeout=HANG_GUARD_S
+    )
     neighbours = knowledge.SearchEntities(
         knowledge_pb2.SearchEntitiesRequest(text=f"{curie.name}: {curie.description}", limit=4),
-        timeout=120,
+        timeout=HANG_GUARD_S,
     ).entities
     similar = cypher(
         driver,
@@ -365,7 +367,8 @@ def test_apoc_load_json_params_against_the_json_gateway(
     body = {"queries": [{"head": "alan_turing", "relation": "born_in"}], "k": 5}
     request = json_format.ParseDict(body, knowledge_pb2.PredictLinksRequest())
     expected = json_format.MessageToDict(
-        knowledge.PredictLinks(request, timeout=120), always_print_fields_with_no_presence=True
+        knowledge.PredictLinks(request, timeout=HANG_GUARD_S),
+        always_print_fields_with_no_presence=True,
     )
     rows = cypher(
         driver,

@@ -172,5 +172,5 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(
         server.channel.close()
         if server.process.poll() is None:
             server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=120)
+            server.process.wait(timeout=HANG_GUARD_S)
         EmbeddedFalkorDB(get_settings().graph_dir).stop()

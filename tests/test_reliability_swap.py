@@ -17,11 +17,11 @@ import pytest
 from kgweave.dataplane import DataPlane
 from kgweave.settings import get_settings
 from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from process_support import HANG_GUARD_S
 from serving_support import ServerThread, registry_with, two_demo_models
 
 pytest_plugins = ["serving_support"]  # fixture: transport
 
-HANG_GUARD_S = 120.0
 SWAPS = 12
 CLIENTS = 4
 QUERIES = [

