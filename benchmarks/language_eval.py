@@ -38,10 +38,9 @@ Design (every number is measured here; nothing is copied in):
   budget is spent (the CPU is shared, so throughput moves during a run), and the JSON records
   the lines actually trained on. Ranking every entity by LM
   likelihood is too expensive on 2 CPU cores, so **LM-only ranking is trie-constrained beam
-  search** (:func:`kgweave.language.features.completion.constrained_generate`, beam ``--beam``,
-  default
-  10, on the first ``--lm-sample`` (default 100) triples of the test sample, 200 queries, as
-  beam search costs up to seconds per query on the shared CPU; it returns the top ``--beam``
+  search** (:meth:`kgweave.language.features.constrained.NameSearch.constrained`, beam
+  ``--beam``, default 10, on the first ``--lm-sample`` (default 100) triples of the test
+  sample, 200 queries, as beam search costs up to seconds per query on the shared CPU; it returns the top ``--beam``
   names by ``log P(name + rest of sentence | prompt)``). Other
   known answers are removed from that list (filtered); the true entity's rank is its realistic
   rank within the list, and a true entity that was **not generated counts as unranked:
