@@ -40,8 +40,8 @@ Design (every number is measured here; nothing is copied in):
   likelihood is too expensive on 2 CPU cores, so **LM-only ranking is trie-constrained beam
   search** (:meth:`kgweave.language.features.constrained.NameSearch.constrained`, beam
   ``--beam``, default 10, on the first ``--lm-sample`` (default 100) triples of the test
-  sample, 200 queries, as beam search costs up to seconds per query on the shared CPU; it returns the top ``--beam``
-  names by ``log P(name + rest of sentence | prompt)``). Other
+  sample, 200 queries, as beam search costs up to seconds per query on the shared CPU; it
+  returns the top ``--beam`` names by ``log P(name + rest of sentence | prompt)``). Other
   known answers are removed from that list (filtered); the true entity's rank is its realistic
   rank within the list, and a true entity that was **not generated counts as unranked:
   reciprocal rank 0, no hit**. Several entities can share a name (WordNet lemmas): they then

@@ -180,14 +180,13 @@ class NameSearch:
             )
         model, tokenizer = self.scorer.model, self.scorer.tokenizer
         ids = [self.scorer.start, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
-        beams = max(self.beam_size, self.num_return)
         with eval_mode(model) as device:
             out = model.generate(
                 input_ids=torch.tensor([ids], device=device),
                 attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
                 max_new_tokens=max_new_tokens,
-                num_beams=beams,
-                num_return_sequences=beams,
+                num_beams=max(self.beam_size, self.num_return),
+                num_return_sequences=max(self.beam_size, self.num_return),
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
