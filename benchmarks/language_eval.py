@@ -38,11 +38,10 @@ Design (every number is measured here; nothing is copied in):
   budget is spent (the CPU is shared, so throughput moves during a run), and the JSON records
   the lines actually trained on. Ranking every entity by LM
   likelihood is too expensive on 2 CPU cores, so **LM-only ranking is trie-constrained beam
-  search** (:func:`kgweave.language.features.completion.constrained_generate`, beam ``--beam``,
-  default
-  10, on the first ``--lm-sample`` (default 100) triples of the test sample, 200 queries, as
-  beam search costs up to seconds per query on the shared CPU; it returns the top ``--beam``
-  names by ``log P(name + rest of sentence | prompt)``). Other
+  search** (:meth:`kgweave.language.features.constrained.NameSearch.constrained`, beam
+  ``--beam``, default 10, on the first ``--lm-sample`` (default 100) triples of the test
+  sample, 200 queries, as beam search costs up to seconds per query on the shared CPU; it
+  returns the top ``--beam`` names by ``log P(name + rest of sentence | prompt)``). Other
   known answers are removed from that list (filtered); the true entity's rank is its realistic
   rank within the list, and a true entity that was **not generated counts as unranked:
   reciprocal rank 0, no hit**. Several entities can share a name (WordNet lemmas): they then
@@ -520,6 +519,15 @@ def row(name: str, m: dict[str, float], note: str = "") -> dict[str, Any]:
     }
 
 
+def add_run_options(p: argparse.ArgumentParser, work_dir: Path) -> None:
+    """The options of every language benchmark run (this one and lm_rerank_eval.py): seed,
+    the folder of cached models and whether to reuse them, and the JSON output."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", type=Path, default=work_dir)
+    p.add_argument("--reuse", action="store_true", help="reuse cached models in --work-dir")
+    p.add_argument("--out", type=Path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=["wn18rr", "fb15k-237"])
@@ -541,9 +549,6 @@ def main() -> int:
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--lm-layers", type=int, default=2)
     p.add_argument("--lm-width", type=int, default=192)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/kgweave-language-eval"))
-    p.add_argument("--reuse", action="store_true", help="reuse cached models in --work-dir")
     p.add_argument(
         "--text",
         choices=["auto", "name", "full"],
@@ -551,7 +556,7 @@ def main() -> int:
         help="entity text for (c)/(d')/(e): name only, or 'name: description'; auto: full on "
         "FB15k-237, name (lemma) only on WN18RR",
     )
-    p.add_argument("--out", type=Path)
+    add_run_options(p, Path("/tmp/kgweave-language-eval"))
     args = p.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()

@@ -78,6 +78,7 @@ from kgweave.language.joint.pipeline import fact_corpus
 from kgweave.predict import LinkPredictor
 from kgweave.settings import get_settings
 from language_eval import (  # the cached MiniLM vectors, `name: description`; filtered ranks
+    add_run_options,
     filtered,
     realistic,
     text_vectors,
@@ -290,10 +291,7 @@ def main() -> int:
     p.add_argument("--fusion-candidates", type=int, default=100)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/kgweave-lm-rerank"))
-    p.add_argument("--reuse", action="store_true")
-    p.add_argument("--out", type=Path)
+    add_run_options(p, Path("/tmp/kgweave-lm-rerank"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

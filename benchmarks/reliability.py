@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,16 +44,8 @@ sys.path[:0] = [str(REPO / "server"), str(REPO / "tests")]
 import grpc  # noqa: E402
 
 from fuzz_support import Tally, fuzz_grpc, fuzz_http  # noqa: E402
-from process_support import (  # noqa: E402
-    HANG_GUARD_S,
-    ServeProcess,
-    free_ports,
-    logged_events,
-    post_events,
-    until,
-)
-
-BATCH = 20
+from ingest_support import BATCH, Ingestion  # noqa: E402
+from process_support import HANG_GUARD_S, ServeProcess, free_ports, logged_events, until  # noqa: E402
 
 
 @contextmanager
@@ -138,25 +129,12 @@ def ingestion(models: list[Path], kills: int) -> dict[str, Any]:
         first = 0
         for _ in range(kills):
             serve = ServeProcess(http_port, grpc_port, root / "serve.log").wait_healthy()
-            stop = threading.Event()
-            start_count = len(acknowledged)
-
-            def ingest(start: int, stop: threading.Event) -> None:
-                n = start
-                while not stop.is_set():
-                    try:
-                        if post_events(http_port, n, BATCH) == 202:
-                            acknowledged.append(n)
-                    except (OSError, urllib.error.URLError):
-                        return
-                    n += BATCH
-
-            writer = threading.Thread(target=ingest, args=(first, stop), daemon=True)
-            writer.start()
-            until(lambda s=start_count: len(acknowledged) >= s + 200, "ingestion stalled")
+            ingestion = Ingestion(http_port, first)
+            until(lambda i=ingestion: len(i.acknowledged) >= 200, "ingestion stalled")
             serve.kill()
-            stop.set()
-            writer.join(timeout=HANG_GUARD_S)
+            ingestion.stop()
+            ingestion.join()
+            acknowledged += ingestion.acknowledged
             first = (acknowledged[-1] if acknowledged else first) + 10 * BATCH
         serve = ServeProcess(http_port, grpc_port, root / "serve.log").wait_healthy()
         serve.end()

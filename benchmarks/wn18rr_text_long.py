@@ -26,6 +26,7 @@ from kgweave.engine import evaluate_on
 from kgweave.language.joint.config import JointConfig
 from kgweave.language.joint.text_side import bake, train_text_enhanced_kge
 from kgweave.training import TrainConfig
+from kgweave.tuning.recipes import recipe_for
 
 
 def main() -> None:
@@ -40,16 +41,9 @@ def main() -> None:
     index = {label: i for i, label in enumerate(saved["labels"])}
     order = torch.tensor([index[e] for e in dataset.entities.labels])
     text = saved["vectors"][order].float()  # (N, 384) in the dataset's id order
-    kge = TrainConfig(
-        dim=256,
-        batch_size=512,
-        reg_weight=0.05,
-        eval_every=3,
-        valid_sample=3000,
-        patience=0,
-        epochs=1000,
-        time_budget_s=budget,
-    )
+    # the recipe `kgweave train` picks for WN18RR ("sparse-large": its hand recipe)
+    recipe = recipe_for(dataset.train, dataset.num_entities, dataset.num_relations)
+    kge = TrainConfig(**recipe.settings, patience=0, epochs=1000, time_budget_s=budget)
     started = time.perf_counter()
     model, enhanced, _, history, valid = train_text_enhanced_kge(
         dataset, JointConfig(kge=kge), text, torch.device("cpu"), progress=True
@@ -57,6 +51,7 @@ def main() -> None:
     test = evaluate_on(bake(model, enhanced), dataset, "test").metrics
     out = {
         "budget_s": budget,
+        "recipe": recipe.name,
         "epochs": len(history),
         "valid_sample": valid,
         "test": {k: v for k, v in test.items() if isinstance(v, float)},

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from joint_support import TINY_JOINT
 from kgweave.artifact import load_artifact
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
@@ -26,16 +27,12 @@ from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_g
 from serving_support import HANG_GUARD_S, ServerThread, serve_model
 
 DEMO = Path(__file__).resolve().parent.parent / "server" / "kgweave" / "demo"
+#: larger than the tiny run: completion through the server has to find real answers
 SMALL = {
-    "language_model": "small",
+    **TINY_JOINT,
     "kge": {"dim": 32, "epochs": 20, "eval_every": 5},
-    "lm_layers": 2,
-    "lm_width": 64,
-    "lm_heads": 2,
     "lm_epochs": 3,
-    "lm_max_length": 48,
     "vocab_size": 800,
-    "completion_top_n": 10,
 }
 
 

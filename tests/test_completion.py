@@ -12,7 +12,7 @@ from kgweave.errors import InvalidArgumentError, NotFoundError
 from kgweave.language.components.lm import build_small_lm, train_lm
 from kgweave.language.components.tokenizer import train_tokenizer
 from kgweave.language.features.completion import LMCompleter
-from kgweave.language.features.constrained import EntityNameTrie, constrained_generate
+from kgweave.language.features.constrained import EntityNameTrie, NameSearch
 from kgweave.language.features.verbalize import Verbalizer
 from kgweave.predict import LinkPredictor, Query
 from kgweave.training import TrainConfig, train
@@ -88,9 +88,8 @@ def test_constrained_generation_only_yields_entity_names(completer: LMCompleter)
         entity, relation, side = completer._resolve(query)
         prefix, suffix, leading, capitalize = completer.slot(entity, relation, side)
         trie = completer.trie(leading, capitalize)
-        generated = constrained_generate(
-            completer.model, completer.tokenizer, trie, prefix, suffix, beam_size=4, num_return=4
-        )
+        search = NameSearch(completer.scorer, beam_size=4, num_return=4)
+        generated = search.constrained(trie, prefix, suffix)
         assert generated
         for g in generated:
             assert g.text == trie.surface(completer.names[g.entity])
@@ -117,6 +116,6 @@ def test_unknown_and_empty_inputs_give_clear_errors(completer: LMCompleter) -> N
         completer.complete(Query("born_in"))
     trie = completer.trie(" ", False)
     with pytest.raises(InvalidArgumentError, match="empty prompt"):
-        constrained_generate(completer.model, completer.tokenizer, trie, "", "")
+        NameSearch(completer.scorer).constrained(trie, "", "")
     with pytest.raises(InvalidArgumentError, match="k must be"):
         completer.complete(Query("born_in", head="Marie Curie"), k=0)

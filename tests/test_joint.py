@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from joint_support import TINY_JOINT
 from kgweave.artifact import load_artifact
 from kgweave.data import load_dataset
 from kgweave.data.sources import demo_path
@@ -22,18 +23,6 @@ from kgweave.language.joint.pipeline import train_joint
 from kgweave.predict import Query
 from kgweave.settings import Settings
 
-TINY = {
-    "language_model": "small",  # the scratch LM: fast; the pretrained one is test_lora's
-    "kge": {"dim": 16, "epochs": 8, "eval_every": 4},
-    "lm_layers": 2,
-    "lm_width": 64,
-    "lm_heads": 2,
-    "lm_epochs": 2,
-    "lm_max_length": 48,
-    "vocab_size": 600,
-    "completion_top_n": 10,
-}
-
 
 @pytest.fixture(scope="module")
 def joint_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -43,7 +32,7 @@ def joint_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("joint") / "model"
     result = train_joint(
         demo,
-        JointConfig.model_validate(TINY),
+        JointConfig.model_validate(TINY_JOINT),
         out,
         Settings(device="cpu", offline=True),
         progress=False,
@@ -175,7 +164,7 @@ def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
     text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
     config = JointConfig.model_validate(
         {
-            **TINY,
+            **TINY_JOINT,
             "kge": {"dim": 16, "epochs": 5000, "eval_every": 1000, "precision": "bf16",
                     "time_budget_s": 1e-9},
             "lm_epochs": 500,
@@ -224,7 +213,9 @@ def test_a_missing_default_lm_fails_before_training_and_says_how_to_fetch(tmp_pa
     from kgweave.errors import FailedPreconditionError
 
     demo = load_dataset(demo_path(), name="demo")
-    config = JointConfig.model_validate({k: v for k, v in TINY.items() if k != "language_model"})
+    config = JointConfig.model_validate(
+        {k: v for k, v in TINY_JOINT.items() if k != "language_model"}
+    )
     settings = Settings(data_dir=tmp_path / "data", device="cpu", offline=True)
     with pytest.raises(FailedPreconditionError, match="run `kgweave lm fetch`"):
         train_joint(demo, config, tmp_path / "m", settings, progress=False)

@@ -9,28 +9,18 @@ batches were acknowledged; the log read back with :class:`~kgweave.changes.log.E
 
 from __future__ import annotations
 
-import threading
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ingest_support import BATCH, Ingestion
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.settings import get_settings
-from process_support import (
-    HANG_GUARD_S,
-    ServeProcess,
-    free_ports,
-    logged_events,
-    post_events,
-    until,
-)
+from process_support import ServeProcess, free_ports, logged_events, post_events, until
 from serving_support import registry_with
 
 pytest_plugins = ["reliability_support"]  # fixtures: demo_model, transport
-
-BATCH = 20  # events per POST
 
 
 @pytest.fixture
@@ -47,32 +37,17 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_event(
     registry_with(settings, [demo_model])
     http_port, grpc_port = free_ports()
     serve = ServeProcess(http_port, grpc_port, tmp_path / "serve.log").wait_healthy()
-    acknowledged: list[int] = []  # first head number of each acknowledged batch
-    stop = threading.Event()
-
-    def ingest() -> None:
-        n = 0
-        while not stop.is_set():
-            try:
-                status = post_events(http_port, n, BATCH)
-            except (OSError, urllib.error.URLError):  # the server is gone
-                return
-            if status == 202:
-                acknowledged.append(n)
-            n += BATCH
-
     after = 10**9  # a batch after the restart: accepted, and offsets go on
+    ingestion = Ingestion(http_port)
+    acknowledged = ingestion.acknowledged  # first head number of each acknowledged batch
     try:
-        writer = threading.Thread(target=ingest, daemon=True)
-        writer.start()
         until(lambda: len(acknowledged) >= 50, "ingestion did not progress")
         serve.kill()  # kill -9, mid-ingestion
-        writer.join(timeout=HANG_GUARD_S)
-        assert not writer.is_alive()
+        assert ingestion.join()  # the server is gone: the writer stops by itself
         serve = ServeProcess(http_port, grpc_port, tmp_path / "serve.log").wait_healthy()
         assert post_events(http_port, after, BATCH) == 202
     finally:
-        stop.set()
+        ingestion.stop()
         serve.end()
     records = logged_events(settings.data_dir / "changes")
     offsets = [o for o, _ in records]

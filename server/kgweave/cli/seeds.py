@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,10 @@ class SeedsReport:
     path: Path
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "seeds": self.seeds,
-            "runs": self.runs,
-            "summary": self.summary,
-            "kept_seed": self.kept_seed,
-            "selected_by": SELECTED_BY,
-        }
+        """Every field but the folder (the caller's), and how the kept seed was chosen."""
+        record = asdict(self)
+        del record["path"]
+        return {**record, "selected_by": SELECTED_BY}
 
 
 def spread(values: list[float]) -> dict[str, float]:

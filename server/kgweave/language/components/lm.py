@@ -25,7 +25,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,18 @@ def train_lm(
 # ---- scoring text
 
 
+@contextmanager
+def eval_mode(model: Any) -> Iterator[torch.device]:
+    """``model`` in eval mode inside the block (its training flag restored after); yields the
+    device its parameters are on."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def sequence_logprob(
     model: Any,
@@ -480,14 +493,11 @@ def sequence_logprob(
         raise InvalidArgumentError("a continuation is empty: there is nothing to score")
     if not prompts:
         return torch.zeros(0)
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     bos, pad = start_token_id(tokenizer), tokenizer.pad_token_id
     prompt_ids = _tokenize(tokenizer, prompts)
     cont_ids = _tokenize(tokenizer, continuations)
     out = torch.zeros(len(prompts))
-    try:
+    with eval_mode(model) as dev:
         for start in range(0, len(prompts), batch_size):
             rows = [
                 ([bos, *p], c)
@@ -515,8 +525,6 @@ def sequence_logprob(
             token_logp = logp.gather(2, input_ids[:, 1:].unsqueeze(2)).squeeze(2)  # (b, T-1)
             summed = (token_logp * target_mask[:, 1:]).sum(dim=1)
             out[start : start + len(rows)] = summed.cpu()
-    finally:
-        model.train(was_training)
     return out
 
 

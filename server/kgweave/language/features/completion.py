@@ -9,7 +9,7 @@ For a query ``(head, relation, ?)`` (or ``(?, relation, tail)``):
    slot (``"."``, or ``" was born in London."`` for a head query) is scored after each
    complete name, so names that fit the whole sentence win.
    Where :attr:`LMCompleter.new_candidates` is set, the LM also generates freely after the
-   slot's prefix (:func:`kgweave.language.features.constrained.generate_names`); a name that
+   slot's prefix (:meth:`kgweave.language.features.constrained.NameSearch.free`); a name that
    is no entity's comes back **new** (``new=True``, no entity id) with its evidence sentence.
 2. **Evidence**: each candidate's fact verbalized as one sentence
    (:class:`kgweave.language.features.verbalize.Verbalizer`); ``lm_logprob`` is ``log P(sentence
@@ -28,44 +28,31 @@ The weights are **fitted on validation** by :meth:`LMCompleter.fit_weights`: for
 validation fact and both of its sides whose true entity is among the KGE top-N (other known
 answers removed), the true entity is a positive and the rest of that top-N are negatives —
 the same candidate lists re-ranking sees at inference (adding an out-of-list true entity to
-KGE-selected negatives would reward low KGE scores). ``method="logistic"`` (default) fits a
-conditional logistic regression: the weights maximise the probability of the true entity under
-a softmax over its own query's candidates (KGE scores are comparable only within a query), then
-``b`` is fitted so that ``sigmoid(combined)`` is a class-balanced probability of the fact being
-true (features standardised while fitting, weights mapped back to raw units); ``method="grid"``
-picks the convex mix of the standardised features that maximises validation MRR. Both LM
-features (log-likelihood and PMI) are fitted; the one with the better **two-fold
-cross-validated** MRR over the validation queries is kept (then refitted on all of them), and
-the report keeps both fits' weights and MRRs beside the signals' own. Only the KGE top-N take
-part in fitting (not LM-generated candidates): it keeps fitting to one LM pass per validation
-fact and side.
+KGE-selected negatives would reward low KGE scores). Only the KGE top-N take part in fitting
+(not LM-generated candidates): it keeps fitting to one LM pass per validation fact and side.
+How the weights are fitted on those lists (a conditional logistic regression or a grid, and
+which LM feature is kept) is :func:`kgweave.language.features.rerank.fit_weights`'s.
+
+Size (over 400 lines): one class, :class:`LMCompleter`, whose answering and fitting share the
+query's slot, the name tries, the marginal memo and the KGE side; the decoding is
+:class:`kgweave.language.features.constrained.NameSearch`'s and the re-ranking maths
+:mod:`kgweave.language.features.rerank`'s.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
-from kgweave.language.features.constrained import (
-    EntityNameTrie,
-    GeneratedName,
-    constrained_generate,
-    generate_names,
-)
+from kgweave.errors import InvalidArgumentError
+from kgweave.language.features.constrained import EntityNameTrie, GeneratedName, NameSearch
 from kgweave.language.features.lm_scoring import LMScorer
 from kgweave.language.features.relation_phrases import HEAD, TAIL
-from kgweave.language.features.rerank import (
-    LM_FEATURES,
-    RerankWeights,
-    Scored,
-    fit_grid,
-    fit_logistic,
-    ranked_mrr,
-)
+from kgweave.language.features.rerank import LM_FEATURES, RerankWeights, Scored, check_fit
+from kgweave.language.features.rerank import fit_weights as fit_rerank_weights
 from kgweave.language.features.verbalize import Verbalizer
 from kgweave.predict import LinkPredictor, Query
 
@@ -111,7 +98,8 @@ class LMCompleter:
         ranker: when given (default: the predictor's own, if any), candidates and the text
             score come from it: the KGE model fused with entity text
             (:class:`kgweave.language.features.text_fusion.FusedScorer`).
-        scorer: scores continuations with the LM (default: an :class:`LMScorer` on ``model``).
+        scorer: scores continuations with the LM, and decodes names with its model (default:
+            an :class:`LMScorer` on ``model``).
     """
 
     def __init__(
@@ -176,12 +164,10 @@ class LMCompleter:
         self, entity: int, relation: int, side: Side, beam_size: int, num_return: int
     ) -> list[GeneratedName]:
         """The language model's own answers for the missing slot: entity names spelled by
-        constrained beam search (:func:`constrained_generate`)."""
+        constrained beam search (:meth:`NameSearch.constrained`)."""
         prefix, suffix, leading, capitalize = self.slot(entity, relation, side)
         trie = self.trie(leading, capitalize)
-        return constrained_generate(
-            self.model, self.tokenizer, trie, prefix, suffix, beam_size, num_return
-        )
+        return NameSearch(self.scorer, beam_size, num_return).constrained(trie, prefix, suffix)
 
     def evidence(self, entity: int, relation: int, candidate: int, side: Side) -> str:
         """The verbalized fact that puts ``candidate`` in the missing slot."""
@@ -200,13 +186,16 @@ class LMCompleter:
             memo.update(zip(todo, found, strict=True))
         return [memo[x] for x in surfaces]
 
+    def _hr(self, entity: int, relation: int, side: Side) -> torch.Tensor:
+        """The query as a (1, 2) batch for tail scoring (a head query through the reciprocal)."""
+        rel = relation if side == "tail" else relation + len(self.artifact.relations)
+        return torch.tensor([[entity, rel]], device=self.predictor.device)
+
     def _graph_scores(
         self, entity: int, relation: int, side: Side, candidates: list[int]
     ) -> tuple[list[float], list[float] | None]:
         """KGE scores of the candidates, and their fused scores (None without a fusion)."""
-        num_base = len(self.artifact.relations)
-        rel = relation if side == "tail" else relation + num_base
-        hr = torch.tensor([[entity, rel]], device=self.predictor.device)
+        hr = self._hr(entity, relation, side)
         tails = torch.tensor([candidates], device=self.predictor.device)
         with torch.no_grad():
             kge = self.predictor.model.score_candidates(hr, tails).float()[0].tolist()
@@ -278,17 +267,8 @@ class LMCompleter:
                 sources.setdefault(g.entity, set()).add("lm")
         new_names: list[str] = []
         if self.new_candidates and prefix:  # a causal LM cannot write a head before its tail
-            for name in generate_names(
-                self.model,
-                self.tokenizer,
-                prefix,
-                suffix,
-                leading,
-                beam_size=max(self.beam_size, self.new_candidates),
-                num_return=self.new_candidates,
-                start_id=self.scorer.start,
-                proper_names=self.proper_names,
-            ):
+            search = NameSearch(self.scorer, self.beam_size, self.new_candidates)
+            for name in search.free(prefix, suffix, proper_names=self.proper_names):
                 found = self._by_name.get(name.casefold())
                 if found is None:
                     new_names.append(name)
@@ -299,42 +279,33 @@ class LMCompleter:
         if not candidates:
             return []
         scored = self._score(entity, relation, side, candidates)
-        w = self.weights
         rows = [
-            (
-                w.combine(kg, lm, txt, marg),
-                CompletionCandidate(
-                    rank=0,
-                    entity=self.artifact.entities.labels[c],
-                    name=self.names[c],
-                    kge_score=kg,
-                    lm_logprob=lm,
-                    combined=w.combine(kg, lm, txt, marg),
-                    source="+".join(s for s in ("kge", "lm") if s in sources[c]),
-                    evidence=text,
-                    known=c in known,
-                    graph_score=graph,
-                    lm_marginal=marg,
-                ),
+            CompletionCandidate(
+                rank=0,
+                entity=self.artifact.entities.labels[c],
+                name=self.names[c],
+                kge_score=kg,
+                lm_logprob=lm,
+                combined=combined,
+                source="+".join(s for s in ("kge", "lm") if s in sources[c]),
+                evidence=text,
+                known=c in known,
+                graph_score=graph,
+                lm_marginal=marg,
             )
-            for c, graph, lm, text, kg, txt, marg in zip(
+            for c, graph, text, (kg, lm, _, marg), combined in zip(
                 scored.entities,
                 scored.graph,
-                scored.lm,
                 scored.evidence,
-                scored.kge,
-                _or_none(scored.text, len(candidates)),
-                scored.marginal or [0.0] * len(candidates),
+                scored.signals(),
+                scored.combined(self.weights),
                 strict=True,
             )
         ]
         if new_names:
             rows += self._new_rows(new_names, scored, prefix, suffix, leading, capitalize)
-        rows.sort(key=lambda r: (-r[0], r[1].new, r[1].entity or r[1].name))
-        return [
-            CompletionCandidate(**{**c.__dict__, "rank": i + 1})
-            for i, (_, c) in enumerate(rows[:k])
-        ]
+        rows.sort(key=lambda c: (-c.combined, c.new, c.entity or c.name))
+        return [replace(c, rank=i + 1) for i, c in enumerate(rows[:k])]
 
     def _new_rows(
         self,
@@ -344,7 +315,7 @@ class LMCompleter:
         suffix: str,
         leading: str,
         capitalize: bool,
-    ) -> list[tuple[float, CompletionCandidate]]:
+    ) -> list[CompletionCandidate]:
         """New names scored by the LM; their graph signals are the query's lowest (the graph
         knows nothing of them)."""
         surfaces = [n[:1].upper() + n[1:] if capitalize else n for n in names]
@@ -353,32 +324,26 @@ class LMCompleter:
         marginal = self.marginals(surfaces, leading, capitalize)
         kge = min(scored.kge)
         text = min(scored.text) if scored.text is not None else None
-        w = self.weights
         return [
-            (
-                w.combine(kge, lp, text, mg),
-                CompletionCandidate(
-                    rank=0,
-                    entity="",
-                    name=x,
-                    kge_score=math.nan,
-                    lm_logprob=lp,
-                    combined=w.combine(kge, lp, text, mg),
-                    source="new",
-                    evidence=e,
-                    known=False,
-                    graph_score=math.nan,
-                    new=True,
-                    lm_marginal=mg,
-                ),
+            CompletionCandidate(
+                rank=0,
+                entity="",
+                name=x,
+                kge_score=math.nan,
+                lm_logprob=lp,
+                combined=self.weights.combine(kge, lp, text, mg),
+                source="new",
+                evidence=e,
+                known=False,
+                graph_score=math.nan,
+                new=True,
+                lm_marginal=mg,
             )
             for x, e, lp, mg in zip(surfaces, evidence, lm, marginal, strict=True)
         ]
 
     def _kge_candidates(self, entity: int, relation: int, side: Side, n: int) -> list[int]:
-        num_base = len(self.artifact.relations)
-        rel = relation if side == "tail" else relation + num_base
-        hr = torch.tensor([[entity, rel]], device=self.predictor.device)
+        hr = self._hr(entity, relation, side)
         if self.ranker is not None:
             fused = self.ranker(hr)[0]
             top = fused.topk(min(n, len(fused)))
@@ -388,9 +353,7 @@ class LMCompleter:
         return [index[p.entity] for p in found]
 
     def _known_answers(self, entity: int, relation: int, side: Side) -> set[int]:
-        num_base = len(self.artifact.relations)
-        rel = relation if side == "tail" else relation + num_base
-        hr = torch.tensor([[entity, rel]], device=self.predictor.device)
+        hr = self._hr(entity, relation, side)
         _, tails = self.predictor.known.lookup(hr)
         return {int(t) for t in tails.tolist()}
 
@@ -446,16 +409,13 @@ class LMCompleter:
 
         Args:
             triples: shape (M, 3) validation facts as ids of the artifact's maps.
-            method: ``logistic`` or ``grid`` (see the module docstring).
             max_triples: use a seeded sample of at most this many facts.
-            lm_features: the LM features to try (``logprob``, ``pmi``); the better by two-fold
-                cross-validated MRR is kept.
+            method, lm_features: as :func:`kgweave.language.features.rerank.fit_weights`.
         Returns:
-            the fitted weights, with a report: queries, candidates, the validation MRR of each
-            signal alone, of each LM feature's fit (in-sample and cross-validated, with its
-            weights) and of the chosen combination.
+            the fitted weights with their report (see
+            :func:`~kgweave.language.features.rerank.fit_weights`).
         """
-        _check_fit(method, lm_features)
+        check_fit(method, lm_features)
         groups, outside, biased = self.validation_groups(triples, max_triples, seed)
         extra = {
             "queries_answer_outside_top_n": float(outside),
@@ -472,110 +432,7 @@ class LMCompleter:
     ) -> RerankWeights:
         """:meth:`fit_weights` on scored candidate lists (each with its true entity's index),
         e.g. from :meth:`validation_groups` or :meth:`_score`; ``extra`` joins the report."""
-        _check_fit(method, lm_features)
-        if not groups or not any(len(g.entities) > 1 for g, _ in groups):
-            raise FailedPreconditionError(
-                "cannot fit re-ranking weights: no validation query has a negative candidate"
-            )
-        has_text = groups[0][0].text is not None
-        targets = [t for _, t in groups]
-        report: dict[str, float] = {
-            "queries": float(len(groups)),
-            **(extra or {}),
-            "candidates": float(sum(len(g.entities) for g, _ in groups)),
-            "valid_mrr_kge": ranked_mrr([g.kge for g, _ in groups], targets),
-            "valid_mrr_lm": ranked_mrr([g.lm for g, _ in groups], targets),
-            "valid_mrr_pmi": ranked_mrr(
-                [[a - b for a, b in zip(g.lm, g.marginal or [], strict=True)] for g, _ in groups],
-                targets,
-            ),
-            "lm_sequences_per_s": self.scorer.sequences_per_second,
-        }
-        if has_text:
-            report["valid_mrr_text"] = ranked_mrr([g.text or [] for g, _ in groups], targets)
-        best: tuple[float, RerankWeights] | None = None
-        for feature in (None, *lm_features):
-            weights = _fit(groups, feature, method, has_text)
-            name = feature or "no_lm"
-            report[f"{name}_valid_mrr"] = _mrr(groups, weights)
-            report[f"{name}_cv_mrr"] = _cross_validated(groups, feature, method, has_text)
-            for key in ("w_kge", "w_text", "w_lm"):
-                report[f"{name}_{key}"] = float(getattr(weights, key) or 0.0)
-            report.update({f"{name}_{k}": v for k, v in weights.report.items()})
-            if feature is not None and (best is None or report[f"{name}_cv_mrr"] > best[0]):
-                best = (report[f"{name}_cv_mrr"], weights)
-        assert best is not None
-        chosen = best[1]
-        report["valid_mrr_combined"] = _mrr(groups, chosen)
-        report.update(chosen.report)  # z_kge, z_text, z_lm: the standardised weights
-        self.weights = RerankWeights(
-            chosen.w_kge, chosen.w_lm, chosen.bias, method, report, chosen.w_text,
-            chosen.lm_feature,
-        )  # fmt: skip
+        self.weights = fit_rerank_weights(
+            groups, method, lm_features, extra, self.scorer.sequences_per_second
+        )
         return self.weights
-
-
-def _or_none(values: list[float] | None, n: int) -> list[float | None]:
-    return list(values) if values is not None else [None] * n
-
-
-def _check_fit(method: str, lm_features: tuple[str, ...]) -> None:
-    if method not in ("logistic", "grid"):
-        raise InvalidArgumentError(f"unknown fitting method {echo(method)}: logistic or grid")
-    if not lm_features or any(f not in LM_FEATURES for f in lm_features):
-        raise InvalidArgumentError(f"lm_features must be among {', '.join(LM_FEATURES)}")
-
-
-def _fit(
-    groups: list[tuple[Scored, int]], feature: str | None, method: str, has_text: bool
-) -> RerankWeights:
-    """Weights over kge, text (with a fusion) and the LM ``feature`` (none for None)."""
-    x = torch.tensor([row for g, _ in groups for row in g.features(feature)], dtype=torch.float64)
-    labels = torch.tensor(
-        [1.0 if i == t else 0.0 for g, t in groups for i in range(len(g.entities))],
-        dtype=torch.float64,
-    )
-    mean, std = x.mean(dim=0), x.std(dim=0).nan_to_num(1.0).clamp(min=1e-6)
-    z = (x - mean) / std
-    if method == "logistic":
-        w_std, b_std = fit_logistic(z, labels, [len(g.entities) for g, _ in groups])
-    else:
-        w_std, b_std = fit_grid(z, groups), 0.0
-    w = (w_std / std).tolist()
-    bias = b_std - float((w_std * mean / std).sum())
-    w_text = w[1] if has_text else 0.0
-    w_lm = w[-1] if feature is not None else 0.0
-    zw = [float(x) for x in w_std.tolist()]  # standardised: comparable across features
-    scale = {"z_kge": zw[0], "z_text": zw[1] if has_text else 0.0}
-    scale["z_lm"] = zw[-1] if feature is not None else 0.0
-    return RerankWeights(w[0], w_lm, bias, method, scale, w_text, feature or "logprob")
-
-
-def _mrr(groups: list[tuple[Scored, int]], weights: RerankWeights) -> float:
-    scores = [
-        [
-            weights.combine(kg, lm, txt, mg)
-            for kg, lm, txt, mg in zip(
-                g.kge,
-                g.lm,
-                _or_none(g.text, len(g.kge)),
-                g.marginal or [0.0] * len(g.kge),
-                strict=True,
-            )
-        ]
-        for g, _ in groups
-    ]
-    return ranked_mrr(scores, [t for _, t in groups])
-
-
-def _cross_validated(
-    groups: list[tuple[Scored, int]], feature: str | None, method: str, has_text: bool
-) -> float:
-    """Two-fold MRR: fit on the even queries, rank the odd ones, and the other way round."""
-    folds = [groups[0::2], groups[1::2]]
-    if not all(any(len(g.entities) > 1 for g, _ in f) for f in folds):
-        return _mrr(groups, _fit(groups, feature, method, has_text))
-    total = 0.0
-    for train, held in ((folds[0], folds[1]), (folds[1], folds[0])):
-        total += _mrr(held, _fit(train, feature, method, has_text)) * len(held)
-    return total / len(groups)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.components.lm import start_token_id
+from kgweave.language.components.lm import eval_mode
 from kgweave.language.features.lm_scoring import LMScorer
 
 
@@ -83,137 +83,122 @@ class EntityNameTrie:
         return node
 
 
-def _model_device(model: Any) -> torch.device:
-    return next(model.parameters()).device  # type: ignore[no-any-return]
-
-
-@torch.no_grad()
-def constrained_generate(
-    model: Any,
-    tokenizer: Any,
-    trie: EntityNameTrie,
-    prompt: str,
-    suffix: str = "",
-    beam_size: int = 8,
-    num_return: int = 5,
-    max_steps: int = 48,
-) -> list[GeneratedName]:
-    """Beam search that can only spell entity names.
-
-    Every step extends each beam by one token among those the trie allows after it; a beam at a
-    complete name also yields that name as a finished hypothesis, scored with the name's tokens
-    plus ``log P(suffix | prompt + name)``. Greedy decoding is ``beam_size=1``.
+@dataclass(frozen=True)
+class NameSearch:
+    """Beam search for the name in a sentence's slot, with one causal LM.
 
     Args:
-        prompt: the text before the slot (no trailing space; the trie's ``leading`` adds it).
-        suffix: the text after the slot, scored after each complete name ("" to skip).
-    Returns:
-        up to ``num_return`` names, best first, each a real entity's name.
+        scorer: the LM (its model, tokenizer and start token); it also scores the text after
+            each complete name.
+        beam_size: hypotheses kept at each step (greedy decoding is 1).
+        num_return: names returned at most.
     """
-    if not prompt.strip() and not suffix.strip():
-        raise InvalidArgumentError("empty prompt: give the text before or after the slot")
-    if beam_size < 1 or num_return < 1:
-        raise InvalidArgumentError("beam_size and num_return must be at least 1")
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    prefix = [start_token_id(tokenizer)]  # as LMScorer: plain text, not a chat turn
-    if prompt:
-        prefix += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    beams: list[tuple[list[int], float]] = [([], 0.0)]
-    finished: dict[int, tuple[str, float]] = {}  # entity -> (text, name logprob)
-    try:
-        for _ in range(max_steps):
-            if not beams:
-                break
-            input_ids = torch.tensor([prefix + b for b, _ in beams], device=device)
-            logits = model(input_ids=input_ids).logits[:, -1].float()  # (beams, V)
-            logp = torch.log_softmax(logits, dim=-1).cpu()
-            expansions: list[tuple[float, list[int]]] = []
-            for (tokens, score), row in zip(beams, logp, strict=True):
-                for token in trie.allowed(tokens):
-                    expansions.append((score + float(row[token]), [*tokens, token]))
-            expansions.sort(key=lambda x: -x[0])
-            beams = []
-            for score, tokens in expansions[:beam_size]:
-                for entity in trie.complete(tokens):
-                    if entity not in finished or finished[entity][1] < score:
-                        finished[entity] = (trie.texts[entity], score)
-                if trie.allowed(tokens):
-                    beams.append((tokens, score))
-    finally:
-        model.train(was_training)
-    if not finished:
-        return []
-    entities = list(finished)
-    totals = [finished[e][1] for e in entities]
-    if suffix:
-        scorer = LMScorer(model, tokenizer)
-        heads = [prompt + trie.leading + finished[e][0] for e in entities]
-        extra = [scorer.score(head, [suffix])[0] for head in heads]
-        totals = [t + x for t, x in zip(totals, extra, strict=True)]
-    order = sorted(range(len(entities)), key=lambda i: -totals[i])[:num_return]
-    return [GeneratedName(entities[i], finished[entities[i]][0], totals[i]) for i in order]
 
+    scorer: LMScorer
+    beam_size: int = 8
+    num_return: int = 5
 
-@torch.no_grad()
-def generate_names(
-    model: Any,
-    tokenizer: Any,
-    prompt: str,
-    suffix: str,
-    leading: str = " ",
-    beam_size: int = 8,
-    num_return: int = 5,
-    max_new_tokens: int = 12,
-    start_id: int | None = None,
-    proper_names: bool = False,
-) -> list[str]:
-    """Names the LM writes freely after ``prompt`` (beam search, no trie): each beam's text up
-    to where ``suffix`` starts (or the first sentence punctuation or line break), stripped.
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or self.num_return < 1:
+            raise InvalidArgumentError("beam_size and num_return must be at least 1")
 
-    Args:
-        prompt: the text before the slot (not empty: a causal LM writes left to right).
-        suffix: the text after the slot (``"."``); its first word ends a name.
-        leading: what the slot starts with (``" "`` after a word); added to the prompt only
-            when the prompt lacks it.
-        start_id: the token the text starts with (default :func:`start_token_id`).
-        proper_names: the graph's names are capitalised (FB15k-237, not WordNet lemmas): a
-            name also ends before its first lower-case word other than a name particle
-            ("of", "de", "van", ...), so "France and is the largest city" gives "France".
-    Returns:
-        up to ``num_return`` distinct names, most likely first (may be fewer, or none).
-    """
-    if not prompt.strip():
-        raise InvalidArgumentError("empty prompt: free generation needs the text before the slot")
-    if beam_size < 1 or num_return < 1:
-        raise InvalidArgumentError("beam_size and num_return must be at least 1")
-    device = _model_device(model)
-    start = start_token_id(tokenizer) if start_id is None else start_id
-    ids = [start, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
-    was_training = model.training
-    model.eval()
-    try:
-        out = model.generate(
-            input_ids=torch.tensor([ids], device=device),
-            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
-            max_new_tokens=max_new_tokens,
-            num_beams=max(beam_size, num_return),
-            num_return_sequences=max(beam_size, num_return),
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    finally:
-        model.train(was_training)
-    stops = [x for x in (suffix.strip().split(" ")[0] if suffix.strip() else "", "\n") if x]
-    names: list[str] = []
-    for row in out[:, len(ids) :].tolist():
-        text = tokenizer.decode(row, skip_special_tokens=True)
-        name = _cut(text, stops, proper_names)
-        if name and name not in names:
-            names.append(name)
-    return names[:num_return]
+    @torch.no_grad()
+    def constrained(
+        self, trie: EntityNameTrie, prompt: str, suffix: str = "", max_steps: int = 48
+    ) -> list[GeneratedName]:
+        """Names the LM can only spell from ``trie``: entity names, best first.
+
+        Every step extends each beam by one token among those the trie allows after it; a beam
+        at a complete name also yields that name as a finished hypothesis, scored with the
+        name's tokens plus ``log P(suffix | prompt + name)``.
+
+        Args:
+            prompt: the text before the slot (no trailing space; the trie's ``leading`` adds
+                it).
+            suffix: the text after the slot, scored after each complete name ("" to skip).
+        Returns:
+            up to ``num_return`` names, best first, each a real entity's name.
+        """
+        if not prompt.strip() and not suffix.strip():
+            raise InvalidArgumentError("empty prompt: give the text before or after the slot")
+        model, tokenizer = self.scorer.model, self.scorer.tokenizer
+        prefix = [self.scorer.start]  # as LMScorer: plain text, not a chat turn
+        if prompt:
+            prefix += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        beams: list[tuple[list[int], float]] = [([], 0.0)]
+        finished: dict[int, tuple[str, float]] = {}  # entity -> (text, name logprob)
+        with eval_mode(model) as device:
+            for _ in range(max_steps):
+                if not beams:
+                    break
+                input_ids = torch.tensor([prefix + b for b, _ in beams], device=device)
+                logits = model(input_ids=input_ids).logits[:, -1].float()  # (beams, V)
+                logp = torch.log_softmax(logits, dim=-1).cpu()
+                expansions: list[tuple[float, list[int]]] = []
+                for (tokens, score), row in zip(beams, logp, strict=True):
+                    for token in trie.allowed(tokens):
+                        expansions.append((score + float(row[token]), [*tokens, token]))
+                expansions.sort(key=lambda x: -x[0])
+                beams = []
+                for score, tokens in expansions[: self.beam_size]:
+                    for entity in trie.complete(tokens):
+                        if entity not in finished or finished[entity][1] < score:
+                            finished[entity] = (trie.texts[entity], score)
+                    if trie.allowed(tokens):
+                        beams.append((tokens, score))
+        if not finished:
+            return []
+        entities = list(finished)
+        totals = [finished[e][1] for e in entities]
+        if suffix:
+            heads = [prompt + trie.leading + finished[e][0] for e in entities]
+            extra = [self.scorer.score(head, [suffix])[0] for head in heads]
+            totals = [t + x for t, x in zip(totals, extra, strict=True)]
+        order = sorted(range(len(entities)), key=lambda i: -totals[i])[: self.num_return]
+        return [GeneratedName(entities[i], finished[entities[i]][0], totals[i]) for i in order]
+
+    @torch.no_grad()
+    def free(
+        self, prompt: str, suffix: str, max_new_tokens: int = 12, proper_names: bool = False
+    ) -> list[str]:
+        """Names the LM writes freely after ``prompt`` (beam search, no trie): each beam's text
+        up to where ``suffix`` starts (or the first sentence punctuation or line break),
+        stripped.
+
+        Args:
+            prompt: the text before the slot (not empty: a causal LM writes left to right).
+            suffix: the text after the slot (``"."``); its first word ends a name.
+            proper_names: the graph's names are capitalised (FB15k-237, not WordNet lemmas): a
+                name also ends before its first lower-case word other than a name particle
+                ("of", "de", "van", ...), so "France and is the largest city" gives "France".
+        Returns:
+            up to ``num_return`` distinct names, most likely first (may be fewer, or none).
+        """
+        if not prompt.strip():
+            raise InvalidArgumentError(
+                "empty prompt: free generation needs the text before the slot"
+            )
+        model, tokenizer = self.scorer.model, self.scorer.tokenizer
+        ids = [self.scorer.start, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+        with eval_mode(model) as device:
+            out = model.generate(
+                input_ids=torch.tensor([ids], device=device),
+                attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
+                max_new_tokens=max_new_tokens,
+                num_beams=max(self.beam_size, self.num_return),
+                num_return_sequences=max(self.beam_size, self.num_return),
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        stops = [x for x in (suffix.strip().split(" ")[0] if suffix.strip() else "", "\n") if x]
+        names: list[str] = []
+        for row in out[:, len(ids) :].tolist():
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            name = _cut(text, stops, proper_names)
+            if name and name not in names:
+                names.append(name)
+        return names[: self.num_return]
 
 
 #: lower-case words that occur inside proper names

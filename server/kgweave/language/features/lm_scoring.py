@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.components.lm import start_token_id
+from kgweave.language.components.lm import eval_mode, start_token_id
 
 
 #: document-start tokens tried before the tokenizer's own BOS when that BOS is a chat token
@@ -90,26 +90,20 @@ class LMScorer:
 
     def _score(self, prompt: str, continuations: list[str]) -> list[float]:
         model = self.model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         ids = self.tokenizer([prompt, *continuations], add_special_tokens=False)["input_ids"]
         prompt_ids = [self.start, *(ids[0] if prompt else [])]
         conts = [list(c) for c in ids[1:]]
         scores = [0.0] * len(conts)
-        try:
-            with torch.inference_mode():
-                out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-                first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,)
-                past = _cache_tensors(out.past_key_values)
-                order = sorted(range(len(conts)), key=lambda i: len(conts[i]))
-                for start in range(0, len(order), self.batch_size):
-                    chunk = order[start : start + self.batch_size]
-                    values = self._chunk(model, device, past, prompt_ids, first, conts, chunk)
-                    for i, v in zip(chunk, values, strict=True):
-                        scores[i] = v
-        finally:
-            model.train(was_training)
+        with eval_mode(model) as device, torch.inference_mode():
+            out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,)
+            past = _cache_tensors(out.past_key_values)
+            order = sorted(range(len(conts)), key=lambda i: len(conts[i]))
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                values = self._chunk(model, device, past, prompt_ids, first, conts, chunk)
+                for i, v in zip(chunk, values, strict=True):
+                    scores[i] = v
         return scores
 
     def _chunk(

@@ -1,16 +1,31 @@
-"""Re-ranking completion candidates: ``combined = w_kge * graph_score + w_lm * lm_logprob +
-bias``, and how the weights are fitted on validation (a conditional logistic regression, or a
-grid over the mix that maximises MRR; see :mod:`kgweave.language.features.completion`)."""
+"""Re-ranking completion candidates: the weights of ``combined = w_kge * kge + w_text * text +
+w_lm * lm + bias`` (:class:`RerankWeights`), each query's scored candidates (:class:`Scored`),
+and how the weights are fitted on validation (:func:`fit_weights`).
+
+Fitting sees scored candidate lists, each with its true entity's index
+(:meth:`kgweave.language.features.completion.LMCompleter.validation_groups` builds them from
+the KGE top-N of validation facts). ``method="logistic"`` (default) fits a conditional logistic
+regression: the weights maximise the probability of the true entity under a softmax over its
+own query's candidates (KGE scores are comparable only within a query), then ``bias`` is fitted
+so that ``sigmoid(combined)`` is a class-balanced probability of the fact being true (features
+standardised while fitting, weights mapped back to raw units); ``method="grid"`` picks the
+convex mix of the standardised features that maximises validation MRR. Both LM features
+(log-likelihood and PMI) are fitted; the one with the better **two-fold cross-validated** MRR
+over the validation queries is kept (then refitted on all of them), and the report keeps both
+fits' weights and MRRs beside the signals' own.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 
 #: how the LM enters the combination: the fact's log-likelihood, or its PMI (the log-likelihood
 #: minus ``log P(name alone)``: raw log-probabilities favour short, frequent names)
@@ -67,15 +82,7 @@ class RerankWeights:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "w_kge": self.w_kge,
-            "w_text": self.w_text,
-            "w_lm": self.w_lm,
-            "lm_feature": self.lm_feature,
-            "bias": self.bias,
-            "method": self.method,
-            "report": dict(self.report),
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RerankWeights:
@@ -114,6 +121,18 @@ class Scored:
         elif lm_feature == "logprob":
             columns.append(self.lm)
         return [list(row) for row in zip(*columns, strict=True)]
+
+    def signals(self) -> list[tuple[float, float, float | None, float]]:
+        """Per candidate, as :meth:`RerankWeights.combine` takes them: kge, lm, text (None
+        without a fusion) and the marginal (0 when not scored)."""
+        n = len(self.kge)
+        text: list[float | None] = list(self.text) if self.text is not None else [None] * n
+        marginal = self.marginal or [0.0] * n
+        return list(zip(self.kge, self.lm, text, marginal, strict=True))
+
+    def combined(self, weights: RerankWeights) -> list[float]:
+        """Every candidate's combined score under ``weights``."""
+        return [weights.combine(*signals) for signals in self.signals()]
 
 
 def fit_logistic(
@@ -212,3 +231,112 @@ def ranked_mrr(scores: Sequence[Sequence[float]], targets: Sequence[int]) -> flo
         ties = sum(1 for v in values if v == values[target]) - 1
         total += 1.0 / (1 + better + ties / 2)
     return total / len(scores)
+
+
+def check_fit(method: str, lm_features: tuple[str, ...]) -> None:
+    """A clear error for a fitting method or LM feature that does not exist."""
+    if method not in ("logistic", "grid"):
+        raise InvalidArgumentError(f"unknown fitting method {echo(method)}: logistic or grid")
+    if not lm_features or any(f not in LM_FEATURES for f in lm_features):
+        raise InvalidArgumentError(f"lm_features must be among {', '.join(LM_FEATURES)}")
+
+
+def fit_weights(
+    groups: list[tuple[Scored, int]],
+    method: Literal["logistic", "grid"] = "logistic",
+    lm_features: tuple[str, ...] = LM_FEATURES,
+    extra: dict[str, float] | None = None,
+    lm_sequences_per_s: float = 0.0,
+) -> RerankWeights:
+    """The weights fitted on scored candidate lists (each with its true entity's index; see the
+    module docstring).
+
+    Args:
+        lm_features: the LM features to try (``logprob``, ``pmi``); the better by two-fold
+            cross-validated MRR is kept.
+        extra: joins the report (after ``queries``); lm_sequences_per_s: the LM's scoring
+            throughput, for the report.
+    Returns:
+        the fitted weights, with a report: queries, candidates, the validation MRR of each
+        signal alone, of each LM feature's fit (in-sample and cross-validated, with its weights)
+        and of the chosen combination.
+    """
+    check_fit(method, lm_features)
+    if not groups or not any(len(g.entities) > 1 for g, _ in groups):
+        raise FailedPreconditionError(
+            "cannot fit re-ranking weights: no validation query has a negative candidate"
+        )
+    has_text = groups[0][0].text is not None
+    targets = [t for _, t in groups]
+    report: dict[str, float] = {
+        "queries": float(len(groups)),
+        **(extra or {}),
+        "candidates": float(sum(len(g.entities) for g, _ in groups)),
+        "valid_mrr_kge": ranked_mrr([g.kge for g, _ in groups], targets),
+        "valid_mrr_lm": ranked_mrr([g.lm for g, _ in groups], targets),
+        "valid_mrr_pmi": ranked_mrr(
+            [[a - b for a, b in zip(g.lm, g.marginal or [], strict=True)] for g, _ in groups],
+            targets,
+        ),
+        "lm_sequences_per_s": lm_sequences_per_s,
+    }
+    if has_text:
+        report["valid_mrr_text"] = ranked_mrr([g.text or [] for g, _ in groups], targets)
+    best: tuple[float, RerankWeights] | None = None
+    for feature in (None, *lm_features):
+        weights = _fit(groups, feature, method, has_text)
+        name = feature or "no_lm"
+        report[f"{name}_valid_mrr"] = _mrr(groups, weights)
+        report[f"{name}_cv_mrr"] = _cross_validated(groups, feature, method, has_text)
+        for key in ("w_kge", "w_text", "w_lm"):
+            report[f"{name}_{key}"] = float(getattr(weights, key) or 0.0)
+        report.update({f"{name}_{k}": v for k, v in weights.report.items()})
+        if feature is not None and (best is None or report[f"{name}_cv_mrr"] > best[0]):
+            best = (report[f"{name}_cv_mrr"], weights)
+    assert best is not None
+    chosen = best[1]
+    report["valid_mrr_combined"] = _mrr(groups, chosen)
+    report.update(chosen.report)  # z_kge, z_text, z_lm: the standardised weights
+    return replace(chosen, method=method, report=report)
+
+
+def _fit(
+    groups: list[tuple[Scored, int]], feature: str | None, method: str, has_text: bool
+) -> RerankWeights:
+    """Weights over kge, text (with a fusion) and the LM ``feature`` (none for None)."""
+    x = torch.tensor([row for g, _ in groups for row in g.features(feature)], dtype=torch.float64)
+    labels = torch.tensor(
+        [1.0 if i == t else 0.0 for g, t in groups for i in range(len(g.entities))],
+        dtype=torch.float64,
+    )
+    mean, std = x.mean(dim=0), x.std(dim=0).nan_to_num(1.0).clamp(min=1e-6)
+    z = (x - mean) / std
+    if method == "logistic":
+        w_std, b_std = fit_logistic(z, labels, [len(g.entities) for g, _ in groups])
+    else:
+        w_std, b_std = fit_grid(z, groups), 0.0
+    w = (w_std / std).tolist()
+    bias = b_std - float((w_std * mean / std).sum())
+    w_text = w[1] if has_text else 0.0
+    w_lm = w[-1] if feature is not None else 0.0
+    zw = [float(x) for x in w_std.tolist()]  # standardised: comparable across features
+    scale = {"z_kge": zw[0], "z_text": zw[1] if has_text else 0.0}
+    scale["z_lm"] = zw[-1] if feature is not None else 0.0
+    return RerankWeights(w[0], w_lm, bias, method, scale, w_text, feature or "logprob")
+
+
+def _mrr(groups: list[tuple[Scored, int]], weights: RerankWeights) -> float:
+    return ranked_mrr([g.combined(weights) for g, _ in groups], [t for _, t in groups])
+
+
+def _cross_validated(
+    groups: list[tuple[Scored, int]], feature: str | None, method: str, has_text: bool
+) -> float:
+    """Two-fold MRR: fit on the even queries, rank the odd ones, and the other way round."""
+    folds = [groups[0::2], groups[1::2]]
+    if not all(any(len(g.entities) > 1 for g, _ in f) for f in folds):
+        return _mrr(groups, _fit(groups, feature, method, has_text))
+    total = 0.0
+    for train, held in ((folds[0], folds[1]), (folds[1], folds[0])):
+        total += _mrr(held, _fit(train, feature, method, has_text)) * len(held)
+    return total / len(groups)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -83,18 +83,7 @@ class FitReport:
     held_out: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "held_out": self.held_out,
-            "queries": self.queries,
-            "candidates": self.candidates,
-            "kge_mrr": self.kge_mrr,
-            "fused_mrr": self.fused_mrr,
-            "loss_before": self.loss_before,
-            "loss_after": self.loss_after,
-            "seconds": self.seconds,
-            "per_relation": self.per_relation,
-        }
+        return asdict(self)
 
 
 class TextFusion:
