@@ -132,7 +132,7 @@ def _sorted_facts(
     """Distinct facts sorted by entity pair, then relation: their pair keys ``head · E + tail``
     and relations, shapes (F,) and (F,). One int64 key per fact, ``pair · R + relation``,
     where it fits (one sort), else a two-key sort."""
-    heads, relations, tails = train.long().numpy().T
+    heads, relations, tails = train.long().cpu().numpy().T
     pairs = heads * num_entities + tails
     if num_entities**2 * num_relations < 2**63:
         keys = _distinct(pairs * num_relations + relations)
