@@ -11,16 +11,15 @@ from typing import Any
 
 import optuna
 import pytest
-import torch
 
 from kgweave.cli.main import main
 from kgweave.engine import open_dataset
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.settings import get_settings
 from kgweave.training.config import TrainConfig
-from kgweave.tuning import recipes, space
+from kgweave.tuning import space
 from kgweave.tuning.report import finish
-from kgweave.tuning.study import open_study, parse_budget, run_search
+from kgweave.tuning.study import enqueue_once, open_study, parse_budget, run_search
 
 #: every trial here is tiny: a few epochs of a small model on one thread (the search, its
 #: pruning and its files are what is tested, not the quality)
@@ -171,6 +170,92 @@ def test_a_bad_recipe_file_is_a_one_line_error(
     assert code == InvalidArgumentError.exit_code and "--recipe: no file" in err
 
 
+# ---- the search starts from the no-flag recipe; a target MRR ends it
+
+
+def test_the_first_trial_is_the_no_flag_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, stdout, err = run(
+        capsys, "train", "-d", "nations", *TINY, "-o", str(tmp_path / "plain"), "--no-progress",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    plain = json.loads(stdout)["valid"]["mrr"]
+    out = tmp_path / "search"
+    code, stdout, err = run(
+        capsys, "tune", "-d", "nations", "--trials", "1", *TINY, "-o", str(out), "--json"
+    )
+    assert code == 0, err
+    (first,) = json.loads(stdout)["trials"]
+    assert first["valid_mrr"] == pytest.approx(plain, abs=1e-9)  # the same run, to the bit
+    # continued, the study does not run the recipe again
+    code, _, err = run(
+        capsys, "tune", "-d", "nations", "--trials", "1", *TINY, "-o", str(out), "--resume"
+    )
+    assert code == 0, err
+    assert "recipe small tried already (trial 0)" in err
+    trials = json.loads((out / "report.json").read_text())["trials"]
+    assert len(trials) == 2 and trials[1]["params"] != trials[0]["params"]
+
+
+def test_the_recipe_is_enqueued_once_into_a_study_that_lacks_it(tmp_path: Path) -> None:
+    settings = get_settings()
+    data = open_dataset("nations", settings)
+    fixed: dict[str, Any] = {
+        "model": "complex", "dim": 8, "epochs": 2, "eval_every": 1, "num_threads": 1,
+    }  # fmt: skip
+    study = open_study(tmp_path / "s.db", "late", optuna.pruners.NopPruner(), {"fixed": fixed})
+    recipe = TrainConfig(**fixed).model_dump()
+    wanted = space.params_of(recipe, fixed)
+    run_search(study, data, fixed, settings, tmp_path / "out", trials=1)  # a random draw
+    assert study.trials[0].params != wanted
+    run_search(study, data, fixed, settings, tmp_path / "out", trials=1, first=recipe)
+    assert study.trials[1].params == wanted  # enqueued: the study had not tried it
+    run_search(study, data, fixed, settings, tmp_path / "out", trials=1, first=recipe)
+    assert study.trials[2].params != wanted  # tried already: not again
+    # a trial that failed (or was cut by a crash) does not count as tried
+    other = {**wanted, "batch_size": 128}
+    assert enqueue_once(study, other)
+    assert not enqueue_once(study, other)  # queued already
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert enqueue_once(study, other)
+
+
+def test_a_target_mrr_ends_the_search_at_the_validation_that_reaches_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "search"
+    reports = []
+    for _ in range(2):  # the search, then the same study continued
+        # every Nations model has a validation MRR above 0.05 after 2 epochs: a certain target
+        code, stdout, err = run(
+            capsys, "tune", "-d", "nations", "--trials", "5", *TINY, "--target-mrr", "0.05",
+            "-o", str(out), "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        reports.append(json.loads(stdout))
+    report, again = reports
+    assert report["new_trials"] == 1 and report["target_reached"]
+    assert report["stopped_because"].startswith("target reached after 1 trial, ")
+    (trial,) = report["trials"]
+    assert trial["stopped_because"] == "target_reached"
+    assert trial["epochs"] == 2  # its first validation (--eval-every 2 of --epochs 4)
+    assert json.loads((out / "recipe.json").read_text())["epochs"] == 2  # as trained
+    # a continued study that has reached it runs nothing
+    assert again["new_trials"] == 0
+    assert again["stopped_because"].startswith("target already reached by trial 0")
+    # a server job has no target: refused in one line
+    code, _, err = run(
+        capsys, "tune", "--remote", "-d", "nations", "--trials", "1", "--target-mrr", "0.5"
+    )
+    assert code == InvalidArgumentError.exit_code
+    assert err.strip().splitlines() == [
+        "error: --target-mrr is for local searches (a server job runs its budget or trials)"
+    ]
+
+
 # ---- pruning
 
 
@@ -202,58 +287,7 @@ def test_a_trial_below_the_pruners_threshold_is_stopped_at_its_first_validation(
         finish(study, data, settings, tmp_path / "out")
 
 
-# ---- recipes from the graph's statistics
-
-
-def _ids(rows: list[tuple[str, str, str]]) -> tuple[torch.Tensor, int, int]:
-    entities = sorted({x for h, _, t in rows for x in (h, t)})
-    relations = sorted({r for _, r, _ in rows})
-    e = {x: i for i, x in enumerate(entities)}
-    r = {x: i for i, x in enumerate(relations)}
-    return torch.tensor([(e[h], r[rel], e[t]) for h, rel, t in rows]), len(e), len(r)
-
-
-def test_graph_statistics_of_a_hand_built_graph() -> None:
-    rows = [
-        # symmetric: every fact also holds reversed
-        ("a", "married", "b"), ("b", "married", "a"), ("c", "married", "d"), ("d", "married", "c"),
-        # parent_of and child_of: each the other's inverse
-        ("a", "parent_of", "c"), ("b", "parent_of", "d"),
-        ("c", "child_of", "a"), ("d", "child_of", "b"),
-        # hierarchical: many heads, one tail each, never reversed
-        ("c", "is_a", "x"), ("d", "is_a", "x"), ("a", "is_a", "y"), ("b", "is_a", "y"),
-        ("e", "is_a", "x"), ("f", "is_a", "y"),
-        # none of these: one fact per head and per tail, nothing reversed
-        ("a", "likes", "e"), ("b", "likes", "f"),
-    ]  # fmt: skip
-    train, entities, relations = _ids(rows)
-    stats = recipes.graph_statistics(train, entities, relations)
-    assert (stats.entities, stats.relations, stats.facts) == (8, 5, 16)
-    assert stats.facts_per_entity == pytest.approx(4.0)
-    assert stats.symmetric_share == pytest.approx(1 / 5)
-    assert stats.inverse_share == pytest.approx(2 / 5)
-    assert stats.hierarchical_share == pytest.approx(1 / 5)
-
-
-def _stats(entities: int, relations: int, facts: int) -> recipes.GraphStatistics:
-    return recipes.GraphStatistics(
-        entities, relations, facts, 2 * facts / entities, facts / relations, 0.0, 0.0, 0.0
-    )
-
-
-@pytest.mark.parametrize(
-    ("shape", "name"),
-    [
-        ((135, 46, 5216), "small"),  # UMLS
-        ((40943, 11, 86835), "sparse-large"),  # WN18RR
-        ((14541, 237, 272115), "dense-large"),  # FB15k-237
-        ((2_000_000, 50, 10_000_000), "huge"),
-    ],
-)
-def test_the_recipe_follows_the_graphs_shape(shape: tuple[int, int, int], name: str) -> None:
-    chosen = recipes.choose_recipe(_stats(*shape))
-    assert chosen.name == name
-    TrainConfig(**chosen.settings)
+# ---- recipes from the graph's statistics (their statistics: test_recipes.py)
 
 
 def test_train_with_no_flags_prints_and_stores_its_recipe(
@@ -265,8 +299,13 @@ def test_train_with_no_flags_prints_and_stores_its_recipe(
     )  # fmt: skip
     assert code == 0, err
     assert "recipe small: a small graph" in err
+    # the statistics it was chosen from, relation patterns included, on the next line
+    assert "graph: 14 entities, 55 relations, 1592 facts (227.4 per entity); relations " in err
+    assert "symmetric 18%, with an inverse 42%" in err
     stored = json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]
     assert stored["name"] == "small" and stored["statistics"]["entities"] == 14
+    assert stored["statistics"]["inverse_share"] == pytest.approx(23 / 55, abs=1e-4)
+    assert stored["statistics"]["many_to_many_share"] == pytest.approx(36 / 55, abs=1e-4)
 
 
 # ---- as a server job

@@ -73,12 +73,17 @@ def settings_for(
 
 
 def describe(record: dict[str, Any]) -> str:
-    """One line for the terminal: which recipe, and why."""
+    """For the terminal: which recipe, and why; then, when it was chosen from the graph's
+    statistics, those statistics (size, density, relation patterns) on a second line."""
+    from kgweave.tuning.recipes import GraphStatistics
+
     line = f"recipe {record['name']}: {record['reason']}"
     if record.get("settings"):
         line += " (" + ", ".join(f"{k}={v}" for k, v in record["settings"].items()) + ")"
     if record.get("overridden_by_flags"):
         line += "; flags override " + ", ".join(record["overridden_by_flags"])
+    if record.get("statistics"):
+        line += "\n" + GraphStatistics(**record["statistics"]).describe()
     return line
 
 

@@ -67,6 +67,13 @@ def _tune_options(command: Any) -> Any:
     show_default=True,
     help="How trials whose validation MRR falls behind are stopped early.",
 )
+@click.option(
+    "--target-mrr",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=None,
+    help="Stop the search as soon as a trial's validation MRR reaches this (that trial's "
+    "training stops there too).",
+)
 @_tune_options
 @click.option(
     "--remote",
@@ -92,6 +99,7 @@ def tune(
     study: str | None,
     resume: bool,
     pruner: str,
+    target_mrr: float | None,
     remote: bool,
     activation: str | None,
     detach: bool,
@@ -121,6 +129,10 @@ def tune(
     if search_models:
         del fixed["model"]
     if remote:
+        if target_mrr is not None:
+            raise InvalidArgumentError(
+                "--target-mrr is for local searches (a server job runs its budget or trials)"
+            )
         if out is not None or resume:
             raise InvalidArgumentError(
                 "--out and --resume are for local searches (a server job continues a study "
@@ -170,6 +182,7 @@ def tune(
             resume=resume,
             on_trial=bar.update_trial,
             say=announce,
+            target_mrr=target_mrr,
         )
     finally:
         bar.close()

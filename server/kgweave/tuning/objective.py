@@ -32,14 +32,20 @@ if TYPE_CHECKING:
 
 
 class PruningHooks(TrainingHooks):
-    """Reports each validation MRR to the trial at its epoch; stops when the pruner says so."""
+    """Reports each validation MRR to the trial at its epoch; stops when the pruner says so,
+    or when the MRR reaches ``target`` (the search's ``--target-mrr``: it has what it wants)."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial, target: float | None = None) -> None:
         self.trial = trial
+        self.target = target
         self.pruned_at: int | None = None
+        self.target_at: int | None = None
 
     def on_evaluation(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.trial.report(metrics["mrr"], epoch)
+        if self.target is not None and metrics["mrr"] >= self.target:
+            self.target_at = epoch
+            return False
         if self.trial.should_prune():
             self.pruned_at = epoch
             return False
@@ -47,11 +53,11 @@ class PruningHooks(TrainingHooks):
 
 
 def recipe_of(config: TrainConfig, epochs_completed: int, stopped_because: str) -> dict[str, Any]:
-    """The TrainConfig fields that reproduce a finished run: a run cut by its time budget
-    ran ``epochs_completed`` epochs, which the recipe then asks for instead of the budget
-    (a time budget depends on the machine's speed; an epoch count does not)."""
+    """The TrainConfig fields that reproduce a finished run: a run cut by its time budget or
+    stopped at the search's target MRR ran ``epochs_completed`` epochs, which the recipe then
+    asks for instead (a time budget depends on the machine's speed; an epoch count does not)."""
     recipe = config.model_dump()
-    if stopped_because == "time_budget":
+    if stopped_because in ("time_budget", "target_reached"):
         recipe["epochs"], recipe["time_budget_s"] = epochs_completed, None
     return recipe
 
@@ -63,7 +69,9 @@ class Objective:
     ``fixed``: TrainConfig fields the user set (never searched); ``deadline``: the search's
     end (``time.monotonic()``), which caps each trial's training time; ``trial_time_s``: a cap
     per trial; ``should_stop``: cancels the trial's training (a cancelled job); ``out``: where
-    the best trial's model is kept (``out/model``).
+    the best trial's model is kept (``out/model``); ``target_mrr``: a trial's training stops
+    at the validation that reaches it (the trial completes with that MRR; the search then
+    stops, :func:`kgweave.tuning.study.run_search`).
     """
 
     dataset: KGDataset
@@ -73,6 +81,7 @@ class Objective:
     deadline: float | None = None
     trial_time_s: float | None = None
     should_stop: Callable[[], bool] | None = None
+    target_mrr: float | None = None
     best_mrr: float = field(default=-1.0)
 
     def config_for(self, trial: optuna.Trial) -> TrainConfig:
@@ -93,7 +102,7 @@ class Objective:
 
         config = self.config_for(trial)
         trial.set_user_attr("config", config.model_dump())
-        hooks = PruningHooks(trial)
+        hooks = PruningHooks(trial, self.target_mrr)
         try:
             result = train(
                 self.dataset,
@@ -109,12 +118,15 @@ class Objective:
         mrr = result.best_valid.metrics["mrr"] if result.best_valid is not None else 0.0
         trial.set_user_attr("epochs_completed", result.epochs_completed)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
-        trial.set_user_attr("stopped_because", result.stopped_because)
+        stopped_because = (
+            "target_reached" if hooks.target_at is not None else result.stopped_because
+        )
+        trial.set_user_attr("stopped_because", stopped_because)
         if result.stopped_because == "cancelled":
             raise optuna.TrialPruned("cancelled")
         if hooks.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {hooks.pruned_at} (valid MRR {mrr:.4f})")
-        recipe = recipe_of(config, result.epochs_completed, result.stopped_because)
+        recipe = recipe_of(config, result.epochs_completed, stopped_because)
         trial.set_user_attr("recipe", recipe)
         if mrr > max(self.best_mrr, _study_best(trial.study)):
             self.best_mrr = mrr

@@ -86,6 +86,11 @@ SPACE: tuple[Param, ...] = (
 )
 
 
+#: fields whose None means "the value of another field" (a recipe leaves them None): what
+#: :func:`params_of` enqueues for them, so that the enqueued trial is that recipe's run exactly
+SAME_AS: dict[str, str] = {"relation_reg_weight": "reg_weight", "entity_reg_weight": "reg_weight"}
+
+
 def fields() -> set[str]:
     """The TrainConfig fields the table can set."""
     return {p.field for p in SPACE}
@@ -112,6 +117,8 @@ def params_of(settings: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str
         if param.field in fixed or (param.when is not None and not param.when(drawn)):
             continue
         value = settings.get(param.field)
+        if value is None and param.field in SAME_AS:
+            value = settings.get(SAME_AS[param.field])
         drawn[param.field] = value
         if param.kind == "choice" and value not in param.choices:
             continue

@@ -4,8 +4,10 @@ The study lives in ``<data>/tuning/<study>.db`` (SQLite), so a search stopped by
 Ctrl-C or a crash continues where it was with the same study name. TPE draws the settings
 (:mod:`kgweave.tuning.space`); a pruner stops trials whose validation MRR falls behind (median:
 below the median of earlier trials at the same epoch; hyperband: successive halving over
-epochs). The first trial of a new study is the recipe ``kgweave train`` would pick for this
-graph, so a search never ends below the defaults it started from.
+epochs). The first trial is the recipe ``kgweave train`` would pick for this graph (enqueued
+whenever the study has not tried it yet: a new study, or one continued after the rules
+changed), so a search never ends below the no-flag default it started from. A target MRR
+stops the search at the first validation that reaches it.
 """
 
 from __future__ import annotations
@@ -134,7 +136,9 @@ def open_study(
 
 @dataclass
 class SearchResult:
-    """How a search ended: the study, the trials this run added, the seconds it took."""
+    """How a search ended: the study, the trials this run added, the seconds it took, and why
+    it stopped (``N trials run``, ``budget of Ts spent``, ``target reached after N trials,
+    Ts``, ``cancelled``)."""
 
     study: optuna.Study
     new_trials: int
@@ -158,24 +162,40 @@ def run_search(
     first: dict[str, Any] | None = None,
     on_trial: TrialCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    target_mrr: float | None = None,
 ) -> SearchResult:
     """Run trials until ``trials`` more have run or ``budget_s`` is spent (at least one of the
     two); each trial's training ends by the budget's end. ``first``: TrainConfig settings
-    tried first in a new study (the graph's recipe). ``should_stop``: polled after each trial.
+    tried first unless the study has tried them (the graph's recipe). ``should_stop``: polled
+    after each trial. ``target_mrr``: stop as soon as a trial's validation MRR reaches it (its
+    training stops at that validation; a continued study that has reached it runs nothing).
     """
     if budget_s is None and trials is None:
         raise InvalidArgumentError("give --budget, --trials or both")
     started = time.monotonic()
     deadline = started + budget_s if budget_s is not None else None
     before = len(study.trials)
-    if first is not None and not study.trials:
-        study.enqueue_trial(space.params_of(first, fixed))
-    objective = Objective(dataset, fixed, settings, out, deadline, trial_time_s, should_stop)
+    if target_mrr is not None:
+        reached = _reached(study, target_mrr)
+        if reached is not None:
+            return SearchResult(
+                study,
+                0,
+                0.0,
+                f"target already reached by trial {reached.number} (valid MRR {reached.value:.4f})",
+            )
+    if first is not None:
+        enqueue_once(study, space.params_of(first, fixed))
+    objective = Objective(
+        dataset, fixed, settings, out, deadline, trial_time_s, should_stop, target_mrr
+    )
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_trial is not None:
             on_trial(study, trial)
         if should_stop is not None and should_stop():
+            study.stop()
+        if target_mrr is not None and trial.value is not None and trial.value >= target_mrr:
             study.stop()
 
     study.optimize(
@@ -187,13 +207,56 @@ def run_search(
         gc_after_trial=True,
     )
     done = len(study.trials) - before
-    if trials is not None and done >= trials:
+    seconds = time.monotonic() - started
+    if target_mrr is not None and _reached(study, target_mrr, since=before) is not None:
+        plural = "s" if done != 1 else ""
+        why = f"target reached after {done} trial{plural}, {seconds:.0f} s"
+    elif trials is not None and done >= trials:
         why = f"{trials} trials run"
     elif should_stop is not None and should_stop():
         why = "cancelled"
     else:
         why = f"budget of {budget_s or 0:g}s spent"
-    return SearchResult(study, done, time.monotonic() - started, why)
+    return SearchResult(study, done, seconds, why)
+
+
+def _reached(study: optuna.Study, target: float, since: int = 0) -> optuna.trial.FrozenTrial | None:
+    """The first completed trial (numbered ``since`` or later) whose MRR reaches ``target``."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.number >= since and trial.value is not None and trial.value >= target:
+            return trial
+    return None
+
+
+def enqueue_once(study: optuna.Study, params: dict[str, Any]) -> bool:
+    """Queue a trial with ``params`` (Optuna names) to run next, unless one with the same
+    values has completed, been pruned or is queued already; True when queued. A trial that
+    failed or was interrupted (a crash leaves it RUNNING) does not count: it runs again.
+
+    (Optuna's ``enqueue_trial(skip_if_exists=True)`` counts those too, so a search stopped
+    during its first trial would never try the recipe.)"""
+    if tried(study, params) is not None:
+        return False
+    study.enqueue_trial(params)
+    return True
+
+
+def tried(study: optuna.Study, params: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+    """The first trial with ``params`` (Optuna names) that completed, was pruned or is
+    queued."""
+    import optuna
+
+    states = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.WAITING,
+    )
+    for trial in study.get_trials(deepcopy=False, states=states):
+        if trial.system_attrs.get("fixed_params", trial.params) == params:
+            return trial
+    return None
 
 
 def default_study_name(dataset: str, fixed: dict[str, Any]) -> str:
@@ -242,14 +305,16 @@ def run_tuning(
     on_trial: TrialCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     say: Callable[[str], None] = lambda line: None,
+    target_mrr: float | None = None,
 ) -> dict[str, Any]:
     """A whole search, as ``kgweave tune`` and a server job run it: open (or continue) study
     ``name``, run trials, then write the report, recipe, plots and best model to ``out``
     (default ``<data>/tuning/<name>``); returns the report (:func:`report.finish`).
 
-    The graph's recipe (:mod:`kgweave.tuning.recipes`) is the first trial of a new study, and
-    its settings outside the search table (validation sample, evaluation interval) hold for
-    every trial unless ``fixed`` sets them.
+    The graph's recipe (:mod:`kgweave.tuning.recipes`) is the first trial unless the study
+    has tried it, and its settings outside the search table (validation sample, evaluation
+    interval) hold for every trial unless ``fixed`` sets them. ``target_mrr``: stop at the
+    first validation MRR that reaches it.
     """
     from kgweave.training.config import TrainConfig
     from kgweave.tuning import recipes
@@ -271,11 +336,17 @@ def run_tuning(
         must_exist=resume,
     )
     first = TrainConfig(**{**graph.settings, **fixed}).model_dump()
+    done = tried(study, space.params_of(first, fixed))
     say(
         f"study {name} ({path}): "
         + (f"continuing after {len(study.trials)} trials" if study.trials else "new")
         + f"; dataset {data.name}: {data.num_entities} entities, {data.num_relations} "
-        f"relations; first trial: recipe {graph.name}"
+        + "relations; "
+        + (
+            f"first trial: recipe {graph.name}"
+            if done is None
+            else f"recipe {graph.name} tried already (trial {done.number})"
+        )
     )
     result = run_search(
         study,
@@ -289,6 +360,7 @@ def run_tuning(
         first=first,
         on_trial=on_trial,
         should_stop=should_stop,
+        target_mrr=target_mrr,
     )
     if result.stopped_because == "cancelled":
         return {"study": name, "stopped_because": "cancelled", "new_trials": result.new_trials}
@@ -296,4 +368,7 @@ def run_tuning(
     report["stopped_because"] = result.stopped_because
     report["seconds"] = round(result.seconds, 1)
     report["new_trials"] = result.new_trials
+    if target_mrr is not None:
+        report["target_mrr"] = target_mrr
+        report["target_reached"] = report["best_valid_mrr"] >= target_mrr
     return report
