@@ -26,7 +26,7 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             name,
             type=kind,
             default=None,
-            help=f"{field.description or ''} [default: {default}]".strip(),
+            help=f"{' '.join((field.description or '').split())} [default: {default}]".strip(),
         )(command)
     return command
 
