@@ -21,7 +21,8 @@ from kgweave.engine import evaluate_on
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.models import MODELS, KGEModel, model_class
 from kgweave.training import TrainConfig, train
-from kgweave.training.loop import TrainingHooks, check_memory, validation_triples
+from kgweave.training.hardware import check_memory
+from kgweave.training.loop import TrainingHooks, validation_triples
 from kgweave.training.regularizers import Penalty
 from kgweave.training.schedule import LearningRate
 from kgweave.training.validation import (
