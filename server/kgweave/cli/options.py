@@ -69,7 +69,6 @@ def triples_option(*names: str, help: str) -> Decorator:
 def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--no-progress`` and ``--json`` of a long command (training, import, write-back): its
     progress bar on stderr, and its result as JSON instead of text."""
-    command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(
-        command
-    )
-    return click.option("--no-progress", is_flag=True, help="No progress bar.")(command)
+    as_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    no_progress = click.option("--no-progress", is_flag=True, help="No progress bar.")
+    return no_progress(as_json(command))
