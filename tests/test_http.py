@@ -56,8 +56,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iter
     grpc_server = ServerThread(service)
     receiver = service.changes.receive
     http = start_http(service, "127.0.0.1", 0, receiver)
-    tight_limits = HTTPLimits(idle_timeout_s=0.5, body_timeout_s=3.0, max_requests=2)
-    tight = start_http(service, "127.0.0.1", 0, receiver, tight_limits, grace_s=1.0)
+    tight_limits = HTTPLimits(idle_timeout_s=0.5, body_timeout_s=3.0, max_requests=2, grace_s=1.0)
+    tight = start_http(service, "127.0.0.1", 0, receiver, tight_limits)
     channel = grpc.insecure_channel(grpc_server.address)
     yield Served(
         service,
@@ -421,7 +421,7 @@ def test_http_host_is_its_own_setting(served: Served) -> None:
 
 
 def test_stop_lets_a_request_in_flight_finish(served: Served) -> None:
-    server = start_http(served.service, "127.0.0.1", 0, grace_s=HANG_S)
+    server = start_http(served.service, "127.0.0.1", 0, limits=HTTPLimits(grace_s=HANG_S))
     with socket.create_connection(("127.0.0.1", server.port), timeout=HANG_S) as sock:
         body = json.dumps(PREDICT).encode()
         sock.sendall(head("/v1/predict", f"Content-Type: {JSON}", f"Content-Length: {len(body)}"))

@@ -106,11 +106,11 @@ def test_dense_regularization_equals_per_triple(
     model, kind: str, small_graph: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from kgweave.training import regularizers
-    from kgweave.training.regularizers import regularization, weighted_regularization
+    from kgweave.training.regularizers import Penalty, regularization
 
     monkeypatch.setattr(regularizers, "_SMALL_GRAPH", small_graph)  # both code paths
 
     triples = _triples()
     per_triple = regularization(model.factors(triples), kind, 0.1)
-    dense = weighted_regularization(model, triples, kind, 0.1)
+    dense = Penalty(kind, 0.1).weighted(model, triples)
     torch.testing.assert_close(per_triple, dense)

@@ -21,8 +21,9 @@ from kgweave.engine import evaluate_on
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.models import MODELS, KGEModel, model_class
 from kgweave.training import TrainConfig, train
-from kgweave.training.loop import TrainingHooks, check_memory, validation_triples
-from kgweave.training.regularizers import per_triple_regularization, weighted_regularization
+from kgweave.training.hardware import check_memory
+from kgweave.training.loop import TrainingHooks, validation_triples
+from kgweave.training.regularizers import Penalty
 from kgweave.training.schedule import LearningRate
 from kgweave.training.validation import (
     TOLERANCE,
@@ -92,10 +93,10 @@ def test_relation_dropout_alone_leaves_entities_whole(model: KGEModel) -> None:
 
 def test_regularisers_and_ranking_ignore_dropout(model: KGEModel, nations: Any) -> None:
     triples = _triples()
-    before = weighted_regularization(model, triples, "n3", 0.1)
+    before = Penalty("n3", 0.1).weighted(model, triples)
     model.set_dropout(0.5, 0.5)
     model.train()
-    torch.testing.assert_close(weighted_regularization(model, triples, "n3", 0.1), before)
+    torch.testing.assert_close(Penalty("n3", 0.1).weighted(model, triples), before)
     # a ranking pass on a model left in training mode scores as in eval mode (TailScorer)
     known = build_filter(triples, N, R)
     queries = triples[triples[:, 1] < R]
@@ -149,18 +150,18 @@ def test_dropout_trains_in_every_regime_and_model(nations: Any, regime: str, nam
 @pytest.mark.parametrize("kind", ["n3", "l2"])
 def test_per_side_weights_agree_between_dense_and_per_triple(model: KGEModel, kind: str) -> None:
     triples = _triples()
-    dense = weighted_regularization(model, triples, kind, 0.3, 0.05)
-    sparse = per_triple_regularization(model, triples, kind, 0.3, 0.05)
+    dense = Penalty(kind, 0.3, 0.05).weighted(model, triples)
+    sparse = Penalty(kind, 0.3, 0.05).per_triple(model, triples)
     torch.testing.assert_close(dense, sparse)
     power = 3 if kind == "n3" else 2
     heads = model.entity_magnitudes(triples[:, 0]) ** power
     tails = model.entity_magnitudes(triples[:, 2]) ** power
     entity_only = 0.3 * (heads.sum() + tails.sum()) / len(triples)
-    torch.testing.assert_close(weighted_regularization(model, triples, kind, 0.3, 0.0), entity_only)
+    torch.testing.assert_close(Penalty(kind, 0.3, 0.0).weighted(model, triples), entity_only)
     # one weight for both sides, as before
     torch.testing.assert_close(
-        weighted_regularization(model, triples, kind, 0.1),
-        weighted_regularization(model, triples, kind, 0.1, 0.1),
+        Penalty(kind, 0.1).weighted(model, triples),
+        Penalty(kind, 0.1, 0.1).weighted(model, triples),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -44,10 +45,23 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 
 
 class KGWeaveError(Exception):
-    """Base class: a one-line, user-facing message plus a category."""
+    """Base class: a one-line, user-facing message plus a category.
+
+    A subclass names its category and CLI exit code as class keywords:
+    ``class NotFoundError(KGWeaveError, code=ErrorCode.NOT_FOUND, exit_code=3)``.
+    """
 
     code: ErrorCode = ErrorCode.INTERNAL
     exit_code: int = 1
+
+    def __init_subclass__(
+        cls, *, code: ErrorCode | None = None, exit_code: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -57,89 +71,53 @@ class KGWeaveError(Exception):
         return self.message
 
 
-class InvalidArgumentError(KGWeaveError):
+class InvalidArgumentError(KGWeaveError, code=ErrorCode.INVALID_ARGUMENT, exit_code=2):
     """A request or setting that can never be valid (k out of range, unknown model name)."""
 
-    code = ErrorCode.INVALID_ARGUMENT
-    exit_code = 2
 
-
-class NotFoundError(KGWeaveError):
+class NotFoundError(KGWeaveError, code=ErrorCode.NOT_FOUND, exit_code=3):
     """Something named by the user does not exist (entity, relation, dataset, model folder)."""
 
-    code = ErrorCode.NOT_FOUND
-    exit_code = 3
 
-
-class DatasetError(KGWeaveError):
+class DatasetError(KGWeaveError, code=ErrorCode.INVALID_ARGUMENT, exit_code=4):
     """A dataset file is malformed; the message names the file and line."""
 
-    code = ErrorCode.INVALID_ARGUMENT
-    exit_code = 4
 
-
-class ArtifactError(KGWeaveError):
+class ArtifactError(KGWeaveError, code=ErrorCode.DATA_LOSS, exit_code=5):
     """A model artifact is missing parts, corrupt, or its parts disagree."""
 
-    code = ErrorCode.DATA_LOSS
-    exit_code = 5
 
-
-class DivergedError(KGWeaveError):
+class DivergedError(KGWeaveError, code=ErrorCode.FAILED_PRECONDITION, exit_code=10):
     """Training diverged: the loss, the weights or the scores are NaN or infinite, so the
     model is refused (never evaluated as good, written as an artifact, or served)."""
 
-    code = ErrorCode.FAILED_PRECONDITION
-    exit_code = 10
 
-
-class GraphUnavailableError(KGWeaveError):
+class GraphUnavailableError(KGWeaveError, code=ErrorCode.UNAVAILABLE, exit_code=7):
     """The graph database could not be started or reached."""
 
-    code = ErrorCode.UNAVAILABLE
-    exit_code = 7
 
-
-class ServiceUnavailableError(KGWeaveError):
+class ServiceUnavailableError(KGWeaveError, code=ErrorCode.UNAVAILABLE, exit_code=7):
     """The kgweave server cannot be reached."""
 
-    code = ErrorCode.UNAVAILABLE
-    exit_code = 7
 
-
-class FailedPreconditionError(KGWeaveError):
+class FailedPreconditionError(KGWeaveError, code=ErrorCode.FAILED_PRECONDITION, exit_code=6):
     """The system is not in a state to do this yet (no model trained, offline download)."""
 
-    code = ErrorCode.FAILED_PRECONDITION
-    exit_code = 6
 
-
-class ResourceExhaustedError(KGWeaveError):
+class ResourceExhaustedError(KGWeaveError, code=ErrorCode.RESOURCE_EXHAUSTED, exit_code=8):
     """The server is saturated (scoring queue full); retrying later can succeed."""
 
-    code = ErrorCode.RESOURCE_EXHAUSTED
-    exit_code = 8
 
-
-class DeadlineExceededError(KGWeaveError):
+class DeadlineExceededError(KGWeaveError, code=ErrorCode.DEADLINE_EXCEEDED, exit_code=9):
     """The caller's deadline passed before the answer was ready."""
 
-    code = ErrorCode.DEADLINE_EXCEEDED
-    exit_code = 9
 
-
-class UnauthenticatedError(KGWeaveError):
+class UnauthenticatedError(KGWeaveError, code=ErrorCode.UNAUTHENTICATED, exit_code=10):
     """A call without a valid bearer token where the server requires one."""
 
-    code = ErrorCode.UNAUTHENTICATED
-    exit_code = 10
 
-
-class PermissionDeniedError(KGWeaveError):
+class PermissionDeniedError(KGWeaveError, code=ErrorCode.PERMISSION_DENIED, exit_code=11):
     """A valid token that may not do this (a read-only token on an admin operation)."""
-
-    code = ErrorCode.PERMISSION_DENIED
-    exit_code = 11
 
 
 def closest_names(name: str, candidates: list[str], n: int = 3) -> list[str]:

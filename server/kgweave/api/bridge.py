@@ -28,6 +28,7 @@ import contextlib
 import inspect
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -219,15 +220,6 @@ class _Call:
         self.task: asyncio.Task[None] | None = None
 
 
-def _method_and_authorization(
-    payload: bytes, start: int, length: int, auth_length: int
-) -> tuple[str, str]:
-    """The method path and the ``authorization`` metadata of an OPEN or UNARY frame."""
-    method = payload[start : start + length].decode(errors="replace")
-    end = start + length + auth_length
-    return method, payload[start + length : end].decode(errors="replace")
-
-
 class Bridge(asyncio.Protocol):
     """One front-end connection: parses frames, runs calls, writes their answers."""
 
@@ -288,21 +280,30 @@ class Bridge(asyncio.Protocol):
         del buffer[:offset]
 
     # ---- frames in
-    def _open(self, call_id: int, timeout: float, method: str, authorization: str) -> _Call | None:
+    def _open(
+        self, call_id: int, payload: bytes, prefix: struct.Struct, start: int
+    ) -> tuple[_Call | None, int]:
+        """The call an OPEN or UNARY frame opens (None: refused, its status sent) and where the
+        rest of the payload (a UNARY frame's request) starts. ``prefix``: the frame's fixed
+        fields (timeout, method and authorization lengths), ``start``: their size."""
+        timeout, length, auth_length = prefix.unpack_from(payload)
+        method = payload[start : start + length].decode(errors="replace")
+        end = start + length + auth_length
+        authorization = payload[start + length : end].decode(errors="replace")
         handler = self.table.lookup(method)
         if self.authorizer is not None and handler is not None:
             try:
                 self.authorizer.check(method, authorization)
             except KGWeaveError as error:
                 self.send_status(call_id, to_grpc(error), error.message)
-                return None
+                return None, end
         if handler is None:
             self.send_status(call_id, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-            return None
+            return None, end
         deadline = self.loop.time() + timeout if timeout >= 0 else None
         call = _Call(handler, BridgeContext(self, call_id, deadline), self.table.batch.get(method))
         self.calls[call_id] = call
-        return call
+        return call, end
 
     def _frame(self, kind: int, call_id: int, payload: bytes) -> None:
         if kind == REFUSED:
@@ -312,19 +313,13 @@ class Bridge(asyncio.Protocol):
                 self.on_refused(method, count)
             return
         if kind == UNARY:
-            timeout, length, auth_length = fp.UNARY_PREFIX.unpack_from(payload)
-            start = fp.UNARY_PREFIX_SIZE
-            method, authorization = _method_and_authorization(payload, start, length, auth_length)
-            opened = self._open(call_id, timeout, method, authorization)
+            opened, end = self._open(call_id, payload, fp.UNARY_PREFIX, fp.UNARY_PREFIX_SIZE)
             if opened is not None:
-                opened.requests.append(payload[start + length + auth_length :])
+                opened.requests.append(payload[end:])
                 self._frame(HALF_CLOSE, call_id, b"")
             return
         if kind == OPEN:
-            timeout, length, auth_length = fp.OPEN_PREFIX.unpack_from(payload)
-            start = fp.OPEN_PREFIX_SIZE
-            method, authorization = _method_and_authorization(payload, start, length, auth_length)
-            opened = self._open(call_id, timeout, method, authorization)
+            opened, _ = self._open(call_id, payload, fp.OPEN_PREFIX, fp.OPEN_PREFIX_SIZE)
             if opened is not None and opened.handler.request_streaming:
                 opened.inbox = asyncio.Queue()
                 opened.task = self.loop.create_task(self._run(call_id, opened, None))

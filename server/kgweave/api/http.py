@@ -14,7 +14,8 @@ neither slow clients nor HTTP calls ever run on the gRPC loop. What bounds it
   is refused with 400 by h11 before the application sees the request;
 * at most ``max_requests`` requests are read or answered at once (else 429 with
   ``Retry-After``); ``/healthz`` and ``/metrics`` are answered whatever the load;
-* the listen backlog is ``backlog``.
+* the listen backlog is ``backlog``;
+* on stop, requests in flight may finish within ``grace_s``.
 
 Routes: ``GET /metrics`` (Prometheus), ``GET /healthz``, ``POST /v1/changes`` (change events
 into the durable log) and the JSON gateway, whose bodies and answers are the gRPC messages in
@@ -66,13 +67,7 @@ from kgweave.api.auth import CHANGES, METRICS, Authorizer, Security
 from kgweave.api.inprocess import InProcessContext
 from kgweave.api.servicers import AdminServicer, KnowledgeServicer
 from kgweave.dataplane import DataPlane
-from kgweave.errors import (
-    HTTP_STATUS,
-    ErrorCode,
-    InvalidArgumentError,
-    KGWeaveError,
-    echo,
-)
+from kgweave.errors import HTTP_STATUS, ErrorCode, InvalidArgumentError, KGWeaveError, echo
 from kgweave.settings import Settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
 
@@ -98,6 +93,7 @@ class HTTPLimits:
     max_requests: int = 64
     backlog: int = 1024
     max_json_depth: int = 32
+    grace_s: float = 10.0
 
 
 class HTTPError(Exception):
@@ -441,9 +437,7 @@ class HTTPApp:
 class HTTPServer:
     """Hypercorn serving :class:`HTTPApp` on a bound socket, in its own thread and loop."""
 
-    def __init__(
-        self, app: HTTPApp, sock: socket.socket, grace_s: float, security: Security | None = None
-    ) -> None:
+    def __init__(self, app: HTTPApp, sock: socket.socket, security: Security | None = None) -> None:
         from hypercorn.config import Config
 
         self.app = app
@@ -453,7 +447,7 @@ class HTTPServer:
         config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the socket now
         config.backlog = limits.backlog
         config.keep_alive_timeout = limits.idle_timeout_s
-        config.graceful_timeout = grace_s
+        config.graceful_timeout = limits.grace_s
         config.errorlog = _hypercorn_log
         config.accesslog = None
         config.include_server_header = False
@@ -497,7 +491,6 @@ def start_http(
     port: int,
     on_changes: ChangeReceiver | None = None,
     limits: HTTPLimits | None = None,
-    grace_s: float = 10.0,
     security: Security | None = None,
 ) -> HTTPServer:
     """Serve the HTTP side on ``host:port`` (0: a free port) in a thread of its own, with TLS
@@ -517,7 +510,7 @@ def start_http(
     except OSError as exc:
         raise KGWeaveError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
     authorizer = security.authorizer if security is not None else None
-    return HTTPServer(HTTPApp(plane, on_changes, limits, authorizer), sock, grace_s, security)
+    return HTTPServer(HTTPApp(plane, on_changes, limits, authorizer), sock, security)
 
 
 def serve_http(
@@ -526,5 +519,5 @@ def serve_http(
     """The HTTP side of ``kgweave serve``: bound to ``http_host`` (else the gRPC host),
     change events into the service's log, ``shutdown_grace_s`` for requests in flight."""
     host = settings.http_host or settings.grpc_host
-    grace = settings.shutdown_grace_s
-    return start_http(plane, host, settings.http_port, plane.changes.receive, None, grace, security)
+    limits = HTTPLimits(grace_s=settings.shutdown_grace_s)
+    return start_http(plane, host, settings.http_port, plane.changes.receive, limits, security)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from kgweave.cli.options import report_options
 from kgweave.cli.output import emit_json
 from kgweave.settings import get_settings
 
@@ -115,8 +116,7 @@ def graph_stats(graph_uri: str | None, as_json: bool) -> None:
 )
 @click.option("--no-embeddings", is_flag=True, help="Write predicted links only.")
 @click.option("--version", "model_version", default=None, help="Version label [default: hash].")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@report_options
 def graph_write_back(
     model_dir: Path,
     graph_uri: str | None,
@@ -165,8 +165,7 @@ def graph_write_back(
     show_default=True,
     help="Comma-separated splits to import.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@report_options
 def import_(
     dataset: str, graph_uri: str | None, splits: str, no_progress: bool, as_json: bool
 ) -> None:

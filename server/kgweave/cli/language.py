@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from kgweave.cli.connect import link_query_options
+from kgweave.cli.options import report_options, triples_option
 from kgweave.cli.output import emit_json
 from kgweave.errors import InvalidArgumentError, echo
 from kgweave.settings import get_settings
@@ -19,10 +20,9 @@ from kgweave.settings import get_settings
     help="Use this model folder's graph (default: ask the server).",
 )  # fmt: skip
 @click.option("--dataset", "-d", default=None, help="Use this dataset's graph and text files.")
-@click.option(
-    "--triple", "-t", "triples", nargs=3, multiple=True, metavar="HEAD RELATION TAIL",
-    help="Verbalize this triple instead of an entity (repeatable).",
-)  # fmt: skip
+@triples_option(
+    "--triple", "-t", "triples", help="Verbalize this triple instead of an entity (repeatable)."
+)
 @click.option("--max-chars", type=int, default=600, show_default=True, help="Length limit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verbalize(
@@ -94,8 +94,7 @@ def _by_name(data: object, name: str) -> str:
     help="Comma-separated splits whose facts become sentences (train keeps evaluation facts out).",
 )  # fmt: skip
 @click.option("--no-descriptions", is_flag=True, help="Leave entity descriptions out.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@report_options
 def corpus(
     dataset: str, out: Path, splits: str, no_descriptions: bool, no_progress: bool, as_json: bool
 ) -> None:

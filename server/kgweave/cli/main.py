@@ -34,10 +34,9 @@ import click
 
 from kgweave import __version__
 from kgweave.cli.connect import link_query_options
-from kgweave.cli.options import training_options
+from kgweave.cli.options import job_options, report_options, training_options
 from kgweave.cli.output import emit_json, emit_metrics, err
 from kgweave.errors import InvalidArgumentError, KGWeaveError
-from kgweave.serving.activation import POLICIES
 from kgweave.settings import get_settings
 
 
@@ -88,13 +87,7 @@ def cli() -> None:
     is_flag=True,
     help="Train as a job of the running server (KGWEAVE_SERVER) and show its live progress.",
 )
-@click.option(
-    "--activation",
-    type=click.Choice(POLICIES),
-    default=None,
-    help="With --remote: when the new model is served [default: the server's setting].",
-)
-@click.option("--detach", is_flag=True, help="With --remote: print the job id and return at once.")
+@job_options(served="the new model")
 @click.option(
     "--joint",
     is_flag=True,
@@ -113,8 +106,7 @@ def cli() -> None:
     help="With --joint: stop LM training after this many seconds (--time-budget bounds the "
     "KGE part).",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@report_options
 def train(
     dataset: str | None,
     out: Path | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 def emit_json(payload: Any) -> None:
     """One JSON document on stdout."""
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def show(reply: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], None]) -> None:
+    """A command's result: one JSON document with ``--json``, else ``text(reply)`` for people."""
+    if as_json:
+        emit_json(reply)
+    else:
+        text(reply)
 
 
 def emit_metrics(title: str, metrics: dict[str, Any]) -> None:

@@ -71,7 +71,8 @@ def render_settings() -> str:
         if name == "data_dir":
             default = "~/.kgweave"
         shown = "unset" if default is None else f"`{default}`"
-        lines.append(f"| `KGWEAVE_{name.upper()}` | {kind} | {shown} | {field.description or ''} |")
+        meaning = " ".join((field.description or "").split())  # a docstring's lines, unwrapped
+        lines.append(f"| `KGWEAVE_{name.upper()}` | {kind} | {shown} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kgweave.cli.connect import open_client
-from kgweave.cli.output import emit_json, err
+from kgweave.cli.options import triples_option
+from kgweave.cli.output import emit_json, err, show
 from kgweave.errors import InvalidArgumentError
 from kgweave.settings import get_settings
 
@@ -114,10 +115,10 @@ def serve(
 def status(as_json: bool) -> None:
     """The server's state: active model and its metrics, graph, device, memory, uptime."""
     with _client() as client:
-        info = client.status()
-    if as_json:
-        emit_json(info)
-        return
+        show(client.status(), as_json, _print_status)
+
+
+def _print_status(info: dict[str, Any]) -> None:
     model = info.get("active_model")
     click.echo(f"server      {get_settings().server} (kgweave {info['kgweave_version']})")
     click.echo(f"ready       {info['ready']}")
@@ -155,10 +156,10 @@ def models() -> None:
 def models_list(as_json: bool) -> None:
     """Every registered version, newest first; * marks the active one."""
     with _client() as client:
-        listing = client.models()
-    if as_json:
-        emit_json(listing)
-        return
+        show(client.models(), as_json, _print_models)
+
+
+def _print_models(listing: dict[str, Any]) -> None:
     models = listing.get("models", [])
     fused = any(m.get("fused_test_metrics") for m in models)
     click.echo(
@@ -217,13 +218,10 @@ def models_register(model_dir: Path, activation: str | None, as_json: bool) -> N
 
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path), required=False)
-@click.option(
+@triples_option(
     "--triple",
     "-t",
     "triples",
-    nargs=3,
-    multiple=True,
-    metavar="HEAD RELATION TAIL",
     help="A triple to score (repeatable). Without any, tab-separated triples are read from stdin.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kgweave.cli.options import training_options
+from kgweave.cli.options import job_options, report_options, training_options
 from kgweave.cli.output import emit_json, err
 from kgweave.errors import InvalidArgumentError
-from kgweave.serving.activation import POLICIES
 from kgweave.settings import get_settings
 
 if TYPE_CHECKING:
@@ -81,15 +80,8 @@ def _tune_options(command: Any) -> Any:
     help="Search as a job of the running server (on its graph unless --dataset is given); the "
     "best model is registered as a version and activated by policy.",
 )
-@click.option(
-    "--activation",
-    type=click.Choice(POLICIES),
-    default=None,
-    help="With --remote: when the best model is served [default: the server's setting].",
-)
-@click.option("--detach", is_flag=True, help="With --remote: print the job id and return at once.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@job_options(served="the best model")
+@report_options
 def tune(
     dataset: str | None,
     out: Path | None,

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import click
 
+from kgweave.cli.options import triples_option
 from kgweave.cli.output import emit_json
 
 
 @click.command()
-@click.option(
-    "--add", "added", nargs=3, multiple=True, metavar="H R T", help="A fact to add (repeatable)."
-)
-@click.option(
-    "--remove",
-    "removed",
-    nargs=3,
-    multiple=True,
-    metavar="H R T",
-    help="A fact to remove (repeatable).",
-)
+@triples_option("--add", "added", help="A fact to add (repeatable).")
+@triples_option("--remove", "removed", help="A fact to remove (repeatable).")
 @click.option("--entity", "entity", default=None, help="An entity id to create or update.")
 @click.option("--name", default=None, help="With --entity: its name.")
 @click.option("--description", default=None, help="With --entity: its description.")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kgweave.errors import FailedPreconditionError, GraphUnavailableError, InvalidArgumentError
+from kgweave.subpath import SubPath
 
 MAIN_CLASS = "io.kgweave.neo4j.Launcher"
 READY_LINE = "kgweave-neo4j ready"
@@ -133,17 +134,9 @@ class Neo4jServer:
         self.plugins = plugins
         self.heap = heap
 
-    @property
-    def state_file(self) -> Path:
-        return self.folder / "neo4j.json"
-
-    @property
-    def password_file(self) -> Path:
-        return self.folder / "password"
-
-    @property
-    def log_file(self) -> Path:
-        return self.folder / "launcher.log"
+    state_file = SubPath("folder", "neo4j.json", "The running DBMS's pid, ports and folder.")
+    password_file = SubPath("folder", "password", "User neo4j's password (0600).")
+    log_file = SubPath("folder", "launcher.log", "The launcher JVM's output.")
 
     def password(self) -> str:
         """The password of user neo4j, generated (0600) on first use."""

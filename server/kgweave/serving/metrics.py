@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (
@@ -31,62 +33,47 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.request_seconds = Histogram(
+        # every metric of this instance goes to its own registry
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        histogram = partial(Histogram, registry=self.registry)
+        self.request_seconds = histogram(
             "kgweave_request_seconds",
             "Time to answer a request, by method and status code.",
             ("method", "code"),
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
             "kgweave_batch_queries",
             "Link-prediction queries scored together in one pass.",
             buckets=_BATCH_BUCKETS,
-            registry=self.registry,
         )
-        self.queue_depth = Gauge(
-            "kgweave_queue_depth", "Queries waiting to be scored.", registry=self.registry
+        self.queue_depth = gauge("kgweave_queue_depth", "Queries waiting to be scored.")
+        self.active_model = gauge(
+            "kgweave_active_model", "1 for the model version being served.", ("version",)
         )
-        self.active_model = Gauge(
-            "kgweave_active_model",
-            "1 for the model version being served.",
-            ("version",),
-            registry=self.registry,
+        self.jobs = counter(
+            "kgweave_jobs_total", "Training jobs by the state they reached.", ("state",)
         )
-        self.jobs = Counter(
-            "kgweave_jobs_total",
-            "Training jobs by the state they reached.",
-            ("state",),
-            registry=self.registry,
-        )
-        self.jobs_running = Gauge(
-            "kgweave_jobs_running", "Training jobs queued or running.", registry=self.registry
-        )
-        self.swaps = Counter(
-            "kgweave_model_activations_total", "Model activations.", registry=self.registry
-        )
+        self.jobs_running = gauge("kgweave_jobs_running", "Training jobs queued or running.")
+        self.swaps = counter("kgweave_model_activations_total", "Model activations.")
 
-        self.changes_applied = Counter(
-            "kgweave_changes_applied_total",
-            "Graph change events applied to the served model.",
-            registry=self.registry,
+        self.changes_applied = counter(
+            "kgweave_changes_applied_total", "Graph change events applied to the served model."
         )
-        self.change_batches = Counter(
+        self.change_batches = counter(
             "kgweave_change_batches_total",
             "Change batches applied (one derived model swapped in per batch).",
-            registry=self.registry,
         )
-        self.change_apply_seconds = Histogram(
+        self.change_apply_seconds = histogram(
             "kgweave_change_apply_seconds",
             "Time to apply one change batch (fold, derive, persist, swap).",
             buckets=_APPLY_BUCKETS,
-            registry=self.registry,
         )
-        self.change_lag_seconds = Histogram(
+        self.change_lag_seconds = histogram(
             "kgweave_change_lag_seconds",
             "From a change event's time to the moment it is served, per event.",
             buckets=_LAG_BUCKETS,
-            registry=self.registry,
         )
 
     def set_active(self, version: str) -> None:

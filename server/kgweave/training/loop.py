@@ -3,15 +3,14 @@
 ``train()`` builds the model and regime, then per epoch: the steps, then "once in a while"
 blocks (validation, early stopping, checkpoint). The best model by validation MRR is kept.
 The learning rate of each step comes from :mod:`kgweave.training.schedule`, the validation
-triples from :mod:`kgweave.training.validation`.
+triples from :mod:`kgweave.training.validation`, the precision and the memory check from
+:mod:`kgweave.training.hardware`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from kgweave.data.dataset import KGDataset, with_reciprocals
-from kgweave.device import cpu_has_native_bf16, resolve_device
-from kgweave.errors import ArtifactError, DivergedError, InvalidArgumentError
+from kgweave.device import resolve_device
+from kgweave.errors import ArtifactError, DivergedError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import KGEModel, model_class
 from kgweave.training.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from kgweave.training.config import TrainConfig
+from kgweave.training.hardware import bf16_autocast, check_memory, use_bf16_autocast
 from kgweave.training.regimes import make_regime
 from kgweave.training.schedule import LearningRate
 from kgweave.training.validation import ValidationSet, validation_triples
@@ -96,22 +96,6 @@ def _optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.Opti
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def use_bf16_autocast(config: TrainConfig, device: torch.device, num_entities: int) -> bool:
-    """Resolve ``config.precision`` for this device and graph size."""
-    if config.precision != "auto":
-        return config.precision == "bf16"
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return device.type == "cpu" and num_entities >= 2000 and cpu_has_native_bf16()
-
-
-def bf16_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` when ``enabled`` (see :func:`use_bf16_autocast`)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def stop_reason(stopped_because: str, config: TrainConfig) -> str:
@@ -350,40 +334,6 @@ def train(
             "seed": config.seed,
         },
     )
-
-
-#: copies of the embedding tables a run holds: weights, gradients, two optimizer states (Adam),
-#: the best model
-TABLE_COPIES = 5
-
-
-def check_memory(
-    config: TrainConfig,
-    num_entities: int,
-    num_relations: int,
-    device: torch.device,
-    memory_bytes: int | None = None,
-) -> None:
-    """Refuse a run whose embedding tables alone cannot fit: ``TABLE_COPIES`` fp32 copies of
-    (entities + relations) × dim × the model's width, against the device's memory
-    (``memory_bytes``; default: the GPU's, or the machine's physical memory).
-
-    Raises:
-        InvalidArgumentError: naming the sizes and saying to lower ``--dim``.
-    """
-    width = config.dim * model_class(config.model).real_width
-    need = TABLE_COPIES * 4 * width * (num_entities + num_relations)
-    if memory_bytes is None:
-        if device.type == "cuda":
-            memory_bytes = int(torch.cuda.get_device_properties(device).total_memory)
-        else:
-            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > memory_bytes:
-        raise InvalidArgumentError(
-            f"dim {config.dim} for {num_entities} entities needs about {need / 2**30:.1f} GiB "
-            f"for the embedding tables alone, more than the {memory_bytes / 2**30:.1f} GiB "
-            f"of {device.type}: lower --dim"
-        )
 
 
 def _ranks(result: EvaluationResult) -> torch.Tensor:

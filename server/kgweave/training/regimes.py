@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from kgweave.data.dataset import TailIndex
 from kgweave.models.base import KGEModel
 from kgweave.training.config import TrainConfig
-from kgweave.training.regularizers import per_triple_regularization, weighted_regularization
+from kgweave.training.regularizers import Penalty
 
 
 class Regime(ABC):
@@ -69,10 +69,10 @@ class Regime(ABC):
         entity_weight, relation_weight = self.config.reg_weights()
         if kind == "none" or entity_weight == relation_weight == 0:
             return torch.zeros((), device=triples.device)
-        penalty = (
-            weighted_regularization if self.dense_regularization else per_triple_regularization
-        )
-        return penalty(model, triples, kind, entity_weight, relation_weight)
+        penalty = Penalty(kind, entity_weight, relation_weight)
+        if self.dense_regularization:
+            return penalty.weighted(model, triples)
+        return penalty.per_triple(model, triples)
 
 
 class KvsAll(Regime):

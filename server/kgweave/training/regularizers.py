@@ -1,17 +1,19 @@
 """Embedding regularisers: N3 (Lacroix et al., 2018) and L2.
 
 Both penalise the embeddings of the batch's positive triples, each occurrence counted once.
-Two equivalent forms: per-triple lookups (:func:`regularization`, for negative sampling, where
-only the batch's rows are touched) and frequency-weighted distinct rows
-(:func:`weighted_regularization`, for 1-N regimes, whose batches repeat the same rows many
-times: each distinct row once, weighted by its count, which avoids the slow backward of
-thousands of repeated embedding lookups).
+Two equivalent forms, methods of a :class:`Penalty`: per-triple lookups
+(:meth:`Penalty.per_triple`, for negative sampling, where only the batch's rows are touched) and
+frequency-weighted distinct rows (:meth:`Penalty.weighted`, for 1-N regimes, whose batches repeat
+the same rows many times: each distinct row once, weighted by its count, which avoids the slow
+backward of thousands of repeated embedding lookups).
 
 Each side has its own weight (``TrainConfig.entity_reg_weight`` / ``relation_reg_weight``,
 both ``reg_weight`` by default).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -42,57 +44,55 @@ def regularization(factors: list[torch.Tensor], kind: str, weight: float) -> tor
     return weight * total / max(batch, 1)
 
 
-def per_triple_regularization(
-    model: KGEModel,
-    triples: torch.Tensor,
-    kind: str,
-    weight: float,
-    relation_weight: float | None = None,
-) -> torch.Tensor:
-    """:func:`regularization` of ``triples`` (T, 3) from per-triple lookups, each side
-    weighted apart (``relation_weight`` None: ``weight``). Returns: scalar tensor."""
-    relation_weight = weight if relation_weight is None else relation_weight
-    entities = [model.entity_magnitudes(triples[:, 0]), model.entity_magnitudes(triples[:, 2])]
-    total = regularization(entities, kind, weight)
-    relations = model.relation_magnitudes(triples[:, 1])
-    if relations is not None:
-        total = total + regularization([relations], kind, relation_weight)
-    return total
+@dataclass(frozen=True)
+class Penalty:
+    """A regulariser of a batch's positive triples: ``kind`` (``n3``, ``l2`` or ``none``) and the
+    weight of each side (``relation_weight`` None: ``weight``), computed either way below."""
 
+    kind: str
+    weight: float
+    relation_weight: float | None = None
 
-def weighted_regularization(
-    model: KGEModel,
-    triples: torch.Tensor,
-    kind: str,
-    weight: float,
-    relation_weight: float | None = None,
-) -> torch.Tensor:
-    """The same penalty as :func:`regularization` over ``triples``, from distinct rows.
+    @property
+    def relation(self) -> float:
+        """The weight of the relation side."""
+        return self.weight if self.relation_weight is None else self.relation_weight
 
-    Args:
-        triples: shape (T, 3) positive triples of the batch.
-        weight: of the entity side (and of the relation side unless ``relation_weight``).
-    Returns:
-        scalar tensor: ``(we * sum(|h|^p + |t|^p) + wr * sum |r|^p) / T`` over the triples.
-    """
-    relation_weight = weight if relation_weight is None else relation_weight
-    power = _power(kind)
-    count = max(len(triples), 1)
-    # each distinct embedding row once, weighted by how often the batch uses it; on small graphs
-    # the whole table with bincount weights is cheaper than finding the distinct rows
-    used = torch.cat((triples[:, 0], triples[:, 2]))
-    if model.num_entities <= _SMALL_GRAPH:
-        entities = torch.arange(model.num_entities, device=used.device)
-        entity_counts = torch.bincount(used, minlength=model.num_entities)
-    else:
-        entities, entity_counts = torch.unique(used, return_counts=True)
-    magnitudes = model.entity_magnitudes(entities)
-    total: torch.Tensor = weight * (
-        entity_counts.to(magnitudes.dtype) @ (magnitudes**power).sum(dim=1)
-    )
-    relations, relation_counts = torch.unique(triples[:, 1], return_counts=True)
-    per_relation = model.relation_magnitudes(relations)
-    if per_relation is not None:
-        counts = relation_counts.to(per_relation.dtype)
-        total = total + relation_weight * (counts @ (per_relation**power).sum(dim=1))
-    return total / count
+    def per_triple(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
+        """:func:`regularization` of ``triples`` (T, 3) from per-triple lookups, each side
+        weighted apart. Returns: scalar tensor."""
+        entities = [model.entity_magnitudes(triples[:, 0]), model.entity_magnitudes(triples[:, 2])]
+        total = regularization(entities, self.kind, self.weight)
+        relations = model.relation_magnitudes(triples[:, 1])
+        if relations is not None:
+            total = total + regularization([relations], self.kind, self.relation)
+        return total
+
+    def weighted(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
+        """The same penalty as :meth:`per_triple` over ``triples``, from distinct rows.
+
+        Args:
+            triples: shape (T, 3) positive triples of the batch.
+        Returns:
+            scalar tensor: ``(we * sum(|h|^p + |t|^p) + wr * sum |r|^p) / T`` over the triples.
+        """
+        power = _power(self.kind)
+        count = max(len(triples), 1)
+        # each distinct embedding row once, weighted by how often the batch uses it; on small
+        # graphs the whole table with bincount weights is cheaper than finding the distinct rows
+        used = torch.cat((triples[:, 0], triples[:, 2]))
+        if model.num_entities <= _SMALL_GRAPH:
+            entities = torch.arange(model.num_entities, device=used.device)
+            entity_counts = torch.bincount(used, minlength=model.num_entities)
+        else:
+            entities, entity_counts = torch.unique(used, return_counts=True)
+        magnitudes = model.entity_magnitudes(entities)
+        total: torch.Tensor = self.weight * (
+            entity_counts.to(magnitudes.dtype) @ (magnitudes**power).sum(dim=1)
+        )
+        relations, relation_counts = torch.unique(triples[:, 1], return_counts=True)
+        per_relation = model.relation_magnitudes(relations)
+        if per_relation is not None:
+            counts = relation_counts.to(per_relation.dtype)
+            total = total + self.relation * (counts @ (per_relation**power).sum(dim=1))
+        return total / count

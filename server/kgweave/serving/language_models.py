@@ -1,0 +1,67 @@
+"""The language models that completion runs on, loaded once per process and shared by the
+served versions: a joint artifact's LM side (kept per artifact, so the versions that graph
+changes derive from one registry version share it) and a pretrained LM for models without one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class JointLanguage:
+    """A joint artifact's LM side as served: the LM (base + adapters), its tokenizer, the
+    fused wrapper (kept with it) and the fitted completion weights."""
+
+    lm: Any
+    tokenizer: Any
+    fused: Any
+    weights: Any
+
+
+#: loaded joint LMs by (artifact folder, joint.json digest, device): the versions derived
+#: from one registry version by graph changes share its LM instead of loading it again; the
+#: last two are kept (the active one and the one being swapped in)
+_JOINT_LANGUAGE: dict[tuple[str, str, str], JointLanguage] = {}
+_JOINT_LANGUAGE_LOCK = threading.Lock()
+_JOINT_LANGUAGE_KEEP = 2
+
+
+def joint_language(path: Path, device: torch.device) -> JointLanguage:
+    """The LM side of the joint artifact in ``path`` on ``device``, loaded once."""
+    from kgweave.language.components.lora import merged_for_inference
+    from kgweave.language.joint.artifact import load_joint
+
+    digest = hashlib.sha256((path / "language" / "joint.json").read_bytes()).hexdigest()
+    key = (str(path.resolve()), digest, str(device))
+    with _JOINT_LANGUAGE_LOCK:
+        found = _JOINT_LANGUAGE.pop(key, None)
+        if found is not None:
+            _JOINT_LANGUAGE[key] = found  # the most recently used last
+            return found
+        # the predictor holds the text fusion already (the completer takes it)
+        parts = load_joint(path, device=device, with_text_fusion=False)
+        lm = merged_for_inference(parts.lm)
+        loaded = JointLanguage(lm, parts.tokenizer, parts.fused, parts.completion_weights)
+        _JOINT_LANGUAGE[key] = loaded
+        while len(_JOINT_LANGUAGE) > _JOINT_LANGUAGE_KEEP:
+            del _JOINT_LANGUAGE[next(iter(_JOINT_LANGUAGE))]
+        return loaded
+
+
+def pretrained_lm(spec: str, device: torch.device) -> tuple[Any, Any]:
+    """A pretrained LM for completion on a model without one: a packaged name resolves to the
+    data folder (fetched unless offline), anything else loads as it is."""
+    from kgweave.language.components.lm import load_causal_lm
+    from kgweave.language.components.pretrained import resolve_language_model
+    from kgweave.settings import get_settings
+
+    settings = get_settings()
+    resolved = resolve_language_model(spec, settings.data_dir, fetch=not settings.offline)
+    return load_causal_lm(resolved, device=device, offline=settings.offline or None)
