@@ -1,19 +1,22 @@
 package io.kgweave.neo4j;
 
 import com.google.protobuf.Descriptors.FieldDescriptor;
+import com.google.protobuf.Message;
 import io.kgweave.v1.ActivateModelRequest;
 import io.kgweave.v1.ActivationPolicy;
+import io.kgweave.v1.AdminServiceGrpc;
 import io.kgweave.v1.GetJobRequest;
 import io.kgweave.v1.Job;
 import io.kgweave.v1.ListModelsRequest;
 import io.kgweave.v1.ModelInfo;
 import io.kgweave.v1.StartTrainingRequest;
 import io.kgweave.v1.TrainingSettings;
+import io.kgweave.v1.TuningSettings;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.function.Function;
 import java.util.stream.Stream;
 import org.neo4j.graphdb.Transaction;
 import org.neo4j.kernel.internal.GraphDatabaseAPI;
@@ -29,59 +32,31 @@ public class AdminProcedures {
   @Context public GraphDatabaseAPI db;
   @Context public Transaction tx;
 
-  /** A training job's state. */
-  public static class JobRow {
-    public String jobId;
-    public String state;
-    public String phase;
-    public long epoch;
-    public long epochs;
-    public double loss;
-    public double validMrr;
-    public double etaSeconds;
-    public String version;
-    public boolean activated;
-    public String message;
+  private static final List<String> TRAIN_KEYS = List.of("dataset", "activation", "tuning");
 
-    JobRow(Job job) {
-      this.jobId = job.getJobId();
-      this.state = job.getState().name().replace("JOB_STATE_", "").toLowerCase(Locale.ROOT);
-      this.phase = job.getPhase();
-      this.epoch = job.getEpoch();
-      this.epochs = job.getEpochs();
-      this.loss = job.getLoss();
-      this.validMrr = job.getValidMrr();
-      this.etaSeconds = job.getEtaS();
-      this.version = job.getModelVersion().isEmpty() ? null : job.getModelVersion();
-      this.activated = job.getActivated();
-      this.message = job.getMessage();
+  /** A training job's state (a search's: trials as epochs, the best validation MRR so far). */
+  public record JobRow(
+      String jobId, String state, String phase, long epoch, long epochs, double loss,
+      double validMrr, double etaSeconds, String version, boolean activated, String message) {
+    static JobRow of(Job job) {
+      return new JobRow(job.getJobId(),
+          job.getState().name().replace("JOB_STATE_", "").toLowerCase(Locale.ROOT),
+          job.getPhase(), job.getEpoch(), job.getEpochs(), job.getLoss(), job.getValidMrr(),
+          job.getEtaS(), job.getModelVersion().isEmpty() ? null : job.getModelVersion(),
+          job.getActivated(), job.getMessage());
     }
   }
 
   /** A registered model version. */
-  public static class ModelRow {
-    public String version;
-    public String model;
-    public long dim;
-    public long entities;
-    public long relations;
-    public boolean active;
-    public String createdAt;
-    public String source;
-    public Map<String, Object> validMetrics;
-    public Map<String, Object> testMetrics;
-
-    ModelRow(ModelInfo m) {
-      this.version = m.getVersion();
-      this.model = m.getModel();
-      this.dim = m.getDim();
-      this.entities = m.getNumEntities();
-      this.relations = m.getNumRelations();
-      this.active = m.getActive();
-      this.createdAt = m.getCreatedAt();
-      this.source = m.getSource();
-      this.validMetrics = new HashMap<String, Object>(m.getValidMetricsMap());
-      this.testMetrics = new HashMap<String, Object>(m.getTestMetricsMap());
+  public record ModelRow(
+      String version, String model, long dim, long entities, long relations, boolean active,
+      String createdAt, String source, Map<String, Object> validMetrics,
+      Map<String, Object> testMetrics) {
+    static ModelRow of(ModelInfo m) {
+      return new ModelRow(m.getVersion(), m.getModel(), m.getDim(), m.getNumEntities(),
+          m.getNumRelations(), m.getActive(), m.getCreatedAt(), m.getSource(),
+          Map.<String, Object>copyOf(m.getValidMetricsMap()),
+          Map.<String, Object>copyOf(m.getTestMetricsMap()));
     }
   }
 
@@ -90,12 +65,14 @@ public class AdminProcedures {
   @Description("kgweave.admin.train(config = {}) - start a training job on the kgweave server "
       + "and return it at once (queued). config: any TrainingSettings field (model, dim, epochs, "
       + "batchSize, lr, optimizer, regime, joint, timeBudgetS, ...; snake_case works too), "
-      + "dataset (empty: a snapshot of the graph) and activation ('if_better', 'always', "
-      + "'never'). Admin only.")
+      + "dataset (empty: a snapshot of the graph), activation ('if_better', 'always', 'never') "
+      + "and tuning: a map of TuningSettings fields (budgetS, trials, trialBudgetS, "
+      + "searchModels, pruner, study) that makes the job a hyperparameter search (kgweave tune) "
+      + "around the settings given, counting trials as epochs. Admin only.")
   public Stream<JobRow> train(
       @Name(value = "config", defaultValue = "{}") Map<String, Object> config) {
     StartTrainingRequest.Builder request = StartTrainingRequest.newBuilder();
-    TrainingSettings.Builder settings = TrainingSettings.newBuilder();
+    TrainingSettings.Builder settings = request.getSettingsBuilder();
     for (Map.Entry<String, Object> entry : (config == null ? Map.<String, Object>of() : config)
         .entrySet()) {
       String key = entry.getKey();
@@ -103,20 +80,19 @@ public class AdminProcedures {
       if (value == null) {
         continue;
       }
-      if (key.equals("dataset")) {
-        if (!(value instanceof String dataset)) {
-          throw KgweaveException.invalidArgument("dataset must be a string");
+      switch (key) {
+        case "dataset" -> {
+          if (!(value instanceof String dataset)) {
+            throw KgweaveException.invalidArgument("dataset must be a string");
+          }
+          request.setDataset(dataset);
         }
-        request.setDataset(dataset);
-      } else if (key.equals("activation")) {
-        request.setActivation(activation(value));
-      } else {
-        setField(settings, key, value);
+        case "activation" -> request.setActivation(activation(value));
+        case "tuning" -> tuning(request.getTuningBuilder(), value);
+        default -> setField(settings, "training setting", key, value, TRAIN_KEYS);
       }
     }
-    request.setSettings(settings);
-    Graph graph = new Graph(db, tx);
-    return Stream.of(new JobRow(graph.client().admin(stub -> stub.startTraining(request.build()))));
+    return Stream.of(JobRow.of(admin(stub -> stub.startTraining(request.build()))));
   }
 
   @Admin
@@ -124,12 +100,9 @@ public class AdminProcedures {
   @Description("kgweave.admin.job(jobId) - a training job's state: phase, epoch, loss, validation "
       + "MRR, ETA, and the model version it registered. Admin only.")
   public Stream<JobRow> job(@Name("jobId") String jobId) {
-    if (jobId == null || jobId.isBlank()) {
-      throw KgweaveException.invalidArgument("jobId is empty");
-    }
-    GetJobRequest request = GetJobRequest.newBuilder().setJobId(jobId).build();
-    Graph graph = new Graph(db, tx);
-    return Stream.of(new JobRow(graph.client().admin(stub -> stub.getJob(request))));
+    GetJobRequest request =
+        GetJobRequest.newBuilder().setJobId(Graph.required(jobId, "jobId")).build();
+    return Stream.of(JobRow.of(admin(stub -> stub.getJob(request))));
   }
 
   @Admin
@@ -137,12 +110,9 @@ public class AdminProcedures {
   @Description("kgweave.admin.activate(version) - serve this registered model version from now "
       + "on (calls in flight finish on the version they started on). Admin only.")
   public Stream<ModelRow> activate(@Name("version") String version) {
-    if (version == null || version.isBlank()) {
-      throw KgweaveException.invalidArgument("version is empty");
-    }
-    ActivateModelRequest request = ActivateModelRequest.newBuilder().setVersion(version).build();
-    Graph graph = new Graph(db, tx);
-    return Stream.of(new ModelRow(graph.client().admin(stub -> stub.activateModel(request))));
+    ActivateModelRequest request =
+        ActivateModelRequest.newBuilder().setVersion(Graph.required(version, "version")).build();
+    return Stream.of(ModelRow.of(admin(stub -> stub.activateModel(request))));
   }
 
   @Admin
@@ -150,14 +120,27 @@ public class AdminProcedures {
   @Description("kgweave.admin.models() - every registered model version, newest first, with its "
       + "metrics; active marks the one being served. Admin only.")
   public Stream<ModelRow> models() {
-    Graph graph = new Graph(db, tx);
-    List<ModelRow> rows = new ArrayList<>();
-    for (ModelInfo m : graph.client()
-        .admin(stub -> stub.listModels(ListModelsRequest.getDefaultInstance()))
-        .getModelsList()) {
-      rows.add(new ModelRow(m));
+    return admin(stub -> stub.listModels(ListModelsRequest.getDefaultInstance()))
+        .getModelsList().stream().map(ModelRow::of);
+  }
+
+  /** One AdminService call to the server this database talks to. */
+  private <T> T admin(Function<AdminServiceGrpc.AdminServiceBlockingStub, T> call) {
+    return new Graph(db, tx).client().admin(call);
+  }
+
+  /** config.tuning: a map of TuningSettings fields. */
+  private static void tuning(TuningSettings.Builder tuning, Object value) {
+    if (!(value instanceof Map<?, ?> map)) {
+      throw KgweaveException.invalidArgument(
+          "tuning must be a map of tuning settings ({trials: 20, budgetS: 600, ...}), not "
+              + Graph.describe(value));
     }
-    return rows.stream();
+    for (Map.Entry<?, ?> entry : map.entrySet()) {
+      if (entry.getValue() != null) {
+        setField(tuning, "tuning setting", entry.getKey().toString(), entry.getValue(), List.of());
+      }
+    }
   }
 
   private static ActivationPolicy activation(Object value) {
@@ -177,47 +160,45 @@ public class AdminProcedures {
         "activation must be 'if_better', 'always' or 'never', not " + Graph.describe(value));
   }
 
-  /** One TrainingSettings field by its proto name (snake_case) or JSON name (camelCase). */
-  private static void setField(TrainingSettings.Builder settings, String key, Object value) {
+  /**
+   * One field of a settings message (TrainingSettings, TuningSettings) by its proto name
+   * (snake_case) or JSON name (camelCase); {@code what} names it in errors, whose list of known
+   * keys starts with {@code otherKeys}.
+   */
+  private static void setField(
+      Message.Builder settings, String what, String key, Object value, List<String> otherKeys) {
     FieldDescriptor field = null;
-    for (FieldDescriptor f : TrainingSettings.getDescriptor().getFields()) {
+    List<String> names = new ArrayList<>(otherKeys);
+    for (FieldDescriptor f : settings.getDescriptorForType().getFields()) {
       if (f.getName().equals(key) || f.getJsonName().equals(key)) {
         field = f;
       }
+      names.add(f.getJsonName());
     }
     if (field == null) {
-      List<String> names = new ArrayList<>(List.of("dataset", "activation"));
-      for (FieldDescriptor f : TrainingSettings.getDescriptor().getFields()) {
-        names.add(f.getJsonName());
-      }
       throw KgweaveException.invalidArgument(
-          "unknown training setting '" + key + "' (known: " + String.join(", ", names) + ")");
+          "unknown " + what + " '" + key + "' (known: " + String.join(", ", names) + ")");
     }
     String problem = key + " must be ";
     switch (field.getJavaType()) {
-      case INT:
-        settings.setField(field, (int) Graph.integer(value, key, 0, Integer.MAX_VALUE));
-        return;
-      case DOUBLE:
-        if (!(value instanceof Number number)) {
-          throw KgweaveException.invalidArgument(problem + "a number, not " + Graph.describe(value));
-        }
-        settings.setField(field, number.doubleValue());
-        return;
-      case BOOLEAN:
+      case INT -> settings.setField(field, (int) Graph.integer(value, key, 0, Integer.MAX_VALUE));
+      case DOUBLE -> settings.setField(field, Graph.number(value, key));
+      case BOOLEAN -> {
         if (!(value instanceof Boolean flag)) {
-          throw KgweaveException.invalidArgument(problem + "true or false, not " + Graph.describe(value));
+          throw KgweaveException.invalidArgument(
+              problem + "true or false, not " + Graph.describe(value));
         }
         settings.setField(field, flag);
-        return;
-      case STRING:
+      }
+      case STRING -> {
         if (!(value instanceof String text)) {
-          throw KgweaveException.invalidArgument(problem + "a string, not " + Graph.describe(value));
+          throw KgweaveException.invalidArgument(
+              problem + "a string, not " + Graph.describe(value));
         }
         settings.setField(field, text);
-        return;
-      default:
-        throw KgweaveException.invalidArgument("training setting " + key + " is not supported here");
+      }
+      default ->
+          throw KgweaveException.invalidArgument(what + " " + key + " is not supported here");
     }
   }
 }

@@ -143,6 +143,21 @@ final class Graph {
     return k;
   }
 
+  static double number(Object value, String name) {
+    if (!(value instanceof Number number)) {
+      throw KgweaveException.invalidArgument(name + " must be a number, not " + describe(value));
+    }
+    return number.doubleValue();
+  }
+
+  /** A string argument that must not be null or blank. */
+  static String required(Object value, String name) {
+    if (value instanceof String text && !text.isBlank()) {
+      return text;
+    }
+    throw KgweaveException.invalidArgument(name + " is empty");
+  }
+
   static boolean flag(Map<String, Object> options, String name, boolean fallback) {
     Object value = options == null ? null : options.get(name);
     if (value == null) {

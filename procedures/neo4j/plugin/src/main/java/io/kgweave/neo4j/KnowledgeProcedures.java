@@ -6,6 +6,7 @@ import io.kgweave.v1.CompletionCandidate;
 import io.kgweave.v1.Entity;
 import io.kgweave.v1.GetEntityRequest;
 import io.kgweave.v1.LinkQuery;
+import io.kgweave.v1.ModelInfo;
 import io.kgweave.v1.SearchEntitiesRequest;
 import io.kgweave.v1.StatusRequest;
 import io.kgweave.v1.StatusResponse;
@@ -13,7 +14,6 @@ import io.kgweave.v1.Triple;
 import io.kgweave.v1.VerbalizeRequest;
 import io.kgweave.v1.VerbalizeResponse;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
@@ -29,123 +29,60 @@ import org.neo4j.procedure.Procedure;
 /** Graph to text, LLM-driven completion, semantic search and the server's status. */
 public class KnowledgeProcedures {
   private static final List<String> COMPLETE_OPTIONS =
-      List.of("direction", "generate", "kgeCandidates");
+      List.of("direction", "generate", "kgeCandidates", "writeToGraph", "minScore");
   private static final List<String> SEARCH_OPTIONS = List.of("mode");
 
   @Context public GraphDatabaseAPI db;
   @Context public Transaction tx;
 
   /** One verbalized triple. */
-  public static class Sentence {
-    public long index;
-    public String head;
-    public String relation;
-    public String tail;
-    public String sentence;
-    public String version;
+  public record Sentence(
+      long index, String head, String relation, String tail, String sentence, String version) {}
 
-    Sentence(long index, Triple t, String sentence, String version) {
-      this.index = index;
-      this.head = t.getHead();
-      this.relation = t.getRelation();
-      this.tail = t.getTail();
-      this.sentence = sentence;
-      this.version = version;
-    }
-  }
-
-  /** One completion candidate, re-ranked by the fitted combination of graph and LM scores. */
-  public static class Completion {
-    public long rank;
-    public String candidate;
-    public String entity;
-    public Node node;
-    public boolean isNew;
-    public double graphScore;
-    public double kgeScore;
-    public double lmScore;
-    public double combinedScore;
-    public String evidence;
-    public String source;
-    public boolean known;
-    public String version;
-
-    Completion(Graph graph, CompletionCandidate c, String version) {
-      this.rank = c.getRank();
-      this.candidate = c.getName().isEmpty() ? c.getEntityId() : c.getName();
-      this.entity = c.getEntityId();
-      this.node = graph.node(c.getEntityId());
-      this.isNew = node == null;
-      this.graphScore = c.getGraphScore();
-      this.kgeScore = c.getKgeScore();
-      this.lmScore = c.getLmLogprob();
-      this.combinedScore = c.getCombinedScore();
-      this.evidence = c.getEvidence();
-      this.source = c.getSource();
-      this.known = c.getKnown();
-      this.version = version;
+  /**
+   * One completion candidate, re-ranked by the fitted combination of graph and LM scores, with
+   * the combination the server used (the same on every row of a call).
+   */
+  public record Completion(
+      long rank, String candidate, String entity, Node node, boolean isNew, double graphScore,
+      double kgeScore, double lmScore, double combinedScore, String evidence, String source,
+      boolean known, String version, double lmMarginal, double wKge, Double wText, double wLm,
+      double bias, String lmFeature, long written) {
+    static Completion of(Graph graph, CompletionCandidate c, CompleteResponse r) {
+      String id = c.getEntityId().isEmpty() ? null : c.getEntityId();
+      return new Completion(c.getRank(), c.getName().isEmpty() ? id : c.getName(), id,
+          id == null ? null : graph.node(id), c.getNew(), c.getGraphScore(), c.getKgeScore(),
+          c.getLmLogprob(), c.getCombinedScore(), c.getEvidence(), c.getSource(), c.getKnown(),
+          r.getModelVersion(), c.getLmMarginal(), r.getWKge(),
+          r.hasWText() ? Double.valueOf(r.getWText()) : null, r.getWLm(), r.getBias(),
+          r.getLmFeature().isEmpty() ? null : r.getLmFeature(), r.getWritten());
     }
   }
 
   /** One entity found by search. */
-  public static class Found {
-    public long rank;
-    public Node node;
-    public String entity;
-    public String name;
-    public String description;
-    public double similarity;
-    public String version;
-
-    Found(Graph graph, long rank, Entity e) {
-      this.rank = rank;
-      this.node = graph.node(e.getId());
-      this.entity = e.getId();
-      this.name = e.getName();
-      this.description = e.getDescription();
-      this.similarity = e.getSimilarity();
-      this.version = e.getModelVersion();
+  public record Found(
+      long rank, Node node, String entity, String name, String description, double similarity,
+      String version) {
+    static Found of(Graph graph, long rank, Entity e) {
+      return new Found(rank, graph.node(e.getId()), e.getId(), e.getName(), e.getDescription(),
+          e.getSimilarity(), e.getModelVersion());
     }
   }
 
   /** The kgweave server's state. */
-  public static class ServerStatus {
-    public String address;
-    public boolean ready;
-    public String version;
-    public String model;
-    public long dim;
-    public long entities;
-    public long relations;
-    public Map<String, Object> validMetrics;
-    public Map<String, Object> testMetrics;
-    public String graphBackend;
-    public String graphUri;
-    public String device;
-    public String frontend;
-    public String kgweaveVersion;
-    public double uptimeSeconds;
-    public long activeJobs;
-    public long processMemoryBytes;
-
-    ServerStatus(String address, StatusResponse s) {
-      this.address = address;
-      this.ready = s.getReady();
-      this.version = s.hasActiveModel() ? s.getActiveModel().getVersion() : null;
-      this.model = s.hasActiveModel() ? s.getActiveModel().getModel() : null;
-      this.dim = s.getActiveModel().getDim();
-      this.entities = s.getActiveModel().getNumEntities();
-      this.relations = s.getActiveModel().getNumRelations();
-      this.validMetrics = new HashMap<String, Object>(s.getActiveModel().getValidMetricsMap());
-      this.testMetrics = new HashMap<String, Object>(s.getActiveModel().getTestMetricsMap());
-      this.graphBackend = s.getGraphBackend();
-      this.graphUri = s.getGraphUri();
-      this.device = s.getDevice();
-      this.frontend = s.getFrontend();
-      this.kgweaveVersion = s.getKgweaveVersion();
-      this.uptimeSeconds = s.getUptimeS();
-      this.activeJobs = s.getActiveJobs();
-      this.processMemoryBytes = s.getProcessMemoryBytes();
+  public record ServerStatus(
+      String address, boolean ready, String version, String model, long dim, long entities,
+      long relations, Map<String, Object> validMetrics, Map<String, Object> testMetrics,
+      String graphBackend, String graphUri, String device, String frontend,
+      String kgweaveVersion, double uptimeSeconds, long activeJobs, long processMemoryBytes) {
+    static ServerStatus of(String address, StatusResponse s) {
+      ModelInfo m = s.getActiveModel();
+      return new ServerStatus(address, s.getReady(), s.hasActiveModel() ? m.getVersion() : null,
+          s.hasActiveModel() ? m.getModel() : null, m.getDim(), m.getNumEntities(),
+          m.getNumRelations(), Map.<String, Object>copyOf(m.getValidMetricsMap()),
+          Map.<String, Object>copyOf(m.getTestMetricsMap()), s.getGraphBackend(), s.getGraphUri(),
+          s.getDevice(), s.getFrontend(), s.getKgweaveVersion(), s.getUptimeS(),
+          s.getActiveJobs(), s.getProcessMemoryBytes());
     }
   }
 
@@ -166,18 +103,23 @@ public class KnowledgeProcedures {
     VerbalizeResponse response = graph.client().knowledge(stub -> stub.verbalize(request));
     List<Sentence> rows = new ArrayList<>(parsed.size());
     for (int i = 0; i < parsed.size(); i++) {
-      rows.add(new Sentence(i, parsed.get(i), response.getSentences(i), response.getModelVersion()));
+      Triple t = parsed.get(i);
+      rows.add(new Sentence(i, t.getHead(), t.getRelation(), t.getTail(),
+          response.getSentences(i), response.getModelVersion()));
     }
     return rows.stream();
   }
 
   @Procedure(name = "kgweave.complete", mode = Mode.READ)
   @Description("kgweave.complete(entity, relation, k = 10, options = {direction: 'tails', "
-      + "generate: true, kgeCandidates: 50}) - LLM-driven completion of (entity, relation, ?) "
-      + "(direction 'heads': (?, relation, entity)): candidates from the embeddings and from the "
-      + "language model, re-ranked by the fitted combination of graphScore and lmScore, each with "
-      + "the verbalized evidence; node is the candidate's node when the graph has it (isNew "
-      + "false), else null (isNew true).")
+      + "generate: true, kgeCandidates: 50, writeToGraph: false, minScore: 0.0}) - LLM-driven "
+      + "completion of (entity, relation, ?) (direction 'heads': (?, relation, entity)): "
+      + "candidates from the embeddings and from the language model, re-ranked by the fitted "
+      + "combination of graphScore and lmScore (weights wKge, wText, wLm, bias; lmFeature "
+      + "'logprob' or 'pmi'), each with the verbalized evidence. isNew: a name the language model "
+      + "proposed that is no entity of the graph (entity and node null); node: the candidate's "
+      + "node in this database, null when it has none. writeToGraph: the server writes the "
+      + "candidates scoring at least minScore to its graph as suggested links (written).")
   public Stream<Completion> complete(
       @Name("entity") Object entity,
       @Name("relation") Object relation,
@@ -191,6 +133,7 @@ public class KnowledgeProcedures {
           "direction must be 'tails' or 'heads', not " + Graph.describe(direction));
     }
     Object candidates = options == null ? null : options.get("kgeCandidates");
+    Object minScore = options == null ? null : options.get("minScore");
     Graph graph = new Graph(db, tx);
     String fixed = graph.entity(entity, heads ? "tail" : "head");
     LinkQuery.Builder query = LinkQuery.newBuilder().setRelation(Graph.relation(relation));
@@ -200,11 +143,13 @@ public class KnowledgeProcedures {
         .setKgeCandidates(
             candidates == null ? 50 : (int) Graph.positive(candidates, "kgeCandidates", 1000))
         .setGenerate(Graph.flag(options, "generate", true))
+        .setWriteToGraph(Graph.flag(options, "writeToGraph", false))
+        .setMinScore(minScore == null ? 0f : (float) Graph.number(minScore, "minScore"))
         .build();
     CompleteResponse response = graph.client().knowledge(stub -> stub.complete(request));
     List<Completion> rows = new ArrayList<>(response.getCandidatesCount());
     for (CompletionCandidate c : response.getCandidatesList()) {
-      rows.add(new Completion(graph, c, response.getModelVersion()));
+      rows.add(Completion.of(graph, c, response));
     }
     return rows.stream();
   }
@@ -227,13 +172,7 @@ public class KnowledgeProcedures {
     }
     SearchEntitiesRequest search =
         SearchEntitiesRequest.newBuilder().setText(text).setLimit(limit + 1).build();
-    List<Found> rows = new ArrayList<>(limit);
-    for (Entity e : client.knowledge(stub -> stub.searchEntities(search)).getEntitiesList()) {
-      if (!e.getId().equals(self.getId()) && rows.size() < limit) {
-        rows.add(new Found(graph, rows.size() + 1, e));
-      }
-    }
-    return rows.stream();
+    return found(graph, client, search, self.getId(), limit);
   }
 
   @Procedure(name = "kgweave.search", mode = Mode.READ)
@@ -258,9 +197,20 @@ public class KnowledgeProcedures {
     SearchEntitiesRequest built =
         ("prefix".equals(mode) ? request.setPrefix(text) : request.setText(text)).build();
     Graph graph = new Graph(db, tx);
+    return found(graph, graph.client(), built, null, Integer.MAX_VALUE);
+  }
+
+  /**
+   * The entities a search finds as rows ranked from 1: at most {@code limit}, leaving out the
+   * entity {@code skip} (null: none).
+   */
+  private static Stream<Found> found(
+      Graph graph, KgweaveClient client, SearchEntitiesRequest request, String skip, int limit) {
     List<Found> rows = new ArrayList<>();
-    for (Entity e : graph.client().knowledge(stub -> stub.searchEntities(built)).getEntitiesList()) {
-      rows.add(new Found(graph, rows.size() + 1, e));
+    for (Entity e : client.knowledge(stub -> stub.searchEntities(request)).getEntitiesList()) {
+      if (!e.getId().equals(skip) && rows.size() < limit) {
+        rows.add(Found.of(graph, rows.size() + 1, e));
+      }
     }
     return rows.stream();
   }
@@ -274,6 +224,6 @@ public class KnowledgeProcedures {
     KgweaveClient client = graph.client();
     StatusResponse response =
         client.admin(stub -> stub.status(StatusRequest.getDefaultInstance()));
-    return Stream.of(new ServerStatus(client.address(), response));
+    return Stream.of(ServerStatus.of(client.address(), response));
   }
 }

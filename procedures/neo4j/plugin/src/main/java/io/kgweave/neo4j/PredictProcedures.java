@@ -27,48 +27,22 @@ public class PredictProcedures {
   @Context public Transaction tx;
 
   /** One predicted entity. */
-  public static class Prediction {
-    public Node node;
-    public String entity;
-    public String name;
-    public double score;
-    public long rank;
-    public boolean known;
-    public String version;
-
-    Prediction(Graph graph, Candidate c, String version) {
-      this.node = graph.node(c.getEntityId());
-      this.entity = c.getEntityId();
-      this.name = c.getName();
-      this.score = c.getScore();
-      this.rank = c.getRank();
-      this.known = c.getKnown();
-      this.version = version;
+  public record Prediction(
+      Node node, String entity, String name, double score, long rank, boolean known,
+      String version) {
+    static Prediction of(Graph graph, Candidate c, String version) {
+      return new Prediction(graph.node(c.getEntityId()), c.getEntityId(), c.getName(),
+          c.getScore(), c.getRank(), c.getKnown(), version);
     }
   }
 
   /** One predicted entity for the input at position {@code index} of a batch. */
-  public static class BatchPrediction {
-    public long index;
-    public Object input;
-    public Node node;
-    public String entity;
-    public String name;
-    public double score;
-    public long rank;
-    public boolean known;
-    public String version;
-
-    BatchPrediction(long index, Object input, Prediction p) {
-      this.index = index;
-      this.input = input;
-      this.node = p.node;
-      this.entity = p.entity;
-      this.name = p.name;
-      this.score = p.score;
-      this.rank = p.rank;
-      this.known = p.known;
-      this.version = p.version;
+  public record BatchPrediction(
+      long index, Object input, Node node, String entity, String name, double score, long rank,
+      boolean known, String version) {
+    static BatchPrediction of(long index, Object input, Prediction p) {
+      return new BatchPrediction(index, input, p.node(), p.entity(), p.name(), p.score(),
+          p.rank(), p.known(), p.version());
     }
   }
 
@@ -135,7 +109,7 @@ public class PredictProcedures {
     List<BatchPrediction> rows = new ArrayList<>();
     for (int i = 0; i < results.size(); i++) {
       for (Prediction p : results.get(i)) {
-        rows.add(new BatchPrediction(i, inputs.get(i), p));
+        rows.add(BatchPrediction.of(i, inputs.get(i), p));
       }
     }
     return rows.stream();
@@ -170,7 +144,7 @@ public class PredictProcedures {
       for (QueryResult result : response.getResultsList()) {
         List<Prediction> rows = new ArrayList<>(result.getCandidatesCount());
         for (Candidate c : result.getCandidatesList()) {
-          rows.add(new Prediction(graph, c, response.getModelVersion()));
+          rows.add(Prediction.of(graph, c, response.getModelVersion()));
         }
         out.add(rows);
       }

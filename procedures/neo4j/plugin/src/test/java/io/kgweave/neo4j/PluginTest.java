@@ -341,30 +341,56 @@ class PluginTest {
         row.get("validMetrics").get("mrr").asDouble());
   }
 
+  /**
+   * kgweave.complete yields what Complete returns: every candidate field and the combination
+   * used, on the embeddings' candidates alone and with the LM's, the latter also written to the
+   * server's graph (writeToGraph, minScore).
+   */
   void completeEqualsComplete() {
-    CompleteResponse expected = server.knowledge().complete(CompleteRequest.newBuilder()
-        .setQuery(tails("alan_turing", "field_of_work")).setK(5).setKgeCandidates(50)
-        .setGenerate(false).build());
-    List<Record> rows = cypher("MATCH (p:Entity {id: 'alan_turing'}) "
-        + "CALL kgweave.complete(p, 'field_of_work', 5, {generate: false}) YIELD rank, candidate,"
-        + " entity, node, isNew, graphScore, kgeScore, lmScore, combinedScore, evidence, source, "
-        + "known, version RETURN *", Map.of());
-    assertEquals(expected.getCandidatesCount(), rows.size());
-    for (int i = 0; i < rows.size(); i++) {
-      CompletionCandidate c = expected.getCandidates(i);
-      Record r = rows.get(i);
-      assertEquals(c.getEntityId(), r.get("entity").asString());
-      assertEquals(c.getName().isEmpty() ? c.getEntityId() : c.getName(),
-          r.get("candidate").asString());
-      assertEquals((double) c.getGraphScore(), r.get("graphScore").asDouble());
-      assertEquals((double) c.getKgeScore(), r.get("kgeScore").asDouble());
-      assertEquals((double) c.getLmLogprob(), r.get("lmScore").asDouble());
-      assertEquals((double) c.getCombinedScore(), r.get("combinedScore").asDouble());
-      assertEquals(c.getEvidence(), r.get("evidence").asString());
-      assertEquals(!inGraph.contains(c.getEntityId()), r.get("isNew").asBoolean());
-      assertNode(c.getEntityId(), r.get("node"));
-      assertEquals(expected.getModelVersion(), r.get("version").asString());
+    for (boolean lm : List.of(false, true)) {
+      CompleteResponse expected = server.knowledge().complete(CompleteRequest.newBuilder()
+          .setQuery(tails("alan_turing", "field_of_work")).setK(5).setKgeCandidates(50)
+          .setGenerate(lm).setWriteToGraph(lm).setMinScore(-1e9f).build());
+      List<Record> rows = cypher("CALL kgweave.complete('alan_turing', 'field_of_work', 5, "
+          + "{generate: $lm, writeToGraph: $lm, minScore: -1e9})", Map.of("lm", lm));
+      assertEquals(expected.getCandidatesCount(), rows.size());
+      assertEquals(lm, expected.getWritten() > 0, "written " + expected.getWritten());
+      for (int i = 0; i < rows.size(); i++) {
+        CompletionCandidate c = expected.getCandidates(i);
+        Record r = rows.get(i);
+        String id = c.getEntityId();
+        assertEquals(c.getNew(), r.get("isNew").asBoolean());
+        assertEquals(id.isEmpty() ? null : id, r.get("entity").asString(null));
+        assertEquals(c.getName().isEmpty() ? id : c.getName(), r.get("candidate").asString());
+        assertEquals(c.getRank(), r.get("rank").asLong());
+        assertEquals((double) c.getGraphScore(), r.get("graphScore").asDouble());
+        assertEquals((double) c.getKgeScore(), r.get("kgeScore").asDouble());
+        assertEquals((double) c.getLmLogprob(), r.get("lmScore").asDouble());
+        assertEquals((double) c.getLmMarginal(), r.get("lmMarginal").asDouble());
+        assertEquals((double) c.getCombinedScore(), r.get("combinedScore").asDouble());
+        assertEquals(c.getEvidence(), r.get("evidence").asString());
+        assertFalse(c.getEvidence().isEmpty());
+        assertEquals(c.getSource(), r.get("source").asString());
+        assertEquals(c.getKnown(), r.get("known").asBoolean());
+        if (id.isEmpty()) {
+          assertTrue(r.get("node").isNull());
+        } else {
+          assertNode(id, r.get("node"));
+        }
+        assertEquals(expected.getModelVersion(), r.get("version").asString());
+        assertEquals((double) expected.getWKge(), r.get("wKge").asDouble());
+        assertEquals((double) expected.getWLm(), r.get("wLm").asDouble());
+        assertEquals((double) expected.getBias(), r.get("bias").asDouble());
+        assertEquals(expected.hasWText() ? (Object) (double) expected.getWText() : null,
+            r.get("wText").isNull() ? null : r.get("wText").asDouble());
+        assertEquals(expected.getLmFeature().isEmpty() ? null : expected.getLmFeature(),
+            r.get("lmFeature").asString(null));
+        assertEquals(expected.getWritten(), r.get("written").asLong());
+      }
     }
+    assertEquals("kgweave: INVALID_ARGUMENT: minScore must be a number, not 'high'",
+        cypherError("CALL kgweave.complete('alan_turing', 'field_of_work', 5, "
+            + "{writeToGraph: true, minScore: 'high'})", Map.of()));
   }
 
   /** Every recipe of docs/cypher.md but the admin ones runs on this graph (with a joint model). */
@@ -418,13 +444,7 @@ class PluginTest {
     Record job = cypher("CALL kgweave.admin.train({joint: true, epochs: 10, dim: 16, "
         + "activation: 'never'})", Map.of()).get(0);
     String jobId = job.get("jobId").asString();
-    Iterator<Job> updates = server.admin().watchJob(
-        GetJobRequest.newBuilder().setJobId(jobId).build());
-    Job last = null;
-    while (updates.hasNext()) {
-      last = updates.next();
-    }
-    assertNotNull(last);
+    Job last = awaitJob(jobId);
     assertEquals(JobState.JOB_STATE_SUCCEEDED, last.getState(), last.getMessage());
     Record done = cypher("CALL kgweave.admin.job($id)", Map.of("id", jobId)).get(0);
     assertEquals("succeeded", done.get("state").asString());
@@ -453,6 +473,61 @@ class PluginTest {
         .startsWith("kgweave: NOT_FOUND: "));
     assertTrue(cypherError("CALL kgweave.admin.train({epoch: 3})", Map.of())
         .startsWith("kgweave: INVALID_ARGUMENT: unknown training setting 'epoch'"));
+  }
+
+  /** The final state of a job, followed on WatchJob's stream (no polling, no deadline of ours). */
+  Job awaitJob(String jobId) {
+    Iterator<Job> updates = server.admin().watchJob(
+        GetJobRequest.newBuilder().setJobId(jobId).build());
+    Job last = null;
+    while (updates.hasNext()) {
+      last = updates.next();
+    }
+    assertNotNull(last);
+    return last;
+  }
+
+  /** config.tuning makes kgweave.admin.train a search job (kgweave tune); bad settings are one
+   * line, the plugin's own or the server's. */
+  @Test
+  void adminTrainWithTuningRunsASearchJob() {
+    assertEquals("kgweave: INVALID_ARGUMENT: unknown tuning setting 'trial' (known: budgetS, "
+        + "trials, trialBudgetS, searchModels, pruner, study)",
+        cypherError("CALL kgweave.admin.train({tuning: {trial: 1}})", Map.of()));
+    assertEquals("kgweave: INVALID_ARGUMENT: trials must be an integer, not 'one'",
+        cypherError("CALL kgweave.admin.train({tuning: {trials: 'one'}})", Map.of()));
+    assertEquals("kgweave: INVALID_ARGUMENT: search_models must be true or false, not 1",
+        cypherError("CALL kgweave.admin.train({tuning: {trials: 1, search_models: 1}})",
+            Map.of()));
+    assertTrue(cypherError("CALL kgweave.admin.train({tuning: 3})", Map.of())
+        .startsWith("kgweave: INVALID_ARGUMENT: tuning must be a map of tuning settings"));
+    // the server's checks (kgweave.tuning.study.check_tuning), as the same one line
+    String pruner = cypherError(
+        "CALL kgweave.admin.train({tuning: {trials: 1, pruner: 'sometimes'}})", Map.of());
+    assertTrue(pruner.startsWith("kgweave: INVALID_ARGUMENT: ")
+        && pruner.endsWith("tuning: pruner 'sometimes' is not one of median, hyperband, none"),
+        pruner);
+    assertTrue(cypherError("CALL kgweave.admin.train({tuning: {pruner: 'none'}})", Map.of())
+        .endsWith("tuning: give budget_s, trials or both"));
+    assertTrue(cypherError("CALL kgweave.admin.train({tuning: {trials: 1, study: '../x'}})",
+        Map.of()).contains("is not a study name"));
+
+    Record started = cypher("CALL kgweave.admin.train({epochs: 3, dim: 16, activation: 'never', "
+        + "tuning: {trials: 1, trialBudgetS: 600, pruner: 'none', study: 'cypher-test'}})",
+        Map.of()).get(0);
+    assertEquals(1, started.get("epochs").asLong()); // a search counts its trials as epochs
+    Job last = awaitJob(started.get("jobId").asString());
+    assertEquals(JobState.JOB_STATE_SUCCEEDED, last.getState(), last.getMessage());
+    Record done = cypher("CALL kgweave.admin.job($id)",
+        Map.of("id", started.get("jobId").asString())).get(0);
+    assertEquals("succeeded", done.get("state").asString());
+    assertEquals(1, done.get("epoch").asLong());
+    assertTrue(done.get("validMrr").asDouble() > 0, done.toString());
+    assertFalse(done.get("activated").asBoolean());
+    String version = done.get("version").asString();
+    assertEquals(last.getModelVersion(), version);
+    assertEquals(1, cypher("CALL kgweave.admin.models() YIELD version WHERE version = $v "
+        + "RETURN version", Map.of("v", version)).size());
   }
 
   @Test
