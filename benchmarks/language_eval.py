@@ -108,7 +108,7 @@ from tqdm.auto import tqdm
 
 from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset, with_reciprocals
-from kgweave.engine import align_dataset, open_dataset, train_model
+from kgweave.engine import ArtifactOutput, align_dataset, open_dataset, train_model
 from kgweave.evaluation.ranking import build_filter, filtered_ranks
 from kgweave.language.components.encoder import TextEncoder, entity_texts
 from kgweave.language.components.lm import (
@@ -285,9 +285,8 @@ def train_plain(
 ) -> tuple[KGEModel, dict[str, Any]]:
     meta = out / "meta.json"
     if not (reuse and meta.is_file()):
-        result, _, _ = train_model(
-            dataset, config, out, get_settings(), progress=True, evaluate_test=False
-        )
+        output = ArtifactOutput(out, evaluate_test=False)
+        result, _, _ = train_model(dataset, config, output, get_settings(), progress=True)
         info = {
             "epochs": result.epochs_completed,
             "train_seconds": round(result.train_seconds, 1),
