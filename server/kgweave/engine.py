@@ -2,7 +2,8 @@
 
 The CLI's local commands call them, and the server's training jobs and bootstrap
 (``serving/training_run.py``, ``bootstrap.py``) reuse them. Each function takes plain
-arguments, returns plain data and raises :mod:`kgweave.errors`.
+arguments (where a trained model goes: an :class:`ArtifactOutput`), returns plain data and
+raises :mod:`kgweave.errors`.
 """
 
 from __future__ import annotations
