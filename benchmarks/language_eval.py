@@ -108,7 +108,7 @@ from tqdm.auto import tqdm
 
 from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset, with_reciprocals
-from kgweave.engine import align_dataset, open_dataset, train_model
+from kgweave.engine import ArtifactOutput, align_dataset, open_dataset, train_model
 from kgweave.evaluation.ranking import build_filter, filtered_ranks
 from kgweave.language.components.encoder import TextEncoder, entity_texts
 from kgweave.language.components.lm import (
@@ -285,9 +285,8 @@ def train_plain(
 ) -> tuple[KGEModel, dict[str, Any]]:
     meta = out / "meta.json"
     if not (reuse and meta.is_file()):
-        result, _, _ = train_model(
-            dataset, config, out, get_settings(), progress=True, evaluate_test=False
-        )
+        output = ArtifactOutput(out, evaluate_test=False)
+        result, _, _ = train_model(dataset, config, output, get_settings(), progress=True)
         info = {
             "epochs": result.epochs_completed,
             "train_seconds": round(result.train_seconds, 1),
@@ -519,6 +518,15 @@ def row(name: str, m: dict[str, float], note: str = "") -> dict[str, Any]:
     }
 
 
+#: the printed table's header; :func:`printed_row` writes its rows
+PRINTED_HEADER = f"{'method':34s} {'MRR':>7s} {'H@1':>7s} {'H@10':>7s}"
+
+
+def printed_row(name: str, m: dict[str, Any]) -> str:
+    """A row of the printed table: ``name``, then MRR, Hits@1 and Hits@10 under the header."""
+    return f"{name:34s} {m['mrr']:7.4f} {m['hits@1']:7.4f} {m['hits@10']:7.4f}"
+
+
 def add_run_options(p: argparse.ArgumentParser, work_dir: Path) -> None:
     """The options of every language benchmark run (this one and lm_rerank_eval.py): seed,
     the folder of cached models and whether to reuse them, and the JSON output."""
@@ -723,12 +731,12 @@ def main() -> int:
     out.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
     print(f"\n{args.dataset}: {len(sample)} test triples, {2 * len(sample)} queries")
-    print(f"{'method':34s} {'MRR':>7s} {'H@1':>7s} {'H@10':>7s}")
+    print(PRINTED_HEADER)
     for r in table:
-        print(f"{r['method']:34s} {r['mrr']:7.4f} {r['hits@1']:7.4f} {r['hits@10']:7.4f}")
+        print(printed_row(r["method"], r))
     print(f"cold start ({len(cold_triples)} test triples touching {len(cold)} entities):")
     for k, m in cold_metrics.items():
-        print(f"  {k:32s} {m['mrr']:7.4f} {m['hits@1']:7.4f} {m['hits@10']:7.4f}")
+        print(printed_row(f"  {k}", m))
     print(f"fusion weights: {weights.to_dict()}; joint: {joint_weights.to_dict()}")
     print(f"wrote {out} in {record['seconds_total']:.0f} s")
     return 0

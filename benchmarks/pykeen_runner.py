@@ -119,11 +119,52 @@ METRIC_KEYS: dict[str, str] = {
 }
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, as the command line gives it (each field is the option of the same name)."""
+
+    #: folder with ``train.tsv``, ``valid.tsv`` and ``test.tsv``
+    dataset: pathlib.Path
+    #: one of :data:`MODELS`
+    model: str
+    #: PyKEEN ``embedding_dim`` (complex components for complex/rotate)
+    dim: int
+    #: maximum number of epochs
+    epochs: int
+    #: training batch size
+    batch_size: int
+    #: one of :data:`OPTIMIZERS`
+    optimizer: str
+    lr: float
+    #: one of :data:`REGULARIZERS`, and its weight
+    regularizer: str
+    reg_weight: float
+    #: model initialisation, shuffling and the evaluation sample
+    seed: int
+    #: training time budget in seconds (None: none)
+    time_budget: float | None
+    #: ``"epoch"`` or ``"batch"``, cf. :class:`TimeBudgetCallback`
+    budget_check: str
+    #: test triples evaluated (None: all)
+    eval_sample: int | None
+    eval_batch_size: int
+    #: one of :data:`TRAINING_LOOPS`
+    training_loop: str
+    #: optional slice size for 1-N scoring
+    slice_size: int | None
+    #: keep PyKEEN's default entity constraints for transe/distmult
+    keep_constrainers: bool
+    #: N(0, init_std^2) initialisation instead of the model's default (None: the default)
+    init_std: float | None
+    #: where the JSON record is written
+    json_out: pathlib.Path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunSpec:
     """Parse the command line.
 
     :param argv: the arguments (without the program name); ``None`` reads ``sys.argv``.
-    :returns: the parsed arguments.
+    :returns: the run it asks for.
     """
     parser = argparse.ArgumentParser(
         description="Train and evaluate a KGE model with PyKEEN (1-N/LCWA, cross-entropy) "
@@ -230,7 +271,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--init-std must be positive")
     if args.time_budget is not None and args.time_budget <= 0:
         parser.error("--time-budget must be positive")
-    return args
+    return RunSpec(**vars(args))
 
 
 def read_labeled_triples(path: pathlib.Path) -> np.ndarray:
@@ -307,37 +348,23 @@ def regularizer_config(name: str, weight: float) -> tuple[str | None, dict[str, 
     return "powersum", dict(weight=weight, p=p, dim=-1, normalize=False)
 
 
-def build_model(
-    name: str,
-    training: TriplesFactory,
-    dim: int,
-    regularizer: str,
-    reg_weight: float,
-    seed: int,
-    keep_constrainers: bool = False,
-    init_std: float | None = None,
-) -> ERModel[Any, Any, Any]:
+def build_model(spec: RunSpec, training: TriplesFactory) -> ERModel[Any, Any, Any]:
     """Build the PyKEEN model on CPU with a cross-entropy loss and the requested regulariser.
 
-    :param name: one of :data:`MODELS`.
+    :param spec: the run (its model, dim, regulariser, seed, constrainers and initialisation).
     :param training: the training factory (fixes the numbers of entities and relations).
-    :param dim: PyKEEN ``embedding_dim`` (complex components for complex/rotate).
-    :param regularizer: one of :data:`REGULARIZERS`.
-    :param reg_weight: regularisation weight.
-    :param seed: random seed for the initialisation.
-    :param keep_constrainers: keep PyKEEN's default entity constraints for transe/distmult.
-    :param init_std: if given, N(0, init_std^2) initialisation instead of the model's default.
     :returns: the model.
     """
-    reg, reg_kwargs = regularizer_config(regularizer, reg_weight)
+    name = spec.model
+    reg, reg_kwargs = regularizer_config(spec.regularizer, spec.reg_weight)
     common: dict[str, Any] = dict(
         triples_factory=training,
-        embedding_dim=dim,
+        embedding_dim=spec.dim,
         loss=CrossEntropyLoss(),
-        random_seed=seed,
+        random_seed=spec.seed,
     )
-    if init_std is not None:
-        initializer = functools.partial(torch.nn.init.normal_, mean=0.0, std=init_std)
+    if spec.init_std is not None:
+        initializer = functools.partial(torch.nn.init.normal_, mean=0.0, std=spec.init_std)
         common["entity_initializer"] = initializer
         if name != "rotate":
             common["relation_initializer"] = initializer
@@ -347,7 +374,7 @@ def build_model(
     if name == "rotate":
         # RotatE regularises entities only; relations are constrained to unit modulus.
         return RotatE(**common, regularizer=reg, regularizer_kwargs=reg_kwargs)
-    constrainer: dict[str, Any] = {} if keep_constrainers else dict(entity_constrainer=None)
+    constrainer: dict[str, Any] = {} if spec.keep_constrainers else dict(entity_constrainer=None)
     if name == "distmult":
         # DistMult's `regularizer` only covers relations; add the same for entities.
         return DistMult(
@@ -443,36 +470,21 @@ def batches_per_epoch(training: TriplesFactory, loop_name: str, batch_size: int)
 
 
 def train(
-    model: ERModel[Any, Any, Any],
-    training: TriplesFactory,
-    loop_name: str,
-    optimizer: str,
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    time_budget: float | None = None,
-    budget_check: str = "epoch",
-    slice_size: int | None = None,
+    model: ERModel[Any, Any, Any], training: TriplesFactory, spec: RunSpec
 ) -> TrainingOutcome:
     """Train ``model`` with a PyKEEN training loop and time it.
 
     :param model: the model.
     :param training: the training triples factory.
-    :param loop_name: one of :data:`TRAINING_LOOPS`.
-    :param optimizer: one of :data:`OPTIMIZERS`.
-    :param lr: learning rate.
-    :param epochs: maximum number of epochs.
-    :param batch_size: training batch size.
-    :param time_budget: optional training time budget in seconds.
-    :param budget_check: ``"epoch"`` or ``"batch"``, cf. :class:`TimeBudgetCallback`.
-    :param slice_size: optional slice size for 1-N scoring.
+    :param spec: the run (its training loop, optimiser, learning rate, epochs, batch size,
+        time budget and slice size).
     :returns: the wall time of training and the number of completed epochs.
     """
-    loop = TRAINING_LOOPS[loop_name](
+    loop = TRAINING_LOOPS[spec.training_loop](
         model=model,
         triples_factory=training,
-        optimizer=OPTIMIZERS[optimizer],
-        optimizer_kwargs=dict(lr=lr),
+        optimizer=OPTIMIZERS[spec.optimizer],
+        optimizer_kwargs=dict(lr=spec.lr),
         automatic_memory_optimization=False,
     )
     callbacks: list[TrainingCallback] = []
@@ -480,15 +492,15 @@ def train(
     # PyKEEN always creates a checkpoint folder; keep it out of the user's home directory.
     with tempfile.TemporaryDirectory(prefix="pykeen-ckpt-") as checkpoint_directory:
         start = time.perf_counter()
-        if time_budget is not None:
-            budget = TimeBudgetCallback(time_budget, start, granularity=budget_check)
+        if spec.time_budget is not None:
+            budget = TimeBudgetCallback(spec.time_budget, start, granularity=spec.budget_check)
             callbacks.append(budget)
         with contextlib.suppress(TimeBudgetExhaustedError):
             loop.train(
                 triples_factory=training,
-                num_epochs=epochs,
-                batch_size=batch_size,
-                slice_size=slice_size,
+                num_epochs=spec.epochs,
+                batch_size=spec.batch_size,
+                slice_size=spec.slice_size,
                 use_tqdm=False,
                 use_tqdm_batch=False,
                 callbacks=callbacks or None,
@@ -503,7 +515,7 @@ def train(
         seconds=seconds,
         epochs_completed=loop._epoch,
         partial_epoch_batches=partial,
-        batches_per_epoch=batches_per_epoch(training, loop_name, batch_size),
+        batches_per_epoch=batches_per_epoch(training, spec.training_loop, spec.batch_size),
         stopped_by_budget=stopped,
         final_loss=float(losses[-1]) if losses else None,
     )
@@ -567,36 +579,16 @@ def quiet_pykeen() -> None:
     warnings.filterwarnings("ignore", message=r".*pin_memory.*")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: RunSpec) -> dict[str, Any]:
     """Load, train, evaluate and build the JSON record.
 
-    :param args: the parsed command line.
+    :param args: the run the command line asks for.
     :returns: the record.
     """
     set_random_seed(args.seed)
     splits = load_splits(args.dataset)
-    model = build_model(
-        args.model,
-        splits.training,
-        dim=args.dim,
-        regularizer=args.regularizer,
-        reg_weight=args.reg_weight,
-        seed=args.seed,
-        keep_constrainers=args.keep_constrainers,
-        init_std=args.init_std,
-    )
-    outcome = train(
-        model,
-        splits.training,
-        loop_name=args.training_loop,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        time_budget=args.time_budget,
-        budget_check=args.budget_check,
-        slice_size=args.slice_size,
-    )
+    model = build_model(args, splits.training)
+    outcome = train(model, splits.training, args)
     eval_triples = sample_triples(splits.testing.mapped_triples, args.eval_sample, args.seed)
     metrics, eval_seconds = evaluate(
         model, splits, eval_triples, batch_size=args.eval_batch_size, slice_size=args.slice_size

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.data import load_dataset
-from kgweave.engine import open_dataset, train_model
+from kgweave.engine import ArtifactOutput, open_dataset, train_model
 from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.sync import import_dataset
@@ -53,8 +53,8 @@ def trained(args: argparse.Namespace, work: pathlib.Path) -> ModelArtifact:
     config = TrainConfig(
         model=args.model, dim=args.dim, time_budget_s=args.time_budget, eval_every=1000
     )
-    out = args.model_dir or work / "model"
-    _, _, path = train_model(data, config, out, settings, evaluate_test=False)
+    output = ArtifactOutput(args.model_dir or work / "model", evaluate_test=False)
+    _, _, path = train_model(data, config, output, settings)
     return load_artifact(path)
 
 

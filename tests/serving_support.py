@@ -1,6 +1,7 @@
 """Test support: real models trained on the demo graph, and a real gRPC server in a thread.
 
-Also a pytest plugin (``pytest_plugins = ["serving_support"]``): the ``transport`` fixture."""
+Also a pytest plugin (``pytest_plugins = ["serving_support"]``): the ``transport`` and
+``weak_model`` fixtures."""
 
 from __future__ import annotations
 
@@ -114,6 +115,13 @@ def transport(request: pytest.FixtureRequest) -> str:
     kgweave-frontend ("native"). A test module gets this fixture with
     ``pytest_plugins = ["serving_support"]``."""
     return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
+    """A real but barely trained demo model (1 epoch), once per test module: any decent job
+    beats it."""
+    return demo_model_in(tmp_path_factory, datasets_dir, "weak", epochs=1, dim=16, eval_every=1)
 
 
 class HeldScoring:

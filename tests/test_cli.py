@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from kgweave.cli.main import main
 
+#: ``cli("train", "-d", "demo", ...)``: kgweave run in-process -> (exit code, stdout, stderr)
+Cli = Callable[..., tuple[int, str, str]]
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Runs kgweave in-process with the given arguments (paths as they are) and returns its
+    exit code and what it wrote to stdout and stderr."""
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +53,15 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_train_json_reports_metrics_and_artifact(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    code, out, _ = run(
-        capsys,
+def test_train_json_reports_metrics_and_artifact(cli: Cli, tmp_path: Path) -> None:
+    code, out, _ = cli(
         "train",
         "-d",
         "nations",
         "-m",
         "distmult",
         "-o",
-        str(tmp_path / "m"),
+        tmp_path / "m",
         "--epochs",
         "5",
         "--dim",
@@ -69,33 +77,29 @@ def test_train_json_reports_metrics_and_artifact(
     assert (tmp_path / "m" / "config.json").is_file()
 
 
-def test_eval_matches_training_report(capsys: pytest.CaptureFixture[str], demo_model: Path) -> None:
-    code, out, _ = run(
-        capsys, "eval", str(demo_model), "--dataset", "demo", "--split", "test", "--json"
-    )
+def test_eval_matches_training_report(cli: Cli, demo_model: Path) -> None:
+    code, out, _ = cli("eval", demo_model, "--dataset", "demo", "--split", "test", "--json")
     assert code == 0
     metrics = json.loads(out)
     stored = json.loads((demo_model / "config.json").read_text())["metrics"]["test"]
     assert metrics["mrr"] == pytest.approx(stored["mrr"])
-    code, out, _ = run(capsys, "eval", str(demo_model), "--dataset", "demo")
+    code, out, _ = cli("eval", demo_model, "--dataset", "demo")
     assert code == 0
     for key in ("mrr", "hits@1", "hits@3", "hits@10", "mean_rank"):
         assert key in out
 
 
-def test_eval_plot_draws_the_rank_distribution(
-    capsys: pytest.CaptureFixture[str], demo_model: Path, tmp_path: Path
-) -> None:
+def test_eval_plot_draws_the_rank_distribution(cli: Cli, demo_model: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     png = tmp_path / "ranks.png"
-    code, out, _ = run(capsys, "eval", str(demo_model), "-d", "demo", "--plot", str(png), "--json")
+    code, out, _ = cli("eval", demo_model, "-d", "demo", "--plot", png, "--json")
     assert code == 0 and json.loads(out)["plot"] == str(png.resolve())
     with Image.open(png) as image:  # two panels: ranks per side, MRR per relation
         assert image.format == "PNG" and image.size == (1320, 495)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16) or []
     assert len(colours) > 50  # drawn, not blank
-    code, _, err = run(capsys, "eval", str(demo_model), "-d", "demo", "--split", "nope")
+    code, _, err = cli("eval", demo_model, "-d", "demo", "--split", "nope")
     assert code != 0 and "Traceback" not in err
 
 
@@ -111,20 +115,9 @@ def test_eval_plot_title_names_the_model_and_the_data(demo_model: Path, datasets
     )
 
 
-def test_predict_by_name_learns_real_patterns(
-    capsys: pytest.CaptureFixture[str], demo_model: Path
-) -> None:
-    code, out, _ = run(
-        capsys,
-        "predict",
-        str(demo_model),
-        "--head",
-        "Marie Curie",
-        "--relation",
-        "born_in",
-        "-k",
-        "5",
-        "--json",
+def test_predict_by_name_learns_real_patterns(cli: Cli, demo_model: Path) -> None:
+    code, out, _ = cli(
+        "predict", demo_model, "--head", "Marie Curie", "--relation", "born_in", "-k", "5", "--json"
     )
     assert code == 0
     answers = json.loads(out)["results"][0]["candidates"]  # the proto's PredictLinksResponse
@@ -142,12 +135,10 @@ def test_predict_by_name_learns_real_patterns(
     assert sum(a["entity_id"] in cities for a in answers) >= 4, answers
 
 
-def test_filter_known_drops_training_facts(
-    capsys: pytest.CaptureFixture[str], demo_model: Path
-) -> None:
+def test_filter_known_drops_training_facts(cli: Cli, demo_model: Path) -> None:
     args = (
         "predict",
-        str(demo_model),
+        demo_model,
         "--relation",
         "located_in",
         "--tail",
@@ -155,14 +146,14 @@ def test_filter_known_drops_training_facts(
         "-k",
         "20",
     )
-    _, plain, _ = run(capsys, *args, "--json")
-    _, filtered, _ = run(capsys, *args, "--json", "--filter-known")
+    _, plain, _ = cli(*args, "--json")
+    _, filtered, _ = cli(*args, "--json", "--filter-known")
     assert any(a["known"] for a in json.loads(plain)["results"][0]["candidates"])
     assert not any(a["known"] for a in json.loads(filtered)["results"][0]["candidates"])
 
 
-def test_datasets_lists_local(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "datasets", "--json")
+def test_datasets_lists_local(cli: Cli) -> None:
+    code, out, _ = cli("datasets", "--json")
     assert code == 0
     names = [d["name"] for d in json.loads(out)]
     assert names[0] == "demo" and "fb15k-237" in names
@@ -185,7 +176,7 @@ def test_datasets_lists_local(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_errors_are_one_line(
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     args: tuple[str, ...],
@@ -193,7 +184,7 @@ def test_errors_are_one_line(
     message: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    got, out, err = run(capsys, *args)
+    got, out, err = cli(*args)
     assert got == code
     assert message in err
     assert "Traceback" not in err + out
@@ -202,7 +193,7 @@ def test_errors_are_one_line(
 
 @pytest.mark.parametrize("debug", [None, "1", "true"])
 def test_internal_error_is_one_line_that_says_how_to_see_the_traceback(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, debug: str | None
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, debug: str | None
 ) -> None:
     """A bug (not a user error) is one line and exit 70; KGWEAVE_DEBUG (a documented setting,
     any of pydantic's true values) adds the traceback."""
@@ -216,7 +207,7 @@ def test_internal_error_is_one_line_that_says_how_to_see_the_traceback(
         monkeypatch.delenv("KGWEAVE_DEBUG", raising=False)
     else:
         monkeypatch.setenv("KGWEAVE_DEBUG", debug)
-    code, _, err = run(capsys, "eval", "some-model", "-d", "demo")
+    code, _, err = cli("eval", "some-model", "-d", "demo")
     assert code == 70
     last = "internal error: RuntimeError: a bug (KGWEAVE_DEBUG=1 shows the traceback)"
     assert err.splitlines()[-1] == last
@@ -224,37 +215,29 @@ def test_internal_error_is_one_line_that_says_how_to_see_the_traceback(
 
 
 def test_an_invalid_setting_is_one_line_naming_the_variable(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KGWEAVE_GRPC_PORT", "fifty")
-    code, out, err = run(capsys, "datasets")
+    code, out, err = cli("datasets")
     assert code == 2 and out == "", err
     assert err.startswith("error: KGWEAVE_GRPC_PORT='fifty': Input should be a valid integer")
     assert err.count("\n") == 1
 
 
-def test_unknown_entity_suggests_names(
-    capsys: pytest.CaptureFixture[str], demo_model: Path
-) -> None:
-    code, _, err = run(
-        capsys, "predict", str(demo_model), "--head", "Marie Curi", "--relation", "born_in"
-    )
+def test_unknown_entity_suggests_names(cli: Cli, demo_model: Path) -> None:
+    code, _, err = cli("predict", demo_model, "--head", "Marie Curi", "--relation", "born_in")
     assert code == 3
     assert "did you mean 'Marie Curie'" in err
-    code, _, err = run(
-        capsys, "predict", str(demo_model), "--head", "Marie Curie", "--relation", "born"
-    )
+    code, _, err = cli("predict", demo_model, "--head", "Marie Curie", "--relation", "born")
     assert code == 3 and "unknown relation 'born'" in err
 
 
-def test_malformed_dataset_file_reports_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_malformed_dataset_file_reports_line(cli: Cli, tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "train.tsv").write_text("a\tr\tb\nb\tr\n")
     (folder / "valid.tsv").write_text("a\tr\tb\n")
     (folder / "test.tsv").write_text("a\tr\tb\n")
-    code, _, err = run(capsys, "train", "-d", str(folder), "-o", str(tmp_path / "m"))
+    code, _, err = cli("train", "-d", folder, "-o", tmp_path / "m")
     assert code == 4
     assert "train.tsv:2: expected 3 tab-separated fields" in err

@@ -29,14 +29,9 @@ from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.embedded import free_port
 from kgweave.settings import Settings, get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
-from serving_support import registry_with, train_demo_model
+from serving_support import registry_with
 
-
-@pytest.fixture(scope="module")
-def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("weak")
-    settings = Settings(data_dir=root / "data", datasets_dir=datasets_dir, device="cpu")
-    return train_demo_model(settings, root / "weak", epochs=1, dim=16, eval_every=1)
+pytest_plugins = ["serving_support"]  # fixture: weak_model (a barely trained demo model)
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,9 @@ import grpc
 import pytest
 
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
-from serving_support import (
-    FINAL,
-    HANG_GUARD_S,
-    TRANSPORTS,
-    ServerThread,
-    demo_model_in,
-    job_updates,
-    serve_model,
-)
+from serving_support import FINAL, HANG_GUARD_S, TRANSPORTS, ServerThread, job_updates, serve_model
 
-
-@pytest.fixture(scope="module")
-def weak_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
-    """A real but barely trained demo model (1 epoch): any decent job beats it."""
-    return demo_model_in(tmp_path_factory, datasets_dir, "weak", epochs=1, dim=16, eval_every=1)
+pytest_plugins = ["serving_support"]  # fixture: weak_model (a barely trained demo model)
 
 
 @pytest.fixture(params=TRANSPORTS)

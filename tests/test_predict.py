@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kgweave.artifact import load_artifact
-from kgweave.engine import open_dataset, train_model
+from kgweave.engine import ArtifactOutput, open_dataset, train_model
 from kgweave.predict import LinkPredictor, resolve_score_precision
 from kgweave.settings import get_settings
 from kgweave.training import TrainConfig
@@ -19,10 +19,8 @@ def umls_model(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
     out = tmp_path_factory.mktemp("umls") / "model"
     settings = get_settings().model_copy(update={"datasets_dir": datasets_dir})
     dataset = open_dataset("umls", settings)
-    train_model(
-        dataset, TrainConfig(epochs=20, dim=64), out, settings, progress=False,
-        evaluate_test=False,
-    )  # fmt: skip
+    output = ArtifactOutput(out, evaluate_test=False)
+    train_model(dataset, TrainConfig(epochs=20, dim=64), output, settings, progress=False)
     return out
 
 

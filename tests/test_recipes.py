@@ -64,11 +64,13 @@ def test_graph_statistics_of_a_hand_built_graph() -> None:
     assert stats.symmetric_share == pytest.approx(1 / 6)
     assert stats.inverse_share == pytest.approx(2 / 6)
     assert stats.hierarchical_share == pytest.approx(1 / 6)
-    assert (stats.one_to_one_share, stats.one_to_many_share) == pytest.approx((2 / 6, 1 / 6))
-    assert (stats.many_to_one_share, stats.many_to_many_share) == pytest.approx((2 / 6, 1 / 6))
+    assert stats.cardinality == pytest.approx(
+        {"1-1": 2 / 6, "1-N": 1 / 6, "N-1": 2 / 6, "N-N": 1 / 6}
+    )
     assert stats.pattern_sample == 0
     line = stats.describe()
     assert "8 entities, 6 relations, 23 facts" in line and "symmetric 17%" in line
+    assert line.endswith("; 1-1 33%, 1-N 17%, N-1 33%, N-N 17%")
     assert "sample" not in line
 
 
@@ -113,8 +115,7 @@ def test_a_sample_bounds_the_look_ups_and_keeps_certain_patterns_exact() -> None
     )
     assert sampled.pattern_sample == 400 and "(a sample of 400 facts)" in sampled.describe()
     assert sampled.facts == full.facts and sampled.facts_per_entity == full.facts_per_entity
-    for share in ("one_to_one", "one_to_many", "many_to_one", "many_to_many"):
-        assert getattr(sampled, f"{share}_share") == getattr(full, f"{share}_share")
+    assert sampled.cardinality == full.cardinality
     # every fact of a relation holds reversed: any sample of it says 1.0
     train, entities, relations = _ids(
         [(f"e{i}", "near", f"e{i + 1}") for i in range(50)]

@@ -305,7 +305,7 @@ def test_train_with_no_flags_prints_and_stores_its_recipe(
     stored = json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]
     assert stored["name"] == "small" and stored["statistics"]["entities"] == 14
     assert stored["statistics"]["inverse_share"] == pytest.approx(23 / 55, abs=1e-4)
-    assert stored["statistics"]["many_to_many_share"] == pytest.approx(36 / 55, abs=1e-4)
+    assert stored["statistics"]["cardinality"]["N-N"] == pytest.approx(36 / 55, abs=1e-4)
 
 
 # ---- as a server job

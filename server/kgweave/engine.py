@@ -2,12 +2,14 @@
 
 The CLI's local commands call them, and the server's training jobs and bootstrap
 (``serving/training_run.py``, ``bootstrap.py``) reuse them. Each function takes plain
-arguments, returns plain data and raises :mod:`kgweave.errors`.
+arguments (where a trained model goes: an :class:`ArtifactOutput`), returns plain data and
+raises :mod:`kgweave.errors`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +36,67 @@ class TrainingCancelledError(Exception):
     """``should_stop`` ended a :func:`train_model` run: nothing was written."""
 
 
+@dataclass(frozen=True)
+class ArtifactOutput:
+    """Where and how a finished training run is written: the artifact ``folder``, evaluated on
+    test first when ``evaluate_test``, with ``extra`` config entries (e.g. its recipe)."""
+
+    folder: Path
+    evaluate_test: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def write(
+        self, result: TrainResult, dataset: KGDataset, settings: Settings, progress: bool = False
+    ) -> dict[str, Any]:
+        """Evaluate ``result`` on test (when ``evaluate_test``) and write its artifact: the
+        second half of :func:`train_model` (a search keeps its best trial's model with it).
+        Returns the metrics written."""
+        metrics: dict[str, Any] = {}
+        if result.best_valid is not None:
+            metrics["valid"] = result.best_valid.metrics
+        if self.evaluate_test:
+            metrics["test"] = evaluate_on(
+                result.model, dataset, "test", progress=progress, prepack=settings.score_prepack
+            ).to_dict()
+        save_artifact(
+            self.folder,
+            result.model,
+            dataset,
+            training=result.config.model_dump(),  # with the validation sample it ended with
+            metrics=metrics,
+            history=result.history,
+            extra={
+                **self.extra,
+                "run": {
+                    "epochs_completed": result.epochs_completed,
+                    "train_seconds": round(result.train_seconds, 3),
+                    "stopped_because": result.stopped_because,
+                    "device": result.device,
+                },
+            },
+        )
+        return metrics
+
+
 def train_model(
     dataset: KGDataset,
     config: TrainConfig,
-    out: Path,
+    output: ArtifactOutput,
     settings: Settings,
     resume: bool = False,
     progress: bool = True,
-    evaluate_test: bool = True,
     on_epoch: EpochCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint: bool = True,
-    extra: dict[str, Any] | None = None,
     on_phase: Callable[[str], None] | None = None,
 ) -> tuple[TrainResult, dict[str, Any], Path]:
-    """Train, evaluate on valid and test, and write the artifact to ``out``: what
+    """Train, evaluate on valid and test, and write the artifact as ``output`` says: what
     ``kgweave train`` and the server's training jobs both run.
 
     ``on_epoch``/``should_stop``: progress and cancellation (:func:`kgweave.training.train`);
-    ``checkpoint``: a resumable checkpoint in ``out/checkpoint``; ``extra``: more config
-    entries for the artifact; ``on_phase``: told "evaluating" when training is done.
-    Returns the training result, the metrics written to the artifact, and the artifact path.
+    ``checkpoint``: a resumable checkpoint in the output folder's ``checkpoint``; ``on_phase``:
+    told "evaluating" when training is done. Returns the training result, the metrics written
+    to the artifact, and the artifact's folder.
 
     Raises:
         TrainingCancelledError: ``should_stop`` ended the run (no artifact is written).
@@ -64,7 +106,7 @@ def train_model(
         dataset,
         config,
         device=device,
-        checkpoint_dir=out / "checkpoint" if checkpoint else None,
+        checkpoint_dir=output.folder / "checkpoint" if checkpoint else None,
         resume=resume,
         progress=progress,
         on_epoch=on_epoch,
@@ -74,49 +116,8 @@ def train_model(
         raise TrainingCancelledError
     if on_phase is not None:
         on_phase("evaluating")
-    metrics = write_result(
-        result, dataset, out, settings, progress=progress, evaluate_test=evaluate_test, extra=extra
-    )
-    return result, metrics, out
-
-
-def write_result(
-    result: TrainResult,
-    dataset: KGDataset,
-    out: Path,
-    settings: Settings,
-    progress: bool = False,
-    evaluate_test: bool = True,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Evaluate a finished training run on test (when ``evaluate_test``) and write its
-    artifact to ``out``: the second half of :func:`train_model` (a search keeps its best
-    trial's model with it). Returns the metrics written."""
-    metrics: dict[str, Any] = {}
-    if result.best_valid is not None:
-        metrics["valid"] = result.best_valid.metrics
-    if evaluate_test:
-        metrics["test"] = evaluate_on(
-            result.model, dataset, "test", progress=progress, prepack=settings.score_prepack
-        ).to_dict()
-    save_artifact(
-        out,
-        result.model,
-        dataset,
-        training=result.config.model_dump(),  # with the validation sample it ended with
-        metrics=metrics,
-        history=result.history,
-        extra={
-            **(extra or {}),
-            "run": {
-                "epochs_completed": result.epochs_completed,
-                "train_seconds": round(result.train_seconds, 3),
-                "stopped_because": result.stopped_because,
-                "device": result.device,
-            },
-        },
-    )
-    return metrics
+    metrics = output.write(result, dataset, settings, progress=progress)
+    return result, metrics, output.folder
 
 
 def evaluate_on(

@@ -128,7 +128,7 @@ def train(
     With --remote, the server trains it as a job (on a snapshot of its graph unless --dataset
     is given), registers it as a new version and activates it by policy.
     """
-    from kgweave.engine import open_dataset, train_model
+    from kgweave.engine import ArtifactOutput, open_dataset, train_model
 
     values = {k: v for k, v in options.items() if v is not None}
     if seeds is not None and (remote or joint or resume):
@@ -172,14 +172,9 @@ def train(
     if seeds is not None:
         _train_seeds(data, config, seeds, out, settings, no_progress, as_json)
         return
+    output = ArtifactOutput(out, extra={"recipe": recipe_record})
     result, metrics, path = train_model(
-        data,
-        config,
-        out,
-        settings,
-        resume=resume,
-        progress=not no_progress,
-        extra={"recipe": recipe_record},
+        data, config, output, settings, resume=resume, progress=not no_progress
     )
     payload = {
         "artifact": str(path.resolve()),

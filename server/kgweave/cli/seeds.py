@@ -17,7 +17,7 @@ from typing import Any
 
 from kgweave.artifact import read_config, save_artifact
 from kgweave.data import KGDataset
-from kgweave.engine import train_model
+from kgweave.engine import ArtifactOutput, train_model
 from kgweave.errors import InvalidArgumentError
 from kgweave.settings import Settings
 from kgweave.training.config import MAX_SEED, TrainConfig
@@ -99,7 +99,7 @@ def train_seeds(
             result, metrics, _ = train_model(
                 dataset,
                 config.model_copy(update={"seed": seed}),
-                folder,
+                ArtifactOutput(folder),
                 settings,
                 progress=progress,
                 checkpoint=False,

@@ -141,7 +141,7 @@ def run_training(
     ``spec``: ``{"config": TrainConfig fields, "dataset": name/path or "" for the graph}``.
     Returns the metrics, or None when ``should_stop`` ended the run (nothing is written).
     """
-    from kgweave.engine import TrainingCancelledError, open_dataset, train_model
+    from kgweave.engine import ArtifactOutput, TrainingCancelledError, open_dataset, train_model
 
     raw = dict(spec.get("config", {}))
     joint = bool(raw.pop("joint", False))
@@ -198,14 +198,12 @@ def run_training(
         _, metrics, _ = train_model(
             dataset,
             config,
-            out,
+            ArtifactOutput(out, evaluate_test=len(dataset.split("test")) > 0, extra=extra),
             settings,
             progress=progress,
-            evaluate_test=len(dataset.split("test")) > 0,
             on_epoch=on_epoch,
             should_stop=should_stop,
             checkpoint=False,
-            extra=extra,
             on_phase=lambda phase: report({"phase": phase}),
         )
     except TrainingCancelledError:

@@ -97,7 +97,7 @@ class Objective:
         import optuna
 
         from kgweave.device import resolve_device
-        from kgweave.engine import write_result
+        from kgweave.engine import ArtifactOutput
         from kgweave.training.loop import train
 
         config = self.config_for(trial)
@@ -132,14 +132,11 @@ class Objective:
             self.best_mrr = mrr
             staging = self.out / "model.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            write_result(
-                result,
-                self.dataset,
+            ArtifactOutput(
                 staging,
-                self.settings,
                 evaluate_test=len(self.dataset.split("test")) > 0,
                 extra={"recipe": {"name": f"tuned trial {trial.number}", "settings": recipe}},
-            )
+            ).write(result, self.dataset, self.settings)
             shutil.rmtree(self.out / "model", ignore_errors=True)
             staging.rename(self.out / "model")
             trial.set_user_attr("kept", True)

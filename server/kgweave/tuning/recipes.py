@@ -21,9 +21,10 @@ the recipe, for the searches on graphs of other shapes that will ground such rul
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -43,6 +44,7 @@ MANY = 1.5
 PATTERN_SAMPLE = 1_000_000
 
 Cardinality = Literal["1-1", "1-N", "N-1", "N-N"]
+CARDINALITIES: tuple[Cardinality, ...] = get_args(Cardinality)
 
 
 @dataclass(frozen=True)
@@ -94,26 +96,28 @@ class GraphStatistics:
     symmetric_share: float = 0.0
     inverse_share: float = 0.0
     hierarchical_share: float = 0.0
-    one_to_one_share: float = 0.0
-    one_to_many_share: float = 0.0
-    many_to_one_share: float = 0.0
-    many_to_many_share: float = 0.0
+    #: the share of each cardinality, in :data:`CARDINALITIES`' order (they sum to 1)
+    cardinality: dict[Cardinality, float] = field(
+        default_factory=lambda: dict.fromkeys(CARDINALITIES, 0.0)
+    )
     #: facts the reversed-fact shares were measured on when sampled (0: all of them)
     pattern_sample: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        """The statistics as JSON values, shares rounded to 4 digits."""
+        record = asdict(self)
+        record["cardinality"] = {c: round(v, 4) for c, v in self.cardinality.items()}
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
 
     def describe(self) -> str:
         """One line: size, density and the pattern shares."""
         sampled = f" (a sample of {self.pattern_sample} facts)" if self.pattern_sample else ""
+        cardinality = ", ".join(f"{c} {share:.0%}" for c, share in self.cardinality.items())
         return (
             f"graph: {self.entities} entities, {self.relations} relations, {self.facts} facts "
             f"({self.facts_per_entity:.1f} per entity); relations symmetric "
             f"{self.symmetric_share:.0%}, with an inverse {self.inverse_share:.0%}, hierarchical "
-            f"{self.hierarchical_share:.0%}; 1-1 {self.one_to_one_share:.0%}, 1-N "
-            f"{self.one_to_many_share:.0%}, N-1 {self.many_to_one_share:.0%}, N-N "
-            f"{self.many_to_many_share:.0%}{sampled}"
+            f"{self.hierarchical_share:.0%}; {cardinality}{sampled}"
         )
 
 
@@ -231,6 +235,7 @@ def graph_statistics(
     def share(test: Callable[[RelationPattern], bool]) -> float:
         return sum(1 for p in patterns if test(p)) / used
 
+    cardinalities = Counter(p.cardinality for p in patterns)
     facts = len(train)
     return GraphStatistics(
         entities=num_entities,
@@ -241,10 +246,7 @@ def graph_statistics(
         symmetric_share=share(lambda p: p.symmetric >= PATTERN_SHARE),
         inverse_share=share(lambda p: p.inverse >= PATTERN_SHARE),
         hierarchical_share=share(lambda p: p.hierarchical),
-        one_to_one_share=share(lambda p: p.cardinality == "1-1"),
-        one_to_many_share=share(lambda p: p.cardinality == "1-N"),
-        many_to_one_share=share(lambda p: p.cardinality == "N-1"),
-        many_to_many_share=share(lambda p: p.cardinality == "N-N"),
+        cardinality={c: cardinalities[c] / used for c in CARDINALITIES},
         pattern_sample=sampled,
     )
 

@@ -178,18 +178,16 @@ def finish(
     model_dir = out / "model"
     how = "kept from the search"
     if kept_trial(model_dir) != best.number:
-        from kgweave.engine import train_model
+        from kgweave.engine import ArtifactOutput, train_model
         from kgweave.training.config import TrainConfig
 
-        train_model(
-            dataset,
-            TrainConfig(**recipe),
+        output = ArtifactOutput(
             model_dir,
-            settings,
-            progress=progress,
             evaluate_test=len(dataset.split("test")) > 0,
-            checkpoint=False,
             extra={"recipe": {"name": f"tuned trial {best.number}", "settings": recipe}},
+        )
+        train_model(
+            dataset, TrainConfig(**recipe), output, settings, progress=progress, checkpoint=False
         )
         how = "retrained from its recipe"
     test = json.loads((model_dir / "config.json").read_text()).get("metrics", {}).get("test", {})
