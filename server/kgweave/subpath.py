@@ -34,4 +34,4 @@ class SubPath:
         return folder / self.name
 
     def __set__(self, obj: object, value: object) -> None:
-        raise AttributeError(f"{self.name!r} below {self.folder} is read-only")
+        raise AttributeError(f"{self.folder}/{self.name} is read-only (derived from {self.folder})")
