@@ -19,6 +19,7 @@ RANK = {
     "atomic": 1,
     "killpoints": 1,
     "private": 1,
+    "subpath": 1,  # a path attribute below a folder attribute (settings, Neo4j server)
     "settings": 1,
     "device": 1,
     "allocator": 1,
