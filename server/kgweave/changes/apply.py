@@ -114,6 +114,8 @@ class ChangeApplier:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._applied = threading.Condition()
+        #: called after each batch is served (the retrain watcher's wake-up)
+        self.listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="kgweave-apply", daemon=True)
         versions.derive = self.rebase
 
@@ -229,6 +231,8 @@ class ChangeApplier:
         self.state.served_version = served.version
         self.state.last_apply_s = seconds
         self.state.last_error = ""
+        for listener in self.listeners:
+            listener()
         log.info("applied %d graph changes: %s served (%.3f s)", len(events), served.version,
                  seconds)  # fmt: skip
         return True

@@ -135,6 +135,13 @@ class RetrainWatcher:
 
     def start(self) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)  # a dead server's overlay copies
+        # woken when a job changes (the next update starts as soon as one ends) and when the
+        # applier has served a batch (an update of it can start)
+        self.jobs.listeners.append(self._job_changed)
+        if self.applier is not None:
+            self.applier.listeners.append(self.check_now)
+        if self.settings.incremental_updates and self.applier is not None:
+            self.jobs.warm_up()  # the updater: started now, warm for the first update
         if self._store_factory is None:
             self._diffed.set()
         else:
@@ -144,6 +151,11 @@ class RetrainWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        with contextlib.suppress(ValueError):
+            self.jobs.listeners.remove(self._job_changed)
+        if self.applier is not None:
+            with contextlib.suppress(ValueError):
+                self.applier.listeners.remove(self.check_now)
         for thread in (self._thread, self._diff_thread):
             if thread.is_alive():
                 thread.join(timeout=30)
@@ -151,6 +163,11 @@ class RetrainWatcher:
     def check_now(self) -> None:
         """Run a check without waiting for the interval."""
         self._wake.set()
+
+    def _job_changed(self, job: Job) -> None:
+        running = self._job
+        if job.state.final and running is not None and running[0] == job.job_id:
+            self._wake.set()
 
     # ---- the snapshot diff: a safety net, off the serving threads' way
     def _run_diff(self) -> None:
@@ -268,6 +285,7 @@ class RetrainWatcher:
             overlay.save(folder)
         spec = {
             "kind": "incremental",
+            "warm": True,  # in the updater process, kept between updates
             "runner": "kgweave.changes.incremental:run_incremental",
             "base": str(self.versions.registry.get(overlay.base_version).path),
             "base_version": overlay.base_version,
