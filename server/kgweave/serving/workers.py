@@ -51,6 +51,9 @@ ORPHANED_EXIT = 75
 WORKER_LOCK, RESULT = "worker.lock", "result.json"
 #: what the updater imports when it starts, before its first job
 WARM_IMPORTS = ("torch", "kgweave.changes.incremental")
+#: the updater's OS priority, lowered: the serving process's queries come first on a busy
+#: machine (PredictLinks p99 while updates run, docs/benchmarks.md)
+UPDATER_NICE = 10
 
 
 class Worker:
@@ -122,6 +125,9 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
 
     threading.Thread(target=watch_server, name="kgweave-lifeline", daemon=True).start()
     reuse_freed_memory()  # a fresh process: tuned as the CLI's
+    if not once:
+        with contextlib.suppress(OSError):
+            os.nice(UPDATER_NICE)
     for name in imports:  # the updater: paid once, before its first job
         importlib.import_module(name)
     while True:
