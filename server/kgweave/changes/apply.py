@@ -46,16 +46,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from kgweave.artifact import ModelArtifact
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Overlay, Triple
-from kgweave.data.dataset import IdMap
+from kgweave.data.dataset import IdMap, expand_ranges
 from kgweave.errors import KGWeaveError
 from kgweave.models import KGEModel, build_model
+from kgweave.serving.known_merge import KnownChange
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.served import ServedModel
 from kgweave.serving.versions import ModelVersions
@@ -389,7 +390,8 @@ class ChangeApplier:
     # ---- the derived served model
     def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
         art = base.artifact
-        artifact, excluded = derive_artifact(art, overlay, self._base_facts(base))
+        artifact, excluded, keep, added = derive_artifact(art, overlay, self._base_facts(base))
+        change = KnownChange(base.predictor, base.by_entity, keep, added)
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",
@@ -399,6 +401,7 @@ class ChangeApplier:
             text_fusion=fusion,
             prepack=base.prepack,
             excluded=excluded,
+            change=change,
         )
         served.warm_up()
         return served
@@ -427,6 +430,17 @@ class BaseFacts:
         self.n_e, self.n_r = max(len(artifact.entities), 1), max(len(artifact.relations), 1)
         self.keys, self.order = torch.sort(_keys(artifact.known.cpu(), self.n_e, self.n_r))
 
+    def all_rows(self, facts: list[Triple]) -> torch.Tensor:
+        """Every row of each fact in the version's known facts (a fact may be there twice)."""
+        e, r = self.artifact.entities, self.artifact.relations
+        ids = _ids(facts, e, r)
+        if not len(ids) or not len(self.keys):
+            return torch.zeros(0, dtype=torch.long)
+        keys = _keys(ids, self.n_e, self.n_r)
+        first = torch.searchsorted(self.keys, keys)
+        _, at = expand_ranges(first, torch.searchsorted(self.keys, keys, right=True) - first)
+        return self.order[at]
+
     def rows(self, facts: list[Triple]) -> list[int]:
         """Each fact's row in the version's known facts, -1 where it has none."""
         e, r = self.artifact.entities, self.artifact.relations
@@ -448,7 +462,17 @@ class BaseFacts:
 
 def _prune(overlay: Overlay, base: BaseFacts) -> None:
     """Drop from ``overlay`` what the version knows already (added facts it has, removals of
-    facts it does not have)."""
+    facts it does not have, text it has): a version trained on the changes is then served as
+    it is, with no derived copy to build."""
+    art = base.artifact
+    for entity, (name, description) in list(overlay.texts.items()):
+        i = art.entities.index.get(entity)
+        if (
+            i is not None
+            and name in (None, art.entity_names[i])
+            and description in (None, art.entity_descriptions[i])
+        ):
+            del overlay.texts[entity]
     added = sorted(overlay.added)
     overlay.added.difference_update(
         f for f, row in zip(added, base.rows(added), strict=True) if row >= 0
@@ -459,11 +483,19 @@ def _prune(overlay: Overlay, base: BaseFacts) -> None:
     )
 
 
-def derive_artifact(
-    art: ModelArtifact, overlay: Overlay, base: BaseFacts | None = None
-) -> tuple[ModelArtifact, frozenset[int]]:
-    """``art`` with ``overlay`` applied, and the ids of the deleted entities (``art`` is not
-    modified; unchanged tensors are shared). ``base``: ``art``'s :class:`BaseFacts`."""
+class Derived(NamedTuple):
+    """An artifact with an overlay applied: the ids of its deleted entities, and its known
+    facts, ``cat(art.known[keep], added)``."""
+
+    artifact: ModelArtifact
+    excluded: frozenset[int]
+    keep: torch.Tensor
+    added: torch.Tensor
+
+
+def derive_artifact(art: ModelArtifact, overlay: Overlay, base: BaseFacts | None = None) -> Derived:
+    """``art`` with ``overlay`` applied (``art`` is not modified; unchanged tensors are
+    shared). ``base``: ``art``'s :class:`BaseFacts`."""
     from kgweave.language.features.coldstart import extend_model
 
     base = base if base is not None and base.artifact is art else BaseFacts(art)
@@ -491,9 +523,7 @@ def derive_artifact(
     excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
     known = art.known.cpu()
     keep = torch.ones(len(known), dtype=torch.bool)
-    gone_rows = [row for row in base.rows(sorted(overlay.removed)) if row >= 0]
-    if gone_rows:
-        keep[torch.tensor(gone_rows, dtype=torch.long)] = False
+    keep[base.all_rows(sorted(overlay.removed))] = False  # every copy
     if excluded:
         deleted = torch.zeros(len(entities), dtype=torch.bool)
         deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
@@ -516,7 +546,7 @@ def derive_artifact(
         relation_texts=dict(art.relation_texts),
         entity_descriptions=descriptions,
     )
-    return artifact, excluded
+    return Derived(artifact, excluded, keep, added)
 
 
 def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:

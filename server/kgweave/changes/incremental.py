@@ -197,7 +197,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         raise FailedPreconditionError(
             f"the incremental update's change overlay is missing or not based on {version}"
         )
-    derived, _excluded = derive_artifact(art, overlay)
+    derived = derive_artifact(art, overlay).artifact
     model = derived.model
     if model is art.model:  # no new rows: train a copy, the loaded version stays as it was
         model = build_model(art.model.config())
