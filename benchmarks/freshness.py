@@ -118,6 +118,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="(--incremental) per update")
     parser.add_argument("--batches", type=int, default=20, help="(--incremental)")
     parser.add_argument("--entity-probes", type=int, default=5, help="(--incremental)")
+    parser.add_argument(
+        "--trained",
+        type=Path,
+        default=None,
+        help="(--incremental) a folder holding first-model/ and full-retrain/ of an earlier run "
+        "with the same protocol and settings (not trained again)",
+    )
     args = parser.parse_args()
     name = "freshness_incremental" if args.incremental else "freshness"
     args.out = args.out or Path(f"benchmarks/results/{name}.json")
@@ -454,15 +461,24 @@ def incremental(args: argparse.Namespace) -> None:
     }
     began = time.monotonic()
     model = data_dir / "first-model"
-    run_training({"config": config, "dataset": str(base_ds)}, model, settings, lambda _e: None)
     full_dir = data_dir / "full-retrain"
-    full = run_training({"config": config, "dataset": args.dataset}, full_dir, settings,
-                        lambda _e: None)  # fmt: skip
+    if args.trained is not None:  # an earlier run's two models (same protocol and settings)
+        import shutil
+
+        shutil.copytree(args.trained / "first-model", model)
+        full = json.loads((args.trained / "full-retrain" / "config.json").read_text())["metrics"]
+        record["reused_models_from"] = str(args.trained)
+    else:
+        run_training({"config": config, "dataset": str(base_ds)}, model, settings,
+                     lambda _e: None)  # fmt: skip
+        full = run_training({"config": config, "dataset": args.dataset}, full_dir, settings,
+                            lambda _e: None)  # fmt: skip
     record["train_s"] = round(time.monotonic() - began, 1)
     registry = ModelRegistry(settings.models_dir)
     registry.register(model)
     make_fixed(settings, valid, "benchmark: the dataset's valid split")
     store = open_store(settings.graph_uri, settings)
+    store.ensure_schema()  # (the entity index: MERGE by id without it scans every node)
     store.add_triples(first + valid)  # the graph: what the first model knows, and held out
     plane = prepare_plane(settings, progress=False)
     watcher = plane.changes.start_retraining(lambda: store)

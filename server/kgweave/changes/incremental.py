@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from kgweave.artifact import WEIGHTS, ModelArtifact, load_artifact, read_config, save_artifact
-from kgweave.changes.apply import BaseFacts, derive_artifact
+from kgweave.changes.derive import BaseFacts, derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
