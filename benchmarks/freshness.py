@@ -1,21 +1,32 @@
 """Freshness: how soon a write through kgweave is served, and what ingestion costs queries.
 
-Usage::
+Every target of issue 18, one command (the latencies, then the quality protocol below on
+FB15k-237; each part prints its targets' figures with the load average)::
+
+    python benchmarks/freshness.py --all
+
+Latencies::
 
     python benchmarks/freshness.py [--model MODEL_DIR] [--train-budget-s 120] [--probes 30]
-        [--seconds 20] [--out benchmarks/results/freshness.json] [--plot docs/img/freshness.png]
+        [--update-probes 10] [--seconds 20] [--diff-interval-s 2]
+        [--out benchmarks/results/freshness.json] [--plot docs/img/freshness.png]
 
 On FB15k-237 imported into a fresh embedded FalkorDB, with a trained model served (``--model``,
 or one trained here for ``--train-budget-s`` seconds) by a real gRPC server (grpc.aio) on the
-data plane of ``kgweave serve`` (change applier on), measures through the gRPC API:
+data plane of ``kgweave serve`` (change applier, incremental updates in the updater process,
+the snapshot diff every ``--diff-interval-s`` in its worker), measures through the gRPC API:
 
 - ``known``: a test-split fact written with WriteFacts (graph + log, acknowledged without
   waiting) until GetEntity lists it (which is when filter_known and ``known`` see it too);
 - ``deleted``: a training fact removed, until GetEntity no longer lists it;
 - ``new_entity``: a new entity with a name, a description and two facts, until PredictLinks
-  answers for it;
-- PredictLinks p99 (top-10, one query per call, one closed-loop client) idle, then while a
-  writer adds one fact every 50 ms.
+  answers for it; ``new_entity_trained`` (the first ``--update-probes`` of them): until a
+  version trained on it (an incremental update) is served;
+- ``update_served``: a test-split fact written, until an incremental update trained on it is
+  served;
+- PredictLinks p99 (top-10, one query per call, one closed-loop client) idle (no update
+  running), then while a writer adds one fact every 50 ms (the applier serving batches, the
+  updater training on them, the snapshot diff seeing them).
 
 Each probe polls in a tight loop, so a latency includes up to one GetEntity round trip.
 Prints and writes one JSON object; draws the latencies as a plot.
@@ -80,6 +91,10 @@ def until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
         time.sleep(0.002)  # the server shares this process: leave it the interpreter
 
 
+#: the quality protocol's results on FB15k-237 (``--all``)
+QUALITY = "freshness_incremental_fb15k237"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="a trained FB15k-237 artifact")
@@ -112,10 +127,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--incremental", action="store_true", help="incremental updates, quality")
-    parser.add_argument("--dataset", default="umls", help="(--incremental) the dataset")
+    parser.add_argument("--all", action="store_true", help="every target (FB15k-237)")
+    parser.add_argument(
+        "--dataset", default=None, help="the dataset (default fb15k-237; --incremental: umls)"
+    )
     parser.add_argument("--epochs", type=int, default=100, help="(--incremental) first model")
     parser.add_argument("--dim", type=int, default=64, help="(--incremental) embedding size")
     parser.add_argument("--steps", type=int, default=None, help="(--incremental) per update")
+    parser.add_argument(
+        "--regime", default=None, help="(--incremental) the training regime (default: recipe)"
+    )
     parser.add_argument("--batches", type=int, default=20, help="(--incremental)")
     parser.add_argument("--entity-probes", type=int, default=5, help="(--incremental)")
     parser.add_argument(
@@ -132,7 +153,22 @@ def main() -> None:
     if args.incremental:
         incremental(args)
         return
+    if args.all:  # the latencies here, then the quality protocol in a process of its own
+        import subprocess
+        import sys
 
+        latencies(args)
+        quality = [sys.executable, __file__, "--incremental", "--dataset", "fb15k-237", "--dim",
+                   "100", "--regime", "kvsall", "--epochs", "3", "--entity-probes", "3",
+                   "--out", f"benchmarks/results/{QUALITY}.json",
+                   "--plot", f"docs/img/{QUALITY}.png"]  # fmt: skip
+        subprocess.run(quality, check=True)
+        return
+    latencies(args)
+
+
+def latencies(args: argparse.Namespace) -> None:
+    """The latency targets (see the module doc)."""
     import os
     import shutil
 
@@ -155,8 +191,9 @@ def main() -> None:
     settings = get_settings()
     if args.text_vectors is not None and not (data_dir / "text-vectors").exists():
         shutil.copytree(args.text_vectors, data_dir / "text-vectors")
-    record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": "fb15k-237"}
-    dataset = open_dataset("fb15k-237", settings)
+    name = args.dataset or "fb15k-237"
+    record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": name}
+    dataset = open_dataset(name, settings)
     began = time.monotonic()
     store = open_store(settings.graph_uri, settings)
     if store.counts()["triples"] == 0:
@@ -169,7 +206,7 @@ def main() -> None:
             model = data_dir / "trained"
             began = time.monotonic()
             config = {"epochs": 1000, "time_budget_s": args.train_budget_s or 120.0, "dim": 200}
-            run_training({"config": config, "dataset": "fb15k-237"}, model, settings,
+            run_training({"config": config, "dataset": name}, model, settings,
                          lambda _e: None, progress=False)  # fmt: skip
             record["train_s"] = round(time.monotonic() - began, 1)
         staged = data_dir / "staged"
@@ -286,8 +323,9 @@ def main() -> None:
     until(lambda: plane.jobs.active_count() == 0, 1800)  # idle: no update running
 
     # PredictLinks p99, idle and under continuous ingestion
+    test_ids = dataset.split("test").tolist()
     pairs = [
-        (labels_e[h], labels_r[r]) for h, r, _ in rng.sample(dataset.split("test").tolist(), 2000)
+        (labels_e[h], labels_r[r]) for h, r, _ in rng.sample(test_ids, min(2000, len(test_ids)))
     ]
 
     def load(seconds: float) -> list[float]:
@@ -350,7 +388,7 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     latencies = {"fact known": known_s, "deletion": deleted_s, "new entity": entity_s,
                  "new entity trained": trained_s, "update served": update_s}  # fmt: skip
-    plot(args.plot, latencies, idle, busy)
+    plot(args.plot, name, latencies, idle, busy)
     print_targets(record)
 
     channel.close()
@@ -378,7 +416,7 @@ def label(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
     ax.legend(fontsize=8)
 
 
-def plot(path: Path, latencies: dict[str, list[float]], idle: list[float],
+def plot(path: Path, dataset: str, latencies: dict[str, list[float]], idle: list[float],
          busy: list[float]) -> None:  # fmt: skip
     """Write to served (``latencies``: seconds by what), and PredictLinks idle and busy."""
     from kgweave.training.curves import save_figure
@@ -390,7 +428,7 @@ def plot(path: Path, latencies: dict[str, list[float]], idle: list[float],
     for seconds, style in ((1.0, ":"), (2.0, "--"), (5.0, "-.")):
         left.axhline(seconds, color="grey", linestyle=style, label=f"{seconds:g} s target")
     left.set_yscale("log")
-    label(left, "", "seconds after the write is acknowledged", "FB15k-237: write to served")
+    label(left, "", "seconds after the write is acknowledged", f"{dataset}: write to served")
     for values, name in ((idle, "idle"), (busy, "ingesting 20 facts/s, updates")):
         ordered = sorted(1000 * v for v in values)
         right.plot([100 * i / len(ordered) for i in range(len(ordered))], ordered, label=name)
@@ -428,7 +466,8 @@ def incremental(args: argparse.Namespace) -> None:
     from kgweave.settings import get_settings
 
     settings = get_settings()
-    dataset = open_dataset(args.dataset, settings)
+    dataset_name = args.dataset or "umls"
+    dataset = open_dataset(dataset_name, settings)
     e, r = dataset.entities.labels, dataset.relations.labels
 
     def labelled(split: str) -> list[Triple]:
@@ -444,11 +483,13 @@ def incremental(args: argparse.Namespace) -> None:
     for name, split in (("train", first), ("valid", valid), ("test", test)):
         (base_ds / f"{name}.tsv").write_text("".join(f"{h}\t{p}\t{t}\n" for h, p, t in split))
     config: dict[str, Any] = {"epochs": args.epochs, "dim": args.dim, "seed": 0}
+    if args.regime:
+        config["regime"] = args.regime
     if args.train_budget_s:
         config["time_budget_s"] = args.train_budget_s
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "dataset": args.dataset,
+        "dataset": dataset_name,
         "protocol": {
             "held_out_facts": len(held),
             "batches": args.batches,
@@ -471,7 +512,7 @@ def incremental(args: argparse.Namespace) -> None:
     else:
         run_training({"config": config, "dataset": str(base_ds)}, model, settings,
                      lambda _e: None)  # fmt: skip
-        full = run_training({"config": config, "dataset": args.dataset}, full_dir, settings,
+        full = run_training({"config": config, "dataset": dataset_name}, full_dir, settings,
                             lambda _e: None)  # fmt: skip
     record["train_s"] = round(time.monotonic() - began, 1)
     registry = ModelRegistry(settings.models_dir)
