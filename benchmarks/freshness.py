@@ -34,8 +34,8 @@ Prints and writes one JSON object; draws the latencies as a plot.
 Incremental updates and quality (``--incremental``)::
 
     python benchmarks/freshness.py --incremental [--dataset umls] [--epochs 100] [--dim 64]
-        [--steps 100] [--batches 20] [--entity-probes 5]
-        [--out benchmarks/results/freshness_incremental.json]
+        [--regime kvsall] [--train-budget-s S] [--steps N] [--batches 20] [--entity-probes 5]
+        [--trained EARLIER_DATA_DIR] [--out benchmarks/results/freshness_incremental.json]
         [--plot docs/img/freshness_incremental.png]
 
 Holds out 5% of the dataset's training facts; trains the first model on the rest (the
