@@ -160,6 +160,22 @@ def test_written_fact_is_known_then_trained_then_served(
     assert path_of(plane.settings).read_bytes() == stored
     assert watcher.state.jobs_started == 0  # no full retrain: updates only
 
+    # both updates ran in the one warm updater process, which lives on between them
+    pids = update_pids(plane.settings.jobs_dir)
+    assert len(pids) == 2 and len(set(pids)) == 1, pids
+    (updater,) = set(pids)
+    assert Path(f"/proc/{updater}").exists()
+    # an updater killed while idle: the next update starts a fresh one, and is served
+    os.kill(updater, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{updater}/cmdline").exists()
+             or not Path(f"/proc/{updater}/cmdline").read_bytes(), "the updater gone")  # fmt: skip
+    fact = ("emmy_noether", "influenced_by", "albert_einstein")
+    api.write([fact])
+    wait_for(lambda: base(plane) == "v0004")
+    pids = update_pids(plane.settings.jobs_dir)
+    assert len(pids) == 3 and pids[-1] != updater, pids
+    assert fact in api.facts("emmy_noether") and api.candidate(*fact).known
+
 
 def test_a_worse_update_is_refused_with_its_reason(
     wrecking: None,
@@ -204,6 +220,13 @@ def worker_pids(jobs: Path) -> list[int]:
         if pid and Path(f"/proc/{pid}").exists():
             pids.append(pid)
     return pids
+
+
+def update_pids(jobs: Path) -> list[int]:
+    """The worker pid of each succeeded incremental update, oldest first."""
+    records = [json.loads(p.read_text()) for p in jobs.glob("*/job.json")]
+    done = [r for r in records if r["state"] == "succeeded" and r["model_version"]]
+    return [r["pid"] for r in sorted(done, key=lambda r: r["model_version"])]
 
 
 def running_update(jobs: Path) -> bool:

@@ -116,7 +116,13 @@ class LinkPredictor:
         scorer: EntityScorer | None = None,
         prepack: bool = True,
         excluded: frozenset[int] = frozenset(),
+        known_index: TailIndex | None = None,
+        like: LinkPredictor | None = None,
     ) -> None:
+        """``known_index``: the index of ``artifact.known`` when the caller has it (made from
+        the previous version's, :mod:`kgweave.serving.known_merge`); ``like``: a predictor
+        whose tail scorer serves here too when it scores the same model alike (graph changes
+        applied to a version: its weights, prepacked once)."""
         self.artifact = artifact
         #: entity ids that neither resolve nor are ever candidates (deleted from the graph)
         self.excluded = excluded
@@ -133,11 +139,17 @@ class LinkPredictor:
             # artifact's model no longer changes)
             self.precision = resolve_score_precision(precision, self.device, len(artifact.entities))
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-            self._all = TailScorer(self.model, dtype, prepack)
+            same = like is not None and like.fused is None and like.model is self.model
+            if same and like is not None and like.precision == self.precision:
+                self._all = like._all
+            else:
+                self._all = TailScorer(self.model, dtype, prepack)
         num_base = len(artifact.relations)
-        self.known = TailIndex(
-            with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
-        ).to(self.device)
+        if known_index is None:
+            known_index = TailIndex(
+                with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
+            )
+        self.known = known_index.to(self.device)
         self._excluded_ids = self._excluded_ids.to(self.device)
         self._by_name: dict[str, list[int]] = {}
         self._by_name_folded: dict[str, list[int]] = {}

@@ -3,7 +3,8 @@
 The applier is the event log's consumer ``serve``, on its own thread. Each batch of events
 after its overlay's offset is folded into a copy of the :class:`~kgweave.changes.overlay.Overlay`,
 one new immutable :class:`~kgweave.serving.served.ServedModel` is derived from the loaded
-registry version plus that overlay, and then, in this order:
+registry version plus that overlay (:mod:`kgweave.changes.derive`; its known-fact indexes
+merged from the version's, :mod:`kgweave.serving.known_merge`), and then, in this order:
 
 1. the overlay (with its new ``next_offset``) is saved atomically next to the data
    (``data_dir/overlay/overlay.safetensors``);
@@ -36,6 +37,9 @@ rebased on it before it is swapped in (:meth:`ChangeApplier.rebase`, through
 the rows of entities it still does not know are made again in its embedding space. At start-up
 the saved overlay is applied to the loaded version the same way, so cold-start entities,
 deletions and added facts survive a restart without re-reading the log.
+
+A little over 400 lines: one class, the applier's whole cycle (batches, rebases, rows for new
+entities and relations); the pure derivation is in :mod:`kgweave.changes.derive`.
 """
 
 from __future__ import annotations
@@ -50,12 +54,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kgweave.artifact import ModelArtifact
+from kgweave.changes.derive import BaseFacts, derive_artifact, prune
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Overlay, Triple
-from kgweave.data.dataset import IdMap
 from kgweave.errors import KGWeaveError
-from kgweave.models import KGEModel, build_model
+from kgweave.serving.known_merge import KnownChange
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.served import ServedModel
 from kgweave.serving.versions import ModelVersions
@@ -114,6 +117,8 @@ class ChangeApplier:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._applied = threading.Condition()
+        #: called after each batch is served (the retrain watcher's wake-up)
+        self.listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="kgweave-apply", daemon=True)
         versions.derive = self.rebase
 
@@ -212,7 +217,7 @@ class ChangeApplier:
             active, base = serving
             overlay = copy.deepcopy(self.overlay)
             overlay.fold(events, self._facts_of)
-            _prune(overlay, self._base_facts(base))  # what the version knows stays out
+            prune(overlay, self._base_facts(base))  # what the version knows stays out
             overlay.next_offset = end
             served = self._publish(active, base, overlay)
         self.log.commit(CONSUMER, end)  # 3: the log may let go of it
@@ -229,6 +234,8 @@ class ChangeApplier:
         self.state.served_version = served.version
         self.state.last_apply_s = seconds
         self.state.last_error = ""
+        for listener in self.listeners:
+            listener()
         log.info("applied %d graph changes: %s served (%.3f s)", len(events), served.version,
                  seconds)  # fmt: skip
         return True
@@ -291,7 +298,7 @@ class ChangeApplier:
         overlay = self.overlay
         if overlay.base_version != loaded.version:
             overlay = copy.deepcopy(overlay)
-            _prune(overlay, self._base_facts(loaded))
+            prune(overlay, self._base_facts(loaded))
             overlay.base_version = loaded.version
             # rows made in another version's space mean nothing in this one: make them again
             overlay.new_entities, overlay.origins = [], {}
@@ -385,7 +392,8 @@ class ChangeApplier:
     # ---- the derived served model
     def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
         art = base.artifact
-        artifact, excluded = derive_artifact(art, overlay, self._base_facts(base))
+        artifact, excluded, keep, added = derive_artifact(art, overlay, self._base_facts(base))
+        change = KnownChange(base.predictor, base.by_entity, keep, added)
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",
@@ -395,138 +403,7 @@ class ChangeApplier:
             text_fusion=fusion,
             prepack=base.prepack,
             excluded=excluded,
+            change=change,
         )
         served.warm_up()
         return served
-
-
-def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
-    """One int64 per (head, relation, tail)."""
-    return (triples[:, 0] * n_relations + triples[:, 1]) * n_entities + triples[:, 2]
-
-
-def _ids(facts: set[Triple] | list[Triple], entities: IdMap, relations: IdMap) -> torch.Tensor:
-    rows = [
-        (entities.index[h], relations.index[r], entities.index[t])
-        for h, r, t in facts
-        if h in entities and r in relations and t in entities
-    ]
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
-
-
-class BaseFacts:
-    """The known facts of one loaded version, sorted by key, for lookups in O(log n) (built
-    once per version, not per batch)."""
-
-    def __init__(self, artifact: ModelArtifact) -> None:
-        self.artifact = artifact
-        self.n_e, self.n_r = max(len(artifact.entities), 1), max(len(artifact.relations), 1)
-        self.keys, self.order = torch.sort(_keys(artifact.known.cpu(), self.n_e, self.n_r))
-
-    def rows(self, facts: list[Triple]) -> list[int]:
-        """Each fact's row in the version's known facts, -1 where it has none."""
-        e, r = self.artifact.entities, self.artifact.relations
-        found = [-1] * len(facts)
-        at = [i for i, (h, p, t) in enumerate(facts) if h in e and p in r and t in e]
-        if not at or not len(self.keys):
-            return found
-        ids = torch.tensor([(e.index[h], r.index[p], e.index[t]) for h, p, t in
-                            (facts[i] for i in at)], dtype=torch.long)  # fmt: skip
-        keys = _keys(ids, self.n_e, self.n_r)
-        pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
-        hit = (self.keys[pos] == keys).tolist()
-        rows = self.order[pos].tolist()
-        for i, h, row in zip(at, hit, rows, strict=True):
-            if h:
-                found[i] = row
-        return found
-
-
-def _prune(overlay: Overlay, base: BaseFacts) -> None:
-    """Drop from ``overlay`` what the version knows already (added facts it has, removals of
-    facts it does not have)."""
-    added = sorted(overlay.added)
-    overlay.added.difference_update(
-        f for f, row in zip(added, base.rows(added), strict=True) if row >= 0
-    )
-    removed = sorted(overlay.removed)
-    overlay.removed.difference_update(
-        f for f, row in zip(removed, base.rows(removed), strict=True) if row < 0
-    )
-
-
-def derive_artifact(
-    art: ModelArtifact, overlay: Overlay, base: BaseFacts | None = None
-) -> tuple[ModelArtifact, frozenset[int]]:
-    """``art`` with ``overlay`` applied, and the ids of the deleted entities (``art`` is not
-    modified; unchanged tensors are shared). ``base``: ``art``'s :class:`BaseFacts`."""
-    from kgweave.language.features.coldstart import extend_model
-
-    base = base if base is not None and base.artifact is art else BaseFacts(art)
-    num_r = len(art.relations)
-    entities = IdMap([*art.entities.labels, *overlay.new_entities])
-    relations = IdMap([*art.relations.labels, *overlay.new_relations])
-    model = art.model
-    if overlay.new_entities:
-        model = extend_model(model, overlay.entity_rows)
-    if overlay.new_relations:
-        model = _extend_relations(model, num_r, overlay.relation_rows)
-    names: list[str | None] = [*art.entity_names, *([None] * len(overlay.new_entities))]
-    descriptions: list[str | None] = [
-        *art.entity_descriptions,
-        *([None] * (len(entities) - len(art.entity_descriptions))),
-    ]
-    for entity, (name, description) in overlay.texts.items():
-        i = entities.index.get(entity)
-        if i is None:
-            continue
-        if name is not None:
-            names[i] = name
-        if description is not None:
-            descriptions[i] = description
-    excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
-    known = art.known.cpu()
-    keep = torch.ones(len(known), dtype=torch.bool)
-    gone_rows = [row for row in base.rows(sorted(overlay.removed)) if row >= 0]
-    if gone_rows:
-        keep[torch.tensor(gone_rows, dtype=torch.long)] = False
-    if excluded:
-        deleted = torch.zeros(len(entities), dtype=torch.bool)
-        deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
-        keep &= ~(deleted[known[:, 0]] | deleted[known[:, 2]])
-    fresh = sorted(overlay.added)
-    fresh = [f for f, row in zip(fresh, base.rows(fresh), strict=True) if row < 0]
-    added = _ids(fresh, entities, relations)
-    config = dict(art.config)
-    config["model"] = model.config()
-    config["cold_entities"] = list(overlay.new_entities)
-    config["overlay"] = overlay.summary()
-    artifact = ModelArtifact(
-        path=art.path,
-        model=model,
-        entities=entities,
-        relations=relations,
-        entity_names=names,
-        known=torch.cat((known[keep], added)).to(art.known.device),
-        config=config,
-        relation_texts=dict(art.relation_texts),
-        entity_descriptions=descriptions,
-    )
-    return artifact, excluded
-
-
-def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:
-    """A copy of ``model`` with forward rows ``rows[:, 0]`` appended after its ``num_r``
-    relations and inverse rows ``rows[:, 1]`` after their reciprocals."""
-    config = model.config()
-    config["num_relations"] = 2 * (num_r + len(rows))
-    extended = build_model(config)
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if key.startswith("relation.") and tensor.dim() >= 1 and tensor.shape[0] == 2 * num_r:
-            r = rows.to(tensor.device, tensor.dtype)
-            state[key] = torch.cat((tensor[:num_r], r[:, 0], tensor[num_r:], r[:, 1]))
-        else:
-            state[key] = tensor
-    extended.load_state_dict(state)
-    return extended.to(model.entity.weight.device).eval()

@@ -2,13 +2,22 @@
 
 Each run exports the current triples (:func:`export_snapshot`, stable ids), compares them with
 the snapshot saved by the previous run, appends one event per added or removed triple (and per
-new entity, with its name and description) to the event log, and only then saves the new
-snapshot. A crash between the two re-emits the same events next time: at-least-once, never
-lost.
+new entity, with its name and description) to the event log, and only then makes the new
+snapshot the last one. A crash between the two re-emits the same events next time:
+at-least-once, never lost. The server runs the export and the comparison in a worker process
+(:class:`DiffWorker`), and before it compares the graph's counts with the last run's
+(:mod:`kgweave.changes.retrain`): an unchanged graph costs one count query.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +29,11 @@ from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.graph.store import EntityRow, GraphStore
 from kgweave.graph.sync import export_snapshot
+from kgweave.settings import Settings
 
 SOURCE = "snapshot-diff"
+#: the last committed snapshot, and the one a run wrote and has not committed yet
+SNAPSHOT, NEXT = "snapshot.safetensors", "snapshot.next.safetensors"
 
 
 def _keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch.Tensor:
@@ -42,9 +54,20 @@ def snapshot_diff(
     """Emit the graph's changes since the last run into ``log``; returns counts and offsets.
 
     ``emit=False`` records the graph as the baseline without emitting anything (the served
-    model was trained on it: its facts are not changes)."""
+    model was trained on it: its facts are not changes). In the calling process; the server
+    runs it in a worker process (:class:`DiffWorker`)."""
+    events, result = compute_diff(store, state_dir, emit)
+    return commit_diff(state_dir, log, events, result)
+
+
+def compute_diff(
+    store: GraphStore, state_dir: Path, emit: bool = True
+) -> tuple[list[ChangeEvent], dict[str, Any]]:
+    """The graph's changes since the last committed run, as events (none when not ``emit``),
+    and their counts; the new snapshot is written beside the last one
+    (``snapshot.next.safetensors``) for :func:`commit_diff`."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    previous_path = state_dir / "snapshot.safetensors"
+    previous_path = state_dir / SNAPSHOT
     saved = load_file(str(previous_path)) if previous_path.is_file() else {}
     previous = saved.get("triples", torch.zeros(0, 3, dtype=torch.long))
     known_entities = len(saved.get("entities_known", ()))
@@ -56,26 +79,29 @@ def snapshot_diff(
     removed = previous[~torch.isin(previous_keys, current_keys)]
     e, r = snap.entities.labels, snap.relations.labels
     fresh = e[known_entities:]
-    rows = {row.id: row for row in store.entities(fresh)} if fresh else {}
-    events = [
-        ChangeEvent(
-            ChangeKind.ENTITY_UPSERTED,
-            entity=label,
-            properties=_text_of(rows.get(label)),
-            source=SOURCE,
-        )
-        for label in fresh
-    ]
-    events += [
-        ChangeEvent(ChangeKind.TRIPLE_ADDED, head=e[h], relation=r[p], tail=e[t], source=SOURCE)
-        for h, p, t in added.tolist()
-    ]
-    events += [
-        ChangeEvent(ChangeKind.TRIPLE_REMOVED, head=e[h], relation=r[p], tail=e[t], source=SOURCE)
-        for h, p, t in removed.tolist()
-    ]
-    offsets = log.append(events) if events and emit else []
-    with atomic.atomic_path(previous_path) as tmp:
+    events: list[ChangeEvent] = []
+    if emit:
+        rows = {row.id: row for row in store.entities(fresh)} if fresh else {}
+        events = [
+            ChangeEvent(
+                ChangeKind.ENTITY_UPSERTED,
+                entity=label,
+                properties=_text_of(rows.get(label)),
+                source=SOURCE,
+            )
+            for label in fresh
+        ]
+        events += [
+            ChangeEvent(ChangeKind.TRIPLE_ADDED, head=e[h], relation=r[p], tail=e[t],
+                        source=SOURCE)
+            for h, p, t in added.tolist()
+        ]  # fmt: skip
+        events += [
+            ChangeEvent(ChangeKind.TRIPLE_REMOVED, head=e[h], relation=r[p], tail=e[t],
+                        source=SOURCE)
+            for h, p, t in removed.tolist()
+        ]  # fmt: skip
+    with atomic.atomic_path(state_dir / NEXT) as tmp:
         save_file(
             {
                 "triples": snap.triples.contiguous(),
@@ -83,10 +109,79 @@ def snapshot_diff(
             },
             str(tmp),
         )
+    result = {"added": len(added), "removed": len(removed), "new_entities": len(fresh)}
+    return events, result
+
+
+def commit_diff(
+    state_dir: Path, log: EventLog, events: list[ChangeEvent], result: dict[str, Any]
+) -> dict[str, Any]:
+    """Append the events of :func:`compute_diff` to ``log``, then make its snapshot the
+    last one (in this order: a crash between re-emits the same events next time)."""
+    offsets = log.append(events) if events else []
+    os.replace(state_dir / NEXT, state_dir / SNAPSHOT)
+    atomic.fsync_dir(state_dir)
     return {
-        "added": len(added),
-        "removed": len(removed),
-        "new_entities": len(e) - known_entities,
+        **result,
         "first_offset": offsets[0] if offsets else None,
         "next_offset": log.end_offset,
     }
+
+
+class DiffWorker:
+    """Runs :func:`compute_diff` in a process of its own at lowered OS priority (started on
+    first use, kept between runs), so exporting the graph costs the serving process neither
+    CPU nor the interpreter lock; only appending the events and renaming the snapshot happen
+    in the server. The process exits when the server does (it watches its parent)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings_json = settings.model_dump_json()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, state_dir: Path, log: EventLog, emit: bool = True) -> dict[str, Any]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=mp.get_context("spawn"), initializer=_worker_started
+            )
+        future = self._pool.submit(_compute_in_worker, self._settings_json, str(state_dir), emit)
+        try:
+            events, result = future.result()
+        except BrokenProcessPool:
+            self.close()  # the next run starts another
+            raise
+        return commit_diff(state_dir, log, events, result)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _worker_started() -> None:
+    """In the diff worker: lowered priority, and gone as soon as its server is."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="kgweave-diff-parent", daemon=True).start()
+
+
+#: the diff worker's graph connection, opened by its first run
+_STORES: dict[str, GraphStore] = {}
+
+
+def _compute_in_worker(
+    settings_json: str, state_dir: str, emit: bool
+) -> tuple[list[ChangeEvent], dict[str, Any]]:
+    from kgweave.graph.connect import open_store
+
+    settings = Settings.model_validate_json(settings_json)
+    key = settings.graph_uri or str(settings.graph_dir)
+    if key not in _STORES:
+        _STORES[key] = open_store(settings.graph_uri, settings)
+    return compute_diff(_STORES[key], Path(state_dir), emit)

@@ -1,7 +1,10 @@
 """Incremental updates: a new version warm-started from the served one, trained on the new facts.
 
-Runs in a job worker process (:func:`kgweave.serving.training_run.job_process_main`, spec kind
-``incremental``), never in the serving process. Its input is immutable: the registry folder of
+Runs in the warm job worker, the *updater* (:mod:`kgweave.serving.workers`, spec kind
+``incremental``), never in the serving process. The updater lives on between updates, and keeps
+the version it loaded last and the model it wrote last in memory (:class:`Kept`): the next
+update, based on the version just written, starts without reading it back. Its input is
+immutable: the registry folder of
 the version the overlay is based on, and a copy of the change applier's overlay taken when the
 job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). Then:
 
@@ -20,7 +23,8 @@ job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). T
    config carries both scores (``fixed_valid``): the activation policy compares them
    (:mod:`kgweave.serving.activation`).
 
-No artifact is written when the run is cancelled; a worker killed midway leaves only its job
+Each phase's seconds go into the artifact's config (``incremental.timings``). No artifact is
+written when the run is cancelled; a worker killed midway leaves only its job
 folder, which the restarted server cleans up (the overlay and the log are untouched: the next
 update covers the same events).
 """
@@ -30,19 +34,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kgweave.artifact import ModelArtifact, load_artifact, save_artifact
-from kgweave.changes.apply import BaseFacts, derive_artifact
+from kgweave.artifact import WEIGHTS, ModelArtifact, load_artifact, read_config, save_artifact
+from kgweave.changes.derive import BaseFacts, derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.models import build_model
+from kgweave.serving.training_run import JobRun
 from kgweave.serving.validation import FixedValidation, load_fixed, make_fixed
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
@@ -55,7 +61,49 @@ KIND = "incremental"
 #: the artifact config's ``source`` of an incremental version
 SOURCE = "incremental"
 
-Report = Callable[[dict[str, Any]], None]
+
+@dataclass
+class Kept:
+    """What the updater process keeps between updates: the last version it loaded or wrote,
+    by the sha256 of its weights file (a registered version is the folder it wrote, moved)."""
+
+    weights_sha256: str = ""
+    artifact: ModelArtifact | None = None
+
+    def load(self, folder: Path) -> ModelArtifact:
+        """The version in ``folder``, from memory when it is the one kept, else loaded (and
+        verified) from disk and kept."""
+        config = read_config(folder)
+        digest = str(config.get("files", {}).get(WEIGHTS, ""))
+        if self.artifact is not None and digest and digest == self.weights_sha256:
+            return replace(self.artifact, path=folder, config=config)
+        artifact = load_artifact(folder)
+        self.weights_sha256, self.artifact = digest, artifact
+        return artifact
+
+    def keep(self, folder: Path, model: Any, dataset: KGDataset) -> None:
+        """Keep the artifact just written to ``folder`` (what :func:`load_artifact` would read
+        back from it)."""
+        config = read_config(folder)
+        labels = dataset.entities.labels
+        self.weights_sha256 = str(config["files"][WEIGHTS])
+        self.artifact = ModelArtifact(
+            path=folder,
+            model=model.eval(),
+            entities=dataset.entities,
+            relations=dataset.relations,
+            entity_names=[dataset.entity_names.get(e) for e in labels],
+            known=dataset.train.to(torch.int64),
+            config=config,
+            relation_texts={
+                r: t for r, t in dataset.relation_texts.items() if r in dataset.relations
+            },
+            entity_descriptions=[dataset.entity_descriptions.get(e) for e in labels],
+        )
+
+
+#: the updater's (one per process; a one-shot worker starts empty)
+KEPT = Kept()
 
 
 def fixed_validation(
@@ -115,32 +163,46 @@ class ChosenQueries(KvsAll):
         yield from torch.split(order, self.config.batch_size)
 
 
-def run_incremental(
-    spec: dict[str, Any],
-    out: Path,
-    settings: Settings,
-    report: Report,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any] | None:
-    """Run one incremental update (see the module doc) and write its artifact to ``out``.
+class Timings(dict[str, float]):
+    """Seconds per phase of one update."""
 
-    ``spec``: ``{"kind": "incremental", "base": registry folder, "base_version": name,
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self[phase] = round(self.get(phase, 0.0) + now - self._last, 4)
+        self._last = now
+
+
+def run_incremental(run: JobRun) -> dict[str, Any] | None:
+    """Run one incremental update (see the module doc) and write its artifact to
+    ``run.out``.
+
+    ``run.spec``: ``{"kind": "incremental", "base": registry folder, "base_version": name,
     "overlay": folder holding the overlay copy}``. Returns the metrics, or None when
-    ``should_stop`` ended the run (nothing is written)."""
+    ``run.should_stop`` ended the run (nothing is written)."""
+    spec, out, settings, report, should_stop = (
+        run.spec, run.out, run.settings, run.report, run.should_stop
+    )  # fmt: skip
     started = time.monotonic()
+    timings = Timings()
     report({"phase": "loading"})
     base_dir, version = Path(spec["base"]), str(spec["base_version"])
-    art = load_artifact(base_dir)
+    art = KEPT.load(base_dir)
+    timings.done("load")
     overlay = Overlay.load(Path(spec["overlay"]))
     if overlay is None or overlay.base_version != version:
         raise FailedPreconditionError(
             f"the incremental update's change overlay is missing or not based on {version}"
         )
-    derived, _excluded = derive_artifact(art, overlay)
+    derived = derive_artifact(art, overlay).artifact
     model = derived.model
     if model is art.model:  # no new rows: train a copy, the loaded version stays as it was
         model = build_model(art.model.config())
         model.load_state_dict(art.model.state_dict())
+    timings.done("derive")
     n_e, n_r = len(derived.entities), len(derived.relations)
     deleted = set(overlay.deleted)
     known = derived.known.cpu()
@@ -159,6 +221,7 @@ def run_incremental(
     report({"phase": "evaluating"})
     model.eval()
     before = evaluate(model, valid, known_filter).metrics if len(valid) else {}
+    timings.done("evaluate")
 
     # ---- training: the new facts and a replay sample, both directions
     training = dict(art.config.get("training", {}))
@@ -206,12 +269,14 @@ def run_incremental(
                 return None
     model.eval()
     mean_loss = float(torch.stack(losses).mean())  # sync point
+    timings.done("train")
     if should_stop is not None and should_stop():
         return None
 
     # ---- judged on the same facts, with the same filter
     report({"phase": "evaluating", "loss": mean_loss})
     after = evaluate(model, valid, known_filter).metrics if len(valid) else {}
+    timings.done("evaluate")
     metrics: dict[str, Any] = {"valid": after}
     judged = {
         "mrr": after.get("mrr"),
@@ -233,6 +298,7 @@ def run_incremental(
         relation_templates=dict(art.config.get("relation_templates", {})),
     )
     report({"phase": "saving"})
+    timings.done("prepare")
     save_artifact(
         out,
         model,
@@ -252,9 +318,11 @@ def run_incremental(
                 "new_entities": list(overlay.new_entities),
                 "new_relations": list(overlay.new_relations),
                 "seconds": round(time.monotonic() - started, 3),
+                "timings": timings,
             },
         },
     )
+    KEPT.keep(out, model, dataset)  # the next update is based on it once it is registered
     return metrics
 
 

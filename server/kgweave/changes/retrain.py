@@ -2,12 +2,13 @@
 
 Two daemon threads of the server:
 
-- the snapshot diff (``kgweave-diff``, at lowered OS priority, every ``interval_s``): the
-  safety net that works on any backend. It first compares the graph's counts with its last
-  run and exports nothing when they agree (every ``snapshot_diff_full_every`` checks it
-  compares all facts anyway: a removal plus an addition keeps the counts); otherwise it
-  exports the graph and appends one event per added or removed triple and per new entity to
-  the durable event log. Events posted by the Neo4j APOC trigger (POST /v1/changes), written
+- the snapshot diff (``kgweave-diff``, every ``interval_s``): the safety net that works on any
+  backend. It first compares the graph's counts with its last run and exports nothing when
+  they agree (every ``snapshot_diff_full_every`` checks it compares all facts anyway: a
+  removal plus an addition keeps the counts); otherwise a worker process at lowered OS
+  priority (:class:`~kgweave.changes.diff.DiffWorker`) exports the graph and compares it, and
+  this thread appends one event per added or removed triple and per new entity to the
+  durable event log. Events posted by the Neo4j APOC trigger (POST /v1/changes), written
   through WriteFacts or appended by the CDC poller land in the same log, at once;
 - the watcher (``kgweave-retrain``), woken by every append and every ``interval_s``. One job
   runs at a time; when none is running it starts
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgweave.changes.apply import ChangeApplier
+from kgweave.changes.diff import SNAPSHOT, DiffWorker
 from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
@@ -127,6 +129,7 @@ class RetrainWatcher:
         self._last_full = time.monotonic()
         self._last_counts: dict[str, int] | None = None
         self._diffs_since_full = 0
+        self._differ: DiffWorker | None = None  # the export, in a process of its own
         self.state = RetrainState()
         self._thread = threading.Thread(target=self._run, name="kgweave-retrain", daemon=True)
         self._diff_thread = threading.Thread(
@@ -135,6 +138,13 @@ class RetrainWatcher:
 
     def start(self) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)  # a dead server's overlay copies
+        # woken when a job changes (the next update starts as soon as one ends) and when the
+        # applier has served a batch (an update of it can start)
+        self.jobs.listeners.append(self._job_changed)
+        if self.applier is not None:
+            self.applier.listeners.append(self.check_now)
+        if self.settings.incremental_updates and self.applier is not None:
+            self.jobs.warm_up()  # the updater: started now, warm for the first update
         if self._store_factory is None:
             self._diffed.set()
         else:
@@ -144,13 +154,25 @@ class RetrainWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        with contextlib.suppress(ValueError):
+            self.jobs.listeners.remove(self._job_changed)
+        if self.applier is not None:
+            with contextlib.suppress(ValueError):
+                self.applier.listeners.remove(self.check_now)
         for thread in (self._thread, self._diff_thread):
             if thread.is_alive():
                 thread.join(timeout=30)
+        if self._differ is not None:
+            self._differ.close()
 
     def check_now(self) -> None:
         """Run a check without waiting for the interval."""
         self._wake.set()
+
+    def _job_changed(self, job: Job) -> None:
+        running = self._job
+        if job.state.final and running is not None and running[0] == job.job_id:
+            self._wake.set()
 
     # ---- the snapshot diff: a safety net, off the serving threads' way
     def _run_diff(self) -> None:
@@ -166,10 +188,8 @@ class RetrainWatcher:
 
     def _diff(self, baseline: bool) -> None:
         assert self._store_factory is not None
-        from kgweave.changes.diff import snapshot_diff
-
         store = self._store_factory()
-        had_state = (self._state_dir / "snapshot.safetensors").is_file()
+        had_state = (self._state_dir / SNAPSHOT).is_file()
         counts = store.counts()
         self.state.diffs += 1
         if (
@@ -182,7 +202,9 @@ class RetrainWatcher:
             return
         # the first run's graph is what the active model was trained on: a baseline, no events
         first = baseline and not had_state
-        diff = snapshot_diff(store, self._state_dir, self.log, emit=not first)
+        if self._differ is None:
+            self._differ = DiffWorker(self.settings)
+        diff = self._differ.run(self._state_dir, self.log, emit=not first)
         self._last_counts, self._diffs_since_full = counts, 0
         if first:
             log.info("retrain: baseline of %d triples recorded", diff["added"])
@@ -268,6 +290,7 @@ class RetrainWatcher:
             overlay.save(folder)
         spec = {
             "kind": "incremental",
+            "warm": True,  # in the updater process, kept between updates
             "runner": "kgweave.changes.incremental:run_incremental",
             "base": str(self.versions.registry.get(overlay.base_version).path),
             "base_version": overlay.base_version,

@@ -87,23 +87,47 @@ class TailIndex:
 
     def __init__(self, triples: torch.Tensor, num_entities: int, num_relations: int) -> None:
         """Args: triples: shape (M, 3); num_relations counts reciprocal relations too."""
-        self.num_entities = num_entities
-        self.num_relations = num_relations
         keys = triples[:, 0] * num_relations + triples[:, 1]
-        order = torch.argsort(keys * num_entities + triples[:, 2])
-        keys = keys[order]
-        tails = triples[order, 2]
+        full = torch.sort(keys * num_entities + triples[:, 2]).values
         # drop duplicate triples
-        full = keys * num_entities + tails
         keep = torch.ones_like(full, dtype=torch.bool)
         keep[1:] = full[1:] != full[:-1]
-        keys, tails = keys[keep], tails[keep]
+        self._index(full[keep], num_entities, num_relations)
+
+    @classmethod
+    def from_facts(
+        cls,
+        facts: torch.Tensor,
+        num_entities: int,
+        num_relations: int,
+        split: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> TailIndex:
+        """The index of ``facts``: sorted, distinct keys ``query * num_entities + tail`` (as
+        :attr:`facts` holds them), with no sort; ``split``: each key's query and tail, when
+        the caller has them."""
+        out = cls.__new__(cls)
+        out._index(facts, num_entities, num_relations, split)
+        return out
+
+    def _index(
+        self,
+        facts: torch.Tensor,
+        num_entities: int,
+        num_relations: int,
+        split: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        self.num_entities = num_entities
+        self.num_relations = num_relations
         #: every known (query, tail) as one sorted key ``query * num_entities + tail``: (T,)
-        self.facts = full[keep]
-        self.keys, counts = torch.unique_consecutive(keys, return_counts=True)
-        self.offsets = torch.zeros(len(self.keys) + 1, dtype=torch.long)
+        self.facts = facts
+        queries, self.tails = split or (facts // num_entities, facts % num_entities)
+        self.keys, counts = torch.unique_consecutive(queries, return_counts=True)
+        self.offsets = torch.zeros(len(self.keys) + 1, dtype=torch.long, device=facts.device)
         self.offsets[1:] = torch.cumsum(counts, 0)
-        self.tails = tails
+
+    def queries(self) -> torch.Tensor:
+        """Each key's query (``facts // num_entities``): shape (T,)."""
+        return torch.repeat_interleave(self.keys, self.offsets[1:] - self.offsets[:-1])
 
     def copy_to(self, device: torch.device | str) -> TailIndex:
         """A copy of the index on ``device``; this one stays where it is."""

@@ -1,8 +1,14 @@
-"""Training jobs: each runs in its own worker process, beside serving.
+"""Training jobs: each runs in a worker process, beside serving.
 
 A job trains into its own working folder (``jobs/<id>/model``). Only a job that succeeds
 hands its artifact to the registry; a cancelled or failed job leaves the registry and the
-active model exactly as they were. One job runs at a time.
+active model exactly as they were. One job runs at a time: a training run or a search in a
+worker process of its own, an incremental update in the warm updater process kept between
+updates (:mod:`kgweave.serving.workers`).
+
+Over 400 lines: one class, the job's whole life on the server side (start, progress, cancel,
+registration, the record on disk and its recovery after a crash), which reads best in one
+place; the worker side and its processes are in :mod:`kgweave.serving.workers`.
 
 Nothing is stranded when the server dies, even by kill -9: the worker talks to the server over
 two one-way pipes, and holds only its own ends (progress out, a lifeline in). When the server is
@@ -22,15 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import multiprocessing as mp
-import os
 import re
 import shutil
-import signal
 import threading
 import time
 import uuid
@@ -42,6 +44,7 @@ from typing import Any
 
 from kgweave import atomic, killpoints
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
+from kgweave.serving.workers import RESULT, WORKER_LOCK, Worker, wait_for_worker_exit
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
 
@@ -83,9 +86,8 @@ class Job:
         return Job(**asdict(self))
 
 
-#: the job's record on disk, its worker's lock (held with the worker's pid while it lives), and
-#: the worker's mark that the artifact is complete
-RECORD, WORKER_LOCK, RESULT = "job.json", "worker.lock", "result.json"
+#: the job's record on disk (its worker's lock and finished mark: :mod:`kgweave.serving.workers`)
+RECORD = "job.json"
 
 
 #: called with (artifact folder, job) when a job's model is ready; returns (version,
@@ -102,7 +104,9 @@ class JobManager:
         self._on_success = on_success
         self._jobs: dict[str, Job] = {}
         self._cancel: dict[str, threading.Event] = {}
-        self._lifelines: dict[str, Any] = {}
+        #: each running job's worker, and the warm one (the updater) kept between its jobs
+        self._workers: dict[str, Worker] = {}
+        self._warm: Worker | None = None
         self._policies: dict[str, str] = {}
         self._pids: dict[str, int] = {}
         self._lock = threading.Condition()
@@ -110,6 +114,8 @@ class JobManager:
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._context = mp.get_context("spawn")
         self.on_change: Callable[[Job], None] | None = None
+        #: called with every change of a job too (the retrain watcher's wake-up)
+        self.listeners: list[Callable[[Job], None]] = []
         #: jobs found running by :meth:`recover` (reported interrupted or registered)
         self.recovered: list[Job] = []
         if recover:  # the serving process owns jobs/: no other one may settle its jobs
@@ -179,38 +185,20 @@ class JobManager:
         folder = self.root / job.job_id
         folder.mkdir(parents=True, exist_ok=True)
         self._save(job.snapshot())
-        # one-way pipes; after the start each side holds only its own ends
-        events, events_child = self._context.Pipe(duplex=False)
-        lifeline_child, lifeline = self._context.Pipe(duplex=False)
-        from kgweave.serving.training_run import job_process_main
-
-        process = self._context.Process(
-            target=job_process_main,
-            args=(
-                spec if spec is not None else {"config": config, "dataset": dataset},
-                str(folder / "model"),
-                self.settings.model_dump_json(),
-                events_child,
-                lifeline_child,
-            ),
-            name=f"kgweave-job-{job.job_id}",
-            daemon=True,
-        )
-        self._lifelines[job.job_id] = lifeline
+        spec = spec if spec is not None else {"config": config, "dataset": dataset}
+        warm = bool(spec.get("warm"))
         try:
-            process.start()
+            worker = self._submit(job.job_id, spec, str(folder / "model"), warm)
         except Exception as exc:
             log.exception("job %s: the worker could not start", job.job_id)
             why = "the training worker could not start; see the server log"
             self._update(job.job_id, state=JobState.FAILED, phase="done", message=why)
             raise FailedPreconditionError(why) from exc
-        finally:
-            events_child.close()
-            lifeline_child.close()
-        self._update(job.job_id, state=JobState.RUNNING, phase="starting", pid=process.pid or 0)
+        self._workers[job.job_id] = worker
+        self._update(job.job_id, state=JobState.RUNNING, phase="starting", pid=worker.pid)
         threading.Thread(
             target=self._monitor,
-            args=(job.job_id, process, events, folder, policy),
+            args=(job.job_id, worker, folder, policy),
             name=f"kgweave-job-monitor-{job.job_id}",
             daemon=True,
         ).start()
@@ -224,15 +212,47 @@ class JobManager:
         return self.get(job_id)
 
     def shutdown(self) -> None:
-        """Cancel every running job (on server shutdown)."""
+        """Cancel every running job and let the updater go (on server shutdown)."""
         for job_id in list(self._cancel):
             if not self.get(job_id).state.final:
                 self._request_cancel(job_id)
+        with self._lock:
+            warm, self._warm = self._warm, None
+        if warm is not None and warm not in self._workers.values():
+            warm.close()
+
+    def warm_up(self) -> None:
+        """Start the updater now (torch imported, the update code loaded), so the first
+        incremental update does not wait for a process to start."""
+        with self._lock:
+            if self._warm is None or not self._warm.alive:
+                self._warm = Worker(self._context, warm=True, name="kgweave-updater")
+
+    def _submit(self, job_id: str, spec: dict[str, Any], out: str, warm: bool) -> Worker:
+        """Hand the job to a worker: the updater for a ``warm`` spec (a fresh one when it is
+        gone), else a one-shot worker process of its own."""
+        settings_json = self.settings.model_dump_json()
+        if not warm:
+            worker = Worker(self._context, warm=False, name=f"kgweave-job-{job_id}")
+            worker.submit(job_id, spec, out, settings_json)
+            return worker
+        for _ in range(2):
+            self.warm_up()
+            assert self._warm is not None
+            try:
+                self._warm.submit(job_id, spec, out, settings_json)
+            except OSError:  # it died while idle: start another
+                self._warm.close()
+                self._warm = None
+                continue
+            return self._warm
+        raise FailedPreconditionError("the updater process could not take the job")
 
     def _request_cancel(self, job_id: str) -> None:
         self._cancel[job_id].set()
-        with contextlib.suppress(OSError, KeyError):  # a worker that already exited
-            self._lifelines[job_id].send("cancel")
+        worker = self._workers.get(job_id)
+        if worker is not None:
+            worker.cancel(job_id)
 
     # ---- restart: the jobs a previous server left
     def recover(self) -> None:
@@ -256,7 +276,7 @@ class JobManager:
             self._clean(folder)
 
     def _settle_interrupted(self, folder: Path, job: Job, policy: str) -> None:
-        pid = _wait_for_worker_exit(folder / WORKER_LOCK)
+        pid = wait_for_worker_exit(folder / WORKER_LOCK)
         was = job.phase
         job.state, job.phase, job.eta_s = JobState.FAILED, "interrupted", 0.0
         job.message = (
@@ -320,15 +340,17 @@ class JobManager:
                 self._save(snapshot)
             self._lock.notify_all()
             watchers = self._watchers.pop(job_id, [])
+            listeners = [*self.listeners, *([self.on_change] if self.on_change else [])]
         for waiter in watchers:
             with contextlib.suppress(RuntimeError):  # its loop is closed: no one is waiting
                 waiter.get_loop().call_soon_threadsafe(_wake, waiter)
-        if self.on_change is not None:
-            self.on_change(snapshot)
+        for listener in listeners:
+            listener(snapshot)
 
-    def _monitor(self, job_id: str, process: Any, events: Any, folder: Path, policy: str) -> None:
+    def _monitor(self, job_id: str, worker: Worker, folder: Path, policy: str) -> None:
         final: dict[str, Any] | None = None
         cancel_seen_at: float | None = None
+        events, process = worker.events, worker.process
         while final is None:
             if not events.poll(0.5):
                 if self._cancel[job_id].is_set():
@@ -352,10 +374,12 @@ class JobManager:
                 final = event
             else:
                 self._progress(job_id, event)
-        events.close()
-        process.join(timeout=10)
-        with contextlib.suppress(OSError):
-            self._lifelines.pop(job_id).close()
+        with self._lock:
+            self._workers.pop(job_id, None)
+            if worker.warm and worker is self._warm and not worker.alive:
+                self._warm = None
+        if not worker.warm or not worker.alive or worker is not self._warm:
+            worker.close()  # one-shot, dead, or an updater let go meanwhile
         state = final["state"]
         if state == "succeeded" and self._cancel[job_id].is_set():
             state = "cancelled"  # cancelled after training finished: register nothing
@@ -438,31 +462,6 @@ def public_message(message: str, settings: Settings) -> str:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():  # (cancelled meanwhile: the stream ended)
         waiter.set_result(None)
-
-
-def _wait_for_worker_exit(lock_path: Path) -> int:
-    """Make sure a dead server's worker is gone; returns its pid (0 when none is known).
-
-    The worker holds ``lock_path`` locked for its life, so the lock proves the pid in it is
-    still that worker: one still there (its lifeline just closed) is killed, then waited for.
-    """
-    if not lock_path.is_file():
-        return 0
-    with lock_path.open("r+") as handle:
-        try:
-            pid = int(handle.read().strip() or 0)
-        except ValueError:
-            pid = 0
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel when it is gone
-    return pid
 
 
 def _first_error(exc: ValueError) -> str:

@@ -24,6 +24,7 @@ from kgweave import arguments, atomic
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import LinkPredictor, Query
+from kgweave.serving.known_merge import ByEntity, KnownChange, known_index, merged_by_entity
 
 if TYPE_CHECKING:
     from kgweave.language.components.encoder import TextEncoder
@@ -64,7 +65,10 @@ class ServedModel:
         text_fusion: TextFusion | None = None,
         prepack: bool = True,
         excluded: frozenset[int] = frozenset(),
+        change: KnownChange | None = None,
     ) -> None:
+        """``change``: how ``artifact``'s known facts follow from those of the version it is
+        derived from (its indexes are then updated from that version's, not rebuilt)."""
         #: what answers carry; ``v0003@120`` is registry version v0003 with the graph changes
         #: of the event log up to offset 120 applied (:mod:`kgweave.changes.apply`)
         self.version = version
@@ -80,7 +84,11 @@ class ServedModel:
             from kgweave.language.features.text_fusion import FusedScorer
 
             scorer = FusedScorer(text_fusion, artifact.model)
-        self.predictor = LinkPredictor(artifact, precision, scorer, prepack, excluded)
+        num_r = len(artifact.relations)
+        index = like = None
+        if change is not None:
+            index, like = known_index(change, len(artifact.entities), num_r), change.base
+        self.predictor = LinkPredictor(artifact, precision, scorer, prepack, excluded, index, like)
         #: entity ids deleted from the graph: they resolve to nothing and are never answers
         self.excluded = excluded
         self.device = self.predictor.device
@@ -104,10 +112,12 @@ class ServedModel:
         self._search_keys = [k for k, _ in self._search]
         # facts by entity (head or tail), as row indices into the training triples
         known = artifact.known
-        ends = torch.cat((known[:, 0], known[:, 2]))
-        order = torch.argsort(ends, stable=True)
-        self._fact_rows = (order % max(len(known), 1)).tolist()
-        self._fact_offsets = torch.searchsorted(ends[order], torch.arange(len(labels) + 1)).tolist()
+        #: (for versions derived from this one: :mod:`kgweave.serving.known_merge`)
+        self.by_entity = ByEntity.of(known) if change is None else merged_by_entity(change)
+        self._fact_rows = self.by_entity.rows(len(known)).tolist()
+        self._fact_offsets = torch.searchsorted(
+            self.by_entity.entities, torch.arange(len(labels) + 1)
+        ).tolist()
 
     @classmethod
     def load(
@@ -119,12 +129,14 @@ class ServedModel:
         text_fusion: bool = True,
         prepack: bool = True,
         language: bool = True,
+        artifact: ModelArtifact | None = None,
     ) -> ServedModel:
         """Load a version's artifact onto ``device`` and warm it up; with ``text_fusion``,
         a joint artifact's text fusion ranks its link predictions; with ``language``, a joint
         artifact's LM (base + adapters + fusion) is loaded too and warmed by one scoring pass,
-        so the first ``Complete`` pays no loading."""
-        artifact = load_artifact(path, device=device)
+        so the first ``Complete`` pays no loading. ``artifact``: the folder's, loaded
+        already (on ``device``)."""
+        artifact = artifact if artifact is not None else load_artifact(path, device=device)
         fusion = verbalizer = None
         if text_fusion and (path / "language" / "joint.json").is_file():
             from kgweave.language.features.verbalize import Verbalizer

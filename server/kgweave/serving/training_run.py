@@ -1,8 +1,9 @@
 """One training run of the service: snapshot (or dataset), train, evaluate, write an artifact.
 
-:func:`run_training` is plain code with a progress callback; :func:`job_process_main` runs it
-in a worker process for :mod:`kgweave.serving.jobs` (so training never blocks serving), and
-``kgweave serve`` calls it in-process for the first model.
+:func:`run_training` is plain code with a progress callback; a job worker process
+(:mod:`kgweave.serving.workers`) runs it through :func:`run_job` for :mod:`kgweave.serving.jobs`
+(so training never blocks serving), and ``kgweave serve`` calls it in-process for the first
+model.
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgweave import killpoints
-from kgweave.allocator import reuse_freed_memory
 from kgweave.data.dataset import IdMap, KGDataset
 from kgweave.data.split import split_triples
-from kgweave.errors import FailedPreconditionError, KGWeaveError
+from kgweave.errors import FailedPreconditionError
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
 
@@ -262,95 +261,31 @@ def run_search_job(
     return metrics
 
 
-def run_job(
-    spec: dict[str, Any],
-    out: Path,
-    settings: Settings,
-    report: Report,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any] | None:
-    """A job worker's run: the spec's ``runner`` (``"module:function"`` in kgweave, taking
-    these arguments; a layer above names its own, e.g. the incremental update of
-    :mod:`kgweave.changes.incremental`), else a training run."""
-    runner = spec.get("runner")
+@dataclass(frozen=True)
+class JobRun:
+    """One job as its worker runs it: the worker's spec, the folder its artifact goes to, the
+    server's settings, where progress goes, and whether to stop (a cancellation)."""
+
+    spec: dict[str, Any]
+    out: Path
+    settings: Settings
+    report: Report
+    should_stop: Callable[[], bool] | None = None
+
+
+def run_job(run: JobRun) -> dict[str, Any] | None:
+    """A job worker's run (:mod:`kgweave.serving.workers`): the spec's ``runner``
+    (``"module:function"`` in kgweave, taking the :class:`JobRun`; a layer above names its
+    own, e.g. the incremental update of :mod:`kgweave.changes.incremental`), else a training
+    run."""
+    runner = run.spec.get("runner")
     if runner:
         import importlib
 
         module, _, name = str(runner).partition(":")
         if not module.startswith("kgweave."):
             raise FailedPreconditionError(f"job runner {runner} is not kgweave's")
-        run: Callable[..., dict[str, Any] | None] = getattr(importlib.import_module(module), name)
-        return run(spec, out, settings, report, should_stop)
-    return run_training(spec, out, settings, report, should_stop)
-
-
-#: exit status of a worker whose server went away (its lifeline pipe reached end of file)
-ORPHANED_EXIT = 75
-
-
-def job_process_main(
-    spec: dict[str, Any], out: str, settings_json: str, events: Any, lifeline: Any
-) -> None:
-    """Entry point of a training job's worker process.
-
-    ``events`` is the sending end of a pipe to the server: progress rows, then exactly one of
-    ``{"state": "succeeded", "metrics": ...}``, ``{"state": "cancelled"}`` or
-    ``{"state": "failed", "message": ...}``. ``lifeline`` is the receiving end of a pipe from
-    the server, which only the server can write: ``"cancel"`` asks the run to stop; end of file
-    means the server is gone (even by kill -9), and the worker exits at once instead of
-    training for nobody. The worker holds ``worker.lock`` (with its pid) for its whole life, so
-    a restarted server knows whether it is still there. ``result.json`` beside the artifact
-    marks a finished one.
-    """
-    import fcntl
-    import json
-    import os
-    import threading
-
-    folder = Path(out).parent
-    lock = (folder / "worker.lock").open("w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    stop = threading.Event()
-
-    def watch_server() -> None:
-        try:
-            while True:
-                if lifeline.recv() == "cancel":
-                    stop.set()
-        except (EOFError, OSError):
-            os._exit(ORPHANED_EXIT)  # the server died: nobody is waiting for this run
-
-    threading.Thread(target=watch_server, name="kgweave-lifeline", daemon=True).start()
-    reuse_freed_memory()  # a fresh process: tuned as the CLI's
-    settings = Settings.model_validate_json(settings_json)
-    log_path = folder / "job.log"
-    logging.basicConfig(filename=log_path, level=logging.INFO)
-
-    def report(event: dict[str, Any]) -> None:
-        events.send(event)
-        if "epoch" in event or event.get("phase") == "evaluating":  # (tests: kgweave.killpoints)
-            killpoints.reached("training" if "epoch" in event else "evaluating")
-
-    try:
-        metrics = run_job(spec, Path(out), settings, report, stop.is_set)
-        if metrics is None:
-            events.send({"state": "cancelled"})
-        else:
-            (folder / "result.json").write_text(json.dumps({"metrics": metrics}))
-            killpoints.reached("saved")
-            events.send({"state": "succeeded", "metrics": metrics})
-    except KGWeaveError as exc:
-        events.send({"state": "failed", "message": exc.message})
-    except BaseException as exc:  # the parent must always hear how the job ended
-        with log_path.open("a") as handle:
-            handle.write(traceback.format_exc())
-        events.send(  # the client reads "message"; "detail" goes to the server log only
-            {
-                "state": "failed",
-                "message": f"internal error in the training job ({type(exc).__name__}); "
-                "see the server log",
-                "detail": f"{type(exc).__name__}: {exc} (traceback in {log_path})",
-            }
-        )
+        function: Callable[[JobRun], dict[str, Any] | None]
+        function = getattr(importlib.import_module(module), name)
+        return function(run)
+    return run_training(run.spec, run.out, run.settings, run.report, run.should_stop)

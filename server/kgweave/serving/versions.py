@@ -8,6 +8,7 @@ old version is freed when its last request is done.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from kgweave.artifact import ModelArtifact
+from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.device import resolve_device
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.serving.activation import POLICIES, decide
@@ -93,9 +94,12 @@ class ModelVersions:
         self.activate(version)
         return self._active
 
-    def activate(self, version: str, reload: bool = False) -> dict[str, Any]:
-        """Load ``version`` (unless it is served already and not ``reload``), derive what is
-        served from it (:attr:`derive`), warm it up, then swap it in atomically."""
+    def activate(
+        self, version: str, reload: bool = False, loaded: ModelArtifact | None = None
+    ) -> dict[str, Any]:
+        """Load ``version`` (unless it is served already and not ``reload``; ``loaded``: its
+        artifact, loaded already), derive what is served from it (:attr:`derive`), warm it
+        up, then swap it in atomically."""
         item = self.registry.get(version)
         with self.swap_lock:
             current = self._active
@@ -107,6 +111,7 @@ class ModelVersions:
                     self.settings.score_precision,
                     self.settings.text_fusion,
                     self.settings.score_prepack,
+                    artifact=loaded,
                 )
                 if self.derive is not None:
                     served = self.derive(served)
@@ -159,11 +164,12 @@ class ModelVersions:
         """Register the artifact in ``folder`` (moved into the registry) and apply
         ``policy``. Returns (version, activated, why)."""
         policy = check_policy(policy)
-        item = self.registry.register(folder, policy)
+        loaded = load_artifact(folder, device=self.device)  # verified once, served as loaded
+        item = self.registry.register(folder, policy, verified=True)
         activate, why = self.decide(item, policy)
         self.registry.record_decision(item.version, why)
         if activate:
-            self.activate(item.version)
+            self.activate(item.version, loaded=dataclasses.replace(loaded, path=item.path))
         return item.version, activate, why
 
     def decide(self, item: ModelVersion, policy: str) -> tuple[bool, str]:
