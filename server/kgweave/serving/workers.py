@@ -28,7 +28,6 @@ import contextlib
 import errno
 import fcntl
 import importlib
-import json
 import logging
 import os
 import queue
@@ -38,7 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from kgweave import killpoints
+from kgweave import atomic, killpoints
 from kgweave.allocator import reuse_freed_memory
 from kgweave.errors import KGWeaveError
 
@@ -168,7 +167,7 @@ def run_one(
             if metrics is None:
                 events.send({"state": "cancelled"})
             else:
-                (folder / RESULT).write_text(json.dumps({"metrics": metrics}))
+                atomic.write_json(folder / RESULT, {"metrics": metrics})
                 killpoints.reached("saved")
                 events.send({"state": "succeeded", "metrics": metrics})
         except KGWeaveError as exc:
