@@ -269,3 +269,31 @@ def test_a_failing_import_says_how_far_it_got(falkordb: tuple[str, int, str | No
         import_dataset(store, dataset, ("train",), progress=False)
     assert "up to 10,000 of 12,001 triples written" in str(caught.value)
     assert "run it again to complete it" in str(caught.value)
+
+
+def test_snapshot_diff_in_its_worker_process(
+    store: FalkorDBStore, falkordb: tuple[str, int, str | None], tmp_path: Path
+) -> None:
+    """The diff as ``kgweave serve`` runs it: exported and compared in the DiffWorker's own
+    process (connecting by the graph URI), its events appended by the server's log."""
+    from urllib.parse import quote
+
+    from kgweave.changes import ChangeKind, EventLog
+    from kgweave.changes.diff import DiffWorker
+    from kgweave.settings import Settings
+
+    host, port, password = falkordb
+    auth = f":{quote(password, safe='')}@" if password else ""
+    settings = Settings(graph_uri=f"falkor://{auth}{host}:{port}/{store.graph.name}")
+    store.add_triples([("a", "knows", "b")])
+    worker = DiffWorker(settings)
+    try:
+        with EventLog(tmp_path / "log") as log:
+            first = worker.run(tmp_path / "state", log, emit=False)  # the baseline: no events
+            assert first["added"] == 1 and log.end_offset == 0
+            store.add_triples([("b", "knows", "c")])
+            second = worker.run(tmp_path / "state", log)
+            triples = {(e.kind, e.head, e.tail) for _, e in log.read(0) if e.head}
+            assert second["added"] == 1 and triples == {(ChangeKind.TRIPLE_ADDED, "b", "c")}
+    finally:
+        worker.close()
