@@ -90,8 +90,15 @@ def base(plane: DataPlane) -> str:
     return plane.versions.active().base_version
 
 
+@pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updates train a local model over a candidate set smaller than the demo graph, as they
+    do on any graph over incremental_candidates entities."""
+    monkeypatch.setenv("KGWEAVE_INCREMENTAL_CANDIDATES", "24")
+
+
 def test_written_fact_is_known_then_trained_then_served(
-    tolerant: None, running: tuple[DataPlane, Api]
+    tolerant: None, local: None, running: tuple[DataPlane, Api]
 ) -> None:
     plane, api = running
     watcher = plane.changes.retrainer
@@ -111,6 +118,7 @@ def test_written_fact_is_known_then_trained_then_served(
     assert served.artifact.config["source"] == "incremental"
     update = served.artifact.config["incremental"]
     assert update["base_version"] == "v0001" and update["new_facts"] >= 1
+    assert update["candidates"] < len(served.artifact.entities)  # a local model trained
     after = api.candidate(*fact)
     assert after.known and after.score > before.score, (before, after)
     assert after.rank <= before.rank

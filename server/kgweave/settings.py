@@ -158,6 +158,15 @@ class Settings(BaseSettings):
     incremental_replay: float = Field(default=4.0, ge=0)
     """Known facts replayed per new fact in an incremental update (so nothing is forgotten); at
     least one batch of them is always replayed when there are any."""
+    incremental_candidates: int = Field(default=2048, ge=0)
+    """Entities an incremental update ranks each query against while it trains (a sampled softmax):
+    every entity of its new and replayed facts, the incremental_hard_negatives each new fact ranks
+    highest now, then uniformly sampled ones up to this many (0: every entity, as a training run
+    does). Only these rows and the relations train, so an update's cost follows its batch, not the
+    graph."""
+    incremental_hard_negatives: int = Field(default=64, ge=0)
+    """Entities each new fact's queries (both directions) rank highest before an incremental update,
+    put among its candidates: the ones the new fact has to overtake."""
     incremental_lr: float = Field(default=0.001, gt=0)
     """Learning rate of incremental updates (Adam, fresh state on the warm weights: a small step
     keeps what the version learned; measured in docs/benchmarks.md)."""
@@ -174,9 +183,10 @@ class Settings(BaseSettings):
     """Most a new version's MRR on the fixed validation set may fall below the version it replaces
     (measured in the same run) and still be activated."""
     snapshot_diff_full_every: int = Field(default=10, ge=1)
-    """The snapshot diff first compares the graph's counts with its last run and skips the export
-    when they agree; every this many checks it compares all facts anyway (a removal plus an addition
-    keeps the counts)."""
+    """The snapshot diff first compares the graph's counts with its last export's plus the changes
+    logged since (WriteFacts, the APOC trigger, CDC) and skips the export when they agree; every
+    this many checks it compares all facts anyway (an unlogged removal plus addition keeps the
+    counts)."""
     event_log_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
     """Change-event log retention: a closed segment is deleted once every consumer has committed
     past it and it was last written this many seconds ago (with no consumer, age alone decides)."""

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from kgweave.artifact import WEIGHTS, ModelArtifact, load_artifact, read_config, save_artifact
+from kgweave.changes.candidates import LocalModel, candidate_entities
 from kgweave.changes.derive import BaseFacts, derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset, with_reciprocals
@@ -240,25 +241,34 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     replay_n = min(len(old), max(int(len(new) * settings.incremental_replay), config.batch_size))
     replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
     triples = with_reciprocals(torch.cat((new, replay)), n_r)
+    targets = with_reciprocals(training_facts, n_r)
+    trained, local = model, None
+    if 0 < settings.incremental_candidates < n_e:  # a local model over the candidates
+        entities = candidate_entities(
+            model, triples, with_reciprocals(new, n_r)[:, :2], settings.incremental_candidates,
+            settings.incremental_hard_negatives, generator,
+        )  # fmt: skip
+        local = LocalModel(model, entities)
+        trained, triples, targets = local.model, local.triples(triples), local.triples(targets)
+    timings.done("candidates")
     regime: Regime
     if config.regime == "kvsall":  # the version's own objective: every known tail a target
-        targets = with_reciprocals(training_facts, n_r)
-        regime = ChosenQueries(targets, n_e, config, 2 * n_r, triples)
+        regime = ChosenQueries(targets, trained.num_entities, config, 2 * n_r, triples)
     else:
-        regime = OneVsAll(triples, n_e, config)
+        regime = OneVsAll(triples, trained.num_entities, config)
     batch = min(config.batch_size, regime.epoch_size)
     regime.config = config.model_copy(update={"batch_size": batch})
     # fresh optimizer state on warm weights: Adam's small, bounded steps (Adagrad's first
     # steps are lr-sized per coordinate, which undoes what the version learned)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.incremental_lr)
     report({"phase": "training", "epoch": 0, "epochs": settings.incremental_steps})
-    model.train()
+    trained.train()
     steps, losses = 0, []
     while steps < settings.incremental_steps:
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
-            loss, _covered = regime.batch_loss(model, batch_ids)
+            loss, _covered = regime.batch_loss(trained, batch_ids)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             losses.append(loss.detach())
@@ -267,6 +277,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 break
             if should_stop is not None and should_stop():
                 return None
+    if local is not None:
+        local.write_back()
     model.eval()
     mean_loss = float(torch.stack(losses).mean())  # sync point
     timings.done("train")
@@ -314,6 +326,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 "new_facts": len(new),
                 "replayed": len(replay),
                 "steps": steps,
+                "candidates": len(local.entities) if local is not None else n_e,
                 "loss": mean_loss,
                 "new_entities": list(overlay.new_entities),
                 "new_relations": list(overlay.new_relations),
