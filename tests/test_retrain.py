@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kgweave.bootstrap import prepare_plane
+from kgweave.changes.diff import SOURCE as SNAPSHOT_DIFF
+from kgweave.changes.diff import counts_explained
+from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.retrain import CONSUMER
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
@@ -91,3 +94,65 @@ def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> N
     checks = watcher.state.checks  # two more checks of the graph start no second job
     wait_for(lambda: watcher.state.checks >= checks + 2)
     assert watcher.state.jobs_started == 1
+
+
+@pytest.fixture
+def diff_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot diff and the change applier, no training; no periodic full compare."""
+    monkeypatch.setenv("KGWEAVE_INCREMENTAL_UPDATES", "false")
+    monkeypatch.setenv("KGWEAVE_SNAPSHOT_DIFF_FULL_EVERY", "1000000")
+
+
+def diff_events(service: DataPlane) -> list[tuple[str | None, str | None, str | None]]:
+    return [(e.head, e.relation, e.tail)
+            for _, e in service.changes.event_log.read(0, limit=100_000)
+            if e.source == SNAPSHOT_DIFF]  # fmt: skip
+
+
+def test_changes_through_the_log_cost_the_snapshot_diff_no_export(
+    diff_only: None, service: DataPlane
+) -> None:
+    settings = service.settings
+    store = open_store(settings.graph_uri, settings)
+    watcher = service.changes.start_retraining(lambda: store)
+    wait_for(lambda: watcher.state.diffs >= 2)
+    exports = watcher.state.diffs - watcher.state.diffs_skipped  # the baseline's
+    assert exports == 1
+    # written through kgweave (graph and log): the counts are explained by the log
+    service.write_facts(
+        added=[("alan_turing", "born_in", "paris"), ("srinivasa_ramanujan", "born_in", "london")],
+        removed=[("albert_einstein", "born_in", "ulm")],
+        entities=[("srinivasa_ramanujan", "Srinivasa Ramanujan", None)],
+        deleted=[],
+        wait_s=-1,
+    )
+    diffs = watcher.state.diffs
+    wait_for(lambda: watcher.state.diffs >= diffs + 3)
+    assert watcher.state.diffs - watcher.state.diffs_skipped == exports
+    assert diff_events(service) == []
+    # written behind kgweave's back: the counts differ, the diff exports and finds it (with
+    # the logged changes since its last export again: applying an event twice is harmless)
+    store.add_triples([("alan_turing", "citizen_of", "france")])
+    wait_for(lambda: ("alan_turing", "citizen_of", "france") in diff_events(service))
+    assert watcher.state.diffs - watcher.state.diffs_skipped == exports + 1
+
+
+def test_counts_explained_by_the_logged_events() -> None:
+    last = {"triples": 10, "entities": 6, "relations": 2}
+
+    def added(h: str, t: str, source: str = "kgweave") -> ChangeEvent:
+        return ChangeEvent(ChangeKind.TRIPLE_ADDED, head=h, relation="r", tail=t, source=source)
+
+    removed = ChangeEvent(ChangeKind.TRIPLE_REMOVED, head="a", relation="r", tail="b")
+    upsert = ChangeEvent(ChangeKind.ENTITY_UPSERTED, entity="c")
+    assert counts_explained(last, last, [])
+    assert counts_explained(last, {**last, "triples": 11, "entities": 8}, [added("x", "y")])
+    assert counts_explained(last, last, [added("x", "y"), removed])
+    assert counts_explained(last, {**last, "entities": 7}, [upsert])
+    # a change the log does not hold
+    assert not counts_explained(last, {**last, "triples": 11}, [])
+    assert not counts_explained(last, {**last, "entities": 7}, [])
+    # the diff's own events are in its snapshot already; a deletion's removed facts unknown
+    assert not counts_explained(last, {**last, "triples": 11}, [added("x", "y", SNAPSHOT_DIFF)])
+    deleted = ChangeEvent(ChangeKind.ENTITY_DELETED, entity="a")
+    assert not counts_explained(last, last, [deleted])

@@ -3,9 +3,11 @@
 Two daemon threads of the server:
 
 - the snapshot diff (``kgweave-diff``, every ``interval_s``): the safety net that works on any
-  backend. It first compares the graph's counts with its last run and exports nothing when
-  they agree (every ``snapshot_diff_full_every`` checks it compares all facts anyway: a
-  removal plus an addition keeps the counts); otherwise a worker process at lowered OS
+  backend. It first compares the graph's counts with its last export's plus the changes
+  logged since (WriteFacts, the APOC trigger, the CDC poller) and exports nothing when they
+  agree, so changes that come through the log cost one count query (every
+  ``snapshot_diff_full_every`` checks it compares all facts anyway: an unlogged removal plus
+  an addition keeps the counts); otherwise a worker process at lowered OS
   priority (:class:`~kgweave.changes.diff.DiffWorker`) exports the graph and compares it, and
   this thread appends one event per added or removed triple and per new entity to the
   durable event log. Events posted by the Neo4j APOC trigger (POST /v1/changes), written
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgweave.changes.apply import ChangeApplier
-from kgweave.changes.diff import SNAPSHOT, DiffWorker
+from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained
 from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
@@ -127,7 +129,9 @@ class RetrainWatcher:
         self._training: frozenset[tuple[str, str, str]] = frozenset()
         self._trained: frozenset[tuple[str, str, str]] = frozenset()
         self._last_full = time.monotonic()
+        #: the graph's counts at the last export, and the log's end offset before them
         self._last_counts: dict[str, int] | None = None
+        self._counted_at = 0
         self._diffs_since_full = 0
         self._differ: DiffWorker | None = None  # the export, in a process of its own
         self.state = RetrainState()
@@ -190,12 +194,14 @@ class RetrainWatcher:
         assert self._store_factory is not None
         store = self._store_factory()
         had_state = (self._state_dir / SNAPSHOT).is_file()
+        logged = self.log.end_offset  # before the counts: every event below it is in them
         counts = store.counts()
         self.state.diffs += 1
         if (
             had_state
-            and counts == self._last_counts
+            and self._last_counts is not None
             and self._diffs_since_full + 1 < self.settings.snapshot_diff_full_every
+            and self._explained(counts)
         ):
             self._diffs_since_full += 1
             self.state.diffs_skipped += 1
@@ -206,8 +212,21 @@ class RetrainWatcher:
             self._differ = DiffWorker(self.settings)
         diff = self._differ.run(self._state_dir, self.log, emit=not first)
         self._last_counts, self._diffs_since_full = counts, 0
+        self._counted_at = logged
         if first:
             log.info("retrain: baseline of %d triples recorded", diff["added"])
+
+    #: at most this many events logged since the last export are read to explain the
+    #: graph's counts; more, and the export runs
+    EXPLAIN_EVENTS = 100_000
+
+    def _explained(self, counts: dict[str, int]) -> bool:
+        """The graph's counts are the last export's plus the changes logged since."""
+        assert self._last_counts is not None
+        events = self.log.read(self._counted_at, limit=self.EXPLAIN_EVENTS + 1)
+        if len(events) > self.EXPLAIN_EVENTS:
+            return False
+        return counts_explained(self._last_counts, counts, [event for _, event in events])
 
     # ---- the watcher
     def _run(self) -> None:
