@@ -45,3 +45,15 @@ def test_every_typed_error_has_its_own_category_status_and_exit_code(
 
 def test_the_twelve_typed_errors_are_all_seen() -> None:
     assert len(TYPED) == 12
+
+
+def test_suggestions_on_a_large_graph_compare_a_bounded_neighbourhood() -> None:
+    """An unknown name among 100k entities is compared with the SUGGEST_SCAN names nearest it
+    in sorted order, not with all of them: a typo past the first characters is found."""
+    from kgweave.errors import SUGGEST_SCAN, closest_names
+
+    labels = [f"/m/{i:06x}" for i in range(100_000)] + ["alan_turing", "ada_lovelace"]
+    assert len(labels) > SUGGEST_SCAN
+    assert closest_names("alan_turnig", labels) == ["alan_turing"]
+    near = closest_names("/m/00ab1z", labels)
+    assert len(near) == 3 and all(n.startswith("/m/00a") for n in near), near

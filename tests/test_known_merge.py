@@ -54,6 +54,7 @@ def test_merged_indexes_equal_a_rebuild(base: ServedModel) -> None:
     overlay = Overlay(base_version="v0001")
     overlay.fold(_events(base), facts_of)
     overlay.new_entities, overlay.new_relations = ["newcomer"], ["new_relation"]
+    overlay.texts["newcomer"] = ("Alan Newcomer", None)
     overlay.entity_rows = torch.zeros(1, art.model.entity.weight.shape[1])
     overlay.relation_rows = torch.zeros(1, 2, art.model.relation.weight.shape[1])
     derived = derive_artifact(art, overlay)
@@ -81,3 +82,15 @@ def test_merged_indexes_equal_a_rebuild(base: ServedModel) -> None:
     assert key(ents[3], "new_relation", ents[4]) in facts
     removed = [(ents[h], rels[r], ents[t]) for h, r, t in art.known[:5].tolist()]
     assert not any(key(*f) in facts for f in removed if f[0] in index and f[2] in index)
+    # names resolve as a rebuild resolves them: the new entity by its name, the deleted one
+    # not any more (while the base version, whose name lists were extended, still has it)
+    assert merged.predictor._by_name == rebuilt.predictor._by_name
+    assert merged.predictor._by_name_folded == rebuilt.predictor._by_name_folded
+    assert merged.predictor.resolve_entity("alan newcomer") == index["newcomer"]
+    (doomed,) = derived.excluded
+    name = art.entity_names[doomed]
+    assert name and base.predictor.resolve_entity(name) == doomed
+    assert doomed not in merged.predictor._by_name.get(name, [])
+    # facts by entity and prefix search, as rebuilt
+    assert merged.entity(ents[0], 100) == rebuilt.entity(ents[0], 100)
+    assert merged.search("newc") == rebuilt.search("newc") and merged.search("newc")

@@ -105,3 +105,42 @@ def test_semantic_index_maps_free_text_to_entities(encoder: TextEncoder) -> None
         index.search(vector, k=0)
     with pytest.raises(FailedPreconditionError):
         SemanticIndex(index.vectors, labels).search("text needs an encoder")
+
+
+class Counting(TextEncoder):
+    """The real encoder, counting the texts it encodes."""
+
+    def __init__(self, real: TextEncoder) -> None:
+        self.__dict__.update(real.__dict__)
+        self.encoded: list[str] = []
+
+    def encode(self, texts, batch_size=64, progress=False):  # type: ignore[no-untyped-def]
+        self.encoded += list(texts)
+        return super().encode(texts, batch_size=batch_size, progress=progress)
+
+
+def test_text_vectors_are_encoded_once_per_text_whatever_the_version(
+    encoder: TextEncoder, tmp_path: Path
+) -> None:
+    """The cache is keyed by text and encoder: a new version with the same entities encodes
+    nothing, a new entity or a changed description only itself."""
+    from kgweave.language.features.text_vectors import cached_text_vectors
+
+    counting = Counting(encoder)
+    cache = tmp_path / "text-vectors"
+    cache.mkdir()
+    legacy = cache / ("0" * 24 + ".safetensors")  # the first layout's per-version file
+    legacy.write_bytes(b"old")
+    texts = ["Paris: capital of France", "Ulm: a city in Germany", "Paris: capital of France"]
+    first = cached_text_vectors(texts, counting, cache)
+    torch.testing.assert_close(first, encoder.encode(texts))
+    assert counting.encoded == texts[:2]  # each distinct text once
+    assert not legacy.exists() and len(list(cache.iterdir())) == 1
+    # the next version: the same texts, one new entity, one description changed
+    again = ["Ulm: a city in Germany", "Paris: capital of France", "Ulm: a city on the Danube",
+             "Emmy Noether: German mathematician"]  # fmt: skip
+    second = cached_text_vectors(again, counting, cache)
+    torch.testing.assert_close(second, encoder.encode(again))
+    assert counting.encoded == texts[:2] + again[2:]
+    assert torch.equal(cached_text_vectors(again[:2], counting, cache), first[[1, 0]])
+    assert len(counting.encoded) == 4

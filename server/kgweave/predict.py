@@ -89,6 +89,40 @@ def resolve_score_precision(precision: str, device: torch.device, num_entities: 
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
+NameIndex = dict[str, list[int]]
+
+
+def _names(
+    names: list[str | None], excluded: frozenset[int], like: LinkPredictor | None
+) -> tuple[NameIndex, NameIndex]:
+    """Entity ids by exact and by case-folded name, deleted entities left out. From ``like``'s
+    when this version extends its entities (graph changes applied to it: new entities at the
+    end, more deleted ones), so a change batch touches its new and deleted entities only."""
+    start = 0
+    by_name: NameIndex = {}
+    folded: NameIndex = {}
+    if like is not None:
+        theirs = like.artifact.entity_names
+        if like.excluded <= excluded and names[: len(theirs)] == theirs:
+            start, by_name, folded = len(theirs), dict(like._by_name), dict(like._by_name_folded)
+            for i in excluded - like.excluded:  # newly deleted: new lists, theirs stay as are
+                name = names[i] if i < start else None
+                for index, key in ((by_name, name), (folded, name.casefold() if name else None)):
+                    if key is not None and key in index:
+                        index[key] = [j for j in index[key] if j != i]
+                        if not index[key]:
+                            del index[key]
+    for i in range(start, len(names)):
+        name = names[i]
+        if name and i not in excluded:
+            for index, key in ((by_name, name), (folded, name.casefold())):
+                if start:  # the lists may be like's: a new one
+                    index[key] = [*index.get(key, []), i]
+                else:
+                    index.setdefault(key, []).append(i)
+    return by_name, folded
+
+
 class LinkPredictor:
     """Answers link-prediction and scoring requests on one model artifact.
 
@@ -151,12 +185,7 @@ class LinkPredictor:
             )
         self.known = known_index.to(self.device)
         self._excluded_ids = self._excluded_ids.to(self.device)
-        self._by_name: dict[str, list[int]] = {}
-        self._by_name_folded: dict[str, list[int]] = {}
-        for i, name in enumerate(artifact.entity_names):
-            if name and i not in excluded:
-                self._by_name.setdefault(name, []).append(i)
-                self._by_name_folded.setdefault(name.casefold(), []).append(i)
+        self._by_name, self._by_name_folded = _names(artifact.entity_names, excluded, like)
         self._relation_by_text = {
             text: artifact.relations.index[r] for r, text in artifact.relation_texts.items()
         }

@@ -103,7 +103,7 @@ class ChangeApplier:
         self.log = event_log
         self.metrics = metrics
         self._encoder = encoder
-        self._cache_dir = settings.data_dir / "text-vectors"
+        self._cache_dir = settings.text_vectors_dir
         self.folder = settings.data_dir / "overlay"
         self.overlay = Overlay.load(self.folder) or Overlay(
             next_offset=event_log.position(CONSUMER)

@@ -199,13 +199,9 @@ class QueryPlane:
         """Entities by meaning: cosine between ``text`` and each entity's name + description."""
         served = self.versions.active()
         hits = served.semantic_search(
-            text, arguments.limit(limit), self.text_encoder(), self._vector_cache
+            text, arguments.limit(limit), self.text_encoder(), self.settings.text_vectors_dir
         )
         return served.version, hits
-
-    @property
-    def _vector_cache(self) -> Any:
-        return self.settings.data_dir / "cache" / "text-vectors"
 
     # ---- text
     def verbalize(

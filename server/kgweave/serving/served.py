@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import logging
 import threading
 import time
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from kgweave import arguments, atomic
+from kgweave import arguments
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import LinkPredictor, Query
@@ -100,24 +98,30 @@ class ServedModel:
         self.completion_lock = threading.Lock()
         #: per-version data of transports (see WARM_UPS), by name
         self.derived: dict[str, Any] = {}
-        labels = artifact.entities.labels
-        # prefix search over folded names and ids: sorted (key, entity id) pairs
-        keys = {(label.casefold(), i) for i, label in enumerate(labels) if i not in excluded}
-        keys |= {
-            (name.casefold(), i)
-            for i, name in enumerate(artifact.entity_names)
-            if name and i not in excluded
-        }
-        self._search = sorted(keys)
-        self._search_keys = [k for k, _ in self._search]
-        # facts by entity (head or tail), as row indices into the training triples
+        # facts by entity (head or tail), as row indices into the training triples; kept as
+        # tensors: a version derived per change batch converts nothing of the whole graph
         known = artifact.known
         #: (for versions derived from this one: :mod:`kgweave.serving.known_merge`)
         self.by_entity = ByEntity.of(known) if change is None else merged_by_entity(change)
-        self._fact_rows = self.by_entity.rows(len(known)).tolist()
+        self._fact_rows = self.by_entity.rows(len(known))
         self._fact_offsets = torch.searchsorted(
-            self.by_entity.entities, torch.arange(len(labels) + 1)
-        ).tolist()
+            self.by_entity.entities, torch.arange(len(artifact.entities) + 1)
+        )
+
+    @functools.cached_property
+    def _prefix_index(self) -> tuple[list[tuple[str, int]], list[str]]:
+        """Prefix search over folded names and ids: sorted (key, entity id) pairs and their
+        keys; made on the first search (not per change batch)."""
+        art, excluded = self.artifact, self.excluded
+        keys = {(label.casefold(), i) for i, label in enumerate(art.entities.labels)
+                if i not in excluded}  # fmt: skip
+        keys |= {
+            (name.casefold(), i)
+            for i, name in enumerate(art.entity_names)
+            if name and i not in excluded
+        }
+        search = sorted(keys)
+        return search, [k for k, _ in search]
 
     @classmethod
     def load(
@@ -237,30 +241,18 @@ class ServedModel:
         return " ".join(sentences), sentences
 
     def semantic_index(self, encoder: TextEncoder, cache_dir: Path) -> SemanticIndex:
-        """Entity text vectors of this version under ``encoder`` (computed once, then cached in
-        ``cache_dir`` by weights hash and encoder)."""
+        """Entity text vectors of this version under ``encoder``: looked up by text in the
+        cache in ``cache_dir``, only texts never seen encoded
+        (:mod:`kgweave.language.features.text_vectors`)."""
         from kgweave.language.features.coldstart import artifact_entity_texts
         from kgweave.language.features.semantic import SemanticIndex
+        from kgweave.language.features.text_vectors import cached_text_vectors
 
         with self._text_lock:
             if self._text_index is not None and self._text_index[0] == encoder.spec:
                 return self._text_index[1]
-            key = hashlib.sha256(f"{self.artifact.version}|{encoder.spec}".encode()).hexdigest()
-            path = cache_dir / f"{key[:24]}.safetensors"
-            vectors = None
-            n = len(self.artifact.entities)
-            if path.is_file():
-                stored = load_file(str(path)).get("vectors")
-                if stored is not None and stored.shape[0] == n:
-                    vectors = stored
-                elif stored is not None and stored.shape[0] < n:
-                    # entities added by graph changes (the same weights hash): encode those only
-                    texts = artifact_entity_texts(self.artifact)[stored.shape[0] :]
-                    vectors = torch.cat((stored, encoder.encode(texts, batch_size=128)))
-            if vectors is None:
-                vectors = encoder.encode(artifact_entity_texts(self.artifact), batch_size=128)
-                with atomic.atomic_path(path) as tmp:
-                    save_file({"vectors": vectors.contiguous()}, str(tmp))
+            texts = artifact_entity_texts(self.artifact)
+            vectors = cached_text_vectors(texts, encoder, cache_dir)
             index = SemanticIndex(vectors, self.artifact.entities.labels, encoder)
             self._text_index = (encoder.spec, index)
             return index
@@ -347,14 +339,14 @@ class ServedModel:
 
     def _info(self, e: int, max_facts: int) -> EntityInfo:
         art = self.artifact
-        start, end = self._fact_offsets[e], self._fact_offsets[e + 1]
+        start, end = int(self._fact_offsets[e]), int(self._fact_offsets[e + 1])
         rows = self._fact_rows[start : min(end, start + max_facts)]
         facts = (
             [
                 (art.entities.labels[h], art.relations.labels[r], art.entities.labels[t])
                 for h, r, t in art.known[rows].tolist()
             ]
-            if rows
+            if len(rows)
             else []
         )
         descriptions = art.entity_descriptions
@@ -371,9 +363,10 @@ class ServedModel:
         if not prefix:
             raise InvalidArgumentError("give a non-empty prefix")
         key = prefix.casefold()
-        lo = bisect.bisect_left(self._search_keys, key)
+        search, keys = self._prefix_index
+        lo = bisect.bisect_left(keys, key)
         hits: dict[int, str] = {}
-        for text, e in self._search[lo:]:
+        for text, e in search[lo:]:
             if not text.startswith(key):
                 break
             hits.setdefault(e, text)
