@@ -246,3 +246,31 @@ def test_atomic_write_fsyncs_file_and_folder_and_leaves_nothing_on_error(
         raise RuntimeError("writer died")
     assert json.loads(target.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_a_fixed_set_drop_within_its_noise_is_not_a_regression(tmp_path: Path) -> None:
+    """An incremental update is judged against its base in one run, with the standard error
+    of the difference: on a small fixed set a drop must exceed the noise as well as the
+    tolerance (``noise_z`` standard errors) to refuse it."""
+    base = ModelVersion("v0001", tmp_path, {})
+
+    def update(mrr: float, se: float | None) -> ModelVersion:
+        fixed = {"mrr": mrr, "base_mrr": 0.55, "base_version": "v0001", "triples": 26,
+                 "fingerprint": "f", "difference_se": se}  # fmt: skip
+        return ModelVersion("v0002", tmp_path, {"fixed_valid": fixed})
+
+    # 0.015 below, the noise 2 x 0.01: one query's rank, activated
+    activate, why = decide("if_better", update(0.535, 0.01), base)
+    assert activate and why == (
+        "activated: MRR on the fixed validation set 0.5350 vs v0001's 0.5500 "
+        "(tolerance 0.01, noise 0.0200 on 26 facts)"
+    )
+    # the same drop, judged by the tolerance alone
+    assert not decide("if_better", update(0.535, 0.01), base, noise_z=0)[0]
+    assert not decide("if_better", update(0.535, None), base)[0]
+    # a drop beyond the noise, and one beyond the tolerance on a precise (large) set
+    activate, why = decide("if_better", update(0.50, 0.01), base)
+    assert not activate and why.endswith("0.0500 below v0001's 0.5500 (tolerance 0.01, "
+                                         "noise 0.0200 on 26 facts)")  # fmt: skip
+    activate, why = decide("if_better", update(0.535, 0.001), base)
+    assert not activate and why.endswith("(tolerance 0.01)")

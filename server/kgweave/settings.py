@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     validation_tolerance: float = Field(default=0.01, ge=0)
     """Most a new version's MRR on the fixed validation set may fall below the version it replaces
     (measured in the same run) and still be activated."""
+    validation_noise_z: float = Field(default=2.0, ge=0)
+    """An incremental update is refused only when its fixed-set MRR drop also exceeds this many
+    standard errors of the drop (paired over the same queries, measured in the update's run): on a
+    small fixed set one query's rank moving is noise, not a regression (0: the tolerance alone)."""
     snapshot_diff_full_every: int = Field(default=10, ge=1)
     """The snapshot diff first compares the graph's counts with its last export's plus the changes
     logged since (WriteFacts, the APOC trigger, CDC) and skips the export when they agree; every
@@ -247,6 +251,12 @@ class Settings(BaseSettings):
         "The server's bearer tokens (0600), generated when auth is on and none are set.",
     )
     cache_dir = SubPath("data_dir", "datasets", "Where downloaded datasets are kept.")
+    text_vectors_dir = SubPath(
+        "data_dir",
+        "cache/text-vectors",
+        "Entity text vectors by text and encoder (cold start, semantic search): each text is "
+        "encoded once, whatever the model version.",
+    )
 
 
 def get_settings() -> Settings:

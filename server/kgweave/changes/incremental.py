@@ -47,7 +47,7 @@ from kgweave.changes.derive import BaseFacts, derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
-from kgweave.evaluation.ranking import build_filter, evaluate
+from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import build_model
 from kgweave.serving.training_run import JobRun
 from kgweave.serving.validation import FixedValidation, load_fixed, make_fixed
@@ -221,7 +221,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     known_filter = build_filter(torch.cat((known, valid)), n_e, n_r)
     report({"phase": "evaluating"})
     model.eval()
-    before = evaluate(model, valid, known_filter).metrics if len(valid) else {}
+    before = evaluate(model, valid, known_filter) if len(valid) else None
     timings.done("evaluate")
 
     # ---- training: the new facts and a replay sample, both directions
@@ -287,15 +287,16 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
 
     # ---- judged on the same facts, with the same filter
     report({"phase": "evaluating", "loss": mean_loss})
-    after = evaluate(model, valid, known_filter).metrics if len(valid) else {}
+    after = evaluate(model, valid, known_filter) if len(valid) else None
     timings.done("evaluate")
-    metrics: dict[str, Any] = {"valid": after}
+    metrics: dict[str, Any] = {"valid": after.metrics if after else {}}
     judged = {
-        "mrr": after.get("mrr"),
-        "base_mrr": before.get("mrr"),
+        "mrr": after.metrics.get("mrr") if after else None,
+        "base_mrr": before.metrics.get("mrr") if before else None,
         "base_version": version,
         "fingerprint": fixed.fingerprint,
         "triples": len(valid),
+        "difference_se": difference_se(before, after),
     }
     labels = derived.entities.labels
     dataset = KGDataset(
@@ -337,6 +338,18 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     )
     KEPT.keep(out, model, dataset)  # the next update is based on it once it is registered
     return metrics
+
+
+def difference_se(before: EvaluationResult | None, after: EvaluationResult | None) -> float | None:
+    """The standard error of the MRR difference ``after - before`` over the same queries
+    (paired: the spread of each query's change of reciprocal rank, over the square root of
+    their number); None with fewer than two queries."""
+    if before is None or after is None or before.ranks is None or after.ranks is None:
+        return None
+    change = 1.0 / after.ranks.double() - 1.0 / before.ranks.double()
+    if len(change) < 2:
+        return None
+    return float(change.std() / len(change) ** 0.5)
 
 
 def _keys(triples: torch.Tensor, n_e: int, n_r: int) -> torch.Tensor:

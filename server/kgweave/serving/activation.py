@@ -7,8 +7,10 @@ Under ``if_better`` two guards come first. A version that would lose the active 
 language side (``kgweave complete``, text fusion) is not activated. A version judged on the
 graph's fixed validation set (:mod:`kgweave.serving.validation`; ``config.fixed_valid``) is
 activated unless its MRR there falls more than ``tolerance`` below the active version's on the
-same facts: an incremental update measures both in one run (``base_mrr``), a full retrain on
-the graph holds those facts out as its validation split. Otherwise ``if_better`` compares
+same facts: an incremental update measures both in one run (``base_mrr``, and the standard
+error of the difference over the same queries: the drop must also exceed ``noise_z`` of them,
+so that on a small fixed set one query's rank moving is not taken for a regression), a full
+retrain on the graph holds those facts out as its validation split. Otherwise ``if_better`` compares
 validation MRRs only when they were measured alike: the same data (the
 dataset's or graph snapshot's fingerprint, which also fixes the filter of the filtered ranking)
 and the same validation triples (``dataset.valid_fingerprint``, recorded since artifact format
@@ -46,11 +48,16 @@ POLICIES: Final = (IF_BETTER, ALWAYS, NEVER)
 
 
 def decide(
-    policy: str, new: ModelVersion, active: ModelVersion | None, tolerance: float = 0.01
+    policy: str,
+    new: ModelVersion,
+    active: ModelVersion | None,
+    tolerance: float = 0.01,
+    noise_z: float = 2.0,
 ) -> tuple[bool, str]:
     """(activate?, the reason, one line) for ``new`` under ``policy``, ``active`` being the
     version served now (None when none is); ``tolerance``: the most MRR on the fixed
-    validation set may drop.
+    validation set may drop; ``noise_z``: standard errors of the drop (where measured) it must
+    exceed too.
 
     Raises:
         ValueError: ``policy`` is not one of :data:`POLICIES` (callers validate it first).
@@ -68,7 +75,7 @@ def decide(
             f"not activated: {active.version} is a joint model and {new.version} has no "
             "language side (kgweave complete and text fusion would stop working)"
         )
-    judged = _on_fixed_set(new, active, tolerance)
+    judged = _on_fixed_set(new, active, tolerance, noise_z)
     if judged is not None:
         return judged
     return _if_better(new, active)
@@ -86,7 +93,7 @@ def fixed_mrr(config: dict[str, Any]) -> float | None:
 
 
 def _on_fixed_set(
-    new: ModelVersion, active: ModelVersion, tolerance: float
+    new: ModelVersion, active: ModelVersion, tolerance: float, noise_z: float
 ) -> tuple[bool, str] | None:
     """The fixed-validation-set judgement of ``new`` against ``active``; None when the two
     were not measured on the same fixed set."""
@@ -94,9 +101,14 @@ def _on_fixed_set(
     if not isinstance(fixed, dict):
         return None
     new_mrr = fixed_mrr(new.config)
+    allowed, why = tolerance, f"tolerance {tolerance:g}"
     if fixed.get("base_version") == active.version:  # measured in the same run
         old_mrr = fixed.get("base_mrr")
         old_mrr = float(old_mrr) if isinstance(old_mrr, int | float) else None
+        se = fixed.get("difference_se")
+        if isinstance(se, int | float) and math.isfinite(se) and noise_z * se > tolerance:
+            allowed = noise_z * se
+            why += f", noise {allowed:.4f} on {fixed.get('triples')} facts"
     else:
         theirs = active.config.get("fixed_valid")
         if not isinstance(theirs, dict) or theirs.get("fingerprint") != fixed.get("fingerprint"):
@@ -106,15 +118,14 @@ def _on_fixed_set(
         return True, "activated: no fixed validation facts to judge it on yet"
     if not (math.isfinite(new_mrr) and 0.0 <= new_mrr <= 1.0):
         return False, f"not activated: fixed-set MRR {new_mrr} is not a valid MRR"
-    if new_mrr < old_mrr - tolerance:
+    if new_mrr < old_mrr - allowed:
         return False, (
             f"not activated: MRR on the fixed validation set {new_mrr:.4f} is "
-            f"{old_mrr - new_mrr:.4f} below {active.version}'s {old_mrr:.4f} "
-            f"(tolerance {tolerance:g})"
+            f"{old_mrr - new_mrr:.4f} below {active.version}'s {old_mrr:.4f} ({why})"
         )
     return True, (
         f"activated: MRR on the fixed validation set {new_mrr:.4f} vs {active.version}'s "
-        f"{old_mrr:.4f} (tolerance {tolerance:g})"
+        f"{old_mrr:.4f} ({why})"
     )
 
 

@@ -177,7 +177,10 @@ class ModelVersions:
         (:func:`kgweave.serving.activation.decide`: versions of other data never compared)."""
         current = self._active
         active = self.registry.get(current.base_version) if current is not None else None
-        return decide(policy, item, active, self.settings.validation_tolerance)
+        settings = self.settings
+        return decide(
+            policy, item, active, settings.validation_tolerance, settings.validation_noise_z
+        )
 
     def active_summary(self) -> dict[str, Any] | None:
         """The active version's registry summary (its served name, cold starts included)."""
