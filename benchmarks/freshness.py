@@ -28,7 +28,8 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   running), then while a writer adds one fact every 50 ms (the applier serving batches, the
   updater training on them, the snapshot diff seeing them).
 
-Each probe polls in a tight loop, so a latency includes up to one GetEntity round trip.
+Each probe polls every 20 ms (``POLL_S``), so a latency includes up to one interval and one
+round trip.
 Prints and writes one JSON object; draws the latencies as a plot.
 
 Incremental updates and quality (``--incremental``)::
@@ -83,12 +84,18 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+#: seconds between two polls of a probe: a probe's latency is known to within one interval
+#: plus one round trip. Polling back to back (as before 2026-12-05 18:00) kept one of the two
+#: cores busy with the probe itself, client and server, and starved the niced updater.
+POLL_S = 0.02
+
+
 def until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("condition never held")
-        time.sleep(0.002)  # the server shares this process: leave it the interpreter
+        time.sleep(POLL_S)
 
 
 #: the quality protocol's results on FB15k-237 (``--all``)
@@ -189,8 +196,9 @@ def latencies(args: argparse.Namespace) -> None:
     from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
     settings = get_settings()
-    if args.text_vectors is not None and not (data_dir / "text-vectors").exists():
-        shutil.copytree(args.text_vectors, data_dir / "text-vectors")
+    vectors_dir = data_dir / "cache" / "text-vectors"  # settings.text_vectors_dir
+    if args.text_vectors is not None and not vectors_dir.exists():
+        shutil.copytree(args.text_vectors, vectors_dir)
     name = args.dataset or "fb15k-237"
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": name}
     dataset = open_dataset(name, settings)
@@ -360,6 +368,7 @@ def latencies(args: argparse.Namespace) -> None:
     writer = threading.Thread(target=ingest)
     batches_before = applier.state.batches
     updates_before, diffs_before = watcher.state.updates_started, watcher.state.diffs
+    exports_before = diffs_before - watcher.state.diffs_skipped
     writer.start()
     busy = load(args.seconds)
     stop.set()
@@ -377,7 +386,9 @@ def latencies(args: argparse.Namespace) -> None:
         "batches_applied": applier.state.batches - batches_before,
         "updates_started": watcher.state.updates_started - updates_before,
         "snapshot_diffs": watcher.state.diffs - diffs_before,
+        "snapshot_exports": watcher.state.diffs - watcher.state.diffs_skipped - exports_before,
     }
+    record["update_phases_p50_s"] = update_phases(settings.models_dir)
     record["p99_ratio"] = round(
         record["predict_links_ingesting"]["p99_ms"] / record["predict_links_idle"]["p99_ms"], 2
     )
@@ -396,6 +407,17 @@ def latencies(args: argparse.Namespace) -> None:
     plane.close()
     if plane.owns_embedded_graph or not settings.graph_uri:
         EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+def update_phases(models_dir: Path) -> dict[str, float]:
+    """The median seconds of each phase of the incremental updates registered in
+    ``models_dir`` (their configs' ``incremental.timings``)."""
+    phases: dict[str, list[float]] = {}
+    for config in sorted(models_dir.glob("v*/config.json")):
+        timings = json.loads(config.read_text()).get("incremental", {}).get("timings", {})
+        for phase, seconds in timings.items():
+            phases.setdefault(phase, []).append(float(seconds))
+    return {phase: round(statistics.median(values), 3) for phase, values in phases.items()}
 
 
 def panels() -> tuple[Any, Any, Any]:
