@@ -146,3 +146,18 @@ def test_varint() -> None:
 
 def _f32(value: float) -> float:
     return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def test_a_derived_versions_answers_extend_its_bases() -> None:
+    """A change batch's version encodes its new entities only; a renamed entity (or any other
+    difference in the base's entities) makes it encode them all again."""
+    labels, names = ["a", "b", "c"], ["A", None, "Ç"]
+    base = LinkAnswers(labels, names)
+    grown = LinkAnswers([*labels, "d"], [*names, "D"], base)
+    assert grown.fields[:3] == base.fields and all(
+        x is y for x, y in zip(grown.fields, base.fields, strict=False)
+    )
+    assert grown.fields == LinkAnswers([*labels, "d"], [*names, "D"]).fields
+    renamed = LinkAnswers([*labels, "d"], ["A", "Bee", "Ç", "D"], base)
+    assert renamed.fields == LinkAnswers([*labels, "d"], ["A", "Bee", "Ç", "D"]).fields
+    assert renamed.fields[1] != base.fields[1]

@@ -70,12 +70,25 @@ class LinkAnswers:
         names: entity names by entity id (the ``name`` field; None or "" for none).
     """
 
-    def __init__(self, labels: Sequence[str], names: Sequence[str | None]) -> None:
+    def __init__(
+        self,
+        labels: Sequence[str],
+        names: Sequence[str | None],
+        base: LinkAnswers | None = None,
+    ) -> None:
+        """``base``: the answers of a version whose entities these extend (the same labels
+        and names first): its fields are reused, only the new entities' encoded."""
+        self.labels, self.names = labels, names
+        start = 0
+        if base is not None and len(base.labels) <= len(labels):
+            n = len(base.labels)
+            if list(labels[:n]) == list(base.labels) and list(names[:n]) == list(base.names):
+                start = n
         #: per entity, its encoded ``entity_id`` and ``name`` fields
-        self.fields = [
+        self.fields: list[bytes] = [*(base.fields if start and base is not None else []), *(
             _string_field(2, label) + (_string_field(3, name) if name else b"")
-            for label, name in zip(labels, names, strict=True)
-        ]
+            for label, name in zip(labels[start:], names[start:], strict=True)
+        )]  # fmt: skip
 
     def encode(self, top: TopK, calls: Sequence[tuple[int, int, int]], version: str) -> list[bytes]:
         """One serialised response per call.
@@ -107,11 +120,18 @@ class LinkAnswers:
         return _delimited(_RESULTS, b"".join(parts))
 
 
-def link_answers(served: ServedModel) -> LinkAnswers:
-    """The :class:`LinkAnswers` of a served version (built by its warm-up)."""
+def link_answers(served: ServedModel, base: ServedModel | None = None) -> LinkAnswers:
+    """The :class:`LinkAnswers` of a served version (built by its warm-up, from those of the
+    version ``base`` it is derived from when it has them)."""
     answers = served.derived.get("link_answers")
-    if answers is None:  # a version loaded before this module was: build it now, once
-        answers = LinkAnswers(served.artifact.entities.labels, served.artifact.entity_names)
+    if answers is None:  # (a version loaded before this module was: built now, once)
+        theirs = base.derived.get("link_answers") if base is not None else None
+        art = served.artifact
+        answers = LinkAnswers(
+            art.entities.labels,
+            art.entity_names,
+            theirs if isinstance(theirs, LinkAnswers) else None,
+        )
         served.derived["link_answers"] = answers
     assert isinstance(answers, LinkAnswers)
     return answers

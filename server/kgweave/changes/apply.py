@@ -405,5 +405,5 @@ class ChangeApplier:
             excluded=excluded,
             change=change,
         )
-        served.warm_up()
+        served.warm_up(base)
         return served

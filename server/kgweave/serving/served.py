@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 #: what transports derive from each loaded version (pre-encoded answers, say), built by
 #: :meth:`ServedModel.warm_up` into :attr:`ServedModel.derived` so no request pays for it;
-#: transports register here, the core knows nothing of them
-WARM_UPS: list[Callable[[ServedModel], object]] = []
+#: transports register here, the core knows nothing of them. Each gets the version and the one
+#: it is derived from (graph changes applied to it: the same entities first, then new ones), or
+#: None, so a change batch extends what that one built instead of building it again
+WARM_UPS: list[Callable[[ServedModel, ServedModel | None], object]] = []
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,9 @@ class ServedModel:
             served.warm_language()
         return served
 
-    def warm_up(self) -> None:
-        """Run one of each kind of request so the first real one pays no first-call costs."""
+    def warm_up(self, base: ServedModel | None = None) -> None:
+        """Run one of each kind of request so the first real one pays no first-call costs;
+        ``base``: the version this one is derived from (see :data:`WARM_UPS`)."""
         n = len(self.artifact.entities)
         hr = torch.zeros(min(8, n), 2, dtype=torch.long, device=self.device)
         self.predictor.predict_ids(hr, min(10, n), filter_known=True)
@@ -167,7 +170,7 @@ class ServedModel:
                     torch.zeros(1, 3, dtype=torch.long, device=self.device)
                 )
         for build in WARM_UPS:
-            build(self)
+            build(self, base)
 
     @property
     def language_loaded(self) -> bool:
