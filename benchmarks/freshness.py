@@ -200,7 +200,8 @@ def latencies(args: argparse.Namespace) -> None:
     if args.text_vectors is not None and not vectors_dir.exists():
         shutil.copytree(args.text_vectors, vectors_dir)
     name = args.dataset or "fb15k-237"
-    record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": name}
+    record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": name,
+                              "diff_interval_s": args.diff_interval_s}  # fmt: skip
     dataset = open_dataset(name, settings)
     began = time.monotonic()
     store = open_store(settings.graph_uri, settings)
