@@ -130,6 +130,7 @@ def test_written_fact_is_known_then_trained_then_served(
     fixed = load_fixed(plane.settings)
     assert fixed is not None and len(fixed.triples) > 0 and fact not in fixed.triples
     assert served.artifact.config["fixed_valid"]["fingerprint"] == fixed.fingerprint
+    assert served.artifact.config["fixed_valid"]["anchor_version"] == "v0001"
     info = api.models()["v0002"]
     assert info.active and info.decision.startswith("activated: MRR on the fixed validation set")
     final = job_updates(api.admin, watcher.state.last_job)[-1]
@@ -157,6 +158,10 @@ def test_written_fact_is_known_then_trained_then_served(
     wait_for(lambda: base(plane) == "v0003")
     trained = plane.versions.active()
     assert "emmy_noether" in trained.artifact.entities and not applier.overlay.new_entities
+    # an update of an update is still judged against the full training it descends from
+    judged = trained.artifact.config["fixed_valid"]
+    assert judged["base_version"] == "v0002" and judged["anchor_version"] == "v0001"
+    assert judged["anchor_mrr"] == served.artifact.config["fixed_valid"]["base_mrr"]
     row = trained.predictor.model.entity.weight[trained.artifact.entities.index["emmy_noether"]]
     assert not torch.equal(row, cold_row)
     assert trained.artifact.entity_names[trained.artifact.entities.index["emmy_noether"]] == (

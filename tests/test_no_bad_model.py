@@ -274,3 +274,23 @@ def test_a_fixed_set_drop_within_its_noise_is_not_a_regression(tmp_path: Path) -
                                          "noise 0.0200 on 26 facts)")  # fmt: skip
     activate, why = decide("if_better", update(0.535, 0.001), base)
     assert not activate and why.endswith("(tolerance 0.01)")
+
+
+def test_a_chain_of_updates_may_not_drift_below_its_full_training(tmp_path: Path) -> None:
+    """Each update is judged against the version it replaces and against the full training
+    its chain descends from (its anchor): drops within the margin cannot add up."""
+    active = ModelVersion("v0003", tmp_path, {})
+
+    def update(mrr: float) -> ModelVersion:
+        fixed = {"mrr": mrr, "base_mrr": 0.54, "base_version": "v0003", "triples": 26,
+                 "fingerprint": "f", "difference_se": 0.01, "anchor_version": "v0001",
+                 "anchor_mrr": 0.555}  # fmt: skip
+        return ModelVersion("v0004", tmp_path, {"fixed_valid": fixed})
+
+    assert decide("if_better", update(0.54), active)[0]  # 0.015 below v0001: within 0.02
+    activate, why = decide("if_better", update(0.53), active)  # 0.010 below v0003 only
+    assert not activate and why == (
+        "not activated: MRR on the fixed validation set 0.5300 is 0.0250 below v0001's 0.5550, "
+        "the full training its updates descend from; a full retrain starts over "
+        "(tolerance 0.01, noise 0.0200 on 26 facts)"
+    )

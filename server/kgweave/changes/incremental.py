@@ -290,13 +290,15 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     after = evaluate(model, valid, known_filter) if len(valid) else None
     timings.done("evaluate")
     metrics: dict[str, Any] = {"valid": after.metrics if after else {}}
+    base_mrr = before.metrics.get("mrr") if before else None
     judged = {
         "mrr": after.metrics.get("mrr") if after else None,
-        "base_mrr": before.metrics.get("mrr") if before else None,
+        "base_mrr": base_mrr,
         "base_version": version,
         "fingerprint": fixed.fingerprint,
         "triples": len(valid),
         "difference_se": difference_se(before, after),
+        **anchor_of(art.config, version, base_mrr),
     }
     labels = derived.entities.labels
     dataset = KGDataset(
@@ -338,6 +340,17 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     )
     KEPT.keep(out, model, dataset)  # the next update is based on it once it is registered
     return metrics
+
+
+def anchor_of(config: dict[str, Any], version: str, mrr: float | None) -> dict[str, Any]:
+    """The last full training a chain of updates descends from, and its fixed-set MRR: the
+    base's anchor when the base is an update itself, else the base (``config``, ``version``,
+    ``mrr`` measured in this run). Updates are judged against it too, so drift within each
+    update's tolerance cannot add up."""
+    theirs = config.get("fixed_valid")
+    if config.get("source") == SOURCE and isinstance(theirs, dict) and "anchor_version" in theirs:
+        return {"anchor_version": theirs["anchor_version"], "anchor_mrr": theirs.get("anchor_mrr")}
+    return {"anchor_version": version, "anchor_mrr": mrr}
 
 
 def difference_se(before: EvaluationResult | None, after: EvaluationResult | None) -> float | None:

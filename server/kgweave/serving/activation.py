@@ -9,8 +9,10 @@ graph's fixed validation set (:mod:`kgweave.serving.validation`; ``config.fixed_
 activated unless its MRR there falls more than ``tolerance`` below the active version's on the
 same facts: an incremental update measures both in one run (``base_mrr``, and the standard
 error of the difference over the same queries: the drop must also exceed ``noise_z`` of them,
-so that on a small fixed set one query's rank moving is not taken for a regression), a full
-retrain on the graph holds those facts out as its validation split. Otherwise ``if_better`` compares
+so that on a small fixed set one query's rank moving is not taken for a regression; and the
+same margin below the fixed-set MRR of the full training its chain of updates descends from,
+its ``anchor``, so drift cannot add up over updates), a full retrain on the graph holds those
+facts out as its validation split. Otherwise ``if_better`` compares
 validation MRRs only when they were measured alike: the same data (the
 dataset's or graph snapshot's fingerprint, which also fixes the filter of the filtered ranking)
 and the same validation triples (``dataset.valid_fingerprint``, recorded since artifact format
@@ -118,15 +120,28 @@ def _on_fixed_set(
         return True, "activated: no fixed validation facts to judge it on yet"
     if not (math.isfinite(new_mrr) and 0.0 <= new_mrr <= 1.0):
         return False, f"not activated: fixed-set MRR {new_mrr} is not a valid MRR"
-    if new_mrr < old_mrr - allowed:
-        return False, (
-            f"not activated: MRR on the fixed validation set {new_mrr:.4f} is "
-            f"{old_mrr - new_mrr:.4f} below {active.version}'s {old_mrr:.4f} ({why})"
-        )
+    for ref, ref_mrr, what in _references(fixed, active.version, old_mrr):
+        if new_mrr < ref_mrr - allowed:
+            return False, (
+                f"not activated: MRR on the fixed validation set {new_mrr:.4f} is "
+                f"{ref_mrr - new_mrr:.4f} below {ref}'s {ref_mrr:.4f}{what} ({why})"
+            )
     return True, (
         f"activated: MRR on the fixed validation set {new_mrr:.4f} vs {active.version}'s "
         f"{old_mrr:.4f} ({why})"
     )
+
+
+def _references(fixed: dict[str, Any], active: str, mrr: float) -> list[tuple[str, float, str]]:
+    """What a version's fixed-set MRR may not fall below (less the margin): the active
+    version's, and for an update whose chain of updates descends from another full training
+    (its anchor), that one's too, so drift cannot add up over updates."""
+    refs = [(active, mrr, "")]
+    anchor, anchor_mrr = fixed.get("anchor_version"), fixed.get("anchor_mrr")
+    if anchor not in (None, active) and isinstance(anchor_mrr, int | float):
+        what = ", the full training its updates descend from; a full retrain starts over"
+        refs.append((str(anchor), float(anchor_mrr), what))
+    return refs
 
 
 def _if_better(new: ModelVersion, active: ModelVersion) -> tuple[bool, str]:
