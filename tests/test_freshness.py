@@ -209,35 +209,3 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(bootstrap_en
     finally:
         api.channel.close()
         server.stop()
-
-
-def test_changes_that_keep_coming_are_served_in_few_batches(
-    bootstrap_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lone write is served at once; writes arriving while a batch was just served wait
-    for the next one (apply_batch_interval_s), so a stream costs a few derivations a second,
-    not one per write."""
-    monkeypatch.setenv("KGWEAVE_APPLY_BATCH_INTERVAL_S", "5")
-    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "3600")  # no diff, no update here
-    plane, server, api = serve()
-    applier = plane.changes.applier
-    assert applier is not None
-    try:
-        reply = api.write([("alan_turing", "born_in", "paris")])
-        assert reply.applied  # at once: it waited for nothing
-        wait_for(lambda: applier.state.batches == 1)  # (counted just after it is served)
-        batches = applier.state.batches
-        facts = [("alan_turing", "citizen_of", c) for c in ("france", "germany", "italy")]
-        for fact in facts:  # each acknowledged without waiting for it to be served
-            api.admin.WriteFacts(
-                admin_pb2.WriteFactsRequest(
-                    added=[admin_pb2.Fact(head=fact[0], relation=fact[1], tail=fact[2])],
-                    wait_s=-1,
-                ),
-                timeout=HANG_GUARD_S,
-            )
-        wait_for(lambda: set(facts) <= api.facts("alan_turing"))
-        assert applier.state.batches == batches + 1  # the three in one batch
-    finally:
-        api.channel.close()
-        server.stop()

@@ -138,10 +138,6 @@ class Settings(BaseSettings):
     """Apply graph change events to the served model at once (facts known, entities added and
     deleted, no training), persisted across restarts; false: changes reach the model only through
     retraining."""
-    apply_batch_interval_s: float = Field(default=0.2, ge=0)
-    """Least seconds between two change batches the applier serves: a lone change is served at
-    once; changes that keep coming are gathered into a few batches a second (each batch derives
-    the served model, work that grows with the graph)."""
     retrain_min_events: int = Field(default=0, ge=0)
     """Retrain automatically once this many graph change events are pending (0: never). Changes come
     from POST /v1/changes (APOC trigger), the Neo4j CDC poller, and a snapshot diff of the graph

@@ -104,7 +104,6 @@ class ChangeApplier:
         self.metrics = metrics
         self._encoder = encoder
         self._cache_dir = settings.text_vectors_dir
-        self._interval_s = settings.apply_batch_interval_s
         self.folder = settings.data_dir / "overlay"
         self.overlay = Overlay.load(self.folder) or Overlay(
             next_offset=event_log.position(CONSUMER)
@@ -184,9 +183,6 @@ class ChangeApplier:
         while not self._stop.is_set():
             try:
                 if self.apply_pending():
-                    # changes arriving meanwhile wait to form the next batch: a lone change is
-                    # served at once, a stream in a few batches a second (each derives a model)
-                    self._stop.wait(self._interval_s)
                     continue
                 if self._refresh:
                     self._refresh = False
