@@ -191,3 +191,16 @@ def test_a_server_started_without_a_password_is_still_reused(server: EmbeddedFal
     assert server.password_file.is_file()
     for folder in (server.folder, server.folder / "data"):  # made 0755 above: tightened
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_a_worker_never_starts_the_embedded_graph(tmp_path: Path) -> None:
+    """Job and diff workers open the embedded graph only while its owner runs it: one that
+    started it after the server stopped it would outlive the server."""
+    from kgweave.errors import FailedPreconditionError
+    from kgweave.graph.connect import open_store
+    from kgweave.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    with pytest.raises(FailedPreconditionError, match="embedded graph database is not running"):
+        open_store(None, settings, start=False)
+    assert EmbeddedFalkorDB(settings.graph_dir).status() is None

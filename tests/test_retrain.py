@@ -21,17 +21,24 @@ from kgweave.settings import get_settings
 from serving_support import wait_until
 
 
+def plane_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[DataPlane]:
+    """A data plane on the embedded graph and the demo's first model, with these settings."""
+    monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
+    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
+    for name, value in env.items():
+        monkeypatch.setenv(f"KGWEAVE_{name.upper()}", value)
+    settings = get_settings()
+    svc = prepare_plane(settings, progress=False)
+    try:
+        yield svc
+    finally:
+        svc.close()
+        EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataPlane]:
-    monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
-    monkeypatch.setenv("KGWEAVE_RETRAIN_MIN_EVENTS", "3")
-    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
-    monkeypatch.setenv("KGWEAVE_ACTIVATION_POLICY", "always")
-    settings = get_settings()
-    svc = prepare_plane(settings, progress=False)  # embedded graph, demo, first model
-    yield svc
-    svc.close()
-    EmbeddedFalkorDB(settings.graph_dir).stop()
+    yield from plane_with(monkeypatch, retrain_min_events="3", activation_policy="always")
 
 
 def wait_for(condition: Callable[[], bool]) -> None:
@@ -97,10 +104,14 @@ def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> N
 
 
 @pytest.fixture
-def diff_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def diff_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[DataPlane]:
     """The snapshot diff and the change applier, no training; no periodic full compare."""
-    monkeypatch.setenv("KGWEAVE_INCREMENTAL_UPDATES", "false")
-    monkeypatch.setenv("KGWEAVE_SNAPSHOT_DIFF_FULL_EVERY", "1000000")
+    yield from plane_with(
+        monkeypatch,
+        incremental_updates="false",
+        full_retrain_drift="0",
+        snapshot_diff_full_every="1000000",
+    )
 
 
 def diff_events(service: DataPlane) -> list[tuple[str | None, str | None, str | None]]:
@@ -109,9 +120,8 @@ def diff_events(service: DataPlane) -> list[tuple[str | None, str | None, str | 
             if e.source == SNAPSHOT_DIFF]  # fmt: skip
 
 
-def test_changes_through_the_log_cost_the_snapshot_diff_no_export(
-    diff_only: None, service: DataPlane
-) -> None:
+def test_changes_through_the_log_cost_the_snapshot_diff_no_export(diff_only: DataPlane) -> None:
+    service = diff_only
     settings = service.settings
     store = open_store(settings.graph_uri, settings)
     watcher = service.changes.start_retraining(lambda: store)

@@ -210,5 +210,5 @@ def _compute_in_worker(
     settings = Settings.model_validate_json(settings_json)
     key = settings.graph_uri or str(settings.graph_dir)
     if key not in _STORES:
-        _STORES[key] = open_store(settings.graph_uri, settings)
+        _STORES[key] = open_store(settings.graph_uri, settings, start=False)
     return compute_diff(_STORES[key], Path(state_dir), emit)

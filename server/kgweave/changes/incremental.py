@@ -118,7 +118,7 @@ def fixed_validation(
         return fixed
     from kgweave.graph.connect import open_store
 
-    store = open_store(settings.graph_uri, settings)
+    store = open_store(settings.graph_uri, settings, start=False)
     facts = BaseFacts(base)
     held_out: list[Triple] = []
     for page in store.iter_triples(page_size=50_000):

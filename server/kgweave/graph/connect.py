@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
-from kgweave.errors import InvalidArgumentError, echo
+from kgweave.errors import FailedPreconditionError, InvalidArgumentError, echo
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.neo4j_server import USER, local_password
@@ -14,8 +14,12 @@ from kgweave.private import private_dir
 from kgweave.settings import Settings
 
 
-def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> GraphStore:
-    """A store for ``uri``; with no URI, the embedded FalkorDB (started if needed).
+def open_store(
+    uri: str | None, settings: Settings, graph: str = "kgweave", start: bool = True
+) -> GraphStore:
+    """A store for ``uri``; with no URI, the embedded FalkorDB (started if needed; with
+    ``start`` false, only when running: worker processes of a server, which owns it, never
+    start one that would outlive the server).
 
     ``falkor://host:port/graph`` (or ``redis://``) reaches a FalkorDB server;
     ``bolt://``, ``bolt+s://``, ``bolt+ssc://``, ``neo4j://``, ``neo4j+s://`` and
@@ -23,7 +27,13 @@ def open_store(uri: str | None, settings: Settings, graph: str = "kgweave") -> G
     """
     if not uri:
         private_dir(settings.data_dir)  # (0700 when kgweave creates it)
-        info = EmbeddedFalkorDB(settings.graph_dir).start()
+        embedded = EmbeddedFalkorDB(settings.graph_dir)
+        running = embedded.status()
+        if running is None and not start:
+            raise FailedPreconditionError(
+                "the embedded graph database is not running (kgweave serve, its owner, starts it)"
+            )
+        info = running or embedded.start()
         return FalkorDBStore(info.host, info.port, graph=graph, password=info.password())
     parsed = urlparse(uri)
     if parsed.scheme in ("falkor", "falkordb", "redis"):

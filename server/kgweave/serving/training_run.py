@@ -52,7 +52,7 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
     from kgweave.graph.connect import open_store
     from kgweave.graph.sync import export_snapshot
 
-    store = open_store(settings.graph_uri, settings)
+    store = open_store(settings.graph_uri, settings, start=False)
     snapshot = export_snapshot(store, settings.data_dir / "graph-ids.json")
     if len(snapshot.triples) == 0:
         raise FailedPreconditionError(
