@@ -144,3 +144,8 @@ def test_text_vectors_are_encoded_once_per_text_whatever_the_version(
     assert counting.encoded == texts[:2] + again[2:]
     assert torch.equal(cached_text_vectors(again[:2], counting, cache), first[[1, 0]])
     assert len(counting.encoded) == 4
+    # the file, not this process's memory of it, is what counts: another writer's file is read
+    (only,) = cache.iterdir()
+    only.unlink()
+    torch.testing.assert_close(cached_text_vectors(texts[:1], counting, cache), first[:1])
+    assert counting.encoded[4:] == texts[:1] and only.is_file()

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 #: one lock per cache file: the serving threads that look texts up share the file
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
+#: each cache file as last read or written by this process, with its modification time: a
+#: version derived per change batch looks its texts up without reading the file again
+_MEMORY: dict[Path, tuple[int, dict[str, torch.Tensor]]] = {}
 #: files of the cache's first layout (one file per model version, named by a 24-hex key)
 _LEGACY = re.compile(r"[0-9a-f]{24}\.safetensors")
 
@@ -71,7 +74,7 @@ def cached_text_vectors(
     path = cache_dir / f"text-{key}.safetensors"
     digests = text_digests(texts)
     with _lock(path):
-        stored = load_file(str(path)) if path.is_file() else {}
+        stored = _read(path)
         known = stored.get("digests", torch.zeros(0, dtype=torch.int64))
         vectors = stored.get("vectors")
         found = _positions(known, digests)
@@ -83,11 +86,27 @@ def cached_text_vectors(
             vectors = encoded if vectors is None else torch.cat((vectors, encoded))
             known = torch.cat((known, torch.tensor(list(distinct), dtype=torch.int64)))
             cache_dir.mkdir(parents=True, exist_ok=True)
+            stored = {"vectors": vectors.contiguous(), "digests": known}
             with atomic.atomic_path(path) as tmp:
-                save_file({"vectors": vectors.contiguous(), "digests": known}, str(tmp))
+                save_file(stored, str(tmp))
+            _MEMORY[path] = (path.stat().st_mtime_ns, stored)
             _remove_legacy(cache_dir)
             found = _positions(known, digests)
         return vectors[found]
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    """The cache file's tensors: from memory while the file is the one this process last
+    read or wrote, else read (and kept)."""
+    if not path.is_file():
+        return {}
+    mtime = path.stat().st_mtime_ns
+    kept = _MEMORY.get(path)
+    if kept is not None and kept[0] == mtime:
+        return kept[1]
+    stored = load_file(str(path))
+    _MEMORY[path] = (mtime, stored)
+    return stored
 
 
 def _remove_legacy(cache_dir: Path) -> None:
