@@ -5,6 +5,9 @@ keeps it all. No training between a write and its check: the applier makes it kn
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -14,6 +17,7 @@ from kgweave.bootstrap import prepare_plane
 from kgweave.changes.apply import CONSUMER
 from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
+from kgweave.serving.openmp import BACKGROUND_NICE
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import HANG_GUARD_S, ServerThread, wait_until
@@ -95,6 +99,10 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(bootstrap_en
     try:
         assert plane.changes.applier is not None
         assert plane.versions.active().version == "v0001"
+        if sys.platform.startswith("linux"):  # the applier yields the cores to calls
+            native = plane.changes.applier._thread.native_id
+            wait_for(lambda: os.getpriority(os.PRIO_PROCESS, native) == BACKGROUND_NICE)
+            assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
         # bad writes are refused whole, before the graph or the log is touched
         code = api.code(lambda: api.write(added=[("a", "", "b")]))
         assert code == grpc.StatusCode.INVALID_ARGUMENT

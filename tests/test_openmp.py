@@ -86,3 +86,48 @@ def test_use_serve_threads_sizes_this_and_later_threads() -> None:
     default, chosen, here, worker = json.loads(done.stdout)
     assert default >= 1
     assert (chosen, here, worker) == (1, 1, 1)  # the scoring thread and a batcher started later
+
+
+NICE_PROBE = r"""
+import json, os, threading, torch
+from kgweave.serving.openmp import BACKGROUND_NICE, lower_thread_priority
+torch.set_num_threads(2)
+x = torch.randn(4_000_000)
+x.sum()  # the main thread's own OpenMP team
+
+def nices():
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        stat = open(f"/proc/self/task/{tid}/stat").read()
+        out[int(tid)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return out
+
+seen = {}
+def background():
+    lower_thread_priority()
+    for _ in range(5):
+        (x * 2).sum()  # parallel regions started by this thread
+    seen.update(me=threading.get_native_id(), nices=nices())
+
+thread = threading.Thread(target=background)
+thread.start()
+thread.join()
+print(json.dumps([BACKGROUND_NICE, threading.get_native_id(), seen["me"], seen["nices"]]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority: Linux")
+def test_background_threads_and_their_openmp_team_yield_the_cores() -> None:
+    """A background thread of the server (the change applier, the snapshot diff, a job
+    monitor) runs at a lower priority, and so do the OpenMP workers its kernels start;
+    the threads that answer calls keep theirs."""
+    done = subprocess.run(
+        [sys.executable, "-c", NICE_PROBE], capture_output=True, text=True, check=True
+    )
+    nice, main, me, nices = json.loads(done.stdout)
+    nices = {int(tid): value for tid, value in nices.items()}
+    assert nice > 0
+    assert nices[main] == 0 and nices[me] == nice
+    team = [tid for tid, value in nices.items() if tid not in (main, me) and value == nice]
+    assert team, nices  # its OpenMP worker inherited the priority
+    assert any(value == 0 for tid, value in nices.items() if tid != main)  # the main team's

@@ -60,6 +60,7 @@ from kgweave.changes.overlay import Overlay, Triple
 from kgweave.errors import KGWeaveError
 from kgweave.serving.known_merge import KnownChange
 from kgweave.serving.metrics import ServiceMetrics
+from kgweave.serving.openmp import lower_thread_priority
 from kgweave.serving.served import ServedModel
 from kgweave.serving.versions import ModelVersions
 from kgweave.settings import Settings
@@ -180,6 +181,7 @@ class ChangeApplier:
             return True
 
     def _run(self) -> None:
+        lower_thread_priority()  # queries first: a batch's derivation yields the cores
         while not self._stop.is_set():
             try:
                 if self.apply_pending():

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import threading
 import time
@@ -53,6 +52,7 @@ from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
+from kgweave.serving.openmp import lower_thread_priority
 from kgweave.serving.queries import QueryPlane
 from kgweave.serving.validation import load_fixed
 from kgweave.serving.versions import ModelVersions
@@ -180,8 +180,7 @@ class RetrainWatcher:
 
     # ---- the snapshot diff: a safety net, off the serving threads' way
     def _run_diff(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        lower_thread_priority()
         baseline = [True]  # the first run records the baseline
         while not self._stop.is_set():
             if self._guarded("snapshot diff", lambda: self._diff(baseline=baseline[0])):

@@ -44,6 +44,7 @@ from typing import Any
 
 from kgweave import atomic, killpoints
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
+from kgweave.serving.openmp import lower_thread_priority
 from kgweave.serving.workers import RESULT, WORKER_LOCK, Worker, wait_for_worker_exit
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
@@ -348,6 +349,7 @@ class JobManager:
             listener(snapshot)
 
     def _monitor(self, job_id: str, worker: Worker, folder: Path, policy: str) -> None:
+        lower_thread_priority()  # registering loads and warms the model: calls come first
         final: dict[str, Any] | None = None
         cancel_seen_at: float | None = None
         events, process = worker.events, worker.process
