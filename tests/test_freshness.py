@@ -100,7 +100,7 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(bootstrap_en
         assert plane.changes.applier is not None
         assert plane.versions.active().version == "v0001"
         if sys.platform.startswith("linux"):  # the applier yields the cores to calls
-            native = plane.changes.applier._thread.native_id
+            native = plane.changes.applier._thread.native_id or 0
             wait_for(lambda: os.getpriority(os.PRIO_PROCESS, native) == BACKGROUND_NICE)
             assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
         # bad writes are refused whole, before the graph or the log is touched
