@@ -253,6 +253,47 @@ def running_update(jobs: Path) -> bool:
     return False
 
 
+def test_a_version_without_a_fixed_set_gets_one_when_the_watcher_starts(
+    tolerant: None, local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A served version trained elsewhere leaves the graph without a fixed validation set: the
+    server makes it when it starts watching (off the serving threads), of the facts that
+    version held out less those that came in through change events; the first update finds
+    it made."""
+    for name, value in (("BOOTSTRAP_EPOCHS", "20"), ("RETRAIN_INTERVAL_S", "0.3"),
+                        ("INCREMENTAL_STEPS", "30"), ("FULL_RETRAIN_DRIFT", "0"),
+                        ("INCREMENTAL_MIN_EVENTS", "2")):  # fmt: skip
+        monkeypatch.setenv(f"KGWEAVE_{name}", value)
+    settings = get_settings()
+    plane = prepare_plane(settings, progress=False)
+    server = ServerThread(plane)
+    api = Api(server.address)
+    try:
+        path_of(settings).unlink()  # as if v0001 had been trained elsewhere and registered
+        fact = ("albert_einstein", "born_in", "paris")
+        assert api.write([fact]).applied  # in the graph and the log: updates train on it
+        store = open_store(settings.graph_uri, settings)
+        watcher = plane.changes.start_retraining(lambda: store)
+        wait_for(lambda: path_of(settings).is_file(), "the fixed validation set")
+        assert watcher.state.updates_started == 0  # one event pending: no update ran yet
+        fixed = load_fixed(settings)
+        assert fixed is not None and fixed.created_from == "v0001"
+        assert len(fixed.triples) > 0 and fact not in fixed.triples
+        art = plane.versions.active().artifact  # every fact of the set was held out
+        e, r = art.entities.labels, art.relations.labels
+        assert not set(fixed.triples) & {(e[h], r[p], e[t]) for h, p, t in art.known.tolist()}
+        made = path_of(settings).stat().st_ino
+        assert api.write([("albert_einstein", "field_of_work", "mathematics")]).applied
+        wait_for(lambda: base(plane) == "v0002")
+        judged = plane.versions.active().artifact.config["fixed_valid"]
+        assert judged["fingerprint"] == fixed.fingerprint
+        assert path_of(settings).stat().st_ino == made  # found, not made again
+    finally:
+        api.channel.close()
+        server.stop()
+        EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
 def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
     """kill -9 of the job worker mid-update, then of the server with another update running:
     after a restart every acknowledged fact is served, the update is done again and

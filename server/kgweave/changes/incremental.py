@@ -43,15 +43,14 @@ import torch
 
 from kgweave.artifact import WEIGHTS, ModelArtifact, load_artifact, read_config, save_artifact
 from kgweave.changes.candidates import LocalModel, candidate_entities
-from kgweave.changes.derive import BaseFacts, derive_artifact
+from kgweave.changes.derive import derive_artifact
+from kgweave.changes.fixed_set import fixed_validation
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
 from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
 from kgweave.models import build_model
 from kgweave.serving.training_run import JobRun
-from kgweave.serving.validation import FixedValidation, load_fixed, make_fixed
-from kgweave.settings import Settings
 from kgweave.training import TrainConfig
 from kgweave.training.regimes import KvsAll, OneVsAll, Regime
 
@@ -105,31 +104,6 @@ class Kept:
 
 #: the updater's (one per process; a one-shot worker starts empty)
 KEPT = Kept()
-
-
-def fixed_validation(
-    settings: Settings, base: ModelArtifact, version: str, overlay: Overlay
-) -> FixedValidation:
-    """The graph's fixed validation set (made by the first training on a graph snapshot);
-    for a graph whose versions predate it, made now from the facts ``base`` held out: the
-    graph's facts it was not trained on and that came in through no change event."""
-    fixed = load_fixed(settings)
-    if fixed is not None:
-        return fixed
-    from kgweave.graph.connect import open_store
-
-    store = open_store(settings.graph_uri, settings, start=False)
-    facts = BaseFacts(base)
-    held_out: list[Triple] = []
-    for page in store.iter_triples(page_size=50_000):
-        rows = facts.rows(list(page))
-        held_out += [
-            t for t, row in zip(page, rows, strict=True) if row < 0 and t not in overlay.added
-        ]
-    # only facts the version can rank: its own entities and relations
-    e, r = base.entities, base.relations
-    held_out = [t for t in held_out if t[0] in e and t[1] in r and t[2] in e]
-    return make_fixed(settings, held_out, version)
 
 
 def _ids(facts: list[Triple], artifact: ModelArtifact) -> torch.Tensor:
@@ -208,7 +182,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     deleted = set(overlay.deleted)
     known = derived.known.cpu()
     # ---- the fixed validation set, ranked among every entity with the same filter twice
-    fixed = fixed_validation(settings, art, version, overlay)
+    fixed = fixed_validation(settings, art, version, lambda: overlay.added)
     held = set(fixed.triples)  # held out by every version: the rest is all trained on
     new = _ids(sorted(f for f in overlay.added
                       if f not in held and f[0] not in deleted and f[2] not in deleted),

@@ -48,6 +48,7 @@ from typing import Any
 
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained
+from kgweave.changes.events import ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
@@ -122,6 +123,8 @@ class RetrainWatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._diffed = threading.Event()  # the first diff ran (the baseline is recorded)
+        #: the graph has its fixed validation set (or making it failed: updates make it)
+        self._fixed_ready = threading.Event()
         #: the running job: its id, the consumer it commits and the offset it covers
         self._job: tuple[str, str, int] | None = None
         #: the new facts of the running update, and of the last one registered: a version
@@ -149,6 +152,14 @@ class RetrainWatcher:
             self.applier.listeners.append(self.check_now)
         if self.settings.incremental_updates and self.applier is not None:
             self.jobs.warm_up()  # the updater: started now, warm for the first update
+            if self._store_factory is not None and load_fixed(self.settings) is None:
+                threading.Thread(
+                    target=self._make_fixed, name="kgweave-fixed-set", daemon=True
+                ).start()
+            else:
+                self._fixed_ready.set()
+        else:
+            self._fixed_ready.set()
         if self._store_factory is None:
             self._diffed.set()
         else:
@@ -177,6 +188,51 @@ class RetrainWatcher:
         running = self._job
         if job.state.final and running is not None and running[0] == job.job_id:
             self._wake.set()
+
+    # ---- the fixed validation set of a graph whose versions predate it
+    def _make_fixed(self) -> None:
+        """Make the graph's fixed validation set now (:mod:`kgweave.changes.fixed_set`), so the
+        first update does not wait for a scan of the graph; updates start once it is made."""
+        lower_thread_priority()
+        try:
+            self._guarded("making the fixed validation set", self._fixed_now)
+        finally:
+            self._fixed_ready.set()
+            self._wake.set()
+
+    def _fixed_now(self) -> None:
+        from kgweave.changes.fixed_set import fixed_validation
+
+        applier = self.applier
+        assert applier is not None and self._store_factory is not None
+        while applier.base is None and not self._stop.is_set():
+            if not self.versions.ready:
+                return  # no version served: the first training stores the set
+            self._stop.wait(0.05)  # the applier is being started on the served version
+        base = applier.base
+        if base is None:
+            return
+
+        def came_in() -> set[tuple[str, str, str]]:
+            """Facts added through change events: the applier's, and those still in the log
+            (read after the scan)."""
+            overlay = applier.overlay
+            added, offset = set(overlay.added), overlay.next_offset
+            while page := self.log.read(offset, limit=self.EXPLAIN_EVENTS):
+                added |= {(str(e.head), str(e.relation), str(e.tail))
+                          for _, e in page if e.kind == ChangeKind.TRIPLE_ADDED}  # fmt: skip
+                offset = page[-1][0] + 1
+            return added
+
+        began = time.monotonic()
+        fixed = fixed_validation(
+            self.settings, base.artifact, base.base_version, came_in, self._store_factory()
+        )
+        log.info(
+            "retrain: fixed validation set of %d facts made in %.1f s",
+            len(fixed.triples),
+            time.monotonic() - began,
+        )
 
     # ---- the snapshot diff: a safety net, off the serving threads' way
     def _run_diff(self) -> None:
@@ -287,6 +343,8 @@ class RetrainWatcher:
         applier = self.applier
         if not self.settings.incremental_updates or applier is None:
             return
+        if not self._fixed_ready.is_set():
+            return  # woken when the graph's fixed validation set is made
         position = self.log.position(INCREMENTAL)
         if self.log.end_offset - position < self.settings.incremental_min_events:
             return
