@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from kgweave.artifact import ModelArtifact
-from kgweave.data.dataset import TailIndex, with_reciprocals
+from kgweave.data.dataset import KnownIndex, TailIndex, with_reciprocals
 from kgweave.device import cpu_has_native_bf16
 from kgweave.errors import InvalidArgumentError, NotFoundError, did_you_mean, echo
 from kgweave.models.products import EntityScorer, TailScorer
@@ -150,11 +150,11 @@ class LinkPredictor:
         scorer: EntityScorer | None = None,
         prepack: bool = True,
         excluded: frozenset[int] = frozenset(),
-        known_index: TailIndex | None = None,
+        known_index: KnownIndex | None = None,
         like: LinkPredictor | None = None,
     ) -> None:
         """``known_index``: the index of ``artifact.known`` when the caller has it (made from
-        the previous version's, :mod:`kgweave.serving.known_merge`); ``like``: a predictor
+        its base's and the change, :mod:`kgweave.serving.known_delta`); ``like``: a predictor
         whose tail scorer serves here too when it scores the same model alike (graph changes
         applied to a version: its weights, prepacked once)."""
         self.artifact = artifact
@@ -183,7 +183,7 @@ class LinkPredictor:
             known_index = TailIndex(
                 with_reciprocals(artifact.known, num_base), len(artifact.entities), 2 * num_base
             )
-        self.known = known_index.to(self.device)
+        self.known: KnownIndex = known_index.to(self.device)
         self._excluded_ids = self._excluded_ids.to(self.device)
         self._by_name, self._by_name_folded = _names(artifact.entity_names, excluded, like)
         self._relation_by_text = {

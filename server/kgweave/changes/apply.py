@@ -3,8 +3,9 @@
 The applier is the event log's consumer ``serve``, on its own thread. Each batch of events
 after its overlay's offset is folded into a copy of the :class:`~kgweave.changes.overlay.Overlay`,
 one new immutable :class:`~kgweave.serving.served.ServedModel` is derived from the loaded
-registry version plus that overlay (:mod:`kgweave.changes.derive`; its known-fact indexes
-merged from the version's, :mod:`kgweave.serving.known_merge`), and then, in this order:
+registry version plus that overlay (:mod:`kgweave.changes.derive`; its known facts read
+through the version's indexes plus the change, :mod:`kgweave.serving.known_delta`), and then,
+in this order:
 
 1. the overlay (with its new ``next_offset``) is saved atomically next to the data
    (``data_dir/overlay/overlay.safetensors``);
@@ -58,7 +59,7 @@ from kgweave.changes.derive import BaseFacts, derive_artifact, prune
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.errors import KGWeaveError
-from kgweave.serving.known_merge import KnownChange
+from kgweave.serving.known_delta import EntityFacts, KnownChange
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.openmp import lower_thread_priority
 from kgweave.serving.served import ServedModel
@@ -395,7 +396,9 @@ class ChangeApplier:
     def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
         art = base.artifact
         artifact, excluded, keep, added = derive_artifact(art, overlay, self._base_facts(base))
-        change = KnownChange(base.predictor, base.by_entity, keep, added)
+        facts = base.entity_facts
+        assert isinstance(facts, EntityFacts)  # the base is a loaded version, not a derived one
+        change = KnownChange(base.predictor, facts, keep, added)
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -76,6 +77,17 @@ def expand_ranges(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Te
     rows = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), lengths)
     first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
     return rows, first + torch.arange(len(rows), device=starts.device)
+
+
+class KnownIndex(Protocol):
+    """What link prediction asks of the known facts: :class:`TailIndex`, or a derived
+    version's :class:`~kgweave.serving.known_delta.DeltaTailIndex`."""
+
+    def lookup(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def contains(self, hr: torch.Tensor, tails: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, device: torch.device) -> KnownIndex: ...
 
 
 class TailIndex:

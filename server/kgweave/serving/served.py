@@ -22,7 +22,7 @@ from kgweave import arguments
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import LinkPredictor, Query
-from kgweave.serving.known_merge import ByEntity, KnownChange, known_index, merged_by_entity
+from kgweave.serving.known_delta import DeltaEntityFacts, EntityFacts, KnownChange
 
 if TYPE_CHECKING:
     from kgweave.language.components.encoder import TextEncoder
@@ -86,8 +86,8 @@ class ServedModel:
             scorer = FusedScorer(text_fusion, artifact.model)
         num_r = len(artifact.relations)
         index = like = None
-        if change is not None:
-            index, like = known_index(change, len(artifact.entities), num_r), change.base
+        if change is not None:  # the base's indexes, read through the change
+            index, like = change.index(len(artifact.entities), num_r), change.base
         self.predictor = LinkPredictor(artifact, precision, scorer, prepack, excluded, index, like)
         #: entity ids deleted from the graph: they resolve to nothing and are never answers
         self.excluded = excluded
@@ -100,14 +100,12 @@ class ServedModel:
         self.completion_lock = threading.Lock()
         #: per-version data of transports (see WARM_UPS), by name
         self.derived: dict[str, Any] = {}
-        # facts by entity (head or tail), as row indices into the training triples; kept as
-        # tensors: a version derived per change batch converts nothing of the whole graph
-        known = artifact.known
-        #: (for versions derived from this one: :mod:`kgweave.serving.known_merge`)
-        self.by_entity = ByEntity.of(known) if change is None else merged_by_entity(change)
-        self._fact_rows = self.by_entity.rows(len(known))
-        self._fact_offsets = torch.searchsorted(
-            self.by_entity.entities, torch.arange(len(artifact.entities) + 1)
+        #: known facts by entity (head or tail); a version derived per change batch reads its
+        #: base's through the change (:mod:`kgweave.serving.known_delta`)
+        self.entity_facts: EntityFacts | DeltaEntityFacts = (
+            EntityFacts(artifact.known, len(artifact.entities))
+            if change is None
+            else change.facts(len(artifact.entities))
         )
 
     @functools.cached_property
@@ -342,22 +340,15 @@ class ServedModel:
 
     def _info(self, e: int, max_facts: int) -> EntityInfo:
         art = self.artifact
-        start, end = int(self._fact_offsets[e]), int(self._fact_offsets[e + 1])
-        rows = self._fact_rows[start : min(end, start + max_facts)]
-        facts = (
-            [
-                (art.entities.labels[h], art.relations.labels[r], art.entities.labels[t])
-                for h, r, t in art.known[rows].tolist()
-            ]
-            if len(rows)
-            else []
-        )
+        ids, degree = self.entity_facts.of(e, max_facts)
+        labels, relations = art.entities.labels, art.relations.labels
+        facts = [(labels[h], relations[r], labels[t]) for h, r, t in ids.tolist()]
         descriptions = art.entity_descriptions
         return EntityInfo(
-            id=art.entities.labels[e],
+            id=labels[e],
             name=art.entity_names[e] or "",
             description=(descriptions[e] if e < len(descriptions) else None) or "",
-            degree=end - start,
+            degree=degree,
             facts=facts,
         )
 

@@ -1,6 +1,7 @@
-"""A derived version's known-fact indexes merged from its base's (serving/known_merge.py) equal
-the indexes rebuilt from scratch, for every kind of change: facts added and removed, a new
-entity, a new relation and a deleted entity, applied to a real trained demo model."""
+"""A derived version's known facts, read through its base's indexes plus the change
+(serving/known_delta.py), answer as indexes rebuilt from scratch answer, for every query, every
+candidate and every entity, after every kind of change: facts added and removed, a new entity, a
+new relation and a deleted entity, applied to a real trained demo model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from kgweave.artifact import load_artifact
 from kgweave.changes.derive import derive_artifact
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.overlay import Overlay
-from kgweave.serving.known_merge import KnownChange
+from kgweave.data.dataset import TailIndex
+from kgweave.serving.known_delta import DeltaTailIndex, EntityFacts, KnownChange
 from kgweave.serving.served import ServedModel
 from serving_support import demo_model_in
 
@@ -43,7 +45,11 @@ def _events(base: ServedModel) -> list[ChangeEvent]:
     ]
 
 
-def test_merged_indexes_equal_a_rebuild(base: ServedModel) -> None:
+def index_of(derived: object, entity: str) -> int:
+    return int(derived.artifact.entities.index[entity])  # type: ignore[attr-defined]
+
+
+def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) -> None:
     art = base.artifact
     ents, rels = art.entities.labels, art.relations.labels
 
@@ -60,28 +66,49 @@ def test_merged_indexes_equal_a_rebuild(base: ServedModel) -> None:
     derived = derive_artifact(art, overlay)
     assert len(derived.excluded) == 1 and derived.added.numel() > 0 and not derived.keep.all()
 
-    change = KnownChange(base.predictor, base.by_entity, derived.keep, derived.added)
+    assert isinstance(base.entity_facts, EntityFacts)
+    change = KnownChange(base.predictor, base.entity_facts, derived.keep, derived.added)
     merged = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded, change=change)
     rebuilt = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded)
+    delta, index = merged.predictor.known, rebuilt.predictor.known
+    assert isinstance(delta, DeltaTailIndex) and isinstance(index, TailIndex)
+    assert delta.base is base.predictor.known  # nothing of the base's index is copied
 
-    for name in ("facts", "keys", "offsets", "tails"):
-        assert torch.equal(
-            getattr(merged.predictor.known, name), getattr(rebuilt.predictor.known, name)
-        ), name
-    assert torch.equal(merged.by_entity.entities, rebuilt.by_entity.entities)
-    assert torch.equal(merged.by_entity.ends, rebuilt.by_entity.ends)
+    # every query of the derived version (new entities and relations, both directions)
+    n, r2 = len(derived.artifact.entities), 2 * len(derived.artifact.relations)
+    assert (delta.num_entities, delta.num_relations) == (n, r2)
+    hr = torch.cartesian_prod(torch.arange(n), torch.arange(r2))  # (n * r2, 2)
+
+    def pairs(found: tuple[torch.Tensor, torch.Tensor]) -> set[tuple[int, int]]:
+        rows, tails = found
+        assert len(set(zip(rows.tolist(), tails.tolist(), strict=True))) == len(rows)  # no twice
+        return set(zip(rows.tolist(), tails.tolist(), strict=True))
+
+    assert pairs(delta.lookup(hr)) == pairs(index.lookup(hr))
+    tails = torch.arange(n).expand(len(hr), n)
+    assert torch.equal(delta.contains(hr, tails), index.contains(hr, tails))
+    assert torch.equal(delta.contains(hr, tails), index.mask(hr))
+    # and so do the answers: known flags, filter_known, on the new entity and relation too
+    for query in (hr[:7], hr[-7:], hr[n * r2 // 2 : n * r2 // 2 + 7]):
+        got = merged.predictor.top_ids(query, 5, filter_known=True)
+        want = rebuilt.predictor.top_ids(query, 5, filter_known=True)
+        assert (got.ids, got.known) == (want.ids, want.known)
+    # facts by entity: the same facts in the same order, any limit, and the same degree
+    for e in range(n):
+        for limit in (0, 1, 3, 1000):
+            assert merged._info(e, limit) == rebuilt._info(e, limit), (e, limit)
+    assert merged._info(index_of(derived, "newcomer"), 10).facts
     # the change is in it: the new entity's facts are known, the removed ones are not
     index, ids = derived.artifact.entities.index, derived.artifact.relations.index
-    r2, n = 2 * len(derived.artifact.relations), len(derived.artifact.entities)
 
-    def key(h: str, r: str, t: str) -> int:
-        return (index[h] * r2 + ids[r]) * n + index[t]
+    def known(h: str, r: str, t: str) -> bool:
+        found = delta.contains(torch.tensor([[index[h], ids[r]]]), torch.tensor([[index[t]]]))
+        return bool(found.item())
 
-    facts = set(merged.predictor.known.facts.tolist())
-    assert key("newcomer", "new_relation", ents[5]) in facts
-    assert key(ents[3], "new_relation", ents[4]) in facts
+    assert known("newcomer", "new_relation", ents[5])
+    assert known(ents[3], "new_relation", ents[4])
     removed = [(ents[h], rels[r], ents[t]) for h, r, t in art.known[:5].tolist()]
-    assert not any(key(*f) in facts for f in removed if f[0] in index and f[2] in index)
+    assert not any(known(*f) for f in removed if f[0] in index and f[2] in index)
     # names resolve as a rebuild resolves them: the new entity by its name, the deleted one
     # not any more (while the base version, whose name lists were extended, still has it)
     assert merged.predictor._by_name == rebuilt.predictor._by_name
