@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgweave.models import MODELS, build_model, model_class
+from kgweave.language.features.coldstart import extend_model
+from kgweave.models import MODELS, build_model, model_class, model_from_state
 
 N, R, DIM = 23, 5, 8
 
@@ -86,6 +87,36 @@ def test_rebuild_from_config(model) -> None:
     clone.load_state_dict(model.state_dict())
     hr = _triples()[:, :2]
     torch.testing.assert_close(clone.score_t(hr), model.score_t(hr))
+
+
+def test_model_from_state_takes_the_state_as_its_parameters(model) -> None:
+    """Built on the meta device: nothing initialised, the state's tensors become the
+    parameters (trainable, in the model's dtype), and it scores as the original."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rebuilt = model_from_state(model.config(), state)
+    assert rebuilt.entity.weight.data_ptr() != model.entity.weight.data_ptr()
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in rebuilt.parameters())
+    assert not any(p.is_meta for p in rebuilt.parameters())
+    hr = _triples()[:, :2]
+    torch.testing.assert_close(rebuilt.double().score_t(hr), model.score_t(hr))
+    with pytest.raises(RuntimeError):  # strict: a missing table is refused
+        model_from_state(model.config(), {"entity.weight": state["entity.weight"]})
+
+
+def test_an_extended_copy_shares_no_weights(model) -> None:
+    """A copy with new entity rows (cold start) can be trained without touching the model it
+    was made from (a served version, or the updater's cached base)."""
+    model = model.float()
+    rows = torch.randn(2, model.entity.weight.shape[1])
+    extended = extend_model(model, rows)
+    assert extended.entity.weight.shape[0] == N + 2
+    torch.testing.assert_close(extended.entity.weight[N:], rows)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in extended.parameters():
+            p.add_(1.0)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
 
 
 def test_transe_l1_matches_interaction() -> None:

@@ -31,12 +31,12 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from kgweave import __version__, atomic, killpoints
 from kgweave.data.dataset import IdMap, KGDataset
 from kgweave.errors import ArtifactError, DivergedError, NotFoundError, echo
-from kgweave.models import KGEModel, build_model
+from kgweave.models import KGEModel, build_model, model_from_state
 
 log = logging.getLogger(__name__)
 
@@ -260,11 +260,16 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
     for name, expected in config["files"].items():
         if Path(name).name != name:
             raise ArtifactError(f"{config_path}: field files names {echo(name)}, not a file here")
-        atomic.verify_sha256(folder / name, expected)
+        if name != WEIGHTS:
+            atomic.verify_sha256(folder / name, expected)
+    # the weights: read once, checked, and held in the process's own memory (not mapped from
+    # the file, which a copy over it would truncate under the server)
+    weights = atomic.read_verified(folder / WEIGHTS, config["files"][WEIGHTS])
     try:
-        tensors = load_file(str(folder / WEIGHTS))
+        tensors = load(weights)
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from exc
+    del weights
     try:
         id_maps = json.loads((folder / ID_MAPS).read_text(encoding="utf-8"))
         entities = IdMap(id_maps["entities"])
@@ -289,11 +294,12 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
             f"reciprocals) but the id map has {len(relations)}"
         )
     try:
-        model = build_model(model_config)
+        with torch.device("meta"):  # shapes only: the weights are the file's
+            skeleton = build_model(model_config)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{config_path}: invalid model config ({exc})") from exc
     known = tensors.pop("graph.train", torch.zeros(0, 3, dtype=torch.long))
-    expected_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected_shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     actual_shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected_shapes != actual_shapes:
         raise ArtifactError(
@@ -302,8 +308,7 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
     bad = _check_finite(tensors)
     if bad is not None:
         raise ArtifactError(f"{folder / WEIGHTS}: {bad} holds NaN or infinite values")
-    model.load_state_dict(tensors)
-    model.to(device).eval()
+    model = model_from_state(model_config, tensors).to(device).eval()
     return ModelArtifact(
         path=folder,
         model=model,

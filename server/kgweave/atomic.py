@@ -162,3 +162,21 @@ def verify_sha256(path: Path, expected: object) -> None:
         raise ArtifactError(f"{path.parent}: missing {path.name}")
     if not isinstance(expected, str) or sha256_file(path) != expected:
         raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+
+
+def read_verified(path: Path, expected: object) -> bytes:
+    """A file's bytes, checked against its recorded sha256: what is used is what was checked
+    (no second read that a replaced file could change).
+
+    Raises:
+        ArtifactError: as :func:`verify_sha256`.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path.parent}: missing {path.name}") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+    if not isinstance(expected, str) or hashlib.sha256(data).hexdigest() != expected:
+        raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt or was replaced")
+    return data

@@ -16,7 +16,7 @@ import torch
 from kgweave.artifact import ModelArtifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import IdMap, expand_ranges
-from kgweave.models import KGEModel, build_model
+from kgweave.models import KGEModel, model_from_state
 
 
 def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
@@ -166,13 +166,11 @@ def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEMod
     relations and inverse rows ``rows[:, 1]`` after their reciprocals."""
     config = model.config()
     config["num_relations"] = 2 * (num_r + len(rows))
-    extended = build_model(config)
     state = {}
     for key, tensor in model.state_dict().items():
         if key.startswith("relation.") and tensor.dim() >= 1 and tensor.shape[0] == 2 * num_r:
             r = rows.to(tensor.device, tensor.dtype)
             state[key] = torch.cat((tensor[:num_r], r[:, 0], tensor[num_r:], r[:, 1]))
         else:
-            state[key] = tensor
-    extended.load_state_dict(state)
-    return extended.to(model.entity.weight.device).eval()
+            state[key] = tensor.clone()  # its own: the copy may be trained
+    return model_from_state(config, state).eval()

@@ -36,7 +36,7 @@ from kgweave.errors import (
     NotFoundError,
 )
 from kgweave.language.components.encoder import entity_texts
-from kgweave.models import KGEModel, build_model
+from kgweave.models import KGEModel, model_from_state
 
 if TYPE_CHECKING:
     from kgweave.language.components.encoder import TextEncoder
@@ -235,15 +235,13 @@ def extend_model(model: KGEModel, rows: torch.Tensor) -> KGEModel:
     config = model.config()
     old = int(config["num_entities"])
     config["num_entities"] = old + len(rows)
-    extended = build_model(config)
     state = {}
     for key, tensor in model.state_dict().items():
         if key.startswith("entity.") and tensor.dim() >= 1 and tensor.shape[0] == old:
             state[key] = torch.cat((tensor, rows.to(tensor.device, tensor.dtype)), dim=0)
         else:
-            state[key] = tensor
-    extended.load_state_dict(state)
-    return extended.to(model.entity.weight.device).eval()
+            state[key] = tensor.clone()  # its own: the copy may be trained
+    return model_from_state(config, state).eval()
 
 
 def add_cold_entities(
