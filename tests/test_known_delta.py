@@ -61,13 +61,17 @@ def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) 
     overlay.fold(_events(base), facts_of)
     overlay.new_entities, overlay.new_relations = ["newcomer"], ["new_relation"]
     overlay.texts["newcomer"] = ("Alan Newcomer", None)
+    renamed = ents[7]
+    old_name = art.entity_names[7]
+    overlay.texts[renamed] = ("Zed Renamed", None)  # an entity the version knows, renamed
+    overlay.texts[ents[9]] = (art.entity_names[3], None)  # now named as another one is
     overlay.entity_rows = torch.zeros(1, art.model.entity.weight.shape[1])
     overlay.relation_rows = torch.zeros(1, 2, art.model.relation.weight.shape[1])
     derived = derive_artifact(art, overlay)
     assert len(derived.excluded) == 1 and derived.added.numel() > 0 and not derived.keep.all()
 
     assert isinstance(base.entity_facts, EntityFacts)
-    change = KnownChange(base.predictor, base.entity_facts, derived.keep, derived.added)
+    change = KnownChange(base, derived.keep, derived.added)
     merged = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded, change=change)
     rebuilt = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded)
     delta, index = merged.predictor.known, rebuilt.predictor.known
@@ -121,3 +125,17 @@ def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) 
     # facts by entity and prefix search, as rebuilt
     assert merged.entity(ents[0], 100) == rebuilt.entity(ents[0], 100)
     assert merged.search("newc") == rebuilt.search("newc") and merged.search("newc")
+    # every prefix of every id and name of either version: the base's sorted keys, less the
+    # renamed and deleted entities, plus the new and renamed ones, answer as a rebuild
+    assert merged._prefix_index.entries is base._prefix_index.entries  # not sorted again
+    texts = {*ents, *(n for n in art.entity_names if n), "newcomer", "Alan Newcomer", "Zed"}
+    prefixes = {t.casefold()[:i] for t in texts for i in (1, 2, 3, 5)}
+    for prefix in sorted(prefixes):
+        assert merged.search(prefix, 50) == rebuilt.search(prefix, 50), prefix
+    found = {info.id for info in merged.search("zed renamed")}
+    assert found == {renamed}
+    if old_name:
+        assert renamed not in {info.id for info in merged.search(old_name, 50)}
+    for text in (ents[doomed], name):  # the deleted entity: by neither id nor name
+        assert ents[doomed] not in {info.id for info in merged.search(text, 50)}
+        assert ents[doomed] in {info.id for info in base.search(text, 50)}

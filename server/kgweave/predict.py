@@ -97,27 +97,31 @@ def _names(
 ) -> tuple[NameIndex, NameIndex]:
     """Entity ids by exact and by case-folded name, deleted entities left out. From ``like``'s
     when this version extends its entities (graph changes applied to it: new entities at the
-    end, more deleted ones), so a change batch touches its new and deleted entities only."""
+    end, more deleted ones, some renamed), so a change batch touches its new, renamed and
+    deleted entities only."""
     start = 0
     by_name: NameIndex = {}
     folded: NameIndex = {}
+    todo: list[int] = []
     if like is not None:
         theirs = like.artifact.entity_names
-        if like.excluded <= excluded and names[: len(theirs)] == theirs:
+        if like.excluded <= excluded and len(names) >= len(theirs):
             start, by_name, folded = len(theirs), dict(like._by_name), dict(like._by_name_folded)
-            for i in excluded - like.excluded:  # newly deleted: new lists, theirs stay as are
-                name = names[i] if i < start else None
+            renamed = [i for i in range(start) if names[i] != theirs[i]]
+            for i in sorted({*(excluded - like.excluded), *renamed}):  # new lists, not theirs
+                name = theirs[i]
                 for index, key in ((by_name, name), (folded, name.casefold() if name else None)):
                     if key is not None and key in index:
                         index[key] = [j for j in index[key] if j != i]
                         if not index[key]:
                             del index[key]
-    for i in range(start, len(names)):
+            todo = renamed
+    for i in [*todo, *range(start, len(names))]:
         name = names[i]
         if name and i not in excluded:
             for index, key in ((by_name, name), (folded, name.casefold())):
-                if start:  # the lists may be like's: a new one
-                    index[key] = [*index.get(key, []), i]
+                if start:  # the lists may be like's: a new one, in id order as rebuilt
+                    index[key] = sorted([*index.get(key, []), i])
                 else:
                     index.setdefault(key, []).append(i)
     return by_name, folded

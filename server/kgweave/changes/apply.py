@@ -59,7 +59,7 @@ from kgweave.changes.derive import BaseFacts, derive_artifact, prune
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.errors import KGWeaveError
-from kgweave.serving.known_delta import EntityFacts, KnownChange
+from kgweave.serving.known_delta import KnownChange
 from kgweave.serving.metrics import ServiceMetrics
 from kgweave.serving.openmp import lower_thread_priority
 from kgweave.serving.served import ServedModel
@@ -396,9 +396,7 @@ class ChangeApplier:
     def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
         art = base.artifact
         artifact, excluded, keep, added = derive_artifact(art, overlay, self._base_facts(base))
-        facts = base.entity_facts
-        assert isinstance(facts, EntityFacts)  # the base is a loaded version, not a derived one
-        change = KnownChange(base.predictor, facts, keep, added)
+        change = KnownChange(base, keep, added)
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",

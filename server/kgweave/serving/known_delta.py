@@ -26,7 +26,7 @@ import torch
 from kgweave.data.dataset import TailIndex, with_reciprocals
 
 if TYPE_CHECKING:
-    from kgweave.predict import LinkPredictor
+    from kgweave.serving.served import ServedModel
 
 
 def _members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -181,23 +181,27 @@ class DeltaEntityFacts:
 class KnownChange:
     """How a derived version's known facts follow from those of its base (a loaded version):
     ``cat(base_known[keep], added)`` (no fact of ``base_known[~keep]`` is left in
-    ``base_known[keep]``, none of ``added`` is in it), with the base's predictor (its
-    ``filter_known`` index, its scorer) and facts by entity."""
+    ``base_known[keep]``, none of ``added`` is in it)."""
 
-    base: LinkPredictor
-    base_facts: EntityFacts
+    base: ServedModel
     keep: torch.Tensor
     added: torch.Tensor
 
     def index(self, num_entities: int, num_relations: int) -> DeltaTailIndex:
         """The derived version's ``filter_known`` index (its ``num_entities`` and
         ``num_relations`` without reciprocals)."""
-        base = self.base.known
+        base, facts = self.base.predictor.known, self._base_facts()
         if not isinstance(base, TailIndex):
             raise TypeError("a version is derived from a loaded version, not a derived one")
-        removed = self.base_facts.known[~self.keep.cpu()]
+        removed = facts.known[~self.keep.cpu()]
         return DeltaTailIndex(base, removed, self.added, num_entities, num_relations)
 
     def facts(self, num_entities: int) -> DeltaEntityFacts:
         """The derived version's facts by entity."""
-        return DeltaEntityFacts.of_change(self.base_facts, self.keep, self.added, num_entities)
+        return DeltaEntityFacts.of_change(self._base_facts(), self.keep, self.added, num_entities)
+
+    def _base_facts(self) -> EntityFacts:
+        facts = self.base.entity_facts
+        if not isinstance(facts, EntityFacts):
+            raise TypeError("a version is derived from a loaded version, not a derived one")
+        return facts

@@ -6,7 +6,6 @@ that captured one answers entirely from that version.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 import threading
@@ -23,6 +22,7 @@ from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.known_delta import DeltaEntityFacts, EntityFacts, KnownChange
+from kgweave.serving.prefix_search import PrefixIndex
 
 if TYPE_CHECKING:
     from kgweave.language.components.encoder import TextEncoder
@@ -87,8 +87,10 @@ class ServedModel:
         num_r = len(artifact.relations)
         index = like = None
         if change is not None:  # the base's indexes, read through the change
-            index, like = change.index(len(artifact.entities), num_r), change.base
-        self.predictor = LinkPredictor(artifact, precision, scorer, prepack, excluded, index, like)
+            index, like = change.index(len(artifact.entities), num_r), change.base.predictor
+        self.predictor: LinkPredictor = LinkPredictor(
+            artifact, precision, scorer, prepack, excluded, index, like
+        )
         #: entity ids deleted from the graph: they resolve to nothing and are never answers
         self.excluded = excluded
         self.device = self.predictor.device
@@ -102,6 +104,7 @@ class ServedModel:
         self.derived: dict[str, Any] = {}
         #: known facts by entity (head or tail); a version derived per change batch reads its
         #: base's through the change (:mod:`kgweave.serving.known_delta`)
+        self._change = change
         self.entity_facts: EntityFacts | DeltaEntityFacts = (
             EntityFacts(artifact.known, len(artifact.entities))
             if change is None
@@ -109,19 +112,15 @@ class ServedModel:
         )
 
     @functools.cached_property
-    def _prefix_index(self) -> tuple[list[tuple[str, int]], list[str]]:
-        """Prefix search over folded names and ids: sorted (key, entity id) pairs and their
-        keys; made on the first search (not per change batch)."""
-        art, excluded = self.artifact, self.excluded
-        keys = {(label.casefold(), i) for i, label in enumerate(art.entities.labels)
-                if i not in excluded}  # fmt: skip
-        keys |= {
-            (name.casefold(), i)
-            for i, name in enumerate(art.entity_names)
-            if name and i not in excluded
-        }
-        search = sorted(keys)
-        return search, [k for k, _ in search]
+    def _prefix_index(self) -> PrefixIndex:
+        """Prefix search over folded names and ids, made on the first search: a version
+        derived per change batch extends its base's (:mod:`kgweave.serving.prefix_search`)."""
+        art = self.artifact
+        if self._change is not None:
+            return self._change.base._prefix_index.extended(
+                art.entities.labels, art.entity_names, self.excluded
+            )
+        return PrefixIndex.of(art.entities.labels, art.entity_names, self.excluded)
 
     @classmethod
     def load(
@@ -356,13 +355,6 @@ class ServedModel:
         """Entities whose name or id starts with ``prefix`` (case-insensitive)."""
         if not prefix:
             raise InvalidArgumentError("give a non-empty prefix")
-        key = prefix.casefold()
-        search, keys = self._prefix_index
-        lo = bisect.bisect_left(keys, key)
-        hits: dict[int, str] = {}
-        for text, e in search[lo:]:
-            if not text.startswith(key):
-                break
-            hits.setdefault(e, text)
+        hits = self._prefix_index.search(prefix.casefold())
         ranked = sorted(hits, key=lambda e: (len(hits[e]), hits[e]))[:limit]
         return [self._info(e, 0) for e in ranked]
