@@ -26,6 +26,7 @@ import pytest
 
 from cypher_support import serve_ready, stop_process
 from graph_support import predicted_links_replaced, stored_triples
+from kgweave.changes.diff import counts_explained
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
 from kgweave.errors import InvalidArgumentError
@@ -519,6 +520,42 @@ def test_apoc_trigger_sends_each_kind_of_change(neo4j: RealNeo4j, store: Neo4jSt
     finally:
         _drop_trigger(neo4j)
         receiver.shutdown()
+
+
+def test_counts_explain_what_the_trigger_logged(neo4j: RealNeo4j, store: Neo4jStore) -> None:
+    """The snapshot diff exports nothing when Neo4j's counts are the last export's plus the
+    changes the APOC trigger logged since (changes/diff.py: counts_explained), and exports when
+    a change bypassed the trigger."""
+    store.write("CREATE (:Entity {id: 'london'})-[:capital_of]->(:Entity {id: 'uk'})")
+    last = store.counts()  # as at the last export
+    receiver = _Receiver()
+    _install_trigger(neo4j, f"127.0.0.1:{receiver.server_address[1]}", phase="after")
+    try:
+        steps = [
+            ("CREATE (:Entity {id: 'ada', name: 'Ada Lovelace'})", ("entity_upserted", "ada")),
+            (  # a new relation type, a generic relationship, and a new entity made on the way
+                "MATCH (a:Entity {id: 'ada'}), (l:Entity {id: 'london'}) "
+                "MERGE (m:Entity {id: 'maths'}) "
+                "CREATE (a)-[:born_in]->(l), (a)-[:RELATED {relation: '/people/field'}]->(m)",
+                ("triple_added", "ada", "/people/field", "maths"),
+            ),
+            (
+                "MATCH (:Entity {id: 'london'})-[x:capital_of]->() DELETE x",
+                ("triple_removed", "london", "capital_of", "uk"),
+            ),
+        ]
+        for cypher, event in steps:
+            store.write(cypher)
+            _wait_for(lambda event=event: event in receiver.seen(), f"the trigger to send {event}")
+        with receiver.lock:
+            logged = list(receiver.events)
+        assert counts_explained(last, store.counts(), logged)
+    finally:
+        _drop_trigger(neo4j)
+        receiver.shutdown()
+    # behind the log's back: the counts no longer add up, and the export runs
+    store.write("MATCH (a:Entity {id: 'uk'}), (b:Entity {id: 'ada'}) CREATE (a)-[:knows]->(b)")
+    assert not counts_explained(last, store.counts(), logged)
 
 
 def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, serving: int) -> None:
