@@ -149,6 +149,14 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(bootstrap_en
         applier = plane.changes.applier
         wait_for(lambda: applier.overlay.origins.get("emmy_noether") == "text")
         assert len(api.links("born_in", "Emmy Noether", k=5)) == 5
+        # a batch that brings no new rows serves the same model again (its extended table
+        # and its prepacked scorer are not made again), with the batch's fact known
+        extended = plane.versions.active().predictor
+        assert api.write(added=[("emmy_noether", "born_in", "paris")]).applied
+        assert api.links("born_in", "emmy_noether")["paris"] is True
+        again = plane.versions.active().predictor
+        assert again is not extended and again.model is extended.model
+        assert again._all is extended._all
 
         # a new relation between known entities: queryable at once
         assert api.write(added=[("emmy_noether", "influenced", "albert_einstein")]).applied

@@ -90,6 +90,38 @@ class ApplyState:
     last_apply_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Extended:
+    """The last served model whose model has rows of new entities or relations, and the
+    overlay rows it was made with (a copy)."""
+
+    served: ServedModel
+    new_entities: list[str]
+    new_relations: list[str]
+    entity_rows: torch.Tensor
+    relation_rows: torch.Tensor
+
+    @classmethod
+    def of(cls, served: ServedModel, overlay: Overlay) -> Extended:
+        return cls(
+            served,
+            list(overlay.new_entities),
+            list(overlay.new_relations),
+            overlay.entity_rows.clone(),
+            overlay.relation_rows.clone(),
+        )
+
+    def made_for(self, base: ServedModel, overlay: Overlay) -> bool:
+        """Whether its model is ``base``'s with exactly ``overlay``'s rows."""
+        return (
+            self.served.base_version == base.version
+            and overlay.new_entities == self.new_entities
+            and overlay.new_relations == self.new_relations
+            and torch.equal(overlay.entity_rows, self.entity_rows)
+            and torch.equal(overlay.relation_rows, self.relation_rows)
+        )
+
+
 class ChangeApplier:
     """Applies the event log's change batches to the served version (see the module doc)."""
 
@@ -113,6 +145,7 @@ class ChangeApplier:
         self.state = ApplyState(applied_offset=self.overlay.next_offset)
         self._base: ServedModel | None = None
         self._facts: BaseFacts | None = None  # the loaded version's facts, for lookups
+        self._extended: Extended | None = None  # the last model made with new rows
         self._projection: TextProjection | None = None
         self._text_failed = ""
         self._refresh = False  # the projection got ready: make text rows for waiting entities
@@ -296,6 +329,7 @@ class ChangeApplier:
         :meth:`ModelVersions.activate` before the swap, under its swap lock)."""
         self._base = loaded
         self._projection = None
+        self._extended = None
         if self._thread.is_alive():
             self._prepare_text()
         overlay = self.overlay
@@ -395,8 +429,17 @@ class ChangeApplier:
     # ---- the derived served model
     def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
         art = base.artifact
-        artifact, excluded, keep, added = derive_artifact(art, overlay, self._base_facts(base))
-        change = KnownChange(base, keep, added)
+        # the previous batch's model, when this overlay brings no other rows: its extended
+        # tables and prepacked scorer serve again (a copy of the entity table per batch was
+        # most of a batch's cost once a graph had new entities)
+        last = self._extended
+        reused = last.served if last is not None and last.made_for(base, overlay) else None
+        artifact, excluded, keep, added = derive_artifact(
+            art,
+            overlay,
+            self._base_facts(base),
+            reused.artifact.model if reused is not None else None,
+        )
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",
@@ -406,7 +449,10 @@ class ChangeApplier:
             text_fusion=fusion,
             prepack=base.prepack,
             excluded=excluded,
-            change=change,
+            change=KnownChange(base, keep, added),
+            like=reused.predictor if reused is not None else None,
         )
         served.warm_up(base)
+        if artifact.model is not art.model and reused is None:
+            self._extended = Extended.of(served, overlay)
         return served

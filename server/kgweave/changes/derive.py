@@ -105,20 +105,28 @@ class Derived(NamedTuple):
     added: torch.Tensor
 
 
-def derive_artifact(art: ModelArtifact, overlay: Overlay, base: BaseFacts | None = None) -> Derived:
+def derive_artifact(
+    art: ModelArtifact,
+    overlay: Overlay,
+    base: BaseFacts | None = None,
+    model: KGEModel | None = None,
+) -> Derived:
     """``art`` with ``overlay`` applied (``art`` is not modified; unchanged tensors are
-    shared). ``base``: ``art``'s :class:`BaseFacts`."""
+    shared). ``base``: ``art``'s :class:`BaseFacts`; ``model``: ``art``'s model with the
+    overlay's rows of new entities and relations, when the caller made it already (it then
+    serves again: a change batch that brings no new rows makes no new model)."""
     from kgweave.language.features.coldstart import extend_model
 
     base = base if base is not None and base.artifact is art else BaseFacts(art)
     num_r = len(art.relations)
     entities = IdMap([*art.entities.labels, *overlay.new_entities])
     relations = IdMap([*art.relations.labels, *overlay.new_relations])
-    model = art.model
-    if overlay.new_entities:
-        model = extend_model(model, overlay.entity_rows)
-    if overlay.new_relations:
-        model = _extend_relations(model, num_r, overlay.relation_rows)
+    if model is None:
+        model = art.model
+        if overlay.new_entities:
+            model = extend_model(model, overlay.entity_rows)
+        if overlay.new_relations:
+            model = _extend_relations(model, num_r, overlay.relation_rows)
     names: list[str | None] = [*art.entity_names, *([None] * len(overlay.new_entities))]
     descriptions: list[str | None] = [
         *art.entity_descriptions,
@@ -153,7 +161,7 @@ def derive_artifact(art: ModelArtifact, overlay: Overlay, base: BaseFacts | None
         entities=entities,
         relations=relations,
         entity_names=names,
-        known=torch.cat((known[keep], added)).to(art.known.device),
+        known=torch.cat((known if bool(keep.all()) else known[keep], added)).to(art.known.device),
         config=config,
         relation_texts=dict(art.relation_texts),
         entity_descriptions=descriptions,

@@ -66,9 +66,12 @@ class ServedModel:
         prepack: bool = True,
         excluded: frozenset[int] = frozenset(),
         change: KnownChange | None = None,
+        like: LinkPredictor | None = None,
     ) -> None:
         """``change``: how ``artifact``'s known facts follow from those of the version it is
-        derived from (its indexes are then updated from that version's, not rebuilt)."""
+        derived from (its indexes are then read through that version's, not rebuilt);
+        ``like``: a predictor whose scorer serves here too when its model is this one's (the
+        previous change batch's, when this batch brings no new rows; default: the base's)."""
         #: what answers carry; ``v0003@120`` is registry version v0003 with the graph changes
         #: of the event log up to offset 120 applied (:mod:`kgweave.changes.apply`)
         self.version = version
@@ -85,9 +88,10 @@ class ServedModel:
 
             scorer = FusedScorer(text_fusion, artifact.model)
         num_r = len(artifact.relations)
-        index = like = None
+        index = None
         if change is not None:  # the base's indexes, read through the change
-            index, like = change.index(len(artifact.entities), num_r), change.base.predictor
+            index = change.index(len(artifact.entities), num_r)
+            like = like or change.base.predictor
         self.predictor: LinkPredictor = LinkPredictor(
             artifact, precision, scorer, prepack, excluded, index, like
         )
