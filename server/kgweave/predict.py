@@ -106,8 +106,12 @@ def _names(
     if like is not None:
         theirs = like.artifact.entity_names
         if like.excluded <= excluded and len(names) >= len(theirs):
-            start, by_name, folded = len(theirs), dict(like._by_name), dict(like._by_name_folded)
-            renamed = [i for i in range(start) if names[i] != theirs[i]]
+            start = len(theirs)
+            same = names[:start] == theirs  # (one C-level compare, the common case)
+            renamed = [] if same else [i for i in range(start) if names[i] != theirs[i]]
+            if not renamed and excluded == like.excluded and start == len(names):
+                return like._by_name, like._by_name_folded  # nothing new: theirs, shared
+            by_name, folded = dict(like._by_name), dict(like._by_name_folded)
             for i in sorted({*(excluded - like.excluded), *renamed}):  # new lists, not theirs
                 name = theirs[i]
                 for index, key in ((by_name, name), (folded, name.casefold() if name else None)):

@@ -119,8 +119,17 @@ def derive_artifact(
 
     base = base if base is not None and base.artifact is art else BaseFacts(art)
     num_r = len(art.relations)
-    entities = IdMap([*art.entities.labels, *overlay.new_entities])
-    relations = IdMap([*art.relations.labels, *overlay.new_relations])
+    # (id maps are not changed once made: without new labels the version's serve again)
+    entities = (
+        IdMap([*art.entities.labels, *overlay.new_entities])
+        if overlay.new_entities
+        else art.entities
+    )
+    relations = (
+        IdMap([*art.relations.labels, *overlay.new_relations])
+        if overlay.new_relations
+        else art.relations
+    )
     if model is None:
         model = art.model
         if overlay.new_entities:
