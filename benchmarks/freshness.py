@@ -358,7 +358,9 @@ def latencies(args: argparse.Namespace) -> None:
             latencies.append(time.monotonic() - began)
         return latencies
 
+    stalls = StallProbe()
     idle = load(args.seconds)
+    idle_stalls = stalls.take()
     stop = threading.Event()
     written = [0]
 
@@ -376,6 +378,8 @@ def latencies(args: argparse.Namespace) -> None:
     exports_before = diffs_before - watcher.state.diffs_skipped
     writer.start()
     busy = load(args.seconds)
+    busy_stalls = stalls.take()
+    stalls.stop()
     stop.set()
     writer.join()
     record["predict_links_idle"] = {
@@ -393,6 +397,9 @@ def latencies(args: argparse.Namespace) -> None:
         "snapshot_diffs": watcher.state.diffs - diffs_before,
         "snapshot_exports": watcher.state.diffs - watcher.state.diffs_skipped - exports_before,
     }
+    # how late a thread of this process wakes from a 1 ms sleep: the interpreter lock and the
+    # CPUs' contention as any thread of the server meets it
+    record["wake_late_ms"] = {"idle": idle_stalls, "ingesting": busy_stalls}
     record["update_phases_p50_s"] = update_phases(settings.models_dir)
     record["p99_ratio"] = round(
         record["predict_links_ingesting"]["p99_ms"] / record["predict_links_idle"]["p99_ms"], 2
@@ -412,6 +419,40 @@ def latencies(args: argparse.Namespace) -> None:
     plane.close()
     if plane.owns_embedded_graph or not settings.graph_uri:
         EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+class StallProbe:
+    """A thread that sleeps 1 ms at a time and records how late it wakes (the wait for a CPU
+    and for the interpreter lock that every Python thread of the process meets)."""
+
+    def __init__(self) -> None:
+        self._late: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, name="stall-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            time.sleep(0.001)
+            late = time.perf_counter() - began - 0.001
+            with self._lock:
+                self._late.append(late)
+
+    def take(self) -> dict[str, float]:
+        """p50, p99 and max lateness (ms) since the last call."""
+        with self._lock:
+            late, self._late = sorted(self._late), []
+        if not late:
+            return {}
+        return {
+            "p50": round(1000 * late[len(late) // 2], 2),
+            "p99": round(1000 * late[int(0.99 * (len(late) - 1))], 2),
+            "max": round(1000 * late[-1], 2),
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def update_phases(models_dir: Path) -> dict[str, float]:
