@@ -173,6 +173,8 @@ class LinkPredictor:
         self.device = artifact.model.entity.weight.device
         #: the scorer given (a text fusion), or None when the model's own pass ranks
         self.fused = scorer
+        #: the tail scorer is ``like``'s (warmed up there already)
+        self.scorer_shared = False
         if scorer is not None:
             self.precision = "fp32"  # the given scorer's scores are final: nothing to rescore
             self._all: EntityScorer = scorer
@@ -184,6 +186,7 @@ class LinkPredictor:
             same = like is not None and like.fused is None and like.model is self.model
             if same and like is not None and like.precision == self.precision:
                 self._all = like._all
+                self.scorer_shared = True
             else:
                 self._all = TailScorer(self.model, dtype, prepack)
         num_base = len(artifact.relations)

@@ -127,11 +127,18 @@ def link_answers(served: ServedModel, base: ServedModel | None = None) -> LinkAn
     if answers is None:  # (a version loaded before this module was: built now, once)
         theirs = base.derived.get("link_answers") if base is not None else None
         art = served.artifact
-        answers = LinkAnswers(
-            art.entities.labels,
-            art.entity_names,
-            theirs if isinstance(theirs, LinkAnswers) else None,
-        )
+        if (
+            isinstance(theirs, LinkAnswers)
+            and theirs.labels is art.entities.labels
+            and theirs.names is art.entity_names
+        ):
+            answers = theirs  # the same entities, names and ids: the same answers
+        else:
+            answers = LinkAnswers(
+                art.entities.labels,
+                art.entity_names,
+                theirs if isinstance(theirs, LinkAnswers) else None,
+            )
         served.derived["link_answers"] = answers
     assert isinstance(answers, LinkAnswers)
     return answers

@@ -136,19 +136,17 @@ def derive_artifact(
             model = extend_model(model, overlay.entity_rows)
         if overlay.new_relations:
             model = _extend_relations(model, num_r, overlay.relation_rows)
-    names: list[str | None] = [*art.entity_names, *([None] * len(overlay.new_entities))]
-    descriptions: list[str | None] = [
-        *art.entity_descriptions,
-        *([None] * (len(entities) - len(art.entity_descriptions))),
-    ]
-    for entity, (name, description) in overlay.texts.items():
-        i = entities.index.get(entity)
-        if i is None:
-            continue
-        if name is not None:
-            names[i] = name
-        if description is not None:
-            descriptions[i] = description
+    texts = [(entities.index[e], *text) for e, text in overlay.texts.items() if e in entities]
+    names, descriptions = art.entity_names, art.entity_descriptions
+    if texts or len(names) < len(entities) or len(descriptions) < len(entities):
+        # (else the version's lists serve as they are: per-batch data keyed on them is reused)
+        names = [*names, *([None] * (len(entities) - len(names)))]
+        descriptions = [*descriptions, *([None] * (len(entities) - len(descriptions)))]
+        for i, name, description in texts:
+            if name is not None:
+                names[i] = name
+            if description is not None:
+                descriptions[i] = description
     excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
     known = art.known.cpu()
     keep = torch.ones(len(known), dtype=torch.bool)

@@ -163,13 +163,14 @@ class ServedModel:
         """Run one of each kind of request so the first real one pays no first-call costs;
         ``base``: the version this one is derived from (see :data:`WARM_UPS`)."""
         n = len(self.artifact.entities)
-        hr = torch.zeros(min(8, n), 2, dtype=torch.long, device=self.device)
-        self.predictor.predict_ids(hr, min(10, n), filter_known=True)
-        if n:
-            with torch.no_grad():
-                self.predictor.model.score_hrt(
-                    torch.zeros(1, 3, dtype=torch.long, device=self.device)
-                )
+        if not self.predictor.scorer_shared:  # (a shared scorer was warmed up by its owner)
+            hr = torch.zeros(min(8, n), 2, dtype=torch.long, device=self.device)
+            self.predictor.predict_ids(hr, min(10, n), filter_known=True)
+            if n:
+                with torch.no_grad():
+                    self.predictor.model.score_hrt(
+                        torch.zeros(1, 3, dtype=torch.long, device=self.device)
+                    )
         for build in WARM_UPS:
             build(self, base)
 
