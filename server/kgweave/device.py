@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from kgweave.errors import InvalidArgumentError, echo
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from cpuinfo."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from cpuinfo
+    once (a served model is made per change batch)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:

@@ -197,9 +197,16 @@ class LinkPredictor:
         self.known: KnownIndex = known_index.to(self.device)
         self._excluded_ids = self._excluded_ids.to(self.device)
         self._by_name, self._by_name_folded = _names(artifact.entity_names, excluded, like)
-        self._relation_by_text = {
-            text: artifact.relations.index[r] for r, text in artifact.relation_texts.items()
-        }
+        same_relations = (
+            like is not None
+            and like.artifact.relation_texts is artifact.relation_texts
+            and like.artifact.relations is artifact.relations
+        )
+        self._relation_by_text: dict[str, int] = (
+            like._relation_by_text
+            if same_relations and like is not None
+            else {text: artifact.relations.index[r] for r, text in artifact.relation_texts.items()}
+        )
 
     # ---- resolving user input
     def resolve_entity(self, text: str) -> int:

@@ -170,7 +170,7 @@ def derive_artifact(
         entity_names=names,
         known=torch.cat((known if bool(keep.all()) else known[keep], added)).to(art.known.device),
         config=config,
-        relation_texts=dict(art.relation_texts),
+        relation_texts=art.relation_texts,  # (not changed once made)
         entity_descriptions=descriptions,
     )
     return Derived(artifact, excluded, keep, added)
