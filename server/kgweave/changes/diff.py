@@ -164,24 +164,37 @@ class DiffWorker:
     def __init__(self, settings: Settings) -> None:
         self._settings_json = settings.model_dump_json()
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # (the diff and the fixed set's scan share the worker)
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        """``fn(settings_json, *args)`` in the worker process (one call at a time)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=mp.get_context("spawn"), initializer=_worker_started
+                )
+            future = self._pool.submit(fn, self._settings_json, *args)
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self.close()  # the next call starts another
+            raise
 
     def run(self, state_dir: Path, log: EventLog, emit: bool = True) -> dict[str, Any]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                1, mp_context=mp.get_context("spawn"), initializer=_worker_started
-            )
-        future = self._pool.submit(_compute_in_worker, self._settings_json, str(state_dir), emit)
-        try:
-            events, result = future.result()
-        except BrokenProcessPool:
-            self.close()  # the next run starts another
-            raise
+        events, result = self._call(_compute_in_worker, str(state_dir), emit)
         return commit_diff(state_dir, log, events, result)
 
+    def held_out(self, base: Path) -> list[tuple[str, str, str]]:
+        """The graph's facts that the version in folder ``base`` was not trained on
+        (:func:`~kgweave.changes.fixed_set.held_out_facts`), scanned in the worker."""
+        facts: list[tuple[str, str, str]] = self._call(_held_out_in_worker, str(base))
+        return facts
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
 
 
 def _worker_started() -> None:
@@ -202,13 +215,24 @@ def _worker_started() -> None:
 _STORES: dict[str, GraphStore] = {}
 
 
-def _compute_in_worker(
-    settings_json: str, state_dir: str, emit: bool
-) -> tuple[list[ChangeEvent], dict[str, Any]]:
+def _worker_store(settings_json: str) -> GraphStore:
     from kgweave.graph.connect import open_store
 
     settings = Settings.model_validate_json(settings_json)
     key = settings.graph_uri or str(settings.graph_dir)
     if key not in _STORES:
         _STORES[key] = open_store(settings.graph_uri, settings, start=False)
-    return compute_diff(_STORES[key], Path(state_dir), emit)
+    return _STORES[key]
+
+
+def _compute_in_worker(
+    settings_json: str, state_dir: str, emit: bool
+) -> tuple[list[ChangeEvent], dict[str, Any]]:
+    return compute_diff(_worker_store(settings_json), Path(state_dir), emit)
+
+
+def _held_out_in_worker(settings_json: str, base: str) -> list[tuple[str, str, str]]:
+    from kgweave.artifact import load_artifact
+    from kgweave.changes.fixed_set import held_out_facts
+
+    return held_out_facts(_worker_store(settings_json), load_artifact(Path(base)))

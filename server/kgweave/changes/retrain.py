@@ -137,6 +137,7 @@ class RetrainWatcher:
         self._counted_at = 0
         self._diffs_since_full = 0
         self._differ: DiffWorker | None = None  # the export, in a process of its own
+        self._differ_lock = threading.Lock()
         self.state = RetrainState()
         self._thread = threading.Thread(target=self._run, name="kgweave-retrain", daemon=True)
         self._diff_thread = threading.Thread(
@@ -191,8 +192,9 @@ class RetrainWatcher:
 
     # ---- the fixed validation set of a graph whose versions predate it
     def _make_fixed(self) -> None:
-        """Make the graph's fixed validation set now (:mod:`kgweave.changes.fixed_set`), so the
-        first update does not wait for a scan of the graph; updates start once it is made."""
+        """Make the graph's fixed validation set now (:mod:`kgweave.changes.fixed_set`; the
+        graph scanned in the diff's worker process), so the first update does not wait for a
+        scan of the graph; updates start once it is made."""
         lower_thread_priority()
         try:
             self._guarded("making the fixed validation set", self._fixed_now)
@@ -201,38 +203,39 @@ class RetrainWatcher:
             self._wake.set()
 
     def _fixed_now(self) -> None:
-        from kgweave.changes.fixed_set import fixed_validation
+        from kgweave.changes.fixed_set import fixed_of
 
         applier = self.applier
-        assert applier is not None and self._store_factory is not None
+        assert applier is not None
         while applier.base is None and not self._stop.is_set():
             if not self.versions.ready:
                 return  # no version served: the first training stores the set
             self._stop.wait(0.05)  # the applier is being started on the served version
         base = applier.base
-        if base is None:
+        if base is None or load_fixed(self.settings) is not None:
             return
-
-        def came_in() -> set[tuple[str, str, str]]:
-            """Facts added through change events: the applier's, and those still in the log
-            (read after the scan)."""
-            overlay = applier.overlay
-            added, offset = set(overlay.added), overlay.next_offset
-            while page := self.log.read(offset, limit=self.EXPLAIN_EVENTS):
-                added |= {(str(e.head), str(e.relation), str(e.tail))
-                          for _, e in page if e.kind == ChangeKind.TRIPLE_ADDED}  # fmt: skip
-                offset = page[-1][0] + 1
-            return added
-
         began = time.monotonic()
-        fixed = fixed_validation(
-            self.settings, base.artifact, base.base_version, came_in, self._store_factory()
-        )
+        held_out = self._diff_worker().held_out(base.artifact.path)  # off the serving process
+        # facts added through change events (the applier's, and those still in the log), read
+        # after the scan: updates train on them
+        overlay = applier.overlay
+        added, offset = set(overlay.added), overlay.next_offset
+        while page := self.log.read(offset, limit=self.EXPLAIN_EVENTS):
+            added |= {(str(e.head), str(e.relation), str(e.tail))
+                      for _, e in page if e.kind == ChangeKind.TRIPLE_ADDED}  # fmt: skip
+            offset = page[-1][0] + 1
+        fixed = fixed_of(self.settings, held_out, added, base.base_version)
         log.info(
             "retrain: fixed validation set of %d facts made in %.1f s",
             len(fixed.triples),
             time.monotonic() - began,
         )
+
+    def _diff_worker(self) -> DiffWorker:
+        with self._differ_lock:
+            if self._differ is None:
+                self._differ = DiffWorker(self.settings)
+            return self._differ
 
     # ---- the snapshot diff: a safety net, off the serving threads' way
     def _run_diff(self) -> None:
@@ -263,9 +266,7 @@ class RetrainWatcher:
             return
         # the first run's graph is what the active model was trained on: a baseline, no events
         first = baseline and not had_state
-        if self._differ is None:
-            self._differ = DiffWorker(self.settings)
-        diff = self._differ.run(self._state_dir, self.log, emit=not first)
+        diff = self._diff_worker().run(self._state_dir, self.log, emit=not first)
         self._last_counts, self._diffs_since_full = counts, 0
         self._counted_at = logged
         if first:
