@@ -19,14 +19,14 @@ number of new relations (``r + R`` in a version with ``R`` relations).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from kgweave.data.dataset import TailIndex, with_reciprocals
 
 if TYPE_CHECKING:
-    from kgweave.serving.served import ServedModel
+    from kgweave.predict import LinkPredictor
 
 
 def _members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -177,13 +177,21 @@ class DeltaEntityFacts:
         return (torch.cat(parts) if parts else torch.zeros(0, 3, dtype=torch.long)), count
 
 
+class Base(Protocol):
+    """What a change reads of the version it applies to (a loaded
+    :class:`~kgweave.serving.served.ServedModel`)."""
+
+    predictor: LinkPredictor
+    entity_facts: EntityFacts | DeltaEntityFacts
+
+
 @dataclass(frozen=True)
 class KnownChange:
     """How a derived version's known facts follow from those of its base (a loaded version):
     ``cat(base_known[keep], added)`` (no fact of ``base_known[~keep]`` is left in
     ``base_known[keep]``, none of ``added`` is in it)."""
 
-    base: ServedModel
+    base: Base
     keep: torch.Tensor
     added: torch.Tensor
 

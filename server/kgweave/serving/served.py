@@ -121,9 +121,9 @@ class ServedModel:
         derived per change batch extends its base's (:mod:`kgweave.serving.prefix_search`)."""
         art = self.artifact
         if self._change is not None:
-            return self._change.base._prefix_index.extended(
-                art.entities.labels, art.entity_names, self.excluded
-            )
+            base = self._change.base
+            assert isinstance(base, ServedModel)  # (a change applies to a loaded version)
+            return base._prefix_index.extended(art.entities.labels, art.entity_names, self.excluded)
         return PrefixIndex.of(art.entities.labels, art.entity_names, self.excluded)
 
     @classmethod
