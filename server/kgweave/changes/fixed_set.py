@@ -12,7 +12,7 @@ itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from kgweave.artifact import ModelArtifact
 from kgweave.changes.derive import BaseFacts
@@ -26,13 +26,13 @@ def fixed_validation(
     settings: Settings,
     base: ModelArtifact,
     version: str,
-    exclude: Callable[[], Collection[Triple]],
+    exclude: Collection[Triple],
     store: GraphStore | None = None,
 ) -> FixedValidation:
     """The graph's fixed validation set (made by the first training on a graph snapshot);
     for a graph whose versions predate it, made now from the facts ``base`` held out
-    (:func:`held_out_facts`) less ``exclude()`` (read after the graph is scanned: the facts
-    that came in through change events, which updates train on). ``store``: the graph
+    (:func:`held_out_facts`) less ``exclude`` (the facts that came in through change events,
+    which updates train on). ``store``: the graph
     (default: connect to it; a worker never starts an embedded one)."""
     fixed = load_fixed(settings)
     if fixed is not None:
@@ -41,7 +41,7 @@ def fixed_validation(
         from kgweave.graph.connect import open_store
 
         store = open_store(settings.graph_uri, settings, start=False)
-    return fixed_of(settings, held_out_facts(store, base), exclude(), version)
+    return fixed_of(settings, held_out_facts(store, base), exclude, version)
 
 
 def held_out_facts(store: GraphStore, base: ModelArtifact) -> list[Triple]:

@@ -182,7 +182,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     deleted = set(overlay.deleted)
     known = derived.known.cpu()
     # ---- the fixed validation set, ranked among every entity with the same filter twice
-    fixed = fixed_validation(settings, art, version, lambda: overlay.added)
+    fixed = fixed_validation(settings, art, version, overlay.added)
     held = set(fixed.triples)  # held out by every version: the rest is all trained on
     new = _ids(sorted(f for f in overlay.added
                       if f not in held and f[0] not in deleted and f[2] not in deleted),

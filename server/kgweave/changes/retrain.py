@@ -195,7 +195,6 @@ class RetrainWatcher:
         """Make the graph's fixed validation set now (:mod:`kgweave.changes.fixed_set`; the
         graph scanned in the diff's worker process), so the first update does not wait for a
         scan of the graph; updates start once it is made."""
-        lower_thread_priority()
         try:
             self._guarded("making the fixed validation set", self._fixed_now)
         finally:
