@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from graph_support import (
 )
 from kgweave.data import load_dataset
 from kgweave.data.reader import read_triples
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import GraphUnavailableError, InvalidArgumentError
+from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.falkordb_store import FalkorDBStore
 from kgweave.graph.store import EntityRow, GraphMapping
 
@@ -297,3 +300,22 @@ def test_snapshot_diff_in_its_worker_process(
             assert second["added"] == 1 and triples == {(ChangeKind.TRIPLE_ADDED, "b", "c")}
     finally:
         worker.close()
+
+
+def test_a_server_that_stops_answering_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """A stopped (SIGSTOP) FalkorDB: the query fails after the store's timeout with one line
+    naming the setting, and the store answers again once the server runs on."""
+    server = EmbeddedFalkorDB(tmp_path / "falkordb")
+    info = server.start()
+    try:
+        store = FalkorDBStore(info.host, info.port, password=info.password(), timeout_s=0.5)
+        assert store.rows("RETURN 1") == [[1]]
+        os.kill(info.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(GraphUnavailableError, match=r"did not answer a query within 0\.5s"):
+                store.rows("RETURN 2")
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        assert store.rows("RETURN 3") == [[3]]
+    finally:
+        server.stop()

@@ -29,7 +29,7 @@ from graph_support import predicted_links_replaced, stored_triples
 from kgweave.changes.diff import counts_explained
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
-from kgweave.errors import InvalidArgumentError
+from kgweave.errors import GraphUnavailableError, InvalidArgumentError
 from kgweave.graph.embedded import free_port
 from kgweave.graph.neo4j_server import Neo4jInfo, Neo4jServer, source_root
 from kgweave.graph.neo4j_store import Neo4jStore, Neo4jTarget
@@ -97,6 +97,20 @@ def _wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what() if callable(what) else what}")
         time.sleep(0.2)
+
+
+def test_a_query_over_the_timeout_is_ended_by_the_dbms(neo4j: RealNeo4j) -> None:
+    """The transaction timeout: Neo4j ends a query that runs over it (10^10 rows here), the
+    store says so in one line, and its next query runs."""
+    endless = (
+        "UNWIND range(1, 100000) AS a UNWIND range(1, 100000) AS b "
+        "WITH a WHERE a < 0 RETURN count(*) AS n"
+    )
+    with Neo4jStore(neo4j.target(), timeout_s=0.5) as store:
+        with pytest.raises(GraphUnavailableError, match=r"ran over 0\.5s") as caught:
+            store.read(endless)
+        assert "\n" not in str(caught.value)
+        assert store.read("RETURN 1 AS one") == [{"one": 1}]
 
 
 # ---- kgweave neo4j

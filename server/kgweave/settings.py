@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     graph_retry_s: float = Field(default=30.0, ge=0)
     """How long to retry an unreachable Neo4j, or a transaction that failed transiently, before
     giving up (exponential backoff)."""
+    graph_query_timeout_s: float = Field(default=600.0, gt=0)
+    """How long one query to the graph database may run before it fails as unavailable: a
+    graph that stopped answering is an error, never a hang (FalkorDB: the client's socket
+    timeout; Neo4j: the transaction timeout, which the DBMS enforces)."""
     grpc_host: str = "127.0.0.1"
     """Address the gRPC server binds."""
     grpc_port: int = Field(default=50051, ge=0, le=65535)

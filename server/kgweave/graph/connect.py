@@ -34,14 +34,24 @@ def open_store(
                 "the embedded graph database is not running (kgweave serve, its owner, starts it)"
             )
         info = running or embedded.start()
-        return FalkorDBStore(info.host, info.port, graph=graph, password=info.password())
+        return FalkorDBStore(
+            info.host,
+            info.port,
+            graph=graph,
+            password=info.password(),
+            timeout_s=settings.graph_query_timeout_s,
+        )
     parsed = urlparse(uri)
     if parsed.scheme in ("falkor", "falkordb", "redis"):
         if not parsed.hostname:
             raise InvalidArgumentError(f"graph URI {echo(uri)} has no host")
         name = parsed.path.strip("/") or graph
         return FalkorDBStore(
-            parsed.hostname, parsed.port or 6379, graph=name, password=parsed.password
+            parsed.hostname,
+            parsed.port or 6379,
+            graph=name,
+            password=parsed.password,
+            timeout_s=settings.graph_query_timeout_s,
         )
     if parsed.scheme in SCHEMES:
         return open_neo4j(uri, settings)
@@ -90,4 +100,5 @@ def open_neo4j(uri: str, settings: Settings) -> Neo4jStore:
         neo4j_target(uri, settings),
         batch_size=settings.graph_batch_size,
         retry_s=settings.graph_retry_s,
+        timeout_s=settings.graph_query_timeout_s,
     )

@@ -38,11 +38,23 @@ class FalkorDBStore(CypherStore):
         mapping: GraphMapping | None = None,
         batch_size: int = 5_000,
         password: str | None = None,
+        timeout_s: float = 600.0,
     ) -> None:
+        """``timeout_s``: how long one query may wait for its answer (the client's socket
+        timeout) before it fails with :class:`GraphUnavailableError`."""
         from falkordb import FalkorDB
 
+        if timeout_s <= 0:
+            raise InvalidArgumentError("the graph query timeout must be > 0 seconds")
         super().__init__(mapping, batch_size)
-        self._db = FalkorDB(host=host, port=port, password=password)
+        self.timeout_s = timeout_s
+        self._db = FalkorDB(
+            host=host,
+            port=port,
+            password=password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=min(timeout_s, 10.0),
+        )
         self.graph = self._db.select_graph(graph)
 
     # ---- plumbing
@@ -52,9 +64,15 @@ class FalkorDBStore(CypherStore):
     def _query(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         try:
             return list(self.graph.query(cypher, params).result_set)
+        except RedisTimeoutError:
+            raise GraphUnavailableError(
+                f"FalkorDB did not answer a query within {self.timeout_s:g}s "
+                "(KGWEAVE_GRAPH_QUERY_TIMEOUT_S)"
+            ) from None
         except RedisConnectionError as exc:
             raise GraphUnavailableError(f"FalkorDB is not reachable: {exc}") from exc
         except ResponseError as exc:

@@ -168,12 +168,18 @@ class Neo4jStore(CypherStore):
         batch_size: int = 1_000,
         retry_s: float = 30.0,
         dialect: Dialect = NEO4J,
+        timeout_s: float = 600.0,
     ) -> None:
+        """``timeout_s``: the transaction timeout of every query (the DBMS ends a longer one,
+        which then fails with :class:`GraphUnavailableError`)."""
         if retry_s < 0:
             raise InvalidArgumentError("retry time must be >= 0 seconds")
+        if timeout_s <= 0:
+            raise InvalidArgumentError("the graph query timeout must be > 0 seconds")
         super().__init__(mapping, batch_size)
         self.target = target
         self.retry_s = retry_s
+        self.timeout_s = timeout_s
         self.dialect = dialect
         self._where = target.uri
         self._driver = self._connect()
@@ -232,7 +238,9 @@ class Neo4jStore(CypherStore):
 
     def _run(self, cypher: str, params: dict[str, Any] | None, write: bool) -> Records:
         from neo4j import exceptions as ne
+        from neo4j import unit_of_work
 
+        @unit_of_work(timeout=self.timeout_s)
         def work(tx: ManagedTransaction) -> Records:
             return [record.data() for record in tx.run(cypher, params or {})]
 
@@ -242,6 +250,11 @@ class Neo4jStore(CypherStore):
                     return session.execute_write(work)
                 return session.execute_read(work)
         except (ne.DriverError, ne.Neo4jError) as exc:
+            if "TransactionTimedOut" in (getattr(exc, "code", None) or ""):
+                raise GraphUnavailableError(
+                    f"Neo4j at {self._where} ended a query that ran over {self.timeout_s:g}s "
+                    "(KGWEAVE_GRAPH_QUERY_TIMEOUT_S)"
+                ) from None
             raise translate_error(exc, self._where) from None
 
     def rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
