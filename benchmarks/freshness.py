@@ -26,7 +26,9 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   served;
 - PredictLinks p99 (top-10, one query per call, one closed-loop client) idle (no update
   running), then while a writer adds one fact every 50 ms (the applier serving batches, the
-  updater training on them, the snapshot diff seeing them).
+  updater training on them, the snapshot diff seeing them). The client and the writer run in
+  processes of their own, as users' clients do (``--clients threads``: in the server's
+  process, where they share its interpreter lock).
 
 Each probe polls every 20 ms (``POLL_S``), so a latency includes up to one interval and one
 round trip.
@@ -58,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import statistics
 import tempfile
@@ -128,6 +131,13 @@ def main() -> None:
         "a full compare every 20 s)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="per latency phase")
+    parser.add_argument(
+        "--clients",
+        choices=("processes", "threads"),
+        default="processes",
+        help="where the PredictLinks prober and the writer run: processes of their own, as "
+        "users' clients (default), or threads of the server's process (sharing its lock)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
         "--text-vectors",
@@ -341,47 +351,21 @@ def latencies(args: argparse.Namespace) -> None:
         (labels_e[h], labels_r[r]) for h, r, _ in rng.sample(test_ids, min(2000, len(test_ids)))
     ]
 
-    def load(seconds: float) -> list[float]:
-        latencies = []
-        deadline = time.monotonic() + seconds
-        j = 0
-        while time.monotonic() < deadline:
-            h, r = pairs[j % len(pairs)]
-            j += 1
-            began = time.monotonic()
-            knowledge.PredictLinks(
-                knowledge_pb2.PredictLinksRequest(
-                    queries=[knowledge_pb2.LinkQuery(head=h, relation=r)], k=10
-                ),
-                timeout=30,
-            )
-            latencies.append(time.monotonic() - began)
-        return latencies
-
+    facts_in = rng.sample(test, len(test))
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.Event() if args.clients == "processes" else threading.Event()
     stalls = StallProbe()
-    idle = load(args.seconds)
+    idle = Beside(args.clients, probe_links, running.port, pairs, args.seconds).result()
     idle_stalls = stalls.take()
-    stop = threading.Event()
-    written = [0]
-
-    def ingest() -> None:
-        stream = iter(rng.sample(test, len(test)))
-        while not stop.is_set():
-            h, r, t = next(stream)
-            write(added=[fact(h, r, t)])
-            written[0] += 1
-            stop.wait(0.05)
-
-    writer = threading.Thread(target=ingest)
-    batches_before = applier.state.batches
-    updates_before, diffs_before = watcher.state.updates_started, watcher.state.diffs
-    exports_before = diffs_before - watcher.state.diffs_skipped
-    writer.start()
-    busy = load(args.seconds)
+    measure = (applier.state.batches, watcher.state.updates_started, watcher.state.diffs,
+               watcher.state.diffs_skipped)  # fmt: skip
+    writer = Beside(args.clients, write_facts, running.port, facts_in, stop)
+    busy = Beside(args.clients, probe_links, running.port, pairs, args.seconds).result()
     busy_stalls = stalls.take()
-    stalls.stop()
     stop.set()
-    writer.join()
+    facts_written = writer.result()
+    stalls.stop()
+    batches_before, updates_before, diffs_before, skipped_before = measure
     record["predict_links_idle"] = {
         "n": len(idle),
         "p50_ms": round(1000 * statistics.median(idle), 2),
@@ -391,12 +375,14 @@ def latencies(args: argparse.Namespace) -> None:
         "n": len(busy),
         "p50_ms": round(1000 * statistics.median(busy), 2),
         "p99_ms": round(1000 * percentile(busy, 0.99), 2),
-        "facts_written": written[0],
+        "facts_written": facts_written,
         "batches_applied": applier.state.batches - batches_before,
         "updates_started": watcher.state.updates_started - updates_before,
         "snapshot_diffs": watcher.state.diffs - diffs_before,
-        "snapshot_exports": watcher.state.diffs - watcher.state.diffs_skipped - exports_before,
+        "snapshot_exports": (watcher.state.diffs - diffs_before)
+        - (watcher.state.diffs_skipped - skipped_before),
     }
+    record["clients"] = args.clients
     # how late a thread of this process wakes from a 1 ms sleep: the interpreter lock and the
     # CPUs' contention as any thread of the server meets it
     record["wake_late_ms"] = {"idle": idle_stalls, "ingesting": busy_stalls}
@@ -419,6 +405,75 @@ def latencies(args: argparse.Namespace) -> None:
     plane.close()
     if plane.owns_embedded_graph or not settings.graph_uri:
         EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+def probe_links(port: int, pairs: list[tuple[str, str]], seconds: float) -> list[float]:
+    """One closed-loop client: PredictLinks (top-10, one query per call) over ``pairs`` for
+    ``seconds``, after a few calls to warm the channel; the seconds of each call."""
+    from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+
+        def call(j: int) -> None:
+            h, r = pairs[j % len(pairs)]
+            query = knowledge_pb2.LinkQuery(head=h, relation=r)
+            knowledge.PredictLinks(knowledge_pb2.PredictLinksRequest(queries=[query], k=10),
+                                   timeout=30)  # fmt: skip
+
+        for j in range(20):
+            call(j)
+        latencies = []
+        deadline = time.monotonic() + seconds
+        j = 0
+        while time.monotonic() < deadline:
+            began = time.monotonic()
+            call(j)
+            latencies.append(time.monotonic() - began)
+            j += 1
+        return latencies
+
+
+def write_facts(port: int, facts: list[tuple[str, str, str]], stop: Any) -> int:
+    """A writer: one fact every 50 ms through WriteFacts (graph and log, acknowledged without
+    waiting) until ``stop`` is set; the number of facts written."""
+    from kgweave.v1 import admin_pb2, admin_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        written = 0
+        for h, r, t in facts:
+            if stop.is_set():
+                break
+            fact = admin_pb2.Fact(head=h, relation=r, tail=t)
+            admin.WriteFacts(admin_pb2.WriteFactsRequest(wait_s=-1, added=[fact]), timeout=60)
+            written += 1
+            stop.wait(0.05)
+        return written
+
+
+def _put(queue: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    queue.put(fn(*args))
+
+
+class Beside:
+    """``fn(*args)`` run beside the caller: in a process of its own (``"processes"``, spawned:
+    its own interpreter and lock, as a user's client) or in a thread of this one
+    (``"threads"``); ``result()`` waits for its value."""
+
+    def __init__(self, where: str, fn: Callable[..., Any], *args: Any) -> None:
+        import queue
+
+        spawn = multiprocessing.get_context("spawn")
+        self._queue: Any = spawn.Queue() if where == "processes" else queue.Queue()
+        start = spawn.Process if where == "processes" else threading.Thread
+        self._runner = start(target=_put, args=(self._queue, fn, args), daemon=True)
+        self._runner.start()
+
+    def result(self) -> Any:
+        value = self._queue.get(timeout=600)
+        self._runner.join()
+        return value
 
 
 class StallProbe:
