@@ -17,6 +17,8 @@ from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
 from kgweave.graph.store import EntityRow
 from kgweave.predict import Query
+from kgweave.serving.activation import IF_BETTER, decide
+from kgweave.serving.registry import ModelRegistry
 from kgweave.settings import get_settings
 from serving_support import wait_until
 
@@ -91,6 +93,13 @@ def test_new_facts_in_the_graph_become_a_served_version(service: DataPlane) -> N
     wait_for(lambda: watcher.state.jobs_started == 1)
     wait_for(lambda: service.versions.active().base_version == "v0002")
     served = service.versions.active()
+    # both trainings held out the graph's fixed validation set (the first one made it), so
+    # the default policy judges the retrain against v0001 on those facts: comparable, though
+    # the graph (and so the data fingerprint) changed in between
+    registry = ModelRegistry(settings.models_dir)
+    first, second = registry.get("v0001"), registry.get("v0002")
+    assert first.config["fixed_valid"]["fingerprint"] == second.config["fixed_valid"]["fingerprint"]
+    assert decide(IF_BETTER, second, first)[1].split(":")[1].startswith(" MRR on the fixed")
     assert "srinivasa_ramanujan" in served.artifact.entities
     version, answers = service.queries.predict([Query("born_in", head="Srinivasa Ramanujan")], k=5)
     assert version.split("@")[0] == "v0002" and len(answers[0]) == 5

@@ -149,12 +149,15 @@ def run_training(
     report({"phase": "snapshot", "epochs": config.epochs})
     from kgweave.serving.validation import load_fixed
 
-    fixed = None if spec.get("dataset") else load_fixed(settings)
+    before = None if spec.get("dataset") else load_fixed(settings)
     dataset = (
         open_dataset(spec["dataset"], settings)
         if spec.get("dataset")
         else (graph_dataset(settings, seed=config.seed))
     )
+    # the set its validation split holds out: the graph's, or the one the first training on
+    # the graph has just made of its split (so later versions are judged against it too)
+    fixed = None if spec.get("dataset") else (before or load_fixed(settings))
     if tuning is not None:
         return run_search_job(tuning, raw, dataset, out, settings, report, should_stop)
     from kgweave.tuning.recipes import recipe_for
