@@ -175,3 +175,22 @@ def test_counts_explained_by_the_logged_events() -> None:
     assert not counts_explained(last, {**last, "triples": 11}, [added("x", "y", SNAPSHOT_DIFF)])
     deleted = ChangeEvent(ChangeKind.ENTITY_DELETED, entity="a")
     assert not counts_explained(last, last, [deleted])
+
+
+def test_the_watcher_runs_for_any_kind_of_retraining() -> None:
+    """Turning incremental updates off keeps full retrains (drift, schedule, event count) and
+    the snapshot diff; only turning every kind off stops the watcher."""
+    from kgweave.changes.retrain import retraining_wanted
+
+    none = {"incremental_updates": False, "retrain_min_events": 0, "full_retrain_drift": 0.0,
+            "full_retrain_interval_s": 0.0}  # fmt: skip
+    base = get_settings()
+    assert not retraining_wanted(base.model_copy(update=none))
+    alone = [("incremental_updates", True), ("retrain_min_events", 5),
+             ("full_retrain_drift", 0.2), ("full_retrain_interval_s", 3600.0)]  # fmt: skip
+    for name, value in alone:
+        assert retraining_wanted(base.model_copy(update={**none, name: value})), name
+    # updates need the change applier
+    updates_alone = {**none, "incremental_updates": True, "apply_changes": False}
+    assert not retraining_wanted(base.model_copy(update=updates_alone))
+    assert retraining_wanted(base)  # the defaults: updates and drift

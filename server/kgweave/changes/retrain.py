@@ -67,6 +67,19 @@ CONSUMER = "retrain"
 INCREMENTAL = "incremental"
 
 
+def retraining_wanted(settings: Settings) -> bool:
+    """Whether ``kgweave serve`` runs the watcher: incremental updates (with the change
+    applier), or full retrains by events, drift or schedule; each alone is enough, and the
+    snapshot diff, its safety net, comes with it."""
+    updates = settings.incremental_updates and settings.apply_changes
+    full = (
+        settings.retrain_min_events > 0
+        or settings.full_retrain_drift > 0
+        or settings.full_retrain_interval_s > 0
+    )
+    return updates or full
+
+
 @dataclass(frozen=True)
 class ServingSide:
     """What of the serving side the change pipeline uses: the served versions, the query

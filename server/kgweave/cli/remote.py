@@ -79,14 +79,15 @@ def serve(
 
     # then, with the native front end, a core is left to the transport
     use_serve_threads(settings.serve_threads, serves_natively(settings))
-    updates = settings.incremental_updates and settings.apply_changes
-    if settings.retrain_min_events > 0 or settings.neo4j_cdc or updates:
+    from kgweave.changes.retrain import retraining_wanted
+
+    if settings.neo4j_cdc or retraining_wanted(settings):
         from kgweave.graph.connect import open_store
 
         store = open_store(settings.graph_uri, settings)
         if settings.neo4j_cdc:
             plane.changes.start_cdc(store)
-        if settings.retrain_min_events > 0 or updates:
+        if retraining_wanted(settings):
             plane.changes.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:
