@@ -155,6 +155,57 @@ def test_snapshot_diff_emits_added_and_removed_triples(
         assert all(e.source == "snapshot-diff" for e in events)
         third = snapshot_diff(store, tmp_path / "state", log)
         assert (third["added"], third["removed"], third["new_entities"]) == (0, 0, 0)
+        # a text change and a deleted entity (with its fact): the diff sees both
+        store.upsert_entities([EntityRow("b", "Bee", "the second letter")])
+        store.delete_entities(["d"])
+        fourth = snapshot_diff(store, tmp_path / "state", log)
+        assert (fourth["changed_texts"], fourth["deleted_entities"], fourth["removed"]) == (1, 1, 1)
+        events = [e for _, e in log.read(fourth["first_offset"])]
+        assert {(e.kind, e.entity or e.tail) for e in events} == {
+            (ChangeKind.ENTITY_UPSERTED, "b"),
+            (ChangeKind.ENTITY_DELETED, "d"),
+            (ChangeKind.TRIPLE_REMOVED, "d"),
+        }
+        renamed = next(e for e in events if e.kind == ChangeKind.ENTITY_UPSERTED)
+        assert renamed.properties == {"name": "Bee", "description": "the second letter"}
+        assert snapshot_diff(store, tmp_path / "state", log)["first_offset"] is None
+
+
+def test_snapshot_diff_leaves_out_what_the_log_already_says(
+    store: FalkorDBStore, tmp_path: Path
+) -> None:
+    """A fact written through the log before the export is not emitted again; a fact the
+    export saw, removed through the log before the diff appends, is not added back by the
+    export's stale view: the removal stays the last word. A change behind the log is
+    emitted."""
+    from kgweave.changes import ChangeEvent, ChangeKind, EventLog
+    from kgweave.changes.diff import commit_diff, compute_diff, snapshot_diff
+
+    def logged(kind: ChangeKind, h: str, t: str) -> ChangeEvent:
+        return ChangeEvent(kind, head=h, relation="knows", tail=t)
+
+    store.add_triples([("a", "knows", "b")])
+    with EventLog(tmp_path / "log") as log:
+        snapshot_diff(store, tmp_path / "state", log, emit=False)
+        store.add_triples([("b", "knows", "c"), ("c", "knows", "a"), ("a", "knows", "c")])
+        log.append([logged(ChangeKind.TRIPLE_ADDED, "c", "a")])  # as WriteFacts: graph, log
+        since = log.end_offset
+        events, result = compute_diff(store, tmp_path / "state")  # the export sees all three
+        store.remove_triples([("b", "knows", "c")])  # then a write through kgweave
+        log.append([logged(ChangeKind.TRIPLE_REMOVED, "b", "c")])
+        done = commit_diff(tmp_path / "state", log, events, result, since)
+        assert done["already_logged"] == 2
+        last_word = {}
+        for _, event in log.read(0):
+            if event.head:  # (and "c", a new entity, upserted by the diff)
+                last_word[(event.head, event.tail)] = (event.kind, event.source)
+        assert last_word == {
+            ("b", "c"): (ChangeKind.TRIPLE_REMOVED, "kgweave"),
+            ("c", "a"): (ChangeKind.TRIPLE_ADDED, "kgweave"),
+            ("a", "c"): (ChangeKind.TRIPLE_ADDED, "snapshot-diff"),  # behind the log
+        }
+        # the next run: the removal is in its view and in the log, nothing to say
+        assert snapshot_diff(store, tmp_path / "state", log)["first_offset"] is None
 
 
 def test_vector_query_right_after_a_large_write_back(store: FalkorDBStore) -> None:

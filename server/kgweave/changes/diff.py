@@ -1,11 +1,14 @@
 """Change capture that works on any backend: compare the graph with the last snapshot.
 
-Each run exports the current triples (:func:`export_snapshot`, stable ids), compares them with
-the snapshot saved by the previous run, appends one event per added or removed triple (and per
-new entity, with its name and description) to the event log, and only then makes the new
-snapshot the last one. A crash between the two re-emits the same events next time:
-at-least-once, never lost. The server runs the export and the comparison in a worker process
-(:class:`DiffWorker`), and before it compares the graph's counts with the last run's
+Each run exports the current triples and entities (:func:`export_snapshot`, stable ids),
+compares them with the snapshot saved by the previous run, appends one event per added or
+removed triple, per new entity or entity whose name or description changed (with its text)
+and per deleted entity to the event log, and only then makes the new snapshot the last one.
+A crash between the two re-emits the same events next time: at-least-once, never lost. It
+leaves out what the log already says: a change that another source (WriteFacts, the APOC
+trigger, the CDC poller) logged since the previous run, and anything logged while the export
+ran (newer than the export's view). The server runs the export and the comparison in a
+worker process (:class:`DiffWorker`), and before it compares the graph's counts with the last run's
 (:mod:`kgweave.changes.retrain`): a graph whose changes all came through the event log
 costs one count query (:func:`counts_explained`).
 """
@@ -13,6 +16,7 @@ costs one count query (:func:`counts_explained`).
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import threading
@@ -35,6 +39,8 @@ from kgweave.settings import Settings
 SOURCE = "snapshot-diff"
 #: the last committed snapshot, and the one a run wrote and has not committed yet
 SNAPSHOT, NEXT = "snapshot.safetensors", "snapshot.next.safetensors"
+#: the log's end when the last committed run's export began
+LOGGED = "snapshot.logged.json"
 
 
 def _keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch.Tensor:
@@ -57,8 +63,9 @@ def snapshot_diff(
     ``emit=False`` records the graph as the baseline without emitting anything (the served
     model was trained on it: its facts are not changes). In the calling process; the server
     runs it in a worker process (:class:`DiffWorker`)."""
+    since = log.end_offset
     events, result = compute_diff(store, state_dir, emit)
-    return commit_diff(state_dir, log, events, result)
+    return commit_diff(state_dir, log, events, result, since)
 
 
 def compute_diff(
@@ -66,23 +73,32 @@ def compute_diff(
 ) -> tuple[list[ChangeEvent], dict[str, Any]]:
     """The graph's changes since the last committed run, as events (none when not ``emit``),
     and their counts; the new snapshot is written beside the last one
-    (``snapshot.next.safetensors``) for :func:`commit_diff`."""
+    (``snapshot.next.safetensors``) for :func:`commit_diff`.
+
+    The events: an upsert per entity new in the graph or whose name or description changed
+    (with its text), an added or removed fact per fact, a deletion per entity gone."""
     state_dir.mkdir(parents=True, exist_ok=True)
     previous_path = state_dir / SNAPSHOT
     saved = load_file(str(previous_path)) if previous_path.is_file() else {}
     previous = saved.get("triples", torch.zeros(0, 3, dtype=torch.long))
-    known_entities = len(saved.get("entities_known", ()))
     snap = export_snapshot(store, state_dir / "ids.json")
     n_e, n_r = max(len(snap.entities), 1), max(len(snap.relations), 1)
     current_keys = _keys(snap.triples, n_e, n_r)
     previous_keys = _keys(previous, n_e, n_r)
     added = snap.triples[~torch.isin(current_keys, previous_keys)]
     removed = previous[~torch.isin(previous_keys, current_keys)]
+    was_present, old_hashes = _previous_entities(saved, len(snap.entities))
+    fresh_mask = snap.present & ~was_present
+    retexted_mask = snap.present & was_present & (old_hashes != snap.text_hashes)
+    if "text_hashes" not in saved:  # a snapshot of an older kgweave: no texts to compare
+        retexted_mask[:] = False
+    gone_mask = was_present & ~snap.present
     e, r = snap.entities.labels, snap.relations.labels
-    fresh = e[known_entities:]
+    upserted = [e[i] for i in (fresh_mask | retexted_mask).nonzero()[:, 0].tolist()]
+    gone = [e[i] for i in gone_mask.nonzero()[:, 0].tolist()]
     events: list[ChangeEvent] = []
     if emit:
-        rows = {row.id: row for row in store.entities(fresh)} if fresh else {}
+        rows = {row.id: row for row in store.entities(upserted)} if upserted else {}
         events = [
             ChangeEvent(
                 ChangeKind.ENTITY_UPSERTED,
@@ -90,7 +106,7 @@ def compute_diff(
                 properties=_text_of(rows.get(label)),
                 source=SOURCE,
             )
-            for label in fresh
+            for label in upserted
         ]
         events += [
             ChangeEvent(ChangeKind.TRIPLE_ADDED, head=e[h], relation=r[p], tail=e[t],
@@ -102,31 +118,124 @@ def compute_diff(
                         source=SOURCE)
             for h, p, t in removed.tolist()
         ]  # fmt: skip
+        events += [ChangeEvent(ChangeKind.ENTITY_DELETED, entity=label, source=SOURCE)
+                   for label in gone]  # fmt: skip
     with atomic.atomic_path(state_dir / NEXT) as tmp:
         save_file(
             {
                 "triples": snap.triples.contiguous(),
-                "entities_known": torch.zeros(len(e), dtype=torch.int8),
+                "present": snap.present.to(torch.uint8),
+                "text_hashes": snap.text_hashes,
             },
             str(tmp),
         )
-    result = {"added": len(added), "removed": len(removed), "new_entities": len(fresh)}
+    result = {
+        "added": len(added),
+        "removed": len(removed),
+        "new_entities": int(fresh_mask.sum()),
+        "changed_texts": int(retexted_mask.sum()),
+        "deleted_entities": len(gone),
+    }
     return events, result
 
 
+def _previous_entities(
+    saved: dict[str, torch.Tensor], num_entities: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last run's entities in the graph (bool, (E,)) and their text hashes (int64, (E,)),
+    over today's (longer) id maps; a snapshot of an older kgweave recorded only how many ids
+    there were (all taken as present)."""
+    present = torch.zeros(num_entities, dtype=torch.bool)
+    hashes = torch.zeros(num_entities, dtype=torch.long)
+    if "present" in saved:
+        present[: len(saved["present"])] = saved["present"].bool()
+        hashes[: len(saved["text_hashes"])] = saved["text_hashes"]
+    else:
+        present[: len(saved.get("entities_known", ()))] = True
+    return present, hashes
+
+
 def commit_diff(
-    state_dir: Path, log: EventLog, events: list[ChangeEvent], result: dict[str, Any]
+    state_dir: Path,
+    log: EventLog,
+    events: list[ChangeEvent],
+    result: dict[str, Any],
+    since: int | None = None,
 ) -> dict[str, Any]:
     """Append the events of :func:`compute_diff` to ``log``, then make its snapshot the
-    last one (in this order: a crash between re-emits the same events next time)."""
+    last one (in this order: a crash between re-emits the same events next time).
+
+    ``since``: the log's end when the export began. The events the log already holds are
+    left out (:func:`_not_logged`): what other sources logged from the previous run's
+    ``since`` on, in the same direction, and anything they logged from this ``since`` on."""
+    if since is not None and events:
+        kept = _not_logged(events, log, _logged_from(state_dir), since)
+        result = {**result, "already_logged": len(events) - len(kept)}
+        events = kept
     offsets = log.append(events) if events else []
     os.replace(state_dir / NEXT, state_dir / SNAPSHOT)
+    if since is not None:
+        atomic.write_json(state_dir / LOGGED, {"since": since})
+    else:
+        (state_dir / LOGGED).unlink(missing_ok=True)
     atomic.fsync_dir(state_dir)
     return {
         **result,
         "first_offset": offsets[0] if offsets else None,
         "next_offset": log.end_offset,
     }
+
+
+def _logged_from(state_dir: Path) -> int | None:
+    """The log's end when the last committed run's export began (None: not recorded)."""
+    try:
+        value = json.loads((state_dir / LOGGED).read_text(encoding="utf-8"))["since"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def _key(event: ChangeEvent) -> tuple[str, ...]:
+    if event.kind in (ChangeKind.TRIPLE_ADDED, ChangeKind.TRIPLE_REMOVED):
+        return (event.head or "", event.relation or "", event.tail or "")
+    return (event.entity or "",)
+
+
+def _not_logged(
+    events: list[ChangeEvent], log: EventLog, previous: int | None, since: int
+) -> list[ChangeEvent]:
+    """``events`` (the diff's) less what the log already says. What another source logged
+    from ``since`` (the export's start) on is at least as new as the export's view of the
+    same fact or entity (or of a fact of a deleted entity): the diff's event is dropped. What
+    one logged between ``previous`` (the last run's ``since``) and ``since`` is older than the
+    export's view: the diff's event is dropped only when it says the same (the same kind, an
+    upsert with the same text), as a change the applier has already served."""
+    start = since if previous is None else min(previous, since)
+    last: dict[tuple[str, ...], tuple[int, ChangeEvent]] = {}
+    deleted_after: set[str] = set()
+    while batch := log.read(start, limit=10_000):
+        for offset, event in batch:
+            if event.source == SOURCE:
+                continue
+            last[_key(event)] = (offset, event)
+            if event.kind == ChangeKind.ENTITY_DELETED and offset >= since and event.entity:
+                deleted_after.add(event.entity)
+        start = batch[-1][0] + 1
+    if not last:
+        return events
+
+    def logged(event: ChangeEvent) -> bool:
+        key = _key(event)
+        if len(key) == 3 and (key[0] in deleted_after or key[2] in deleted_after):
+            return True
+        if key not in last:
+            return False
+        offset, theirs = last[key]
+        if offset >= since:
+            return True
+        return theirs.kind == event.kind and theirs.properties == event.properties
+
+    return [event for event in events if not logged(event)]
 
 
 def counts_explained(last: dict[str, int], now: dict[str, int], events: list[ChangeEvent]) -> bool:
@@ -181,8 +290,9 @@ class DiffWorker:
             raise
 
     def run(self, state_dir: Path, log: EventLog, emit: bool = True) -> dict[str, Any]:
+        since = log.end_offset
         events, result = self._call(_compute_in_worker, str(state_dir), emit)
-        return commit_diff(state_dir, log, events, result)
+        return commit_diff(state_dir, log, events, result, since)
 
     def held_out(self, base: Path) -> list[tuple[str, str, str]]:
         """The graph's facts that the version in folder ``base`` was not trained on

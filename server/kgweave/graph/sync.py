@@ -7,6 +7,7 @@ at the end, and old ids never move, so a model trained on an earlier snapshot st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -83,6 +84,18 @@ class Snapshot:
     relations: IdMap
     new_entities: int
     new_relations: int
+    #: (E,) bool over ``entities``: in the graph now (the id maps keep deleted ones)
+    present: torch.Tensor
+    #: (E,) int64: :func:`text_hash` of each present entity's name and description (0: none)
+    text_hashes: torch.Tensor
+
+
+def text_hash(name: str | None, description: str | None) -> int:
+    """A signed 64-bit hash of an entity's text (0 for none), to see a text change."""
+    if not name and not description:
+        return 0
+    digest = hashlib.blake2b(f"{name or ''}\x00{description or ''}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little", signed=True) or 1
 
 
 class StableIds:
@@ -111,6 +124,11 @@ class StableIds:
             self.relations.append(label)
         return len(new_e), len(new_r)
 
+    @property
+    def entity_index(self) -> dict[str, int]:
+        """Each entity's id."""
+        return self._e
+
     def encode(self, triple: Triple) -> tuple[int, int, int]:
         """Ids of a labelled triple whose labels are known."""
         h, r, t = triple
@@ -133,14 +151,26 @@ def export_snapshot(store: GraphStore, ids_path: Path, page_size: int = 50_000) 
         )
         new_e, new_r = new_e + a, new_r + b
         chunks.append(torch.tensor([ids.encode(t) for t in page], dtype=torch.long).reshape(-1, 3))
+    texts: dict[str, int] = {}
     for rows in store.iter_entities(page_size=page_size):  # entities without edges too
         a, _ = ids.extend({row.id for row in rows}, set())
         new_e += a
+        texts.update((row.id, text_hash(row.name, row.description)) for row in rows)
     triples = torch.cat(chunks) if chunks else torch.zeros(0, 3, dtype=torch.long)
+    present = torch.zeros(len(ids.entities), dtype=torch.bool)
+    if len(triples):
+        present[triples[:, 0]] = True
+        present[triples[:, 2]] = True
+    with_rows = torch.tensor([ids.entity_index[e] for e in texts], dtype=torch.long)
+    present[with_rows] = True
+    hashes = torch.zeros(len(ids.entities), dtype=torch.long)
+    hashes[with_rows] = torch.tensor(list(texts.values()), dtype=torch.long)
     if len(triples):
         key = (triples[:, 0] * len(ids.relations) + triples[:, 1]) * len(ids.entities) + triples[
             :, 2
         ]
         triples = triples[torch.argsort(key)]
     ids.save()
-    return Snapshot(triples, IdMap(ids.entities), IdMap(ids.relations), new_e, new_r)
+    return Snapshot(
+        triples, IdMap(ids.entities), IdMap(ids.relations), new_e, new_r, present, hashes
+    )
