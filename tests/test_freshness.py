@@ -94,7 +94,9 @@ def serve() -> tuple[DataPlane, ServerThread, Api]:
     return plane, server, Api(server.address)
 
 
-def test_every_change_kind_is_served_at_once_and_survives_a_restart(bootstrap_env: None) -> None:
+def test_every_change_kind_is_served_at_once_and_survives_a_restart(
+    bootstrap_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plane, server, api = serve()
     try:
         assert plane.changes.applier is not None
@@ -196,11 +198,16 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(bootstrap_en
         assert "kgweave_change_lag_seconds_count" in metrics
         assert plane.changes.event_log.position(CONSUMER) == end
 
-        # at-least-once delivery, exactly-once effect: every event again changes nothing
+        # at-least-once delivery, exactly-once effect: every event again changes nothing;
+        # and one append is one batch however many reads of the log it takes (no request
+        # sees half of a write)
         before = (plane.changes.applier.overlay.summary(), api.facts("emmy_noether"))
+        batches = plane.changes.applier.state.batches
+        monkeypatch.setattr("kgweave.changes.apply.MAX_BATCH", 2)
         again = [event for _, event in plane.changes.event_log.read(0, limit=end)]
         plane.changes.event_log.append(again)
         wait_for(lambda: plane.changes.applier.overlay.next_offset == 2 * end)  # type: ignore[union-attr]
+        assert end > 2 and plane.changes.applier.state.batches == batches + 1
         after = plane.changes.applier.overlay.summary()
         assert {k: v for k, v in after.items() if k != "next_offset"} == {
             k: v for k, v in before[0].items() if k != "next_offset"

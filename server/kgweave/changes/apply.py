@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kgweave.changes.derive import BaseFacts, derive_artifact, prune
+from kgweave.changes.events import ChangeEvent
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.errors import KGWeaveError
@@ -74,7 +75,7 @@ log = logging.getLogger(__name__)
 
 #: the applier's consumer name in the event log
 CONSUMER = "serve"
-#: most events folded into one batch (one derived model per batch)
+#: events per read of the log; a batch (one derived model) folds every whole append pending
 MAX_BATCH = 100_000
 
 
@@ -237,15 +238,14 @@ class ChangeApplier:
     # ---- one batch
     def apply_pending(self) -> bool:
         """Apply one batch of pending events; returns whether there was one."""
-        start = self.overlay.next_offset
-        if start >= self.log.end_offset:
-            return False
-        batch = self.log.read(start, limit=MAX_BATCH)
-        if not batch:
+        start, target = self.overlay.next_offset, self.log.end_offset
+        if start >= target:
             return False
         began = time.monotonic()
-        events = [event for _, event in batch]
-        end = batch[-1][0] + 1
+        events = self._read_whole_appends(start, target)
+        if not events:
+            return False
+        end = target
         with self.versions.swap_lock:
             serving = self._serving()
             if serving is None:
@@ -275,6 +275,19 @@ class ChangeApplier:
         log.info("applied %d graph changes: %s served (%.3f s)", len(events), served.version,
                  seconds)  # fmt: skip
         return True
+
+    def _read_whole_appends(self, start: int, target: int) -> list[ChangeEvent]:
+        """The events from ``start`` up to ``target``, the log's end between two appends (it
+        moves once per append), read ``MAX_BATCH`` at a time: a batch is never cut inside one
+        write, so no request sees half of it."""
+        events: list[ChangeEvent] = []
+        while start < target:
+            chunk = self.log.read(start, limit=MAX_BATCH)
+            events += [event for offset, event in chunk if offset < target]
+            if not chunk or chunk[-1][0] + 1 >= target:
+                break
+            start = chunk[-1][0] + 1
+        return events
 
     def refresh_rows(self) -> None:
         """Make text rows for new entities that were placed by neighbours while the

@@ -103,6 +103,7 @@ class EventLog:
         self._migrate_legacy(folder / "events.log")
         self._segments: list[Segment] = []
         self._open_segments()
+        self._end = self._segments[-1].last + 1
         self._handle = self._segments[-1].path.open("ab")
         self.compact()
 
@@ -289,8 +290,10 @@ class EventLog:
 
     @property
     def end_offset(self) -> int:
-        """Offset the next appended event will get (one past the newest ever appended)."""
-        return self._segments[-1].last + 1
+        """Offset the next appended event will get (one past the newest ever appended). It
+        moves once per append, after the append is durable: a reader up to it reads whole
+        appends only."""
+        return self._end
 
     @property
     def first_offset(self) -> int:
@@ -332,6 +335,7 @@ class EventLog:
             self._handle.write(b"".join(chunks))
             self._handle.flush()
             os.fsync(self._handle.fileno())
+            self._end = segment.last + 1
         if rolled:
             self.compact()
         return offsets
