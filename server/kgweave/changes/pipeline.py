@@ -53,6 +53,9 @@ class ChangePipeline:
         self._serving = serving
         self._log: EventLog | None = None
         self._lock = threading.Lock()
+        #: one write at a time through the graph and the log, so the log's order is the
+        #: graph's (two writes of one fact cannot land in opposite orders)
+        self._write_lock = threading.Lock()
         self._cdc_stop: threading.Event | None = None
         #: retraining from change events, when started (:meth:`start_retraining`)
         self.retrainer: RetrainWatcher | None = None
@@ -112,6 +115,24 @@ class ChangePipeline:
             "events": applier.state.events,
             **{k: v for k, v in summary.items() if k not in ("base_version", "next_offset")},
             "last_error": applier.state.last_error,
+            **self._retrain_status(),
+        }
+
+    def _retrain_status(self) -> dict[str, int | str]:
+        """The retrain watcher's part of the ChangesStatus message (none when it is off)."""
+        watcher = self.retrainer
+        if watcher is None:
+            return {}
+        from kgweave.changes.retrain import INCREMENTAL
+
+        state = watcher.state
+        return {
+            "trained_offset": self.event_log.position(INCREMENTAL),
+            "updates_started": state.updates_started,
+            "updates_registered": state.updates_registered,
+            "full_retrains_started": state.jobs_started,
+            "updates_skipped": state.updates_skipped,
+            "retrain_error": state.last_error,
         }
 
     def start_applying(self) -> ChangeApplier:
@@ -134,7 +155,8 @@ class ChangePipeline:
         wait_s: float,
     ) -> WriteResult:
         """Write to the graph, then append the events to the log, then wait (up to
-        ``wait_s``) until they are served.
+        ``wait_s``) until they are served. Writes through kgweave go one at a time (graph and
+        log together), so the log orders them as the graph does.
 
         The graph is the source of truth, so it is written first: a crash after the graph
         write and before the append loses the events, but the graph has the change and the
@@ -162,15 +184,16 @@ class ChangePipeline:
             raise InvalidArgumentError(
                 "nothing to write: give facts to add or remove, or entities to upsert or delete"
             )
-        if entities:
-            store.upsert_entities(EntityRow(e, name, desc) for e, name, desc in entities)
-        if added:
-            store.add_triples(added)
-        if removed:
-            store.remove_triples(removed)
-        if deleted:
-            store.delete_entities(deleted)
-        offsets = self.event_log.append(events)
+        with self._write_lock:
+            if entities:
+                store.upsert_entities(EntityRow(e, name, desc) for e, name, desc in entities)
+            if added:
+                store.add_triples(added)
+            if removed:
+                store.remove_triples(removed)
+            if deleted:
+                store.delete_entities(deleted)
+            offsets = self.event_log.append(events)
         end = offsets[-1] + 1
         self._appended()
         applier = self.applier
