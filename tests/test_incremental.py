@@ -137,6 +137,11 @@ def test_written_fact_is_known_then_trained_then_served(
     assert final.activated and final.model_version == "v0002"
     assert final.message == info.decision
     wait_for(lambda: plane.changes.event_log.position(INCREMENTAL) >= reply.next_offset)
+    # visible in the metrics: the update's outcome, its duration, the lag until it is served
+    metrics = plane.metrics.render().decode()
+    assert 'kgweave_retrain_jobs_total{kind="incremental",outcome="activated"} 1.0' in metrics
+    assert 'kgweave_retrain_job_seconds_count{kind="incremental"} 1.0' in metrics
+    assert 'kgweave_trained_lag_seconds_count{kind="incremental"} 1.0' in metrics
 
     # a new entity with text and two facts: a cold-start row at once, a trained row next
     stored = path_of(plane.settings).read_bytes()
@@ -210,6 +215,9 @@ def test_a_worse_update_is_refused_with_its_reason(
     final = job_updates(api.admin, watcher.state.last_job)[-1]
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED and not final.activated
     assert final.message == info.decision
+    metrics = plane.metrics.render().decode()
+    assert 'kgweave_retrain_jobs_total{kind="incremental",outcome="refused"} 1.0' in metrics
+    assert 'kgweave_trained_lag_seconds_count{kind="incremental"}' not in metrics
     # the fact stays served as known (the overlay), on the version still active
     assert api.candidate(*fact).known
     assert plane.versions.active().version.startswith("v0001@")

@@ -9,9 +9,10 @@ Two daemon threads of the server:
   ``snapshot_diff_full_every`` checks it compares all facts anyway: an unlogged removal plus
   an addition keeps the counts); otherwise a worker process at lowered OS
   priority (:class:`~kgweave.changes.diff.DiffWorker`) exports the graph and compares it, and
-  this thread appends one event per added or removed triple and per new entity to the
-  durable event log. Events posted by the Neo4j APOC trigger (POST /v1/changes), written
-  through WriteFacts or appended by the CDC poller land in the same log, at once;
+  this thread appends one event per added or removed triple, per new, retexted or deleted
+  entity to the durable event log (less what the log already says). Events posted by the
+  Neo4j APOC trigger (POST /v1/changes), written through WriteFacts or appended by the CDC
+  poller land in the same log, at once;
 - the watcher (``kgweave-retrain``), woken by every append and every ``interval_s``. One job
   runs at a time; when none is running it starts
 
@@ -103,6 +104,8 @@ class RetrainState:
     #: incremental updates started, and those that registered a version
     updates_started: int = 0
     updates_registered: int = 0
+    #: why pending changes were not given to an update ("" when they were)
+    updates_skipped: str = ""
     last_job: str = ""
     last_error: str = ""
     #: snapshot diffs run, and those the counts let skip the export
@@ -140,6 +143,9 @@ class RetrainWatcher:
         self._fixed_ready = threading.Event()
         #: the running job: its id, the consumer it commits and the offset it covers
         self._job: tuple[str, str, int] | None = None
+        #: when the running job started (monotonic), and its oldest event's time (epoch)
+        self._job_began = 0.0
+        self._job_oldest: float | None = None
         #: the new facts of the running update, and of the last one registered: a version
         #: that was not activated is not trained again on the same facts
         self._training: frozenset[tuple[str, str, str]] = frozenset()
@@ -329,6 +335,7 @@ class RetrainWatcher:
         if self._full_due():
             job = self._start_job(self._training_config())
             self._job = (job.job_id, CONSUMER, end)
+            self._began(CONSUMER)
             self.state.jobs_started += 1
             self.state.last_job = job.job_id
             log.info(
@@ -354,7 +361,7 @@ class RetrainWatcher:
     def _start_update(self) -> None:
         """Start an incremental update of the overlay as served, when it is due."""
         applier = self.applier
-        if not self.settings.incremental_updates or applier is None:
+        if not self.settings.incremental_updates or applier is None or self._joint_served():
             return
         if not self._fixed_ready.is_set():
             return  # woken when the graph's fixed validation set is made
@@ -391,6 +398,7 @@ class RetrainWatcher:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self._job, self._training = (job.job_id, INCREMENTAL, offset), new
+        self._began(INCREMENTAL)
         self.state.updates_started += 1
         self.state.last_job = job.job_id
         log.info(
@@ -400,6 +408,30 @@ class RetrainWatcher:
             job.job_id,
         )
 
+    def _joint_served(self) -> bool:
+        """Whether a joint model is served: an update carries no language side, so the
+        policy would refuse it; its changes stay served by the applier (and the pending ones
+        are let go by the updates' consumer) until a full retrain, which is joint."""
+        current = self.versions.current
+        if current is None or "joint" not in current.artifact.config:
+            self.state.updates_skipped = ""
+            return False
+        why = (
+            f"{current.base_version} is a joint model: incremental updates would lose its "
+            "language side; changes are served as applied until a full (joint) retrain"
+        )
+        if self.state.updates_skipped != why:
+            log.info("incremental updates: %s", why)
+            self.state.updates_skipped = why
+        self.log.commit(INCREMENTAL, self.log.end_offset)
+        return True
+
+    def _began(self, consumer: str) -> None:
+        """Note a job's start and the time of the oldest event it covers (for metrics)."""
+        self._job_began = time.monotonic()
+        first = self.log.read(self.log.position(consumer), limit=1)
+        self._job_oldest = first[0][1].time if first else None
+
     def _settle_job(self) -> None:
         if self._job is None:
             return
@@ -408,6 +440,16 @@ class RetrainWatcher:
         if not job.state.final:
             return
         self._job = None
+        kind = "incremental" if consumer == INCREMENTAL else "full"
+        outcome = job.state.value
+        if job.state == JobState.SUCCEEDED:
+            outcome = "activated" if job.activated else "refused"
+        metrics = self.versions.metrics
+        metrics.retrain_jobs.labels(kind=kind, outcome=outcome).inc()
+        metrics.retrain_job_seconds.labels(kind=kind).observe(time.monotonic() - self._job_began)
+        if job.activated and self._job_oldest is not None:
+            lag = max(0.0, time.time() - self._job_oldest)
+            metrics.trained_lag_seconds.labels(kind=kind).observe(lag)
         if consumer == INCREMENTAL:
             shutil.rmtree(self._staging / f"overlay-{offset}", ignore_errors=True)
         if job.state == JobState.SUCCEEDED:
@@ -423,8 +465,11 @@ class RetrainWatcher:
             log.warning("retrain: job %s %s (%s); will retry", job_id, job.state, job.message)
 
     def _training_config(self) -> dict[str, Any]:
-        """The active model's training settings (the defaults when none is active)."""
+        """The active model's training settings (the defaults when none is active); a joint
+        model's retrain is a joint training (its language side retrained with it)."""
         if not self.versions.ready:
             return {}
-        training = self.versions.active().artifact.config.get("training", {})
-        return {k: training[k] for k in JOB_FIELDS if training.get(k) is not None}
+        config = self.versions.active().artifact.config
+        training = config.get("training", {})
+        chosen = {k: training[k] for k in JOB_FIELDS if training.get(k) is not None}
+        return {**chosen, "joint": True} if "joint" in config else chosen

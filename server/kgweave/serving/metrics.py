@@ -76,6 +76,27 @@ class ServiceMetrics:
             buckets=_LAG_BUCKETS,
         )
 
+        self.retrain_jobs = counter(
+            "kgweave_retrain_jobs_total",
+            "Incremental updates and full retrains from graph changes, by kind (incremental, "
+            "full) and outcome (activated, refused, failed, cancelled).",
+            ("kind", "outcome"),
+        )
+        self.retrain_job_seconds = histogram(
+            "kgweave_retrain_job_seconds",
+            "From the start of an incremental update or a full retrain to its version "
+            "registered (or its failure).",
+            ("kind",),
+            buckets=_LAG_BUCKETS,
+        )
+        self.trained_lag_seconds = histogram(
+            "kgweave_trained_lag_seconds",
+            "From a change event's time to a version trained on it being served (the oldest "
+            "event each activated update or retrain covered).",
+            ("kind",),
+            buckets=_LAG_BUCKETS,
+        )
+
     def set_active(self, version: str) -> None:
         self.active_model.clear()
         self.active_model.labels(version=version).set(1)

@@ -272,7 +272,7 @@ class StatusResponse(_message.Message):
     def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ..., frontend: _Optional[str] = ..., changes: _Optional[_Union[ChangesStatus, _Mapping]] = ...) -> None: ...
 
 class ChangesStatus(_message.Message):
-    __slots__ = ("applied_offset", "end_offset", "batches", "events", "facts_added", "facts_removed", "entities_added", "entities_deleted", "relations_added", "last_error")
+    __slots__ = ("applied_offset", "end_offset", "batches", "events", "facts_added", "facts_removed", "entities_added", "entities_deleted", "relations_added", "last_error", "trained_offset", "updates_started", "updates_registered", "full_retrains_started", "updates_skipped", "retrain_error")
     APPLIED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     END_OFFSET_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +283,12 @@ class ChangesStatus(_message.Message):
     ENTITIES_DELETED_FIELD_NUMBER: _ClassVar[int]
     RELATIONS_ADDED_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_STARTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    FULL_RETRAINS_STARTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_ERROR_FIELD_NUMBER: _ClassVar[int]
     applied_offset: int
     end_offset: int
     batches: int
@@ -293,7 +299,13 @@ class ChangesStatus(_message.Message):
     entities_deleted: int
     relations_added: int
     last_error: str
-    def __init__(self, applied_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., facts_added: _Optional[int] = ..., facts_removed: _Optional[int] = ..., entities_added: _Optional[int] = ..., entities_deleted: _Optional[int] = ..., relations_added: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+    trained_offset: int
+    updates_started: int
+    updates_registered: int
+    full_retrains_started: int
+    updates_skipped: str
+    retrain_error: str
+    def __init__(self, applied_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., facts_added: _Optional[int] = ..., facts_removed: _Optional[int] = ..., entities_added: _Optional[int] = ..., entities_deleted: _Optional[int] = ..., relations_added: _Optional[int] = ..., last_error: _Optional[str] = ..., trained_offset: _Optional[int] = ..., updates_started: _Optional[int] = ..., updates_registered: _Optional[int] = ..., full_retrains_started: _Optional[int] = ..., updates_skipped: _Optional[str] = ..., retrain_error: _Optional[str] = ...) -> None: ...
 
 class Fact(_message.Message):
     __slots__ = ("head", "relation", "tail")
