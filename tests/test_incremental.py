@@ -142,6 +142,9 @@ def test_written_fact_is_known_then_trained_then_served(
     assert 'kgweave_retrain_jobs_total{kind="incremental",outcome="activated"} 1.0' in metrics
     assert 'kgweave_retrain_job_seconds_count{kind="incremental"} 1.0' in metrics
     assert 'kgweave_trained_lag_seconds_count{kind="incremental"} 1.0' in metrics
+    changes = api.admin.Status(admin_pb2.StatusRequest(), timeout=HANG_GUARD_S).changes
+    assert changes.trained_offset >= reply.next_offset and changes.updates_registered == 1
+    assert changes.updates_started == 1 and not changes.updates_skipped
 
     # a new entity with text and two facts: a cold-start row at once, a trained row next
     stored = path_of(plane.settings).read_bytes()
@@ -178,9 +181,12 @@ def test_written_fact_is_known_then_trained_then_served(
     assert path_of(plane.settings).read_bytes() == stored
     assert watcher.state.jobs_started == 0  # no full retrain: updates only
 
-    # both updates ran in the one warm updater process, which lives on between them
+    # both updates ran in the one warm updater process, which lives on between them (a job's
+    # record says it succeeded just after its version is served: waited for, so the updater
+    # is idle when it is killed below)
+    wait_for(lambda: len(update_pids(plane.settings.jobs_dir)) == 2, "both updates recorded")
     pids = update_pids(plane.settings.jobs_dir)
-    assert len(pids) == 2 and len(set(pids)) == 1, pids
+    assert len(set(pids)) == 1, pids
     (updater,) = set(pids)
     assert Path(f"/proc/{updater}").exists()
     # an updater killed while idle: the next update starts a fresh one, and is served
@@ -190,8 +196,9 @@ def test_written_fact_is_known_then_trained_then_served(
     fact = ("emmy_noether", "influenced_by", "albert_einstein")
     api.write([fact])
     wait_for(lambda: base(plane) == "v0004")
+    wait_for(lambda: len(update_pids(plane.settings.jobs_dir)) == 3, "the third update recorded")
     pids = update_pids(plane.settings.jobs_dir)
-    assert len(pids) == 3 and pids[-1] != updater, pids
+    assert pids[-1] != updater, pids
     assert fact in api.facts("emmy_noether") and api.candidate(*fact).known
 
 
