@@ -132,6 +132,12 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="per latency phase")
     parser.add_argument(
+        "--transport",
+        choices=("python", "native"),
+        default="python",
+        help="the gRPC front end: grpc.aio in the engine's process, or kgweave-frontend",
+    )
+    parser.add_argument(
         "--clients",
         choices=("processes", "threads"),
         default="processes",
@@ -254,7 +260,17 @@ def latencies(args: argparse.Namespace) -> None:
 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    running = asyncio.run_coroutine_threadsafe(start_grpc(plane, "127.0.0.1", 0), loop).result(60)
+    if args.transport == "native":  # kgweave-frontend: calls answered without the lock
+        from kgweave.api.frontend import find_frontend, start_native
+
+        binary = find_frontend(settings)
+        if binary is None:
+            raise SystemExit("kgweave-frontend is not built (bash frontend/build.sh)")
+        bound = settings.model_copy(update={"grpc_host": "127.0.0.1", "grpc_port": 0})
+        starting: Any = start_native(plane, bound, binary)
+    else:
+        starting = start_grpc(plane, "127.0.0.1", 0)
+    running = asyncio.run_coroutine_threadsafe(starting, loop).result(60)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     admin = admin_pb2_grpc.AdminServiceStub(channel)
     knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
@@ -382,7 +398,7 @@ def latencies(args: argparse.Namespace) -> None:
         "snapshot_exports": (watcher.state.diffs - diffs_before)
         - (watcher.state.diffs_skipped - skipped_before),
     }
-    record["clients"] = args.clients
+    record["clients"], record["transport"] = args.clients, args.transport
     # how late a thread of this process wakes from a 1 ms sleep: the interpreter lock and the
     # CPUs' contention as any thread of the server meets it
     record["wake_late_ms"] = {"idle": idle_stalls, "ingesting": busy_stalls}

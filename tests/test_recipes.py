@@ -138,7 +138,8 @@ def _stats(entities: int, relations: int, facts: int) -> recipes.GraphStatistics
 @pytest.mark.parametrize(
     ("shape", "name"),
     [
-        ((135, 46, 5216), "small"),  # UMLS
+        ((135, 46, 5216), "small-dense"),  # UMLS
+        ((220, 14, 424), "small"),  # the demo graph
         ((40943, 11, 86835), "sparse-large"),  # WN18RR
         ((14541, 237, 272115), "dense-large"),  # FB15k-237
         ((2_000_000, 50, 10_000_000), "huge"),

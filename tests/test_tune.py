@@ -194,7 +194,7 @@ def test_the_first_trial_is_the_no_flag_run(
         capsys, "tune", "-d", "nations", "--trials", "1", *TINY, "-o", str(out), "--resume"
     )
     assert code == 0, err
-    assert "recipe small tried already (trial 0)" in err
+    assert "recipe small-dense tried already (trial 0)" in err
     trials = json.loads((out / "report.json").read_text())["trials"]
     assert len(trials) == 2 and trials[1]["params"] != trials[0]["params"]
 
@@ -298,12 +298,12 @@ def test_train_with_no_flags_prints_and_stores_its_recipe(
         "--no-progress",
     )  # fmt: skip
     assert code == 0, err
-    assert "recipe small: a small graph" in err
+    assert "recipe small-dense: a small dense graph" in err
     # the statistics it was chosen from, relation patterns included, on the next line
     assert "graph: 14 entities, 55 relations, 1592 facts (227.4 per entity); relations " in err
     assert "symmetric 18%, with an inverse 42%" in err
     stored = json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]
-    assert stored["name"] == "small" and stored["statistics"]["entities"] == 14
+    assert stored["name"] == "small-dense" and stored["statistics"]["entities"] == 14
     assert stored["statistics"]["inverse_share"] == pytest.approx(23 / 55, abs=1e-4)
     assert stored["statistics"]["cardinality"]["N-N"] == pytest.approx(36 / 55, abs=1e-4)
 
