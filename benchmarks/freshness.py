@@ -343,16 +343,26 @@ def latencies(args: argparse.Namespace) -> None:
             until(lambda i=i: trained_entity(f"/m/fresh_{i}"), 1800)  # type: ignore[misc]
             trained_s.append(time.monotonic() - acked)
     # a fact's score raised by an incremental update: written, then served by a trained version
-    refused = 0
+    refused, raised = 0, 0
+
+    def score(h: str, r: str, t: str) -> float:
+        triple = knowledge_pb2.Triple(head=h, relation=r, tail=t)
+        reply = knowledge.ScoreTriples(knowledge_pb2.ScoreTriplesRequest(triples=[triple]),
+                                       timeout=30)  # fmt: skip
+        return float(reply.scores[0])
+
     for h, r, t in rng.sample(test, args.update_probes):
+        before = score(h, r, t)
         end = write(added=[fact(h, r, t)])
         acked = time.monotonic()
         until(lambda end=end: trained_on(end) or watcher.log.position(INCREMENTAL) >= end,  # type: ignore[misc]
               1800)  # fmt: skip
         if trained_on(end):
             update_s.append(time.monotonic() - acked)
+            raised += score(h, r, t) > before  # the served version's score, after / before
         else:
             refused += 1
+    record["update_scores_raised"] = {"raised": raised, "served": len(update_s)}
     record["known"] = summary(known_s)
     record["deleted"] = summary(deleted_s)
     record["new_entity"] = summary(entity_s)
@@ -812,6 +822,10 @@ def print_targets(record: dict[str, Any]) -> None:
         value = record.get(key, {}).get(field)
         if value is not None:
             lines.append(f"  {what}: {value:.3f} s (<= {most:g} s: {value <= most})")
+    scores = record.get("update_scores_raised")
+    if scores and scores["served"]:
+        lines.append(f"  facts whose score the served update raised: {scores['raised']} of "
+                     f"{scores['served']}")  # fmt: skip
     if "p99_ratio" in record:
         ratio = record["p99_ratio"]
         lines.append(f"  PredictLinks p99 ingesting / idle: {ratio:.2f}x (<= 2x: {ratio <= 2})")

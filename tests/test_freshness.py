@@ -173,6 +173,13 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(
         for relation in ("spouse_of", "influenced_by", "born_in"):
             assert "pierre_curie" not in api.links(relation, "marie_curie")
         assert not any("pierre_curie" in (h, t) for h, _, t in api.facts("marie_curie"))
+        # nor a semantic search hit, which still returns as many hits as asked for
+        found = api.knowledge.SearchEntities(
+            knowledge_pb2.SearchEntitiesRequest(text="Pierre Curie, physicist", limit=3),
+            timeout=HANG_GUARD_S,
+        )
+        assert len(found.entities) == 3
+        assert "pierre_curie" not in {e.id for e in found.entities}
 
         # events posted without a graph write (APOC trigger, any producer) take the same path
         body = {
@@ -202,6 +209,8 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(
         # and one append is one batch however many reads of the log it takes (no request
         # sees half of a write)
         before = (plane.changes.applier.overlay.summary(), api.facts("emmy_noether"))
+        # (the applier counts a batch just after serving it: its count once it says so)
+        wait_for(lambda: plane.changes.applier.state.applied_offset == end)  # type: ignore[union-attr]
         batches = plane.changes.applier.state.batches
         monkeypatch.setattr("kgweave.changes.apply.MAX_BATCH", 2)
         again = [event for _, event in plane.changes.event_log.read(0, limit=end)]

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -590,6 +592,24 @@ def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, ser
         _wait_for(
             lambda: any(e.get("entity") == "ada" for e in _logged_events(neo4j.data_dir)[before:]),
             "the trigger's event in serve's event log",
+        )
+        # and served: the new entity and its fact, through the applier, by the HTTP gateway
+        store.write(
+            "MATCH (a:Entity {id: 'ada'}), (l:Entity {id: 'london'}) CREATE (a)-[:born_in]->(l)"
+        )
+
+        def served_facts() -> set[tuple[str, str, str]]:
+            url = f"http://127.0.0.1:{serving}/v1/entities/ada?maxFacts=10"
+            try:
+                with urllib.request.urlopen(url, timeout=60) as reply:
+                    entity = json.loads(reply.read())
+            except urllib.error.HTTPError:  # 404 until the entity is applied
+                return set()
+            return {(f["head"], f["relation"], f["tail"]) for f in entity.get("facts", [])}
+
+        _wait_for(
+            lambda: ("ada", "born_in", "london") in served_facts(),
+            "the trigger's entity and fact served by kgweave serve",
         )
     finally:
         _drop_trigger(neo4j)

@@ -95,9 +95,9 @@ def test_search_resume_and_recipe_round_trip(
     report = json.loads(stdout)
     assert report["study"] == "nations-complex" and report["new_trials"] == 3
     assert len(report["trials"]) == 3 and report["stopped_because"] == "3 trials run"
-    # the first trial is the recipe kgweave train picks for the graph (here the defaults)
+    # the first trial is the recipe kgweave train picks for the graph (here small-dense's)
     first = report["trials"][0]["params"]
-    assert (first["regime"], first["optimizer"], first["lr_adagrad"]) == ("kvsall", "adagrad", 0.1)
+    assert (first["regime"], first["optimizer"], first["lr_adagrad"]) == ("1vsall", "adagrad", 0.08)
     best = report["trials"][report["best_trial"]]
     assert best["state"] == "complete" and best["valid_mrr"] == report["best_valid_mrr"]
     for name in ("recipe.json", "trials.png", "report.json", "model/config.json"):

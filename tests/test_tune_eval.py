@@ -32,7 +32,7 @@ def test_tune_eval_prints_both_figures_for_a_folder_of_txt_splits(
     assert lines[2].startswith("tune") and lines[3].startswith("published (tuned)")
     result = json.loads(record.read_text())
     assert result["dataset"] == "nations-txt" and result["trials"] == 1
-    assert result["no_flags"]["recipe"] == "small"
+    assert result["no_flags"]["recipe"] == "small-dense"
     assert result["statistics"]["relations"] == 55
     # one trial: the recipe, the same run as the no-flag training
     assert result["tuned"]["valid_mrr"] == result["no_flags"]["valid_mrr"]

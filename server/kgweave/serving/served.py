@@ -328,13 +328,12 @@ class ServedModel:
         """Entities whose text is closest to ``text`` (cosine under ``encoder``)."""
         if not text.strip():
             raise InvalidArgumentError("give a non-empty text to search for")
-        hits = self.semantic_index(encoder, cache_dir).search_one(text, limit)
+        # deleted entities are skipped, so as many more are asked for: still ``limit`` hits
+        wanted = max(limit, min(limit + len(self.excluded), arguments.MAX_K))
+        hits = self.semantic_index(encoder, cache_dir).search_one(text, wanted)
         index = self.artifact.entities.index
-        return [
-            (self._info(index[label], 0), score)
-            for label, score in hits
-            if index[label] not in self.excluded
-        ]
+        kept = [(index[label], score) for label, score in hits if index[label] not in self.excluded]
+        return [(self._info(e, 0), score) for e, score in kept[:limit]]
 
     def entity(self, text: str, max_facts: int = 20) -> EntityInfo:
         if not text:
