@@ -242,6 +242,10 @@ def latencies(args: argparse.Namespace) -> None:
         shutil.copytree(model, staged)
         registry.register(staged)
     plane = prepare_plane(settings, progress=False)
+    # as kgweave serve: torch's threads for serving sized for the front end (KGWEAVE_SERVE_THREADS)
+    from kgweave.serving.openmp import use_serve_threads
+
+    record["serve_threads"] = use_serve_threads(settings.serve_threads, args.transport == "native")
     applier = plane.changes.applier
     assert applier is not None
     served = plane.versions.active()

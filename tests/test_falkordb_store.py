@@ -370,3 +370,23 @@ def test_a_server_that_stops_answering_is_an_error_not_a_hang(tmp_path: Path) ->
         assert store.rows("RETURN 3") == [[3]]
     finally:
         server.stop()
+
+
+def _diff_worker_of(parent: int) -> None:
+    """A diff worker's start-up, in a process whose server (``parent``) is not its parent:
+    the case of a server killed before its worker started."""
+    import time
+
+    from kgweave.changes.diff import _worker_started
+
+    _worker_started(parent)
+    time.sleep(600)  # (the watch exits the process long before)
+
+
+def test_a_diff_worker_whose_server_died_before_it_started_exits() -> None:
+    import multiprocessing
+
+    worker = multiprocessing.get_context("spawn").Process(target=_diff_worker_of, args=(1,))
+    worker.start()
+    worker.join(120)  # a hang guard: the watch checks every second
+    assert worker.exitcode == 0

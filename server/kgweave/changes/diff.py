@@ -280,7 +280,10 @@ class DiffWorker:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    1, mp_context=mp.get_context("spawn"), initializer=_worker_started
+                    1,
+                    mp_context=mp.get_context("spawn"),
+                    initializer=_worker_started,
+                    initargs=(os.getpid(),),
                 )
             future = self._pool.submit(fn, self._settings_json, *args)
         try:
@@ -307,11 +310,11 @@ class DiffWorker:
                 self._pool = None
 
 
-def _worker_started() -> None:
-    """In the diff worker: lowered priority, and gone as soon as its server is."""
+def _worker_started(parent: int) -> None:
+    """In the diff worker: lowered priority, and gone as soon as its server (``parent``) is,
+    even when the server died before the worker got this far."""
     with contextlib.suppress(OSError):
         os.nice(10)
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
