@@ -209,10 +209,12 @@ def _not_logged(
     same fact or entity (or of a fact of a deleted entity): the diff's event is dropped. What
     one logged between ``previous`` (the last run's ``since``) and ``since`` is older than the
     export's view: the diff's event is dropped only when it says the same (the same kind, an
-    upsert with the same text), as a change the applier has already served."""
+    upsert with the same text), as a change the applier has already served; so is the upsert
+    of an entity with no text that a logged added fact brought into the graph."""
     start = since if previous is None else min(previous, since)
     last: dict[tuple[str, ...], tuple[int, ChangeEvent]] = {}
     deleted_after: set[str] = set()
+    in_facts: set[str] = set()  # entities a logged added fact made (or kept) in the graph
     while batch := log.read(start, limit=10_000):
         for offset, event in batch:
             if event.source == SOURCE:
@@ -220,6 +222,8 @@ def _not_logged(
             last[_key(event)] = (offset, event)
             if event.kind == ChangeKind.ENTITY_DELETED and offset >= since and event.entity:
                 deleted_after.add(event.entity)
+            elif event.kind == ChangeKind.TRIPLE_ADDED:
+                in_facts.update((event.head or "", event.tail or ""))
         start = batch[-1][0] + 1
     if not last:
         return events
@@ -227,6 +231,9 @@ def _not_logged(
     def logged(event: ChangeEvent) -> bool:
         key = _key(event)
         if len(key) == 3 and (key[0] in deleted_after or key[2] in deleted_after):
+            return True
+        textless = event.kind == ChangeKind.ENTITY_UPSERTED and not event.properties
+        if textless and key[0] in in_facts and key not in last:  # a logged fact brought it
             return True
         if key not in last:
             return False
