@@ -145,7 +145,8 @@ def _print_status(info: dict[str, Any]) -> None:
             f"changes     served up to log offset {c['applied_offset']} of {c['end_offset']}"
             + (f" (last error: {c['last_error']})" if c["last_error"] else "")
         )
-        if c.get("updates_started") or c.get("full_retrains_started") or c.get("updates_skipped"):
+        started = int(c.get("updates_started", 0)) + int(c.get("full_retrains_started", 0))
+        if started or c.get("updates_skipped"):
             click.echo(
                 f"retraining  trained up to log offset {c.get('trained_offset', 0)}; "
                 f"{c.get('updates_registered', 0)} of {c.get('updates_started', 0)} updates "
