@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
-from kgweave.graph.store import EntityRow, GraphStore
+from kgweave.graph.store import GraphStore
 from kgweave.graph.sync import export_snapshot
 from kgweave.settings import Settings
 
@@ -48,11 +48,9 @@ def _keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch
     return (triples[:, 0] * num_relations + triples[:, 1]) * num_entities + triples[:, 2]
 
 
-def _text_of(row: EntityRow | None) -> dict[str, Any]:
-    """A new entity's name and description as event properties (the applier's cold start)."""
-    if row is None:
-        return {}
-    return {k: v for k, v in (("name", row.name), ("description", row.description)) if v}
+def _text_of(name: str | None, description: str | None) -> dict[str, Any]:
+    """An entity's name and description as event properties (the applier's cold start)."""
+    return {k: v for k, v in (("name", name), ("description", description)) if v}
 
 
 def snapshot_diff(
@@ -98,12 +96,11 @@ def compute_diff(
     gone = [e[i] for i in gone_mask.nonzero()[:, 0].tolist()]
     events: list[ChangeEvent] = []
     if emit:
-        rows = {row.id: row for row in store.entities(upserted)} if upserted else {}
         events = [
             ChangeEvent(
                 ChangeKind.ENTITY_UPSERTED,
                 entity=label,
-                properties=_text_of(rows.get(label)),
+                properties=_text_of(snap.names.get(label), snap.descriptions.get(label)),
                 source=SOURCE,
             )
             for label in upserted

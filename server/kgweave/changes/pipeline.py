@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
-from kgweave.changes.retrain import RetrainWatcher, ServingSide
+from kgweave.changes.retrain import INCREMENTAL, RetrainWatcher, ServingSide
 from kgweave.errors import InvalidArgumentError
 from kgweave.settings import Settings
 
@@ -123,8 +123,6 @@ class ChangePipeline:
         watcher = self.retrainer
         if watcher is None:
             return {}
-        from kgweave.changes.retrain import INCREMENTAL
-
         state = watcher.state
         return {
             "trained_offset": self.event_log.position(INCREMENTAL),

@@ -423,7 +423,9 @@ class RetrainWatcher:
         if self.state.updates_skipped != why:
             log.info("incremental updates: %s", why)
             self.state.updates_skipped = why
-        self.log.commit(INCREMENTAL, self.log.end_offset)
+        end = self.log.end_offset
+        if self.log.position(INCREMENTAL) < end:  # (not a file write per check)
+            self.log.commit(INCREMENTAL, end)
         return True
 
     def _began(self, consumer: str) -> None:

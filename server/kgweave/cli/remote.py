@@ -81,13 +81,14 @@ def serve(
     use_serve_threads(settings.serve_threads, serves_natively(settings))
     from kgweave.changes.retrain import retraining_wanted
 
-    if settings.neo4j_cdc or retraining_wanted(settings):
+    retraining = retraining_wanted(settings)
+    if settings.neo4j_cdc or retraining:
         from kgweave.graph.connect import open_store
 
         store = open_store(settings.graph_uri, settings)
         if settings.neo4j_cdc:
             plane.changes.start_cdc(store)
-        if retraining_wanted(settings):
+        if retraining:
             plane.changes.start_retraining(lambda: store)
 
     def ready(grpc_port: int, http: int) -> None:

@@ -120,12 +120,20 @@ def _describe(exc: BaseException) -> str:
     return " ".join(str(message).split())
 
 
-def translate_error(exc: Exception, target: str) -> KGWeaveError:
-    """One typed kgweave error for a driver error (no driver traceback reaches users)."""
+def translate_error(exc: Exception, target: str, timeout_s: float | None = None) -> KGWeaveError:
+    """One typed kgweave error for a driver error (no driver traceback reaches users);
+    ``timeout_s``: the transaction timeout the query ran under, for the message when the DBMS
+    ended it."""
     from neo4j import exceptions as ne
 
     if isinstance(exc, KGWeaveError):
         return exc
+    if "TransactionTimedOut" in (getattr(exc, "code", None) or ""):
+        limit = f" of {timeout_s:g}s" if timeout_s is not None else ""
+        return GraphUnavailableError(
+            f"Neo4j at {target} ended a query that ran over its timeout{limit} "
+            "(KGWEAVE_GRAPH_QUERY_TIMEOUT_S)"
+        )
     detail = _describe(exc)
     table: list[tuple[type[Exception] | tuple[type[Exception], ...], KGWeaveError]] = [
         (
@@ -250,12 +258,7 @@ class Neo4jStore(CypherStore):
                     return session.execute_write(work)
                 return session.execute_read(work)
         except (ne.DriverError, ne.Neo4jError) as exc:
-            if "TransactionTimedOut" in (getattr(exc, "code", None) or ""):
-                raise GraphUnavailableError(
-                    f"Neo4j at {self._where} ended a query that ran over {self.timeout_s:g}s "
-                    "(KGWEAVE_GRAPH_QUERY_TIMEOUT_S)"
-                ) from None
-            raise translate_error(exc, self._where) from None
+            raise translate_error(exc, self._where, self.timeout_s) from None
 
     def rows(self, cypher: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         return [list(record.values()) for record in self.write(cypher, params)]

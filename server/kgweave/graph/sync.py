@@ -88,6 +88,9 @@ class Snapshot:
     present: torch.Tensor
     #: (E,) int64: :func:`text_hash` of each present entity's name and description (0: none)
     text_hashes: torch.Tensor
+    #: the entities' names and descriptions, where they have one (read with the snapshot)
+    names: dict[str, str]
+    descriptions: dict[str, str]
 
 
 def text_hash(name: str | None, description: str | None) -> int:
@@ -152,10 +155,17 @@ def export_snapshot(store: GraphStore, ids_path: Path, page_size: int = 50_000) 
         new_e, new_r = new_e + a, new_r + b
         chunks.append(torch.tensor([ids.encode(t) for t in page], dtype=torch.long).reshape(-1, 3))
     texts: dict[str, int] = {}
+    names: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
     for rows in store.iter_entities(page_size=page_size):  # entities without edges too
         a, _ = ids.extend({row.id for row in rows}, set())
         new_e += a
-        texts.update((row.id, text_hash(row.name, row.description)) for row in rows)
+        for row in rows:
+            texts[row.id] = text_hash(row.name, row.description)
+            if row.name:
+                names[row.id] = row.name
+            if row.description:
+                descriptions[row.id] = row.description
     triples = torch.cat(chunks) if chunks else torch.zeros(0, 3, dtype=torch.long)
     present = torch.zeros(len(ids.entities), dtype=torch.bool)
     if len(triples):
@@ -172,5 +182,13 @@ def export_snapshot(store: GraphStore, ids_path: Path, page_size: int = 50_000) 
         triples = triples[torch.argsort(key)]
     ids.save()
     return Snapshot(
-        triples, IdMap(ids.entities), IdMap(ids.relations), new_e, new_r, present, hashes
+        triples,
+        IdMap(ids.entities),
+        IdMap(ids.relations),
+        new_e,
+        new_r,
+        present,
+        hashes,
+        names,
+        descriptions,
     )

@@ -58,14 +58,6 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
         raise FailedPreconditionError(
             "the graph has no triples to train on: import some first (kgweave import demo)"
         )
-    names: dict[str, str] = {}
-    descriptions: dict[str, str] = {}
-    for page in store.iter_entities():
-        for row in page:
-            if row.name:
-                names[row.id] = row.name
-            if row.description:
-                descriptions[row.id] = row.description
     splits = _fixed_split(settings, snapshot.triples, snapshot.entities.labels,
                           snapshot.relations.labels)  # fmt: skip
     if splits is None:
@@ -92,8 +84,8 @@ def graph_dataset(settings: Settings, seed: int = 0) -> KGDataset:
         relations=IdMap(snapshot.relations.labels),
         splits=splits,
         fingerprint=digest.hexdigest(),
-        entity_names=names,
-        entity_descriptions=descriptions,
+        entity_names=snapshot.names,
+        entity_descriptions=snapshot.descriptions,
         relation_texts={r: t for r, t in relation_text.get("texts", {}).items() if r in relations},
         relation_templates={
             r: t for r, t in relation_text.get("templates", {}).items() if r in relations
