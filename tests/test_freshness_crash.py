@@ -176,3 +176,68 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(
             server.process.send_signal(signal.SIGTERM)
             server.process.wait(timeout=HANG_GUARD_S)
         EmbeddedFalkorDB(get_settings().graph_dir).stop()
+
+
+def expect_killed(server: Server, call: Callable[[], object]) -> None:
+    """``call`` meets the kill point: the server dies (SIGKILL) and the call is never
+    acknowledged."""
+    with pytest.raises(grpc.RpcError):
+        call()
+    assert server.process.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL, server.log.read_text()
+    server.channel.close()
+
+
+#: the log's events for the killed write, by the point it was killed at (kgweave.killpoints):
+#: its two facts, or (graph-written: only the graph had them) what the snapshot diff emits on
+#: restart, the new entity and its two facts
+WRITE_POINTS = {"graph-written": 3, "logged": 2, "overlay-saved": 2}
+
+
+@pytest.mark.parametrize("point", sorted(WRITE_POINTS))
+def test_kill_9_at_a_point_of_a_write_then_restart(point: str, tmp_path: Path) -> None:
+    """kill -9 of `kgweave serve` at a named point of one write (the process stops itself
+    there, nothing depends on timing), then a restart: the write is served whole and once,
+    before the restart's first write is, and the pipeline goes on."""
+    env = {
+        **os.environ,
+        "KGWEAVE_GRPC_PORT": str(free_port()),
+        "KGWEAVE_HTTP_PORT": str(free_port()),
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
+        "KGWEAVE_FRONTEND": "python",
+        "KGWEAVE_INCREMENTAL_UPDATES": "false",  # the applier and the snapshot diff alone
+        "KGWEAVE_RETRAIN_INTERVAL_S": "0.3",
+    }
+    log = tmp_path / "serve.log"
+    server = Server({**env, "KGWEAVE_TEST_KILL": f"server:{point}"}, log)
+    first = pair(0)
+    try:
+        request = admin_pb2.WriteFactsRequest(added=first, wait_s=HANG_GUARD_S)
+        expect_killed(server, lambda: server.admin.WriteFacts(request, timeout=HANG_GUARD_S))
+
+        server = Server(env, log)
+        if point != "graph-written":  # (else the log is empty until the diff runs)
+            assert server.status().changes.end_offset == WRITE_POINTS[point]
+        # never half of the write: both facts or neither, then both (graph-written: once the
+        # snapshot diff found them in the graph)
+        seen = server.facts("probe_0")
+        assert seen is None or len(seen) == 2, seen
+        wait_for(lambda: server.facts("probe_0") is not None, "the killed write served")
+        expected = sorted((f.head, f.relation, f.tail) for f in first)
+        assert sorted(server.facts("probe_0") or []) == expected
+        status = server.status()
+        assert status.changes.end_offset == WRITE_POINTS[point], status.changes
+        assert status.changes.facts_added == 2  # each once
+
+        # the pipeline goes on: the next write is served on top, exactly once too
+        second = admin_pb2.WriteFactsRequest(added=pair(1), wait_s=HANG_GUARD_S)
+        reply = server.admin.WriteFacts(second, timeout=HANG_GUARD_S)
+        assert reply.applied and reply.next_offset == server.status().changes.end_offset
+        status = server.status()
+        assert status.changes.applied_offset == status.changes.end_offset
+        assert status.changes.facts_added == 4 and not status.changes.last_error
+    finally:
+        server.channel.close()
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=HANG_GUARD_S)
+        EmbeddedFalkorDB(get_settings().graph_dir).stop()

@@ -376,3 +376,68 @@ def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
         for pid in worker_pids(settings.jobs_dir):
             os.kill(pid, signal.SIGKILL)
         EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+@pytest.mark.parametrize("kill", ["server:update-registered", "crash:saved"])
+def test_kill_9_at_a_point_of_an_update_then_restart(kill: str, tmp_path: Path) -> None:
+    """kill -9 at a named point of an incremental update (kgweave.killpoints: the process stops
+    itself there): ``server:update-registered``, its version registered and active but the
+    updates' log position not committed; ``crash:saved``, the machine gone with the update's
+    artifact finished and not registered. After a restart the fact is served at once, the
+    updates' position reaches the log's end with the fact trained into the active version
+    (registered on restart, or trained again: at least once), and no half version, overlay
+    copy or job folder is left."""
+    from test_freshness_crash import Server, expect_killed
+
+    settings = get_settings()
+    env = {
+        **os.environ,
+        "KGWEAVE_GRPC_PORT": str(free_port()),
+        "KGWEAVE_HTTP_PORT": str(free_port()),
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
+        "KGWEAVE_FRONTEND": "python",
+        "KGWEAVE_RETRAIN_INTERVAL_S": "0.3",
+        "KGWEAVE_FULL_RETRAIN_DRIFT": "0",
+        "KGWEAVE_VALIDATION_TOLERANCE": "1",  # every update activated
+        "KGWEAVE_INCREMENTAL_STEPS": "5",
+    }
+    log = tmp_path / "serve.log"
+    server = Server({**env, "KGWEAVE_TEST_KILL": kill}, log)
+    fact = ("probe_0", "born_in", "london")
+    try:
+        request = admin_pb2.WriteFactsRequest(
+            added=[admin_pb2.Fact(head=fact[0], relation=fact[1], tail=fact[2])], wait_s=-1
+        )
+        server.admin.WriteFacts(request, timeout=HANG_GUARD_S)  # acknowledged, then the update
+        expect_killed(server, lambda: wait_for(lambda: not server.status().ready, "the kill"))
+        jobs = settings.jobs_dir
+        wait_for(lambda: not worker_pids(jobs), "the killed updater to exit")
+        versions = sorted(p.name for p in settings.models_dir.glob("v*"))
+        assert versions == (["v0001", "v0002"] if kill.startswith("server") else ["v0001"])
+
+        server = Server(env, log)
+        assert fact in set(server.facts(fact[0]) or [])  # served at once (the overlay)
+
+        def caught_up() -> bool:
+            changes = server.status().changes
+            return changes.trained_offset == changes.end_offset and not running_update(jobs)
+
+        wait_for(caught_up, "the update done again after the restart")
+        status = server.status()
+        assert not status.changes.retrain_error
+        active = status.active_model.version.partition("@")[0]
+        assert active >= "v0002" and fact in set(server.facts(fact[0]) or [])
+        trained = load_artifact(settings.models_dir / active)
+        e, r = trained.entities.labels, trained.relations.labels
+        assert fact in {(e[h], r[p], e[t]) for h, p, t in trained.known.tolist()}
+        assert trained.config["source"] == "incremental"
+        assert not list(jobs.glob("*/model")) and not list(settings.models_dir.glob(".*"))
+        assert not list((settings.data_dir / "incremental").glob("overlay-*"))
+    finally:
+        server.channel.close()
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=HANG_GUARD_S)
+        for pid in worker_pids(settings.jobs_dir):
+            os.kill(pid, signal.SIGKILL)
+        EmbeddedFalkorDB(settings.graph_dir).stop()

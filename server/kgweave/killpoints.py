@@ -1,6 +1,7 @@
 """Named points where crash tests stop a process with SIGKILL, deterministically.
 
-Read only by tests (``tests/test_job_recovery.py``); unset, :func:`reached` does nothing.
+Read only by tests (``tests/test_job_recovery.py``, ``tests/test_change_crash.py``); unset,
+:func:`reached` does nothing.
 ``KGWEAVE_TEST_KILL=<who>:<point>`` kills, when the process reaches ``<point>``:
 
 - ``worker``: the job's worker process itself (kill -9 of the worker; its server lives on);
@@ -11,7 +12,15 @@ Read only by tests (``tests/test_job_recovery.py``); unset, :func:`reached` does
 Points of a training job: ``training`` (its first epoch reported), ``evaluating`` (training
 done, the evaluation starting), ``saving`` (the artifact half written: its weights, not yet
 its config), ``saved`` (the artifact complete and marked finished, the server not yet told),
-and in the server ``registering`` (about to register a finished job's model).
+and in the server ``registering`` (about to register a finished job's model). An incremental
+update is a job too (its worker is the warm updater), so these points stop it alike.
+
+Points of the change pipeline, in the serving process: ``graph-written`` (a write's changes
+are in the graph, not yet in the event log, not acknowledged), ``logged`` (its events are
+appended and fsynced, the write not yet acknowledged), ``overlay-saved`` (the applier saved a
+batch's overlay, not yet swapped in nor its offset committed) and ``update-registered`` (an
+incremental update's version registered and activated, the updates' log position not yet
+committed).
 
 Not a setting (:mod:`kgweave.settings`): nothing an operator sets, and it can only stop a
 process.
@@ -24,6 +33,7 @@ import signal
 
 ENV = "KGWEAVE_TEST_KILL"
 POINTS = ("training", "evaluating", "saving", "saved", "registering")
+CHANGE_POINTS = ("graph-written", "logged", "overlay-saved", "update-registered")
 
 
 def reached(point: str, server: bool = False) -> None:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kgweave import killpoints
 from kgweave.changes.derive import BaseFacts, derive_artifact, prune
 from kgweave.changes.events import ChangeEvent
 from kgweave.changes.log import EventLog
@@ -317,6 +318,7 @@ class ChangeApplier:
         self._make_rows(overlay, base)
         served = self._derive(base, overlay)
         overlay.save(self.folder)  # 1: durable
+        killpoints.reached("overlay-saved", server=True)
         self.versions.replace(active, served)  # 2: served, the whole batch at once
         with self._applied:
             self.overlay = overlay

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
@@ -191,7 +192,9 @@ class ChangePipeline:
                 store.remove_triples(removed)
             if deleted:
                 store.delete_entities(deleted)
+            killpoints.reached("graph-written", server=True)
             offsets = self.event_log.append(events)
+            killpoints.reached("logged", server=True)
         end = offsets[-1] + 1
         self._appended()
         applier = self.applier

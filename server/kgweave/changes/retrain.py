@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained
 from kgweave.changes.events import ChangeKind
@@ -455,6 +456,8 @@ class RetrainWatcher:
         if consumer == INCREMENTAL:
             shutil.rmtree(self._staging / f"overlay-{offset}", ignore_errors=True)
         if job.state == JobState.SUCCEEDED:
+            if consumer == INCREMENTAL and job.activated:
+                killpoints.reached("update-registered", server=True)
             self.log.commit(consumer, offset)
             if consumer == CONSUMER:
                 self._last_full = time.monotonic()
