@@ -237,6 +237,39 @@ def test_a_worse_update_is_refused_with_its_reason(
     assert "not activated: MRR on the fixed validation set" in line
 
 
+def test_removed_fact_is_unlearned_by_an_update(
+    tolerant: None, local: None, running: tuple[DataPlane, Api]
+) -> None:
+    """A fact removed from the graph stops being known at once; then an incremental update
+    with no new facts unlearns it (the regime's forget loss, tested on its own in
+    test_training.py): its score goes down, and the version no longer knows it."""
+    plane, api = running
+    fixed = load_fixed(plane.settings)
+    assert fixed is not None
+    fact = ("marie_curie", "field_of_work", "physics")
+    assert fact not in fixed.triples
+    before = api.candidate(*fact)
+    assert before.known
+
+    reply = api.write(removed=[fact])
+    assert reply.applied and not api.candidate(*fact).known  # at once, before any training
+    wait_for(lambda: base(plane) == "v0002")
+    served = plane.versions.active()
+    update = served.artifact.config["incremental"]
+    assert update["removed_facts"] == 1 and update["new_facts"] == 0, update
+    after = api.candidate(*fact)
+    print("SCORES", before.score, before.rank, after.score, after.rank)
+    assert not after.known and after.score < before.score, (before, after)
+    assert after.rank >= before.rank
+    trained = load_artifact(plane.settings.models_dir / "v0002")
+    e, r = trained.entities.index, trained.relations.index
+    row = torch.tensor([e[fact[0]], r[fact[1]], e[fact[2]]])
+    assert not (trained.known == row).all(dim=1).any()  # the version does not know it
+    applier = plane.changes.applier
+    assert applier is not None and not applier.overlay.removed  # nothing left to unlearn
+    wait_for(lambda: plane.changes.event_log.position(INCREMENTAL) >= reply.next_offset)
+
+
 def worker_pids(jobs: Path) -> list[int]:
     """Pids of job workers alive now (each holds its job's worker.lock with its pid)."""
     pids = []

@@ -149,11 +149,11 @@ class Settings(BaseSettings):
     retrain_interval_s: float = Field(default=60.0, gt=0)
     """Seconds between checks for graph changes (snapshot diff, pending events)."""
     incremental_updates: bool = True
-    """Train an incremental update when graph change events add facts: warm-start from the active
-    version (new entities and relations get rows from their text or neighbours), train on the new
-    facts (both directions) mixed with a replay sample of known ones for a bounded number of steps
-    in a job worker, register and activate it (judged on the fixed validation set). Needs the change
-    applier (apply_changes)."""
+    """Train an incremental update when graph change events add or remove facts: warm-start from
+    the active version (new entities and relations get rows from their text or neighbours), train
+    on the new facts (both directions) mixed with a replay sample of known ones, and unlearn the
+    removed ones, for a bounded number of steps in a job worker, register and activate it (judged
+    on the fixed validation set). Needs the change applier (apply_changes)."""
     incremental_min_events: int = Field(default=1, ge=1)
     """Change events pending before an incremental update starts (one update runs at a time; events
     arriving meanwhile go into the next)."""

@@ -18,7 +18,11 @@ job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). T
 3. ``incremental_steps`` Adam steps (``incremental_lr``) on the queries of the new facts, both
    directions (reciprocals), mixed with a seeded replay sample of ``incremental_replay``
    known facts per new fact, with the version's objective (KvsAll: each query's targets are
-   all its known tails; else 1vsAll);
+   all its known tails; else 1vsAll); facts the version knew and the graph no longer has
+   (removed, both directions) are unlearned in the same steps, through the regime's
+   :meth:`~kgweave.training.regimes.Regime.forget_loss` (their probability pushed down), so
+   the model stops favouring a fact once it stops being known (one the rest of the graph
+   implies may still be predicted);
 4. it is scored again on the same facts with the same filter, and written as an artifact whose
    config carries both scores (``fixed_valid``): the activation policy compares them
    (:mod:`kgweave.serving.activation`).
@@ -187,9 +191,14 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     new = _ids(sorted(f for f in overlay.added
                       if f not in held and f[0] not in deleted and f[2] not in deleted),
                derived)  # fmt: skip
-    if not len(new):
-        raise FailedPreconditionError("the incremental update has no new facts to train on")
     gone = overlay.removed
+    # removed facts the version knew (the overlay keeps no other), of entities still there
+    forget = _ids(sorted(f for f in gone if f not in held and not deleted & {f[0], f[2]}),
+                  derived)  # fmt: skip
+    if not len(new) and not len(forget):
+        raise FailedPreconditionError(
+            "the incremental update has no new or removed facts to train on"
+        )
     valid_facts = [t for t in fixed.triples if t not in gone and not deleted & {t[0], t[2]}]
     valid = _ids(valid_facts, derived)
     known_filter = build_filter(torch.cat((known, valid)), n_e, n_r)
@@ -212,18 +221,22 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     fixed_rows = torch.isin(keys, _keys(_ids(sorted(held), derived), n_e, n_r))
     training_facts = known[~fixed_rows]
     old = known[~fixed_rows & ~torch.isin(keys, _keys(new, n_e, n_r))]
-    replay_n = min(len(old), max(int(len(new) * settings.incremental_replay), config.batch_size))
+    changed = len(new) + len(forget)
+    replay_n = min(len(old), max(int(changed * settings.incremental_replay), config.batch_size))
     replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
     triples = with_reciprocals(torch.cat((new, replay)), n_r)
     targets = with_reciprocals(training_facts, n_r)
+    unlearn = with_reciprocals(forget, n_r)
     trained, local = model, None
     if 0 < settings.incremental_candidates < n_e:  # a local model over the candidates
         entities = candidate_entities(
-            model, triples, with_reciprocals(new, n_r)[:, :2], settings.incremental_candidates,
-            settings.incremental_hard_negatives, generator,
+            model, torch.cat((triples, unlearn)),
+            with_reciprocals(torch.cat((new, forget)), n_r)[:, :2],
+            settings.incremental_candidates, settings.incremental_hard_negatives, generator,
         )  # fmt: skip
         local = LocalModel(model, entities)
         trained, triples, targets = local.model, local.triples(triples), local.triples(targets)
+        unlearn = local.triples(unlearn)
     timings.done("candidates")
     regime: Regime
     if config.regime == "kvsall":  # the version's own objective: every known tail a target
@@ -243,6 +256,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
             loss, _covered = regime.batch_loss(trained, batch_ids)
+            if len(unlearn):
+                loss = loss + regime.forget_loss(trained, _sample(unlearn, batch, generator))
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             losses.append(loss.detach())
@@ -301,6 +316,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 "base_version": version,
                 "offset": overlay.next_offset,
                 "new_facts": len(new),
+                "removed_facts": len(forget),
                 "replayed": len(replay),
                 "steps": steps,
                 "candidates": len(local.entities) if local is not None else n_e,
@@ -314,6 +330,13 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     )
     KEPT.keep(out, model, dataset)  # the next update is based on it once it is registered
     return metrics
+
+
+def _sample(rows: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``rows`` (T, 3), or ``n`` of them drawn at random when there are more."""
+    if len(rows) <= n:
+        return rows
+    return rows[torch.randperm(len(rows), generator=generator)[:n]]
 
 
 def anchor_of(config: dict[str, Any], version: str, mrr: float | None) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained
 from kgweave.changes.events import ChangeKind
 from kgweave.changes.log import EventLog
+from kgweave.changes.overlay import Triple
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 #: the event-log consumers of full retrains and of incremental updates
 CONSUMER = "retrain"
 INCREMENTAL = "incremental"
+#: the facts an incremental update trains on: (added, removed)
+Changed = tuple[frozenset[Triple], frozenset[Triple]]
 
 
 def retraining_wanted(settings: Settings) -> bool:
@@ -149,8 +152,9 @@ class RetrainWatcher:
         self._job_oldest: float | None = None
         #: the new facts of the running update, and of the last one registered: a version
         #: that was not activated is not trained again on the same facts
-        self._training: frozenset[tuple[str, str, str]] = frozenset()
-        self._trained: frozenset[tuple[str, str, str]] = frozenset()
+        #: the facts (added, removed) the running update trains on, and the last finished one
+        self._training: Changed = (frozenset(), frozenset())
+        self._trained: Changed = (frozenset(), frozenset())
         self._last_full = time.monotonic()
         #: the graph's counts at the last export, and the log's end offset before them
         self._last_counts: dict[str, int] | None = None
@@ -377,10 +381,13 @@ class RetrainWatcher:
             if offset <= position:
                 return  # the applier has not reached the pending events yet
             fixed = load_fixed(self.settings)
-            new = frozenset(overlay.added - set(fixed.triples if fixed is not None else ()))
-            if not new or new == self._trained:
-                # nothing to train on: removals, facts the fixed validation set holds out, or
-                # what the last update (not activated) was trained on already
+            held = set(fixed.triples) if fixed is not None else set()
+            gone = {f for f in overlay.removed if not overlay.deleted & {f[0], f[2]}}
+            new = (frozenset(overlay.added - held), frozenset(gone - held))
+            if not any(new) or new == self._trained:
+                # nothing to train on or unlearn: facts the fixed validation set holds out,
+                # facts of deleted entities (masked out anyway), or what the last update (not
+                # activated) was trained on already
                 self.log.commit(INCREMENTAL, offset)
                 return
             folder = self._staging / f"overlay-{offset}"
@@ -403,8 +410,9 @@ class RetrainWatcher:
         self.state.updates_started += 1
         self.state.last_job = job.job_id
         log.info(
-            "incremental update: %d new facts on %s, job %s",
-            len(overlay.added),
+            "incremental update: %d new facts, %d removed on %s, job %s",
+            len(new[0]),
+            len(new[1]),
             overlay.base_version,
             job.job_id,
         )

@@ -52,6 +52,14 @@ class Regime(ABC):
         order = torch.randperm(self.epoch_size, generator=generator).to(device)
         yield from torch.split(order, self.config.batch_size)
 
+    def forget_loss(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
+        """A loss that unlearns facts no longer true, ``triples`` shape (T, 3):
+        ``-log(1 - p(t | h, r))`` under the softmax over all entities that the 1-N regimes
+        train, mean over the triples (it vanishes as the fact's probability does)."""
+        scores = model.score_t(triples[:, :2]).float()  # (T, N)
+        p = F.log_softmax(scores, dim=1).gather(1, triples[:, 2:3]).squeeze(1).exp()
+        return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
     #: 1-N batches repeat rows many times: regularise each distinct row once, weighted
     dense_regularization = True
 
@@ -133,6 +141,11 @@ class NegativeSampling(Regime):
     @property
     def epoch_size(self) -> int:
         return len(self.train)
+
+    def forget_loss(self, model: KGEModel, triples: torch.Tensor) -> torch.Tensor:
+        """The negative term of this regime's loss on facts no longer true (T, 3):
+        ``-log σ(-γ - s)``, mean over the triples."""
+        return F.softplus(self.config.margin + model.score_hrt(triples).float()).mean()
 
     def batch_loss(self, model: KGEModel, batch_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
         triples = self.train[batch_ids]
