@@ -5,6 +5,7 @@ new relation and a deleted entity, applied to a real trained demo model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,19 @@ def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) 
     for text in (ents[doomed], name):  # the deleted entity: by neither id nor name
         assert ents[doomed] not in {info.id for info in merged.search(text, 50)}
         assert ents[doomed] in {info.id for info in base.search(text, 50)}
+
+    # a version trained from the changes (its entities extend the served ones, none deleted
+    # yet, the renamed ones named anew) is loaded like the model served before it: its name
+    # indexes are extended from that one's (the deleted entity resolves again, the renamed
+    # ones by their new names) and answer as indexes built from scratch
+    fresh = ServedModel("v0002", derived.artifact)
+    for like in (merged, base):
+        swapped = ServedModel("v0002", derived.artifact, like=like.predictor)
+        assert swapped.predictor._by_name == fresh.predictor._by_name
+        assert swapped.predictor._by_name_folded == fresh.predictor._by_name_folded
+        assert swapped.predictor.resolve_entity(name) == doomed
+    # entities in another order (another model): built anew, the same
+    shuffled = list(reversed(derived.artifact.entity_names))
+    other = ServedModel("v0003", replace(derived.artifact, entity_names=shuffled))
+    again = ServedModel("v0002", derived.artifact, like=other.predictor)
+    assert again.predictor._by_name == fresh.predictor._by_name

@@ -96,30 +96,35 @@ def _names(
     names: list[str | None], excluded: frozenset[int], like: LinkPredictor | None
 ) -> tuple[NameIndex, NameIndex]:
     """Entity ids by exact and by case-folded name, deleted entities left out. From ``like``'s
-    when this version extends its entities (graph changes applied to it: new entities at the
-    end, more deleted ones, some renamed), so a change batch touches its new, renamed and
-    deleted entities only."""
+    when this version extends its entities (graph changes applied to it, or a version
+    trained from it: new entities at the end, some deleted or no longer deleted, some
+    renamed), so a change batch or a swap touches those entities only."""
     start = 0
     by_name: NameIndex = {}
     folded: NameIndex = {}
     todo: list[int] = []
-    if like is not None:
+    if like is not None and len(names) >= len(like.artifact.entity_names):
         theirs = like.artifact.entity_names
-        if like.excluded <= excluded and len(names) >= len(theirs):
-            start = len(theirs)
-            same = names[:start] == theirs  # (one C-level compare, the common case)
-            renamed = [] if same else [i for i in range(start) if names[i] != theirs[i]]
-            if not renamed and excluded == like.excluded and start == len(names):
+        start = len(theirs)
+        same = names[:start] == theirs  # (one C-level compare, the common case)
+        renamed = [] if same else [i for i in range(start) if names[i] != theirs[i]]
+        readded = like.excluded - excluded  # left out there, resolving here
+        if len(renamed) > start // 2:
+            start = 0  # another model's entities: a new index costs less
+        else:
+            if not renamed and not readded and excluded == like.excluded and start == len(names):
                 return like._by_name, like._by_name_folded  # nothing new: theirs, shared
             by_name, folded = dict(like._by_name), dict(like._by_name_folded)
             for i in sorted({*(excluded - like.excluded), *renamed}):  # new lists, not theirs
+                if i >= start or i in like.excluded:
+                    continue  # not in their indexes
                 name = theirs[i]
                 for index, key in ((by_name, name), (folded, name.casefold() if name else None)):
                     if key is not None and key in index:
                         index[key] = [j for j in index[key] if j != i]
                         if not index[key]:
                             del index[key]
-            todo = renamed
+            todo = sorted({*renamed, *readded})
     for i in [*todo, *range(start, len(names))]:
         name = names[i]
         if name and i not in excluded:

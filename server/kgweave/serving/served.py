@@ -137,12 +137,16 @@ class ServedModel:
         prepack: bool = True,
         language: bool = True,
         artifact: ModelArtifact | None = None,
+        like: ServedModel | None = None,
     ) -> ServedModel:
         """Load a version's artifact onto ``device`` and warm it up; with ``text_fusion``,
         a joint artifact's text fusion ranks its link predictions; with ``language``, a joint
         artifact's LM (base + adapters + fusion) is loaded too and warmed by one scoring pass,
         so the first ``Complete`` pays no loading. ``artifact``: the folder's, loaded
-        already (on ``device``)."""
+        already (on ``device``). ``like``: the model served before it; where this version's
+        entities extend that one's (an incremental update's do), its per-entity indexes
+        (names, encoded answers) are extended rather than rebuilt, so a swap holds the
+        interpreter lock for what changed, not for every entity."""
         artifact = artifact if artifact is not None else load_artifact(path, device=device)
         fusion = verbalizer = None
         if text_fusion and (path / "language" / "joint.json").is_file():
@@ -151,17 +155,25 @@ class ServedModel:
 
             verbalizer = Verbalizer.from_artifact(artifact)
             fusion = load_text_fusion(path, artifact, verbalizer)
-        served = cls(version, artifact, precision, text_fusion=fusion, prepack=prepack)
+        served = cls(
+            version,
+            artifact,
+            precision,
+            text_fusion=fusion,
+            prepack=prepack,
+            like=like.predictor if like is not None else None,
+        )
         if verbalizer is not None:
             served.__dict__["verbalizer"] = verbalizer  # built already: prime the cached property
-        served.warm_up()
+        served.warm_up(like)
         if language and (path / "language" / "joint.json").is_file():
             served.warm_language()
         return served
 
     def warm_up(self, base: ServedModel | None = None) -> None:
         """Run one of each kind of request so the first real one pays no first-call costs;
-        ``base``: the version this one is derived from (see :data:`WARM_UPS`)."""
+        ``base``: the version this one is derived from, or the one served before it (see
+        :data:`WARM_UPS`)."""
         n = len(self.artifact.entities)
         if not self.predictor.scorer_shared:  # (a shared scorer was warmed up by its owner)
             hr = torch.zeros(min(8, n), 2, dtype=torch.long, device=self.device)

@@ -112,6 +112,7 @@ class ModelVersions:
                     self.settings.text_fusion,
                     self.settings.score_prepack,
                     artifact=loaded,
+                    like=current,
                 )
                 if self.derive is not None:
                     served = self.derive(served)
