@@ -28,7 +28,11 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   running), then while a writer adds one fact every 50 ms (the applier serving batches, the
   updater training on them, the snapshot diff seeing them). The client and the writer run in
   processes of their own, as users' clients do (``--clients threads``: in the server's
-  process, where they share its interpreter lock).
+  process, where they share its interpreter lock). The closed-loop client sends its next call
+  as soon as the last one is answered, so it keeps the server (and on 2 cores, the machine)
+  saturated; ``--probe-rate R`` paces it instead (open loop: call ``k`` is due at ``k / R`` s,
+  and its latency counts from when it was due, so a call held up by the one before it counts
+  its wait too, no coordinated omission), a load with room to spare.
 
 Each probe polls every 20 ms (``POLL_S``), so a latency includes up to one interval and one
 round trip.
@@ -143,6 +147,13 @@ def main() -> None:
         default="processes",
         help="where the PredictLinks prober and the writer run: processes of their own, as "
         "users' clients (default), or threads of the server's process (sharing its lock)",
+    )
+    parser.add_argument(
+        "--probe-rate",
+        type=float,
+        default=0.0,
+        help="PredictLinks calls per second of the p99 prober, open loop (default 0: closed "
+        "loop, as fast as answered)",
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
@@ -385,12 +396,13 @@ def latencies(args: argparse.Namespace) -> None:
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event() if args.clients == "processes" else threading.Event()
     stalls = StallProbe()
-    idle = Beside(args.clients, probe_links, running.port, pairs, args.seconds).result()
+    rate = args.probe_rate
+    idle = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
     idle_stalls = stalls.take()
     measure = (applier.state.batches, watcher.state.updates_started, watcher.state.diffs,
                watcher.state.diffs_skipped)  # fmt: skip
     writer = Beside(args.clients, write_facts, running.port, facts_in, stop)
-    busy = Beside(args.clients, probe_links, running.port, pairs, args.seconds).result()
+    busy = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
     busy_stalls = stalls.take()
     stop.set()
     facts_written = writer.result()
@@ -413,6 +425,7 @@ def latencies(args: argparse.Namespace) -> None:
         - (watcher.state.diffs_skipped - skipped_before),
     }
     record["clients"], record["transport"] = args.clients, args.transport
+    record["probe_rate"] = args.probe_rate or "closed loop"
     # how late a thread of this process wakes from a 1 ms sleep: the interpreter lock and the
     # CPUs' contention as any thread of the server meets it
     record["wake_late_ms"] = {"idle": idle_stalls, "ingesting": busy_stalls}
@@ -437,9 +450,12 @@ def latencies(args: argparse.Namespace) -> None:
         EmbeddedFalkorDB(settings.graph_dir).stop()
 
 
-def probe_links(port: int, pairs: list[tuple[str, str]], seconds: float) -> list[float]:
-    """One closed-loop client: PredictLinks (top-10, one query per call) over ``pairs`` for
-    ``seconds``, after a few calls to warm the channel; the seconds of each call."""
+def probe_links(
+    port: int, pairs: list[tuple[str, str]], seconds: float, rate: float = 0.0
+) -> list[float]:
+    """One client: PredictLinks (top-10, one query per call) over ``pairs`` for ``seconds``,
+    after a few calls to warm the channel; the seconds of each call. Closed loop (``rate``
+    0), or ``rate`` calls per second, each timed from when it was due."""
     from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -454,10 +470,16 @@ def probe_links(port: int, pairs: list[tuple[str, str]], seconds: float) -> list
         for j in range(20):
             call(j)
         latencies = []
-        deadline = time.monotonic() + seconds
+        start = time.monotonic()
+        deadline = start + seconds
         j = 0
         while time.monotonic() < deadline:
             began = time.monotonic()
+            if rate > 0:  # due at start + j / rate: wait for it, or count the delay
+                due = start + j / rate
+                if due > began:
+                    time.sleep(due - began)
+                began = due
             call(j)
             latencies.append(time.monotonic() - began)
             j += 1
