@@ -23,7 +23,8 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   answers for it; ``new_entity_trained`` (the first ``--update-probes`` of them): until a
   version trained on it (an incremental update) is served;
 - ``update_served``: a test-split fact written, until an incremental update trained on it is
-  served;
+  served (and whether it raised the fact's score); then ``--update-probes`` training facts
+  removed, each until an update unlearned it, and whether it lowered the fact's score;
 - PredictLinks p99 (top-10, one query per call, one closed-loop client) idle (no update
   running), then while a writer adds one fact every 50 ms (the applier serving batches, the
   updater training on them, the snapshot diff seeing them). The client and the writer run in
@@ -378,6 +379,20 @@ def latencies(args: argparse.Namespace) -> None:
         else:
             refused += 1
     record["update_scores_raised"] = {"raised": raised, "served": len(update_s)}
+    # a training fact removed, then unlearned by an incremental update: its score lowered
+    drops: list[float] = []
+    for h, r, t in random.Random(1).sample(train, args.update_probes):  # (rng's draws kept)
+        before = score(h, r, t)
+        end = write(removed=[fact(h, r, t)])
+        until(lambda end=end: trained_on(end) or watcher.log.position(INCREMENTAL) >= end,  # type: ignore[misc]
+              1800)  # fmt: skip
+        if trained_on(end):
+            drops.append(before - score(h, r, t))
+    record["removal_scores_lowered"] = {
+        "lowered": sum(d > 0 for d in drops),
+        "served": len(drops),
+        "mean_drop": round(statistics.mean(drops), 3) if drops else None,
+    }
     record["known"] = summary(known_s)
     record["deleted"] = summary(deleted_s)
     record["new_entity"] = summary(entity_s)
@@ -852,6 +867,10 @@ def print_targets(record: dict[str, Any]) -> None:
     if scores and scores["served"]:
         lines.append(f"  facts whose score the served update raised: {scores['raised']} of "
                      f"{scores['served']}")  # fmt: skip
+    lowered = record.get("removal_scores_lowered")
+    if lowered and lowered["served"]:
+        lines.append(f"  removed facts whose score the served update lowered: {lowered['lowered']}"
+                     f" of {lowered['served']} (mean drop {lowered['mean_drop']})")  # fmt: skip
     if "p99_ratio" in record:
         ratio = record["p99_ratio"]
         lines.append(f"  PredictLinks p99 ingesting / idle: {ratio:.2f}x (<= 2x: {ratio <= 2})")
