@@ -44,6 +44,19 @@ def pair(i: int) -> list[admin_pb2.Fact]:
     ]
 
 
+def serve_env(**settings: str) -> dict[str, str]:
+    """The environment of a `kgweave serve` subprocess on free ports (the Python front end, a
+    20-epoch first model), plus ``settings`` (names without their ``KGWEAVE_`` prefix)."""
+    return {
+        **os.environ,
+        "KGWEAVE_GRPC_PORT": str(free_port()),
+        "KGWEAVE_HTTP_PORT": str(free_port()),
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
+        "KGWEAVE_FRONTEND": "python",
+        **{f"KGWEAVE_{name}": value for name, value in settings.items()},
+    }
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
@@ -57,6 +70,13 @@ class Server:
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(self.channel)
         wait_for(self.ready, "the server is ready")
+
+    def stop(self) -> None:
+        """SIGTERM, unless it is gone already."""
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=HANG_GUARD_S)
 
     def ready(self) -> bool:
         assert self.process.poll() is None, self.log.read_text()[-3000:]
@@ -87,17 +107,12 @@ class Server:
 def test_kill_9_while_writing_loses_no_acknowledged_write(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KGWEAVE_GRPC_PORT": str(grpc_port),
-        "KGWEAVE_HTTP_PORT": str(http_port),
-        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
-        "KGWEAVE_FRONTEND": "python",
-        "KGWEAVE_INCREMENTAL_UPDATES": "false",  # the overlay alone (test_incremental trains)
+    env = serve_env(
+        INCREMENTAL_UPDATES="false",  # the overlay alone (test_incremental trains)
         # and no full retrain, so no snapshot diff either: the log holds what was written
-        "KGWEAVE_FULL_RETRAIN_DRIFT": "0",
-    }
+        FULL_RETRAIN_DRIFT="0",
+    )
+    grpc_port = int(env["KGWEAVE_GRPC_PORT"])
     log = tmp_path / "serve.log"
     server = Server(env, log)
     acked: list[int] = []
@@ -171,10 +186,7 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(
         assert code == 2 and out.err.startswith("error: --name and --description")
     finally:
         stop.set()
-        server.channel.close()
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=HANG_GUARD_S)
+        server.stop()
         EmbeddedFalkorDB(get_settings().graph_dir).stop()
 
 
@@ -198,15 +210,8 @@ def test_kill_9_at_a_point_of_a_write_then_restart(point: str, tmp_path: Path) -
     """kill -9 of `kgweave serve` at a named point of one write (the process stops itself
     there, nothing depends on timing), then a restart: the write is served whole and once,
     before the restart's first write is, and the pipeline goes on."""
-    env = {
-        **os.environ,
-        "KGWEAVE_GRPC_PORT": str(free_port()),
-        "KGWEAVE_HTTP_PORT": str(free_port()),
-        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
-        "KGWEAVE_FRONTEND": "python",
-        "KGWEAVE_INCREMENTAL_UPDATES": "false",  # the applier and the snapshot diff alone
-        "KGWEAVE_RETRAIN_INTERVAL_S": "0.3",
-    }
+    # the applier and the snapshot diff alone
+    env = serve_env(INCREMENTAL_UPDATES="false", RETRAIN_INTERVAL_S="0.3")
     log = tmp_path / "serve.log"
     server = Server({**env, "KGWEAVE_TEST_KILL": f"server:{point}"}, log)
     first = pair(0)
@@ -236,8 +241,5 @@ def test_kill_9_at_a_point_of_a_write_then_restart(point: str, tmp_path: Path) -
         assert status.changes.applied_offset == status.changes.end_offset
         assert status.changes.facts_added == 4 and not status.changes.last_error
     finally:
-        server.channel.close()
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=HANG_GUARD_S)
+        server.stop()
         EmbeddedFalkorDB(get_settings().graph_dir).stop()

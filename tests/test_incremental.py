@@ -26,7 +26,7 @@ from kgweave.serving.validation import load_fixed, path_of
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
 from serving_support import HANG_GUARD_S, ServerThread, job_updates, wait_until
-from test_freshness_crash import free_port
+from test_freshness_crash import Server, expect_killed, serve_env
 
 
 def wait_for(condition: Callable[[], bool], what: str = "an incremental update") -> None:
@@ -346,20 +346,13 @@ def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
     """kill -9 of the job worker mid-update, then of the server with another update running:
     after a restart every acknowledged fact is served, the update is done again and
     registered whole, and no half version or overlay is left."""
-    from test_freshness_crash import Server
-
     settings = get_settings()
-    env = {
-        **os.environ,
-        "KGWEAVE_GRPC_PORT": str(free_port()),
-        "KGWEAVE_HTTP_PORT": str(free_port()),
-        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
-        "KGWEAVE_FRONTEND": "python",
-        "KGWEAVE_RETRAIN_INTERVAL_S": "0.3",
-        "KGWEAVE_FULL_RETRAIN_DRIFT": "0",
-        "KGWEAVE_VALIDATION_TOLERANCE": "1",
-        "KGWEAVE_INCREMENTAL_STEPS": "100000000",  # an update that lasts until it is killed
-    }
+    env = serve_env(
+        RETRAIN_INTERVAL_S="0.3",
+        FULL_RETRAIN_DRIFT="0",
+        VALIDATION_TOLERANCE="1",
+        INCREMENTAL_STEPS="100000000",  # an update that lasts until it is killed
+    )
     log = tmp_path / "serve.log"
     server = Server(env, log)
     written = [(f"probe_{i}", "born_in", "london") for i in range(5)]
@@ -402,10 +395,7 @@ def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
         assert not list(jobs.glob("*/model"))  # working files cleaned up
         assert not server.status().changes.last_error
     finally:
-        server.channel.close()
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=HANG_GUARD_S)
+        server.stop()
         for pid in worker_pids(settings.jobs_dir):
             os.kill(pid, signal.SIGKILL)
         EmbeddedFalkorDB(settings.graph_dir).stop()
@@ -420,20 +410,13 @@ def test_kill_9_at_a_point_of_an_update_then_restart(kill: str, tmp_path: Path) 
     updates' position reaches the log's end with the fact trained into the active version
     (registered on restart, or trained again: at least once), and no half version, overlay
     copy or job folder is left."""
-    from test_freshness_crash import Server, expect_killed
-
     settings = get_settings()
-    env = {
-        **os.environ,
-        "KGWEAVE_GRPC_PORT": str(free_port()),
-        "KGWEAVE_HTTP_PORT": str(free_port()),
-        "KGWEAVE_BOOTSTRAP_EPOCHS": "20",
-        "KGWEAVE_FRONTEND": "python",
-        "KGWEAVE_RETRAIN_INTERVAL_S": "0.3",
-        "KGWEAVE_FULL_RETRAIN_DRIFT": "0",
-        "KGWEAVE_VALIDATION_TOLERANCE": "1",  # every update activated
-        "KGWEAVE_INCREMENTAL_STEPS": "5",
-    }
+    env = serve_env(
+        RETRAIN_INTERVAL_S="0.3",
+        FULL_RETRAIN_DRIFT="0",
+        VALIDATION_TOLERANCE="1",  # every update activated
+        INCREMENTAL_STEPS="5",
+    )
     log = tmp_path / "serve.log"
     server = Server({**env, "KGWEAVE_TEST_KILL": kill}, log)
     fact = ("probe_0", "born_in", "london")
@@ -467,10 +450,7 @@ def test_kill_9_at_a_point_of_an_update_then_restart(kill: str, tmp_path: Path) 
         assert not list(jobs.glob("*/model")) and not list(settings.models_dir.glob(".*"))
         assert not list((settings.data_dir / "incremental").glob("overlay-*"))
     finally:
-        server.channel.close()
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=HANG_GUARD_S)
+        server.stop()
         for pid in worker_pids(settings.jobs_dir):
             os.kill(pid, signal.SIGKILL)
         EmbeddedFalkorDB(settings.graph_dir).stop()

@@ -156,6 +156,25 @@ def test_changes_through_the_log_cost_the_snapshot_diff_no_export(diff_only: Dat
     assert watcher.state.diffs - watcher.state.diffs_skipped == exports + 1
 
 
+def test_a_change_before_the_watcher_starts_is_emitted(diff_only: DataPlane) -> None:
+    """The diff's baseline is the graph the first model was trained on (recorded by the
+    bootstrap), not the graph when the watcher first runs: a fact written behind kgweave's
+    back in between is emitted by the first diff and served."""
+    service = diff_only
+    settings = service.settings
+    store = open_store(settings.graph_uri, settings)
+    fact = ("alan_turing", "citizen_of", "france")
+    store.add_triples([fact])  # after the first model's training, before any diff ran
+    watcher = service.changes.start_retraining(lambda: store)
+    wait_for(lambda: fact in diff_events(service))
+    applier = service.changes.applier
+    assert applier is not None
+    wait_for(lambda: fact in applier.overlay.added)
+    _, answers = service.queries.predict([Query("citizen_of", head="alan_turing")], k=50)
+    assert any(a.entity == "france" and a.known for a in answers[0])
+    assert watcher.state.diffs >= 1
+
+
 def test_counts_explained_by_the_logged_events() -> None:
     last = {"triples": 10, "entities": 6, "relations": 2}
 

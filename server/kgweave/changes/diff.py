@@ -43,6 +43,23 @@ SNAPSHOT, NEXT = "snapshot.safetensors", "snapshot.next.safetensors"
 LOGGED = "snapshot.logged.json"
 
 
+def state_dir_of(settings: Settings) -> Path:
+    """The folder of the snapshot diff's state (its last snapshot and ids)."""
+    return settings.data_dir / "snapshot-diff"
+
+
+def record_baseline(store: GraphStore, settings: Settings, log: EventLog) -> bool:
+    """Record the graph as it is as the diff's baseline, unless there is one: called before
+    the first model is trained on the graph, so that whatever reaches the graph after that
+    without a change event (written around kgweave, or by a write killed between the graph
+    and the log) is emitted by the diff's first run. Returns whether it recorded one."""
+    folder = state_dir_of(settings)
+    if (folder / SNAPSHOT).is_file():
+        return False
+    snapshot_diff(store, folder, log, emit=False)
+    return True
+
+
 def _keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> torch.Tensor:
     """One int64 per triple: ((h * R) + r) * E + t."""
     return (triples[:, 0] * num_relations + triples[:, 1]) * num_entities + triples[:, 2]

@@ -32,8 +32,10 @@ Two daemon threads of the server:
   is retried: at-least-once, nothing lost. The served world never waits for either: every
   change is applied at once by the change applier (:mod:`kgweave.changes.apply`).
 
-On its first run the diff records the graph as it is as the baseline (the active model was
-trained on it), so starting the watcher does not retrain by itself.
+The diff's baseline is the graph the first model was trained on (recorded by the bootstrap
+before it trains, :func:`~kgweave.changes.diff.record_baseline`); where there is none (a model
+trained elsewhere), its first run records the graph as it is, so starting the watcher does not
+retrain by itself.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from typing import Any
 
 from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
-from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained
+from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained, state_dir_of
 from kgweave.changes.events import ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Triple
@@ -138,7 +140,7 @@ class RetrainWatcher:
         self.min_events = settings.retrain_min_events
         self.interval_s = settings.retrain_interval_s
         self._store_factory = store_factory
-        self._state_dir = settings.data_dir / "snapshot-diff"
+        self._state_dir = state_dir_of(settings)
         self._staging = settings.data_dir / "incremental"
         self._stop = threading.Event()
         self._wake = threading.Event()
