@@ -379,12 +379,10 @@ def test_a_server_that_stops_answering_is_an_error_not_a_hang(tmp_path: Path) ->
 def _diff_worker_of(parent: int) -> None:
     """A diff worker's start-up, in a process whose server (``parent``) is not its parent:
     the case of a server killed before its worker started."""
-    import time
-
     from kgweave.changes.diff import _worker_started
 
     _worker_started(parent)
-    time.sleep(600)  # (the watch exits the process long before)
+    signal.pause()  # until the watch ends the process (no signal comes)
 
 
 def test_a_diff_worker_whose_server_died_before_it_started_exits() -> None:
@@ -392,5 +390,9 @@ def test_a_diff_worker_whose_server_died_before_it_started_exits() -> None:
 
     worker = multiprocessing.get_context("spawn").Process(target=_diff_worker_of, args=(1,))
     worker.start()
-    worker.join(HANG_GUARD_S)  # a hang guard only: the watch exits at its first check
-    assert worker.exitcode == 0
+    try:
+        worker.join(HANG_GUARD_S)  # a hang guard only: the watch exits at its first check
+        assert worker.exitcode == 0
+    finally:
+        if worker.is_alive():
+            worker.kill()

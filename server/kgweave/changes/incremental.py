@@ -188,13 +188,9 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     # ---- the fixed validation set, ranked among every entity with the same filter twice
     fixed = fixed_validation(settings, art, version, overlay.added)
     held = set(fixed.triples)  # held out by every version: the rest is all trained on
-    new = _ids(sorted(f for f in overlay.added
-                      if f not in held and f[0] not in deleted and f[2] not in deleted),
-               derived)  # fmt: skip
+    added, removed = overlay.trained_changes(held)
+    new, forget = _ids(sorted(added), derived), _ids(sorted(removed), derived)
     gone = overlay.removed
-    # removed facts the version knew (the overlay keeps no other), of entities still there
-    forget = _ids(sorted(f for f in gone if f not in held and not deleted & {f[0], f[2]}),
-                  derived)  # fmt: skip
     if not len(new) and not len(forget):
         raise FailedPreconditionError(
             "the incremental update has no new or removed facts to train on"

@@ -117,6 +117,16 @@ class Overlay:
                 self.removed |= gone | set(facts_of(entity))
         self.events += len(events)
 
+    def trained_changes(self, held: set[Triple]) -> tuple[frozenset[Triple], frozenset[Triple]]:
+        """What an incremental update trains on: the added facts, and the removed ones (the
+        version's, to unlearn), less ``held`` (the fixed validation set, never trained on)
+        and the facts of deleted entities (masked out of every answer anyway)."""
+
+        def live(fact: Triple) -> bool:
+            return fact not in held and fact[0] not in self.deleted and fact[2] not in self.deleted
+
+        return frozenset(filter(live, self.added)), frozenset(filter(live, self.removed))
+
     def mentioned(self) -> set[str]:
         """Every entity the overlay names (as an end of an added fact or with text)."""
         ends = {f[0] for f in self.added} | {f[2] for f in self.added}

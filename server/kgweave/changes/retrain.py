@@ -383,9 +383,7 @@ class RetrainWatcher:
             if offset <= position:
                 return  # the applier has not reached the pending events yet
             fixed = load_fixed(self.settings)
-            held = set(fixed.triples) if fixed is not None else set()
-            gone = {f for f in overlay.removed if not overlay.deleted & {f[0], f[2]}}
-            new = (frozenset(overlay.added - held), frozenset(gone - held))
+            new = overlay.trained_changes(set(fixed.triples) if fixed is not None else set())
             if not any(new) or new == self._trained:
                 # nothing to train on or unlearn: facts the fixed validation set holds out,
                 # facts of deleted entities (masked out anyway), or what the last update (not
