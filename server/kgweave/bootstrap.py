@@ -32,7 +32,6 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
     """Open the graph (importing the demo into an empty embedded one), make sure a model
     exists (training the first from a graph snapshot), and load it."""
     from kgweave.changes.diff import record_baseline
-    from kgweave.changes.retrain import retraining_wanted
     from kgweave.engine import open_dataset
     from kgweave.graph.connect import open_store
     from kgweave.graph.embedded import EmbeddedFalkorDB
@@ -56,9 +55,9 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
     plane.graph_health.start()  # serve watches the graph (and owns the embedded one)
     if plane.versions.load_active() is None:
         log.info("no model yet: training the first one on a snapshot of the graph")
-        if retraining_wanted(settings):  # (else no diff runs: no export for it)
-            # what reaches the graph from now on without an event is the diff's to emit
-            record_baseline(store, settings, plane.changes.event_log)
+        # what reaches the graph from now on without an event is the snapshot diff's to emit
+        # (recorded even when no diff runs now: a watcher started later finds it)
+        record_baseline(store, settings, plane.changes.event_log)
         out = settings.jobs_dir / "bootstrap" / "model"
         shutil.rmtree(out, ignore_errors=True)
 
