@@ -57,7 +57,8 @@ def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DataPlane, Api]]:
     monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
     monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
     monkeypatch.setenv("KGWEAVE_INCREMENTAL_STEPS", "30")
-    monkeypatch.setenv("KGWEAVE_FULL_RETRAIN_DRIFT", "0")  # only incremental updates here
+    if "KGWEAVE_FULL_RETRAIN_DRIFT" not in os.environ:  # (a test's own fixture may set it)
+        monkeypatch.setenv("KGWEAVE_FULL_RETRAIN_DRIFT", "0")  # only incremental updates here
     settings = get_settings()
     plane = prepare_plane(settings, progress=False)  # embedded graph, demo, first model
     server = ServerThread(plane)
@@ -225,6 +226,11 @@ def test_a_worse_update_is_refused_with_its_reason(
     metrics = plane.metrics.render().decode()
     assert 'kgweave_retrain_jobs_total{kind="incremental",outcome="refused"} 1.0' in metrics
     assert 'kgweave_trained_lag_seconds_count{kind="incremental"}' not in metrics
+    # full retrains are off here: updates go on from v0001, and the status says why
+    changes = api.admin.Status(admin_pb2.StatusRequest(), timeout=HANG_GUARD_S).changes
+    assert changes.updates_skipped.startswith("update v0002 was refused (not activated: MRR")
+    assert "full retrains are off" in changes.updates_skipped
+    assert watcher.state.jobs_started == 0
     # the fact stays served as known (the overlay), on the version still active
     assert api.candidate(*fact).known
     assert plane.versions.active().version.startswith("v0001@")
@@ -235,6 +241,50 @@ def test_a_worse_update_is_refused_with_its_reason(
     assert "decision" in out.splitlines()[0]
     line = next(row for row in out.splitlines() if "v0002" in row)
     assert "not activated: MRR on the fixed validation set" in line
+
+
+@pytest.fixture
+def full_retrains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full retrains on (by drift, as by default), out of reach of the tests' few events."""
+    monkeypatch.setenv("KGWEAVE_FULL_RETRAIN_DRIFT", "0.9")
+
+
+def test_a_refused_update_starts_a_full_retrain(
+    wrecking: None, full_retrains: None, running: tuple[DataPlane, Api]
+) -> None:
+    """Updates warm-start from the active version and are judged against the full training
+    they descend from, so once one is refused the next would be too: a full retrain on the
+    graph starts over (trained on the written fact), updates wait for it, then go on."""
+    plane, api = running
+    watcher = plane.changes.retrainer
+    assert watcher is not None
+    fact = ("alan_turing", "born_in", "paris")
+    assert api.write([fact]).applied
+    wait_for(lambda: watcher.state.jobs_started == 1, "a full retrain")
+    assert watcher.state.updates_started == 1 and watcher.state.updates_registered == 1
+    assert not api.models()["v0002"].active
+    changes = api.admin.Status(admin_pb2.StatusRequest(), timeout=HANG_GUARD_S).changes
+    assert changes.full_retrains_started == 1
+    assert changes.updates_skipped.startswith("update v0002 was refused (not activated: MRR")
+    assert changes.updates_skipped.endswith(
+        f"full retrain {watcher.state.last_job} starts over, updates wait for it"
+    )
+    # a write while it trains is served at once, and waits for it (no update starts)
+    later = ("alan_turing", "field_of_work", "chemistry")
+    assert api.write([later]).applied and api.candidate(*later).known
+    wait_for(lambda: "v0003" in api.models(), "the full retrain's version")
+    assert watcher.state.updates_started == 1
+    retrained = load_artifact(plane.settings.models_dir / "v0003")
+    assert "incremental" not in retrained.config  # a full training, on the graph
+    e, r = retrained.entities.index, retrained.relations.index
+    row = torch.tensor([e[fact[0]], r[fact[1]], e[fact[2]]])
+    assert (retrained.known == row).all(dim=1).any()  # the refused update's fact trained in
+    # settled: the status is clear, and updates go on (whichever version the policy serves)
+    wait_for(lambda: not api.admin.Status(admin_pb2.StatusRequest(), timeout=HANG_GUARD_S)
+             .changes.updates_skipped, "the status cleared")  # fmt: skip
+    assert api.candidate(*later).known
+    assert api.write([("alan_turing", "citizen_of", "germany")]).applied
+    wait_for(lambda: watcher.state.updates_started == 2, "updates going on")
 
 
 def test_removed_fact_is_unlearned_by_an_update(

@@ -70,21 +70,29 @@ log = logging.getLogger(__name__)
 #: the event-log consumers of full retrains and of incremental updates
 CONSUMER = "retrain"
 INCREMENTAL = "incremental"
+#: why updates skip the changes while a joint model is served (after its version)
+JOINT_SKIPPED = (
+    "is a joint model: incremental updates would lose its language side; changes are served "
+    "as applied until a full (joint) retrain"
+)
 #: the facts an incremental update trains on: (added, removed)
 Changed = tuple[frozenset[Triple], frozenset[Triple]]
 
 
-def retraining_wanted(settings: Settings) -> bool:
-    """Whether ``kgweave serve`` runs the watcher: incremental updates (with the change
-    applier), or full retrains by events, drift or schedule; each alone is enough, and the
-    snapshot diff, its safety net, comes with it."""
-    updates = settings.incremental_updates and settings.apply_changes
-    full = (
+def full_retrains_on(settings: Settings) -> bool:
+    """Whether full retrains run at all: by events, drift or schedule."""
+    return (
         settings.retrain_min_events > 0
         or settings.full_retrain_drift > 0
         or settings.full_retrain_interval_s > 0
     )
-    return updates or full
+
+
+def retraining_wanted(settings: Settings) -> bool:
+    """Whether ``kgweave serve`` runs the watcher: incremental updates (with the change
+    applier), or full retrains (:func:`full_retrains_on`); each alone is enough, and the
+    snapshot diff, its safety net, comes with it."""
+    return (settings.incremental_updates and settings.apply_changes) or full_retrains_on(settings)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,9 @@ class RetrainWatcher:
         self._training: Changed = (frozenset(), frozenset())
         self._trained: Changed = (frozenset(), frozenset())
         self._last_full = time.monotonic()
+        #: why a full retrain starts over ("" when none is wanted): an update the policy
+        #: refused; updates wait until the full retrain has settled
+        self._start_over = ""
         #: the graph's counts at the last export, and the log's end offset before them
         self._last_counts: dict[str, int] | None = None
         self._counted_at = 0
@@ -345,13 +356,22 @@ class RetrainWatcher:
             self._began(CONSUMER)
             self.state.jobs_started += 1
             self.state.last_job = job.job_id
+            if self._start_over:
+                self.state.updates_skipped = f"{self._start_over}; full retrain {job.job_id} "
+                self.state.updates_skipped += "starts over, updates wait for it"
             log.info(
-                "retrain: %d change events pending, started job %s", self.state.pending, job.job_id
+                "retrain: %d change events pending, started job %s%s",
+                self.state.pending,
+                job.job_id,
+                f" ({self._start_over})" if self._start_over else "",
             )
             return
-        self._start_update()
+        if not self._start_over:
+            self._start_update()
 
     def _full_due(self) -> bool:
+        if self._start_over:
+            return True
         pending = self.state.pending
         if pending <= 0:
             return False
@@ -423,12 +443,10 @@ class RetrainWatcher:
         are let go by the updates' consumer) until a full retrain, which is joint."""
         current = self.versions.current
         if current is None or "joint" not in current.artifact.config:
-            self.state.updates_skipped = ""
+            if self.state.updates_skipped.endswith(JOINT_SKIPPED):
+                self.state.updates_skipped = ""
             return False
-        why = (
-            f"{current.base_version} is a joint model: incremental updates would lose its "
-            "language side; changes are served as applied until a full (joint) retrain"
-        )
+        why = f"{current.base_version} {JOINT_SKIPPED}"
         if self.state.updates_skipped != why:
             log.info("incremental updates: %s", why)
             self.state.updates_skipped = why
@@ -469,13 +487,33 @@ class RetrainWatcher:
             self.log.commit(consumer, offset)
             if consumer == CONSUMER:
                 self._last_full = time.monotonic()
+                self._start_over = self.state.updates_skipped = ""
             else:
                 self.state.updates_registered += 1
                 self._trained = self._training
+                if job.activated:
+                    self.state.updates_skipped = ""
+                else:
+                    self._refused(job)
             log.info("retrain: job %s registered %s (%s)", job_id, job.model_version, job.message)
         else:
             self.state.last_error = f"job {job_id} {job.state.value}: {job.message}"
             log.warning("retrain: job %s %s (%s); will retry", job_id, job.state, job.message)
+
+    def _refused(self, job: Job) -> None:
+        """An update the policy refused: later updates would warm-start from the same version
+        (and drift from the same full training), so a full retrain starts over, when full
+        retrains are on; else updates go on, and the status says so."""
+        why = f"update {job.model_version} was refused ({job.message})"
+        if full_retrains_on(self.settings):
+            self._start_over = why
+            log.warning("retrain: %s; a full retrain starts over", why)
+            return
+        self.state.updates_skipped = (
+            f"{why}; full retrains are off (KGWEAVE_FULL_RETRAIN_DRIFT, "
+            "KGWEAVE_FULL_RETRAIN_INTERVAL_S, KGWEAVE_RETRAIN_MIN_EVENTS)"
+        )
+        log.warning("retrain: %s", self.state.updates_skipped)
 
     def _training_config(self) -> dict[str, Any]:
         """The active model's training settings (the defaults when none is active); a joint
