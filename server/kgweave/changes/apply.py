@@ -127,6 +127,9 @@ class Extended:
 class ChangeApplier:
     """Applies the event log's change batches to the served version (see the module doc)."""
 
+    #: how long :meth:`stop` waits for each of its threads
+    STOP_WAIT_S = 30.0
+
     def __init__(
         self,
         settings: Settings,
@@ -157,6 +160,7 @@ class ChangeApplier:
         #: called after each batch is served (the retrain watcher's wake-up)
         self.listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="kgweave-apply", daemon=True)
+        self._text_thread: threading.Thread | None = None  # the cold-start fit, when started
         versions.derive = self.rebase
 
     @property
@@ -191,13 +195,20 @@ class ChangeApplier:
                     self._refresh = True
             self._wake.set()
 
-        threading.Thread(target=fit, name="kgweave-apply-text", daemon=True).start()
+        self._text_thread = threading.Thread(target=fit, name="kgweave-apply-text", daemon=True)
+        self._text_thread.start()
 
     def stop(self) -> None:
+        """Stop applying; wait (a bounded time) for the thread and the cold-start fit: a
+        process that exits while a thread of it runs torch kernels can abort in its C++
+        teardown ("terminate called without an active exception")."""
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        for thread in (self._thread, self._text_thread):
+            if thread is not None and thread.is_alive():
+                if thread is self._text_thread:
+                    log.info("waiting for the cold-start text encoding to finish")
+                thread.join(timeout=self.STOP_WAIT_S)
         if self.versions.derive == self.rebase:
             self.versions.derive = None
 
