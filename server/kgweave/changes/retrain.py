@@ -507,7 +507,7 @@ class RetrainWatcher:
         why = f"update {job.model_version} was refused ({job.message})"
         if full_retrains_on(self.settings):
             self._start_over = why
-            log.warning("retrain: %s; a full retrain starts over", why)
+            log.warning("retrain: %s; starting a full retrain", why)
             return
         self.state.updates_skipped = (
             f"{why}; full retrains are off (KGWEAVE_FULL_RETRAIN_DRIFT, "
