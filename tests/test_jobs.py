@@ -193,8 +193,12 @@ def test_joint_job_registers_a_version_that_completes(python_server: ServerThrea
 
     admin, channel = admin_stub(python_server)
     job = start(admin, admin_pb2.ACTIVATION_POLICY_ALWAYS, epochs=10, dim=16, joint=True)
-    final = job_updates(admin, job.job_id)[-1]
+    updates = job_updates(admin, job.job_id)
+    final = updates[-1]
     assert final.state == admin_pb2.JOB_STATE_SUCCEEDED, final.message
+    # its progress: the KGE half's epochs, then the later phases by name
+    assert final.epoch > 0 and final.epochs == 10
+    assert {"text fusion", "language model"} <= {u.phase for u in updates}, updates
     assert final.model_version == "v0002" and final.activated
     knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
     reply = knowledge.Complete(

@@ -165,6 +165,15 @@ def run_training(
             "triples": len(dataset.split("valid")),
         }
     report({"phase": "training", "epochs": config.epochs, "dataset": dataset.summary()})
+    started = time.monotonic()
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        per_epoch = (time.monotonic() - started) / row["epoch"]
+        eta = per_epoch * (config.epochs - row["epoch"])
+        if config.time_budget_s is not None:
+            eta = min(eta, max(config.time_budget_s - row["seconds"], 0.0))
+        report({"phase": "training", **row, "eta_s": eta})
+
     if joint:
         from kgweave.language.joint.config import JointConfig
         from kgweave.language.joint.pipeline import train_joint
@@ -177,17 +186,10 @@ def run_training(
             out,
             settings,
             progress=progress,
+            on_epoch=on_epoch,  # the KGE half's epochs (the LM's time is its own phase)
+            on_phase=lambda phase: report({"phase": phase}),
         )
         return dict(result_joint.metrics)
-    started = time.monotonic()
-
-    def on_epoch(row: dict[str, Any]) -> None:
-        per_epoch = (time.monotonic() - started) / row["epoch"]
-        eta = per_epoch * (config.epochs - row["epoch"])
-        if config.time_budget_s is not None:
-            eta = min(eta, max(config.time_budget_s - row["seconds"], 0.0))
-        report({"phase": "training", **row, "eta_s": eta})
-
     try:
         _, metrics, _ = train_model(
             dataset,

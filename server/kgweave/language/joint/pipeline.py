@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,12 +176,16 @@ def train_joint(
     settings: Settings,
     progress: bool = True,
     text_vectors: torch.Tensor | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> JointResult:
     """Train the KGE model and the LM together and write one artifact folder to ``out``.
 
     Args:
         text_vectors: shape (N, Dt) entity text vectors in the dataset's id order; default:
             encoded with the ``text_encoder`` setting.
+        on_epoch, on_phase: the KGE half's epoch rows, and each later phase's name ("text
+            fusion", "language model", "completion fit"): a job's progress.
     Returns:
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
     """
@@ -195,8 +200,9 @@ def train_joint(
 
     # ---- LM -> KG (+ alignment)
     model, enhanced, align, kge_history, valid_metrics = train_text_enhanced_kge(
-        dataset, config, text.to(device), device, progress
+        dataset, config, text.to(device), device, progress, on_epoch
     )
+    phase = on_phase or (lambda _name: None)
     plain = bake(model, enhanced).to(device)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
     test = evaluate(plain, dataset.split("test").to(device), known.to(device))
@@ -206,6 +212,7 @@ def train_joint(
     # ---- text fusion, fitted on validation
     text_fusion: TextFusion | None = None
     if config.text_fusion and len(dataset.split("valid")):
+        phase("text fusion")
         text_fusion = TextFusion.from_verbalizer(
             text, verbalizer, dataset.entities.labels, dataset.train, dataset.num_relations
         )
@@ -227,6 +234,7 @@ def train_joint(
         }
 
     # ---- KG -> LM: the training facts only (validation and test facts never reach the LM)
+    phase("language model")
     texts, mentions = fact_corpus(dataset, verbalizer)
     lm, tokenizer, base_model, lm_lr = prepare_lm(
         config, settings, dataset, verbalizer, texts, device, progress

@@ -3,6 +3,7 @@ one training loop with an alignment loss (:class:`TextSideHooks`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -114,14 +115,16 @@ def train_text_enhanced_kge(
     text: torch.Tensor,
     device: torch.device,
     progress: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[KGEModel, TextEnhancedEntities, nn.Linear, list[dict[str, Any]], dict[str, float]]:
     """Train the text-enhanced KGE model with its regime's loss plus the alignment loss: the
     one training loop (:func:`kgweave.training.train`, the KGE config's every setting) with
     :class:`TextSideHooks`. Returns the model, its enhanced entity table, the alignment
-    projection, the history and the best validation metrics."""
+    projection, the history and the best validation metrics. ``on_epoch``: each epoch's
+    history row (a job's progress)."""
     hooks = TextSideHooks(config, text)
     kge = config.kge.model_copy(update={"seed": config.seed})
-    result = train(dataset, kge, device=device, progress=progress, hooks=hooks)
+    result = train(dataset, kge, device=device, progress=progress, hooks=hooks, on_epoch=on_epoch)
     assert hooks.enhanced is not None and hooks.align is not None
     valid = dict(result.best_valid.metrics) if result.best_valid is not None else {}
     return result.model, hooks.enhanced, hooks.align, result.history, valid
