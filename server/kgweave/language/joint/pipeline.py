@@ -184,8 +184,8 @@ def train_joint(
     Args:
         text_vectors: shape (N, Dt) entity text vectors in the dataset's id order; default:
             encoded with the ``text_encoder`` setting.
-        on_epoch, on_phase: the KGE half's epoch rows, and each later phase's name ("text
-            fusion", "language model", "completion fit"): a job's progress.
+        on_epoch, on_phase: the KGE half's epoch rows, and the later phases' names ("text
+            fusion", "language model"): a job's progress.
     Returns:
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
     """
