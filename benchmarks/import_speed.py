@@ -2,7 +2,9 @@
 """Import speed into the embedded FalkorDB: triples per second for a whole dataset.
 
 Starts a fresh embedded server in a temporary folder, imports every split of the dataset with
-its entity text (``kgweave import`` does the same), checks the counts, and prints one JSON line.
+its entity text (``kgweave import`` does the same), checks the counts, then measures two
+restarts: after a kill -9 of the server right after the import (its append-only file replayed)
+and after a clean stop, each with the counts checked again. Prints one JSON line.
 
     python benchmarks/import_speed.py --datasets-dir ../shared/datasets --dataset fb15k-237
 """
@@ -11,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import signal
 import tempfile
+import time
 
 from kgweave.data import load_dataset
 from kgweave.graph import EmbeddedFalkorDB
@@ -37,9 +42,24 @@ def main() -> None:
             report = import_dataset(store, dataset, progress=False)
             report["counts"] = store.counts()
             report["batch_size"] = args.batch_size
+            os.kill(info.pid, signal.SIGKILL)  # a crash: nothing saved beyond the log
+            os.waitpid(info.pid, 0)
+            report["restart_after_kill"] = _restart(server, args.batch_size, report["counts"])
+            server.stop()
+            report["restart_after_stop"] = _restart(server, args.batch_size, report["counts"])
         finally:
             server.stop()
     print(json.dumps(report))
+
+
+def _restart(
+    server: EmbeddedFalkorDB, batch_size: int, counts: dict[str, int]
+) -> dict[str, object]:
+    began = time.monotonic()
+    info = server.start()
+    ready = time.monotonic() - began
+    store = FalkorDBStore(info.host, info.port, batch_size=batch_size, password=info.password())
+    return {"ready_s": round(ready, 2), "counts_equal": store.counts() == counts}
 
 
 if __name__ == "__main__":

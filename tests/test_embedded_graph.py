@@ -204,3 +204,125 @@ def test_a_worker_never_starts_the_embedded_graph(tmp_path: Path) -> None:
     with pytest.raises(FailedPreconditionError, match="embedded graph database is not running"):
         open_store(None, settings, start=False)
     assert EmbeddedFalkorDB(settings.graph_dir).status() is None
+
+
+class _SlowLoader:
+    """A listener that answers nothing (as a FalkorDB replaying a long command of its
+    append-only file) until ``loaded`` is set, then answers AUTH and GRAPH.LIST as a ready
+    one does."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.loaded = threading.Event()
+        self.probes = 0
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.probes += 1
+            if not self.loaded.is_set():
+                self.held.append(conn)  # connected, never answered
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"+OK\r\n")
+                conn.recv(4096)
+                conn.sendall(b"*0\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_server_still_loading_its_data_is_waited_for_not_killed(tmp_path: Path) -> None:
+    """The start's timeout bounds only the wait for the port: a server that listens but does
+    not answer yet (loading a big append-only file) is waited for, however long it takes."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    embedded = EmbeddedFalkorDB(tmp_path / "graph")
+    embedded.folder.mkdir(parents=True)
+    loader = _SlowLoader()
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    began = time.monotonic()
+    result: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: result.append(embedded._wait_ready(process, loader.port, timeout=0.2))
+    )
+    try:
+        waiter.start()
+        # loading for well past the timeout (a lower bound, whatever the machine's speed)
+        while loader.probes < 3 or time.monotonic() - began < 1.0:
+            assert waiter.is_alive(), f"the start gave up while the server was loading: {result}"
+            time.sleep(0.05)
+        loader.loaded.set()
+        waiter.join()
+        info = result[0]
+        assert getattr(info, "port", None) == loader.port and info.pid == process.pid  # type: ignore[attr-defined]
+        assert embedded.state_file.is_file()
+    finally:
+        loader.close()
+        process.kill()
+        process.wait()
+
+
+def test_a_server_that_never_listens_is_given_up(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from kgweave.errors import GraphUnavailableError
+    from kgweave.graph.embedded import free_port
+
+    embedded = EmbeddedFalkorDB(tmp_path / "graph")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        with pytest.raises(GraphUnavailableError, match="did not open its port within"):
+            embedded._wait_ready(process, free_port(), timeout=0.3)
+        assert process.wait(timeout=30) != 0  # killed
+    finally:
+        process.kill()
+
+
+def test_writes_are_logged_as_effects_and_the_log_is_compacted(server: EmbeddedFalkorDB) -> None:
+    """Writes reach the append-only file as effects (no query is replayed at a restart), a
+    compaction rewrites it as a snapshot, and the graph survives both."""
+    import time
+
+    info = server.start()
+    db = FalkorDB(host=info.host, port=info.port, password=info.password())
+    graph = db.select_graph("kg")
+    graph.query("CREATE INDEX FOR (e:Entity) ON (e.id)")
+    graph.query("UNWIND range(1, 500) AS i CREATE (:Entity {id: toString(i)})")
+    graph.query(
+        "UNWIND range(1, 499) AS i MATCH (a:Entity {id: toString(i)}), "
+        "(b:Entity {id: toString(i + 1)}) CREATE (a)-[:NEXT]->(b)"
+    )
+    aof = Path(info.data_dir) / "appendonlydir"
+    logged = b"".join(f.read_bytes() for f in aof.glob("*.incr.aof"))
+    assert b"GRAPH.EFFECT" in logged and b"UNWIND" not in logged
+    server.compact(info)
+    connection = db.connection
+
+    def rewritten() -> bool:
+        persistence = connection.info("persistence")
+        if persistence["aof_rewrite_in_progress"] or persistence.get("aof_rewrite_scheduled"):
+            return False
+        return b"GRAPH.EFFECT" not in b"".join(f.read_bytes() for f in aof.glob("*.incr.aof"))
+
+    while not rewritten():  # the rewrite runs in a forked child: wait for it to finish
+        time.sleep(0.05)
+    server.stop()
+    info = server.start()
+    graph = FalkorDB(host=info.host, port=info.port, password=info.password()).select_graph("kg")
+    assert graph.query("MATCH (:Entity)-[r:NEXT]->(:Entity) RETURN count(r)").result_set == [[499]]
