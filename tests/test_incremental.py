@@ -17,7 +17,7 @@ import torch
 import test_freshness as freshness
 from kgweave.artifact import load_artifact
 from kgweave.bootstrap import prepare_plane
-from kgweave.changes.retrain import INCREMENTAL
+from kgweave.changes.retrain import INCREMENTAL, RETRY_MAX_S, retry_delay
 from kgweave.cli.main import main
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
@@ -274,6 +274,9 @@ def test_a_refused_update_starts_a_full_retrain(
     assert api.write([later]).applied and api.candidate(*later).known
     wait_for(lambda: "v0003" in api.models(), "the full retrain's version")
     assert watcher.state.updates_started == 1
+    # a retrain the server started on its own runs at a lowered OS priority
+    job_log = (plane.settings.jobs_dir / watcher.state.last_job / "job.log").read_text()
+    assert f"OS priority: nice {min(os.nice(0) + 10, 19)}\n" in job_log
     retrained = load_artifact(plane.settings.models_dir / "v0003")
     assert "incremental" not in retrained.config  # a full training, on the graph
     e, r = retrained.entities.index, retrained.relations.index
@@ -418,6 +421,7 @@ def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
         # the job fails, its events stay pending, and the update is started again
         wait_for(lambda: any(p != pid for p in worker_pids(jobs)) and running_update(jobs),
                  "the update retried")  # fmt: skip
+        assert server.status().changes.retrain_error.endswith("; retrying in 1 s")
         os.kill(server.process.pid, signal.SIGKILL)  # now the server, mid-update
         server.process.wait()
         server.channel.close()
@@ -504,3 +508,10 @@ def test_kill_9_at_a_point_of_an_update_then_restart(kill: str, tmp_path: Path) 
         for pid in worker_pids(settings.jobs_dir):
             os.kill(pid, signal.SIGKILL)
         EmbeddedFalkorDB(settings.graph_dir).stop()
+
+
+def test_failed_jobs_are_retried_later_and_later() -> None:
+    """A job that fails at once is not restarted at every check: 1 s after the first failure,
+    doubling with each failure in a row, at most RETRY_MAX_S."""
+    assert [retry_delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 16]
+    assert retry_delay(10) == 512 and retry_delay(11) == retry_delay(10_000) == RETRY_MAX_S

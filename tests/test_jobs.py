@@ -5,6 +5,7 @@ Each job runs in its own worker process (spawned), exactly as in production.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def test_job_trains_streams_progress_registers_and_activates(server: ServerThrea
     assert "beats" in final.message
     assert versions(admin) == (["v0002", "v0001"], "v0002")
     assert server.service.versions.active().version == "v0002"
+    # a job a user started runs at the server's OS priority (the server's own are lowered)
+    job_log = (server.service.settings.jobs_dir / job.job_id / "job.log").read_text()
+    assert f"OS priority: nice {os.nice(0)}\n" in job_log
     channel.close()
 
 
@@ -180,6 +184,22 @@ def test_remote_progress_shows_non_finite_numbers() -> None:
         "valid_mrr": "inf",
         "eta": "3s",
     }
+
+
+def test_a_cancelled_joint_job_stops(python_server: ServerThread) -> None:
+    """A joint job is cancelled while it trains (here its KGE half; the LM's training polls
+    the same flag, test_lm.py): it ends cancelled, and nothing is registered."""
+    admin, channel = admin_stub(python_server)
+    job = start(admin, admin_pb2.ACTIVATION_POLICY_ALWAYS, epochs=100_000, dim=16, joint=True)
+    request = admin_pb2.GetJobRequest(job_id=job.job_id)
+    for update in admin.WatchJob(request, timeout=HANG_GUARD_S):
+        if update.epoch >= 1:
+            break
+    admin.CancelJob(request)
+    state = job_updates(admin, job.job_id)[-1]  # the job's own end, however long it takes
+    assert state.state == admin_pb2.JOB_STATE_CANCELLED, state
+    assert not state.model_version and versions(admin) == (["v0001"], "v0001")
+    channel.close()
 
 
 @pytest.mark.slow

@@ -140,3 +140,22 @@ def test_missing_or_unreachable_models_give_clear_errors(tmp_path: Path) -> None
         load_causal_lm(str(tmp_path / "empty"), "cpu")
     with pytest.raises(FailedPreconditionError, match="local folder"):
         load_causal_lm("some-org/some-model-not-cached", "cpu", offline=True)
+
+
+def test_training_stops_when_asked(demo: KGDataset, corpus: list[str]) -> None:
+    """``should_stop`` (a cancelled job) ends the LM's training at the next step."""
+    names = [demo.entity_name(e) for e in demo.entities.labels]
+    tokenizer = train_tokenizer([*corpus, *names], vocab_size=800)
+    model = build_small_lm(tokenizer, n_layer=1, n_embd=32, n_head=2, n_positions=48, dropout=0)
+    polls: list[int] = []
+
+    def should_stop() -> bool:
+        polls.append(1)
+        return len(polls) >= 3
+
+    losses: list[float] = []
+    history = train_lm(
+        model, tokenizer, corpus, epochs=50, batch_size=4, lr=1e-3, device="cpu",
+        progress=False, step_losses=losses, should_stop=should_stop,
+    )  # fmt: skip
+    assert len(losses) == 3 and len(history) == 1

@@ -111,11 +111,16 @@ class DataPlane:
 
     # ---- training and registration
     def start_training(
-        self, config: dict[str, Any], dataset: str = "", policy: str | None = None
+        self,
+        config: dict[str, Any],
+        dataset: str = "",
+        policy: str | None = None,
+        background: bool = False,
     ) -> Job:
-        """Start a training job; its model is registered and activated by ``policy``."""
+        """Start a training job; its model is registered and activated by ``policy``
+        (``background``: its worker at a lowered OS priority)."""
         policy = check_policy(policy or self.settings.activation_policy)
-        job = self.jobs.start(config, dataset, policy)
+        job = self.jobs.start(config, dataset, policy, background=background)
         self.metrics.jobs_running.set(self.jobs.active_count())
         return job
 

@@ -46,8 +46,9 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Protocol
 
 from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
@@ -75,8 +76,53 @@ JOINT_SKIPPED = (
     "is a joint model: incremental updates would lose its language side; changes are served "
     "as applied until a full (joint) retrain"
 )
+#: a failed job is retried after RETRY_BASE_S, doubled at each failure in a row, at most
+#: RETRY_MAX_S (a job that fails at once is not restarted at every check)
+RETRY_BASE_S, RETRY_MAX_S = 1.0, 600.0
+
+
+class SkipKind(StrEnum):
+    """Why pending changes are not given to an incremental update."""
+
+    #: a joint model is served: an update would lose its language side
+    JOINT = "joint"
+    #: an update was refused and full retrains are off: updates go on from the same version
+    REFUSED = "refused"
+    #: an update was refused: a full retrain starts over, and updates wait for it
+    START_OVER = "start_over"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why updates skip changes: its kind, its cause (the joint version's or the refused
+    update's line) and, starting over, the full retrain's job once it started."""
+
+    kind: SkipKind
+    cause: str
+    job: str = ""
+
+    @property
+    def text(self) -> str:
+        """The line status shows (``ChangesStatus.updates_skipped``)."""
+        if self.kind == SkipKind.JOINT:
+            return self.cause
+        if self.kind == SkipKind.REFUSED:
+            return (
+                f"{self.cause}; full retrains are off (KGWEAVE_FULL_RETRAIN_DRIFT, "
+                "KGWEAVE_FULL_RETRAIN_INTERVAL_S, KGWEAVE_RETRAIN_MIN_EVENTS)"
+            )
+        if not self.job:
+            return f"{self.cause}; a full retrain starts over"
+        return f"{self.cause}; full retrain {self.job} starts over, updates wait for it"
+
+
 #: the facts an incremental update trains on: (added, removed)
 Changed = tuple[frozenset[Triple], frozenset[Triple]]
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the watcher starts a job again after ``failures`` failed in a row."""
+    return float(min(RETRY_BASE_S * 2 ** min(failures - 1, 30), RETRY_MAX_S))
 
 
 def full_retrains_on(settings: Settings) -> bool:
@@ -95,6 +141,13 @@ def retraining_wanted(settings: Settings) -> bool:
     return (settings.incremental_updates and settings.apply_changes) or full_retrains_on(settings)
 
 
+class StartJob(Protocol):
+    """Starts a training job of ``config`` on the graph with the server's activation policy
+    (:meth:`kgweave.dataplane.DataPlane.start_training`)."""
+
+    def __call__(self, config: dict[str, Any], *, background: bool = ...) -> Job: ...
+
+
 @dataclass(frozen=True)
 class ServingSide:
     """What of the serving side the change pipeline uses: the served versions, the query
@@ -104,7 +157,7 @@ class ServingSide:
     versions: ModelVersions
     queries: QueryPlane
     jobs: JobManager
-    start_job: Callable[[dict[str, Any]], Job]
+    start_job: StartJob
 
 
 @dataclass
@@ -118,13 +171,25 @@ class RetrainState:
     #: incremental updates started, and those that registered a version
     updates_started: int = 0
     updates_registered: int = 0
-    #: why pending changes were not given to an update ("" when they were)
-    updates_skipped: str = ""
+    #: why pending changes are not given to an update (None when they are)
+    skip: Skip | None = None
     last_job: str = ""
     last_error: str = ""
     #: snapshot diffs run, and those the counts let skip the export
     diffs: int = 0
     diffs_skipped: int = 0
+    #: failed jobs in a row, and when the next job may start (monotonic; 0: at once)
+    failures: int = 0
+    retry_at: float = 0.0
+
+    @property
+    def updates_skipped(self) -> str:
+        """Why pending changes are not given to an update, as status shows it ("" when they
+        are)."""
+        return self.skip.text if self.skip is not None else ""
+
+    def skipping(self, kind: SkipKind) -> bool:
+        return self.skip is not None and self.skip.kind == kind
 
 
 class RetrainWatcher:
@@ -166,9 +231,6 @@ class RetrainWatcher:
         self._training: Changed = (frozenset(), frozenset())
         self._trained: Changed = (frozenset(), frozenset())
         self._last_full = time.monotonic()
-        #: why a full retrain starts over ("" when none is wanted): an update the policy
-        #: refused; updates wait until the full retrain has settled
-        self._start_over = ""
         #: the graph's counts at the last export, and the log's end offset before them
         self._last_counts: dict[str, int] | None = None
         self._counted_at = 0
@@ -325,7 +387,10 @@ class RetrainWatcher:
         while not self._stop.is_set():
             if self._diffed.is_set():
                 self._guarded("retrain check", self._check)
-            self._wake.wait(self.interval_s)
+            wait = self.interval_s
+            if self.state.retry_at:  # (woken for the retry, whatever the interval)
+                wait = min(wait, max(self.state.retry_at - time.monotonic(), 0.01))
+            self._wake.wait(wait)
             self._wake.clear()
 
     def _guarded(self, what: str, step: Callable[[], None]) -> bool:
@@ -350,27 +415,30 @@ class RetrainWatcher:
             return
         end = self.log.end_offset
         self.state.pending = end - self.log.position(CONSUMER)
+        if time.monotonic() < self.state.retry_at:
+            return  # after a failed job: woken at retry_at
+        starting_over = self.state.skipping(SkipKind.START_OVER)
         if self._full_due():
-            job = self._start_job(self._training_config())
+            # at a lowered OS priority: serving comes first (as for updates and the diff)
+            job = self._start_job(self._training_config(), background=True)
             self._job = (job.job_id, CONSUMER, end)
             self._began(CONSUMER)
             self.state.jobs_started += 1
             self.state.last_job = job.job_id
-            if self._start_over:
-                self.state.updates_skipped = f"{self._start_over}; full retrain {job.job_id} "
-                self.state.updates_skipped += "starts over, updates wait for it"
+            if starting_over and self.state.skip is not None:
+                self.state.skip = replace(self.state.skip, job=job.job_id)
             log.info(
                 "retrain: %d change events pending, started job %s%s",
                 self.state.pending,
                 job.job_id,
-                f" ({self._start_over})" if self._start_over else "",
+                f" ({self.state.updates_skipped})" if starting_over else "",
             )
             return
-        if not self._start_over:
+        if not starting_over:
             self._start_update()
 
     def _full_due(self) -> bool:
-        if self._start_over:
+        if self.state.skipping(SkipKind.START_OVER):
             return True
         pending = self.state.pending
         if pending <= 0:
@@ -443,13 +511,13 @@ class RetrainWatcher:
         are let go by the updates' consumer) until a full retrain, which is joint."""
         current = self.versions.current
         if current is None or "joint" not in current.artifact.config:
-            if self.state.updates_skipped.endswith(JOINT_SKIPPED):
-                self.state.updates_skipped = ""
+            if self.state.skipping(SkipKind.JOINT):
+                self.state.skip = None
             return False
         why = f"{current.base_version} {JOINT_SKIPPED}"
         if self.state.updates_skipped != why:
             log.info("incremental updates: %s", why)
-            self.state.updates_skipped = why
+            self.state.skip = Skip(SkipKind.JOINT, why)
         end = self.log.end_offset
         if self.log.position(INCREMENTAL) < end:  # (not a file write per check)
             self.log.commit(INCREMENTAL, end)
@@ -485,20 +553,26 @@ class RetrainWatcher:
             if consumer == INCREMENTAL and job.activated:
                 killpoints.reached("update-registered", server=True)
             self.log.commit(consumer, offset)
+            self.state.failures, self.state.retry_at = 0, 0.0
             if consumer == CONSUMER:
                 self._last_full = time.monotonic()
-                self._start_over = self.state.updates_skipped = ""
+                self.state.skip = None  # (a joint model's reason is made again at the check)
             else:
                 self.state.updates_registered += 1
                 self._trained = self._training
                 if job.activated:
-                    self.state.updates_skipped = ""
+                    self.state.skip = None
                 else:
                     self._refused(job)
             log.info("retrain: job %s registered %s (%s)", job_id, job.model_version, job.message)
         else:
-            self.state.last_error = f"job {job_id} {job.state.value}: {job.message}"
-            log.warning("retrain: job %s %s (%s); will retry", job_id, job.state, job.message)
+            self.state.failures += 1
+            delay = retry_delay(self.state.failures)
+            self.state.retry_at = time.monotonic() + delay
+            self.state.last_error = (
+                f"job {job_id} {job.state.value}: {job.message}; retrying in {delay:.0f} s"
+            )
+            log.warning("retrain: %s", self.state.last_error)
 
     def _refused(self, job: Job) -> None:
         """An update the policy refused: later updates would warm-start from the same version
@@ -506,13 +580,10 @@ class RetrainWatcher:
         retrains are on; else updates go on, and the status says so."""
         why = f"update {job.model_version} was refused ({job.message})"
         if full_retrains_on(self.settings):
-            self._start_over = why
+            self.state.skip = Skip(SkipKind.START_OVER, why)
             log.warning("retrain: %s; starting a full retrain", why)
             return
-        self.state.updates_skipped = (
-            f"{why}; full retrains are off (KGWEAVE_FULL_RETRAIN_DRIFT, "
-            "KGWEAVE_FULL_RETRAIN_INTERVAL_S, KGWEAVE_RETRAIN_MIN_EVENTS)"
-        )
+        self.state.skip = Skip(SkipKind.REFUSED, why)
         log.warning("retrain: %s", self.state.updates_skipped)
 
     def _training_config(self) -> dict[str, Any]:

@@ -152,11 +152,18 @@ class JobManager:
 
     # ---- commands
     def start(
-        self, config: dict[str, Any], dataset: str, policy: str, spec: dict[str, Any] | None = None
+        self,
+        config: dict[str, Any],
+        dataset: str,
+        policy: str,
+        spec: dict[str, Any] | None = None,
+        background: bool = False,
     ) -> Job:
         """Queue a job and start its worker process; returns at once. ``spec``: the worker's
         spec as it is (an incremental update, :mod:`kgweave.changes.incremental`) instead of
-        a training run (or a search: ``config["tuning"]``) of ``config`` on ``dataset``."""
+        a training run (or a search: ``config["tuning"]``) of ``config`` on ``dataset``;
+        ``background``: the run's worker at a lowered OS priority (a retrain the server
+        started on its own: serving comes first)."""
         if spec is None:
             try:  # refuse bad ones now
                 TrainConfig(**{k: v for k, v in config.items() if k not in ("joint", "tuning")})
@@ -187,6 +194,8 @@ class JobManager:
         folder.mkdir(parents=True, exist_ok=True)
         self._save(job.snapshot())
         spec = spec if spec is not None else {"config": config, "dataset": dataset}
+        if background:
+            spec = {**spec, "background": True}
         warm = bool(spec.get("warm"))
         try:
             worker = self._submit(job.job_id, spec, str(folder / "model"), warm)

@@ -180,15 +180,21 @@ def run_training(
 
         if should_stop is not None and should_stop():
             return None
-        result_joint = train_joint(
-            dataset,
-            JointConfig.model_validate({"kge": config, "language_model": settings.language_model}),
-            out,
-            settings,
-            progress=progress,
-            on_epoch=on_epoch,  # the KGE half's epochs (the LM's time is its own phase)
-            on_phase=lambda phase: report({"phase": phase}),
-        )
+        try:
+            result_joint = train_joint(
+                dataset,
+                JointConfig.model_validate(
+                    {"kge": config, "language_model": settings.language_model}
+                ),
+                out,
+                settings,
+                progress=progress,
+                on_epoch=on_epoch,  # the KGE half's epochs (the LM's time is its own phase)
+                on_phase=lambda phase: report({"phase": phase}),
+                should_stop=should_stop,
+            )
+        except TrainingCancelledError:
+            return None
         return dict(result_joint.metrics)
     try:
         _, metrics, _ = train_model(

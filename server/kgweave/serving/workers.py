@@ -50,8 +50,9 @@ ORPHANED_EXIT = 75
 WORKER_LOCK, RESULT = "worker.lock", "result.json"
 #: what the updater imports when it starts, before its first job
 WARM_IMPORTS = ("torch", "kgweave.changes.incremental")
-#: the updater's OS priority, lowered: the serving process's queries come first on a busy
-#: machine (PredictLinks p99 while updates run, docs/benchmarks.md)
+#: the OS priority of the updater and of background jobs (retrains the server started on its
+#: own), lowered: the serving process's queries come first on a busy machine (PredictLinks
+#: p99 while updates run, docs/benchmarks.md)
 UPDATER_NICE = 10
 
 
@@ -131,6 +132,9 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
         importlib.import_module(name)
     while True:
         job_id, spec, out, settings_json = jobs.get()
+        if once and spec.get("background"):  # (the updater is lowered already)
+            with contextlib.suppress(OSError):
+                os.nice(UPDATER_NICE)
         run_one(spec, Path(out), settings_json, events, lambda j=job_id: j in cancelled)
         if once:
             return
@@ -162,6 +166,7 @@ def run_one(
         lock.write(str(os.getpid()))
         lock.flush()
         try:
+            log.info("worker pid %d, OS priority: nice %d", os.getpid(), os.nice(0))
             settings = Settings.model_validate_json(settings_json)
             metrics = run_job(JobRun(spec, out, settings, report, should_stop))
             if metrics is None:

@@ -346,6 +346,7 @@ def train_lm(
     time_budget_s: float | None = None,
     max_steps: int | None = None,
     step_losses: list[float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, float]]:
     """Train a causal LM on ``texts`` with next-token cross-entropy (AdamW, cosine decay).
 
@@ -361,6 +362,8 @@ def train_lm(
             covers the part of the epoch that ran.
         max_steps: stop after this many optimiser steps (the same way).
         step_losses: when given, each step's loss is appended (for a loss curve).
+        should_stop: polled every step; ``True`` ends training early, as the budget does (a
+            cancelled job).
     Returns:
         one row per epoch: ``epoch``, ``loss`` (mean over the epoch's tokens), ``tokens``,
         ``seconds``.
@@ -429,7 +432,11 @@ def train_lm(
             if step_losses is not None:
                 step_losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{step_losses[-1]:.3f}", refresh=False)
-            if time.perf_counter() - started >= budget or steps == max_steps:
+            if (
+                time.perf_counter() - started >= budget
+                or steps == max_steps
+                or (should_stop is not None and should_stop())
+            ):
                 out_of_time = True
                 break
         mean = float(loss_sum) / max(tokens, 1)  # sync point: the CPU waits for the device

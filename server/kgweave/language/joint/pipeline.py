@@ -60,6 +60,7 @@ from kgweave import atomic
 from kgweave.artifact import load_artifact, save_artifact
 from kgweave.data.dataset import KGDataset
 from kgweave.device import resolve_device
+from kgweave.engine import TrainingCancelledError
 from kgweave.errors import InvalidArgumentError
 from kgweave.evaluation.ranking import build_filter, evaluate
 from kgweave.language.components.lm import EncodedBatch, train_lm
@@ -178,6 +179,7 @@ def train_joint(
     text_vectors: torch.Tensor | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> JointResult:
     """Train the KGE model and the LM together and write one artifact folder to ``out``.
 
@@ -186,9 +188,18 @@ def train_joint(
             encoded with the ``text_encoder`` setting.
         on_epoch, on_phase: the KGE half's epoch rows, and the later phases' names ("text
             fusion", "language model"): a job's progress.
+        should_stop: polled in every training step and between phases; ``True`` ends the run
+            with nothing written (a cancelled job).
     Returns:
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
+    Raises:
+        TrainingCancelledError: ``should_stop`` ended the run.
     """
+
+    def check_stop() -> None:
+        if should_stop is not None and should_stop():
+            raise TrainingCancelledError
+
     started = time.perf_counter()
     spec = lm_spec(config, settings)
     if spec != SMALL_LM:  # fetch the LM, or fail for want of it, before the KGE half runs
@@ -200,8 +211,9 @@ def train_joint(
 
     # ---- LM -> KG (+ alignment)
     model, enhanced, align, kge_history, valid_metrics = train_text_enhanced_kge(
-        dataset, config, text.to(device), device, progress, on_epoch
+        dataset, config, text.to(device), device, progress, on_epoch, should_stop
     )
+    check_stop()
     phase = on_phase or (lambda _name: None)
     plain = bake(model, enhanced).to(device)
     known = build_filter(dataset.all_triples(), dataset.num_entities, dataset.num_relations)
@@ -234,6 +246,7 @@ def train_joint(
         }
 
     # ---- KG -> LM: the training facts only (validation and test facts never reach the LM)
+    check_stop()
     phase("language model")
     texts, mentions = fact_corpus(dataset, verbalizer)
     lm, tokenizer, base_model, lm_lr = prepare_lm(
@@ -278,7 +291,9 @@ def train_joint(
         time_budget_s=budget,
         max_steps=config.lm_max_steps,
         step_losses=step_losses,
+        should_stop=should_stop,
     )
+    check_stop()
     metrics["lm"] = {
         "final_loss": lm_history[-1]["loss"] if lm_history else None,
         "steps": len(step_losses),

@@ -116,15 +116,25 @@ def train_text_enhanced_kge(
     device: torch.device,
     progress: bool,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[KGEModel, TextEnhancedEntities, nn.Linear, list[dict[str, Any]], dict[str, float]]:
     """Train the text-enhanced KGE model with its regime's loss plus the alignment loss: the
     one training loop (:func:`kgweave.training.train`, the KGE config's every setting) with
     :class:`TextSideHooks`. Returns the model, its enhanced entity table, the alignment
     projection, the history and the best validation metrics. ``on_epoch``: each epoch's
-    history row (a job's progress)."""
+    history row (a job's progress); ``should_stop``: polled every step, ``True`` ends the
+    training early (a cancelled job)."""
     hooks = TextSideHooks(config, text)
     kge = config.kge.model_copy(update={"seed": config.seed})
-    result = train(dataset, kge, device=device, progress=progress, hooks=hooks, on_epoch=on_epoch)
+    result = train(
+        dataset,
+        kge,
+        device=device,
+        progress=progress,
+        hooks=hooks,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+    )
     assert hooks.enhanced is not None and hooks.align is not None
     valid = dict(result.best_valid.metrics) if result.best_valid is not None else {}
     return result.model, hooks.enhanced, hooks.align, result.history, valid
