@@ -334,8 +334,11 @@ class DiffWorker:
 def _worker_started(parent: int) -> None:
     """In the diff worker: lowered priority, and gone as soon as its server (``parent``) is,
     even when the server died before the worker got this far."""
+    from kgweave.serving.workers import thread_locked_progress
+
     with contextlib.suppress(OSError):
         os.nice(10)
+    thread_locked_progress()
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -101,6 +101,16 @@ class Worker:
         self.process.join(timeout=10)
 
 
+def thread_locked_progress() -> None:
+    """Progress bars of this (child) process lock with a thread lock: tqdm's default is a
+    process-shared semaphore, which a worker that ends with ``os._exit`` (its server gone)
+    never releases, and the resource tracker then warns of at the server's exit ("leaked
+    semaphore objects")."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...] = ()) -> None:
     """Entry point of a worker process: run the jobs the server sends, one at a time (only the
     first when ``once``).
@@ -124,6 +134,7 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
             os._exit(ORPHANED_EXIT)  # the server died: nobody is waiting for this run
 
     threading.Thread(target=watch_server, name="kgweave-lifeline", daemon=True).start()
+    thread_locked_progress()
     reuse_freed_memory()  # a fresh process: tuned as the CLI's
     if not once:
         with contextlib.suppress(OSError):
