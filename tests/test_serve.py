@@ -155,7 +155,9 @@ def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
         **os.environ,
         "KGWEAVE_GRPC_PORT": str(grpc_port),
         "KGWEAVE_HTTP_PORT": str(http_port),
-        "KGWEAVE_BOOTSTRAP_EPOCHS": "30",
+        # more epochs than the first model's budget allows: served once the budget is spent
+        "KGWEAVE_BOOTSTRAP_EPOCHS": "100000",
+        "KGWEAVE_BOOTSTRAP_BUDGET_S": "2",
         "KGWEAVE_LOG_FORMAT": "json",
     }
     log = (tmp_path / "serve.log").open("w")
@@ -211,6 +213,12 @@ def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
                  if line.startswith("{")]  # fmt: skip
         messages = [entry["msg"] for entry in lines]
         assert any("demo graph" in m for m in messages)
+        assert any(m.startswith("first model v0001: recipe ") for m in messages), messages
+        assert any(
+            m.startswith("the first model's training stopped in epoch ")
+            and "of 100000, at KGWEAVE_BOOTSTRAP_BUDGET_S=2s" in m
+            for m in messages
+        ), messages
         assert any(m.startswith("semantic search warm") for m in messages), messages
         assert any(m.startswith("shutting down") for m in messages)
         assert messages[-1] == "stopped"

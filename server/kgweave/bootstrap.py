@@ -65,12 +65,31 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
             if "phase" in event and "epoch" not in event:
                 log.info("first model: %s", event["phase"])
 
-        run_training(
-            {"config": {"epochs": settings.bootstrap_epochs}, "dataset": ""},
-            out, settings, report, progress=progress,
-        )  # fmt: skip
+        config: dict[str, Any] = {"epochs": settings.bootstrap_epochs}
+        if settings.bootstrap_budget_s > 0:
+            config["time_budget_s"] = settings.bootstrap_budget_s
+        run_training({"config": config, "dataset": ""}, out, settings, report, progress=progress)
         version = plane.versions.registry.register(out).version
         plane.versions.activate(version)
+        trained = plane.versions.active().artifact.config
+        recipe, run = trained.get("recipe", {}), trained.get("run", {})
+        log.info(
+            "first model %s: recipe %s (%s), %s, validation MRR %.4f",
+            version,
+            recipe.get("name", "?"),
+            recipe.get("reason", ""),
+            f"{run.get('train_seconds', 0):.0f} s of training",
+            float(trained.get("metrics", {}).get("valid", {}).get("mrr", 0.0)),
+        )
+        if run.get("stopped_because") == "time_budget":
+            log.warning(
+                "the first model's training stopped in epoch %d of %d, at "
+                "KGWEAVE_BOOTSTRAP_BUDGET_S=%gs, and is served as it is; `kgweave train "
+                "--remote` trains a better one beside serving (activated when it beats it)",
+                run.get("epochs_completed", 0),
+                settings.bootstrap_epochs,
+                settings.bootstrap_budget_s,
+            )
     warm_semantic_search(plane)
     if settings.apply_changes:
         plane.changes.start_applying()

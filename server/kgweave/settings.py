@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     log (cursor kept in the data folder)."""
     bootstrap_epochs: int = Field(default=100, ge=1)
     """Epochs of the first model `kgweave serve` trains when none exists."""
+    bootstrap_budget_s: float = Field(default=600.0, ge=0)
+    """Wall-clock seconds the first model's training may take (0: no limit): on a big graph `kgweave
+serve` listens after about this long (plus the graph snapshot and one evaluation), with the model
+trained so far; `kgweave train --remote` trains a better one beside serving. Seconds on the demo
+graph either way."""
     score_precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
     """Link prediction's all-entities pass: fp32, or bf16 candidate search followed by exact fp32
     rescoring of the best k+32 (same answers, 2-4x faster where bf16 is native). auto: bf16 on CUDA
