@@ -184,6 +184,9 @@ def test_remote_progress_shows_non_finite_numbers() -> None:
         "valid_mrr": "inf",
         "eta": "3s",
     }
+    # a joint job's LM phase: its throughput
+    update = {"phase": "language model", "loss": 3.5, "rate": 56.84, "rate_unit": "tokens/s"}
+    assert job_postfix(update)["rate"] == "56.8 tokens/s"
 
 
 def test_a_cancelled_joint_job_stops(python_server: ServerThread) -> None:
@@ -219,6 +222,10 @@ def test_joint_job_registers_a_version_that_completes(python_server: ServerThrea
     # its progress: the KGE half's epochs, then the later phases by name
     assert final.epoch > 0 and final.epochs == 10
     assert {"text fusion", "language model"} <= {u.phase for u in updates}, updates
+    # the LM's training reports its loss and tokens/s (every 2 s of its minutes)
+    lm = [u for u in updates if u.phase == "language model" and u.rate_unit]
+    assert lm and all(u.rate_unit == "tokens/s" and u.rate > 0 and u.loss > 0 for u in lm)
+    assert not final.rate_unit  # a phase's rate is its own
     assert final.model_version == "v0002" and final.activated
     knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
     reply = knowledge.Complete(

@@ -154,8 +154,12 @@ def test_training_stops_when_asked(demo: KGDataset, corpus: list[str]) -> None:
         return len(polls) >= 3
 
     losses: list[float] = []
+    rows: list[dict[str, float]] = []
     history = train_lm(
         model, tokenizer, corpus, epochs=50, batch_size=4, lr=1e-3, device="cpu",
-        progress=False, step_losses=losses, should_stop=should_stop,
+        progress=False, step_losses=losses, should_stop=should_stop, on_progress=rows.append,
     )  # fmt: skip
     assert len(losses) == 3 and len(history) == 1
+    # its progress ends with the run's: tokens/s over the run, the loss of its last epoch
+    assert rows[-1]["eta_s"] == 0 and rows[-1]["tokens_per_s"] > 0
+    assert rows[-1]["loss"] == history[-1]["loss"]

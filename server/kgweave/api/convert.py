@@ -181,6 +181,8 @@ def job_to_pb(job: Job) -> admin_pb2.Job:
         message=job.message,
         created_at=job.created_at,
         updated_at=job.updated_at,
+        rate=job.rate,
+        rate_unit=job.rate_unit,
     )
 
 

@@ -274,6 +274,8 @@ def job_postfix(job: dict[str, Any]) -> dict[str, str]:
     for key in ("loss", "valid_mrr"):
         if job.get(key):
             postfix[key] = _number(job[key])
+    if job.get("rate") and job.get("rate_unit"):
+        postfix["rate"] = f"{float(job['rate']):.1f} {job['rate_unit']}"
     if float(job.get("eta_s", -1)) >= 0:
         postfix["eta"] = f"{float(job['eta_s']):.0f}s"
     return postfix

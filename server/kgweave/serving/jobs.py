@@ -82,6 +82,9 @@ class Job:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     revision: int = 0
+    #: the running phase's throughput, in ``rate_unit`` (0 and "": not measured)
+    rate: float = 0.0
+    rate_unit: str = ""
 
     def snapshot(self) -> Job:
         return Job(**asdict(self))
@@ -341,6 +344,8 @@ class JobManager:
                 changes.get(key, getattr(job, key)) != getattr(job, key)
                 for key in ("state", "phase", "model_version")
             )
+            if changes.get("phase", job.phase) != job.phase and "rate" not in changes:
+                changes.update(rate=0.0, rate_unit="")  # a phase's rate is its own
             for key, value in changes.items():
                 setattr(job, key, value)
             job.updated_at = time.time()
@@ -437,7 +442,7 @@ class JobManager:
             changes["phase"] = "cancelling"
         elif "phase" in event:
             changes["phase"] = event["phase"]
-        for key in ("epoch", "epochs", "loss", "valid_mrr", "eta_s"):
+        for key in ("epoch", "epochs", "loss", "valid_mrr", "eta_s", "rate", "rate_unit"):
             if key in event and event[key] is not None:
                 changes[key] = event[key]
         self._update(job_id, **changes)

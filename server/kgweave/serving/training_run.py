@@ -192,6 +192,14 @@ def run_training(
                 on_epoch=on_epoch,  # the KGE half's epochs (the LM's time is its own phase)
                 on_phase=lambda phase: report({"phase": phase}),
                 should_stop=should_stop,
+                on_lm_progress=lambda row: report(
+                    {
+                        "loss": row["loss"],
+                        "eta_s": row["eta_s"],
+                        "rate": row["tokens_per_s"],
+                        "rate_unit": "tokens/s",
+                    }
+                ),
             )
         except TrainingCancelledError:
             return None

@@ -134,7 +134,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "phase", "epoch", "epochs", "loss", "valid_mrr", "eta_s", "model_version", "activated", "message", "created_at", "updated_at")
+    __slots__ = ("job_id", "state", "phase", "epoch", "epochs", "loss", "valid_mrr", "eta_s", "model_version", "activated", "message", "created_at", "updated_at", "rate", "rate_unit")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,8 @@ class Job(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_UNIT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     phase: str
@@ -161,7 +163,9 @@ class Job(_message.Message):
     message: str
     created_at: float
     updated_at: float
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., phase: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., valid_mrr: _Optional[float] = ..., eta_s: _Optional[float] = ..., model_version: _Optional[str] = ..., activated: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    rate: float
+    rate_unit: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., phase: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., valid_mrr: _Optional[float] = ..., eta_s: _Optional[float] = ..., model_version: _Optional[str] = ..., activated: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., rate: _Optional[float] = ..., rate_unit: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("version", "model", "dim", "num_entities", "num_relations", "valid_metrics", "test_metrics", "created_at", "active", "source", "fused_valid_metrics", "fused_test_metrics", "decision")

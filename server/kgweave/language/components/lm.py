@@ -347,6 +347,7 @@ def train_lm(
     max_steps: int | None = None,
     step_losses: list[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train a causal LM on ``texts`` with next-token cross-entropy (AdamW, cosine decay).
 
@@ -364,6 +365,9 @@ def train_lm(
         step_losses: when given, each step's loss is appended (for a loss curve).
         should_stop: polled every step; ``True`` ends training early, as the budget does (a
             cancelled job).
+        on_progress: called at most every :data:`PROGRESS_EVERY_S` seconds (and after the
+            last step) with ``loss`` (the last step's), ``tokens_per_s`` (since the start) and
+            ``eta_s`` (by tokens left, or the time budget's end when sooner): a job's progress.
     Returns:
         one row per epoch: ``epoch``, ``loss`` (mean over the epoch's tokens), ``tokens``,
         ``seconds``.
@@ -403,10 +407,10 @@ def train_lm(
         dynamic_ncols=True,
     )
     history: list[dict[str, float]] = []
-    started = time.perf_counter()
+    started = reported = time.perf_counter()
     budget = time_budget_s if time_budget_s is not None else math.inf
     out_of_time = False
-    steps = 0
+    steps = trained_tokens = 0
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(texts), generator=generator).tolist()
         loss_sum = torch.zeros((), device=dev)
@@ -432,6 +436,11 @@ def train_lm(
             if step_losses is not None:
                 step_losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{step_losses[-1]:.3f}", refresh=False)
+            trained_tokens += predicted
+            now = time.perf_counter()
+            if on_progress is not None and now - reported >= PROGRESS_EVERY_S:
+                reported = now
+                on_progress(_lm_progress(loss, trained_tokens, bar.total, now - started, budget))
             if (
                 time.perf_counter() - started >= budget
                 or steps == max_steps
@@ -452,8 +461,28 @@ def train_lm(
         if out_of_time or not math.isfinite(mean):
             break
     bar.close()
+    if on_progress is not None and history:
+        elapsed = time.perf_counter() - started
+        on_progress(
+            {"loss": history[-1]["loss"], "tokens_per_s": trained_tokens / elapsed, "eta_s": 0.0}
+        )
     model.eval()
     return history
+
+
+#: how often train_lm calls its on_progress, at most
+PROGRESS_EVERY_S = 2.0
+
+
+def _lm_progress(
+    loss: torch.Tensor, tokens: int, total: float | None, elapsed: float, budget: float
+) -> dict[str, float]:
+    """One progress row of :func:`train_lm` (see its ``on_progress``)."""
+    rate = tokens / max(elapsed, 1e-9)
+    eta = max((total or tokens) - tokens, 0) / rate if rate > 0 else -1.0
+    if math.isfinite(budget):
+        eta = min(eta, max(budget - elapsed, 0.0)) if eta >= 0 else max(budget - elapsed, 0.0)
+    return {"loss": float(loss.detach()), "tokens_per_s": rate, "eta_s": eta}
 
 
 # ---- scoring text

@@ -180,6 +180,7 @@ def train_joint(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_lm_progress: Callable[[dict[str, float]], None] | None = None,
 ) -> JointResult:
     """Train the KGE model and the LM together and write one artifact folder to ``out``.
 
@@ -190,6 +191,8 @@ def train_joint(
             fusion", "language model"): a job's progress.
         should_stop: polled in every training step and between phases; ``True`` ends the run
             with nothing written (a cancelled job).
+        on_lm_progress: the LM's training progress (loss, tokens/s, ETA; ``train_lm``'s
+            ``on_progress``).
     Returns:
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
     Raises:
@@ -292,6 +295,7 @@ def train_joint(
         max_steps=config.lm_max_steps,
         step_losses=step_losses,
         should_stop=should_stop,
+        on_progress=on_lm_progress,
     )
     check_stop()
     metrics["lm"] = {
