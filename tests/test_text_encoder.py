@@ -149,3 +149,29 @@ def test_text_vectors_are_encoded_once_per_text_whatever_the_version(
     only.unlink()
     torch.testing.assert_close(cached_text_vectors(texts[:1], counting, cache), first[:1])
     assert counting.encoded[4:] == texts[:1] and only.is_file()
+
+
+def test_encoding_stops_between_chunks_and_resumes_where_it_stopped(
+    encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopping server ends the entity texts' encoding after the chunk under way (no wait
+    for the whole graph); the chunks done are cached, and the next start encodes the rest."""
+    from kgweave.language.features import text_vectors
+    from kgweave.language.features.text_vectors import EncodingStoppedError, cached_text_vectors
+
+    monkeypatch.setattr(text_vectors, "CHUNK", 2)
+    counting = Counting(encoder)
+    cache = tmp_path / "text-vectors"
+    texts = [f"Entity {i}: a person of the demo graph" for i in range(5)]
+    polls: list[int] = []
+
+    def stop_after_first_chunk() -> bool:
+        polls.append(1)
+        return True
+
+    with pytest.raises(EncodingStoppedError, match="after encoding 2 of 5 texts"):
+        cached_text_vectors(texts, counting, cache, should_stop=stop_after_first_chunk)
+    assert counting.encoded == texts[:2] and len(polls) == 1
+    vectors = cached_text_vectors(texts, counting, cache)
+    assert counting.encoded == texts  # the rest only
+    torch.testing.assert_close(vectors, encoder.encode(texts))

@@ -182,9 +182,15 @@ class ChangeApplier:
             return
 
         def fit() -> None:
+            from kgweave.language.features.text_vectors import EncodingStoppedError
+
             try:
                 assert self._encoder is not None
-                projection = base.cold_projection(self._encoder(), self._cache_dir)
+                projection = base.cold_projection(
+                    self._encoder(), self._cache_dir, should_stop=self._stop.is_set
+                )
+            except EncodingStoppedError:
+                return  # stopping: what was encoded is cached for the next start
             except KGWeaveError as exc:
                 self._text_failed = exc.message
                 log.warning("new entities are placed by their neighbours: %s", exc.message)
@@ -199,7 +205,8 @@ class ChangeApplier:
         self._text_thread.start()
 
     def stop(self) -> None:
-        """Stop applying; wait (a bounded time) for the thread and the cold-start fit: a
+        """Stop applying; wait (a bounded time) for the thread and the cold-start fit, which
+        stops after the chunk of entity texts it is encoding (the chunks done are cached): a
         process that exits while a thread of it runs torch kernels can abort in its C++
         teardown ("terminate called without an active exception")."""
         self._stop.set()

@@ -257,10 +257,16 @@ class ServedModel:
         ]
         return " ".join(sentences), sentences
 
-    def semantic_index(self, encoder: TextEncoder, cache_dir: Path) -> SemanticIndex:
+    def semantic_index(
+        self,
+        encoder: TextEncoder,
+        cache_dir: Path,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SemanticIndex:
         """Entity text vectors of this version under ``encoder``: looked up by text in the
         cache in ``cache_dir``, only texts never seen encoded
-        (:mod:`kgweave.language.features.text_vectors`)."""
+        (:mod:`kgweave.language.features.text_vectors`; ``should_stop`` ends the encoding
+        between chunks with ``EncodingStoppedError``)."""
         from kgweave.language.features.coldstart import artifact_entity_texts
         from kgweave.language.features.semantic import SemanticIndex
         from kgweave.language.features.text_vectors import cached_text_vectors
@@ -269,17 +275,23 @@ class ServedModel:
             if self._text_index is not None and self._text_index[0] == encoder.spec:
                 return self._text_index[1]
             texts = artifact_entity_texts(self.artifact)
-            vectors = cached_text_vectors(texts, encoder, cache_dir)
+            vectors = cached_text_vectors(texts, encoder, cache_dir, should_stop=should_stop)
             index = SemanticIndex(vectors, self.artifact.entities.labels, encoder)
             self._text_index = (encoder.spec, index)
             return index
 
-    def cold_projection(self, encoder: TextEncoder, cache_dir: Path) -> TextProjection:
+    def cold_projection(
+        self,
+        encoder: TextEncoder,
+        cache_dir: Path,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TextProjection:
         """The map from text vectors into this version's entity space (cold start), fitted
-        once per version on its entities that have text (ridge regression)."""
+        once per version on its entities that have text (ridge regression); ``should_stop``:
+        as :meth:`semantic_index`'s."""
         from kgweave.language.features.coldstart import TextProjection
 
-        index = self.semantic_index(encoder, cache_dir)
+        index = self.semantic_index(encoder, cache_dir, should_stop)
         with self._text_lock:
             if self._projection is None:
                 art = self.artifact

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,14 +62,29 @@ def _positions(known: torch.Tensor, digests: torch.Tensor) -> torch.Tensor:
     return found
 
 
+#: texts encoded between two checks of ``should_stop`` (about 10-20 s on 2 CPU cores)
+CHUNK = 2048
+
+
+class EncodingStoppedError(Exception):
+    """``should_stop`` ended :func:`cached_text_vectors`: what it encoded is in the cache."""
+
+
 def cached_text_vectors(
-    texts: list[str], encoder: TextEncoder, cache_dir: Path, batch_size: int = 128
+    texts: list[str],
+    encoder: TextEncoder,
+    cache_dir: Path,
+    batch_size: int = 128,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """The vectors of ``texts`` under ``encoder``: those in the cache looked up, the others
-    encoded (each distinct text once) and added to it.
+    encoded (each distinct text once, :data:`CHUNK` at a time) and added to it.
 
     Returns:
         shape (N, D), in the order of ``texts``.
+    Raises:
+        EncodingStoppedError: ``should_stop`` (polled between chunks) said stop; the chunks
+            encoded so far are saved, so the next call encodes only the rest.
     """
     key = hashlib.sha256(encoder.spec.encode()).hexdigest()[:24]
     path = cache_dir / f"text-{key}.safetensors"
@@ -82,15 +98,25 @@ def cached_text_vectors(
             distinct: dict[int, str] = {}
             for i in torch.nonzero(found < 0).squeeze(1).tolist():
                 distinct.setdefault(int(digests[i]), texts[i])
-            encoded = encoder.encode(list(distinct.values()), batch_size=batch_size)
-            vectors = encoded if vectors is None else torch.cat((vectors, encoded))
-            known = torch.cat((known, torch.tensor(list(distinct), dtype=torch.int64)))
+            todo = list(distinct.items())
+            parts: list[torch.Tensor] = [] if vectors is None else [vectors]
+            done = 0
+            for start in range(0, len(todo), CHUNK):
+                if start and should_stop is not None and should_stop():
+                    break
+                chunk = [text for _, text in todo[start : start + CHUNK]]
+                parts.append(encoder.encode(chunk, batch_size=batch_size))
+                done = start + len(chunk)
+            vectors = torch.cat(parts)
+            known = torch.cat((known, torch.tensor([d for d, _ in todo[:done]], dtype=torch.int64)))
             cache_dir.mkdir(parents=True, exist_ok=True)
             stored = {"vectors": vectors.contiguous(), "digests": known}
             with atomic.atomic_path(path) as tmp:
                 save_file(stored, str(tmp))
             _MEMORY[path] = (path.stat().st_mtime_ns, stored)
             _remove_legacy(cache_dir)
+            if done < len(todo):
+                raise EncodingStoppedError(f"stopped after encoding {done} of {len(todo)} texts")
             found = _positions(known, digests)
         return vectors[found]
 
