@@ -76,8 +76,8 @@ class ValidationSet:
         self.size = self.population
         if config.valid_sample is not None:
             self.size = min(config.valid_sample, self.population)
-        #: the half-width measured at the last check (0: the whole split)
-        self.half_width = 0.0
+        #: the half-width measured at the last check (0: the whole split; None: not checked)
+        self.half_width: float | None = None
 
     @property
     def sampled(self) -> bool:
@@ -108,9 +108,14 @@ class ValidationSet:
                 grown = f" (a sample of {self.requested} was too small for ±{TOLERANCE})"
             return f"validation on all {self.population} validation triples{grown}"
         grown = f", grown from {self.requested}" if self.requested != self.size else ""
+        sample = f"validation on a seeded sample of {self.size} of {self.population} triples"
+        if self.half_width is None:  # (before the first evaluation)
+            return (
+                f"{sample}{grown}: checked at each evaluation to be within ±{TOLERANCE} of the "
+                "full split's MRR (95% confidence), and grown when it is not"
+            )
         return (
-            f"validation on a seeded sample of {self.size} of {self.population} triples"
-            f"{grown}: its MRR is within ±{self.half_width:.4f} of the full split's "
+            f"{sample}{grown}: its MRR is within ±{self.half_width:.4f} of the full split's "
             f"(95% confidence; at most ±{TOLERANCE})"
         )
 
@@ -120,5 +125,5 @@ class ValidationSet:
             "triples": self.size,
             "of": self.population,
             "requested_sample": self.requested,
-            "mrr_half_width_95": round(self.half_width, 6),
+            "mrr_half_width_95": None if self.half_width is None else round(self.half_width, 6),
         }
