@@ -34,16 +34,21 @@ public class AdminProcedures {
 
   private static final List<String> TRAIN_KEYS = List.of("dataset", "activation", "tuning");
 
-  /** A training job's state (a search's: trials as epochs, the best validation MRR so far). */
+  /**
+   * A training job's state (a search's: trials as epochs, the best validation MRR so far; a
+   * joint training's language model: its throughput in rate, rateUnit "tokens/s").
+   */
   public record JobRow(
       String jobId, String state, String phase, long epoch, long epochs, double loss,
-      double validMrr, double etaSeconds, String version, boolean activated, String message) {
+      double validMrr, double etaSeconds, String version, boolean activated, String message,
+      double rate, String rateUnit) {
     static JobRow of(Job job) {
       return new JobRow(job.getJobId(),
           job.getState().name().replace("JOB_STATE_", "").toLowerCase(Locale.ROOT),
           job.getPhase(), job.getEpoch(), job.getEpochs(), job.getLoss(), job.getValidMrr(),
           job.getEtaS(), job.getModelVersion().isEmpty() ? null : job.getModelVersion(),
-          job.getActivated(), job.getMessage());
+          job.getActivated(), job.getMessage(), job.getRate(),
+          job.getRateUnit().isEmpty() ? null : job.getRateUnit());
     }
   }
 
