@@ -48,3 +48,42 @@ def test_a_worker_that_exits_with_its_server_leaks_no_semaphore(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == {"state": "succeeded", "exit": 75}
     assert "leaked semaphore" not in done.stderr, done.stderr
+
+
+def _waits_for_ever(settings_json: str, marker: str) -> None:
+    """In the diff worker: say it started, then block (an export of a huge graph)."""
+    import time
+
+    Path(marker).write_text(settings_json[:1])
+    time.sleep(HANG_GUARD_S)
+
+
+def test_closing_the_diff_worker_ends_an_export_under_way(tmp_path: Path) -> None:
+    """Regression: SIGTERM to `kgweave serve` just after a restart on FB15k-237 took 15 s,
+    the watcher waiting for the first snapshot diff's export to finish. Closing the worker
+    ends the call at once (the export writes only its own next snapshot; nothing is
+    committed)."""
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    from kgweave.changes.diff import DiffWorker
+    from kgweave.settings import Settings
+    from serving_support import wait_until
+
+    worker = DiffWorker(Settings(data_dir=tmp_path / "data"))
+    marker = tmp_path / "started"
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            worker._call(_waits_for_ever, str(marker))
+        except BaseException as exc:  # (what the watcher's diff thread would see)
+            raised.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    wait_until(marker.is_file, "the worker's call to start")
+    worker.close()
+    thread.join(timeout=HANG_GUARD_S)
+    assert not thread.is_alive() and len(raised) == 1
+    assert isinstance(raised[0], BrokenProcessPool), raised

@@ -325,10 +325,18 @@ class DiffWorker:
         return facts
 
     def close(self) -> None:
+        """End the worker, at once: an export under way is abandoned (it writes only its own
+        next snapshot file; the server commits nothing of it), and the call waiting for it
+        fails with ``BrokenProcessPool``."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # (ProcessPoolExecutor has no public terminate before Python 3.14)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(OSError):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_started(parent: int) -> None:

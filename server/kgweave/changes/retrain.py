@@ -274,11 +274,11 @@ class RetrainWatcher:
         if self.applier is not None:
             with contextlib.suppress(ValueError):
                 self.applier.listeners.remove(self.check_now)
+        if self._differ is not None:  # first: an export under way ends now (no wait for it)
+            self._differ.close()
         for thread in (self._thread, self._diff_thread):
             if thread.is_alive():
                 thread.join(timeout=30)
-        if self._differ is not None:
-            self._differ.close()
 
     def check_now(self) -> None:
         """Run a check without waiting for the interval."""
@@ -402,6 +402,9 @@ class RetrainWatcher:
             self.state.last_error = exc.message
             log.warning("%s failed: %s", what, exc.message)
         except Exception as exc:
+            if self._stop.is_set():  # stopping ended it (the diff's worker is gone)
+                log.info("%s ended by the stop", what)
+                return False
             self.state.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed", what)
         else:
