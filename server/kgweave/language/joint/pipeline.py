@@ -188,7 +188,7 @@ def train_joint(
         text_vectors: shape (N, Dt) entity text vectors in the dataset's id order; default:
             encoded with the ``text_encoder`` setting.
         on_epoch, on_phase: the KGE half's epoch rows, and the later phases' names ("text
-            fusion", "language model"): a job's progress.
+            fusion", "language model", "completion weights"): a job's progress.
         should_stop: polled in every training step and between phases; ``True`` ends the run
             with nothing written (a cancelled job).
         on_lm_progress: the LM's training progress (loss, tokens/s, ETA; ``train_lm``'s
@@ -349,6 +349,7 @@ def train_joint(
     # ---- completion weights, fitted on validation with the parts just written
     weights: RerankWeights | None = None
     if config.fit_completion:
+        phase("completion weights")
         predictor = LinkPredictor(load_artifact(out, device=device))
         # the adapters are saved above: merged into the base now, as serving does
         completer = LMCompleter(
