@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from falkordb import FalkorDB
 
 from kgweave.graph import EmbeddedFalkorDB
 from kgweave.graph.embedded import ping
+from process_support import HANG_GUARD_S
+from serving_support import wait_until
 
 
 @pytest.fixture
@@ -206,6 +210,11 @@ def test_a_worker_never_starts_the_embedded_graph(tmp_path: Path) -> None:
     assert EmbeddedFalkorDB(settings.graph_dir).status() is None
 
 
+def _stand_in() -> subprocess.Popen[bytes]:
+    """A process standing in for the server's (alive until killed)."""
+    return subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+
+
 class _SlowLoader:
     """A listener that answers nothing (as a FalkorDB replaying a long command of its
     append-only file) until ``loaded`` is set, then answers AUTH and GRAPH.LIST as a ready
@@ -246,26 +255,26 @@ class _SlowLoader:
 def test_a_server_still_loading_its_data_is_waited_for_not_killed(tmp_path: Path) -> None:
     """The start's timeout bounds only the wait for the port: a server that listens but does
     not answer yet (loading a big append-only file) is waited for, however long it takes."""
-    import subprocess
-    import sys
     import threading
-    import time
 
     embedded = EmbeddedFalkorDB(tmp_path / "graph")
     embedded.folder.mkdir(parents=True)
     loader = _SlowLoader()
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    began = time.monotonic()
+    process = _stand_in()
     result: list[object] = []
     waiter = threading.Thread(
         target=lambda: result.append(embedded._wait_ready(process, loader.port, timeout=0.2))
     )
+
+    def still_waiting_after_probes(n: int) -> bool:
+        assert waiter.is_alive(), f"the start gave up while the server was loading: {result}"
+        return loader.probes >= n
+
     try:
         waiter.start()
-        # loading for well past the timeout (a lower bound, whatever the machine's speed)
-        while loader.probes < 3 or time.monotonic() - began < 1.0:
-            assert waiter.is_alive(), f"the start gave up while the server was loading: {result}"
-            time.sleep(0.05)
+        # each probe of a silent server waits a second for its answer: three are well past
+        # the 0.2 s timeout, whatever the machine's speed
+        wait_until(lambda: still_waiting_after_probes(3), "three probes of the loading server")
         loader.loaded.set()
         waiter.join()
         info = result[0]
@@ -278,18 +287,15 @@ def test_a_server_still_loading_its_data_is_waited_for_not_killed(tmp_path: Path
 
 
 def test_a_server_that_never_listens_is_given_up(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     from kgweave.errors import GraphUnavailableError
     from kgweave.graph.embedded import free_port
 
     embedded = EmbeddedFalkorDB(tmp_path / "graph")
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    process = _stand_in()
     try:
         with pytest.raises(GraphUnavailableError, match="did not open its port within"):
             embedded._wait_ready(process, free_port(), timeout=0.3)
-        assert process.wait(timeout=30) != 0  # killed
+        assert process.wait(timeout=HANG_GUARD_S) != 0  # killed
     finally:
         process.kill()
 
@@ -297,8 +303,6 @@ def test_a_server_that_never_listens_is_given_up(tmp_path: Path) -> None:
 def test_writes_are_logged_as_effects_and_the_log_is_compacted(server: EmbeddedFalkorDB) -> None:
     """Writes reach the append-only file as effects (no query is replayed at a restart), a
     compaction rewrites it as a snapshot, and the graph survives both."""
-    import time
-
     info = server.start()
     db = FalkorDB(host=info.host, port=info.port, password=info.password())
     graph = db.select_graph("kg")
@@ -320,8 +324,7 @@ def test_writes_are_logged_as_effects_and_the_log_is_compacted(server: EmbeddedF
             return False
         return b"GRAPH.EFFECT" not in b"".join(f.read_bytes() for f in aof.glob("*.incr.aof"))
 
-    while not rewritten():  # the rewrite runs in a forked child: wait for it to finish
-        time.sleep(0.05)
+    wait_until(rewritten, "the append-only file's rewrite (a forked child)")
     server.stop()
     info = server.start()
     graph = FalkorDB(host=info.host, port=info.port, password=info.password()).select_graph("kg")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from process_support import HANG_GUARD_S
 
 #: runs a demo training in a warm worker (the updater's kind), then closes its lifeline, as a
@@ -25,8 +27,9 @@ if __name__ == "__main__":
     worker = Worker(mp.get_context("spawn"), warm=True, name="kgweave-updater")
     spec = {"config": {"epochs": 1, "dim": 8}, "dataset": "demo"}
     worker.submit("job", spec, str(folder / "job" / "model"), settings.model_dump_json())
-    while "state" not in (event := worker.events.recv()):
-        pass
+    event = worker.events.recv()
+    while "state" not in event:  # progress rows, then how the job ended
+        event = worker.events.recv()
     worker.close()
     print(json.dumps({"state": event["state"], "exit": worker.process.exitcode}))
 """
@@ -51,11 +54,12 @@ def test_a_worker_that_exits_with_its_server_leaks_no_semaphore(tmp_path: Path) 
 
 
 def _waits_for_ever(settings_json: str, marker: str) -> None:
-    """In the diff worker: say it started, then block (an export of a huge graph)."""
-    import time
+    """In the diff worker: say it started, then block until killed (an export of a huge
+    graph)."""
+    import threading
 
     Path(marker).write_text(settings_json[:1])
-    time.sleep(HANG_GUARD_S)
+    threading.Event().wait()
 
 
 def test_closing_the_diff_worker_ends_an_export_under_way(tmp_path: Path) -> None:
@@ -87,3 +91,6 @@ def test_closing_the_diff_worker_ends_an_export_under_way(tmp_path: Path) -> Non
     thread.join(timeout=HANG_GUARD_S)
     assert not thread.is_alive() and len(raised) == 1
     assert isinstance(raised[0], BrokenProcessPool), raised
+    # closed for good: a diff step that had passed the stop check starts no worker
+    with pytest.raises(BrokenProcessPool, match="closed"):
+        worker._call(_waits_for_ever, str(marker))

@@ -295,10 +295,13 @@ class DiffWorker:
         self._settings_json = settings.model_dump_json()
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # (the diff and the fixed set's scan share the worker)
+        self._closed = False  # closed for good (the server stops): no worker starts again
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """``fn(settings_json, *args)`` in the worker process (one call at a time)."""
         with self._lock:
+            if self._closed:
+                raise BrokenProcessPool("the diff worker is closed: the server is stopping")
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     1,
@@ -310,7 +313,7 @@ class DiffWorker:
         try:
             return future.result()
         except BrokenProcessPool:
-            self.close()  # the next call starts another
+            self._end()  # the next call starts another
             raise
 
     def run(self, state_dir: Path, log: EventLog, emit: bool = True) -> dict[str, Any]:
@@ -325,9 +328,16 @@ class DiffWorker:
         return facts
 
     def close(self) -> None:
-        """End the worker, at once: an export under way is abandoned (it writes only its own
-        next snapshot file; the server commits nothing of it), and the call waiting for it
-        fails with ``BrokenProcessPool``."""
+        """End the worker for good, at once: an export under way is abandoned (it writes only
+        its own next snapshot file; the server commits nothing of it), the call waiting for it
+        fails with ``BrokenProcessPool``, and so does any later call (a diff step that had
+        passed its stop check starts no new worker)."""
+        with self._lock:
+            self._closed = True
+        self._end()
+
+    def _end(self) -> None:
+        """End the worker process, if any (the next call, unless closed, starts another)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is None:

@@ -286,6 +286,7 @@ class EmbeddedFalkorDB:
         A load that took more than :data:`SLOW_LOAD_S` is followed by a rewrite of the
         append-only file (``BGREWRITEAOF``), so the next start reads a snapshot instead."""
         began = time.monotonic()
+        password = self.password()  # (read once, not at every probe)
         loading_since: float | None = None
         next_note = began + LOADING_NOTE_S
         while True:
@@ -293,7 +294,7 @@ class EmbeddedFalkorDB:
                 raise GraphUnavailableError(
                     f"FalkorDB exited at start (code {process.returncode}); see {self.log_file}"
                 )
-            state = self._readiness(port)
+            state = self._readiness(port, password)
             now = time.monotonic()
             if state == "ready":
                 break
@@ -328,12 +329,12 @@ class EmbeddedFalkorDB:
             self.compact(info)
         return info
 
-    def _readiness(self, port: int) -> str:
+    def _readiness(self, port: int, password: str) -> str:
         """``"down"`` (nothing listens), ``"loading"`` (it listens; no answer within a second,
         LOADING, or no graph module yet) or ``"ready"`` (the graph module answers
         ``GRAPH.LIST`` with an array)."""
         try:
-            reply = _redis_command(self.host, port, "GRAPH.LIST", password=self.password())
+            reply = _redis_command(self.host, port, "GRAPH.LIST", password=password)
         except ConnectionRefusedError:
             return "down"
         except OSError:  # (a timeout: busy replaying a command)
