@@ -121,11 +121,11 @@ def finetune(
     base: str, dataset: Any, verbalizer: Verbalizer, args: argparse.Namespace, out: Path
 ) -> tuple[Any, Any, dict[str, Any]]:
     """LoRA adapters trained on the verbalized training facts for a time budget, the way
-    ``kgweave train --joint`` fine-tunes its LM (without the entity fusion, which scoring does
-    not read): :func:`prepare_lm` wraps the base in peft adapters with the joint defaults,
-    :func:`fact_corpus` verbalizes the training facts only, :func:`train_lm` trains them from
-    the start token scoring reads. The adapters are saved in ``out`` and merged for scoring
-    (as serving does)."""
+    ``kgweave train --joint`` fine-tunes its LM, on text alone (without the entity fusion:
+    ``benchmarks/entity_fusion.py`` measures what the fusion adds): :func:`prepare_lm` wraps
+    the base in peft adapters with the joint defaults, :func:`fact_corpus` verbalizes the
+    training facts only, :func:`train_lm` trains them from the start token scoring reads.
+    The adapters are saved in ``out`` and merged for scoring (as serving does)."""
     meta = out / "finetune.json"
     if args.reuse and meta.is_file():
         lm, tokenizer = load_causal_lm(base, device="cpu")

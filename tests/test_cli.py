@@ -168,6 +168,8 @@ def test_datasets_lists_local(cli: Cli) -> None:
         (("predict", "missing-model", "-r", "born_in", "--head", "x"), 3, "does not exist"),
         (("predict", "m", "-r", "born_in"), 2, "exactly one of --head and --tail"),
         (("train", "-d", "demo", "-o", "x", "--lm-time-budget", "5"), 2, "need --joint"),
+        (("train", "-d", "demo", "-o", "x", "--no-entity-fusion"), 2, "need --joint"),
+        (("train", "--remote", "--joint", "--no-entity-fusion"), 2, "local --joint training only"),
         (
             ("train", "-d", "demo", "-o", "x", "--joint", "--lm-time-budget", "0"),
             2,
@@ -241,3 +243,19 @@ def test_malformed_dataset_file_reports_line(cli: Cli, tmp_path: Path) -> None:
     code, _, err = cli("train", "-d", folder, "-o", tmp_path / "m")
     assert code == 4
     assert "train.tsv:2: expected 3 tab-separated fields" in err
+
+
+def test_joint_training_without_the_entity_fusion(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --joint --no-entity-fusion` (the ablation): the LM trains on text alone and the
+    model's completion scores without the fusion; a plain --joint run keeps it."""
+    monkeypatch.setenv("KGWEAVE_LANGUAGE_MODEL", "small")  # seconds, not minutes
+    common = ("-d", "demo", "--epochs", "4", "--dim", "16", "--lm-epochs", "1", "--json")
+    for flags, fused in (((), True), (("--no-entity-fusion",), False)):
+        out = tmp_path / f"joint-{fused}"
+        code, stdout, err = cli("train", "-o", out, "--joint", *flags, *common, "--no-progress")
+        assert code == 0, err
+        assert json.loads(stdout)["metrics"]["lm"]["entity_fusion"] is fused
+        joint = json.loads((out / "language" / "joint.json").read_text())
+        assert joint["config"]["entity_fusion"] is fused and joint["fusion"]["scoring"] is fused

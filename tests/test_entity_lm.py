@@ -119,3 +119,66 @@ def test_fusion_on_the_real_llama_changes_hidden_states_only_at_entity_tokens(
     first = int(spans[spans[:, 0] == 0, 1].min())
     torch.testing.assert_close(fused_logits[0, :first], plain_logits[0, :first])
     assert not torch.allclose(fused_logits[0, first:], plain_logits[0, first:])
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_scoring_with_the_fusion_equals_one_fused_pass_over_the_whole_text(
+    cached: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LMScorer with a fusion (the prompt's pass, then the continuations on its KV cache, or
+    the prompt repeated in every row where a model has no cache) gives the log-probabilities of
+    one fused pass over prompt + continuation with the same mentions; without a fusion the
+    mentions are ignored, and the fusion does move the scores."""
+    from kgweave.language.features import lm_scoring
+    from kgweave.language.features.lm_scoring import LMScorer
+
+    fused, tokenizer = _fused(0)
+    with torch.no_grad():
+        fused.project.weight.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    if not cached:
+        monkeypatch.setattr(lm_scoring, "_cache_tensors", lambda cache: None)
+    prompt = "Marie Curie was born in"
+    conts = [" Warsaw.", " Paris.", " Warsaw."]
+    at_prompt = [(0, 11, 0)]
+    mentions = [[(1, 7, 1)], [(1, 6, 3)], [(1, 7, 2)]]  # the last: same text, other entity
+    scores = LMScorer(fused.lm, tokenizer, batch_size=2, fusion=fused).score(
+        prompt, conts, at_prompt, mentions
+    )
+    plain = LMScorer(fused.lm, tokenizer).score(prompt, conts, at_prompt, mentions)
+    assert plain == LMScorer(fused.lm, tokenizer).score(prompt, conts)
+    assert plain[0] == plain[2] and scores[0] != scores[2]
+    fused.eval()
+    start = LMScorer(fused.lm, tokenizer).start
+    for cont, found, marks in zip(conts, scores, mentions, strict=True):
+        enc = tokenizer([prompt, cont], add_special_tokens=False, return_offsets_mapping=True)
+        ids = [start, *enc["input_ids"][0], *enc["input_ids"][1]]
+        offsets = [(0, 0), *enc["offset_mapping"][0]]
+        offsets += [(a + len(prompt), b + len(prompt)) for a, b in enc["offset_mapping"][1]]
+        whole = at_prompt + [(a + len(prompt), b + len(prompt), e) for a, b, e in marks]
+        spans = char_spans_to_token_spans([offsets], [whole])
+        assert len(spans) == 2
+        with torch.no_grad():
+            logits, _ = fused(torch.tensor([ids]), None, spans)
+        logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        first = 1 + len(enc["input_ids"][0])
+        expected = sum(float(logp[i - 1, ids[i]]) for i in range(first, len(ids)))
+        assert found == pytest.approx(expected, abs=1e-4)
+        assert found != pytest.approx(plain[conts.index(cont)], abs=1e-3)
+
+
+def test_held_out_text_loss_with_and_without_entities() -> None:
+    fused, tokenizer = _fused(0)
+    with torch.no_grad():
+        fused.project.weight.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    mentions = [[(0, 11, 0), (24, 30, 1)], [(0, 12, 2), (25, 30, 3)]]
+    with_entities = fused.text_loss(tokenizer, TEXTS, mentions, batch_size=1)
+    alone = fused.text_loss(tokenizer, TEXTS, None)
+    assert fused.training  # restored
+    batch = encode_texts(tokenizer, TEXTS)
+    fused.eval()
+    with torch.no_grad():
+        _, expected = fused(batch.input_ids, batch.attention_mask, None, batch.labels)
+    assert alone == pytest.approx(float(expected), rel=1e-5)
+    assert with_entities != pytest.approx(alone, rel=1e-3)
+    with pytest.raises(InvalidArgumentError, match="no texts"):
+        fused.text_loss(tokenizer, [], None)

@@ -43,6 +43,9 @@ def joint_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert {"valid", "test", "lm", "text_fusion"} <= set(result.metrics)
     fused = result.metrics["text_fusion"]
     assert 0 < fused["valid_mrr"] <= 1 and 0 < fused["test"]["mrr"] <= 1
+    lm = result.metrics["lm"]
+    assert lm["entity_fusion"] is True
+    assert 0 < lm["valid_loss"] < 20 and 0 < lm["valid_loss_text_alone"] < 20
     return out
 
 
@@ -85,7 +88,11 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
     )
     with pytest.raises(InvalidArgumentError, match="cannot rank a model"):
         FusedScorer(too_small, artifact.model)
-    # the loaded parts answer a completion query with the fitted weights
+    # the loaded parts answer a completion query with the fitted weights, the LM scoring with
+    # the entity fusion it was trained with (as the weights were fitted)
+    assert joint.config["fusion"]["scoring"] is True
+    assert joint.scoring_fusion is joint.fused
+    assert joint.completer().scorer.fusion is joint.fused
     assert joint.completion_weights.method == "logistic"
     answers = joint.completer().complete(Query("born_in", head="Marie Curie"), k=3)
     assert len(answers) == 3
@@ -101,6 +108,37 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
         assert a.graph_score == pytest.approx(
             float(fused[joint.artifact.entities.index[a.entity]]), abs=1e-5
         )
+
+
+def test_the_entity_fusion_ablation_trains_and_scores_text_alone(
+    joint_folder: Path, tmp_path: Path
+) -> None:
+    """``entity_fusion: false``: the LM is fine-tuned on the facts' text alone (the fusion's
+    projection never trains) and completion scores without it; an artifact written before
+    the fusion scored (no ``scoring`` key) scores text alone as its weights were fitted."""
+    from safetensors.torch import load_file
+
+    demo = load_dataset(demo_path(), name="demo")
+    text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
+    out = tmp_path / "ablation"
+    config = JointConfig.model_validate({**TINY_JOINT, "entity_fusion": False})
+    settings = Settings(device="cpu", offline=True)
+    result = train_joint(demo, config, out, settings, progress=False, text_vectors=text)
+    lm = result.metrics["lm"]
+    assert lm["entity_fusion"] is False and "valid_loss_text_alone" not in lm
+    assert 0 < lm["valid_loss"] < 20
+    assert not load_file(out / "language" / "fusion.safetensors")["project.bias"].any()
+    trained = load_file(joint_folder / "language" / "fusion.safetensors")["project.bias"]
+    assert trained.any()  # the fused run's projection did train
+    joint = load_joint(out)
+    assert joint.config["fusion"]["scoring"] is False and joint.scoring_fusion is None
+    assert joint.completer().scorer.fusion is None
+    older = _copy(joint_folder, tmp_path / "older")
+    config_path = older / "language" / "joint.json"
+    stored = json.loads(config_path.read_text())
+    del stored["fusion"]["scoring"]
+    config_path.write_text(json.dumps(stored))
+    assert load_joint(older).scoring_fusion is None
 
 
 def _copy(src: Path, dst: Path) -> Path:

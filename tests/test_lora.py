@@ -34,6 +34,7 @@ from kgweave.language.components.lora import (
     save_adapters,
 )
 from kgweave.language.components.pretrained import DEFAULT_LM
+from kgweave.language.features.lm_scoring import LMScorer
 from kgweave.language.joint.artifact import load_joint
 from kgweave.language.joint.config import JointConfig
 from kgweave.language.joint.pipeline import train_joint
@@ -215,6 +216,24 @@ def test_joint_run_with_the_pretrained_lm_is_served_by_complete(
     assert again.completer(None)[0].model is served_lm
     # served with the adapters merged into the base: the same scores, within float rounding
     assert not hasattr(served_lm, "peft_config")
+    # completion scores as the LM was trained: the KG embeddings at the entities' mentions
+    # (the fusion's hook on the blocks the merge kept), and they move the scores
+    assert joint["fusion"]["scoring"] is True
+    assert {"valid_loss", "valid_loss_text_alone"} <= set(result.metrics["lm"])
+    scorer = served.completer(None)[0].scorer
+    assert scorer.fusion is not None
+    prompt, conts = "Marie Curie was born in", [" Warsaw.", " Paris."]
+    marks = ([(0, 11, 0)], [[(1, 7, 1)], [(1, 6, 2)]])
+    reference = LMScorer(loaded.lm, loaded.tokenizer, fusion=loaded.fused)
+    torch.testing.assert_close(
+        scorer.score(prompt, conts, *marks),
+        reference.score(prompt, conts, *marks),
+        atol=1e-3,
+        rtol=0,
+    )
+    assert scorer.score(prompt, conts, *marks) != pytest.approx(
+        LMScorer(served_lm, loaded.tokenizer).score(prompt, conts), abs=1e-6
+    )
     prompts, continuations = ["Marie Curie was born in"] * 2, [" Warsaw.", " Paris."]
     torch.testing.assert_close(
         sequence_logprob(served_lm, loaded.tokenizer, prompts, continuations),

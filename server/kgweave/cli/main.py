@@ -106,6 +106,12 @@ def cli() -> None:
     help="With --joint: stop LM training after this many seconds (--time-budget bounds the "
     "KGE part).",
 )
+@click.option(
+    "--no-entity-fusion",
+    is_flag=True,
+    help="With --joint: fine-tune the LM on the verbalized facts' text alone, without the "
+    "entities' KG embeddings at their mentions (the ablation; docs/language.md).",
+)
 @report_options
 def train(
     dataset: str | None,
@@ -119,6 +125,7 @@ def train(
     joint: bool,
     lm_epochs: int | None,
     lm_time_budget: float | None,
+    no_entity_fusion: bool,
     no_progress: bool,
     as_json: bool,
     **options: Any,
@@ -136,9 +143,10 @@ def train(
     if remote:
         from kgweave.cli.remote import train_remote
 
-        if lm_epochs is not None or lm_time_budget is not None:
+        if lm_epochs is not None or lm_time_budget is not None or no_entity_fusion:
             raise InvalidArgumentError(
-                "--lm-epochs and --lm-time-budget are for local --joint training only"
+                "--lm-epochs, --lm-time-budget and --no-entity-fusion are for local --joint "
+                "training only"
             )
         if joint:
             values["joint"] = True
@@ -150,8 +158,10 @@ def train(
         return
     if dataset is None or out is None:
         raise InvalidArgumentError("give --dataset and --out (or --remote to train on the server)")
-    if (lm_epochs is not None or lm_time_budget is not None) and not joint:
-        raise InvalidArgumentError("--lm-epochs and --lm-time-budget need --joint")
+    if (lm_epochs is not None or lm_time_budget is not None or no_entity_fusion) and not joint:
+        raise InvalidArgumentError(
+            "--lm-epochs, --lm-time-budget and --no-entity-fusion need --joint"
+        )
     from kgweave.cli.recipe import describe, settings_for, train_config
 
     train_config(values)  # a bad flag is refused before the dataset is read
@@ -159,7 +169,11 @@ def train(
     data = open_dataset(dataset, settings)
     config, recipe_record = settings_for(recipe, values, data)
     if joint:
-        lm = {"lm_epochs": lm_epochs, "lm_time_budget_s": lm_time_budget}
+        lm = {
+            "lm_epochs": lm_epochs,
+            "lm_time_budget_s": lm_time_budget,
+            "entity_fusion": False if no_entity_fusion else None,
+        }
         _train_joint(data, config, out, settings, lm, no_progress, as_json)
         return
     if not as_json:

@@ -16,12 +16,13 @@ import torch
 
 @dataclass(frozen=True)
 class JointLanguage:
-    """A joint artifact's LM side as served: the LM (base + adapters), its tokenizer, the
-    fused wrapper (kept with it) and the fitted completion weights."""
+    """A joint artifact's LM side as served: the LM (base + adapters merged), its tokenizer,
+    the entity fusion completion scores with (None: text alone) and the fitted completion
+    weights."""
 
     lm: Any
     tokenizer: Any
-    fused: Any
+    fusion: Any
     weights: Any
 
 
@@ -48,7 +49,8 @@ def joint_language(path: Path, device: torch.device) -> JointLanguage:
         # the predictor holds the text fusion already (the completer takes it)
         parts = load_joint(path, device=device, with_text_fusion=False)
         lm = merged_for_inference(parts.lm)
-        loaded = JointLanguage(lm, parts.tokenizer, parts.fused, parts.completion_weights)
+        # the fusion's hook sits on the LM's own blocks, which the merge keeps
+        loaded = JointLanguage(lm, parts.tokenizer, parts.scoring_fusion, parts.completion_weights)
         _JOINT_LANGUAGE[key] = loaded
         while len(_JOINT_LANGUAGE) > _JOINT_LANGUAGE_KEEP:
             del _JOINT_LANGUAGE[next(iter(_JOINT_LANGUAGE))]

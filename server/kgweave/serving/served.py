@@ -322,7 +322,7 @@ class ServedModel:
                     self._completer = (
                         LMCompleter(
                             self.predictor, parts.lm, parts.tokenizer, self.verbalizer,
-                            parts.weights,
+                            parts.weights, fusion=parts.fusion,
                         ),
                         "joint",
                     )  # fmt: skip

@@ -284,6 +284,34 @@ class EncodedBatch:
         )
 
 
+def char_spans_to_token_spans(
+    offsets: Sequence[Sequence[tuple[int, int]]],
+    mentions: Sequence[Sequence[tuple[int, int, int]]],
+) -> torch.Tensor:
+    """Entity mentions given in characters to token spans.
+
+    A token belongs to a mention when its character range overlaps the mention's (byte-level
+    tokens carry their leading space, so ``" Warsaw"`` overlaps ``"Warsaw"``).
+
+    Args:
+        offsets: per text, the (char start, char end) of each token (``(0, 0)`` for special
+            tokens and padding), as in :class:`kgweave.language.components.lm.EncodedBatch`.
+        mentions: per text, (char start, char end, entity id) of each mention.
+    Returns:
+        shape (S, 4) long: (batch row, first token, end token exclusive, entity id); mentions
+        that fall outside the (possibly truncated) text are dropped.
+    """
+    rows: list[tuple[int, int, int, int]] = []
+    for b, (offs, spans) in enumerate(zip(offsets, mentions, strict=True)):
+        for start, end, entity in spans:
+            hits = [i for i, (a, z) in enumerate(offs) if z > a and a < end and z > start]
+            if hits:
+                rows.append((b, hits[0], hits[-1] + 1, entity))
+    if not rows:
+        return torch.zeros(0, 4, dtype=torch.long)
+    return torch.tensor(rows, dtype=torch.long)
+
+
 def encode_texts(
     tokenizer: Any, texts: Sequence[str], max_length: int = 256, add_eos: bool = True
 ) -> EncodedBatch:

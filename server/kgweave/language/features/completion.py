@@ -15,7 +15,10 @@ For a query ``(head, relation, ?)`` (or ``(?, relation, tail)``):
    (:class:`kgweave.language.features.verbalize.Verbalizer`); ``lm_logprob`` is ``log P(sentence
    after the slot's prefix | prefix)`` under the LM and ``lm_marginal`` is ``log P(name)`` with
    no context, both by :class:`kgweave.language.features.lm_scoring.LMScorer` (the prompt run
-   once per query, the candidates batched on its cache).
+   once per query, the candidates batched on its cache). A joint model's LM, trained with KG
+   embeddings added at entity mentions, scores the same way (``fusion``): the known entity's
+   embedding at its name in the prompt, each candidate's at its name in its continuation
+   (and in its ``lm_marginal``).
 3. **Re-ranking** over three signals (:class:`kgweave.language.features.rerank.RerankWeights`):
    ``combined = w_kge * kge + w_text * text + w_lm * lm + b``, where ``text`` is the fused score
    of the KGE and the entity-text features when the model carries a text fusion
@@ -49,7 +52,7 @@ import torch
 
 from kgweave.errors import InvalidArgumentError
 from kgweave.language.features.constrained import EntityNameTrie, GeneratedName, NameSearch
-from kgweave.language.features.lm_scoring import LMScorer
+from kgweave.language.features.lm_scoring import EntityFusion, LMScorer, Mention
 from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import LM_FEATURES, RerankWeights, Scored, check_fit
 from kgweave.language.features.rerank import fit_weights as fit_rerank_weights
@@ -99,7 +102,10 @@ class LMCompleter:
             score come from it: the KGE model fused with entity text
             (:class:`kgweave.language.features.text_fusion.FusedScorer`).
         scorer: scores continuations with the LM, and decodes names with its model (default:
-            an :class:`LMScorer` on ``model``).
+            an :class:`LMScorer` on ``model`` and ``fusion``).
+        fusion: the KG embeddings the LM was trained to read at entity mentions (a joint
+            model's :class:`~kgweave.language.joint.entity_lm.EntityAwareLM`); None: the LM
+            scores text alone. Decoding names reads text alone either way.
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class LMCompleter:
         ranker: EntityScorer | None = None,
         new_candidates: int = 0,
         scorer: LMScorer | None = None,
+        fusion: EntityFusion | None = None,
     ) -> None:
         if top_n < 1 or lm_candidates < 0 or beam_size < 1 or new_candidates < 0:
             raise InvalidArgumentError(
@@ -131,7 +138,7 @@ class LMCompleter:
         self.new_candidates = new_candidates
         self.beam_size = beam_size
         self.ranker = ranker if ranker is not None else predictor.fused
-        self.scorer = scorer or LMScorer(model, tokenizer)
+        self.scorer = scorer or LMScorer(model, tokenizer, fusion=fusion)
         labels = self.artifact.entities.labels
         self.names = [self.verbalizer.name(e) for e in labels]
         self._by_name: dict[str, int] = {}
@@ -140,7 +147,7 @@ class LMCompleter:
         #: most names are capitalised: proper names, not lemmas (how free text is cut)
         self.proper_names = sum(n[:1].isupper() for n in self.names) * 2 > len(self.names)
         self._tries: dict[tuple[str, bool], EntityNameTrie] = {}
-        self._marginals: dict[tuple[str, bool], dict[str, float]] = {}
+        self._marginals: dict[tuple[str, bool], dict[tuple[str, int | None], float]] = {}
 
     # ---- pieces
     def trie(self, leading: str, capitalize: bool) -> EntityNameTrie:
@@ -177,14 +184,36 @@ class LMCompleter:
             labels[head], self.artifact.relations.labels[relation], labels[tail]
         )
 
-    def marginals(self, surfaces: list[str], leading: str, capitalize: bool) -> list[float]:
-        """``log P(leading + surface)`` from the start token alone, remembered per slot form."""
+    def marginals(
+        self,
+        surfaces: list[str],
+        leading: str,
+        capitalize: bool,
+        entities: list[int] | None = None,
+    ) -> list[float]:
+        """``log P(leading + surface)`` from the start token alone, remembered per slot form.
+
+        ``entities``: the entity each surface names; with a fusion, its embedding is added at
+        the surface's tokens, as in the continuation it is compared with (none: new names).
+        """
         memo = self._marginals.setdefault((leading, capitalize), {})
-        todo = sorted({x for x in surfaces if x not in memo})
+        fused = self.scorer.fusion is not None and entities is not None
+        keys = [
+            (x, entities[i] if fused and entities is not None else None)
+            for i, x in enumerate(surfaces)
+        ]
+        todo = sorted({k for k in keys if k not in memo}, key=lambda k: (k[0], k[1] or -1))
         if todo:
-            found = self.scorer.score("", [leading + x for x in todo])
+            found = self.scorer.score(
+                "",
+                [leading + x for x, _ in todo],
+                mentions=[
+                    [(len(leading), len(leading) + len(x), e)] if e is not None else []
+                    for x, e in todo
+                ],
+            )
             memo.update(zip(todo, found, strict=True))
-        return [memo[x] for x in surfaces]
+        return [memo[k] for k in keys]
 
     def _hr(self, entity: int, relation: int, side: Side) -> torch.Tensor:
         """The query as a (1, 2) batch for tail scoring (a head query through the reciprocal)."""
@@ -214,10 +243,45 @@ class LMCompleter:
             self._continuation(t, prefix, leading + trie.texts[c] + suffix)
             for t, c in zip(texts, candidates, strict=True)
         ]
-        lm = self.scorer.score(prefix, conts)
-        marginal = self.marginals([trie.texts[c] for c in candidates], leading, capitalize)
+        if self.scorer.fusion is not None:
+            at_prompt, mentions = self._mentions(entity, relation, side, candidates, prefix, conts)
+            lm = self.scorer.score(prefix, conts, at_prompt, mentions)
+        else:
+            lm = self.scorer.score(prefix, conts)
+        marginal = self.marginals(
+            [trie.texts[c] for c in candidates], leading, capitalize, candidates
+        )
         graph = text if text is not None else kge
         return Scored(candidates, list(graph), lm, texts, kge, text, marginal)
+
+    def _mentions(
+        self,
+        entity: int,
+        relation: int,
+        side: Side,
+        candidates: list[int],
+        prefix: str,
+        conts: list[str],
+    ) -> tuple[list[Mention], list[list[Mention]]]:
+        """Where the prompt (:meth:`prompt_mentions`) and each candidate's continuation name
+        the fact's entities."""
+        labels = self.artifact.entities.labels
+        rel_label = self.artifact.relations.labels[relation]
+        cut = len(prefix)
+        mentions: list[list[Mention]] = []
+        for c, cont in zip(candidates, conts, strict=True):
+            head, tail = (entity, c) if side == "tail" else (c, entity)
+            found = self.verbalizer.mentions(
+                prefix + cont, rel_label, (head, labels[head]), (tail, labels[tail])
+            )
+            mentions.append([(a - cut, z - cut, e) for a, z, e in found if a >= cut])
+        return self.prompt_mentions(entity, prefix), mentions
+
+    def prompt_mentions(self, entity: int, prefix: str) -> list[Mention]:
+        """The known entity's name in the slot's prefix (none when the slot comes first)."""
+        name = self.names[entity].casefold()
+        at = prefix.casefold().find(name) if name else -1
+        return [(at, at + len(name), entity)] if at >= 0 else []
 
     @staticmethod
     def _continuation(evidence: str, prefix: str, fallback: str) -> str:
@@ -303,7 +367,10 @@ class LMCompleter:
             )
         ]
         if new_names:
-            rows += self._new_rows(new_names, scored, prefix, suffix, leading, capitalize)
+            at_prompt = self.prompt_mentions(entity, prefix)
+            rows += self._new_rows(
+                new_names, scored, prefix, suffix, leading, capitalize, at_prompt
+            )
         rows.sort(key=lambda c: (-c.combined, c.new, c.entity or c.name))
         return [replace(c, rank=i + 1) for i, c in enumerate(rows[:k])]
 
@@ -315,12 +382,13 @@ class LMCompleter:
         suffix: str,
         leading: str,
         capitalize: bool,
+        at_prompt: list[Mention],
     ) -> list[CompletionCandidate]:
-        """New names scored by the LM; their graph signals are the query's lowest (the graph
-        knows nothing of them)."""
+        """New names scored by the LM (``at_prompt``: the prompt's mentions); their graph
+        signals are the query's lowest (the graph knows nothing of them)."""
         surfaces = [n[:1].upper() + n[1:] if capitalize else n for n in names]
         evidence = [prefix + leading + x + suffix for x in surfaces]
-        lm = self.scorer.score(prefix, [leading + x + suffix for x in surfaces])
+        lm = self.scorer.score(prefix, [leading + x + suffix for x in surfaces], at_prompt)
         marginal = self.marginals(surfaces, leading, capitalize)
         kge = min(scored.kge)
         text = min(scored.text) if scored.text is not None else None

@@ -208,6 +208,34 @@ class Verbalizer:
         text = text.replace("\x00h", self.name(head)).replace("\x00t", self.name(tail))
         return as_sentence(text)
 
+    def mentions(
+        self, sentence: str, relation: str, head: tuple[int, str], tail: tuple[int, str]
+    ) -> list[tuple[int, int, int]]:
+        """Where a fact's sentence (:meth:`triple`, or a piece of text that starts like it)
+        names its head and tail.
+
+        Args:
+            head, tail: (entity id, entity label) of the fact's two ends.
+        Returns:
+            (char start, char end, entity id) of each name found, in the template's order,
+            matched case-insensitively (a sentence capitalises its first letter); a name the
+            text does not hold (cut off, or an empty name) is left out.
+        """
+        order = [head, tail]
+        template = self.template(relation)
+        if template.find(TAIL) < template.find(HEAD):
+            order.reverse()
+        folded = sentence.casefold()
+        found: list[tuple[int, int, int]] = []
+        cursor = 0
+        for entity, label in order:
+            name = self.name(label).casefold()
+            at = folded.find(name, cursor) if name else -1
+            if at >= 0:
+                found.append((at, at + len(name), entity))
+                cursor = at + len(name)
+        return found
+
     def description_sentence(self, entity: str) -> str | None:
         """``"Warsaw: capital city of Poland."``, or None without a description."""
         description = self.descriptions.get(entity)

@@ -53,6 +53,12 @@ class JointModel:
     config: dict[str, Any] = field(default_factory=dict)
     text_fusion: TextFusion | None = None
 
+    @property
+    def scoring_fusion(self) -> EntityAwareLM | None:
+        """The entity fusion when completion scores with it (its weights were fitted so:
+        artifacts of runs with ``entity_fusion``; older artifacts scored text alone)."""
+        return self.fused if bool((self.config.get("fusion") or {}).get("scoring")) else None
+
     def completer(self, top_n: int | None = None) -> LMCompleter:
         """A :class:`LMCompleter` on these parts, with the fitted weights."""
         return LMCompleter(
@@ -66,6 +72,7 @@ class JointModel:
                 if self.text_fusion is not None
                 else None
             ),
+            fusion=self.scoring_fusion,
         )
 
 

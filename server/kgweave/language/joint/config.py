@@ -85,6 +85,12 @@ class JointConfig(BaseModel):
         description="Where entity embeddings enter the LM: output of this block (0-based); "
         "None: the input embeddings.",
     )
+    entity_fusion: bool = Field(
+        True,
+        description="Add the entities' KG embeddings to the LM's hidden states at their "
+        "mentions, in LM training and in completion scoring (KG -> LM); false: the LM is "
+        "fine-tuned on the verbalized facts' text alone (the ablation).",
+    )
     fusion_train_entities: bool = Field(
         False, description="Fine-tune the KGE table inside the fused LM (default: frozen)."
     )

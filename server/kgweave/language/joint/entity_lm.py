@@ -18,14 +18,23 @@ Shapes: ``B`` batch, ``T`` tokens, ``H`` the LM's hidden width, ``D`` the KGE wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from kgweave.errors import InvalidArgumentError
-from kgweave.language.components.lm import causal_lm_loss
+from kgweave.language.components.lm import (
+    IGNORE_INDEX,
+    causal_lm_loss,
+    char_spans_to_token_spans,
+    encode_texts,
+    eval_mode,
+)
+
+__all__ = ["EntityAwareLM", "char_spans_to_token_spans", "hidden_size", "transformer_blocks"]
 
 
 def transformer_blocks(lm: nn.Module) -> nn.ModuleList:
@@ -42,34 +51,6 @@ def hidden_size(lm: nn.Module) -> int:
     """Width of the LM's hidden states (its input embedding width)."""
     embeddings = lm.get_input_embeddings()  # type: ignore[operator]
     return int(embeddings.weight.shape[1])
-
-
-def char_spans_to_token_spans(
-    offsets: Sequence[Sequence[tuple[int, int]]],
-    mentions: Sequence[Sequence[tuple[int, int, int]]],
-) -> torch.Tensor:
-    """Entity mentions given in characters to token spans.
-
-    A token belongs to a mention when its character range overlaps the mention's (byte-level
-    tokens carry their leading space, so ``" Warsaw"`` overlaps ``"Warsaw"``).
-
-    Args:
-        offsets: per text, the (char start, char end) of each token (``(0, 0)`` for special
-            tokens and padding), as in :class:`kgweave.language.components.lm.EncodedBatch`.
-        mentions: per text, (char start, char end, entity id) of each mention.
-    Returns:
-        shape (S, 4) long: (batch row, first token, end token exclusive, entity id); mentions
-        that fall outside the (possibly truncated) text are dropped.
-    """
-    rows: list[tuple[int, int, int, int]] = []
-    for b, (offs, spans) in enumerate(zip(offsets, mentions, strict=True)):
-        for start, end, entity in spans:
-            hits = [i for i, (a, z) in enumerate(offs) if z > a and a < end and z > start]
-            if hits:
-                rows.append((b, hits[0], hits[-1] + 1, entity))
-    if not rows:
-        return torch.zeros(0, 4, dtype=torch.long)
-    return torch.tensor(rows, dtype=torch.long)
 
 
 class EntityAwareLM(nn.Module):
@@ -133,6 +114,21 @@ class EntityAwareLM(nn.Module):
         """The fusion's own weights (projection, norm, and the KGE table), without the LM's."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("lm.")}
 
+    @contextmanager
+    def mentioning(self, spans: torch.Tensor | None, batch: int, length: int) -> Iterator[None]:
+        """Within the block, every forward pass of the LM (``self.lm``, or the same model
+        merged for inference: the hook is on its own modules) of a (``batch``, ``length``) input
+        adds the entities at ``spans`` (shape (S, 4), see :meth:`entity_states`; None or
+        empty: the plain LM). What scoring with a KV cache uses: the prompt's pass and each
+        batch of continuations get their own spans."""
+        self._pending = (
+            self.entity_states(spans, batch, length) if spans is not None and len(spans) else None
+        )
+        try:
+            yield
+        finally:
+            self._pending = None
+
     def _add_entities(self, module: nn.Module, inputs: Any, output: Any) -> Any:
         if self._pending is None:
             return None
@@ -181,15 +177,39 @@ class EntityAwareLM(nn.Module):
             (logits (B, T, V), loss () or None).
         """
         batch, length = input_ids.shape
-        self._pending = (
-            self.entity_states(spans, batch, length) if spans is not None and len(spans) else None
-        )
-        try:
+        with self.mentioning(spans, batch, length):
             logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
-        finally:
-            self._pending = None
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return logits, loss
+
+    def text_loss(
+        self,
+        tokenizer: Any,
+        texts: Sequence[str],
+        mentions: Sequence[Sequence[tuple[int, int, int]]] | None,
+        max_length: int = 128,
+        batch_size: int = 32,
+    ) -> float:
+        """Mean next-token cross-entropy per token over ``texts`` (encoded as in training),
+        e.g. held-out facts: with the entities at ``mentions`` (per text, (char start, char
+        end, entity id)), or the LM on text alone when ``mentions`` is None."""
+        if not texts:
+            raise InvalidArgumentError("no texts to score")
+        total, tokens = 0.0, 0
+        with eval_mode(self) as device, torch.inference_mode():
+            for at in range(0, len(texts), batch_size):
+                batch = encode_texts(tokenizer, texts[at : at + batch_size], max_length).to(device)
+                spans = (
+                    char_spans_to_token_spans(batch.offsets, mentions[at : at + batch_size])
+                    if mentions is not None
+                    else None
+                )
+                _, loss = self(batch.input_ids, batch.attention_mask, spans, batch.labels)
+                assert loss is not None
+                count = int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+                total += float(loss) * count
+                tokens += count
+        return total / max(tokens, 1)
 
     def remove_hook(self) -> None:
         """Detach from the LM (the LM then runs as it was)."""

@@ -67,7 +67,6 @@ from kgweave.language.components.lm import EncodedBatch, train_lm
 from kgweave.language.components.lora import merged_for_inference
 from kgweave.language.components.pretrained import SMALL_LM, resolve_language_model
 from kgweave.language.features.completion import LMCompleter
-from kgweave.language.features.relation_phrases import HEAD, TAIL
 from kgweave.language.features.rerank import RerankWeights
 from kgweave.language.features.text_fusion import FusedScorer, TextFusion
 from kgweave.language.features.verbalize import Verbalizer
@@ -97,6 +96,9 @@ from kgweave.language.joint.text_side import (
 from kgweave.predict import LinkPredictor
 from kgweave.settings import Settings
 
+#: validation facts the LM's held-out loss is measured on
+VALID_LOSS_SAMPLE = 256
+
 
 @dataclass
 class JointResult:
@@ -114,9 +116,10 @@ class JointResult:
 
 
 def fact_corpus(
-    dataset: KGDataset, verbalizer: Verbalizer
+    dataset: KGDataset, verbalizer: Verbalizer, split: str = "train"
 ) -> tuple[list[str], list[list[tuple[int, int, int]]]]:
-    """Every training fact as a sentence, with its entity mentions.
+    """Every fact of ``split`` (the LM's corpus: training facts) as a sentence, with its
+    entity mentions.
 
     Returns:
         (sentences, mentions): per sentence, (char start, char end, entity id) of the head and
@@ -125,24 +128,39 @@ def fact_corpus(
     ents, rels = dataset.entities.labels, dataset.relations.labels
     texts: list[str] = []
     mentions: list[list[tuple[int, int, int]]] = []
-    for h, r, t in dataset.train.tolist():
+    for h, r, t in dataset.split(split).tolist():
         sentence = verbalizer.triple(ents[h], rels[r], ents[t])
-        template = verbalizer.template(rels[r])
-        order = [(h, ents[h]), (t, ents[t])]
-        if template.find(TAIL) < template.find(HEAD):
-            order.reverse()
-        folded = sentence.casefold()
-        spans: list[tuple[int, int, int]] = []
-        cursor = 0
-        for entity, label in order:
-            name = verbalizer.name(label).casefold()
-            at = folded.find(name, cursor)
-            if at >= 0 and name:
-                spans.append((at, at + len(name), entity))
-                cursor = at + len(name)
         texts.append(sentence)
-        mentions.append(spans)
+        mentions.append(verbalizer.mentions(sentence, rels[r], (h, ents[h]), (t, ents[t])))
     return texts, mentions
+
+
+def held_out_lm_loss(
+    fused: EntityAwareLM,
+    tokenizer: Any,
+    dataset: KGDataset,
+    verbalizer: Verbalizer,
+    config: JointConfig,
+    sample: int = VALID_LOSS_SAMPLE,
+) -> dict[str, float]:
+    """The trained LM's loss per token on verbalized validation facts (a seeded sample of at
+    most ``sample``; facts it never trained on): ``valid_loss`` as it scores in completion
+    (with the entity fusion when the run used it), and with it ``valid_loss_text_alone``, the
+    same LM without the fusion (what the KG embeddings add at inference). Empty without
+    validation facts."""
+    texts, mentions = fact_corpus(dataset, verbalizer, "valid")
+    if not texts:
+        return {}
+    if len(texts) > sample:
+        order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(config.seed))
+        texts = [texts[i] for i in order[:sample].tolist()]
+        mentions = [mentions[i] for i in order[:sample].tolist()]
+    loss = fused.text_loss(tokenizer, texts, mentions if config.entity_fusion else None,
+                           config.lm_max_length, config.lm_batch_size)  # fmt: skip
+    if not config.entity_fusion:
+        return {"valid_loss": loss}
+    alone = fused.text_loss(tokenizer, texts, None, config.lm_max_length, config.lm_batch_size)
+    return {"valid_loss": loss, "valid_loss_text_alone": alone}
 
 
 # ---- the whole run
@@ -263,7 +281,11 @@ def train_joint(
     )
 
     def fused_loss(batch: EncodedBatch, ids: Any) -> torch.Tensor:
-        spans = char_spans_to_token_spans(batch.offsets, [mentions[i] for i in ids])
+        spans = (
+            char_spans_to_token_spans(batch.offsets, [mentions[i] for i in ids])
+            if config.entity_fusion
+            else None  # the ablation: text alone
+        )
         loss: torch.Tensor | None = fused(
             batch.input_ids, batch.attention_mask, spans, batch.labels
         )[1]
@@ -304,6 +326,8 @@ def train_joint(
         "time_budget_s": budget,
         "corpus_facts": len(texts),
         "adapters": uses_adapters(fused.lm),
+        "entity_fusion": config.entity_fusion,
+        **held_out_lm_loss(fused, tokenizer, dataset, verbalizer, config),
     }
 
     # ---- write the KGE artifact, then the language part
@@ -360,6 +384,7 @@ def train_joint(
             top_n=config.completion_top_n,
             lm_candidates=0,
             ranker=(FusedScorer(text_fusion, predictor.model) if text_fusion is not None else None),
+            fusion=fused if config.entity_fusion else None,
         )
         weights = completer.fit_weights(dataset.split("valid"), seed=config.seed)
         metrics["completion"] = weights.report
@@ -374,7 +399,8 @@ def train_joint(
         "config": config.model_dump(),
         "language_model": spec,
         "base_model": base_model,
-        "fusion": fused.config(),
+        # "scoring": completion scores with the fusion (its weights were fitted so)
+        "fusion": {**fused.config(), "scoring": config.entity_fusion},
         "text_dim": int(text.shape[1]),
         "completion_weights": (weights or RerankWeights()).to_dict(),
         "lm_history": lm_history,
