@@ -121,12 +121,16 @@ def test_the_entity_fusion_ablation_trains_and_scores_text_alone(
     demo = load_dataset(demo_path(), name="demo")
     text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
     out = tmp_path / "ablation"
-    config = JointConfig.model_validate({**TINY_JOINT, "entity_fusion": False})
+    config = JointConfig.model_validate(
+        {**TINY_JOINT, "entity_fusion": False, "completion_fit_triples": 3}
+    )
     settings = Settings(device="cpu", offline=True)
     result = train_joint(demo, config, out, settings, progress=False, text_vectors=text)
     lm = result.metrics["lm"]
     assert lm["entity_fusion"] is False and "valid_loss_text_alone" not in lm
     assert 0 < lm["valid_loss"] < 20
+    fit = result.metrics["completion"]  # a head and a tail query of each of 3 facts
+    assert 1 <= fit["queries"] + fit["queries_answer_outside_top_n"] <= 6
     assert not load_file(out / "language" / "fusion.safetensors")["project.bias"].any()
     trained = load_file(joint_folder / "language" / "fusion.safetensors")["project.bias"]
     assert trained.any()  # the fused run's projection did train

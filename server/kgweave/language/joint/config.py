@@ -98,6 +98,13 @@ class JointConfig(BaseModel):
         True, description="Fit the completion re-ranking weights on validation."
     )
     completion_top_n: int = Field(20, ge=1, description="KGE candidates per completion query.")
+    completion_fit_triples: int | None = Field(
+        500,
+        ge=1,
+        description="Fit the completion weights on a seeded sample of this many validation "
+        "facts (each a head and a tail query, top-N LM-scored candidates each); None: all of "
+        "them (hours on a CPU for a graph of FB15k-237's size).",
+    )
     text_fusion: bool = Field(
         True,
         description="Fit a text fusion (KGE scores plus entity-text features, per-relation "

@@ -386,7 +386,9 @@ def train_joint(
             ranker=(FusedScorer(text_fusion, predictor.model) if text_fusion is not None else None),
             fusion=fused if config.entity_fusion else None,
         )
-        weights = completer.fit_weights(dataset.split("valid"), seed=config.seed)
+        weights = completer.fit_weights(
+            dataset.split("valid"), max_triples=config.completion_fit_triples, seed=config.seed
+        )
         metrics["completion"] = weights.report
     files = {
         p.name: atomic.sha256_file(p)
