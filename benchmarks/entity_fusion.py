@@ -4,7 +4,7 @@ tokens, one without, everything else equal.
 Usage (one dataset per process)::
 
     KGWEAVE_DATASETS_DIR=../shared/datasets python benchmarks/entity_fusion.py \\
-        --dataset umls --lm-budget 600 --sample 200
+        --dataset umls --lm-steps 164 --sample 150
 
 Writes ``benchmarks/results/entity_fusion_<dataset>.json`` and the plot
 ``docs/img/entity-fusion-<dataset>.png``, and prints a table.
@@ -18,8 +18,11 @@ How each number is made (nothing is copied in):
   with each entity's trained KG embedding, projected, added to the hidden states at its
   mention (:class:`kgweave.language.joint.entity_lm.EntityAwareLM`), and completion scores
   that way; without it, the LM is fine-tuned on the same text alone. Both LMs train for
-  ``--lm-budget`` seconds (what they reach in that time is printed: steps, tokens/s). The KGE
-  halves are the same training (their test MRRs are printed side by side as a check).
+  ``--lm-steps`` optimiser steps over the same batches (or for ``--lm-budget`` seconds, which
+  on a shared machine gives the two runs different numbers of steps); steps and tokens/s are
+  recorded. With ``--reuse``, a run found in ``--work-dir`` is kept and only the missing one
+  trains. The KGE halves are the same training (their test MRRs are printed side by side as a
+  check).
 - **Held-out LM loss**: next-token cross-entropy per token on verbalized validation facts
   (a seeded sample of 256; never trained on), from the run's metrics; for the fused run also
   the same LM with the fusion switched off at inference.
@@ -82,22 +85,18 @@ def run_arm(
     config = JointConfig.model_validate(
         {
             "kge": {"dim": args.dim, "epochs": args.kge_epochs, "eval_every": 10},
-            "lm_time_budget_s": args.lm_budget,
-            "lm_epochs": 1000,  # the budget ends it
+            # the same optimiser steps in both runs (--lm-steps), else the same seconds
+            "lm_time_budget_s": None if args.lm_steps else args.lm_budget,
+            "lm_max_steps": args.lm_steps,
+            "lm_cpu_budget_s": None,
+            "lm_epochs": 1000,  # the budget or the steps end it
             "entity_fusion": name == "fused",
             "completion_top_n": args.top_n,
             "seed": args.seed,
         }
     )
     result = train_joint(dataset, config, out, get_settings(), text_vectors=vectors)
-    lm_steps = result.lm_history[-1] if result.lm_history else {}
-    info = {
-        "config": config.model_dump(),
-        "seconds": round(result.seconds, 1),
-        "metrics": result.metrics,
-        "lm_tokens": lm_steps.get("tokens"),
-        "lm_seconds": lm_steps.get("seconds"),
-    }
+    info = {"config": config.model_dump(), "seconds": round(result.seconds, 1)}
     meta.write_text(json.dumps(info, indent=2))
     return out, info
 
@@ -187,6 +186,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="umls")
     p.add_argument("--lm-budget", type=float, default=600, help="seconds of LM training per run")
+    p.add_argument(
+        "--lm-steps",
+        type=int,
+        default=None,
+        help="train each LM this many optimiser steps instead of --lm-budget seconds (the "
+        "same batches in both runs, whatever the machine's load)",
+    )
     p.add_argument("--kge-epochs", type=int, default=100)
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--sample", type=int, default=200, help="test triples (x2 queries)")
@@ -217,25 +223,30 @@ def main() -> int:
         folder, info = run_arm(arm, dataset, vectors, args)
         found = evaluate_arm(folder, dataset, triples, args)
         per_query[arm] = {r: found[r] for r in ("graph alone", "LM alone", "re-ranked")}
-        lm = info["metrics"]["lm"]
+        joint = json.loads((folder / "language" / "joint.json").read_text())
+        metrics_, history = joint["metrics"], joint["lm_history"]  # a row per (partial) epoch
+        lm = metrics_["lm"]
+        tokens = sum(row["tokens"] for row in history)
         table[arm] = {
-            "kge_test_mrr": info["metrics"]["test"]["mrr"],
+            "lm_time_budget_s": joint["config"]["lm_time_budget_s"],
+            "lm_max_steps": joint["config"]["lm_max_steps"],
+            "kge_test_mrr": metrics_["test"]["mrr"],
             "run_seconds": info["seconds"],
             "lm": {
                 "steps": lm["steps"],
                 "final_train_loss": lm["final_loss"],
-                "tokens_per_s": round(info["lm_tokens"] / info["lm_seconds"], 1)
-                if info.get("lm_seconds")
-                else None,
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / history[-1]["seconds"], 1) if history else None,
                 "valid_loss": lm.get("valid_loss"),
                 "valid_loss_text_alone": lm.get("valid_loss_text_alone"),
             },
+            "completion_fit": {k: v for k, v in metrics_["completion"].items() if "mrr" in k},
             "weights": found["weights"],
             "scoring_fusion": found["scoring_fusion"],
             "rows": {},
         }
         for row, ranks in per_query[arm].items():
-            m = metrics(ranks)
+            m: dict[str, Any] = dict(metrics(ranks))
             m["mrr_95"] = bootstrap([1 / x for x in ranks], args.bootstrap, args.seed)
             table[arm]["rows"][row] = m
     for row in per_query[ARMS[0]]:
@@ -256,7 +267,8 @@ def main() -> int:
         "dataset": args.dataset,
         "queries": 2 * len(triples),
         "top_n": args.top_n,
-        "lm_budget_s": args.lm_budget,
+        "lm_budget_s": None if args.lm_steps else args.lm_budget,
+        "lm_steps": args.lm_steps,
         "seconds": round(time.perf_counter() - started, 1),
         "arms": table,
     }
@@ -264,8 +276,9 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     figure = args.plot or ROOT.parent / "docs" / "img" / f"entity-fusion-{args.dataset}.png"
-    plot(figure, f"{args.dataset}: SmolLM2 + LoRA, {args.lm_budget:.0f} s of LM training per "
-         f"run, {2 * len(triples)} test queries, top {args.top_n}", table)  # fmt: skip
+    steps = "/".join(str(table[arm]["lm"]["steps"]) for arm in ARMS)
+    plot(figure, f"{args.dataset}: SmolLM2 + LoRA, {steps} LM steps (fused/text alone), "
+         f"{2 * len(triples)} test queries, top {args.top_n}", table)  # fmt: skip
     print(f"{'':12} {'kge':>6} {'valid loss':>10} {'graph':>7} {'LM':>7} {'rerank':>7} {'w_lm':>7}")
     for arm in ARMS:
         t = table[arm]
