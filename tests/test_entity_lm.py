@@ -15,6 +15,7 @@ from kgweave.language.joint.entity_lm import (
     char_spans_to_token_spans,
     transformer_blocks,
 )
+from process_support import HANG_GUARD_S
 
 TEXTS = ["Marie Curie was born in Warsaw.", "Pierre Curie was born in Paris."]
 
@@ -182,3 +183,38 @@ def test_held_out_text_loss_with_and_without_entities() -> None:
     assert with_entities != pytest.approx(alone, rel=1e-3)
     with pytest.raises(InvalidArgumentError, match="no texts"):
         fused.text_loss(tokenizer, [], None)
+
+
+def test_entities_of_one_thread_never_reach_another_threads_pass() -> None:
+    """Served versions may share one LM: while a thread scores with mentions, a plain pass of
+    the same LM in another thread gives the plain logits (and its own mentions its own)."""
+    import threading
+
+    fused, tokenizer = _fused(0)
+    with torch.no_grad():
+        fused.project.weight.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    fused.eval()
+    batch, spans = _spans(tokenizer)
+    ids, mask = batch.input_ids, batch.attention_mask
+    with torch.no_grad():
+        plain = fused.lm(input_ids=ids, attention_mask=mask).logits
+        with_entities, _ = fused(ids, mask, spans)
+    inside, done = threading.Event(), threading.Event()
+    seen: dict[str, torch.Tensor] = {}
+
+    def scoring() -> None:
+        with torch.no_grad(), fused.mentioning(spans, *ids.shape):
+            inside.set()
+            done.wait()  # the other thread's pass runs while these mentions are pending
+            seen["fused"] = fused.lm(input_ids=ids, attention_mask=mask).logits
+
+    worker = threading.Thread(target=scoring)
+    worker.start()
+    assert inside.wait(timeout=HANG_GUARD_S)
+    with torch.no_grad():
+        seen["plain"] = fused.lm(input_ids=ids, attention_mask=mask).logits
+    done.set()
+    worker.join()
+    torch.testing.assert_close(seen["plain"], plain)
+    torch.testing.assert_close(seen["fused"], with_entities)
+    assert not fused._pending  # nothing left behind

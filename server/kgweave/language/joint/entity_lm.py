@@ -18,6 +18,7 @@ Shapes: ``B`` batch, ``T`` tokens, ``H`` the LM's hidden width, ``D`` the KGE wi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -93,7 +94,9 @@ class EntityAwareLM(nn.Module):
                     f"fusion layer {layer} is out of range: the LM has {len(blocks)} blocks"
                 )
             target = blocks[layer]
-        self._pending: torch.Tensor | None = None
+        #: what the hook adds, per thread: the LM may be shared by versions that serve
+        #: concurrently (one thread's entities never reach another's pass)
+        self._pending: dict[int, torch.Tensor] = {}
         self._handle = target.register_forward_hook(self._add_entities)
 
     @property
@@ -121,20 +124,21 @@ class EntityAwareLM(nn.Module):
         adds the entities at ``spans`` (shape (S, 4), see :meth:`entity_states`; None or
         empty: the plain LM). What scoring with a KV cache uses: the prompt's pass and each
         batch of continuations get their own spans."""
-        self._pending = (
-            self.entity_states(spans, batch, length) if spans is not None and len(spans) else None
-        )
+        thread = threading.get_ident()
+        if spans is not None and len(spans):
+            self._pending[thread] = self.entity_states(spans, batch, length)
         try:
             yield
         finally:
-            self._pending = None
+            self._pending.pop(thread, None)
 
     def _add_entities(self, module: nn.Module, inputs: Any, output: Any) -> Any:
-        if self._pending is None:
+        pending = self._pending.get(threading.get_ident())
+        if pending is None:
             return None
         if isinstance(output, tuple):
-            return (output[0] + self._pending.to(output[0].dtype), *output[1:])
-        return output + self._pending.to(output.dtype)
+            return (output[0] + pending.to(output[0].dtype), *output[1:])
+        return output + pending.to(output.dtype)
 
     def entity_states(self, spans: torch.Tensor, batch: int, length: int) -> torch.Tensor:
         """What is added to the hidden states.
