@@ -238,3 +238,43 @@ def test_joint_job_registers_a_version_that_completes(python_server: ServerThrea
     assert all(c.evidence.endswith(" was born in London.") for c in reply.candidates)
     assert reply.w_kge != 0 or reply.w_lm != 0
     channel.close()
+
+
+def test_a_training_request_waits_for_an_incremental_update_under_way() -> None:
+    """A user's training request that comes while an incremental update (started by the server
+    after graph changes) runs waits for the update instead of failing with "job ... is still
+    running" (the README's `kgweave write` then `train --remote` did on a busy machine); a
+    job of any other kind under way still refuses it."""
+    import threading
+
+    from kgweave.errors import FailedPreconditionError, KGWeaveError
+    from kgweave.serving.jobs import JobManager
+    from kgweave.settings import get_settings
+    from serving_support import wait_until
+
+    jobs = JobManager(get_settings(), on_success=lambda *_: ("", False, ""))
+    long_run = {"dim": 8, "epochs": 100_000, "eval_every": 100_000}
+    # a long training tagged as an update: a real worker, ended by the test
+    update = jobs.start({}, "", "never", spec={"kind": "incremental", "config": long_run,
+                                              "dataset": "demo"})  # fmt: skip
+    outcome: dict[str, object] = {}
+
+    def request() -> None:
+        try:
+            outcome["job"] = jobs.start(long_run, "demo", "never")
+        except KGWeaveError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    wait_until(lambda: jobs.waiting == 1 or bool(outcome), "the request to wait or fail")
+    assert not outcome, outcome  # waiting, not refused
+    jobs.cancel(update.job_id)
+    thread.join(HANG_GUARD_S)
+    started = outcome.get("job")
+    assert started is not None and started.job_id != update.job_id, outcome  # type: ignore[attr-defined]
+    assert jobs.get(update.job_id).state.final
+    with pytest.raises(FailedPreconditionError, match="still running"):
+        jobs.start(long_run, "demo", "never")  # a user's job under way refuses another
+    jobs.shutdown()
+    wait_until(lambda: jobs.active_count() == 0, "the jobs to end")

@@ -94,6 +94,10 @@ class Job:
 RECORD = "job.json"
 
 
+#: how long a training request waits for an incremental update under way (seconds: an update
+#: is a bounded number of steps; past this the request is refused as when any job runs)
+UPDATE_WAIT_S = 300.0
+
 #: called with (artifact folder, job) when a job's model is ready; returns (version,
 #: activated, message). Runs on the job's monitor thread.
 OnSuccess = Callable[[Path, Job, str], tuple[str, bool, str]]
@@ -114,6 +118,10 @@ class JobManager:
         self._policies: dict[str, str] = {}
         self._pids: dict[str, int] = {}
         self._lock = threading.Condition()
+        #: the incremental updates the server started on its own after graph changes
+        self._updates: set[str] = set()
+        #: training requests waiting for an update under way (see :meth:`start`)
+        self.waiting = 0
         #: asyncio watchers per job: futures woken (in their own loops) on the next change
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._context = mp.get_context("spawn")
@@ -166,7 +174,16 @@ class JobManager:
         spec as it is (an incremental update, :mod:`kgweave.changes.incremental`) instead of
         a training run (or a search: ``config["tuning"]``) of ``config`` on ``dataset``;
         ``background``: the run's worker at a lowered OS priority (a retrain the server
-        started on its own: serving comes first)."""
+        started on its own: serving comes first).
+
+        A training request that arrives while an incremental update (``spec`` kind
+        ``incremental``: seconds of work the server started after graph changes) is under way
+        waits for it, up to :data:`UPDATE_WAIT_S`, instead of being refused; any other job
+        under way refuses it.
+
+        Raises:
+            FailedPreconditionError: another job is under way.
+        """
         if spec is None:
             try:  # refuse bad ones now
                 TrainConfig(**{k: v for k, v in config.items() if k not in ("joint", "tuning")})
@@ -182,6 +199,13 @@ class JobManager:
 
             dataset = confine_dataset(dataset, self.settings)
         with self._lock:
+            if spec is None and self._running_updates():
+                self.waiting += 1
+                self._lock.notify_all()  # whoever waits for this request to wait
+                try:
+                    self._lock.wait_for(lambda: not self._running_updates(), UPDATE_WAIT_S)
+                finally:
+                    self.waiting -= 1
             running = [j.job_id for j in self._jobs.values() if not j.state.final]
             if running:
                 raise FailedPreconditionError(
@@ -191,6 +215,8 @@ class JobManager:
             epochs = config["tuning"].get("trials") if "tuning" in config else config.get("epochs")
             job = Job(job_id=uuid.uuid4().hex[:12], epochs=int(epochs or 0))
             self._jobs[job.job_id] = job
+            if spec is not None and spec.get("kind") == "incremental":
+                self._updates.add(job.job_id)
             self._cancel[job.job_id] = threading.Event()
             self._policies[job.job_id] = policy
         folder = self.root / job.job_id
@@ -216,6 +242,11 @@ class JobManager:
             daemon=True,
         ).start()
         return self.get(job.job_id)
+
+    def _running_updates(self) -> list[str]:
+        """The incremental updates under way (call with the lock held; forgets ended ones)."""
+        self._updates = {j for j in self._updates if not self._jobs[j].state.final}
+        return sorted(self._updates)
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
