@@ -269,6 +269,8 @@ def test_a_training_request_waits_for_an_incremental_update_under_way() -> None:
     thread.start()
     wait_until(lambda: jobs.waiting == 1 or bool(outcome), "the request to wait or fail")
     assert not outcome, outcome  # waiting, not refused
+    with pytest.raises(FailedPreconditionError, match="still running"):
+        jobs.start(long_run, "demo", "never")  # a second request does not wait too
     jobs.cancel(update.job_id)
     thread.join(HANG_GUARD_S)
     started = outcome.get("job")

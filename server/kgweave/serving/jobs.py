@@ -178,8 +178,9 @@ class JobManager:
 
         A training request that arrives while an incremental update (``spec`` kind
         ``incremental``: seconds of work the server started after graph changes) is under way
-        waits for it, up to :data:`UPDATE_WAIT_S`, instead of being refused; any other job
-        under way refuses it.
+        waits for it, up to :data:`UPDATE_WAIT_S`, instead of being refused (one request at a
+        time: a second one would find the first one's job under way, and is refused at once);
+        any other job under way refuses it.
 
         Raises:
             FailedPreconditionError: another job is under way.
@@ -199,7 +200,8 @@ class JobManager:
 
             dataset = confine_dataset(dataset, self.settings)
         with self._lock:
-            if spec is None and self._running_updates():
+            # one request waits (the next would find its job under way), holding one thread
+            if spec is None and self.waiting == 0 and self._running_updates():
                 self.waiting += 1
                 self._lock.notify_all()  # whoever waits for this request to wait
                 try:
