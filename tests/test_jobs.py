@@ -271,6 +271,9 @@ def test_a_training_request_waits_for_an_incremental_update_under_way() -> None:
     assert not outcome, outcome  # waiting, not refused
     with pytest.raises(FailedPreconditionError, match="still running"):
         jobs.start(long_run, "demo", "never")  # a second request does not wait too
+    assert jobs.busy  # the retrain watcher starts nothing meanwhile
+    with pytest.raises(FailedPreconditionError, match="request is waiting"):
+        jobs.start({}, "", "never", spec={"kind": "incremental"})  # nor would it start one
     jobs.cancel(update.job_id)
     thread.join(HANG_GUARD_S)
     started = outcome.get("job")
@@ -279,4 +282,4 @@ def test_a_training_request_waits_for_an_incremental_update_under_way() -> None:
     with pytest.raises(FailedPreconditionError, match="still running"):
         jobs.start(long_run, "demo", "never")  # a user's job under way refuses another
     jobs.shutdown()
-    wait_until(lambda: jobs.active_count() == 0, "the jobs to end")
+    wait_until(lambda: not jobs.busy, "the jobs to end")

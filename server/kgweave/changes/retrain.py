@@ -420,6 +420,8 @@ class RetrainWatcher:
         self.state.pending = end - self.log.position(CONSUMER)
         if time.monotonic() < self.state.retry_at:
             return  # after a failed job: woken at retry_at
+        if self.jobs.busy:
+            return  # a user's job (or request) goes first: woken when it changes
         starting_over = self.state.skipping(SkipKind.START_OVER)
         if self._full_due():
             # at a lowered OS priority: serving comes first (as for updates and the diff)

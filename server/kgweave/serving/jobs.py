@@ -145,6 +145,13 @@ class JobManager:
         with self._lock:
             return sum(not j.state.final for j in self._jobs.values())
 
+    @property
+    def busy(self) -> bool:
+        """A job is under way, or a training request waits to start: the retrain watcher
+        starts nothing now (it is woken when the job changes)."""
+        with self._lock:
+            return self.waiting > 0 or any(not j.state.final for j in self._jobs.values())
+
     async def next_change(self, job_id: str, revision: int) -> Job:
         """The job once its revision differs from ``revision``, awaited in the event loop:
         a watcher (a WatchJob stream) holds no thread while it waits."""
@@ -180,7 +187,7 @@ class JobManager:
         ``incremental``: seconds of work the server started after graph changes) is under way
         waits for it, up to :data:`UPDATE_WAIT_S`, instead of being refused (one request at a
         time: a second one would find the first one's job under way, and is refused at once);
-        any other job under way refuses it.
+        any other job under way refuses it. While a request waits, no update starts.
 
         Raises:
             FailedPreconditionError: another job is under way.
@@ -208,6 +215,8 @@ class JobManager:
                     self._lock.wait_for(lambda: not self._running_updates(), UPDATE_WAIT_S)
                 finally:
                     self.waiting -= 1
+            if spec is not None and self.waiting:  # the waiting request goes first
+                raise FailedPreconditionError("a training request is waiting to start")
             running = [j.job_id for j in self._jobs.values() if not j.state.final]
             if running:
                 raise FailedPreconditionError(
