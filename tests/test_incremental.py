@@ -405,6 +405,7 @@ def test_kill_9_during_an_update_loses_nothing(tmp_path: Path) -> None:
         FULL_RETRAIN_DRIFT="0",
         VALIDATION_TOLERANCE="1",
         INCREMENTAL_STEPS="100000000",  # an update that lasts until it is killed
+        INCREMENTAL_EPOCHS="0",
     )
     log = tmp_path / "serve.log"
     server = Server(env, log)

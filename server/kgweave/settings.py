@@ -158,10 +158,18 @@ class Settings(BaseSettings):
     """Change events pending before an incremental update starts (one update runs at a time; events
     arriving meanwhile go into the next)."""
     incremental_steps: int = Field(default=50, ge=1)
-    """Optimizer steps of one incremental update."""
+    """Optimizer steps of one incremental update, at most (see incremental_epochs)."""
+    incremental_epochs: int = Field(default=10, ge=0)
+    """Passes over an incremental update's queries (its new and removed facts and the replay
+    sample, both directions) when they take fewer than incremental_steps steps: an update of a few
+    facts stops sooner (0: always incremental_steps)."""
     incremental_replay: float = Field(default=4.0, ge=0)
     """Known facts replayed per new fact in an incremental update (so nothing is forgotten); at
-    least one batch of them is always replayed when there are any."""
+    least incremental_replay_min of them are always replayed when there are any."""
+    incremental_replay_min: int = Field(default=0, ge=0)
+    """Known facts an incremental update replays at least (when the graph has that many): with few
+    new facts this floor sets the cost of each step (0: one training batch of the version's
+    recipe)."""
     incremental_candidates: int = Field(default=2048, ge=0)
     """Entities an incremental update ranks each query against while it trains (a sampled softmax):
     every entity of its new and replayed facts, the incremental_hard_negatives each new fact ranks

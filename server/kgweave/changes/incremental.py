@@ -14,10 +14,13 @@ job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). T
    cold-start projection, else the mean of their neighbours), known facts updated by
    concatenation (removed ones dropped, added ones appended: no export of the graph);
 2. it is scored on the fixed validation set (:mod:`kgweave.serving.validation`; made once,
-   from the facts the version held out, the first time);
-3. ``incremental_steps`` Adam steps (``incremental_lr``) on the queries of the new facts, both
-   directions (reciprocals), mixed with a seeded replay sample of ``incremental_replay``
-   known facts per new fact, with the version's objective (KvsAll: each query's targets are
+   from the facts the version held out, the first time); when the version is the one this
+   updater wrote last, its own ranks from then are kept (:class:`Judged`) and only the queries
+   whose filter the overlay's facts change are ranked again;
+3. ``incremental_epochs`` passes (at most ``incremental_steps`` Adam steps, ``incremental_lr``)
+   over the queries of the new facts, both directions (reciprocals), mixed with a seeded replay
+   sample of ``incremental_replay`` known facts per new fact (``incremental_replay_min`` at
+   least), with the version's objective (KvsAll: each query's targets are
    all its known tails; else 1vsAll); facts the version knew and the graph no longer has
    (removed, both directions) are unlearned in the same steps, through the regime's
    :meth:`~kgweave.training.regimes.Regime.forget_loss` (their probability pushed down), so
@@ -52,7 +55,12 @@ from kgweave.changes.fixed_set import fixed_validation
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
-from kgweave.evaluation.ranking import EvaluationResult, build_filter, evaluate
+from kgweave.evaluation.ranking import (
+    EvaluationResult,
+    build_filter,
+    evaluate,
+    result_of_ranks,
+)
 from kgweave.models import build_model
 from kgweave.serving.training_run import JobRun
 from kgweave.training import TrainConfig
@@ -66,31 +74,45 @@ KIND = "incremental"
 SOURCE = "incremental"
 
 
+@dataclass(frozen=True)
+class Judged:
+    """The fixed-set ranks of the model the updater wrote last (its own evaluation after
+    training): the next update, based on it, ranks again only the queries its changes touch."""
+
+    fingerprint: str
+    #: shape (V, 3) the fixed-set facts ranked
+    valid: torch.Tensor
+    #: shape (2V,) their filtered ranks: V tail queries, then V head queries
+    ranks: torch.Tensor
+
+
 @dataclass
 class Kept:
     """What the updater process keeps between updates: the last version it loaded or wrote,
-    by the sha256 of its weights file (a registered version is the folder it wrote, moved)."""
+    by the sha256 of its weights file (a registered version is the folder it wrote, moved),
+    and for one it wrote, its fixed-set ranks."""
 
     weights_sha256: str = ""
     artifact: ModelArtifact | None = None
+    judged: Judged | None = None
 
-    def load(self, folder: Path) -> ModelArtifact:
-        """The version in ``folder``, from memory when it is the one kept, else loaded (and
-        verified) from disk and kept."""
+    def load(self, folder: Path) -> tuple[ModelArtifact, Judged | None]:
+        """The version in ``folder`` and its fixed-set ranks: from memory when it is the one
+        kept, else loaded (and verified) from disk and kept (no ranks)."""
         config = read_config(folder)
         digest = str(config.get("files", {}).get(WEIGHTS, ""))
         if self.artifact is not None and digest and digest == self.weights_sha256:
-            return replace(self.artifact, path=folder, config=config)
+            return replace(self.artifact, path=folder, config=config), self.judged
         artifact = load_artifact(folder)
-        self.weights_sha256, self.artifact = digest, artifact
-        return artifact
+        self.weights_sha256, self.artifact, self.judged = digest, artifact, None
+        return artifact, None
 
-    def keep(self, folder: Path, model: Any, dataset: KGDataset) -> None:
+    def keep(self, folder: Path, model: Any, dataset: KGDataset, judged: Judged | None) -> None:
         """Keep the artifact just written to ``folder`` (what :func:`load_artifact` would read
-        back from it)."""
+        back from it) and its fixed-set ranks."""
         config = read_config(folder)
         labels = dataset.entities.labels
-        self.weights_sha256 = str(config["files"][WEIGHTS])
+        self.weights_sha256, self.judged = str(config["files"][WEIGHTS]), judged
         self.artifact = ModelArtifact(
             path=folder,
             model=model.eval(),
@@ -169,7 +191,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     timings = Timings()
     report({"phase": "loading"})
     base_dir, version = Path(spec["base"]), str(spec["base_version"])
-    art = KEPT.load(base_dir)
+    art, judged_base = KEPT.load(base_dir)
     timings.done("load")
     overlay = Overlay.load(Path(spec["overlay"]))
     if overlay is None or overlay.base_version != version:
@@ -200,7 +222,11 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     known_filter = build_filter(torch.cat((known, valid)), n_e, n_r)
     report({"phase": "evaluating"})
     model.eval()
-    before = evaluate(model, valid, known_filter) if len(valid) else None
+    carried = judged_base if derived.model is art.model and not overlay.deleted else None
+    touched = _ids(sorted(overlay.added | overlay.removed), derived)
+    before, base_ranked = _judge_base(
+        model, valid, known_filter, fixed.fingerprint, carried, touched
+    )
     timings.done("evaluate")
 
     # ---- training: the new facts and a replay sample, both directions
@@ -218,7 +244,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     training_facts = known[~fixed_rows]
     old = known[~fixed_rows & ~torch.isin(keys, _keys(new, n_e, n_r))]
     changed = len(new) + len(forget)
-    replay_n = min(len(old), max(int(changed * settings.incremental_replay), config.batch_size))
+    floor = settings.incremental_replay_min or config.batch_size
+    replay_n = min(len(old), max(int(changed * settings.incremental_replay), floor))
     replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
     triples = with_reciprocals(torch.cat((new, replay)), n_r)
     targets = with_reciprocals(training_facts, n_r)
@@ -245,10 +272,13 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     # steps are lr-sized per coordinate, which undoes what the version learned)
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.incremental_lr)
-    report({"phase": "training", "epoch": 0, "epochs": settings.incremental_steps})
+    limit = settings.incremental_steps
+    if settings.incremental_epochs:  # a few facts: a few passes over them and their replay
+        limit = min(limit, settings.incremental_epochs * -(-regime.epoch_size // batch))
+    report({"phase": "training", "epoch": 0, "epochs": limit})
     trained.train()
     steps, losses = 0, []
-    while steps < settings.incremental_steps:
+    while steps < limit:
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
             loss, _covered = regime.batch_loss(trained, batch_ids)
@@ -258,7 +288,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
             optimizer.step()
             losses.append(loss.detach())
             steps += 1
-            if steps >= settings.incremental_steps:
+            if steps >= limit:
                 break
             if should_stop is not None and should_stop():
                 return None
@@ -283,6 +313,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         "fingerprint": fixed.fingerprint,
         "triples": len(valid),
         "difference_se": difference_se(before, after),
+        "base_queries_ranked": base_ranked,  # fewer than 2 * triples: the rest carried over
         **anchor_of(art.config, version, base_mrr),
     }
     labels = derived.entities.labels
@@ -324,8 +355,45 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
             },
         },
     )
-    KEPT.keep(out, model, dataset)  # the next update is based on it once it is registered
+    kept = after and after.ranks is not None and Judged(fixed.fingerprint, valid, after.ranks)
+    KEPT.keep(out, model, dataset, kept or None)  # the next update is based on it once registered
     return metrics
+
+
+def _judge_base(
+    model: Any,
+    valid: torch.Tensor,
+    known_filter: Any,
+    fingerprint: str,
+    carried: Judged | None,
+    touched: torch.Tensor,
+) -> tuple[EvaluationResult | None, int]:
+    """The base version's fixed-set evaluation (``valid`` shape (V, 3), with the update's
+    filter). ``carried``: the base's own ranks, when the updater wrote it and this update's
+    overlay gave it no new rows and deleted no entity (the same model, the same candidates):
+    only the queries whose filter the overlay's added or removed facts (``touched``, shape
+    (T, 3)) change are ranked again; the rest keep their ranks. Else every query is ranked.
+    Returns the evaluation and the number of queries ranked."""
+    if not len(valid):
+        return None, 0
+    usable = (
+        carried is not None
+        and carried.fingerprint == fingerprint
+        and carried.valid.shape == valid.shape
+        and bool(torch.equal(carried.valid, valid))
+    )
+    if carried is None or not usable:
+        return evaluate(model, valid, known_filter), 2 * len(valid)
+    n_r = model.num_relations // 2
+    tails = torch.isin(valid[:, 0] * n_r + valid[:, 1], touched[:, 0] * n_r + touched[:, 1])
+    heads = torch.isin(valid[:, 2] * n_r + valid[:, 1], touched[:, 2] * n_r + touched[:, 1])
+    again = torch.nonzero(tails | heads).squeeze(1)
+    ranks = carried.ranks.clone()
+    if len(again):
+        fresh = evaluate(model, valid[again], known_filter).ranks
+        assert fresh is not None
+        ranks[again], ranks[again + len(valid)] = fresh[: len(again)], fresh[len(again) :]
+    return result_of_ranks(ranks, valid), 2 * len(again)
 
 
 def _sample(rows: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -175,6 +175,14 @@ def evaluate(
         scorer=scorer,
         prepack=prepack,
     )
+    return result_of_ranks(ranks.detach().cpu(), triples, relation_labels)
+
+
+def result_of_ranks(
+    ranks: torch.Tensor, triples: torch.Tensor, relation_labels: list[str] | None = None
+) -> EvaluationResult:
+    """The metrics of ``ranks`` (shape (2M,): the M tail queries of ``triples``, shape (M, 3),
+    then their M head queries), by side and, with ``relation_labels``, by relation."""
     m = len(triples)
     tail_ranks, head_ranks = ranks[:m], ranks[m:]
     per_relation: dict[str, dict[str, float]] = {}
@@ -191,7 +199,7 @@ def evaluate(
         tail=metrics_from_ranks(tail_ranks),
         head=metrics_from_ranks(head_ranks),
         per_relation=per_relation,
-        ranks=ranks.detach().cpu(),
+        ranks=ranks,
     )
 
 

@@ -1,0 +1,72 @@
+"""An update based on the version the updater wrote last ranks the base on the fixed set again
+only where its changes touch the filter (changes/incremental.py, ``Judged``): the base's MRR
+it reports equals a full evaluation of the base with the update's filter, on the real UMLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgweave.artifact import ModelArtifact, load_artifact, read_config, save_artifact
+from kgweave.changes import incremental
+from kgweave.changes.overlay import Overlay, Triple
+from kgweave.data.dataset import KGDataset
+from kgweave.engine import open_dataset
+from kgweave.evaluation.ranking import build_filter, evaluate
+from kgweave.serving.training_run import JobRun
+from kgweave.serving.validation import make_fixed
+from kgweave.settings import Settings
+from kgweave.training import TrainConfig, train
+
+
+def labelled(source: KGDataset | ModelArtifact, rows: torch.Tensor) -> list[Triple]:
+    e, r = source.entities.labels, source.relations.labels
+    return [(e[h], r[p], e[t]) for h, p, t in rows.tolist()]
+
+
+def run_update(settings: Settings, base: Path, version: str, overlay: Overlay, out: Path) -> dict:
+    overlay.save(out.parent / "overlay")
+    spec = {"kind": "incremental", "base": str(base), "base_version": version,
+            "overlay": str(out.parent / "overlay")}  # fmt: skip
+    incremental.run_incremental(JobRun(spec, out, settings, lambda _m: None))
+    return read_config(out)
+
+
+def test_the_base_is_ranked_again_only_where_the_changes_touch_the_filter(
+    tmp_path: Path, datasets_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(incremental, "KEPT", incremental.Kept())
+    settings = Settings(data_dir=tmp_path / "data", datasets_dir=datasets_dir, device="cpu",
+                        incremental_steps=5)  # fmt: skip
+    umls = open_dataset("umls", settings)
+    result = train(umls, TrainConfig(epochs=5, dim=32), device="cpu", progress=False)
+    base = save_artifact(tmp_path / "base", result.model, umls, {"dim": 32}, {})
+    fixed = make_fixed(settings, labelled(umls, umls.splits["valid"]), "base")
+    valid_keys = {(h, r) for h, r, _t in fixed.triples}
+    test = [t for t in labelled(umls, umls.splits["test"]) if t not in set(fixed.triples)]
+    # the first update: nothing carried (the base came from disk), every query ranked
+    first = run_update(settings, base, "base", Overlay("base", 1, added={test[0]}, events=1),
+                       tmp_path / "u1" / "out")  # fmt: skip
+    assert first["fixed_valid"]["base_queries_ranked"] == 2 * len(fixed.triples)
+    # the second, on the version the first wrote: a fact added and a known one removed, each
+    # sharing a fixed-set query's head and relation (so those queries' filters change)
+    added = next(t for t in test[1:] if (t[0], t[1]) in valid_keys)
+    known = labelled(umls, umls.splits["train"])
+    removed = next(t for t in known if (t[0], t[1]) in valid_keys and t != added)
+    overlay = Overlay("u1", 2, added={added}, removed={removed}, events=2)
+    second = run_update(settings, tmp_path / "u1" / "out", "u1", overlay, tmp_path / "u2" / "out")
+    ranked = second["fixed_valid"]["base_queries_ranked"]
+    assert 0 < ranked < 2 * len(fixed.triples), ranked
+
+    # the same base, every query ranked with the second update's filter
+    u1 = load_artifact(tmp_path / "u1" / "out")
+    e, r = u1.entities.index, u1.relations.index
+    ids = lambda facts: torch.tensor([(e[h], r[p], e[t]) for h, p, t in facts])  # noqa: E731
+    facts = set(labelled(u1, u1.known)) | {added}
+    facts.discard(removed)
+    valid = ids(sorted(fixed.triples))
+    known_filter = build_filter(torch.cat((ids(sorted(facts)), valid)), len(e), len(r))
+    full = evaluate(u1.model.eval(), valid, known_filter)
+    assert second["fixed_valid"]["base_mrr"] == pytest.approx(full.metrics["mrr"], abs=1e-9)
