@@ -11,6 +11,7 @@ import torch
 
 from kgweave.artifact import ModelArtifact, load_artifact, read_config, save_artifact
 from kgweave.changes import incremental
+from kgweave.changes.derive import derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset
 from kgweave.engine import open_dataset
@@ -63,10 +64,33 @@ def test_the_base_is_ranked_again_only_where_the_changes_touch_the_filter(
     # the same base, every query ranked with the second update's filter
     u1 = load_artifact(tmp_path / "u1" / "out")
     e, r = u1.entities.index, u1.relations.index
-    ids = lambda facts: torch.tensor([(e[h], r[p], e[t]) for h, p, t in facts])  # noqa: E731
+
+    def ids(facts: list[Triple]) -> torch.Tensor:
+        return torch.tensor([(e[h], r[p], e[t]) for h, p, t in facts])
+
     facts = set(labelled(u1, u1.known)) | {added}
     facts.discard(removed)
     valid = ids(sorted(fixed.triples))
     known_filter = build_filter(torch.cat((ids(sorted(facts)), valid)), len(e), len(r))
     full = evaluate(u1.model.eval(), valid, known_filter)
     assert second["fixed_valid"]["base_mrr"] == pytest.approx(full.metrics["mrr"], abs=1e-9)
+
+    # the third brings a new entity, its row the mean of the rows (so it outscores some
+    # answers): the untouched queries' ranks move down where it beats their answer
+    u2 = load_artifact(tmp_path / "u2" / "out")
+    row = u2.model.entity.weight.detach().mean(0, keepdim=True) * 3
+    fact = ("brand_new", umls.relations.labels[0], umls.entities.labels[0])
+    overlay = Overlay("u2", 3, added={fact}, new_entities=["brand_new"], entity_rows=row,
+                      origins={"brand_new": "mean"}, events=1)  # fmt: skip
+    third = run_update(settings, tmp_path / "u2" / "out", "u2", overlay, tmp_path / "u3" / "out")
+    assert third["fixed_valid"]["base_queries_ranked"] < 2 * len(fixed.triples)
+    derived = derive_artifact(u2, overlay).artifact
+    e, r = derived.entities.index, derived.relations.index
+    facts = set(labelled(u2, u2.known)) | {fact}
+    valid = ids(sorted(fixed.triples))
+    known_filter = build_filter(torch.cat((ids(sorted(facts)), valid)), len(e), len(r))
+    full = evaluate(derived.model.eval(), valid, known_filter)
+    assert third["fixed_valid"]["base_mrr"] == pytest.approx(full.metrics["mrr"], abs=1e-9)
+    alone = evaluate(u2.model.eval(), valid[:, :], build_filter(
+        torch.cat((u2.known, valid)), len(u2.entities), len(u2.relations)))  # fmt: skip
+    assert full.metrics["mrr"] < alone.metrics["mrr"]  # the new row did outscore answers

@@ -222,10 +222,10 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     known_filter = build_filter(torch.cat((known, valid)), n_e, n_r)
     report({"phase": "evaluating"})
     model.eval()
-    carried = judged_base if derived.model is art.model and not overlay.deleted else None
+    carried = None if overlay.deleted else judged_base
     touched = _ids(sorted(overlay.added | overlay.removed), derived)
     before, base_ranked = _judge_base(
-        model, valid, known_filter, fixed.fingerprint, carried, touched
+        model, valid, known_filter, fixed.fingerprint, carried, touched, art.model.num_entities
     )
     timings.done("evaluate")
 
@@ -367,13 +367,16 @@ def _judge_base(
     fingerprint: str,
     carried: Judged | None,
     touched: torch.Tensor,
+    base_entities: int,
 ) -> tuple[EvaluationResult | None, int]:
     """The base version's fixed-set evaluation (``valid`` shape (V, 3), with the update's
-    filter). ``carried``: the base's own ranks, when the updater wrote it and this update's
-    overlay gave it no new rows and deleted no entity (the same model, the same candidates):
-    only the queries whose filter the overlay's added or removed facts (``touched``, shape
-    (T, 3)) change are ranked again; the rest keep their ranks. Else every query is ranked.
-    Returns the evaluation and the number of queries ranked."""
+    filter) by ``model``, the base with the overlay's new rows (entities from
+    ``base_entities`` on) appended. ``carried``: the base's own ranks, when the updater wrote
+    it and this update's overlay deleted no entity: only the queries whose filter the
+    overlay's added or removed facts (``touched``, shape (T, 3)) change are ranked again; the
+    others keep their ranks, each moved down by the new entities that outscore its answer
+    (no fact of a new entity can filter them: it would touch them). Else every query is
+    ranked. Returns the evaluation and the number of queries ranked in full."""
     if not len(valid):
         return None, 0
     usable = (
@@ -389,6 +392,13 @@ def _judge_base(
     heads = torch.isin(valid[:, 2] * n_r + valid[:, 1], touched[:, 2] * n_r + touched[:, 1])
     again = torch.nonzero(tails | heads).squeeze(1)
     ranks = carried.ranks.clone()
+    if model.num_entities > base_entities:  # new rows: where they outscore the answer
+        queries = with_reciprocals(valid, n_r)
+        new = torch.arange(base_entities, model.num_entities).expand(len(queries), -1)
+        with torch.no_grad():
+            scores = model.score_candidates(queries[:, :2], torch.cat((queries[:, 2:], new), 1))
+        answer, rows = scores[:, :1], scores[:, 1:]
+        ranks += (rows > answer).sum(1).double() + (rows == answer).sum(1).double() / 2
     if len(again):
         fresh = evaluate(model, valid[again], known_filter).ranks
         assert fresh is not None
