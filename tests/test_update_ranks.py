@@ -1,6 +1,7 @@
 """An update based on the version the updater wrote last ranks the base on the fixed set again
 only where its changes touch the filter (changes/incremental.py, ``Judged``): the base's MRR
-it reports equals a full evaluation of the base with the update's filter, on the real UMLS."""
+it reports equals a full evaluation of the base with the update's filter, on the real UMLS.
+A small update stops after ``incremental_epochs`` passes over its queries."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_the_base_is_ranked_again_only_where_the_changes_touch_the_filter(
 ) -> None:
     monkeypatch.setattr(incremental, "KEPT", incremental.Kept())
     settings = Settings(data_dir=tmp_path / "data", datasets_dir=datasets_dir, device="cpu",
-                        incremental_steps=5)  # fmt: skip
+                        incremental_steps=1000, incremental_epochs=2)  # fmt: skip
     umls = open_dataset("umls", settings)
     result = train(umls, TrainConfig(epochs=5, dim=32), device="cpu", progress=False)
     base = save_artifact(tmp_path / "base", result.model, umls, {"dim": 32}, {})
@@ -51,6 +52,9 @@ def test_the_base_is_ranked_again_only_where_the_changes_touch_the_filter(
     first = run_update(settings, base, "base", Overlay("base", 1, added={test[0]}, events=1),
                        tmp_path / "u1" / "out")  # fmt: skip
     assert first["fixed_valid"]["base_queries_ranked"] == 2 * len(fixed.triples)
+    # a one-fact update stops after its passes over its queries, far below its step limit
+    steps = first["incremental"]["steps"]
+    assert steps == 2 * first["incremental"]["steps_per_pass"] < 1000
     # the second, on the version the first wrote: a fact added and a known one removed, each
     # sharing a fixed-set query's head and relation (so those queries' filters change)
     added = next(t for t in test[1:] if (t[0], t[1]) in valid_keys)

@@ -94,3 +94,30 @@ def test_closing_the_diff_worker_ends_an_export_under_way(tmp_path: Path) -> Non
     # closed for good: a diff step that had passed the stop check starts no worker
     with pytest.raises(BrokenProcessPool, match="closed"):
         worker._call(_waits_for_ever, str(marker))
+
+
+#: the updater's warm-up, then an artifact loaded: how many modules the load imported
+WARM = """
+import sys
+from pathlib import Path
+from kgweave.serving.workers import WARM_IMPORTS, warm
+from kgweave.artifact import load_artifact
+
+warm(WARM_IMPORTS)
+before = set(sys.modules)
+load_artifact(Path(sys.argv[1]))
+new = sorted(set(sys.modules) - before)
+print(len(new), new[:5])
+"""
+
+
+def test_the_updater_warm_up_leaves_its_first_update_nothing_to_import(tmp_path: Path) -> None:
+    """The first model a process builds on the meta device imports torch._dynamo (about 2 s on
+    two cores): the updater pays it when it starts, not in its first update's load."""
+    from kgweave.settings import Settings
+    from serving_support import train_demo_model
+
+    model = train_demo_model(Settings(data_dir=tmp_path / "data"), tmp_path / "m", epochs=1)
+    out = subprocess.run([sys.executable, "-c", WARM, str(model)], capture_output=True,
+                         text=True, timeout=HANG_GUARD_S, check=True)  # fmt: skip
+    assert out.stdout.strip() == "0 []", f"the load imported {out.stdout.strip()} ..."

@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     arriving meanwhile go into the next)."""
     incremental_steps: int = Field(default=50, ge=1)
     """Optimizer steps of one incremental update, at most (see incremental_epochs)."""
-    incremental_epochs: int = Field(default=10, ge=0)
+    incremental_epochs: int = Field(default=5, ge=0)
     """Passes over an incremental update's queries (its new and removed facts and the replay
     sample, both directions) when they take fewer than incremental_steps steps: an update of a few
     facts stops sooner (0: always incremental_steps)."""

@@ -48,8 +48,9 @@ ORPHANED_EXIT = 75
 #: in a job's folder: the lock its worker holds (with its pid) while it runs the job, and the
 #: worker's mark that the artifact is complete
 WORKER_LOCK, RESULT = "worker.lock", "result.json"
-#: what the updater imports when it starts, before its first job
-WARM_IMPORTS = ("torch", "kgweave.changes.incremental")
+#: what the updater imports when it starts, before its first job ("module" or
+#: "module:function", the function then called once)
+WARM_IMPORTS = ("torch", "kgweave.changes.incremental:warm_up")
 #: the OS priority of the updater and of background jobs (retrains the server started on its
 #: own), lowered: the serving process's queries come first on a busy machine (PredictLinks
 #: p99 while updates run, docs/benchmarks.md)
@@ -139,8 +140,7 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
     if not once:
         with contextlib.suppress(OSError):
             os.nice(UPDATER_NICE)
-    for name in imports:  # the updater: paid once, before its first job
-        importlib.import_module(name)
+    warm(imports)  # the updater: paid once, before its first job
     while True:
         job_id, spec, out, settings_json = jobs.get()
         if once and spec.get("background"):  # (the updater is lowered already)
@@ -149,6 +149,15 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
         run_one(spec, Path(out), settings_json, events, lambda j=job_id: j in cancelled)
         if once:
             return
+
+
+def warm(imports: tuple[str, ...]) -> None:
+    """Import each of ``imports`` ("module", or "module:function": then call it once)."""
+    for name in imports:
+        module, _, function = name.partition(":")
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
 
 
 def run_one(
