@@ -14,7 +14,7 @@ from kgweave.data.reader import read_triples
 from kgweave.errors import InvalidArgumentError
 from kgweave.graph.cypher_store import CypherStore
 from kgweave.graph.neo4j_store import Neo4jStore
-from kgweave.graph.store import EntityRow, GraphStore
+from kgweave.graph.store import EntityRow, GraphStore, Triple
 from kgweave.graph.sync import Snapshot, export_snapshot, import_dataset
 from kgweave.serving.writeback import write_back
 
@@ -100,3 +100,13 @@ def fb15k_generic_relations(store: Neo4jStore, datasets_dir: Path) -> None:
     assert rows[0]["n"] == len(set(sample))
     assert store.remove_triples(sample[:10]) == len(set(sample[:10]))
     assert stored_triples(store) == set(sample) - set(sample[:10])
+    existing_triples_are_found(store, sample[:10], sample[10:20])
+
+
+def existing_triples_are_found(store: GraphStore, absent: list[Triple], held: list[Triple]) -> None:
+    """``existing_triples`` names exactly the held facts asked about (a typed relation and the
+    generic type alike; a fact with another relation between the same entities is not it)."""
+    twisted = [(h, r + "_not", t) for h, r, t in held[:3]]
+    asked = absent + held + twisted + [("nobody", held[0][1], "nowhere")]
+    assert store.existing_triples(asked) == set(held)
+    assert store.existing_triples([]) == set()

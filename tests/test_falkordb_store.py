@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from graph_support import (
+    existing_triples_are_found,
     injection_is_data,
     labelled,
     nearest_is_cosine,
@@ -60,6 +61,10 @@ def test_fb15k_relation_names_use_the_generic_type(
     removed = store.remove_triples(sample[:10])
     assert removed == len(set(sample[:10]))
     assert stored_triples(store) == set(sample) - set(sample[:10])
+    existing_triples_are_found(store, sample[:10], sample[10:20])
+    typed = [("a", "knows", "b"), ("b", "knows", "c")]  # a relationship type of its own
+    store.add_triples(typed[:1])
+    assert store.existing_triples(typed) == set(typed[:1])
 
 
 def test_injection_attempts_are_data_not_cypher(store: FalkorDBStore) -> None:

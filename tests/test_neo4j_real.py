@@ -572,6 +572,10 @@ def test_counts_explain_what_the_trigger_logged(neo4j: RealNeo4j, store: Neo4jSt
     # behind the log's back: the counts no longer add up, and the export runs
     store.write("MATCH (a:Entity {id: 'uk'}), (b:Entity {id: 'ada'}) CREATE (a)-[:knows]->(b)")
     assert not counts_explained(last, store.counts(), logged)
+    # what a write through kgweave asks before it writes (the facts the graph holds already)
+    held = [("ada", "born_in", "london"), ("ada", "/people/field", "maths"), ("uk", "knows", "ada")]
+    asked = [*held, ("london", "capital_of", "uk"), ("ada", "knows", "london")]
+    assert store.existing_triples(asked) == set(held)
 
 
 def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, serving: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 from kgweave.bootstrap import prepare_plane
 from kgweave.changes.diff import SOURCE as SNAPSHOT_DIFF
 from kgweave.changes.diff import counts_explained
-from kgweave.changes.events import ChangeEvent, ChangeKind
+from kgweave.changes.events import UNCHANGED, ChangeEvent, ChangeKind
 from kgweave.changes.retrain import CONSUMER
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
@@ -149,6 +149,23 @@ def test_changes_through_the_log_cost_the_snapshot_diff_no_export(diff_only: Dat
     wait_for(lambda: watcher.state.diffs >= diffs + 3)
     assert watcher.state.diffs - watcher.state.diffs_skipped == exports
     assert diff_events(service) == []
+    # a fact the graph holds written again, one it does not hold removed, one fact twice:
+    # logged (and served) all the same, marked as changing no count, and still no export
+    again = ("alan_turing", "born_in", "paris")
+    service.write_facts(added=[again, ("ada_lovelace", "born_in", "paris")] * 2,
+                        removed=[("alan_turing", "born_in", "ulm")], entities=[], deleted=[],
+                        wait_s=-1)  # fmt: skip
+    unchanged = [(e.kind.value, e.head, e.tail)
+                 for _, e in service.changes.event_log.read(0, limit=100_000)
+                 if e.graph_unchanged]  # fmt: skip
+    assert unchanged == [("triple_added", "alan_turing", "paris"),
+                         ("triple_added", "alan_turing", "paris"),
+                         ("triple_added", "ada_lovelace", "paris"),
+                         ("triple_removed", "alan_turing", "ulm")]  # fmt: skip
+    diffs = watcher.state.diffs
+    wait_for(lambda: watcher.state.diffs >= diffs + 3)
+    assert watcher.state.diffs - watcher.state.diffs_skipped == exports
+    assert diff_events(service) == []
     # written behind kgweave's back: the counts differ, the diff exports and finds it (with
     # the logged changes since its last export again: applying an event twice is harmless)
     store.add_triples([("alan_turing", "citizen_of", "france")])
@@ -194,6 +211,14 @@ def test_counts_explained_by_the_logged_events() -> None:
     assert not counts_explained(last, {**last, "triples": 11}, [added("x", "y", SNAPSHOT_DIFF)])
     deleted = ChangeEvent(ChangeKind.ENTITY_DELETED, entity="a")
     assert not counts_explained(last, last, [deleted])
+    # a write that changed no count: a fact the graph held added, one it lacked removed
+    same = dict(UNCHANGED)
+    unchanged = [ChangeEvent(ChangeKind.TRIPLE_ADDED, head="a", relation="r", tail="b",
+                             properties=same),
+                 ChangeEvent(ChangeKind.TRIPLE_REMOVED, head="x", relation="r", tail="y",
+                             properties=same)]  # fmt: skip
+    assert counts_explained(last, last, unchanged)
+    assert not counts_explained(last, {**last, "triples": 11}, unchanged)
 
 
 def test_the_watcher_runs_for_any_kind_of_retraining() -> None:

@@ -264,11 +264,12 @@ def counts_explained(last: dict[str, int], now: dict[str, int], events: list[Cha
     and the events logged since by other sources (WriteFacts, the APOC trigger, the CDC
     poller) predict: then every change went through the log and an export would find none
     (an unlogged addition and removal that cancel out are left to the periodic full
-    compare). The facts' count must match exactly; entities and relations may grow by what
-    the added facts and upserted entities can add."""
+    compare). Events that changed no count (a fact written twice, the removal of one the
+    graph did not hold: ``UNCHANGED``) are left out. The facts' count must match exactly;
+    entities and relations may grow by what the added facts and upserted entities can add."""
     triples, entities, relations = last["triples"], last["entities"], last["relations"]
     for event in events:
-        if event.source == SOURCE:  # the diff's own: already in its snapshot
+        if event.source == SOURCE or event.graph_unchanged:  # in its snapshot; no change
             continue
         if event.kind == ChangeKind.TRIPLE_ADDED:
             triples, entities, relations = triples + 1, entities + 2, relations + 1

@@ -21,6 +21,11 @@ class ChangeKind(StrEnum):
 
 _TRIPLE_KINDS = (ChangeKind.TRIPLE_ADDED, ChangeKind.TRIPLE_REMOVED)
 
+#: the properties of a triple event whose write changed no count in the graph: the fact was
+#: there already (added) or was not (removed). It is served all the same; the snapshot diff's
+#: count check leaves it out
+UNCHANGED = {"graph": "unchanged"}
+
 
 @dataclass(frozen=True)
 class ChangeEvent:
@@ -45,6 +50,11 @@ class ChangeEvent:
                 raise InvalidArgumentError(f"{self.kind} needs head, relation and tail")
         elif not self.entity:
             raise InvalidArgumentError(f"{self.kind} needs an entity")
+
+    @property
+    def graph_unchanged(self) -> bool:
+        """Whether the write behind this event changed no count in the graph (``UNCHANGED``)."""
+        return self.properties.get("graph") == UNCHANGED["graph"]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict, without empty fields."""

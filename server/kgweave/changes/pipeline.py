@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
-from kgweave.changes.events import ChangeEvent, ChangeKind
+from kgweave.changes.events import UNCHANGED, ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.changes.retrain import INCREMENTAL, RetrainWatcher, ServingSide
 from kgweave.errors import InvalidArgumentError
@@ -174,16 +174,17 @@ class ChangePipeline:
             )
             for e, name, desc in entities
         ]
-        events += [ChangeEvent(ChangeKind.TRIPLE_ADDED, head=h, relation=r, tail=t)
-                   for h, r, t in added]  # fmt: skip
-        events += [ChangeEvent(ChangeKind.TRIPLE_REMOVED, head=h, relation=r, tail=t)
-                   for h, r, t in removed]  # fmt: skip
-        events += [ChangeEvent(ChangeKind.ENTITY_DELETED, entity=e) for e in deleted]
-        if not events:
+        if not (entities or added or removed or deleted):
             raise InvalidArgumentError(
                 "nothing to write: give facts to add or remove, or entities to upsert or delete"
             )
         with self._write_lock:
+            # a fact added that the graph holds already, or removed that it does not hold,
+            # changes no count: marked, so the snapshot diff's count check need not export
+            had = store.existing_triples([*added, *removed]) if added or removed else set()
+            events += _triple_events(ChangeKind.TRIPLE_ADDED, added, lambda f: f in had)
+            events += _triple_events(ChangeKind.TRIPLE_REMOVED, removed, lambda f: f not in had)
+            events += [ChangeEvent(ChangeKind.ENTITY_DELETED, entity=e) for e in deleted]
             if entities:
                 store.upsert_entities(EntityRow(e, name, desc) for e, name, desc in entities)
             if added:
@@ -241,3 +242,19 @@ class ChangePipeline:
             self.retrainer.stop()
         if self._log is not None:
             self._log.close()
+
+
+def _triple_events(
+    kind: ChangeKind, facts: list[Triple], unchanged: Callable[[Triple], bool]
+) -> list[ChangeEvent]:
+    """One event per fact, marked ``UNCHANGED`` where the write changes no count: where
+    ``unchanged`` says so, or the fact came earlier in the same write."""
+    seen: set[Triple] = set()
+    events = []
+    for fact in facts:
+        same = unchanged(fact) or fact in seen
+        seen.add(fact)
+        h, r, t = fact
+        properties = dict(UNCHANGED) if same else {}
+        events.append(ChangeEvent(kind, head=h, relation=r, tail=t, properties=properties))
+    return events

@@ -110,16 +110,35 @@ class CypherStore(GraphStore):
                 added += len(rows)
         return added
 
+    def existing_triples(self, triples: Iterable[Triple]) -> set[Triple]:
+        found: set[Triple] = set()
+        for batch in self._batches(triples):
+            for rel_type, rows in self._by_type(batch).items():
+                match, where = self._edge(rel_type)
+                found.update(
+                    (str(h), str(r), str(t))
+                    for h, r, t in self.read_rows(
+                        f"UNWIND $rows AS row "
+                        f"MATCH (h:{self._label} {{{self._key}: row.h}}){match}"
+                        f"(t:{self._label} {{{self._key}: row.t}}) {where}"
+                        f"RETURN DISTINCT row.h, row.r, row.t",
+                        {"rows": rows},
+                    )
+                )
+        return found
+
+    def _edge(self, rel_type: str | None) -> tuple[str, str]:
+        """The pattern of a relationship ``x`` of ``rel_type`` (else the generic type) and the
+        WHERE clause that picks the row's relation."""
+        if rel_type:
+            return f"-[x:{checked_identifier(rel_type, 'relationship type')}]->", ""
+        return f"-[x:{self._generic}]->", f"WHERE x.{self._relation} = row.r "
+
     def remove_triples(self, triples: Iterable[Triple]) -> int:
         removed = 0
         for batch in self._batches(triples):
             for rel_type, rows in self._by_type(batch).items():
-                if rel_type:
-                    match = f"-[x:{checked_identifier(rel_type, 'relationship type')}]->"
-                    where = ""
-                else:
-                    match = f"-[x:{self._generic}]->"
-                    where = f"WHERE x.{self._relation} = row.r "
+                match, where = self._edge(rel_type)
                 result = self.rows(
                     f"UNWIND $rows AS row "
                     f"MATCH (h:{self._label} {{{self._key}: row.h}}){match}"

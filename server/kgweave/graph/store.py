@@ -162,6 +162,10 @@ class GraphStore(ABC):
     def remove_triples(self, triples: Iterable[Triple]) -> int:
         """Remove triples; returns how many relationships were deleted."""
 
+    @abstractmethod
+    def existing_triples(self, triples: Iterable[Triple]) -> set[Triple]:
+        """Those of ``triples`` the graph holds."""
+
     def delete_entities(self, ids: Iterable[str]) -> None:
         """Delete entities with every edge that touches them (DETACH DELETE)."""
         label = checked_identifier(self.mapping.entity_label, "entity label")
