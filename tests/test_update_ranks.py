@@ -5,6 +5,7 @@ A small update stops after ``incremental_epochs`` passes over its queries."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from kgweave.changes.derive import derive_artifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import KGDataset
 from kgweave.engine import open_dataset
+from kgweave.errors import FailedPreconditionError
 from kgweave.evaluation.ranking import build_filter, evaluate
+from kgweave.models import build_model
 from kgweave.serving.training_run import JobRun
 from kgweave.serving.validation import make_fixed
 from kgweave.settings import Settings
@@ -98,3 +101,22 @@ def test_the_base_is_ranked_again_only_where_the_changes_touch_the_filter(
     alone = evaluate(u2.model.eval(), valid[:, :], build_filter(
         torch.cat((u2.known, valid)), len(u2.entities), len(u2.relations)))  # fmt: skip
     assert full.metrics["mrr"] < alone.metrics["mrr"]  # the new row did outscore answers
+
+
+def test_an_update_with_nothing_left_to_train_on_is_refused(
+    tmp_path: Path, datasets_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only fact the model knows removed: no new fact, no replay; a clear refusal (the
+    removal is served all the same by the change applier), not a step loop with no steps."""
+    monkeypatch.setattr(incremental, "KEPT", incremental.Kept())
+    settings = Settings(data_dir=tmp_path / "data", datasets_dir=datasets_dir, device="cpu")
+    umls = open_dataset("umls", settings)
+    one = dataclasses.replace(umls, splits={**umls.splits, "train": umls.splits["train"][:1]})
+    model = build_model({"name": "complex", "num_entities": len(umls.entities),
+                         "num_relations": 2 * len(umls.relations), "dim": 8})  # fmt: skip
+    base = save_artifact(tmp_path / "base", model, one, {}, {})
+    make_fixed(settings, labelled(umls, umls.splits["valid"][:20]), "base")
+    (fact,) = labelled(umls, umls.splits["train"][:1])
+    with pytest.raises(FailedPreconditionError, match="nothing to train on"):
+        run_update(settings, base, "base", Overlay("base", 1, removed={fact}, events=1),
+                   tmp_path / "u1" / "out")  # fmt: skip

@@ -274,6 +274,11 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         regime = ChosenQueries(targets, trained.num_entities, config, 2 * n_r, triples)
     else:
         regime = OneVsAll(triples, trained.num_entities, config)
+    if not regime.epoch_size:  # removals only, and no other known fact to train on
+        raise FailedPreconditionError(
+            "the incremental update has nothing to train on: the graph holds no other facts "
+            "the model knows"
+        )
     batch = min(config.batch_size, regime.epoch_size)
     regime.config = config.model_copy(update={"batch_size": batch})
     # fresh optimizer state on warm weights: Adam's small, bounded steps (Adagrad's first
