@@ -22,6 +22,7 @@ from kgweave.cli.main import main
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
+from kgweave.serving.jobs import JobState
 from kgweave.serving.validation import load_fixed, path_of
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
@@ -55,7 +56,8 @@ class Api(freshness.Api):
 @pytest.fixture
 def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DataPlane, Api]]:
     monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
-    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
+    if "KGWEAVE_RETRAIN_INTERVAL_S" not in os.environ:  # (a test's own fixture may set it)
+        monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
     monkeypatch.setenv("KGWEAVE_INCREMENTAL_STEPS", "30")
     if "KGWEAVE_FULL_RETRAIN_DRIFT" not in os.environ:  # (a test's own fixture may set it)
         monkeypatch.setenv("KGWEAVE_FULL_RETRAIN_DRIFT", "0")  # only incremental updates here
@@ -201,6 +203,33 @@ def test_written_fact_is_known_then_trained_then_served(
     pids = update_pids(plane.settings.jobs_dir)
     assert pids[-1] != updater, pids
     assert fact in api.facts("emmy_noether") and api.candidate(*fact).known
+
+
+@pytest.fixture
+def rare_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher's periodic tick a day apart (beyond any wait of these tests): only events
+    wake it."""
+    monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "86400")
+
+
+def test_changes_held_back_by_a_users_job_are_trained_when_it_ends(
+    rare_ticks: None, running: tuple[DataPlane, Api]
+) -> None:
+    """While a user's job runs the watcher starts nothing; the job's end wakes it, and the
+    update of the changes written meanwhile starts then, not at the next tick (a day here)."""
+    plane, api = running
+    watcher = plane.changes.retrainer
+    assert watcher is not None
+    job = plane.start_training({"epochs": 100_000, "dim": 8}, "", "never")  # until cancelled
+    wait_for(lambda: plane.jobs.get(job.job_id).state == JobState.RUNNING, "the user's job")
+    checks = watcher.state.checks
+    fact = ("albert_einstein", "born_in", "paris")  # a fact the version does not know
+    assert not api.candidate(*fact).known
+    api.write([fact])
+    wait_for(lambda: watcher.state.checks > checks, "a check while the user's job runs")
+    assert watcher.state.updates_started == 0 and plane.jobs.busy
+    plane.jobs.cancel(job.job_id)
+    wait_for(lambda: watcher.state.updates_started == 1, "the update after the user's job")
 
 
 def test_a_worse_update_is_refused_with_its_reason(

@@ -285,8 +285,10 @@ class RetrainWatcher:
         self._wake.set()
 
     def _job_changed(self, job: Job) -> None:
-        running = self._job
-        if job.state.final and running is not None and running[0] == job.job_id:
+        """Any job that ends wakes the watcher: its own (to settle it), or a user's, which
+        held back the changes pending meanwhile (:meth:`_check` starts nothing while one
+        runs)."""
+        if job.state.final:
             self._wake.set()
 
     # ---- the fixed validation set of a graph whose versions predate it
