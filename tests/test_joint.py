@@ -37,6 +37,7 @@ def joint_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Settings(device="cpu", offline=True),
         progress=False,
         text_vectors=text,
+        extra={"source": "graph", "fixed_valid": {"fingerprint": "f00d", "triples": 26}},
     )
     assert result.path == out
     assert len(result.kge_history) == 8 and len(result.lm_history) == 2
@@ -64,6 +65,9 @@ def test_joint_run_writes_one_artifact_that_loads_back(joint_folder: Path) -> No
     assert not list(joint_folder.rglob("*.bin")) and not list(joint_folder.rglob("*.pt"))
     # the KGE part is a normal artifact, the text-enhanced table baked in
     artifact = load_artifact(joint_folder)
+    # a job's own config (the fixed set a training on the graph is judged on) kept whole
+    assert artifact.config["fixed_valid"] == {"fingerprint": "f00d", "triples": 26}
+    assert artifact.config["source"] == "graph" and "joint" in artifact.config
     joint = load_joint(joint_folder)
     torch.testing.assert_close(joint.artifact.model.entity.weight, artifact.model.entity.weight)
     enhanced = joint.structural + joint.text_projection(joint.text_vectors)

@@ -192,6 +192,7 @@ def run_training(
                 on_epoch=on_epoch,  # the KGE half's epochs (the LM's time is its own phase)
                 on_phase=lambda phase: report({"phase": phase}),
                 should_stop=should_stop,
+                extra=extra,  # judged on the graph's fixed set as any training on the graph
                 on_lm_progress=lambda row: report(
                     {
                         "loss": row["loss"],

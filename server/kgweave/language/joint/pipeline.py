@@ -199,6 +199,7 @@ def train_joint(
     on_phase: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_lm_progress: Callable[[dict[str, float]], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JointResult:
     """Train the KGE model and the LM together and write one artifact folder to ``out``.
 
@@ -211,6 +212,8 @@ def train_joint(
             with nothing written (a cancelled job).
         on_lm_progress: the LM's training progress (loss, tokens/s, ETA; ``train_lm``'s
             ``on_progress``).
+        extra: more of the artifact's config (a job's: its source, its recipe, and for a
+            training on the graph the fixed validation set it is judged on).
     Returns:
         where it was written, metrics (KGE valid/test, LM loss, completion fit), histories.
     Raises:
@@ -342,7 +345,11 @@ def train_joint(
             **({"text_fusion": metrics["text_fusion"]} if "text_fusion" in metrics else {}),
         },
         history=kge_history,
-        extra={"joint": {"language": LANGUAGE_DIR}, "relation_templates": verbalizer.templates},
+        extra={
+            **(extra or {}),
+            "joint": {"language": LANGUAGE_DIR},
+            "relation_templates": verbalizer.templates,
+        },
     )
     language = out / LANGUAGE_DIR
     (language / JOINT_CONFIG).unlink(missing_ok=True)  # first: a half-written part never loads
