@@ -369,8 +369,10 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
             },
         },
     )
-    kept = after and after.ranks is not None and Judged(fixed.fingerprint, valid, after.ranks)
-    KEPT.keep(out, model, dataset, kept or None)  # the next update is based on it once registered
+    kept = None
+    if after is not None and after.ranks is not None:
+        kept = Judged(fixed.fingerprint, valid, after.ranks)
+    KEPT.keep(out, model, dataset, kept)  # the next update is based on it once registered
     return metrics
 
 

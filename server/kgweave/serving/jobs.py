@@ -149,8 +149,8 @@ class JobManager:
     def busy(self) -> bool:
         """A job is under way, or a training request waits to start: the retrain watcher
         starts nothing now (it is woken when the job changes)."""
-        with self._lock:
-            return self.waiting > 0 or any(not j.state.final for j in self._jobs.values())
+        with self._lock:  # (re-entrant: active_count takes it too)
+            return self.waiting > 0 or self.active_count() > 0
 
     async def next_change(self, job_id: str, revision: int) -> Job:
         """The job once its revision differs from ``revision``, awaited in the event loop:
