@@ -8,7 +8,8 @@ FB15k-237; each part prints its targets' figures with the load average)::
 Latencies::
 
     python benchmarks/freshness.py [--model MODEL_DIR] [--train-budget-s 120] [--probes 30]
-        [--update-probes 10] [--seconds 20] [--diff-interval-s 60]
+        [--update-probes 10] [--seconds 20] [--rounds 1] [--diff-interval-s 60]
+        [--background-cpus CPUS] [--graph-cpus CPUS] [--stall-probe]
         [--out benchmarks/results/freshness.json] [--plot docs/img/freshness.png]
 
 On FB15k-237 imported into a fresh embedded FalkorDB, with a trained model served (``--model``,
@@ -33,7 +34,11 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   as soon as the last one is answered, so it keeps the server (and on 2 cores, the machine)
   saturated; ``--probe-rate R`` paces it instead (open loop: call ``k`` is due at ``k / R`` s,
   and its latency counts from when it was due, so a call held up by the one before it counts
-  its wait too, no coordinated omission), a load with room to spare.
+  its wait too, no coordinated omission), a load with room to spare. ``--rounds N``
+  alternates the two phases N times and takes each p99 over all its phases.
+  ``--background-cpus`` sets the server's ``background_cpus`` (its updates, snapshot diff and
+  applier on those CPUs); ``--graph-cpus`` puts FalkorDB and the writer on the CPUs given (a
+  deployment's graph database and writing clients run on other machines).
 
 Each probe polls every 20 ms (``POLL_S``), so a latency includes up to one interval and one
 round trip.
@@ -137,6 +142,19 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="per latency phase")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="idle and ingesting phases alternated this many times, the p99s over all of each "
+        "(so that the machine's own drift falls on both alike)",
+    )
+    parser.add_argument(
+        "--stall-probe",
+        action="store_true",
+        help="a thread of the server that sleeps 1 ms at a time and records how late it wakes "
+        "(a diagnosis: its 1,000 wake-ups a second are load of their own)",
+    )
+    parser.add_argument(
         "--transport",
         choices=("python", "native"),
         default="python",
@@ -155,6 +173,17 @@ def main() -> None:
         default=0.0,
         help="PredictLinks calls per second of the p99 prober, open loop (default 0: closed "
         "loop, as fast as answered)",
+    )
+    parser.add_argument(
+        "--background-cpus",
+        default="",
+        help="the server's background_cpus setting (a CPU list: updates, the diff, the applier)",
+    )
+    parser.add_argument(
+        "--graph-cpus",
+        default="",
+        help="CPUs for FalkorDB and the writer (a deployment runs its graph database and the "
+        "clients that write to it on other machines; default: anywhere)",
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
@@ -215,6 +244,7 @@ def latencies(args: argparse.Namespace) -> None:
     os.environ["KGWEAVE_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("KGWEAVE_DEVICE", "cpu")
     os.environ["KGWEAVE_RETRAIN_INTERVAL_S"] = str(args.diff_interval_s)
+    os.environ["KGWEAVE_BACKGROUND_CPUS"] = args.background_cpus
     from kgweave.api.server import start_grpc
     from kgweave.bootstrap import prepare_plane
     from kgweave.changes.retrain import INCREMENTAL
@@ -222,6 +252,7 @@ def latencies(args: argparse.Namespace) -> None:
     from kgweave.graph.connect import open_store
     from kgweave.graph.embedded import EmbeddedFalkorDB
     from kgweave.graph.sync import import_dataset
+    from kgweave.serving.placement import parse_cpus
     from kgweave.serving.registry import ModelRegistry
     from kgweave.serving.training_run import run_training
     from kgweave.settings import get_settings
@@ -233,13 +264,21 @@ def latencies(args: argparse.Namespace) -> None:
         shutil.copytree(args.text_vectors, vectors_dir)
     name = args.dataset or "fb15k-237"
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": name,
-                              "diff_interval_s": args.diff_interval_s}  # fmt: skip
+                              "diff_interval_s": args.diff_interval_s,
+                              "background_cpus": args.background_cpus or "any",
+                              "graph_cpus": args.graph_cpus or "any"}  # fmt: skip
     dataset = open_dataset(name, settings)
     began = time.monotonic()
     store = open_store(settings.graph_uri, settings)
     if store.counts()["triples"] == 0:
         import_dataset(store, dataset, progress=False)
     record["import_s"] = round(time.monotonic() - began, 1)
+    graph_cpus = parse_cpus(args.graph_cpus)
+    if graph_cpus:  # the embedded FalkorDB, every thread of it
+        server = EmbeddedFalkorDB(settings.graph_dir).status()
+        assert server is not None
+        for task in os.listdir(f"/proc/{server.pid}/task"):
+            os.sched_setaffinity(int(task), graph_cpus)
     registry = ModelRegistry(settings.models_dir)
     if not registry.versions():
         model = args.model
@@ -410,18 +449,33 @@ def latencies(args: argparse.Namespace) -> None:
     facts_in = rng.sample(test, len(test))
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event() if args.clients == "processes" else threading.Event()
-    stalls = StallProbe()
+    stalls = StallProbe() if args.stall_probe else None
     rate = args.probe_rate
-    idle = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
-    idle_stalls = stalls.take()
+    idle: list[float] = []
+    busy: list[float] = []
+    idle_stalls: list[float] = []
+    busy_stalls: list[float] = []
+    facts_written = 0
     measure = (applier.state.batches, watcher.state.updates_started, watcher.state.diffs,
                watcher.state.diffs_skipped)  # fmt: skip
-    writer = Beside(args.clients, write_facts, running.port, facts_in, stop)
-    busy = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
-    busy_stalls = stalls.take()
-    stop.set()
-    facts_written = writer.result()
-    stalls.stop()
+    for _ in range(args.rounds):  # idle, then ingesting, each round
+        until(lambda: plane.jobs.active_count() == 0, 1800)  # idle: no update running
+        if stalls is not None:
+            stalls.take()
+        idle += Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
+        if stalls is not None:
+            idle_stalls += stalls.take()
+        stop.clear()
+        writer = Beside(
+            args.clients, write_facts, running.port, facts_in[facts_written:], stop, graph_cpus
+        )
+        busy += Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
+        if stalls is not None:
+            busy_stalls += stalls.take()
+        stop.set()
+        facts_written += writer.result()
+    if stalls is not None:
+        stalls.stop()
     batches_before, updates_before, diffs_before, skipped_before = measure
     record["predict_links_idle"] = {
         "n": len(idle),
@@ -443,7 +497,9 @@ def latencies(args: argparse.Namespace) -> None:
     record["probe_rate"] = args.probe_rate or "closed loop"
     # how late a thread of this process wakes from a 1 ms sleep: the interpreter lock and the
     # CPUs' contention as any thread of the server meets it
-    record["wake_late_ms"] = {"idle": idle_stalls, "ingesting": busy_stalls}
+    if stalls is not None:
+        record["wake_late_ms"] = {"idle": late_ms(idle_stalls), "ingesting": late_ms(busy_stalls)}
+    record["rounds"], record["seconds_per_phase"] = args.rounds, args.seconds
     record["update_phases_p50_s"] = update_phases(settings.models_dir)
     record["p99_ratio"] = round(
         record["predict_links_ingesting"]["p99_ms"] / record["predict_links_idle"]["p99_ms"], 2
@@ -501,10 +557,18 @@ def probe_links(
         return latencies
 
 
-def write_facts(port: int, facts: list[tuple[str, str, str]], stop: Any) -> int:
+def write_facts(
+    port: int, facts: list[tuple[str, str, str]], stop: Any, cpus: frozenset[int] = frozenset()
+) -> int:
     """A writer: one fact every 50 ms through WriteFacts (graph and log, acknowledged without
-    waiting) until ``stop`` is set; the number of facts written."""
+    waiting) until ``stop`` is set, on ``cpus`` (empty: anywhere); the number of facts
+    written."""
+    import os
+
     from kgweave.v1 import admin_pb2, admin_pb2_grpc
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -561,20 +625,26 @@ class StallProbe:
             with self._lock:
                 self._late.append(late)
 
-    def take(self) -> dict[str, float]:
-        """p50, p99 and max lateness (ms) since the last call."""
+    def take(self) -> list[float]:
+        """The lateness of each wake-up (seconds) since the last call."""
         with self._lock:
-            late, self._late = sorted(self._late), []
-        if not late:
-            return {}
-        return {
-            "p50": round(1000 * late[len(late) // 2], 2),
-            "p99": round(1000 * late[int(0.99 * (len(late) - 1))], 2),
-            "max": round(1000 * late[-1], 2),
-        }
+            late, self._late = self._late, []
+        return late
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def late_ms(late: list[float]) -> dict[str, float]:
+    """p50, p99 and max of :meth:`StallProbe.take`'s lateness, in ms."""
+    if not late:
+        return {}
+    late = sorted(late)
+    return {
+        "p50": round(1000 * late[len(late) // 2], 2),
+        "p99": round(1000 * late[int(0.99 * (len(late) - 1))], 2),
+        "max": round(1000 * late[-1], 2),
+    }
 
 
 def update_phases(models_dir: Path) -> dict[str, float]:

@@ -17,7 +17,7 @@ from kgweave.bootstrap import prepare_plane
 from kgweave.changes.apply import CONSUMER
 from kgweave.dataplane import DataPlane
 from kgweave.graph.embedded import EmbeddedFalkorDB
-from kgweave.serving.openmp import BACKGROUND_NICE
+from kgweave.serving.placement import BACKGROUND_NICE
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from serving_support import HANG_GUARD_S, ServerThread, wait_until

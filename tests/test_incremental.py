@@ -305,7 +305,7 @@ def test_a_refused_update_starts_a_full_retrain(
     assert watcher.state.updates_started == 1
     # a retrain the server started on its own runs at a lowered OS priority
     job_log = (plane.settings.jobs_dir / watcher.state.last_job / "job.log").read_text()
-    assert f"OS priority: nice {min(os.nice(0) + 10, 19)}\n" in job_log
+    assert f"OS priority: nice {min(os.nice(0) + 10, 19)}, CPUs " in job_log
     retrained = load_artifact(plane.settings.models_dir / "v0003")
     assert "incremental" not in retrained.config  # a full training, on the graph
     e, r = retrained.entities.index, retrained.relations.index

@@ -69,7 +69,7 @@ def test_job_trains_streams_progress_registers_and_activates(server: ServerThrea
     assert server.service.versions.active().version == "v0002"
     # a job a user started runs at the server's OS priority (the server's own are lowered)
     job_log = (server.service.settings.jobs_dir / job.job_id / "job.log").read_text()
-    assert f"OS priority: nice {os.nice(0)}\n" in job_log
+    assert f"OS priority: nice {os.nice(0)}, CPUs " in job_log
     channel.close()
 
 

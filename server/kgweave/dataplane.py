@@ -29,6 +29,7 @@ import torch
 from kgweave import __version__
 from kgweave.changes.pipeline import ChangePipeline, WriteResult
 from kgweave.changes.retrain import ServingSide
+from kgweave.serving import placement
 from kgweave.serving.batcher import MicroBatcher
 from kgweave.serving.graph_health import GraphHealth
 from kgweave.serving.jobs import Job, JobManager
@@ -53,6 +54,7 @@ class DataPlane:
         owns_jobs: bool = True,
     ) -> None:
         self.settings = settings
+        placement.configure(settings.background_cpus)  # where its background threads run
         self.metrics = ServiceMetrics()
         self.versions = ModelVersions(settings, self.metrics)
         self.batcher = MicroBatcher(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kgweave.subpath import SubPath
@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     leaving a core to the gRPC transport (on 2 cores: 1 thread, +13% PredictLinks throughput at 64
     clients); with the Python front end, or when OMP_NUM_THREADS or MKL_NUM_THREADS is set, torch's
     default. Training jobs, in their own processes, keep torch's default."""
+    background_cpus: str = ""
+    """CPUs for the work `kgweave serve` does besides answering calls, as a Linux CPU list ("1",
+    "2-3,6"): incremental updates, training jobs and retrains, the snapshot diff, the change
+    applier, loading new versions; each worker process gets as many torch threads as CPUs. Empty:
+    anywhere, at a lower OS priority only. The threads that answer calls may use every CPU: on a
+    busy machine this keeps calls from waiting for a core that background work holds (docs/
+    benchmarks.md, PredictLinks p99 while ingesting)."""
     queue_max: int = Field(default=4096, ge=1)
     """Queries waiting to be scored before new ones get RESOURCE_EXHAUSTED."""
     activation_policy: str = Field(default="if_better", pattern="^(if_better|always|never)$")
@@ -252,6 +259,18 @@ graph either way."""
     debug: bool = False
     """CLI and server: print the Python traceback of an error (an `internal error` line says to set
     it) after its one-line message."""
+
+    @field_validator("background_cpus")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        from kgweave.errors import InvalidArgumentError
+        from kgweave.serving.placement import parse_cpus
+
+        try:
+            parse_cpus(value)
+        except InvalidArgumentError as exc:
+            raise ValueError(exc.message.partition(": ")[2]) from None
+        return value
 
     models_dir = SubPath(
         "data_dir",

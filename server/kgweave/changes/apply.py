@@ -63,7 +63,7 @@ from kgweave.changes.overlay import Overlay, Triple
 from kgweave.errors import KGWeaveError
 from kgweave.serving.known_delta import KnownChange
 from kgweave.serving.metrics import ServiceMetrics
-from kgweave.serving.openmp import lower_thread_priority
+from kgweave.serving.placement import lower_thread_priority
 from kgweave.serving.served import ServedModel
 from kgweave.serving.versions import ModelVersions
 from kgweave.settings import Settings

@@ -34,6 +34,7 @@ from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.graph.store import GraphStore
 from kgweave.graph.sync import export_snapshot
+from kgweave.serving.placement import parse_cpus
 from kgweave.settings import Settings
 
 SOURCE = "snapshot-diff"
@@ -293,6 +294,7 @@ class DiffWorker:
     in the server. The process exits when the server does (it watches its parent)."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._settings_json = settings.model_dump_json()
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # (the diff and the fixed set's scan share the worker)
@@ -308,7 +310,7 @@ class DiffWorker:
                     1,
                     mp_context=mp.get_context("spawn"),
                     initializer=_worker_started,
-                    initargs=(os.getpid(),),
+                    initargs=(os.getpid(), parse_cpus(self._settings.background_cpus)),
                 )
             future = self._pool.submit(fn, self._settings_json, *args)
         try:
@@ -350,13 +352,14 @@ class DiffWorker:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_started(parent: int) -> None:
-    """In the diff worker: lowered priority, and gone as soon as its server (``parent``) is,
-    even when the server died before the worker got this far."""
+def _worker_started(parent: int, cpus: frozenset[int] = frozenset()) -> None:
+    """In the diff worker: lowered priority (on ``cpus``, the background CPUs; empty: any),
+    and gone as soon as its server (``parent``) is, even when the server died before the
+    worker got this far."""
+    from kgweave.serving.placement import BACKGROUND_NICE, lower_process_priority
     from kgweave.serving.workers import thread_locked_progress
 
-    with contextlib.suppress(OSError):
-        os.nice(10)
+    lower_process_priority(BACKGROUND_NICE, cpus)
     thread_locked_progress()
 
     def watch() -> None:

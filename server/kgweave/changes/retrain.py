@@ -59,7 +59,7 @@ from kgweave.changes.overlay import Triple
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
-from kgweave.serving.openmp import lower_thread_priority
+from kgweave.serving.placement import lower_thread_priority
 from kgweave.serving.queries import QueryPlane
 from kgweave.serving.validation import load_fixed
 from kgweave.serving.versions import ModelVersions

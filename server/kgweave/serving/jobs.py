@@ -44,7 +44,7 @@ from typing import Any
 
 from kgweave import atomic, killpoints
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
-from kgweave.serving.openmp import lower_thread_priority
+from kgweave.serving.placement import lower_thread_priority, parse_cpus
 from kgweave.serving.workers import RESULT, WORKER_LOCK, Worker, wait_for_worker_exit
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
@@ -125,6 +125,7 @@ class JobManager:
         #: asyncio watchers per job: futures woken (in their own loops) on the next change
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._context = mp.get_context("spawn")
+        self._cpus = parse_cpus(settings.background_cpus)  # the workers' CPUs (empty: any)
         self.on_change: Callable[[Job], None] | None = None
         #: called with every change of a job too (the retrain watcher's wake-up)
         self.listeners: list[Callable[[Job], None]] = []
@@ -281,14 +282,18 @@ class JobManager:
         incremental update does not wait for a process to start."""
         with self._lock:
             if self._warm is None or not self._warm.alive:
-                self._warm = Worker(self._context, warm=True, name="kgweave-updater")
+                self._warm = Worker(
+                    self._context, warm=True, name="kgweave-updater", cpus=self._cpus
+                )
 
     def _submit(self, job_id: str, spec: dict[str, Any], out: str, warm: bool) -> Worker:
         """Hand the job to a worker: the updater for a ``warm`` spec (a fresh one when it is
         gone), else a one-shot worker process of its own."""
         settings_json = self.settings.model_dump_json()
         if not warm:
-            worker = Worker(self._context, warm=False, name=f"kgweave-job-{job_id}")
+            worker = Worker(
+                self._context, warm=False, name=f"kgweave-job-{job_id}", cpus=self._cpus
+            )
             worker.submit(job_id, spec, out, settings_json)
             return worker
         for _ in range(2):

@@ -77,23 +77,6 @@ def use_serve_threads(setting: int, native: bool) -> int:
     return torch.get_num_threads()
 
 
-#: the OS priority (nice) of the serving process's background threads
-BACKGROUND_NICE = 10
-
-
-def lower_thread_priority(nice: int = BACKGROUND_NICE) -> None:
-    """Lower the OS priority of the calling thread (Linux; elsewhere nothing), before it runs
-    torch: OpenMP gives each thread that starts parallel regions its own team of worker
-    threads, which inherit the priority, so the thread's kernels yield the cores to the
-    threads that answer calls (the change applier, the snapshot diff, the job monitors
-    that load and warm up registered versions)."""
-    import contextlib
-    import threading
-
-    with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
 def keep_default_for_children() -> None:
     """Once torch is loaded: child processes (training jobs) get OpenMP's default back."""
     if _state["set_here"] and "torch" in sys.modules:

@@ -40,6 +40,7 @@ from typing import Any
 from kgweave import atomic, killpoints
 from kgweave.allocator import reuse_freed_memory
 from kgweave.errors import KGWeaveError
+from kgweave.serving.placement import BACKGROUND_NICE, lower_process_priority
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +55,24 @@ WARM_IMPORTS = ("torch", "kgweave.changes.incremental:warm_up")
 #: the OS priority of the updater and of background jobs (retrains the server started on its
 #: own), lowered: the serving process's queries come first on a busy machine (PredictLinks
 #: p99 while updates run, docs/benchmarks.md)
-UPDATER_NICE = 10
+UPDATER_NICE = BACKGROUND_NICE
 
 
 class Worker:
     """The server's side of one worker process: its pipes and the process."""
 
-    def __init__(self, context: Any, warm: bool, name: str) -> None:
+    def __init__(
+        self, context: Any, warm: bool, name: str, cpus: frozenset[int] = frozenset()
+    ) -> None:
+        """``cpus``: the CPUs the worker is confined to (``background_cpus``; empty:
+        anywhere)."""
         self.warm = warm
         # one-way pipes; after the start each side holds only its own ends
         self.events, events_child = context.Pipe(duplex=False)
         lifeline_child, self.lifeline = context.Pipe(duplex=False)
         self.process = context.Process(
             target=worker_main,
-            args=(events_child, lifeline_child, not warm, WARM_IMPORTS if warm else ()),
+            args=(events_child, lifeline_child, not warm, WARM_IMPORTS if warm else (), cpus),
             name=name,
             daemon=True,
         )
@@ -112,9 +117,15 @@ def thread_locked_progress() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...] = ()) -> None:
+def worker_main(
+    events: Any,
+    lifeline: Any,
+    once: bool,
+    imports: tuple[str, ...] = (),
+    cpus: frozenset[int] = frozenset(),
+) -> None:
     """Entry point of a worker process: run the jobs the server sends, one at a time (only the
-    first when ``once``).
+    first when ``once``), on ``cpus`` (empty: anywhere).
 
     ``events`` is the sending end of a pipe to the server: per job, progress rows, then exactly
     one of ``{"state": "succeeded", "metrics": ...}``, ``{"state": "cancelled"}`` or
@@ -137,9 +148,7 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
     threading.Thread(target=watch_server, name="kgweave-lifeline", daemon=True).start()
     thread_locked_progress()
     reuse_freed_memory()  # a fresh process: tuned as the CLI's
-    if not once:
-        with contextlib.suppress(OSError):
-            os.nice(UPDATER_NICE)
+    lower_process_priority(None if once else UPDATER_NICE, cpus)
     warm(imports)  # the updater: paid once, before its first job
     while True:
         job_id, spec, out, settings_json = jobs.get()
@@ -149,6 +158,16 @@ def worker_main(events: Any, lifeline: Any, once: bool, imports: tuple[str, ...]
         run_one(spec, Path(out), settings_json, events, lambda j=job_id: j in cancelled)
         if once:
             return
+
+
+def where() -> str:
+    """This process's CPUs and torch threads, as the job log shows them."""
+    import torch
+
+    from kgweave.serving.placement import format_cpus
+
+    cpus = format_cpus(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "any"
+    return f"CPUs {cpus}, torch threads {torch.get_num_threads()}"
 
 
 def warm(imports: tuple[str, ...]) -> None:
@@ -186,7 +205,7 @@ def run_one(
         lock.write(str(os.getpid()))
         lock.flush()
         try:
-            log.info("worker pid %d, OS priority: nice %d", os.getpid(), os.nice(0))
+            log.info("worker pid %d, OS priority: nice %d, %s", os.getpid(), os.nice(0), where())
             settings = Settings.model_validate_json(settings_json)
             metrics = run_job(JobRun(spec, out, settings, report, should_stop))
             if metrics is None:
