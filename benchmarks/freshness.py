@@ -8,7 +8,7 @@ FB15k-237; each part prints its targets' figures with the load average)::
 Latencies::
 
     python benchmarks/freshness.py [--model MODEL_DIR] [--train-budget-s 120] [--probes 30]
-        [--update-probes 10] [--seconds 20] [--rounds 1] [--diff-interval-s 60]
+        [--update-probes 10] [--seconds 20] [--rounds 3] [--diff-interval-s 60]
         [--background-cpus CPUS] [--graph-cpus CPUS] [--stall-probe]
         [--out benchmarks/results/freshness.json] [--plot docs/img/freshness.png]
 
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=1,
+        default=3,
         help="idle and ingesting phases alternated this many times, the p99s over all of each "
         "(so that the machine's own drift falls on both alike)",
     )
@@ -456,20 +456,42 @@ def latencies(args: argparse.Namespace) -> None:
     idle_stalls: list[float] = []
     busy_stalls: list[float] = []
     facts_written = 0
+    per_round: list[dict[str, float]] = []
     measure = (applier.state.batches, watcher.state.updates_started, watcher.state.diffs,
                watcher.state.diffs_skipped)  # fmt: skip
+
+    def settled() -> bool:
+        """Idle: every event written so far applied and trained on (or refused), no job
+        running (the watcher starts the last update only after the writer stopped)."""
+        end = watcher.log.end_offset
+        return (
+            applier.overlay.next_offset >= end
+            and watcher.log.position(INCREMENTAL) >= end
+            and plane.jobs.active_count() == 0
+        )
+
     for _ in range(args.rounds):  # idle, then ingesting, each round
-        until(lambda: plane.jobs.active_count() == 0, 1800)  # idle: no update running
+        until(settled, 1800)
         if stalls is not None:
             stalls.take()
-        idle += Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
+        idle_round = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate)
+        idle_now: list[float] = idle_round.result()
+        idle += idle_now
         if stalls is not None:
             idle_stalls += stalls.take()
         stop.clear()
         writer = Beside(
             args.clients, write_facts, running.port, facts_in[facts_written:], stop, graph_cpus
         )
-        busy += Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate).result()
+        busy_round = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate)
+        busy_now: list[float] = busy_round.result()
+        busy += busy_now
+        p99s = (round(1000 * percentile(idle_now, 0.99), 2),
+                round(1000 * percentile(busy_now, 0.99), 2))  # fmt: skip
+        per_round.append({"idle_p50_ms": round(1000 * statistics.median(idle_now), 2),
+                          "idle_p99_ms": p99s[0],
+                          "ingesting_p50_ms": round(1000 * statistics.median(busy_now), 2),
+                          "ingesting_p99_ms": p99s[1], **footprint()})  # fmt: skip
         if stalls is not None:
             busy_stalls += stalls.take()
         stop.set()
@@ -499,7 +521,7 @@ def latencies(args: argparse.Namespace) -> None:
     # CPUs' contention as any thread of the server meets it
     if stalls is not None:
         record["wake_late_ms"] = {"idle": late_ms(idle_stalls), "ingesting": late_ms(busy_stalls)}
-    record["rounds"], record["seconds_per_phase"] = args.rounds, args.seconds
+    record["rounds"], record["seconds_per_phase"] = per_round, args.seconds
     record["update_phases_p50_s"] = update_phases(settings.models_dir)
     record["p99_ratio"] = round(
         record["predict_links_ingesting"]["p99_ms"] / record["predict_links_idle"]["p99_ms"], 2
@@ -633,6 +655,16 @@ class StallProbe:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def footprint() -> dict[str, float]:
+    """This process's resident memory (MB) and the objects its garbage collector tracks."""
+    import gc
+    import os
+
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return {"rss_mb": round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20),
+            "gc_objects": len(gc.get_objects())}  # fmt: skip
 
 
 def late_ms(late: list[float]) -> dict[str, float]:

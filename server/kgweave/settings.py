@@ -131,9 +131,9 @@ class Settings(BaseSettings):
     """CPUs for the work `kgweave serve` does besides answering calls, as a Linux CPU list ("1",
     "2-3,6"): incremental updates, training jobs and retrains, the snapshot diff, the change
     applier, loading new versions; each worker process gets as many torch threads as CPUs. Empty:
-    anywhere, at a lower OS priority only. The threads that answer calls may use every CPU: on a
-    busy machine this keeps calls from waiting for a core that background work holds (docs/
-    benchmarks.md, PredictLinks p99 while ingesting)."""
+    anywhere, at a lower OS priority only. The threads that answer calls may use every CPU. For
+    machines with cores to spare; on 2 vCPUs, one of them for the background made updates slower
+    and the PredictLinks tail no shorter (docs/benchmarks.md)."""
     queue_max: int = Field(default=4096, ge=1)
     """Queries waiting to be scored before new ones get RESOURCE_EXHAUSTED."""
     activation_policy: str = Field(default="if_better", pattern="^(if_better|always|never)$")
