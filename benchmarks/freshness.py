@@ -248,11 +248,11 @@ def latencies(args: argparse.Namespace) -> None:
     from kgweave.api.server import start_grpc
     from kgweave.bootstrap import prepare_plane
     from kgweave.changes.retrain import INCREMENTAL
+    from kgweave.cpus import parse_cpus
     from kgweave.engine import open_dataset
     from kgweave.graph.connect import open_store
     from kgweave.graph.embedded import EmbeddedFalkorDB
     from kgweave.graph.sync import import_dataset
-    from kgweave.serving.placement import parse_cpus
     from kgweave.serving.registry import ModelRegistry
     from kgweave.serving.training_run import run_training
     from kgweave.settings import get_settings

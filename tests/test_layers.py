@@ -23,6 +23,7 @@ RANK = {
     "settings": 1,
     "device": 1,
     "allocator": 1,
+    "cpus": 1,
     "data": 2,
     "models": 2,
     "graph": 3,  # databases: triples and text in and out, no model

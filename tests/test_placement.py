@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from kgweave.cpus import format_cpus, parse_cpus
 from kgweave.errors import InvalidArgumentError
 from kgweave.serving import placement
-from kgweave.serving.placement import format_cpus, parse_cpus
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, admin_pb2_grpc
 from serving_support import ServerThread, job_updates, serve_model

@@ -263,8 +263,8 @@ graph either way."""
     @field_validator("background_cpus")
     @classmethod
     def _cpu_list(cls, value: str) -> str:
+        from kgweave.cpus import parse_cpus
         from kgweave.errors import InvalidArgumentError
-        from kgweave.serving.placement import parse_cpus
 
         try:
             parse_cpus(value)

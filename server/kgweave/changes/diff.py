@@ -32,9 +32,9 @@ from safetensors.torch import load_file, save_file
 from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
+from kgweave.cpus import parse_cpus
 from kgweave.graph.store import GraphStore
 from kgweave.graph.sync import export_snapshot
-from kgweave.serving.placement import parse_cpus
 from kgweave.settings import Settings
 
 SOURCE = "snapshot-diff"

@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from kgweave import atomic, killpoints
+from kgweave.cpus import parse_cpus
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
-from kgweave.serving.placement import lower_thread_priority, parse_cpus
+from kgweave.serving.placement import lower_thread_priority
 from kgweave.serving.workers import RESULT, WORKER_LOCK, Worker, wait_for_worker_exit
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig

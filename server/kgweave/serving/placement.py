@@ -23,56 +23,12 @@ import os
 import sys
 import threading
 
-from kgweave.errors import InvalidArgumentError
+from kgweave.cpus import parse_cpus
 
 #: the OS priority (nice) of background work
 BACKGROUND_NICE = 10
 #: the CPUs background work of this process is confined to (empty: anywhere); see configure
 _confined: dict[str, frozenset[int]] = {"cpus": frozenset()}
-
-
-def parse_cpus(text: str) -> frozenset[int]:
-    """A Linux CPU list (``"0-3,6"``) as a set of CPU numbers; ``""``: the empty set.
-
-    InvalidArgumentError for anything else, or for CPUs this process may not run on."""
-    cpus: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            raise InvalidArgumentError(
-                f"background_cpus {text!r}: expected a CPU list such as '1' or '2-3,6'"
-            ) from None
-        if first < 0 or last < first:
-            raise InvalidArgumentError(f"background_cpus {text!r}: {part!r} is no CPU range")
-        cpus.update(range(first, last + 1))
-    allowed = _allowed()
-    if cpus and allowed is not None and not cpus <= allowed:
-        missing = ",".join(str(c) for c in sorted(cpus - allowed))
-        raise InvalidArgumentError(
-            f"background_cpus {text!r}: CPU {missing} is not one this process may run on "
-            f"({format_cpus(allowed)})"
-        )
-    return frozenset(cpus)
-
-
-def format_cpus(cpus: frozenset[int] | set[int]) -> str:
-    """``{0, 1, 2, 5}`` as ``"0-2,5"``."""
-    ranges: list[str] = []
-    for cpu in sorted(cpus):
-        if ranges and cpu == int(ranges[-1].rpartition("-")[2]) + 1:
-            ranges[-1] = f"{ranges[-1].partition('-')[0]}-{cpu}"
-        else:
-            ranges.append(str(cpu))
-    return ",".join(ranges)
-
-
-def _allowed() -> frozenset[int] | None:
-    getter = getattr(os, "sched_getaffinity", None)
-    return frozenset(getter(0)) if getter is not None else None
 
 
 def configure(text: str) -> frozenset[int]:

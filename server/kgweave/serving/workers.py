@@ -164,7 +164,7 @@ def where() -> str:
     """This process's CPUs and torch threads, as the job log shows them."""
     import torch
 
-    from kgweave.serving.placement import format_cpus
+    from kgweave.cpus import format_cpus
 
     cpus = format_cpus(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "any"
     return f"CPUs {cpus}, torch threads {torch.get_num_threads()}"
