@@ -12,8 +12,9 @@ A lower priority still shares the cores: on a machine where serving, its clients
 background work together want more cores than there are, a call now and then waits for a
 core the background work holds (docs/benchmarks.md, PredictLinks p99 while ingesting). The
 setting ``background_cpus`` (a Linux CPU list, ``"2-3"`` or ``"1,3"``) confines all of it to
-those CPUs, with as many torch threads as CPUs, and leaves the others to the calls: what
-deployments do for tail latency (the serving threads themselves stay free to use every CPU).
+those CPUs, with as many torch threads as CPUs, and leaves the others to the calls (the
+serving threads themselves stay free to use every CPU). Meant for machines with cores to
+spare; on 2 vCPUs it made updates slower and the tail no shorter (docs/benchmarks.md).
 """
 
 from __future__ import annotations
