@@ -175,8 +175,8 @@ class Settings(BaseSettings):
     least incremental_replay_min of them are always replayed when there are any."""
     incremental_replay_min: int = Field(default=0, ge=0)
     """Known facts an incremental update replays at least (when the graph has that many): with few
-    new facts this floor sets the cost of each step (0: one training batch of the version's
-    recipe)."""
+    new facts this floor sets the cost of each step (0: as many as fill one training batch of the
+    version's recipe with the update's queries, both directions: one step per pass)."""
     incremental_candidates: int = Field(default=2048, ge=0)
     """Entities an incremental update ranks each query against while it trains (a sampled softmax):
     every entity of its new and replayed facts, the incremental_hard_negatives each new fact ranks

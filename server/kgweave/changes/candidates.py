@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from kgweave.models import KGEModel, build_model
+from kgweave.models import KGEModel, model_from_state
 
 
 def candidate_entities(
@@ -64,12 +64,11 @@ class LocalModel:
     def __init__(self, model: KGEModel, entities: torch.Tensor) -> None:
         """Args: entities: shape (S,) sorted full ids."""
         self.full, self.entities = model, entities
-        config = model.config()
-        self.model = build_model({**config, "num_entities": len(entities)})
-        state = model.state_dict()
-        state["entity.weight"] = state["entity.weight"][entities].clone()
-        state["relation.weight"] = state["relation.weight"].clone()
-        self.model.load_state_dict(state)
+        state = {
+            key: tensor[entities] if key == "entity.weight" else tensor.clone()
+            for key, tensor in model.state_dict().items()
+        }
+        self.model = model_from_state({**model.config(), "num_entities": len(entities)}, state)
         self.local_of = torch.full((model.num_entities,), -1, dtype=torch.long)
         self.local_of[entities] = torch.arange(len(entities))
 

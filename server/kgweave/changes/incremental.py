@@ -209,8 +209,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     derived = derive_artifact(art, overlay).artifact
     model = derived.model
     if model is art.model:  # no new rows: train a copy, the loaded version stays as it was
-        model = build_model(art.model.config())
-        model.load_state_dict(art.model.state_dict())
+        state = {key: tensor.clone() for key, tensor in art.model.state_dict().items()}
+        model = model_from_state(art.model.config(), state)
     timings.done("derive")
     n_e, n_r = len(derived.entities), len(derived.relations)
     deleted = set(overlay.deleted)
@@ -252,7 +252,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     training_facts = known[~fixed_rows]
     old = known[~fixed_rows & ~torch.isin(keys, _keys(new, n_e, n_r))]
     changed = len(new) + len(forget)
-    floor = settings.incremental_replay_min or config.batch_size
+    # a few changes: replayed facts up to one batch of queries (both directions), one step a pass
+    floor = settings.incremental_replay_min or max(config.batch_size // 2 - changed, 1)
     replay_n = min(len(old), max(int(changed * settings.incremental_replay), floor))
     replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
     triples = with_reciprocals(torch.cat((new, replay)), n_r)
