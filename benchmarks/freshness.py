@@ -88,12 +88,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
         "p50_s": round(statistics.median(values), 4),
         "p95_s": round(percentile(values, 0.95), 4),
         "max_s": round(max(values), 4),
+        "each_s": [round(v, 4) for v in values],  # in probe order: where the slow ones fall
     }
 
 
