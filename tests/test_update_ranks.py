@@ -58,6 +58,9 @@ def test_the_base_is_ranked_again_only_where_the_changes_touch_the_filter(
     # a one-fact update stops after its passes over its queries, far below its step limit
     steps = first["incremental"]["steps"]
     assert steps == 2 * first["incremental"]["steps_per_pass"] < 1000
+    # its replay sample fills one batch (256) with the new fact's two queries: one step a pass
+    assert first["incremental"]["replayed"] == 256 // 2 - 1
+    assert first["incremental"]["steps_per_pass"] == 1
     # the second, on the version the first wrote: a fact added and a known one removed, each
     # sharing a fixed-set query's head and relation (so those queries' filters change)
     added = next(t for t in test[1:] if (t[0], t[1]) in valid_keys)
