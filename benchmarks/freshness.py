@@ -274,7 +274,7 @@ def latencies(args: argparse.Namespace) -> None:
     if store.counts()["triples"] == 0:
         import_dataset(store, dataset, progress=False)
     record["import_s"] = round(time.monotonic() - began, 1)
-    graph_cpus = parse_cpus(args.graph_cpus)
+    graph_cpus = parse_cpus(args.graph_cpus, "--graph-cpus")
     if graph_cpus:  # the embedded FalkorDB, every thread of it
         server = EmbeddedFalkorDB(settings.graph_dir).status()
         assert server is not None

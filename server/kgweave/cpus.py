@@ -8,10 +8,11 @@ import os
 from kgweave.errors import InvalidArgumentError, echo
 
 
-def parse_cpus(text: str) -> frozenset[int]:
+def parse_cpus(text: str, name: str = "background_cpus") -> frozenset[int]:
     """A Linux CPU list (``"0-3,6"``) as a set of CPU numbers; ``""``: the empty set.
 
-    InvalidArgumentError for anything else, or for CPUs this process may not run on."""
+    InvalidArgumentError for anything else, or for CPUs this process may not run on; its
+    message names the list ``name`` (the setting or option it came from)."""
     cpus: set[int] = set()
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -21,18 +22,16 @@ def parse_cpus(text: str) -> frozenset[int]:
             first, last = int(low), int(high or low)
         except ValueError:
             raise InvalidArgumentError(
-                f"background_cpus {echo(text)}: expected a CPU list such as '1' or '2-3,6'"
+                f"{name} {echo(text)}: expected a CPU list such as '1' or '2-3,6'"
             ) from None
         if first < 0 or last < first:
-            raise InvalidArgumentError(
-                f"background_cpus {echo(text)}: {echo(part)} is no CPU range"
-            )
+            raise InvalidArgumentError(f"{name} {echo(text)}: {echo(part)} is no CPU range")
         cpus.update(range(first, last + 1))
     allowed = _allowed()
     if cpus and allowed is not None and not cpus <= allowed:
         missing = ",".join(str(c) for c in sorted(cpus - allowed))
         raise InvalidArgumentError(
-            f"background_cpus {echo(text)}: CPU {missing} is not one this process may run on "
+            f"{name} {echo(text)}: CPU {missing} is not one this process may run on "
             f"({format_cpus(allowed)})"
         )
     return frozenset(cpus)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from kgweave.models import KGEModel, model_from_state
+from kgweave.models import KGEModel, copy_model
 
 
 def candidate_entities(
@@ -64,11 +64,8 @@ class LocalModel:
     def __init__(self, model: KGEModel, entities: torch.Tensor) -> None:
         """Args: entities: shape (S,) sorted full ids."""
         self.full, self.entities = model, entities
-        state = {
-            key: tensor[entities] if key == "entity.weight" else tensor.clone()
-            for key, tensor in model.state_dict().items()
-        }
-        self.model = model_from_state({**model.config(), "num_entities": len(entities)}, state)
+        rows = {"entity.weight": model.entity.weight.detach()[entities]}
+        self.model = copy_model(model, rows, num_entities=len(entities))
         self.local_of = torch.full((model.num_entities,), -1, dtype=torch.long)
         self.local_of[entities] = torch.arange(len(entities))
 

@@ -16,7 +16,7 @@ import torch
 from kgweave.artifact import ModelArtifact
 from kgweave.changes.overlay import Overlay, Triple
 from kgweave.data.dataset import IdMap, expand_ranges
-from kgweave.models import KGEModel, model_from_state
+from kgweave.models import KGEModel, copy_model
 
 
 def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
@@ -179,13 +179,9 @@ def derive_artifact(
 def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:
     """A copy of ``model`` with forward rows ``rows[:, 0]`` appended after its ``num_r``
     relations and inverse rows ``rows[:, 1]`` after their reciprocals."""
-    config = model.config()
-    config["num_relations"] = 2 * (num_r + len(rows))
-    state = {}
+    tables = {}
     for key, tensor in model.state_dict().items():
         if key.startswith("relation.") and tensor.dim() >= 1 and tensor.shape[0] == 2 * num_r:
             r = rows.to(tensor.device, tensor.dtype)
-            state[key] = torch.cat((tensor[:num_r], r[:, 0], tensor[num_r:], r[:, 1]))
-        else:
-            state[key] = tensor.clone()  # its own: the copy may be trained
-    return model_from_state(config, state).eval()
+            tables[key] = torch.cat((tensor[:num_r], r[:, 0], tensor[num_r:], r[:, 1]))
+    return copy_model(model, tables, num_relations=2 * (num_r + len(rows))).eval()

@@ -61,7 +61,7 @@ from kgweave.evaluation.ranking import (
     evaluate,
     result_of_ranks,
 )
-from kgweave.models import build_model, model_from_state
+from kgweave.models import build_model, copy_model
 from kgweave.serving.training_run import JobRun
 from kgweave.training import TrainConfig
 from kgweave.training.regimes import KvsAll, OneVsAll, Regime
@@ -137,7 +137,7 @@ def warm_up() -> None:
     The first model a process builds on the meta device (as every artifact is loaded) imports
     ``torch._dynamo``: 1.8-2.5 s on two cores, which the first update paid."""
     tiny = build_model({"name": "complex", "num_entities": 2, "num_relations": 2, "dim": 2})
-    model_from_state(tiny.config(), {k: v.clone() for k, v in tiny.state_dict().items()})
+    copy_model(tiny)
 
 
 def _ids(facts: list[Triple], artifact: ModelArtifact) -> torch.Tensor:
@@ -209,8 +209,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     derived = derive_artifact(art, overlay).artifact
     model = derived.model
     if model is art.model:  # no new rows: train a copy, the loaded version stays as it was
-        state = {key: tensor.clone() for key, tensor in art.model.state_dict().items()}
-        model = model_from_state(art.model.config(), state)
+        model = copy_model(art.model)
     timings.done("derive")
     n_e, n_r = len(derived.entities), len(derived.relations)
     deleted = set(overlay.deleted)

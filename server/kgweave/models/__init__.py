@@ -48,6 +48,21 @@ def model_from_state(config: dict[str, Any], state: dict[str, torch.Tensor]) -> 
     return model
 
 
+def copy_model(
+    model: KGEModel, tables: dict[str, torch.Tensor] | None = None, **config: Any
+) -> KGEModel:
+    """A copy of ``model`` that holds tensors of its own (it may be trained), built through
+    :func:`model_from_state`: ``tables`` in place of the state's tensors of the same keys
+    (e.g. ``entity.weight`` with rows added or selected), ``config`` over its config (e.g.
+    ``num_entities`` to match)."""
+    tables = tables or {}
+    state = {
+        key: tables[key] if key in tables else tensor.clone()
+        for key, tensor in model.state_dict().items()
+    }
+    return model_from_state({**model.config(), **config}, state)
+
+
 __all__ = [
     "MODELS",
     "ComplEx",
@@ -56,6 +71,7 @@ __all__ = [
     "RotatE",
     "TransE",
     "build_model",
+    "copy_model",
     "model_class",
     "model_from_state",
 ]

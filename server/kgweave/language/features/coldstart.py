@@ -36,7 +36,7 @@ from kgweave.errors import (
     NotFoundError,
 )
 from kgweave.language.components.encoder import entity_texts
-from kgweave.models import KGEModel, model_from_state
+from kgweave.models import KGEModel, copy_model
 
 if TYPE_CHECKING:
     from kgweave.language.components.encoder import TextEncoder
@@ -232,16 +232,13 @@ def extend_model(model: KGEModel, rows: torch.Tensor) -> KGEModel:
         raise InvalidArgumentError(
             f"new entity rows of shape {tuple(rows.shape)}: expected (M, {width})"
         )
-    config = model.config()
-    old = int(config["num_entities"])
-    config["num_entities"] = old + len(rows)
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if key.startswith("entity.") and tensor.dim() >= 1 and tensor.shape[0] == old:
-            state[key] = torch.cat((tensor, rows.to(tensor.device, tensor.dtype)), dim=0)
-        else:
-            state[key] = tensor.clone()  # its own: the copy may be trained
-    return model_from_state(config, state).eval()
+    old = model.num_entities
+    tables = {
+        key: torch.cat((tensor, rows.to(tensor.device, tensor.dtype)), dim=0)
+        for key, tensor in model.state_dict().items()
+        if key.startswith("entity.") and tensor.dim() >= 1 and tensor.shape[0] == old
+    }
+    return copy_model(model, tables, num_entities=old + len(rows)).eval()
 
 
 def add_cold_entities(
