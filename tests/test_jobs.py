@@ -189,6 +189,37 @@ def test_remote_progress_shows_non_finite_numbers() -> None:
     assert job_postfix(update)["rate"] == "56.8 tokens/s"
 
 
+def test_remote_bar_follows_a_joint_jobs_language_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: `train --remote --joint` showed the KGE half's epochs, 200/200, through
+    the minutes its language model trained. The LM phase gets a bar of its own, its share
+    done from the time spent in it and the ETA; the phases after it leave it full."""
+    from kgweave.cli import remote
+
+    clock = [100.0]
+    monkeypatch.setattr(remote.time, "monotonic", lambda: clock[0])
+    bar = remote.JobBar("epoch")
+    bar.show({"phase": "training", "epoch": 150, "epochs": 200, "eta_s": 5.0})
+    assert (bar.bar.n, bar.bar.total, bar.phase) == (150, 200, "")
+    bar.show({"phase": "training", "epoch": 200, "epochs": 200, "eta_s": 0.0})
+    lm = {"phase": "language model", "epoch": 200, "epochs": 200, "rate": 900.0,
+          "rate_unit": "tokens/s", "loss": 3.2}  # fmt: skip
+    bar.show({**lm, "eta_s": 300.0})  # the phase begins: nothing done yet
+    assert (bar.bar.n, bar.bar.total, bar.phase) == (0, 100, "language model")
+    clock[0] += 100.0
+    bar.show({**lm, "eta_s": 300.0})  # 100 s spent, 300 s to go
+    assert bar.bar.n == 25
+    assert "900.0 tokens/s" in str(bar.bar) and "language model" in str(bar.bar)
+    clock[0] += 300.0
+    bar.show({**lm, "eta_s": 0.0})
+    assert bar.bar.n == 100
+    bar.show({"phase": "completion weights", "epoch": 200, "epochs": 200})
+    assert (bar.bar.n, bar.phase) == (100, "language model")
+    assert "completion weights" in str(bar.bar)
+    bar.close()
+
+
 def test_a_cancelled_joint_job_stops(python_server: ServerThread) -> None:
     """A joint job is cancelled while it trains (here its KGE half; the LM's training polls
     the same flag, test_lm.py): it ends cancelled, and nothing is registered."""

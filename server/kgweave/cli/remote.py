@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -281,6 +282,49 @@ def job_postfix(job: dict[str, Any]) -> dict[str, str]:
     return postfix
 
 
+class JobBar:
+    """The progress bar of a job followed from the CLI: its epochs (trials for a search) while
+    it counts them; from the first phase that reports a rate of its own instead (a joint job's
+    language model, in tokens/s), a bar of that phase, its share done from the time spent in
+    it and the job's ETA (the epochs counted before are done by then)."""
+
+    def __init__(self, unit: str, disable: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm, self._disable = tqdm, disable
+        self.bar = tqdm(total=None, unit=unit, desc="job", disable=disable)
+        self.phase = ""  # the rated phase the bar shows ("": epochs)
+        self._began = 0.0
+
+    def show(self, job: dict[str, Any]) -> None:
+        """Show a job update (a WatchJob message as JSON)."""
+        phase = str(job.get("phase", ""))
+        if job.get("rate_unit") and phase != self.phase:  # a rated phase begins
+            self.bar.close()
+            self.bar = self._tqdm(total=100, desc=phase, disable=self._disable,
+                                  bar_format=PHASE_BAR)  # fmt: skip
+            self.phase, self._began = phase, time.monotonic()
+        if not self.phase:
+            if job.get("epochs"):
+                self.bar.total = int(job["epochs"])
+            self.bar.n = int(job.get("epoch", 0))
+        elif phase != self.phase:  # after it: done
+            self.bar.n = 100
+        elif float(job.get("eta_s", -1)) >= 0:
+            spent = time.monotonic() - self._began
+            eta = float(job["eta_s"])
+            self.bar.n = 100 if eta <= 0 else min(99, int(100 * spent / (spent + eta)))
+        self.bar.set_postfix(job_postfix(job), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+#: a rated phase's bar: its share done, the time spent, then the job's fields
+PHASE_BAR = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]"
+
+
 def train_remote(
     values: dict[str, Any],
     dataset: str,
@@ -292,8 +336,6 @@ def train_remote(
 ) -> None:
     """``kgweave train --remote``: start a job on the server and follow it; with ``tuning``
     (``kgweave tune --remote``), a search whose epochs are trials."""
-    from tqdm.auto import tqdm
-
     from kgweave.training.config import JOB_FIELDS  # lazy: the client needs no torch otherwise
 
     unsupported = sorted(set(values) - {*JOB_FIELDS, "joint"})
@@ -307,16 +349,11 @@ def train_remote(
             return
         if not as_json:
             err(f"job {job['job_id']} started on {client.address}")
-        unit = "trial" if tuning else "epoch"
-        bar = tqdm(total=None, unit=unit, desc="job", disable=quiet or as_json)
+        bar = JobBar("trial" if tuning else "epoch", disable=quiet or as_json)
         try:
             for update in client.watch(job["job_id"]):
                 job = update
-                if job.get("epochs"):
-                    bar.total = int(job["epochs"])
-                bar.n = int(job.get("epoch", 0))
-                bar.set_postfix(job_postfix(job), refresh=False)
-                bar.refresh()
+                bar.show(job)
         except KeyboardInterrupt:
             client.cancel(job["job_id"])
             raise
