@@ -62,7 +62,8 @@ def test_a_bad_cpu_list_is_one_line(
 PROBE = r"""
 import json, os, sys, threading, torch
 from kgweave.serving import placement
-placement.configure(sys.argv[1])
+from kgweave.cpus import parse_cpus
+placement.configure(parse_cpus(sys.argv[1]))
 torch.set_num_threads(2)
 x = torch.randn(4_000_000)
 x.sum()  # the main thread's own OpenMP team
@@ -126,7 +127,7 @@ def test_background_threads_and_their_openmp_team_keep_to_the_background_cpus() 
 @pytest.fixture
 def confined(weak_model: Path) -> Iterator[ServerThread]:
     yield from serve_model(weak_model, "python", background_cpus=str(CPUS[-1]))
-    placement.configure("")  # (process-wide: the later tests' threads go anywhere)
+    placement.configure(frozenset())  # (process-wide: the later tests' threads go anywhere)
 
 
 @pytest.mark.skipif(len(CPUS) < 2, reason="confining needs two CPUs or more")

@@ -54,7 +54,7 @@ class DataPlane:
         owns_jobs: bool = True,
     ) -> None:
         self.settings = settings
-        placement.configure(settings.background_cpus)  # where its background threads run
+        placement.configure(settings.background_cpu_set)  # where its background threads run
         self.metrics = ServiceMetrics()
         self.versions = ModelVersions(settings, self.metrics)
         self.batcher = MicroBatcher(

@@ -260,6 +260,13 @@ graph either way."""
     """CLI and server: print the Python traceback of an error (an `internal error` line says to set
     it) after its one-line message."""
 
+    @property
+    def background_cpu_set(self) -> frozenset[int]:
+        """``background_cpus`` as CPU numbers (empty: anywhere)."""
+        from kgweave.cpus import parse_cpus
+
+        return parse_cpus(self.background_cpus)
+
     @field_validator("background_cpus")
     @classmethod
     def _cpu_list(cls, value: str) -> str:

@@ -32,7 +32,6 @@ from safetensors.torch import load_file, save_file
 from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
-from kgweave.cpus import parse_cpus
 from kgweave.graph.store import GraphStore
 from kgweave.graph.sync import export_snapshot
 from kgweave.settings import Settings
@@ -310,7 +309,7 @@ class DiffWorker:
                     1,
                     mp_context=mp.get_context("spawn"),
                     initializer=_worker_started,
-                    initargs=(os.getpid(), parse_cpus(self._settings.background_cpus)),
+                    initargs=(os.getpid(), self._settings.background_cpu_set),
                 )
             future = self._pool.submit(fn, self._settings_json, *args)
         try:

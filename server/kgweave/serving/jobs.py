@@ -43,10 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from kgweave import atomic, killpoints
-from kgweave.cpus import parse_cpus
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, echo
 from kgweave.serving.placement import lower_thread_priority
-from kgweave.serving.workers import RESULT, WORKER_LOCK, Worker, wait_for_worker_exit
+from kgweave.serving.workers import (
+    RESULT,
+    UPDATER_NICE,
+    WORKER_LOCK,
+    Worker,
+    wait_for_worker_exit,
+)
 from kgweave.settings import Settings
 from kgweave.training import TrainConfig
 
@@ -126,7 +131,7 @@ class JobManager:
         #: asyncio watchers per job: futures woken (in their own loops) on the next change
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._context = mp.get_context("spawn")
-        self._cpus = parse_cpus(settings.background_cpus)  # the workers' CPUs (empty: any)
+        self._cpus = settings.background_cpu_set  # the workers' CPUs (empty: any)
         self.on_change: Callable[[Job], None] | None = None
         #: called with every change of a job too (the retrain watcher's wake-up)
         self.listeners: list[Callable[[Job], None]] = []
@@ -283,18 +288,18 @@ class JobManager:
         incremental update does not wait for a process to start."""
         with self._lock:
             if self._warm is None or not self._warm.alive:
-                self._warm = Worker(
-                    self._context, warm=True, name="kgweave-updater", cpus=self._cpus
-                )
+                self._warm = Worker(self._context, warm=True, name="kgweave-updater",
+                                    cpus=self._cpus, nice=UPDATER_NICE)  # fmt: skip
 
     def _submit(self, job_id: str, spec: dict[str, Any], out: str, warm: bool) -> Worker:
         """Hand the job to a worker: the updater for a ``warm`` spec (a fresh one when it is
         gone), else a one-shot worker process of its own."""
         settings_json = self.settings.model_dump_json()
         if not warm:
-            worker = Worker(
-                self._context, warm=False, name=f"kgweave-job-{job_id}", cpus=self._cpus
-            )
+            # the server's own work (a retrain) at the updater's priority; a user's job at theirs
+            nice = UPDATER_NICE if spec.get("background") else None
+            worker = Worker(self._context, warm=False, name=f"kgweave-job-{job_id}",
+                            cpus=self._cpus, nice=nice)  # fmt: skip
             worker.submit(job_id, spec, out, settings_json)
             return worker
         for _ in range(2):

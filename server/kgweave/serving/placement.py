@@ -24,20 +24,16 @@ import os
 import sys
 import threading
 
-from kgweave.cpus import parse_cpus
-
 #: the OS priority (nice) of background work
 BACKGROUND_NICE = 10
 #: the CPUs background work of this process is confined to (empty: anywhere); see configure
 _confined: dict[str, frozenset[int]] = {"cpus": frozenset()}
 
 
-def configure(text: str) -> frozenset[int]:
-    """Confine this process's background threads (from now on) to the CPUs of ``text``
-    (``background_cpus``; empty: anywhere). Returns them."""
-    cpus = parse_cpus(text)
+def configure(cpus: frozenset[int]) -> None:
+    """Confine this process's background threads (from now on) to ``cpus``
+    (``background_cpus``; empty: anywhere)."""
     _confined["cpus"] = cpus
-    return cpus
 
 
 def background_cpus() -> frozenset[int]:

@@ -62,17 +62,22 @@ class Worker:
     """The server's side of one worker process: its pipes and the process."""
 
     def __init__(
-        self, context: Any, warm: bool, name: str, cpus: frozenset[int] = frozenset()
+        self,
+        context: Any,
+        warm: bool,
+        name: str,
+        cpus: frozenset[int] = frozenset(),
+        nice: int | None = None,
     ) -> None:
         """``cpus``: the CPUs the worker is confined to (``background_cpus``; empty:
-        anywhere)."""
+        anywhere); ``nice``: how much lower its OS priority is (None: the server's)."""
         self.warm = warm
         # one-way pipes; after the start each side holds only its own ends
         self.events, events_child = context.Pipe(duplex=False)
         lifeline_child, self.lifeline = context.Pipe(duplex=False)
         self.process = context.Process(
             target=worker_main,
-            args=(events_child, lifeline_child, not warm, WARM_IMPORTS if warm else (), cpus),
+            args=(events_child, lifeline_child, not warm, WARM_IMPORTS if warm else (), cpus, nice),
             name=name,
             daemon=True,
         )
@@ -123,9 +128,11 @@ def worker_main(
     once: bool,
     imports: tuple[str, ...] = (),
     cpus: frozenset[int] = frozenset(),
+    nice: int | None = None,
 ) -> None:
     """Entry point of a worker process: run the jobs the server sends, one at a time (only the
-    first when ``once``), on ``cpus`` (empty: anywhere).
+    first when ``once``), on ``cpus`` (empty: anywhere), ``nice`` lower (None: as the
+    server).
 
     ``events`` is the sending end of a pipe to the server: per job, progress rows, then exactly
     one of ``{"state": "succeeded", "metrics": ...}``, ``{"state": "cancelled"}`` or
@@ -148,13 +155,10 @@ def worker_main(
     threading.Thread(target=watch_server, name="kgweave-lifeline", daemon=True).start()
     thread_locked_progress()
     reuse_freed_memory()  # a fresh process: tuned as the CLI's
-    lower_process_priority(None if once else UPDATER_NICE, cpus)
+    lower_process_priority(nice, cpus)
     warm(imports)  # the updater: paid once, before its first job
     while True:
         job_id, spec, out, settings_json = jobs.get()
-        if once and spec.get("background"):  # (the updater is lowered already)
-            with contextlib.suppress(OSError):
-                os.nice(UPDATER_NICE)
         run_one(spec, Path(out), settings_json, events, lambda j=job_id: j in cancelled)
         if once:
             return
