@@ -55,7 +55,14 @@ class Api(freshness.Api):
 
 @pytest.fixture
 def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DataPlane, Api]]:
-    monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
+    yield from serve_demo(monkeypatch)
+
+
+def serve_demo(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DataPlane, Api]]:
+    """A server of the demo graph (its first model trained now) with the retrain watcher,
+    small steps; the settings a test's fixtures set first are kept."""
+    if "KGWEAVE_BOOTSTRAP_EPOCHS" not in os.environ:  # (a test's own fixture may set it)
+        monkeypatch.setenv("KGWEAVE_BOOTSTRAP_EPOCHS", "20")
     if "KGWEAVE_RETRAIN_INTERVAL_S" not in os.environ:  # (a test's own fixture may set it)
         monkeypatch.setenv("KGWEAVE_RETRAIN_INTERVAL_S", "0.3")
     monkeypatch.setenv("KGWEAVE_INCREMENTAL_STEPS", "30")

@@ -158,6 +158,8 @@ def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
         # more epochs than the first model's budget allows: served once the budget is spent
         "KGWEAVE_BOOTSTRAP_EPOCHS": "100000",
         "KGWEAVE_BOOTSTRAP_BUDGET_S": "2",
+        # no refinement of it beside the job below (v0002 is the job's; test_refine.py)
+        "KGWEAVE_CONTINUE_TRAINING": "false",
         "KGWEAVE_LOG_FORMAT": "json",
     }
     log = (tmp_path / "serve.log").open("w")
@@ -217,6 +219,7 @@ def test_serve_bootstraps_answers_cli_and_drains_on_sigterm(
         assert any(
             m.startswith("the first model's training stopped in epoch ")
             and "of 100000, at KGWEAVE_BOOTSTRAP_BUDGET_S=2s" in m
+            and "`kgweave train --remote` trains a better one" in m
             for m in messages
         ), messages
         assert any(m.startswith("semantic search warm") for m in messages), messages

@@ -68,7 +68,8 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
         config: dict[str, Any] = {"epochs": settings.bootstrap_epochs}
         if settings.bootstrap_budget_s > 0:
             config["time_budget_s"] = settings.bootstrap_budget_s
-        run_training({"config": config, "dataset": ""}, out, settings, report, progress=progress)
+        spec = {"config": config, "dataset": "", "bootstrap": True}
+        run_training(spec, out, settings, report, progress=progress)
         version = plane.versions.registry.register(out).version
         plane.versions.activate(version)
         trained = plane.versions.active().artifact.config
@@ -82,13 +83,19 @@ def prepare_plane(settings: Settings, progress: bool = True) -> DataPlane:
             float(trained.get("metrics", {}).get("valid", {}).get("mrr", 0.0)),
         )
         if run.get("stopped_because") == "time_budget":
+            then = (
+                "training goes on in the background (KGWEAVE_CONTINUE_TRAINING), a version "
+                "activated whenever it beats the served one"
+                if settings.continue_training and settings.incremental_updates
+                else "`kgweave train --remote` trains a better one beside serving"
+            )
             log.warning(
                 "the first model's training stopped in epoch %d of %d, at "
-                "KGWEAVE_BOOTSTRAP_BUDGET_S=%gs, and is served as it is; `kgweave train "
-                "--remote` trains a better one beside serving (activated when it beats it)",
+                "KGWEAVE_BOOTSTRAP_BUDGET_S=%gs, and is served as it is; %s",
                 run.get("epochs_completed", 0),
                 settings.bootstrap_epochs,
                 settings.bootstrap_budget_s,
+                then,
             )
     warm_semantic_search(plane)
     if settings.apply_changes:

@@ -189,6 +189,18 @@ class Settings(BaseSettings):
     incremental_lr: float = Field(default=0.001, gt=0)
     """Learning rate of incremental updates (Adam, fresh state on the warm weights: a small step
     keeps what the version learned; measured in docs/benchmarks.md)."""
+    continue_training: bool = True
+    """When the first model's training stopped at bootstrap_budget_s (or a full retrain the server
+    started, which keeps that budget), go on training it in the background between incremental
+    updates: refinements of refine_chunk_s each in the updater, warm-started from the served
+    version over every known fact, each a version activated only when its MRR on the fixed
+    validation set is higher; until the planned epochs are done or refine_patience refinements in a
+    row were not activated. Needs incremental_updates."""
+    refine_chunk_s: float = Field(default=60.0, gt=0)
+    """Seconds of training in one refinement (see continue_training)."""
+    refine_patience: int = Field(default=2, ge=1)
+    """Refinements in a row that may fail to beat the served version before they stop (see
+    continue_training)."""
     full_retrain_interval_s: float = Field(default=0.0, ge=0)
     """Seconds between scheduled full retrains on a graph snapshot, in a job worker (0: no schedule;
     retrain_min_events and full_retrain_drift still trigger one)."""
@@ -227,8 +239,8 @@ class Settings(BaseSettings):
     bootstrap_budget_s: float = Field(default=600.0, ge=0)
     """Wall-clock seconds the first model's training may take (0: no limit): on a big graph `kgweave
 serve` listens after about this long (plus the graph snapshot and one evaluation), with the model
-trained so far; `kgweave train --remote` trains a better one beside serving. Seconds on the demo
-graph either way."""
+trained so far, and trains it on in the background (continue_training). Seconds on the demo graph
+either way."""
     score_precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
     """Link prediction's all-entities pass: fp32, or bf16 candidate search followed by exact fp32
     rescoring of the best k+32 (same answers, 2-4x faster where bf16 is native). auto: bf16 on CUDA

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -53,6 +54,7 @@ from kgweave.changes.candidates import LocalModel, candidate_entities
 from kgweave.changes.derive import derive_artifact
 from kgweave.changes.fixed_set import fixed_validation
 from kgweave.changes.overlay import Overlay, Triple
+from kgweave.changes.refine import SPEC_KEY, epochs_left, is_refinement
 from kgweave.data.dataset import KGDataset, with_reciprocals
 from kgweave.errors import FailedPreconditionError
 from kgweave.evaluation.ranking import (
@@ -190,13 +192,16 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     ``run.out``.
 
     ``run.spec``: ``{"kind": "incremental", "base": registry folder, "base_version": name,
-    "overlay": folder holding the overlay copy}``. Returns the metrics, or None when
-    ``run.should_stop`` ended the run (nothing is written)."""
+    "overlay": folder holding the overlay copy}``, and for a refinement
+    (:mod:`kgweave.changes.refine`) ``"refine": {"seconds": s, "epochs": e}``: every known
+    fact trained on for ``s`` seconds, ``e`` epochs at most, with the full softmax. Returns
+    the metrics, or None when ``run.should_stop`` ended the run (nothing is written)."""
     spec, out, settings, report, should_stop = (
         run.spec, run.out, run.settings, run.report, run.should_stop
     )  # fmt: skip
     started = time.monotonic()
     timings = Timings()
+    refine = spec.get(SPEC_KEY)  # a refinement: every known fact (kgweave.changes.refine)
     report({"phase": "loading"})
     base_dir, version = Path(spec["base"]), str(spec["base_version"])
     art, judged_base = KEPT.load(base_dir)
@@ -220,7 +225,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     added, removed = overlay.trained_changes(held)
     new, forget = _ids(sorted(added), derived), _ids(sorted(removed), derived)
     gone = overlay.removed
-    if not len(new) and not len(forget):
+    if not len(new) and not len(forget) and refine is None:
         raise FailedPreconditionError(
             "the incremental update has no new or removed facts to train on"
         )
@@ -251,15 +256,17 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     training_facts = known[~fixed_rows]
     old = known[~fixed_rows & ~torch.isin(keys, _keys(new, n_e, n_r))]
     changed = len(new) + len(forget)
-    # a few changes: replayed facts up to one batch of queries (both directions), one step a pass
-    floor = settings.incremental_replay_min or max(config.batch_size // 2 - changed, 1)
-    replay_n = min(len(old), max(int(changed * settings.incremental_replay), floor))
-    replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
+    if refine is not None:  # every known fact
+        replay = old
+    else:  # a few changes: replayed facts up to one batch of queries (both directions)
+        floor = settings.incremental_replay_min or max(config.batch_size // 2 - changed, 1)
+        replay_n = min(len(old), max(int(changed * settings.incremental_replay), floor))
+        replay = old[torch.randperm(len(old), generator=generator)[:replay_n]]
     triples = with_reciprocals(torch.cat((new, replay)), n_r)
     targets = with_reciprocals(training_facts, n_r)
     unlearn = with_reciprocals(forget, n_r)
     trained, local = model, None
-    if 0 < settings.incremental_candidates < n_e:  # a local model over the candidates
+    if refine is None and 0 < settings.incremental_candidates < n_e:  # a sampled softmax
         entities = candidate_entities(
             model, torch.cat((triples, unlearn)),
             with_reciprocals(torch.cat((new, forget)), n_r)[:, :2],
@@ -286,12 +293,16 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.incremental_lr)
     limit, per_pass = settings.incremental_steps, -(-regime.epoch_size // batch)
-    if settings.incremental_epochs:  # a few facts: a few passes over them and their replay
+    deadline = None
+    if refine is not None:  # its seconds, and the epochs left at most
+        limit = max(1, math.ceil(float(refine["epochs"]) * per_pass))
+        deadline = time.monotonic() + float(refine["seconds"])
+    elif settings.incremental_epochs:  # a few facts: a few passes over them and their replay
         limit = min(limit, settings.incremental_epochs * per_pass)
     report({"phase": "training", "epoch": 0, "epochs": limit})
     trained.train()
     steps, losses = 0, []
-    while steps < limit:
+    while steps < limit:  # (a refinement's deadline checked after each step: one at least)
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
             loss, _covered = regime.batch_loss(trained, batch_ids)
@@ -301,6 +312,10 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
             optimizer.step()
             losses.append(loss.detach())
             steps += 1
+            if deadline is not None and (
+                time.monotonic() >= deadline or (run.should_wrap_up and run.should_wrap_up())
+            ):
+                limit = steps  # its time is spent, or changes wait for the updater
             if steps >= limit:
                 break
             if should_stop is not None and should_stop():
@@ -329,6 +344,9 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         "base_queries_ranked": base_ranked,  # fewer than 2 * triples: the rest carried over
         **anchor_of(art.config, version, base_mrr),
     }
+    refined = steps / per_pass if refine is not None else 0.0  # epochs
+    if refine is not None:
+        judged["improve_only"] = True  # activated only when it beats the base
     labels = derived.entities.labels
     dataset = KGDataset(
         name="graph",
@@ -366,6 +384,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 "new_relations": list(overlay.new_relations),
                 "seconds": round(time.monotonic() - started, 3),
                 "timings": timings,
+                "refine_left": max(epochs_left(art.config) - refined, 0.0),
+                **({SPEC_KEY: {"epochs": round(refined, 4)}} if refine is not None else {}),
             },
         },
     )
@@ -435,7 +455,12 @@ def anchor_of(config: dict[str, Any], version: str, mrr: float | None) -> dict[s
     ``mrr`` measured in this run). Updates are judged against it too, so drift within each
     update's tolerance cannot add up."""
     theirs = config.get("fixed_valid")
-    if config.get("source") == SOURCE and isinstance(theirs, dict) and "anchor_version" in theirs:
+    if (
+        config.get("source") == SOURCE
+        and not is_refinement(config)  # a refinement stands for a full training
+        and isinstance(theirs, dict)
+        and "anchor_version" in theirs
+    ):
         return {"anchor_version": theirs["anchor_version"], "anchor_mrr": theirs.get("anchor_mrr")}
     return {"anchor_version": version, "anchor_mrr": mrr}
 

@@ -130,6 +130,8 @@ class ChangePipeline:
             "updates_started": state.updates_started,
             "updates_registered": state.updates_registered,
             "full_retrains_started": state.jobs_started,
+            "refinements_started": state.refinements_started,
+            "refinements_activated": state.refinements_activated,
             "updates_skipped": state.updates_skipped,
             "retrain_error": state.last_error,
         }

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from kgweave import killpoints
@@ -56,6 +57,7 @@ from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained, state_d
 from kgweave.changes.events import ChangeKind
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Triple
+from kgweave.changes.refine import SPEC_KEY, epochs_left
 from kgweave.errors import KGWeaveError
 from kgweave.graph.store import GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
@@ -171,6 +173,9 @@ class RetrainState:
     #: incremental updates started, and those that registered a version
     updates_started: int = 0
     updates_registered: int = 0
+    #: refinements started, and those activated (kgweave.changes.refine)
+    refinements_started: int = 0
+    refinements_activated: int = 0
     #: why pending changes are not given to an update (None when they are)
     skip: Skip | None = None
     last_job: str = ""
@@ -230,6 +235,10 @@ class RetrainWatcher:
         #: the facts (added, removed) the running update trains on, and the last finished one
         self._training: Changed = (frozenset(), frozenset())
         self._trained: Changed = (frozenset(), frozenset())
+        #: the running job is a refinement; refinements in a row not activated
+        self._refining = False
+        self._wrapping = ""  # the refinement asked to wrap up
+        self._refine_misses = 0
         self._last_full = time.monotonic()
         #: the graph's counts at the last export, and the log's end offset before them
         self._last_counts: dict[str, int] | None = None
@@ -417,6 +426,8 @@ class RetrainWatcher:
         self.state.checks += 1
         self._settle_job()
         if self._job is not None:
+            if self._refining and self.log.position(INCREMENTAL) < self.log.end_offset:
+                self._wrap_up_refinement(self._job[0])
             return
         end = self.log.end_offset
         self.state.pending = end - self.log.position(CONSUMER)
@@ -443,6 +454,8 @@ class RetrainWatcher:
             return
         if not starting_over:
             self._start_update()
+            if self._job is None:
+                self._start_refine()
 
     def _full_due(self) -> bool:
         if self.state.skipping(SkipKind.START_OVER):
@@ -487,19 +500,7 @@ class RetrainWatcher:
                 return
             folder = self._staging / f"overlay-{offset}"
             overlay.save(folder)
-        spec = {
-            "kind": "incremental",
-            "warm": True,  # in the updater process, kept between updates
-            "runner": "kgweave.changes.incremental:run_incremental",
-            "base": str(self.versions.registry.get(overlay.base_version).path),
-            "base_version": overlay.base_version,
-            "overlay": str(folder),
-        }
-        try:
-            job = self.jobs.start({}, "", self.settings.activation_policy, spec=spec)
-        except KGWeaveError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        job = self._start_incremental(overlay.base_version, folder, {})
         self._job, self._training = (job.job_id, INCREMENTAL, offset), new
         self._began(INCREMENTAL)
         self.state.updates_started += 1
@@ -511,6 +512,77 @@ class RetrainWatcher:
             overlay.base_version,
             job.job_id,
         )
+
+    def _start_incremental(self, base: str, folder: Path, extra: dict[str, Any]) -> Job:
+        """Start an incremental job in the updater on version ``base`` and the overlay copy
+        in ``folder`` (removed when the job cannot start)."""
+        spec = {
+            "kind": "incremental",
+            "warm": True,  # in the updater process, kept between updates
+            "runner": "kgweave.changes.incremental:run_incremental",
+            "base": str(self.versions.registry.get(base).path),
+            "base_version": base,
+            "overlay": str(folder),
+            **extra,
+        }
+        try:
+            return self.jobs.start({}, "", self.settings.activation_policy, spec=spec)
+        except KGWeaveError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _start_refine(self) -> None:
+        """Start a refinement of the served version (:mod:`kgweave.changes.refine`) when no
+        change is pending, its epochs are not all done, and fewer than ``refine_patience`` in
+        a row were not activated."""
+        settings, applier = self.settings, self.applier
+        if not settings.continue_training or not settings.incremental_updates or applier is None:
+            return
+        if self._refine_misses >= settings.refine_patience or not self._fixed_ready.is_set():
+            return
+        if self.log.position(INCREMENTAL) < self.log.end_offset or self._joint_served():
+            return  # the changes first
+        with self.versions.swap_lock:
+            overlay, current = applier.overlay, self.versions.current
+            if current is None or overlay.base_version != current.base_version:
+                return  # an activation is under way
+            left = epochs_left(self.versions.registry.get(overlay.base_version).config)
+            if left <= 0:
+                return
+            offset = overlay.next_offset
+            folder = self._staging / f"overlay-{offset}"
+            overlay.save(folder)
+        chunk = {SPEC_KEY: {"seconds": settings.refine_chunk_s, "epochs": left}}
+        job = self._start_incremental(overlay.base_version, folder, chunk)
+        self._job, self._refining = (job.job_id, INCREMENTAL, offset), True
+        self._began(INCREMENTAL)
+        self.state.refinements_started += 1
+        self.state.last_job = job.job_id
+        log.info(
+            "refinement of %s: %.1f epochs left, %g s, job %s",
+            overlay.base_version, left, settings.refine_chunk_s, job.job_id,
+        )  # fmt: skip
+
+    def _wrap_up_refinement(self, job_id: str) -> None:
+        """Changes wait while a refinement runs: it ends after its current step and is
+        judged on what it did, and the update of the changes starts next."""
+        if self._wrapping != job_id:
+            self._wrapping = job_id
+            self.jobs.wrap_up(job_id)
+            log.info("refinement %s: changes pending, wrapping up", job_id)
+
+    def _refined(self, job: Job) -> None:
+        """A refinement registered: activated (it beat the served version), or a miss."""
+        if job.activated:
+            self._refine_misses = 0
+            self.state.refinements_activated += 1
+            return
+        self._refine_misses += 1
+        if self._refine_misses >= self.settings.refine_patience:
+            log.info(
+                "refinement: %d in a row did not beat the served version; no more until a "
+                "full retrain", self._refine_misses,
+            )  # fmt: skip
 
     def _joint_served(self) -> bool:
         """Whether a joint model is served: an update carries no language side, so the
@@ -543,8 +615,8 @@ class RetrainWatcher:
         job = self.jobs.get(job_id)
         if not job.state.final:
             return
-        self._job = None
-        kind = "incremental" if consumer == INCREMENTAL else "full"
+        self._job, refining, self._refining = None, self._refining, False
+        kind = "refine" if refining else "incremental" if consumer == INCREMENTAL else "full"
         outcome = job.state.value
         if job.state == JobState.SUCCEEDED:
             outcome = "activated" if job.activated else "refused"
@@ -563,7 +635,10 @@ class RetrainWatcher:
             self.state.failures, self.state.retry_at = 0, 0.0
             if consumer == CONSUMER:
                 self._last_full = time.monotonic()
+                self._refine_misses = 0  # a new full training: refined if cut short
                 self.state.skip = None  # (a joint model's reason is made again at the check)
+            elif refining:
+                self._refined(job)
             else:
                 self.state.updates_registered += 1
                 self._trained = self._training

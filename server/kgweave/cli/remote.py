@@ -147,12 +147,21 @@ def _print_status(info: dict[str, Any]) -> None:
             f"changes     served up to log offset {c['applied_offset']} of {c['end_offset']}"
             + (f" (last error: {c['last_error']})" if c["last_error"] else "")
         )
-        started = int(c.get("updates_started", 0)) + int(c.get("full_retrains_started", 0))
+        started = sum(
+            int(c.get(k, 0))
+            for k in ("updates_started", "full_retrains_started", "refinements_started")
+        )
         if started or c.get("updates_skipped"):
             click.echo(
                 f"retraining  trained up to log offset {c.get('trained_offset', 0)}; "
                 f"{c.get('updates_registered', 0)} of {c.get('updates_started', 0)} updates "
                 f"registered, {c.get('full_retrains_started', 0)} full retrains"
+                + (
+                    f", {c.get('refinements_activated', 0)} of {c['refinements_started']} "
+                    "refinements activated"
+                    if c.get("refinements_started")
+                    else ""
+                )
                 + (f"; {c['updates_skipped']}" if c.get("updates_skipped") else "")
                 + (f" (last error: {c['retrain_error']})" if c.get("retrain_error") else "")
             )

@@ -11,8 +11,9 @@ same facts: an incremental update measures both in one run (``base_mrr``, and th
 error of the difference over the same queries: the drop must also exceed ``noise_z`` of them,
 so that on a small fixed set one query's rank moving is not taken for a regression; and the
 same margin below the fixed-set MRR of the full training its chain of updates descends from,
-its ``anchor``, so drift cannot add up over updates), a full retrain on the graph holds those
-facts out as its validation split. Otherwise ``if_better`` compares
+its ``anchor``, so drift cannot add up over updates; a refinement, which trains the version on
+further, must beat it), a full retrain on the graph holds those facts out as its validation
+split. Otherwise ``if_better`` compares
 validation MRRs only when they were measured alike: the same data (the
 dataset's or graph snapshot's fingerprint, which also fixes the filter of the filtered ranking)
 and the same validation triples (``dataset.valid_fingerprint``, recorded since artifact format
@@ -120,16 +121,34 @@ def _on_fixed_set(
         return True, "activated: no fixed validation facts to judge it on yet"
     if not (math.isfinite(new_mrr) and 0.0 <= new_mrr <= 1.0):
         return False, f"not activated: fixed-set MRR {new_mrr} is not a valid MRR"
-    for ref, ref_mrr, what in _references(fixed, active.version, old_mrr):
-        if new_mrr < ref_mrr - allowed:
-            return False, (
-                f"not activated: MRR on the fixed validation set {new_mrr:.4f} is "
-                f"{ref_mrr - new_mrr:.4f} below {ref}'s {ref_mrr:.4f}{what} ({why})"
-            )
+    short = _falls_short(fixed, new_mrr, (active.version, old_mrr), allowed, why)
+    if short:
+        return False, short
     return True, (
         f"activated: MRR on the fixed validation set {new_mrr:.4f} vs {active.version}'s "
         f"{old_mrr:.4f} ({why})"
     )
+
+
+def _falls_short(
+    fixed: dict[str, Any], mrr: float, active: tuple[str, float], allowed: float, why: str
+) -> str:
+    """Why a version's fixed-set MRR ``mrr`` (its ``fixed_valid``: ``fixed``) is not good
+    enough against the ``active`` version's (name, MRR) and its chain's anchor, less the
+    margin ``allowed`` (``why`` says what makes it up); "" when it is."""
+    version, old = active
+    if fixed.get("improve_only") and not mrr > old:  # a refinement: a gain or nothing
+        return (
+            f"not activated: a refinement, MRR on the fixed validation set {mrr:.4f} does "
+            f"not beat {version}'s {old:.4f}"
+        )
+    for ref, ref_mrr, what in _references(fixed, version, old):
+        if mrr < ref_mrr - allowed:
+            return (
+                f"not activated: MRR on the fixed validation set {mrr:.4f} is "
+                f"{ref_mrr - mrr:.4f} below {ref}'s {ref_mrr:.4f}{what} ({why})"
+            )
+    return ""
 
 
 def _references(fixed: dict[str, Any], active: str, mrr: float) -> list[tuple[str, float, str]]:

@@ -273,6 +273,13 @@ class JobManager:
             self._update(job_id, phase="cancelling")
         return self.get(job_id)
 
+    def wrap_up(self, job_id: str) -> None:
+        """Ask a running job to end soon and keep what it did (a refinement; a job that
+        cannot just runs on)."""
+        worker = self._workers.get(job_id)
+        if worker is not None and not self.get(job_id).state.final:
+            worker.wrap_up(job_id)
+
     def shutdown(self) -> None:
         """Cancel every running job and let the updater go (on server shutdown)."""
         for job_id in list(self._cancel):

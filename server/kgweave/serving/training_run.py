@@ -24,6 +24,10 @@ from kgweave.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
+#: the artifact config's mark of a full training of the graph the server ran on its own (its
+#: first model, the retrains it starts), which it may train on later (kgweave.changes.refine)
+REFINABLE = "refinable"
+
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -129,7 +133,9 @@ def run_training(
 ) -> dict[str, Any] | None:
     """Train as ``spec`` says and write the artifact to ``out``.
 
-    ``spec``: ``{"config": TrainConfig fields, "dataset": name/path or "" for the graph}``.
+    ``spec``: ``{"config": TrainConfig fields, "dataset": name/path or "" for the graph}``;
+    ``"bootstrap"`` or ``"background"`` true: the server's own training of the graph
+    (:mod:`kgweave.changes.refine` goes on with it when its time budget cuts it short).
     Returns the metrics, or None when ``should_stop`` ended the run (nothing is written).
     """
     from kgweave.engine import ArtifactOutput, TrainingCancelledError, open_dataset, train_model
@@ -158,6 +164,8 @@ def run_training(
     chosen = recipe_for(dataset.train, dataset.num_entities, dataset.num_relations)
     config = TrainConfig(**{**chosen.settings, **raw})
     extra: dict[str, Any] = {"source": spec.get("dataset") or "graph", "recipe": chosen.to_dict()}
+    if not spec.get("dataset") and (spec.get("bootstrap") or spec.get("background")):
+        extra[REFINABLE] = True  # the server's own: trained on when its budget cut it short
     if fixed is not None and load_fixed(settings) == fixed:
         # its validation split is the graph's fixed set: judged on it against the active one
         extra["fixed_valid"] = {
@@ -276,13 +284,15 @@ def run_search_job(
 @dataclass(frozen=True)
 class JobRun:
     """One job as its worker runs it: the worker's spec, the folder its artifact goes to, the
-    server's settings, where progress goes, and whether to stop (a cancellation)."""
+    server's settings, where progress goes, whether to stop (a cancellation: nothing is
+    written) and whether to wrap up (end soon, keeping what was done: runners that can)."""
 
     spec: dict[str, Any]
     out: Path
     settings: Settings
     report: Report
     should_stop: Callable[[], bool] | None = None
+    should_wrap_up: Callable[[], bool] | None = None
 
 
 def run_job(run: JobRun) -> dict[str, Any] | None:

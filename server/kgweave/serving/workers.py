@@ -2,7 +2,8 @@
 
 A worker is a spawned process that talks to the server over two one-way pipes, and holds only
 its own ends (progress out, a lifeline in). The server sends jobs (``("run", job_id, spec,
-out, settings)``) and cancellations (``("cancel", job_id)``) down the lifeline; when the
+out, settings)``), cancellations (``("cancel", job_id)``) and requests to end soon keeping the
+work done (``("wrap_up", job_id)``, a refinement when changes wait) down the lifeline; when the
 server is gone (even by kill -9) the lifeline reaches end of file and the worker exits at once
 instead of training for nobody. Two kinds, one code path (:func:`worker_main`):
 
@@ -103,6 +104,11 @@ class Worker:
         with contextlib.suppress(OSError):  # a worker that already exited
             self.lifeline.send(("cancel", job_id))
 
+    def wrap_up(self, job_id: str) -> None:
+        """Ask the job to end soon and keep what it did (a refinement: its steps so far)."""
+        with contextlib.suppress(OSError):
+            self.lifeline.send(("wrap_up", job_id))
+
     def close(self) -> None:
         """Let the worker go (its lifeline closes: an idle updater exits) and reap it."""
         with contextlib.suppress(OSError):
@@ -140,6 +146,7 @@ def worker_main(
     the server, which only the server can write (see the module doc)."""
     jobs: queue.Queue[tuple[str, dict[str, Any], str, str]] = queue.Queue()
     cancelled: set[str] = set()
+    wrapping: set[str] = set()  # asked to end soon, keeping their work
 
     def watch_server() -> None:
         try:
@@ -149,6 +156,8 @@ def worker_main(
                     jobs.put(message[1:])
                 elif message[0] == "cancel":
                     cancelled.add(message[1])
+                elif message[0] == "wrap_up":
+                    wrapping.add(message[1])
         except (EOFError, OSError):
             os._exit(ORPHANED_EXIT)  # the server died: nobody is waiting for this run
 
@@ -159,7 +168,8 @@ def worker_main(
     warm(imports)  # the updater: paid once, before its first job
     while True:
         job_id, spec, out, settings_json = jobs.get()
-        run_one(spec, Path(out), settings_json, events, lambda j=job_id: j in cancelled)
+        run_one(spec, Path(out), settings_json, events, lambda j=job_id: j in cancelled,
+                lambda j=job_id: j in wrapping)  # fmt: skip
         if once:
             return
 
@@ -184,7 +194,12 @@ def warm(imports: tuple[str, ...]) -> None:
 
 
 def run_one(
-    spec: dict[str, Any], out: Path, settings_json: str, events: Any, should_stop: Any
+    spec: dict[str, Any],
+    out: Path,
+    settings_json: str,
+    events: Any,
+    should_stop: Any,
+    should_wrap_up: Any = None,
 ) -> None:
     """One job in a worker: hold its ``worker.lock``, log to its ``job.log``, run it
     (:func:`kgweave.serving.training_run.run_job`), mark a finished artifact with
@@ -211,7 +226,7 @@ def run_one(
         try:
             log.info("worker pid %d, OS priority: nice %d, %s", os.getpid(), os.nice(0), where())
             settings = Settings.model_validate_json(settings_json)
-            metrics = run_job(JobRun(spec, out, settings, report, should_stop))
+            metrics = run_job(JobRun(spec, out, settings, report, should_stop, should_wrap_up))
             if metrics is None:
                 events.send({"state": "cancelled"})
             else:
