@@ -557,3 +557,32 @@ def test_failed_jobs_are_retried_later_and_later() -> None:
     doubling with each failure in a row, at most RETRY_MAX_S."""
     assert [retry_delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 16]
     assert retry_delay(10) == 512 and retry_delay(11) == retry_delay(10_000) == RETRY_MAX_S
+
+
+@pytest.fixture
+def keep_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KGWEAVE_KEEP_UPDATES", "1")
+
+
+def test_old_updates_are_deleted_and_full_trainings_kept(
+    tolerant: None, keep_one: None, running: tuple[DataPlane, Api]
+) -> None:
+    """Each update is a full copy of the weights, and they come every few seconds while the
+    graph changes: past KGWEAVE_KEEP_UPDATES the older ones are deleted (never the active
+    version, never a full training), from the folder and the journal alike."""
+    plane, api = running
+    facts = [("albert_einstein", "born_in", "paris"), ("marie_curie", "born_in", "paris"),
+             ("alan_turing", "born_in", "paris")]  # fmt: skip
+    for n, fact in enumerate(facts, start=2):
+        api.write([fact])
+        wait_for(lambda n=n: base(plane) == f"v{n:04d}", f"update v{n:04d} served")
+    registry = plane.versions.registry
+    wait_for(lambda: [v.version for v in registry.versions()] == ["v0004", "v0001"],
+             "the older updates deleted")  # fmt: skip
+    assert set(api.models()) == {"v0004", "v0001"}
+    journal = json.loads((registry.root / "journal.json").read_text())
+    assert set(journal["registered"]) == {"v0001", "v0004"}
+    assert not [p.name for p in registry.root.iterdir() if p.name.startswith(".deleted-")]
+    # the full training stays, to roll back to
+    api.admin.ActivateModel(admin_pb2.ActivateModelRequest(version="v0001"), timeout=HANG_GUARD_S)
+    assert base(plane) == "v0001"

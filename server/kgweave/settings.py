@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     incremental_lr: float = Field(default=0.001, gt=0)
     """Learning rate of incremental updates (Adam, fresh state on the warm weights: a small step
     keeps what the version learned; measured in docs/benchmarks.md)."""
+    keep_updates: int = Field(default=20, ge=1)
+    """Versions made from graph changes (incremental updates and refinements) kept in the registry:
+    after each, the older ones are deleted, except the active version (full trainings, and
+    versions a user trained or registered, are never deleted). Each is a full copy of the
+    weights, and updates come every few seconds while the graph changes."""
     continue_training: bool = True
     """When the first model's training stopped at bootstrap_budget_s (or a full retrain the server
     started, which keeps that budget), go on training it in the background between incremental

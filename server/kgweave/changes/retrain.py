@@ -55,6 +55,7 @@ from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
 from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained, state_dir_of
 from kgweave.changes.events import ChangeKind
+from kgweave.changes.incremental import SOURCE
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Triple
 from kgweave.changes.refine import SPEC_KEY, epochs_left
@@ -563,6 +564,19 @@ class RetrainWatcher:
             overlay.base_version, left, settings.refine_chunk_s, job.job_id,
         )  # fmt: skip
 
+    def _prune_updates(self) -> None:
+        """Keep the ``keep_updates`` newest versions made from changes, and the active one
+        (called between jobs: none is reading an older one)."""
+        registry = self.versions.registry
+        current = self.versions.current
+        active = current.base_version if current is not None else registry.active_version()
+        updates = [v.version for v in registry.versions() if v.config.get("source") == SOURCE]
+        for version in updates[self.settings.keep_updates :]:
+            if version != active:
+                registry.delete(version)
+                log.info("retrain: deleted %s (KGWEAVE_KEEP_UPDATES=%d)", version,
+                         self.settings.keep_updates)  # fmt: skip
+
     def _wrap_up_refinement(self, job_id: str) -> None:
         """Changes wait while a refinement runs: it ends after its current step and is
         judged on what it did, and the update of the changes starts next."""
@@ -628,6 +642,8 @@ class RetrainWatcher:
             metrics.trained_lag_seconds.labels(kind=kind).observe(lag)
         if consumer == INCREMENTAL:
             shutil.rmtree(self._staging / f"overlay-{offset}", ignore_errors=True)
+            if job.state == JobState.SUCCEEDED:
+                self._guarded("deleting old updates", self._prune_updates)
         if job.state == JobState.SUCCEEDED:
             if consumer == INCREMENTAL and job.activated:
                 killpoints.reached("update-registered", server=True)

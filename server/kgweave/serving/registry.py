@@ -146,6 +146,26 @@ class ModelRegistry:
             atomic.write_json(self.root / JOURNAL, journal, indent=1)
         return self.get(version)
 
+    def delete(self, version: str) -> None:
+        """Remove ``version`` from the registry (renamed out of the versions first, so a reader
+        never sees half of one; then deleted) and from the journal's registrations. Never the
+        active version (FailedPreconditionError)."""
+        import shutil
+
+        with self._lock:
+            if version == self.active_version():
+                raise FailedPreconditionError(f"{version} is the active version")
+            path = self.root / version
+            if not _VERSION.match(version) or not path.is_dir():
+                raise NotFoundError(f"no model version {echo(version)}")
+            gone = self.root / f".deleted-{version}"
+            shutil.rmtree(gone, ignore_errors=True)
+            path.rename(gone)
+            journal = self._journal()
+            journal["registered"].pop(version, None)
+            atomic.write_json(self.root / JOURNAL, journal, indent=1)
+        shutil.rmtree(gone, ignore_errors=True)
+
     def record_decision(self, version: str, why: str) -> None:
         """Keep the activation policy's reason for ``version`` in the journal (listed with
         the version: ``kgweave models list``)."""
