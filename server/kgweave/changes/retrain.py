@@ -665,6 +665,8 @@ class RetrainWatcher:
             log.info("retrain: job %s registered %s (%s)", job_id, job.model_version, job.message)
         else:
             self.state.failures += 1
+            if refining:  # a refinement that fails is a miss: they stop, not retry for ever
+                self._refine_misses += 1
             delay = retry_delay(self.state.failures)
             self.state.retry_at = time.monotonic() + delay
             self.state.last_error = (
