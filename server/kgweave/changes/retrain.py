@@ -240,6 +240,8 @@ class RetrainWatcher:
         self._refining = False
         self._wrapping = ""  # the refinement asked to wrap up
         self._refine_misses = 0
+        #: a version made from changes registered: older ones to delete (keep_updates)
+        self._prune_due = False
         self._last_full = time.monotonic()
         #: the graph's counts at the last export, and the log's end offset before them
         self._last_counts: dict[str, int] | None = None
@@ -426,6 +428,13 @@ class RetrainWatcher:
     def _check(self) -> None:
         self.state.checks += 1
         self._settle_job()
+        self._start_next()
+        if self._prune_due:  # after the next job started: the deleting overlaps its work
+            self._prune_due = False
+            self._guarded("deleting old updates", self._prune_updates)
+
+    def _start_next(self) -> None:
+        """Start the job that is due, if any (see the module doc)."""
         if self._job is not None:
             if self._refining and self.log.position(INCREMENTAL) < self.log.end_offset:
                 self._wrap_up_refinement(self._job[0])
@@ -566,7 +575,7 @@ class RetrainWatcher:
 
     def _prune_updates(self) -> None:
         """Keep the ``keep_updates`` newest versions made from changes, and the active one
-        (called between jobs: none is reading an older one)."""
+        (a job started meanwhile is based on the active version: none reads an older one)."""
         registry = self.versions.registry
         current = self.versions.current
         active = current.base_version if current is not None else registry.active_version()
@@ -642,8 +651,7 @@ class RetrainWatcher:
             metrics.trained_lag_seconds.labels(kind=kind).observe(lag)
         if consumer == INCREMENTAL:
             shutil.rmtree(self._staging / f"overlay-{offset}", ignore_errors=True)
-            if job.state == JobState.SUCCEEDED:
-                self._guarded("deleting old updates", self._prune_updates)
+            self._prune_due = job.state == JobState.SUCCEEDED
         if job.state == JobState.SUCCEEDED:
             if consumer == INCREMENTAL and job.activated:
                 killpoints.reached("update-registered", server=True)

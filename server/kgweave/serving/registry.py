@@ -42,6 +42,8 @@ ACTIVE = "active.json"
 JOURNAL = "journal.json"
 #: activations kept in the journal
 HISTORY = 50
+#: a deleted version's folder, renamed out of the versions until it is removed
+DELETED = ".deleted-"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -103,25 +105,30 @@ class ModelRegistry:
 
     def versions(self) -> list[ModelVersion]:
         """Every registered version, newest first (unreadable folders are skipped)."""
-        out = []
         registered = self._journal()["registered"]
-        for path in self.root.iterdir():
-            if not (_VERSION.match(path.name) and (path / CONFIG).is_file()):
-                continue
-            try:
-                config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            decision = str(registered.get(path.name, {}).get("decision", ""))
-            out.append(ModelVersion(path.name, path, config, decision))
+        out = [v for p in self.root.iterdir() if (v := self._read(p.name, registered))]
         return sorted(out, key=lambda v: int(v.version[1:]), reverse=True)
 
     def get(self, version: str) -> ModelVersion:
-        for item in self.versions():
-            if item.version == version:
-                return item
-        known = [v.version for v in self.versions()]
+        """One version, reading its config only (NotFoundError when there is no such version,
+        or it cannot be read: as :meth:`versions` skips it)."""
+        found = self._read(version, self._journal()["registered"])
+        if found is not None:
+            return found
+        known = [p.name for p in self.root.iterdir() if _VERSION.match(p.name)]
         raise NotFoundError(f"no model version {echo(version)}{did_you_mean(version, known)}")
+
+    def _read(self, version: str, registered: dict[str, Any]) -> ModelVersion | None:
+        """The version named ``version`` (its config read), or None when it is not one."""
+        path = self.root / version
+        if not (_VERSION.match(version) and (path / CONFIG).is_file()):
+            return None
+        try:
+            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        decision = str(registered.get(version, {}).get("decision", ""))
+        return ModelVersion(version, path, config, decision)
 
     def register(
         self, artifact_dir: Path, policy: str = "", verified: bool = False
@@ -158,13 +165,12 @@ class ModelRegistry:
             path = self.root / version
             if not _VERSION.match(version) or not path.is_dir():
                 raise NotFoundError(f"no model version {echo(version)}")
-            gone = self.root / f".deleted-{version}"
-            shutil.rmtree(gone, ignore_errors=True)
-            path.rename(gone)
+            path.rename(self.root / f"{DELETED}{version}")
             journal = self._journal()
             journal["registered"].pop(version, None)
             atomic.write_json(self.root / JOURNAL, journal, indent=1)
-        shutil.rmtree(gone, ignore_errors=True)
+        for gone in self.root.glob(f"{DELETED}*"):  # (and any a crash left half-deleted)
+            shutil.rmtree(gone, ignore_errors=True)
 
     def record_decision(self, version: str, why: str) -> None:
         """Keep the activation policy's reason for ``version`` in the journal (listed with
