@@ -255,7 +255,10 @@ class EmbeddedFalkorDB:
             "--port", str(port),
             "--dir", str(data),
             "--appendonly", "yes",
-            "--save", "60 1",
+            # no RDB snapshots: with the append-only file on, a restart reads that file and
+            # never the snapshot, which only cost a fork and a write of the whole graph a
+            # minute while the graph changed (and at every stop)
+            "--save", "",
             "--logfile", str(self.log_file),
             "--daemonize", "no",
             # the append-only file rewritten as a snapshot once it doubles (from 4 MB): a
