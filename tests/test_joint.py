@@ -231,6 +231,27 @@ def test_time_budgets_bound_both_halves_of_a_joint_run(tmp_path: Path) -> None:
     assert load_joint(tmp_path / "m").config["config"]["lm_time_budget_s"] == 1e-9
 
 
+def test_a_run_without_a_test_split_records_no_test_metrics(tmp_path: Path) -> None:
+    """A graph's snapshot (`kgweave train --remote --joint`) has no test split: the version's
+    test metrics and its text fusion's are absent (`models list` shows "-"), not an MRR of 0
+    over no facts."""
+    from dataclasses import replace
+
+    from kgweave.serving.registry import ModelRegistry
+
+    demo = load_dataset(demo_path(), name="demo")
+    graph = replace(demo, splits={**demo.splits, "test": demo.split("test")[:0]})
+    text = torch.randn(demo.num_entities, 24, generator=torch.Generator().manual_seed(0))
+    config = JointConfig.model_validate({**TINY_JOINT, "fit_completion": False})
+    result = train_joint(
+        graph, config, tmp_path / "m", Settings(device="cpu", offline=True), False, text
+    )
+    assert result.metrics["test"] == {} and result.metrics["text_fusion"]["test"] == {}
+    assert result.metrics["valid"]["mrr"] > 0
+    summary = ModelRegistry(tmp_path / "models").register(tmp_path / "m").summary(False)
+    assert summary["test_metrics"] == {} and summary["fused_test_metrics"] == {}
+
+
 def test_held_out_facts_never_reach_the_lm_corpus(datasets_dir: Path) -> None:
     """The LM trains on the verbalized training facts only: no validation or test fact's
     sentence is in the corpus (unless a training fact says the very same)."""
