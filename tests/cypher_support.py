@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kgweave.graph.embedded import free_port
 from kgweave.graph.neo4j_server import (
@@ -29,10 +30,11 @@ from kgweave.graph.neo4j_server import (
     plugin_jars,
     source_root,
 )
-from process_support import HANG_GUARD_S
+from process_support import HANG_GUARD_S, until
 
 #: only keeps a hung start from hanging a run; never reached by a slow but working one
 PLUGIN_DIR = source_root() / "procedures" / "neo4j" / "plugin"
+TRIGGER_INSTALL = source_root() / "procedures" / "neo4j" / "install.sh"
 
 
 def missing_tools() -> str | None:
@@ -170,3 +172,49 @@ def cypher_stack(
         if serve is not None:
             stop_process(serve)
         server.stop()
+
+
+def _system(bolt_uri: str, auth: tuple[str, str], cypher: str) -> None:
+    """Run one statement against the system database (where APOC installs triggers)."""
+    from neo4j import GraphDatabase
+
+    with GraphDatabase.driver(bolt_uri, auth=auth) as driver:
+        driver.execute_query(cypher, database_="system")
+
+
+def _triggers(bolt_uri: str, auth: tuple[str, str]) -> list[dict[str, Any]]:
+    """The triggers APOC runs in the database ``neo4j`` now (name, query)."""
+    from neo4j import GraphDatabase
+
+    with GraphDatabase.driver(bolt_uri, auth=auth) as driver:
+        records, _, _ = driver.execute_query(
+            "CALL apoc.trigger.list() YIELD name, query RETURN name, query", database_="neo4j"
+        )
+        return [r.data() for r in records]
+
+
+def install_trigger(
+    bolt_uri: str, auth: tuple[str, str], address: str, phase: str = "afterAsync"
+) -> None:
+    """install.sh's statement for kgweave's HTTP ``address``, run against the system database;
+    returns once the trigger is active in the database (``apoc.trigger.list`` there), not just
+    stored."""
+    statement = subprocess.run(
+        ["sh", str(TRIGGER_INSTALL), "--print", "--phase", phase, address, "neo4j"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().removesuffix(";")  # fmt: skip
+    _system(bolt_uri, auth, statement)
+    until(
+        lambda: any(
+            r["name"] == "kgweave" and address in r["query"] for r in _triggers(bolt_uri, auth)
+        ),
+        "APOC to activate the trigger",
+    )
+
+
+def drop_trigger(bolt_uri: str, auth: tuple[str, str]) -> None:
+    """Drop the trigger and wait until the database no longer runs it: a phase ``after``
+    trigger that cannot post fails the commits of later writes (the data is committed, but the
+    client gets "Unable to complete transaction")."""
+    _system(bolt_uri, auth, "CALL apoc.trigger.drop('neo4j', 'kgweave')")
+    until(lambda: not _triggers(bolt_uri, auth), "APOC to drop the trigger")

@@ -27,12 +27,20 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from cypher_support import HANG_GUARD_S, CypherStack, cypher_stack, missing_tools
+from cypher_support import (
+    HANG_GUARD_S,
+    CypherStack,
+    cypher_stack,
+    drop_trigger,
+    install_trigger,
+    missing_tools,
+)
 from kgweave.api.client import Client
 from kgweave.graph.embedded import free_port
 from kgweave.graph.neo4j_server import source_root
 from kgweave.predict import Query
-from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
+from kgweave.v1 import admin_pb2, admin_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
+from process_support import until
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=missing_tools() or "")
 
@@ -399,3 +407,57 @@ def test_every_cookbook_recipe_runs_on_an_imported_graph(driver: Any) -> None:
                 assert rows, f"no rows from\n{recipe}"
     finally:
         cypher(driver, "MATCH ()-[s:SUGGESTED]->() DELETE s")
+
+
+# ---- a graph change made in Cypher (last: the served model moves on from here)
+def test_a_fact_written_in_cypher_is_known_and_counted_by_status(
+    driver: Any, stack: CypherStack
+) -> None:
+    """A Cypher user's write reaches kgweave through the APOC trigger (procedures/neo4j):
+    kgweave.predict.* marks the fact known, and kgweave.status()'s ``changes`` map counts it,
+    field for field what gRPC's Status says."""
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+
+        def both() -> tuple[Any, dict[str, Any]]:
+            expected = admin.Status(admin_pb2.StatusRequest(), timeout=HANG_GUARD_S).changes
+            (row,) = cypher(driver, "CALL kgweave.status() YIELD changes RETURN changes")
+            return expected, row["changes"]
+
+        before, row = both()
+        # every ChangesStatus field, by its JSON name (empty strings as null)
+        assert set(row) == {f.json_name for f in before.DESCRIPTOR.fields}  # (maps keep no order)
+        graph = node_ids(driver)
+        candidates = cypher(
+            driver,
+            "CALL kgweave.predict.tails('alan_turing', 'born_in', 20) YIELD entity, known "
+            "RETURN entity, known ORDER BY entity",
+        )
+        tail = next(r["entity"] for r in candidates if not r["known"] and r["entity"] in graph)
+        install_trigger(stack.bolt_uri, stack.auth, f"127.0.0.1:{stack.http_port}", phase="after")
+        try:
+            cypher(
+                driver,
+                "MATCH (h:Entity {id: 'alan_turing'}), (t:Entity {id: $tail}) "
+                "CREATE (h)-[:born_in]->(t)",
+                tail=tail,
+            )
+        finally:
+            drop_trigger(stack.bolt_uri, stack.auth)
+
+        def known() -> bool:
+            rows = cypher(
+                driver,
+                "CALL kgweave.predict.tails('alan_turing', 'born_in', 20) YIELD entity, known "
+                "WHERE entity = $tail RETURN known",
+                tail=tail,
+            )
+            return bool(rows) and rows[0]["known"]
+
+        until(known, "the fact written in Cypher to be known to kgweave.predict")
+        after, row = both()
+        assert after.events > before.events and after.applied_offset > before.applied_offset
+        for field in before.DESCRIPTOR.fields:  # what moves with no write (jobs) may differ
+            if field.name in ("applied_offset", "end_offset", "batches", "events"):
+                assert row[field.json_name] == getattr(after, field.name), field.name
+        assert row["lastError"] is None and after.last_error == ""

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from cypher_support import serve_ready, stop_process
+from cypher_support import drop_trigger, install_trigger, serve_ready, stop_process
 from graph_support import predicted_links_replaced, stored_triples
-from kgweave.changes.diff import counts_explained
+from kgweave.changes.diff import Part, to_export
 from kgweave.cli.main import main
 from kgweave.data import load_dataset
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError
@@ -43,7 +43,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 DEMO = source_root() / "server" / "kgweave" / "demo"
-TRIGGER_INSTALL = source_root() / "procedures" / "neo4j" / "install.sh"
 
 
 @dataclass
@@ -55,6 +54,10 @@ class RealNeo4j:
     @property
     def uri(self) -> str:
         return self.info.bolt_uri
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return ("neo4j", self.server.password())
 
     def target(self) -> Neo4jTarget:
         return Neo4jTarget(self.uri, "neo4j", self.server.password())
@@ -180,9 +183,10 @@ def test_round_trip_and_stable_snapshot_ids(
 
 
 def test_text_quotes_and_generic_relations(store: Neo4jStore, datasets_dir: Path) -> None:
-    from graph_support import fb15k_generic_relations
+    from graph_support import census_and_relation_reads, fb15k_generic_relations
 
     fb15k_generic_relations(store, datasets_dir)
+    census_and_relation_reads(store)
     # both quote kinds are data (FalkorDB's Bolt endpoint refuses single quotes; Neo4j not)
     evil = [("o'brien", "x]->() MATCH (n) DETACH DELETE n //", 'say "hi"')]
     store.upsert_entities([EntityRow("o'brien", "Pat O'Brien", 'the "real" one')])
@@ -410,36 +414,6 @@ def serving(
         stop_process(process)
 
 
-def _install_trigger(neo4j: RealNeo4j, address: str, phase: str = "afterAsync") -> None:
-    """install.sh's statement for ``address``, run against the system database; returns once
-    the trigger is active in the database (``apoc.trigger.list`` there), not just stored."""
-    statement = subprocess.run(
-        ["sh", str(TRIGGER_INSTALL), "--print", "--phase", phase, address, "neo4j"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().removesuffix(";")  # fmt: skip
-    neo4j.system(statement)
-    with Neo4jStore(neo4j.target()) as opened:
-        _wait_for(
-            lambda: any(
-                r["name"] == "kgweave" and address in r["query"]
-                for r in opened.read("CALL apoc.trigger.list() YIELD name, query RETURN *")
-            ),
-            "APOC to activate the trigger",
-        )
-
-
-def _drop_trigger(neo4j: RealNeo4j) -> None:
-    """Drop the trigger and wait until the database no longer runs it: a phase ``after``
-    trigger that cannot post fails the commits of later tests (the data is committed, but the
-    client gets "Unable to complete transaction")."""
-    neo4j.system("CALL apoc.trigger.drop('neo4j', 'kgweave')")
-    with Neo4jStore(neo4j.target()) as opened:
-        _wait_for(
-            lambda: not opened.read("CALL apoc.trigger.list() YIELD name RETURN name"),
-            "APOC to drop the trigger",
-        )
-
-
 class _Receiver(ThreadingHTTPServer):
     """A real HTTP endpoint that accepts what APOC sends (chunked bodies) and parses each body
     with kgweave's own parser."""
@@ -489,7 +463,7 @@ def test_apoc_trigger_sends_each_kind_of_change(neo4j: RealNeo4j, store: Neo4jSt
     was seen to drop a transaction's events now and then (procedures/neo4j/README.md)."""
     store.write("CREATE (:Entity {id: 'london'})")
     receiver = _Receiver()
-    _install_trigger(neo4j, f"127.0.0.1:{receiver.server_address[1]}", phase="after")
+    install_trigger(neo4j.uri, neo4j.auth, f"127.0.0.1:{receiver.server_address[1]}", phase="after")
     try:
         steps = [
             (
@@ -534,18 +508,18 @@ def test_apoc_trigger_sends_each_kind_of_change(neo4j: RealNeo4j, store: Neo4jSt
         ada = next(e for e in receiver.events if e.entity == "ada")
         assert ada.properties == {"name": "Ada Lovelace", "description": "mathematician"}
     finally:
-        _drop_trigger(neo4j)
+        drop_trigger(neo4j.uri, neo4j.auth)
         receiver.shutdown()
 
 
-def test_counts_explain_what_the_trigger_logged(neo4j: RealNeo4j, store: Neo4jStore) -> None:
-    """The snapshot diff exports nothing when Neo4j's counts are the last export's plus the
-    changes the APOC trigger logged since (changes/diff.py: counts_explained), and exports when
-    a change bypassed the trigger."""
+def test_the_census_explains_what_the_trigger_logged(neo4j: RealNeo4j, store: Neo4jStore) -> None:
+    """The snapshot diff exports nothing when Neo4j's census (entities, facts per relation) is
+    the last export's plus the changes the APOC trigger logged since (changes/diff.py:
+    to_export), and reads the relation a change that bypassed the trigger touched."""
     store.write("CREATE (:Entity {id: 'london'})-[:capital_of]->(:Entity {id: 'uk'})")
-    last = store.counts()  # as at the last export
+    last = store.census()  # as at the last export
     receiver = _Receiver()
-    _install_trigger(neo4j, f"127.0.0.1:{receiver.server_address[1]}", phase="after")
+    install_trigger(neo4j.uri, neo4j.auth, f"127.0.0.1:{receiver.server_address[1]}", phase="after")
     try:
         steps = [
             ("CREATE (:Entity {id: 'ada', name: 'Ada Lovelace'})", ("entity_upserted", "ada")),
@@ -565,13 +539,13 @@ def test_counts_explain_what_the_trigger_logged(neo4j: RealNeo4j, store: Neo4jSt
             _wait_for(lambda event=event: event in receiver.seen(), f"the trigger to send {event}")
         with receiver.lock:
             logged = list(receiver.events)
-        assert counts_explained(last, store.counts(), logged)
+        assert to_export(last, store.census(), logged) is None
     finally:
-        _drop_trigger(neo4j)
+        drop_trigger(neo4j.uri, neo4j.auth)
         receiver.shutdown()
     # behind the log's back: the counts no longer add up, and the export runs
     store.write("MATCH (a:Entity {id: 'uk'}), (b:Entity {id: 'ada'}) CREATE (a)-[:knows]->(b)")
-    assert not counts_explained(last, store.counts(), logged)
+    assert to_export(last, store.census(), logged) == Part(frozenset({"knows"}), entities=False)
     # what a write through kgweave asks before it writes (the facts the graph holds already)
     held = [("ada", "born_in", "london"), ("ada", "/people/field", "maths"), ("uk", "knows", "ada")]
     asked = [*held, ("london", "capital_of", "uk"), ("ada", "knows", "london")]
@@ -589,7 +563,7 @@ def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, ser
     headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     connection.request("POST", "/v1/changes", iter([body.encode()]), headers, encode_chunked=True)
     assert connection.getresponse().status == 202
-    _install_trigger(neo4j, f"127.0.0.1:{serving}", phase="after")
+    install_trigger(neo4j.uri, neo4j.auth, f"127.0.0.1:{serving}", phase="after")
     try:
         before = len(_logged_events(neo4j.data_dir))
         store.write("CREATE (:Entity {id: 'ada', name: 'Ada Lovelace'})")
@@ -616,7 +590,7 @@ def test_apoc_trigger_into_a_real_serve(neo4j: RealNeo4j, store: Neo4jStore, ser
             "the trigger's entity and fact served by kgweave serve",
         )
     finally:
-        _drop_trigger(neo4j)
+        drop_trigger(neo4j.uri, neo4j.auth)
 
 
 # ---- restarts (last: it restarts the session's DBMS)

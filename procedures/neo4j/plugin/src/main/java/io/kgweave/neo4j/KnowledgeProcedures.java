@@ -1,5 +1,7 @@
 package io.kgweave.neo4j;
 
+import com.google.protobuf.Descriptors.FieldDescriptor;
+import com.google.protobuf.Message;
 import io.kgweave.v1.CompleteRequest;
 import io.kgweave.v1.CompleteResponse;
 import io.kgweave.v1.CompletionCandidate;
@@ -14,6 +16,7 @@ import io.kgweave.v1.Triple;
 import io.kgweave.v1.VerbalizeRequest;
 import io.kgweave.v1.VerbalizeResponse;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
@@ -69,12 +72,17 @@ public class KnowledgeProcedures {
     }
   }
 
-  /** The kgweave server's state. */
+  /**
+   * The kgweave server's state; changes: the graph changes applied to the served model and the
+   * retraining from them (every ChangesStatus field by its JSON name, e.g. appliedOffset,
+   * events, updatesRegistered, refinementsActivated; null when the server applies none).
+   */
   public record ServerStatus(
       String address, boolean ready, String version, String model, long dim, long entities,
       long relations, Map<String, Object> validMetrics, Map<String, Object> testMetrics,
       String graphBackend, String graphUri, String device, String frontend,
-      String kgweaveVersion, double uptimeSeconds, long activeJobs, long processMemoryBytes) {
+      String kgweaveVersion, double uptimeSeconds, long activeJobs, long processMemoryBytes,
+      Map<String, Object> changes) {
     static ServerStatus of(String address, StatusResponse s) {
       ModelInfo m = s.getActiveModel();
       return new ServerStatus(address, s.getReady(), s.hasActiveModel() ? m.getVersion() : null,
@@ -82,7 +90,27 @@ public class KnowledgeProcedures {
           m.getNumRelations(), Map.<String, Object>copyOf(m.getValidMetricsMap()),
           Map.<String, Object>copyOf(m.getTestMetricsMap()), s.getGraphBackend(), s.getGraphUri(),
           s.getDevice(), s.getFrontend(), s.getKgweaveVersion(), s.getUptimeS(),
-          s.getActiveJobs(), s.getProcessMemoryBytes());
+          s.getActiveJobs(), s.getProcessMemoryBytes(),
+          s.hasChanges() ? fields(s.getChanges()) : null);
+    }
+
+    /**
+     * Every field of {@code message}, set or not, by its JSON name, as Cypher values (integers
+     * as INTEGER, an empty string as null): read from the descriptor, so a field the server
+     * adds to the message is listed without a change here.
+     */
+    static Map<String, Object> fields(Message message) {
+      Map<String, Object> out = new LinkedHashMap<>();
+      for (FieldDescriptor f : message.getDescriptorForType().getFields()) {
+        Object value = message.getField(f);
+        if (value instanceof Integer i) {
+          value = i.longValue();
+        } else if (value instanceof String text && text.isEmpty()) {
+          value = null;
+        }
+        out.put(f.getJsonName(), value);
+      }
+      return out;
     }
   }
 
@@ -218,7 +246,10 @@ public class KnowledgeProcedures {
   @Procedure(name = "kgweave.status", mode = Mode.READ)
   @Description("kgweave.status() - the kgweave server this database talks to (kgweave.address) "
       + "and its state: ready, the active model version and metrics, graph backend, device, "
-      + "front end, uptime, running jobs.")
+      + "front end, uptime, running jobs, and changes: a map of the graph changes applied to the "
+      + "served model (appliedOffset, endOffset, events, factsAdded, ...) and the retraining from "
+      + "them (updatesStarted, updatesRegistered, fullRetrainsStarted, refinementsActivated, "
+      + "...), null when the server applies none.")
   public Stream<ServerStatus> status() {
     Graph graph = new Graph(db, tx);
     KgweaveClient client = graph.client();

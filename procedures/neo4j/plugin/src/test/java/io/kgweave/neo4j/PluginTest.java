@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kgweave.v1.Candidate;
+import io.kgweave.v1.ChangesStatus;
 import io.kgweave.v1.CompleteRequest;
 import io.kgweave.v1.CompleteResponse;
 import io.kgweave.v1.CompletionCandidate;
@@ -339,6 +340,18 @@ class PluginTest {
     assertEquals(expected.getKgweaveVersion(), row.get("kgweaveVersion").asString());
     assertEquals(expected.getActiveModel().getValidMetricsMap().get("mrr"),
         row.get("validMetrics").get("mrr").asDouble());
+    // the applier's and the retraining's counters: every ChangesStatus field by its JSON name
+    assertTrue(expected.hasChanges(), "kgweave serve applies graph changes by default");
+    Map<String, Object> changes = row.get("changes").asMap();
+    Set<String> names = new java.util.HashSet<>();
+    for (var field : ChangesStatus.getDescriptor().getFields()) {
+      names.add(field.getJsonName());
+    }
+    assertEquals(names, changes.keySet()); // (a Cypher map keeps no order)
+    assertEquals(expected.getChanges().getEndOffset(), changes.get("endOffset"));
+    assertEquals(expected.getChanges().getAppliedOffset(), changes.get("appliedOffset"));
+    assertEquals(expected.getChanges().getUpdatesStarted(), changes.get("updatesStarted"));
+    assertNull(changes.get("lastError"));
   }
 
   /**
