@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,23 @@ def fb15k_generic_relations(store: Neo4jStore, datasets_dir: Path) -> None:
     assert store.remove_triples(sample[:10]) == len(set(sample[:10]))
     assert stored_triples(store) == set(sample) - set(sample[:10])
     existing_triples_are_found(store, sample[:10], sample[10:20])
+
+
+def census_and_relation_reads(store: GraphStore) -> None:
+    """The census counts each relation's facts, generic (FB15k-237's names) or typed; a read
+    of some relations returns theirs and nothing else (of none: nothing)."""
+    held = stored_triples(store)
+    typed = ("/m/a", "knows", "/m/b")
+    store.add_triples([typed])
+    held.add(typed)
+    census = store.census()
+    assert census.facts == dict(Counter(r for _, r, _ in held))
+    assert census.counts()["triples"] == len(held)
+    generic = sorted({r for _, r, _ in held} - {"knows"})[:2]
+    some = {"knows", *generic}
+    read = {t for page in store.iter_triples(page_size=7, relations=some) for t in page}
+    assert read == {t for t in held if t[1] in some} and len(read) > 2
+    assert not any(store.iter_triples(relations=set()))
 
 
 def existing_triples_are_found(store: GraphStore, absent: list[Triple], held: list[Triple]) -> None:

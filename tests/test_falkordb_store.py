@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from graph_support import (
+    census_and_relation_reads,
     existing_triples_are_found,
     injection_is_data,
     labelled,
@@ -65,6 +67,7 @@ def test_fb15k_relation_names_use_the_generic_type(
     typed = [("a", "knows", "b"), ("b", "knows", "c")]  # a relationship type of its own
     store.add_triples(typed[:1])
     assert store.existing_triples(typed) == set(typed[:1])
+    census_and_relation_reads(store)
 
 
 def test_injection_attempts_are_data_not_cypher(store: FalkorDBStore) -> None:
@@ -214,6 +217,71 @@ def test_snapshot_diff_leaves_out_what_the_log_already_says(
         }
         # the next run: the removal is in its view and in the log, nothing to say
         assert snapshot_diff(store, tmp_path / "state", log)["first_offset"] is None
+
+
+def test_a_snapshot_diff_reads_only_the_relations_whose_counts_changed(
+    store: FalkorDBStore, tmp_path: Path
+) -> None:
+    """The census names the relations a change behind the log touched (store.census,
+    diff.to_export); the export reads their facts only and keeps the others' from the last
+    snapshot, and reads the entities only when their count moved; a later full compare
+    finds nothing the log has not said, though the snapshot's other relations are older
+    than the partial runs: the log is read back to the last run that read everything."""
+    from kgweave.changes import ChangeEvent, ChangeKind, EventLog
+    from kgweave.changes.diff import Part, snapshot_diff, to_export
+    from kgweave.graph.store import Census
+
+    store.add_triples([("a", "knows", "b"), ("b", "likes", "c"), ("c", "/film/genre", "d")])
+    state = tmp_path / "state"
+
+    def emitted(result: dict[str, Any]) -> set[tuple[Any, ...]]:
+        start = result["first_offset"]
+        return set() if start is None else {
+            (e.kind, e.entity or e.head, e.relation, e.tail) for _, e in log.read(start)
+        }  # fmt: skip
+
+    with EventLog(tmp_path / "log") as log:
+        snapshot_diff(store, state, log, emit=False)
+        last = store.census()
+        assert last == Census(4, {"knows": 1, "likes": 1, "/film/genre": 1})
+        # through the log (as WriteFacts: graph, then log): explained, nothing to read
+        store.add_triples([("a", "knows", "c")])
+        log.append([ChangeEvent(ChangeKind.TRIPLE_ADDED, head="a", relation="knows", tail="c")])
+        logged = [e for _, e in log.read(0)]
+        assert to_export(last, store.census(), logged) is None
+        # behind the log's back, in two relations (one a generic one): those two are read;
+        # a removal and an addition in a third keep its count (left to the full compare),
+        # and a renamed entity keeps theirs (left to the next read of the entities)
+        store.add_triples([("d", "likes", "a"), ("d", "/film/genre", "b"), ("b", "knows", "d")])
+        store.remove_triples([("a", "knows", "b")])
+        store.upsert_entities([EntityRow("a", "Ada")])
+        part = to_export(last, store.census(), logged)
+        assert part == Part(frozenset({"likes", "/film/genre"}), entities=False)
+        partial = snapshot_diff(store, state, log, part=part)
+        assert (partial["relations_read"], partial["relations"]) == (2, 3)
+        assert emitted(partial) == {
+            (ChangeKind.TRIPLE_ADDED, "d", "likes", "a"),
+            (ChangeKind.TRIPLE_ADDED, "d", "/film/genre", "b"),
+        }
+        # a new entity and its fact behind the log: the entities are read too (a's new
+        # name with them)
+        last = store.census()
+        store.add_triples([("e", "likes", "a")])
+        store.upsert_entities([EntityRow("e", "Eve")])
+        part = to_export(last, store.census(), [])
+        assert part == Part(frozenset({"likes"}), entities=True)
+        assert emitted(snapshot_diff(store, state, log, part=part)) == {
+            (ChangeKind.ENTITY_UPSERTED, "e", None, None),
+            (ChangeKind.ENTITY_UPSERTED, "a", None, None),
+            (ChangeKind.TRIPLE_ADDED, "e", "likes", "a"),
+        }
+        # the full compare: what changed behind the log in "knows", not a-knows-c again
+        full = snapshot_diff(store, state, log)
+        assert (full["relations_read"], full["added"], full["removed"]) == (3, 2, 1)
+        assert emitted(full) == {
+            (ChangeKind.TRIPLE_ADDED, "b", "knows", "d"),
+            (ChangeKind.TRIPLE_REMOVED, "a", "knows", "b"),
+        }
 
 
 def test_vector_query_right_after_a_large_write_back(store: FalkorDBStore) -> None:

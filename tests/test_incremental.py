@@ -17,12 +17,12 @@ import torch
 import test_freshness as freshness
 from kgweave.artifact import load_artifact
 from kgweave.bootstrap import prepare_plane
-from kgweave.changes.retrain import INCREMENTAL, RETRY_MAX_S, retry_delay
+from kgweave.changes.retrain import INCREMENTAL, RETRY_MAX_S, SkipKind, retry_delay
 from kgweave.cli.main import main
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
-from kgweave.serving.jobs import JobState
+from kgweave.serving.jobs import SUPERSEDED, JobState
 from kgweave.serving.validation import load_fixed, path_of
 from kgweave.settings import get_settings
 from kgweave.v1 import admin_pb2, knowledge_pb2
@@ -324,6 +324,43 @@ def test_a_refused_update_starts_a_full_retrain(
     assert api.candidate(*later).known
     assert api.write([("alan_turing", "citizen_of", "germany")]).applied
     wait_for(lambda: watcher.state.updates_started == 2, "updates going on")
+
+
+def test_a_training_request_goes_before_the_servers_own_retrain(
+    wrecking: None,
+    full_retrains: None,
+    running: tuple[DataPlane, Api],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's `kgweave write` then `kgweave train --remote`, when the write's update is
+    refused: the server starts a full retrain over, and the user's request that comes while
+    it runs is not refused ("job ... is still running"): the server's retrain gives way
+    (cancelled, not counted as a failure), the user's job runs, and once its version is
+    served there is nothing left to start over."""
+    plane, api = running
+    watcher = plane.changes.retrainer
+    assert watcher is not None
+    # the server's retrain: long enough to be under way when the request comes
+    long_run = {"dim": 8, "epochs": 100_000, "eval_every": 100_000}
+    monkeypatch.setattr(watcher, "_training_config", lambda: long_run)
+    assert api.write([("alan_turing", "born_in", "paris")]).applied
+    wait_for(lambda: watcher.state.jobs_started == 1, "the server's full retrain")
+    retrain = watcher.state.last_job
+    assert watcher.state.skipping(SkipKind.START_OVER)
+    request = admin_pb2.StartTrainingRequest(
+        settings=admin_pb2.TrainingSettings(epochs=5, dim=16),
+        activation=admin_pb2.ACTIVATION_POLICY_ALWAYS,
+    )
+    job = api.admin.StartTraining(request, timeout=HANG_GUARD_S)
+    final = job_updates(api.admin, job.job_id)[-1]
+    assert final.state == admin_pb2.JOB_STATE_SUCCEEDED and final.activated, final
+    given_way = plane.jobs.get(retrain)
+    assert given_way.state == JobState.CANCELLED and given_way.message == SUPERSEDED
+    wait_for(lambda: watcher._job is None, "the watcher to settle its retrain")
+    assert watcher.state.failures == 0 and not watcher.state.last_error
+    # the user's full training is served: nothing to start over, no second retrain
+    wait_for(lambda: not watcher.state.updates_skipped, "the status cleared")
+    assert base(plane) == final.model_version and watcher.state.jobs_started == 1
 
 
 def test_removed_fact_is_unlearned_by_an_update(

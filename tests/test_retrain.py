@@ -7,19 +7,22 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from kgweave.api.convert import status_to_pb, to_dict
 from kgweave.bootstrap import prepare_plane
 from kgweave.changes.diff import SOURCE as SNAPSHOT_DIFF
-from kgweave.changes.diff import counts_explained
+from kgweave.changes.diff import Part, to_export
 from kgweave.changes.events import UNCHANGED, ChangeEvent, ChangeKind
 from kgweave.changes.retrain import CONSUMER
+from kgweave.cli.remote import _print_status
 from kgweave.dataplane import DataPlane
 from kgweave.graph.connect import open_store
 from kgweave.graph.embedded import EmbeddedFalkorDB
-from kgweave.graph.store import EntityRow
+from kgweave.graph.store import Census, EntityRow
 from kgweave.predict import Query
 from kgweave.serving.activation import IF_BETTER, decide
 from kgweave.serving.registry import ModelRegistry
 from kgweave.settings import get_settings
+from kgweave.v1 import admin_pb2
 from serving_support import wait_until
 
 
@@ -129,7 +132,9 @@ def diff_events(service: DataPlane) -> list[tuple[str | None, str | None, str | 
             if e.source == SNAPSHOT_DIFF]  # fmt: skip
 
 
-def test_changes_through_the_log_cost_the_snapshot_diff_no_export(diff_only: DataPlane) -> None:
+def test_changes_through_the_log_cost_the_snapshot_diff_no_export(
+    diff_only: DataPlane, capsys: pytest.CaptureFixture[str]
+) -> None:
     service = diff_only
     settings = service.settings
     store = open_store(settings.graph_uri, settings)
@@ -166,11 +171,23 @@ def test_changes_through_the_log_cost_the_snapshot_diff_no_export(diff_only: Dat
     wait_for(lambda: watcher.state.diffs >= diffs + 3)
     assert watcher.state.diffs - watcher.state.diffs_skipped == exports
     assert diff_events(service) == []
-    # written behind kgweave's back: the counts differ, the diff exports and finds it (with
-    # the logged changes since its last export again: applying an event twice is harmless)
+    # written behind kgweave's back: the counts differ, the diff exports and finds it
     store.add_triples([("alan_turing", "citizen_of", "france")])
     wait_for(lambda: ("alan_turing", "citizen_of", "france") in diff_events(service))
     assert watcher.state.diffs - watcher.state.diffs_skipped == exports + 1
+    # reading the one relation whose count changed: the others are kept from the last
+    # snapshot, so nothing else is emitted (neither the logged writes again nor removals)
+    assert watcher.state.diffs_partial == 1
+    assert diff_events(service) == [("alan_turing", "citizen_of", "france")]
+    # and in the server's status (gRPC and HTTP ChangesStatus, Cypher's status map, the CLI)
+    status = status_to_pb(service.status())
+    changes = status.changes
+    assert changes.snapshot_diffs >= changes.snapshot_diff_reads == exports + 1
+    assert (changes.snapshot_diff_partial_reads, changes.changes_behind_the_log) == (1, 1)
+    _print_status(to_dict(status))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("diff "))
+    assert line.endswith(f"checks of the graph, {exports + 1} reads (1 of some relations only); "
+                         "changes found behind the log: 1"), line  # fmt: skip
 
 
 def test_a_change_before_the_watcher_starts_is_emitted(diff_only: DataPlane) -> None:
@@ -192,33 +209,48 @@ def test_a_change_before_the_watcher_starts_is_emitted(diff_only: DataPlane) -> 
     assert watcher.state.diffs >= 1
 
 
-def test_counts_explained_by_the_logged_events() -> None:
-    last = {"triples": 10, "entities": 6, "relations": 2}
+def test_the_census_is_explained_by_the_logged_events() -> None:
+    last = Census(6, {"r": 7, "s": 3})
 
-    def added(h: str, t: str, source: str = "kgweave") -> ChangeEvent:
-        return ChangeEvent(ChangeKind.TRIPLE_ADDED, head=h, relation="r", tail=t, source=source)
+    def added(h: str, t: str, source: str = "kgweave", relation: str = "r") -> ChangeEvent:
+        return ChangeEvent(ChangeKind.TRIPLE_ADDED, head=h, relation=relation, tail=t,
+                           source=source)  # fmt: skip
+
+    def read(*relations: str, entities: bool = False) -> Part:
+        return Part(frozenset(relations), entities)
 
     removed = ChangeEvent(ChangeKind.TRIPLE_REMOVED, head="a", relation="r", tail="b")
     upsert = ChangeEvent(ChangeKind.ENTITY_UPSERTED, entity="c")
-    assert counts_explained(last, last, [])
-    assert counts_explained(last, {**last, "triples": 11, "entities": 8}, [added("x", "y")])
-    assert counts_explained(last, last, [added("x", "y"), removed])
-    assert counts_explained(last, {**last, "entities": 7}, [upsert])
-    # a change the log does not hold
-    assert not counts_explained(last, {**last, "triples": 11}, [])
-    assert not counts_explained(last, {**last, "entities": 7}, [])
-    # the diff's own events are in its snapshot already; a deletion's removed facts unknown
-    assert not counts_explained(last, {**last, "triples": 11}, [added("x", "y", SNAPSHOT_DIFF)])
+    assert to_export(last, last, []) is None
+    assert to_export(last, Census(8, {"r": 8, "s": 3}), [added("x", "y")]) is None
+    assert to_export(last, last, [added("x", "y"), removed]) is None
+    assert to_export(last, Census(7, last.facts), [upsert]) is None
+    # a new relation through the log
+    assert (
+        to_export(last, Census(8, {**last.facts, "t": 1}), [added("x", "y", relation="t")]) is None
+    )
+    # a change the log does not hold: its relation is read, the entities when their count moved
+    assert to_export(last, Census(6, {"r": 8, "s": 3}), []) == read("r")
+    assert to_export(last, Census(6, {"r": 8, "s": 2, "t": 1}), []) == read("r", "s", "t")
+    assert to_export(last, Census(8, {"r": 8, "s": 3}), []) == read("r", entities=True)
+    assert to_export(last, Census(7, last.facts), []) == read(entities=True)
+    # the diff's own events are in its snapshot already
+    assert to_export(last, Census(6, {"r": 8, "s": 3}), [added("x", "y", SNAPSHOT_DIFF)]) == read(
+        "r"
+    )
+    # a deleted entity: the relations of the facts it took are read (their counts tell)
     deleted = ChangeEvent(ChangeKind.ENTITY_DELETED, entity="a")
-    assert not counts_explained(last, last, [deleted])
+    assert to_export(last, Census(5, last.facts), [deleted]) is None
+    assert to_export(last, Census(5, {"r": 5, "s": 3}), [deleted]) == read("r")
+    assert to_export(last, Census(4, last.facts), [deleted]) == read(entities=True)
     # a write that changed no count: a fact the graph held added, one it lacked removed
     same = dict(UNCHANGED)
     unchanged = [ChangeEvent(ChangeKind.TRIPLE_ADDED, head="a", relation="r", tail="b",
                              properties=same),
-                 ChangeEvent(ChangeKind.TRIPLE_REMOVED, head="x", relation="r", tail="y",
+                 ChangeEvent(ChangeKind.TRIPLE_REMOVED, head="x", relation="s", tail="y",
                              properties=same)]  # fmt: skip
-    assert counts_explained(last, last, unchanged)
-    assert not counts_explained(last, {**last, "triples": 11}, unchanged)
+    assert to_export(last, last, unchanged) is None
+    assert to_export(last, Census(6, {"r": 8, "s": 3}), unchanged) == read("r")
 
 
 def test_the_watcher_runs_for_any_kind_of_retraining() -> None:
@@ -238,3 +270,22 @@ def test_the_watcher_runs_for_any_kind_of_retraining() -> None:
     updates_alone = {**none, "incremental_updates": True, "apply_changes": False}
     assert not retraining_wanted(base.model_copy(update=updates_alone))
     assert retraining_wanted(base)  # the defaults: updates and drift
+
+
+def test_status_prints_what_the_retraining_did(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kgweave status` on the JSON form of Status (int64 fields come as strings): the
+    refinements only where one ran, the diff's line only once it checked."""
+
+    def printed(**changes: int) -> str:
+        status = admin_pb2.StatusResponse(ready=True, kgweave_version="x",
+                                          changes=admin_pb2.ChangesStatus(**changes))  # fmt: skip
+        _print_status(to_dict(status))
+        return capsys.readouterr().out
+
+    out = printed(updates_started=2, updates_registered=1)
+    assert "1 of 2 updates registered" in out and "refinement" not in out and "diff " not in out
+    out = printed(updates_started=1, refinements_started=2, refinements_activated=1)
+    assert "1 of 2 refinements activated" in out
+    out = printed(snapshot_diffs=5, snapshot_diff_reads=2, snapshot_diff_partial_reads=1,
+                  changes_behind_the_log=3)  # fmt: skip
+    assert "diff        5 checks of the graph, 2 reads (1 of some relations only); " in out

@@ -223,10 +223,11 @@ class Settings(BaseSettings):
     standard errors of the drop (paired over the same queries, measured in the update's run): on a
     small fixed set one query's rank moving is noise, not a regression (0: the tolerance alone)."""
     snapshot_diff_full_every: int = Field(default=10, ge=1)
-    """The snapshot diff first compares the graph's counts with its last export's plus the changes
-    logged since (WriteFacts, the APOC trigger, CDC) and skips the export when they agree; every
-    this many checks it compares all facts anyway (an unlogged removal plus addition keeps the
-    counts)."""
+    """The snapshot diff first compares the graph's counts (entities, facts per relation) with its
+    last export's plus the changes logged since (WriteFacts, the APOC trigger, CDC), skips the
+    export when they agree and else reads only the relations (and entities) whose counts
+    differ; every this many checks it compares all facts and entities anyway (an unlogged
+    removal plus addition keeps the counts, so does a changed entity text)."""
     event_log_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
     """Change-event log retention: a closed segment is deleted once every consumer has committed
     past it and it was last written this many seconds ago (with no consumer, age alone decides)."""

@@ -8,9 +8,11 @@ A crash between the two re-emits the same events next time: at-least-once, never
 leaves out what the log already says: a change that another source (WriteFacts, the APOC
 trigger, the CDC poller) logged since the previous run, and anything logged while the export
 ran (newer than the export's view). The server runs the export and the comparison in a
-worker process (:class:`DiffWorker`), and before it compares the graph's counts with the last run's
-(:mod:`kgweave.changes.retrain`): a graph whose changes all came through the event log
-costs one count query (:func:`counts_explained`).
+worker process (:class:`DiffWorker`), and before it compares the graph's census (entities,
+facts per relation) with the last run's (:mod:`kgweave.changes.retrain`): a graph whose
+changes all came through the event log costs one count query, and an export reads only the
+relations whose counts the log does not explain, and the entities only when their count is
+not explained (:func:`to_export`), merged into the last snapshot's rest.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +35,15 @@ from safetensors.torch import load_file, save_file
 from kgweave import atomic
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.log import EventLog
-from kgweave.graph.store import GraphStore
+from kgweave.graph.store import Census, GraphStore
 from kgweave.graph.sync import export_snapshot
 from kgweave.settings import Settings
 
 SOURCE = "snapshot-diff"
 #: the last committed snapshot, and the one a run wrote and has not committed yet
 SNAPSHOT, NEXT = "snapshot.safetensors", "snapshot.next.safetensors"
-#: the log's end when the last committed run's export began
+#: the log's end when the last committed run's export began, and when the last one that
+#: read every relation began
 LOGGED = "snapshot.logged.json"
 
 
@@ -70,25 +74,47 @@ def _text_of(name: str | None, description: str | None) -> dict[str, Any]:
     return {k: v for k, v in (("name", name), ("description", description)) if v}
 
 
+@dataclass(frozen=True)
+class Part:
+    """What a partial read of the graph reads (:func:`to_export`): the facts of
+    ``relations``, and every entity when ``entities``; the rest is kept from the last
+    snapshot."""
+
+    relations: frozenset[str]
+    entities: bool
+
+
 def snapshot_diff(
-    store: GraphStore, state_dir: Path, log: EventLog, emit: bool = True
+    store: GraphStore,
+    state_dir: Path,
+    log: EventLog,
+    emit: bool = True,
+    part: Part | None = None,
 ) -> dict[str, Any]:
     """Emit the graph's changes since the last run into ``log``; returns counts and offsets.
 
     ``emit=False`` records the graph as the baseline without emitting anything (the served
-    model was trained on it: its facts are not changes). In the calling process; the server
-    runs it in a worker process (:class:`DiffWorker`)."""
+    model was trained on it: its facts are not changes); ``part``: see :func:`compute_diff`.
+    In the calling process; the server runs it in a worker process (:class:`DiffWorker`)."""
     since = log.end_offset
-    events, result = compute_diff(store, state_dir, emit)
+    events, result = compute_diff(store, state_dir, emit, part)
     return commit_diff(state_dir, log, events, result, since)
 
 
 def compute_diff(
-    store: GraphStore, state_dir: Path, emit: bool = True
+    store: GraphStore,
+    state_dir: Path,
+    emit: bool = True,
+    part: Part | None = None,
 ) -> tuple[list[ChangeEvent], dict[str, Any]]:
     """The graph's changes since the last committed run, as events (none when not ``emit``),
     and their counts; the new snapshot is written beside the last one
     (``snapshot.next.safetensors``) for :func:`commit_diff`.
+
+    ``part``: read only the facts of ``part.relations`` and keep the last snapshot's facts of
+    the others; read the entities only when ``part.entities`` (else keep the last snapshot's,
+    with the ends of the facts read): what :func:`to_export` names when the log explains the
+    rest of the graph's census. None: every fact and entity (so always the first run).
 
     The events: an upsert per entity new in the graph or whose name or description changed
     (with its text), an added or removed fact per fact, a deletion per entity gone."""
@@ -96,18 +122,34 @@ def compute_diff(
     previous_path = state_dir / SNAPSHOT
     saved = load_file(str(previous_path)) if previous_path.is_file() else {}
     previous = saved.get("triples", torch.zeros(0, 3, dtype=torch.long))
-    snap = export_snapshot(store, state_dir / "ids.json")
+    if not saved:
+        part = None
+    snap = export_snapshot(
+        store,
+        state_dir / "ids.json",
+        relations=None if part is None else part.relations,
+        entities=part is None or part.entities,
+    )
     n_e, n_r = max(len(snap.entities), 1), max(len(snap.relations), 1)
-    current_keys = _keys(snap.triples, n_e, n_r)
+    triples = snap.triples
+    if part is not None:  # the other relations' facts as the last run saw them
+        read = torch.tensor([snap.relations.index[r] for r in part.relations
+                             if r in snap.relations], dtype=torch.long)  # fmt: skip
+        merged = torch.cat([previous[~torch.isin(previous[:, 1], read)], triples])
+        triples = merged[torch.argsort(_keys(merged, n_e, n_r))]
+    current_keys = _keys(triples, n_e, n_r)
     previous_keys = _keys(previous, n_e, n_r)
-    added = snap.triples[~torch.isin(current_keys, previous_keys)]
+    added = triples[~torch.isin(current_keys, previous_keys)]
     removed = previous[~torch.isin(previous_keys, current_keys)]
     was_present, old_hashes = _previous_entities(saved, len(snap.entities))
-    fresh_mask = snap.present & ~was_present
-    retexted_mask = snap.present & was_present & (old_hashes != snap.text_hashes)
+    present, hashes = snap.present, snap.text_hashes
+    if part is not None and not part.entities:  # as the last run saw them, and the facts' ends
+        present, hashes = snap.present | was_present, old_hashes
+    fresh_mask = present & ~was_present
+    retexted_mask = present & was_present & (old_hashes != hashes)
     if "text_hashes" not in saved:  # a snapshot of an older kgweave: no texts to compare
         retexted_mask[:] = False
-    gone_mask = was_present & ~snap.present
+    gone_mask = was_present & ~present
     e, r = snap.entities.labels, snap.relations.labels
     upserted = [e[i] for i in (fresh_mask | retexted_mask).nonzero()[:, 0].tolist()]
     gone = [e[i] for i in gone_mask.nonzero()[:, 0].tolist()]
@@ -137,9 +179,9 @@ def compute_diff(
     with atomic.atomic_path(state_dir / NEXT) as tmp:
         save_file(
             {
-                "triples": snap.triples.contiguous(),
-                "present": snap.present.to(torch.uint8),
-                "text_hashes": snap.text_hashes,
+                "triples": triples.contiguous(),
+                "present": present.to(torch.uint8),
+                "text_hashes": hashes,
             },
             str(tmp),
         )
@@ -149,6 +191,10 @@ def compute_diff(
         "new_entities": int(fresh_mask.sum()),
         "changed_texts": int(retexted_mask.sum()),
         "deleted_entities": len(gone),
+        "relations_read": len(snap.relations) if part is None else len(part.relations),
+        "relations": len(snap.relations),
+        "every_relation": part is None,
+        "entities_read": part is None or part.entities,
     }
     return events, result
 
@@ -181,15 +227,20 @@ def commit_diff(
 
     ``since``: the log's end when the export began. The events the log already holds are
     left out (:func:`_not_logged`): what other sources logged from the previous run's
-    ``since`` on, in the same direction, and anything they logged from this ``since`` on."""
+    ``since`` on (from the last run that read every relation, when runs since read some: the
+    snapshot's other relations are that old), in the same direction, and anything they
+    logged from this ``since`` on."""
+    logged = _logged_from(state_dir)
     if since is not None and events:
-        kept = _not_logged(events, log, _logged_from(state_dir), since)
+        kept = _not_logged(events, log, logged.get("from"), since)
         result = {**result, "already_logged": len(events) - len(kept)}
         events = kept
     offsets = log.append(events) if events else []
     os.replace(state_dir / NEXT, state_dir / SNAPSHOT)
     if since is not None:
-        atomic.write_json(state_dir / LOGGED, {"since": since})
+        every = result.get("every_relation", True)
+        full_since = since if every else logged.get("full_since", logged.get("since", since))
+        atomic.write_json(state_dir / LOGGED, {"since": since, "full_since": full_since})
     else:
         (state_dir / LOGGED).unlink(missing_ok=True)
     atomic.fsync_dir(state_dir)
@@ -200,13 +251,22 @@ def commit_diff(
     }
 
 
-def _logged_from(state_dir: Path) -> int | None:
-    """The log's end when the last committed run's export began (None: not recorded)."""
+def _logged_from(state_dir: Path) -> dict[str, int]:
+    """The log's end when the last committed run's export began (``since``), when the last
+    one that read every relation began (``full_since``), and the older of the two
+    (``from``); a key is missing where it was not recorded."""
     try:
-        value = json.loads((state_dir / LOGGED).read_text(encoding="utf-8"))["since"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return int(value) if isinstance(value, int) else None
+        saved = json.loads((state_dir / LOGGED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    offsets = {
+        k: v for k, v in saved.items() if k in ("since", "full_since") and isinstance(v, int)
+    }
+    if offsets:
+        offsets["from"] = min(offsets.values())
+    return offsets
 
 
 def _key(event: ChangeEvent) -> tuple[str, ...]:
@@ -259,31 +319,40 @@ def _not_logged(
     return [event for event in events if not logged(event)]
 
 
-def counts_explained(last: dict[str, int], now: dict[str, int], events: list[ChangeEvent]) -> bool:
-    """Whether the graph's counts ``now`` are what its counts at the last export (``last``)
-    and the events logged since by other sources (WriteFacts, the APOC trigger, the CDC
-    poller) predict: then every change went through the log and an export would find none
-    (an unlogged addition and removal that cancel out are left to the periodic full
-    compare). Events that changed no count (a fact written twice, the removal of one the
-    graph did not hold: ``UNCHANGED``) are left out. The facts' count must match exactly;
-    entities and relations may grow by what the added facts and upserted entities can add."""
-    triples, entities, relations = last["triples"], last["entities"], last["relations"]
+def to_export(last: Census, now: Census, events: list[ChangeEvent]) -> Part | None:
+    """What the graph's census ``now`` says an export must read, given its census at the last
+    export (``last``) and the events logged since by other sources (WriteFacts, the APOC
+    trigger, the CDC poller): None when the log explains it (every change went through the
+    log, and an export would find none; an unlogged addition and removal that cancel out,
+    and a text changed behind the log, are left to the periodic full compare), else the
+    relations whose fact counts the log does not explain, and the entities when their
+    count is not explained. Events that changed no count (a fact written twice, the removal
+    of one the graph did not hold: ``UNCHANGED``) are left out. A deleted entity takes facts
+    the log does not list: their relations' counts name them. The entities' count must lie
+    between what the deletions leave and what the added facts and upserted entities can
+    add."""
+    facts = dict(last.facts)
+    low = high = last.entities
     for event in events:
         if event.source == SOURCE or event.graph_unchanged:  # in its snapshot; no change
             continue
+        relation = event.relation or ""
         if event.kind == ChangeKind.TRIPLE_ADDED:
-            triples, entities, relations = triples + 1, entities + 2, relations + 1
+            facts[relation] = facts.get(relation, 0) + 1
+            high += 2
         elif event.kind == ChangeKind.TRIPLE_REMOVED:
-            triples -= 1
+            facts[relation] = facts.get(relation, 0) - 1
         elif event.kind == ChangeKind.ENTITY_UPSERTED:
-            entities += 1
-        else:  # a deleted entity takes facts the log does not list
-            return False
-    return (
-        now["triples"] == triples
-        and last["entities"] <= now["entities"] <= entities
-        and last["relations"] <= now["relations"] <= relations
+            high += 1
+        else:
+            low -= 1
+    changed = frozenset(
+        r for r in facts.keys() | now.facts.keys() if facts.get(r, 0) != now.facts.get(r, 0)
     )
+    entities = not low <= now.entities <= high
+    if not changed and not entities:
+        return None
+    return Part(changed, entities)
 
 
 class DiffWorker:
@@ -318,9 +387,12 @@ class DiffWorker:
             self._end()  # the next call starts another
             raise
 
-    def run(self, state_dir: Path, log: EventLog, emit: bool = True) -> dict[str, Any]:
+    def run(
+        self, state_dir: Path, log: EventLog, emit: bool = True, part: Part | None = None
+    ) -> dict[str, Any]:
+        """:func:`snapshot_diff` with the export and the comparison in the worker."""
         since = log.end_offset
-        events, result = self._call(_compute_in_worker, str(state_dir), emit)
+        events, result = self._call(_compute_in_worker, str(state_dir), emit, part)
         return commit_diff(state_dir, log, events, result, since)
 
     def held_out(self, base: Path) -> list[tuple[str, str, str]]:
@@ -384,9 +456,9 @@ def _worker_store(settings_json: str) -> GraphStore:
 
 
 def _compute_in_worker(
-    settings_json: str, state_dir: str, emit: bool
+    settings_json: str, state_dir: str, emit: bool, part: Part | None = None
 ) -> tuple[list[ChangeEvent], dict[str, Any]]:
-    return compute_diff(_worker_store(settings_json), Path(state_dir), emit)
+    return compute_diff(_worker_store(settings_json), Path(state_dir), emit, part)
 
 
 def _held_out_in_worker(settings_json: str, base: str) -> list[tuple[str, str, str]]:

@@ -134,6 +134,10 @@ class ChangePipeline:
             "refinements_activated": state.refinements_activated,
             "updates_skipped": state.updates_skipped,
             "retrain_error": state.last_error,
+            "snapshot_diffs": state.diffs,
+            "snapshot_diff_reads": state.diffs - state.diffs_skipped,
+            "snapshot_diff_partial_reads": state.diffs_partial,
+            "changes_behind_the_log": state.diff_events,
         }
 
     def start_applying(self) -> ChangeApplier:

@@ -3,12 +3,14 @@
 Two daemon threads of the server:
 
 - the snapshot diff (``kgweave-diff``, every ``interval_s``): the safety net that works on any
-  backend. It first compares the graph's counts with its last export's plus the changes
-  logged since (WriteFacts, the APOC trigger, the CDC poller) and exports nothing when they
-  agree, so changes that come through the log cost one count query (every
-  ``snapshot_diff_full_every`` checks it compares all facts anyway: an unlogged removal plus
-  an addition keeps the counts); otherwise a worker process at lowered OS
-  priority (:class:`~kgweave.changes.diff.DiffWorker`) exports the graph and compares it, and
+  backend. It first compares the graph's census (entities, facts per relation) with its last
+  export's plus the changes logged since (WriteFacts, the APOC trigger, the CDC poller) and
+  exports nothing when they agree, so changes that come through the log cost one count
+  query (every ``snapshot_diff_full_every`` checks it compares all facts anyway: an unlogged
+  removal plus an addition keeps the counts); otherwise a worker process at lowered OS
+  priority (:class:`~kgweave.changes.diff.DiffWorker`) exports the facts of the relations
+  whose counts changed (and the entities when their count did) and compares them with the
+  last snapshot, and
   this thread appends one event per added or removed triple, per new, retexted or deleted
   entity to the durable event log (less what the log already says). Events posted by the
   Neo4j APOC trigger (POST /v1/changes), written through WriteFacts or appended by the CDC
@@ -53,17 +55,18 @@ from typing import Any, Protocol
 
 from kgweave import killpoints
 from kgweave.changes.apply import ChangeApplier
-from kgweave.changes.diff import SNAPSHOT, DiffWorker, counts_explained, state_dir_of
-from kgweave.changes.events import ChangeKind
+from kgweave.changes.diff import SNAPSHOT, DiffWorker, Part, state_dir_of, to_export
+from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.incremental import SOURCE
 from kgweave.changes.log import EventLog
 from kgweave.changes.overlay import Triple
 from kgweave.changes.refine import SPEC_KEY, epochs_left
 from kgweave.errors import KGWeaveError
-from kgweave.graph.store import GraphStore
+from kgweave.graph.store import Census, GraphStore
 from kgweave.serving.jobs import Job, JobManager, JobState
 from kgweave.serving.placement import lower_thread_priority
 from kgweave.serving.queries import QueryPlane
+from kgweave.serving.registry import version_number
 from kgweave.serving.validation import load_fixed
 from kgweave.serving.versions import ModelVersions
 from kgweave.settings import Settings
@@ -103,6 +106,8 @@ class Skip:
     kind: SkipKind
     cause: str
     job: str = ""
+    #: the refused update's version (starting over)
+    version: str = ""
 
     @property
     def text(self) -> str:
@@ -181,9 +186,12 @@ class RetrainState:
     skip: Skip | None = None
     last_job: str = ""
     last_error: str = ""
-    #: snapshot diffs run, and those the counts let skip the export
+    #: snapshot diffs run, those the census let skip the export, those whose export read
+    #: only the relations whose counts changed, and the events the diffs appended
     diffs: int = 0
     diffs_skipped: int = 0
+    diffs_partial: int = 0
+    diff_events: int = 0
     #: failed jobs in a row, and when the next job may start (monotonic; 0: at once)
     failures: int = 0
     retry_at: float = 0.0
@@ -244,7 +252,7 @@ class RetrainWatcher:
         self._prune_due = False
         self._last_full = time.monotonic()
         #: the graph's counts at the last export, and the log's end offset before them
-        self._last_counts: dict[str, int] | None = None
+        self._last_census: Census | None = None
         self._counted_at = 0
         self._diffs_since_full = 0
         self._differ: DiffWorker | None = None  # the export, in a process of its own
@@ -364,37 +372,55 @@ class RetrainWatcher:
         assert self._store_factory is not None
         store = self._store_factory()
         had_state = (self._state_dir / SNAPSHOT).is_file()
-        logged = self.log.end_offset  # before the counts: every event below it is in them
-        counts = store.counts()
+        logged = self.log.end_offset  # before the census: every event below it is in it
+        census = store.census()
         self.state.diffs += 1
-        if (
-            had_state
-            and self._last_counts is not None
-            and self._diffs_since_full + 1 < self.settings.snapshot_diff_full_every
-            and self._explained(counts)
-        ):
-            self._diffs_since_full += 1
-            self.state.diffs_skipped += 1
-            return
+        every = (
+            not had_state
+            or self._last_census is None
+            or self._diffs_since_full + 1 >= self.settings.snapshot_diff_full_every
+        )
+        part: Part | None = None  # None: every fact and entity
+        logged_since = None if every else self._logged_since()
+        if logged_since is not None:
+            assert self._last_census is not None
+            part = to_export(self._last_census, census, logged_since)
+            if part is None:  # every change came through the log
+                self._diffs_since_full += 1
+                self.state.diffs_skipped += 1
+                return
         # the first run's graph is what the active model was trained on: a baseline, no events
         first = baseline and not had_state
-        diff = self._diff_worker().run(self._state_dir, self.log, emit=not first)
-        self._last_counts, self._diffs_since_full = counts, 0
-        self._counted_at = logged
+        diff = self._diff_worker().run(self._state_dir, self.log, emit=not first, part=part)
+        if part is None:
+            self._diffs_since_full = 0
+        else:
+            self._diffs_since_full += 1
+            self.state.diffs_partial += 1
+        self._last_census, self._counted_at = census, logged
+        start = diff["first_offset"]
+        appended = 0 if start is None else diff["next_offset"] - start
+        self.state.diff_events += appended
         if first:
             log.info("retrain: baseline of %d triples recorded", diff["added"])
+        else:
+            log.info(
+                "snapshot diff: %d of %d relations read, %d facts added, %d removed, %d events",
+                diff["relations_read"], diff["relations"], diff["added"], diff["removed"],
+                appended,
+            )  # fmt: skip
 
     #: at most this many events logged since the last export are read to explain the
-    #: graph's counts; more, and the export runs
+    #: graph's census; more, and the export reads every relation
     EXPLAIN_EVENTS = 100_000
 
-    def _explained(self, counts: dict[str, int]) -> bool:
-        """The graph's counts are the last export's plus the changes logged since."""
-        assert self._last_counts is not None
+    def _logged_since(self) -> list[ChangeEvent] | None:
+        """The events logged since the census of the last export; None: too many to read
+        (the export then reads every relation)."""
         events = self.log.read(self._counted_at, limit=self.EXPLAIN_EVENTS + 1)
         if len(events) > self.EXPLAIN_EVENTS:
-            return False
-        return counts_explained(self._last_counts, counts, [event for _, event in events])
+            return None
+        return [event for _, event in events]
 
     # ---- the watcher
     def _run(self) -> None:
@@ -445,6 +471,8 @@ class RetrainWatcher:
             return  # after a failed job: woken at retry_at
         if self.jobs.busy:
             return  # a user's job (or request) goes first: woken when it changes
+        if self.state.skipping(SkipKind.START_OVER) and self._full_training_served():
+            self.state.skip = None  # a full training (a user's) was activated meanwhile
         starting_over = self.state.skipping(SkipKind.START_OVER)
         if self._full_due():
             # at a lowered OS priority: serving comes first (as for updates and the diff)
@@ -466,6 +494,16 @@ class RetrainWatcher:
             self._start_update()
             if self._job is None:
                 self._start_refine()
+
+    def _full_training_served(self) -> bool:
+        """Whether the served version is a full training registered after the update whose
+        refusal made the retrain start over (a user's, say): nothing is left to start over."""
+        skip = self.state.skip
+        if skip is None or not skip.version or not self.versions.ready:
+            return False
+        active = self.versions.active()
+        newer = version_number(active.base_version) > version_number(skip.version)
+        return newer and active.artifact.config.get("source") != SOURCE
 
     def _full_due(self) -> bool:
         if self.state.skipping(SkipKind.START_OVER):
@@ -671,6 +709,8 @@ class RetrainWatcher:
                 else:
                     self._refused(job)
             log.info("retrain: job %s registered %s (%s)", job_id, job.model_version, job.message)
+        elif self.jobs.superseded(job_id):  # a user's training went first: no failure
+            log.info("retrain: job %s gave way to a training request", job_id)
         else:
             self.state.failures += 1
             if refining:  # a refinement that fails is a miss: they stop, not retry for ever
@@ -688,7 +728,7 @@ class RetrainWatcher:
         retrains are on; else updates go on, and the status says so."""
         why = f"update {job.model_version} was refused ({job.message})"
         if full_retrains_on(self.settings):
-            self.state.skip = Skip(SkipKind.START_OVER, why)
+            self.state.skip = Skip(SkipKind.START_OVER, why, version=job.model_version)
             log.warning("retrain: %s; starting a full retrain", why)
             return
         self.state.skip = Skip(SkipKind.REFUSED, why)

@@ -159,11 +159,18 @@ def _print_status(info: dict[str, Any]) -> None:
                 + (
                     f", {c.get('refinements_activated', 0)} of {c['refinements_started']} "
                     "refinements activated"
-                    if c.get("refinements_started")
+                    if int(c.get("refinements_started", 0))
                     else ""
                 )
                 + (f"; {c['updates_skipped']}" if c.get("updates_skipped") else "")
                 + (f" (last error: {c['retrain_error']})" if c.get("retrain_error") else "")
+            )
+        if int(c.get("snapshot_diffs", 0)):
+            click.echo(
+                f"diff        {c['snapshot_diffs']} checks of the graph, "
+                f"{c.get('snapshot_diff_reads', 0)} reads "
+                f"({c.get('snapshot_diff_partial_reads', 0)} of some relations only); "
+                f"changes found behind the log: {c.get('changes_behind_the_log', 0)}"
             )
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from kgweave.errors import InvalidArgumentError
 from kgweave.graph.store import (
+    Census,
     EntityRow,
     GraphMapping,
     GraphStore,
@@ -208,20 +209,25 @@ class CypherStore(GraphStore):
         return [(str(h), str(r), str(t), float(s), str(v)) for h, r, t, s, v in rows]
 
     # ---- reads
-    def counts(self) -> dict[str, int]:
+    def census(self) -> Census:
         condition, params = self._type_filter()
         ((entities,),) = self.read_rows(f"MATCH (e:{self._label}) RETURN count(e) AS n")
-        ((triples, relations),) = self.read_rows(
+        rows = self.read_rows(
             f"MATCH (:{self._label})-[x]->(:{self._label}) WHERE {condition} "
-            f"RETURN count(x) AS triples, "
-            f"count(DISTINCT coalesce(x.{self._relation}, type(x))) AS relations",
+            f"RETURN coalesce(x.{self._relation}, type(x)) AS r, count(x) AS n",
             params,
         )
-        return {"entities": int(entities), "relations": int(relations), "triples": int(triples)}
+        return Census(int(entities), {str(r): int(n) for r, n in rows})
 
-    def _type_filter(self) -> tuple[str, dict[str, Any]]:
-        """The WHERE condition on relationship ``x`` that keeps facts (not kgweave's links)."""
+    def _type_filter(self, relations: Collection[str] | None = None) -> tuple[str, dict[str, Any]]:
+        """The WHERE condition on relationship ``x`` that keeps facts (not kgweave's links), of
+        ``relations`` only when given."""
         m = self.mapping
         if m.relation_types is None:
-            return "NOT type(x) IN $own", {"own": self.own_types}
-        return "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
+            condition, params = "NOT type(x) IN $own", {"own": self.own_types}
+        else:
+            condition, params = "type(x) IN $types", {"types": [*m.relation_types, m.generic_type]}
+        if relations is not None:
+            condition += f" AND coalesce(x.{self._relation}, type(x)) IN $relations"
+            params["relations"] = sorted(relations)
+        return condition, params

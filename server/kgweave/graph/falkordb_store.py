@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from kgweave.errors import GraphUnavailableError, InvalidArgumentError, echo
@@ -92,11 +92,13 @@ class FalkorDBStore(CypherStore):
         result = self._query(f"MATCH (e:{self._label}) RETURN max(id(e))")
         return int(result[0][0]) if result and result[0][0] is not None else -1
 
-    def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
+    def iter_triples(
+        self, page_size: int = 10_000, relations: Collection[str] | None = None
+    ) -> Iterator[list[Triple]]:
         """Triples by windows of head node ids, the window sized so that one query returns
         about ``page_size`` triples (it adapts to the graph's out-degree as it goes), so
         memory stays bounded by the page, not by the graph (one head's edges come whole)."""
-        condition, params = self._type_filter()
+        condition, params = self._type_filter(relations)
         top = self._max_node_id()
         window, low = max(1, page_size // 8), 0
         while low <= top:

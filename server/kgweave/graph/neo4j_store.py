@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -294,12 +294,14 @@ class Neo4jStore(CypherStore):
                 return
             after = rows[-1]["k"]
 
-    def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
+    def iter_triples(
+        self, page_size: int = 10_000, relations: Collection[str] | None = None
+    ) -> Iterator[list[Triple]]:
         # the edges of one page of heads, found by equality seeks on the key: FalkorDB's index
         # answers a two-sided string range (``> $after AND <= $last``) with keys outside it
         if page_size < 1:
             raise InvalidArgumentError("page size must be at least 1")
-        condition, params = self._type_filter()
+        condition, params = self._type_filter(relations)
         for keys in self._key_pages(page_size):
             rows = self.read(
                 f"UNWIND $keys AS k MATCH (h:{self._label} {{{self._key}: k}})-[x]->"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,23 @@ class EntityRow:
     description: str | None = None
 
 
+@dataclass(frozen=True)
+class Census:
+    """How many entities the graph holds and how many facts of each relation (by kgweave's
+    relation name): what the snapshot diff compares to see which relations changed."""
+
+    entities: int
+    facts: dict[str, int]
+
+    def counts(self) -> dict[str, int]:
+        """``entities``, ``relations`` (with at least one fact) and ``triples``."""
+        return {
+            "entities": self.entities,
+            "relations": sum(1 for n in self.facts.values() if n),
+            "triples": sum(self.facts.values()),
+        }
+
+
 class GraphStore(ABC):
     """Operations kgweave needs from a graph database."""
 
@@ -178,8 +195,11 @@ class GraphStore(ABC):
             )
 
     @abstractmethod
-    def iter_triples(self, page_size: int = 10_000) -> Iterator[list[Triple]]:
-        """Every triple, in pages of at most ``page_size`` (bounded memory)."""
+    def iter_triples(
+        self, page_size: int = 10_000, relations: Collection[str] | None = None
+    ) -> Iterator[list[Triple]]:
+        """Every triple (of ``relations`` only, when given), in pages of at most ``page_size``
+        (bounded memory)."""
 
     @abstractmethod
     def iter_entities(self, page_size: int = 10_000) -> Iterator[list[EntityRow]]:
@@ -287,5 +307,9 @@ class GraphStore(ABC):
         return [self.mapping.predicted_type, self.mapping.suggested_type]
 
     @abstractmethod
+    def census(self) -> Census:
+        """The number of entities and of facts per relation, counted in the database."""
+
     def counts(self) -> dict[str, int]:
         """``entities``, ``relations`` (distinct names) and ``triples``."""
+        return self.census().counts()

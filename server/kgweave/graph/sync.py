@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +144,20 @@ class StableIds:
         )
 
 
-def export_snapshot(store: GraphStore, ids_path: Path, page_size: int = 50_000) -> Snapshot:
-    """Read every triple page by page and express it over the stable id maps."""
+def export_snapshot(
+    store: GraphStore,
+    ids_path: Path,
+    page_size: int = 50_000,
+    relations: Collection[str] | None = None,
+    entities: bool = True,
+) -> Snapshot:
+    """Read every triple (of ``relations`` only, when given) and every entity (none when not
+    ``entities``: the snapshot then knows only the triples' ends, without text) page by page
+    and express them over the stable id maps."""
     ids = StableIds(ids_path)
     chunks: list[torch.Tensor] = []
     new_e = new_r = 0
-    for page in store.iter_triples(page_size=page_size):
+    for page in store.iter_triples(page_size=page_size, relations=relations):
         a, b = ids.extend(
             {h for h, _, _ in page} | {t for _, _, t in page}, {r for _, r, _ in page}
         )
@@ -157,7 +166,7 @@ def export_snapshot(store: GraphStore, ids_path: Path, page_size: int = 50_000) 
     texts: dict[str, int] = {}
     names: dict[str, str] = {}
     descriptions: dict[str, str] = {}
-    for rows in store.iter_entities(page_size=page_size):  # entities without edges too
+    for rows in store.iter_entities(page_size=page_size) if entities else ():  # edgeless too
         a, _ = ids.extend({row.id for row in rows}, set())
         new_e += a
         for row in rows:

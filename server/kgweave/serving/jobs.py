@@ -100,9 +100,15 @@ class Job:
 RECORD = "job.json"
 
 
-#: how long a training request waits for an incremental update under way (seconds: an update
-#: is a bounded number of steps; past this the request is refused as when any job runs)
+#: how long a training request waits for an incremental update under way, or for a retrain the
+#: server started to end once cancelled (seconds: an update is a bounded number of steps;
+#: past this the request is refused as when any job runs)
 UPDATE_WAIT_S = 300.0
+#: why a retrain the server started ends when a user's training request comes
+SUPERSEDED = (
+    "cancelled: a training request went first (the server starts its retrain again if it is "
+    "still due)"
+)
 
 #: called with (artifact folder, job) when a job's model is ready; returns (version,
 #: activated, message). Runs on the job's monitor thread.
@@ -124,8 +130,11 @@ class JobManager:
         self._policies: dict[str, str] = {}
         self._pids: dict[str, int] = {}
         self._lock = threading.Condition()
-        #: the incremental updates the server started on its own after graph changes
+        #: the incremental updates the server started on its own after graph changes, and the
+        #: full retrains it started (``background``): a user's training request goes first
         self._updates: set[str] = set()
+        self._retrains: set[str] = set()
+        self._superseded: set[str] = set()
         #: training requests waiting for an update under way (see :meth:`start`)
         self.waiting = 0
         #: asyncio watchers per job: futures woken (in their own loops) on the next change
@@ -194,7 +203,9 @@ class JobManager:
         ``incremental``: seconds of work the server started after graph changes) is under way
         waits for it, up to :data:`UPDATE_WAIT_S`, instead of being refused (one request at a
         time: a second one would find the first one's job under way, and is refused at once);
-        any other job under way refuses it. While a request waits, no update starts.
+        a full retrain the server started (``background``) is cancelled for it
+        (:data:`SUPERSEDED`), and the request waits for it to end; a user's job under way
+        refuses it. While a request waits, no update starts.
 
         Raises:
             FailedPreconditionError: another job is under way.
@@ -215,11 +226,21 @@ class JobManager:
             dataset = confine_dataset(dataset, self.settings)
         with self._lock:
             # one request waits (the next would find its job under way), holding one thread
-            if spec is None and self.waiting == 0 and self._running_updates():
+            request = spec is None and not background
+            server_jobs = self._running_updates() or self._running_retrains()
+            if request and self.waiting == 0 and server_jobs:
+                for job_id in self._running_retrains():  # the server's own: the user's first
+                    self._superseded.add(job_id)
+                    self._request_cancel(job_id)
+                    log.info("job %s (a retrain the server started) cancelled: a training "
+                             "request goes first", job_id)  # fmt: skip
                 self.waiting += 1
                 self._lock.notify_all()  # whoever waits for this request to wait
                 try:
-                    self._lock.wait_for(lambda: not self._running_updates(), UPDATE_WAIT_S)
+                    self._lock.wait_for(
+                        lambda: not self._running_updates() and not self._running_retrains(),
+                        UPDATE_WAIT_S,
+                    )
                 finally:
                     self.waiting -= 1
             if spec is not None and self.waiting:  # the waiting request goes first
@@ -235,6 +256,8 @@ class JobManager:
             self._jobs[job.job_id] = job
             if spec is not None and spec.get("kind") == "incremental":
                 self._updates.add(job.job_id)
+            elif background:
+                self._retrains.add(job.job_id)
             self._cancel[job.job_id] = threading.Event()
             self._policies[job.job_id] = policy
         folder = self.root / job.job_id
@@ -265,6 +288,18 @@ class JobManager:
         """The incremental updates under way (call with the lock held; forgets ended ones)."""
         self._updates = {j for j in self._updates if not self._jobs[j].state.final}
         return sorted(self._updates)
+
+    def _running_retrains(self) -> list[str]:
+        """The full retrains the server started that are under way (call with the lock held;
+        forgets ended ones)."""
+        self._retrains = {j for j in self._retrains if not self._jobs[j].state.final}
+        return sorted(self._retrains)
+
+    def superseded(self, job_id: str) -> bool:
+        """Whether job ``job_id``, a retrain the server started, was cancelled for a user's
+        training request (not failed: the server starts it again when still due)."""
+        with self._lock:
+            return job_id in self._superseded
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -487,6 +522,8 @@ class JobManager:
             if final.get("detail"):
                 log.warning("job %s failed: %s", job_id, final["detail"])
             message = final.get("message", "cancelled by request" if state == "cancelled" else "")
+            if state == "cancelled" and job_id in self._superseded:
+                message = SUPERSEDED
             self._update(
                 job_id,
                 state=JobState(state),

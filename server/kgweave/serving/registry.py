@@ -91,6 +91,12 @@ class ModelVersion:
         }
 
 
+def version_number(version: str) -> int:
+    """A registry version's number (``v0012``: 12; -1 for a name that is no version's)."""
+    match = _VERSION.match(version)
+    return int(match.group(1)) if match else -1
+
+
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
@@ -139,10 +145,8 @@ class ModelRegistry:
         if not verified:
             load_artifact(artifact_dir)  # refuses anything corrupt before it becomes a version
         with self._lock:
-            numbers = [
-                int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION.match(p.name))
-            ]
-            version = f"v{max(numbers, default=0) + 1:04d}"
+            numbers = [version_number(p.name) for p in self.root.iterdir()]
+            version = f"v{max([0, *numbers]) + 1:04d}"
             target = self.root / version
             try:
                 atomic.move_in(artifact_dir, target)

@@ -276,7 +276,7 @@ class StatusResponse(_message.Message):
     def __init__(self, active_model: _Optional[_Union[ModelInfo, _Mapping]] = ..., graph_backend: _Optional[str] = ..., graph_uri: _Optional[str] = ..., device: _Optional[str] = ..., process_memory_bytes: _Optional[int] = ..., device_memory_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., ready: _Optional[bool] = ..., kgweave_version: _Optional[str] = ..., active_jobs: _Optional[int] = ..., frontend: _Optional[str] = ..., changes: _Optional[_Union[ChangesStatus, _Mapping]] = ...) -> None: ...
 
 class ChangesStatus(_message.Message):
-    __slots__ = ("applied_offset", "end_offset", "batches", "events", "facts_added", "facts_removed", "entities_added", "entities_deleted", "relations_added", "last_error", "trained_offset", "updates_started", "updates_registered", "full_retrains_started", "updates_skipped", "retrain_error", "refinements_started", "refinements_activated")
+    __slots__ = ("applied_offset", "end_offset", "batches", "events", "facts_added", "facts_removed", "entities_added", "entities_deleted", "relations_added", "last_error", "trained_offset", "updates_started", "updates_registered", "full_retrains_started", "updates_skipped", "retrain_error", "refinements_started", "refinements_activated", "snapshot_diffs", "snapshot_diff_reads", "snapshot_diff_partial_reads", "changes_behind_the_log")
     APPLIED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     END_OFFSET_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +295,10 @@ class ChangesStatus(_message.Message):
     RETRAIN_ERROR_FIELD_NUMBER: _ClassVar[int]
     REFINEMENTS_STARTED_FIELD_NUMBER: _ClassVar[int]
     REFINEMENTS_ACTIVATED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DIFFS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DIFF_READS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DIFF_PARTIAL_READS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_BEHIND_THE_LOG_FIELD_NUMBER: _ClassVar[int]
     applied_offset: int
     end_offset: int
     batches: int
@@ -313,7 +317,11 @@ class ChangesStatus(_message.Message):
     retrain_error: str
     refinements_started: int
     refinements_activated: int
-    def __init__(self, applied_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., facts_added: _Optional[int] = ..., facts_removed: _Optional[int] = ..., entities_added: _Optional[int] = ..., entities_deleted: _Optional[int] = ..., relations_added: _Optional[int] = ..., last_error: _Optional[str] = ..., trained_offset: _Optional[int] = ..., updates_started: _Optional[int] = ..., updates_registered: _Optional[int] = ..., full_retrains_started: _Optional[int] = ..., updates_skipped: _Optional[str] = ..., retrain_error: _Optional[str] = ..., refinements_started: _Optional[int] = ..., refinements_activated: _Optional[int] = ...) -> None: ...
+    snapshot_diffs: int
+    snapshot_diff_reads: int
+    snapshot_diff_partial_reads: int
+    changes_behind_the_log: int
+    def __init__(self, applied_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., events: _Optional[int] = ..., facts_added: _Optional[int] = ..., facts_removed: _Optional[int] = ..., entities_added: _Optional[int] = ..., entities_deleted: _Optional[int] = ..., relations_added: _Optional[int] = ..., last_error: _Optional[str] = ..., trained_offset: _Optional[int] = ..., updates_started: _Optional[int] = ..., updates_registered: _Optional[int] = ..., full_retrains_started: _Optional[int] = ..., updates_skipped: _Optional[str] = ..., retrain_error: _Optional[str] = ..., refinements_started: _Optional[int] = ..., refinements_activated: _Optional[int] = ..., snapshot_diffs: _Optional[int] = ..., snapshot_diff_reads: _Optional[int] = ..., snapshot_diff_partial_reads: _Optional[int] = ..., changes_behind_the_log: _Optional[int] = ...) -> None: ...
 
 class Fact(_message.Message):
     __slots__ = ("head", "relation", "tail")
