@@ -312,6 +312,7 @@ def latencies(args: argparse.Namespace) -> None:
     record["cold_start_projection_s"] = round(time.monotonic() - began, 1)
     # as kgweave serve: incremental updates in the updater, the snapshot diff in its worker
     watcher = plane.changes.start_retraining(lambda: store)
+    phases = UpdatePhases(settings.models_dir)
     until(lambda: watcher.state.checks >= 1, 1800)
 
     loop = asyncio.new_event_loop()
@@ -523,7 +524,7 @@ def latencies(args: argparse.Namespace) -> None:
     if stalls is not None:
         record["wake_late_ms"] = {"idle": late_ms(idle_stalls), "ingesting": late_ms(busy_stalls)}
     record["rounds"], record["seconds_per_phase"] = per_round, args.seconds
-    record["update_phases_p50_s"] = update_phases(settings.models_dir)
+    record["update_phases_p50_s"] = phases.medians()
     record["p99_ratio"] = round(
         record["predict_links_ingesting"]["p99_ms"] / record["predict_links_idle"]["p99_ms"], 2
     )
@@ -680,15 +681,47 @@ def late_ms(late: list[float]) -> dict[str, float]:
     }
 
 
-def update_phases(models_dir: Path) -> dict[str, float]:
-    """The median seconds of each phase of the incremental updates registered in
-    ``models_dir`` (their configs' ``incremental.timings``)."""
-    phases: dict[str, list[float]] = {}
-    for config in sorted(models_dir.glob("v*/config.json")):
-        timings = json.loads(config.read_text()).get("incremental", {}).get("timings", {})
-        for phase, seconds in timings.items():
-            phases.setdefault(phase, []).append(float(seconds))
-    return {phase: round(statistics.median(values), 3) for phase, values in phases.items()}
+class UpdatePhases:
+    """The phase timings of every incremental update registered in ``models_dir`` (its
+    config's ``incremental.timings``), read every 2 s as versions appear: the registry keeps
+    only the newest ``KGWEAVE_KEEP_UPDATES`` updates, so reading once at the end would see
+    those alone."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self._models_dir = models_dir
+        self._seen: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, name="update-phases", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            self._scan()
+
+    def _scan(self) -> None:
+        with self._lock:
+            for config in sorted(self._models_dir.glob("v*/config.json")):
+                version = config.parent.name
+                if version in self._seen:
+                    continue
+                try:
+                    loaded = json.loads(config.read_text())
+                except (OSError, ValueError):  # being deleted: seen by an earlier scan
+                    continue
+                timings = loaded.get("incremental", {}).get("timings", {})
+                self._seen[version] = {phase: float(s) for phase, s in timings.items()}
+
+    def medians(self) -> dict[str, Any]:
+        """The median seconds of each phase over every update seen, and how many there were."""
+        self._stop.set()
+        self._scan()
+        phases: dict[str, list[float]] = {}
+        for timings in self._seen.values():
+            for phase, seconds in timings.items():
+                phases.setdefault(phase, []).append(seconds)
+        updates = sum(1 for timings in self._seen.values() if timings)
+        medians: dict[str, Any] = {p: round(statistics.median(v), 3) for p, v in phases.items()}
+        return {**medians, "updates": updates}
 
 
 def panels() -> tuple[Any, Any, Any]:
