@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from kgweave.artifact import (
     CONFIG_SHA256,
@@ -52,6 +53,35 @@ def test_round_trip_gives_identical_scores(saved: Path, datasets_dir: Path) -> N
     assert not any(p.suffix in (".pkl", ".pt", ".pth") for p in saved.iterdir())
 
 
+def test_a_graph_snapshots_held_out_facts_are_known_not_trained_on(
+    datasets_dir: Path, tmp_path: Path
+) -> None:
+    ds = load_dataset(datasets_dir / "nations")
+    held = torch.cat((ds.split("valid"), ds.split("test")))
+    ds.known_held_out = held  # as a snapshot of the served graph has them
+    model = model_class("complex")(ds.num_entities, 2 * ds.num_relations, 8)
+    save_artifact(tmp_path / "m", model, ds, {}, {})
+    art = load_artifact(tmp_path / "m")
+    assert art.training_facts.tolist() == ds.train.tolist()
+    assert art.known.tolist() == torch.cat((ds.train, held)).tolist()
+    assert art.config["dataset"]["held_out_known"] == len(held) > 0
+    # a dataset of files: its held-out splits are no graph's facts, nor known
+    ds.known_held_out = None
+    save_artifact(tmp_path / "files", model, ds, {}, {})
+    plain = load_artifact(tmp_path / "files")
+    assert plain.known.tolist() == plain.training_facts.tolist() == ds.train.tolist()
+    assert plain.config["dataset"]["held_out_known"] == 0 and plain.trained_on is None
+
+
+def test_held_out_facts_of_the_wrong_shape_are_refused(saved: Path, tmp_path: Path) -> None:
+    folder = _copy(saved, tmp_path)
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["graph.held_out"] = torch.zeros(4, 2, dtype=torch.int64)
+    _forge_weights(folder, tensors)
+    with pytest.raises(ArtifactError, match=r"graph\.held_out has shape \(4, 2\)"):
+        load_artifact(folder)
+
+
 def _copy(saved: Path, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(saved, target)
@@ -61,6 +91,14 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
 def _config(folder: Path) -> dict[str, Any]:
     config: dict[str, Any] = json.loads((folder / "config.json").read_text())
     return config
+
+
+def _forge_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write ``tensors`` as the weights file with every checksum recomputed, as a forger would."""
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "kgweave-model"})
+    config = _config(folder)
+    config["files"]["model.safetensors"] = sha256_file(folder / "model.safetensors")
+    _forge(folder, config)
 
 
 def _forge(folder: Path, config: dict[str, Any]) -> None:
@@ -225,14 +263,9 @@ def test_diverged_weights_are_never_written(datasets_dir: Path, tmp_path: Path) 
 
 
 def test_non_finite_weights_in_an_artifact_are_refused(saved: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
     folder = _copy(saved, tmp_path)
     tensors = load_file(str(folder / "model.safetensors"))
     tensors["relation.weight"][0, 0] = float("inf")
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "kgweave-model"})
-    config = _config(folder)
-    config["files"]["model.safetensors"] = sha256_file(folder / "model.safetensors")
-    _forge(folder, config)
+    _forge_weights(folder, tensors)
     with pytest.raises(ArtifactError, match=r"relation\.weight holds NaN or infinite"):
         load_artifact(folder)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import test_freshness as freshness
-from kgweave.artifact import load_artifact
+from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.bootstrap import prepare_plane
 from kgweave.changes.retrain import INCREMENTAL, RETRY_MAX_S, SkipKind, retry_delay
 from kgweave.cli.main import main
@@ -116,6 +116,18 @@ def test_written_fact_is_known_then_trained_then_served(
     fact = ("albert_einstein", "born_in", "paris")
     before = api.candidate(*fact)
     assert not before.known
+    # the graph's facts the first version held out (the fixed validation set and its test
+    # split) are known all the same, though never trained on
+    fixed = load_fixed(plane.settings)
+    assert fixed is not None and len(fixed.triples) > 0
+    first = plane.versions.active().artifact
+    assert first.config["dataset"]["held_out_known"] > len(fixed.triples)  # valid and test
+    assert len(first.known) == len(first.training_facts) + first.config["dataset"]["held_out_known"]
+    held = fixed.triples[0]
+    assert held not in labelled(first.training_facts, first) and held in labelled(
+        first.known, first
+    )
+    assert api.candidate(*held).known and held in api.facts(held[0])
 
     # known at once (the overlay), before any training
     reply = api.write([fact])
@@ -132,13 +144,17 @@ def test_written_fact_is_known_then_trained_then_served(
     after = api.candidate(*fact)
     assert after.known and after.score > before.score, (before, after)
     assert after.rank <= before.rank
+    # the update trained on every fact of the graph but the fixed set, which it knows too
+    assert held not in labelled(served.artifact.training_facts, served.artifact)
+    assert served.artifact.config["dataset"]["held_out_known"] == len(fixed.triples)
+    assert api.candidate(*held).known and held in api.facts(held[0])
+    assert len(served.artifact.training_facts) + len(fixed.triples) == len(served.artifact.known)
     # the version knows the fact itself: nothing of it is left in the overlay
     applier = plane.changes.applier
     assert applier is not None and fact not in applier.overlay.added
     # judged on the fixed validation set, which holds none of the new facts; the reason is
     # with the version and in the job's final event
-    fixed = load_fixed(plane.settings)
-    assert fixed is not None and len(fixed.triples) > 0 and fact not in fixed.triples
+    assert fact not in fixed.triples
     assert served.artifact.config["fixed_valid"]["fingerprint"] == fixed.fingerprint
     assert served.artifact.config["fixed_valid"]["anchor_version"] == "v0001"
     info = api.models()["v0002"]
@@ -210,6 +226,12 @@ def test_written_fact_is_known_then_trained_then_served(
     pids = update_pids(plane.settings.jobs_dir)
     assert pids[-1] != updater, pids
     assert fact in api.facts("emmy_noether") and api.candidate(*fact).known
+
+
+def labelled(facts: torch.Tensor, artifact: ModelArtifact) -> set[tuple[str, str, str]]:
+    """``facts`` (M, 3) of ``artifact`` as labels."""
+    e, r = artifact.entities.labels, artifact.relations.labels
+    return {(e[h], r[p], e[t]) for h, p, t in facts.tolist()}
 
 
 @pytest.fixture
@@ -454,8 +476,8 @@ def test_a_version_without_a_fixed_set_gets_one_when_the_watcher_starts(
         assert fixed is not None and fixed.created_from == "v0001"
         assert len(fixed.triples) > 0 and fact not in fixed.triples
         art = plane.versions.active().artifact  # every fact of the set was held out
-        e, r = art.entities.labels, art.relations.labels
-        assert not set(fixed.triples) & {(e[h], r[p], e[t]) for h, p, t in art.known.tolist()}
+        assert not set(fixed.triples) & labelled(art.training_facts, art)
+        assert set(fixed.triples) <= labelled(art.known, art)  # (facts of the graph: known)
         made = path_of(settings).stat().st_ino
         assert api.write([("albert_einstein", "field_of_work", "mathematics")]).applied
         wait_for(lambda: base(plane) == "v0002")

@@ -5,8 +5,10 @@ Layout of a model folder::
     config.json          format, versions, model + training config, dataset and validation
                          fingerprints, metrics, creation time, sha256 of every other file,
                          and a sha256 of each of its own fields (``config_sha256``)
-    model.safetensors    embeddings (``entity.weight``, ``relation.weight``) and
-                         ``graph.train`` (the training triples, for --filter-known)
+    model.safetensors    embeddings (``entity.weight``, ``relation.weight``),
+                         ``graph.train`` (the training triples) and, for a model of a graph
+                         snapshot, ``graph.held_out`` (the graph's facts it held out to
+                         validate and test on): together the facts it knows (--filter-known)
     id_maps.json         entity and relation labels in id order, entity names
     history.json         per-epoch loss / validation MRR
     training_curve.png   the same as a plot
@@ -48,6 +50,8 @@ FORMAT_VERSION = 2
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 ID_MAPS = "id_maps.json"
+TRAIN = "graph.train"  # (T, 3) int64 in the weights file: the facts trained on
+HELD_OUT = "graph.held_out"  # (H, 3) int64: a graph snapshot's facts held out, known
 HISTORY = "history.json"
 CURVE = "training_curve.png"
 #: config.json's field holding the sha256 of each of its other top-level fields
@@ -76,6 +80,9 @@ class DatasetSection(_Section):
     num_entities: int = Field(ge=0)
     num_relations: int = Field(ge=0)
     train_triples: int = Field(ge=0)
+    #: facts of the graph the model holds out (a graph snapshot's validation and test facts)
+    #: and knows all the same (``graph.held_out``; absent before kgweave wrote them)
+    held_out_known: int = Field(default=0, ge=0)
     #: sha256 of the validation triples (by label) that the validation metrics were measured
     #: on (format 2; None in format 1)
     valid_fingerprint: str | None = None
@@ -107,10 +114,20 @@ class ModelArtifact:
     entities: IdMap
     relations: IdMap
     entity_names: list[str | None]
-    known: torch.Tensor  # (M, 3) training triples, relations without reciprocals
+    #: (M, 3) every fact the version knows, relations without reciprocals: those it was
+    #: trained on and, for a model of a graph snapshot, the graph's facts it held out
+    known: torch.Tensor
     config: dict[str, Any]
     relation_texts: dict[str, str] = field(default_factory=dict)
     entity_descriptions: list[str | None] = field(default_factory=list)
+    #: (T, 3) the facts its weights were trained on, when not all of ``known``
+    trained_on: torch.Tensor | None = None
+
+    @property
+    def training_facts(self) -> torch.Tensor:
+        """(T, 3) the facts the weights were trained on (what features built from the
+        graph's structure saw in training)."""
+        return self.known if self.trained_on is None else self.trained_on
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -120,6 +137,18 @@ class ModelArtifact:
     def version(self) -> str:
         """A short content id of this model (from the weights hash)."""
         return str(self.config["files"][WEIGHTS])[:12]
+
+
+def known_facts(
+    train: torch.Tensor, held_out: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An artifact's ``known`` and ``trained_on`` from its training triples ``train`` (T, 3)
+    and the graph's facts it held out ``held_out`` (H, 3): ``cat(train, held_out)`` and a view
+    of its first T rows (no copy, and no ``trained_on``, when it held none out)."""
+    if held_out is None or not len(held_out):
+        return train, None
+    known = torch.cat((train, held_out.to(train.dtype)))
+    return known, known[: len(train)]
 
 
 def triples_fingerprint(triples: torch.Tensor, dataset: KGDataset) -> str:
@@ -185,7 +214,10 @@ def save_artifact(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).unlink(missing_ok=True)  # the folder is "unfinished" until config.json
     atomic.fsync_dir(folder)
-    tensors["graph.train"] = dataset.train.to(torch.int64).contiguous()
+    tensors[TRAIN] = dataset.train.to(torch.int64).contiguous()
+    held_out = dataset.known_held_out
+    if held_out is not None and len(held_out):
+        tensors[HELD_OUT] = held_out.to(torch.int64).contiguous()
     with atomic.atomic_path(folder / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
     id_maps = {
@@ -228,6 +260,7 @@ def save_artifact(
             "num_entities": dataset.num_entities,
             "num_relations": dataset.num_relations,
             "train_triples": len(dataset.train),
+            "held_out_known": len(held_out) if held_out is not None else 0,
             "valid_fingerprint": triples_fingerprint(valid, dataset),
             "valid_triples": len(valid),
         },
@@ -298,7 +331,12 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
             skeleton = build_model(model_config)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{config_path}: invalid model config ({exc})") from exc
-    known = tensors.pop("graph.train", torch.zeros(0, 3, dtype=torch.long))
+    train = tensors.pop(TRAIN, torch.zeros(0, 3, dtype=torch.long))
+    held_out = tensors.pop(HELD_OUT, None)
+    for name, facts in ((TRAIN, train), (HELD_OUT, held_out)):
+        if facts is not None and (facts.dim() != 2 or facts.shape[1] != 3):
+            raise ArtifactError(f"{folder / WEIGHTS}: {name} has shape {tuple(facts.shape)}")
+    known, trained_on = known_facts(train, held_out)
     expected_shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     actual_shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected_shapes != actual_shapes:
@@ -316,6 +354,7 @@ def load_artifact(folder: Path, device: str | torch.device = "cpu") -> ModelArti
         relations=relations,
         entity_names=names,
         known=known,
+        trained_on=trained_on,
         config=config,
         relation_texts=dict(id_maps.get("relation_texts") or {}),
         entity_descriptions=descriptions,

@@ -36,7 +36,7 @@ class Prediction:
     entity: str
     name: str | None
     score: float
-    known: bool  # the completed triple is in the training graph
+    known: bool  # the completed triple is a known fact
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TopK:
 
     scores: list[list[float]]  # (B, k)
     ids: list[list[int]]  # (B, k) entity ids
-    known: list[list[bool]]  # (B, k): the completed triple is in the training graph
+    known: list[list[bool]]  # (B, k): the completed triple is a known fact
 
     def labelled(
         self, labels: list[str], names: list[str | None]

@@ -37,10 +37,13 @@ class BaseFacts:
     """The known facts of one loaded version, sorted by key, for lookups in O(log n) (built
     once per version, not per batch)."""
 
-    def __init__(self, artifact: ModelArtifact) -> None:
+    def __init__(self, artifact: ModelArtifact, facts: torch.Tensor | None = None) -> None:
+        """``facts``: (M, 3) those to look up instead of ``artifact.known`` (rows are then
+        rows of ``facts``)."""
         self.artifact = artifact
         self.n_e, self.n_r = max(len(artifact.entities), 1), max(len(artifact.relations), 1)
-        self.keys, self.order = torch.sort(_keys(artifact.known.cpu(), self.n_e, self.n_r))
+        known = artifact.known if facts is None else facts
+        self.keys, self.order = torch.sort(_keys(known.cpu(), self.n_e, self.n_r))
 
     def all_rows(self, facts: list[Triple]) -> torch.Tensor:
         """Every row of each fact in the version's known facts (a fact may be there twice)."""
@@ -172,6 +175,7 @@ def derive_artifact(
         config=config,
         relation_texts=art.relation_texts,  # (not changed once made)
         entity_descriptions=descriptions,
+        trained_on=art.training_facts,  # the weights' (the overlay trains nothing)
     )
     return Derived(artifact, excluded, keep, added)
 

@@ -47,7 +47,7 @@ def fixed_validation(
 def held_out_facts(store: GraphStore, base: ModelArtifact) -> list[Triple]:
     """The graph's facts that ``base`` was not trained on and can rank (its own entities
     and relations): a scan of the graph."""
-    facts = BaseFacts(base)
+    facts = BaseFacts(base, base.training_facts)  # (the graph's held-out facts it knows)
     e, r = base.entities, base.relations
     unknown: list[Triple] = []
     for page in store.iter_triples(page_size=50_000):

@@ -49,7 +49,14 @@ from typing import Any
 
 import torch
 
-from kgweave.artifact import WEIGHTS, ModelArtifact, load_artifact, read_config, save_artifact
+from kgweave.artifact import (
+    WEIGHTS,
+    ModelArtifact,
+    known_facts,
+    load_artifact,
+    read_config,
+    save_artifact,
+)
 from kgweave.changes.candidates import LocalModel, candidate_entities
 from kgweave.changes.derive import derive_artifact
 from kgweave.changes.fixed_set import fixed_validation
@@ -115,13 +122,15 @@ class Kept:
         config = read_config(folder)
         labels = dataset.entities.labels
         self.weights_sha256, self.judged = str(config["files"][WEIGHTS]), judged
+        known, trained_on = known_facts(dataset.train.to(torch.int64), dataset.known_held_out)
         self.artifact = ModelArtifact(
             path=folder,
             model=model.eval(),
             entities=dataset.entities,
             relations=dataset.relations,
             entity_names=[dataset.entity_names.get(e) for e in labels],
-            known=dataset.train.to(torch.int64),
+            known=known,
+            trained_on=trained_on,
             config=config,
             relation_texts={
                 r: t for r, t in dataset.relation_texts.items() if r in dataset.relations
@@ -353,6 +362,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         entities=derived.entities,
         relations=derived.relations,
         splits={"train": training_facts, "valid": valid, "test": known[:0]},
+        known_held_out=known[fixed_rows],  # the graph's fixed-set facts: known, not trained
         fingerprint=_fingerprint(training_facts, derived),
         entity_names=_present(labels, derived.entity_names),
         entity_descriptions=_present(labels, derived.entity_descriptions),

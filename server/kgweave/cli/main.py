@@ -348,7 +348,7 @@ def eval_(
 
 @cli.command()
 @link_query_options
-@click.option("--filter-known", is_flag=True, help="Drop answers already in the training graph.")
+@click.option("--filter-known", is_flag=True, help="Drop answers that are known facts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def predict(
     model_dir: Path | None,

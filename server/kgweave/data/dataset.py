@@ -239,6 +239,10 @@ class KGDataset:
     entity_descriptions: dict[str, str] = field(default_factory=dict)
     relation_texts: dict[str, str] = field(default_factory=dict)
     relation_templates: dict[str, str] = field(default_factory=dict)
+    #: (H, 3) for a snapshot of the served graph: the graph's facts its splits hold out from
+    #: training (validation, test), which the model trained on it knows all the same; None for
+    #: a dataset of files, whose held-out splits are no served graph's facts
+    known_held_out: torch.Tensor | None = None
 
     @property
     def num_entities(self) -> int:

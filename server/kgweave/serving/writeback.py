@@ -14,7 +14,7 @@
   with the entities (a candidate search; rescore with ``kgweave.score``). On FalkorDB the
   ``kgweave`` functions (``kgweave/graph/udf/kgweave.js``) compute scores and query vectors
   in Cypher.
-- Predicted links: for every (head, relation) pair of the training graph, the best tails the
+- Predicted links: for every (head, relation) pair the model knows, the best tails the
   model proposes that are not facts yet; the highest-scoring ``max_links`` become relationships
   of their own type (``KGWEAVE_PREDICTED``) with score, model version and provenance, replacing
   the previous version's, never mixed with real facts (links that are already facts of the

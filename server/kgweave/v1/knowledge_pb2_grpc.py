@@ -85,7 +85,7 @@ class KnowledgeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetEntity(self, request, context):
-        """One entity with its text and its facts in the training graph.
+        """One entity with its text and its known facts (the graph's, with the changes served).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

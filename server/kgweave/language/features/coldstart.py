@@ -291,6 +291,7 @@ def add_cold_entities(
         relations=artifact.relations,
         entity_names=[*artifact.entity_names, *names],
         known=artifact.known,
+        trained_on=artifact.trained_on,
         config=config,
         relation_texts=dict(artifact.relation_texts),
         entity_descriptions=[

@@ -77,7 +77,7 @@ class CompletionCandidate:
     combined: float
     source: str  # "kge", "lm", "kge+lm", or "new": which generator proposed it
     evidence: str  # the verbalized fact
-    known: bool  # the completed fact is in the training graph
+    known: bool  # the completed fact is known
     #: what the two-signal weights weigh: the text-fused score, else kge_score (nan if new)
     graph_score: float
     #: the LM proposed a name that is no entity of the graph

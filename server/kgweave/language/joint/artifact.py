@@ -128,7 +128,7 @@ def _text_fusion_of(
         vectors,
         verbalizer or Verbalizer.from_artifact(artifact),
         artifact.entities.labels,
-        artifact.known,
+        artifact.training_facts,  # (its structure as in training)
         len(artifact.relations),
     )
     try:
