@@ -229,13 +229,14 @@ def demo_model_without_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def test_changes_to_a_joint_model_are_served_and_go_to_no_update(served: ServerThread) -> None:
-    """An incremental update carries no language side (the policy would refuse it), so a
-    served joint model's changes are applied at once and given to no update, with the reason
-    in the status; its full retrain is a joint training."""
+def test_changes_to_a_joint_model_are_served_at_once_and_retrained_jointly(
+    served: ServerThread,
+) -> None:
+    """A served joint model's changes are applied at once (known, listed), nothing says
+    updates skip them (an update carries the language side: test_joint_update.py), and its
+    full retrain is a joint training."""
     import json
 
-    from kgweave.changes.retrain import INCREMENTAL
     from serving_support import wait_until
 
     plane = served.service
@@ -243,12 +244,7 @@ def test_changes_to_a_joint_model_are_served_and_go_to_no_update(served: ServerT
     watcher = plane.changes.start_retraining(None)  # (no graph: no snapshot diff)
     fact = {"kind": "triple_added", "head": "alan_turing", "relation": "born_in", "tail": "paris"}
     assert plane.changes.receive(json.dumps({"source": "test", "events": [fact]}).encode()) == 1
-    log = plane.changes.event_log
     wait_until(lambda: applier.overlay.next_offset == 1, "the change applied")
-    wait_until(lambda: log.position(INCREMENTAL) == log.end_offset == 1, "the update check")
-    assert "joint model" in watcher.state.updates_skipped and watcher.state.updates_started == 0
-    status = plane.changes.status()
-    assert status is not None and status["updates_skipped"] == watcher.state.updates_skipped
     served_now = plane.versions.active()
     assert served_now.version == "v0001@1" and "joint" in served_now.artifact.config
     with grpc.insecure_channel(served.address) as channel:
@@ -258,4 +254,5 @@ def test_changes_to_a_joint_model_are_served_and_go_to_no_update(served: ServerT
         )
     facts = {(f.head, f.relation, f.tail) for f in reply.facts}
     assert ("alan_turing", "born_in", "paris") in facts
+    assert not watcher.state.updates_skipped
     assert watcher._training_config()["joint"] is True

@@ -25,10 +25,12 @@ job started (:class:`~kgweave.changes.overlay.Overlay`, up to one log offset). T
    (removed, both directions) are unlearned in the same steps, through the regime's
    :meth:`~kgweave.training.regimes.Regime.forget_loss` (their probability pushed down), so
    the model stops favouring a fact once it stops being known (one the rest of the graph
-   implies may still be predicted);
+   implies may still be predicted); while it still ranks a removed fact first, more passes
+   (:data:`UNLEARN_STEPS`);
 4. it is scored again on the same facts with the same filter, and written as an artifact whose
    config carries both scores (``fixed_valid``): the activation policy compares them
-   (:mod:`kgweave.serving.activation`).
+   (:mod:`kgweave.serving.activation`); a joint version's language side is carried into it,
+   with rows for the new entities (:mod:`kgweave.language.joint.carry`), so it stays joint.
 
 Each phase's seconds go into the artifact's config (``incremental.timings``). No artifact is
 written when the run is cancelled; a worker killed midway leaves only its job
@@ -70,12 +72,17 @@ from kgweave.evaluation.ranking import (
     evaluate,
     result_of_ranks,
 )
+from kgweave.language.joint.carry import is_joint
 from kgweave.models import build_model, copy_model
 from kgweave.serving.training_run import JobRun
 from kgweave.training import TrainConfig
 from kgweave.training.regimes import KvsAll, OneVsAll, Regime
 
 log = logging.getLogger(__name__)
+
+#: an update goes on for at most this many times incremental_steps more steps while it still
+#: ranks a removed fact first (docs/graph.md)
+UNLEARN_STEPS = 3
 
 #: the job spec's ``kind`` for an incremental update
 KIND = "incremental"
@@ -308,9 +315,16 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         deadline = time.monotonic() + float(refine["seconds"])
     elif settings.incremental_epochs:  # a few facts: a few passes over them and their replay
         limit = min(limit, settings.incremental_epochs * per_pass)
+    # while the model still ranks a removed fact's tail first for its (head, relation) query,
+    # more passes, up to UNLEARN_STEPS x incremental_steps more (a few passes at a small
+    # learning rate barely move a fact the version was sure of); both directions are unlearned,
+    # but a reciprocal query the graph now answers with nothing may well keep its first
+    stated = unlearn[: len(unlearn) // 2]  # (the facts as stated: reciprocals come second)
+    extra = UNLEARN_STEPS * settings.incremental_steps if len(unlearn) and refine is None else 0
+    unlearn_cap = limit + extra
     report({"phase": "training", "epoch": 0, "epochs": limit})
     trained.train()
-    steps, losses = 0, []
+    steps, losses, passes = 0, [], limit
     while steps < limit:  # (a refinement's deadline checked after each step: one at least)
         for batch_ids in regime.batches(generator):
             optimizer.zero_grad(set_to_none=True)
@@ -325,10 +339,13 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 time.monotonic() >= deadline or (run.should_wrap_up and run.should_wrap_up())
             ):
                 limit = steps  # its time is spent, or changes wait for the updater
+            if steps >= limit and steps < unlearn_cap and _favoured(trained, stated):
+                limit = min(limit + per_pass, unlearn_cap)
             if steps >= limit:
                 break
             if should_stop is not None and should_stop():
                 return None
+    still_favoured = _favoured(trained, stated, count=True)
     if local is not None:
         local.write_back()
     model.eval()
@@ -371,6 +388,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
     )
     report({"phase": "saving"})
     timings.done("prepare")
+    joint = "joint" in art.config and is_joint(base_dir)  # its language side goes with it
     save_artifact(
         out,
         model,
@@ -379,6 +397,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         metrics=metrics,
         extra={
             "source": SOURCE,
+            **({"joint": art.config["joint"]} if joint else {}),
             "fixed_valid": judged,  # the activation policy compares mrr with base_mrr
             "incremental": {
                 "base_version": version,
@@ -387,6 +406,8 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 "removed_facts": len(forget),
                 "replayed": len(replay),
                 "steps": steps,
+                "unlearning_steps": max(steps - passes, 0),  # beyond its passes, for removals
+                "removed_still_first": still_favoured,  # tails still ranked first
                 "steps_per_pass": per_pass,
                 "candidates": len(local.entities) if local is not None else n_e,
                 "loss": mean_loss,
@@ -399,6 +420,14 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
             },
         },
     )
+    if joint:
+        from kgweave.language.joint.carry import carry_language
+
+        report({"phase": "language side"})
+        began = time.monotonic()
+        language = carry_language(base_dir, out, model, dataset, settings, version)
+        log.info("update of %s: joint language side carried in %.2f s (%s)", version,
+                 time.monotonic() - began, language)  # fmt: skip
     kept = None
     if after is not None and after.ranks is not None:
         kept = Judged(fixed.fingerprint, valid, after.ranks)
@@ -450,6 +479,19 @@ def _judge_base(
         assert fresh is not None
         ranks[again], ranks[again + len(valid)] = fresh[: len(again)], fresh[len(again) :]
     return result_of_ranks(ranks, valid), 2 * len(again)
+
+
+def _favoured(model: Any, triples: torch.Tensor, count: bool = False) -> int:
+    """Whether the model still ranks some fact of ``triples`` (T, 3) first for its query
+    (``count``: how many it does), scored in eval mode."""
+    if not len(triples):
+        return 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        first = model.score_t(triples[:, :2]).argmax(dim=1) == triples[:, 2]  # (T,)
+    model.train(was_training)
+    return int(first.sum()) if count else int(bool(first.any()))
 
 
 def _sample(rows: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -77,11 +77,6 @@ log = logging.getLogger(__name__)
 #: the event-log consumers of full retrains and of incremental updates
 CONSUMER = "retrain"
 INCREMENTAL = "incremental"
-#: why updates skip the changes while a joint model is served (after its version)
-JOINT_SKIPPED = (
-    "is a joint model: incremental updates would lose its language side; changes are served "
-    "as applied until a full (joint) retrain"
-)
 #: a failed job is retried after RETRY_BASE_S, doubled at each failure in a row, at most
 #: RETRY_MAX_S (a job that fails at once is not restarted at every check)
 RETRY_BASE_S, RETRY_MAX_S = 1.0, 600.0
@@ -90,8 +85,6 @@ RETRY_BASE_S, RETRY_MAX_S = 1.0, 600.0
 class SkipKind(StrEnum):
     """Why pending changes are not given to an incremental update."""
 
-    #: a joint model is served: an update would lose its language side
-    JOINT = "joint"
     #: an update was refused and full retrains are off: updates go on from the same version
     REFUSED = "refused"
     #: an update was refused: a full retrain starts over, and updates wait for it
@@ -100,8 +93,8 @@ class SkipKind(StrEnum):
 
 @dataclass(frozen=True)
 class Skip:
-    """Why updates skip changes: its kind, its cause (the joint version's or the refused
-    update's line) and, starting over, the full retrain's job once it started."""
+    """Why updates skip changes: its kind, its cause (the refused update's line) and,
+    starting over, the full retrain's job once it started."""
 
     kind: SkipKind
     cause: str
@@ -112,8 +105,6 @@ class Skip:
     @property
     def text(self) -> str:
         """The line status shows (``ChangesStatus.updates_skipped``)."""
-        if self.kind == SkipKind.JOINT:
-            return self.cause
         if self.kind == SkipKind.REFUSED:
             return (
                 f"{self.cause}; full retrains are off (KGWEAVE_FULL_RETRAIN_DRIFT, "
@@ -524,7 +515,7 @@ class RetrainWatcher:
     def _start_update(self) -> None:
         """Start an incremental update of the overlay as served, when it is due."""
         applier = self.applier
-        if not self.settings.incremental_updates or applier is None or self._joint_served():
+        if not self.settings.incremental_updates or applier is None:
             return
         if not self._fixed_ready.is_set():
             return  # woken when the graph's fixed validation set is made
@@ -588,7 +579,7 @@ class RetrainWatcher:
             return
         if self._refine_misses >= settings.refine_patience or not self._fixed_ready.is_set():
             return
-        if self.log.position(INCREMENTAL) < self.log.end_offset or self._joint_served():
+        if self.log.position(INCREMENTAL) < self.log.end_offset:
             return  # the changes first
         with self.versions.swap_lock:
             overlay, current = applier.overlay, self.versions.current
@@ -645,24 +636,6 @@ class RetrainWatcher:
                 "full retrain", self._refine_misses,
             )  # fmt: skip
 
-    def _joint_served(self) -> bool:
-        """Whether a joint model is served: an update carries no language side, so the
-        policy would refuse it; its changes stay served by the applier (and the pending ones
-        are let go by the updates' consumer) until a full retrain, which is joint."""
-        current = self.versions.current
-        if current is None or "joint" not in current.artifact.config:
-            if self.state.skipping(SkipKind.JOINT):
-                self.state.skip = None
-            return False
-        why = f"{current.base_version} {JOINT_SKIPPED}"
-        if self.state.updates_skipped != why:
-            log.info("incremental updates: %s", why)
-            self.state.skip = Skip(SkipKind.JOINT, why)
-        end = self.log.end_offset
-        if self.log.position(INCREMENTAL) < end:  # (not a file write per check)
-            self.log.commit(INCREMENTAL, end)
-        return True
-
     def _began(self, consumer: str) -> None:
         """Note a job's start and the time of the oldest event it covers (for metrics)."""
         self._job_began = time.monotonic()
@@ -698,7 +671,7 @@ class RetrainWatcher:
             if consumer == CONSUMER:
                 self._last_full = time.monotonic()
                 self._refine_misses = 0  # a new full training: refined if cut short
-                self.state.skip = None  # (a joint model's reason is made again at the check)
+                self.state.skip = None  # a new full training: updates go on from it
             elif refining:
                 self._refined(job)
             else:

@@ -26,10 +26,12 @@ class JointLanguage:
     weights: Any
 
 
-#: loaded joint LMs by (artifact folder, joint.json digest, device): the versions derived
-#: from one registry version by graph changes share its LM instead of loading it again; the
-#: last two are kept (the active one and the one being swapped in)
-_JOINT_LANGUAGE: dict[tuple[str, str, str], JointLanguage] = {}
+#: loaded joint LMs by (what joint.json says of the parts, device): the versions derived from
+#: one registry version by graph changes, and its incremental updates that added no entity
+#: (their language side is the same files, :mod:`kgweave.language.joint.carry`), share its LM
+#: instead of loading it again; the last two are kept (the active one and the one being
+#: swapped in)
+_JOINT_LANGUAGE: dict[tuple[str, str], JointLanguage] = {}
 _JOINT_LANGUAGE_LOCK = threading.Lock()
 _JOINT_LANGUAGE_KEEP = 2
 
@@ -39,8 +41,7 @@ def joint_language(path: Path, device: torch.device) -> JointLanguage:
     from kgweave.language.components.lora import merged_for_inference
     from kgweave.language.joint.artifact import load_joint
 
-    digest = hashlib.sha256((path / "language" / "joint.json").read_bytes()).hexdigest()
-    key = (str(path.resolve()), digest, str(device))
+    key = (language_identity(path), str(device))
     with _JOINT_LANGUAGE_LOCK:
         found = _JOINT_LANGUAGE.pop(key, None)
         if found is not None:
@@ -55,6 +56,18 @@ def joint_language(path: Path, device: torch.device) -> JointLanguage:
         while len(_JOINT_LANGUAGE) > _JOINT_LANGUAGE_KEEP:
             del _JOINT_LANGUAGE[next(iter(_JOINT_LANGUAGE))]
         return loaded
+
+
+def language_identity(path: Path) -> str:
+    """A digest of the language side of the joint artifact in ``path``: of its joint.json
+    but the ``carried`` record (which version it was carried from), so the same parts (the
+    same checksums, config and base model) have the same identity in every version."""
+    import json
+
+    joint = json.loads((path / "language" / "joint.json").read_bytes())
+    if isinstance(joint, dict):
+        joint.pop("carried", None)
+    return hashlib.sha256(json.dumps(joint, sort_keys=True).encode()).hexdigest()
 
 
 def pretrained_lm(spec: str, device: torch.device) -> tuple[Any, Any]:

@@ -1,0 +1,190 @@
+"""A joint model's language side carried into an incremental update of it.
+
+An update (:mod:`kgweave.changes.incremental`) trains the KGE weights for seconds; the
+language side of a joint model (its LM and adapters, the entity fusion, the text vectors and
+projections, the fitted text-fusion and completion weights) took minutes to train and does not
+go stale from a few new facts. :func:`carry_language` writes it into the update's folder, so a
+joint model stays joint (``kgweave complete`` and the text fusion go on working) and its
+changes are trained within seconds like any model's:
+
+- every file the update does not change is hard-linked (copied where the file system cannot
+  link): the LM, the adapters, the completion weights; their checksums are the base's;
+- entities the update adds get rows: their text vectors (the entity text, looked up in the
+  text-vector cache the change applier filled for their cold start, else encoded; the
+  encoder stays loaded in the updater), a structural row that keeps the base's decomposition
+  (``structural + P · text`` = the update's trained row) and a fusion-table row (the update's
+  row, as joint training copies the KGE table);
+- relations the update adds get text-fusion weights: the mean of the fitted ones (forward
+  and reciprocal apart);
+- ``joint.json`` is written last with the new checksums and a ``carried`` record (base
+  version, rows added); without it the part never loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from kgweave import atomic
+from kgweave.data.dataset import KGDataset
+from kgweave.errors import ArtifactError, FailedPreconditionError
+from kgweave.language.joint.config import (
+    FUSION_WEIGHTS,
+    JOINT_CONFIG,
+    JOINT_FORMAT,
+    LANGUAGE_DIR,
+    TEXT_FUSION,
+    TEXT_WEIGHTS,
+)
+from kgweave.models import KGEModel
+from kgweave.settings import Settings
+
+#: the text encoder of this process (an updater lives on between updates), by spec
+_ENCODERS: dict[str, Any] = {}
+
+
+def is_joint(folder: Path) -> bool:
+    """Whether the artifact in ``folder`` has a language side."""
+    return (folder / LANGUAGE_DIR / JOINT_CONFIG).is_file()
+
+
+def carry_language(
+    base: Path, out: Path, model: KGEModel, dataset: KGDataset, settings: Settings, version: str
+) -> dict[str, Any]:
+    """Write the language side of the joint artifact in ``base`` (registry ``version``) into
+    ``out``, whose KGE part (``model``, trained on ``dataset``) is written already, with rows
+    for the entities and relations it has beyond ``base``'s. Returns what was carried.
+
+    Raises:
+        ArtifactError: ``base``'s language side is damaged (a checksum, a shape).
+        FailedPreconditionError: new entities need text vectors of another width than the
+            configured text encoder gives.
+    """
+    source, target = base / LANGUAGE_DIR, out / LANGUAGE_DIR
+    joint = atomic.read_json(source / JOINT_CONFIG)
+    if not isinstance(joint, dict) or joint.get("format") != JOINT_FORMAT:
+        raise ArtifactError(f"{source / JOINT_CONFIG}: not a kgweave joint config")
+    files: dict[str, str] = dict(joint.get("files") or {})
+    if target.exists():  # an earlier try's part: never half of two
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    text = load_file(str(source / TEXT_WEIGHTS))
+    n_old = int(text["text_vectors"].shape[0])
+    n_new = len(dataset.entities) - n_old
+    r_old = _fitted_relations(source, files)
+    r_new = dataset.num_relations - r_old if r_old is not None else 0
+    changed: dict[str, Any] = {}
+    if n_new > 0:
+        rows = model.entity.weight.detach().float().cpu()[n_old:]  # (M, De): trained rows
+        labels = dataset.entities.labels[n_old:]
+        vectors = _text_vectors(dataset, labels, settings)  # (M, Dt)
+        if vectors.shape[1] != text["text_vectors"].shape[1]:
+            raise FailedPreconditionError(
+                f"the joint model's text vectors have {text['text_vectors'].shape[1]} "
+                f"dimensions but the text encoder {settings.text_encoder} gives "
+                f"{vectors.shape[1]}: configure the encoder it was trained with"
+            )
+        projection = text["text_projection.weight"]  # (De, Dt)
+        text["text_vectors"] = torch.cat((text["text_vectors"], vectors)).contiguous()
+        text["structural"] = torch.cat((text["structural"], rows - vectors @ projection.T))
+        fusion = load_file(str(source / FUSION_WEIGHTS))
+        fusion["entities.weight"] = torch.cat((fusion["entities.weight"], rows)).contiguous()
+        changed[TEXT_WEIGHTS], changed[FUSION_WEIGHTS] = text, fusion
+    if r_new > 0:
+        changed[TEXT_FUSION] = _with_relations(source / TEXT_FUSION, r_new)
+    for name, expected in files.items():
+        if Path(name).name != name:
+            raise ArtifactError(f"{source / JOINT_CONFIG}: names {name!r}, not a file there")
+        if name in changed:
+            atomic.verify_sha256(source / name, expected)  # (read above: not damaged)
+            _write(target / name, changed[name])
+            files[name] = atomic.sha256_file(target / name)
+        else:
+            _link(source / name, target / name)
+    atomic.fsync_dir(target)
+    joint["files"] = files
+    joint["carried"] = {
+        "base_version": version,
+        "new_entities": max(n_new, 0),
+        "new_relations": max(r_new, 0),
+    }
+    atomic.write_json(target / JOINT_CONFIG, joint, indent=2)  # last: the part is whole
+    return dict(joint["carried"])
+
+
+def _text_vectors(dataset: KGDataset, labels: list[str], settings: Settings) -> torch.Tensor:
+    """(M, Dt) the text vectors of entities ``labels`` of ``dataset`` (cached by text)."""
+    from kgweave.language.components.encoder import TextEncoder, entity_texts
+    from kgweave.language.features.text_vectors import cached_text_vectors
+
+    encoder = _ENCODERS.get(settings.text_encoder)
+    if encoder is None:
+        encoder = _ENCODERS[settings.text_encoder] = TextEncoder.from_settings(settings)
+    texts = entity_texts(
+        [dataset.entity_names.get(e) for e in labels],
+        [dataset.entity_descriptions.get(e) for e in labels],
+        labels,
+    )
+    return cached_text_vectors(texts, encoder, settings.text_vectors_dir).float()
+
+
+def _fitted_relations(source: Path, files: dict[str, str]) -> int | None:
+    """The relations the base's text fusion was fitted for (None: it has none)."""
+    if TEXT_FUSION not in files:
+        return None
+    weights = _read_fusion(source / TEXT_FUSION).get("weights")
+    if not isinstance(weights, list) or len(weights) % 2:
+        raise ArtifactError(f"{source / TEXT_FUSION}: malformed weights")
+    return len(weights) // 2
+
+
+def _with_relations(path: Path, added: int) -> dict[str, Any]:
+    """The fitted text fusion in ``path`` with weights for ``added`` new relations: rows by
+    reciprocal id (forward ``0..R-1``, reciprocal ``R..2R-1``), each new row the mean of the
+    fitted rows of its direction."""
+    data = _read_fusion(path)
+    weights = torch.tensor(data["weights"], dtype=torch.float64)  # (2R, F)
+    forward, backward = weights.chunk(2)
+    rows = [forward, forward.mean(0).expand(added, -1), backward,
+            backward.mean(0).expand(added, -1)]  # fmt: skip
+    data["weights"] = [[round(float(x), 6) for x in row] for row in torch.cat(rows)]
+    return data
+
+
+def _read_fusion(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: not a kgweave text fusion")
+    return data
+
+
+def _write(path: Path, content: Any) -> None:
+    """One changed file: safetensors for a dict of tensors, else JSON."""
+    if isinstance(content, dict) and all(isinstance(v, torch.Tensor) for v in content.values()):
+        with atomic.atomic_path(path) as tmp:
+            save_file(
+                {k: v.contiguous() for k, v in content.items()},
+                str(tmp),
+                metadata={"format": JOINT_FORMAT},
+            )
+    else:
+        atomic.write_text(path, json.dumps(content, indent=1))
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` the same bytes as ``source``: a hard link (a version's files are never
+    written again once made), or a copy where the file system cannot link."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+        atomic.fsync_file(target)
