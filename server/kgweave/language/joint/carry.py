@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from kgweave import atomic
 from kgweave.data.dataset import KGDataset
-from kgweave.errors import ArtifactError, FailedPreconditionError
+from kgweave.errors import ArtifactError, FailedPreconditionError, echo
 from kgweave.language.joint.config import (
     FUSION_WEIGHTS,
     JOINT_CONFIG,
@@ -100,7 +100,7 @@ def carry_language(
         changed[TEXT_FUSION] = _with_relations(source / TEXT_FUSION, r_new)
     for name, expected in files.items():
         if Path(name).name != name:
-            raise ArtifactError(f"{source / JOINT_CONFIG}: names {name!r}, not a file there")
+            raise ArtifactError(f"{source / JOINT_CONFIG}: names {echo(name)}, not a file there")
         if name in changed:
             atomic.verify_sha256(source / name, expected)  # (read above: not damaged)
             _write(target / name, changed[name])
