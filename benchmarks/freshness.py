@@ -420,19 +420,35 @@ def latencies(args: argparse.Namespace) -> None:
         else:
             refused += 1
     record["update_scores_raised"] = {"raised": raised, "served": len(update_s)}
+
     # a training fact removed, then unlearned by an incremental update: its score lowered
+    def first(h: str, r: str, t: str) -> bool:
+        """Whether the served model ranks ``t`` first for (h, r, ?)."""
+        query = knowledge_pb2.LinkQuery(head=h, relation=r)
+        reply = knowledge.PredictLinks(knowledge_pb2.PredictLinksRequest(queries=[query], k=1),
+                                       timeout=30)  # fmt: skip
+        return bool(reply.results[0].candidates[0].entity_id == t)
+
     drops: list[float] = []
+    firsts: list[tuple[bool, bool]] = []  # (before, after)
+    removal_s: list[float] = []
     for h, r, t in random.Random(1).sample(train, args.update_probes):  # (rng's draws kept)
-        before = score(h, r, t)
+        before, was_first = score(h, r, t), first(h, r, t)
         end = write(removed=[fact(h, r, t)])
+        acked = time.monotonic()
         until(lambda end=end: trained_on(end) or watcher.log.position(INCREMENTAL) >= end,  # type: ignore[misc]
               1800)  # fmt: skip
         if trained_on(end):
+            removal_s.append(time.monotonic() - acked)
             drops.append(before - score(h, r, t))
+            firsts.append((was_first, first(h, r, t)))
     record["removal_scores_lowered"] = {
         "lowered": sum(d > 0 for d in drops),
         "served": len(drops),
         "mean_drop": round(statistics.mean(drops), 3) if drops else None,
+        "first_before": sum(b for b, _ in firsts),  # ranked first for (h, r, ?)
+        "first_after": sum(a for _, a in firsts),
+        "served_s": summary(removal_s) if removal_s else {},
     }
     record["known"] = summary(known_s)
     record["deleted"] = summary(deleted_s)
@@ -1006,7 +1022,9 @@ def print_targets(record: dict[str, Any]) -> None:
     lowered = record.get("removal_scores_lowered")
     if lowered and lowered["served"]:
         lines.append(f"  removed facts whose score the served update lowered: {lowered['lowered']}"
-                     f" of {lowered['served']} (mean drop {lowered['mean_drop']})")  # fmt: skip
+                     f" of {lowered['served']} (mean drop {lowered['mean_drop']}); ranked first "
+                     f"before / after: {lowered.get('first_before')} / "
+                     f"{lowered.get('first_after')}")  # fmt: skip
     if "p99_ratio" in record:
         ratio = record["p99_ratio"]
         lines.append(f"  PredictLinks p99 ingesting / idle: {ratio:.2f}x (<= 2x: {ratio <= 2})")
