@@ -765,7 +765,7 @@ def plot(path: Path, dataset: str, latencies: dict[str, list[float]], idle: list
 
     fig, left, right = panels()
     shown = {name: values for name, values in latencies.items() if values}
-    left.boxplot(list(shown.values()), tick_labels=list(shown))
+    left.boxplot(list(shown.values()), tick_labels=[n.replace(" ", "\n", 1) for n in shown])
     left.tick_params(axis="x", labelsize=7)
     for seconds, style in ((1.0, ":"), (2.0, "--"), (5.0, "-.")):
         left.axhline(seconds, color="grey", linestyle=style, label=f"{seconds:g} s target")
