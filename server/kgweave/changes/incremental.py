@@ -72,7 +72,8 @@ from kgweave.evaluation.ranking import (
     evaluate,
     result_of_ranks,
 )
-from kgweave.language.joint.carry import is_joint
+from kgweave.language.joint.carry import carry_language
+from kgweave.language.joint.config import is_joint
 from kgweave.models import build_model, copy_model
 from kgweave.serving.training_run import JobRun
 from kgweave.training import TrainConfig
@@ -339,13 +340,13 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 time.monotonic() >= deadline or (run.should_wrap_up and run.should_wrap_up())
             ):
                 limit = steps  # its time is spent, or changes wait for the updater
-            if steps >= limit and steps < unlearn_cap and _favoured(trained, stated):
+            if steps >= limit and steps < unlearn_cap and _still_first(trained, stated):
                 limit = min(limit + per_pass, unlearn_cap)
             if steps >= limit:
                 break
             if should_stop is not None and should_stop():
                 return None
-    still_favoured = _favoured(trained, stated, count=True)
+    still_first = _still_first(trained, stated)
     if local is not None:
         local.write_back()
     model.eval()
@@ -407,7 +408,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
                 "replayed": len(replay),
                 "steps": steps,
                 "unlearning_steps": max(steps - passes, 0),  # beyond its passes, for removals
-                "removed_still_first": still_favoured,  # tails still ranked first
+                "removed_still_first": still_first,  # tails still ranked first
                 "steps_per_pass": per_pass,
                 "candidates": len(local.entities) if local is not None else n_e,
                 "loss": mean_loss,
@@ -421,11 +422,10 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
         },
     )
     if joint:
-        from kgweave.language.joint.carry import carry_language
-
         report({"phase": "language side"})
         began = time.monotonic()
-        language = carry_language(base_dir, out, model, dataset, settings, version)
+        language = carry_language(base_dir, version, len(art.entities), out, model, dataset,
+                                  settings)  # fmt: skip
         log.info("update of %s: joint language side carried in %.2f s (%s)", version,
                  time.monotonic() - began, language)  # fmt: skip
     kept = None
@@ -481,9 +481,9 @@ def _judge_base(
     return result_of_ranks(ranks, valid), 2 * len(again)
 
 
-def _favoured(model: Any, triples: torch.Tensor, count: bool = False) -> int:
-    """Whether the model still ranks some fact of ``triples`` (T, 3) first for its query
-    (``count``: how many it does), scored in eval mode."""
+def _still_first(model: Any, triples: torch.Tensor) -> int:
+    """How many facts of ``triples`` (T, 3) the model still ranks first for their query
+    (scored in eval mode)."""
     if not len(triples):
         return 0
     was_training = model.training
@@ -491,7 +491,7 @@ def _favoured(model: Any, triples: torch.Tensor, count: bool = False) -> int:
     with torch.no_grad():
         first = model.score_t(triples[:, :2]).argmax(dim=1) == triples[:, 2]  # (T,)
     model.train(was_training)
-    return int(first.sum()) if count else int(bool(first.any()))
+    return int(first.sum())
 
 
 def _sample(rows: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

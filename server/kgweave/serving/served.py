@@ -20,6 +20,7 @@ import torch
 from kgweave import arguments
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.errors import FailedPreconditionError, InvalidArgumentError
+from kgweave.language.joint.config import is_joint
 from kgweave.predict import LinkPredictor, Query
 from kgweave.serving.known_delta import DeltaEntityFacts, EntityFacts, KnownChange
 from kgweave.serving.prefix_search import PrefixIndex
@@ -149,7 +150,7 @@ class ServedModel:
         interpreter lock for what changed, not for every entity."""
         artifact = artifact if artifact is not None else load_artifact(path, device=device)
         fusion = verbalizer = None
-        if text_fusion and (path / "language" / "joint.json").is_file():
+        if text_fusion and is_joint(path):
             from kgweave.language.features.verbalize import Verbalizer
             from kgweave.language.joint.artifact import load_text_fusion
 
@@ -166,7 +167,7 @@ class ServedModel:
         if verbalizer is not None:
             served.__dict__["verbalizer"] = verbalizer  # built already: prime the cached property
         served.warm_up(like)
-        if language and (path / "language" / "joint.json").is_file():
+        if language and is_joint(path):
             served.warm_language()
         return served
 
@@ -317,7 +318,7 @@ class ServedModel:
 
         with self._text_lock:
             if self._completer is None:
-                if (self.artifact.path / "language" / "joint.json").is_file():
+                if is_joint(self.artifact.path):
                     parts = joint_language(self.artifact.path, self.device)
                     self._completer = (
                         LMCompleter(

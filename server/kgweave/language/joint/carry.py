@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from kgweave import atomic
 from kgweave.data.dataset import KGDataset
@@ -49,17 +49,19 @@ from kgweave.settings import Settings
 _ENCODERS: dict[str, Any] = {}
 
 
-def is_joint(folder: Path) -> bool:
-    """Whether the artifact in ``folder`` has a language side."""
-    return (folder / LANGUAGE_DIR / JOINT_CONFIG).is_file()
-
-
 def carry_language(
-    base: Path, out: Path, model: KGEModel, dataset: KGDataset, settings: Settings, version: str
+    base: Path,
+    version: str,
+    base_entities: int,
+    out: Path,
+    model: KGEModel,
+    dataset: KGDataset,
+    settings: Settings,
 ) -> dict[str, Any]:
-    """Write the language side of the joint artifact in ``base`` (registry ``version``) into
-    ``out``, whose KGE part (``model``, trained on ``dataset``) is written already, with rows
-    for the entities and relations it has beyond ``base``'s. Returns what was carried.
+    """Write the language side of the joint artifact in ``base`` (registry ``version``, of
+    ``base_entities`` entities) into ``out``, whose KGE part (``model``, trained on
+    ``dataset``) is written already, with rows for the entities and relations it has beyond
+    ``base``'s (an update's new ones come last). Returns what was carried.
 
     Raises:
         ArtifactError: ``base``'s language side is damaged (a checksum, a shape).
@@ -71,16 +73,29 @@ def carry_language(
     if not isinstance(joint, dict) or joint.get("format") != JOINT_FORMAT:
         raise ArtifactError(f"{source / JOINT_CONFIG}: not a kgweave joint config")
     files: dict[str, str] = dict(joint.get("files") or {})
+    for name in files:
+        if Path(name).name != name:
+            raise ArtifactError(f"{source / JOINT_CONFIG}: names {echo(name)}, not a file there")
+
+    def read(name: str) -> bytes:
+        """One of the base's files, checked against its checksum (read once)."""
+        if name not in files:
+            raise ArtifactError(f"{source / JOINT_CONFIG}: does not list {name}")
+        return atomic.read_verified(source / name, files[name])
+
     if target.exists():  # an earlier try's part: never half of two
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    text = load_file(str(source / TEXT_WEIGHTS))
-    n_old = int(text["text_vectors"].shape[0])
-    n_new = len(dataset.entities) - n_old
-    r_old = _fitted_relations(source, files)
-    r_new = dataset.num_relations - r_old if r_old is not None else 0
-    changed: dict[str, Any] = {}
+    n_old, n_new = base_entities, len(dataset.entities) - base_entities
+    fitted = None
+    if TEXT_FUSION in files:
+        fitted = _read_fusion(source / TEXT_FUSION, read(TEXT_FUSION))
+    r_new = dataset.num_relations - len(fitted["weights"]) // 2 if fitted is not None else 0
+    written: list[str] = []
     if n_new > 0:
+        text = load(read(TEXT_WEIGHTS))
+        if text["text_vectors"].shape[0] != n_old:
+            raise ArtifactError(f"{source / TEXT_WEIGHTS}: not {n_old} entities' text vectors")
         rows = model.entity.weight.detach().float().cpu()[n_old:]  # (M, De): trained rows
         labels = dataset.entities.labels[n_old:]
         vectors = _text_vectors(dataset, labels, settings)  # (M, Dt)
@@ -91,19 +106,19 @@ def carry_language(
                 f"{vectors.shape[1]}: configure the encoder it was trained with"
             )
         projection = text["text_projection.weight"]  # (De, Dt)
-        text["text_vectors"] = torch.cat((text["text_vectors"], vectors)).contiguous()
+        text["text_vectors"] = torch.cat((text["text_vectors"], vectors))
         text["structural"] = torch.cat((text["structural"], rows - vectors @ projection.T))
-        fusion = load_file(str(source / FUSION_WEIGHTS))
-        fusion["entities.weight"] = torch.cat((fusion["entities.weight"], rows)).contiguous()
-        changed[TEXT_WEIGHTS], changed[FUSION_WEIGHTS] = text, fusion
-    if r_new > 0:
-        changed[TEXT_FUSION] = _with_relations(source / TEXT_FUSION, r_new)
-    for name, expected in files.items():
-        if Path(name).name != name:
-            raise ArtifactError(f"{source / JOINT_CONFIG}: names {echo(name)}, not a file there")
-        if name in changed:
-            atomic.verify_sha256(source / name, expected)  # (read above: not damaged)
-            _write(target / name, changed[name])
+        fusion = load(read(FUSION_WEIGHTS))
+        fusion["entities.weight"] = torch.cat((fusion["entities.weight"], rows))
+        _save_tensors(target / TEXT_WEIGHTS, text)
+        _save_tensors(target / FUSION_WEIGHTS, fusion)
+        written += [TEXT_WEIGHTS, FUSION_WEIGHTS]
+    if fitted is not None and r_new > 0:
+        widened = _with_relations(fitted, r_new)
+        atomic.write_text(target / TEXT_FUSION, json.dumps(widened, indent=1))
+        written.append(TEXT_FUSION)
+    for name in files:
+        if name in written:
             files[name] = atomic.sha256_file(target / name)
         else:
             _link(source / name, target / name)
@@ -134,50 +149,33 @@ def _text_vectors(dataset: KGDataset, labels: list[str], settings: Settings) -> 
     return cached_text_vectors(texts, encoder, settings.text_vectors_dir).float()
 
 
-def _fitted_relations(source: Path, files: dict[str, str]) -> int | None:
-    """The relations the base's text fusion was fitted for (None: it has none)."""
-    if TEXT_FUSION not in files:
-        return None
-    weights = _read_fusion(source / TEXT_FUSION).get("weights")
-    if not isinstance(weights, list) or len(weights) % 2:
-        raise ArtifactError(f"{source / TEXT_FUSION}: malformed weights")
-    return len(weights) // 2
-
-
-def _with_relations(path: Path, added: int) -> dict[str, Any]:
-    """The fitted text fusion in ``path`` with weights for ``added`` new relations: rows by
+def _with_relations(fitted: dict[str, Any], added: int) -> dict[str, Any]:
+    """The fitted text fusion ``fitted`` with weights for ``added`` new relations: rows by
     reciprocal id (forward ``0..R-1``, reciprocal ``R..2R-1``), each new row the mean of the
     fitted rows of its direction."""
-    data = _read_fusion(path)
-    weights = torch.tensor(data["weights"], dtype=torch.float64)  # (2R, F)
+    weights = torch.tensor(fitted["weights"], dtype=torch.float64)  # (2R, F)
     forward, backward = weights.chunk(2)
     rows = [forward, forward.mean(0).expand(added, -1), backward,
             backward.mean(0).expand(added, -1)]  # fmt: skip
-    data["weights"] = [[round(float(x), 6) for x in row] for row in torch.cat(rows)]
-    return data
+    return {**fitted, "weights": [[round(float(x), 6) for x in row] for row in torch.cat(rows)]}
 
 
-def _read_fusion(path: Path) -> dict[str, Any]:
+def _read_fusion(path: Path, data: bytes) -> dict[str, Any]:
+    """The fitted text fusion of ``path`` from its bytes ``data``."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        fitted = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(data, dict):
+    weights = fitted.get("weights") if isinstance(fitted, dict) else None
+    if not isinstance(weights, list) or len(weights) % 2:
         raise ArtifactError(f"{path}: not a kgweave text fusion")
-    return data
+    return dict(fitted)
 
 
-def _write(path: Path, content: Any) -> None:
-    """One changed file: safetensors for a dict of tensors, else JSON."""
-    if isinstance(content, dict) and all(isinstance(v, torch.Tensor) for v in content.values()):
-        with atomic.atomic_path(path) as tmp:
-            save_file(
-                {k: v.contiguous() for k, v in content.items()},
-                str(tmp),
-                metadata={"format": JOINT_FORMAT},
-            )
-    else:
-        atomic.write_text(path, json.dumps(content, indent=1))
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    with atomic.atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"format": JOINT_FORMAT})  # fmt: skip
 
 
 def _link(source: Path, target: Path) -> None:

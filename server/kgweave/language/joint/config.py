@@ -3,6 +3,8 @@ names of the language side's files in a model folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgweave.training.config import TrainConfig
@@ -15,6 +17,12 @@ TEXT_FUSION = "text_fusion.json"
 LM_LOSS_PLOT = "lm_loss.png"
 JOINT_FORMAT = "kgweave-joint"
 JOINT_FORMAT_VERSION = 1
+
+
+def is_joint(folder: Path) -> bool:
+    """Whether the model artifact in ``folder`` has a language side (its ``joint.json``,
+    written last)."""
+    return (folder / LANGUAGE_DIR / JOINT_CONFIG).is_file()
 
 
 class JointConfig(BaseModel):
