@@ -17,6 +17,7 @@ import torch
 import test_freshness as freshness
 from kgweave.artifact import ModelArtifact, load_artifact
 from kgweave.bootstrap import prepare_plane
+from kgweave.changes.apply import warm_started_from
 from kgweave.changes.retrain import INCREMENTAL, RETRY_MAX_S, SkipKind, retry_delay
 from kgweave.cli.main import main
 from kgweave.dataplane import DataPlane
@@ -144,6 +145,13 @@ def test_written_fact_is_known_then_trained_then_served(
     wait_for(lambda: base(plane) == "v0002")
     served = plane.versions.active()
     assert served.artifact.config["source"] == "incremental"
+    assert warm_started_from(served.artifact.config) == "v0001"
+    # the cold-start projection (text vectors into entity space) is fitted once per entity
+    # space: an update, warm-started from its base, keeps its base's (not fitted again)
+    applier = plane.changes.applier
+    assert applier is not None
+    wait_for(lambda: applier._projection is not None, "the cold-start projection fitted")
+    projection = applier._projection
     update = served.artifact.config["incremental"]
     assert update["base_version"] == "v0001" and update["new_facts"] >= 1
     assert update["candidates"] < len(served.artifact.entities)  # a local model trained
@@ -156,8 +164,7 @@ def test_written_fact_is_known_then_trained_then_served(
     assert api.candidate(*held).known and held in api.facts(held[0])
     assert len(served.artifact.training_facts) + len(fixed.triples) == len(served.artifact.known)
     # the version knows the fact itself: nothing of it is left in the overlay
-    applier = plane.changes.applier
-    assert applier is not None and fact not in applier.overlay.added
+    assert fact not in applier.overlay.added
     # judged on the fixed validation set, which holds none of the new facts; the reason is
     # with the version and in the job's final event
     assert fact not in fixed.triples
@@ -189,7 +196,7 @@ def test_written_fact_is_known_then_trained_then_served(
         entities=[emmy],
     )  # fmt: skip
     assert reply.applied and reply.version.startswith("v0002@")
-    assert applier.overlay.origins.get("emmy_noether") in ("text", "neighbours")
+    assert applier.overlay.origins.get("emmy_noether") == "text"  # the projection was ready
     assert len(api.facts("Emmy Noether")) == 2
     cold = plane.versions.active()
     cold_row = cold.predictor.model.entity.weight[
@@ -198,6 +205,7 @@ def test_written_fact_is_known_then_trained_then_served(
     wait_for(lambda: base(plane) == "v0003")
     trained = plane.versions.active()
     assert "emmy_noether" in trained.artifact.entities and not applier.overlay.new_entities
+    assert applier._projection is projection  # v0001's, through two updates
     # an update of an update is still judged against the full training it descends from
     judged = trained.artifact.config["fixed_valid"]
     assert judged["base_version"] == "v0002" and judged["anchor_version"] == "v0001"
@@ -343,6 +351,7 @@ def test_a_refused_update_starts_a_full_retrain(
     assert f"OS priority: nice {min(os.nice(0) + 10, 19)}, CPUs " in job_log
     retrained = load_artifact(plane.settings.models_dir / "v0003")
     assert "incremental" not in retrained.config  # a full training, on the graph
+    assert warm_started_from(retrained.config) == ""  # its own entity space: fitted anew
     e, r = retrained.entities.index, retrained.relations.index
     row = torch.tensor([e[fact[0]], r[fact[1]], e[fact[2]]])
     assert (retrained.known == row).all(dim=1).any()  # the refused update's fact trained in

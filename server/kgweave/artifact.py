@@ -53,6 +53,9 @@ ID_MAPS = "id_maps.json"
 TRAIN = "graph.train"  # (T, 3) int64 in the weights file: the facts trained on
 HELD_OUT = "graph.held_out"  # (H, 3) int64: a graph snapshot's facts held out, known
 HISTORY = "history.json"
+#: config.json's field of a version warm-started from another (an incremental update or a
+#: refinement): its ``base_version``, the events it covers, its timings
+UPDATE = "incremental"
 CURVE = "training_curve.png"
 #: config.json's field holding the sha256 of each of its other top-level fields
 CONFIG_SHA256 = "config_sha256"

@@ -51,11 +51,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kgweave import killpoints
+from kgweave.artifact import UPDATE
 from kgweave.changes.derive import BaseFacts, derive_artifact, prune
 from kgweave.changes.events import ChangeEvent
 from kgweave.changes.log import EventLog
@@ -152,6 +153,9 @@ class ChangeApplier:
         self._facts: BaseFacts | None = None  # the loaded version's facts, for lookups
         self._extended: Extended | None = None  # the last model made with new rows
         self._projection: TextProjection | None = None
+        #: the entity space of the loaded version: the version it descends from by warm
+        #: starts (incremental updates and refinements), where the projection was fitted
+        self._space = ""
         self._text_failed = ""
         self._refresh = False  # the projection got ready: make text rows for waiting entities
         self._stop = threading.Event()
@@ -177,7 +181,7 @@ class ChangeApplier:
         """Fit the cold-start projection of the loaded version in the background (encoding
         its entity texts once), so new entities with text do not wait for it: until it is
         ready they are placed by their neighbours, then their rows are made from text."""
-        base = self._base
+        base, space = self._base, self._space
         if self._encoder is None or base is None:
             return
 
@@ -196,7 +200,7 @@ class ChangeApplier:
                 log.warning("new entities are placed by their neighbours: %s", exc.message)
                 return
             with self.versions.swap_lock:
-                if self._base is base:
+                if self._base is not None and self._space == space:  # (or an update of it)
                     self._projection = projection
                     self._refresh = True
             self._wake.set()
@@ -360,11 +364,17 @@ class ChangeApplier:
     def rebase(self, loaded: ServedModel) -> ServedModel:
         """The freshly loaded ``loaded`` with the overlay applied (called by
         :meth:`ModelVersions.activate` before the swap, under its swap lock)."""
-        self._base = loaded
-        self._projection = None
+        previous, self._base = self._base, loaded
         self._extended = None
-        if self._thread.is_alive():
-            self._prepare_text()
+        if previous is None or warm_started_from(loaded.artifact.config) != previous.version:
+            # another entity space (a full training): fit the projection again. An update
+            # or refinement keeps the space of the version it was warm-started from, so its
+            # projection stays (refitting it costs the serving process about a second of
+            # CPU per update on FB15k-237: docs/benchmarks.md)
+            self._space = loaded.version
+            self._projection = None
+            if self._thread.is_alive():
+                self._prepare_text()
         overlay = self.overlay
         if overlay.base_version != loaded.version:
             overlay = copy.deepcopy(overlay)
@@ -489,3 +499,10 @@ class ChangeApplier:
         if artifact.model is not art.model and reused is None:
             self._extended = Extended.of(served, overlay)
         return served
+
+
+def warm_started_from(config: dict[str, Any]) -> str:
+    """The version a version of config.json ``config`` was warm-started from (an incremental
+    update's or a refinement's base), or "" (a training from scratch)."""
+    update = config.get(UPDATE)
+    return str(update.get("base_version", "")) if isinstance(update, dict) else ""

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from kgweave.artifact import (
+    UPDATE,
     WEIGHTS,
     ModelArtifact,
     known_facts,
@@ -400,7 +401,7 @@ def run_incremental(run: JobRun) -> dict[str, Any] | None:
             "source": SOURCE,
             **({"joint": art.config["joint"]} if joint else {}),
             "fixed_valid": judged,  # the activation policy compares mrr with base_mrr
-            "incremental": {
+            UPDATE: {
                 "base_version": version,
                 "offset": overlay.next_offset,
                 "new_facts": len(new),

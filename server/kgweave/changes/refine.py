@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kgweave.artifact import UPDATE
 from kgweave.serving.training_run import REFINABLE
 
 #: the job spec's key of a refinement: {"seconds": its time, "epochs": at most}
@@ -32,7 +33,7 @@ def epochs_left(config: dict[str, Any]) -> float:
     """The epochs a version's refinements have left (0: none to run): for an incremental
     version, what it carries; for a full training the server ran and its time budget cut
     short, its planned epochs less those it completed; else 0."""
-    update = config.get("incremental")
+    update = config.get(UPDATE)
     if isinstance(update, dict):
         left = update.get("refine_left", 0.0)
         return float(left) if isinstance(left, int | float) else 0.0
@@ -51,5 +52,5 @@ def epochs_left(config: dict[str, Any]) -> float:
 def is_refinement(config: dict[str, Any]) -> bool:
     """Whether a version is a refinement (it then stands for a full training: the updates
     on top of it are judged against it, :func:`kgweave.changes.incremental.anchor_of`)."""
-    update = config.get("incremental")
+    update = config.get(UPDATE)
     return isinstance(update, dict) and isinstance(update.get(SPEC_KEY), dict)
