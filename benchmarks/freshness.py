@@ -9,7 +9,7 @@ Latencies::
 
     python benchmarks/freshness.py [--model MODEL_DIR] [--train-budget-s 120] [--probes 30]
         [--update-probes 10] [--seconds 20] [--rounds 3] [--diff-interval-s 60]
-        [--background-cpus CPUS] [--graph-cpus CPUS] [--stall-probe]
+        [--background-cpus CPUS] [--graph-cpus CPUS] [--stall-probe] [--sched-trace DIR]
         [--out benchmarks/results/freshness.json] [--plot docs/img/freshness.png]
 
 On FB15k-237 imported into a fresh embedded FalkorDB, with a trained model served (``--model``,
@@ -39,6 +39,12 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   ``--background-cpus`` sets the server's ``background_cpus`` (its updates, snapshot diff and
   applier on those CPUs); ``--graph-cpus`` puts FalkorDB and the writer on the CPUs given (a
   deployment's graph database and writing clients run on other machines).
+
+``--sched-trace DIR`` records the kernel's scheduler events of each p99 phase (``perf sched
+record``: Linux, ``perf`` installed, root or ``kernel.perf_event_paranoid`` at most 1), which
+process and thread of the run each task is, and when each PredictLinks call began; then
+``python benchmarks/sched_attribution.py DIR`` says what ran and what waited for a CPU while
+the slow calls were answered.
 
 Each probe polls every 20 ms (``POLL_S``), so a latency includes up to one interval and one
 round trip.
@@ -187,6 +193,13 @@ def main() -> None:
         "clients that write to it on other machines; default: anywhere)",
     )
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--sched-trace",
+        type=Path,
+        default=None,
+        help="record each p99 phase's scheduler events (perf sched) and calls into this folder, "
+        "for benchmarks/sched_attribution.py",
+    )
     parser.add_argument(
         "--text-vectors",
         type=Path,
@@ -488,12 +501,17 @@ def latencies(args: argparse.Namespace) -> None:
             and plane.jobs.active_count() == 0
         )
 
-    for _ in range(args.rounds):  # idle, then ingesting, each round
+    trace = SchedTrace(args.sched_trace, EmbeddedFalkorDB(settings.graph_dir).status())
+    for n in range(1, args.rounds + 1):  # idle, then ingesting, each round
         until(settled, 1800)
         if stalls is not None:
             stalls.take()
-        idle_round = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate)
+        calls = trace.start(f"{n}-idle")
+        idle_round = Beside(
+            args.clients, probe_links, running.port, pairs, args.seconds, rate, calls
+        )
         idle_now: list[float] = idle_round.result()
+        trace.stop(prober=idle_round.pid)
         idle += idle_now
         if stalls is not None:
             idle_stalls += stalls.take()
@@ -501,8 +519,12 @@ def latencies(args: argparse.Namespace) -> None:
         writer = Beside(
             args.clients, write_facts, running.port, facts_in[facts_written:], stop, graph_cpus
         )
-        busy_round = Beside(args.clients, probe_links, running.port, pairs, args.seconds, rate)
+        calls = trace.start(f"{n}-ingesting")
+        busy_round = Beside(
+            args.clients, probe_links, running.port, pairs, args.seconds, rate, calls
+        )
         busy_now: list[float] = busy_round.result()
+        trace.stop(prober=busy_round.pid, writer=writer.pid)
         busy += busy_now
         p99s = (round(1000 * percentile(idle_now, 0.99), 2),
                 round(1000 * percentile(busy_now, 0.99), 2))  # fmt: skip
@@ -562,11 +584,13 @@ def latencies(args: argparse.Namespace) -> None:
 
 
 def probe_links(
-    port: int, pairs: list[tuple[str, str]], seconds: float, rate: float = 0.0
+    port: int, pairs: list[tuple[str, str]], seconds: float, rate: float = 0.0, calls: str = ""
 ) -> list[float]:
     """One client: PredictLinks (top-10, one query per call) over ``pairs`` for ``seconds``,
     after a few calls to warm the channel; the seconds of each call. Closed loop (``rate``
-    0), or ``rate`` calls per second, each timed from when it was due."""
+    0), or ``rate`` calls per second, each timed from when it was due. ``calls``: a file to
+    write each call's start (CLOCK_MONOTONIC, as ``perf sched record -k CLOCK_MONOTONIC``
+    stamps events) and seconds to (empty: none)."""
     from kgweave.v1 import knowledge_pb2, knowledge_pb2_grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -580,7 +604,7 @@ def probe_links(
 
         for j in range(20):
             call(j)
-        latencies = []
+        latencies, starts = [], []
         start = time.monotonic()
         deadline = start + seconds
         j = 0
@@ -593,7 +617,10 @@ def probe_links(
                 began = due
             call(j)
             latencies.append(time.monotonic() - began)
+            starts.append(began)
             j += 1
+        if calls:
+            Path(calls).write_text(json.dumps({"start": starts, "seconds": latencies}))
         return latencies
 
 
@@ -641,10 +668,88 @@ class Beside:
         self._runner = start(target=_put, args=(self._queue, fn, args), daemon=True)
         self._runner.start()
 
+    @property
+    def pid(self) -> int:
+        """The process it runs in (this one's for a thread)."""
+        import os
+
+        return int(getattr(self._runner, "pid", None) or os.getpid())
+
     def result(self) -> Any:
         value = self._queue.get(timeout=600)
         self._runner.join()
         return value
+
+
+class SchedTrace:
+    """The scheduler events of each p99 phase, recorded by ``perf sched record`` while the
+    phase runs, with the roles of the run's processes and the server's threads (what
+    ``benchmarks/sched_attribution.py`` reads). Records nothing without a folder."""
+
+    def __init__(self, folder: Path | None, falkordb: Any) -> None:
+        import shutil
+
+        self.folder = folder
+        self._falkordb = int(falkordb.pid) if falkordb is not None else 0
+        self._perf: Any = None
+        self._name = ""
+        if folder is not None:
+            if shutil.which("perf") is None:
+                raise SystemExit("--sched-trace needs perf (linux-perf) on PATH")
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str) -> str:
+        """Start recording phase ``name``; the file its prober writes its calls to ("": no
+        recording)."""
+        import subprocess
+
+        if self.folder is None:
+            return ""
+        self._name = name
+        record = ["perf", "sched", "record", "-k", "CLOCK_MONOTONIC", "-a", "-o",
+                  str(self.folder / f"{name}.data")]  # fmt: skip
+        self._perf = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # perf's set-up, before the phase's first call
+        return str(self.folder / f"{name}.calls.json")
+
+    def stop(self, **roles: int) -> None:
+        """Stop recording; write the phase's roles: ``roles`` (the prober's and the
+        writer's processes), the server (this process) with its threads' names, FalkorDB,
+        and the server's other children (its worker processes: the updater, the diff's)."""
+        import os
+        import signal
+
+        if self.folder is None or self._perf is None:
+            return
+        self._perf.send_signal(signal.SIGINT)
+        _, err = self._perf.communicate(timeout=120)
+        if self._perf.returncode not in (0, -signal.SIGINT):
+            raise SystemExit(f"perf sched record failed: {err.decode(errors='replace')[-300:]}")
+        server = os.getpid()
+        processes = {pid: role for role, pid in roles.items()}
+        if self._falkordb:
+            processes[self._falkordb] = "falkordb"
+        for child in _children(server):
+            processes.setdefault(child, "worker")
+        threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+        Path(self.folder / f"{self._name}.json").write_text(json.dumps({
+            "server": server, "threads": threads, "processes": processes,
+            "data": f"{self._name}.data", "calls": f"{self._name}.calls.json",
+        }, indent=1))  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
 
 
 class StallProbe:
