@@ -10,6 +10,7 @@ Latencies::
     python benchmarks/freshness.py [--model MODEL_DIR] [--train-budget-s 120] [--probes 30]
         [--update-probes 10] [--seconds 20] [--rounds 3] [--diff-interval-s 60]
         [--background-cpus CPUS] [--graph-cpus CPUS] [--stall-probe] [--sched-trace DIR]
+        [--no-updates]
         [--out benchmarks/results/freshness.json] [--plot docs/img/freshness.png]
 
 On FB15k-237 imported into a fresh embedded FalkorDB, with a trained model served (``--model``,
@@ -39,6 +40,9 @@ the snapshot diff every ``--diff-interval-s`` in its worker), measures through t
   ``--background-cpus`` sets the server's ``background_cpus`` (its updates, snapshot diff and
   applier on those CPUs); ``--graph-cpus`` puts FalkorDB and the writer on the CPUs given (a
   deployment's graph database and writing clients run on other machines).
+
+``--no-updates`` turns incremental updates off (no update probes): what the write path alone
+(the writes, the applier's batches, FalkorDB) costs the calls.
 
 ``--sched-trace DIR`` records the kernel's scheduler events of each p99 phase (``perf sched
 record``: Linux, ``perf`` installed, root or ``kernel.perf_event_paranoid`` at most 1), which
@@ -194,6 +198,11 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
+        "--no-updates",
+        action="store_true",
+        help="incremental updates off (and no update probes): the write path's cost alone",
+    )
+    parser.add_argument(
         "--sched-trace",
         type=Path,
         default=None,
@@ -258,6 +267,9 @@ def latencies(args: argparse.Namespace) -> None:
     os.environ["KGWEAVE_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("KGWEAVE_DEVICE", "cpu")
     os.environ["KGWEAVE_RETRAIN_INTERVAL_S"] = str(args.diff_interval_s)
+    if args.no_updates:
+        os.environ["KGWEAVE_INCREMENTAL_UPDATES"] = "false"
+        args.update_probes = 0
     os.environ["KGWEAVE_BACKGROUND_CPUS"] = args.background_cpus
     from kgweave.api.server import start_grpc
     from kgweave.bootstrap import prepare_plane
@@ -279,6 +291,7 @@ def latencies(args: argparse.Namespace) -> None:
     name = args.dataset or "fb15k-237"
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "dataset": name,
                               "diff_interval_s": args.diff_interval_s,
+                              "incremental_updates": not args.no_updates,
                               "background_cpus": args.background_cpus or "any",
                               "graph_cpus": args.graph_cpus or "any"}  # fmt: skip
     dataset = open_dataset(name, settings)
@@ -497,7 +510,7 @@ def latencies(args: argparse.Namespace) -> None:
         end = watcher.log.end_offset
         return (
             applier.overlay.next_offset >= end
-            and watcher.log.position(INCREMENTAL) >= end
+            and (args.no_updates or watcher.log.position(INCREMENTAL) >= end)
             and plane.jobs.active_count() == 0
         )
 
