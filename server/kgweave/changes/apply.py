@@ -369,8 +369,8 @@ class ChangeApplier:
         if previous is None or warm_started_from(loaded.artifact.config) != previous.version:
             # another entity space (a full training): fit the projection again. An update
             # or refinement keeps the space of the version it was warm-started from, so its
-            # projection stays (refitting it costs the serving process about a second of
-            # CPU per update on FB15k-237: docs/benchmarks.md)
+            # projection stays (refitting it cost the serving process about 0.6 CPU-seconds
+            # per update on FB15k-237: docs/benchmarks.md)
             self._space = loaded.version
             self._projection = None
             if self._thread.is_alive():
