@@ -722,7 +722,11 @@ class SchedTrace:
         record = ["perf", "sched", "record", "-k", "CLOCK_MONOTONIC", "-a", "-o",
                   str(self.folder / f"{name}.data")]  # fmt: skip
         self._perf = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)  # perf's set-up, before the phase's first call
+        data = self.folder / f"{name}.data"
+        # recording once perf has written its header (its set-up done), before the first call
+        until(
+            lambda: self._perf.poll() is not None or (data.exists() and data.stat().st_size > 0), 60
+        )
         return str(self.folder / f"{name}.calls.json")
 
     def stop(self, **roles: int) -> None:

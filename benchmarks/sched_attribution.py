@@ -123,7 +123,7 @@ def attribute(runs: list[Slice], calls: list[tuple[float, float]], slow_s: float
             for j in around(cpu_ends[r.cpu], w0, w1):  # who held that CPU meanwhile
                 if mates[j] is not r:
                     held[mates[j].who] += overlap(mates[j].begin, mates[j].end, w0, w1)
-    waits = [r.delay for r in runs if r.delay > 0.001 and not r.who.startswith("other: <idle")]
+    waits = [r.delay for r in runs if r.delay > 0.001]  # (the idle task has no row)
     bins = collections.Counter(min(int(w * 1e3), 8) for w in waits)
     per = max(len(slow), 1)
 
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if path.name.endswith(".calls.json"):
             continue
         phase = json.loads(path.read_text())
+        if not isinstance(phase, dict) or "server" not in phase:
+            continue  # not a phase's record (say, an earlier --json written here)
         calls = json.loads((args.folder / phase["calls"]).read_text())
         phases[path.stem] = (phase, list(zip(calls["start"], calls["seconds"], strict=True)))
     if not phases:
