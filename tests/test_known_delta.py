@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kgweave.artifact import load_artifact
-from kgweave.changes.derive import derive_artifact
+from kgweave.changes.derive import BaseFacts, derive_artifact, prune
 from kgweave.changes.events import ChangeEvent, ChangeKind
 from kgweave.changes.overlay import Overlay
 from kgweave.data.dataset import TailIndex
@@ -72,7 +72,7 @@ def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) 
     assert len(derived.excluded) == 1 and derived.added.numel() > 0 and not derived.keep.all()
 
     assert isinstance(base.entity_facts, EntityFacts)
-    change = KnownChange(base, derived.keep, derived.added)
+    change = KnownChange(base, derived.keep, derived.added, derived.gone)
     merged = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded, change=change)
     rebuilt = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded)
     delta, index = merged.predictor.known, rebuilt.predictor.known
@@ -156,3 +156,53 @@ def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) 
     other = ServedModel("v0003", replace(derived.artifact, entity_names=shuffled))
     again = ServedModel("v0002", derived.artifact, like=other.predictor)
     assert again.predictor._by_name == fresh.predictor._by_name
+
+
+def test_a_batch_derives_what_the_whole_overlay_derives(base: ServedModel) -> None:
+    """The applier derives each batch's version from the facts that batch touched, carried
+    from the served overlay's (FactDelta): batch after batch (facts added, removed, added back,
+    an added one removed, an entity deleted, a new entity), the known facts, the removed rows
+    and the added ids are those a derivation of the whole overlay from scratch gives."""
+    art = base.artifact
+    ents, rels = art.entities.labels, art.relations.labels
+    facts = [(ents[h], rels[r], ents[t]) for h, r, t in art.known.tolist()]
+    mine = [(ents[0], rels[1], ents[i]) for i in range(1, 30)]  # some already known
+    unknown = [f for f in mine if f not in set(facts)]
+    doomed = facts[-1][0]
+
+    def facts_of(entity: str) -> list[tuple[str, str, str]]:
+        return [f for f in facts if entity in (f[0], f[2])]
+
+    added, removed = ChangeKind.TRIPLE_ADDED, ChangeKind.TRIPLE_REMOVED
+    batches = [
+        [ChangeEvent(added, *f) for f in mine[:10]],
+        [ChangeEvent(removed, *f) for f in facts[:4]],
+        [ChangeEvent(added, *facts[0]), ChangeEvent(removed, *unknown[0])],  # back, and undone
+        [ChangeEvent(ChangeKind.ENTITY_DELETED, entity=doomed)],
+        [
+            ChangeEvent(added, "newcomer", rels[0], ents[3]),
+            *(ChangeEvent(added, *f) for f in mine[10:]),
+        ],
+        [ChangeEvent(added, doomed, rels[0], ents[2]), ChangeEvent(removed, *mine[12])],
+    ]
+    facts_index = BaseFacts(art)
+    overlay, carried, excluded = Overlay(base_version="v0001"), None, set()
+    for events in batches:
+        overlay = overlay.copy()
+        touched = overlay.fold(events, facts_of)
+        prune(overlay, facts_index, touched)
+        if "newcomer" in overlay.mentioned() and not overlay.new_entities:
+            overlay.new_entities = ["newcomer"]
+            overlay.entity_rows = torch.zeros(1, art.model.entity.weight.shape[1])
+        step = derive_artifact(art, overlay, facts_index, None, carried, touched)
+        whole = derive_artifact(art, overlay)
+        assert torch.equal(step.gone, whole.gone) and torch.equal(step.keep, whole.keep)
+        assert torch.equal(step.added, whole.added) and step.excluded == whole.excluded
+        assert torch.equal(step.artifact.known, whole.artifact.known)
+        reference = Overlay(base_version="v0001")  # every event at once, pruned whole
+        reference.fold([e for b in batches[: batches.index(events) + 1] for e in b], facts_of)
+        prune(reference, facts_index)
+        assert (overlay.added, overlay.removed) == (reference.added, reference.removed)
+        carried, excluded = step.facts, excluded | step.excluded
+    # every part was exercised (the deleted entity is back with the last batch's fact)
+    assert len(step.added) and len(step.gone) and excluded and not step.excluded

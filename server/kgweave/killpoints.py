@@ -17,8 +17,9 @@ update is a job too (its worker is the warm updater), so these points stop it al
 
 Points of the change pipeline, in the serving process: ``graph-written`` (a write's changes
 are in the graph, not yet in the event log, not acknowledged), ``logged`` (its events are
-appended and fsynced, the write not yet acknowledged), ``overlay-saved`` (the applier saved a
-batch's overlay, not yet swapped in nor its offset committed) and ``update-registered`` (an
+appended and fsynced, the write not yet acknowledged), ``served`` (the applier swapped in the
+batch's model, the write not yet acknowledged, the overlay not saved), ``overlay-saved`` (the
+applier's checkpoint saved the overlay, its offset not yet committed) and ``update-registered`` (an
 incremental update's version registered and activated, the updates' log position not yet
 committed).
 
@@ -33,7 +34,7 @@ import signal
 
 ENV = "KGWEAVE_TEST_KILL"
 POINTS = ("training", "evaluating", "saving", "saved", "registering")
-CHANGE_POINTS = ("graph-written", "logged", "overlay-saved", "update-registered")
+CHANGE_POINTS = ("graph-written", "logged", "served", "overlay-saved", "update-registered")
 
 
 def reached(point: str, server: bool = False) -> None:

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     """Apply graph change events to the served model at once (facts known, entities added and
     deleted, no training), persisted across restarts; false: changes reach the model only through
     retraining."""
+    overlay_save_interval_s: float = Field(default=1.0, ge=0)
+    """Seconds between checkpoints of the applied changes (the overlay saved, the event log's
+    offset committed); on a restart the events since the last one are applied again from the log
+    (0: a checkpoint after every batch)."""
     retrain_min_events: int = Field(default=0, ge=0)
     """Retrain automatically once this many graph change events are pending (0: never). Changes come
     from POST /v1/changes (APOC trigger), the Neo4j CDC poller, and a snapshot diff of the graph

@@ -4,19 +4,23 @@ The applier is the event log's consumer ``serve``, on its own thread. Each batch
 after its overlay's offset is folded into a copy of the :class:`~kgweave.changes.overlay.Overlay`,
 one new immutable :class:`~kgweave.serving.served.ServedModel` is derived from the loaded
 registry version plus that overlay (:mod:`kgweave.changes.derive`; its known facts read
-through the version's indexes plus the change, :mod:`kgweave.serving.known_delta`), and then,
-in this order:
+through the version's indexes plus the change, :mod:`kgweave.serving.known_delta`), and the
+derived model is swapped in (one reference assignment): requests see the whole batch or none
+of it. Then, at most every ``overlay_save_interval_s`` (and when the applier stops), a
+checkpoint:
 
-1. the overlay (with its new ``next_offset``) is saved atomically next to the data
+1. the served overlay (with its ``next_offset``) is saved atomically next to the data
    (``data_dir/overlay/overlay.safetensors``);
-2. the derived model is swapped in (one reference assignment): requests see the whole batch or
-   none of it;
-3. the consumer offset is committed (for the log's retention).
+2. the consumer offset is committed up to it (for the log's retention).
 
-A crash before 1 serves the old overlay on restart and re-applies the batch from the log; a
-crash between 1 and 3 re-reads events the overlay holds already, and folding them in again
-changes nothing (every event is an assignment). So no acknowledged event is lost, none takes
-effect twice, and no half-applied batch is ever served.
+The events are durable in the log before a write is acknowledged; the overlay is a
+checkpoint of their effect. A crash serves the last saved overlay on restart and re-applies
+the events after it from the log (those of the last interval at most); a crash between 1 and
+2 re-reads events the overlay holds already, and folding them in again changes nothing (every
+event is an assignment). So no acknowledged event is lost, none takes effect twice, and no
+half-applied batch is ever served. Saving per batch instead (the whole overlay written and
+fsynced, the offset too) made a batch's cost grow with the overlay (docs/benchmarks.md,
+``benchmarks/apply_batch.py``).
 
 What a batch does to the served world:
 
@@ -45,7 +49,6 @@ entities and relations); the pure derivation is in :mod:`kgweave.changes.derive`
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -56,11 +59,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kgweave import killpoints
-from kgweave.artifact import UPDATE
-from kgweave.changes.derive import BaseFacts, derive_artifact, prune
+from kgweave.artifact import UPDATE, ModelArtifact
+from kgweave.changes.derive import BaseFacts, FactDelta, derive_artifact, prune
 from kgweave.changes.events import ChangeEvent
 from kgweave.changes.log import EventLog
-from kgweave.changes.overlay import Overlay, Triple
+from kgweave.changes.overlay import Overlay, Touched, Triple
 from kgweave.errors import KGWeaveError
 from kgweave.serving.known_delta import KnownChange
 from kgweave.serving.metrics import ServiceMetrics
@@ -148,10 +151,18 @@ class ChangeApplier:
         self.overlay = Overlay.load(self.folder) or Overlay(
             next_offset=event_log.position(CONSUMER)
         )
+        #: the overlay last saved (a checkpoint is due when the served one is another)
+        self._saved: Overlay = self.overlay
+        self._saved_at = time.monotonic()
+        self._save_lock = threading.Lock()
+        self.save_interval_s = settings.overlay_save_interval_s
         self.state = ApplyState(applied_offset=self.overlay.next_offset)
         self._base: ServedModel | None = None
         self._facts: BaseFacts | None = None  # the loaded version's facts, for lookups
         self._extended: Extended | None = None  # the last model made with new rows
+        #: the served overlay's facts as rows and ids of the version it was derived from
+        self._delta: FactDelta | None = None
+        self._delta_of: ModelArtifact | None = None
         self._projection: TextProjection | None = None
         #: the entity space of the loaded version: the version it descends from by warm
         #: starts (incremental updates and refinements), where the projection was fitted
@@ -220,6 +231,8 @@ class ChangeApplier:
                 if thread is self._text_thread:
                     log.info("waiting for the cold-start text encoding to finish")
                 thread.join(timeout=self.STOP_WAIT_S)
+        if not self._thread.is_alive():
+            self.checkpoint(force=True)
         if self.versions.derive == self.rebase:
             self.versions.derive = None
 
@@ -242,7 +255,9 @@ class ChangeApplier:
         lower_thread_priority()  # queries first: a batch's derivation yields the cores
         while not self._stop.is_set():
             try:
-                if self.apply_pending():
+                applied = self.apply_pending()
+                self.checkpoint()
+                if applied:
                     continue
                 if self._refresh:
                     self._refresh = False
@@ -274,12 +289,12 @@ class ChangeApplier:
             if serving is None:
                 return False  # nothing served yet, or an activation is under way
             active, base = serving
-            overlay = copy.deepcopy(self.overlay)
-            overlay.fold(events, self._facts_of)
-            prune(overlay, self._base_facts(base))  # what the version knows stays out
+            overlay = self.overlay.copy()
+            touched = overlay.fold(events, self._facts_of)
+            # what the version knows stays out (the served overlay holds none of it already)
+            prune(overlay, self._base_facts(base), touched)
             overlay.next_offset = end
-            served = self._publish(active, base, overlay)
-        self.log.commit(CONSUMER, end)  # 3: the log may let go of it
+            served = self._publish(active, base, overlay, touched)
         now = time.time()
         seconds = time.monotonic() - began
         self.metrics.changes_applied.inc(len(events))
@@ -323,7 +338,7 @@ class ChangeApplier:
                 for e in overlay.new_entities
             ):
                 return
-            served = self._publish(*serving, copy.deepcopy(overlay))
+            served = self._publish(*serving, overlay.copy())
         log.info("cold start: text rows made for new entities (%s)", served.version)
 
     def _serving(self) -> tuple[ServedModel, ServedModel] | None:
@@ -334,18 +349,43 @@ class ChangeApplier:
             return None
         return active, base
 
-    def _publish(self, active: ServedModel, base: ServedModel, overlay: Overlay) -> ServedModel:
-        """Rows for what is new, then derive, persist (1) and swap in (2) (under the swap
-        lock): the model serving ``overlay``."""
-        self._make_rows(overlay, base)
-        served = self._derive(base, overlay)
-        overlay.save(self.folder)  # 1: durable
-        killpoints.reached("overlay-saved", server=True)
-        self.versions.replace(active, served)  # 2: served, the whole batch at once
+    def _publish(
+        self,
+        active: ServedModel,
+        base: ServedModel,
+        overlay: Overlay,
+        touched: Touched | None = None,
+    ) -> ServedModel:
+        """Rows for what is new, then derive and swap in (under the swap lock): the model
+        serving ``overlay``; ``touched``: what folding a batch into the served overlay
+        touched, when that is how ``overlay`` was made."""
+        self._make_rows(overlay, base, touched)
+        served = self._derive(base, overlay, touched)
+        self.versions.replace(active, served)  # served, the whole batch at once
+        killpoints.reached("served", server=True)  # (not yet acknowledged, nor saved)
         with self._applied:
             self.overlay = overlay
             self._applied.notify_all()
         return served
+
+    def checkpoint(self, force: bool = False) -> bool:
+        """Save the served overlay (1) and commit the log's consumer offset up to it (2) when
+        it changed since the last save and ``save_interval_s`` passed (``force``: whenever it
+        changed); returns whether it saved. The overlay is never modified once served, so it
+        is saved outside the swap lock: serving and the next batch go on meanwhile."""
+        with self._save_lock:
+            overlay = self.overlay
+            if overlay is self._saved:
+                return False
+            if not force and time.monotonic() - self._saved_at < self.save_interval_s:
+                return False
+            overlay.save(self.folder)  # 1: durable
+            if overlay.next_offset > self._saved.next_offset:  # (events, not a rebase alone)
+                killpoints.reached("overlay-saved", server=True)
+            self._saved, self._saved_at = overlay, time.monotonic()
+        if overlay.next_offset > self.log.position(CONSUMER):
+            self.log.commit(CONSUMER, overlay.next_offset)  # 2: the log may let go of them
+        return True
 
     def _base_facts(self, base: ServedModel) -> BaseFacts:
         if self._facts is None or self._facts.artifact is not base.artifact:
@@ -377,30 +417,32 @@ class ChangeApplier:
                 self._prepare_text()
         overlay = self.overlay
         if overlay.base_version != loaded.version:
-            overlay = copy.deepcopy(overlay)
+            overlay = overlay.copy()
             prune(overlay, self._base_facts(loaded))
             overlay.base_version = loaded.version
             # rows made in another version's space mean nothing in this one: make them again
             overlay.new_entities, overlay.origins = [], {}
             overlay.entity_rows = torch.zeros(0, 0)
             overlay.new_relations, overlay.relation_rows = [], torch.zeros(0, 2, 0)
-            self._make_rows(overlay, loaded)
-            overlay.save(self.folder)
-            with self._applied:
-                self.overlay = overlay
+            self._make_rows(overlay, loaded, None)
+            with self._applied:  # (saved by the next checkpoint; a restart before it rebases
+                self.overlay = overlay  # the saved one on the version it serves)
         if overlay.empty:
             return loaded
         return self._derive(loaded, overlay)
 
     # ---- rows for new entities and relations
-    def _make_rows(self, overlay: Overlay, base: ServedModel) -> None:
+    def _make_rows(self, overlay: Overlay, base: ServedModel, touched: Touched | None) -> None:
+        """Rows for the entities and relations ``overlay`` names that ``base`` does not know
+        (``touched``: only those a batch touched can be new, the rest have rows)."""
         art = base.artifact
-        known = art.entities
+        known = art.entities.index
         have = set(overlay.new_entities)
-        wanted = sorted(e for e in overlay.mentioned() if e not in known and e not in have)
+        mentioned = overlay.mentioned(touched)
+        wanted = sorted(e for e in mentioned if e not in known and e not in have)
         redo = [
             e
-            for e in overlay.new_entities
+            for e in (overlay.new_entities if touched is None else sorted(mentioned & have))
             if overlay.origins.get(e) != "text" and any(overlay.texts.get(e, (None, None)))
         ]
         table = art.model.entity.weight.detach().float().cpu()
@@ -418,7 +460,7 @@ class ChangeApplier:
             if e in index and overlay.origins.get(e) == "neighbours":
                 continue  # keep the row it has
             neighbours = [f[2] if f[0] == e else f[0] for f in overlay.added if e in (f[0], f[2])]
-            vectors = [table[known.index[n]] for n in neighbours if n in known]
+            vectors = [table[known[n]] for n in neighbours if n in known]
             vectors += [overlay.entity_rows[index[n]] for n in neighbours if n in index]
             if vectors:
                 rows[e], overlay.origins[e] = torch.stack(vectors).mean(0), "neighbours"
@@ -434,7 +476,8 @@ class ChangeApplier:
                 (overlay.entity_rows, torch.stack([rows[e] for e in fresh]))
             )
         # relations
-        relations = {f[1] for f in overlay.added} - set(art.relations.labels)
+        facts = overlay.added if touched is None else touched.facts & overlay.added
+        relations = {f[1] for f in facts if f[1] not in art.relations.index}
         missing = sorted(relations - set(overlay.new_relations))
         if missing:
             weight = art.model.relation.weight.detach().float().cpu()
@@ -470,19 +513,28 @@ class ChangeApplier:
         return {e: projected[i] for i, e in enumerate(entities)}
 
     # ---- the derived served model
-    def _derive(self, base: ServedModel, overlay: Overlay) -> ServedModel:
+    def _derive(
+        self, base: ServedModel, overlay: Overlay, touched: Touched | None = None
+    ) -> ServedModel:
         art = base.artifact
         # the previous batch's model, when this overlay brings no other rows: its extended
         # tables and prepacked scorer serve again (a copy of the entity table per batch was
         # most of a batch's cost once a graph had new entities)
         last = self._extended
         reused = last.served if last is not None and last.made_for(base, overlay) else None
-        artifact, excluded, keep, added = derive_artifact(
+        # the served overlay's facts as rows and ids, when ``overlay`` is it with a batch in
+        carried = self._delta
+        if carried is None or self._delta_of is not art or carried.overlay is not self.overlay:
+            carried, touched = None, None
+        artifact, excluded, keep, added, gone, delta = derive_artifact(
             art,
             overlay,
             self._base_facts(base),
             reused.artifact.model if reused is not None else None,
+            carried,
+            touched,
         )
+        self._delta, self._delta_of = delta, art
         fusion = base.text_fusion if artifact.model is art.model else None
         served = ServedModel(
             f"{base.version}@{overlay.next_offset}",
@@ -492,7 +544,7 @@ class ChangeApplier:
             text_fusion=fusion,
             prepack=base.prepack,
             excluded=excluded,
-            change=KnownChange(base, keep, added),
+            change=KnownChange(base, keep, added, gone),
             like=reused.predictor if reused is not None else None,
         )
         served.warm_up(base)

@@ -9,12 +9,14 @@ facts; :func:`prune` drops from an overlay what a version knows already.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
 from kgweave.artifact import ModelArtifact
-from kgweave.changes.overlay import Overlay, Triple
+from kgweave.changes.overlay import Overlay, Touched, Triple
 from kgweave.data.dataset import IdMap, expand_ranges
 from kgweave.models import KGEModel, copy_model
 
@@ -24,12 +26,9 @@ def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Ten
     return (triples[:, 0] * n_relations + triples[:, 1]) * n_entities + triples[:, 2]
 
 
-def _ids(facts: set[Triple] | list[Triple], entities: IdMap, relations: IdMap) -> torch.Tensor:
-    rows = [
-        (entities.index[h], relations.index[r], entities.index[t])
-        for h, r, t in facts
-        if h in entities and r in relations and t in entities
-    ]
+def _ids(facts: Iterable[Triple], entities: IdMap, relations: IdMap) -> torch.Tensor:
+    e, r = entities.index, relations.index
+    rows = [(e[h], r[p], e[t]) for h, p, t in facts if h in e and p in r and t in e]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
 
 
@@ -58,13 +57,13 @@ class BaseFacts:
 
     def rows(self, facts: list[Triple]) -> list[int]:
         """Each fact's row in the version's known facts, -1 where it has none."""
-        e, r = self.artifact.entities, self.artifact.relations
+        e, r = self.artifact.entities.index, self.artifact.relations.index
         found = [-1] * len(facts)
         at = [i for i, (h, p, t) in enumerate(facts) if h in e and p in r and t in e]
         if not at or not len(self.keys):
             return found
-        ids = torch.tensor([(e.index[h], r.index[p], e.index[t]) for h, p, t in
-                            (facts[i] for i in at)], dtype=torch.long)  # fmt: skip
+        ids = torch.tensor([(e[h], r[p], e[t]) for h, p, t in (facts[i] for i in at)],
+                           dtype=torch.long)  # fmt: skip
         keys = _keys(ids, self.n_e, self.n_r)
         pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
         hit = (self.keys[pos] == keys).tolist()
@@ -75,12 +74,18 @@ class BaseFacts:
         return found
 
 
-def prune(overlay: Overlay, base: BaseFacts) -> None:
+def prune(overlay: Overlay, base: BaseFacts, touched: Touched | None = None) -> None:
     """Drop from ``overlay`` what the version knows already (added facts it has, removals of
     facts it does not have, text it has): a version trained on the changes is then served as
-    it is, with no derived copy to build."""
+    it is, with no derived copy to build. ``touched``: what a batch folded into an overlay
+    pruned on this version already touched; only that is looked up (a batch's cost follows
+    the batch, not the overlay)."""
     art = base.artifact
-    for entity, (name, description) in list(overlay.texts.items()):
+    added, removed, texts = overlay.added, overlay.removed, overlay.texts
+    if touched is not None:
+        added, removed = touched.facts & added, touched.facts & removed
+        texts = {e: texts[e] for e in touched.entities if e in texts}
+    for entity, (name, description) in list(texts.items()):
         i = art.entities.index.get(entity)
         if (
             i is not None
@@ -88,24 +93,119 @@ def prune(overlay: Overlay, base: BaseFacts) -> None:
             and description in (None, art.entity_descriptions[i])
         ):
             del overlay.texts[entity]
-    added = sorted(overlay.added)
+    facts = sorted(added)
     overlay.added.difference_update(
-        f for f, row in zip(added, base.rows(added), strict=True) if row >= 0
+        f for f, row in zip(facts, base.rows(facts), strict=True) if row >= 0
     )
-    removed = sorted(overlay.removed)
+    facts = sorted(removed)
     overlay.removed.difference_update(
-        f for f, row in zip(removed, base.rows(removed), strict=True) if row < 0
+        f for f, row in zip(facts, base.rows(facts), strict=True) if row < 0
     )
+
+
+class DerivedArtifact(ModelArtifact):
+    """An artifact with an overlay applied whose known facts, ``cat(art.known[keep], added)``,
+    are made when first read: serving reads them through its base's indexes and the change
+    (:mod:`kgweave.serving.known_delta`), so a change batch does not copy the version's facts
+    (a copy of FB15k-237's 272k facts, gathered by a mask, per batch was most of a batch's cost
+    in the serving process)."""
+
+    def __init__(self, known_of: Callable[[], torch.Tensor] | None = None, **fields: Any) -> None:
+        """``known_of``: makes the known facts; or ``known`` given among ``fields`` (as
+        :func:`dataclasses.replace` gives it)."""
+        self._known: torch.Tensor | None = None
+        self._known_of = known_of
+        fields.setdefault("known", None)
+        super().__init__(**fields)
+
+    def __repr__(self) -> str:
+        return f"DerivedArtifact({self.path}, {len(self.entities)} entities)"
+
+    @property
+    def known(self) -> torch.Tensor:
+        """(M, 3) every fact the derived version knows, made on the first read."""
+        if self._known is None:
+            assert self._known_of is not None
+            self._known = self._known_of()
+        return self._known
+
+    @known.setter
+    def known(self, value: torch.Tensor) -> None:
+        self._known = value
+
+
+@dataclass(frozen=True)
+class FactDelta:
+    """An overlay's facts in a derived version's numbering: the rows of the version's known
+    facts its removals take out, and the facts it adds that the version does not know. Made
+    for one overlay, then carried to the next batch's (:meth:`follow`), which looks at the
+    facts that batch touched only: a batch's cost follows the batch, not the overlay. Carried
+    on the same version only (new entities and relations are appended to its numbering)."""
+
+    #: the overlay it was made for (never modified once made)
+    overlay: Overlay = field(default_factory=Overlay)
+    #: (G,) sorted rows of the version's known facts removed (every copy of each)
+    gone: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    #: (A, 3) added facts the version does not know, sorted by (head, relation, tail) id
+    added: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3, dtype=torch.long))
+
+    def follow(
+        self,
+        overlay: Overlay,
+        touched: Touched | None,
+        base: BaseFacts,
+        entities: IdMap,
+        relations: IdMap,
+    ) -> FactDelta:
+        """The delta of ``overlay``: ``self``'s overlay with a batch that ``touched`` these
+        folded in (and rows appended), or else (``touched`` None, or another overlay's delta)
+        made anew. ``entities`` and ``relations``: the derived numbering."""
+        since = self.overlay
+        renumbered = (
+            overlay.new_entities[: len(since.new_entities)] != since.new_entities
+            or overlay.new_relations[: len(since.new_relations)] != since.new_relations
+        )
+        if touched is None or renumbered:
+            if not since.added and not since.removed:  # (from nothing: every fact)
+                touched = Touched(overlay.added | overlay.removed)
+            else:
+                return FactDelta().follow(overlay, None, base, entities, relations)
+        n_e, n_r = max(len(entities), 1), max(len(relations), 1)
+        gone, added = self.gone, self.added
+        facts = sorted(touched.facts)
+        if undone := [f for f in facts if f in since.removed and f not in overlay.removed]:
+            gone = gone[~_members(torch.unique(base.all_rows(undone)), gone)]
+        if more := [f for f in facts if f in overlay.removed and f not in since.removed]:
+            gone = torch.unique(torch.cat((gone, base.all_rows(more))))
+        if undone := [f for f in facts if f in since.added and f not in overlay.added]:
+            keys = torch.sort(_keys(_ids(undone, entities, relations), n_e, n_r)).values
+            added = added[~_members(keys, _keys(added, n_e, n_r))]
+        if more := [f for f in facts if f in overlay.added and f not in since.added]:
+            fresh = [f for f, row in zip(more, base.rows(more), strict=True) if row < 0]
+            added = torch.cat((added, _ids(fresh, entities, relations)))
+            added = added[torch.argsort(_keys(added, n_e, n_r))]
+        return FactDelta(overlay, gone, added)
+
+
+def _members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Whether each of ``values`` (shape (K,)) is in ``sorted_values``."""
+    if not len(sorted_values) or not len(values):
+        return torch.zeros(len(values), dtype=torch.bool)
+    at = torch.searchsorted(sorted_values, values).clamp_(max=len(sorted_values) - 1)
+    return sorted_values[at] == values
 
 
 class Derived(NamedTuple):
     """An artifact with an overlay applied: the ids of its deleted entities, and its known
-    facts, ``cat(art.known[keep], added)``."""
+    facts, ``cat(art.known[keep], added)``; ``gone``: the sorted rows of ``art.known`` not
+    kept; ``facts``: the overlay's :class:`FactDelta`, for the next batch's derivation."""
 
     artifact: ModelArtifact
     excluded: frozenset[int]
     keep: torch.Tensor
     added: torch.Tensor
+    gone: torch.Tensor
+    facts: FactDelta
 
 
 def derive_artifact(
@@ -113,11 +213,15 @@ def derive_artifact(
     overlay: Overlay,
     base: BaseFacts | None = None,
     model: KGEModel | None = None,
+    facts: FactDelta | None = None,
+    touched: Touched | None = None,
 ) -> Derived:
     """``art`` with ``overlay`` applied (``art`` is not modified; unchanged tensors are
     shared). ``base``: ``art``'s :class:`BaseFacts`; ``model``: ``art``'s model with the
     overlay's rows of new entities and relations, when the caller made it already (it then
-    serves again: a change batch that brings no new rows makes no new model)."""
+    serves again: a change batch that brings no new rows makes no new model); ``facts``: the
+    :class:`FactDelta` of the overlay this one was folded from, on ``art``, and ``touched``
+    what the fold touched (None: the overlay's facts are all looked up)."""
     from kgweave.language.features.coldstart import extend_model
 
     base = base if base is not None and base.artifact is art else BaseFacts(art)
@@ -151,33 +255,36 @@ def derive_artifact(
             if description is not None:
                 descriptions[i] = description
     excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
-    known = art.known.cpu()
-    keep = torch.ones(len(known), dtype=torch.bool)
-    keep[base.all_rows(sorted(overlay.removed))] = False  # every copy
-    if excluded:
+    delta = (facts or FactDelta()).follow(overlay, touched, base, entities, relations)
+    known, added, gone = art.known.cpu(), delta.added, delta.gone
+    keep = torch.ones(len(known), dtype=torch.bool)  # (M,)
+    keep[gone] = False  # every copy
+    if excluded:  # and every fact of a deleted entity
         deleted = torch.zeros(len(entities), dtype=torch.bool)
         deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
         keep &= ~(deleted[known[:, 0]] | deleted[known[:, 2]])
-    fresh = sorted(overlay.added)
-    fresh = [f for f, row in zip(fresh, base.rows(fresh), strict=True) if row < 0]
-    added = _ids(fresh, entities, relations)
+        gone = (~keep).nonzero().squeeze(1)
     config = dict(art.config)
     config["model"] = model.config()
     config["cold_entities"] = list(overlay.new_entities)
     config["overlay"] = overlay.summary()
-    artifact = ModelArtifact(
+
+    def known_of() -> torch.Tensor:
+        return torch.cat((known[keep], added)).to(art.known.device)
+
+    artifact = DerivedArtifact(
+        known_of,
         path=art.path,
         model=model,
         entities=entities,
         relations=relations,
         entity_names=names,
-        known=torch.cat((known if bool(keep.all()) else known[keep], added)).to(art.known.device),
         config=config,
         relation_texts=art.relation_texts,  # (not changed once made)
         entity_descriptions=descriptions,
         trained_on=art.training_facts,  # the weights' (the overlay trains nothing)
     )
-    return Derived(artifact, excluded, keep, added)
+    return Derived(artifact, excluded, keep, added, gone, delta)
 
 
 def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:

@@ -34,6 +34,16 @@ Triple = tuple[str, str, str]
 
 
 @dataclass
+class Touched:
+    """What folding a batch in touched: the facts whose state (added, removed) it may have
+    changed, and the entities whose text or existence it may have changed. What follows a
+    batch (pruning, rows, the derived version's facts) looks at these, not at the overlay."""
+
+    facts: set[Triple] = field(default_factory=set)
+    entities: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Overlay:
     """The applied changes relative to ``base_version``, up to log offset ``next_offset``."""
 
@@ -76,14 +86,35 @@ class Overlay:
             "relations_added": len(self.new_relations),
         }
 
+    def copy(self) -> Overlay:
+        """A copy to fold a batch into (the served overlay stays as it is until the batch is
+        served): new containers and rows, the facts and texts themselves shared (immutable)."""
+        return Overlay(
+            base_version=self.base_version,
+            next_offset=self.next_offset,
+            added=set(self.added),
+            removed=set(self.removed),
+            texts=dict(self.texts),
+            deleted=set(self.deleted),
+            new_entities=list(self.new_entities),
+            origins=dict(self.origins),
+            entity_rows=self.entity_rows.clone(),
+            new_relations=list(self.new_relations),
+            relation_rows=self.relation_rows.clone(),
+            events=self.events,
+        )
+
     # ---- folding events in
-    def fold(self, events: list[ChangeEvent], facts_of: Any) -> None:
-        """Fold ``events`` in, in order. ``facts_of(entity)`` gives the version's facts that
-        touch ``entity`` (a deleted entity's facts stop being known, as DETACH DELETE does)."""
+    def fold(self, events: list[ChangeEvent], facts_of: Any) -> Touched:
+        """Fold ``events`` in, in order, and say what they touched. ``facts_of(entity)`` gives
+        the version's facts that touch ``entity`` (a deleted entity's facts stop being known,
+        as DETACH DELETE does)."""
+        touched = Touched()
         for event in events:
             kind = event.kind
             if kind in (ChangeKind.TRIPLE_ADDED, ChangeKind.TRIPLE_REMOVED):
                 fact = (str(event.head), str(event.relation), str(event.tail))
+                touched.facts.add(fact)
                 if kind == ChangeKind.TRIPLE_ADDED:
                     self.removed.discard(fact)
                     self.added.add(fact)
@@ -95,6 +126,7 @@ class Overlay:
                     self.removed.add(fact)
                 continue
             entity = str(event.entity)
+            touched.entities.add(entity)
             if kind == ChangeKind.ENTITY_UPSERTED:
                 self.deleted.discard(entity)
                 name, description = (
@@ -114,8 +146,11 @@ class Overlay:
                 self.texts.pop(entity, None)
                 gone = {f for f in self.added if entity in (f[0], f[2])}
                 self.added -= gone
-                self.removed |= gone | set(facts_of(entity))
+                gone |= set(facts_of(entity))
+                self.removed |= gone
+                touched.facts |= gone
         self.events += len(events)
+        return touched
 
     def trained_changes(self, held: set[Triple]) -> tuple[frozenset[Triple], frozenset[Triple]]:
         """What an incremental update trains on: the added facts, and the removed ones (the
@@ -127,10 +162,15 @@ class Overlay:
 
         return frozenset(filter(live, self.added)), frozenset(filter(live, self.removed))
 
-    def mentioned(self) -> set[str]:
-        """Every entity the overlay names (as an end of an added fact or with text)."""
-        ends = {f[0] for f in self.added} | {f[2] for f in self.added}
-        return ends | set(self.texts)
+    def mentioned(self, touched: Touched | None = None) -> set[str]:
+        """Every entity the overlay names (as an end of an added fact or with text); with
+        ``touched``, those of them the batch touched."""
+        if touched is None:
+            ends = {f[0] for f in self.added} | {f[2] for f in self.added}
+            return ends | set(self.texts)
+        facts = touched.facts & self.added
+        ends = {f[0] for f in facts} | {f[2] for f in facts}
+        return ends | {e for e in touched.entities if e in self.texts}
 
     # ---- persistence
     def save(self, folder: Path) -> Path:

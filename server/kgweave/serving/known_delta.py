@@ -18,6 +18,7 @@ number of new relations (``r + R`` in a version with ``R`` relations).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -149,17 +150,24 @@ class EntityFacts:
 @dataclass(frozen=True)
 class DeltaEntityFacts:
     """A derived version's facts by entity, ``cat(base.known[keep], added)``, as its own
-    :class:`EntityFacts` would give them: the base's less the removed rows, then the added."""
+    :class:`EntityFacts` would give them: the base's less the removed rows, then the added
+    (``added``: shape (A, 3); indexed by entity when first asked, not per change batch)."""
 
     base: EntityFacts
     keep: torch.Tensor
-    fresh: EntityFacts
+    added: torch.Tensor
+    num_entities: int
 
     @classmethod
     def of_change(
         cls, base: EntityFacts, keep: torch.Tensor, added: torch.Tensor, num_entities: int
     ) -> DeltaEntityFacts:
-        return cls(base, keep.cpu(), EntityFacts(added, num_entities))
+        return cls(base, keep.cpu(), added.cpu(), num_entities)
+
+    @functools.cached_property
+    def fresh(self) -> EntityFacts:
+        """The added facts by entity."""
+        return EntityFacts(self.added, self.num_entities)
 
     def of(self, e: int, limit: int) -> tuple[torch.Tensor, int]:
         """As :meth:`EntityFacts.of`."""
@@ -189,11 +197,13 @@ class Base(Protocol):
 class KnownChange:
     """How a derived version's known facts follow from those of its base (a loaded version):
     ``cat(base_known[keep], added)`` (no fact of ``base_known[~keep]`` is left in
-    ``base_known[keep]``, none of ``added`` is in it)."""
+    ``base_known[keep]``, none of ``added`` is in it); ``gone``: the rows where ``keep`` is
+    false, sorted (what the caller knows already: no pass over the base's facts per batch)."""
 
     base: Base
     keep: torch.Tensor
     added: torch.Tensor
+    gone: torch.Tensor
 
     def index(self, num_entities: int, num_relations: int) -> DeltaTailIndex:
         """The derived version's ``filter_known`` index (its ``num_entities`` and
@@ -201,7 +211,7 @@ class KnownChange:
         base, facts = self.base.predictor.known, self._base_facts()
         if not isinstance(base, TailIndex):
             raise TypeError("a version is derived from a loaded version, not a derived one")
-        removed = facts.known[~self.keep.cpu()]
+        removed = facts.known[self.gone.cpu()]
         return DeltaTailIndex(base, removed, self.added, num_entities, num_relations)
 
     def facts(self, num_entities: int) -> DeltaEntityFacts:
