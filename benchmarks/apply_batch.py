@@ -10,6 +10,8 @@ batch, not the overlay::
 
     python benchmarks/apply_batch.py --model MODEL_DIR [--batches 3000] [--remove-every 10]
         [--out benchmarks/results/apply_batch.json] [--plot docs/img/apply_batch.png]
+        [--before OTHER_RUN.json]   # a record of another run (other code), plotted beside
+    python benchmarks/apply_batch.py --replot RUN.json --before OTHER_RUN.json --plot P.png
 
 Each batch adds one fact between two entities of the version (new to it); every
 ``--remove-every``-th batch also removes one of the version's facts. Printed and recorded:
@@ -33,7 +35,7 @@ from typing import Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="a trained model's folder")
+    parser.add_argument("--model", type=Path, help="a trained model's folder")
     parser.add_argument("--batches", type=int, default=3000)
     parser.add_argument(
         "--remove-every", type=int, default=10, help="every N-th batch also removes a fact"
@@ -41,7 +43,17 @@ def main() -> None:
     parser.add_argument("--buckets", type=int, default=6, help="ranges of overlay size")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--before", type=Path, help="another run's --out, plotted beside")
+    parser.add_argument("--replot", type=Path, help="plot this --out record; run nothing")
     args = parser.parse_args()
+    before = json.loads(args.before.read_text())["per_batch"] if args.before else None
+    if args.replot:
+        if not args.plot:
+            raise SystemExit("--replot needs --plot")
+        plot(args.plot, json.loads(args.replot.read_text())["per_batch"], before)
+        return
+    if args.model is None:
+        raise SystemExit("--model is needed (a trained model's folder)")
 
     data_dir = Path(tempfile.mkdtemp(prefix="kgweave-apply-batch-"))
     os.environ["KGWEAVE_DATA_DIR"] = str(data_dir)
@@ -89,8 +101,8 @@ def main() -> None:
                 raise SystemExit(f"batch {n} was not applied: {applier.state.last_error}")
             rows.append({
                 "overlay_facts": len(applier.overlay.added) + len(applier.overlay.removed),
-                "cpu_ms": (time.clock_gettime(clock) - cpu) * 1e3,
-                "wall_ms": (time.monotonic() - wall) * 1e3,
+                "cpu_ms": round((time.clock_gettime(clock) - cpu) * 1e3, 3),
+                "wall_ms": round((time.monotonic() - wall) * 1e3, 3),
             })  # fmt: skip
             if (n + 1) % 500 == 0:
                 rate = (n + 1) / (time.monotonic() - began)
@@ -101,7 +113,7 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     size = max(1, -(-len(rows) // args.buckets))
-    buckets = []
+    buckets: list[dict[str, Any]] = []
     for i in range(0, len(rows), size):
         part = rows[i : i + size]
         cpus, walls = sorted(r["cpu_ms"] for r in part), sorted(r["wall_ms"] for r in part)
@@ -129,16 +141,21 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps({**record, "per_batch": rows}, indent=1) + "\n")
     if args.plot:
-        plot(args.plot, rows)
+        plot(args.plot, rows, before)
 
 
-def plot(path: Path, rows: list[dict[str, float]]) -> None:
+def plot(
+    path: Path, rows: list[dict[str, float]], before: list[dict[str, float]] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    if before:
+        ax.scatter([r["overlay_facts"] for r in before], [r["cpu_ms"] for r in before], s=3,
+                   color="tab:gray", label="CPU of the applier's thread, before")  # fmt: skip
     x = [r["overlay_facts"] for r in rows]
     ax.scatter(x, [r["cpu_ms"] for r in rows], s=3, label="CPU of the applier's thread")
     ax.scatter(x, [r["wall_ms"] for r in rows], s=3, alpha=0.5, label="append to served (wall)")
