@@ -43,7 +43,7 @@ the rows of entities it still does not know are made again in its embedding spac
 the saved overlay is applied to the loaded version the same way, so cold-start entities,
 deletions and added facts survive a restart without re-reading the log.
 
-A little over 400 lines: one class, the applier's whole cycle (batches, rebases, rows for new
+About 550 lines: one class, the applier's whole cycle (batches, rebases, rows for new
 entities and relations); the pure derivation is in :mod:`kgweave.changes.derive`.
 """
 
