@@ -171,7 +171,9 @@ def test_a_batch_derives_what_the_whole_overlay_derives(base: ServedModel) -> No
     doomed = facts[-1][0]
 
     def facts_of(entity: str) -> list[tuple[str, str, str]]:
-        return [f for f in facts if entity in (f[0], f[2])]
+        # one of them only: the version knows facts of a deleted entity that the overlay does
+        # not list as removed (as one trained before the deletion may), masked all the same
+        return [f for f in facts if entity in (f[0], f[2])][:1]
 
     added, removed = ChangeKind.TRIPLE_ADDED, ChangeKind.TRIPLE_REMOVED
     batches = [

@@ -19,6 +19,7 @@ from kgweave.artifact import ModelArtifact
 from kgweave.changes.overlay import Overlay, Touched, Triple
 from kgweave.data.dataset import IdMap, expand_ranges
 from kgweave.models import KGEModel, copy_model
+from kgweave.serving.known_delta import members
 
 
 def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
@@ -149,6 +150,11 @@ class FactDelta:
     #: (A, 3) added facts the version does not know, sorted by (head, relation, tail) id
     added: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3, dtype=torch.long))
 
+    #: the derived version's deleted entities, and the sorted rows of the version's known
+    #: facts that touch them
+    excluded: frozenset[int] = frozenset()
+    of_excluded: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
     def follow(
         self,
         overlay: Overlay,
@@ -156,43 +162,40 @@ class FactDelta:
         base: BaseFacts,
         entities: IdMap,
         relations: IdMap,
+        excluded: frozenset[int],
     ) -> FactDelta:
         """The delta of ``overlay``: ``self``'s overlay with a batch that ``touched`` these
-        folded in (and rows appended), or else (``touched`` None, or another overlay's delta)
-        made anew. ``entities`` and ``relations``: the derived numbering."""
-        since = self.overlay
-        renumbered = (
-            overlay.new_entities[: len(since.new_entities)] != since.new_entities
+        folded in (and rows appended), or else (``touched`` None, or a numbering that does not
+        extend ``self``'s) made anew. ``entities`` and ``relations``: the derived numbering;
+        ``excluded``: its deleted entities."""
+        since, gone, added = self.overlay, self.gone, self.added
+        if (
+            touched is None
+            or overlay.new_entities[: len(since.new_entities)] != since.new_entities
             or overlay.new_relations[: len(since.new_relations)] != since.new_relations
-        )
-        if touched is None or renumbered:
-            if not since.added and not since.removed:  # (from nothing: every fact)
-                touched = Touched(overlay.added | overlay.removed)
-            else:
-                return FactDelta().follow(overlay, None, base, entities, relations)
+        ):
+            empty = FactDelta()
+            since, gone, added = empty.overlay, empty.gone, empty.added
+            touched = Touched(overlay.added | overlay.removed)
         n_e, n_r = max(len(entities), 1), max(len(relations), 1)
-        gone, added = self.gone, self.added
         facts = sorted(touched.facts)
         if undone := [f for f in facts if f in since.removed and f not in overlay.removed]:
-            gone = gone[~_members(torch.unique(base.all_rows(undone)), gone)]
+            gone = gone[~members(torch.unique(base.all_rows(undone)), gone)]
         if more := [f for f in facts if f in overlay.removed and f not in since.removed]:
             gone = torch.unique(torch.cat((gone, base.all_rows(more))))
         if undone := [f for f in facts if f in since.added and f not in overlay.added]:
             keys = torch.sort(_keys(_ids(undone, entities, relations), n_e, n_r)).values
-            added = added[~_members(keys, _keys(added, n_e, n_r))]
+            added = added[~members(keys, _keys(added, n_e, n_r))]
         if more := [f for f in facts if f in overlay.added and f not in since.added]:
             fresh = [f for f, row in zip(more, base.rows(more), strict=True) if row < 0]
             added = torch.cat((added, _ids(fresh, entities, relations)))
             added = added[torch.argsort(_keys(added, n_e, n_r))]
-        return FactDelta(overlay, gone, added)
-
-
-def _members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Whether each of ``values`` (shape (K,)) is in ``sorted_values``."""
-    if not len(sorted_values) or not len(values):
-        return torch.zeros(len(values), dtype=torch.bool)
-    at = torch.searchsorted(sorted_values, values).clamp_(max=len(sorted_values) - 1)
-    return sorted_values[at] == values
+        of_excluded = self.of_excluded
+        if excluded != self.excluded:  # (a pass over the version's facts: deletions only)
+            known, deleted = base.artifact.known.cpu(), torch.zeros(len(entities), dtype=torch.bool)
+            deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
+            of_excluded = (deleted[known[:, 0]] | deleted[known[:, 2]]).nonzero().squeeze(1)
+        return FactDelta(overlay, gone, added, excluded, of_excluded)
 
 
 class Derived(NamedTuple):
@@ -255,15 +258,12 @@ def derive_artifact(
             if description is not None:
                 descriptions[i] = description
     excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
-    delta = (facts or FactDelta()).follow(overlay, touched, base, entities, relations)
+    delta = (facts or FactDelta()).follow(overlay, touched, base, entities, relations, excluded)
     known, added, gone = art.known.cpu(), delta.added, delta.gone
+    if len(delta.of_excluded):  # and every fact of a deleted entity
+        gone = torch.unique(torch.cat((gone, delta.of_excluded)))
     keep = torch.ones(len(known), dtype=torch.bool)  # (M,)
     keep[gone] = False  # every copy
-    if excluded:  # and every fact of a deleted entity
-        deleted = torch.zeros(len(entities), dtype=torch.bool)
-        deleted[torch.tensor(sorted(excluded), dtype=torch.long)] = True
-        keep &= ~(deleted[known[:, 0]] | deleted[known[:, 2]])
-        gone = (~keep).nonzero().squeeze(1)
     config = dict(art.config)
     config["model"] = model.config()
     config["cold_entities"] = list(overlay.new_entities)

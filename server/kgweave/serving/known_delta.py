@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from kgweave.predict import LinkPredictor
 
 
-def _members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Whether each of ``values`` is in ``sorted_values`` (same shape as ``values``)."""
     if not len(sorted_values):
         return torch.zeros_like(values, dtype=torch.bool)
@@ -93,7 +93,7 @@ class DeltaTailIndex:
         <kgweave.data.dataset.TailIndex.lookup>` (the base's first, then the added ones)."""
         rows, tails = self.base.lookup(self._in_base(hr))
         if len(self.removed) and len(rows):
-            alive = ~_members(self.removed, self._keys(hr[rows], tails))
+            alive = ~members(self.removed, self._keys(hr[rows], tails))
             rows, tails = rows[alive], tails[alive]
         more_rows, more_tails = self.added.lookup(hr)
         return torch.cat((rows, more_rows)), torch.cat((tails, more_tails))
@@ -104,7 +104,7 @@ class DeltaTailIndex:
         # (a new entity as the tail would alias another key of the base's numbering)
         found = self.base.contains(self._in_base(hr), tails) & (tails < self.base.num_entities)
         if len(self.removed):
-            found &= ~_members(self.removed, self._keys(hr, tails))
+            found &= ~members(self.removed, self._keys(hr, tails))
         return found | self.added.contains(hr, tails)
 
     def to(self, device: torch.device) -> DeltaTailIndex:
