@@ -33,6 +33,28 @@ def test_append_read_and_offsets(tmp_path: Path) -> None:
         assert log.read(3) == []
 
 
+def test_a_reader_going_on_reads_what_was_appended_since(tmp_path: Path) -> None:
+    """A reader that goes on from where its last read stopped (the change applier) is served
+    from there, across index points and segments; a read from elsewhere is not misled."""
+    with EventLog(tmp_path, segment_bytes=20_000) as log:
+        at, n = 0, 0
+        for size in [1, 3, 300, 1, 250, 7, 600, 2]:  # index points every 256, several segments
+            log.append([_added(n + i) for i in range(size)])
+            n += size
+            got = log.read(at, limit=n)
+            assert [o for o, _ in got] == list(range(at, n))
+            assert [e for _, e in got] == [_added(i) for i in range(at, n)]
+            assert log.read(n - 1) == [(n - 1, _added(n - 1))]  # the last one, again
+            back = at // 2  # a read from elsewhere
+            assert log.read(back, limit=3) == [
+                (i, _added(i)) for i in range(back, min(back + 3, n))
+            ]
+            at = n
+        assert len(list((tmp_path / "segments").glob("*.seg"))) > 1
+        assert log.read(n - 5, limit=2) == [(n - 5, _added(n - 5)), (n - 4, _added(n - 4))]
+        assert log.read(n - 3) == [(i, _added(i)) for i in range(n - 3, n)]  # cut short: on
+
+
 def test_nothing_lost_across_restart(tmp_path: Path) -> None:
     with EventLog(tmp_path) as log:
         log.append([_added(i) for i in range(50)])

@@ -102,6 +102,10 @@ class EventLog:
         self._salvage = salvage
         self._migrate_legacy(folder / "events.log")
         self._segments: list[Segment] = []
+        #: where the last read stopped: (segment file, next offset, its byte position), so a
+        #: reader that goes on from there (the change applier, batch after batch) seeks
+        #: straight to it instead of from the segment's index point (up to INDEX_EVERY back)
+        self._cursor: tuple[Path, int, int] | None = None
         self._open_segments()
         self._end = self._segments[-1].last + 1
         self._handle = self._segments[-1].path.open("ab")
@@ -401,14 +405,22 @@ class EventLog:
         return out
 
     def _records(self, segment: Segment, start: int) -> Iterator[tuple[int, bytes]]:
-        with segment.path.open("rb", buffering=READ_BUFFER) as handle:
-            position = segment.start_position(start)
-            handle.seek(position)
+        """The records of ``segment`` from offset ``start`` on (call under the lock)."""
+        cursor = self._cursor
+        position = segment.start_position(start)
+        if cursor is not None and cursor[:2] == (segment.path, start):
+            position = max(position, cursor[2])
+        if position >= segment.size:
+            return
+        buffer = min(READ_BUFFER, max(segment.size - position, 1 << 13))  # (what is left)
+        with segment.path.open("rb", buffering=buffer) as f:
+            f.seek(position)
             while position < segment.size:
-                length, _, offset = HEADER.unpack(handle.read(HEADER.size))
-                payload = handle.read(length)
+                length, _, offset = HEADER.unpack(f.read(HEADER.size))
+                payload = f.read(length)
                 position += HEADER.size + length
                 if offset >= start:
+                    self._cursor = (segment.path, offset + 1, position)
                     yield offset, payload
 
     # ---- consumer offsets
