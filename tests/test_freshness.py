@@ -159,6 +159,17 @@ def test_every_change_kind_is_served_at_once_and_survives_a_restart(
         again = plane.versions.active().predictor
         assert again is not extended and again.model is extended.model
         assert again._all is extended._all
+        assert again.artifact.entities is extended.artifact.entities  # nor its labels
+        # a new name (no new rows): served at once, and by the batches after it
+        renamed = admin_pb2.EntityWrite(id="emmy_noether", name="Amalie Emmy Noether")
+        assert api.write(entities=[renamed]).applied
+        facts = api.facts("emmy_noether")
+        assert api.facts("Amalie Emmy Noether") == facts
+        assert api.write(removed=[("emmy_noether", "born_in", "paris")]).applied
+        assert api.facts("Amalie Emmy Noether") == facts - {("emmy_noether", "born_in", "paris")}
+        back = admin_pb2.EntityWrite(id="emmy_noether", name="Emmy Noether")
+        assert api.write(entities=[back], added=[("emmy_noether", "born_in", "paris")]).applied
+        assert api.facts("Emmy Noether") == facts
 
         # a new relation between known entities: queryable at once
         assert api.write(added=[("emmy_noether", "influenced", "albert_einstein")]).applied

@@ -162,7 +162,8 @@ def test_a_batch_derives_what_the_whole_overlay_derives(base: ServedModel) -> No
     """The applier derives each batch's version from the facts that batch touched, carried
     from the served overlay's (FactDelta): batch after batch (facts added, removed, added back,
     an added one removed, an entity deleted, a new entity), the known facts, the removed rows
-    and the added ids are those a derivation of the whole overlay from scratch gives."""
+    and the added ids are those a derivation of the whole overlay from scratch gives, and the
+    number of known facts is counted without making them."""
     art = base.artifact
     ents, rels = art.entities.labels, art.relations.labels
     facts = [(ents[h], rels[r], ents[t]) for h, r, t in art.known.tolist()]
@@ -200,7 +201,10 @@ def test_a_batch_derives_what_the_whole_overlay_derives(base: ServedModel) -> No
         whole = derive_artifact(art, overlay)
         assert torch.equal(step.gone, whole.gone) and torch.equal(step.keep, whole.keep)
         assert torch.equal(step.added, whole.added) and step.excluded == whole.excluded
+        count = step.artifact.known_count  # read per batch: counted, the facts not made
+        assert step.artifact._known is None  # type: ignore[attr-defined]
         assert torch.equal(step.artifact.known, whole.artifact.known)
+        assert count == len(whole.artifact.known) == whole.artifact.known_count
         reference = Overlay(base_version="v0001")  # every event at once, pruned whole
         reference.fold([e for b in batches[: batches.index(events) + 1] for e in b], facts_of)
         prune(reference, facts_index)

@@ -127,6 +127,12 @@ class ModelArtifact:
     trained_on: torch.Tensor | None = None
 
     @property
+    def known_count(self) -> int:
+        """M, the number of facts the version knows (a derived version's without making its
+        fact list)."""
+        return len(self.known)
+
+    @property
     def training_facts(self) -> torch.Tensor:
         """(T, 3) the facts the weights were trained on (what features built from the
         graph's structure saw in training)."""

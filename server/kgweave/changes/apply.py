@@ -98,14 +98,16 @@ class ApplyState:
 
 @dataclass(frozen=True)
 class Extended:
-    """The last served model whose model has rows of new entities or relations, and the
-    overlay rows it was made with (a copy)."""
+    """The last served model whose model has rows of new entities or relations, or whose
+    names have texts of the overlay, and the overlay rows and texts it was made with (a
+    copy)."""
 
     served: ServedModel
     new_entities: list[str]
     new_relations: list[str]
     entity_rows: torch.Tensor
     relation_rows: torch.Tensor
+    texts: dict[str, tuple[str | None, str | None]]
 
     @classmethod
     def of(cls, served: ServedModel, overlay: Overlay) -> Extended:
@@ -115,14 +117,17 @@ class Extended:
             list(overlay.new_relations),
             overlay.entity_rows.clone(),
             overlay.relation_rows.clone(),
+            dict(overlay.texts),
         )
 
     def made_for(self, base: ServedModel, overlay: Overlay) -> bool:
-        """Whether its model is ``base``'s with exactly ``overlay``'s rows."""
+        """Whether its model is ``base``'s with exactly ``overlay``'s rows, and its names
+        have exactly ``overlay``'s texts."""
         return (
             self.served.base_version == base.version
             and overlay.new_entities == self.new_entities
             and overlay.new_relations == self.new_relations
+            and overlay.texts == self.texts
             and torch.equal(overlay.entity_rows, self.entity_rows)
             and torch.equal(overlay.relation_rows, self.relation_rows)
         )
@@ -517,9 +522,10 @@ class ChangeApplier:
         self, base: ServedModel, overlay: Overlay, touched: Touched | None = None
     ) -> ServedModel:
         art = base.artifact
-        # the previous batch's model, when this overlay brings no other rows: its extended
-        # tables and prepacked scorer serve again (a copy of the entity table per batch was
-        # most of a batch's cost once a graph had new entities)
+        # the previous batch's model, id maps and names, when this overlay brings no other rows
+        # or texts: its extended tables and prepacked scorer serve again (a copy of the entity
+        # table per batch was most of a batch's cost once a graph had new entities; a copy of
+        # its labels, indexed again, then the most)
         last = self._extended
         reused = last.served if last is not None and last.made_for(base, overlay) else None
         # the served overlay's facts as rows and ids, when ``overlay`` is it with a batch in
@@ -530,7 +536,7 @@ class ChangeApplier:
             art,
             overlay,
             self._base_facts(base),
-            reused.artifact.model if reused is not None else None,
+            reused.artifact if reused is not None else None,
             carried,
             touched,
         )
@@ -548,7 +554,9 @@ class ChangeApplier:
             like=reused.predictor if reused is not None else None,
         )
         served.warm_up(base)
-        if artifact.model is not art.model and reused is None:
+        if reused is None and (
+            artifact.model is not art.model or artifact.entity_names is not art.entity_names
+        ):
             self._extended = Extended.of(served, overlay)
         return served
 

@@ -111,13 +111,19 @@ class DerivedArtifact(ModelArtifact):
     (a copy of FB15k-237's 272k facts, gathered by a mask, per batch was most of a batch's cost
     in the serving process)."""
 
-    def __init__(self, known_of: Callable[[], torch.Tensor] | None = None, **fields: Any) -> None:
-        """``known_of``: makes the known facts; or ``known`` given among ``fields`` (as
-        :func:`dataclasses.replace` gives it)."""
+    def __init__(
+        self,
+        known_of: Callable[[], torch.Tensor] | None = None,
+        count: int | None = None,
+        **fields: Any,
+    ) -> None:
+        """``known_of``: makes the known facts, ``count`` of them; or ``known`` given among
+        ``fields`` (as :func:`dataclasses.replace` gives it)."""
         self._known: torch.Tensor | None = None
         self._known_of = known_of
         fields.setdefault("known", None)
-        super().__init__(**fields)
+        super().__init__(**fields)  # (sets known: None)
+        self._count = count
 
     def __repr__(self) -> str:
         return f"DerivedArtifact({self.path}, {len(self.entities)} entities)"
@@ -133,6 +139,12 @@ class DerivedArtifact(ModelArtifact):
     @known.setter
     def known(self, value: torch.Tensor) -> None:
         self._known = value
+        self._count = None if value is None else len(value)
+
+    @property
+    def known_count(self) -> int:
+        """M, without making the known facts (the retrain watcher reads it per batch)."""
+        return len(self.known) if self._count is None else self._count
 
 
 @dataclass(frozen=True)
@@ -215,48 +227,45 @@ def derive_artifact(
     art: ModelArtifact,
     overlay: Overlay,
     base: BaseFacts | None = None,
-    model: KGEModel | None = None,
+    like: ModelArtifact | None = None,
     facts: FactDelta | None = None,
     touched: Touched | None = None,
 ) -> Derived:
     """``art`` with ``overlay`` applied (``art`` is not modified; unchanged tensors are
-    shared). ``base``: ``art``'s :class:`BaseFacts`; ``model``: ``art``'s model with the
-    overlay's rows of new entities and relations, when the caller made it already (it then
-    serves again: a change batch that brings no new rows makes no new model); ``facts``: the
-    :class:`FactDelta` of the overlay this one was folded from, on ``art``, and ``touched``
-    what the fold touched (None: the overlay's facts are all looked up)."""
+    shared). ``base``: ``art``'s :class:`BaseFacts`; ``like``: an artifact derived from ``art``
+    with exactly ``overlay``'s new entities, relations, rows and texts (the previous batch's,
+    when this one brings none of them): its model, id maps and names serve again (a change
+    batch that brings no new rows makes no new model, and no copy of the version's labels);
+    ``facts``: the :class:`FactDelta` of the overlay this one was folded from, on ``art``, and
+    ``touched`` what the fold touched (None: the overlay's facts are all looked up)."""
     from kgweave.language.features.coldstart import extend_model
 
     base = base if base is not None and base.artifact is art else BaseFacts(art)
     num_r = len(art.relations)
-    # (id maps are not changed once made: without new labels the version's serve again)
-    entities = (
-        IdMap([*art.entities.labels, *overlay.new_entities])
-        if overlay.new_entities
-        else art.entities
-    )
-    relations = (
-        IdMap([*art.relations.labels, *overlay.new_relations])
-        if overlay.new_relations
-        else art.relations
-    )
-    if model is None:
-        model = art.model
+    if like is not None:
+        model, entities, relations = like.model, like.entities, like.relations
+        names, descriptions = like.entity_names, like.entity_descriptions
+    else:
+        model, names, descriptions = art.model, art.entity_names, art.entity_descriptions
+        # (id maps are not changed once made: without new labels the version's serve again)
+        entities, relations = art.entities, art.relations
         if overlay.new_entities:
+            entities = IdMap([*art.entities.labels, *overlay.new_entities])
             model = extend_model(model, overlay.entity_rows)
         if overlay.new_relations:
+            relations = IdMap([*art.relations.labels, *overlay.new_relations])
             model = _extend_relations(model, num_r, overlay.relation_rows)
-    texts = [(entities.index[e], *text) for e, text in overlay.texts.items() if e in entities]
-    names, descriptions = art.entity_names, art.entity_descriptions
-    if texts or len(names) < len(entities) or len(descriptions) < len(entities):
-        # (else the version's lists serve as they are: per-batch data keyed on them is reused)
-        names = [*names, *([None] * (len(entities) - len(names)))]
-        descriptions = [*descriptions, *([None] * (len(entities) - len(descriptions)))]
-        for i, name, description in texts:
-            if name is not None:
-                names[i] = name
-            if description is not None:
-                descriptions[i] = description
+        texts = [(entities.index[e], *t) for e, t in overlay.texts.items() if e in entities]
+        if texts or len(names) < len(entities) or len(descriptions) < len(entities):
+            # (else the version's lists serve as they are: per-batch data keyed on them is
+            # reused)
+            names = [*names, *([None] * (len(entities) - len(names)))]
+            descriptions = [*descriptions, *([None] * (len(entities) - len(descriptions)))]
+            for i, name, description in texts:
+                if name is not None:
+                    names[i] = name
+                if description is not None:
+                    descriptions[i] = description
     excluded = frozenset(entities.index[e] for e in overlay.deleted if e in entities)
     delta = (facts or FactDelta()).follow(overlay, touched, base, entities, relations, excluded)
     known, added, gone = art.known.cpu(), delta.added, delta.gone
@@ -274,6 +283,7 @@ def derive_artifact(
 
     artifact = DerivedArtifact(
         known_of,
+        len(known) - len(gone) + len(added),  # (gone: distinct rows)
         path=art.path,
         model=model,
         entities=entities,

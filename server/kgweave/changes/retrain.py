@@ -506,7 +506,7 @@ class RetrainWatcher:
             return True
         drift = self.settings.full_retrain_drift
         if drift > 0 and self.versions.ready:
-            known = len(self.versions.active().artifact.known)
+            known = self.versions.active().artifact.known_count
             if pending >= max(drift * known, 1):
                 return True
         every = self.settings.full_retrain_interval_s
