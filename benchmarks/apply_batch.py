@@ -10,11 +10,15 @@ batch, not the overlay::
 
     python benchmarks/apply_batch.py --model MODEL_DIR [--batches 3000] [--remove-every 10]
         [--out benchmarks/results/apply_batch.json] [--plot docs/img/apply_batch.png]
+        [--new-entities N]          # the first N batches each bring a new entity
         [--before OTHER_RUN.json]   # a record of another run (other code), plotted beside
     python benchmarks/apply_batch.py --replot RUN.json --before OTHER_RUN.json --plot P.png
 
 Each batch adds one fact between two entities of the version (new to it); every
-``--remove-every``-th batch also removes one of the version's facts. Printed and recorded:
+``--remove-every``-th batch also removes one of the version's facts; with ``--new-entities N``
+the first N batches each add a fact of a new entity instead (placed by its neighbour: no text
+encoder), which the overlay then holds for every later batch, as a graph's new entities stay
+in it until an update trains them. Printed and recorded:
 per-batch CPU and wall (ms, p50 and p95) for each range of overlay sizes.
 """
 
@@ -39,6 +43,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3000)
     parser.add_argument(
         "--remove-every", type=int, default=10, help="every N-th batch also removes a fact"
+    )
+    parser.add_argument(
+        "--new-entities", type=int, default=0, help="the first N batches bring a new entity each"
     )
     parser.add_argument("--buckets", type=int, default=6, help="ranges of overlay size")
     parser.add_argument("--out", type=Path)
@@ -83,6 +90,9 @@ def main() -> None:
         began = time.monotonic()
         for n in range(args.batches):
             events: list[ChangeEvent] = []
+            if n < args.new_entities:  # a new entity, placed by its neighbour
+                events.append(ChangeEvent(ChangeKind.TRIPLE_ADDED, f"kgweave-bench-new-{n}",
+                                          relations[0], entities[n]))  # fmt: skip
             while not events:
                 h, t = rng.randrange(len(entities)), rng.randrange(len(entities))
                 r = rng.randrange(len(relations))
@@ -131,6 +141,7 @@ def main() -> None:
         "model": {"entities": len(entities), "known_facts": len(art.known)},
         "batches": len(rows),
         "remove_every": args.remove_every,
+        "new_entities": args.new_entities,
         "by_overlay_size": buckets,
     }
     for b in buckets:
