@@ -532,7 +532,7 @@ class ChangeApplier:
         carried = self._delta
         if carried is None or self._delta_of is not art or carried.overlay is not self.overlay:
             carried, touched = None, None
-        artifact, excluded, keep, added, gone, delta = derive_artifact(
+        artifact, excluded, added, gone, delta = derive_artifact(
             art,
             overlay,
             self._base_facts(base),
@@ -550,7 +550,7 @@ class ChangeApplier:
             text_fusion=fusion,
             prepack=base.prepack,
             excluded=excluded,
-            change=KnownChange(base, keep, added, gone),
+            change=KnownChange(base, added, gone),
             like=reused.predictor if reused is not None else None,
         )
         served.warm_up(base)

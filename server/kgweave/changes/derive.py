@@ -19,7 +19,7 @@ from kgweave.artifact import ModelArtifact
 from kgweave.changes.overlay import Overlay, Touched, Triple
 from kgweave.data.dataset import IdMap, expand_ranges
 from kgweave.models import KGEModel, copy_model
-from kgweave.serving.known_delta import members
+from kgweave.serving.known_delta import kept, members
 
 
 def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
@@ -212,12 +212,11 @@ class FactDelta:
 
 class Derived(NamedTuple):
     """An artifact with an overlay applied: the ids of its deleted entities, and its known
-    facts, ``cat(art.known[keep], added)``; ``gone``: the sorted rows of ``art.known`` not
-    kept; ``facts``: the overlay's :class:`FactDelta`, for the next batch's derivation."""
+    facts, ``art.known`` less the sorted rows ``gone``, then ``added``; ``facts``: the
+    overlay's :class:`FactDelta`, for the next batch's derivation."""
 
     artifact: ModelArtifact
     excluded: frozenset[int]
-    keep: torch.Tensor
     added: torch.Tensor
     gone: torch.Tensor
     facts: FactDelta
@@ -271,15 +270,13 @@ def derive_artifact(
     known, added, gone = art.known.cpu(), delta.added, delta.gone
     if len(delta.of_excluded):  # and every fact of a deleted entity
         gone = torch.unique(torch.cat((gone, delta.of_excluded)))
-    keep = torch.ones(len(known), dtype=torch.bool)  # (M,)
-    keep[gone] = False  # every copy
     config = dict(art.config)
     config["model"] = model.config()
     config["cold_entities"] = list(overlay.new_entities)
     config["overlay"] = overlay.summary()
 
     def known_of() -> torch.Tensor:
-        return torch.cat((known[keep], added)).to(art.known.device)
+        return torch.cat((known[kept(len(known), gone)], added)).to(art.known.device)
 
     artifact = DerivedArtifact(
         known_of,
@@ -294,7 +291,7 @@ def derive_artifact(
         entity_descriptions=descriptions,
         trained_on=art.training_facts,  # the weights' (the overlay trains nothing)
     )
-    return Derived(artifact, excluded, keep, added, gone, delta)
+    return Derived(artifact, excluded, added, gone, delta)
 
 
 def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:

@@ -38,6 +38,13 @@ def members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return (sorted_values[at] == values.reshape(-1)).view_as(values)
 
 
+def kept(count: int, gone: torch.Tensor) -> torch.Tensor:
+    """(count,) bool: False at the rows ``gone``, True elsewhere."""
+    keep = torch.ones(count, dtype=torch.bool)
+    keep[gone.cpu()] = False
+    return keep
+
+
 class DeltaTailIndex:
     """The ``filter_known`` index of a derived version: the base's
     :class:`~kgweave.data.dataset.TailIndex` less the removed facts, plus an index of the added
@@ -150,19 +157,25 @@ class EntityFacts:
 @dataclass(frozen=True)
 class DeltaEntityFacts:
     """A derived version's facts by entity, ``cat(base.known[keep], added)``, as its own
-    :class:`EntityFacts` would give them: the base's less the removed rows, then the added
-    (``added``: shape (A, 3); indexed by entity when first asked, not per change batch)."""
+    :class:`EntityFacts` would give them: the base's less the removed rows ``gone``, then the
+    added (``added``: shape (A, 3)); the mask and the index of the added facts are made when
+    first asked, not per change batch."""
 
     base: EntityFacts
-    keep: torch.Tensor
+    gone: torch.Tensor
     added: torch.Tensor
     num_entities: int
 
     @classmethod
     def of_change(
-        cls, base: EntityFacts, keep: torch.Tensor, added: torch.Tensor, num_entities: int
+        cls, base: EntityFacts, gone: torch.Tensor, added: torch.Tensor, num_entities: int
     ) -> DeltaEntityFacts:
-        return cls(base, keep.cpu(), added.cpu(), num_entities)
+        return cls(base, gone.cpu(), added.cpu(), num_entities)
+
+    @functools.cached_property
+    def keep(self) -> torch.Tensor:
+        """(M,) whether each of the base's facts is kept."""
+        return kept(len(self.base.known), self.gone)
 
     @functools.cached_property
     def fresh(self) -> EntityFacts:
@@ -196,12 +209,11 @@ class Base(Protocol):
 @dataclass(frozen=True)
 class KnownChange:
     """How a derived version's known facts follow from those of its base (a loaded version):
-    ``cat(base_known[keep], added)`` (no fact of ``base_known[~keep]`` is left in
-    ``base_known[keep]``, none of ``added`` is in it); ``gone``: the rows where ``keep`` is
-    false, sorted (what the caller knows already: no pass over the base's facts per batch)."""
+    ``cat(base_known[keep], added)``, where ``keep`` is false at the sorted rows ``gone`` (no
+    fact of the gone rows is left among the kept ones, none of ``added`` is in them; the mask
+    is made only if asked for: no pass over the base's facts per batch)."""
 
     base: Base
-    keep: torch.Tensor
     added: torch.Tensor
     gone: torch.Tensor
 
@@ -216,7 +228,7 @@ class KnownChange:
 
     def facts(self, num_entities: int) -> DeltaEntityFacts:
         """The derived version's facts by entity."""
-        return DeltaEntityFacts.of_change(self._base_facts(), self.keep, self.added, num_entities)
+        return DeltaEntityFacts.of_change(self._base_facts(), self.gone, self.added, num_entities)
 
     def _base_facts(self) -> EntityFacts:
         facts = self.base.entity_facts
