@@ -19,7 +19,7 @@ from kgweave.artifact import ModelArtifact
 from kgweave.changes.overlay import Overlay, Touched, Triple
 from kgweave.data.dataset import IdMap, expand_ranges
 from kgweave.models import KGEModel, copy_model
-from kgweave.serving.known_delta import kept, members
+from kgweave.serving.known_delta import members
 
 
 def _keys(triples: torch.Tensor, n_entities: int, n_relations: int) -> torch.Tensor:
@@ -276,7 +276,9 @@ def derive_artifact(
     config["overlay"] = overlay.summary()
 
     def known_of() -> torch.Tensor:
-        return torch.cat((known[kept(len(known), gone)], added)).to(art.known.device)
+        keep = torch.ones(len(known), dtype=torch.bool)  # (M,)
+        keep[gone] = False  # every copy
+        return torch.cat((known[keep], added)).to(art.known.device)
 
     artifact = DerivedArtifact(
         known_of,

@@ -38,13 +38,6 @@ def members(sorted_values: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return (sorted_values[at] == values.reshape(-1)).view_as(values)
 
 
-def kept(count: int, gone: torch.Tensor) -> torch.Tensor:
-    """(count,) bool: False at the rows ``gone``, True elsewhere."""
-    keep = torch.ones(count, dtype=torch.bool)
-    keep[gone.cpu()] = False
-    return keep
-
-
 class DeltaTailIndex:
     """The ``filter_known`` index of a derived version: the base's
     :class:`~kgweave.data.dataset.TailIndex` less the removed facts, plus an index of the added
@@ -158,8 +151,8 @@ class EntityFacts:
 class DeltaEntityFacts:
     """A derived version's facts by entity, ``cat(base.known[keep], added)``, as its own
     :class:`EntityFacts` would give them: the base's less the removed rows ``gone``, then the
-    added (``added``: shape (A, 3)); the mask and the index of the added facts are made when
-    first asked, not per change batch."""
+    added (``added``: shape (A, 3); indexed by entity when first asked, not per change
+    batch); an entity's rows are looked up among the sorted ``gone``, no mask is made."""
 
     base: EntityFacts
     gone: torch.Tensor
@@ -173,11 +166,6 @@ class DeltaEntityFacts:
         return cls(base, gone.cpu(), added.cpu(), num_entities)
 
     @functools.cached_property
-    def keep(self) -> torch.Tensor:
-        """(M,) whether each of the base's facts is kept."""
-        return kept(len(self.base.known), self.gone)
-
-    @functools.cached_property
     def fresh(self) -> EntityFacts:
         """The added facts by entity."""
         return EntityFacts(self.added, self.num_entities)
@@ -185,7 +173,7 @@ class DeltaEntityFacts:
     def of(self, e: int, limit: int) -> tuple[torch.Tensor, int]:
         """As :meth:`EntityFacts.of`."""
         heads, tails = self.base.rows(e)
-        heads, tails = heads[self.keep[heads]], tails[self.keep[tails]]
+        heads, tails = heads[~members(self.gone, heads)], tails[~members(self.gone, tails)]
         new_heads, new_tails = self.fresh.rows(e)
         count = len(heads) + len(tails) + len(new_heads) + len(new_tails)
         parts = []
@@ -210,8 +198,8 @@ class Base(Protocol):
 class KnownChange:
     """How a derived version's known facts follow from those of its base (a loaded version):
     ``cat(base_known[keep], added)``, where ``keep`` is false at the sorted rows ``gone`` (no
-    fact of the gone rows is left among the kept ones, none of ``added`` is in them; the mask
-    is made only if asked for: no pass over the base's facts per batch)."""
+    fact of the gone rows is left among the kept ones, none of ``added`` is in them; no mask
+    is made: no pass over the base's facts per batch)."""
 
     base: Base
     added: torch.Tensor
