@@ -211,3 +211,22 @@ def test_cold_entity_errors(
     narrow = TextProjection(torch.zeros(encoder.dim, 3), torch.zeros(3))
     with pytest.raises(FailedPreconditionError, match="fit a projection"):
         add_cold_entities(artifact, ["new"], ["New"], None, encoder, narrow)
+
+
+def test_new_entities_neighbours_are_found_in_one_pass() -> None:
+    """The change applier places a new entity without text at the mean of its neighbours: the
+    other end of every fact it is in, found for all of a batch's new entities in one pass over
+    the overlay's facts (it was one pass per entity), the same as each entity's own scan."""
+    from kgweave.changes.apply import neighbours_of
+
+    generator = torch.Generator().manual_seed(0)
+    labels = [f"e{i}" for i in range(40)]
+    picks = torch.randint(0, 40, (300, 2), generator=generator).tolist()
+    facts = {(labels[h], "r", labels[t]) for h, t in picks} | {("e3", "loop", "e3")}
+    entities = ["e3", "e7", "e11", "nowhere"]
+    found = neighbours_of(facts, entities)
+    assert list(found) == entities
+    for e in entities:  # the applier's former scan, per entity
+        assert found[e] == [f[2] if f[0] == e else f[0] for f in facts if e in (f[0], f[2])]
+    assert found["nowhere"] == []
+    assert found["e3"].count("e3") == sum(1 for h, _, t in facts if h == t == "e3")  # once each

@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -458,13 +458,17 @@ class ChangeApplier:
         if texted:
             rows.update(self._text_rows(overlay, base, texted))
         index = {e: i for i, e in enumerate(overlay.new_entities)}
-        for e in [*wanted, *redo]:
-            if e in rows:
-                overlay.origins[e] = "text"
-                continue
-            if e in index and overlay.origins.get(e) == "neighbours":
-                continue  # keep the row it has
-            neighbours = [f[2] if f[0] == e else f[0] for f in overlay.added if e in (f[0], f[2])]
+        for e in rows:
+            overlay.origins[e] = "text"
+        placed = [
+            e
+            for e in [*wanted, *redo]
+            if e not in rows  # (one placed by its neighbours keeps its row)
+            and not (e in index and overlay.origins.get(e) == "neighbours")
+        ]
+        around = neighbours_of(overlay.added, placed)  # (one pass, not one per entity)
+        for e in placed:
+            neighbours = around[e]
             vectors = [table[known[n]] for n in neighbours if n in known]
             vectors += [overlay.entity_rows[index[n]] for n in neighbours if n in index]
             if vectors:
@@ -559,6 +563,19 @@ class ChangeApplier:
         ):
             self._extended = Extended.of(served, overlay)
         return served
+
+
+def neighbours_of(facts: Iterable[Triple], entities: Iterable[str]) -> dict[str, list[str]]:
+    """Each of ``entities``' neighbours in ``facts``: the other end of each fact it is in (its
+    own label once for a fact from it to itself), in the order of ``facts``; one pass over
+    them whatever the number of entities."""
+    found: dict[str, list[str]] = {e: [] for e in entities}
+    for h, _, t in facts:
+        if h in found:
+            found[h].append(t)
+        if t in found and t != h:
+            found[t].append(h)
+    return found
 
 
 def warm_started_from(config: dict[str, Any]) -> str:
