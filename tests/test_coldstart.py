@@ -229,4 +229,10 @@ def test_new_entities_neighbours_are_found_in_one_pass() -> None:
     for e in entities:  # the applier's former scan, per entity
         assert found[e] == [f[2] if f[0] == e else f[0] for f in facts if e in (f[0], f[2])]
     assert found["nowhere"] == []
+
+    class Untouchable(list[tuple[str, str, str]]):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            raise AssertionError("a batch without new entities scanned the overlay's facts")
+
+    assert neighbours_of(Untouchable(facts), []) == {}
     assert found["e3"].count("e3") == sum(1 for h, _, t in facts if h == t == "e3")  # once each

@@ -568,8 +568,10 @@ class ChangeApplier:
 def neighbours_of(facts: Iterable[Triple], entities: Iterable[str]) -> dict[str, list[str]]:
     """Each of ``entities``' neighbours in ``facts``: the other end of each fact it is in (its
     own label once for a fact from it to itself), in the order of ``facts``; one pass over
-    them whatever the number of entities."""
+    them whatever the number of entities, none without entities."""
     found: dict[str, list[str]] = {e: [] for e in entities}
+    if not found:
+        return found  # (most batches bring no new entity: no pass at all)
     for h, _, t in facts:
         if h in found:
             found[h].append(t)
