@@ -59,7 +59,7 @@ def change_of(base: ServedModel, derived: Any) -> Any:
         merge = importlib.import_module("kgweave.serving.known_merge")
         by_entity = base.by_entity  # type: ignore[attr-defined]
         return merge.KnownChange(base.predictor, by_entity, derived.keep, derived.added)
-    return delta.KnownChange(base, derived.added, derived.gone)
+    return delta.KnownChange(base, derived.facts.added, derived.gone)
 
 
 def time_batch(base: ServedModel, overlay: Overlay, repeats: int) -> dict[str, float]:

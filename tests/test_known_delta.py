@@ -69,10 +69,10 @@ def test_indexes_read_through_the_change_answer_as_a_rebuild(base: ServedModel) 
     overlay.entity_rows = torch.zeros(1, art.model.entity.weight.shape[1])
     overlay.relation_rows = torch.zeros(1, 2, art.model.relation.weight.shape[1])
     derived = derive_artifact(art, overlay)
-    assert len(derived.excluded) == 1 and derived.added.numel() > 0 and len(derived.gone)
+    assert len(derived.excluded) == 1 and derived.facts.added.numel() > 0 and len(derived.gone)
 
     assert isinstance(base.entity_facts, EntityFacts)
-    change = KnownChange(base, derived.added, derived.gone)
+    change = KnownChange(base, derived.facts.added, derived.gone)
     merged = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded, change=change)
     rebuilt = ServedModel("v0001@1", derived.artifact, excluded=derived.excluded)
     delta, index = merged.predictor.known, rebuilt.predictor.known
@@ -200,7 +200,7 @@ def test_a_batch_derives_what_the_whole_overlay_derives(base: ServedModel) -> No
         step = derive_artifact(art, overlay, facts_index, None, carried, touched)
         whole = derive_artifact(art, overlay)
         assert torch.equal(step.gone, whole.gone)
-        assert torch.equal(step.added, whole.added) and step.excluded == whole.excluded
+        assert torch.equal(step.facts.added, whole.facts.added) and step.excluded == whole.excluded
         count = step.artifact.known_count  # read per batch: counted, the facts not made
         assert step.artifact._known is None  # type: ignore[attr-defined]
         assert torch.equal(step.artifact.known, whole.artifact.known)
@@ -211,4 +211,4 @@ def test_a_batch_derives_what_the_whole_overlay_derives(base: ServedModel) -> No
         assert (overlay.added, overlay.removed) == (reference.added, reference.removed)
         carried, excluded = step.facts, excluded | step.excluded
     # every part was exercised (the deleted entity is back with the last batch's fact)
-    assert len(step.added) and len(step.gone) and excluded and not step.excluded
+    assert len(step.facts.added) and len(step.gone) and excluded and not step.excluded

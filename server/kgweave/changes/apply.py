@@ -536,7 +536,7 @@ class ChangeApplier:
         carried = self._delta
         if carried is None or self._delta_of is not art or carried.overlay is not self.overlay:
             carried, touched = None, None
-        artifact, excluded, added, gone, delta = derive_artifact(
+        artifact, excluded, gone, delta = derive_artifact(
             art,
             overlay,
             self._base_facts(base),
@@ -554,7 +554,7 @@ class ChangeApplier:
             text_fusion=fusion,
             prepack=base.prepack,
             excluded=excluded,
-            change=KnownChange(base, added, gone),
+            change=KnownChange(base, delta.added, gone),
             like=reused.predictor if reused is not None else None,
         )
         served.warm_up(base)

@@ -212,12 +212,12 @@ class FactDelta:
 
 class Derived(NamedTuple):
     """An artifact with an overlay applied: the ids of its deleted entities, and its known
-    facts, ``art.known`` less the sorted rows ``gone``, then ``added``; ``facts``: the
-    overlay's :class:`FactDelta`, for the next batch's derivation."""
+    facts, ``art.known`` less the sorted rows ``gone`` (the overlay's removals and every fact
+    of a deleted entity), then ``facts.added``; ``facts``: the overlay's :class:`FactDelta`,
+    for the next batch's derivation."""
 
     artifact: ModelArtifact
     excluded: frozenset[int]
-    added: torch.Tensor
     gone: torch.Tensor
     facts: FactDelta
 
@@ -293,7 +293,7 @@ def derive_artifact(
         entity_descriptions=descriptions,
         trained_on=art.training_facts,  # the weights' (the overlay trains nothing)
     )
-    return Derived(artifact, excluded, added, gone, delta)
+    return Derived(artifact, excluded, gone, delta)
 
 
 def _extend_relations(model: KGEModel, num_r: int, rows: torch.Tensor) -> KGEModel:

@@ -149,10 +149,10 @@ class EntityFacts:
 
 @dataclass(frozen=True)
 class DeltaEntityFacts:
-    """A derived version's facts by entity, ``cat(base.known[keep], added)``, as its own
-    :class:`EntityFacts` would give them: the base's less the removed rows ``gone``, then the
-    added (``added``: shape (A, 3); indexed by entity when first asked, not per change
-    batch); an entity's rows are looked up among the sorted ``gone``, no mask is made."""
+    """A derived version's facts by entity, as its own :class:`EntityFacts` would give them:
+    the base's less the removed rows ``gone`` (sorted; an entity's rows are looked up among
+    them, no mask is made), then the added (``added``: shape (A, 3); indexed by entity when
+    first asked, not per change batch)."""
 
     base: EntityFacts
     gone: torch.Tensor
